@@ -1,0 +1,200 @@
+"""Load params.yaml into typed, validated objects.
+
+Every stage loads and validates the whole file before doing any work, so a typo in any
+section stops the pipeline at its first stage with one line that names the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from cifar.errors import ConfigError
+
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["custom_resnet", "resnet18"] = "custom_resnet"
+    norm: Literal["batch", "group"] = "batch"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "official" (torchvision's md5-checked download), "synthetic", or a local path.
+    source: str = "official"
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 8
+
+
+@dataclass(frozen=True)
+class LRFindConfig:
+    start_lr: float = 1e-7
+    end_lr: float = 0.1
+    num_iter: int = 100
+    step_mode: Literal["exp", "linear"] = "exp"
+    pick: Literal["min_loss", "steepest"] = "min_loss"
+
+
+@dataclass(frozen=True)
+class OneCycleConfig:
+    max_at_epoch: int = 5
+    div_factor: float = 100.0
+    final_div_factor: float = 100.0
+    three_phase: bool = False
+    anneal_strategy: Literal["linear", "cos"] = "linear"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 24
+    batch_size: int = 512
+    weight_decay: float = 1e-7
+    # "find" takes the LR the lr_find stage chose; a number overrides it.
+    max_lr: float | Literal["find"] = "find"
+    onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Range rules, checked after types: key -> (predicate, what is allowed).
+_RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
+    "data.train_limit": (lambda v: v is None or v >= 10, "null (all) or an integer >= 10"),
+    "data.test_limit": (lambda v: v is None or v >= 10, "null (all) or an integer >= 10"),
+    "augment.crop_padding": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 to {IMAGE_SIZE}"),
+    "augment.cutout": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"),
+    "lr_find.start_lr": (lambda v: v > 0, "a number > 0"),
+    "lr_find.end_lr": (lambda v: v > 0, "a number > 0"),
+    "lr_find.num_iter": (lambda v: v >= 2, "an integer >= 2"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.max_lr": (lambda v: v == "find" or v > 0, '"find" or a number > 0'),
+    "train.onecycle.max_at_epoch": (lambda v: v >= 1, "an integer >= 1"),
+    "train.onecycle.div_factor": (lambda v: v >= 1, "a number >= 1"),
+    "train.onecycle.final_div_factor": (lambda v: v >= 1, "a number >= 1"),
+}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    params = _build(Params, raw, prefix="", source=source)
+    _check_across_keys(params, source)
+    return params
+
+
+def _build(cls, raw: object, prefix: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {raw!r}: expected a mapping of keys")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]}; allowed keys here: {', '.join(fields)}"
+        )
+    values = {}
+    for name, value in raw.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=key + ".", source=source)
+        else:
+            values[name] = _coerce(key, value, hint, source)
+            rule = _RULES.get(key)
+            if rule and not rule[0](values[name]):
+                raise ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {rule[1]}")
+    return cls(**values)
+
+
+def _coerce(key: str, value: object, hint, source: str):
+    """Return value if it fits the type hint (ints are accepted where floats are)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if typing.get_origin(option) is Literal and value in typing.get_args(option):
+            return value
+        # bool is an int in Python; a YAML `true` must not pass as a number.
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {_describe(options)}")
+
+
+def _describe(options) -> str:
+    words = []
+    for option in options:
+        if typing.get_origin(option) is Literal:
+            words.append("one of " + ", ".join(repr(v) for v in typing.get_args(option)))
+        elif option is type(None):
+            words.append("null")
+        else:
+            words.append({bool: "true or false", int: "an integer", float: "a number", str: "a string"}[option])
+    return " or ".join(words)
+
+
+def _check_across_keys(params: Params, source: str) -> None:
+    onecycle, epochs = params.train.onecycle, params.train.epochs
+    # OneCycle needs steps after the peak to anneal; three_phase also climbs back down
+    # over as many epochs as it took to rise, before the final anneal.
+    last_peak = (epochs - 1) // 2 if onecycle.three_phase else epochs - 1
+    if onecycle.max_at_epoch > last_peak:
+        raise ConfigError(
+            f"{source}: train.onecycle.max_at_epoch = {onecycle.max_at_epoch} is not allowed; with "
+            f"train.epochs = {epochs} and three_phase = {str(onecycle.three_phase).lower()} "
+            f"the peak must come at epoch {last_peak} or earlier"
+        )
+    if params.lr_find.end_lr <= params.lr_find.start_lr:
+        raise ConfigError(
+            f"{source}: lr_find.end_lr = {params.lr_find.end_lr} is not allowed; "
+            f"it must be larger than lr_find.start_lr = {params.lr_find.start_lr}"
+        )
+    if params.model.name != "resnet18" and params.model.norm != "batch":
+        raise ConfigError(
+            f"{source}: model.norm = {params.model.norm!r} is not allowed with model.name = "
+            f"{params.model.name!r}; only resnet18 has a GroupNorm variant"
+        )

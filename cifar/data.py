@@ -1,0 +1,277 @@
+"""CIFAR-10 from any source into one on-disk format.
+
+Sources: the official archive through torchvision (md5-checked download), a local copy
+(the official archive or its extracted batches, or a class-per-folder tree or archive of
+one), or a generated synthetic set. Whatever the source, the output is a folder with
+`train.npz` and `test.npz`, each holding `images` (uint8, N x 32 x 32 x 3), `labels`
+(int64) and `classes` (names, index = label).
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cifar.atomic import atomic_path
+from cifar.config import IMAGE_SIZE, DataConfig
+from cifar.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
+OFFICIAL_FOLDER = "cifar-10-batches-py"
+# Sizes of the official splits; the synthetic set mirrors them unless limited.
+FULL_SIZE = {"train": 50_000, "test": 10_000}
+
+EXPECTED_LAYOUT = (
+    "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
+    "folder), or a class-per-folder tree train/<class>/*.png|jpg and test/<class>/*.png|jpg, "
+    "or a .tar/.tar.gz/.tar.xz/.zip archive of that tree"
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8, N x H x W x C
+    labels: np.ndarray  # int64, N
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def per_class_quota(limit: int, num_classes: int) -> list[int]:
+    """How many images of each class a class-balanced subset of `limit` takes."""
+    base, extra = divmod(limit, num_classes)
+    return [base + (index < extra) for index in range(num_classes)]
+
+
+def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
+    """The first images of each class, `limit` in all, in their original order."""
+    if limit is None:
+        return split
+    chosen = []
+    for label, quota in enumerate(per_class_quota(limit, len(split.classes))):
+        indices = np.flatnonzero(split.labels == label)
+        if len(indices) < quota:
+            raise DataError(
+                f"{what} = {limit} asks for {quota} images of class {split.classes[label]!r} "
+                f"but the source has {len(indices)}; lower {what} or set it to null"
+            )
+        chosen.append(indices[:quota])
+    keep = np.sort(np.concatenate(chosen))
+    return Split(split.images[keep], split.labels[keep], split.classes)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[str, Split]:
+    """Both splits from the configured source, limited as configured."""
+    limits = {"train": config.train_limit, "test": config.test_limit}
+    if config.source == "synthetic":
+        return {
+            name: synthetic_split(limits[name] or FULL_SIZE[name], seed=seed + index)
+            for index, name in enumerate(SPLITS)
+        }
+    if config.source == "official":
+        splits = download_official(download_dir)
+    else:
+        splits = import_local(Path(config.source).expanduser(), limits)
+    return {
+        name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS
+    }
+
+
+def download_official(download_dir: Path) -> dict[str, Split]:
+    """torchvision's CIFAR10 download: fetches once, verifies the archive's md5."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return {name: _from_torchvision(CIFAR10(str(download_dir), train=name == "train", download=True)) for name in SPLITS}
+    except Exception as error:  # network errors come in many types (URLError, socket, ssl, md5)
+        raise DataError(
+            f"could not download CIFAR-10 from {CIFAR10.url} ({type(error).__name__}: {error}); "
+            f"without network, point data.source at a local copy, e.g. "
+            f"`dvc exp run -S data.source=/path/to/cifar-10-python.tar.gz` ({EXPECTED_LAYOUT})"
+        ) from None
+
+
+def import_local(path: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+    if not path.exists():
+        raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}")
+    with tempfile.TemporaryDirectory(prefix="cifar-import-") as scratch:
+        root = _extract(path, Path(scratch)) if path.is_file() else path
+        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
+        if official is not None:
+            return _load_official_batches(official.parent, path)
+        tree = _find_folder(root, lambda folder: all((folder / name).is_dir() for name in SPLITS))
+        if tree is None:
+            raise DataError(f"data.source = {str(path)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+        return read_class_folders(tree, limits)
+
+
+def _extract(archive: Path, into: Path) -> Path:
+    name = archive.name.lower()
+    if not name.endswith(ARCHIVE_SUFFIXES):
+        raise DataError(f"data.source = {str(archive)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
+    log.info("extracting %s", archive)
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(into)
+        else:
+            with tarfile.open(archive) as bundle:
+                bundle.extractall(into, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DataError(f"data.source = {str(archive)!r}: the archive is corrupt or truncated ({error})") from None
+    return into
+
+
+def _find_folder(root: Path, matches) -> Path | None:
+    """root itself or a folder up to two levels below it that matches."""
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+    candidates += [p for c in candidates[1:] for p in sorted(c.iterdir()) if p.is_dir()]
+    return next((folder for folder in candidates if matches(folder)), None)
+
+
+def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
+    """torchvision reads the pickled batches and checks every file's md5."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return {name: _from_torchvision(CIFAR10(str(root), train=name == "train", download=False)) for name in SPLITS}
+    except RuntimeError as error:
+        raise DataError(f"data.source = {str(source)!r}: the official CIFAR-10 batches are incomplete or fail their md5 check ({error})") from None
+
+
+def _from_torchvision(dataset) -> Split:
+    return Split(
+        images=np.ascontiguousarray(dataset.data, dtype=np.uint8),
+        labels=np.asarray(dataset.targets, dtype=np.int64),
+        classes=tuple(dataset.classes),
+    )
+
+
+def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+    """Decode train/<class>/* and test/<class>/*; classes are the sorted folder names."""
+    classes = {name: sorted(p.name for p in (tree / name).iterdir() if p.is_dir()) for name in SPLITS}
+    if not classes["train"]:
+        raise DataError(f"{tree / 'train'}: no class folders; {EXPECTED_LAYOUT}")
+    if classes["train"] != classes["test"]:
+        raise DataError(
+            f"{tree}: train/ and test/ have different class folders "
+            f"(train: {', '.join(classes['train'])}; test: {', '.join(classes['test'])})"
+        )
+    names = tuple(classes["train"])
+    splits = {}
+    for split in SPLITS:
+        quota = per_class_quota(limits[split], len(names)) if limits[split] is not None else [None] * len(names)
+        files, labels = [], []
+        for label, (name, wanted) in enumerate(zip(names, quota)):
+            folder = tree / split / name
+            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if wanted is not None and len(found) < wanted:
+                raise DataError(
+                    f"data.{split}_limit = {limits[split]} asks for {wanted} images of class {name!r} "
+                    f"but {folder} has {len(found)}; lower data.{split}_limit or set it to null"
+                )
+            chosen = found[:wanted]
+            if not chosen:
+                raise DataError(f"{folder}: no .png or .jpg images; {EXPECTED_LAYOUT}")
+            files += chosen
+            labels += [label] * len(chosen)
+        log.info("decoding %d %s images from %s", len(files), split, tree / split)
+        splits[split] = Split(
+            images=np.stack([_decode(path) for path in files]),
+            labels=np.asarray(labels, dtype=np.int64),
+            classes=names,
+        )
+    return splits
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError) as error:
+        raise DataError(f"{path}: not a readable image ({error})") from None
+    if pixels.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return pixels
+
+
+# Ten colours far apart in RGB, one per synthetic class.
+_SYNTHETIC_COLOURS = np.array(
+    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 0], [255, 255, 255]],
+    dtype=np.float32,
+)
+
+
+def synthetic_split(size: int, seed: int) -> Split:
+    """A learnable 10-class set: a class-coloured, class-striped disc on a noisy background.
+
+    The object sits at a random position so crops, flips and Cutout leave it recognisable,
+    and Grad-CAM has a place to look.
+    """
+    rng = np.random.default_rng(seed)
+    num_classes = len(_SYNTHETIC_COLOURS)
+    labels = np.concatenate([np.full(q, c) for c, q in enumerate(per_class_quota(size, num_classes))])
+    rng.shuffle(labels)
+    grid = np.arange(IMAGE_SIZE, dtype=np.float32)
+    rows, cols = grid[None, :, None], grid[None, None, :]
+    centre_row, centre_col = (rng.uniform(9, IMAGE_SIZE - 9, size=(2, size, 1, 1))).astype(np.float32)
+    radius = rng.uniform(6, 9, size=(size, 1, 1)).astype(np.float32)
+    disc = ((rows - centre_row) ** 2 + (cols - centre_col) ** 2) <= radius**2
+    angle = (labels * np.pi / num_classes)[:, None, None]
+    stripes = 0.75 + 0.25 * np.sign(np.sin((rows * np.sin(angle) + cols * np.cos(angle)) * 0.9))
+    background = rng.uniform(0, 110, size=(size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+    foreground = _SYNTHETIC_COLOURS[labels][:, None, None, :] * stripes[..., None]
+    images = np.where(disc[..., None], foreground, background)
+    images += rng.normal(0, 12, size=images.shape).astype(np.float32)
+    return Split(
+        images=np.clip(images, 0, 255).astype(np.uint8),
+        labels=labels.astype(np.int64),
+        classes=tuple(f"class_{index}" for index in range(num_classes)),
+    )
+
+
+# --------------------------------------------------------------------------- artifact
+
+
+def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
+    with atomic_path(folder) as scratch:
+        scratch.mkdir()
+        for name, split in splits.items():
+            np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
+
+
+def load_split(folder: str | Path, name: str) -> Split:
+    """Read one split back, checking it is what the download stage writes."""
+    path = Path(folder) / f"{name}.npz"
+    fix = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise DataError(f"{path}: unreadable or truncated ({error}); {fix}") from None
+    images, labels = split.images, split.labels
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {fix}")
+    if labels.dtype != np.int64 or labels.shape != (len(images),):
+        raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {fix}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
+        raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {fix}")
+    return split

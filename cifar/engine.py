@@ -1,0 +1,172 @@
+"""Training and evaluation loops.
+
+Losses and correct counts accumulate on the device; the host reads them back only every
+`sync_every` steps (for the progress bar and the finiteness check) and at the end of an
+epoch, so the GPU is never stalled by a per-step `.item()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cifar.config import TrainConfig
+from cifar.errors import TrainingError
+from cifar.loader import DeviceLoader
+from cifar.runtime import autocast
+from cifar.schedule import one_cycle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+    seconds: float
+    step_lrs: list[float]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DeviceLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    epoch: int,
+    epochs: int,
+    first_step: int,
+    total_steps: int,
+    device: torch.device,
+    precision: str,
+    sync_every: int = 20,
+) -> EpochStats:
+    """One pass over loader. `first_step` is the global index of its first step."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    step_losses = torch.zeros(len(loader), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    step_lrs: list[float] = []
+    checked = 0
+    synchronize(device)
+    started = time.perf_counter()
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{epochs}", unit="step", leave=True)
+    for step, (images, labels) in enumerate(loader):
+        step_lrs.append(optimizer.param_groups[0]["lr"])
+        with autocast(device, precision):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if first_step + step + 1 < total_steps:
+            scheduler.step()
+        step_losses[step] = loss.detach()
+        correct += (logits.argmax(1) == labels).sum()
+        bar.update(1)
+        if (step + 1) % sync_every == 0 or step + 1 == len(loader):
+            _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step)
+            checked = step + 1
+            seen = min((step + 1) * loader.batch_size, loader.num_images)
+            bar.set_postfix(loss=f"{step_losses[:checked].mean().item():.3f}", acc=f"{correct.item() / seen:.3f}", lr=f"{step_lrs[-1]:.2e}")
+    bar.close()
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    # Steps are weighted equally; only a short last batch makes this differ from the per-image mean.
+    return EpochStats(step_losses.mean().item(), correct.item() / loader.num_images, seconds, step_lrs)
+
+
+def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
+    window = step_losses[start:stop]
+    bad = torch.nonzero(~torch.isfinite(window))
+    if len(bad):
+        step = start + int(bad[0])
+        raise TrainingError(
+            f"loss became {window[int(bad[0])].item()} at epoch {epoch}, step {step + 1} "
+            f"(global step {first_step + step + 1}), learning rate {step_lrs[step]:.3g}; "
+            f"training diverged: lower train.max_lr or pick it with lr_find"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device, precision: str) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over the loader."""
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for images, labels in loader:
+        with autocast(device, precision):
+            logits = model(images)
+        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return total_loss.item() / loader.num_images, correct.item() / loader.num_images
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[dict]  # one row per epoch
+    step_lrs: list[float]  # the LR each optimizer step ran at
+    chance_warning: str | None
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DeviceLoader,
+    test_loader: DeviceLoader,
+    *,
+    max_lr: float,
+    config: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+    precision: str,
+) -> FitResult:
+    """Adam + cross-entropy under OneCycle; test loss and accuracy after every epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_loader)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = one_cycle(optimizer, max_lr, config.epochs, steps_per_epoch, config.onecycle)
+    history, step_lrs, chance_warning = [], [], None
+    for epoch in range(1, config.epochs + 1):
+        stats = train_epoch(
+            model, train_loader, optimizer, scheduler,
+            epoch=epoch, epochs=config.epochs, first_step=(epoch - 1) * steps_per_epoch,
+            total_steps=total_steps, device=device, precision=precision,
+        )
+        test_loss, test_accuracy = evaluate(model, test_loader, device, precision)
+        history.append({
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "lr": stats.step_lrs[-1],
+            "seconds": stats.seconds,
+        })
+        step_lrs += stats.step_lrs
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.3g | %.1f s",
+            epoch, config.epochs, stats.loss, stats.accuracy, test_loss, test_accuracy, stats.step_lrs[-1], stats.seconds,
+        )
+        if chance_warning is None and epoch > config.onecycle.max_at_epoch and at_chance(test_accuracy, num_classes):
+            chance_warning = (
+                f"test accuracy {test_accuracy:.3f} is at chance level ({1 / num_classes:.3f}) at epoch {epoch}, "
+                f"after the OneCycle peak at epoch {config.onecycle.max_at_epoch}: the model is not learning; "
+                f"max_lr {max_lr:.3g} is probably too high"
+            )
+            log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
+    return FitResult(history, step_lrs, chance_warning)
+
+
+def at_chance(accuracy: float, num_classes: int) -> bool:
+    """Within half the chance rate of guessing: 15% or less for ten classes."""
+    return accuracy <= 1.5 / num_classes

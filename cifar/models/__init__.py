@@ -1,0 +1,59 @@
+"""Models by name, as params.yaml's model section names them, and the saved-model format."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cifar.atomic import atomic_path
+from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
+from cifar.config import ModelConfig
+from cifar.errors import DataError
+from cifar.models.custom_resnet import CustomResNet
+from cifar.models.resnet import ResNet18
+
+
+def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Module:
+    if config.name == "custom_resnet":
+        return CustomResNet(num_classes)
+    if config.name == "resnet18":
+        return ResNet18(num_classes, norm=config.norm)
+    raise ValueError(f"unknown model {config.name!r}")
+
+
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move to device; on CUDA also to channels_last, matching DeviceLoader's batches."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def save_trained(path: str | Path, model: nn.Module, config: ModelConfig, classes: tuple[str, ...]) -> None:
+    """Weights plus everything needed to rebuild the model and normalise its input."""
+    payload = {
+        "model": asdict(config),
+        "classes": list(classes),
+        "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)},
+        "state_dict": {name: tensor.cpu() for name, tensor in model.state_dict().items()},
+    }
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, tuple[str, ...]]:
+    """The saved model in eval mode on device, and its class names."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        config = ModelConfig(**payload["model"])
+        model = build_model(config, len(payload["classes"]))
+        model.load_state_dict(payload["state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
+        raise DataError(f"{path}: not a model saved by the train stage, or truncated ({error}); re-run `dvc repro train`") from None
+    return on_device(model, device).eval(), tuple(payload["classes"])

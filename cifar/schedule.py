@@ -1,0 +1,36 @@
+"""OneCycle from params: torch's OneCycleLR, with the peak placed at an epoch boundary."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import OneCycleLR
+
+from cifar.config import OneCycleConfig
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    max_lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    config: OneCycleConfig,
+) -> OneCycleLR:
+    """A schedule of exactly epochs x steps_per_epoch steps.
+
+    Step 0 runs at max_lr / div_factor, the last step of epoch `max_at_epoch` at max_lr,
+    and the last step at max_lr / div_factor / final_div_factor. Call `step()` after every
+    optimizer step but the last: one call more asks OneCycleLR for a step beyond the
+    schedule, which linear annealing extrapolates below zero (the reference run's
+    negative final LR).
+    """
+    total_steps = epochs * steps_per_epoch
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=config.max_at_epoch * steps_per_epoch / total_steps,
+        div_factor=config.div_factor,
+        final_div_factor=config.final_div_factor,
+        three_phase=config.three_phase,
+        anneal_strategy=config.anneal_strategy,
+    )

@@ -1,0 +1,17 @@
+# Sourced by run.sh and test.sh: creates .venv with the pinned dependencies if it is
+# missing or pyproject.toml changed since it was made, then puts it first on PATH.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python=${PYTHON:-python3}
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  "$python" -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v <= (3, 12), f"Python 3.11 or 3.12 needed, found {v}"' \
+    || { echo "error: set PYTHON to a Python 3.11 or 3.12 interpreter" >&2; exit 2; }
+  echo "setting up .venv (torch with CUDA is about 3 GB; a few minutes the first time)" >&2
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+export PATH="$PWD/.venv/bin:$PATH"

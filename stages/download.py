@@ -1,0 +1,23 @@
+"""download: CIFAR-10 from data.source (official | local path | synthetic) into data/cifar10/."""
+
+import logging
+from pathlib import Path
+
+import paths
+from cifar.cli import run_stage
+from cifar.config import load_params
+from cifar.data import import_dataset, save_dataset
+
+log = logging.getLogger("download")
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
+    save_dataset(splits, paths.DATA)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+    log.info("wrote %s from %s: %s images, %d classes", paths.DATA, params.data.source, sizes, len(splits["train"].classes))
+
+
+if __name__ == "__main__":
+    run_stage(main)

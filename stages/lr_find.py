@@ -1,0 +1,46 @@
+"""lr_find: the LR range test on augmented training batches; picks train's max_lr."""
+
+import logging
+
+import pandas as pd
+
+import paths
+from cifar.atomic import save_figure, write_csv, write_json
+from cifar.cli import run_stage
+from cifar.config import load_params
+from cifar.data import load_split
+from cifar.loader import DeviceLoader
+from cifar.lr_find import range_test
+from cifar.models import build_model, on_device
+from cifar.plots import lr_finder_figure
+from cifar.runtime import resolve_device, resolve_precision, seed_everything
+
+log = logging.getLogger("lr_find")
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    device = resolve_device(params.train.device)
+    precision = resolve_precision(params.train.precision, device)
+    seed_everything(params.seed)
+    train = load_split(paths.DATA, "train")
+    model = on_device(build_model(params.model, len(train.classes)), device)
+    loader = DeviceLoader(
+        train, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed
+    )
+    test = range_test(model, loader, params.lr_find, params.train.weight_decay, device, precision)
+    write_json(paths.LR_FIND_METRICS, {
+        "max_lr": test.max_lr,
+        "pick": test.pick,
+        "min_loss": test.min_loss,
+        "lr_at_min_loss": test.lr_at_min_loss,
+        "steepest_lr": test.steepest_lr,
+        "steps": len(test.lrs),
+    })
+    write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "loss": test.losses}))
+    save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(test))
+    log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
+
+
+if __name__ == "__main__":
+    run_stage(main)

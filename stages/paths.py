@@ -1,0 +1,16 @@
+"""Where the stages read and write, relative to the repository root (as in dvc.yaml)."""
+
+PARAMS = "params.yaml"
+DATA = "data/cifar10"
+DOWNLOAD_CACHE = "data/downloads"
+
+LR_FIND_METRICS = "metrics/lr_find.json"
+LR_FIND_CURVE = "plots/lr_find.csv"
+LR_FINDER_IMAGE = "plots/images/lr_finder.png"
+
+MODEL = "models/model.pt"
+MODEL_SUMMARY = "models/summary.txt"
+TRAIN_METRICS = "metrics/train.json"
+HISTORY = "plots/history.csv"
+LR_SCHEDULE = "plots/lr_schedule.csv"
+SAMPLES_IMAGE = "plots/images/samples.png"
