@@ -1,0 +1,69 @@
+"""A throw-away git + DVC repository holding a copy of this pipeline, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
+
+# Small enough for two CPU cores: a few hundred synthetic images, two short epochs.
+SMALL_SYNTHETIC = {
+    "data": {"source": "synthetic", "train_limit": 320, "test_limit": 160},
+    "lr_find": {"num_iter": 20, "end_lr": 0.01},
+    "train": {"epochs": 2, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
+}
+
+
+def merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return merged
+
+
+def environment(root: Path) -> dict[str, str]:
+    """Stages run with this interpreter's packages and the copy's own `cifar`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(root)
+    env.update(
+        DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    return env
+
+
+def run(root: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=root, env=environment(root), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(root: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(root, sys.executable, "-m", "dvc", *arguments, check=check)
+
+
+def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, params_changes), sort_keys=False))
+    run(root, "git", "init", "-q")
+    dvc(root, "init", "-q")
+    dvc(root, "config", "core.analytics", "false")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "pipeline under test")
+    return root

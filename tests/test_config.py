@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifar.config import Params, load_params, parse_params
+from cifar.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def with_change(dotted_key, value):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    *parents, leaf = dotted_key.split(".")
+    section = raw
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[leaf] = value
+    return raw
+
+
+def test_repository_params_are_the_reference_recipe():
+    params = load_params(REPO / "params.yaml")
+    assert params == Params()
+    assert (params.train.epochs, params.train.batch_size, params.train.weight_decay) == (24, 512, 1e-7)
+    assert (params.augment.crop_padding, params.augment.flip, params.augment.cutout) == (4, True, 8)
+    onecycle = params.train.onecycle
+    assert (onecycle.max_at_epoch, onecycle.div_factor, onecycle.final_div_factor) == (5, 100, 100)
+    assert (onecycle.three_phase, onecycle.anneal_strategy) == (False, "linear")
+    assert (params.lr_find.end_lr, params.lr_find.num_iter, params.lr_find.step_mode) == (0.1, 100, "exp")
+    assert (params.lr_find.pick, params.train.max_lr) == ("min_loss", "find")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        # unknown keys, at the top and nested
+        ("sed", 1, "unknown key sed"),
+        ("train.onecycle.peak", 3, "unknown key train.onecycle.peak"),
+        # wrong types
+        ("train.batch_size", "512", "train.batch_size = '512' is not allowed; expected an integer"),
+        ("train.epochs", 2.5, "train.epochs = 2.5 is not allowed; expected an integer"),
+        ("augment.flip", "yes", "augment.flip = 'yes' is not allowed; expected true or false"),
+        ("train.weight_decay", True, "train.weight_decay = True is not allowed; expected a number"),
+        ("train.max_lr", "auto", "train.max_lr = 'auto' is not allowed; expected a number or one of 'find'"),
+        ("train", 3, "train = 3: expected a mapping"),
+        # impossible values
+        ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer >= 1"),
+        ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),
+        ("train.onecycle.max_at_epoch", 30, "train.onecycle.max_at_epoch = 30 is not allowed"),
+        ("model.name", "resnet50", "model.name = 'resnet50' is not allowed; expected one of 'custom_resnet', 'resnet18'"),
+        ("model.norm", "layer", "model.norm = 'layer' is not allowed; expected one of 'batch', 'group'"),
+        ("data.train_limit", 0, "data.train_limit = 0 is not allowed"),
+        ("lr_find.step_mode", "log", "lr_find.step_mode = 'log' is not allowed; expected one of 'exp', 'linear'"),
+        ("lr_find.pick", "valley", "lr_find.pick = 'valley' is not allowed"),
+        ("train.device", "tpu", "train.device = 'tpu' is not allowed"),
+        ("train.precision", "fp16", "train.precision = 'fp16' is not allowed"),
+        ("lr_find.end_lr", 1e-8, "lr_find.end_lr = 1e-08 is not allowed; it must be larger than lr_find.start_lr"),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_params(with_change(key, value))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_peak_epoch_must_leave_room_to_anneal():
+    raw = with_change("train.epochs", 5)
+    with pytest.raises(ConfigError, match="peak must come at epoch 4 or earlier"):
+        parse_params(raw)
+
+
+def test_group_norm_only_for_resnet18():
+    with pytest.raises(ConfigError, match="only resnet18 has a GroupNorm variant"):
+        parse_params(with_change("model.norm", "group"))
+    raw = with_change("model.norm", "group")
+    raw["model"]["name"] = "resnet18"
+    assert parse_params(raw).model.norm == "group"
+
+
+def test_numbers_and_nulls_are_accepted_where_allowed():
+    params = parse_params(with_change("train.max_lr", 1))
+    assert params.train.max_lr == 1.0 and isinstance(params.train.max_lr, float)
+    assert parse_params(with_change("data.train_limit", 5000)).data.train_limit == 5000
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ntrain:\n  epochs: [3\n  batch_size: 4\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML at line \d+"):
+        load_params(path)
+
+
+def test_missing_file_says_where_to_run(tmp_path):
+    with pytest.raises(ConfigError, match="run from the repository root"):
+        load_params(tmp_path / "params.yaml")

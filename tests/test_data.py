@@ -1,0 +1,133 @@
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar.config import DataConfig
+from cifar.data import class_balanced_subset, import_dataset, load_split, save_dataset, synthetic_split
+from cifar.errors import DataError
+
+CLASSES = ("airplane", "automobile", "bird")
+
+
+def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=32) -> Path:
+    """train/<class>/*.png and test/<class>/*.png with a colour that encodes the class."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                pixels[0, 0] = (label * 100, index, 7)
+                Image.fromarray(pixels).save(folder / f"{index:04d}{suffix}")
+    return root
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    return make_class_tree(tmp_path / "cifar-export", {"train": 6, "test": 3})
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "xztar", "tar", "zip"])
+def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
+    archive = shutil.make_archive(str(tmp_path / "export"), archive_format, root_dir=class_tree.parent, base_dir=class_tree.name)
+    splits = import_dataset(DataConfig(source=archive), seed=0, download_dir=tmp_path / "unused")
+    train, test = splits["train"], splits["test"]
+    assert train.classes == CLASSES
+    assert train.images.shape == (18, 32, 32, 3) and train.images.dtype == np.uint8
+    assert test.images.shape == (9, 32, 32, 3)
+    assert train.labels.dtype == np.int64 and sorted(set(train.labels.tolist())) == [0, 1, 2]
+    # PNG is lossless: the marker pixel gives back each image's class.
+    assert np.array_equal(train.images[:, 0, 0, 0] // 100, train.labels)
+
+
+def test_a_class_folder_tree_imports_with_class_balanced_limits(tmp_path, class_tree):
+    splits = import_dataset(DataConfig(source=str(class_tree), train_limit=10, test_limit=None), 0, tmp_path)
+    assert np.bincount(splits["train"].labels).tolist() == [4, 3, 3]
+    assert len(splits["test"]) == 9
+
+
+def test_jpeg_trees_import(tmp_path):
+    tree = make_class_tree(tmp_path / "jpegs", {"train": 2, "test": 1}, suffix=".jpg")
+    splits = import_dataset(DataConfig(source=str(tree)), 0, tmp_path)
+    assert splits["train"].images.shape == (6, 32, 32, 3)
+
+
+def test_limit_larger_than_the_source_is_refused(tmp_path, class_tree):
+    with pytest.raises(DataError, match="data.train_limit = 30 asks for 10 images of class 'airplane'"):
+        import_dataset(DataConfig(source=str(class_tree), train_limit=30), 0, tmp_path)
+
+
+def replace_with_small_image(tree):
+    Image.new("RGB", (28, 28)).save(tree / "train" / "bird" / "0002.png")
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda tree: shutil.rmtree(tree / "test"), "no train/ and test/ folders found"),
+        (lambda tree: shutil.rmtree(tree / "test" / "bird"), "train/ and test/ have different class folders"),
+        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable image"),
+        (replace_with_small_image, "0002.png: image is 28x28, expected 32x32"),
+    ],
+)
+def test_bad_class_trees_name_the_problem(tmp_path, class_tree, break_it, message):
+    break_it(class_tree)
+    with pytest.raises(DataError, match=message):
+        import_dataset(DataConfig(source=str(class_tree)), 0, tmp_path)
+
+
+def test_missing_source_explains_the_expected_layout(tmp_path):
+    with pytest.raises(DataError, match="no such file or directory; expected the official cifar-10-python.tar.gz"):
+        import_dataset(DataConfig(source=str(tmp_path / "nowhere")), 0, tmp_path)
+
+
+def test_truncated_archive_is_reported(tmp_path, class_tree):
+    archive = Path(shutil.make_archive(str(tmp_path / "export"), "gztar", root_dir=class_tree))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        import_dataset(DataConfig(source=str(archive)), 0, tmp_path)
+
+
+def test_offline_official_download_points_at_a_local_copy(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
+    with pytest.raises(DataError, match="point data.source at a local copy"):
+        import_dataset(DataConfig(source="official"), 0, tmp_path)
+
+
+def test_synthetic_is_class_balanced_and_seeded():
+    split = synthetic_split(100, seed=3)
+    assert split.images.shape == (100, 32, 32, 3) and np.bincount(split.labels).tolist() == [10] * 10
+    assert np.array_equal(split.images, synthetic_split(100, seed=3).images)
+    assert not np.array_equal(split.images, synthetic_split(100, seed=4).images)
+
+
+def test_subset_keeps_the_first_images_of_each_class():
+    split = synthetic_split(50, seed=0)
+    subset = class_balanced_subset(split, 20, "data.train_limit")
+    assert np.bincount(subset.labels).tolist() == [2] * 10
+    for label in range(10):
+        assert np.array_equal(subset.images[subset.labels == label], split.images[split.labels == label][:2])
+
+
+def test_saved_dataset_round_trips_and_damage_is_caught(tmp_path):
+    splits = {"train": synthetic_split(30, 0), "test": synthetic_split(20, 1)}
+    save_dataset(splits, tmp_path / "cifar10")
+    loaded = load_split(tmp_path / "cifar10", "train")
+    assert np.array_equal(loaded.images, splits["train"].images) and loaded.classes == splits["train"].classes
+    path = tmp_path / "cifar10" / "test.npz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="test.npz: unreadable or truncated.*dvc repro download"):
+        load_split(tmp_path / "cifar10", "test")
+    np.savez(path, images=splits["test"].images, labels=splits["test"].labels + 10, classes=np.array(splits["test"].classes))
+    with pytest.raises(DataError, match="label ids must lie in 0..9"):
+        load_split(tmp_path / "cifar10", "test")

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from torch import nn
+
+from cifar.config import OneCycleConfig, TrainConfig
+from cifar.data import Split
+from cifar.engine import fit
+from cifar.errors import TrainingError
+from cifar.loader import DeviceLoader
+
+CPU = torch.device("cpu")
+
+
+def random_split(size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (size, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (size,), generator=generator)
+    return Split(images.numpy(), labels.numpy(), tuple(str(i) for i in range(10)))
+
+
+def tiny_model():
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
+
+def config(epochs=3, max_at_epoch=1):
+    return TrainConfig(epochs=epochs, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=max_at_epoch))
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_lr():
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = tiny_model()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += self.training
+            out = self.linear(x)
+            return out * float("nan") if self.calls == 7 else out
+
+    loader = DeviceLoader(random_split(64, 0), 16, CPU, shuffle=True)
+    with pytest.raises(TrainingError) as caught:
+        fit(Exploding(), loader, loader, max_lr=1e-3, config=config(), num_classes=10, device=CPU, precision="fp32")
+    message = str(caught.value)
+    # 4 training steps per epoch: the 7th is epoch 2, step 3.
+    assert "loss became nan at epoch 2, step 3 (global step 7), learning rate" in message
+    assert "lower train.max_lr" in message
+
+
+def test_chance_level_after_the_peak_is_reported():
+    # Random labels cannot be learnt: test accuracy stays near 10%.
+    train, test = random_split(64, 1), random_split(200, 2)
+    result = fit(
+        tiny_model(), DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(test, 100, CPU),
+        max_lr=1e-4, config=config(), num_classes=10, device=CPU, precision="fp32",
+    )
+    assert result.chance_warning is not None
+    assert "is at chance level" in result.chance_warning and "after the OneCycle peak at epoch 1" in result.chance_warning
+
+
+def test_history_and_schedule_cover_every_epoch_and_step():
+    train = random_split(40, 3)
+    result = fit(
+        tiny_model(), DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(train, 100, CPU),
+        max_lr=1e-3, config=config(epochs=3), num_classes=10, device=CPU, precision="fp32",
+    )
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert len(result.step_lrs) == 3 * 3  # ceil(40 / 16) steps per epoch
+    assert result.step_lrs[0] == pytest.approx(1e-3 / 100) and result.step_lrs[-1] == pytest.approx(1e-3 / 1e4)
+    assert all(0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1 for row in result.history)

@@ -1,0 +1,38 @@
+import pytest
+import torch
+import torchinfo
+
+from cifar.config import ModelConfig
+from cifar.models import build_model, load_trained, save_trained
+
+
+@pytest.mark.parametrize(
+    ("name", "norm", "parameters"),
+    [("custom_resnet", "batch", 6_573_130), ("resnet18", "batch", 11_173_962), ("resnet18", "group", 11_173_962)],
+)
+def test_parameter_count_matches_the_design(name, norm, parameters):
+    model = build_model(ModelConfig(name, norm))
+    assert torchinfo.summary(model, input_size=(1, 3, 32, 32), verbose=0).total_params == parameters
+
+
+@pytest.mark.parametrize(("name", "norm"), [("custom_resnet", "batch"), ("resnet18", "batch"), ("resnet18", "group")])
+def test_output_is_one_logit_per_class(name, norm):
+    model = build_model(ModelConfig(name, norm), num_classes=7).eval()
+    assert model(torch.randn(3, 3, 32, 32)).shape == (3, 7)
+
+
+def test_group_norm_variant_really_uses_group_norm():
+    model = build_model(ModelConfig("resnet18", "group"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+
+
+def test_saved_model_rebuilds_with_the_same_outputs(tmp_path):
+    config = ModelConfig("resnet18", "group")
+    model = build_model(config).eval()
+    save_trained(tmp_path / "model.pt", model, config, tuple("abcdefghij"))
+    loaded, classes = load_trained(tmp_path / "model.pt", torch.device("cpu"))
+    batch = torch.randn(2, 3, 32, 32)
+    assert classes == tuple("abcdefghij")
+    assert not loaded.training
+    torch.testing.assert_close(loaded(batch), model(batch))

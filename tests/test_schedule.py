@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from cifar.config import OneCycleConfig
+from cifar.schedule import one_cycle
+
+
+def run_schedule(max_lr, epochs, steps_per_epoch, config):
+    """The LR of every optimizer step, stepping the scheduler as the engine does."""
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=max_lr)
+    scheduler = one_cycle(optimizer, max_lr, epochs, steps_per_epoch, config)
+    total = epochs * steps_per_epoch
+    lrs = []
+    for step in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if step + 1 < total:
+            scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("anneal", ["linear", "cos"])
+def test_reference_schedule_start_peak_end(anneal):
+    max_lr, epochs, steps = 0.02, 24, 98
+    config = OneCycleConfig(max_at_epoch=5, div_factor=100, final_div_factor=100, anneal_strategy=anneal)
+    lrs = run_schedule(max_lr, epochs, steps, config)
+    assert len(lrs) == epochs * steps
+    assert lrs[0] == pytest.approx(max_lr / 100)
+    peak = 5 * steps - 1  # the last step of epoch 5
+    assert lrs[peak] == pytest.approx(max_lr, rel=1e-9)
+    assert max(lrs) == pytest.approx(max_lr, rel=1e-9)
+    assert all(lrs[i] < lrs[i + 1] for i in range(peak))
+    assert all(lrs[i] >= lrs[i + 1] for i in range(peak, len(lrs) - 1))
+    assert lrs[-1] == pytest.approx(max_lr / 100 / 100)
+    assert min(lrs) > 0, "the LR must never be negative (the reference run logged -5.9e-06)"
+
+
+def test_three_phase_returns_to_the_start_before_annealing():
+    lrs = run_schedule(0.01, 10, 5, OneCycleConfig(max_at_epoch=3, three_phase=True))
+    assert lrs[3 * 5 - 1] == pytest.approx(0.01)
+    assert lrs[6 * 5 - 2] == pytest.approx(0.01 / 100)
+    assert lrs[-1] == pytest.approx(0.01 / 100 / 100)
+    assert min(lrs) > 0
