@@ -5,6 +5,7 @@ import logging
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torchinfo
@@ -79,9 +80,13 @@ def chosen_max_lr(params: Params) -> float:
 
 
 def augmented_samples(train: Split, params: Params, device: torch.device):
-    """What the network sees: the first training images after augmentation."""
-    first = Split(train.images[:SAMPLE_COUNT], train.labels[:SAMPLE_COUNT], train.classes)
-    loader = DeviceLoader(first, SAMPLE_COUNT, device, augmentation=params.augment, seed=params.seed)
+    """What the network sees: a seeded random draw of training images after augmentation.
+
+    Random, not the first ones: a class-folder import stores the images class by class.
+    """
+    chosen = np.random.default_rng(params.seed).choice(len(train), size=min(SAMPLE_COUNT, len(train)), replace=False)
+    sample = Split(train.images[chosen], train.labels[chosen], train.classes)
+    loader = DeviceLoader(sample, SAMPLE_COUNT, device, augmentation=params.augment, seed=params.seed)
     images, labels = next(iter(loader))
     return image_grid(
         denormalize(images).cpu().numpy(),
