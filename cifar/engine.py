@@ -160,8 +160,8 @@ def fit(
         if chance_warning is None and epoch > config.onecycle.max_at_epoch and at_chance(test_accuracy, num_classes):
             chance_warning = (
                 f"test accuracy {test_accuracy:.3f} is at chance level ({1 / num_classes:.3f}) at epoch {epoch}, "
-                f"after the OneCycle peak at epoch {config.onecycle.max_at_epoch}: the model is not learning; "
-                f"max_lr {max_lr:.3g} is probably too high"
+                f"after the OneCycle peak at epoch {config.onecycle.max_at_epoch}: the model is not learning "
+                f"(the usual cause is a max_lr too high for this model; this run's is {max_lr:.3g})"
             )
             log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
     return FitResult(history, step_lrs, chance_warning)
