@@ -74,6 +74,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    misclassified: int = 20  # how many misclassified test images the gallery shows
+    tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    # Module names to run Grad-CAM at; null = the model's defaults (cifar.explain.DEFAULT_LAYERS).
+    layers: list[str] | None = None
+    images: int = 10
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -81,6 +94,8 @@ class Params:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 # Range rules, checked after types: key -> (predicate, what is allowed).
@@ -99,6 +114,9 @@ _RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
     "train.onecycle.max_at_epoch": (lambda v: v >= 1, "an integer >= 1"),
     "train.onecycle.div_factor": (lambda v: v >= 1, "a number >= 1"),
     "train.onecycle.final_div_factor": (lambda v: v >= 1, "a number >= 1"),
+    "evaluate.misclassified": (lambda v: v >= 0, "an integer >= 0"),
+    "explain.layers": (lambda v: v is None or len(v) >= 1, "null (the model's defaults) or a non-empty list of module names"),
+    "explain.images": (lambda v: v >= 1, "an integer >= 1"),
 }
 
 
@@ -162,6 +180,8 @@ def _coerce(key: str, value: object, hint, source: str):
             return float(value)
         if option is str and isinstance(value, str):
             return value
+        if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
     raise ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {_describe(options)}")
 
 
@@ -172,6 +192,8 @@ def _describe(options) -> str:
             words.append("one of " + ", ".join(repr(v) for v in typing.get_args(option)))
         elif option is type(None):
             words.append("null")
+        elif typing.get_origin(option) is list:
+            words.append("a list of strings")
         else:
             words.append({bool: "true or false", int: "an integer", float: "a number", str: "a string"}[option])
     return " or ".join(words)

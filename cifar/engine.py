@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -98,18 +99,45 @@ def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None
         )
 
 
+@dataclass(frozen=True)
+class Predictions:
+    labels: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray  # softmax probability of the predicted class
+    loss: float  # mean cross-entropy
+    flip_tta_predicted: np.ndarray | None  # predictions from the mean of image and mirror
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean())
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, device: torch.device, precision: str) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over the loader."""
+def predict(
+    model: nn.Module, loader: DeviceLoader, device: torch.device, precision: str, flip_tta: bool = False
+) -> Predictions:
+    """Every image's prediction; results stay on the device until the end (one sync)."""
     model.eval()
     total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for images, labels in loader:
+    labels, probabilities, tta_probabilities = [], [], []
+    for images, batch_labels in loader:
         with autocast(device, precision):
-            logits = model(images)
-        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    return total_loss.item() / loader.num_images, correct.item() / loader.num_images
+            logits = model(images).float()
+            if flip_tta:
+                mirrored = model(images.flip(3)).float()
+        total_loss += nn.functional.cross_entropy(logits, batch_labels, reduction="sum")
+        labels.append(batch_labels)
+        probabilities.append(logits.softmax(1))
+        if flip_tta:
+            tta_probabilities.append((logits.softmax(1) + mirrored.softmax(1)) / 2)
+    confidence, predicted = torch.cat(probabilities).max(1)
+    return Predictions(
+        labels=torch.cat(labels).cpu().numpy(),
+        predicted=predicted.cpu().numpy(),
+        confidence=confidence.cpu().numpy(),
+        loss=total_loss.item() / loader.num_images,
+        flip_tta_predicted=torch.cat(tta_probabilities).argmax(1).cpu().numpy() if flip_tta else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -142,7 +170,8 @@ def fit(
             epoch=epoch, epochs=config.epochs, first_step=(epoch - 1) * steps_per_epoch,
             total_steps=total_steps, device=device, precision=precision,
         )
-        test_loss, test_accuracy = evaluate(model, test_loader, device, precision)
+        tested = predict(model, test_loader, device, precision)
+        test_loss, test_accuracy = tested.loss, tested.accuracy
         history.append({
             "epoch": epoch,
             "train_loss": stats.loss,

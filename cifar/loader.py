@@ -15,6 +15,9 @@ from cifar.augment import augment, normalize
 from cifar.config import AugmentConfig
 from cifar.data import Split
 
+# Evaluation holds no activations for backward, so it affords much larger batches.
+EVAL_BATCH_SIZE = 1024
+
 
 class DeviceLoader:
     def __init__(

@@ -6,7 +6,7 @@ DVC renders its own charts from the CSVs; these PNGs are the static counterparts
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
 
@@ -14,7 +14,8 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar.lr_find import RangeTest  # noqa: E402
+if TYPE_CHECKING:
+    from cifar.lr_find import RangeTest
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
@@ -47,3 +48,18 @@ def lr_finder_figure(test: RangeTest):
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def misclassified_figure(images: np.ndarray, labels, predicted, confidence, classes: Sequence[str], limit: int):
+    """The first `limit` misclassified images, titled with true and predicted class.
+
+    Returns the figure and how many images it shows (fewer than limit if fewer are wrong).
+    """
+    wrong = np.flatnonzero(np.asarray(predicted) != np.asarray(labels))
+    shown = wrong[:limit]
+    titles = [f"true: {classes[labels[i]]}\npred: {classes[predicted[i]]} ({confidence[i]:.0%})" for i in shown]
+    figure = image_grid(
+        images[shown], titles, columns=5,
+        suptitle=f"first {len(shown)} misclassified test images (of {len(wrong)})",
+    )
+    return figure, len(shown)

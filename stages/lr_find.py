@@ -2,6 +2,7 @@
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 import paths
@@ -37,7 +38,8 @@ def main() -> None:
         "steepest_lr": test.steepest_lr,
         "steps": len(test.lrs),
     })
-    write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "loss": test.losses}))
+    # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
+    write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(test))
     log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
 

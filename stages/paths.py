@@ -14,3 +14,11 @@ TRAIN_METRICS = "metrics/train.json"
 HISTORY = "plots/history.csv"
 LR_SCHEDULE = "plots/lr_schedule.csv"
 SAMPLES_IMAGE = "plots/images/samples.png"
+
+EVALUATE_METRICS = "metrics/evaluate.json"
+CONFUSION = "plots/confusion.csv"
+PER_CLASS = "plots/per_class.csv"
+PREDICTIONS = "data/predictions.csv"
+MISCLASSIFIED_IMAGE = "plots/images/misclassified.png"
+
+GRADCAM_IMAGES = "plots/images/gradcam"

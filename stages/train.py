@@ -18,13 +18,12 @@ from cifar.config import Params, load_params
 from cifar.data import Split, load_split
 from cifar.engine import fit
 from cifar.errors import DataError
-from cifar.loader import DeviceLoader
+from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
 from cifar.plots import image_grid
 from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything
 
 log = logging.getLogger("train")
-EVAL_BATCH_SIZE = 1024
 SAMPLE_COUNT = 32
 
 

@@ -31,8 +31,8 @@ def test_saved_model_rebuilds_with_the_same_outputs(tmp_path):
     config = ModelConfig("resnet18", "group")
     model = build_model(config).eval()
     save_trained(tmp_path / "model.pt", model, config, tuple("abcdefghij"))
-    loaded, classes = load_trained(tmp_path / "model.pt", torch.device("cpu"))
+    loaded = load_trained(tmp_path / "model.pt", torch.device("cpu"))
     batch = torch.randn(2, 3, 32, 32)
-    assert classes == tuple("abcdefghij")
-    assert not loaded.training
-    torch.testing.assert_close(loaded(batch), model(batch))
+    assert loaded.classes == tuple("abcdefghij") and loaded.config == config
+    assert not loaded.model.training
+    torch.testing.assert_close(loaded.model(batch), model(batch))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -44,8 +44,14 @@ def save_trained(path: str | Path, model: nn.Module, config: ModelConfig, classe
         torch.save(payload, temporary)
 
 
-def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, tuple[str, ...]]:
-    """The saved model in eval mode on device, and its class names."""
+@dataclass(frozen=True)
+class TrainedModel:
+    model: nn.Module  # in eval mode, on the requested device
+    config: ModelConfig
+    classes: tuple[str, ...]
+
+
+def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
@@ -56,4 +62,4 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[nn.Module, tup
         model.load_state_dict(payload["state_dict"])
     except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
         raise DataError(f"{path}: not a model saved by the train stage, or truncated ({error}); re-run `dvc repro train`") from None
-    return on_device(model, device).eval(), tuple(payload["classes"])
+    return TrainedModel(on_device(model, device).eval(), config, tuple(payload["classes"]))

@@ -1,0 +1,50 @@
+"""explain: Grad-CAM of misclassified test images, for the correct and the predicted class."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+import paths
+from cifar.atomic import atomic_path, save_figure
+from cifar.augment import normalize
+from cifar.cli import run_stage
+from cifar.config import load_params
+from cifar.data import load_split
+from cifar.explain import grad_cam, overlay, resolve_layers
+from cifar.models import load_trained
+from cifar.plots import image_grid
+from cifar.runtime import resolve_device
+
+log = logging.getLogger("explain")
+
+
+def main() -> None:
+    params = load_params(paths.PARAMS)
+    device = resolve_device(params.train.device)
+    trained = load_trained(paths.MODEL, device)
+    layers = resolve_layers(trained.model, trained.config.name, params.explain.layers)
+    test = load_split(paths.DATA, "test")
+    predictions = pd.read_csv(paths.PREDICTIONS)
+    wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
+    if len(wrong) < params.explain.images:
+        log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
+    pixels = test.images[wrong["index"].to_numpy()]
+    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
+    names = test.classes
+    titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
+    with atomic_path(paths.GRADCAM_IMAGES) as folder:
+        folder.mkdir()
+        for layer_name, layer in layers:
+            for target, column in (("correct", "label"), ("predicted", "predicted")):
+                maps = grad_cam(trained.model, layer, batch, wrong[column]) if len(wrong) else np.zeros((0, 32, 32))
+                save_figure(folder / f"{layer_name}_{target}.png", image_grid(
+                    overlay(pixels, maps), titles, columns=5,
+                    suptitle=f"Grad-CAM at {layer_name} for the {target} class ({trained.config.name})",
+                ))
+    log.info("wrote Grad-CAM grids for %s to %s", ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES)
+
+
+if __name__ == "__main__":
+    run_stage(main)

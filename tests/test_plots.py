@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from cifar.plots import misclassified_figure
+
+CLASSES = tuple(f"class_{i}" for i in range(10))
+
+
+def shown_images(figure):
+    return sum(1 for axis in figure.axes if axis.images)
+
+
+@pytest.mark.parametrize(("errors", "limit", "expected"), [(30, 20, 20), (7, 20, 7), (0, 20, 0)])
+def test_gallery_shows_the_configured_count_or_every_error(errors, limit, expected):
+    labels = np.arange(100) % 10
+    predicted = labels.copy()
+    predicted[:errors] = (predicted[:errors] + 1) % 10
+    images = np.zeros((100, 32, 32, 3), dtype=np.uint8)
+    figure, shown = misclassified_figure(images, labels, predicted, np.full(100, 0.5), CLASSES, limit)
+    assert shown == expected == shown_images(figure)
+    titles = [axis.get_title() for axis in figure.axes if axis.images]
+    if expected:
+        assert titles[0] == "true: class_0\npred: class_1 (50%)"
