@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
     """uint8 N x H x W x C images with a title under each."""
     rows = max(1, math.ceil(len(images) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.5, rows * 1.75), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 2.0), squeeze=False, layout="constrained")
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, title in zip(axes.flat, images, titles):
@@ -29,7 +29,6 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, supt
         axis.set_title(title, fontsize=8)
     if suptitle:
         figure.suptitle(suptitle, fontsize=11)
-    figure.tight_layout()
     return figure
 
 
