@@ -190,10 +190,15 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
                 raise DataError(f"{folder}: no .png or .jpg images; {EXPECTED_LAYOUT}")
             files += chosen
             labels += [label] * len(chosen)
+        # Round-robin over classes (each class's first image, then each class's second, ...),
+        # as the official files are mixed: a "first N" of the split then spans every class.
+        labels = np.asarray(labels, dtype=np.int64)
+        rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels)])
+        order = np.lexsort((labels, rank_in_class))
         log.info("decoding %d %s images from %s", len(files), split, tree / split)
         splits[split] = Split(
-            images=np.stack([_decode(path) for path in files]),
-            labels=np.asarray(labels, dtype=np.int64),
+            images=np.stack([_decode(files[index]) for index in order]),
+            labels=labels[order],
             classes=names,
         )
     return splits

@@ -6,6 +6,7 @@ import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
 from cifar.config import OneCycleConfig
+from cifar.errors import ConfigError
 
 
 def one_cycle(
@@ -24,6 +25,12 @@ def one_cycle(
     negative final LR).
     """
     total_steps = epochs * steps_per_epoch
+    if config.max_at_epoch * steps_per_epoch < 2:
+        # OneCycleLR divides by the length of the warm-up phase, which is then zero.
+        raise ConfigError(
+            f"train.onecycle.max_at_epoch = {config.max_at_epoch} with {steps_per_epoch} step per epoch leaves "
+            f"OneCycle no room to warm up; lower train.batch_size or raise train.onecycle.max_at_epoch"
+        )
     return OneCycleLR(
         optimizer,
         max_lr=max_lr,

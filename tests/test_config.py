@@ -95,3 +95,71 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ConfigError, match="run from the repository root"):
         load_params(tmp_path / "params.yaml")
+
+
+def leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def as_override(value) -> str:
+    """A value as one types it after `dvc exp run -S key=`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(value) + "]"
+    return str(value)
+
+
+RAW_DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(("key", "value"), list(leaves(RAW_DEFAULTS)))
+def test_every_key_round_trips_through_dvc_exp_run_set_param(tmp_path, key, value):
+    """`-S` goes through DVC's own override writer, which writes YAML 1.2 (e.g. `1e-07`)."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(path, [f"{key}={as_override(value)}"])
+    assert load_params(path) == Params()
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("lr_find.start_lr=1e-6", "lr_find.start_lr", 1e-6),
+        ("train.weight_decay=5e-4", "train.weight_decay", 5e-4),
+        ("train.max_lr=0.01", "train.max_lr", 0.01),
+        ("data.train_limit=5000", "data.train_limit", 5000),
+        ("data.source=/data/cifar10-jpeg.tar.xz", "data.source", "/data/cifar10-jpeg.tar.xz"),
+        ("explain.layers=[layer1,layer3]", "explain.layers", ["layer1", "layer3"]),
+        ("augment.flip=false", "augment.flip", False),
+    ],
+)
+def test_typical_overrides_take_effect(tmp_path, override, key, expected):
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(path, [override])
+    section, _, leaf = key.rpartition(".")
+    value = load_params(path)
+    for name in section.split("."):
+        value = getattr(value, name)
+    assert getattr(value, leaf) == expected
+
+
+def test_override_of_the_wrong_type_is_refused(tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(path, ["train.epochs=three"])
+    with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):
+        load_params(path)

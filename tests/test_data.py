@@ -45,6 +45,13 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     assert np.array_equal(train.images[:, 0, 0, 0] // 100, train.labels)
 
 
+def test_class_folder_images_are_stored_round_robin_over_classes(tmp_path, class_tree):
+    train = import_dataset(DataConfig(source=str(class_tree)), 0, tmp_path)["train"]
+    assert train.labels.tolist() == [0, 1, 2] * 6
+    # The marker pixel holds each image's index within its class folder: 0, 0, 0, 1, 1, 1, ...
+    assert train.images[:, 0, 0, 1].tolist() == [i for i in range(6) for _ in range(3)]
+
+
 def test_a_class_folder_tree_imports_with_class_balanced_limits(tmp_path, class_tree):
     splits = import_dataset(DataConfig(source=str(class_tree), train_limit=10, test_limit=None), 0, tmp_path)
     assert np.bincount(splits["train"].labels).tolist() == [4, 3, 3]

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cifar.config import OneCycleConfig
+from cifar.errors import ConfigError
 from cifar.schedule import one_cycle
 
 
@@ -41,3 +42,9 @@ def test_three_phase_returns_to_the_start_before_annealing():
     assert lrs[6 * 5 - 2] == pytest.approx(0.01 / 100)
     assert lrs[-1] == pytest.approx(0.01 / 100 / 100)
     assert min(lrs) > 0
+
+
+def test_a_single_warm_up_step_is_refused_with_the_fix():
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(ConfigError, match="no room to warm up; lower train.batch_size"):
+        one_cycle(optimizer, 0.01, 3, 1, OneCycleConfig(max_at_epoch=1))

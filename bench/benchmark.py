@@ -1,0 +1,300 @@
+"""Training speed, side by side in one process on one machine and one dataset.
+
+    python bench/benchmark.py [--data data/cifar10] [--train-limit N] [--test-limit N] [--epochs E]
+
+Rows, for each model (custom ResNet, ResNet18):
+  ours       the train stage's code path: data resident on the device as uint8, batched
+             augmentation there, channels_last + bf16 autocast on CUDA, OneCycle, Adam
+  reference  the approach of the reference runs: the same model, optimizer and schedule fed
+             by a torchvision DataLoader with per-image PIL transforms (pad + RandomCrop,
+             flip, Cutout), fp32, NCHW, 2 workers
+and the peer, airbench94 (PyPI airbench 0.1.8, CUDA only), on the same images.
+
+Each row trains `--epochs` epochs after one warm-up epoch, timed with the device
+synchronised. On a CPU, pass --train-limit to keep it short; rows say which device ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
+from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, TrainConfig
+from cifar.data import Split, class_balanced_subset, load_split
+from cifar.engine import predict, synchronize, train_epoch
+from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
+from cifar.models import build_model, on_device
+from cifar.runtime import autocast, device_name, resolve_device, resolve_precision, seed_everything
+from cifar.schedule import one_cycle
+
+MODELS = (ModelConfig("custom_resnet"), ModelConfig("resnet18"))
+RECIPE = TrainConfig()  # the reference recipe: batch 512, Adam, wd 1e-7, OneCycle
+AUGMENT = AugmentConfig()
+MAX_LR = 0.01  # a fixed, sane LR: speed does not depend on it, and no LR search is timed
+REFERENCE_WORKERS = 2
+
+
+@dataclass
+class Row:
+    approach: str
+    model: str
+    seconds_per_epoch: float | None = None
+    peak_memory_gib: float | None = None
+    test_accuracy: float | None = None
+    note: str = ""
+
+
+class Timer:
+    """Per-epoch wall time with the device synchronised at both ends."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.epochs: list[float] = []
+
+    @contextmanager
+    def epoch(self):
+        synchronize(self.device)
+        started = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.epochs.append(time.perf_counter() - started)
+
+    def steady(self) -> float:
+        """Mean over the epochs after the warm-up one."""
+        return float(np.mean(self.epochs[1:]))
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_size: int, device: torch.device) -> Row:
+    precision = resolve_precision("auto", device)
+    seed_everything(0)
+    reset_peak_memory(device)
+    model = on_device(build_model(config), device)
+    loader = DeviceLoader(train, batch_size, device, augmentation=AUGMENT, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR, weight_decay=RECIPE.weight_decay)
+    total_epochs = epochs + 1
+    scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
+    timer = Timer(device)
+    for epoch in range(total_epochs):
+        with timer.epoch():
+            train_epoch(
+                model, loader, optimizer, scheduler, epoch=epoch + 1, epochs=total_epochs,
+                first_step=epoch * len(loader), total_steps=total_epochs * len(loader),
+                device=device, precision=precision,
+            )
+    accuracy = predict(model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision).accuracy
+    return Row("ours", config.name, timer.steady(), peak_memory_gib(device), accuracy, precision)
+
+
+def _onecycle(epochs: int) -> OneCycleConfig:
+    """The reference peak (epoch 5), moved earlier when the run is shorter than that."""
+    return OneCycleConfig(max_at_epoch=max(1, min(RECIPE.onecycle.max_at_epoch, epochs - 1)))
+
+
+# --------------------------------------------------------------------------- reference
+
+
+class Cutout:
+    """Per-image Cutout on a normalised tensor, as the reference notebooks applied it."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        _, height, width = image.shape
+        top = np.random.randint(0, height - self.size + 1)
+        left = np.random.randint(0, width - self.size + 1)
+        image = image.clone()
+        image[:, top : top + self.size, left : left + self.size] = 0
+        return image
+
+
+class PilDataset(Dataset):
+    def __init__(self, split: Split, transform):
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.split.images[index])), int(self.split.labels[index])
+
+
+def reference_loader(split: Split, batch_size: int, train: bool) -> DataLoader:
+    steps = [transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
+    if train:
+        steps = [
+            transforms.RandomCrop(32, padding=AUGMENT.crop_padding),
+            transforms.RandomHorizontalFlip(),
+            *steps,
+            Cutout(AUGMENT.cutout),
+        ]
+    return DataLoader(
+        PilDataset(split, transforms.Compose(steps)), batch_size=batch_size if train else EVAL_BATCH_SIZE,
+        shuffle=train, num_workers=REFERENCE_WORKERS, pin_memory=torch.cuda.is_available(), persistent_workers=True,
+    )
+
+
+def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, batch_size: int, device: torch.device) -> Row:
+    seed_everything(0)
+    reset_peak_memory(device)
+    model = build_model(config).to(device)
+    loader = reference_loader(train, batch_size, train=True)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR, weight_decay=RECIPE.weight_decay)
+    total_epochs = epochs + 1
+    scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
+    timer = Timer(device)
+    steps, total_steps = 0, total_epochs * len(loader)
+    for _ in range(total_epochs):
+        model.train()
+        with timer.epoch():
+            for images, labels in loader:
+                images, labels = images.to(device), labels.to(device)
+                loss = criterion(model(images), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                if steps < total_steps:
+                    scheduler.step()
+                loss.item()  # the per-step read-back the reference loop did for its progress bar
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in reference_loader(test, batch_size, train=False):
+            correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+    return Row("reference", config.name, timer.steady(), peak_memory_gib(device), correct / len(test), "fp32, NCHW")
+
+
+# --------------------------------------------------------------------------- airbench
+
+
+def run_airbench(train: Split, test: Split, device: torch.device) -> Row:
+    if device.type != "cuda":
+        return Row("airbench94", "airbench94", note="needs CUDA: airbench puts its net on the GPU in fp16")
+    import airbench
+
+    with tempfile.TemporaryDirectory() as folder, _working_directory(folder):
+        # airbench reads cifar10/{train,test}.pt (uint8 NHWC images, int64 labels) from the cwd.
+        os.mkdir("cifar10")
+        for name, split in (("train", train), ("test", test)):
+            torch.save({
+                "images": torch.from_numpy(split.images), "labels": torch.from_numpy(split.labels),
+                "classes": list(split.classes),
+            }, f"cifar10/{name}.pt")
+        loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True)
+        airbench.warmup94(train_loader=loader, verbose=False)
+        reset_peak_memory(device)
+        timer = Timer(device)
+        with timer.epoch():
+            model = airbench.train94(train_loader=loader, verbose=False)
+        epochs = airbench.lib_airbench94.hyp["opt"]["train_epochs"]
+        accuracy = airbench.evaluate(model, airbench.CifarLoader("cifar10", train=False, batch_size=2000), tta_level=2)
+    return Row("airbench94", "airbench94", timer.epochs[0] / epochs, peak_memory_gib(device), float(accuracy),
+               f"{epochs} epochs, fp16, TTA")
+
+
+@contextmanager
+def _working_directory(path: str):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+# --------------------------------------------------------------------------- table
+
+
+def table(rows: list[Row], images: int, device: torch.device) -> str:
+    speed = {(row.approach, row.model): row.seconds_per_epoch for row in rows}
+    airbench_time = speed.get(("airbench94", "airbench94"))
+    header = ["approach", "model", "device", "s/epoch", "images/s", "peak GPU GiB", "test acc",
+              "ours/reference", "ours/airbench", "note"]
+    lines = [header]
+    for row in rows:
+        per_epoch = row.seconds_per_epoch
+        faster_than_reference = faster_than_airbench = ""
+        if row.approach == "ours" and per_epoch:
+            reference = speed.get(("reference", row.model))
+            faster_than_reference = f"{reference / per_epoch:.2f}x" if reference else ""
+            faster_than_airbench = f"{airbench_time / per_epoch:.2f}x" if airbench_time else "n/a"
+        lines.append([
+            row.approach, row.model, device_name(device) if per_epoch else "-",
+            _number(per_epoch, "{:.3f}"), _number(per_epoch and images / per_epoch, "{:.0f}"),
+            _number(row.peak_memory_gib, "{:.2f}"), _number(row.test_accuracy, "{:.4f}"),
+            faster_than_reference, faster_than_airbench, row.note,
+        ])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    rendered.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(rendered)
+
+
+def _number(value, form: str) -> str:
+    return form.format(value) if value is not None else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/cifar10", help="the download stage's output folder")
+    parser.add_argument("--train-limit", type=int, default=None, help="class-balanced training images (default: all)")
+    parser.add_argument("--test-limit", type=int, default=None, help="class-balanced test images (default: all)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per row, after one warm-up epoch")
+    parser.add_argument("--batch-size", type=int, default=RECIPE.batch_size, help="default: the recipe's 512")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("ours", "reference", "airbench", "resnet18"),
+                        help="leave rows out")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train = class_balanced_subset(load_split(args.data, "train"), args.train_limit, "--train-limit")
+    test = class_balanced_subset(load_split(args.data, "test"), args.test_limit, "--test-limit")
+    models = [m for m in MODELS if not (m.name == "resnet18" and "resnet18" in args.skip)]
+    rows = []
+    for config in models:
+        if "ours" not in args.skip:
+            rows.append(run_ours(config, train, test, args.epochs, args.batch_size, device))
+        if "reference" not in args.skip:
+            rows.append(run_reference(config, train, test, args.epochs, args.batch_size, device))
+    if "airbench" not in args.skip:
+        rows.append(run_airbench(train, test, device))
+    steps = math.ceil(len(train) / args.batch_size)
+    print(f"\n{len(train)} training images ({steps} steps of {args.batch_size}), {len(test)} test images, "
+          f"{args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}")
+    print(table(rows, len(train), device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
