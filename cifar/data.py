@@ -9,9 +9,14 @@ one), or a generated synthetic set. Whatever the source, the output is a folder 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import tarfile
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,8 @@ from cifar.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+# Index = label, as in the official archive's batches.meta.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 OFFICIAL_FOLDER = "cifar-10-batches-py"
@@ -92,18 +99,50 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     }
 
 
-def download_official(download_dir: Path) -> dict[str, Split]:
-    """torchvision's CIFAR10 download: fetches once, verifies the archive's md5."""
-    from torchvision.datasets import CIFAR10
+# Seconds to wait before each retry of a failed download.
+RETRY_DELAYS = (2, 8, 30)
 
-    try:
-        return {name: _from_torchvision(CIFAR10(str(download_dir), train=name == "train", download=True)) for name in SPLITS}
-    except Exception as error:  # network errors come in many types (URLError, socket, ssl, md5)
-        raise DataError(
-            f"could not download CIFAR-10 from {CIFAR10.url} ({type(error).__name__}: {error}); "
-            f"without network, point data.source at a local copy, e.g. "
-            f"`dvc exp run -S data.source=/path/to/cifar-10-python.tar.gz` ({EXPECTED_LAYOUT})"
-        ) from None
+
+def download_official(download_dir: Path) -> dict[str, Split]:
+    """The official archive via torchvision, md5-checked, then its batches (md5-checked too).
+
+    The archive is fetched into a scratch folder and moved into download_dir only once its
+    md5 matches, so an interrupted or corrupt download never stays behind.
+    """
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    archive = download_dir / CIFAR10.filename
+    if not check_integrity(str(archive), CIFAR10.tgz_md5):
+        archive.unlink(missing_ok=True)
+        _fetch_with_retries(CIFAR10.url, archive, CIFAR10.tgz_md5)
+    return import_local(archive, {"train": None, "test": None})
+
+
+def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
+    from torchvision.datasets.utils import download_url
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            # torchvision raises if the md5 does not match; the scratch folder then goes.
+            download_url(url, str(scratch), filename=target.name, md5=md5)
+            os.replace(scratch / target.name, target)
+            return
+        except Exception as error:  # network errors come in many types (URLError, socket, ssl, md5)
+            failures.append(f"{type(error).__name__}: {error}")
+            log.warning("download attempt %d of %d failed (%s)", attempt, len(RETRY_DELAYS) + 1, failures[-1])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if delay is not None:
+            time.sleep(delay)
+    raise DataError(
+        f"could not download CIFAR-10 from {url} after {len(failures)} attempts (last: {failures[-1]}); "
+        f"without network, point data.source at a local copy, e.g. "
+        f"`dvc exp run -S data.source=/path/to/cifar-10-python.tar.gz` ({EXPECTED_LAYOUT})"
+    )
 
 
 def import_local(path: Path, limits: dict[str, int | None]) -> dict[str, Split]:
@@ -173,6 +212,13 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
             f"(train: {', '.join(classes['train'])}; test: {', '.join(classes['test'])})"
         )
     names = tuple(classes["train"])
+    if names != CIFAR10_CLASSES:
+        missing = sorted(set(CIFAR10_CLASSES) - set(names))
+        extra = sorted(set(names) - set(CIFAR10_CLASSES))
+        raise DataError(
+            f"{tree}: class folders must be CIFAR-10's ten ({', '.join(CIFAR10_CLASSES)}); "
+            f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}"
+        )
     splits = {}
     for split in SPLITS:
         quota = per_class_quota(limits[split], len(names)) if limits[split] is not None else [None] * len(names)
@@ -254,19 +300,41 @@ def synthetic_split(size: int, seed: int) -> Split:
 # --------------------------------------------------------------------------- artifact
 
 
+MANIFEST = "manifest.json"
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
+    """One .npz per split and a manifest of their SHA-256, so damage is caught on load."""
     with atomic_path(folder) as scratch:
         scratch.mkdir()
         for name, split in splits.items():
             np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
+        digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
+        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+
+
+def split_digest(folder: str | Path, name: str) -> str:
+    """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
+    return json.loads((Path(folder) / MANIFEST).read_text())[f"{name}.npz"]
 
 
 def load_split(folder: str | Path, name: str) -> Split:
-    """Read one split back, checking it is what the download stage writes."""
+    """Read one split back, checking it is what the download stage wrote."""
     path = Path(folder) / f"{name}.npz"
     fix = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
     if not path.is_file():
         raise DataError(f"{path}: not found; {fix}")
+    try:
+        expected = split_digest(folder, name)
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({error}); {fix}") from None
+    if file_digest(path) != expected:
+        raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {fix}")
     try:
         with np.load(path, allow_pickle=False) as stored:
             split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))

@@ -8,7 +8,9 @@ epoch, so the GPU is never stalled by a per-step `.item()`.
 from __future__ import annotations
 
 import logging
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.config import TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
@@ -23,6 +26,30 @@ from cifar.runtime import autocast
 from cifar.schedule import one_cycle
 
 log = logging.getLogger(__name__)
+
+
+class StopRequested:
+    """Set from a signal handler; the training loop stops after the step in flight."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def __call__(self, signal_number, frame) -> None:
+        self.signal_name = signal.Signals(signal_number).name
+
+
+STOP = StopRequested()
+
+
+@contextmanager
+def stop_after_the_step_on(*signals: int):
+    """Turn these signals into a clean stop between steps instead of death mid-write."""
+    previous = {sig: signal.signal(sig, STOP) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,12 @@ def train_epoch(
         step_losses[step] = loss.detach()
         correct += (logits.argmax(1) == labels).sum()
         bar.update(1)
+        if STOP.signal_name:
+            bar.close()
+            raise TrainingError(
+                f"stopped by {STOP.signal_name} after step {step + 1} of epoch {epoch}; the checkpoint holds every "
+                f"completed epoch: run `dvc repro` (or `python stages/train.py`) to resume from epoch {epoch}"
+            )
         if (step + 1) % sync_every == 0 or step + 1 == len(loader):
             _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step)
             checked = step + 1
@@ -157,14 +190,27 @@ def fit(
     num_classes: int,
     device: torch.device,
     precision: str,
+    checkpoint: CheckpointFile | None = None,
 ) -> FitResult:
-    """Adam + cross-entropy under OneCycle; test loss and accuracy after every epoch."""
+    """Adam + cross-entropy under OneCycle; test loss and accuracy after every epoch.
+
+    With a checkpoint file, resumes from it when it belongs to this run and saves to it
+    after every epoch.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
     scheduler = one_cycle(optimizer, max_lr, config.epochs, steps_per_epoch, config.onecycle)
-    history, step_lrs, chance_warning = [], [], None
-    for epoch in range(1, config.epochs + 1):
+    state = checkpoint.load(config.epochs) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        train_loader.generator.set_state(state.generator)
+    history = state.history if state else []
+    step_lrs = state.step_lrs if state else []
+    chance_warning = state.chance_warning if state else None
+    for epoch in range(len(history) + 1, config.epochs + 1):
         stats = train_epoch(
             model, train_loader, optimizer, scheduler,
             epoch=epoch, epochs=config.epochs, first_step=(epoch - 1) * steps_per_epoch,
@@ -193,6 +239,11 @@ def fit(
                 f"(the usual cause is a max_lr too high for this model; this run's is {max_lr:.3g})"
             )
             log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
+        if checkpoint:
+            checkpoint.save(TrainingState(
+                epoch, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                train_loader.generator.get_state(), history, step_lrs, chance_warning,
+            ))
     return FitResult(history, step_lrs, chance_warning)
 
 

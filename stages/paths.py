@@ -9,6 +9,7 @@ LR_FIND_CURVE = "plots/lr_find.csv"
 LR_FINDER_IMAGE = "plots/images/lr_finder.png"
 
 MODEL = "models/model.pt"
+CHECKPOINT = "models/checkpoint.pt"
 MODEL_SUMMARY = "models/summary.txt"
 TRAIN_METRICS = "metrics/train.json"
 HISTORY = "plots/history.csv"

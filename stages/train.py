@@ -3,6 +3,8 @@
 import json
 import logging
 import platform
+import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,11 @@ import paths
 from cifar.atomic import save_figure, write_csv, write_json, write_text
 from cifar.augment import denormalize
 from cifar.cli import run_stage
+from cifar.checkpoint import CheckpointFile
 from cifar.config import Params, load_params
-from cifar.data import Split, load_split
-from cifar.engine import fit
-from cifar.errors import DataError
+from cifar.data import Split, load_split, split_digest
+from cifar.engine import at_chance, fit, stop_after_the_step_on
+from cifar.errors import DataError, TrainingError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
 from cifar.plots import image_grid
@@ -53,16 +56,28 @@ def main() -> None:
         params.model.name, len(train), device_name(device), precision, max_lr, params.train.epochs, len(train_loader),
     )
     trainable = torch.compile(model) if params.train.compile else model
-    result = fit(
-        trainable, train_loader, test_loader, max_lr=max_lr, config=params.train,
-        num_classes=len(train.classes), device=device, precision=precision,
-    )
+    checkpoint = CheckpointFile(Path(paths.CHECKPOINT), {
+        "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
+        "max_lr": max_lr,
+        "data": split_digest(paths.DATA, "train"),
+    })
+    with stop_after_the_step_on(signal.SIGTERM, signal.SIGINT):
+        result = fit(
+            trainable, train_loader, test_loader, max_lr=max_lr, config=params.train,
+            num_classes=len(train.classes), device=device, precision=precision, checkpoint=checkpoint,
+        )
 
     save_trained(paths.MODEL, model, params.model, train.classes)
     history = pd.DataFrame(result.history)
     write_csv(paths.HISTORY, history)
     write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
     write_json(paths.TRAIN_METRICS, train_metrics(history, result.chance_warning, max_lr, len(train), device, precision))
+    final_accuracy = result.history[-1]["test_accuracy"]
+    if at_chance(final_accuracy, len(train.classes)):
+        raise TrainingError(
+            f"training failed: the final test accuracy {final_accuracy:.3f} is at chance level; "
+            f"outputs are written for inspection, but the stage is not recorded as done. {result.chance_warning}"
+        )
 
 
 def chosen_max_lr(params: Params) -> float:

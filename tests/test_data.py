@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from cifar.config import DataConfig
-from cifar.data import class_balanced_subset, import_dataset, load_split, save_dataset, synthetic_split
+from cifar.data import CIFAR10_CLASSES as CLASSES
+from cifar.data import Split, class_balanced_subset, import_dataset, load_split, save_dataset, synthetic_split
 from cifar.errors import DataError
-
-CLASSES = ("airplane", "automobile", "bird")
 
 
 def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=32) -> Path:
@@ -22,14 +21,14 @@ def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=3
             folder.mkdir(parents=True)
             for index in range(count):
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                pixels[0, 0] = (label * 100, index, 7)
+                pixels[0, 0] = (label * 25, index, 7)
                 Image.fromarray(pixels).save(folder / f"{index:04d}{suffix}")
     return root
 
 
 @pytest.fixture
 def class_tree(tmp_path):
-    return make_class_tree(tmp_path / "cifar-export", {"train": 6, "test": 3})
+    return make_class_tree(tmp_path / "cifar-export", {"train": 3, "test": 2})
 
 
 @pytest.mark.parametrize("archive_format", ["gztar", "xztar", "tar", "zip"])
@@ -38,35 +37,35 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     splits = import_dataset(DataConfig(source=archive), seed=0, download_dir=tmp_path / "unused")
     train, test = splits["train"], splits["test"]
     assert train.classes == CLASSES
-    assert train.images.shape == (18, 32, 32, 3) and train.images.dtype == np.uint8
-    assert test.images.shape == (9, 32, 32, 3)
-    assert train.labels.dtype == np.int64 and sorted(set(train.labels.tolist())) == [0, 1, 2]
+    assert train.images.shape == (30, 32, 32, 3) and train.images.dtype == np.uint8
+    assert test.images.shape == (20, 32, 32, 3)
+    assert train.labels.dtype == np.int64 and sorted(set(train.labels.tolist())) == list(range(10))
     # PNG is lossless: the marker pixel gives back each image's class.
-    assert np.array_equal(train.images[:, 0, 0, 0] // 100, train.labels)
+    assert np.array_equal(train.images[:, 0, 0, 0], train.labels * 25)
 
 
 def test_class_folder_images_are_stored_round_robin_over_classes(tmp_path, class_tree):
     train = import_dataset(DataConfig(source=str(class_tree)), 0, tmp_path)["train"]
-    assert train.labels.tolist() == [0, 1, 2] * 6
-    # The marker pixel holds each image's index within its class folder: 0, 0, 0, 1, 1, 1, ...
-    assert train.images[:, 0, 0, 1].tolist() == [i for i in range(6) for _ in range(3)]
+    assert train.labels.tolist() == list(range(10)) * 3
+    # The marker pixel holds each image's index within its class folder: ten 0s, ten 1s, ten 2s.
+    assert train.images[:, 0, 0, 1].tolist() == [i for i in range(3) for _ in range(10)]
 
 
 def test_a_class_folder_tree_imports_with_class_balanced_limits(tmp_path, class_tree):
-    splits = import_dataset(DataConfig(source=str(class_tree), train_limit=10, test_limit=None), 0, tmp_path)
-    assert np.bincount(splits["train"].labels).tolist() == [4, 3, 3]
-    assert len(splits["test"]) == 9
+    splits = import_dataset(DataConfig(source=str(class_tree), train_limit=23, test_limit=None), 0, tmp_path)
+    assert np.bincount(splits["train"].labels).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    assert len(splits["test"]) == 20
 
 
 def test_jpeg_trees_import(tmp_path):
     tree = make_class_tree(tmp_path / "jpegs", {"train": 2, "test": 1}, suffix=".jpg")
     splits = import_dataset(DataConfig(source=str(tree)), 0, tmp_path)
-    assert splits["train"].images.shape == (6, 32, 32, 3)
+    assert splits["train"].images.shape == (20, 32, 32, 3)
 
 
 def test_limit_larger_than_the_source_is_refused(tmp_path, class_tree):
-    with pytest.raises(DataError, match="data.train_limit = 30 asks for 10 images of class 'airplane'"):
-        import_dataset(DataConfig(source=str(class_tree), train_limit=30), 0, tmp_path)
+    with pytest.raises(DataError, match="data.train_limit = 40 asks for 4 images of class 'airplane'"):
+        import_dataset(DataConfig(source=str(class_tree), train_limit=40), 0, tmp_path)
 
 
 def replace_with_small_image(tree):
@@ -79,6 +78,10 @@ def replace_with_small_image(tree):
         (lambda tree: shutil.rmtree(tree / "test"), "no train/ and test/ folders found"),
         (lambda tree: shutil.rmtree(tree / "test" / "bird"), "train/ and test/ have different class folders"),
         (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable image"),
+        (lambda tree: [shutil.rmtree(tree / split / "cat") for split in ("train", "test")],
+         "class folders must be CIFAR-10's ten .*; missing: cat; unexpected: none"),
+        (lambda tree: [(tree / split / "unicorn").mkdir() for split in ("train", "test")],
+         "missing: none; unexpected: unicorn"),
         (replace_with_small_image, "0002.png: image is 28x28, expected 32x32"),
     ],
 )
@@ -98,17 +101,6 @@ def test_truncated_archive_is_reported(tmp_path, class_tree):
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(DataError, match="corrupt or truncated"):
         import_dataset(DataConfig(source=str(archive)), 0, tmp_path)
-
-
-def test_offline_official_download_points_at_a_local_copy(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as tv_cifar
-
-    def no_network(*args, **kwargs):
-        raise OSError("Name or service not known")
-
-    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
-    with pytest.raises(DataError, match="point data.source at a local copy"):
-        import_dataset(DataConfig(source="official"), 0, tmp_path)
 
 
 def test_synthetic_is_class_balanced_and_seeded():
@@ -133,8 +125,30 @@ def test_saved_dataset_round_trips_and_damage_is_caught(tmp_path):
     assert np.array_equal(loaded.images, splits["train"].images) and loaded.classes == splits["train"].classes
     path = tmp_path / "cifar10" / "test.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(DataError, match="test.npz: unreadable or truncated.*dvc repro download"):
+    with pytest.raises(DataError, match="test.npz: contents differ from the download stage's checksum.*dvc repro download"):
         load_split(tmp_path / "cifar10", "test")
-    np.savez(path, images=splits["test"].images, labels=splits["test"].labels + 10, classes=np.array(splits["test"].classes))
-    with pytest.raises(DataError, match="label ids must lie in 0..9"):
+
+
+def test_a_tampered_pixel_is_caught(tmp_path):
+    save_dataset({"train": synthetic_split(30, 0), "test": synthetic_split(20, 1)}, tmp_path / "cifar10")
+    path = tmp_path / "cifar10" / "train.npz"
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    arrays["images"][0, 0, 0, 0] ^= 1
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match="train.npz: contents differ"):
+        load_split(tmp_path / "cifar10", "train")
+
+
+def test_a_missing_manifest_is_reported(tmp_path):
+    save_dataset({"train": synthetic_split(30, 0), "test": synthetic_split(20, 1)}, tmp_path / "cifar10")
+    (tmp_path / "cifar10" / "manifest.json").unlink()
+    with pytest.raises(DataError, match="manifest.json: missing or unreadable"):
+        load_split(tmp_path / "cifar10", "train")
+
+
+def test_labels_out_of_range_are_named(tmp_path):
+    bad = synthetic_split(20, 1)
+    save_dataset({"test": Split(bad.images, bad.labels + 10, bad.classes)}, tmp_path / "cifar10")
+    with pytest.raises(DataError, match="test.npz: label ids must lie in 0..9, found 10..19"):
         load_split(tmp_path / "cifar10", "test")

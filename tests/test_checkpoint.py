@@ -1,0 +1,109 @@
+import logging
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from cifar.checkpoint import CheckpointFile, TrainingState
+from cifar.config import OneCycleConfig, TrainConfig
+from cifar.engine import STOP, fit, stop_after_the_step_on
+from cifar.errors import TrainingError
+from cifar.loader import DeviceLoader
+from test_engine import CPU, random_split
+
+CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
+
+
+class SmallNet(nn.Module):
+    """Conv + BatchNorm, so running statistics must be restored too."""
+
+    def __init__(self, sigterm_at_step=None):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+        self.sigterm_at_step, self.steps = sigterm_at_step, 0
+
+    def forward(self, x):
+        self.steps += self.training
+        if self.training and self.steps == self.sigterm_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, arriving mid-step
+        return self.body(x)
+
+
+def train(model, checkpoint=None):
+    torch.manual_seed(0)
+    loaders = DeviceLoader(random_split(48, 0), 16, CPU, shuffle=True, seed=5), DeviceLoader(random_split(32, 1), 32, CPU)
+    return fit(model, *loaders, max_lr=1e-2, config=CONFIG, num_classes=10, device=CPU, precision="fp32", checkpoint=checkpoint)
+
+
+def without_time(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.fixture(autouse=True)
+def clear_stop_flag():
+    STOP.signal_name = None
+    yield
+    STOP.signal_name = None
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return SmallNet()
+
+
+def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path, caplog):
+    uninterrupted_model = fresh_model()
+    uninterrupted = train(uninterrupted_model)
+
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    interrupted_model = fresh_model()
+    interrupted_model.sigterm_at_step = 5  # epoch 2, step 2 (3 steps per epoch)
+    with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError) as stopped:
+        train(interrupted_model, checkpoint)
+    assert "stopped by SIGTERM after step 2 of epoch 2" in str(stopped.value)
+    assert "run `dvc repro` (or `python stages/train.py`) to resume from epoch 2" in str(stopped.value)
+    assert torch.load(checkpoint.path, weights_only=True)["state"]["epoch"] == 1
+
+    STOP.signal_name = None
+    caplog.set_level(logging.INFO)
+    resumed_model = fresh_model()
+    resumed = train(resumed_model, checkpoint)
+    assert "resuming from" in caplog.text and "1 of 3 epochs done" in caplog.text
+    assert without_time(resumed.history) == without_time(uninterrupted.history)
+    assert resumed.step_lrs == uninterrupted.step_lrs
+    for name, tensor in uninterrupted_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+
+
+def test_a_checkpoint_of_different_params_is_not_resumed(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    train(fresh_model(), CheckpointFile(tmp_path / "checkpoint.pt", {"params": {"epochs": 3}, "data": "abc"}))
+    state = CheckpointFile(tmp_path / "checkpoint.pt", {"params": {"epochs": 4}, "data": "abc"}).load(epochs=4)
+    assert state is None
+    assert "not resuming: " in caplog.text and "is from a run with different params" in caplog.text
+
+
+def test_a_finished_or_damaged_checkpoint_starts_over(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    train(fresh_model(), checkpoint)
+    assert checkpoint.load(epochs=3) is None and "is of a finished run" in caplog.text
+    checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:500])
+    assert checkpoint.load(epochs=3) is None and "is unreadable" in caplog.text
+
+
+def test_the_signal_handler_is_restored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_after_the_step_on(signal.SIGTERM):
+        assert signal.getsignal(signal.SIGTERM) is STOP
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_training_state_round_trips(tmp_path):
+    model = SmallNet()
+    state = TrainingState(2, model.state_dict(), {}, {}, torch.Generator().get_state(), [{"epoch": 1}], [0.1], None)
+    checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
+    checkpoint.save(state)
+    assert checkpoint.load(epochs=3).history == [{"epoch": 1}]

@@ -1,0 +1,119 @@
+"""The official-archive paths (download and local copy), on a generated archive in the
+official format whose md5s stand in for the real ones: no network, torchvision's own checks."""
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import urllib.error
+
+import numpy as np
+import pytest
+import torchvision.datasets.utils as tv_utils
+from torchvision.datasets import CIFAR10
+
+from cifar import data
+from cifar.config import DataConfig
+from cifar.data import import_dataset
+from cifar.errors import DataError
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PER_BATCH = 20
+
+
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def official(tmp_path, monkeypatch):
+    """cifar-10-batches-py and cifar-10-python.tar.gz in the official pickle format."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "made" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {"data": rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8), "labels": list(np.arange(PER_BATCH) % 10)}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CLASSES}))
+    archive = tmp_path / "made" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(folder, arcname=folder.name)
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(folder / n)] for n in names[:5]])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(folder / "batches.meta")})
+    monkeypatch.setattr(CIFAR10, "tgz_md5", md5(archive))
+    monkeypatch.setattr(data, "RETRY_DELAYS", (0, 0))
+    return folder, archive
+
+
+def fake_network(monkeypatch, responses):
+    """Each download attempt takes the next response: an exception to raise, or bytes to write.
+
+    An attempt is a scratch folder: torchvision itself retries a failed https fetch over
+    http within one attempt.
+    """
+    attempts = []
+
+    def urlretrieve(url, path, *args, **kwargs):
+        folder = os.path.dirname(path)
+        if folder not in attempts:
+            attempts.append(folder)
+        response = responses[min(len(attempts), len(responses)) - 1]
+        if isinstance(response, Exception):
+            raise response
+        with open(path, "wb") as target:
+            target.write(response)
+
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(tv_utils, "_urlretrieve", urlretrieve)
+    return attempts
+
+
+@pytest.mark.parametrize("form", ["archive", "folder"])
+def test_a_local_official_copy_imports_with_class_names(official, tmp_path, form):
+    folder, archive = official
+    splits = import_dataset(DataConfig(source=str(archive if form == "archive" else folder)), 0, tmp_path / "dl")
+    assert splits["train"].images.shape == (5 * PER_BATCH, 32, 32, 3)
+    assert splits["test"].images.shape == (PER_BATCH, 32, 32, 3)
+    assert list(splits["train"].classes) == CLASSES
+
+
+def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
+    folder, _ = official
+    (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:-10])
+    with pytest.raises(DataError, match="fail their md5 check"):
+        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+
+
+def test_download_retries_network_errors_then_succeeds(official, tmp_path, monkeypatch, caplog):
+    _, archive = official
+    attempts = fake_network(monkeypatch, [urllib.error.URLError("timed out"), ConnectionResetError("reset"), archive.read_bytes()])
+    splits = import_dataset(DataConfig(source="official", train_limit=10), 0, tmp_path / "dl")
+    assert len(attempts) == 3 and len(splits["train"]) == 10
+    assert "download attempt 1 of 3 failed" in caplog.text and "download attempt 2 of 3 failed" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_a_corrupt_download_is_deleted_and_reported(official, tmp_path, monkeypatch):
+    _, archive = official
+    fake_network(monkeypatch, [archive.read_bytes()[:5000]])  # truncated: the md5 cannot match
+    with pytest.raises(DataError, match=r"after 3 attempts \(last: RuntimeError: File not found or corrupted.\)"):
+        import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == [], "a partial or corrupt archive was left behind"
+
+
+def test_without_network_the_message_points_at_a_local_copy(official, tmp_path, monkeypatch):
+    fake_network(monkeypatch, [urllib.error.URLError("[Errno -2] Name or service not known")])
+    with pytest.raises(DataError, match="without network, point data.source at a local copy"):
+        import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
+
+
+def test_a_verified_archive_is_not_downloaded_again(official, tmp_path, monkeypatch):
+    _, archive = official
+    (tmp_path / "dl").mkdir()
+    shutil.copy(archive, tmp_path / "dl" / archive.name)
+    attempts = fake_network(monkeypatch, [urllib.error.URLError("offline")])
+    import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
+    assert attempts == []

@@ -1,0 +1,133 @@
+"""Never lose a run: a killed `dvc repro` resumes, divergence is loud, bad input is refused
+with one line and leaves the previous outputs intact."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run
+from test_data import make_class_tree
+from test_remote_and_experiments import workspace_digests
+
+TIMING = {"seconds_per_epoch", "first_epoch_seconds", "images_per_second"}
+
+
+def deterministic_metrics(root):
+    metrics = json.loads((root / "metrics/train.json").read_text())
+    return {key: value for key, value in metrics.items() if key not in TIMING}
+
+
+def weights(root):
+    return torch.load(root / "models/model.pt", weights_only=True)["state_dict"]
+
+
+def copy_of(repro, destination):
+    source, _, _ = repro
+    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("dvc_plots", "chromium-profile"))
+    return destination
+
+
+def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
+    uninterrupted, _, _ = repro
+    root = make_pipeline_repo(tmp_path / "killed", SMALL_SYNTHETIC)
+    checkpoint = root / "models/checkpoint.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment(root),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "training never wrote a checkpoint"
+    os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage with it, as a preempted machine
+    process.wait()
+    assert not (root / "metrics/train.json").exists(), "the kill came too late: training had finished"
+
+    again = dvc(root, "repro")
+    log = again.stdout + again.stderr
+    assert "Running stage 'download'" not in log and "Running stage 'lr_find'" not in log
+    assert "resuming from models/checkpoint.pt" in log
+    assert deterministic_metrics(root) == deterministic_metrics(uninterrupted)
+    assert (root / "metrics/evaluate.json").read_text() == (uninterrupted / "metrics/evaluate.json").read_text()
+    resumed, reference = weights(root), weights(uninterrupted)
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[name], reference[name]) for name in reference)
+
+
+def test_same_seed_same_cpu_gives_identical_metrics(repro, tmp_path):
+    """Training from scratch again in a copy reproduces every number but the timings."""
+    source, _, _ = repro
+    root = copy_of(repro, tmp_path / "again")
+    (root / "models/checkpoint.pt").unlink()
+    run(root, "python", "stages/train.py")
+    assert deterministic_metrics(root) == deterministic_metrics(source)
+    assert (root / "plots/history.csv").read_text().split("\n")[0] == (source / "plots/history.csv").read_text().split("\n")[0]
+
+
+def test_resnet18_at_lr_1_cannot_pass_as_a_success(repro, tmp_path):
+    root = copy_of(repro, tmp_path / "lr1")
+    params = (root / "params.yaml").read_text()
+    params = params.replace("name: custom_resnet", "name: resnet18").replace("max_lr: find", "max_lr: 1.0")
+    (root / "params.yaml").write_text(params)
+    result = run(root, "python", "stages/train.py", check=False)
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ")
+    assert "training diverged" in message or "is at chance level" in message, message
+
+
+def break_yaml(root):
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("epochs: 3", "epochs: [3"))
+
+
+def set_wrong_type(root):
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(root / "params.yaml", ["train.epochs=three"])
+
+
+def truncate_data(root):
+    path = root / "data/cifar10/train.npz"
+    os.chmod(path, 0o644)  # DVC may link cached files read-only
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def extra_class_source(root):
+    tree = make_class_tree(root.parent / "export", {"train": 1, "test": 1})
+    (tree / "train" / "unicorn").mkdir()
+    (tree / "test" / "unicorn").mkdir()
+    params = (root / "params.yaml").read_text().replace("source: synthetic", f"source: {tree}")
+    (root / "params.yaml").write_text(params)
+
+
+@pytest.mark.parametrize(
+    ("break_input", "stage", "message"),
+    [
+        (break_yaml, "download", "params.yaml: not valid YAML at line"),
+        (set_wrong_type, "train", "train.epochs = 'three' is not allowed; expected an integer"),
+        (truncate_data, "train", "data/cifar10/train.npz: contents differ from the download stage's checksum"),
+        (extra_class_source, "download", "missing: none; unexpected: unicorn"),
+    ],
+)
+def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, stage, message):
+    root = copy_of(repro, tmp_path / "repo")
+    outputs = ("data/cifar10", "models", "metrics", "plots")
+    before = {name: workspace_digests(root / name) for name in outputs}
+    break_input(root)
+    result = run(root, "python", f"stages/{stage}.py", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
+    after = {name: workspace_digests(root / name) for name in outputs}
+    if break_input is truncate_data:
+        after["data/cifar10"] = before["data/cifar10"]  # the damage itself
+    assert after == before
