@@ -62,3 +62,64 @@ def misclassified_figure(images: np.ndarray, labels, predicted, confidence, clas
         suptitle=f"first {len(shown)} misclassified test images (of {len(wrong)})",
     )
     return figure, len(shown)
+
+
+def epoch_curves_figure(history, metric: str, label: str):
+    """Train vs test `metric` (a history column suffix: loss or accuracy) per epoch."""
+    figure, axis = plt.subplots(figsize=(6, 3.8), layout="constrained")
+    for split, style in (("train", "-o"), ("test", "--s")):
+        axis.plot(history["epoch"], history[f"{split}_{metric}"], style, label=split, markersize=4)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(label)
+    axis.set_title(f"{label.capitalize()} per epoch (train vs test)")
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return figure
+
+
+def lr_schedule_figure(step_lrs: Sequence[float], steps_per_epoch: int):
+    figure, axis = plt.subplots(figsize=(6, 3.8), layout="constrained")
+    steps = np.arange(1, len(step_lrs) + 1)
+    axis.plot(steps, step_lrs)
+    peak = int(np.argmax(step_lrs))
+    axis.scatter([steps[peak]], [step_lrs[peak]], color="tab:red", zorder=3,
+                 label=f"peak {step_lrs[peak]:.2e} at step {steps[peak]} (end of epoch {steps[peak] // steps_per_epoch})")
+    axis.set_xlabel("step")
+    axis.set_ylabel("learning rate")
+    axis.set_title(f"OneCycle learning rate per step (last: {step_lrs[-1]:.2e})")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure
+
+
+def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str]):
+    """Counts of actual (rows) vs predicted (columns) classes."""
+    count = len(classes)
+    matrix = np.bincount(labels * count + predicted, minlength=count * count).reshape(count, count)
+    figure, axis = plt.subplots(figsize=(7, 6), layout="constrained")
+    shown = axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(count), classes, rotation=45, ha="right")
+    axis.set_yticks(range(count), classes)
+    for row in range(count):
+        for col in range(count):
+            dark = matrix[row, col] > matrix.max() / 2
+            axis.text(col, row, matrix[row, col], ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("actual class")
+    axis.set_title(f"Confusion matrix ({len(labels)} test images)")
+    figure.colorbar(shown, ax=axis, shrink=0.8)
+    return figure
+
+
+def per_class_figure(per_class):
+    """Horizontal accuracy bars from a frame with `class` and `accuracy` columns."""
+    figure, axis = plt.subplots(figsize=(6, 0.35 * len(per_class) + 1.2), layout="constrained")
+    axis.barh(per_class["class"], per_class["accuracy"], color="tab:blue")
+    axis.invert_yaxis()
+    for position, value in enumerate(per_class["accuracy"]):
+        axis.text(value + 0.01, position, f"{value:.1%}", va="center", fontsize=8)
+    axis.set_xlim(0, 1.1)
+    axis.set_xlabel("test accuracy")
+    axis.set_title("Test accuracy per class")
+    return figure

@@ -14,7 +14,7 @@ from cifar.engine import predict
 from cifar.errors import DataError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import load_trained
-from cifar.plots import misclassified_figure
+from cifar.plots import confusion_figure, misclassified_figure, per_class_figure
 from cifar.runtime import resolve_device, resolve_precision
 
 log = logging.getLogger("evaluate")
@@ -53,6 +53,8 @@ def main() -> None:
     write_json(paths.EVALUATE_METRICS, metrics)
     write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
     write_csv(paths.PER_CLASS, per_class)
+    save_figure(paths.CONFUSION_IMAGE, confusion_figure(result.labels, result.predicted, test.classes))
+    save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     write_csv(paths.PREDICTIONS, pd.DataFrame({
         "index": np.arange(len(result.labels)),
         "label": result.labels,

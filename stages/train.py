@@ -23,7 +23,7 @@ from cifar.engine import at_chance, fit, stop_after_the_step_on
 from cifar.errors import DataError, TrainingError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
-from cifar.plots import image_grid
+from cifar.plots import epoch_curves_figure, image_grid, lr_schedule_figure
 from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything
 
 log = logging.getLogger("train")
@@ -71,6 +71,9 @@ def main() -> None:
     history = pd.DataFrame(result.history)
     write_csv(paths.HISTORY, history)
     write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
+    save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
+    save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
+    save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(result.step_lrs, len(train_loader)))
     write_json(paths.TRAIN_METRICS, train_metrics(history, result.chance_warning, max_lr, len(train), device, precision))
     final_accuracy = result.history[-1]["test_accuracy"]
     if at_chance(final_accuracy, len(train.classes)):

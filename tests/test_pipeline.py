@@ -65,8 +65,8 @@ def test_lr_finder_curve_and_pictures_are_written(repro):
     root, _, _ = repro
     curve = pd.read_csv(root / "plots/lr_find.csv")
     assert len(curve) == 20 and curve["lr"].is_monotonic_increasing
-    for image in ("plots/images/lr_finder.png", "plots/images/samples.png"):
-        with Image.open(root / image) as picture:
+    for name in ("lr_finder", "samples", "loss", "accuracy", "lr_schedule", "confusion", "per_class", "misclassified"):
+        with Image.open(root / f"plots/images/{name}.png") as picture:
             assert picture.format == "PNG" and picture.width > 300
     assert "Total params: 6,573,130" in (root / "models/summary.txt").read_text()
 

@@ -92,6 +92,6 @@ def test_every_image_plot_loads(rendered, repro):
     root, _, _ = repro
     _, declared = declared_plots()
     expected = sum(len(list((root / path).glob("*.png"))) if (root / path).is_dir() else 1 for path in declared)
-    assert len(rendered["images"]) == expected == 7
+    assert len(rendered["images"]) == expected == 12
     broken = [src for src, loaded in rendered["images"].items() if not loaded]
     assert not broken, f"images that did not load: {broken}"
