@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
+from cifar.cli import run_stage
 from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, TrainConfig
 from cifar.data import Split, class_balanced_subset, load_split
 from cifar.engine import predict, synchronize, train_epoch
@@ -264,7 +264,7 @@ def _number(value, form: str) -> str:
     return form.format(value) if value is not None else "n/a"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/cifar10", help="the download stage's output folder")
     parser.add_argument("--train-limit", type=int, default=None, help="class-balanced training images (default: all)")
@@ -293,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(train)} training images ({steps} steps of {args.batch_size}), {len(test)} test images, "
           f"{args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}")
     print(table(rows, len(train), device))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)
