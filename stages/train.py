@@ -97,10 +97,8 @@ def chosen_max_lr(params: Params) -> float:
 
 
 def augmented_samples(train: Split, params: Params, device: torch.device):
-    """What the network sees: a seeded random draw of training images after augmentation.
-
-    Random, not the first ones: a class-folder import stores the images class by class.
-    """
+    """What the network sees: a seeded random draw of training images after augmentation,
+    so the grid does not depend on the order in which the source listed its images."""
     chosen = np.random.default_rng(params.seed).choice(len(train), size=min(SAMPLE_COUNT, len(train)), replace=False)
     sample = Split(train.images[chosen], train.labels[chosen], train.classes)
     loader = DeviceLoader(sample, SAMPLE_COUNT, device, augmentation=params.augment, seed=params.seed)
