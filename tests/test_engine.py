@@ -1,10 +1,11 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from cifar.config import OneCycleConfig, TrainConfig
 from cifar.data import Split
-from cifar.engine import fit
+from cifar.engine import fit, predict
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
 
@@ -68,3 +69,22 @@ def test_history_and_schedule_cover_every_epoch_and_step():
     assert len(result.step_lrs) == 3 * 3  # ceil(40 / 16) steps per epoch
     assert result.step_lrs[0] == pytest.approx(1e-3 / 100) and result.step_lrs[-1] == pytest.approx(1e-3 / 1e4)
     assert all(0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1 for row in result.history)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    class LeftHalfMatters(nn.Module):
+        """Logits from the left half only, so a mirror changes the prediction."""
+
+        def forward(self, x):
+            return x[..., :16].mean(dim=(2, 3)).repeat(1, 4)[:, :10]
+
+    loader = DeviceLoader(random_split(40, 4), 16, CPU)
+    plain = predict(LeftHalfMatters(), loader, CPU, "fp32")
+    tta = predict(LeftHalfMatters(), loader, CPU, "fp32", flip_tta=True)
+    assert plain.flip_tta_predicted is None
+    assert np.array_equal(tta.predicted, plain.predicted)  # the plain prediction is unchanged
+    images, _ = next(iter(loader))
+    mirrored = LeftHalfMatters()(images.flip(3)).softmax(1)
+    expected = ((LeftHalfMatters()(images).softmax(1) + mirrored) / 2).argmax(1).numpy()
+    assert np.array_equal(tta.flip_tta_predicted[:16], expected)
+    assert not np.array_equal(tta.flip_tta_predicted, plain.predicted)

@@ -154,3 +154,15 @@ def test_a_bad_layer_name_fails_with_the_valid_names_before_any_work(repro, tmp_
         "valid names: prep, layer1, layer2, layer3, or a module inside them such as 'prep.0'"
     )
     assert {p.name: p.stat().st_mtime_ns for p in (root / "plots/images/gradcam").iterdir()} == before
+
+
+def test_flip_tta_is_reported_as_its_own_metric(repro, tmp_path):
+    source, _, _ = repro
+    root = tmp_path / "tta"
+    shutil.copytree(source, root, symlinks=True)
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("tta: false", "tta: true"))
+    run(root, "python", "stages/evaluate.py")
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert 0 <= metrics["flip_tta_accuracy"] <= 1
+    assert metrics["accuracy"] == json.loads((source / "metrics/evaluate.json").read_text())["accuracy"]
+    assert "flip_tta_accuracy" not in json.loads((source / "metrics/evaluate.json").read_text())
