@@ -62,20 +62,25 @@ def per_class_quota(limit: int, num_classes: int) -> list[int]:
     return [base + (index < extra) for index in range(num_classes)]
 
 
-def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
-    """The first images of each class, `limit` in all, in their original order."""
+def first_of_each_class(labels: np.ndarray, classes: tuple[str, ...], limit: int | None, what: str) -> np.ndarray:
+    """Indices of the first images of each class, `limit` in all (None: all), in order."""
     if limit is None:
-        return split
+        return np.arange(len(labels))
     chosen = []
-    for label, quota in enumerate(per_class_quota(limit, len(split.classes))):
-        indices = np.flatnonzero(split.labels == label)
+    for label, quota in enumerate(per_class_quota(limit, len(classes))):
+        indices = np.flatnonzero(labels == label)
         if len(indices) < quota:
             raise DataError(
-                f"{what} = {limit} asks for {quota} images of class {split.classes[label]!r} "
+                f"{what} = {limit} asks for {quota} images of class {classes[label]!r} "
                 f"but the source has {len(indices)}; lower {what} or set it to null"
             )
         chosen.append(indices[:quota])
-    keep = np.sort(np.concatenate(chosen))
+    return np.sort(np.concatenate(chosen))
+
+
+def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
+    """The first images of each class, `limit` in all, in their original order."""
+    keep = first_of_each_class(split.labels, split.classes, limit, what)
     return Split(split.images[keep], split.labels[keep], split.classes)
 
 
@@ -221,27 +226,22 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
         )
     splits = {}
     for split in SPLITS:
-        quota = per_class_quota(limits[split], len(names)) if limits[split] is not None else [None] * len(names)
         files, labels = [], []
-        for label, (name, wanted) in enumerate(zip(names, quota)):
+        for label, name in enumerate(names):
             folder = tree / split / name
             found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if wanted is not None and len(found) < wanted:
-                raise DataError(
-                    f"data.{split}_limit = {limits[split]} asks for {wanted} images of class {name!r} "
-                    f"but {folder} has {len(found)}; lower data.{split}_limit or set it to null"
-                )
-            chosen = found[:wanted]
-            if not chosen:
+            if not found:
                 raise DataError(f"{folder}: no .png or .jpg images; {EXPECTED_LAYOUT}")
-            files += chosen
-            labels += [label] * len(chosen)
+            files += found
+            labels += [label] * len(found)
+        labels = np.asarray(labels, dtype=np.int64)
+        # Choose before decoding: a limit of 5,000 then decodes 5,000 images, not 50,000.
+        keep = first_of_each_class(labels, names, limits[split], f"data.{split}_limit")
         # Round-robin over classes (each class's first image, then each class's second, ...),
         # as the official files are mixed: a "first N" of the split then spans every class.
-        labels = np.asarray(labels, dtype=np.int64)
-        rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels)])
-        order = np.lexsort((labels, rank_in_class))
-        log.info("decoding %d %s images from %s", len(files), split, tree / split)
+        rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels[keep])])
+        order = keep[np.lexsort((labels[keep], rank_in_class))]
+        log.info("decoding %d %s images from %s", len(order), split, tree / split)
         splits[split] = Split(
             images=np.stack([_decode(files[index]) for index in order]),
             labels=labels[order],
