@@ -62,6 +62,8 @@ def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: 
 
     The context manager removes pytorch-grad-cam's hooks when done.
     """
+    if len(images) == 0:  # pytorch-grad-cam cannot take an empty batch
+        return np.zeros((0, *images.shape[2:]), dtype=np.float32)
     model.eval()
     with GradCAM(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])

@@ -2,7 +2,6 @@
 
 import logging
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -38,7 +37,7 @@ def main() -> None:
         folder.mkdir()
         for layer_name, layer in layers:
             for target, column in (("correct", "label"), ("predicted", "predicted")):
-                maps = grad_cam(trained.model, layer, batch, wrong[column]) if len(wrong) else np.zeros((0, 32, 32))
+                maps = grad_cam(trained.model, layer, batch, wrong[column])
                 save_figure(folder / f"{layer_name}_{target}.png", image_grid(
                     overlay(pixels, maps), titles, columns=5,
                     suptitle=f"Grad-CAM at {layer_name} for the {target} class ({trained.config.name})",
