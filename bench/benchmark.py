@@ -23,7 +23,6 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from cifar.data import Split, class_balanced_subset, load_split
 from cifar.engine import predict, synchronize, train_epoch
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device
-from cifar.runtime import autocast, device_name, resolve_device, resolve_precision, seed_everything
+from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything
 from cifar.schedule import one_cycle
 
 MODELS = (ModelConfig("custom_resnet"), ModelConfig("resnet18"))

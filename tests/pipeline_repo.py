@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from cifar.data import file_digest
+
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
 
@@ -69,3 +71,12 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "pipeline under test")
     return root
+
+
+def workspace_digests(root: Path) -> dict[str, str]:
+    """Every file outside .git and .dvc, by content."""
+    return {
+        str(path.relative_to(root)): file_digest(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).parts[0] not in (".git", ".dvc")
+    }

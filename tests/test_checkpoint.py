@@ -11,7 +11,7 @@ from cifar.config import OneCycleConfig, TrainConfig
 from cifar.engine import STOP, fit, stop_after_the_step_on
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-from test_engine import CPU, random_split
+from generated import CPU, random_split
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
 

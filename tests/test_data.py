@@ -1,5 +1,4 @@
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,20 +9,7 @@ from cifar.config import DataConfig
 from cifar.data import CIFAR10_CLASSES as CLASSES
 from cifar.data import Split, class_balanced_subset, import_dataset, load_split, save_dataset, synthetic_split
 from cifar.errors import DataError
-
-
-def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=32) -> Path:
-    """train/<class>/*.png and test/<class>/*.png with a colour that encodes the class."""
-    rng = np.random.default_rng(0)
-    for split, count in per_class.items():
-        for label, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for index in range(count):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                pixels[0, 0] = (label * 25, index, 7)
-                Image.fromarray(pixels).save(folder / f"{index:04d}{suffix}")
-    return root
+from generated import make_class_tree
 
 
 @pytest.fixture

@@ -1,23 +1,12 @@
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from cifar.config import OneCycleConfig, TrainConfig
-from cifar.data import Split
 from cifar.engine import fit, predict
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-
-CPU = torch.device("cpu")
-
-
-def random_split(size, seed):
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (size, 32, 32, 3), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (size,), generator=generator)
-    return Split(images.numpy(), labels.numpy(), tuple(str(i) for i in range(10)))
-
+from generated import CPU, random_split
 
 def tiny_model():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))

@@ -1,32 +1,18 @@
 """The DVC workflow: reproduce from a remote cache, change a param, sweep with the queue."""
 
-import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
 
 import pytest
 
-from pipeline_repo import REPO, dvc, run
+from cifar.data import file_digest as digest
+from pipeline_repo import REPO, dvc, run, workspace_digests
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
 CACHED_OUTPUTS = ("data/cifar10/train.npz", "data/cifar10/test.npz", "models/model.pt", "data/predictions.csv")
 GIT_OUTPUTS = ("metrics/train.json", "metrics/evaluate.json", "metrics/lr_find.json", "plots/history.csv")
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def workspace_digests(root):
-    """Every file outside .git, .dvc and the virtual environment, by content."""
-    return {
-        str(path.relative_to(root)): digest(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and not path.relative_to(root).parts[0] in (".git", ".dvc")
-    }
 
 
 @pytest.fixture(scope="module")

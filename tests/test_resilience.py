@@ -12,9 +12,8 @@ import time
 import pytest
 import torch
 
-from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run
-from test_data import make_class_tree
-from test_remote_and_experiments import workspace_digests
+from generated import make_class_tree
+from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run, workspace_digests
 
 TIMING = {"seconds_per_epoch", "first_epoch_seconds", "images_per_second"}
 

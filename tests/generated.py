@@ -1,0 +1,32 @@
+"""Generated data for tests: class-folder trees of PNGs and random uint8 splits."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cifar.data import CIFAR10_CLASSES, Split
+
+CPU = torch.device("cpu")
+
+
+def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=32) -> Path:
+    """train/<class>/*.png and test/<class>/*.png with a colour that encodes the class."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                pixels[0, 0] = (label * 25, index, 7)
+                Image.fromarray(pixels).save(folder / f"{index:04d}{suffix}")
+    return root
+
+
+def random_split(size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (size, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (size,), generator=generator)
+    return Split(images.numpy(), labels.numpy(), tuple(str(i) for i in range(10)))
