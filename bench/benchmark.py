@@ -34,7 +34,7 @@ from torchvision import transforms
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.cli import run_stage
 from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, TrainConfig
-from cifar.data import Split, class_balanced_subset, load_split
+from cifar.dataset import Split, class_balanced_subset, load_split
 from cifar.engine import predict, synchronize, train_epoch
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device

@@ -4,12 +4,15 @@ A checkpoint holds everything the next epoch depends on: weights and BatchNorm b
 optimizer and scheduler state, the loader's random generator (shuffling and augmentation)
 and the history so far. With these restored, a resumed CPU run ends bit-identical to an
 uninterrupted one. It also holds a fingerprint of what shaped the run (params, max_lr,
-data); a checkpoint of a different run is never resumed from.
+both splits, device, precision and the code); a checkpoint of a different run is never
+resumed from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +21,23 @@ import torch
 from cifar.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def loaded_source_digest(packages: tuple[str, ...]) -> str:
+    """SHA-256 of the source of every module of these packages imported so far.
+
+    Taken once the training code is imported, it covers exactly the code that trains, so
+    an edit to a model or the loop makes an old checkpoint a different run.
+    """
+    digest = hashlib.sha256()
+    sources = {
+        name: module.__file__ for name, module in list(sys.modules.items())
+        if name.split(".")[0] in packages and getattr(module, "__file__", None)
+    }
+    for name in sorted(sources):
+        with open(sources[name], "rb") as source:
+            digest.update(name.encode() + b"\0" + source.read())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -40,6 +60,10 @@ class CheckpointFile:
     def save(self, state: TrainingState) -> None:
         with atomic_path(self.path) as temporary:
             torch.save({"fingerprint": self.fingerprint, "state": state.__dict__}, temporary)
+
+    def remove(self) -> None:
+        """Forget a finished run's state: the next run with the same fingerprint starts afresh."""
+        self.path.unlink(missing_ok=True)
 
     def load(self, epochs: int) -> TrainingState | None:
         """The state to resume from, or None (logging why) to start from scratch."""

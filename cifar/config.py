@@ -72,6 +72,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    # Bit-identical weights for the same params on the same GPU model, driver and torch.
+    deterministic: bool = True
 
 
 @dataclass(frozen=True)

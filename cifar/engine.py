@@ -106,7 +106,7 @@ def train_epoch(
             bar.close()
             raise TrainingError(
                 f"stopped by {STOP.signal_name} after step {step + 1} of epoch {epoch}; the checkpoint holds every "
-                f"completed epoch: run `dvc repro` (or `python stages/train.py`) to resume from epoch {epoch}"
+                f"completed epoch: run `dvc repro` (or `python -m stages.train`) to resume from epoch {epoch}"
             )
         if (step + 1) % sync_every == 0 or step + 1 == len(loader):
             _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step)

@@ -13,7 +13,7 @@ import torch
 
 from cifar.augment import augment, normalize
 from cifar.config import AugmentConfig
-from cifar.data import Split
+from cifar.dataset import Split
 
 # Evaluation holds no activations for backward, so it affords much larger batches.
 EVAL_BATCH_SIZE = 1024

@@ -1,21 +1,19 @@
 """Matplotlib figures for people who open plots/images/ or read the README.
 
-DVC renders its own charts from the CSVs; these PNGs are the static counterparts.
+DVC renders its own charts from the CSVs; these PNGs are the static counterparts, drawn
+from the same CSVs by the figures stage, so restyling them never re-runs training.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-if TYPE_CHECKING:
-    from cifar.lr_find import RangeTest
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
@@ -32,15 +30,18 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, supt
     return figure
 
 
-def lr_finder_figure(test: RangeTest):
+def lr_finder_figure(lrs: Sequence[float], losses: Sequence[float], max_lr: float, pick: str, steepest_lr: float | None):
+    """The range test's smoothed loss against the LR, with the chosen LR and the candidates marked."""
+    lrs, losses = np.asarray(lrs), np.asarray(losses)
+    lowest = int(np.nanargmin(losses))
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    axis.plot(test.lrs, test.losses, color="tab:blue", label="smoothed training loss")
+    axis.plot(lrs, losses, color="tab:blue", label="smoothed training loss")
     axis.set_xscale("log")
-    axis.axvline(test.max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {test.max_lr:.2e} ({test.pick})")
-    axis.scatter([test.lr_at_min_loss], [test.min_loss], color="tab:red", zorder=3, label="minimum loss")
-    if test.steepest_lr is not None:
-        steepest_loss = test.losses[test.lrs.index(test.steepest_lr)]
-        axis.scatter([test.steepest_lr], [steepest_loss], color="tab:green", marker="v", zorder=3, label="steepest descent")
+    axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {max_lr:.2e} ({pick})")
+    axis.scatter([lrs[lowest]], [losses[lowest]], color="tab:red", zorder=3, label="minimum loss")
+    if steepest_lr is not None:
+        steepest = int(np.argmin(np.abs(lrs - steepest_lr)))
+        axis.scatter([lrs[steepest]], [losses[steepest]], color="tab:green", marker="v", zorder=3, label="steepest descent")
     axis.set_xlabel("learning rate (log scale)")
     axis.set_ylabel("loss")
     axis.set_title("LR range test (Adam, cross-entropy)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
 
 import numpy as np
@@ -38,6 +40,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def make_deterministic(enabled: bool) -> None:
+    """Pick only deterministic kernels (or none of that guarantee, for speed).
+
+    cuDNN's autotuner chooses kernels by timing, so it stays off when deterministic; cuBLAS
+    reads its workspace setting at its first call, so it is set before any CUDA work.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def environment(device: torch.device, precision: str) -> dict:
+    """What ran a stage: recorded beside its outputs, never among the metrics."""
+    return {
+        "device": device_name(device),
+        "precision": precision,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+    }
 
 
 def device_name(device: torch.device) -> str:

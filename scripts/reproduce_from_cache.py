@@ -3,10 +3,12 @@
 
     python scripts/reproduce_from_cache.py --remote NAME_OR_URL [--base REV]
 
-Pulls the outputs and the run cache from the remote, runs `dvc repro`, and fails unless
-no stage had to run and dvc.lock is unchanged; then prints `dvc metrics diff --md` and
-`dvc params diff --md` against the base revision. Exit codes: 0 reproduced, 1 a stage had
-to run or dvc.lock changed, 2 the remote is missing, unreachable or incomplete.
+Pulls the outputs and the run cache from the remote, then checks with `dvc status` that
+every stage is up to date, failing before anything runs (and naming each stage that would
+run, and why) if one is not; runs `dvc repro`, which must run no stage and leave dvc.lock
+unchanged; then prints `dvc metrics diff --md` and `dvc params diff --md` against the base
+revision. Exit codes: 0 reproduced, 1 a stage would have to run or dvc.lock changed, 2 the
+remote is missing, unreachable or incomplete.
 """
 
 from __future__ import annotations
@@ -79,12 +81,29 @@ def check_remote(name: str, url: str) -> None:
         )
 
 
+def stages_that_would_run() -> list[str]:
+    """`dvc status` in words: each stage that is not up to date, with what changed."""
+    status = dvc("status", "--json")
+    stale = []
+    for stage, changes in json.loads(status.stdout or "{}").items():
+        reasons = []
+        for change in changes:
+            for kind, paths in (change.items() if isinstance(change, dict) else [(change, {})]):
+                described = ", ".join(f"{path} {state}" for path, state in paths.items()) if isinstance(paths, dict) else paths
+                reasons.append(f"{kind}: {described}" if described else kind)
+        stale.append(f"{stage.split(':')[-1]} ({'; '.join(reasons)})")
+    return stale
+
+
 def reproduce(name: str) -> str:
     lock = Path("dvc.lock")
     if not lock.is_file():
         raise Failure("dvc.lock not found: commit a pipeline run before reproducing it from a cache", 2)
     before = lock.read_bytes()
     dvc("pull", "--run-cache", "--remote", name)
+    stale = stages_that_would_run()
+    if stale:
+        raise Failure(f"stages would have to run, so nothing was run: {'; '.join(stale)}", 1)
     repro = dvc("repro", check=False)
     log = repro.stdout + repro.stderr
     print(log, end="")

@@ -3,10 +3,11 @@
 import logging
 from pathlib import Path
 
-import paths
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.data import import_dataset, save_dataset
+from cifar.dataset import save_dataset
+from cifar.sources import import_dataset
+from stages import paths
 
 log = logging.getLogger("download")
 

@@ -1,21 +1,20 @@
-"""evaluate: the trained model on the test set: accuracy, loss, per class, confusion, errors."""
+"""evaluate: the trained model on the test set: accuracy, loss, per class, confusion, predictions."""
 
 import logging
 
 import numpy as np
 import pandas as pd
 
-import paths
-from cifar.atomic import save_figure, write_csv, write_json
+from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.data import load_split
+from cifar.dataset import load_split
 from cifar.engine import predict
 from cifar.errors import DataError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import load_trained
-from cifar.plots import confusion_figure, misclassified_figure, per_class_figure
-from cifar.runtime import resolve_device, resolve_precision
+from cifar.runtime import make_deterministic, resolve_device, resolve_precision
+from stages import paths
 
 log = logging.getLogger("evaluate")
 
@@ -24,6 +23,7 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
+    make_deterministic(params.train.deterministic)
     trained = load_trained(paths.MODEL, device)
     test = load_split(paths.DATA, "test")
     if trained.classes != test.classes:
@@ -41,32 +41,18 @@ def main() -> None:
         "correct": np.bincount(result.labels[correct], minlength=len(names)),
     })
     per_class["accuracy"] = per_class["correct"] / per_class["images"]
-    metrics = {
-        "accuracy": result.accuracy,
-        "loss": result.loss,
-        "misclassified": int((~correct).sum()),
-        "images": len(result.labels),
-        "per_class_accuracy": dict(zip(per_class["class"], per_class["accuracy"].astype(float))),
-    }
+    metrics = {"accuracy": result.accuracy, "loss": result.loss, "misclassified": int((~correct).sum())}
     if result.flip_tta_predicted is not None:
         metrics["flip_tta_accuracy"] = float((result.flip_tta_predicted == result.labels).mean())
     write_json(paths.EVALUATE_METRICS, metrics)
     write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
     write_csv(paths.PER_CLASS, per_class)
-    save_figure(paths.CONFUSION_IMAGE, confusion_figure(result.labels, result.predicted, test.classes))
-    save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     write_csv(paths.PREDICTIONS, pd.DataFrame({
         "index": np.arange(len(result.labels)),
         "label": result.labels,
         "predicted": result.predicted,
         "confidence": result.confidence,
     }))
-    gallery, shown = misclassified_figure(
-        test.images, result.labels, result.predicted, result.confidence, test.classes, params.evaluate.misclassified
-    )
-    save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
-    if shown < params.evaluate.misclassified:
-        log.info("only %d misclassified test images, fewer than evaluate.misclassified = %d", shown, params.evaluate.misclassified)
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 

@@ -5,16 +5,16 @@ import logging
 import pandas as pd
 import torch
 
-import paths
 from cifar.atomic import atomic_path, save_figure
 from cifar.augment import normalize
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.data import load_split
+from cifar.dataset import load_split
 from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import load_trained
 from cifar.plots import image_grid
 from cifar.runtime import resolve_device
+from stages import paths
 
 log = logging.getLogger("explain")
 

@@ -5,16 +5,15 @@ import logging
 import numpy as np
 import pandas as pd
 
-import paths
-from cifar.atomic import save_figure, write_csv, write_json
+from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.data import load_split
+from cifar.dataset import load_split
 from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test
 from cifar.models import build_model, on_device
-from cifar.plots import lr_finder_figure
-from cifar.runtime import resolve_device, resolve_precision, seed_everything
+from cifar.runtime import make_deterministic, resolve_device, resolve_precision, seed_everything
+from stages import paths
 
 log = logging.getLogger("lr_find")
 
@@ -23,6 +22,7 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     device = resolve_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
+    make_deterministic(params.train.deterministic)
     seed_everything(params.seed)
     train = load_split(paths.DATA, "train")
     model = on_device(build_model(params.model, len(train.classes)), device)
@@ -32,7 +32,6 @@ def main() -> None:
     test = range_test(model, loader, params.lr_find, params.train.weight_decay, device, precision)
     write_json(paths.LR_FIND_METRICS, {
         "max_lr": test.max_lr,
-        "pick": test.pick,
         "min_loss": test.min_loss,
         "lr_at_min_loss": test.lr_at_min_loss,
         "steepest_lr": test.steepest_lr,
@@ -40,7 +39,6 @@ def main() -> None:
     })
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
-    save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(test))
     log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
 
 

@@ -1,4 +1,7 @@
-"""Where the stages read and write, relative to the repository root (as in dvc.yaml)."""
+"""Where the stages read and write, relative to the repository root (as in dvc.yaml).
+
+Each path is named here once; tests/test_dvc_yaml.py checks that dvc.yaml declares the same.
+"""
 
 PARAMS = "params.yaml"
 DATA = "data/cifar10"
@@ -6,25 +9,29 @@ DOWNLOAD_CACHE = "data/downloads"
 
 LR_FIND_METRICS = "metrics/lr_find.json"
 LR_FIND_CURVE = "plots/lr_find.csv"
-LR_FINDER_IMAGE = "plots/images/lr_finder.png"
 
 MODEL = "models/model.pt"
-CHECKPOINT = "models/checkpoint.pt"
 MODEL_SUMMARY = "models/summary.txt"
+TRAIN_ENVIRONMENT = "models/environment.json"
 TRAIN_METRICS = "metrics/train.json"
+SPEED_METRICS = "metrics/speed.json"
 HISTORY = "plots/history.csv"
 LR_SCHEDULE = "plots/lr_schedule.csv"
-SAMPLES_IMAGE = "plots/images/samples.png"
-LOSS_IMAGE = "plots/images/loss.png"
-ACCURACY_IMAGE = "plots/images/accuracy.png"
-LR_SCHEDULE_IMAGE = "plots/images/lr_schedule.png"
+# Resume state of an unfinished training run: git- and DVC-ignored scratch, never an output.
+CHECKPOINT = ".checkpoints/train.pt"
 
 EVALUATE_METRICS = "metrics/evaluate.json"
 CONFUSION = "plots/confusion.csv"
 PER_CLASS = "plots/per_class.csv"
 PREDICTIONS = "data/predictions.csv"
-MISCLASSIFIED_IMAGE = "plots/images/misclassified.png"
+
+LR_FINDER_IMAGE = "plots/images/lr_finder.png"
+SAMPLES_IMAGE = "plots/images/samples.png"
+LOSS_IMAGE = "plots/images/loss.png"
+ACCURACY_IMAGE = "plots/images/accuracy.png"
+LR_SCHEDULE_IMAGE = "plots/images/lr_schedule.png"
 CONFUSION_IMAGE = "plots/images/confusion.png"
 PER_CLASS_IMAGE = "plots/images/per_class.png"
+MISCLASSIFIED_IMAGE = "plots/images/misclassified.png"
 
 GRADCAM_IMAGES = "plots/images/gradcam"

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cifar.data import CIFAR10_CLASSES, Split
+from cifar.dataset import Split
+from cifar.sources import CIFAR10_CLASSES
 
 CPU = torch.device("cpu")
 

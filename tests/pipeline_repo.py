@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from cifar.data import file_digest
+from cifar.config import Params
+from cifar.dataset import file_digest
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
+# What a clone holds of the pipeline, with the real ignore files; params.yaml is written
+# from the code's defaults, so a user's edits to the checkout's params never leak in.
+PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", ".dvcignore", ".gitignore")
 
 # Small enough for two CPU cores (a few hundred synthetic images, three short epochs) and
 # still a model that learns: the LR range stops at 0.003, as BatchNorm's running
@@ -25,6 +29,10 @@ SMALL_SYNTHETIC = {
 }
 
 
+def default_params() -> dict:
+    return dataclasses.asdict(Params())
+
+
 def merge(base: dict, changes: dict) -> dict:
     merged = dict(base)
     for key, value in changes.items():
@@ -33,10 +41,10 @@ def merge(base: dict, changes: dict) -> dict:
 
 
 def environment(root: Path) -> dict[str, str]:
-    """Stages run with this interpreter's packages and the copy's own `cifar`."""
-    env = dict(os.environ)
+    """A user's shell inside .venv: this interpreter first on PATH, bytecode writing on and
+    no PYTHONPATH, so each stage finds `cifar` only as a user's would (beside it)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(root)
     env.update(
         DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
         GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
@@ -55,6 +63,11 @@ def dvc(root: Path, *arguments: str, check: bool = True) -> subprocess.Completed
     return run(root, sys.executable, "-m", "dvc", *arguments, check=check)
 
 
+def stage(root: Path, name: str, check: bool = True) -> subprocess.CompletedProcess:
+    """One stage on its own, as dvc.yaml runs it."""
+    return run(root, "python", "-m", f"stages.{name}", check=check)
+
+
 def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
@@ -63,8 +76,7 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, params_changes), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(default_params(), params_changes), sort_keys=False))
     run(root, "git", "init", "-q")
     dvc(root, "init", "-q")
     dvc(root, "config", "core.analytics", "false")

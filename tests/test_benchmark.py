@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-from cifar.data import save_dataset, synthetic_split
+from cifar.dataset import save_dataset
+from cifar.sources import synthetic_split
 from pipeline_repo import REPO
 
 COLUMNS = ["approach", "model", "device", "s/epoch", "images/s", "peak GPU GiB", "test acc",

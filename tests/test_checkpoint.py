@@ -63,7 +63,7 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
     with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError) as stopped:
         train(interrupted_model, checkpoint)
     assert "stopped by SIGTERM after step 2 of epoch 2" in str(stopped.value)
-    assert "run `dvc repro` (or `python stages/train.py`) to resume from epoch 2" in str(stopped.value)
+    assert "run `dvc repro` (or `python -m stages.train`) to resume from epoch 2" in str(stopped.value)
     assert torch.load(checkpoint.path, weights_only=True)["state"]["epoch"] == 1
 
     STOP.signal_name = None

@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from cifar.config import DataConfig
-from cifar.data import CIFAR10_CLASSES as CLASSES
-from cifar.data import Split, class_balanced_subset, import_dataset, load_split, save_dataset, synthetic_split
+from cifar.dataset import Split, class_balanced_subset, load_split, save_dataset
+from cifar.sources import CIFAR10_CLASSES as CLASSES
+from cifar.sources import import_dataset, synthetic_split
 from cifar.errors import DataError
 from generated import make_class_tree
 

@@ -15,7 +15,7 @@ from torchvision.datasets import CIFAR10
 
 from cifar import data
 from cifar.config import DataConfig
-from cifar.data import import_dataset
+from cifar.sources import import_dataset
 from cifar.errors import DataError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

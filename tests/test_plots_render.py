@@ -75,9 +75,14 @@ def rendered(repro, request):
 
 
 def declared_plots():
-    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-    charts = [next(iter(entry)) for entry in plots if isinstance(entry, dict)]
-    images = [entry for entry in plots if isinstance(entry, str)]
+    """Chart ids (top-level definitions, then stage CSVs) and image paths (stage PNGs or folders)."""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    charts = [next(iter(entry)) for entry in pipeline["plots"]]
+    images = []
+    for definition in pipeline["stages"].values():
+        for entry in definition.get("plots", []):
+            path = next(iter(entry))
+            (charts if path.endswith(".csv") else images).append(path)
     return charts, images
 
 

@@ -1,23 +1,28 @@
-"""The DVC workflow: reproduce from a remote cache, change a param, sweep with the queue."""
+"""The DVC workflow as users run it: share through a remote and its run cache, reproduce in
+a fresh clone without training, change a param, run queued experiments and a seed spread."""
 
 import json
 import shutil
 import sys
 import time
 
+import pandas as pd
 import pytest
 
-from cifar.data import file_digest as digest
+from cifar.dataset import file_digest as digest
 from pipeline_repo import REPO, dvc, run, workspace_digests
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
+SEED_SPREAD = str(REPO / "scripts/seed_spread.py")
+PUSH_RESULTS = str(REPO / "scripts/push_results.py")
+STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 CACHED_OUTPUTS = ("data/cifar10/train.npz", "data/cifar10/test.npz", "models/model.pt", "data/predictions.csv")
 GIT_OUTPUTS = ("metrics/train.json", "metrics/evaluate.json", "metrics/lr_find.json", "plots/history.csv")
 
 
 @pytest.fixture(scope="module")
 def published(repro, tmp_path_factory):
-    """A copy of the pipeline run, committed and pushed with its run cache to a local remote."""
+    """The pipeline run, committed as README says, pushed with its run cache to a local remote."""
     source, _, _ = repro
     base = tmp_path_factory.mktemp("published")
     root, remote = base / "origin", base / "remote"
@@ -26,8 +31,13 @@ def published(repro, tmp_path_factory):
     dvc(root, "remote", "add", "--default", "storage", str(remote))
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "pipeline run")
-    dvc(root, "push", "--run-cache")
+    assert run(root, "git", "status", "--porcelain").stdout == "", "the commit left files behind"
+    push_results(root)
     return root, remote
+
+
+def push_results(root):
+    run(root, sys.executable, PUSH_RESULTS)
 
 
 def fresh_clone(published, destination):
@@ -41,32 +51,82 @@ def reproduce(root, *arguments):
     return run(root, sys.executable, REPRODUCE, *arguments, check=False)
 
 
-def test_a_fresh_clone_reproduces_from_the_remote_without_running_a_stage(published, tmp_path):
+def ran_stages(log: str) -> list[str]:
+    return [name for name in STAGES if f"Running stage '{name}'" in log]
+
+
+def test_a_fresh_clone_pulls_to_a_clean_status_and_reproduces_without_running_a_stage(published, tmp_path):
     origin, _ = published
     clone = fresh_clone(published, tmp_path / "clone")
+    dvc(clone, "pull")
+    # A user's Python writes bytecode beside the code the stages depend on.
+    run(clone, "python", "-c", "import cifar.engine, cifar.models, cifar.plots, cifar.sources, cifar.explain, cifar.lr_find")
+    assert (clone / "cifar/models/__pycache__").is_dir()
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
     result = reproduce(clone, "--remote", "storage", "--base", "HEAD")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Running stage" not in result.stdout + result.stderr
+    assert ran_stages(result.stdout + result.stderr) == []
     assert "no stage ran, dvc.lock unchanged" in result.stdout
     for output in CACHED_OUTPUTS + GIT_OUTPUTS:
         assert digest(clone / output) == digest(origin / output), output
     assert workspace_digests(clone / "plots/images") == workspace_digests(origin / "plots/images")
+    assert run(clone, "git", "status", "--porcelain").stdout == ""
 
 
-def test_changing_epochs_reruns_train_and_later_stages_only(published, tmp_path):
+def test_the_remote_holds_a_run_cache_entry_for_every_stage(published):
+    _, remote = published
+    # runs/<2 hex>/<stage key>/<entry>: one key per stage and its deps and params.
+    keys = [key for prefix in (remote / "runs").iterdir() for key in prefix.iterdir()]
+    assert len(keys) == len(STAGES)
+
+
+def test_a_stale_stage_fails_the_reproduction_before_anything_runs(published, tmp_path):
     clone = fresh_clone(published, tmp_path / "clone")
-    assert reproduce(clone, "--remote", "storage").returncode == 0
-    params = (clone / "params.yaml").read_text()
-    (clone / "params.yaml").write_text(params.replace("epochs: 3", "epochs: 4"))
-    log = dvc(clone, "repro")
-    ran = log.stdout + log.stderr
-    assert [stage for stage in ("download", "lr_find", "train", "evaluate", "explain") if f"Running stage '{stage}'" in ran] == [
-        "train", "evaluate", "explain"
-    ]
-    params_diff = dvc(clone, "params", "diff", "--md").stdout
+    engine = clone / "cifar/engine.py"
+    engine.write_text(engine.read_text().replace("STOP = StopRequested()", "STOP = StopRequested()  # edited"))
+    lock = (clone / "dvc.lock").read_text()
+    result = reproduce(clone, "--remote", "storage")
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message.startswith("error: stages would have to run, so nothing was run: ")
+    assert "train (changed deps: cifar/engine.py modified)" in message
+    assert "evaluate (changed deps: cifar/engine.py modified)" in message
+    assert ran_stages(result.stdout + result.stderr) == []
+    assert (clone / "dvc.lock").read_text() == lock
+
+
+def test_restyling_figures_reruns_only_the_figure_stages(published, tmp_path):
+    clone = fresh_clone(published, tmp_path / "clone")
+    dvc(clone, "pull")
+    plots = clone / "cifar/plots.py"
+    plots.write_text(plots.read_text().replace('figsize=(6, 3.8)', 'figsize=(7, 4.2)'))
+    (clone / "README.md").write_text("# a note\n")
+    status = json.loads(dvc(clone, "status", "--json").stdout)
+    assert sorted(status) == ["explain", "figures"]
+
+
+def test_a_param_change_reruns_train_onwards_and_another_clone_restores_it_from_the_run_cache(published, tmp_path):
+    first = fresh_clone(published, tmp_path / "first")
+    assert reproduce(first, "--remote", "storage").returncode == 0
+    (first / "params.yaml").write_text((first / "params.yaml").read_text().replace("epochs: 3", "epochs: 4"))
+    log = dvc(first, "repro")
+    assert ran_stages(log.stdout + log.stderr) == ["train", "evaluate", "figures", "explain"]
+    params_diff = dvc(first, "params", "diff", "--md").stdout
     assert "train.epochs" in params_diff and "| 3 " in params_diff and "| 4 " in params_diff
-    metrics_diff = json.loads(dvc(clone, "metrics", "diff", "--json").stdout)
-    assert "metrics/train.json" in metrics_diff and "epochs" in metrics_diff["metrics/train.json"]
+    metrics_diff = json.loads(dvc(first, "metrics", "diff", "--json").stdout)
+    assert "test_accuracy" in metrics_diff["metrics/train.json"]
+    push_results(first)
+
+    second = fresh_clone(published, tmp_path / "second")
+    dvc(second, "pull", "--run-cache")
+    (second / "params.yaml").write_text((second / "params.yaml").read_text().replace("epochs: 3", "epochs: 4"))
+    restored = dvc(second, "repro", "--pull")
+    log = restored.stdout + restored.stderr
+    assert ran_stages(log) == []
+    for name in ("train", "evaluate", "figures", "explain"):
+        assert f"Stage '{name}' is cached - skipping run" in log
+    for output in ("models/model.pt", "metrics/train.json", "metrics/evaluate.json", "plots/history.csv"):
+        assert digest(second / output) == digest(first / output), output
 
 
 @pytest.mark.parametrize("remote", ["missing", "empty", "unconfigured"])
@@ -90,28 +150,41 @@ def test_a_missing_or_unreachable_remote_fails_in_one_line_and_loses_nothing(pub
     assert workspace_digests(clone) == before
 
 
-def test_a_queued_sweep_over_both_models_completes(published, tmp_path):
-    origin, _ = published
-    root = tmp_path / "sweep"
-    shutil.copytree(origin, root, symlinks=True)
-    dvc(root, "exp", "run", "--queue", "-S", "model.name=custom_resnet,resnet18")
-    dvc(root, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 600
+def wait_for_queue(root, minutes=10):
+    deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         status = dvc(root, "queue", "status").stdout
         if not any(state in status for state in ("Queued", "Running")):
-            break
-        time.sleep(5)
-    else:
-        dvc(root, "queue", "kill", "--all", check=False)
-        pytest.fail(f"the sweep did not finish in 10 minutes:\n{status}")
-    assert status.count("Success") == 2, status + dvc(root, "queue", "logs", "--all", check=False).stdout
-    experiments = json.loads(dvc(root, "exp", "show", "--json").stdout)
-    runs = [exp for commit in experiments for exp in (commit.get("experiments") or [])]
-    models, accuracies = [], []
-    for experiment in runs:
-        data = experiment["revs"][0]["data"]
-        models.append(data["params"]["params.yaml"]["data"]["model"]["name"])
-        accuracies.append(data["metrics"]["metrics/evaluate.json"]["data"]["accuracy"])
-    assert sorted(models) == ["custom_resnet", "resnet18"]
-    assert all(0 <= accuracy <= 1 for accuracy in accuracies)
+            return status
+        time.sleep(3)
+    dvc(root, "queue", "kill", "--all", check=False)
+    pytest.fail(f"the queue did not finish in {minutes} minutes:\n{status}")
+
+
+def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, tmp_path):
+    origin, _ = published
+    root = tmp_path / "queue"
+    shutil.copytree(origin, root, symlinks=True)
+    dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "evaluate.tta=true")
+    # The workspace's code changes after queueing: the experiment must not run it.
+    engine = root / "cifar/engine.py"
+    engine.write_text("raise SystemExit('the workspace code ran, not the queued snapshot')\n" + engine.read_text())
+    dvc(root, "queue", "start")
+    status = wait_for_queue(root)
+    assert status.count("Success") == 1, status + dvc(root, "queue", "logs", "with-tta", check=False).stdout
+    shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
+    (experiment,) = [exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])]
+    assert 0 <= experiment["data"]["metrics"]["metrics/evaluate.json"]["data"]["flip_tta_accuracy"] <= 1
+
+
+def test_seed_spread_queues_each_seed_and_reports_mean_and_spread(published, tmp_path):
+    origin, _ = published
+    root = tmp_path / "spread"
+    shutil.copytree(origin, root, symlinks=True)
+    result = run(root, sys.executable, SEED_SPREAD, "--seeds", "2", "-S", "train.epochs=2", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    spread = pd.read_csv(root / "plots/seed_spread.csv")
+    assert spread["seed"].tolist() == [0, 1]
+    assert spread["accuracy"].between(0, 1).all()
+    mean, sd = spread["accuracy"].mean(), spread["accuracy"].std()
+    assert f"test accuracy over 2 seeds: {mean:.4f} ± {sd:.4f}" in result.stdout

@@ -13,14 +13,10 @@ import pytest
 import torch
 
 from generated import make_class_tree
-from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run, workspace_digests
+from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
 
-TIMING = {"seconds_per_epoch", "first_epoch_seconds", "images_per_second"}
-
-
-def deterministic_metrics(root):
-    metrics = json.loads((root / "metrics/train.json").read_text())
-    return {key: value for key, value in metrics.items() if key not in TIMING}
+def quality_metrics(root):
+    return json.loads((root / "metrics/train.json").read_text())
 
 
 def weights(root):
@@ -36,7 +32,7 @@ def copy_of(repro, destination):
 def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
     uninterrupted, _, _ = repro
     root = make_pipeline_repo(tmp_path / "killed", SMALL_SYNTHETIC)
-    checkpoint = root / "models/checkpoint.pt"
+    checkpoint = root / ".checkpoints/train.pt"
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment(root),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -52,8 +48,9 @@ def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro
     again = dvc(root, "repro")
     log = again.stdout + again.stderr
     assert "Running stage 'download'" not in log and "Running stage 'lr_find'" not in log
-    assert "resuming from models/checkpoint.pt" in log
-    assert deterministic_metrics(root) == deterministic_metrics(uninterrupted)
+    assert "resuming from .checkpoints/train.pt" in log
+    assert quality_metrics(root) == quality_metrics(uninterrupted)
+    assert not checkpoint.exists(), "a finished run's checkpoint stays behind"
     assert (root / "metrics/evaluate.json").read_text() == (uninterrupted / "metrics/evaluate.json").read_text()
     resumed, reference = weights(root), weights(uninterrupted)
     assert resumed.keys() == reference.keys()
@@ -64,9 +61,9 @@ def test_same_seed_same_cpu_gives_identical_metrics(repro, tmp_path):
     """Training from scratch again in a copy reproduces every number but the timings."""
     source, _, _ = repro
     root = copy_of(repro, tmp_path / "again")
-    (root / "models/checkpoint.pt").unlink()
-    run(root, "python", "stages/train.py")
-    assert deterministic_metrics(root) == deterministic_metrics(source)
+    stage(root, "train")
+    assert quality_metrics(root) == quality_metrics(source)
+    assert (root / "models/model.pt").read_bytes() == (source / "models/model.pt").read_bytes()
     assert (root / "plots/history.csv").read_text().split("\n")[0] == (source / "plots/history.csv").read_text().split("\n")[0]
 
 
@@ -75,7 +72,7 @@ def test_resnet18_at_lr_1_cannot_pass_as_a_success(repro, tmp_path):
     params = (root / "params.yaml").read_text()
     params = params.replace("name: custom_resnet", "name: resnet18").replace("max_lr: find", "max_lr: 1.0")
     (root / "params.yaml").write_text(params)
-    result = run(root, "python", "stages/train.py", check=False)
+    result = stage(root, "train", check=False)
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: ")
@@ -109,7 +106,7 @@ def extra_class_source(root):
 
 
 @pytest.mark.parametrize(
-    ("break_input", "stage", "message"),
+    ("break_input", "failing_stage", "message"),
     [
         (break_yaml, "download", "params.yaml: not valid YAML at line"),
         (set_wrong_type, "train", "train.epochs = 'three' is not allowed; expected an integer"),
@@ -117,12 +114,12 @@ def extra_class_source(root):
         (extra_class_source, "download", "missing: none; unexpected: unicorn"),
     ],
 )
-def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, stage, message):
+def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, failing_stage, message):
     root = copy_of(repro, tmp_path / "repo")
     outputs = ("data/cifar10", "models", "metrics", "plots")
     before = {name: workspace_digests(root / name) for name in outputs}
     break_input(root)
-    result = run(root, "python", f"stages/{stage}.py", check=False)
+    result = stage(root, failing_stage, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]

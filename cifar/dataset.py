@@ -1,0 +1,110 @@
+"""The dataset's on-disk format, the one every stage after download reads.
+
+A folder with `train.npz` and `test.npz`, each holding `images` (uint8, N x 32 x 32 x 3),
+`labels` (int64) and `classes` (names, index = label), plus a manifest of their SHA-256
+so that damage is caught on load. Where the images come from is `cifar.sources`' concern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifar.atomic import atomic_path
+from cifar.config import IMAGE_SIZE
+from cifar.errors import DataError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8, N x H x W x C
+    labels: np.ndarray  # int64, N
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def per_class_quota(limit: int, num_classes: int) -> list[int]:
+    """How many images of each class a class-balanced subset of `limit` takes."""
+    base, extra = divmod(limit, num_classes)
+    return [base + (index < extra) for index in range(num_classes)]
+
+
+def first_of_each_class(labels: np.ndarray, classes: tuple[str, ...], limit: int | None, what: str) -> np.ndarray:
+    """Indices of the first images of each class, `limit` in all (None: all), in order."""
+    if limit is None:
+        return np.arange(len(labels))
+    chosen = []
+    for label, quota in enumerate(per_class_quota(limit, len(classes))):
+        indices = np.flatnonzero(labels == label)
+        if len(indices) < quota:
+            raise DataError(
+                f"{what} = {limit} asks for {quota} images of class {classes[label]!r} "
+                f"but the source has {len(indices)}; lower {what} or set it to null"
+            )
+        chosen.append(indices[:quota])
+    return np.sort(np.concatenate(chosen))
+
+
+def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
+    """The first images of each class, `limit` in all, in their original order."""
+    keep = first_of_each_class(split.labels, split.classes, limit, what)
+    return Split(split.images[keep], split.labels[keep], split.classes)
+
+
+MANIFEST = "manifest.json"
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
+    """One .npz per split and a manifest of their SHA-256, so damage is caught on load."""
+    with atomic_path(folder) as scratch:
+        scratch.mkdir()
+        for name, split in splits.items():
+            np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
+        digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
+        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+
+
+def split_digest(folder: str | Path, name: str) -> str:
+    """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
+    return json.loads((Path(folder) / MANIFEST).read_text())[f"{name}.npz"]
+
+
+def load_split(folder: str | Path, name: str) -> Split:
+    """Read one split back, checking it is what the download stage wrote."""
+    path = Path(folder) / f"{name}.npz"
+    fix = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; {fix}")
+    try:
+        expected = split_digest(folder, name)
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({error}); {fix}") from None
+    if file_digest(path) != expected:
+        raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise DataError(f"{path}: unreadable or truncated ({error}); {fix}") from None
+    images, labels = split.images, split.labels
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {fix}")
+    if labels.dtype != np.int64 or labels.shape != (len(images),):
+        raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {fix}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
+        raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {fix}")
+    return split
