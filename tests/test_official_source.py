@@ -13,7 +13,7 @@ import pytest
 import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
 
-from cifar import data
+from cifar import sources
 from cifar.config import DataConfig
 from cifar.sources import import_dataset
 from cifar.errors import DataError
@@ -44,7 +44,7 @@ def official(tmp_path, monkeypatch):
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(folder / "batches.meta")})
     monkeypatch.setattr(CIFAR10, "tgz_md5", md5(archive))
-    monkeypatch.setattr(data, "RETRY_DELAYS", (0, 0))
+    monkeypatch.setattr(sources, "RETRY_DELAYS", (0, 0))
     return folder, archive
 
 
