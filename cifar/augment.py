@@ -6,6 +6,8 @@ whole batch is augmented in a few tensor ops instead of a per-image PIL pipeline
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 from torch.nn import functional as F
 
@@ -14,6 +16,17 @@ from cifar.config import AugmentConfig
 # CIFAR-10 training-set channel statistics, in [0, 1] units.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@cache
+def _channel_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and std (1 x 3 x 1 x 1, float) and the uint8 mean colour, built once per device:
+    a tensor made from Python numbers inside a training step is a host-to-device copy that
+    stalls the GPU every step."""
+    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
+    fill = torch.tensor(CIFAR10_MEAN, device=device).mul(255).round().to(torch.uint8)
+    return mean, std, fill
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -51,7 +64,7 @@ def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch
     in_rows = (rows >= top) & (rows < top + size)
     in_cols = (cols >= left) & (cols < left + size)
     box = in_rows[:, :, None] & in_cols[:, None, :]
-    fill = torch.tensor(CIFAR10_MEAN, device=device).mul(255).round().to(images.dtype)
+    fill = _channel_constants(device)[2]
     return torch.where(box[..., None], fill, images)
 
 
@@ -68,14 +81,12 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     The permute is a view, so the result is stored channels-last, the layout the GPU's
     convolutions prefer; call .contiguous() for the classic layout.
     """
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std, _ = _channel_constants(images.device)
     return (images.permute(0, 3, 1, 2).float().div(255) - mean) / std
 
 
 def denormalize(batch: torch.Tensor) -> torch.Tensor:
     """float N x C x H x W (normalised) -> uint8 N x H x W x C, for pictures."""
-    mean = torch.tensor(CIFAR10_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=batch.device).view(1, 3, 1, 1)
+    mean, std, _ = _channel_constants(batch.device)
     pixels = (batch.float() * std + mean).clamp(0, 1).mul(255).round()
     return pixels.to(torch.uint8).permute(0, 2, 3, 1)

@@ -8,6 +8,7 @@ epoch, so the GPU is never stalled by a per-step `.item()`.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.config import TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
+from cifar.optim import adam
 from cifar.runtime import autocast
 from cifar.schedule import one_cycle
 
@@ -111,13 +113,12 @@ def train_epoch(
         if (step + 1) % sync_every == 0 or step + 1 == len(loader):
             _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step)
             checked = step + 1
-            seen = min((step + 1) * loader.batch_size, loader.num_images)
+            seen = (step + 1) * loader.batch_size
             bar.set_postfix(loss=f"{step_losses[:checked].mean().item():.3f}", acc=f"{correct.item() / seen:.3f}", lr=f"{step_lrs[-1]:.2e}")
     bar.close()
     synchronize(device)
     seconds = time.perf_counter() - started
-    # Steps are weighted equally; only a short last batch makes this differ from the per-image mean.
-    return EpochStats(step_losses.mean().item(), correct.item() / loader.num_images, seconds, step_lrs)
+    return EpochStats(step_losses.mean().item(), correct.item() / loader.images_per_epoch, seconds, step_lrs)
 
 
 def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
@@ -168,7 +169,7 @@ def predict(
         labels=torch.cat(labels).cpu().numpy(),
         predicted=predicted.cpu().numpy(),
         confidence=confidence.cpu().numpy(),
-        loss=total_loss.item() / loader.num_images,
+        loss=total_loss.item() / loader.images_per_epoch,
         flip_tta_predicted=torch.cat(tta_probabilities).argmax(1).cpu().numpy() if flip_tta else None,
     )
 
@@ -197,7 +198,7 @@ def fit(
     With a checkpoint file, resumes from it when it belongs to this run and saves to it
     after every epoch.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=config.weight_decay)
+    optimizer = adam(model, max_lr, config.weight_decay, device)
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
     scheduler = one_cycle(optimizer, max_lr, config.epochs, steps_per_epoch, config.onecycle)
@@ -232,11 +233,12 @@ def fit(
             "epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.3g | %.1f s",
             epoch, config.epochs, stats.loss, stats.accuracy, test_loss, test_accuracy, stats.step_lrs[-1], stats.seconds,
         )
-        if chance_warning is None and epoch > config.onecycle.max_at_epoch and at_chance(test_accuracy, num_classes):
+        tested_on = test_loader.images_per_epoch
+        if chance_warning is None and epoch > config.onecycle.max_at_epoch and at_chance(test_accuracy, num_classes, tested_on):
             chance_warning = (
-                f"test accuracy {test_accuracy:.3f} is at chance level ({1 / num_classes:.3f}) at epoch {epoch}, "
-                f"after the OneCycle peak at epoch {config.onecycle.max_at_epoch}: the model is not learning "
-                f"(the usual cause is a max_lr too high for this model; this run's is {max_lr:.3g})"
+                f"test accuracy {test_accuracy:.3f} on {tested_on} images is not above chance ({1 / num_classes:.3f}) "
+                f"at epoch {epoch}, after the OneCycle peak at epoch {config.onecycle.max_at_epoch}: the model is not "
+                f"learning; {likely_cause(history, num_classes, max_lr, len(step_lrs))}"
             )
             log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
         if checkpoint:
@@ -247,6 +249,37 @@ def fit(
     return FitResult(history, step_lrs, chance_warning)
 
 
-def at_chance(accuracy: float, num_classes: int) -> bool:
-    """Within half the chance rate of guessing: 15% or less for ten classes."""
-    return accuracy <= 1.5 / num_classes
+# A model is "at chance" unless guessing would score as well as it did less than once in
+# this many tries: strict enough that a real model on a few hundred test images passes.
+CHANCE_SIGNIFICANCE = 1e-3
+
+
+def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
+    """Not significantly better than guessing, by a one-sided binomial test on the test set."""
+    return binomial_tail(round(accuracy * num_images), num_images, 1 / num_classes) >= CHANCE_SIGNIFICANCE
+
+
+def binomial_tail(successes: int, trials: int, probability: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, probability), summed in log space."""
+    log_p, log_q = math.log(probability), math.log1p(-probability)
+    terms = [
+        math.lgamma(trials + 1) - math.lgamma(k + 1) - math.lgamma(trials - k + 1) + k * log_p + (trials - k) * log_q
+        for k in range(max(successes, 0), trials + 1)
+    ]
+    if not terms:
+        return 0.0
+    largest = max(terms)
+    return min(1.0, math.exp(largest) * sum(math.exp(term - largest) for term in terms))
+
+
+def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int) -> str:
+    """A hint from what training saw: a loss that rose above guessing's means divergence;
+    a loss that fell means the run was too short to reach a useful model."""
+    guessing_loss = math.log(num_classes)
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    if not math.isfinite(last) or last > guessing_loss or last >= first:
+        return f"the training loss went from {first:.3g} to {last:.3g}: it diverged, so lower max_lr (this run's is {max_lr:.3g}) or let lr_find pick it"
+    return (
+        f"the training loss fell from {first:.3g} to {last:.3g}, so the model learns but {steps} steps in all were too few: "
+        f"raise train.epochs or data.train_limit, or lower train.batch_size"
+    )

@@ -14,12 +14,21 @@ import torch
 from cifar.augment import augment, normalize
 from cifar.config import AugmentConfig
 from cifar.dataset import Split
+from cifar.errors import ConfigError
 
 # Evaluation holds no activations for backward, so it affords much larger batches.
 EVAL_BATCH_SIZE = 1024
 
 
 class DeviceLoader:
+    """Batches of (normalised images, labels) on the device.
+
+    A shuffled (training) loader yields full batches only: the images left over after the
+    last full batch (336 of 50,000 at batch 512) are skipped that epoch, a different few
+    each epoch. Every step then has the same shape, which torch.compile and CUDA graphs
+    need, and an epoch is exactly len(loader) OneCycle steps. Evaluation keeps every image.
+    """
+
     def __init__(
         self,
         split: Split,
@@ -30,6 +39,11 @@ class DeviceLoader:
         shuffle: bool = False,
         seed: int = 0,
     ):
+        if shuffle and batch_size > len(split):
+            raise ConfigError(
+                f"train.batch_size = {batch_size} is more than the {len(split)} training images, so an epoch "
+                f"would have no full batch; lower train.batch_size or raise data.train_limit"
+            )
         self.images = torch.from_numpy(split.images).to(device)
         self.labels = torch.from_numpy(split.labels).to(device)
         self.batch_size = batch_size
@@ -40,11 +54,14 @@ class DeviceLoader:
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     def __len__(self) -> int:
+        if self.shuffle:
+            return len(self.labels) // self.batch_size
         return math.ceil(len(self.labels) / self.batch_size)
 
     @property
-    def num_images(self) -> int:
-        return len(self.labels)
+    def images_per_epoch(self) -> int:
+        """How many images one pass yields (full batches only when shuffled)."""
+        return len(self) * self.batch_size if self.shuffle else len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.labels)
@@ -52,7 +69,7 @@ class DeviceLoader:
             order = torch.randperm(count, generator=self.generator, device=self.labels.device)
         else:
             order = torch.arange(count, device=self.labels.device)
-        for start in range(0, count, self.batch_size):
+        for start in range(0, self.images_per_epoch, self.batch_size):
             indices = order[start : start + self.batch_size]
             images = self.images[indices]
             if self.augmentation is not None:

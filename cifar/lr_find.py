@@ -12,6 +12,7 @@ from torch_lr_finder import LRFinder, TrainDataLoaderIter
 from cifar.config import LRFindConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
+from cifar.optim import adam
 
 # torch-lr-finder's steepest-gradient suggestion ignores this many points at each end.
 SKIP_START, SKIP_END = 10, 5
@@ -37,7 +38,7 @@ def range_test(
     precision: str,
 ) -> RangeTest:
     """Adam + cross-entropy from start_lr to end_lr; pick the LR by the configured rule."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.start_lr, weight_decay=weight_decay)
+    optimizer = adam(model, config.start_lr, weight_decay, device)
     amp = {}
     if precision == "bf16":
         amp = dict(

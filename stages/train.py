@@ -68,12 +68,12 @@ def main() -> None:
     write_csv(paths.HISTORY, history)
     write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
     write_json(paths.TRAIN_METRICS, quality_metrics(history, result.chance_warning, max_lr))
-    write_json(paths.SPEED_METRICS, speed_metrics(history, len(train)))
+    write_json(paths.SPEED_METRICS, speed_metrics(history, train_loader.images_per_epoch))
     write_json(paths.TRAIN_ENVIRONMENT, environment(device, precision))
     final_accuracy = result.history[-1]["test_accuracy"]
-    if at_chance(final_accuracy, len(train.classes)):
+    if at_chance(final_accuracy, len(train.classes), len(test)):
         raise TrainingError(
-            f"training failed: the final test accuracy {final_accuracy:.3f} is at chance level; "
+            f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
             f"outputs are written for inspection, but the stage is not recorded as done. {result.chance_warning}"
         )
     checkpoint.remove()
@@ -107,14 +107,14 @@ def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: f
     }
 
 
-def speed_metrics(history: pd.DataFrame, num_images: int) -> dict:
+def speed_metrics(history: pd.DataFrame, images_per_epoch: int) -> dict:
     # The first epoch carries one-off costs (cuDNN autotuning, torch.compile): report it apart.
     steady = history["seconds"].iloc[1:] if len(history) > 1 else history["seconds"]
     seconds_per_epoch = float(steady.mean())
     return {
         "seconds_per_epoch": seconds_per_epoch,
         "first_epoch_seconds": float(history["seconds"].iloc[0]),
-        "images_per_second": num_images / seconds_per_epoch,
+        "images_per_second": images_per_epoch / seconds_per_epoch,
     }
 
 

@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
-from cifar.config import OneCycleConfig, TrainConfig
-from cifar.engine import fit, predict
-from cifar.errors import TrainingError
+from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
+from cifar.engine import at_chance, fit, likely_cause, predict, train_epoch
+from cifar.errors import ConfigError, TrainingError
 from cifar.loader import DeviceLoader
+from cifar.optim import adam
+from cifar.schedule import one_cycle
 from generated import CPU, random_split
 
 def tiny_model():
@@ -45,7 +48,25 @@ def test_chance_level_after_the_peak_is_reported():
         max_lr=1e-4, config=config(), num_classes=10, device=CPU, precision="fp32",
     )
     assert result.chance_warning is not None
-    assert "is at chance level" in result.chance_warning and "after the OneCycle peak at epoch 1" in result.chance_warning
+    assert "on 200 images is not above chance (0.100)" in result.chance_warning
+    assert "after the OneCycle peak at epoch 1" in result.chance_warning
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "images", "at_chance_level"),
+    # 0.148 on 500 images is a newcomer's small run that learns: guessing scores that well
+    # about once in 2,200 tries. 0.11 on 500 is what guessing does (one try in four).
+    [(0.148, 500, False), (0.11, 500, True), (0.10, 10_000, True), (0.105, 10_000, True), (0.12, 10_000, False), (0.9, 50, False)],
+)
+def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, images, at_chance_level):
+    assert at_chance(accuracy, 10, images) is at_chance_level
+
+
+def test_the_hint_tells_divergence_from_too_few_steps():
+    rising = [{"train_loss": 2.4}, {"train_loss": 7932.0}]
+    falling = [{"train_loss": 2.2}, {"train_loss": 1.9}]
+    assert "it diverged, so lower max_lr (this run's is 0.0483)" in likely_cause(rising, 10, 0.0483, 30)
+    assert "30 steps in all were too few: raise train.epochs" in likely_cause(falling, 10, 0.002, 30)
 
 
 def test_history_and_schedule_cover_every_epoch_and_step():
@@ -55,7 +76,7 @@ def test_history_and_schedule_cover_every_epoch_and_step():
         max_lr=1e-3, config=config(epochs=3), num_classes=10, device=CPU, precision="fp32",
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    assert len(result.step_lrs) == 3 * 3  # ceil(40 / 16) steps per epoch
+    assert len(result.step_lrs) == 3 * 2  # full batches only: 40 // 16 steps per epoch
     assert result.step_lrs[0] == pytest.approx(1e-3 / 100) and result.step_lrs[-1] == pytest.approx(1e-3 / 1e4)
     assert all(0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1 for row in result.history)
 
@@ -77,3 +98,33 @@ def test_flip_tta_averages_the_image_and_its_mirror():
     expected = ((LeftHalfMatters()(images).softmax(1) + mirrored) / 2).argmax(1).numpy()
     assert np.array_equal(tta.flip_tta_predicted[:16], expected)
     assert not np.array_equal(tta.flip_tta_predicted, plain.predicted)
+
+
+def test_a_training_epoch_yields_full_batches_only_and_counts_the_images_it_trained_on():
+    loader = DeviceLoader(random_split(70, 0), 16, CPU, shuffle=True)
+    assert len(loader) == 4 and loader.images_per_epoch == 64
+    assert [len(labels) for _, labels in loader] == [16] * 4
+    evaluation = DeviceLoader(random_split(70, 0), 16, CPU)
+    assert [len(labels) for _, labels in evaluation] == [16] * 4 + [6]
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="train.batch_size = 128 is more than the 70 training images"):
+        DeviceLoader(random_split(70, 0), 128, CPU, shuffle=True)
+
+
+def test_a_training_step_builds_no_tensor_from_python_numbers(monkeypatch):
+    """torch.tensor(<python numbers>, device=cuda) is a host-to-device copy that stalls the
+    GPU; the constants a step needs (normalisation, Cutout fill, optimizer state) are built
+    in the first epoch, never again."""
+    loader = DeviceLoader(random_split(64, 0), 16, CPU, augmentation=AugmentConfig(), shuffle=True)
+    model = tiny_model()
+    optimizer = adam(model, 1e-3, 0.0, CPU)
+    scheduler = one_cycle(optimizer, 1e-3, 2, len(loader), OneCycleConfig(max_at_epoch=1))
+    steps = dict(first_step=0, total_steps=2 * len(loader), device=CPU, precision="fp32")
+    train_epoch(model, loader, optimizer, scheduler, epoch=1, epochs=2, **steps)
+    built = []
+    real_tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *args, **kwargs: built.append(args) or real_tensor(*args, **kwargs))
+    train_epoch(model, loader, optimizer, scheduler, epoch=2, epochs=2, **steps | {"first_step": len(loader)})
+    assert built == []
