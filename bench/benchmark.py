@@ -1,6 +1,6 @@
 """Training speed, side by side in one process on one machine and one dataset.
 
-    python bench/benchmark.py [--data data/cifar10] [--train-limit N] [--test-limit N] [--epochs E]
+    python -m bench.benchmark [--data data/cifar10] [--train-limit N] [--test-limit N] [--epochs E]
 
 Rows, for each model (custom ResNet, ResNet18):
   ours       the train stage's code path: data resident on the device as uint8, batched

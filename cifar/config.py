@@ -49,7 +49,7 @@ class LRFindConfig:
     end_lr: float = 0.1
     num_iter: int = 100
     step_mode: Literal["exp", "linear"] = "exp"
-    pick: Literal["min_loss", "steepest"] = "min_loss"
+    pick: Literal["min_loss", "min_loss_div10", "steepest", "valley"] = "min_loss"
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,27 @@ def main() -> None:
     loader = DeviceLoader(
         train, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed
     )
+    log.info(
+        "lr_find: %d steps of %d augmented images (%.1f passes over the %d training images)",
+        params.lr_find.num_iter, params.train.batch_size,
+        params.lr_find.num_iter * params.train.batch_size / len(train), len(train),
+    )
     test = range_test(model, loader, params.lr_find, params.train.weight_decay, device, precision)
     write_json(paths.LR_FIND_METRICS, {
         "max_lr": test.max_lr,
         "min_loss": test.min_loss,
         "lr_at_min_loss": test.lr_at_min_loss,
         "steepest_lr": test.steepest_lr,
+        "valley_lr": test.valley_lr,
         "steps": len(test.lrs),
+        "pick_at_range_end": test.at_range_end,
+        "pick_past_descent": test.past_descent,
     })
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
     log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
+    for warning in test.warnings:
+        log.warning("WARNING: lr_find: %s", warning)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ COLUMNS = ["approach", "model", "device", "s/epoch", "images/s", "peak GPU GiB",
 def test_benchmark_prints_every_column_and_row_on_cpu(tmp_path):
     save_dataset({"train": synthetic_split(64, 0), "test": synthetic_split(40, 1)}, tmp_path / "cifar10")
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench/benchmark.py"), "--data", str(tmp_path / "cifar10"),
+        [sys.executable, "-m", "bench.benchmark", "--data", str(tmp_path / "cifar10"),
          "--device", "cpu", "--epochs", "1", "--batch-size", "32"],
-        capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]

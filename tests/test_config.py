@@ -52,7 +52,7 @@ def test_repository_params_are_the_reference_recipe():
         ("model.norm", "layer", "model.norm = 'layer' is not allowed; expected one of 'batch', 'group'"),
         ("data.train_limit", 0, "data.train_limit = 0 is not allowed"),
         ("lr_find.step_mode", "log", "lr_find.step_mode = 'log' is not allowed; expected one of 'exp', 'linear'"),
-        ("lr_find.pick", "valley", "lr_find.pick = 'valley' is not allowed"),
+        ("lr_find.pick", "lowest", "lr_find.pick = 'lowest' is not allowed; expected one of 'min_loss', 'min_loss_div10', 'steepest', 'valley'"),
         ("train.device", "tpu", "train.device = 'tpu' is not allowed"),
         ("train.precision", "fp16", "train.precision = 'fp16' is not allowed"),
         ("lr_find.end_lr", 1e-8, "lr_find.end_lr = 1e-08 is not allowed; it must be larger than lr_find.start_lr"),

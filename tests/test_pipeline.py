@@ -22,6 +22,7 @@ def test_repro_runs_every_stage(repro):
     _, log, _ = repro
     for name in STAGES:
         assert f"Running stage '{name}'" in log
+    assert "See the graph with" not in log, "torch-lr-finder's stray print reached the stage log"
 
 
 def test_second_repro_runs_nothing(repro):
