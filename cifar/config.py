@@ -26,6 +26,8 @@ IMAGE_SIZE = 32
 class ModelConfig:
     name: Literal["custom_resnet", "resnet18"] = "custom_resnet"
     norm: Literal["batch", "group"] = "batch"
+    # resnet18 only: 1 keeps layer4 at 8x8, as in the GroupNorm reference run; 2 gives 4x4.
+    layer4_stride: Literal[1, 2] = 2
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class TrainConfig:
     epochs: int = 24
     batch_size: int = 512
     weight_decay: float = 1e-7
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
     max_lr: float | Literal["find"] = "find"
     onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
@@ -113,6 +118,7 @@ _RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.momentum": (lambda v: 0 <= v < 1, "a number from 0 to below 1"),
     "train.max_lr": (lambda v: v == "find" or v > 0, '"find" or a number > 0'),
     "train.onecycle.max_at_epoch": (lambda v: v >= 1, "an integer >= 1"),
     "train.onecycle.div_factor": (lambda v: v >= 1, "a number >= 1"),
@@ -238,4 +244,13 @@ def _check_across_keys(params: Params, source: str) -> None:
         raise ConfigError(
             f"{source}: model.norm = {params.model.norm!r} is not allowed with model.name = "
             f"{params.model.name!r}; only resnet18 has a GroupNorm variant"
+        )
+    if params.model.name != "resnet18" and params.model.layer4_stride != 2:
+        raise ConfigError(
+            f"{source}: model.layer4_stride = {params.model.layer4_stride} is not allowed with model.name = "
+            f"{params.model.name!r}; only resnet18 has a layer4 (leave it at 2)"
+        )
+    if params.train.nesterov and (params.train.optimizer != "sgd" or params.train.momentum == 0):
+        raise ConfigError(
+            f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"
         )

@@ -23,7 +23,7 @@ from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.config import TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-from cifar.optim import adam
+from cifar.optim import build_optimizer
 from cifar.runtime import autocast
 from cifar.schedule import one_cycle
 
@@ -193,12 +193,12 @@ def fit(
     precision: str,
     checkpoint: CheckpointFile | None = None,
 ) -> FitResult:
-    """Adam + cross-entropy under OneCycle; test loss and accuracy after every epoch.
+    """The configured optimizer + cross-entropy under OneCycle; test loss and accuracy after every epoch.
 
     With a checkpoint file, resumes from it when it belongs to this run and saves to it
     after every epoch.
     """
-    optimizer = adam(model, max_lr, config.weight_decay, device)
+    optimizer = build_optimizer(model, max_lr, config, device)
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
     scheduler = one_cycle(optimizer, max_lr, config.epochs, steps_per_epoch, config.onecycle)

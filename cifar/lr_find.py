@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-from cifar.config import LRFindConfig
+from cifar.config import LRFindConfig, TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-from cifar.optim import adam
+from cifar.optim import build_optimizer
 
 # torch-lr-finder's steepest-gradient suggestion ignores this many points at each end.
 SKIP_START, SKIP_END = 10, 5
@@ -53,12 +53,12 @@ def range_test(
     model: nn.Module,
     loader: DeviceLoader,
     config: LRFindConfig,
-    weight_decay: float,
+    training: TrainConfig,
     device: torch.device,
     precision: str,
 ) -> RangeTest:
-    """Adam + cross-entropy from start_lr to end_lr; pick the LR by the configured rule."""
-    optimizer = adam(model, config.start_lr, weight_decay, device)
+    """Training's optimizer + cross-entropy from start_lr to end_lr; pick the LR by the configured rule."""
+    optimizer = build_optimizer(model, config.start_lr, training, device)
     amp = {}
     if precision == "bf16":
         amp = dict(

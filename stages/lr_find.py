@@ -34,7 +34,7 @@ def main() -> None:
         params.lr_find.num_iter, params.train.batch_size,
         params.lr_find.num_iter * params.train.batch_size / len(train), len(train),
     )
-    test = range_test(model, loader, params.lr_find, params.train.weight_decay, device, precision)
+    test = range_test(model, loader, params.lr_find, params.train, device, precision)
     write_json(paths.LR_FIND_METRICS, {
         "max_lr": test.max_lr,
         "min_loss": test.min_loss,

@@ -1,3 +1,5 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,20 @@ from cifar.config import Params, load_params, parse_params
 from cifar.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def default_raw() -> dict:
+    """The code's defaults as params.yaml would hold them."""
+    return dataclasses.asdict(Params())
+
+
+def set_key(raw: dict, dotted_key: str, value) -> dict:
+    *parents, leaf = dotted_key.split(".")
+    section = raw
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[leaf] = value
+    return raw
 
 
 def with_change(dotted_key, value):
@@ -163,3 +179,30 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
     apply_overrides(path, ["train.epochs=three"])
     with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"train.optimizer": "adamw"}, "train.optimizer = 'adamw' is not allowed; expected one of 'adam', 'sgd'"),
+        ({"train.momentum": 1.0}, "train.momentum = 1.0 is not allowed; expected a number from 0 to below 1"),
+        ({"train.nesterov": True}, "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"),
+        ({"model.layer4_stride": 4}, "model.layer4_stride = 4 is not allowed; expected one of 1, 2"),
+        ({"model.layer4_stride": 1}, "only resnet18 has a layer4"),
+    ],
+)
+def test_optimizer_and_model_variant_are_validated(changes, message):
+    raw = default_raw()
+    for key, value in changes.items():
+        raw = set_key(raw, key, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(raw)
+
+
+def test_the_reference_resnet18_settings_are_accepted():
+    raw = default_raw()
+    for key, value in {"model.name": "resnet18", "model.norm": "group", "model.layer4_stride": 1,
+                       "train.optimizer": "sgd", "train.nesterov": True}.items():
+        raw = set_key(raw, key, value)
+    params = parse_params(raw)
+    assert (params.model.layer4_stride, params.train.optimizer, params.train.momentum) == (1, "sgd", 0.9)

@@ -7,7 +7,7 @@ from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.engine import at_chance, fit, likely_cause, predict, train_epoch
 from cifar.errors import ConfigError, TrainingError
 from cifar.loader import DeviceLoader
-from cifar.optim import adam
+from cifar.optim import build_optimizer
 from cifar.schedule import one_cycle
 from generated import CPU, random_split
 
@@ -119,7 +119,7 @@ def test_a_training_step_builds_no_tensor_from_python_numbers(monkeypatch):
     in the first epoch, never again."""
     loader = DeviceLoader(random_split(64, 0), 16, CPU, augmentation=AugmentConfig(), shuffle=True)
     model = tiny_model()
-    optimizer = adam(model, 1e-3, 0.0, CPU)
+    optimizer = build_optimizer(model, 1e-3, TrainConfig(), CPU)
     scheduler = one_cycle(optimizer, 1e-3, 2, len(loader), OneCycleConfig(max_at_epoch=1))
     steps = dict(first_step=0, total_steps=2 * len(loader), device=CPU, precision="fp32")
     train_epoch(model, loader, optimizer, scheduler, epoch=1, epochs=2, **steps)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar.config import AugmentConfig, LRFindConfig
+from cifar.config import AugmentConfig, LRFindConfig, TrainConfig
 from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test, valley_index
 from cifar.sources import synthetic_split
@@ -31,7 +31,7 @@ def small_range_test(capsys, **config):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     loader = DeviceLoader(synthetic_split(256, seed=0), 32, CPU, augmentation=AugmentConfig(), shuffle=True)
-    test = range_test(model, loader, LRFindConfig(**config), 0.0, CPU, "fp32")
+    test = range_test(model, loader, LRFindConfig(**config), TrainConfig(weight_decay=0.0), CPU, "fp32")
     assert capsys.readouterr().out == "", "torch-lr-finder's print reached the stage log"
     return test
 

@@ -20,7 +20,7 @@ def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Module:
     if config.name == "custom_resnet":
         return CustomResNet(num_classes)
     if config.name == "resnet18":
-        return ResNet18(num_classes, norm=config.norm)
+        return ResNet18(num_classes, norm=config.norm, layer4_stride=config.layer4_stride)
     raise ValueError(f"unknown model {config.name!r}")
 
 
