@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from generated import make_class_tree
-from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
+from cifar.config import load_params
+from pipeline_repo import REPO, SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
 
 def quality_metrics(root):
     return json.loads((root / "metrics/train.json").read_text())
@@ -67,11 +68,31 @@ def test_same_seed_same_cpu_gives_identical_metrics(repro, tmp_path):
     assert (root / "plots/history.csv").read_text().split("\n")[0] == (source / "plots/history.csv").read_text().split("\n")[0]
 
 
-def test_resnet18_at_lr_1_cannot_pass_as_a_success(repro, tmp_path):
-    root = copy_of(repro, tmp_path / "lr1")
-    params = (root / "params.yaml").read_text()
-    params = params.replace("name: custom_resnet", "name: resnet18").replace("max_lr: find", "max_lr: 1.0")
-    (root / "params.yaml").write_text(params)
+def readme_presets() -> dict[str, list[str]]:
+    """README's reference runs: the comment naming each, then its `scripts/run.sh -S ...`."""
+    section = (REPO / "README.md").read_text().split("### The two reference runs", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    presets, name = {}, None
+    for line in block.splitlines():
+        if line.startswith("# reference-"):
+            name = line[2:].split(":")[0].split(",")[0]
+        elif line.startswith("scripts/run.sh") and name:
+            words = line.split()
+            presets[name] = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
+    return presets
+
+
+def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    presets = readme_presets()
+    assert set(presets) == {"reference-resnet9", "reference-resnet18-gn"}
+    assert presets["reference-resnet9"] == []
+    root = copy_of(repro, tmp_path / "reference")
+    # As it was, shrunk to the test's data: three epochs, peak after the first.
+    apply_overrides(root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=3", "train.onecycle.max_at_epoch=1"])
+    params = load_params(root / "params.yaml")
+    assert (params.model.layer4_stride, params.train.optimizer, params.train.max_lr) == (1, "sgd", 1.0)
     result = stage(root, "train", check=False)
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
