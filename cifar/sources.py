@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifar.config import IMAGE_SIZE, DataConfig
-from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, per_class_quota
+from cifar.config import IMAGE_SIZE, SPLIT_SIZES, DataConfig
+from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
+from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 OFFICIAL_FOLDER = "cifar-10-batches-py"
-# Sizes of the official splits; the synthetic set mirrors them unless limited.
-FULL_SIZE = {"train": 50_000, "test": 10_000}
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -45,7 +44,7 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
         return {
-            name: synthetic_split(limits[name] or FULL_SIZE[name], seed=seed + index)
+            name: synthetic_split(limits[name] or SPLIT_SIZES[name], seed=seed + index)
             for index, name in enumerate(SPLITS)
         }
     if config.source == "official":
@@ -212,39 +211,3 @@ def _decode(path: Path) -> np.ndarray:
     if pixels.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     return pixels
-
-
-# Ten colours far apart in RGB, one per synthetic class.
-_SYNTHETIC_COLOURS = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-     [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 0], [255, 255, 255]],
-    dtype=np.float32,
-)
-
-
-def synthetic_split(size: int, seed: int) -> Split:
-    """A learnable 10-class set: a class-coloured, class-striped disc on a noisy background.
-
-    The object sits at a random position so crops, flips and Cutout leave it recognisable,
-    and Grad-CAM has a place to look.
-    """
-    rng = np.random.default_rng(seed)
-    num_classes = len(_SYNTHETIC_COLOURS)
-    labels = np.concatenate([np.full(q, c) for c, q in enumerate(per_class_quota(size, num_classes))])
-    rng.shuffle(labels)
-    grid = np.arange(IMAGE_SIZE, dtype=np.float32)
-    rows, cols = grid[None, :, None], grid[None, None, :]
-    centre_row, centre_col = (rng.uniform(9, IMAGE_SIZE - 9, size=(2, size, 1, 1))).astype(np.float32)
-    radius = rng.uniform(6, 9, size=(size, 1, 1)).astype(np.float32)
-    disc = ((rows - centre_row) ** 2 + (cols - centre_col) ** 2) <= radius**2
-    angle = (labels * np.pi / num_classes)[:, None, None]
-    stripes = 0.75 + 0.25 * np.sign(np.sin((rows * np.sin(angle) + cols * np.cos(angle)) * 0.9))
-    background = rng.uniform(0, 110, size=(size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    foreground = _SYNTHETIC_COLOURS[labels][:, None, None, :] * stripes[..., None]
-    images = np.where(disc[..., None], foreground, background)
-    images += rng.normal(0, 12, size=images.shape).astype(np.float32)
-    return Split(
-        images=np.clip(images, 0, 255).astype(np.uint8),
-        labels=labels.astype(np.int64),
-        classes=tuple(f"class_{index}" for index in range(num_classes)),
-    )
