@@ -17,11 +17,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cifar.config import IMAGE_SIZE, SPLIT_SIZES, DataConfig
+from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
+from cifar.images import read_image
 from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
@@ -195,19 +195,8 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
         order = keep[np.lexsort((labels[keep], rank_in_class))]
         log.info("decoding %d %s images from %s", len(order), split, tree / split)
         splits[split] = Split(
-            images=np.stack([_decode(files[index]) for index in order]),
+            images=np.stack([read_image(files[index]) for index in order]),
             labels=labels[order],
             classes=names,
         )
     return splits
-
-
-def _decode(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
-    if pixels.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    return pixels
