@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from cifar import archives
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
@@ -29,8 +28,10 @@ log = logging.getLogger(__name__)
 # Index = label, as in the official archive's batches.meta.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 OFFICIAL_FOLDER = "cifar-10-batches-py"
+# Scratch folders in the download cache carry this in their name, so that a user who finds
+# one knows it may go, and the download stage can sweep up those a killed run left behind.
+SCRATCH_MARK = "-partial-"
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -40,7 +41,11 @@ EXPECTED_LAYOUT = (
 
 
 def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[str, Split]:
-    """Both splits from the configured source, limited as configured."""
+    """Both splits from the configured source, limited as configured.
+
+    download_dir holds the official archive and the scratch folders of downloads and
+    archive imports (see remove_stale_scratch).
+    """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
         return {
@@ -50,10 +55,26 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     if config.source == "official":
         splits = download_official(download_dir)
     else:
-        splits = import_local(Path(config.source).expanduser(), limits)
+        splits = import_local(Path(config.source).expanduser(), limits, download_dir)
     return {
         name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS
     }
+
+
+def _scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f".{purpose}{SCRATCH_MARK}", dir=parent)
+
+
+def remove_stale_scratch(download_dir: Path) -> None:
+    """Delete the scratch folders that a killed download or import left in download_dir.
+
+    Call it only where no import runs beside it, as at the start of the download stage
+    (DVC runs one stage at a time in a workspace).
+    """
+    for folder in sorted(download_dir.glob(f".*{SCRATCH_MARK}*")):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left behind by an interrupted download or import", folder)
 
 
 # Seconds to wait before each retry of a failed download.
@@ -73,26 +94,23 @@ def download_official(download_dir: Path) -> dict[str, Split]:
     if not check_integrity(str(archive), CIFAR10.tgz_md5):
         archive.unlink(missing_ok=True)
         _fetch_with_retries(CIFAR10.url, archive, CIFAR10.tgz_md5)
-    return import_local(archive, {"train": None, "test": None})
+    return import_local(archive, {"train": None, "test": None}, download_dir)
 
 
 def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     from torchvision.datasets.utils import download_url
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
-        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            # torchvision raises if the md5 does not match; the scratch folder then goes.
-            download_url(url, str(scratch), filename=target.name, md5=md5)
-            os.replace(scratch / target.name, target)
+            with _scratch_folder(target.parent, "download") as scratch:
+                # torchvision raises if the md5 does not match; the scratch folder then goes.
+                download_url(url, scratch, filename=target.name, md5=md5)
+                os.replace(Path(scratch) / target.name, target)
             return
         except Exception as error:  # network errors come in many types (URLError, socket, ssl, md5)
             failures.append(f"{type(error).__name__}: {error}")
             log.warning("download attempt %d of %d failed (%s)", attempt, len(RETRY_DELAYS) + 1, failures[-1])
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         if delay is not None:
             time.sleep(delay)
     raise DataError(
@@ -102,35 +120,32 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     )
 
 
-def import_local(path: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
+    """A folder, or an archive unpacked into a scratch folder inside scratch_parent."""
     if not path.exists():
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}")
-    with tempfile.TemporaryDirectory(prefix="cifar-import-") as scratch:
-        root = _extract(path, Path(scratch)) if path.is_file() else path
-        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
-        if official is not None:
-            return _load_official_batches(official.parent, path)
-        tree = _find_folder(root, lambda folder: all((folder / name).is_dir() for name in SPLITS))
-        if tree is None:
-            raise DataError(f"data.source = {str(path)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-        return read_class_folders(tree, limits)
+    if path.is_dir():
+        return _import_folder(path, path, limits)
+    if not path.name.lower().endswith(archives.SUFFIXES):
+        raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
+    with _scratch_folder(scratch_parent, "extract") as scratch:
+        log.info("extracting %s into %s", path, scratch)
+        archives.unpack(path, Path(scratch))
+        try:
+            return _import_folder(Path(scratch), path, limits)
+        except DataError as error:
+            # Name the archive's member, not its copy in a scratch folder that is about to go.
+            raise DataError(str(error).replace(f"{scratch}/", f"{path}:").replace(scratch, str(path))) from None
 
 
-def _extract(archive: Path, into: Path) -> Path:
-    name = archive.name.lower()
-    if not name.endswith(ARCHIVE_SUFFIXES):
-        raise DataError(f"data.source = {str(archive)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
-    log.info("extracting %s", archive)
-    try:
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as bundle:
-                bundle.extractall(into)
-        else:
-            with tarfile.open(archive) as bundle:
-                bundle.extractall(into, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
-        raise DataError(f"data.source = {str(archive)!r}: the archive is corrupt or truncated ({error})") from None
-    return into
+def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+    official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
+    if official is not None:
+        return _load_official_batches(official.parent, source)
+    tree = _find_folder(root, lambda folder: all((folder / name).is_dir() for name in SPLITS))
+    if tree is None:
+        raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+    return read_class_folders(tree, limits)
 
 
 def _find_folder(root: Path, matches) -> Path | None:
