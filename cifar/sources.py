@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from cifar import archives
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
-from cifar.images import read_image
+from cifar.images import kind_of, read_image
 from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,18 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     if config.source == "official":
         splits = download_official(download_dir)
     else:
-        splits = import_local(Path(config.source).expanduser(), limits, download_dir)
+        splits = import_local(_local_path(config.source), limits, download_dir)
     return {
         name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS
     }
+
+
+def _local_path(source: str) -> Path:
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:  # `~name/...` where no user is called name
+        user = source.split("/")[0]
+        raise DataError(f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out") from None
 
 
 def _scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
@@ -122,10 +131,16 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
 
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
     """A folder, or an archive unpacked into a scratch folder inside scratch_parent."""
-    if not path.exists():
-        raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
+    except OSError as error:
+        raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None
+    if stat.S_ISDIR(mode):
         return _import_folder(path, path, limits)
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}")
     if not path.name.lower().endswith(archives.SUFFIXES):
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     with _scratch_folder(scratch_parent, "extract") as scratch:
@@ -139,20 +154,38 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
 
 
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
-    official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
-    if official is not None:
-        return _load_official_batches(official.parent, source)
-    tree = _find_folder(root, lambda folder: all((folder / name).is_dir() for name in SPLITS))
-    if tree is None:
-        raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-    return read_class_folders(tree, limits)
+    try:
+        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
+        if official is not None:
+            return _load_official_batches(official.parent, source)
+        tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS))
+        if tree is None:
+            raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+        return read_class_folders(tree, limits)
+    except OSError as error:
+        raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
 
 
 def _find_folder(root: Path, matches) -> Path | None:
     """root itself or a folder up to two levels below it that matches."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    candidates += [p for c in candidates[1:] for p in sorted(c.iterdir()) if p.is_dir()]
+    candidates = [root, *_subfolders(root)]
+    candidates += [p for c in candidates[1:] for p in _subfolders(c)]
     return next((folder for folder in candidates if matches(folder)), None)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(path for path in folder.iterdir() if _is_folder(path))
+    except OSError:  # unreadable: the search goes on elsewhere
+        return []
+
+
+def _is_folder(path: Path) -> bool:
+    """False also where path cannot be examined, as in parts of /proc."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
