@@ -8,7 +8,9 @@ value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,11 @@ import yaml
 from cifar.errors import ConfigError
 
 IMAGE_SIZE = 32
+# CIFAR-10's split sizes: the most any limit can ask for, and what the synthetic set mirrors.
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+# params.yaml nests three levels; anything far deeper is a mistake, refused before it
+# reaches Python's recursion limit.
+MAX_YAML_NESTING = 20
 
 
 @dataclass(frozen=True)
@@ -108,15 +115,26 @@ class Params:
 
 # Range rules, checked after types: key -> (predicate, what is allowed).
 _RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
-    "data.train_limit": (lambda v: v is None or v >= 10, "null (all) or an integer >= 10"),
-    "data.test_limit": (lambda v: v is None or v >= 10, "null (all) or an integer >= 10"),
+    # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
+    "seed": (lambda v: 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295 (2**32 - 1)"),
+    "data.train_limit": (
+        lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
+        f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
+    ),
+    "data.test_limit": (
+        lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
+        f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
+    ),
     "augment.crop_padding": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 to {IMAGE_SIZE}"),
     "augment.cutout": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"),
     "lr_find.start_lr": (lambda v: v > 0, "a number > 0"),
     "lr_find.end_lr": (lambda v: v > 0, "a number > 0"),
     "lr_find.num_iter": (lambda v: v >= 2, "an integer >= 2"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    # A batch cannot hold more images than the largest split; larger values only waste memory.
+    "train.batch_size": (
+        lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
+    ),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "train.momentum": (lambda v: 0 <= v < 1, "a number from 0 to below 1"),
     "train.max_lr": (lambda v: v == "find" or v > 0, '"find" or a number > 0'),
@@ -129,20 +147,61 @@ _RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
 }
 
 
-class _Yaml12FloatLoader(yaml.SafeLoader):
-    """PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values
-    by YAML 1.2, where it is a float. Resolve floats by the YAML 1.2 rule."""
+class _UnsupportedYaml(yaml.MarkedYAMLError):
+    def __init__(self, problem: str, mark):
+        super().__init__(problem=problem, problem_mark=mark)
 
 
-_Yaml12FloatLoader.yaml_implicit_resolvers = {
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made fit for a hand-edited params.yaml.
+
+    PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values by
+    YAML 1.2, where it is a float, so floats resolve by the YAML 1.2 rule. Anchors and
+    aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
+    aliases) expands into a structure too big to print or check. Nesting is bounded.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nesting = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise _UnsupportedYaml("anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark)
+        if self.nesting >= MAX_YAML_NESTING:
+            raise _UnsupportedYaml(f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark)
+        self.nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+            raise _UnsupportedYaml(f"the integer {_show(node.value)} is too long", node.start_mark) from None
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
+_ParamsLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Yaml12FloatLoader.add_implicit_resolver(
+_ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."),
 )
+
+# Messages show a bad value cut short, so a huge list or string still makes one short line.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
+
+
+def _show(value: object) -> str:
+    return _SHORT_REPR.repr(value)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -150,7 +209,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Yaml12FloatLoader) or {}
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_ParamsLoader) or {}
+    except _UnsupportedYaml as error:
+        raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise ConfigError(f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -166,14 +239,13 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
 
 def _build(cls, raw: object, prefix: str, source: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {raw!r}: expected a mapping of keys")
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {_show(raw)}: expected a mapping of keys")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be numbers or null too
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]}; allowed keys here: {', '.join(fields)}"
-        )
+        name = unknown[0] if isinstance(unknown[0], str) and len(unknown[0]) <= 60 else _show(unknown[0])
+        raise ConfigError(f"{source}: unknown key {prefix}{name}; allowed keys here: {', '.join(fields)}")
     values = {}
     for name, value in raw.items():
         key = prefix + name
@@ -184,7 +256,7 @@ def _build(cls, raw: object, prefix: str, source: str):
             values[name] = _coerce(key, value, hint, source)
             rule = _RULES.get(key)
             if rule and not rule[0](values[name]):
-                raise ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {rule[1]}")
+                raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected {rule[1]}")
     return cls(**values)
 
 
@@ -202,12 +274,23 @@ def _coerce(key: str, value: object, hint, source: str):
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(key, value, source)
         if option is str and isinstance(value, str):
             return value
         if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-    raise ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {_describe(options)}")
+    raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected {_describe(options)}")
+
+
+def _finite(key: str, value: int | float, source: str) -> float:
+    """value as a float; inf and nan (YAML .inf, .nan) would run on and poison every result."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected a finite number (not inf or nan)")
+    return number
 
 
 def _describe(options) -> str:

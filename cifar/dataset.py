@@ -7,6 +7,7 @@ so that damage is caught on load. Where the images come from is `cifar.sources`'
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import zipfile
@@ -70,12 +71,17 @@ def file_digest(path: Path) -> str:
 
 def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
     """One .npz per split and a manifest of their SHA-256, so damage is caught on load."""
-    with atomic_path(folder) as scratch:
-        scratch.mkdir()
-        for name, split in splits.items():
-            np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
-        digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
-        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+    try:
+        with atomic_path(folder) as scratch:
+            scratch.mkdir()
+            for name, split in splits.items():
+                np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
+            digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
+            (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+    except OSError as error:  # atomic_path has removed the partial copy; the previous data stays
+        if error.errno == errno.ENOSPC:
+            raise DataError(f"{folder}: disk full (errno ENOSPC) while writing the imported data; free space on its disk and run again") from None
+        raise DataError(f"{folder}: cannot write the imported data ({error.strerror}); check the folder's permissions") from None
 
 
 def split_digest(folder: str | Path, name: str) -> str:

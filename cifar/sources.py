@@ -10,28 +10,29 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tarfile
+import stat
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from cifar.config import IMAGE_SIZE, DataConfig
-from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, per_class_quota
+from cifar import archives
+from cifar.config import SPLIT_SIZES, DataConfig
+from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
+from cifar.images import kind_of, read_image
+from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
 
 # Index = label, as in the official archive's batches.meta.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 OFFICIAL_FOLDER = "cifar-10-batches-py"
-# Sizes of the official splits; the synthetic set mirrors them unless limited.
-FULL_SIZE = {"train": 50_000, "test": 10_000}
+# Scratch folders in the download cache carry this in their name, so that a user who finds
+# one knows it may go, and the download stage can sweep up those a killed run left behind.
+SCRATCH_MARK = "-partial-"
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -41,20 +42,48 @@ EXPECTED_LAYOUT = (
 
 
 def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[str, Split]:
-    """Both splits from the configured source, limited as configured."""
+    """Both splits from the configured source, limited as configured.
+
+    download_dir holds the official archive and the scratch folders of downloads and
+    archive imports (see remove_stale_scratch).
+    """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
         return {
-            name: synthetic_split(limits[name] or FULL_SIZE[name], seed=seed + index)
+            name: synthetic_split(limits[name] or SPLIT_SIZES[name], seed=seed + index)
             for index, name in enumerate(SPLITS)
         }
     if config.source == "official":
         splits = download_official(download_dir)
     else:
-        splits = import_local(Path(config.source).expanduser(), limits)
+        splits = import_local(_local_path(config.source), limits, download_dir)
     return {
         name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS
     }
+
+
+def _local_path(source: str) -> Path:
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:  # `~name/...` where no user is called name
+        user = source.split("/")[0]
+        raise DataError(f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out") from None
+
+
+def _scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f".{purpose}{SCRATCH_MARK}", dir=parent)
+
+
+def remove_stale_scratch(download_dir: Path) -> None:
+    """Delete the scratch folders that a killed download or import left in download_dir.
+
+    Call it only where no import runs beside it, as at the start of the download stage
+    (DVC runs one stage at a time in a workspace).
+    """
+    for folder in sorted(download_dir.glob(f".*{SCRATCH_MARK}*")):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left behind by an interrupted download or import", folder)
 
 
 # Seconds to wait before each retry of a failed download.
@@ -74,26 +103,23 @@ def download_official(download_dir: Path) -> dict[str, Split]:
     if not check_integrity(str(archive), CIFAR10.tgz_md5):
         archive.unlink(missing_ok=True)
         _fetch_with_retries(CIFAR10.url, archive, CIFAR10.tgz_md5)
-    return import_local(archive, {"train": None, "test": None})
+    return import_local(archive, {"train": None, "test": None}, download_dir)
 
 
 def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     from torchvision.datasets.utils import download_url
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
-        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            # torchvision raises if the md5 does not match; the scratch folder then goes.
-            download_url(url, str(scratch), filename=target.name, md5=md5)
-            os.replace(scratch / target.name, target)
+            with _scratch_folder(target.parent, "download") as scratch:
+                # torchvision raises if the md5 does not match; the scratch folder then goes.
+                download_url(url, scratch, filename=target.name, md5=md5)
+                os.replace(Path(scratch) / target.name, target)
             return
         except Exception as error:  # network errors come in many types (URLError, socket, ssl, md5)
             failures.append(f"{type(error).__name__}: {error}")
             log.warning("download attempt %d of %d failed (%s)", attempt, len(RETRY_DELAYS) + 1, failures[-1])
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         if delay is not None:
             time.sleep(delay)
     raise DataError(
@@ -103,42 +129,63 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     )
 
 
-def import_local(path: Path, limits: dict[str, int | None]) -> dict[str, Split]:
-    if not path.exists():
-        raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}")
-    with tempfile.TemporaryDirectory(prefix="cifar-import-") as scratch:
-        root = _extract(path, Path(scratch)) if path.is_file() else path
+def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
+    """A folder, or an archive unpacked into a scratch folder inside scratch_parent."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
+    except OSError as error:
+        raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None
+    if stat.S_ISDIR(mode):
+        return _import_folder(path, path, limits)
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}")
+    if not path.name.lower().endswith(archives.SUFFIXES):
+        raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
+    with _scratch_folder(scratch_parent, "extract") as scratch:
+        log.info("extracting %s into %s", path, scratch)
+        archives.unpack(path, Path(scratch))
+        try:
+            return _import_folder(Path(scratch), path, limits)
+        except DataError as error:
+            # Name the archive's member, not its copy in a scratch folder that is about to go.
+            raise DataError(str(error).replace(f"{scratch}/", f"{path}:").replace(scratch, str(path))) from None
+
+
+def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+    try:
         official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
         if official is not None:
-            return _load_official_batches(official.parent, path)
-        tree = _find_folder(root, lambda folder: all((folder / name).is_dir() for name in SPLITS))
+            return _load_official_batches(official.parent, source)
+        tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS))
         if tree is None:
-            raise DataError(f"data.source = {str(path)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+            raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
         return read_class_folders(tree, limits)
-
-
-def _extract(archive: Path, into: Path) -> Path:
-    name = archive.name.lower()
-    if not name.endswith(ARCHIVE_SUFFIXES):
-        raise DataError(f"data.source = {str(archive)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
-    log.info("extracting %s", archive)
-    try:
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as bundle:
-                bundle.extractall(into)
-        else:
-            with tarfile.open(archive) as bundle:
-                bundle.extractall(into, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
-        raise DataError(f"data.source = {str(archive)!r}: the archive is corrupt or truncated ({error})") from None
-    return into
+    except OSError as error:
+        raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
 
 
 def _find_folder(root: Path, matches) -> Path | None:
     """root itself or a folder up to two levels below it that matches."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    candidates += [p for c in candidates[1:] for p in sorted(c.iterdir()) if p.is_dir()]
+    candidates = [root, *_subfolders(root)]
+    candidates += [p for c in candidates[1:] for p in _subfolders(c)]
     return next((folder for folder in candidates if matches(folder)), None)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(path for path in folder.iterdir() if _is_folder(path))
+    except OSError:  # unreadable: the search goes on elsewhere
+        return []
+
+
+def _is_folder(path: Path) -> bool:
+    """False also where path cannot be examined, as in parts of /proc."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
@@ -196,55 +243,8 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
         order = keep[np.lexsort((labels[keep], rank_in_class))]
         log.info("decoding %d %s images from %s", len(order), split, tree / split)
         splits[split] = Split(
-            images=np.stack([_decode(files[index]) for index in order]),
+            images=np.stack([read_image(files[index]) for index in order]),
             labels=labels[order],
             classes=names,
         )
     return splits
-
-
-def _decode(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
-    if pixels.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    return pixels
-
-
-# Ten colours far apart in RGB, one per synthetic class.
-_SYNTHETIC_COLOURS = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-     [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 0], [255, 255, 255]],
-    dtype=np.float32,
-)
-
-
-def synthetic_split(size: int, seed: int) -> Split:
-    """A learnable 10-class set: a class-coloured, class-striped disc on a noisy background.
-
-    The object sits at a random position so crops, flips and Cutout leave it recognisable,
-    and Grad-CAM has a place to look.
-    """
-    rng = np.random.default_rng(seed)
-    num_classes = len(_SYNTHETIC_COLOURS)
-    labels = np.concatenate([np.full(q, c) for c, q in enumerate(per_class_quota(size, num_classes))])
-    rng.shuffle(labels)
-    grid = np.arange(IMAGE_SIZE, dtype=np.float32)
-    rows, cols = grid[None, :, None], grid[None, None, :]
-    centre_row, centre_col = (rng.uniform(9, IMAGE_SIZE - 9, size=(2, size, 1, 1))).astype(np.float32)
-    radius = rng.uniform(6, 9, size=(size, 1, 1)).astype(np.float32)
-    disc = ((rows - centre_row) ** 2 + (cols - centre_col) ** 2) <= radius**2
-    angle = (labels * np.pi / num_classes)[:, None, None]
-    stripes = 0.75 + 0.25 * np.sign(np.sin((rows * np.sin(angle) + cols * np.cos(angle)) * 0.9))
-    background = rng.uniform(0, 110, size=(size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    foreground = _SYNTHETIC_COLOURS[labels][:, None, None, :] * stripes[..., None]
-    images = np.where(disc[..., None], foreground, background)
-    images += rng.normal(0, 12, size=images.shape).astype(np.float32)
-    return Split(
-        images=np.clip(images, 0, 255).astype(np.uint8),
-        labels=labels.astype(np.int64),
-        classes=tuple(f"class_{index}" for index in range(num_classes)),
-    )

@@ -61,7 +61,7 @@ def test_repository_params_are_the_reference_recipe():
         ("train.max_lr", "auto", "train.max_lr = 'auto' is not allowed; expected a number or one of 'find'"),
         ("train", 3, "train = 3: expected a mapping"),
         # impossible values
-        ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer >= 1"),
+        ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer from 1 to 50000"),
         ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),
         ("train.onecycle.max_at_epoch", 30, "train.onecycle.max_at_epoch = 30 is not allowed"),
         ("model.name", "resnet50", "model.name = 'resnet50' is not allowed; expected one of 'custom_resnet', 'resnet18'"),

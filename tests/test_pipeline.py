@@ -82,7 +82,7 @@ def test_bad_params_stop_the_stage_before_any_work(tmp_path):
     result = stage(root, "download", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: params.yaml: train.batch_size = 0 is not allowed; expected an integer >= 1"
+        "error: params.yaml: train.batch_size = 0 is not allowed; expected an integer from 1 to 50000, the train split's size"
     )
     assert not (root / "data").exists()
 

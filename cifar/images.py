@@ -1,0 +1,61 @@
+"""One image file as 32x32 RGB uint8 pixels, or a one-line DataError that says why not."""
+
+from __future__ import annotations
+
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cifar.config import IMAGE_SIZE
+from cifar.errors import DataError
+
+_FIX = f"replace it with a {IMAGE_SIZE}x{IMAGE_SIZE} PNG or JPEG file, or remove it"
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular file is, in words, from its stat mode."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it ({error.strerror}); {_FIX}") from None
+    # Opening anything else could block (a named pipe waits for a writer) or never end (/dev/zero).
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: {kind_of(mode)}, not an image file; {_FIX}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns of a possible decompression bomb; the size check below refuses it anyway.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                # Image.open has read only the header: refuse a wrong size before decoding a pixel.
+                if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    width, height = image.size
+                    raise DataError(f"{path}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
+                return _as_rgb8(image)
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: not a readable image ({error}); {_FIX}") from None
+
+
+def _as_rgb8(image: Image.Image) -> np.ndarray:
+    if image.mode.startswith("I;16"):
+        # 16-bit greyscale (a 16-bit grey PNG): convert("RGB") would clip 0..65535 to 0..255,
+        # turning nearly every pixel white, so scale it down instead.
+        grey = np.rint(np.asarray(image) / 257).astype(np.uint8)  # 65535 / 255 = 257
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
