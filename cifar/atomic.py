@@ -1,7 +1,9 @@
 """Write outputs atomically: to a temporary sibling, then rename over the target.
 
 A stage killed half-way leaves either the previous file or none, never a torn one, so DVC
-never caches a half-written artifact.
+never caches a half-written artifact. What a killed write leaves is its scratch folder,
+`.NAME.partial-PID-XXXX` beside the target: git-ignored, safe to delete, and removed by
+the next stage run (`remove_stale_scratch`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+
+SCRATCH_MARK = ".partial-"
 
 
 @contextmanager
@@ -24,7 +29,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{SCRATCH_MARK}{os.getpid()}-", dir=target.parent))
     temporary = scratch / target.name
     try:
         yield temporary
@@ -33,6 +38,32 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(temporary, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
+    """Delete the scratch folders in these folders whose writing process is gone; return them.
+
+    A scratch folder of a live process is a write in progress (another stage run in the
+    same workspace), so it stays.
+    """
+    removed = []
+    for folder in folders:
+        for scratch in sorted(Path(folder).glob(f".*{SCRATCH_MARK}*")):
+            pid = scratch.name.rsplit(SCRATCH_MARK, 1)[1].split("-", 1)[0]
+            if scratch.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(scratch, ignore_errors=True)
+                removed.append(scratch)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
 
 
 def write_text(target: str | Path, text: str) -> None:

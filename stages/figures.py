@@ -77,4 +77,4 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())

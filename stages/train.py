@@ -119,4 +119,4 @@ def speed_metrics(history: pd.DataFrame, num_images: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())
