@@ -8,6 +8,7 @@ the next stage run (`remove_stale_scratch`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,8 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from cifar.errors import OutputError, one_line
 
 SCRATCH_MARK = ".partial-"
+# How torch.save's C++ writer reports a full disk, without an errno: "[enforce fail at
+# inline_container.cc:672] . unexpected pos 704 vs 598", or for a small file
+# "basic_ios::clear: iostream error".
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "iostream error")
 
 
 @contextmanager
@@ -28,16 +34,31 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     replaces target in one rename.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{SCRATCH_MARK}{os.getpid()}-", dir=target.parent))
-    temporary = scratch / target.name
+    with _full_disk_as_output_error(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{SCRATCH_MARK}{os.getpid()}-", dir=target.parent))
+        temporary = scratch / target.name
+        try:
+            yield temporary
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(temporary, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _full_disk_as_output_error(target: Path) -> Iterator[None]:
     try:
-        yield temporary
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(temporary, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputError(f"disk full while writing {target}; free space and re-run") from None
+        raise
+    except RuntimeError as error:
+        if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
+            raise OutputError(f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run") from None
+        raise
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
