@@ -93,7 +93,15 @@ def write_text(target: str | Path, text: str) -> None:
 
 
 def write_json(target: str | Path, data: dict) -> None:
-    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Strict JSON: NaN and infinity are not JSON, and a strict reader would reject the whole file."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        raise OutputError(
+            f"{target}: not written, as JSON cannot store the NaN or infinity in {data}; the stage computed "
+            f"a broken number: re-run it once its cause (a diverged model, bad data) is fixed"
+        ) from None
+    write_text(target, text + "\n")
 
 
 def write_csv(target: str | Path, frame) -> None:

@@ -4,22 +4,66 @@ byte for byte as they were."""
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from cifar.atomic import atomic_path, remove_stale_scratch, write_json
+import stages.evaluate
+from cifar.atomic import atomic_path, remove_stale_scratch, write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import ModelConfig
-from cifar.errors import OutputError
-from cifar.models import save_trained
+from cifar.dataset import Split, save_dataset
+from cifar.errors import DataError, OutputError
+from cifar.models import build_model, load_trained, save_trained
+from cifar.sources import synthetic_split
+from generated import CPU
+from pipeline_repo import SMALL_SYNTHETIC, default_params, merge, workspace_digests
+from stages import paths
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
+    """predictions.csv as evaluate writes it, with the first `wrong` images misclassified."""
+    predicted = test.labels.copy()
+    predicted[:wrong] = (predicted[:wrong] + 1) % len(test.classes)
+    return pd.DataFrame({"index": range(len(test)), "label": test.labels, "predicted": predicted, "confidence": 0.5})
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    """What evaluate and explain read, small: params.yaml, a dataset, an untrained model, its
+    predictions, and a metrics file standing for the previous outputs."""
+    root = tmp_path_factory.mktemp("artifacts")
+    (root / paths.PARAMS).write_text(yaml.safe_dump(merge(default_params(), SMALL_SYNTHETIC), sort_keys=False))
+    test = synthetic_split(20, seed=1)
+    save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
+    torch.manual_seed(0)
+    save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
+    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=5))
+    write_json(root / paths.EVALUATE_METRICS, {"accuracy": 0.5, "loss": 1.5, "misclassified": 10})
+    return root
+
+
+@pytest.fixture
+def workspace(artifacts, tmp_path, monkeypatch) -> Path:
+    """A copy of the artifacts as the current directory, for a stage's main to run in."""
+    root = shutil.copytree(artifacts, tmp_path / "workspace")
+    monkeypatch.chdir(root)
+    # Stages set process-wide torch flags; later tests must not inherit them.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    yield root
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 KILLED_MID_WRITE = """
 import os, signal
@@ -94,3 +138,75 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_output(
     assert "\n" not in message
     assert [path.name for path in Path(target).parent.iterdir()] == [Path(target).name]
     assert Path(target).read_bytes() == b"previous"
+
+
+def test_write_json_refuses_nan_and_infinity_and_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"loss": 1.5})
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(OutputError) as refused:
+            write_json(target, {"loss": value})
+        assert str(refused.value) == (
+            f"{target}: not written, as JSON cannot store the NaN or infinity in {{'loss': {value}}}; the stage "
+            f"computed a broken number: re-run it once its cause (a diverged model, bad data) is fixed"
+        )
+    assert target.read_text() == '{\n  "loss": 1.5\n}\n'
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def with_fc_weight(value: float) -> None:
+    """Set every weight of the saved model's classifier to value."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    payload["state_dict"]["fc.weight"].fill_(value)
+    torch.save(payload, paths.MODEL)
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [
+        (float("nan"), "models/model.pt: the weights hold NaN or infinity (first in fc.weight); "
+                       "the run that saved them diverged: re-create it with `dvc repro train`"),
+        # Finite, but too large for the logits: the loss is not finite.
+        (1e38, "models/model.pt: the test loss on data/cifar10 is nan, as the model's outputs are not finite; "
+               "re-create it with `dvc repro train`"),
+    ],
+)
+def test_evaluate_refuses_non_finite_weights_or_loss_and_keeps_its_previous_outputs(workspace, weight, message):
+    with_fc_weight(weight)
+    before = workspace_digests(workspace)
+    with pytest.raises(DataError) as refused:
+        stages.evaluate.main()
+    assert str(refused.value) == message
+    assert workspace_digests(workspace) == before
+
+
+def write_python_object(path):
+    torch.save({"model": ModelConfig(), "classes": ["a", "b"], "state_dict": {}}, path)
+
+
+def write_unknown_model(path):
+    torch.save({"model": {"name": "vgg", "norm": "batch"}, "classes": ["a", "b"], "state_dict": {}}, path)
+
+
+def write_another_models_weights(path):
+    save_trained(path, nn.Linear(2, 2), ModelConfig(), ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("write_model", "why"),
+    [
+        (write_unknown_model, "(unknown model 'vgg')"),
+        (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
+        (Path.touch, "(unreadable or truncated: EOFError)"),
+        (write_another_models_weights, "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:"),
+    ],
+)
+def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting_unsafe_loading(tmp_path, write_model, why):
+    path = tmp_path / "model.pt"
+    write_model(path)
+    with pytest.raises(DataError) as refused:
+        load_trained(path, CPU)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not a model saved by the train stage {why}")
+    assert message.endswith("; re-create it with `dvc repro train`")
+    assert "\n" not in message and "weights_only" not in message
