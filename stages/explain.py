@@ -2,7 +2,6 @@
 
 import logging
 
-import pandas as pd
 import torch
 
 from cifar.atomic import atomic_path, save_figure
@@ -13,6 +12,7 @@ from cifar.dataset import load_split
 from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import load_trained
 from cifar.plots import image_grid
+from cifar.predictions import load_predictions
 from cifar.runtime import resolve_device
 from stages import paths
 
@@ -25,7 +25,7 @@ def main() -> None:
     trained = load_trained(paths.MODEL, device)
     layers = resolve_layers(trained.model, trained.config.name, params.explain.layers)
     test = load_split(paths.DATA, "test")
-    predictions = pd.read_csv(paths.PREDICTIONS)
+    predictions = load_predictions(paths.PREDICTIONS, test)
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
     if len(wrong) < params.explain.images:
         log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 import stages.evaluate
+import stages.explain
 from cifar.atomic import atomic_path, remove_stale_scratch, write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import ModelConfig
@@ -40,8 +41,8 @@ def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
-    """What evaluate and explain read, small: params.yaml, a dataset, an untrained model, its
-    predictions, and a metrics file standing for the previous outputs."""
+    """What evaluate and explain read, small: params.yaml, a dataset, an untrained model and its
+    predictions; and files standing for their previous outputs."""
     root = tmp_path_factory.mktemp("artifacts")
     (root / paths.PARAMS).write_text(yaml.safe_dump(merge(default_params(), SMALL_SYNTHETIC), sort_keys=False))
     test = synthetic_split(20, seed=1)
@@ -50,6 +51,8 @@ def artifacts(tmp_path_factory) -> Path:
     save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
     write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=5))
     write_json(root / paths.EVALUATE_METRICS, {"accuracy": 0.5, "loss": 1.5, "misclassified": 10})
+    (root / paths.GRADCAM_IMAGES).mkdir(parents=True)
+    (root / paths.GRADCAM_IMAGES / "layer3_correct.png").write_bytes(b"previous grid")
     return root
 
 
@@ -210,3 +213,33 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
     assert message.startswith(f"{path}: not a model saved by the train stage {why}")
     assert message.endswith("; re-create it with `dvc repro train`")
     assert "\n" not in message and "weights_only" not in message
+
+
+def with_first(column: str, value):
+    """The CSV text of the predictions with the first row's column set to value."""
+    def damage(frame: pd.DataFrame) -> str:
+        frame = frame.astype({column: object})
+        frame.loc[0, column] = value
+        return frame.to_csv(index=False)
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda frame: "", "unreadable (No columns to parse from file)"),
+        (lambda frame: frame.drop(columns="predicted").to_csv(index=False), "no column predicted"),
+        (lambda frame: frame.iloc[:-1].to_csv(index=False), "19 rows for a test split of 20 images"),
+        (with_first("index", 25), "column index holds 1..25, beyond the 20 test images (0..19)"),
+        (with_first("label", 10), "column label holds 0..10, beyond the 10 classes (0..9)"),
+        (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
+        (with_first("label", 1.5), "column label holds non-integers"),
+    ],
+)
+def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grids(workspace, damage, problem):
+    Path(paths.PREDICTIONS).write_text(damage(pd.read_csv(paths.PREDICTIONS)))
+    before = workspace_digests(workspace)
+    with pytest.raises(DataError) as refused:
+        stages.explain.main()
+    assert str(refused.value) == f"{paths.PREDICTIONS}: {problem}; re-create it with `dvc repro evaluate`"
+    assert workspace_digests(workspace) == before
