@@ -24,6 +24,8 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     missing = [column for column in (*ids, "confidence") if column not in frame.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
+    if not pd.api.types.is_numeric_dtype(frame["confidence"]):
+        raise DataError(f"{path}: column confidence holds non-numbers; {fix}")
     if len(frame) != len(test):
         raise DataError(f"{path}: {len(frame)} rows for a test split of {len(test)} images; {fix}")
     for column, (count, what) in ids.items():

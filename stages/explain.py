@@ -1,4 +1,5 @@
-"""explain: Grad-CAM of misclassified test images, for the correct and the predicted class."""
+"""explain: Grad-CAM of misclassified test images, for the correct and the predicted class (with
+none misclassified, of the least confident correct predictions, for their class)."""
 
 import logging
 
@@ -27,22 +28,33 @@ def main() -> None:
     test = load_split(paths.DATA, "test")
     predictions = load_predictions(paths.PREDICTIONS, test)
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
-    if len(wrong) < params.explain.images:
-        log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
-    pixels = test.images[wrong["index"].to_numpy()]
-    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
     names = test.classes
-    titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
+    if len(wrong):
+        if len(wrong) < params.explain.images:
+            log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
+        chosen, kind = wrong, "misclassified test images"
+        titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
+        targets = (("correct", "label"), ("predicted", "predicted"))
+    else:
+        chosen, kind = predictions.nsmallest(params.explain.images, "confidence"), "least confident correct predictions"
+        log.info("no misclassified test images: explaining the %d %s instead", len(chosen), kind)
+        titles = [f"{names[t]}\nconfidence {c:.2f}" for t, c in zip(chosen["label"], chosen["confidence"])]
+        targets = (("correct", "label"),)  # the predicted class is the same one
+    pixels = test.images[chosen["index"].to_numpy()]
+    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
     with atomic_path(paths.GRADCAM_IMAGES) as folder:
         folder.mkdir()
         for layer_name, layer in layers:
-            for target, column in (("correct", "label"), ("predicted", "predicted")):
-                maps = grad_cam(trained.model, layer, batch, wrong[column])
+            for target, column in targets:
+                maps = grad_cam(trained.model, layer, batch, chosen[column])
                 save_figure(folder / f"{layer_name}_{target}.png", image_grid(
                     overlay(pixels, maps), titles, columns=5,
-                    suptitle=f"Grad-CAM at {layer_name} for the {target} class ({trained.config.name})",
+                    suptitle=f"Grad-CAM at {layer_name} for the {target} class of {kind} ({trained.config.name})",
                 ))
-    log.info("wrote Grad-CAM grids for %s to %s", ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES)
+    log.info(
+        "wrote Grad-CAM grids of %d %s at %s to %s",
+        len(chosen), kind, ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES,
+    )
 
 
 if __name__ == "__main__":

@@ -234,6 +234,7 @@ def with_first(column: str, value):
         (with_first("label", 10), "column label holds 0..10, beyond the 10 classes (0..9)"),
         (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
         (with_first("label", 1.5), "column label holds non-integers"),
+        (with_first("confidence", "high"), "column confidence holds non-numbers"),
     ],
 )
 def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grids(workspace, damage, problem):
@@ -243,3 +244,15 @@ def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grid
         stages.explain.main()
     assert str(refused.value) == f"{paths.PREDICTIONS}: {problem}; re-create it with `dvc repro evaluate`"
     assert workspace_digests(workspace) == before
+
+
+def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_confident_correct_ones(workspace, caplog):
+    write_csv(paths.PREDICTIONS, predictions_of(synthetic_split(20, seed=1), wrong=0))
+    caplog.set_level(logging.INFO)
+    stages.explain.main()
+    assert caplog.messages == [
+        "no misclassified test images: explaining the 10 least confident correct predictions instead",
+        "wrote Grad-CAM grids of 10 least confident correct predictions at layer2, layer3 to plots/images/gradcam",
+    ]
+    # Their predicted class is the correct one: one grid per layer, none left of the previous run.
+    assert sorted(path.name for path in Path(paths.GRADCAM_IMAGES).iterdir()) == ["layer2_correct.png", "layer3_correct.png"]
