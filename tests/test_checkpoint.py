@@ -107,3 +107,50 @@ def test_training_state_round_trips(tmp_path):
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
     assert checkpoint.load(epochs=3).history == [{"epoch": 1}]
+
+
+def interrupted_run(path) -> CheckpointFile:
+    """A run stopped in epoch 2: its checkpoint holds epoch 1."""
+    checkpoint = CheckpointFile(path, {"run": 1})
+    model = fresh_model()
+    model.sigterm_at_step = 5
+    with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError):
+        train(model, checkpoint)
+    STOP.signal_name = None
+    return checkpoint
+
+
+def weight_of_another_shape(state):
+    state["model"]["body.0.weight"] = torch.zeros(16, 3, 3, 3)
+
+
+def missing_buffer(state):
+    del state["model"]["body.1.running_mean"]
+
+
+def adam_moment_of_another_shape(state):
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(5)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (weight_of_another_shape, "size mismatch for body.0.weight"),
+        (missing_buffer, 'Missing key(s) in state_dict: "body.1.running_mean"'),
+        (adam_moment_of_another_shape, "optimizer state exp_avg is (5,) for a parameter of (8, 3, 3, 3)"),
+    ],
+)
+def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, caplog, damage, reason):
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = torch.load(checkpoint.path, weights_only=True)
+    damage(stored["state"])
+    torch.save(stored, checkpoint.path)
+
+    caplog.set_level(logging.INFO)
+    resumed = train(fresh_model(), checkpoint)
+    warning, = (message for message in caplog.messages if message.startswith("not resuming"))
+    assert warning.startswith(f"not resuming: {checkpoint.path} matches this run but does not load into it (")
+    assert reason in warning and warning.endswith("); training from scratch")
+    assert "resuming from" not in caplog.text
+    # The partly loaded state is undone: the run is the one from scratch.
+    assert without_time(resumed.history) == without_time(train(fresh_model()).history)
