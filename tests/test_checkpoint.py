@@ -1,17 +1,23 @@
 import logging
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import stages.train
 from cifar.checkpoint import CheckpointFile, TrainingState
-from cifar.config import OneCycleConfig, TrainConfig
+from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
+from cifar.dataset import save_dataset
 from cifar.engine import STOP, fit, stop_after_the_step_on
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
+from cifar.sources import import_dataset
 from generated import CPU, random_split
+from stages import paths
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
 
@@ -154,3 +160,39 @@ def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, 
     assert "resuming from" not in caplog.text
     # The partly loaded state is undone: the run is the one from scratch.
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)
+
+
+def download(test_limit: int) -> None:
+    """What the download stage writes for data.test_limit = test_limit."""
+    splits = import_dataset(DataConfig("synthetic", train_limit=20, test_limit=test_limit), seed=0, download_dir=Path("unused"))
+    save_dataset(splits, paths.DATA)
+
+
+def edit_the_model_code(tmp_path, monkeypatch):
+    """MaxPool -> AvgPool in custom_resnet.py, as a run started after the edit loads it."""
+    module = sys.modules["cifar.models.custom_resnet"]
+    code = Path(module.__file__).read_text()
+    edited = tmp_path / "custom_resnet.py"
+    edited.write_text(code.replace("nn.MaxPool2d", "nn.AvgPool2d"))
+    assert edited.read_text() != code
+    monkeypatch.setattr(module, "__file__", str(edited))
+
+
+def change_data_test_limit(tmp_path, monkeypatch):
+    download(test_limit=30)
+
+
+@pytest.mark.parametrize(("change", "key"), [(edit_the_model_code, "code"), (change_data_test_limit, "test data")])
+def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_its_code_or_data_changed(tmp_path, monkeypatch, caplog, change, key):
+    monkeypatch.chdir(tmp_path)
+    download(test_limit=20)
+
+    def checkpoint():
+        return CheckpointFile(Path(paths.CHECKPOINT), stages.train.run_fingerprint(Params(), CPU, "fp32", 0.01))
+
+    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
+    assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
+    change(tmp_path, monkeypatch)
+    caplog.set_level(logging.INFO)
+    assert checkpoint().load(epochs=3) is None
+    assert caplog.messages == [f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"]
