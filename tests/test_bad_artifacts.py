@@ -26,10 +26,8 @@ from cifar.errors import DataError, OutputError
 from cifar.models import build_model, load_trained, save_trained
 from cifar.sources import synthetic_split
 from generated import CPU
-from pipeline_repo import SMALL_SYNTHETIC, default_params, merge, workspace_digests
+from pipeline_repo import REPO, SMALL_SYNTHETIC, copy_pipeline, default_params, merge, stage, workspace_digests
 from stages import paths
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
@@ -44,7 +42,8 @@ def artifacts(tmp_path_factory) -> Path:
     """What evaluate and explain read, small: params.yaml, a dataset, an untrained model and its
     predictions; and files standing for their previous outputs."""
     root = tmp_path_factory.mktemp("artifacts")
-    (root / paths.PARAMS).write_text(yaml.safe_dump(merge(default_params(), SMALL_SYNTHETIC), sort_keys=False))
+    params = merge(default_params(), SMALL_SYNTHETIC | {"explain": {"images": 4}})
+    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     test = synthetic_split(20, seed=1)
     save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
     torch.manual_seed(0)
@@ -67,6 +66,12 @@ def workspace(artifacts, tmp_path, monkeypatch) -> Path:
     yield root
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def outputs(root: Path) -> dict[str, dict[str, str]]:
+    """Every file in the folders the stages write, by content."""
+    return {folder: workspace_digests(root / folder) for folder in paths.output_folders()}
+
 
 KILLED_MID_WRITE = """
 import os, signal
@@ -176,11 +181,11 @@ def with_fc_weight(value: float) -> None:
 )
 def test_evaluate_refuses_non_finite_weights_or_loss_and_keeps_its_previous_outputs(workspace, weight, message):
     with_fc_weight(weight)
-    before = workspace_digests(workspace)
+    before = outputs(workspace)
     with pytest.raises(DataError) as refused:
         stages.evaluate.main()
     assert str(refused.value) == message
-    assert workspace_digests(workspace) == before
+    assert outputs(workspace) == before
 
 
 def write_python_object(path):
@@ -239,11 +244,11 @@ def with_first(column: str, value):
 )
 def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grids(workspace, damage, problem):
     Path(paths.PREDICTIONS).write_text(damage(pd.read_csv(paths.PREDICTIONS)))
-    before = workspace_digests(workspace)
+    before = outputs(workspace)
     with pytest.raises(DataError) as refused:
         stages.explain.main()
     assert str(refused.value) == f"{paths.PREDICTIONS}: {problem}; re-create it with `dvc repro evaluate`"
-    assert workspace_digests(workspace) == before
+    assert outputs(workspace) == before
 
 
 def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_confident_correct_ones(workspace, caplog):
@@ -251,8 +256,35 @@ def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_con
     caplog.set_level(logging.INFO)
     stages.explain.main()
     assert caplog.messages == [
-        "no misclassified test images: explaining the 10 least confident correct predictions instead",
-        "wrote Grad-CAM grids of 10 least confident correct predictions at layer2, layer3 to plots/images/gradcam",
+        "no misclassified test images: explaining the 4 least confident correct predictions instead",
+        "wrote Grad-CAM grids of 4 least confident correct predictions at layer2, layer3 to plots/images/gradcam",
     ]
     # Their predicted class is the correct one: one grid per layer, none left of the previous run.
     assert sorted(path.name for path in Path(paths.GRADCAM_IMAGES).iterdir()) == ["layer2_correct.png", "layer3_correct.png"]
+
+
+def name_an_unknown_model():
+    write_unknown_model(paths.MODEL)
+
+
+def index_beyond_the_test_split():
+    Path(paths.PREDICTIONS).write_text(with_first("index", 20)(pd.read_csv(paths.PREDICTIONS)))
+
+
+@pytest.mark.parametrize(
+    ("damage", "failing_stage", "message"),
+    [
+        (name_an_unknown_model, "evaluate",
+         "models/model.pt: not a model saved by the train stage (unknown model 'vgg'); re-create it with `dvc repro train`"),
+        (index_beyond_the_test_split, "explain",
+         "data/predictions.csv: column index holds 1..20, beyond the 20 test images (0..19); "
+         "re-create it with `dvc repro evaluate`"),
+    ],
+)
+def test_a_stage_given_a_bad_artifact_exits_2_with_one_line_on_stderr(workspace, damage, failing_stage, message):
+    copy_pipeline(workspace)
+    damage()
+    before = outputs(workspace)
+    result = stage(workspace, failing_stage, check=False)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [f"error: {message}"])
+    assert outputs(workspace) == before
