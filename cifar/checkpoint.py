@@ -10,6 +10,7 @@ resumed from.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import sys
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
+from cifar.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,18 @@ class TrainingState:
     step_lrs: list[float] = field(default_factory=list)
     chance_warning: str | None = None
 
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator) -> None:
+        """Load into a run's objects; raises if the state does not fit them."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        # torch checks only the number of parameters; a moment of another shape would fail at the first step.
+        for parameter, moments in optimizer.state.items():
+            for name, value in moments.items():
+                if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
+                    raise ValueError(f"optimizer state {name} is {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}")
+        scheduler.load_state_dict(self.scheduler)
+        generator.set_state(self.generator)
+
 
 @dataclass(frozen=True)
 class CheckpointFile:
@@ -66,7 +82,7 @@ class CheckpointFile:
         self.path.unlink(missing_ok=True)
 
     def load(self, epochs: int) -> TrainingState | None:
-        """The state to resume from, or None (logging why) to start from scratch."""
+        """The stored state of this run, or None (logging why) to start from scratch."""
         if not self.path.is_file():
             return None
         try:
@@ -84,6 +100,26 @@ class CheckpointFile:
             return None
         if state.epoch >= epochs:
             log.info("not resuming: %s is of a finished run; training again from scratch", self.path)
+            return None
+        return state
+
+    def resume(
+        self, epochs: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator
+    ) -> TrainingState | None:
+        """Restore the state to resume from into the run's objects and return it, or return
+        None (logging why) with the objects as they were, to train from scratch."""
+        state = self.load(epochs)
+        if state is None:
+            return None
+        fresh = copy.deepcopy(TrainingState(0, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()))
+        try:
+            state.restore(model, optimizer, scheduler, generator)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            log.warning(
+                "not resuming: %s matches this run but does not load into it (%s); training from scratch",
+                self.path, one_line(error),
+            )
+            fresh.restore(model, optimizer, scheduler, generator)
             return None
         log.info("resuming from %s: %d of %d epochs done", self.path, state.epoch, epochs)
         return state

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable
 
+from cifar.atomic import remove_stale_scratch
 from cifar.errors import PipelineError
 
+log = logging.getLogger(__name__)
 
-def run_stage(main: Callable[[], None]) -> None:
+
+def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) -> None:
+    """Run main, first clearing what killed writes left in the folders the stages write to."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for scratch in remove_stale_scratch(output_folders):
+        log.info("removed %s, left by an interrupted write", scratch)
     try:
         main()
     except PipelineError as error:

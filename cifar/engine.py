@@ -202,12 +202,7 @@ def fit(
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
     scheduler = one_cycle(optimizer, max_lr, config.epochs, steps_per_epoch, config.onecycle)
-    state = checkpoint.load(config.epochs) if checkpoint else None
-    if state is not None:
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        train_loader.generator.set_state(state.generator)
+    state = checkpoint.resume(config.epochs, model, optimizer, scheduler, train_loader.generator) if checkpoint else None
     history = state.history if state else []
     step_lrs = state.step_lrs if state else []
     chance_warning = state.chance_warning if state else None

@@ -15,3 +15,13 @@ class DataError(PipelineError):
 
 class TrainingError(PipelineError):
     """Training cannot go on, e.g. the loss became non-finite."""
+
+
+class OutputError(PipelineError):
+    """An output cannot be written whole: the disk is full, or a value has no form in the file's format."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to `limit` characters, to quote in a one-line error."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,6 +1,7 @@
 """evaluate: the trained model on the test set: accuracy, loss, per class, confusion, predictions."""
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,11 @@ def main() -> None:
             f"{', '.join(test.classes)}; re-run the pipeline with `dvc repro`"
         )
     result = predict(trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta)
+    if not math.isfinite(result.loss):
+        raise DataError(
+            f"{paths.MODEL}: the test loss on {paths.DATA} is {result.loss}, as the model's outputs are not finite; "
+            f"re-create it with `dvc repro train`"
+        )
 
     names = np.array(test.classes)
     correct = result.predicted == result.labels
@@ -57,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())

@@ -1,8 +1,8 @@
-"""explain: Grad-CAM of misclassified test images, for the correct and the predicted class."""
+"""explain: Grad-CAM of misclassified test images, for the correct and the predicted class (with
+none misclassified, of the least confident correct predictions, for their class)."""
 
 import logging
 
-import pandas as pd
 import torch
 
 from cifar.atomic import atomic_path, save_figure
@@ -13,6 +13,7 @@ from cifar.dataset import load_split
 from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import load_trained
 from cifar.plots import image_grid
+from cifar.predictions import load_predictions
 from cifar.runtime import resolve_device
 from stages import paths
 
@@ -25,25 +26,36 @@ def main() -> None:
     trained = load_trained(paths.MODEL, device)
     layers = resolve_layers(trained.model, trained.config.name, params.explain.layers)
     test = load_split(paths.DATA, "test")
-    predictions = pd.read_csv(paths.PREDICTIONS)
+    predictions = load_predictions(paths.PREDICTIONS, test)
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
-    if len(wrong) < params.explain.images:
-        log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
-    pixels = test.images[wrong["index"].to_numpy()]
-    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
     names = test.classes
-    titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
+    if len(wrong):
+        if len(wrong) < params.explain.images:
+            log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
+        chosen, kind = wrong, "misclassified test images"
+        titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
+        targets = (("correct", "label"), ("predicted", "predicted"))
+    else:
+        chosen, kind = predictions.nsmallest(params.explain.images, "confidence"), "least confident correct predictions"
+        log.info("no misclassified test images: explaining the %d %s instead", len(chosen), kind)
+        titles = [f"{names[t]}\nconfidence {c:.2f}" for t, c in zip(chosen["label"], chosen["confidence"])]
+        targets = (("correct", "label"),)  # the predicted class is the same one
+    pixels = test.images[chosen["index"].to_numpy()]
+    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
     with atomic_path(paths.GRADCAM_IMAGES) as folder:
         folder.mkdir()
         for layer_name, layer in layers:
-            for target, column in (("correct", "label"), ("predicted", "predicted")):
-                maps = grad_cam(trained.model, layer, batch, wrong[column])
+            for target, column in targets:
+                maps = grad_cam(trained.model, layer, batch, chosen[column])
                 save_figure(folder / f"{layer_name}_{target}.png", image_grid(
                     overlay(pixels, maps), titles, columns=5,
-                    suptitle=f"Grad-CAM at {layer_name} for the {target} class ({trained.config.name})",
+                    suptitle=f"Grad-CAM at {layer_name} for the {target} class of {kind} ({trained.config.name})",
                 ))
-    log.info("wrote Grad-CAM grids for %s to %s", ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES)
+    log.info(
+        "wrote Grad-CAM grids of %d %s at %s to %s",
+        len(chosen), kind, ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES,
+    )
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())

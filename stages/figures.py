@@ -22,6 +22,7 @@ from cifar.plots import (
     confusion_figure, epoch_curves_figure, image_grid, lr_finder_figure, lr_schedule_figure,
     misclassified_figure, per_class_figure,
 )
+from cifar.predictions import load_predictions
 from stages import paths
 
 log = logging.getLogger("figures")
@@ -51,7 +52,7 @@ def main() -> None:
     save_figure(paths.CONFUSION_IMAGE, confusion_figure(
         confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
     ))
-    predictions = pd.read_csv(paths.PREDICTIONS)
+    predictions = load_predictions(paths.PREDICTIONS, test)
     gallery, shown = misclassified_figure(
         test.images[predictions["index"].to_numpy()], predictions["label"].to_numpy(), predictions["predicted"].to_numpy(),
         predictions["confidence"].to_numpy(), test.classes, params.evaluate.misclassified,
@@ -77,4 +78,4 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())

@@ -3,6 +3,8 @@
 Each path is named here once; tests/test_dvc_yaml.py checks that dvc.yaml declares the same.
 """
 
+import posixpath
+
 PARAMS = "params.yaml"
 DATA = "data/cifar10"
 DOWNLOAD_CACHE = "data/downloads"
@@ -35,3 +37,9 @@ PER_CLASS_IMAGE = "plots/images/per_class.png"
 MISCLASSIFIED_IMAGE = "plots/images/misclassified.png"
 
 GRADCAM_IMAGES = "plots/images/gradcam"
+
+
+def output_folders() -> list[str]:
+    """The folders the stages write into, where an interrupted write leaves its scratch."""
+    written = [path for name, path in globals().items() if name.isupper() and name != "PARAMS"]
+    return sorted({posixpath.dirname(path) for path in written})

@@ -48,15 +48,7 @@ def main() -> None:
         params.model.name, len(train), device_name(device), precision, max_lr, params.train.epochs, len(train_loader),
     )
     trainable = torch.compile(model) if params.train.compile else model
-    checkpoint = CheckpointFile(Path(paths.CHECKPOINT), {
-        "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
-        "device": str(device),
-        "precision": precision,
-        "max_lr": max_lr,
-        "train data": split_digest(paths.DATA, "train"),
-        "test data": split_digest(paths.DATA, "test"),
-        "code": loaded_source_digest(("cifar", "stages")),
-    })
+    checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
     with stop_after_the_step_on(signal.SIGTERM, signal.SIGINT):
         result = fit(
             trainable, train_loader, test_loader, max_lr=max_lr, config=params.train,
@@ -77,6 +69,19 @@ def main() -> None:
             f"outputs are written for inspection, but the stage is not recorded as done. {result.chance_warning}"
         )
     checkpoint.remove()
+
+
+def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr: float) -> dict:
+    """What shapes a training run: a checkpoint with another fingerprint is never resumed from."""
+    return {
+        "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
+        "device": str(device),
+        "precision": precision,
+        "max_lr": max_lr,
+        "train data": split_digest(paths.DATA, "train"),
+        "test data": split_digest(paths.DATA, "test"),
+        "code": loaded_source_digest(("cifar", "stages")),
+    }
 
 
 def chosen_max_lr(params: Params) -> float:
@@ -119,4 +124,4 @@ def speed_metrics(history: pd.DataFrame, images_per_epoch: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, paths.output_folders())

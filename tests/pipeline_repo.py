@@ -68,7 +68,8 @@ def stage(root: Path, name: str, check: bool = True) -> subprocess.CompletedProc
     return run(root, "python", "-m", f"stages.{name}", check=check)
 
 
-def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
+def copy_pipeline(root: Path) -> None:
+    """The pipeline's code and ignore files into root, as a clone holds them."""
     root.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         source = REPO / name
@@ -76,6 +77,10 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
+
+
+def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
+    copy_pipeline(root)
     (root / "params.yaml").write_text(yaml.safe_dump(merge(default_params(), params_changes), sort_keys=False))
     run(root, "git", "init", "-q")
     dvc(root, "init", "-q")

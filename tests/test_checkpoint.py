@@ -1,17 +1,23 @@
 import logging
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import stages.train
 from cifar.checkpoint import CheckpointFile, TrainingState
-from cifar.config import OneCycleConfig, TrainConfig
+from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
+from cifar.dataset import save_dataset
 from cifar.engine import STOP, fit, stop_after_the_step_on
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
+from cifar.sources import import_dataset
 from generated import CPU, random_split
+from stages import paths
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
 
@@ -107,3 +113,86 @@ def test_training_state_round_trips(tmp_path):
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
     assert checkpoint.load(epochs=3).history == [{"epoch": 1}]
+
+
+def interrupted_run(path) -> CheckpointFile:
+    """A run stopped in epoch 2: its checkpoint holds epoch 1."""
+    checkpoint = CheckpointFile(path, {"run": 1})
+    model = fresh_model()
+    model.sigterm_at_step = 5
+    with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError):
+        train(model, checkpoint)
+    STOP.signal_name = None
+    return checkpoint
+
+
+def weight_of_another_shape(state):
+    state["model"]["body.0.weight"] = torch.zeros(16, 3, 3, 3)
+
+
+def missing_buffer(state):
+    del state["model"]["body.1.running_mean"]
+
+
+def adam_moment_of_another_shape(state):
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(5)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (weight_of_another_shape, "size mismatch for body.0.weight"),
+        (missing_buffer, 'Missing key(s) in state_dict: "body.1.running_mean"'),
+        (adam_moment_of_another_shape, "optimizer state exp_avg is (5,) for a parameter of (8, 3, 3, 3)"),
+    ],
+)
+def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, caplog, damage, reason):
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = torch.load(checkpoint.path, weights_only=True)
+    damage(stored["state"])
+    torch.save(stored, checkpoint.path)
+
+    caplog.set_level(logging.INFO)
+    resumed = train(fresh_model(), checkpoint)
+    warning, = (message for message in caplog.messages if message.startswith("not resuming"))
+    assert warning.startswith(f"not resuming: {checkpoint.path} matches this run but does not load into it (")
+    assert reason in warning and warning.endswith("); training from scratch")
+    assert "resuming from" not in caplog.text
+    # The partly loaded state is undone: the run is the one from scratch.
+    assert without_time(resumed.history) == without_time(train(fresh_model()).history)
+
+
+def download(test_limit: int) -> None:
+    """What the download stage writes for data.test_limit = test_limit."""
+    splits = import_dataset(DataConfig("synthetic", train_limit=20, test_limit=test_limit), seed=0, download_dir=Path("unused"))
+    save_dataset(splits, paths.DATA)
+
+
+def edit_the_model_code(tmp_path, monkeypatch):
+    """MaxPool -> AvgPool in custom_resnet.py, as a run started after the edit loads it."""
+    module = sys.modules["cifar.models.custom_resnet"]
+    code = Path(module.__file__).read_text()
+    edited = tmp_path / "custom_resnet.py"
+    edited.write_text(code.replace("nn.MaxPool2d", "nn.AvgPool2d"))
+    assert edited.read_text() != code
+    monkeypatch.setattr(module, "__file__", str(edited))
+
+
+def change_data_test_limit(tmp_path, monkeypatch):
+    download(test_limit=30)
+
+
+@pytest.mark.parametrize(("change", "key"), [(edit_the_model_code, "code"), (change_data_test_limit, "test data")])
+def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_its_code_or_data_changed(tmp_path, monkeypatch, caplog, change, key):
+    monkeypatch.chdir(tmp_path)
+    download(test_limit=20)
+
+    def checkpoint():
+        return CheckpointFile(Path(paths.CHECKPOINT), stages.train.run_fingerprint(Params(), CPU, "fp32", 0.01))
+
+    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
+    assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
+    change(tmp_path, monkeypatch)
+    caplog.set_level(logging.INFO)
+    assert checkpoint().load(epochs=3) is None
+    assert caplog.messages == [f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch import nn
 from cifar.atomic import atomic_path
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.config import ModelConfig
-from cifar.errors import DataError
+from cifar.errors import DataError, one_line
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
 
@@ -52,14 +53,32 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
+    """The model the train stage saved; anything else is a one-line DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Not torch's message: it advises weights_only=False, which would run whatever code the file holds.
+        raise _not_a_model(path, "damaged, or holding Python objects, which are never loaded as they could run code") from None
+    except (OSError, RuntimeError, EOFError) as error:
+        raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
+    try:
         config = ModelConfig(**payload["model"])
-        model = build_model(config, len(payload["classes"]))
+        classes = tuple(payload["classes"])
+        model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as error:
-        raise DataError(f"{path}: not a model saved by the train stage, or truncated ({error}); re-run `dvc repro train`") from None
-    return TrainedModel(on_device(model, device).eval(), config, tuple(payload["classes"]))
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        raise _not_a_model(path, one_line(error)) from None
+    broken = next((name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()), None)
+    if broken:
+        raise DataError(
+            f"{path}: the weights hold NaN or infinity (first in {broken}); the run that saved them diverged: "
+            f"re-create it with `dvc repro train`"
+        )
+    return TrainedModel(on_device(model, device).eval(), config, classes)
+
+
+def _not_a_model(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: not a model saved by the train stage ({why}); re-create it with `dvc repro train`")
