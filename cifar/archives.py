@@ -1,8 +1,12 @@
-"""Unpack a .tar/.tar.gz/.tar.xz/.zip only as a whole: every byte checked, within size limits."""
+"""Read a .tar/.tar.gz/.tar.xz/.zip only as a whole: every byte checked, within size limits.
+
+Members are read into memory, not unpacked to disk: writing 60,000 small files through
+tarfile took 61-67 s for the JPEG mirror (GNU tar 5.5 s), while reading them whole into
+memory takes a few seconds, and the images the run uses are decoded from there.
+"""
 
 from __future__ import annotations
 
-import errno
 import lzma
 import stat
 import tarfile
@@ -14,8 +18,8 @@ from cifar.errors import DataError
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 
-# Limits on what an archive may unpack to, checked before each member is written, so a
-# decompression bomb is refused instead of filling the disk.
+# Limits on what an archive may unpack to, checked before each member is read, so a
+# decompression bomb is refused instead of filling memory.
 # The largest CIFAR-10 layout, all 60,000 images as PNG files in a tar, unpacks to about
 # 260 MB; 2 GiB leaves room for larger exports.
 MAX_UNPACKED_BYTES = 2 << 30
@@ -35,8 +39,8 @@ _CORRUPTION_ERRORS = (
 _FIX = "extract it yourself and point data.source at the folder"
 
 
-def unpack(archive: Path, into: Path) -> None:
-    """Unpack archive into the existing folder `into`; on any DataError, `into` holds rubbish.
+def read_members(archive: Path) -> dict[str, bytes]:
+    """Every regular file in the archive, by its path inside it, read whole.
 
     A tar is read past its last member to the end of the file: tarfile alone stops at the
     first damaged header as if the archive ended there, and a compressed stream's checksum
@@ -46,17 +50,14 @@ def unpack(archive: Path, into: Path) -> None:
     limit = min(MAX_UNPACKED_BYTES, max(EXPANSION_FREE_BYTES, MAX_EXPANSION * archive.stat().st_size))
     try:
         if archive.name.lower().endswith(".zip"):
-            _unpack_zip(archive, into, limit)
-        else:
-            _unpack_tar(archive, into, limit)
+            return _read_zip(archive, limit)
+        return _read_tar(archive, limit)
     except _CORRUPTION_ERRORS as error:
         raise _corrupt(archive, error) from None
     except OSError as error:
         if error.errno is None:
             raise _corrupt(archive, error) from None
-        if error.errno == errno.ENOSPC:
-            raise DataError(f"{archive}: disk full (errno ENOSPC) while unpacking into {into}; free space there or {_FIX}") from None
-        raise DataError(f"{archive}: cannot unpack it into {into} ({error.strerror}); {_FIX}") from None
+        raise DataError(f"{archive}: cannot read it ({error.strerror}); {_FIX}") from None
 
 
 def _corrupt(archive: Path, error: Exception) -> DataError:
@@ -64,13 +65,21 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     return DataError(f"{archive}: the archive is corrupt or truncated ({detail}); download or export it again")
 
 
-def _unpack_tar(archive: Path, into: Path, limit: int) -> None:
+def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
     try:
         bundle = tarfile.open(archive)
     except tarfile.ReadError:  # its message lists every compression tried, one per line
         raise tarfile.ReadError("not a tar file, plain or compressed with gzip, bzip2 or xz") from None
     with bundle:
-        bundle.extractall(into, members=_checked_tar_members(bundle, archive, limit), filter="data")
+        members = {}
+        for member in bundle:
+            if not (member.isfile() or member.isdir()):
+                kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "a device or named pipe"
+                raise _unsafe(archive, member.name, kind)
+            _check_name(archive, member.name)
+            _check_size(archive, member.offset_data + member.size, limit)
+            if member.isfile():
+                members[str(PurePosixPath(member.name))] = bundle.extractfile(member).read()
         stream = bundle.fileobj
         # bundle.offset is where tarfile stopped: the end-of-archive marker, or a damaged header.
         stream.seek(bundle.offset)
@@ -78,19 +87,10 @@ def _unpack_tar(archive: Path, into: Path, limit: int) -> None:
             if chunk.strip(b"\0"):
                 raise tarfile.ReadError(f"a damaged header or stray data from byte {bundle.offset} of the tar on")
             _check_size(archive, stream.tell(), limit)
+    return members
 
 
-def _checked_tar_members(bundle: tarfile.TarFile, archive: Path, limit: int):
-    for member in bundle:
-        if not (member.isfile() or member.isdir()):
-            kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "a device or named pipe"
-            raise _unsafe(archive, member.name, kind)
-        _check_name(archive, member.name)
-        _check_size(archive, member.offset_data + member.size, limit)
-        yield member
-
-
-def _unpack_zip(archive: Path, into: Path, limit: int) -> None:
+def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
     with zipfile.ZipFile(archive) as bundle:
         members = bundle.infolist()
         for member in members:
@@ -108,8 +108,7 @@ def _unpack_zip(archive: Path, into: Path, limit: int) -> None:
                     f"re-create the zip with plain deflate (e.g. `zip -r`)"
                 )
         _check_size(archive, sum(member.file_size for member in members), limit)
-        for member in members:
-            bundle.extract(member, into)
+        return {str(PurePosixPath(member.filename)): bundle.read(member) for member in members if not member.is_dir()}
 
 
 def _check_name(archive: Path, name: str) -> None:

@@ -7,7 +7,6 @@ so that damage is caught on load. Where the images come from is `cifar.sources`'
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import zipfile
@@ -70,7 +69,10 @@ def file_digest(path: Path) -> str:
 
 
 def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
-    """One .npz per split and a manifest of their SHA-256, so damage is caught on load."""
+    """One .npz per split and a manifest of their SHA-256, so damage is caught on load.
+
+    A full disk is atomic_path's one-line error; other write errors (permissions) get theirs here.
+    """
     try:
         with atomic_path(folder) as scratch:
             scratch.mkdir()
@@ -79,8 +81,6 @@ def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
             digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
             (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
     except OSError as error:  # atomic_path has removed the partial copy; the previous data stays
-        if error.errno == errno.ENOSPC:
-            raise DataError(f"{folder}: disk full (errno ENOSPC) while writing the imported data; free space on its disk and run again") from None
         raise DataError(f"{folder}: cannot write the imported data ({error.strerror}); check the folder's permissions") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from pathlib import Path
@@ -37,19 +38,28 @@ def read_image(path: Path) -> np.ndarray:
     if not stat.S_ISREG(mode):
         raise DataError(f"{path}: {kind_of(mode)}, not an image file; {_FIX}")
     try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it ({error.strerror}); {_FIX}") from None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """The pixels of an image file's bytes; `where` names the file in messages."""
+    try:
         with warnings.catch_warnings():
             # Pillow warns of a possible decompression bomb; the size check below refuses it anyway.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 # Image.open has read only the header: refuse a wrong size before decoding a pixel.
                 if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                     width, height = image.size
-                    raise DataError(f"{path}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
+                    raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
                 return _as_rgb8(image)
     except Image.DecompressionBombError as error:
-        raise DataError(f"{path}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
+        raise DataError(f"{where}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: not a readable image ({error}); {_FIX}") from None
+        raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
 
 
 def _as_rgb8(image: Image.Image) -> np.ndarray:

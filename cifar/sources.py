@@ -13,7 +13,11 @@ import shutil
 import stat
 import tempfile
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +25,7 @@ from cifar import archives
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
-from cifar.images import kind_of, read_image
+from cifar.images import decode_image, kind_of, read_image
 from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
@@ -130,7 +134,11 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
 
 
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
-    """A folder, or an archive unpacked into a scratch folder inside scratch_parent."""
+    """A folder, or an archive read whole into memory and checked (see cifar.archives).
+
+    An archive of the official batches is written into a scratch folder inside
+    scratch_parent for torchvision, which reads and md5-checks them from disk.
+    """
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -143,14 +151,23 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         raise DataError(f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}")
     if not path.name.lower().endswith(archives.SUFFIXES):
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
-    with _scratch_folder(scratch_parent, "extract") as scratch:
-        log.info("extracting %s into %s", path, scratch)
-        archives.unpack(path, Path(scratch))
-        try:
-            return _import_folder(Path(scratch), path, limits)
-        except DataError as error:
-            # Name the archive's member, not its copy in a scratch folder that is about to go.
-            raise DataError(str(error).replace(f"{scratch}/", f"{path}:").replace(scratch, str(path))) from None
+    log.info("reading and checking %s", path)
+    members = archives.read_members(path)
+    batches = {name: data for name, data in members.items() if PurePosixPath(name).parent.name == OFFICIAL_FOLDER}
+    if batches:
+        with _scratch_folder(scratch_parent, "extract") as scratch:
+            folder = Path(scratch) / OFFICIAL_FOLDER
+            try:
+                folder.mkdir()
+                for name, data in batches.items():
+                    (folder / PurePosixPath(name).name).write_bytes(data)
+            except OSError as error:
+                raise DataError(
+                    f"{path}: cannot write its batches into {scratch} ({error.strerror}); free space there "
+                    f"or extract it yourself and point data.source at the folder"
+                ) from None
+            return _load_official_batches(Path(scratch), path)
+    return read_class_folders(_archive_tree(members, path), limits)
 
 
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
@@ -161,9 +178,58 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS))
         if tree is None:
             raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-        return read_class_folders(tree, limits)
+        return read_class_folders(_folder_tree(tree), limits)
     except OSError as error:
         raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image of a class-folder tree, in a folder or inside an archive."""
+
+    name: str  # as messages name it: its path, or archive:member
+    decode: Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClassTree:
+    """train/<class>/* and test/<class>/*: each split's image files by class folder, sorted."""
+
+    root: str  # as messages name it
+    files: dict[str, dict[str, list[ImageFile]]]
+
+
+def _folder_tree(root: Path) -> ClassTree:
+    files = {
+        split: {
+            folder.name: [
+                ImageFile(str(path), partial(read_image, path))
+                for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
+            ]
+            for folder in sorted((root / split).iterdir()) if folder.is_dir()
+        }
+        for split in SPLITS
+    }
+    return ClassTree(str(root), files)
+
+
+def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
+    """The class-folder tree at the archive's root or up to two folders below it."""
+    trees: dict[tuple[str, ...], dict[str, dict[str, list[ImageFile]]]] = {}
+    for name in sorted(members):
+        parts = PurePosixPath(name).parts
+        for depth in range(min(3, len(parts) - 2)):
+            split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2:]
+            if split in SPLITS and len(file) == 1:
+                classes = trees.setdefault(parts[:depth], {name: {} for name in SPLITS})[split]
+                images = classes.setdefault(folder, [])
+                if PurePosixPath(file[0]).suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(ImageFile(f"{archive}:{name}", partial(decode_image, members[name], f"{archive}:{name}")))
+    complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
+    if not complete:
+        raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+    prefix = min(complete, key=lambda parts: (len(parts), parts))
+    return ClassTree(f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive), trees[prefix])
 
 
 def _find_folder(root: Path, matches) -> Path | None:
@@ -206,14 +272,14 @@ def _from_torchvision(dataset) -> Split:
     )
 
 
-def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, Split]:
-    """Decode train/<class>/* and test/<class>/*; classes are the sorted folder names."""
-    classes = {name: sorted(p.name for p in (tree / name).iterdir() if p.is_dir()) for name in SPLITS}
+def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[str, Split]:
+    """Decode the chosen images of both splits; classes are the sorted folder names."""
+    classes = {split: sorted(tree.files[split]) for split in SPLITS}
     if not classes["train"]:
-        raise DataError(f"{tree / 'train'}: no class folders; {EXPECTED_LAYOUT}")
+        raise DataError(f"{tree.root}/train: no class folders; {EXPECTED_LAYOUT}")
     if classes["train"] != classes["test"]:
         raise DataError(
-            f"{tree}: train/ and test/ have different class folders "
+            f"{tree.root}: train/ and test/ have different class folders "
             f"(train: {', '.join(classes['train'])}; test: {', '.join(classes['test'])})"
         )
     names = tuple(classes["train"])
@@ -221,17 +287,16 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
         missing = sorted(set(CIFAR10_CLASSES) - set(names))
         extra = sorted(set(names) - set(CIFAR10_CLASSES))
         raise DataError(
-            f"{tree}: class folders must be CIFAR-10's ten ({', '.join(CIFAR10_CLASSES)}); "
+            f"{tree.root}: class folders must be CIFAR-10's ten ({', '.join(CIFAR10_CLASSES)}); "
             f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}"
         )
     splits = {}
     for split in SPLITS:
         files, labels = [], []
         for label, name in enumerate(names):
-            folder = tree / split / name
-            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = tree.files[split][name]
             if not found:
-                raise DataError(f"{folder}: no .png or .jpg images; {EXPECTED_LAYOUT}")
+                raise DataError(f"{tree.root}/{split}/{name}: no .png or .jpg images; {EXPECTED_LAYOUT}")
             files += found
             labels += [label] * len(found)
         labels = np.asarray(labels, dtype=np.int64)
@@ -241,10 +306,9 @@ def read_class_folders(tree: Path, limits: dict[str, int | None]) -> dict[str, S
         # as the official files are mixed: a "first N" of the split then spans every class.
         rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels[keep])])
         order = keep[np.lexsort((labels[keep], rank_in_class))]
-        log.info("decoding %d %s images from %s", len(order), split, tree / split)
-        splits[split] = Split(
-            images=np.stack([read_image(files[index]) for index in order]),
-            labels=labels[order],
-            classes=names,
-        )
+        log.info("decoding %d %s images from %s/%s", len(order), split, tree.root, split)
+        # Pillow decodes with the GIL released, so threads decode on every core.
+        with ThreadPoolExecutor() as pool:
+            images = list(pool.map(lambda index: files[index].decode(), order))
+        splits[split] = Split(images=np.stack(images), labels=labels[order], classes=names)
     return splits
