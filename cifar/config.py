@@ -58,7 +58,9 @@ class LRFindConfig:
     end_lr: float = 0.1
     num_iter: int = 100
     step_mode: Literal["exp", "linear"] = "exp"
-    pick: Literal["min_loss", "min_loss_div10", "steepest", "valley"] = "min_loss"
+    # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
+    # divergence (README, "The LR finder's pick").
+    pick: Literal["min_loss", "min_loss_div10", "steepest", "valley"] = "min_loss_div10"
 
 
 @dataclass(frozen=True)

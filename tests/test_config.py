@@ -44,7 +44,7 @@ def test_repository_params_are_the_reference_recipe():
     assert (onecycle.max_at_epoch, onecycle.div_factor, onecycle.final_div_factor) == (5, 100, 100)
     assert (onecycle.three_phase, onecycle.anneal_strategy) == (False, "linear")
     assert (params.lr_find.end_lr, params.lr_find.num_iter, params.lr_find.step_mode) == (0.1, 100, "exp")
-    assert (params.lr_find.pick, params.train.max_lr) == ("min_loss", "find")
+    assert (params.lr_find.pick, params.train.max_lr) == ("min_loss_div10", "find")
 
 
 @pytest.mark.parametrize(

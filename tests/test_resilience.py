@@ -87,7 +87,7 @@ def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, 
 
     presets = readme_presets()
     assert set(presets) == {"reference-resnet9", "reference-resnet18-gn"}
-    assert presets["reference-resnet9"] == []
+    assert presets["reference-resnet9"] == ["lr_find.pick=min_loss"]
     root = copy_of(repro, tmp_path / "reference")
     # As it was, shrunk to the test's data: three epochs, peak after the first.
     apply_overrides(root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=3", "train.onecycle.max_at_epoch=1"])
