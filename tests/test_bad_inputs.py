@@ -35,6 +35,7 @@ from cifar.errors import ConfigError, DataError
 from cifar.sources import import_dataset, synthetic_split
 from generated import make_class_tree
 from pipeline_repo import default_params, make_pipeline_repo, merge, run, stage
+from stages import paths
 
 SCRATCH = ".extract-partial-"
 
@@ -465,6 +466,6 @@ def test_a_killed_import_leaves_its_scratch_in_the_download_cache_and_the_next_r
     (left,) = (pipeline / "data" / "downloads").glob(f"{SCRATCH}*")
 
     result = stage(pipeline, "download")
-    assert f"removed data/downloads/{left.name}, left behind by an interrupted download or import" in result.stderr
+    assert f"removed {paths.DOWNLOAD_CACHE}/{left.name}, left behind by an interrupted download or import" in result.stderr
     assert not left.exists() and (pipeline / "data" / "cifar10" / "train.npz").is_file()
     shutil.rmtree(pipeline / "data" / "cifar10")
