@@ -14,7 +14,7 @@ from cifar.errors import DataError
 from cifar.inference import predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import load_trained
-from cifar.runtime import make_deterministic, resolve_device, resolve_precision
+from cifar.runtime import configure_runtime
 from stages import paths
 
 log = logging.getLogger("evaluate")
@@ -22,9 +22,7 @@ log = logging.getLogger("evaluate")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device = resolve_device(params.train.device)
-    precision = resolve_precision(params.train.precision, device)
-    make_deterministic(params.train.deterministic)
+    device, precision = configure_runtime(params.train)
     trained = load_trained(paths.MODEL, device)
     test = load_split(paths.DATA, "test")
     if trained.classes != test.classes:

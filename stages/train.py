@@ -20,7 +20,7 @@ from cifar.engine import fit
 from cifar.errors import DataError, TrainingError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
-from cifar.runtime import device_name, environment, make_deterministic, resolve_device, resolve_precision, seed_everything
+from cifar.runtime import configure_runtime, device_name, environment, seed_everything
 from cifar.stop import StopRequest
 from stages import paths
 
@@ -29,10 +29,8 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device = resolve_device(params.train.device)
-    precision = resolve_precision(params.train.precision, device)
+    device, precision = configure_runtime(params.train)
     max_lr = chosen_max_lr(params)
-    make_deterministic(params.train.deterministic)
     seed_everything(params.seed)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
 
