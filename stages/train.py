@@ -11,11 +11,11 @@ import torch
 import torchinfo
 
 from cifar.atomic import write_csv, write_json, write_text
+from cifar.chance import at_chance
 from cifar.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.cli import run_stage
 from cifar.config import Params, load_params
 from cifar.dataset import load_split, split_digest
-from cifar.chance import at_chance
 from cifar.engine import fit
 from cifar.errors import DataError, TrainingError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.chance import at_chance, likely_cause
+from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.engine import TrainingRun, fit, train_epoch
 from cifar.errors import ConfigError, TrainingError
 from cifar.inference import predict
