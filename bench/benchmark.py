@@ -35,10 +35,11 @@ from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.cli import run_stage
 from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, TrainConfig
 from cifar.dataset import Split, class_balanced_subset, load_split
-from cifar.engine import predict, synchronize, train_epoch
+from cifar.engine import TrainingRun, train_epoch
+from cifar.inference import predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device
-from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything
+from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything, synchronize
 from cifar.schedule import one_cycle
 
 MODELS = (ModelConfig("custom_resnet"), ModelConfig("resnet18"))
@@ -100,14 +101,11 @@ def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_
     optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR, weight_decay=RECIPE.weight_decay)
     total_epochs = epochs + 1
     scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
+    run = TrainingRun(model, optimizer, scheduler, loader, device, precision, total_epochs)
     timer = Timer(device)
-    for epoch in range(total_epochs):
+    for epoch in range(1, total_epochs + 1):
         with timer.epoch():
-            train_epoch(
-                model, loader, optimizer, scheduler, epoch=epoch + 1, epochs=total_epochs,
-                first_step=epoch * len(loader), total_steps=total_epochs * len(loader),
-                device=device, precision=precision,
-            )
+            train_epoch(run, epoch)
     accuracy = predict(model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision).accuracy
     return Row("ours", config.name, timer.steady(), peak_memory_gib(device), accuracy, precision)
 
@@ -171,7 +169,6 @@ def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, b
     total_epochs = epochs + 1
     scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
     timer = Timer(device)
-    steps, total_steps = 0, total_epochs * len(loader)
     for _ in range(total_epochs):
         model.train()
         with timer.epoch():
@@ -181,9 +178,7 @@ def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, b
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                steps += 1
-                if steps < total_steps:
-                    scheduler.step()
+                scheduler.step()
                 loss.item()  # the per-step read-back the reference loop did for its progress bar
     model.eval()
     correct = 0

@@ -1,4 +1,4 @@
-"""Load params.yaml into typed, validated objects.
+"""params.yaml as typed, validated objects: each field with its type, default and allowed range.
 
 Every stage loads and validates the whole file before doing any work, so a typo in any
 section stops the pipeline at its first stage with one line that names the key, the
@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from cifar.errors import ConfigError
+from cifar.errors import ConfigError, short_repr
+from cifar.params_file import read_params_file
 
 IMAGE_SIZE = 32
 # CIFAR-10's split sizes: the most any limit can ask for, and what the synthetic set mirrors.
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
-# params.yaml nests three levels; anything far deeper is a mistake, refused before it
-# reaches Python's recursion limit.
-MAX_YAML_NESTING = 20
+
+
+def limited(default, check: typing.Callable[[typing.Any], bool], allowed: str):
+    """A field whose values, once of the right type, must pass `check`; `allowed` says in
+    words what passes, for the error message."""
+    return field(default=default, metadata={"allowed": (check, allowed)})
 
 
 @dataclass(frozen=True)
@@ -41,22 +41,28 @@ class ModelConfig:
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.
     source: str = "official"
-    train_limit: int | None = None
-    test_limit: int | None = None
+    train_limit: int | None = limited(
+        None, lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
+        f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
+    )
+    test_limit: int | None = limited(
+        None, lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
+        f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
+    )
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_padding: int = 4
+    crop_padding: int = limited(4, lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 to {IMAGE_SIZE}")
     flip: bool = True
-    cutout: int = 8
+    cutout: int = limited(8, lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side")
 
 
 @dataclass(frozen=True)
 class LRFindConfig:
-    start_lr: float = 1e-7
-    end_lr: float = 0.1
-    num_iter: int = 100
+    start_lr: float = limited(1e-7, lambda v: v > 0, "a number > 0")
+    end_lr: float = limited(0.1, lambda v: v > 0, "a number > 0")
+    num_iter: int = limited(100, lambda v: v >= 2, "an integer >= 2")
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
     # divergence (README, "The LR finder's pick").
@@ -65,23 +71,26 @@ class LRFindConfig:
 
 @dataclass(frozen=True)
 class OneCycleConfig:
-    max_at_epoch: int = 5
-    div_factor: float = 100.0
-    final_div_factor: float = 100.0
+    max_at_epoch: int = limited(5, lambda v: v >= 1, "an integer >= 1")
+    div_factor: float = limited(100.0, lambda v: v >= 1, "a number >= 1")
+    final_div_factor: float = limited(100.0, lambda v: v >= 1, "a number >= 1")
     three_phase: bool = False
     anneal_strategy: Literal["linear", "cos"] = "linear"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 24
-    batch_size: int = 512
-    weight_decay: float = 1e-7
+    epochs: int = limited(24, lambda v: v >= 1, "an integer >= 1")
+    # A batch cannot hold more images than the largest split; larger values only waste memory.
+    batch_size: int = limited(
+        512, lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
+    )
+    weight_decay: float = limited(1e-7, lambda v: v >= 0, "a number >= 0")
     optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = 0.9  # sgd only
+    momentum: float = limited(0.9, lambda v: 0 <= v < 1, "a number from 0 to below 1")  # sgd only
     nesterov: bool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
-    max_lr: float | Literal["find"] = "find"
+    max_lr: float | Literal["find"] = limited("find", lambda v: v == "find" or v > 0, '"find" or a number > 0')
     onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -92,20 +101,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    misclassified: int = 20  # how many misclassified test images the gallery shows
+    # How many misclassified test images the gallery shows.
+    misclassified: int = limited(20, lambda v: v >= 0, "an integer >= 0")
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
 
 
 @dataclass(frozen=True)
 class ExplainConfig:
     # Module names to run Grad-CAM at; null = the model's defaults (cifar.explain.DEFAULT_LAYERS).
-    layers: list[str] | None = None
-    images: int = 10
+    layers: list[str] | None = limited(
+        None, lambda v: v is None or len(v) >= 1, "null (the model's defaults) or a non-empty list of module names"
+    )
+    images: int = limited(10, lambda v: v >= 1, "an integer >= 1")
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
+    # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
+    seed: int = limited(0, lambda v: 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295 (2**32 - 1)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -115,122 +128,9 @@ class Params:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
-# Range rules, checked after types: key -> (predicate, what is allowed).
-_RULES: dict[str, tuple[typing.Callable[[object], bool], str]] = {
-    # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
-    "seed": (lambda v: 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295 (2**32 - 1)"),
-    "data.train_limit": (
-        lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
-        f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
-    ),
-    "data.test_limit": (
-        lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
-        f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
-    ),
-    "augment.crop_padding": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 to {IMAGE_SIZE}"),
-    "augment.cutout": (lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"),
-    "lr_find.start_lr": (lambda v: v > 0, "a number > 0"),
-    "lr_find.end_lr": (lambda v: v > 0, "a number > 0"),
-    "lr_find.num_iter": (lambda v: v >= 2, "an integer >= 2"),
-    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    # A batch cannot hold more images than the largest split; larger values only waste memory.
-    "train.batch_size": (
-        lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
-    ),
-    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "train.momentum": (lambda v: 0 <= v < 1, "a number from 0 to below 1"),
-    "train.max_lr": (lambda v: v == "find" or v > 0, '"find" or a number > 0'),
-    "train.onecycle.max_at_epoch": (lambda v: v >= 1, "an integer >= 1"),
-    "train.onecycle.div_factor": (lambda v: v >= 1, "a number >= 1"),
-    "train.onecycle.final_div_factor": (lambda v: v >= 1, "a number >= 1"),
-    "evaluate.misclassified": (lambda v: v >= 0, "an integer >= 0"),
-    "explain.layers": (lambda v: v is None or len(v) >= 1, "null (the model's defaults) or a non-empty list of module names"),
-    "explain.images": (lambda v: v >= 1, "an integer >= 1"),
-}
-
-
-class _UnsupportedYaml(yaml.MarkedYAMLError):
-    def __init__(self, problem: str, mark):
-        super().__init__(problem=problem, problem_mark=mark)
-
-
-class _ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, made fit for a hand-edited params.yaml.
-
-    PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values by
-    YAML 1.2, where it is a float, so floats resolve by the YAML 1.2 rule. Anchors and
-    aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
-    aliases) expands into a structure too big to print or check. Nesting is bounded.
-    """
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.nesting = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if getattr(event, "anchor", None) is not None:
-            raise _UnsupportedYaml("anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark)
-        if self.nesting >= MAX_YAML_NESTING:
-            raise _UnsupportedYaml(f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark)
-        self.nesting += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.nesting -= 1
-
-    def construct_yaml_int(self, node):
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
-            raise _UnsupportedYaml(f"the integer {_show(node.value)} is too long", node.start_mark) from None
-
-
-_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
-_ParamsLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
-
-# Messages show a bad value cut short, so a huge list or string still makes one short line.
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
-
-
-def _show(value: object) -> str:
-    return _SHORT_REPR.repr(value)
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8") from None
-    try:
-        raw = yaml.load(text, Loader=_ParamsLoader) or {}
-    except _UnsupportedYaml as error:
-        raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
-    except yaml.reader.ReaderError as error:
-        line = text.count("\n", 0, error.position) + 1
-        raise ConfigError(f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    return parse_params(raw, source=str(path))
+    return parse_params(read_params_file(path), source=str(path))
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
@@ -241,12 +141,12 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
 
 def _build(cls, raw: object, prefix: str, source: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {_show(raw)}: expected a mapping of keys")
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {short_repr(raw)}: expected a mapping of keys")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be numbers or null too
     if unknown:
-        name = unknown[0] if isinstance(unknown[0], str) and len(unknown[0]) <= 60 else _show(unknown[0])
+        name = unknown[0] if isinstance(unknown[0], str) and len(unknown[0]) <= 60 else short_repr(unknown[0])
         raise ConfigError(f"{source}: unknown key {prefix}{name}; allowed keys here: {', '.join(fields)}")
     values = {}
     for name, value in raw.items():
@@ -256,9 +156,9 @@ def _build(cls, raw: object, prefix: str, source: str):
             values[name] = _build(hint, value, prefix=key + ".", source=source)
         else:
             values[name] = _coerce(key, value, hint, source)
-            rule = _RULES.get(key)
-            if rule and not rule[0](values[name]):
-                raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected {rule[1]}")
+            check, allowed = fields[name].metadata.get("allowed", (None, None))
+            if check and not check(values[name]):
+                raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected {allowed}")
     return cls(**values)
 
 
@@ -281,7 +181,7 @@ def _coerce(key: str, value: object, hint, source: str):
             return value
         if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
-    raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected {_describe(options)}")
+    raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected {_describe(options)}")
 
 
 def _finite(key: str, value: int | float, source: str) -> float:
@@ -291,7 +191,7 @@ def _finite(key: str, value: int | float, source: str) -> float:
     except OverflowError:  # an integer beyond float's range
         number = math.inf
     if not math.isfinite(number):
-        raise ConfigError(f"{source}: {key} = {_show(value)} is not allowed; expected a finite number (not inf or nan)")
+        raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected a finite number (not inf or nan)")
     return number
 
 

@@ -1,5 +1,7 @@
 """Errors a user can fix. Stages print them as one line and exit non-zero."""
 
+import reprlib
+
 
 class PipelineError(Exception):
     """Base class: the message names the problem and how to fix it."""
@@ -25,3 +27,13 @@ def one_line(error: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to `limit` characters, to quote in a one-line error."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Messages show a bad value cut short, so a huge list or string still makes one short line.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
+
+
+def short_repr(value: object) -> str:
+    """A value's repr, cut short, to quote in a one-line error."""
+    return _SHORT_REPR.repr(value)

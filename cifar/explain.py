@@ -11,6 +11,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from cifar.augment import normalize
 from cifar.errors import ConfigError
 
 # Two depths per model: a middle stage with fine maps and the last with coarse ones.
@@ -57,16 +58,20 @@ def resolve_layers(model: nn.Module, model_name: str, names: Sequence[str] | Non
     return [(name, modules[name]) for name in names]
 
 
-def grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
-    """N x H x W maps in [0, 1] (at the input's size) of where `layer` sees each class.
+def grad_cam(model: nn.Module, layer: nn.Module, images: np.ndarray, targets: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """For each entry of `targets` (a class per image), N x H x W maps in [0, 1] of where
+    `layer` sees that class in each of the uint8 N x H x W x C `images`.
 
-    The context manager removes pytorch-grad-cam's hooks when done.
+    The images are normalised as the loaders do. One GradCAM, hooked on the layer once,
+    serves every target (it keeps no state between calls); its context manager removes
+    the hooks when done.
     """
     if len(images) == 0:  # pytorch-grad-cam cannot take an empty batch
-        return np.zeros((0, *images.shape[2:]), dtype=np.float32)
+        return [np.zeros((0, *images.shape[1:3]), dtype=np.float32) for _ in targets]
+    batch = normalize(torch.from_numpy(images).to(next(model.parameters()).device)).contiguous()
     model.eval()
     with GradCAM(model=model, target_layers=[layer]) as cam:
-        return cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+        return [cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in classes]) for classes in targets]
 
 
 def overlay(images: np.ndarray, maps: np.ndarray) -> np.ndarray:

@@ -10,7 +10,17 @@ import random
 import numpy as np
 import torch
 
+from cifar.config import TrainConfig
 from cifar.errors import ConfigError
+
+
+def configure_runtime(config: TrainConfig) -> tuple[torch.device, str]:
+    """The device and precision train.* asks for, with kernels as deterministic as it asks:
+    what every stage that runs the model sets up first."""
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    make_deterministic(config.deterministic)
+    return device, precision
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -34,6 +44,12 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it times that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,5 @@
-"""OneCycle from params: torch's OneCycleLR, with the peak placed at an epoch boundary."""
+"""OneCycle from params: torch's OneCycleLR, with the peak placed at an epoch boundary and no
+step past the schedule's end."""
 
 from __future__ import annotations
 
@@ -9,20 +10,30 @@ from cifar.config import OneCycleConfig
 from cifar.errors import ConfigError
 
 
+class FiniteOneCycleLR(OneCycleLR):
+    """OneCycleLR whose step() after the schedule's last step does nothing.
+
+    Callers step it after every optimizer step, the last one included. OneCycleLR itself
+    would compute a step beyond the schedule there, which linear annealing extrapolates
+    below zero (the reference run's negative final LR); its state dict is OneCycleLR's.
+    """
+
+    def step(self, epoch=None) -> None:
+        if self.last_epoch + 1 < self.total_steps:
+            super().step(epoch)
+
+
 def one_cycle(
     optimizer: torch.optim.Optimizer,
     max_lr: float,
     epochs: int,
     steps_per_epoch: int,
     config: OneCycleConfig,
-) -> OneCycleLR:
+) -> FiniteOneCycleLR:
     """A schedule of exactly epochs x steps_per_epoch steps.
 
     Step 0 runs at max_lr / div_factor, the last step of epoch `max_at_epoch` at max_lr,
-    and the last step at max_lr / div_factor / final_div_factor. Call `step()` after every
-    optimizer step but the last: one call more asks OneCycleLR for a step beyond the
-    schedule, which linear annealing extrapolates below zero (the reference run's
-    negative final LR).
+    and the last step at max_lr / div_factor / final_div_factor.
     """
     total_steps = epochs * steps_per_epoch
     if config.max_at_epoch * steps_per_epoch < 2:
@@ -31,7 +42,7 @@ def one_cycle(
             f"train.onecycle.max_at_epoch = {config.max_at_epoch} with {steps_per_epoch} step per epoch leaves "
             f"OneCycle no room to warm up; lower train.batch_size or raise train.onecycle.max_at_epoch"
         )
-    return OneCycleLR(
+    return FiniteOneCycleLR(
         optimizer,
         max_lr=max_lr,
         total_steps=total_steps,

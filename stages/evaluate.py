@@ -10,11 +10,11 @@ from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
-from cifar.engine import predict
 from cifar.errors import DataError
+from cifar.inference import predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import load_trained
-from cifar.runtime import make_deterministic, resolve_device, resolve_precision
+from cifar.runtime import configure_runtime
 from stages import paths
 
 log = logging.getLogger("evaluate")
@@ -22,9 +22,7 @@ log = logging.getLogger("evaluate")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device = resolve_device(params.train.device)
-    precision = resolve_precision(params.train.precision, device)
-    make_deterministic(params.train.deterministic)
+    device, precision = configure_runtime(params.train)
     trained = load_trained(paths.MODEL, device)
     test = load_split(paths.DATA, "test")
     if trained.classes != test.classes:
@@ -39,20 +37,11 @@ def main() -> None:
             f"re-create it with `dvc repro train`"
         )
 
-    names = np.array(test.classes)
-    correct = result.predicted == result.labels
-    per_class = pd.DataFrame({
-        "class": names,
-        "images": np.bincount(result.labels, minlength=len(names)),
-        "correct": np.bincount(result.labels[correct], minlength=len(names)),
-    })
-    per_class["accuracy"] = per_class["correct"] / per_class["images"]
-    metrics = {"accuracy": result.accuracy, "loss": result.loss, "misclassified": int((~correct).sum())}
-    if result.flip_tta_predicted is not None:
-        metrics["flip_tta_accuracy"] = float((result.flip_tta_predicted == result.labels).mean())
+    metrics = result.metrics()
     write_json(paths.EVALUATE_METRICS, metrics)
+    names = np.array(test.classes)
     write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
-    write_csv(paths.PER_CLASS, per_class)
+    write_csv(paths.PER_CLASS, result.per_class(test.classes))
     write_csv(paths.PREDICTIONS, pd.DataFrame({
         "index": np.arange(len(result.labels)),
         "label": result.labels,

@@ -3,10 +3,7 @@ none misclassified, of the least confident correct predictions, for their class)
 
 import logging
 
-import torch
-
 from cifar.atomic import atomic_path, save_figure
-from cifar.augment import normalize
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
@@ -41,12 +38,11 @@ def main() -> None:
         titles = [f"{names[t]}\nconfidence {c:.2f}" for t, c in zip(chosen["label"], chosen["confidence"])]
         targets = (("correct", "label"),)  # the predicted class is the same one
     pixels = test.images[chosen["index"].to_numpy()]
-    batch = normalize(torch.from_numpy(pixels).to(device)).contiguous()
     with atomic_path(paths.GRADCAM_IMAGES) as folder:
         folder.mkdir()
         for layer_name, layer in layers:
-            for target, column in targets:
-                maps = grad_cam(trained.model, layer, batch, chosen[column])
+            maps_per_target = grad_cam(trained.model, layer, pixels, [chosen[column] for _, column in targets])
+            for (target, _), maps in zip(targets, maps_per_target):
                 save_figure(folder / f"{layer_name}_{target}.png", image_grid(
                     overlay(pixels, maps), titles, columns=5,
                     suptitle=f"Grad-CAM at {layer_name} for the {target} class of {kind} ({trained.config.name})",

@@ -12,7 +12,7 @@ from cifar.dataset import load_split
 from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test
 from cifar.models import build_model, on_device
-from cifar.runtime import make_deterministic, resolve_device, resolve_precision, seed_everything
+from cifar.runtime import configure_runtime, seed_everything
 from stages import paths
 
 log = logging.getLogger("lr_find")
@@ -20,9 +20,7 @@ log = logging.getLogger("lr_find")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device = resolve_device(params.train.device)
-    precision = resolve_precision(params.train.precision, device)
-    make_deterministic(params.train.deterministic)
+    device, precision = configure_runtime(params.train)
     seed_everything(params.seed)
     train = load_split(paths.DATA, "train")
     model = on_device(build_model(params.model, len(train.classes)), device)

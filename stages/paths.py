@@ -1,6 +1,7 @@
 """Where the stages read and write, relative to the repository root (as in dvc.yaml).
 
-Each path is named here once; tests/test_dvc_yaml.py checks that dvc.yaml declares the same.
+Each path is named here once; tests/test_dvc_yaml.py checks that dvc.yaml declares the same
+outputs, README's pipeline table names them and no test spells one out.
 """
 
 import posixpath

@@ -11,15 +11,17 @@ import torch
 import torchinfo
 
 from cifar.atomic import write_csv, write_json, write_text
+from cifar.chance import at_chance
 from cifar.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.cli import run_stage
 from cifar.config import Params, load_params
 from cifar.dataset import load_split, split_digest
-from cifar.engine import at_chance, fit, stop_after_the_step_on
+from cifar.engine import fit
 from cifar.errors import DataError, TrainingError
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
-from cifar.runtime import device_name, environment, make_deterministic, resolve_device, resolve_precision, seed_everything
+from cifar.runtime import configure_runtime, device_name, environment, seed_everything
+from cifar.stop import StopRequest
 from stages import paths
 
 log = logging.getLogger("train")
@@ -27,10 +29,8 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device = resolve_device(params.train.device)
-    precision = resolve_precision(params.train.precision, device)
+    device, precision = configure_runtime(params.train)
     max_lr = chosen_max_lr(params)
-    make_deterministic(params.train.deterministic)
     seed_everything(params.seed)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
 
@@ -49,10 +49,10 @@ def main() -> None:
     )
     trainable = torch.compile(model) if params.train.compile else model
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
-    with stop_after_the_step_on(signal.SIGTERM, signal.SIGINT):
+    with StopRequest().on_signals(signal.SIGTERM, signal.SIGINT) as stop:
         result = fit(
             trainable, train_loader, test_loader, max_lr=max_lr, config=params.train,
-            num_classes=len(train.classes), device=device, precision=precision, checkpoint=checkpoint,
+            num_classes=len(train.classes), device=device, precision=precision, checkpoint=checkpoint, stop=stop,
         )
 
     save_trained(paths.MODEL, model, params.model, train.classes)

@@ -73,10 +73,10 @@ def outputs(root: Path) -> dict[str, dict[str, str]]:
     return {folder: workspace_digests(root / folder) for folder in paths.output_folders()}
 
 
-KILLED_MID_WRITE = """
+KILLED_MID_WRITE = f"""
 import os, signal
 from cifar.atomic import atomic_path
-with atomic_path("models/model.pt") as temporary:
+with atomic_path({paths.MODEL!r}) as temporary:
     temporary.write_bytes(b"half a model")
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -84,20 +84,21 @@ with atomic_path("models/model.pt") as temporary:
 
 def test_a_write_killed_midway_leaves_ignored_scratch_that_the_next_stage_run_removes(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    Path("models").mkdir()
-    Path("models/model.pt").write_bytes(b"previous model")
+    models = Path(paths.MODEL).parent
+    models.mkdir()
+    Path(paths.MODEL).write_bytes(b"previous model")
     killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE], env=os.environ | {"PYTHONPATH": str(REPO)})
     assert killed.returncode == -signal.SIGKILL
-    assert Path("models/model.pt").read_bytes() == b"previous model"
-    leftover, = (path for path in Path("models").iterdir() if path.name != "model.pt")
-    assert leftover.name.startswith(".model.pt.partial-")
-    assert subprocess.run(["git", "check-ignore", "-q", f"models/{leftover.name}"], cwd=REPO).returncode == 0
+    assert Path(paths.MODEL).read_bytes() == b"previous model"
+    leftover, = (path for path in models.iterdir() if path != Path(paths.MODEL))
+    assert leftover.name.startswith(f".{Path(paths.MODEL).name}.partial-")
+    assert subprocess.run(["git", "check-ignore", "-q", str(leftover)], cwd=REPO).returncode == 0
 
     caplog.set_level(logging.INFO)
-    run_stage(lambda: None, ["models"])
+    run_stage(lambda: None, [models])
     assert not leftover.exists()
     assert caplog.messages == [f"removed {leftover}, left by an interrupted write"]
-    assert Path("models/model.pt").read_bytes() == b"previous model"
+    assert Path(paths.MODEL).read_bytes() == b"previous model"
 
 
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
@@ -119,7 +120,7 @@ def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int) -> Non
 
 
 def save_model(parameters: int) -> None:
-    save_trained("models/model.pt", nn.Linear(parameters, 1), ModelConfig(), ("a", "b"))
+    save_trained(paths.MODEL, nn.Linear(parameters, 1), ModelConfig(), ("a", "b"))
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -127,9 +128,9 @@ def save_model(parameters: int) -> None:
     ("target", "owner", "writer", "path_argument", "write", "detail"),
     [
         # torch reports the same failure in two ways, depending on the file's size.
-        ("models/model.pt", torch, "save", 1, lambda: save_model(10), " (torch: basic_ios::clear: iostream error)"),
-        ("models/model.pt", torch, "save", 1, lambda: save_model(10_000), " (torch: [enforce fail at inline_container.cc:"),
-        ("metrics/evaluate.json", Path, "write_text", 0, lambda: write_json("metrics/evaluate.json", {"loss": 1.0}), ""),
+        (paths.MODEL, torch, "save", 1, lambda: save_model(10), " (torch: basic_ios::clear: iostream error)"),
+        (paths.MODEL, torch, "save", 1, lambda: save_model(10_000), " (torch: [enforce fail at inline_container.cc:"),
+        (paths.EVALUATE_METRICS, Path, "write_text", 0, lambda: write_json(paths.EVALUATE_METRICS, {"loss": 1.0}), ""),
     ],
 )
 def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_output(
@@ -172,10 +173,10 @@ def with_fc_weight(value: float) -> None:
 @pytest.mark.parametrize(
     ("weight", "message"),
     [
-        (float("nan"), "models/model.pt: the weights hold NaN or infinity (first in fc.weight); "
+        (float("nan"), f"{paths.MODEL}: the weights hold NaN or infinity (first in fc.weight); "
                        "the run that saved them diverged: re-create it with `dvc repro train`"),
         # Finite, but too large for the logits: the loss is not finite.
-        (1e38, "models/model.pt: the test loss on data/cifar10 is nan, as the model's outputs are not finite; "
+        (1e38, f"{paths.MODEL}: the test loss on {paths.DATA} is nan, as the model's outputs are not finite; "
                "re-create it with `dvc repro train`"),
     ],
 )
@@ -257,7 +258,7 @@ def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_con
     stages.explain.main()
     assert caplog.messages == [
         "no misclassified test images: explaining the 4 least confident correct predictions instead",
-        "wrote Grad-CAM grids of 4 least confident correct predictions at layer2, layer3 to plots/images/gradcam",
+        f"wrote Grad-CAM grids of 4 least confident correct predictions at layer2, layer3 to {paths.GRADCAM_IMAGES}",
     ]
     # Their predicted class is the correct one: one grid per layer, none left of the previous run.
     assert sorted(path.name for path in Path(paths.GRADCAM_IMAGES).iterdir()) == ["layer2_correct.png", "layer3_correct.png"]
@@ -275,9 +276,9 @@ def index_beyond_the_test_split():
     ("damage", "failing_stage", "message"),
     [
         (name_an_unknown_model, "evaluate",
-         "models/model.pt: not a model saved by the train stage (unknown model 'vgg'); re-create it with `dvc repro train`"),
+         f"{paths.MODEL}: not a model saved by the train stage (unknown model 'vgg'); re-create it with `dvc repro train`"),
         (index_beyond_the_test_split, "explain",
-         "data/predictions.csv: column index holds 1..20, beyond the 20 test images (0..19); "
+         f"{paths.PREDICTIONS}: column index holds 1..20, beyond the 20 test images (0..19); "
          "re-create it with `dvc repro evaluate`"),
     ],
 )

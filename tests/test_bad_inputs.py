@@ -35,6 +35,7 @@ from cifar.errors import ConfigError, DataError, OutputError
 from cifar.sources import import_dataset, synthetic_split
 from generated import make_class_tree
 from pipeline_repo import default_params, make_pipeline_repo, merge, run, stage
+from stages import paths
 
 SCRATCH = ".extract-partial-"
 
@@ -454,7 +455,7 @@ def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_ne
     left = pipeline / "data" / "downloads" / f"{SCRATCH}killed"
     (left / "cifar-10-batches-py").mkdir(parents=True)
     result = stage(pipeline, "download")
-    assert f"removed data/downloads/{left.name}, left behind by an interrupted download or import" in result.stderr
+    assert f"removed {paths.DOWNLOAD_CACHE}/{left.name}, left behind by an interrupted download or import" in result.stderr
     assert not left.exists() and (pipeline / "data" / "cifar10" / "train.npz").is_file()
     assert os.listdir(system_temp) == []
     shutil.rmtree(pipeline / "data" / "cifar10")

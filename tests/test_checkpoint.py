@@ -12,10 +12,11 @@ import stages.train
 from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
-from cifar.engine import STOP, fit, stop_after_the_step_on
+from cifar.engine import fit
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
 from cifar.sources import import_dataset
+from cifar.stop import StopRequest
 from generated import CPU, random_split
 from stages import paths
 
@@ -37,21 +38,17 @@ class SmallNet(nn.Module):
         return self.body(x)
 
 
-def train(model, checkpoint=None):
+def train(model, checkpoint=None, stop=None):
     torch.manual_seed(0)
     loaders = DeviceLoader(random_split(48, 0), 16, CPU, shuffle=True, seed=5), DeviceLoader(random_split(32, 1), 32, CPU)
-    return fit(model, *loaders, max_lr=1e-2, config=CONFIG, num_classes=10, device=CPU, precision="fp32", checkpoint=checkpoint)
+    return fit(
+        model, *loaders, max_lr=1e-2, config=CONFIG, num_classes=10, device=CPU, precision="fp32",
+        checkpoint=checkpoint, stop=stop,
+    )
 
 
 def without_time(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
-
-
-@pytest.fixture(autouse=True)
-def clear_stop_flag():
-    STOP.signal_name = None
-    yield
-    STOP.signal_name = None
 
 
 def fresh_model():
@@ -66,13 +63,12 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     interrupted_model = fresh_model()
     interrupted_model.sigterm_at_step = 5  # epoch 2, step 2 (3 steps per epoch)
-    with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError) as stopped:
-        train(interrupted_model, checkpoint)
+    with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
+        train(interrupted_model, checkpoint, stop)
     assert "stopped by SIGTERM after step 2 of epoch 2" in str(stopped.value)
     assert "run `dvc repro` (or `python -m stages.train`) to resume from epoch 2" in str(stopped.value)
     assert torch.load(checkpoint.path, weights_only=True)["state"]["epoch"] == 1
 
-    STOP.signal_name = None
     caplog.set_level(logging.INFO)
     resumed_model = fresh_model()
     resumed = train(resumed_model, checkpoint)
@@ -102,9 +98,20 @@ def test_a_finished_or_damaged_checkpoint_starts_over(tmp_path, caplog):
 
 def test_the_signal_handler_is_restored(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
-    with stop_after_the_step_on(signal.SIGTERM):
-        assert signal.getsignal(signal.SIGTERM) is STOP
+    with StopRequest().on_signals(signal.SIGTERM) as stop:
+        assert signal.getsignal(signal.SIGTERM) is stop
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_stops_only_the_run_given_its_request():
+    """No module-level flag: a request made for one run leaves another run alone."""
+    stopped = StopRequest()
+    with stopped.on_signals(signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped.signal_name == "SIGTERM"
+    assert len(train(fresh_model()).history) == CONFIG.epochs
+    with pytest.raises(TrainingError, match="stopped by SIGTERM after step 1 of epoch 1"):
+        train(fresh_model(), stop=stopped)
 
 
 def test_training_state_round_trips(tmp_path):
@@ -120,9 +127,8 @@ def interrupted_run(path) -> CheckpointFile:
     checkpoint = CheckpointFile(path, {"run": 1})
     model = fresh_model()
     model.sigterm_at_step = 5
-    with stop_after_the_step_on(signal.SIGTERM), pytest.raises(TrainingError):
-        train(model, checkpoint)
-    STOP.signal_name = None
+    with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError):
+        train(model, checkpoint, stop)
     return checkpoint
 
 

@@ -206,3 +206,25 @@ def test_the_reference_resnet18_settings_are_accepted():
         raw = set_key(raw, key, value)
     params = parse_params(raw)
     assert (params.model.layer4_stride, params.train.optimizer, params.train.momentum) == (1, "sgd", 0.9)
+
+
+def ruled_fields(cls, prefix=""):
+    """(dotted key, default, check, allowed) of every field that carries a range rule."""
+    for spec in dataclasses.fields(cls):
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+        if dataclasses.is_dataclass(default):
+            yield from ruled_fields(type(default), f"{prefix}{spec.name}.")
+        elif "allowed" in spec.metadata:
+            yield (prefix + spec.name, default, *spec.metadata["allowed"])
+
+
+@pytest.mark.parametrize(("key", "default", "check", "allowed"), list(ruled_fields(Params)))
+def test_each_range_rule_sits_on_its_field_and_admits_the_default(key, default, check, allowed):
+    assert check(default), f"{key}'s default {default!r} is outside {allowed}"
+    assert parse_params(set_key(default_raw(), key, default)) == Params()
+
+
+def test_a_value_outside_a_fields_range_is_refused_with_its_description():
+    with pytest.raises(ConfigError) as caught:
+        parse_params(set_key(default_raw(), "lr_find.num_iter", 1), source="p.yaml")
+    assert str(caught.value) == "p.yaml: lr_find.num_iter = 1 is not allowed; expected an integer >= 2"

@@ -3,9 +3,11 @@ import pytest
 import torch
 from torch import nn
 
+from cifar.chance import at_chance, likely_cause
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
-from cifar.engine import at_chance, fit, likely_cause, predict, train_epoch
+from cifar.engine import TrainingRun, fit, train_epoch
 from cifar.errors import ConfigError, TrainingError
+from cifar.inference import predict
 from cifar.loader import DeviceLoader
 from cifar.optim import build_optimizer
 from cifar.schedule import one_cycle
@@ -121,10 +123,10 @@ def test_a_training_step_builds_no_tensor_from_python_numbers(monkeypatch):
     model = tiny_model()
     optimizer = build_optimizer(model, 1e-3, TrainConfig(), CPU)
     scheduler = one_cycle(optimizer, 1e-3, 2, len(loader), OneCycleConfig(max_at_epoch=1))
-    steps = dict(first_step=0, total_steps=2 * len(loader), device=CPU, precision="fp32")
-    train_epoch(model, loader, optimizer, scheduler, epoch=1, epochs=2, **steps)
+    run = TrainingRun(model, optimizer, scheduler, loader, CPU, "fp32", epochs=2)
+    train_epoch(run, epoch=1)
     built = []
     real_tensor = torch.tensor
     monkeypatch.setattr(torch, "tensor", lambda *args, **kwargs: built.append(args) or real_tensor(*args, **kwargs))
-    train_epoch(model, loader, optimizer, scheduler, epoch=2, epochs=2, **steps | {"first_step": len(loader)})
+    train_epoch(run, epoch=2)
     assert built == []

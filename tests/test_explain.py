@@ -1,14 +1,35 @@
 import numpy as np
 import torch
+import pytest
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from cifar.augment import normalize
 from cifar.config import ModelConfig
 from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import build_model
+from generated import random_split
 
 
 def test_no_misclassified_images_give_empty_maps_and_overlays():
     model = build_model(ModelConfig()).eval()
     (_, layer), = resolve_layers(model, "custom_resnet", ["layer3"])
-    maps = grad_cam(model, layer, torch.zeros(0, 3, 32, 32), [])
+    maps, = grad_cam(model, layer, np.zeros((0, 32, 32, 3), dtype=np.uint8), [[]])
     assert maps.shape == (0, 32, 32)
     assert overlay(np.zeros((0, 32, 32, 3), dtype=np.uint8), maps).shape == (0, 32, 32, 3)
+
+
+@pytest.mark.parametrize("layer_name", ["layer2", "layer3"])
+def test_one_grad_cam_per_layer_gives_each_target_the_maps_a_fresh_one_would(layer_name):
+    model = build_model(ModelConfig()).eval()
+    (_, layer), = resolve_layers(model, "custom_resnet", [layer_name])
+    split = random_split(6, 0)
+    targets = [split.labels.tolist(), [3] * 6]
+    shared = grad_cam(model, layer, split.images, targets)
+    batch = normalize(torch.from_numpy(split.images)).contiguous()
+    for classes, maps in zip(targets, shared):
+        with GradCAM(model=model, target_layers=[layer]) as fresh:
+            expected = fresh(input_tensor=batch, targets=[ClassifierOutputTarget(c) for c in classes])
+        assert maps.shape == (6, 32, 32) and np.array_equal(maps, expected)
+    assert not np.array_equal(*shared)
+

@@ -3,7 +3,8 @@ import torch
 import torchinfo
 
 from cifar.config import ModelConfig
-from cifar.models import build_model, load_trained, save_trained
+from cifar.errors import DataError
+from cifar.models import build_model, input_normalization, load_trained, save_trained
 
 
 @pytest.mark.parametrize(
@@ -51,3 +52,18 @@ def test_reference_resnet18_keeps_layer4_at_8x8_with_the_reference_parameter_cou
     assert summary.total_params == 11_173_962
     assert model.layer4[0].conv1.weight.numel() == 1_179_648 and model.layer4[0].conv1.stride == (1, 1)
     assert model.layer4[0].shortcut[0].weight.numel() == 131_072
+
+
+def test_a_model_trained_on_other_input_statistics_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    save_trained(path, build_model(ModelConfig()), ModelConfig(), tuple("abcdefghij"))
+    payload = torch.load(path, weights_only=True)
+    assert payload["normalization"] == input_normalization()
+    payload["normalization"] = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    torch.save(payload, path)
+    with pytest.raises(DataError) as refused:
+        load_trained(path, torch.device("cpu"))
+    assert str(refused.value) == (
+        f"{path}: trained on images normalised by {{'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}}, not by the "
+        f"loaders' {input_normalization()}; re-create it with `dvc repro train`"
+    )

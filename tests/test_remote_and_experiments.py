@@ -11,13 +11,14 @@ import pytest
 
 from cifar.dataset import file_digest as digest
 from pipeline_repo import REPO, dvc, run, workspace_digests
+from stages import paths
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
 SEED_SPREAD = str(REPO / "scripts/seed_spread.py")
 PUSH_RESULTS = str(REPO / "scripts/push_results.py")
 STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
-CACHED_OUTPUTS = ("data/cifar10/train.npz", "data/cifar10/test.npz", "models/model.pt", "data/predictions.csv")
-GIT_OUTPUTS = ("metrics/train.json", "metrics/evaluate.json", "metrics/lr_find.json", "plots/history.csv")
+CACHED_OUTPUTS = (f"{paths.DATA}/train.npz", f"{paths.DATA}/test.npz", paths.MODEL, paths.PREDICTIONS)
+GIT_OUTPUTS = (paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS, paths.HISTORY)
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +83,15 @@ def test_the_remote_holds_a_run_cache_entry_for_every_stage(published):
 
 def test_a_stale_stage_fails_the_reproduction_before_anything_runs(published, tmp_path):
     clone = fresh_clone(published, tmp_path / "clone")
-    engine = clone / "cifar/engine.py"
-    engine.write_text(engine.read_text().replace("STOP = StopRequested()", "STOP = StopRequested()  # edited"))
+    inference = clone / "cifar/inference.py"  # train and evaluate both import it
+    inference.write_text(inference.read_text() + "# edited\n")
     lock = (clone / "dvc.lock").read_text()
     result = reproduce(clone, "--remote", "storage")
     assert result.returncode == 1
     message = result.stderr.strip()
     assert message.startswith("error: stages would have to run, so nothing was run: ")
-    assert "train (changed deps: cifar/engine.py modified)" in message
-    assert "evaluate (changed deps: cifar/engine.py modified)" in message
+    assert "train (changed deps: cifar/inference.py modified)" in message
+    assert "evaluate (changed deps: cifar/inference.py modified)" in message
     assert ran_stages(result.stdout + result.stderr) == []
     assert (clone / "dvc.lock").read_text() == lock
 
@@ -114,7 +115,7 @@ def test_a_param_change_reruns_train_onwards_and_another_clone_restores_it_from_
     params_diff = dvc(first, "params", "diff", "--md").stdout
     assert "train.epochs" in params_diff and "| 3 " in params_diff and "| 4 " in params_diff
     metrics_diff = json.loads(dvc(first, "metrics", "diff", "--json").stdout)
-    assert "test_accuracy" in metrics_diff["metrics/train.json"]
+    assert "test_accuracy" in metrics_diff[paths.TRAIN_METRICS]
     push_results(first)
 
     second = fresh_clone(published, tmp_path / "second")
@@ -125,7 +126,7 @@ def test_a_param_change_reruns_train_onwards_and_another_clone_restores_it_from_
     assert ran_stages(log) == []
     for name in ("train", "evaluate", "figures", "explain"):
         assert f"Stage '{name}' is cached - skipping run" in log
-    for output in ("models/model.pt", "metrics/train.json", "metrics/evaluate.json", "plots/history.csv"):
+    for output in (paths.MODEL, paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.HISTORY):
         assert digest(second / output) == digest(first / output), output
 
 
@@ -167,14 +168,14 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     shutil.copytree(origin, root, symlinks=True)
     dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "evaluate.tta=true")
     # The workspace's code changes after queueing: the experiment must not run it.
-    engine = root / "cifar/engine.py"
-    engine.write_text("raise SystemExit('the workspace code ran, not the queued snapshot')\n" + engine.read_text())
+    inference = root / "cifar/inference.py"  # evaluate, which the experiment re-runs, imports it
+    inference.write_text("raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text())
     dvc(root, "queue", "start")
     status = wait_for_queue(root)
     assert status.count("Success") == 1, status + dvc(root, "queue", "logs", "with-tta", check=False).stdout
     shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
     (experiment,) = [exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])]
-    assert 0 <= experiment["data"]["metrics"]["metrics/evaluate.json"]["data"]["flip_tta_accuracy"] <= 1
+    assert 0 <= experiment["data"]["metrics"][paths.EVALUATE_METRICS]["data"]["flip_tta_accuracy"] <= 1
 
 
 def test_seed_spread_queues_each_seed_and_reports_mean_and_spread(published, tmp_path):

@@ -15,13 +15,14 @@ import torch
 from generated import make_class_tree
 from cifar.config import load_params
 from pipeline_repo import REPO, SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
+from stages import paths
 
 def quality_metrics(root):
-    return json.loads((root / "metrics/train.json").read_text())
+    return json.loads((root / paths.TRAIN_METRICS).read_text())
 
 
 def weights(root):
-    return torch.load(root / "models/model.pt", weights_only=True)["state_dict"]
+    return torch.load(root / paths.MODEL, weights_only=True)["state_dict"]
 
 
 def copy_of(repro, destination):
@@ -33,7 +34,7 @@ def copy_of(repro, destination):
 def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
     uninterrupted, _, _ = repro
     root = make_pipeline_repo(tmp_path / "killed", SMALL_SYNTHETIC)
-    checkpoint = root / ".checkpoints/train.pt"
+    checkpoint = root / paths.CHECKPOINT
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment(root),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -44,15 +45,15 @@ def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro
     assert checkpoint.exists(), "training never wrote a checkpoint"
     os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage with it, as a preempted machine
     process.wait()
-    assert not (root / "metrics/train.json").exists(), "the kill came too late: training had finished"
+    assert not (root / paths.TRAIN_METRICS).exists(), "the kill came too late: training had finished"
 
     again = dvc(root, "repro")
     log = again.stdout + again.stderr
     assert "Running stage 'download'" not in log and "Running stage 'lr_find'" not in log
-    assert "resuming from .checkpoints/train.pt" in log
+    assert f"resuming from {paths.CHECKPOINT}" in log
     assert quality_metrics(root) == quality_metrics(uninterrupted)
     assert not checkpoint.exists(), "a finished run's checkpoint stays behind"
-    assert (root / "metrics/evaluate.json").read_text() == (uninterrupted / "metrics/evaluate.json").read_text()
+    assert (root / paths.EVALUATE_METRICS).read_text() == (uninterrupted / paths.EVALUATE_METRICS).read_text()
     resumed, reference = weights(root), weights(uninterrupted)
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)
@@ -64,8 +65,8 @@ def test_same_seed_same_cpu_gives_identical_metrics(repro, tmp_path):
     root = copy_of(repro, tmp_path / "again")
     stage(root, "train")
     assert quality_metrics(root) == quality_metrics(source)
-    assert (root / "models/model.pt").read_bytes() == (source / "models/model.pt").read_bytes()
-    assert (root / "plots/history.csv").read_text().split("\n")[0] == (source / "plots/history.csv").read_text().split("\n")[0]
+    assert (root / paths.MODEL).read_bytes() == (source / paths.MODEL).read_bytes()
+    assert (root / paths.HISTORY).read_text().split("\n")[0] == (source / paths.HISTORY).read_text().split("\n")[0]
 
 
 def readme_presets() -> dict[str, list[str]]:
@@ -111,7 +112,7 @@ def set_wrong_type(root):
 
 
 def truncate_data(root):
-    path = root / "data/cifar10/train.npz"
+    path = root / paths.DATA / "train.npz"
     os.chmod(path, 0o644)  # DVC may link cached files read-only
     data = path.read_bytes()
     path.unlink()
@@ -131,13 +132,13 @@ def extra_class_source(root):
     [
         (break_yaml, "download", "params.yaml: not valid YAML at line"),
         (set_wrong_type, "train", "train.epochs = 'three' is not allowed; expected an integer"),
-        (truncate_data, "train", "data/cifar10/train.npz: contents differ from the download stage's checksum"),
+        (truncate_data, "train", f"{paths.DATA}/train.npz: contents differ from the download stage's checksum"),
         (extra_class_source, "download", "missing: none; unexpected: unicorn"),
     ],
 )
 def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, failing_stage, message):
     root = copy_of(repro, tmp_path / "repo")
-    outputs = ("data/cifar10", "models", "metrics", "plots")
+    outputs = (paths.DATA, "models", "metrics", "plots")
     before = {name: workspace_digests(root / name) for name in outputs}
     break_input(root)
     result = stage(root, failing_stage, check=False)
@@ -146,5 +147,5 @@ def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_p
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
     after = {name: workspace_digests(root / name) for name in outputs}
     if break_input is truncate_data:
-        after["data/cifar10"] = before["data/cifar10"]  # the damage itself
+        after[paths.DATA] = before[paths.DATA]  # the damage itself
     assert after == before

@@ -7,16 +7,14 @@ from cifar.schedule import one_cycle
 
 
 def run_schedule(max_lr, epochs, steps_per_epoch, config):
-    """The LR of every optimizer step, stepping the scheduler as the engine does."""
+    """The LR of every optimizer step, stepping the scheduler after each as the engine does."""
     optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=max_lr)
     scheduler = one_cycle(optimizer, max_lr, epochs, steps_per_epoch, config)
-    total = epochs * steps_per_epoch
     lrs = []
-    for step in range(total):
+    for _ in range(epochs * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        if step + 1 < total:
-            scheduler.step()
+        scheduler.step()
     return lrs
 
 
@@ -48,3 +46,31 @@ def test_a_single_warm_up_step_is_refused_with_the_fix():
     optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
     with pytest.raises(ConfigError, match="no room to warm up; lower train.batch_size"):
         one_cycle(optimizer, 0.01, 3, 1, OneCycleConfig(max_at_epoch=1))
+
+
+def test_steps_past_the_end_leave_the_last_lr_in_place():
+    """The reference run stepped once too often and logged a negative final LR (-5.9e-06)."""
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=0.01)
+    scheduler = one_cycle(optimizer, 0.01, 3, 4, OneCycleConfig(max_at_epoch=1))
+    for _ in range(3 * 4 + 5):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.last_epoch == 3 * 4 - 1
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 100 / 100)
+
+
+def test_a_restored_schedule_goes_on_where_it_stopped():
+    def schedule():
+        optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=0.01)
+        return optimizer, one_cycle(optimizer, 0.01, 3, 4, OneCycleConfig(max_at_epoch=1))
+
+    optimizer, scheduler = schedule()
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    _, restored = schedule()
+    restored.load_state_dict(scheduler.state_dict())
+    for stepped in (scheduler, restored):
+        for _ in range(10):
+            stepped.step()
+    assert restored.get_last_lr() == scheduler.get_last_lr() and restored.last_epoch == 3 * 4 - 1

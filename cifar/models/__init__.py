@@ -12,7 +12,7 @@ from torch import nn
 from cifar.atomic import atomic_path
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.config import ModelConfig
-from cifar.errors import DataError, one_line
+from cifar.errors import DataError, one_line, short_repr
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
 
@@ -33,12 +33,17 @@ def on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+def input_normalization() -> dict[str, list[float]]:
+    """The channel statistics every loader normalises images by, as the model file records them."""
+    return {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+
+
 def save_trained(path: str | Path, model: nn.Module, config: ModelConfig, classes: tuple[str, ...]) -> None:
     """Weights plus everything needed to rebuild the model and normalise its input."""
     payload = {
         "model": asdict(config),
         "classes": list(classes),
-        "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)},
+        "normalization": input_normalization(),
         "state_dict": {name: tensor.cpu() for name, tensor in model.state_dict().items()},
     }
     with atomic_path(path) as temporary:
@@ -53,7 +58,11 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
-    """The model the train stage saved; anything else is a one-line DataError."""
+    """The model the train stage saved; anything else is a one-line DataError.
+
+    So is a model trained on inputs normalised otherwise than the loaders now normalise
+    them: it would run, but on inputs unlike those it learnt from.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
@@ -69,8 +78,14 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         classes = tuple(payload["classes"])
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
+        normalization = payload["normalization"]
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
         raise _not_a_model(path, one_line(error)) from None
+    if normalization != input_normalization():
+        raise DataError(
+            f"{path}: trained on images normalised by {short_repr(normalization)}, not by the loaders' "
+            f"{input_normalization()}; re-create it with `dvc repro train`"
+        )
     broken = next((name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()), None)
     if broken:
         raise DataError(

@@ -1,0 +1,102 @@
+"""The pipeline in five calls, for a notebook started in the repository root: the functions
+the stages call, composed as the stages compose them, with no files between the steps.
+
+    import cifar
+    params = cifar.load_params("params.yaml")                        # or cifar.Params()
+    data = cifar.load_data(params)
+    result = cifar.train(params, data)
+    report = cifar.evaluate(result.model, data)
+    maps = cifar.grad_cam(result.model, data.test, layer="layer3")
+
+Like the stages, and unlike the rest of `cifar`, it is a front end: it shares the
+pipeline's download cache, named in stages/paths.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cifar import explain
+from cifar.config import Params, load_params
+from cifar.dataset import Split
+from cifar.engine import fit
+from cifar.inference import Predictions, predict
+from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
+from cifar.lr_find import range_test
+from cifar.models import build_model, on_device
+from cifar.runtime import configure_runtime, resolve_precision, seed_everything
+from cifar.sources import import_dataset
+from stages import paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    test: Split
+
+
+def load_data(params: Params) -> Data:
+    """Both splits from params.data's source (official, a local path or synthetic), limited
+    as it says; the official archive is downloaded once, into the pipeline's cache."""
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
+    return Data(splits["train"], splits["test"])
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: nn.Module
+    max_lr: float  # params.train.max_lr, or the range test's pick when it is "find"
+    history: pd.DataFrame  # one row per epoch, as plots/history.csv
+    step_lrs: list[float]  # the LR each optimizer step ran at
+    chance_warning: str | None  # set when the model stayed at chance level after the OneCycle peak
+
+
+def train(params: Params, data: Data) -> Trained:
+    """The lr_find stage's range test (when train.max_lr is "find"), then the train stage's
+    run, each on a freshly seeded model as the stages build it."""
+    device, precision = configure_runtime(params.train)
+    max_lr = params.train.max_lr
+    if max_lr == "find":
+        seed_everything(params.seed)
+        probe = on_device(build_model(params.model, len(data.train.classes)), device)
+        test = range_test(probe, _training_loader(data.train, params, device), params.lr_find, params.train, device, precision)
+        for warning in test.warnings:
+            log.warning("lr_find: %s", warning)
+        max_lr = test.max_lr
+    seed_everything(params.seed)
+    model = on_device(build_model(params.model, len(data.train.classes)), device)
+    result = fit(
+        model, _training_loader(data.train, params, device), DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
+        max_lr=max_lr, config=params.train, num_classes=len(data.train.classes), device=device, precision=precision,
+    )
+    return Trained(model, max_lr, pd.DataFrame(result.history), result.step_lrs, result.chance_warning)
+
+
+def _training_loader(split: Split, params: Params, device: torch.device) -> DeviceLoader:
+    return DeviceLoader(split, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed)
+
+
+def evaluate(model: nn.Module, data: Data, precision: str = "auto") -> Predictions:
+    """The evaluate stage's predictions on data.test: `.accuracy`, `.metrics()` (as
+    metrics/evaluate.json), `.per_class(data.test.classes)`, and per image `.predicted` and
+    `.confidence`."""
+    device = next(model.parameters()).device
+    return predict(model, DeviceLoader(data.test, EVAL_BATCH_SIZE, device), device, resolve_precision(precision, device))
+
+
+def grad_cam(model: nn.Module, split: Split, layer: str, images: int = 10) -> np.ndarray:
+    """images x 32 x 32 maps in [0, 1] of where the named layer sees each of the split's first
+    `images` images' own class; `cifar.explain.overlay(split.images[:images], maps)` blends
+    them over the pictures."""
+    (_, module), = explain.resolve_layers(model, type(model).__name__, [layer])
+    maps, = explain.grad_cam(model, module, split.images[:images], [split.labels[:images]])
+    return maps

@@ -1,0 +1,91 @@
+"""params.yaml's text as plain Python values, read by rules fit for a hand-edited file; a
+file that cannot be read is a one-line ConfigError naming the line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from cifar.errors import ConfigError, short_repr
+
+# params.yaml nests three levels; anything far deeper is a mistake, refused before it
+# reaches Python's recursion limit.
+MAX_YAML_NESTING = 20
+
+
+class _UnsupportedYaml(yaml.MarkedYAMLError):
+    def __init__(self, problem: str, mark):
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made fit for a hand-edited params.yaml.
+
+    PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values by
+    YAML 1.2, where it is a float, so floats resolve by the YAML 1.2 rule. Anchors and
+    aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
+    aliases) expands into a structure too big to print or check. Nesting is bounded.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nesting = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise _UnsupportedYaml("anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark)
+        if self.nesting >= MAX_YAML_NESTING:
+            raise _UnsupportedYaml(f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark)
+        self.nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+            raise _UnsupportedYaml(f"the integer {short_repr(node.value)} is too long", node.start_mark) from None
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def read_params_file(path: Path) -> object:
+    """The file's YAML as plain Python values (an empty file is {}), or a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_ParamsLoader) or {}
+    except _UnsupportedYaml as error:
+        raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise ConfigError(f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    return raw
