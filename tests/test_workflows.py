@@ -1,7 +1,8 @@
 """The GitHub Actions workflows, without GitHub: actionlint with shellcheck over every file;
 the shell of the steps that take user input, run by bash as GitHub runs it with the input in
-the environment and `dvc`, `git`, `gh` and `python` stubbed; and the script they call to
-check and add the remote."""
+the environment and `dvc`, `git`, `gh` and `python` stubbed; the scripts they call; and,
+in the full tier, a sweep of two experiments through a bare git remote and a directory DVC
+remote, collected into one report."""
 
 import json
 import os
@@ -18,7 +19,10 @@ from pipeline_repo import REPO, dvc, run
 
 WORKFLOWS = REPO / ".github/workflows"
 BIN = Path(sys.executable).parent
+PLAN = str(REPO / "scripts/sweep_plan.py")
 CI_SETUP = str(REPO / "scripts/ci_setup.py")
+SWEEP_JOB = str(REPO / "scripts/sweep_job.py")
+SWEEP_COLLECT = str(REPO / "scripts/sweep_collect.py")
 REMOTE_SETTINGS = ("DVC_REMOTE_URL", "DVC_EXTRAS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                    "GOOGLE_APPLICATION_CREDENTIALS_JSON", "SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS")
 # The tracker's example: run as shell code, it would print INJECTED on a line of its own.
@@ -191,10 +195,65 @@ def test_one_pr_comment_is_posted_then_edited_in_place(tmp_path, existing, outco
         assert f"> {error}\n" in body and "metrics diff" not in body
 
 
+def test_the_sweep_input_is_refused_before_any_job_starts(tmp_path):
+    result, _, _ = run_step(tmp_path, "sweep.yml", "plan", "Plan one experiment per set and seed",
+                            {"inputs.sets": INJECTION, "inputs.seeds": "0", "github.run_id": "99"}, ())
+    assert result.returncode == 2
+    assert not executed(result)
+    assert result.stderr.strip() == "error: set 1: '$(echo' is not KEY=VALUE (sets are separated by ';', overrides by spaces)"
+    assert (tmp_path / "github-output").read_text() == ""
+
+
+def test_a_sweep_value_that_looks_like_shell_reaches_the_matrix_as_data(tmp_path):
+    value = "train.epochs=$(echo${IFS}INJECTED>&2)"
+    result, _, _ = run_step(tmp_path, "sweep.yml", "plan", "Plan one experiment per set and seed",
+                            {"inputs.sets": value, "inputs.seeds": "", "github.run_id": "99"}, ())
+    assert result.returncode == 0, result.stderr
+    assert not executed(result)
+    outputs = dict(line.split("=", 1) for line in (tmp_path / "github-output").read_text().splitlines())
+    assert json.loads(outputs["matrix"]) == {"include": [{"name": "sweep-99-1", "overrides": value}]}
+
+
+def test_a_sweep_job_passes_its_overrides_as_data(tmp_path):
+    result, calls, _ = run_step(tmp_path, "sweep.yml", "experiment", "Run and share the experiment",
+                                {"matrix.name": "sweep-99-1", "matrix.overrides": INJECTION}, ("python",))
+    assert result.returncode == 0, result.stderr
+    assert not executed(result)
+    assert calls == [["python", "scripts/sweep_job.py", "--name", "sweep-99-1", "--dvc-remote", "ci", "--",
+                      "train.epochs=1", "$(echo", "INJECTED", ">&2)"]]
+
+
 def script(path, cwd, *arguments, **environment):
     env = {name: value for name, value in os.environ.items() if name not in REMOTE_SETTINGS}
     return subprocess.run([sys.executable, path, *arguments], cwd=cwd, env={**env, **environment},
                           capture_output=True, text=True)
+
+
+def test_the_plan_runs_every_set_under_every_seed(tmp_path):
+    result = script(PLAN, tmp_path, "--prefix", "sweep-5", "--seeds", "2",
+                    "--sets", "model.name=resnet18 train.epochs=4; model.name=custom_resnet")
+    assert result.returncode == 0, result.stderr
+    matrix, names = result.stdout.splitlines()
+    assert json.loads(matrix.removeprefix("matrix=")) == {"include": [
+        {"name": "sweep-5-1", "overrides": "model.name=resnet18 train.epochs=4 seed=0"},
+        {"name": "sweep-5-2", "overrides": "model.name=resnet18 train.epochs=4 seed=1"},
+        {"name": "sweep-5-3", "overrides": "model.name=custom_resnet seed=0"},
+        {"name": "sweep-5-4", "overrides": "model.name=custom_resnet seed=1"},
+    ]}
+    assert names == "names=sweep-5-1 sweep-5-2 sweep-5-3 sweep-5-4"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("--sets", " ; "), "nothing to sweep: give --sets, --seeds or both"),
+    (("--sets", "train.epochs"), "set 1: 'train.epochs' is not KEY=VALUE (sets are separated by ';', overrides by spaces)"),
+    (("--sets", "a=1 a=2"), "set 1 sets a key twice: a=1 a=2"),
+    (("--sets", "seed=1", "--seeds", "2"), "set 1 sets seed, and --seeds sets it too"),
+    (("--seeds", "two"), "--seeds must be a whole number, not 'two'"),
+    (("--seeds", "300"), "300 experiments: a GitHub job matrix holds at most 256"),
+])
+def test_the_plan_refuses_bad_input_in_one_line(tmp_path, arguments, message):
+    result = script(PLAN, tmp_path, "--prefix", "sweep-5", *arguments)
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -253,3 +312,45 @@ def test_require_cuda_refuses_a_runner_without_a_gpu(tmp_path):
     assert result.returncode == 2
     assert re.fullmatch(r"error: torch \S+ sees no CUDA GPU: this job trains and must run on a GPU runner .*; nothing was trained\n",
                         result.stderr)
+
+
+@pytest.mark.full
+def test_two_sweep_jobs_share_their_experiments_and_collect_gathers_both(published, tmp_path):
+    origin, _ = published
+    git_remote = tmp_path / "origin.git"
+    run(tmp_path, "git", "init", "-q", "--bare", "--initial-branch=main", str(git_remote))
+    run(origin, "git", "push", "-q", str(git_remote), "HEAD:refs/heads/main")
+    # Overrides that only re-run one cheap stage each; the run cache restores the rest.
+    jobs = {"sweep-7-1": ("evaluate.tta=true", "evaluate"), "sweep-7-2": ("explain.images=2", "explain")}
+    for name, (override, stage) in jobs.items():
+        job = tmp_path / name
+        run(tmp_path, "git", "clone", "-q", str(git_remote), str(job))
+        result = run(job, sys.executable, SWEEP_JOB, "--name", name, "--", override, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr) == [stage]
+        assert f"shared experiment {name}" in result.stdout
+    refs = run(git_remote, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    assert sorted(ref.rsplit("/", 1)[-1] for ref in refs) == sorted(jobs)
+
+    collector = tmp_path / "collect"
+    run(tmp_path, "git", "clone", "-q", str(git_remote), str(collector))
+    result = run(collector, sys.executable, SWEEP_COLLECT, "--plots-out", str(tmp_path / "plots"), *jobs, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = result.stdout
+    assert "| experiment | evaluate.tta | explain.images | accuracy | test_accuracy | seconds_per_epoch |" in report
+    evaluate = json.loads((origin / "metrics/evaluate.json").read_text())
+    train = json.loads((origin / "metrics/train.json").read_text())
+    speed = json.loads((origin / "metrics/speed.json").read_text())
+    metrics = f"{evaluate['accuracy']:.4g} | {train['test_accuracy']:.4g} | {speed['seconds_per_epoch']:.4g} |"
+    # Neither override changes the model: every row holds the baseline's metrics.
+    assert f"| sweep-7-1 | true | 10 | {metrics}" in report
+    assert f"| sweep-7-2 | false | 2 | {metrics}" in report
+    tta_section = report.split("### metrics diff: sweep-7-1 against the baseline")[1].split("###")[0]
+    assert "flip_tta_accuracy" in tta_section
+    assert "### metrics diff: sweep-7-2 against the baseline\n\nno metric changed" in report
+    assert (tmp_path / "plots/index.html").is_file()
+
+    result = run(collector, sys.executable, SWEEP_COLLECT, *jobs, "sweep-7-3", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: experiments not on git remote 'origin': sweep-7-3 (")
+    assert len(result.stderr.splitlines()) == 1 and "| sweep-7-2 |" in result.stdout
