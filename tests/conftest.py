@@ -1,8 +1,9 @@
+import shutil
 import time
 
 import pytest
 
-from pipeline_repo import SMALL_SYNTHETIC, dvc, make_pipeline_repo
+from pipeline_repo import SMALL_SYNTHETIC, dvc, make_pipeline_repo, push_results, run
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +13,20 @@ def repro(tmp_path_factory):
     started = time.perf_counter()
     first = dvc(root, "repro")
     return root, first.stdout + first.stderr, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def published(repro, tmp_path_factory):
+    """The pipeline run, committed as README says, pushed with its run cache to a local remote:
+    (root, remote). One per test module, as tests push more to their remote."""
+    source, _, _ = repro
+    base = tmp_path_factory.mktemp("published")
+    root, remote = base / "origin", base / "remote"
+    shutil.copytree(source, root, symlinks=True, ignore=shutil.ignore_patterns("dvc_plots", "chromium-profile"))
+    remote.mkdir()
+    dvc(root, "remote", "add", "--default", "storage", str(remote))
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "pipeline run")
+    assert run(root, "git", "status", "--porcelain").stdout == "", "the commit left files behind"
+    push_results(root)
+    return root, remote

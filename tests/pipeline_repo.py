@@ -90,6 +90,18 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
     return root
 
 
+def push_results(root: Path) -> None:
+    """scripts/push_results.py in root: outputs, run cache and the files it points to."""
+    run(root, sys.executable, str(REPO / "scripts/push_results.py"))
+
+
+def fresh_clone(published: tuple[Path, Path], destination: Path) -> Path:
+    root, _ = published
+    run(root, "git", "clone", "-q", str(root), str(destination))
+    assert not (destination / ".dvc/cache").exists()
+    return destination
+
+
 def workspace_digests(root: Path) -> dict[str, str]:
     """Every file outside .git and .dvc, by content."""
     return {

@@ -10,42 +10,14 @@ import pandas as pd
 import pytest
 
 from cifar.dataset import file_digest as digest
-from pipeline_repo import REPO, dvc, run, workspace_digests
+from pipeline_repo import REPO, dvc, fresh_clone, push_results, run, workspace_digests
 from stages import paths
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
 SEED_SPREAD = str(REPO / "scripts/seed_spread.py")
-PUSH_RESULTS = str(REPO / "scripts/push_results.py")
 STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 CACHED_OUTPUTS = (f"{paths.DATA}/train.npz", f"{paths.DATA}/test.npz", paths.MODEL, paths.PREDICTIONS)
 GIT_OUTPUTS = (paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS, paths.HISTORY)
-
-
-@pytest.fixture(scope="module")
-def published(repro, tmp_path_factory):
-    """The pipeline run, committed as README says, pushed with its run cache to a local remote."""
-    source, _, _ = repro
-    base = tmp_path_factory.mktemp("published")
-    root, remote = base / "origin", base / "remote"
-    shutil.copytree(source, root, symlinks=True, ignore=shutil.ignore_patterns("dvc_plots", "chromium-profile"))
-    remote.mkdir()
-    dvc(root, "remote", "add", "--default", "storage", str(remote))
-    run(root, "git", "add", "-A")
-    run(root, "git", "commit", "-qm", "pipeline run")
-    assert run(root, "git", "status", "--porcelain").stdout == "", "the commit left files behind"
-    push_results(root)
-    return root, remote
-
-
-def push_results(root):
-    run(root, sys.executable, PUSH_RESULTS)
-
-
-def fresh_clone(published, destination):
-    root, _ = published
-    run(root, "git", "clone", "-q", str(root), str(destination))
-    assert not (destination / ".dvc/cache").exists()
-    return destination
 
 
 def reproduce(root, *arguments):
