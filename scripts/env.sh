@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by run.sh and test.sh: creates .venv with the pinned dependencies if it is
 # missing or requirements.txt changed since it was made, then puts it first on PATH.
 set -euo pipefail
