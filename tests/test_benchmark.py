@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cifar.dataset import save_dataset
 from cifar.sources import synthetic_split
 from pipeline_repo import REPO
@@ -11,6 +13,7 @@ COLUMNS = ["approach", "model", "device", "s/epoch", "images/s", "peak GPU GiB",
            "ours/reference", "ours/airbench", "note"]
 
 
+@pytest.mark.full
 def test_benchmark_prints_every_column_and_row_on_cpu(tmp_path):
     save_dataset({"train": synthetic_split(64, 0), "test": synthetic_split(40, 1)}, tmp_path / "cifar10")
     result = subprocess.run(

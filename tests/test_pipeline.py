@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cifar.dataset import load_split
@@ -169,9 +170,22 @@ def test_flip_tta_is_reported_as_its_own_metric(repro, tmp_path):
     source, _, _ = repro
     root = tmp_path / "tta"
     shutil.copytree(source, root, symlinks=True)
-    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("tta: false", "tta: true"))
-    stage(root, "evaluate")
+    ran = dvc(root, "exp", "run", "-S", "evaluate.tta=true")
+    assert "Running stage 'evaluate'" in ran.stdout and "Running stage 'train'" not in ran.stdout
     metrics = json.loads((root / paths.EVALUATE_METRICS).read_text())
     assert 0 <= metrics["flip_tta_accuracy"] <= 1
     assert metrics["accuracy"] == json.loads((source / paths.EVALUATE_METRICS).read_text())["accuracy"]
     assert "flip_tta_accuracy" not in json.loads((source / paths.EVALUATE_METRICS).read_text())
+
+
+def test_dvc_plots_show_finds_every_declared_plot(repro):
+    """The fast tier's check of `dvc plots show` (the full tier renders it in a browser)."""
+    root, _, _ = repro
+    shown = json.loads(dvc(root, "plots", "show", "--json").stdout)["data"]
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    declared = {next(iter(entry)) for entry in pipeline["plots"]}
+    for definition in pipeline["stages"].values():
+        declared |= {next(iter(entry)) for entry in definition.get("plots", [])}
+    gradcam = {name for name in shown if name.startswith(paths.GRADCAM_IMAGES + "/")}
+    assert set(shown) == (declared - {paths.GRADCAM_IMAGES}) | gradcam and gradcam
+    assert all(not any("error" in item for item in rendered) for rendered in shown.values())

@@ -14,9 +14,9 @@ import yaml
 from pipeline_repo import REPO, dvc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.full, pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); .ci/run installs it"
-)
+)]
 # dvc-render's page loads vega from a CDN, which these machines cannot reach.
 CDN_SCRIPT = re.compile(r"https://cdn\.jsdelivr\.net/npm/([\w-]+)@([\d.]+)")
 REPORT_SCRIPT = """<script>

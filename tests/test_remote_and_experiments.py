@@ -78,6 +78,7 @@ def test_restyling_figures_reruns_only_the_figure_stages(published, tmp_path):
     assert sorted(status) == ["explain", "figures"]
 
 
+@pytest.mark.full
 def test_a_param_change_reruns_train_onwards_and_another_clone_restores_it_from_the_run_cache(published, tmp_path):
     first = fresh_clone(published, tmp_path / "first")
     assert reproduce(first, "--remote", "storage").returncode == 0
@@ -134,6 +135,7 @@ def wait_for_queue(root, minutes=10):
     pytest.fail(f"the queue did not finish in {minutes} minutes:\n{status}")
 
 
+@pytest.mark.full
 def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, tmp_path):
     origin, _ = published
     root = tmp_path / "queue"
@@ -148,8 +150,16 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
     (experiment,) = [exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])]
     assert 0 <= experiment["data"]["metrics"][paths.EVALUATE_METRICS]["data"]["flip_tta_accuracy"] <= 1
+    # README's documented `dvc exp show` fits a 200-column terminal, nothing cut off.
+    command = next(
+        line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show --only-changed")
+    )
+    table = run(root, "bash", "-c", f"COLUMNS=200 {command} --no-pager").stdout
+    assert max(len(line) for line in table.splitlines()) <= 200 and "…" not in table, table
+    assert "flip_tta_accuracy" in table
 
 
+@pytest.mark.full
 def test_seed_spread_queues_each_seed_and_reports_mean_and_spread(published, tmp_path):
     origin, _ = published
     root = tmp_path / "spread"

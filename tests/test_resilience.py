@@ -31,6 +31,7 @@ def copy_of(repro, destination):
     return destination
 
 
+@pytest.mark.full
 def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
     uninterrupted, _, _ = repro
     root = make_pipeline_repo(tmp_path / "killed", SMALL_SYNTHETIC)
@@ -59,6 +60,7 @@ def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)
 
 
+@pytest.mark.full
 def test_same_seed_same_cpu_gives_identical_metrics(repro, tmp_path):
     """Training from scratch again in a copy reproduces every number but the timings."""
     source, _, _ = repro
@@ -83,6 +85,7 @@ def readme_presets() -> dict[str, list[str]]:
     return presets
 
 
+@pytest.mark.full
 def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, tmp_path):
     from dvc.utils.hydra import apply_overrides
 
