@@ -37,6 +37,9 @@ from stages import paths
 
 log = logging.getLogger(__name__)
 
+# The five calls and the two ways to get params, as `cifar.NAME`.
+__all__ = ["Params", "load_params", "load_data", "train", "evaluate", "grad_cam"]
+
 
 @dataclass(frozen=True)
 class Data:

@@ -33,16 +33,18 @@ def main() -> None:
         params.lr_find.num_iter * params.train.batch_size / len(train), len(train),
     )
     test = range_test(model, loader, params.lr_find, params.train, device, precision)
-    write_json(paths.LR_FIND_METRICS, {
+    metrics = {
         "max_lr": test.max_lr,
         "min_loss": test.min_loss,
         "lr_at_min_loss": test.lr_at_min_loss,
-        "steepest_lr": test.steepest_lr,
         "valley_lr": test.valley_lr,
         "steps": len(test.lrs),
         "pick_at_range_end": test.at_range_end,
         "pick_past_descent": test.past_descent,
-    })
+    }
+    if test.steepest_lr is not None:  # a range too short to estimate a slope has none
+        metrics["steepest_lr"] = test.steepest_lr
+    write_json(paths.LR_FIND_METRICS, metrics)
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
     log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)

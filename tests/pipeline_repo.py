@@ -24,7 +24,7 @@ PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", ".dvcignore", ".gitignore")
 # statistics cannot settle in 18 steps at a higher LR.
 SMALL_SYNTHETIC = {
     "data": {"source": "synthetic", "train_limit": 384, "test_limit": 160},
-    "lr_find": {"num_iter": 20, "end_lr": 0.003, "pick": "min_loss"},
+    "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
     "train": {"epochs": 3, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
 }
 

@@ -10,7 +10,6 @@ import errno
 import gzip
 import os
 import shutil
-import signal
 import struct
 import tarfile
 import tempfile
@@ -34,7 +33,7 @@ from cifar.dataset import save_dataset
 from cifar.errors import ConfigError, DataError, OutputError
 from cifar.sources import import_dataset, synthetic_split
 from generated import make_class_tree
-from pipeline_repo import default_params, make_pipeline_repo, merge, run, stage
+from pipeline_repo import default_params, make_pipeline_repo, merge, stage
 from stages import paths
 
 SCRATCH = ".extract-partial-"

@@ -2,32 +2,10 @@
 its concern in a docstring at its top."""
 
 import ast
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-FILES = sorted([*(REPO / "cifar").rglob("*.py"), *(REPO / "stages").glob("*.py")])
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {module_name(path): path for path in FILES}
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The project modules a file imports, at its top or inside a function alike."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            # `from cifar import archives` imports the module cifar.archives.
-            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names}
-    return found & MODULES.keys()
+from code_graph import FILES, MODULES, REPO, imported_modules
 
 
 def test_no_module_imports_itself_through_others():

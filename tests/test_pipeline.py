@@ -13,7 +13,7 @@ from PIL import Image
 from cifar.dataset import load_split
 from cifar.explain import grad_cam, resolve_layers
 from cifar.models import load_trained
-from pipeline_repo import dvc, make_pipeline_repo, stage
+from pipeline_repo import SMALL_SYNTHETIC, dvc, make_pipeline_repo, stage
 from stages import paths
 
 STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
@@ -71,7 +71,7 @@ def test_history_and_schedule_have_a_row_per_epoch_and_step(repro):
 def test_lr_finder_curve_and_pictures_are_written(repro):
     root, _, _ = repro
     curve = pd.read_csv(root / paths.LR_FIND_CURVE)
-    assert len(curve) == 20 and curve["lr"].is_monotonic_increasing
+    assert len(curve) == SMALL_SYNTHETIC["lr_find"]["num_iter"] and curve["lr"].is_monotonic_increasing
     figures = (
         paths.LR_FINDER_IMAGE, paths.SAMPLES_IMAGE, paths.LOSS_IMAGE, paths.ACCURACY_IMAGE, paths.LR_SCHEDULE_IMAGE,
         paths.CONFUSION_IMAGE, paths.PER_CLASS_IMAGE, paths.MISCLASSIFIED_IMAGE,

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from pipeline_repo import REPO, dvc, run
+from stages import paths
 
 WORKFLOWS = REPO / ".github/workflows"
 BIN = Path(sys.executable).parent
@@ -338,9 +339,9 @@ def test_two_sweep_jobs_share_their_experiments_and_collect_gathers_both(publish
     assert result.returncode == 0, result.stdout + result.stderr
     report = result.stdout
     assert "| experiment | evaluate.tta | explain.images | accuracy | test_accuracy | seconds_per_epoch |" in report
-    evaluate = json.loads((origin / "metrics/evaluate.json").read_text())
-    train = json.loads((origin / "metrics/train.json").read_text())
-    speed = json.loads((origin / "metrics/speed.json").read_text())
+    evaluate = json.loads((origin / paths.EVALUATE_METRICS).read_text())
+    train = json.loads((origin / paths.TRAIN_METRICS).read_text())
+    speed = json.loads((origin / paths.SPEED_METRICS).read_text())
     metrics = f"{evaluate['accuracy']:.4g} | {train['test_accuracy']:.4g} | {speed['seconds_per_epoch']:.4g} |"
     # Neither override changes the model: every row holds the baseline's metrics.
     assert f"| sweep-7-1 | true | 10 | {metrics}" in report
