@@ -10,25 +10,32 @@ Rows, for each model (custom ResNet, ResNet18):
              flip, Cutout), fp32, NCHW, 2 workers
 and the peer, airbench94 (PyPI airbench 0.1.8, CUDA only), on the same images.
 
-Each row trains `--epochs` epochs after one warm-up epoch, timed with the device
-synchronised. On a CPU, pass --train-limit to keep it short; rows say which device ran.
+Each of our and the reference rows trains `--epochs` epochs (default 5) after one warm-up
+epoch, timed with the device synchronised, and reports the median epoch. airbench94's row
+is its own training time as it measures it (CUDA events around the training steps and its
+whitening set-up, not building the net or loading data), per epoch and to its final TTA
+accuracy. TFLOP/s counts a training step's FLOPs once, with torch's FLOP counter. Each row
+is printed as soon as it is measured, so a failing row (airbench missing, say) loses no
+other. On a CPU, pass --train-limit to keep it short; rows say which device ran.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import io
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
@@ -39,6 +46,7 @@ from cifar.engine import TrainingRun, train_epoch
 from cifar.inference import predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device
+from cifar.optim import build_optimizer
 from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything, synchronize
 from cifar.schedule import one_cycle
 
@@ -57,6 +65,26 @@ class Row:
     peak_memory_gib: float | None = None
     test_accuracy: float | None = None
     note: str = ""
+    train_flops_per_image: float | None = None  # forward + backward
+    seconds_to_accuracy: float | None = None  # the whole training run, where the row measures it
+    images_per_epoch: int | None = None
+
+
+def training_flops_per_image(config: ModelConfig) -> float:
+    """FLOPs of one image's forward and backward pass, counted once on the CPU."""
+    model = build_model(config)
+    images = torch.zeros(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(model(images), torch.zeros(2, dtype=torch.long)).backward()
+    return counter.get_total_flops() / len(images)
+
+
+def fp32_note(device: torch.device) -> str:
+    """fp32 matmuls and convolutions on Ampere and later run in TF32 when torch allows it."""
+    if device.type != "cuda":
+        return "fp32"
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+    return f"fp32 (TF32 {'on' if tf32 else 'off'})"
 
 
 class Timer:
@@ -75,8 +103,8 @@ class Timer:
         self.epochs.append(time.perf_counter() - started)
 
     def steady(self) -> float:
-        """Mean over the epochs after the warm-up one."""
-        return float(np.mean(self.epochs[1:]))
+        """Median over the epochs after the warm-up one: robust to a stray slow epoch."""
+        return float(np.median(self.epochs[1:]))
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -98,7 +126,7 @@ def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_
     reset_peak_memory(device)
     model = on_device(build_model(config), device)
     loader = DeviceLoader(train, batch_size, device, augmentation=AUGMENT, shuffle=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR, weight_decay=RECIPE.weight_decay)
+    optimizer = build_optimizer(model, MAX_LR, RECIPE, device)
     total_epochs = epochs + 1
     scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
     run = TrainingRun(model, optimizer, scheduler, loader, device, precision, total_epochs)
@@ -107,7 +135,11 @@ def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_
         with timer.epoch():
             train_epoch(run, epoch)
     accuracy = predict(model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision).accuracy
-    return Row("ours", config.name, timer.steady(), peak_memory_gib(device), accuracy, precision)
+    note = fp32_note(device) if precision == "fp32" else precision
+    return Row(
+        "ours", config.name, timer.steady(), peak_memory_gib(device), accuracy, note, training_flops_per_image(config),
+        images_per_epoch=loader.images_per_epoch,
+    )
 
 
 def _onecycle(epochs: int) -> OneCycleConfig:
@@ -185,7 +217,10 @@ def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, b
     with torch.no_grad():
         for images, labels in reference_loader(test, batch_size, train=False):
             correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
-    return Row("reference", config.name, timer.steady(), peak_memory_gib(device), correct / len(test), "fp32, NCHW")
+    return Row(
+        "reference", config.name, timer.steady(), peak_memory_gib(device), correct / len(test),
+        f"{fp32_note(device)}, NCHW", training_flops_per_image(config), images_per_epoch=len(train),
+    )
 
 
 # --------------------------------------------------------------------------- airbench
@@ -207,13 +242,33 @@ def run_airbench(train: Split, test: Split, device: torch.device) -> Row:
         loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True)
         airbench.warmup94(train_loader=loader, verbose=False)
         reset_peak_memory(device)
-        timer = Timer(device)
-        with timer.epoch():
-            model = airbench.train94(train_loader=loader, verbose=False)
-        epochs = airbench.lib_airbench94.hyp["opt"]["train_epochs"]
-        accuracy = airbench.evaluate(model, airbench.CifarLoader("cifar10", train=False, batch_size=2000), tta_level=2)
-    return Row("airbench94", "airbench94", timer.epochs[0] / epochs, peak_memory_gib(device), float(accuracy),
-               f"{epochs} epochs, fp16, TTA")
+        # Its own log holds its own timing: CUDA events around training only, cumulative per epoch.
+        log = io.StringIO()
+        with redirect_stdout(log):
+            airbench.train94(train_loader=loader, verbose=True)
+    cumulative, tta_accuracy = airbench_log(log.getvalue())
+    per_epoch = np.diff([0.0, *cumulative])
+    return Row(
+        "airbench94", "airbench94", float(np.median(per_epoch)), peak_memory_gib(device), tta_accuracy,
+        f"{len(cumulative)} epochs, fp16, TTA", seconds_to_accuracy=cumulative[-1], images_per_epoch=len(train),
+    )
+
+
+def airbench_log(text: str) -> tuple[list[float], float]:
+    """(cumulative training seconds after each epoch, final TTA accuracy) from airbench's table:
+    rows `|  run  |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |`."""
+    cumulative, tta_accuracy = [], None
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 7 or cells[1] == "epoch":
+            continue
+        if cells[1].isdigit():
+            cumulative.append(float(cells[6]))
+        elif cells[1] == "eval":
+            tta_accuracy = float(cells[5])
+    if not cumulative or tta_accuracy is None:
+        raise RuntimeError(f"airbench printed no epoch or TTA row:\n{text[-500:]}")
+    return cumulative, tta_accuracy
 
 
 @contextmanager
@@ -229,33 +284,51 @@ def _working_directory(path: str):
 # --------------------------------------------------------------------------- table
 
 
-def table(rows: list[Row], images: int, device: torch.device) -> str:
-    speed = {(row.approach, row.model): row.seconds_per_epoch for row in rows}
-    airbench_time = speed.get(("airbench94", "airbench94"))
-    header = ["approach", "model", "device", "s/epoch", "images/s", "peak GPU GiB", "test acc",
-              "ours/reference", "ours/airbench", "note"]
-    lines = [header]
-    for row in rows:
-        per_epoch = row.seconds_per_epoch
-        faster_than_reference = faster_than_airbench = ""
-        if row.approach == "ours" and per_epoch:
-            reference = speed.get(("reference", row.model))
-            faster_than_reference = f"{reference / per_epoch:.2f}x" if reference else ""
-            faster_than_airbench = f"{airbench_time / per_epoch:.2f}x" if airbench_time else "n/a"
-        lines.append([
-            row.approach, row.model, device_name(device) if per_epoch else "-",
-            _number(per_epoch, "{:.3f}"), _number(per_epoch and images / per_epoch, "{:.0f}"),
-            _number(row.peak_memory_gib, "{:.2f}"), _number(row.test_accuracy, "{:.4f}"),
-            faster_than_reference, faster_than_airbench, row.note,
-        ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
-    rendered.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(rendered)
+# Column: width. Fixed, so that each row prints as soon as it is measured.
+COLUMNS = {
+    "approach": 10, "model": 13, "device": 22, "s/epoch": 8, "images/s": 8, "TFLOP/s": 7, "s to acc": 8,
+    "peak GPU GiB": 12, "test acc": 8, "ours/reference": 14, "ours/airbench": 13, "note": 52,
+}
+
+
+def render(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, COLUMNS.values())) + " |"
+
+
+def header() -> str:
+    return render(list(COLUMNS)) + "\n|" + "|".join("-" * (width + 2) for width in COLUMNS.values()) + "|"
+
+
+def table_row(row: Row, earlier: list[Row], device: torch.device) -> str:
+    """One row; ours is compared with the reference and airbench rows measured before it."""
+    per_epoch = row.seconds_per_epoch
+    speed = {(other.approach, other.model): other.seconds_per_epoch for other in earlier}
+    faster_than_reference = faster_than_airbench = ""
+    if row.approach == "ours" and per_epoch:
+        reference = speed.get(("reference", row.model))
+        airbench_time = speed.get(("airbench94", "airbench94"))
+        faster_than_reference = f"{reference / per_epoch:.2f}x" if reference else ""
+        faster_than_airbench = f"{airbench_time / per_epoch:.2f}x" if airbench_time else "n/a"
+    throughput = per_epoch and row.images_per_epoch / per_epoch
+    return render([
+        row.approach, row.model, device_name(device) if per_epoch else "-",
+        _number(per_epoch, "{:.3f}"), _number(throughput, "{:.0f}"),
+        _number(row.train_flops_per_image and throughput and row.train_flops_per_image * throughput / 1e12, "{:.3g}"),
+        _number(row.seconds_to_accuracy, "{:.2f}"), _number(row.peak_memory_gib, "{:.2f}"),
+        _number(row.test_accuracy, "{:.4f}"), faster_than_reference, faster_than_airbench, row.note,
+    ])
 
 
 def _number(value, form: str) -> str:
     return form.format(value) if value is not None else "n/a"
+
+
+def measured(run, approach: str, model: str) -> Row:
+    """The row run() measures, or one that says why it could not (airbench not installed...)."""
+    try:
+        return run()
+    except Exception as error:  # a failed row must not lose the others
+        return Row(approach, model, note=f"failed: {type(error).__name__}: {' '.join(str(error).split())[:80]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,19 +348,22 @@ def main(argv: list[str] | None = None) -> None:
     train = class_balanced_subset(load_split(args.data, "train"), args.train_limit, "--train-limit")
     test = class_balanced_subset(load_split(args.data, "test"), args.test_limit, "--test-limit")
     models = [m for m in MODELS if not (m.name == "resnet18" and "resnet18" in args.skip)]
-    rows = []
+    steps = len(train) // args.batch_size
+    print(f"{len(train)} training images ({steps} full batches of {args.batch_size}), {len(test)} test images, "
+          f"median of {args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}")
+    print(header(), flush=True)
+    # airbench and the reference first, so that each of our rows prints with both ratios.
+    plan = [] if "airbench" in args.skip else [("airbench94", "airbench94", lambda: run_airbench(train, test, device))]
     for config in models:
-        if "ours" not in args.skip:
-            rows.append(run_ours(config, train, test, args.epochs, args.batch_size, device))
         if "reference" not in args.skip:
-            rows.append(run_reference(config, train, test, args.epochs, args.batch_size, device))
-    if "airbench" not in args.skip:
-        rows.append(run_airbench(train, test, device))
-    steps = math.ceil(len(train) / args.batch_size)
-    print(f"\n{len(train)} training images ({steps} steps of {args.batch_size}), {len(test)} test images, "
-          f"{args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}")
-    print(table(rows, len(train), device))
-
+            plan.append(("reference", config.name, partial(run_reference, config, train, test, args.epochs, args.batch_size, device)))
+        if "ours" not in args.skip:
+            plan.append(("ours", config.name, partial(run_ours, config, train, test, args.epochs, args.batch_size, device)))
+    rows = []
+    for approach, model, run in plan:
+        row = measured(run, approach, model)
+        print(table_row(row, rows, device), flush=True)
+        rows.append(row)
 
 if __name__ == "__main__":
     run_stage(main, output_folders=())  # it writes no outputs to sweep
