@@ -1,4 +1,4 @@
-"""train: the chosen model under Adam + OneCycle; weights, quality and speed metrics, history."""
+"""train: the chosen model under its optimizer (Adam or SGD) and OneCycle; weights, quality and speed metrics, history."""
 
 import json
 import logging
