@@ -202,3 +202,21 @@ def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_its_code_or_data_cha
     caplog.set_level(logging.INFO)
     assert checkpoint().load(epochs=3) is None
     assert caplog.messages == [f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"]
+
+
+def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_clean(tmp_path, caplog, monkeypatch):
+    """The fingerprint holds the resolved device and precision, not `auto`: a bf16 CUDA run's
+    checkpoint (whose generator state a CPU generator cannot take) means a fresh start."""
+    from cifar.config import Params
+    from stages import train as train_stage
+
+    monkeypatch.setattr(train_stage, "split_digest", lambda folder, name: f"{name} digest")
+    on_gpu = train_stage.run_fingerprint(Params(), torch.device("cuda"), "bf16", 1e-2)
+    on_cpu = train_stage.run_fingerprint(Params(), CPU, "fp32", 1e-2)
+    assert (on_gpu["device"], on_gpu["precision"]) == ("cuda", "bf16")
+    path = tmp_path / "train.pt"
+    CheckpointFile(path, on_gpu).save(TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1]))
+    caplog.set_level(logging.INFO)
+    result = train(fresh_model(), CheckpointFile(path, on_cpu))
+    assert "is from a run with different device, precision; training from scratch" in caplog.text
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
