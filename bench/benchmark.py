@@ -302,14 +302,16 @@ def header() -> str:
 def table_row(row: Row, earlier: list[Row], device: torch.device) -> str:
     """One row; ours is compared with the reference and airbench rows measured before it."""
     per_epoch = row.seconds_per_epoch
-    speed = {(other.approach, other.model): other.seconds_per_epoch for other in earlier}
-    faster_than_reference = faster_than_airbench = ""
-    if row.approach == "ours" and per_epoch:
-        reference = speed.get(("reference", row.model))
-        airbench_time = speed.get(("airbench94", "airbench94"))
-        faster_than_reference = f"{reference / per_epoch:.2f}x" if reference else ""
-        faster_than_airbench = f"{airbench_time / per_epoch:.2f}x" if airbench_time else "n/a"
     throughput = per_epoch and row.images_per_epoch / per_epoch
+    # Compared by images/s: our epochs skip the last partial batch, the others' do not.
+    others = {(other.approach, other.model): other.images_per_epoch / other.seconds_per_epoch
+              for other in earlier if other.seconds_per_epoch}
+    faster_than_reference = faster_than_airbench = ""
+    if row.approach == "ours" and throughput:
+        reference = others.get(("reference", row.model))
+        airbench_speed = others.get(("airbench94", "airbench94"))
+        faster_than_reference = f"{throughput / reference:.2f}x" if reference else ""
+        faster_than_airbench = f"{throughput / airbench_speed:.2f}x" if airbench_speed else "n/a"
     return render([
         row.approach, row.model, device_name(device) if per_epoch else "-",
         _number(per_epoch, "{:.3f}"), _number(throughput, "{:.0f}"),
