@@ -36,7 +36,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     with _full_disk_as_output_error(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}{SCRATCH_MARK}{os.getpid()}-", dir=target.parent))
+        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name), dir=target.parent))
         temporary = scratch / target.name
         try:
             yield temporary
@@ -59,6 +59,17 @@ def _full_disk_as_output_error(target: Path) -> Iterator[None]:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
             raise OutputError(f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run") from None
         raise
+
+
+def _scratch_prefix(name: str) -> str:
+    return f".{name}{SCRATCH_MARK}{os.getpid()}-"
+
+
+def scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder in parent, named like atomic_path's scratch, so that a killed
+    process's leftover is swept by remove_stale_scratch too."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=_scratch_prefix(purpose), dir=parent)
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:

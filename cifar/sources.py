@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from cifar import archives
+from cifar.atomic import scratch_folder
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
@@ -34,9 +33,6 @@ log = logging.getLogger(__name__)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 OFFICIAL_FOLDER = "cifar-10-batches-py"
-# Scratch folders in the download cache carry this in their name, so that a user who finds
-# one knows it may go, and the download stage can sweep up those a killed run left behind.
-SCRATCH_MARK = "-partial-"
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -49,7 +45,7 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     """Both splits from the configured source, limited as configured.
 
     download_dir holds the official archive and the scratch folders of downloads and
-    archive imports (see remove_stale_scratch).
+    official-batch imports (cifar.atomic.scratch_folder; the stages sweep what a killed run left).
     """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
@@ -72,22 +68,6 @@ def _local_path(source: str) -> Path:
     except RuntimeError:  # `~name/...` where no user is called name
         user = source.split("/")[0]
         raise DataError(f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out") from None
-
-
-def _scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
-    parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=f".{purpose}{SCRATCH_MARK}", dir=parent)
-
-
-def remove_stale_scratch(download_dir: Path) -> None:
-    """Delete the scratch folders that a killed download or import left in download_dir.
-
-    Call it only where no import runs beside it, as at the start of the download stage
-    (DVC runs one stage at a time in a workspace).
-    """
-    for folder in sorted(download_dir.glob(f".*{SCRATCH_MARK}*")):
-        shutil.rmtree(folder, ignore_errors=True)
-        log.info("removed %s, left behind by an interrupted download or import", folder)
 
 
 # Seconds to wait before each retry of a failed download.
@@ -116,7 +96,7 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     failures = []
     for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
         try:
-            with _scratch_folder(target.parent, "download") as scratch:
+            with scratch_folder(target.parent, "download") as scratch:
                 # torchvision raises if the md5 does not match; the scratch folder then goes.
                 download_url(url, scratch, filename=target.name, md5=md5)
                 os.replace(Path(scratch) / target.name, target)
@@ -155,7 +135,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     members = archives.read_members(path)
     batches = {name: data for name, data in members.items() if PurePosixPath(name).parent.name == OFFICIAL_FOLDER}
     if batches:
-        with _scratch_folder(scratch_parent, "extract") as scratch:
+        with scratch_folder(scratch_parent, "extract") as scratch:
             folder = Path(scratch) / OFFICIAL_FOLDER
             try:
                 folder.mkdir()

@@ -6,17 +6,15 @@ from pathlib import Path
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import save_dataset
-from cifar.sources import import_dataset, remove_stale_scratch
+from cifar.sources import import_dataset
 from stages import paths
 
 log = logging.getLogger("download")
 
 
 def main() -> None:
-    download_cache = Path(paths.DOWNLOAD_CACHE)
-    remove_stale_scratch(download_cache)
     params = load_params(paths.PARAMS)
-    splits = import_dataset(params.data, params.seed, download_cache)
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     log.info("wrote %s from %s: %s images, %d classes", paths.DATA, params.data.source, sizes, len(splits["train"].classes))

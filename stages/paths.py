@@ -41,6 +41,7 @@ GRADCAM_IMAGES = "plots/images/gradcam"
 
 
 def output_folders() -> list[str]:
-    """The folders the stages write into, where an interrupted write leaves its scratch."""
+    """The folders the stages write into, where an interrupted write leaves its scratch: the
+    parents of every path here, and the download cache, where downloads and imports unpack."""
     written = [path for name, path in globals().items() if name.isupper() and name != "PARAMS"]
-    return sorted({posixpath.dirname(path) for path in written})
+    return sorted({posixpath.dirname(path) for path in written} | {DOWNLOAD_CACHE})

@@ -36,7 +36,7 @@ from generated import make_class_tree
 from pipeline_repo import default_params, make_pipeline_repo, merge, stage
 from stages import paths
 
-SCRATCH = ".extract-partial-"
+SCRATCH = ".extract.partial-"
 
 
 @pytest.fixture(autouse=True)
@@ -451,10 +451,10 @@ def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_ne
     """Only the official batches are written to scratch (torchvision reads them from disk);
     a kill there leaves the folder, which the next download run removes."""
     set_params(pipeline, {"data": {"source": str(archive_of(tree, "xztar")), "train_limit": None, "test_limit": None}})
-    left = pipeline / "data" / "downloads" / f"{SCRATCH}killed"
+    left = pipeline / "data" / "downloads" / f"{SCRATCH}999999999-killed"  # no process has that id
     (left / "cifar-10-batches-py").mkdir(parents=True)
     result = stage(pipeline, "download")
-    assert f"removed {paths.DOWNLOAD_CACHE}/{left.name}, left behind by an interrupted download or import" in result.stderr
+    assert f"removed {paths.DOWNLOAD_CACHE}/{left.name}, left by an interrupted write" in result.stderr
     assert not left.exists() and (pipeline / "data" / "cifar10" / "train.npz").is_file()
     assert os.listdir(system_temp) == []
     shutil.rmtree(pipeline / "data" / "cifar10")
