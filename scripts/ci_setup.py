@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from reproduce_from_cache import last_error
+from dvc_cli import dvc as run_dvc
+from dvc_cli import last_error
 
 REMOTE_NAME = "ci"
 # The remote kinds these workflows wire, by URL scheme (also the name of dvc's pip extra),
@@ -109,7 +109,7 @@ def trust_host_keys(lines: str) -> None:
 
 
 def dvc(*arguments: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True)
+    result = run_dvc(*arguments)
     if result.returncode != 0:
         raise NotConfigured(f"`dvc {' '.join(arguments[:3])}` failed: {last_error(result)}")
 

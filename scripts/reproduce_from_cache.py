@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from dvc_cli import dvc as run_dvc
+from dvc_cli import last_error
+
 # The name under which a remote given as a URL or path is added, to .dvc/config.local only.
 URL_REMOTE_NAME = "reproduce-from-cache"
 
@@ -32,16 +35,10 @@ class Failure(Exception):
 
 
 def dvc(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True)
+    result = run_dvc(*arguments)
     if check and result.returncode != 0:
         raise Failure(f"`dvc {' '.join(arguments)}` failed: {last_error(result)}", 2)
     return result
-
-
-def last_error(result: subprocess.CompletedProcess) -> str:
-    lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["no output"])[-1]
 
 
 def configured_remotes() -> dict[str, str]:

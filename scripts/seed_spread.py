@@ -15,17 +15,19 @@ import argparse
 import csv
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dvc_cli import dvc as run_dvc
+from dvc_cli import named_experiments
 
 OUTPUT = Path("plots/seed_spread.csv")
 POLL_SECONDS = 5
 
 
 def dvc(*arguments: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True)
+    result = run_dvc(*arguments)
     if result.returncode != 0:
         sys.exit(f"error: `dvc {' '.join(arguments)}` failed:\n{result.stdout}{result.stderr}")
     return result.stdout
@@ -35,10 +37,7 @@ def experiment_results(names: set[str]) -> dict[str, dict]:
     """name -> {"params": ..., "metrics": ...} for the named experiments of the workspace's commit."""
     found = {}
     for commit in json.loads(dvc("exp", "show", "--json")):
-        for experiment in commit.get("experiments") or []:
-            revision = experiment["revs"][0]
-            if revision.get("name") in names and revision.get("data"):
-                found[revision["name"]] = revision["data"]
+        found |= named_experiments(commit, names)
     return found
 
 

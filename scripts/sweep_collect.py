@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from reproduce_from_cache import last_error
+from dvc_cli import dvc, last_error, named_experiments
 
 HEADLINE_METRICS = (
     ("metrics/evaluate.json", "accuracy"),
     ("metrics/train.json", "test_accuracy"),
     ("metrics/speed.json", "seconds_per_epoch"),
 )
-
-
-def dvc(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -70,12 +65,7 @@ def report(names: list[str], plots_out: Path | None) -> tuple[list[str], list[st
     baseline = next(commit for commit in commits if commit["rev"] != "workspace")
     base = baseline["rev"][:7]
     label = f"baseline {baseline.get('name') or base}"
-    found = {
-        revision["name"]: revision["data"]
-        for experiment in baseline.get("experiments") or []
-        for revision in experiment["revs"][:1]
-        if revision.get("name") in names and revision.get("data")
-    }
+    found = named_experiments(baseline, set(names))
     ordered = [name for name in names if name in found]
     base_params = params_of(baseline["data"])
     param_keys = list(dict.fromkeys(

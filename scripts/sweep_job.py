@@ -19,13 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reproduce_from_cache import last_error
+from dvc_cli import dvc, last_error
 
 SCRIPTS = Path(__file__).resolve().parent
-
-
-def dvc(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True)
 
 
 def fail(message: str, code: int) -> int:
