@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from cifar import explain
@@ -71,21 +70,17 @@ def train(params: Params, data: Data) -> Trained:
     if max_lr == "find":
         seed_everything(params.seed)
         probe = on_device(build_model(params.model, len(data.train.classes)), device)
-        test = range_test(probe, _training_loader(data.train, params, device), params.lr_find, params.train, device, precision)
+        test = range_test(probe, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision)
         for warning in test.warnings:
             log.warning("lr_find: %s", warning)
         max_lr = test.max_lr
     seed_everything(params.seed)
     model = on_device(build_model(params.model, len(data.train.classes)), device)
     result = fit(
-        model, _training_loader(data.train, params, device), DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
+        model, DeviceLoader.for_training(data.train, params, device), DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
         max_lr=max_lr, config=params.train, num_classes=len(data.train.classes), device=device, precision=precision,
     )
     return Trained(model, max_lr, pd.DataFrame(result.history), result.step_lrs, result.chance_warning)
-
-
-def _training_loader(split: Split, params: Params, device: torch.device) -> DeviceLoader:
-    return DeviceLoader(split, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed)
 
 
 def evaluate(model: nn.Module, data: Data, precision: str = "auto") -> Predictions:

@@ -24,9 +24,7 @@ def main() -> None:
     seed_everything(params.seed)
     train = load_split(paths.DATA, "train")
     model = on_device(build_model(params.model, len(train.classes)), device)
-    loader = DeviceLoader(
-        train, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed
-    )
+    loader = DeviceLoader.for_training(train, params, device)
     log.info(
         "lr_find: %d steps of %d augmented images (%.1f passes over the %d training images)",
         params.lr_find.num_iter, params.train.batch_size,

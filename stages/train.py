@@ -39,9 +39,7 @@ def main() -> None:
         model, input_size=(1, 3, 32, 32), device=device, verbose=0,
         col_names=("input_size", "output_size", "num_params", "mult_adds"),
     )) + "\n")
-    train_loader = DeviceLoader(
-        train, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed
-    )
+    train_loader = DeviceLoader.for_training(train, params, device)
     test_loader = DeviceLoader(test, EVAL_BATCH_SIZE, device)
     log.info(
         "training %s on %d images (%s, %s), max_lr %.3g, %d epochs of %d steps",
