@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -34,6 +36,22 @@ def test_reference_schedule_start_peak_end(anneal):
     assert min(lrs) > 0, "the LR must never be negative (the reference run logged -5.9e-06)"
 
 
+@pytest.mark.parametrize("anneal", ["linear", "cos"])
+def test_the_lr_moves_from_start_to_peak_to_end_along_the_anneal_strategy(anneal):
+    """5 epochs of 4 steps, peak at the last step of epoch 2 (step 7): every step's LR, exactly."""
+    max_lr = 0.02
+    config = OneCycleConfig(max_at_epoch=2, div_factor=100, final_div_factor=100, anneal_strategy=anneal)
+    start, end = max_lr / 100, max_lr / 100 / 100
+
+    def between(low, high, fraction):
+        if anneal == "cos":
+            fraction = (1 - math.cos(math.pi * fraction)) / 2
+        return low + (high - low) * fraction
+
+    expected = [between(start, max_lr, step / 7) for step in range(8)] + [between(max_lr, end, step / 12) for step in range(1, 13)]
+    assert run_schedule(max_lr, 5, 4, config) == pytest.approx(expected, rel=1e-9)
+
+
 def test_three_phase_returns_to_the_start_before_annealing():
     lrs = run_schedule(0.01, 10, 5, OneCycleConfig(max_at_epoch=3, three_phase=True))
     assert lrs[3 * 5 - 1] == pytest.approx(0.01)
@@ -57,6 +75,17 @@ def test_steps_past_the_end_leave_the_last_lr_in_place():
         scheduler.step()
     assert scheduler.last_epoch == 3 * 4 - 1
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / 100 / 100)
+
+
+def test_within_the_schedule_a_step_to_a_given_step_number_goes_there_as_in_torch():
+    """Until its end the schedule is torch's OneCycleLR, its deprecated step(epoch) included."""
+    config = OneCycleConfig(max_at_epoch=1)
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=0.01)
+    scheduler = one_cycle(optimizer, 0.01, 3, 4, config)
+    with pytest.warns(UserWarning, match="epoch parameter"):
+        scheduler.step(6)
+    assert scheduler.last_epoch == 6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(run_schedule(0.01, 3, 4, config)[6], rel=1e-9)
 
 
 def test_a_restored_schedule_goes_on_where_it_stopped():
