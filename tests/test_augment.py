@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from cifar.augment import CIFAR10_MEAN, augment, cutout, denormalize, normalize, random_crop, random_flip
+from cifar.augment import (
+    CIFAR10_MEAN, _channel_constants, augment, cutout, denormalize, normalize, random_crop, random_flip,
+)
 from cifar.config import AugmentConfig
 
 
@@ -24,14 +26,15 @@ def crop_offset(original, cropped, padding):
     return None
 
 
-def test_each_crop_is_a_window_within_the_padding(images):
-    padding = 4
+@pytest.mark.parametrize("padding", [1, 4])
+def test_each_crop_is_a_window_within_the_padding_and_every_window_occurs(images, padding):
     cropped = random_crop(images, padding, generator())
     assert cropped.shape == images.shape and cropped.dtype == torch.uint8
     offsets = [crop_offset(original, crop, padding) for original, crop in zip(images, cropped)]
     assert all(offset is not None for offset in offsets), "a crop is not a window of the padded image"
-    assert all(0 <= r <= 2 * padding and 0 <= c <= 2 * padding for r, c in offsets)
-    assert len(set(offsets)) > 10, "offsets should vary per sample"
+    every_offset = set(range(2 * padding + 1))
+    assert {row for row, _ in offsets} == every_offset and {col for _, col in offsets} == every_offset
+    assert len(set(offsets)) > 2 * padding + 1, "row and column offsets should be drawn apart"
 
 
 def test_crop_with_zero_padding_is_identity(images):
@@ -49,8 +52,8 @@ def test_flip_mirrors_exactly_or_leaves_alone(images):
     assert torch.equal(flipped[index][:, 0], images[index][:, 31])
 
 
-def test_cutout_box_has_the_configured_size_and_moves_between_samples(images):
-    size = 8
+@pytest.mark.parametrize("size", [1, 8])
+def test_cutout_box_has_the_configured_size_and_moves_between_samples(images, size):
     out = cutout(images, size, generator())
     fill = torch.tensor([round(m * 255) for m in CIFAR10_MEAN], dtype=torch.uint8)
     boxes = []
@@ -66,6 +69,16 @@ def test_cutout_box_has_the_configured_size_and_moves_between_samples(images):
         assert torch.equal(unchanged_outside, original)
         boxes.append((top, left))
     assert len(set(boxes)) > 10, "every sample should draw its own box"
+
+
+def test_cutout_boxes_land_anywhere_they_fit_edges_included():
+    height, width, size = 6, 7, 3
+    black = torch.zeros(300, height, width, 3, dtype=torch.uint8)
+    boxes = cutout(black, size, generator()).ne(0).all(-1)
+    rows, cols = boxes.any(2), boxes.any(1)
+    assert (rows.sum(1) == size).all() and (cols.sum(1) == size).all()
+    assert set(rows.int().argmax(1).tolist()) == set(range(height - size + 1))
+    assert set(cols.int().argmax(1).tolist()) == set(range(width - size + 1))
 
 
 def test_cutout_zero_is_off(images):
@@ -84,3 +97,29 @@ def test_normalize_uses_cifar_statistics_and_round_trips(images):
     assert torch.equal(denormalize(batch), images)
     mean_pixel = torch.tensor([round(m * 255) for m in CIFAR10_MEAN], dtype=torch.uint8).expand(1, 32, 32, 3)
     assert normalize(mean_pixel).abs().max() < 0.01
+
+
+def test_denormalize_saturates_values_beyond_the_image_range():
+    """Normalised values outside what an image can hold become 0 or 255, never wrap around."""
+    batch = torch.tensor([-50.0, -3.0, 3.0, 50.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    pixels = denormalize(batch)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (1, 2, 2, 3)
+    assert pixels[0, :, :, 0].tolist() == [[0, 0], [255, 255]]
+
+
+def test_augmentation_stays_on_the_images_device_whatever_torchs_default_device(images):
+    """Every tensor is made on the images' device (a GPU run's images sit on the GPU while
+    torch's default device is the CPU): here the images are on the CPU and the default is meta."""
+    config = AugmentConfig(crop_padding=4, flip=True, cutout=8)
+
+    def pipeline():
+        augmented = augment(images, config, generator(5))
+        return augmented, normalize(augmented), denormalize(normalize(augmented))
+
+    # As in a fresh process, the per-device constants are first built for this batch.
+    _channel_constants.cache_clear()
+    with torch.device("meta"):
+        on_meta_default = pipeline()
+    expected = pipeline()
+    for got, wanted in zip(on_meta_default, expected):
+        assert got.device == images.device and torch.equal(got, wanted)
