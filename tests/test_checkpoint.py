@@ -2,6 +2,8 @@ import logging
 import os
 import signal
 import sys
+import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 import stages.train
-from cifar.checkpoint import CheckpointFile, TrainingState
+from cifar.checkpoint import CheckpointFile, TrainingState, loaded_source_digest
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
 from cifar.engine import fit
@@ -72,7 +74,7 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
     caplog.set_level(logging.INFO)
     resumed_model = fresh_model()
     resumed = train(resumed_model, checkpoint)
-    assert "resuming from" in caplog.text and "1 of 3 epochs done" in caplog.text
+    assert f"resuming from {checkpoint.path}: 1 of 3 epochs done" in caplog.messages
     assert without_time(resumed.history) == without_time(uninterrupted.history)
     assert resumed.step_lrs == uninterrupted.step_lrs
     for name, tensor in uninterrupted_model.state_dict().items():
@@ -81,19 +83,51 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
 
 def test_a_checkpoint_of_different_params_is_not_resumed(tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    train(fresh_model(), CheckpointFile(tmp_path / "checkpoint.pt", {"params": {"epochs": 3}, "data": "abc"}))
-    state = CheckpointFile(tmp_path / "checkpoint.pt", {"params": {"epochs": 4}, "data": "abc"}).load(epochs=4)
-    assert state is None
-    assert "not resuming: " in caplog.text and "is from a run with different params" in caplog.text
+    path = tmp_path / "checkpoint.pt"
+    train(fresh_model(), CheckpointFile(path, {"params": {"epochs": 3}, "data": "abc"}))
+    assert CheckpointFile(path, {"params": {"epochs": 4}, "data": "abc"}).load(epochs=4) is None
+    # A key that only one of the fingerprints has is a difference too.
+    assert CheckpointFile(path, {"params": {"epochs": 3}, "data": "abc", "code": "def"}).load(epochs=4) is None
+    assert caplog.messages[-2:] == [
+        f"not resuming: {path} is from a run with different {keys}; training from scratch" for keys in ("params", "code")
+    ]
 
 
 def test_a_finished_or_damaged_checkpoint_starts_over(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     train(fresh_model(), checkpoint)
-    assert checkpoint.load(epochs=3) is None and "is of a finished run" in caplog.text
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1] == f"not resuming: {checkpoint.path} is of a finished run; training again from scratch"
     checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:500])
-    assert checkpoint.load(epochs=3) is None and "is unreadable" in caplog.text
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (PytorchStreamReader failed")
+    assert caplog.messages[-1].endswith("); training from scratch")
+
+
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("code run by loading a checkpoint",))
+
+
+def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, caplog, monkeypatch, capsys):
+    """Weights only, even where the environment tells torch to unpickle anything by default."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    caplog.set_level(logging.INFO)
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    state = TrainingState(1, {}, {}, {}, torch.Generator().get_state(), [{"epoch": 1, "note": RunsCodeWhenUnpickled()}])
+    checkpoint.save(state)
+    assert checkpoint.load(epochs=3) is None
+    assert "code run by loading" not in capsys.readouterr().out
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (Weights only load failed")
+
+
+def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_path):
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
+    checkpoint.remove()
+    assert not checkpoint.path.exists()
+    checkpoint.remove()
 
 
 def test_the_signal_handler_is_restored(tmp_path):
@@ -168,45 +202,94 @@ def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, 
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)
 
 
-def download(test_limit: int) -> None:
-    """What the download stage writes for data.test_limit = test_limit."""
-    splits = import_dataset(DataConfig("synthetic", train_limit=20, test_limit=test_limit), seed=0, download_dir=Path("unused"))
-    save_dataset(splits, paths.DATA)
+def download(train_limit=20, test_limit=20) -> None:
+    """What the download stage writes for these data.train_limit and data.test_limit."""
+    config = DataConfig("synthetic", train_limit=train_limit, test_limit=test_limit)
+    save_dataset(import_dataset(config, seed=0, download_dir=Path("unused")), paths.DATA)
 
 
-def edit_the_model_code(tmp_path, monkeypatch):
-    """MaxPool -> AvgPool in custom_resnet.py, as a run started after the edit loads it."""
-    module = sys.modules["cifar.models.custom_resnet"]
+def edit_module(name, old, new, tmp_path, monkeypatch):
+    """`old` -> `new` in a module's source, as a run started after the edit loads it."""
+    module = sys.modules[name]
     code = Path(module.__file__).read_text()
-    edited = tmp_path / "custom_resnet.py"
-    edited.write_text(code.replace("nn.MaxPool2d", "nn.AvgPool2d"))
+    edited = tmp_path / Path(module.__file__).name
+    edited.write_text(code.replace(old, new))
     assert edited.read_text() != code
     monkeypatch.setattr(module, "__file__", str(edited))
 
 
-def change_data_test_limit(tmp_path, monkeypatch):
+def edit_the_model_code(run, tmp_path, monkeypatch):
+    edit_module("cifar.models.custom_resnet", "nn.MaxPool2d", "nn.AvgPool2d", tmp_path, monkeypatch)
+
+
+def edit_the_train_stage(run, tmp_path, monkeypatch):
+    edit_module("stages.train", "checkpoint.remove()", "pass", tmp_path, monkeypatch)
+
+
+def change_data_train_limit(run, tmp_path, monkeypatch):
+    download(train_limit=30)
+
+
+def change_data_test_limit(run, tmp_path, monkeypatch):
     download(test_limit=30)
 
 
-@pytest.mark.parametrize(("change", "key"), [(edit_the_model_code, "code"), (change_data_test_limit, "test data")])
-def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_its_code_or_data_changed(tmp_path, monkeypatch, caplog, change, key):
+def change_train_epochs(run, tmp_path, monkeypatch):
+    run["params"] = replace(run["params"], train=replace(run["params"].train, epochs=30))
+
+
+def change_augment_cutout(run, tmp_path, monkeypatch):
+    run["params"] = replace(run["params"], augment=replace(run["params"].augment, cutout=0))
+
+
+def change_seed(run, tmp_path, monkeypatch):
+    run["params"] = replace(run["params"], seed=1)
+
+
+def change_max_lr(run, tmp_path, monkeypatch):
+    run["max_lr"] = 0.02
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (edit_the_model_code, "code"),
+        (edit_the_train_stage, "code"),
+        (change_data_train_limit, "train data"),
+        (change_data_test_limit, "test data"),
+        (change_train_epochs, "params"),
+        (change_augment_cutout, "params"),
+        (change_seed, "params"),
+        (change_max_lr, "max_lr"),
+    ],
+)
+def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_changed(tmp_path, monkeypatch, caplog, change, key):
     monkeypatch.chdir(tmp_path)
-    download(test_limit=20)
+    download()
+    run = {"params": Params(), "max_lr": 0.01}
 
     def checkpoint():
-        return CheckpointFile(Path(paths.CHECKPOINT), stages.train.run_fingerprint(Params(), CPU, "fp32", 0.01))
+        return CheckpointFile(Path(paths.CHECKPOINT), stages.train.run_fingerprint(run["params"], CPU, "fp32", run["max_lr"]))
 
     checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
     assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
-    change(tmp_path, monkeypatch)
+    change(run, tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)
     assert checkpoint().load(epochs=3) is None
     assert caplog.messages == [f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"]
 
 
+def test_modules_without_a_source_file_leave_the_code_digest_alone(monkeypatch):
+    """A module built at run time (no __file__) has no source to hash; the digest skips it."""
+    before = loaded_source_digest(("cifar",))
+    monkeypatch.setitem(sys.modules, "cifar.built_at_run_time", types.ModuleType("cifar.built_at_run_time"))
+    assert loaded_source_digest(("cifar",)) == before
+
+
 def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_clean(tmp_path, caplog, monkeypatch):
     """The fingerprint holds the resolved device and precision, not `auto`: a bf16 CUDA run's
-    checkpoint (whose generator state a CPU generator cannot take) means a fresh start."""
+    checkpoint (its tensors on the GPU, a generator state a CPU generator cannot take) is
+    readable without a GPU, and means a fresh start."""
     from cifar.config import Params
     from stages import train as train_stage
 
@@ -215,8 +298,10 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     on_cpu = train_stage.run_fingerprint(Params(), CPU, "fp32", 1e-2)
     assert (on_gpu["device"], on_gpu["precision"]) == ("cuda", "bf16")
     path = tmp_path / "train.pt"
-    CheckpointFile(path, on_gpu).save(TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1]))
+    with monkeypatch.context() as saving_on_a_gpu:
+        saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        CheckpointFile(path, on_gpu).save(TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1]))
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))
-    assert "is from a run with different device, precision; training from scratch" in caplog.text
+    assert f"not resuming: {path} is from a run with different device, precision; training from scratch" in caplog.messages
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
