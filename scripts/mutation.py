@@ -102,8 +102,9 @@ def report(targets: list[Target], seconds: float) -> None:
             f"{counts['survived']:>8} {counts['no tests']:>7} {other:>5} {score:>6}"
         )
         survivors += [(name, status) for name, status in sorted(by_mutant.items()) if status not in ("killed", "timeout")]
-    print(f"\n{len(survivors)} mutants not killed (other: suspicious, segfault or not checked); "
-          f"mutmut ran for {seconds / 60:.1f} min, its output is in {LOG}")
+    print("score = (killed + timeout) / mutants; other = suspicious, segfault or not checked")
+    print(f"mutmut ran for {seconds / 60:.1f} min; its output is in {LOG}")
+    print(f"\n{len(survivors)} mutants not killed (`.venv/bin/mutmut show NAME` prints one's diff):")
     for name, status in survivors:
         print(f"  {status:<10} {name}")
 
