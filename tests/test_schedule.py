@@ -82,6 +82,7 @@ def test_within_the_schedule_a_step_to_a_given_step_number_goes_there_as_in_torc
     config = OneCycleConfig(max_at_epoch=1)
     optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=0.01)
     scheduler = one_cycle(optimizer, 0.01, 3, 4, config)
+    optimizer.step()
     with pytest.warns(UserWarning, match="epoch parameter"):
         scheduler.step(6)
     assert scheduler.last_epoch == 6
