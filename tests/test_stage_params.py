@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from cifar.config import load_params
+from cifar.config import Params, load_params
 from cifar.errors import TrainingError
 from code_graph import REPO
 from pipeline_repo import default_params, merge
@@ -116,3 +116,13 @@ def test_each_stage_declares_exactly_the_params_it_reads(keys_read, stage):
 
 def test_the_dvc_yaml_stages_are_the_ones_run_here():
     assert tuple(PIPELINE) == ORDER
+
+
+def test_the_recording_params_see_each_key_read_and_nothing_else():
+    reads = set()
+    params = recording(Params(), reads)
+    assert reads == set()
+    assert (params.train.onecycle.max_at_epoch, params.seed) == (5, 0)
+    assert reads == {"train.onecycle.max_at_epoch", "seed"}
+    dataclasses.asdict(params.model)  # as the train stage's checkpoint fingerprint does
+    assert reads == {"train.onecycle.max_at_epoch", "seed", "model.name", "model.norm", "model.layer4_stride"}
