@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="data/cifar10", help="the download stage's output folder")
     parser.add_argument("--train-limit", type=int, default=None, help="class-balanced training images (default: all)")
     parser.add_argument("--test-limit", type=int, default=None, help="class-balanced test images (default: all)")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per row, after one warm-up epoch")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per row, after one warm-up epoch; the row reports their median")
     parser.add_argument("--batch-size", type=int, default=RECIPE.batch_size, help="default: the recipe's 512")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--skip", nargs="*", default=[], choices=("ours", "reference", "airbench", "resnet18"),

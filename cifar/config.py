@@ -215,10 +215,17 @@ def _check_across_keys(params: Params, source: str) -> None:
     # over as many epochs as it took to rise, before the final anneal.
     last_peak = (epochs - 1) // 2 if onecycle.three_phase else epochs - 1
     if onecycle.max_at_epoch > last_peak:
+        phases = "three_phase = true" if onecycle.three_phase else "two phases"
+        if last_peak < 1:
+            problem = f"OneCycle needs epochs after its peak to anneal in ({phases}); set train.epochs to {3 if onecycle.three_phase else 2} or more"
+        else:
+            problem = (
+                f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "
+                f"train.onecycle.max_at_epoch to {last_peak} or less (-S train.onecycle.max_at_epoch={last_peak})"
+            )
         raise ConfigError(
-            f"{source}: train.onecycle.max_at_epoch = {onecycle.max_at_epoch} is not allowed; with "
-            f"train.epochs = {epochs} and three_phase = {str(onecycle.three_phase).lower()} "
-            f"the peak must come at epoch {last_peak} or earlier"
+            f"{source}: train.onecycle.max_at_epoch = {onecycle.max_at_epoch} is not allowed with "
+            f"train.epochs = {epochs}: {problem}"
         )
     if params.lr_find.end_lr <= params.lr_find.start_lr:
         raise ConfigError(

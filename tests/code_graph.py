@@ -1,4 +1,5 @@
-"""The import graph of cifar/ and stages/, read from the source (no module is run)."""
+"""The import graph of cifar/ and stages/, and the command-line options of any program,
+read from the source (no module is run)."""
 
 import ast
 from pathlib import Path
@@ -40,3 +41,14 @@ def reachable(start: str, skip: frozenset[str] = frozenset()) -> set[str]:
         parents = (".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1))
         todo += [parent for parent in parents if parent in MODULES]
     return seen
+
+
+def declared_options(source: Path) -> dict[str, ast.Call]:
+    """Every option string of source's argparse add_argument calls, with its call."""
+    return {
+        argument.value: node
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+        for argument in node.args
+        if isinstance(argument, ast.Constant) and str(argument.value).startswith("-")
+    }

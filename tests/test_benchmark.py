@@ -1,5 +1,7 @@
 """bench/benchmark.py runs anywhere: on a tiny CPU subset it prints the full table."""
 
+import ast
+import re
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ from bench.benchmark import airbench_log, measured, training_flops_per_image
 from cifar.config import ModelConfig
 from cifar.dataset import save_dataset
 from cifar.sources import synthetic_split
+from code_graph import declared_options
 from pipeline_repo import REPO
 
 COLUMNS = ["approach", "model", "device", "s/epoch", "images/s", "TFLOP/s", "s to acc", "peak GPU GiB", "test acc",
@@ -61,3 +64,13 @@ def test_benchmark_prints_every_column_and_row_on_cpu(tmp_path):
     assert rows[2][9].endswith("x") and rows[4][9].endswith("x") and rows[2][10] == "n/a"
     assert "needs CUDA" in rows[0][11]
     assert "64 training images" in result.stdout
+
+
+def test_the_documented_epochs_default_is_the_code_default():
+    source = REPO / "bench" / "benchmark.py"
+    declaration = declared_options(source)["--epochs"]
+    default = next(ast.literal_eval(keyword.value) for keyword in declaration.keywords if keyword.arg == "default")
+    documented = re.compile(r"`--epochs`[^.()]*\(default (\d+)\)")
+    readme = (REPO / "README.md").read_text().split("### Performance", 1)[1]
+    assert [int(n) for n in documented.findall(ast.get_docstring(ast.parse(source.read_text())))] == [default]
+    assert [int(n) for n in documented.findall(readme)] == [default]

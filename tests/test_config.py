@@ -1,14 +1,15 @@
+"""params.yaml's rules, with every file built from the code's defaults: a user's own
+params.yaml (changed by `dvc exp run -S`, say) never enters a test. That the committed
+params.yaml holds the defaults is checked by CI on a clean clone (.ci/params_are_defaults.py)."""
+
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from cifar.config import Params, load_params, parse_params
 from cifar.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def default_raw() -> dict:
@@ -26,18 +27,18 @@ def set_key(raw: dict, dotted_key: str, value) -> dict:
 
 
 def with_change(dotted_key, value):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    *parents, leaf = dotted_key.split(".")
-    section = raw
-    for name in parents:
-        section = section.setdefault(name, {})
-    section[leaf] = value
-    return raw
+    return set_key(default_raw(), dotted_key, value)
 
 
-def test_repository_params_are_the_reference_recipe():
-    params = load_params(REPO / "params.yaml")
-    assert params == Params()
+def defaults_file(tmp_path):
+    """A params.yaml holding the code's defaults, as a fresh clone has it."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_raw(), sort_keys=False))
+    return path
+
+
+def test_the_defaults_are_the_reference_recipe():
+    params = Params()
     assert (params.train.epochs, params.train.batch_size, params.train.weight_decay) == (24, 512, 1e-7)
     assert (params.augment.crop_padding, params.augment.flip, params.augment.cutout) == (4, True, 8)
     onecycle = params.train.onecycle
@@ -81,10 +82,28 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
     assert "\n" not in str(caught.value)
 
 
-def test_peak_epoch_must_leave_room_to_anneal():
-    raw = with_change("train.epochs", 5)
-    with pytest.raises(ConfigError, match="peak must come at epoch 4 or earlier"):
+@pytest.mark.parametrize(
+    ("epochs", "three_phase", "message"),
+    [
+        # README's first example once was `-S train.epochs=3`: the message names both keys and the fix.
+        (3, False, "params.yaml: train.onecycle.max_at_epoch = 5 is not allowed with train.epochs = 3: the OneCycle "
+                   "peak must come at epoch 2 or earlier (two phases); also set train.onecycle.max_at_epoch to 2 "
+                   "or less (-S train.onecycle.max_at_epoch=2)"),
+        (5, False, "the OneCycle peak must come at epoch 4 or earlier (two phases)"),
+        (10, True, "the OneCycle peak must come at epoch 4 or earlier (three_phase = true)"),
+        (1, False, "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 2 or more"),
+    ],
+)
+def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
+    raw = set_key(with_change("train.epochs", epochs), "train.onecycle.three_phase", three_phase)
+    with pytest.raises(ConfigError) as caught:
         parse_params(raw)
+    assert message in str(caught.value)
+
+
+def test_the_last_epoch_that_leaves_room_to_anneal_is_accepted():
+    assert parse_params(with_change("train.epochs", 6)).train.epochs == 6
+    assert parse_params(set_key(with_change("train.epochs", 11), "train.onecycle.three_phase", True)).train.epochs == 11
 
 
 def test_group_norm_only_for_resnet18():
@@ -121,61 +140,80 @@ def leaves(tree, prefix=""):
             yield prefix + key, value
 
 
-def as_override(value) -> str:
-    """A value as one types it after `dvc exp run -S key=`."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "[" + ",".join(value) + "]"
-    return str(value)
+# For every key: `-S` overrides, typed as a user types them, that give it a valid value other
+# than its default (with what a cross-key rule needs first), and the value it must then load as.
+OVERRIDES = {
+    "seed": (["seed=7"], 7),
+    "model.name": (["model.name=resnet18"], "resnet18"),
+    "model.norm": (["model.name=resnet18", "model.norm=group"], "group"),
+    "model.layer4_stride": (["model.name=resnet18", "model.layer4_stride=1"], 1),
+    "data.source": (["data.source=/data/cifar10-jpeg.tar.xz"], "/data/cifar10-jpeg.tar.xz"),
+    "data.train_limit": (["data.train_limit=5000"], 5000),
+    "data.test_limit": (["data.test_limit=1000"], 1000),
+    "augment.crop_padding": (["augment.crop_padding=2"], 2),
+    "augment.flip": (["augment.flip=false"], False),
+    "augment.cutout": (["augment.cutout=0"], 0),
+    "lr_find.start_lr": (["lr_find.start_lr=1e-6"], 1e-6),
+    "lr_find.end_lr": (["lr_find.end_lr=1"], 1.0),
+    "lr_find.num_iter": (["lr_find.num_iter=30"], 30),
+    "lr_find.step_mode": (["lr_find.step_mode=linear"], "linear"),
+    "lr_find.pick": (["lr_find.pick=valley"], "valley"),
+    "train.epochs": (["train.epochs=30"], 30),
+    "train.batch_size": (["train.batch_size=256"], 256),
+    "train.weight_decay": (["train.weight_decay=5e-4"], 5e-4),
+    "train.optimizer": (["train.optimizer=sgd"], "sgd"),
+    "train.momentum": (["train.optimizer=sgd", "train.momentum=0.5"], 0.5),
+    "train.nesterov": (["train.optimizer=sgd", "train.nesterov=true"], True),
+    "train.max_lr": (["train.max_lr=0.01"], 0.01),
+    "train.onecycle.max_at_epoch": (["train.onecycle.max_at_epoch=3"], 3),
+    "train.onecycle.div_factor": (["train.onecycle.div_factor=25"], 25.0),
+    "train.onecycle.final_div_factor": (["train.onecycle.final_div_factor=1e4"], 1e4),
+    "train.onecycle.three_phase": (["train.onecycle.three_phase=true"], True),
+    "train.onecycle.anneal_strategy": (["train.onecycle.anneal_strategy=cos"], "cos"),
+    "train.device": (["train.device=cpu"], "cpu"),
+    "train.precision": (["train.precision=fp32"], "fp32"),
+    "train.compile": (["train.compile=true"], True),
+    "train.deterministic": (["train.deterministic=false"], False),
+    "evaluate.misclassified": (["evaluate.misclassified=5"], 5),
+    "evaluate.tta": (["evaluate.tta=true"], True),
+    "explain.layers": (["explain.layers=[layer1,layer3]"], ["layer1", "layer3"]),
+    "explain.images": (["explain.images=4"], 4),
+}
 
 
-RAW_DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
+def value_at(params, dotted_key: str):
+    for name in dotted_key.split("."):
+        params = getattr(params, name)
+    return params
 
 
-@pytest.mark.parametrize(("key", "value"), list(leaves(RAW_DEFAULTS)))
-def test_every_key_round_trips_through_dvc_exp_run_set_param(tmp_path, key, value):
-    """`-S` goes through DVC's own override writer, which writes YAML 1.2 (e.g. `1e-07`)."""
+def test_every_key_has_an_override_to_check():
+    assert list(OVERRIDES) == [key for key, _ in leaves(default_raw())]
+
+
+@pytest.mark.parametrize(("key", "overrides", "expected"), [(key, *case) for key, case in OVERRIDES.items()])
+def test_every_key_takes_a_new_value_through_dvc_exp_run_set_param(tmp_path, key, overrides, expected):
+    """`-S` goes through DVC's own override writer, which writes YAML 1.2 (e.g. `1e-06`). Each
+    key gets a value other than its default, so an override that is ignored fails here."""
     from dvc.utils.hydra import apply_overrides
 
-    path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text())
-    apply_overrides(path, [f"{key}={as_override(value)}"])
-    assert load_params(path) == Params()
-
-
-@pytest.mark.parametrize(
-    ("override", "key", "expected"),
-    [
-        ("lr_find.start_lr=1e-6", "lr_find.start_lr", 1e-6),
-        ("train.weight_decay=5e-4", "train.weight_decay", 5e-4),
-        ("train.max_lr=0.01", "train.max_lr", 0.01),
-        ("data.train_limit=5000", "data.train_limit", 5000),
-        ("data.source=/data/cifar10-jpeg.tar.xz", "data.source", "/data/cifar10-jpeg.tar.xz"),
-        ("explain.layers=[layer1,layer3]", "explain.layers", ["layer1", "layer3"]),
-        ("augment.flip=false", "augment.flip", False),
-    ],
-)
-def test_typical_overrides_take_effect(tmp_path, override, key, expected):
-    from dvc.utils.hydra import apply_overrides
-
-    path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text())
-    apply_overrides(path, [override])
-    section, _, leaf = key.rpartition(".")
-    value = load_params(path)
-    for name in section.split("."):
-        value = getattr(value, name)
-    assert getattr(value, leaf) == expected
+    path = defaults_file(tmp_path)
+    apply_overrides(path, overrides)
+    loaded = load_params(path)
+    assert expected != value_at(Params(), key)
+    assert value_at(loaded, key) == expected and type(value_at(loaded, key)) is type(expected)
+    # The override changed its keys and nothing else.
+    changed = default_raw()
+    for override in overrides:
+        name, _, _ = override.partition("=")
+        changed = set_key(changed, name, value_at(loaded, name))
+    assert loaded == parse_params(changed)
 
 
 def test_override_of_the_wrong_type_is_refused(tmp_path):
     from dvc.utils.hydra import apply_overrides
 
-    path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text())
+    path = defaults_file(tmp_path)
     apply_overrides(path, ["train.epochs=three"])
     with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):
         load_params(path)

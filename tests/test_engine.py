@@ -73,14 +73,18 @@ def test_the_hint_tells_divergence_from_too_few_steps():
 
 def test_history_and_schedule_cover_every_epoch_and_step():
     train = random_split(40, 3)
+    model = tiny_model()
     result = fit(
-        tiny_model(), DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(train, 100, CPU),
+        model, DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(train, 100, CPU),
         max_lr=1e-3, config=config(epochs=3), num_classes=10, device=CPU, precision="fp32",
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert len(result.step_lrs) == 3 * 2  # full batches only: 40 // 16 steps per epoch
     assert result.step_lrs[0] == pytest.approx(1e-3 / 100) and result.step_lrs[-1] == pytest.approx(1e-3 / 1e4)
-    assert all(0 <= row["train_accuracy"] <= 1 and 0 <= row["test_accuracy"] <= 1 for row in result.history)
+    assert [row["lr"] for row in result.history] == result.step_lrs[1::2]  # each epoch's last step
+    # The last row is the trained model's test score.
+    final = predict(model, DeviceLoader(train, 100, CPU), CPU, "fp32")
+    assert (result.history[-1]["test_accuracy"], result.history[-1]["test_loss"]) == (final.accuracy, final.loss)
 
 
 def test_flip_tta_averages_the_image_and_its_mirror():

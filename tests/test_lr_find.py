@@ -47,7 +47,11 @@ def test_a_pick_at_the_end_of_a_short_range_is_warned_about(capsys):
 def test_each_rule_picks_a_learning_rate_inside_the_range(capsys, pick):
     test = small_range_test(capsys, start_lr=1e-6, end_lr=1.0, num_iter=30, pick=pick)
     assert test.lrs[0] / 10 <= test.max_lr <= test.lrs[-1]
-    if pick == "min_loss_div10":
-        assert test.max_lr == pytest.approx(test.lr_at_min_loss / 10)
+    assert test.lr_at_min_loss == test.lrs[test.losses.index(min(test.losses))]
+    expected = {
+        "min_loss": test.lr_at_min_loss, "min_loss_div10": test.lr_at_min_loss / 10,
+        "steepest": test.steepest_lr, "valley": test.valley_lr,
+    }[pick]
+    assert test.max_lr == pytest.approx(expected)
     if pick == "valley":
-        assert test.max_lr == test.valley_lr and not test.past_descent
+        assert not test.past_descent

@@ -52,7 +52,7 @@ def fetch_script(package: str, version: str, cache: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(repro, request):
-    root, _, _ = repro
+    root, _ = repro
     dvc(root, "plots", "show")
     page = root / "dvc_plots/index.html"
     html = page.read_text()
@@ -95,7 +95,7 @@ def test_every_declared_csv_plot_renders_as_a_chart(rendered):
 
 
 def test_every_image_plot_loads(rendered, repro):
-    root, _, _ = repro
+    root, _ = repro
     _, declared = declared_plots()
     expected = sum(len(list((root / path).glob("*.png"))) if (root / path).is_dir() else 1 for path in declared)
     assert len(rendered["images"]) == expected == 12
