@@ -303,8 +303,8 @@ def _check_zip_directory(archive: Path) -> None:
                 directory_size = _ZIP64_END_RECORD.unpack(record)[8]
     if directory_size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
-            f"{archive}: its list of members takes {directory_size:,} bytes, more than the "
-            f"{MAX_ZIP_DIRECTORY_BYTES >> 20} MiB a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
+            f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
+            f"a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
         )
 
 

@@ -30,8 +30,9 @@ SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 # two numbers per step, train one: 32 bytes each).
 MAX_EPOCHS = 100_000
 MAX_STEPS = 10_000_000  # lr_find.num_iter, and train.epochs x the steps of an epoch
-# Galleries are drawn on the CPU, about 0.1 s and 1 MB per image (2-core CPU, 2026-11-30),
-# five images to a 220-pixel row; matplotlib refuses a figure over 65,536 pixels (1,485 images).
+# Galleries are drawn on the CPU, five images to a 220-pixel row, at a cost that grows faster
+# than their size: 500 images took 61 s of CPU and 415 MB, 1,000 took 244 s and 777 MB
+# (2-core CPU, 2026-11-30); matplotlib refuses a figure over 65,536 pixels (1,485 images).
 MAX_GALLERY_IMAGES = 500
 # Grad-CAM draws two galleries per layer; four times the default two layers is plenty.
 MAX_EXPLAIN_LAYERS = 8

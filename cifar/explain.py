@@ -16,9 +16,10 @@ from cifar.errors import ConfigError, short_repr
 
 # Two depths per model: a middle stage with fine maps and the last with coarse ones.
 DEFAULT_LAYERS = {"custom_resnet": ["layer2", "layer3"], "resnet18": ["layer3", "layer4"]}
-# Images per Grad-CAM pass: a forward and backward pass of 64 images holds a few hundred MB
-# of activations and gradients on a CPU (ResNet18 at 8x8 layer4 the most).
-GRAD_CAM_BATCH_SIZE = 64
+# Images per Grad-CAM pass, so that memory does not grow with explain.images: the
+# activations and gradients of 32 images take about 300 MB (ResNet-9 at layer3 on a 2-core
+# CPU, 2026-11-30; one batch of 200 took 1.3 GB).
+GRAD_CAM_BATCH_SIZE = 32
 
 
 def feature_map_layers(model: nn.Module) -> list[str]:
