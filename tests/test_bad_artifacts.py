@@ -25,6 +25,7 @@ from torch import nn
 
 import stages.evaluate
 import stages.explain
+import stages.figures
 import stages.train
 from cifar import config, engine
 from cifar.atomic import atomic_path, remove_stale_scratch, save_figure, write_csv, write_json
@@ -398,6 +399,7 @@ def read_only(monkeypatch, folder: str) -> None:
 @pytest.mark.parametrize(
     ("name", "folder", "target"),
     [
+        ("download", "data", paths.DATA),
         ("lr_find", "metrics", paths.LR_FIND_METRICS),
         ("train", "models", paths.MODEL_SUMMARY),
         ("evaluate", "metrics", paths.EVALUATE_METRICS),
@@ -419,9 +421,20 @@ def test_a_read_only_output_folder_is_one_line_in_every_stage(pipeline_run, monk
     assert outputs(pipeline_run) == before
 
 
+def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):
+    """What no stage checks itself, such as a folder where figures reads a CSV, was a traceback."""
+    Path(paths.LR_FIND_CURVE).unlink()
+    Path(paths.LR_FIND_CURVE).mkdir()
+    with pytest.raises(SystemExit) as exited:
+        run_stage(stages.figures.main, paths.output_folders())
+    assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {paths.LR_FIND_CURVE}: Is a directory; check that it exists and that you may read and write it"
+    )
+
+
 def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):
     """The checkpoint of a finished run stays until every output is written; the re-run after
-    a full disk while saving models/model.pt trained from scratch."""
+    a full disk while saving the model trained from scratch."""
     with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 192}})
     with monkeypatch.context() as full_disk:
         onto_a_full_disk(full_disk, torch, "save", 1, only_named=Path(paths.MODEL).name)
@@ -503,10 +516,10 @@ def test_explain_runs_grad_cam_in_batches_so_its_memory_does_not_grow_with_expla
     torch.manual_seed(0)
     save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
     write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=200))
-    result, peak = stage_with_peak_memory(root, "explain")
+    result, peak = stage_with_peak_memory(root, "explain", hang_guard_seconds=1800)
+    assert peak < EXPLAIN_PEAK_BOUND, f"the explain stage peaked at {peak >> 20} MiB"
     assert result.returncode == 0, result.stderr
     assert "wrote Grad-CAM grids of 200 misclassified test images at layer3" in result.stderr
-    assert peak < EXPLAIN_PEAK_BOUND, f"the explain stage peaked at {peak >> 20} MiB"
 
 
 @pytest.mark.full

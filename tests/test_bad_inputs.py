@@ -668,8 +668,8 @@ def hostile_tar(path: Path, kind: bytes) -> Path:
 
 def assert_refused_in_bounded_memory(pipeline: Path, message: str) -> None:
     result, peak = stage_with_peak_memory(pipeline, "download")
-    assert_refused_with_one_line(result, pipeline, message)
     assert peak < DOWNLOAD_PEAK_BOUND, f"the download stage peaked at {peak >> 20} MiB"
+    assert_refused_with_one_line(result, pipeline, message)
 
 
 @pytest.mark.parametrize(
