@@ -7,14 +7,19 @@ measurements), and only the images the run uses are decoded from there.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator
 
-from cifar.errors import DataError
+from cifar.errors import DataError, short_repr
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 
@@ -29,12 +34,41 @@ MAX_EXPANSION = 50
 # Up to this size any expansion is harmless, and small archives of tiny files expand more
 # (a tar pads every file to 512 bytes and itself to 10 KiB).
 EXPANSION_FREE_BYTES = 64 << 20
+# Limits on what an archive's bookkeeping may cost before its members are read.
+# CIFAR-10 is 60,000 images in 22 folders; more than three times that is no export of it,
+# and each member costs about 0.5 KB of Python objects besides its data.
+MAX_MEMBERS = 200_000
+# A pax header or GNU long name holds a path (at most 4 KiB on Linux) and a few attributes.
+MAX_EXTENDED_HEADER_BYTES = 1 << 20
+# zipfile builds a 0.5 KB object for every central-directory entry (46 bytes and the name)
+# before any member can be checked; the JPEG mirror as a zip has about 6 MB of entries.
+MAX_ZIP_DIRECTORY_BYTES = 16 << 20
+
+BLOCKSIZE = tarfile.BLOCKSIZE
+_EMPTY_BLOCK = bytes(BLOCKSIZE)
+# Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
+_NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_KINDS = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a device or named pipe",
+    tarfile.BLKTYPE: "a device or named pipe",
+    tarfile.FIFOTYPE: "a device or named pipe",
+    tarfile.GNUTYPE_SPARSE: "a GNU sparse file, which is not supported",
+}
+
+
+class _CorruptArchive(Exception):
+    """The archive's structure is broken: damaged, cut short or not an archive at all."""
+
 
 _READABLE_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 # What a damaged archive raises while it is read, besides gzip's and bz2's OSErrors without
 # errno: a zip's garbled version field gives NotImplementedError, a garbled name UnicodeDecodeError.
 _CORRUPTION_ERRORS = (
-    tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, UnicodeDecodeError
+    _CorruptArchive, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, UnicodeDecodeError
 )
 _FIX = "extract it yourself and point data.source at the folder"
 
@@ -44,10 +78,12 @@ def read_members(archive: Path) -> dict[str, bytes]:
 
     A tar is read past its last member to the end of the file: tarfile alone stops at the
     first damaged header as if the archive ended there, and a compressed stream's checksum
-    comes only at its end. Every zip member is read in full, so that its CRC is verified.
-    Members must be folders and regular files inside the archive's own folder.
+    comes only at its end; a tar without its end-of-archive marker was cut short. Every zip
+    member is read in full, so that its CRC is verified. Members must be folders and
+    regular files inside the archive's own folder, each path at most once.
     """
-    limit = min(MAX_UNPACKED_BYTES, max(EXPANSION_FREE_BYTES, MAX_EXPANSION * archive.stat().st_size))
+    size = archive.stat().st_size
+    limit = min(MAX_UNPACKED_BYTES, max(EXPANSION_FREE_BYTES, MAX_EXPANSION * size))
     try:
         if archive.name.lower().endswith(".zip"):
             return _read_zip(archive, limit)
@@ -66,33 +102,162 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
 
 
 def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
+    with archive.open("rb") as raw:
+        with _decompressed(raw) as stream:
+            return _tar_members(stream, archive, limit)
+
+
+@contextmanager
+def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
+    """The tar inside: the file itself if it starts with a valid tar header, else by its
+    compression's magic bytes (gzip, bzip2, xz), as tarfile.open detects them."""
+    first = raw.read(BLOCKSIZE)
+    raw.seek(0)
+    if _is_tar_header(first):
+        yield raw
+        return
+    for magic, opener in _COMPRESSIONS:
+        if first.startswith(magic):
+            with opener(raw) as stream:
+                yield stream
+            return
+    raise _CorruptArchive("not a tar file, plain or compressed with gzip, bzip2 or xz")
+
+
+_COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _is_tar_header(block: bytes) -> bool:
     try:
-        bundle = tarfile.open(archive)
-    except tarfile.ReadError:  # its message lists every compression tried, one per line
-        raise tarfile.ReadError("not a tar file, plain or compressed with gzip, bzip2 or xz") from None
-    with bundle:
-        members = {}
-        for member in bundle:
-            if not (member.isfile() or member.isdir()):
-                kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "a device or named pipe"
-                raise _unsafe(archive, member.name, kind)
-            _check_name(archive, member.name)
-            _check_size(archive, member.offset_data + member.size, limit)
-            if member.isfile():
-                members[str(PurePosixPath(member.name))] = bundle.extractfile(member).read()
-        stream = bundle.fileobj
-        # bundle.offset is where tarfile stopped: the end-of-archive marker, or a damaged header.
-        stream.seek(bundle.offset)
-        while chunk := stream.read(1 << 20):
-            if chunk.strip(b"\0"):
-                raise tarfile.ReadError(f"a damaged header or stray data from byte {bundle.offset} of the tar on")
-            _check_size(archive, stream.tell(), limit)
-    return members
+        tarfile.TarInfo.frombuf(block, _NAME_ENCODING, _NAME_ERRORS)
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes]:
+    """Every regular file of the tar, read to the end of the stream.
+
+    Headers are read here, one 512-byte block at a time, and only their fixed fields are
+    parsed by tarfile (TarInfo.frombuf); extended headers (pax, GNU long names) are read
+    here within MAX_EXTENDED_HEADER_BYTES and parsed by _pax_fields. tarfile itself reads
+    an extended header whole, whatever size it declares, and before Python 3.11.10 and
+    3.12.6 parses pax headers in time quadratic in their length (CVE-2024-6232).
+    """
+    members: dict[str, bytes] = {}
+    position = 0  # bytes of the tar read so far
+    global_fields: dict[str, str] = {}  # from pax global headers, for every later member
+    pending: dict[str, str] = {}  # from the extended headers before the next member
+    count = 0
+    while True:
+        block = stream.read(BLOCKSIZE)
+        if not block:
+            raise _CorruptArchive(f"it ends at byte {position} without the end-of-archive marker: it was cut short")
+        if block == _EMPTY_BLOCK:
+            _check_end(stream, archive, position, limit)
+            return members
+        try:
+            header = tarfile.TarInfo.frombuf(block, _NAME_ENCODING, _NAME_ERRORS)
+        except tarfile.HeaderError:
+            raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on") from None
+        position += BLOCKSIZE
+        if header.type in _EXTENDED_TYPES:
+            if not 0 <= header.size <= MAX_EXTENDED_HEADER_BYTES:
+                raise DataError(
+                    f"{archive}: an extended header (pax or GNU long name) at byte {position - BLOCKSIZE} declares "
+                    f"{header.size:,} bytes, more than the {MAX_EXTENDED_HEADER_BYTES >> 20} MiB any name or attributes "
+                    f"need; the archive is damaged or hostile: {_FIX}"
+                )
+            data = _read_data(stream, header.size, archive, position, limit)
+            if header.type == tarfile.XGLTYPE:
+                global_fields |= _pax_fields(data, position)
+            elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+                pending |= _pax_fields(data, position)
+            elif header.type == tarfile.GNUTYPE_LONGNAME:
+                pending["path"] = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
+            # A GNU long link name is skipped: links are refused with their member.
+            position += _padded(header.size)
+            continue
+        fields, pending = global_fields | pending, {}
+        name, size = fields.get("path", header.name), int(fields.get("size", header.size))
+        count += 1
+        if count > MAX_MEMBERS:
+            raise _too_many_members(archive)
+        if header.type not in _FILE_TYPES + (tarfile.DIRTYPE,):
+            raise _unsafe(archive, name, _KINDS.get(header.type, f"a member of type {header.type!r}, which is not supported"))
+        _check_name(archive, name)
+        if size < 0:
+            raise _CorruptArchive(f"member {name[:200]!r} declares a negative size")
+        data = _read_data(stream, size, archive, position, limit)
+        position += _padded(size)
+        if header.type in _FILE_TYPES:
+            _add_member(members, name, data, archive)
+
+
+def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit: int) -> bytes:
+    """A member's data and the padding to the next 512-byte block, within the size limit."""
+    _check_size(archive, position + _padded(size), limit)
+    data = stream.read(size)
+    padding = stream.read(_padded(size) - size)
+    if len(data) + len(padding) < _padded(size):
+        raise _CorruptArchive(f"it ends at byte {position + len(data) + len(padding)}, inside a member: it was cut short")
+    return data
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCKSIZE) * BLOCKSIZE
+
+
+def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> None:
+    """After a tar's first empty block: the second one, then nothing but zeros to the end of
+    the stream (tar pads to 10 KiB records; a bomb could hide there)."""
+    second = stream.read(BLOCKSIZE)
+    if not second:
+        raise _CorruptArchive(f"it ends at byte {position + BLOCKSIZE}, inside the end-of-archive marker: it was cut short")
+    if second != _EMPTY_BLOCK:
+        raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+    end = position + 2 * BLOCKSIZE
+    while chunk := stream.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+        end += len(chunk)
+        _check_size(archive, end, limit)
+
+
+def _pax_fields(data: bytes, position: int) -> dict[str, str]:
+    """The pax fields that decide a member's name and size, from the "LENGTH KEY=VALUE\n"
+    records of a pax header whose data starts at byte `position` of the tar.
+
+    Parsed here, in linear time, as tarfile's parser is quadratic before Python 3.11.10 (see
+    _tar_members). Other fields (times, owners, attributes) do not matter to an import.
+    """
+    fields = {}
+    start = 0
+    while start < len(data) and data[start] != 0:  # tarfile too stops at NUL padding
+        # LENGTH counts the whole record; in a header of at most 1 MiB it has at most 7 digits.
+        space = data.find(b" ", start, start + 8)
+        digits = data[start:space] if space > start else b""
+        length = int(digits) if digits.isdigit() else 0
+        record = data[start : start + length]
+        key, equals, value = record[len(digits) + 1 : -1].partition(b"=")
+        if not (equals and key and len(record) == length and record.endswith(b"\n")):
+            raise _CorruptArchive(f"a malformed pax header record at byte {position + start} of the tar")
+        if key.startswith(b"GNU.sparse."):
+            raise _CorruptArchive("a GNU sparse member, which is not supported: re-create the tar without --sparse")
+        if key == b"size" and not (value.isdigit() and len(value) <= 20):
+            raise _CorruptArchive(f"a malformed pax size {short_repr(value)} at byte {position + start} of the tar")
+        if key in (b"path", b"size"):
+            fields[key.decode()] = value.decode(_NAME_ENCODING, _NAME_ERRORS)
+        start += length
+    return fields
 
 
 def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
+    _check_zip_directory(archive)
     with zipfile.ZipFile(archive) as bundle:
         members = bundle.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise _too_many_members(archive)
         for member in members:
             _check_name(archive, member.filename)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
@@ -108,7 +273,62 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
                     f"re-create the zip with plain deflate (e.g. `zip -r`)"
                 )
         _check_size(archive, sum(member.file_size for member in members), limit)
-        return {str(PurePosixPath(member.filename)): bundle.read(member) for member in members if not member.is_dir()}
+        found: dict[str, bytes] = {}
+        for member in members:
+            if not member.is_dir():
+                _add_member(found, member.filename, bundle.read(member), archive)
+        return found
+
+
+def _check_zip_directory(archive: Path) -> None:
+    """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES, reading
+    only its end records (APPNOTE.TXT 4.3.14-4.3.16), before zipfile parses that directory.
+
+    Hand-written because zipfile has no public way to read the end record alone. A zip
+    without a readable end record is left to zipfile, which refuses it.
+    """
+    with archive.open("rb") as stream:
+        # The end record is followed by a comment of up to 64 KiB.
+        stream.seek(max(0, stream.seek(0, 2) - _END_RECORD.size - 0xFFFF))
+        tail = stream.read()
+        end = tail.rfind(_END_SIGNATURE)
+        if end < 0 or end + _END_RECORD.size > len(tail):
+            return
+        directory_size = _END_RECORD.unpack_from(tail, end)[5]
+        locator = end - _ZIP64_LOCATOR.size
+        if directory_size == 0xFFFFFFFF and locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
+            stream.seek(_ZIP64_LOCATOR.unpack_from(tail, locator)[2])
+            record = stream.read(_ZIP64_END_RECORD.size)
+            if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
+                directory_size = _ZIP64_END_RECORD.unpack(record)[8]
+    if directory_size > MAX_ZIP_DIRECTORY_BYTES:
+        raise DataError(
+            f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
+            f"a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
+        )
+
+
+_END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+_END_RECORD = struct.Struct("<4s4H2LH")  # signature, disk numbers, entries (2), directory size and offset, comment length
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions, disks, entries (2), directory size
+
+
+def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:
+    """A second member of the same path would silently replace the first: a poisoned label."""
+    path = str(PurePosixPath(name))
+    if path in members:
+        raise DataError(
+            f"{archive}: member {name[:200]!r} appears twice, and which copy is meant cannot be told; "
+            f"re-create the archive from a plain folder of images"
+        )
+    members[path] = data
+
+
+def _too_many_members(archive: Path) -> DataError:
+    return DataError(
+        f"{archive}: more than {MAX_MEMBERS:,} members, far more than CIFAR-10's 60,000 images; if it is genuine, {_FIX}"
+    )
 
 
 def _check_name(archive: Path, name: str) -> None:

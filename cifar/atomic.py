@@ -34,7 +34,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     replaces target in one rename.
     """
     target = Path(target)
-    with _full_disk_as_output_error(target):
+    with _write_errors_as_output_error(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name), dir=target.parent))
         temporary = scratch / target.name
@@ -48,13 +48,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _full_disk_as_output_error(target: Path) -> Iterator[None]:
+def _write_errors_as_output_error(target: Path) -> Iterator[None]:
+    """A failed write as one line: a full disk, or a folder that is read-only or not a folder."""
     try:
         yield
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputError(f"disk full while writing {target}; free space and re-run") from None
-        raise
+        raise OutputError(
+            f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
+            f"you may write to, and re-run"
+        ) from None
     except RuntimeError as error:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
             raise OutputError(f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run") from None
@@ -68,8 +72,9 @@ def _scratch_prefix(name: str) -> str:
 def scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
     """A temporary folder in parent, named like atomic_path's scratch, so that a killed
     process's leftover is swept by remove_stale_scratch too."""
-    parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=_scratch_prefix(purpose), dir=parent)
+    with _write_errors_as_output_error(parent / f"{_scratch_prefix(purpose)}*"):
+        parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=_scratch_prefix(purpose), dir=parent)
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:

@@ -5,7 +5,9 @@ optimizer and scheduler state, the loader's random generator (shuffling and augm
 and the history so far. With these restored, a resumed CPU run ends bit-identical to an
 uninterrupted one. It also holds a fingerprint of what shaped the run (params, max_lr,
 both splits, device, precision and the code); a checkpoint of a different run is never
-resumed from.
+resumed from, nor one whose weights or optimizer state hold NaN or infinity. The train
+stage removes it only once every output is written, so a run that finished training but
+failed to write (a full disk) writes its outputs from it on the next try.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +101,14 @@ class CheckpointFile:
             )
             log.info("not resuming: %s is from a run with different %s; training from scratch", self.path, ", ".join(changed))
             return None
-        if state.epoch >= epochs:
-            log.info("not resuming: %s is of a finished run; training again from scratch", self.path)
+        if not 0 <= state.epoch <= epochs:
+            log.warning("not resuming: %s claims %d of %d epochs done; training from scratch", self.path, state.epoch, epochs)
+            return None
+        broken = _first_non_finite({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler})
+        if broken:
+            # Resumed, it would fail at its first step as if max_lr were too high, on every re-run.
+            self.remove()
+            log.warning("not resuming: %s holds NaN or infinity (first in %s); removed it, training from scratch", self.path, broken)
             return None
         return state
 
@@ -121,5 +130,27 @@ class CheckpointFile:
             )
             fresh.restore(model, optimizer, scheduler, generator)
             return None
-        log.info("resuming from %s: %d of %d epochs done", self.path, state.epoch, epochs)
+        if state.epoch == epochs:
+            log.info("finishing from %s: all %d epochs were done; writing the outputs", self.path, epochs)
+        else:
+            log.info("resuming from %s: %d of %d epochs done", self.path, state.epoch, epochs)
         return state
+
+
+def _first_non_finite(value: object, name: str = "") -> str | None:
+    """The dotted name of the first float tensor or number in a nested state that is NaN or infinite."""
+    if torch.is_tensor(value):
+        return name if value.is_floating_point() and not torch.isfinite(value).all() else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else name
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_non_finite(item, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cifar.atomic import remove_stale_scratch
-from cifar.errors import PipelineError
+from cifar.errors import PipelineError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -22,4 +22,8 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # a file the stage cannot read or write, where it does not say so itself
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or one_line(error)}; check that it exists and that you may read and write it", file=sys.stderr)
         sys.exit(2)

@@ -22,6 +22,23 @@ IMAGE_SIZE = 32
 # CIFAR-10's split sizes: the most any limit can ask for, and what the synthetic set mirrors.
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 
+# Upper bounds of the count params. Training counts stop at about what the fastest GPU
+# measured does in a day: an H200 runs the default recipe (ResNet-9, 97 steps of 512 images
+# per epoch) at 0.53 s per epoch, 183 optimizer steps per second, so a day (86,400 s) is
+# 163,000 epochs or 15.8 million steps. A larger value is a slip (a zero too many), refused
+# before it holds a machine for days and fills memory with per-step records (lr_find keeps
+# two numbers per step, train one: 32 bytes each).
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10_000_000  # lr_find.num_iter, and train.epochs x the steps of an epoch
+# Galleries are drawn on the CPU, five images to a 220-pixel row, at a cost that grows faster
+# than their size: 500 images took 61 s of CPU and 415 MB, 1,000 took 244 s and 777 MB
+# (2-core CPU, 2026-11-30); matplotlib refuses a figure over 65,536 pixels (1,485 images).
+MAX_GALLERY_IMAGES = 500
+# Grad-CAM draws two galleries per layer; four times the default two layers is plenty.
+MAX_EXPLAIN_LAYERS = 8
+# Linux's PATH_MAX; a NUL byte cannot be part of any path.
+MAX_PATH_LENGTH = 4096
+
 
 def limited(default, check: typing.Callable[[typing.Any], bool], allowed: str):
     """A field whose values, once of the right type, must pass `check`; `allowed` says in
@@ -40,7 +57,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.
-    source: str = "official"
+    source: str = limited(
+        "official", lambda v: 0 < len(v) <= MAX_PATH_LENGTH and "\0" not in v,
+        f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
+    )
     train_limit: int | None = limited(
         None, lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
         f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
@@ -62,7 +82,7 @@ class AugmentConfig:
 class LRFindConfig:
     start_lr: float = limited(1e-7, lambda v: v > 0, "a number > 0")
     end_lr: float = limited(0.1, lambda v: v > 0, "a number > 0")
-    num_iter: int = limited(100, lambda v: v >= 2, "an integer >= 2")
+    num_iter: int = limited(100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps")
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
     # divergence (README, "The LR finder's pick").
@@ -80,7 +100,7 @@ class OneCycleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = limited(24, lambda v: v >= 1, "an integer >= 1")
+    epochs: int = limited(24, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs")
     # A batch cannot hold more images than the largest split; larger values only waste memory.
     batch_size: int = limited(
         512, lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
@@ -102,7 +122,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     # How many misclassified test images the gallery shows.
-    misclassified: int = limited(20, lambda v: v >= 0, "an integer >= 0")
+    misclassified: int = limited(
+        20, lambda v: 0 <= v <= MAX_GALLERY_IMAGES, f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows"
+    )
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
 
 
@@ -110,9 +132,12 @@ class EvaluateConfig:
 class ExplainConfig:
     # Module names to run Grad-CAM at; null = the model's defaults (cifar.explain.DEFAULT_LAYERS).
     layers: list[str] | None = limited(
-        None, lambda v: v is None or len(v) >= 1, "null (the model's defaults) or a non-empty list of module names"
+        None, lambda v: v is None or 1 <= len(v) <= MAX_EXPLAIN_LAYERS and len(set(v)) == len(v),
+        f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names",
     )
-    images: int = limited(10, lambda v: v >= 1, "an integer >= 1")
+    images: int = limited(
+        10, lambda v: 1 <= v <= MAX_GALLERY_IMAGES, f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows"
+    )
 
 
 @dataclass(frozen=True)

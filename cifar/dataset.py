@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from cifar.atomic import atomic_path
-from cifar.config import IMAGE_SIZE
-from cifar.errors import DataError
+from cifar.config import IMAGE_SIZE, SPLIT_SIZES
+from cifar.errors import DataError, one_line
 
 SPLITS = ("train", "test")
 
@@ -61,6 +61,15 @@ def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
 
 
 MANIFEST = "manifest.json"
+# The manifest names two files and their digests: 200 bytes.
+MAX_MANIFEST_BYTES = 64 << 10
+# A split's file holds at most the split's every image (uint8) and label (int64), plus class
+# names and the .npy headers; anything larger is refused before it is hashed or loaded.
+IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
+SPLIT_FILE_SLACK_BYTES = 1 << 20
+# A classifier tells apart at least two classes; CIFAR-10 has ten, and a thousand (ImageNet's
+# count) is far beyond any split the download stage writes, whose model would grow with it.
+MAX_CLASSES = 1000
 
 
 def file_digest(path: Path) -> str:
@@ -71,22 +80,24 @@ def file_digest(path: Path) -> str:
 def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
     """One .npz per split and a manifest of their SHA-256, so damage is caught on load.
 
-    A full disk is atomic_path's one-line error; other write errors (permissions) get theirs here.
+    A failed write (a full disk, no permission) is atomic_path's one-line error, and the
+    previous data stays.
     """
-    try:
-        with atomic_path(folder) as scratch:
-            scratch.mkdir()
-            for name, split in splits.items():
-                np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
-            digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
-            (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
-    except OSError as error:  # atomic_path has removed the partial copy; the previous data stays
-        raise DataError(f"{folder}: cannot write the imported data ({error.strerror}); check the folder's permissions") from None
+    with atomic_path(folder) as scratch:
+        scratch.mkdir()
+        for name, split in splits.items():
+            np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
+        digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
+        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
 
 
 def split_digest(folder: str | Path, name: str) -> str:
     """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
-    return json.loads((Path(folder) / MANIFEST).read_text())[f"{name}.npz"]
+    with (Path(folder) / MANIFEST).open("rb") as stream:
+        manifest = stream.read(MAX_MANIFEST_BYTES + 1)
+    if len(manifest) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"larger than {MAX_MANIFEST_BYTES >> 10} KiB")
+    return json.loads(manifest)[f"{name}.npz"]
 
 
 def load_split(folder: str | Path, name: str) -> Split:
@@ -95,22 +106,34 @@ def load_split(folder: str | Path, name: str) -> Split:
     fix = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
     if not path.is_file():
         raise DataError(f"{path}: not found; {fix}")
+    most = SPLIT_SIZES[name] * (IMAGE_BYTES + 8) + SPLIT_FILE_SLACK_BYTES
+    if path.stat().st_size > most:
+        raise DataError(f"{path}: {path.stat().st_size:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {fix}")
     try:
         expected = split_digest(folder, name)
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({error}); {fix}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({one_line(error)}); {fix}") from None
     if file_digest(path) != expected:
         raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {fix}")
     try:
         with np.load(path, allow_pickle=False) as stored:
+            # Members may be compressed: what they unpack to is checked before they are.
+            unpacked = sum(member.file_size for member in stored.zip.infolist())
+            if unpacked > most:
+                raise DataError(f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {fix}")
             split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{path}: unreadable or truncated ({error}); {fix}") from None
+    # numpy refuses to allocate an array whose header declares more than memory can hold.
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
+        raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {fix}") from None
     images, labels = split.images, split.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {fix}")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {fix}")
+    if len(images) == 0:
+        raise DataError(f"{path}: holds no images; {fix}")
+    if not 2 <= len(split.classes) <= MAX_CLASSES:
+        raise DataError(f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {fix}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
         raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {fix}")
     return split

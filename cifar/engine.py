@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from cifar.chance import not_learning_warning
 from cifar.checkpoint import CheckpointFile, TrainingState
-from cifar.config import TrainConfig
-from cifar.errors import TrainingError
+from cifar.config import MAX_STEPS, TrainConfig
+from cifar.errors import ConfigError, TrainingError
 from cifar.inference import predict
 from cifar.loader import DeviceLoader
 from cifar.optim import build_optimizer
@@ -130,6 +130,13 @@ def fit(
     With a checkpoint file, resumes from it when it belongs to this run and saves to it
     after every epoch. With a stop request, stops after the step in flight once it is made.
     """
+    steps = config.epochs * len(train_loader)
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"train.epochs = {config.epochs} x {len(train_loader)} steps per epoch ({train_loader.images_per_epoch} images "
+            f"in batches of {train_loader.batch_size}) = {steps:,} optimizer steps, more than the {MAX_STEPS:,} of about a "
+            f"GPU-day; lower train.epochs or raise train.batch_size"
+        )
     optimizer = build_optimizer(model, max_lr, config, device)
     scheduler = one_cycle(optimizer, max_lr, config.epochs, len(train_loader), config.onecycle)
     run = TrainingRun(model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest())

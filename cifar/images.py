@@ -8,12 +8,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from cifar.config import IMAGE_SIZE
 from cifar.errors import DataError
 
 _FIX = f"replace it with a {IMAGE_SIZE}x{IMAGE_SIZE} PNG or JPEG file, or remove it"
+# The only formats decoded, whatever a file's name says: Pillow would otherwise open any of
+# the dozens it knows (EPS through Ghostscript, TIFF, ...), each a decoder an image can attack.
+FORMATS = ("PNG", "JPEG")
+# A 32x32 PNG or JPEG takes 1-4 KB, up to a few hundred KB with an embedded colour profile
+# or metadata; a file larger than this is not one, and is refused before it is read whole.
+MAX_IMAGE_FILE_BYTES = 1 << 20
 
 
 def kind_of(mode: int) -> str:
@@ -38,7 +44,8 @@ def read_image(path: Path) -> np.ndarray:
     if not stat.S_ISREG(mode):
         raise DataError(f"{path}: {kind_of(mode)}, not an image file; {_FIX}")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_IMAGE_FILE_BYTES + 1)  # one byte more tells a file over the limit
     except OSError as error:
         raise DataError(f"{path}: cannot read it ({error.strerror}); {_FIX}") from None
     return decode_image(data, str(path))
@@ -46,16 +53,22 @@ def read_image(path: Path) -> np.ndarray:
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
     """The pixels of an image file's bytes; `where` names the file in messages."""
+    if len(data) > MAX_IMAGE_FILE_BYTES:
+        raise DataError(
+            f"{where}: more than {MAX_IMAGE_FILE_BYTES >> 20} MiB, far more than a {IMAGE_SIZE}x{IMAGE_SIZE} image takes; {_FIX}"
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns of a possible decompression bomb; the size check below refuses it anyway.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
                 # Image.open has read only the header: refuse a wrong size before decoding a pixel.
                 if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                     width, height = image.size
                     raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
                 return _as_rgb8(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{where}: not a readable PNG or JPEG image, the only formats read; {_FIX}") from None
     except Image.DecompressionBombError as error:
         raise DataError(f"{where}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -13,6 +13,10 @@ from cifar.errors import ConfigError, short_repr
 # params.yaml nests three levels; anything far deeper is a mistake, refused before it
 # reaches Python's recursion limit.
 MAX_YAML_NESTING = 20
+# params.yaml with every key and a comment on each is 2.1 KB. PyYAML's pure-Python parser
+# takes up to 35 s of CPU per MiB of dense YAML (a list of 500,000 numbers, 2-core CPU,
+# 2026-11-30), and every stage parses the file, so a larger file is refused unread.
+MAX_PARAMS_FILE_BYTES = 64 << 10
 
 
 class _UnsupportedYaml(yaml.MarkedYAMLError):
@@ -26,7 +30,8 @@ class _ParamsLoader(yaml.SafeLoader):
     PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values by
     YAML 1.2, where it is a float, so floats resolve by the YAML 1.2 rule. Anchors and
     aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
-    aliases) expands into a structure too big to print or check. Nesting is bounded.
+    aliases) expands into a structure too big to print or check. Nesting is bounded. A key
+    repeated in one mapping is refused, as DVC refuses it: PyYAML would keep the last silently.
     """
 
     def __init__(self, stream):
@@ -44,6 +49,24 @@ class _ParamsLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.nesting -= 1
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<` may override keys, by design
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in first_lines
+            except TypeError:  # an unhashable key, which the base class refuses
+                continue
+            if repeated:
+                raise _UnsupportedYaml(
+                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one of them",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
         try:
@@ -69,9 +92,15 @@ def read_params_file(path: Path) -> object:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_PARAMS_FILE_BYTES + 1)  # one byte more tells a file over the limit
     except OSError as error:
         raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+    if len(data) > MAX_PARAMS_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_PARAMS_FILE_BYTES >> 10} KiB, while every key with a comment takes about 2 KiB; "
+            f"remove what does not belong in it"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -1,19 +1,27 @@
 """Reading data/predictions.csv (one row per test image, as the evaluate stage writes it),
-checked against the test split it must describe."""
+checked against the test split it must describe: every image once, with its label."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cifar.dataset import Split
 from cifar.errors import DataError, one_line
 
+# A row is an index, two class ids and a float: under 40 characters; a file beyond this many
+# bytes per test image is not one evaluate wrote, and is refused before it is parsed.
+MAX_BYTES_PER_ROW = 128
+
 
 def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     fix = "re-create it with `dvc repro evaluate`"
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES_PER_ROW * (len(test) + 1):
+            raise DataError(f"{path}: {size:,} bytes, far more than {len(test)} rows of predictions take; {fix}")
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise DataError(f"{path}: not found; {fix}") from None
@@ -37,4 +45,16 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
                 f"{path}: column {column} holds {values.min()}..{values.max()}, beyond the {count} {what} "
                 f"(0..{count - 1}); {fix}"
             )
+    index = frame["index"].to_numpy()
+    rows_per_image = np.bincount(index, minlength=len(test))
+    if (rows_per_image != 1).any():
+        image = int(np.flatnonzero(rows_per_image != 1)[0])
+        raise DataError(f"{path}: test image {image} has {rows_per_image[image]} rows, not one; {fix}")
+    wrong_label = np.flatnonzero(frame["label"].to_numpy() != test.labels[index])
+    if len(wrong_label):
+        row = int(wrong_label[0])
+        raise DataError(
+            f"{path}: the row of test image {index[row]} gives it label {frame['label'].iloc[row]}, "
+            f"but the test split says {test.labels[index[row]]}; {fix}"
+        )
     return frame

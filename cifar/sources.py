@@ -151,14 +151,15 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
 
 
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+    listing = _Listing(source)
     try:
-        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER)
+        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
         if official is not None:
             return _load_official_batches(official.parent, source)
-        tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS))
+        tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS), listing)
         if tree is None:
             raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-        return read_class_folders(_folder_tree(tree), limits)
+        return read_class_folders(_folder_tree(tree, listing), limits)
     except OSError as error:
         raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
 
@@ -179,14 +180,37 @@ class ClassTree:
     files: dict[str, dict[str, list[ImageFile]]]
 
 
-def _folder_tree(root: Path) -> ClassTree:
+class _Listing:
+    """Sorted folder listings, at most archives.MAX_MEMBERS entries in all: a tree of millions
+    of files is refused before its listing fills memory (Path.iterdir lists a folder whole)."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.room = archives.MAX_MEMBERS
+
+    def __call__(self, folder: Path) -> list[Path]:
+        entries = []
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                self.room -= 1
+                if self.room < 0:
+                    raise DataError(
+                        f"data.source = {str(self.source)!r}: more than {archives.MAX_MEMBERS:,} files and folders to "
+                        f"look through, far more than CIFAR-10's 60,000 images; point it at the folder that holds "
+                        f"train/ and test/ ({EXPECTED_LAYOUT})"
+                    )
+                entries.append(Path(entry.path))
+        return sorted(entries)
+
+
+def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
     files = {
         split: {
             folder.name: [
                 ImageFile(str(path), partial(read_image, path))
-                for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
+                for path in listing(folder) if path.suffix.lower() in IMAGE_SUFFIXES
             ]
-            for folder in sorted((root / split).iterdir()) if folder.is_dir()
+            for folder in listing(root / split) if folder.is_dir()
         }
         for split in SPLITS
     }
@@ -212,16 +236,16 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     return ClassTree(f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive), trees[prefix])
 
 
-def _find_folder(root: Path, matches) -> Path | None:
+def _find_folder(root: Path, matches, listing: _Listing) -> Path | None:
     """root itself or a folder up to two levels below it that matches."""
-    candidates = [root, *_subfolders(root)]
-    candidates += [p for c in candidates[1:] for p in _subfolders(c)]
+    candidates = [root, *_subfolders(root, listing)]
+    candidates += [p for c in candidates[1:] for p in _subfolders(c, listing)]
     return next((folder for folder in candidates if matches(folder)), None)
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def _subfolders(folder: Path, listing: _Listing) -> list[Path]:
     try:
-        return sorted(path for path in folder.iterdir() if _is_folder(path))
+        return [path for path in listing(folder) if _is_folder(path)]
     except OSError:  # unreadable: the search goes on elsewhere
         return []
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import signal
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ from cifar.cli import run_stage
 from cifar.config import Params, load_params
 from cifar.dataset import load_split, split_digest
 from cifar.engine import fit
-from cifar.errors import DataError, TrainingError
+from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
 from cifar.runtime import configure_runtime, device_name, environment, seed_everything
@@ -25,6 +26,8 @@ from cifar.stop import StopRequest
 from stages import paths
 
 log = logging.getLogger("train")
+# lr_find's metrics are a dozen numbers; a file cut at this size is no JSON and is refused.
+MAX_METRICS_BYTES = 64 << 10
 
 
 def main() -> None:
@@ -86,13 +89,15 @@ def chosen_max_lr(params: Params) -> float:
     if params.train.max_lr != "find":
         return params.train.max_lr
     path = Path(paths.LR_FIND_METRICS)
+    fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
-        return float(json.loads(path.read_text())["max_lr"])
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(
-            f"{path}: no max_lr to read ({error}); run the lr_find stage first (`dvc repro lr_find`) "
-            f"or set train.max_lr to a number"
-        ) from None
+        with path.open("rb") as stream:
+            max_lr = json.loads(stream.read(MAX_METRICS_BYTES))["max_lr"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
+    if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not math.isfinite(max_lr) or max_lr <= 0:
+        raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate (a finite number > 0); {fix}")
+    return float(max_lr)
 
 
 def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: float) -> dict:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -66,6 +68,40 @@ def dvc(root: Path, *arguments: str, check: bool = True) -> subprocess.Completed
 def stage(root: Path, name: str, check: bool = True) -> subprocess.CompletedProcess:
     """One stage on its own, as dvc.yaml runs it."""
     return run(root, "python", "-m", f"stages.{name}", check=check)
+
+
+# Runs its arguments as a child and writes the child's peak resident memory (kilobytes) to
+# the file named first. A process started straight from pytest would not do: Python starts
+# children with vfork, and Linux counts the parent's memory at the exec into the child's peak.
+_PEAK_MEMORY_LAUNCHER = """
+import os, sys
+child = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(child, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def stage_with_peak_memory(root: Path, name: str, hang_guard_seconds: int = 300) -> tuple[subprocess.CompletedProcess, int]:
+    """One stage on its own, as `stage` runs it, and the peak resident memory of its process
+    in bytes. A stage still running after hang_guard_seconds is killed (exit 137), so that a
+    hang fails the test instead of stalling the suite."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "peak"
+        command = [sys.executable, "-c", _PEAK_MEMORY_LAUNCHER, str(report), "python", "-m", f"stages.{name}"]
+        process = subprocess.Popen(
+            command, cwd=root, env=environment(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=hang_guard_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        peak = int(report.read_text()) * 1024 if report.exists() else 0  # Linux reports kilobytes
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), peak
 
 
 def copy_pipeline(root: Path) -> None:

@@ -2,31 +2,46 @@
 the problem and the fix (or, for leftovers, cleaned up), and the previous outputs stay
 byte for byte as they were."""
 
+import copy
+import errno
+import importlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torch import nn
 
 import stages.evaluate
 import stages.explain
-from cifar.atomic import atomic_path, remove_stale_scratch, write_csv, write_json
+import stages.figures
+import stages.train
+from cifar import config, engine
+from cifar.atomic import atomic_path, remove_stale_scratch, save_figure, write_csv, write_json
+from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.cli import run_stage
-from cifar.config import ModelConfig
-from cifar.dataset import Split, save_dataset
+from cifar.config import ModelConfig, OneCycleConfig, load_params
+from cifar.dataset import Split, load_split, save_dataset
 from cifar.errors import DataError, OutputError
 from cifar.models import build_model, load_trained, save_trained
+from cifar.plots import misclassified_figure
+from cifar.schedule import one_cycle
 from cifar.sources import synthetic_split
 from generated import CPU
-from pipeline_repo import REPO, SMALL_SYNTHETIC, copy_pipeline, default_params, merge, stage, workspace_digests
+from pipeline_repo import (
+    REPO, SMALL_SYNTHETIC, copy_pipeline, default_params, merge, stage, stage_with_peak_memory, workspace_digests,
+)
 from stages import paths
 
 
@@ -37,6 +52,10 @@ def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
     return pd.DataFrame({"index": range(len(test)), "label": test.labels, "predicted": predicted, "confidence": 0.5})
 
 
+# The test split of the artifacts below.
+TEST_SPLIT = synthetic_split(20, seed=1)
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     """What evaluate and explain read, small: params.yaml, a dataset, an untrained model and its
@@ -44,7 +63,7 @@ def artifacts(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
     params = merge(default_params(), SMALL_SYNTHETIC | {"explain": {"images": 4}})
     (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
-    test = synthetic_split(20, seed=1)
+    test = TEST_SPLIT
     save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
     torch.manual_seed(0)
     save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
@@ -56,16 +75,30 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def workspace(artifacts, tmp_path, monkeypatch) -> Path:
+def torch_flags():
+    """Stages set process-wide torch flags; later tests must not inherit them."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+@pytest.fixture
+def workspace(artifacts, tmp_path, monkeypatch, torch_flags) -> Path:
     """A copy of the artifacts as the current directory, for a stage's main to run in."""
     root = shutil.copytree(artifacts, tmp_path / "workspace")
     monkeypatch.chdir(root)
-    # Stages set process-wide torch flags; later tests must not inherit them.
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    yield root
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+    return root
+
+
+@pytest.fixture
+def pipeline_run(repro, tmp_path, monkeypatch, torch_flags) -> Path:
+    """A copy of a whole pipeline run (every stage's inputs and outputs) as the current directory."""
+    source, _, _ = repro
+    root = shutil.copytree(source, tmp_path / "run", ignore=shutil.ignore_patterns(".git", ".dvc", "dvc_plots"))
+    monkeypatch.chdir(root)
+    return root
 
 
 def outputs(root: Path) -> dict[str, dict[str, str]]:
@@ -108,12 +141,14 @@ def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     assert (tmp_path / "model.pt").read_bytes() == b"in progress"
 
 
-def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int) -> None:
-    """Make owner.writer write to /dev/full, where every write fails as on a full disk."""
+def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_named: str | None = None) -> None:
+    """Make owner.writer write to /dev/full, where every write fails as on a full disk (only
+    writes to files named only_named, if given)."""
     real = getattr(owner, writer)
 
     def write(*arguments, **options):
-        Path(arguments[path_argument]).symlink_to("/dev/full")
+        if only_named is None or Path(arguments[path_argument]).name == only_named:
+            Path(arguments[path_argument]).symlink_to("/dev/full")
         return real(*arguments, **options)
 
     monkeypatch.setattr(owner, writer, write)
@@ -241,6 +276,12 @@ def with_first(column: str, value):
         (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
         (with_first("label", 1.5), "column label holds non-integers"),
         (with_first("confidence", "high"), "column confidence holds non-numbers"),
+        # Explain explained image 0 twenty times, with exit 0.
+        (lambda frame: frame.assign(index=0).to_csv(index=False), "test image 0 has 20 rows, not one"),
+        (with_first("label", (TEST_SPLIT.labels[0] + 1) % 10),
+         f"the row of test image 0 gives it label {(TEST_SPLIT.labels[0] + 1) % 10}, but the test split says {TEST_SPLIT.labels[0]}"),
+        # pandas skips blank lines: read whole, it was accepted.
+        (lambda frame: frame.to_csv(index=False) + "\n" * 100_000, "100,243 bytes, far more than 20 rows of predictions take"),
     ],
 )
 def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grids(workspace, damage, problem):
@@ -253,7 +294,7 @@ def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grid
 
 
 def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_confident_correct_ones(workspace, caplog):
-    write_csv(paths.PREDICTIONS, predictions_of(synthetic_split(20, seed=1), wrong=0))
+    write_csv(paths.PREDICTIONS, predictions_of(TEST_SPLIT, wrong=0))
     caplog.set_level(logging.INFO)
     stages.explain.main()
     assert caplog.messages == [
@@ -289,3 +330,205 @@ def test_a_stage_given_a_bad_artifact_exits_2_with_one_line_on_stderr(workspace,
     result = stage(workspace, failing_stage, check=False)
     assert (result.returncode, result.stderr.splitlines()) == (2, [f"error: {message}"])
     assert outputs(workspace) == before
+
+
+def test_a_split_without_images_is_refused(workspace):
+    """evaluate ended in torch.cat(): expected a non-empty list of Tensors."""
+    empty = Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64), TEST_SPLIT.classes)
+    save_dataset({"train": synthetic_split(20, seed=0), "test": empty}, paths.DATA)
+    before = outputs(workspace)
+    with pytest.raises(DataError) as refused:
+        stages.evaluate.main()
+    assert str(refused.value) == (
+        f"{paths.DATA}/test.npz: holds no images; re-create it with `dvc repro download` (or `dvc checkout` to restore "
+        f"it from the cache)"
+    )
+    assert outputs(workspace) == before
+
+
+@pytest.mark.parametrize("classes", [("airplane",), tuple(f"class {n}" for n in range(1001))], ids=["one", "1001"])
+def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, classes):
+    """A model's last layer grows with the class count: a million names would fill memory."""
+    save_dataset({"train": Split(TEST_SPLIT.images, np.zeros(20, np.int64), classes)}, tmp_path)
+    with pytest.raises(DataError) as refused:
+        load_split(tmp_path, "train")
+    assert str(refused.value).startswith(f"{tmp_path}/train.npz: {len(classes)} class names, expected 2 to 1000 (CIFAR-10 has 10); ")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a finite number > 0)"),
+        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a finite number > 0)"),
+        ('{"max_lr": true}', "max_lr = True is not a learning rate (a finite number > 0)"),
+        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a finite number > 0)"),
+        ('[0.01]', "no max_lr to read (list indices must be integers or slices, not str)"),
+    ],
+    ids=["nan", "negative", "true", "string", "list"],
+)
+def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, problem):
+    """NaN and -1 ended in torch's raw `ValueError: Invalid learning rate`."""
+    Path(paths.LR_FIND_METRICS).parent.mkdir(exist_ok=True)
+    Path(paths.LR_FIND_METRICS).write_text(text)
+    with pytest.raises(DataError) as refused:
+        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+    assert str(refused.value) == (
+        f"{paths.LR_FIND_METRICS}: {problem}; run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
+    )
+
+
+def with_params(root: Path, changes: dict) -> None:
+    params = merge(asdict(load_params(root / paths.PARAMS)), changes)
+    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def read_only(monkeypatch, folder: str) -> None:
+    """Make `folder` (relative to the current directory) refuse new files as a read-only mount
+    does: temporary files are where every output is written first. (Folder permissions would
+    not do: the tests may run as root.)"""
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*arguments, dir=None, **options):
+        if dir is not None and Path(dir).resolve() == Path(folder).resolve():
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*arguments, dir=dir, **options)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "target"),
+    [
+        ("download", "data", paths.DATA),
+        ("lr_find", "metrics", paths.LR_FIND_METRICS),
+        ("train", "models", paths.MODEL_SUMMARY),
+        ("evaluate", "metrics", paths.EVALUATE_METRICS),
+        ("figures", "plots/images", paths.LR_FINDER_IMAGE),
+        ("explain", "plots/images", paths.GRADCAM_IMAGES),
+    ],
+)
+def test_a_read_only_output_folder_is_one_line_in_every_stage(pipeline_run, monkeypatch, capsys, name, folder, target):
+    """Only download turned `OSError: [Errno 30] Read-only file system` into one line."""
+    with_params(pipeline_run, {"lr_find": {"num_iter": 2}})  # lr_find writes after its range test
+    read_only(monkeypatch, folder)
+    before = outputs(pipeline_run)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(importlib.import_module(f"stages.{name}").main, paths.output_folders())
+    errors = capsys.readouterr().err.splitlines()
+    assert exited.value.code == 2 and errors[-1] == (
+        f"error: cannot write {target} (Read-only file system); make {folder} a folder you may write to, and re-run"
+    )
+    assert outputs(pipeline_run) == before
+
+
+def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):
+    """What no stage checks itself, such as a folder where figures reads a CSV, was a traceback."""
+    Path(paths.LR_FIND_CURVE).unlink()
+    Path(paths.LR_FIND_CURVE).mkdir()
+    with pytest.raises(SystemExit) as exited:
+        run_stage(stages.figures.main, paths.output_folders())
+    assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {paths.LR_FIND_CURVE}: Is a directory; check that it exists and that you may read and write it"
+    )
+
+
+def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):
+    """The checkpoint of a finished run stays until every output is written; the re-run after
+    a full disk while saving the model trained from scratch."""
+    with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 192}})
+    with monkeypatch.context() as full_disk:
+        onto_a_full_disk(full_disk, torch, "save", 1, only_named=Path(paths.MODEL).name)
+        with pytest.raises(OutputError, match=f"disk full while writing {paths.MODEL}"):
+            stages.train.main()
+    trained = torch.load(paths.CHECKPOINT, weights_only=True)["state"]["model"]
+
+    def train_epoch(*arguments, **options):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(engine, "train_epoch", train_epoch)
+    caplog.set_level(logging.INFO)
+    stages.train.main()
+    assert f"finishing from {paths.CHECKPOINT}: all 2 epochs were done; writing the outputs" in caplog.messages
+    saved = load_trained(paths.MODEL, CPU).model.state_dict()
+    assert all(torch.equal(saved[name], tensor) for name, tensor in trained.items())
+    assert not Path(paths.CHECKPOINT).exists()
+
+
+def nan_in(state: TrainingState, part: str) -> None:
+    if part == "model":
+        state.model["weight"].fill_(float("nan"))
+    elif part == "optimizer":
+        state.optimizer["state"][0]["exp_avg_sq"].fill_(float("inf"))
+    else:
+        state.scheduler["_last_lr"] = [float("nan")]
+
+
+@pytest.mark.parametrize(
+    ("part", "first"),
+    [("model", "model.weight"), ("optimizer", "optimizer.state.0.exp_avg_sq"), ("scheduler", "scheduler._last_lr.0")],
+)
+def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, caplog, part, first):
+    """Resumed, such a checkpoint failed at its first step with "training diverged: lower
+    train.max_lr", and stayed to fail every re-run the same way."""
+
+    def run_objects():
+        torch.manual_seed(0)
+        model = nn.Linear(2, 2)
+        optimizer = torch.optim.Adam(model.parameters())
+        scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
+        return model, optimizer, scheduler, torch.Generator()
+
+    model, optimizer, scheduler, generator = run_objects()
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    state = TrainingState(1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
+    nan_in(state, part)
+    checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
+    checkpoint.save(state)
+
+    model, optimizer, scheduler, generator = run_objects()
+    fresh = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
+    assert caplog.messages == [
+        f"not resuming: {checkpoint.path} holds NaN or infinity (first in {first}); removed it, training from scratch"
+    ]
+    assert not checkpoint.path.exists()
+    assert repr((model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) == repr(fresh)
+
+
+# The explain stage, 200 misclassified images at one layer: peak memory measured on a 2-core
+# CPU (2026-11-30) at 1,164 MiB; Grad-CAM of all 200 in one batch took 1.3 GB more.
+EXPLAIN_PEAK_BOUND = 1536 << 20
+
+
+@pytest.mark.full
+def test_explain_runs_grad_cam_in_batches_so_its_memory_does_not_grow_with_explain_images(tmp_path):
+    """explain.images: 1e9 ran Grad-CAM on every misclassified image in one batch (147 of them
+    took 2 GB); a full test split's errors would not fit in memory."""
+    root = tmp_path / "explain"
+    copy_pipeline(root)
+    params = merge(default_params(), SMALL_SYNTHETIC | {"explain": {"images": 200, "layers": ["layer3"]}})
+    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    test = synthetic_split(200, seed=1)
+    save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
+    torch.manual_seed(0)
+    save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
+    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=200))
+    result, peak = stage_with_peak_memory(root, "explain", hang_guard_seconds=1800)
+    assert peak < EXPLAIN_PEAK_BOUND, f"the explain stage peaked at {peak >> 20} MiB"
+    assert result.returncode == 0, result.stderr
+    assert "wrote Grad-CAM grids of 200 misclassified test images at layer3" in result.stderr
+
+
+@pytest.mark.full
+def test_the_largest_gallery_the_params_allow_stays_within_matplotlibs_pixel_limit(tmp_path):
+    """matplotlib refuses an image over 2**16 pixels a side: about 1,490 images in a gallery."""
+    count = config.MAX_GALLERY_IMAGES
+    images = np.zeros((count, 32, 32, 3), np.uint8)
+    labels, predicted = np.zeros(count, np.int64), np.ones(count, np.int64)
+    figure, shown = misclassified_figure(images, labels, predicted, np.full(count, 0.5), TEST_SPLIT.classes, count)
+    save_figure(tmp_path / "gallery.png", figure)
+    with Image.open(tmp_path / "gallery.png") as drawn:
+        assert shown == count and max(drawn.size) < 2**16

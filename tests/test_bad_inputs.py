@@ -8,6 +8,8 @@ the system temp folder, which every test here points at an empty folder of its o
 import dataclasses
 import errno
 import gzip
+import io
+import lzma
 import os
 import shutil
 import struct
@@ -19,20 +21,23 @@ import warnings
 import zipfile
 import zlib
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from torch import nn
 
-from cifar import archives
-from cifar.config import DataConfig, Params, load_params, parse_params
+from cifar import archives, engine
+from cifar.config import DataConfig, Params, TrainConfig, load_params, parse_params
 from cifar.dataset import save_dataset
-from cifar.errors import ConfigError, DataError, OutputError
-from cifar.sources import import_dataset, synthetic_split
-from generated import make_class_tree
-from pipeline_repo import default_params, make_pipeline_repo, merge, stage
+from cifar.errors import ConfigError, DataError, OutputError, short_repr
+from cifar.loader import DeviceLoader
+from cifar.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
+from generated import CPU, make_class_tree, random_split
+from pipeline_repo import default_params, make_pipeline_repo, merge, stage, stage_with_peak_memory
 from stages import paths
 
 SCRATCH = ".extract.partial-"
@@ -180,6 +185,111 @@ def test_an_archive_of_class_folders_is_read_in_memory_and_writes_nothing(tree, 
     assert len(splits["train"]) and not (downloads.exists() and list(downloads.iterdir()))
 
 
+# 1b. What an archive's structure could silently change: a cut, a second copy of a member.
+
+
+def cut_tar(tree: Path, at: str) -> tuple[bytes, int]:
+    """The bytes of a plain tar of the tree, cut `at` the header of its fifth-last member or
+    inside its end-of-archive marker, and where the cut lies."""
+    data = archive_of(tree, "tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as bundle:
+        members = bundle.getmembers()
+    if at == "header":
+        end = members[-5].offset
+    else:
+        end = members[-1].offset_data + -(-members[-1].size // 512) * 512 + 512
+    return data[:end], end
+
+
+@pytest.mark.parametrize(
+    ("at", "compress", "detail"),
+    [
+        ("header", False, "it ends at byte {end} without the end-of-archive marker: it was cut short"),
+        ("header", True, "it ends at byte {end} without the end-of-archive marker: it was cut short"),
+        ("end-marker", False, "it ends at byte {end}, inside the end-of-archive marker: it was cut short"),
+    ],
+    ids=["at-a-header", "at-a-header-gzip", "in-the-end-marker"],
+)
+def test_a_tar_cut_short_at_a_block_boundary_is_refused(tree, tmp_path, downloads, at, compress, detail):
+    """Cut at a 512-byte boundary, a tar reads as a shorter whole: tarfile imported 195 of its
+    200 images with exit 0. Only the missing end-of-archive marker tells."""
+    data, end = cut_tar(tree, at)
+    archive = tmp_path / ("cut.tar.gz" if compress else "cut.tar")
+    archive.write_bytes(gzip.compress(data) if compress else data)
+    message = refused(DataError, import_from, archive, downloads)
+    assert message == f"{archive}: the archive is corrupt or truncated ({detail.format(end=end)}); download or export it again"
+
+
+def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
+    """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
+    dog = io.BytesIO()
+    Image.new("RGB", (32, 32), (120, 80, 40)).save(dog, format="PNG")
+    if archive_format == "zip":
+        with warnings.catch_warnings(), zipfile.ZipFile(archive, "a") as bundle:
+            warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name, and writes it
+            bundle.writestr(name, dog.getvalue())
+        return
+    data = archive.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as bundle:
+        ends = max(member.offset_data + -(-member.size // 512) * 512 for member in bundle.getmembers())
+    member = tarfile.TarInfo(name)
+    member.size = len(dog.getvalue())
+    with archive.open("r+b") as stream:  # appended after the last member, before the end marker
+        stream.seek(ends)
+        stream.truncate()
+        stream.write(member.tobuf() + dog.getvalue() + bytes(-member.size % 512) + bytes(1024))
+
+
+@pytest.mark.parametrize(
+    ("archive_format", "name"),
+    [("tar", "export/train/cat/0000.png"), ("tar", "./export/train/cat/0000.png"), ("zip", "export/train/cat/0000.png")],
+    ids=["tar", "tar-dot-slash", "zip"],
+)
+def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format, name):
+    """The last copy won silently: a second train/cat/0000.png holding a dog became a cat."""
+    archive = archive_of(tree, archive_format)
+    a_dog_as_a_cat(archive, archive_format, name)
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: member {name!r} appears twice, and which copy is meant cannot be told; "
+        f"re-create the archive from a plain folder of images"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_more_members_or_files_than_the_cap_are_refused(tree, downloads, monkeypatch, archive_format):
+    """The tree holds 50 images in 22 folders; a cap of 40 stands for the real 200,000."""
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 40)
+    if archive_format == "folder":
+        assert refused(DataError, import_from, tree, downloads) == (
+            f"data.source = {str(tree)!r}: more than 40 files and folders to look through, far more than CIFAR-10's "
+            f"60,000 images; point it at the folder that holds train/ and test/ ({EXPECTED_LAYOUT})"
+        )
+        return
+    archive = archive_of(tree, archive_format)
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: more than 40 members, far more than CIFAR-10's 60,000 images; if it is genuine, "
+        f"extract it yourself and point data.source at the folder"
+    )
+
+
+@pytest.mark.parametrize("entries", [50, 0x10000], ids=["zip", "zip64"])
+def test_a_zip_directory_beyond_the_cap_is_refused_before_zipfile_reads_it(tmp_path, downloads, monkeypatch, entries):
+    """zipfile builds 0.5 KB of objects for each entry of the directory, 46 bytes and more on
+    disk: the directory's size is read from the end record first. A zip of 65,536 entries or
+    more keeps that size in its zip64 end record."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index in range(entries):
+            bundle.writestr(f"export/{index}", b"")
+    with zipfile.ZipFile(archive) as bundle:
+        directory = sum(46 + len(member.filename) + len(member.extra) for member in bundle.infolist())
+    monkeypatch.setattr(archives, "MAX_ZIP_DIRECTORY_BYTES", directory - 1)
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: its list of members takes {directory:,} bytes, more than the {directory - 1:,} a zip of at most "
+        f"200,000 members needs; if it is genuine, extract it yourself and point data.source at the folder"
+    )
+
+
 # 2. Non-finite numbers.
 
 
@@ -212,7 +322,7 @@ def test_every_float_param_refuses_non_finite_values(tmp_path, key, literal):
     assert f"{key} = " in message and "is not allowed; expected a finite number (not inf or nan)" in message
 
 
-# 3. 16-bit images.
+# 3. Images: 16 bits, and only PNG and JPEG.
 
 
 def test_a_16_bit_grey_png_is_scaled_to_8_bits(tree, tmp_path):
@@ -221,6 +331,24 @@ def test_a_16_bit_grey_png_is_scaled_to_8_bits(tree, tmp_path):
     first = import_from(tree, tmp_path)["train"].images[0]  # round-robin: airplane's first image
     expected = np.rint(grey / 257).astype(np.uint8)  # 65535 / 255 = 257
     assert all(np.array_equal(first[..., channel], expected) for channel in range(3))
+
+
+@pytest.mark.parametrize("image_format", ["EPS", "TIFF", "BMP", "GIF"])
+def test_only_png_and_jpeg_are_decoded_whatever_the_file_is_named(tree, tmp_path, image_format):
+    """Pillow opened any format it knows under a .png name (EPS runs Ghostscript); only PNG
+    and JPEG decoders now ever see a file."""
+    path = tree / "train" / "bird" / "0001.png"
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(path, format=image_format)
+    assert refused(DataError, import_from, tree, tmp_path) == (
+        f"{path}: not a readable PNG or JPEG image, the only formats read; replace it with a 32x32 PNG or JPEG file, or remove it"
+    )
+
+
+def test_a_jpeg_named_png_is_read_by_its_content(tree, tmp_path):
+    path = tree / "train" / "airplane" / "0000.png"
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(path, format="JPEG", quality=100)
+    first = import_from(tree, tmp_path)["train"].images[0]  # round-robin: airplane's first image
+    assert abs(first.astype(int) - (200, 0, 0)).max() <= 2
 
 
 # 4. Hangs: alias bombs, huge values in messages, named pipes.
@@ -292,10 +420,16 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
     ("text", "message"),
     [
         (b"seed: 0\nmodel:\n  name: caf\xe9\n", "params.yaml: not UTF-8 text (byte 0xe9 at line 3); save it as UTF-8"),
-        ("explain:\n  layers: " + "[" * 100_000 + "]" * 100_000 + "\n", "params.yaml: line 2: nested more than 20 levels deep"),
+        ("explain:\n  layers: " + "[" * 10_000 + "]" * 10_000 + "\n", "params.yaml: line 2: nested more than 20 levels deep"),
         ("seed: 1" + "0" * 5000 + "\n", "params.yaml: line 1: the integer '1000"),
+        # DVC refuses a repeated key; PyYAML kept the last one, so a stage run alone used another value.
+        ("train:\n  epochs: 3\nseed: 0\ntrain:\n  epochs: 30\n",
+         "params.yaml: line 4: the key 'train' appears a second time (first at line 1); keep one of them"),
+        ("train:\n  epochs: 3\n  batch_size: 64\n  epochs: 30\n",
+         "params.yaml: line 4: the key 'epochs' appears a second time (first at line 2); keep one of them"),
+        ("train: {epochs: 3, epochs: 30}\n", "params.yaml: line 1: the key 'epochs' appears a second time (first at line 1)"),
     ],
-    ids=["latin-1", "deep-nesting", "5000-digit-integer"],
+    ids=["latin-1", "deep-nesting", "5000-digit-integer", "repeated-section", "repeated-key", "repeated-key-inline"],
 )
 def test_unreadable_params_files_are_one_line(tmp_path, text, message):
     assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
@@ -380,7 +514,7 @@ def test_disk_full_while_saving_names_the_data_folder(tmp_path, monkeypatch):
     assert os.listdir(folder.parent) == []
 
 
-# 6. Limits beyond what CIFAR-10 holds.
+# 6. Limits beyond what CIFAR-10 holds, a GPU does in a day or a gallery shows.
 
 
 @pytest.mark.parametrize(
@@ -397,6 +531,48 @@ def test_limits_beyond_the_splits_are_refused(key, value, allowed):
     assert f"{key} = {value} is not allowed; expected {allowed}" in refused(ConfigError, parse_params, raw)
     raw[section][leaf] = 50_000 if leaf != "test_limit" else 10_000
     parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "largest", "allowed"),
+    [
+        ("train.epochs", 10**9, 100_000, "an integer from 1 to 100000, about a GPU-day of epochs"),
+        ("lr_find.num_iter", 10**9, 10_000_000, "an integer from 2 to 10000000, about a GPU-day of steps"),
+        ("explain.images", 10**9, 500, "an integer from 1 to 500, the most a gallery shows"),
+        ("evaluate.misclassified", 10**9, 500, "an integer from 0 to 500, the most a gallery shows"),
+        ("explain.layers", ["layer1"] * 9, [f"layer{n}" for n in range(8)],
+         "null (the model's defaults) or a list of 1 to 8 different module names"),
+        ("explain.layers", ["layer2", "layer2"], ["layer2", "layer3"],
+         "null (the model's defaults) or a list of 1 to 8 different module names"),
+    ],
+    ids=["epochs", "num_iter", "explain-images", "misclassified", "nine-layers", "a-layer-twice"],
+)
+def test_counts_beyond_a_gpu_day_or_a_gallery_are_refused(key, value, largest, allowed):
+    """A count with no upper bound ran for days (explain.images: 1e9 ran Grad-CAM on every
+    error in one batch); the bound is in the message."""
+    section, leaf = key.split(".")
+    raw = merge(default_params(), {section: {leaf: value}})
+    assert f"{key} = {short_repr(value)} is not allowed; expected {allowed}" in refused(ConfigError, parse_params, raw)
+    raw[section][leaf] = largest
+    parse_params(raw)
+
+
+def test_training_longer_than_a_gpu_day_is_refused_before_its_first_step(monkeypatch):
+    """epochs x steps per epoch: with batches of one image, 100,000 epochs of 101 images."""
+
+    def train_epoch(*args, **kwargs):
+        raise AssertionError("a training step was taken")
+
+    monkeypatch.setattr(engine, "train_epoch", train_epoch)
+    loader = DeviceLoader(random_split(101, seed=0), 1, CPU, shuffle=True)
+    message = refused(ConfigError, partial(
+        engine.fit, nn.Linear(1, 1), loader, loader,
+        max_lr=0.01, config=TrainConfig(epochs=100_000, batch_size=1), num_classes=10, device=CPU, precision="fp32",
+    ))
+    assert message == (
+        "train.epochs = 100000 x 101 steps per epoch (101 images in batches of 1) = 10,100,000 optimizer steps, "
+        "more than the 10,000,000 of about a GPU-day; lower train.epochs or raise train.batch_size"
+    )
 
 
 # End to end: the download stage as DVC runs it. The source is synthetic unless a test says
@@ -436,8 +612,10 @@ def test_stage_refuses_a_corrupted_archive(pipeline, tree):
         ({"seed": 2**32}, "error: params.yaml: seed = 4294967296 is not allowed"),
         ({"lr_find": {"end_lr": float("inf")}}, "error: params.yaml: lr_find.end_lr = inf is not allowed"),
         ({"data": {"source": "/dev/zero"}}, "error: data.source = '/dev/zero' is a device"),
+        ({"data": {"source": "cifar\0.tar.gz"}}, "error: params.yaml: data.source = 'cifar\\x00.tar.gz' is not allowed; "
+                                                   "expected \"official\", \"synthetic\" or a path of 1 to 4096 characters without NUL bytes"),
     ],
-    ids=["seed", "inf", "dev-zero"],
+    ids=["seed", "inf", "dev-zero", "nul-byte"],
 )
 def test_stage_exits_2_with_one_line(pipeline, changes, message):
     set_params(pipeline, changes)
@@ -457,3 +635,97 @@ def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_ne
     assert not left.exists() and (pipeline / "data" / "cifar10" / "train.npz").is_file()
     assert os.listdir(system_temp) == []
     shutil.rmtree(pipeline / "data" / "cifar10")
+
+
+# Hangs and memory, end to end: each hostile input is small on disk and would take at least
+# HOSTILE_BYTES of memory (or, for the pax digits, minutes of CPU) if read as it declares; the
+# stage refuses it after reading a bounded amount, and its peak memory shows it.
+HOSTILE_BYTES = 37 * (16 << 20)  # 592 MiB, in 16 MiB chunks
+# Refusing them, the download stage peaks at 41-45 MiB (2-core CPU, 2026-11-30).
+DOWNLOAD_PEAK_BOUND = 200 << 20
+
+
+def hostile_tar(path: Path, kind: bytes) -> Path:
+    """A tar whose first header is of `kind` and declares HOSTILE_BYTES of data, which follow:
+    as zeros in a sparse plain .tar, or as compressed streams of 16 MiB each (gzip and xz
+    read concatenated streams as one), which keeps the file under 1 MB."""
+    header = tarfile.TarInfo("hostile")
+    header.type, header.size = kind, HOSTILE_BYTES
+    block = header.tobuf(tarfile.GNU_FORMAT)
+    if path.suffix == ".tar":
+        with path.open("wb") as stream:
+            stream.write(block)
+            stream.truncate(len(block) + HOSTILE_BYTES + 1024)
+        return path
+    compress = gzip.compress if path.suffix == ".gz" else lzma.compress
+    chunk = compress(b"a" * (16 << 20))
+    with path.open("wb") as stream:
+        stream.write(compress(block))
+        for _ in range(HOSTILE_BYTES // (16 << 20)):
+            stream.write(chunk)
+        stream.write(compress(bytes(1024)))
+    return path
+
+
+def assert_refused_in_bounded_memory(pipeline: Path, message: str) -> None:
+    result, peak = stage_with_peak_memory(pipeline, "download")
+    assert peak < DOWNLOAD_PEAK_BOUND, f"the download stage peaked at {peak >> 20} MiB"
+    assert_refused_with_one_line(result, pipeline, message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [(tarfile.XHDTYPE, "pax.tar.gz"), (tarfile.GNUTYPE_LONGNAME, "gnu-long-name.tar.xz"), (tarfile.XGLTYPE, "pax-global.tar")],
+)
+def test_an_extended_header_over_1_mib_is_refused_unread(pipeline, tmp_path, kind, name):
+    """tarfile reads an extended header whole, whatever it declares: a 6.5 MB .tar.gz with a
+    1.5 GB pax header peaked at 1.51 GB, a 3 GB one in a .tar.xz ended in a raw MemoryError."""
+    archive = hostile_tar(tmp_path / name, kind)
+    assert archive.stat().st_blocks * 512 < 1 << 20
+    set_params(pipeline, {"data": {"source": str(archive)}})
+    assert_refused_in_bounded_memory(pipeline, (
+        f"error: {archive}: an extended header (pax or GNU long name) at byte 0 declares {HOSTILE_BYTES:,} bytes, "
+        f"more than the 1 MiB any name or attributes need; the archive is damaged or hostile: extract it yourself "
+        f"and point data.source at the folder"
+    ))
+
+
+def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, tmp_path):
+    """Python's own pax parser takes time quadratic in such a header before Python 3.11.10
+    (CVE-2024-6232): this 1.3 KB .tar.gz kept the download stage busy past 300 s (the hang
+    guard kills it there). Its records are parsed here, in one pass."""
+    digits = b"1" * 200_000
+    header = tarfile.TarInfo("pax")
+    header.type, header.size = tarfile.XHDTYPE, len(digits)
+    archive = tmp_path / "digits.tar.gz"
+    archive.write_bytes(gzip.compress(header.tobuf() + digits + bytes(-len(digits) % 512) + bytes(1024)))
+    assert archive.stat().st_size < 2000
+    set_params(pipeline, {"data": {"source": str(archive)}})
+    assert_refused_in_bounded_memory(pipeline, (
+        f"error: {archive}: the archive is corrupt or truncated (a malformed pax header record at byte 512 of the tar); "
+        f"download or export it again"
+    ))
+
+
+def test_an_image_file_over_1_mib_is_refused_before_it_is_read(pipeline, tree):
+    """A 1.5 GB sparse train/cat/big.jpg took 1.58 GB; a 6 GB one, a raw MemoryError."""
+    big = tree / "train" / "cat" / "big.jpg"
+    with big.open("wb") as stream:
+        stream.write(b"\xff\xd8\xff\xe0")  # a JPEG's first bytes, then a hole
+        stream.truncate(HOSTILE_BYTES)
+    set_params(pipeline, {"data": {"source": str(tree), "train_limit": None, "test_limit": None}})
+    assert_refused_in_bounded_memory(pipeline, (
+        f"error: {big}: more than 1 MiB, far more than a 32x32 image takes; replace it with a 32x32 PNG or JPEG file, "
+        f"or remove it"
+    ))
+
+
+def test_a_params_file_over_64_kib_is_refused_unread(pipeline):
+    """Every stage reads params.yaml first: a 50 MB one took 119 s to read, in each."""
+    set_params(pipeline, {})
+    with (pipeline / "params.yaml").open("r+b") as stream:
+        stream.truncate(HOSTILE_BYTES)  # the params, then a hole of zeros
+    assert_refused_in_bounded_memory(pipeline, (
+        "error: params.yaml: larger than 64 KiB, while every key with a comment takes about 2 KiB; "
+        "remove what does not belong in it"
+    ))

@@ -93,12 +93,20 @@ def test_a_checkpoint_of_different_params_is_not_resumed(tmp_path, caplog):
     ]
 
 
-def test_a_finished_or_damaged_checkpoint_starts_over(tmp_path, caplog):
+def test_a_finished_checkpoint_finishes_the_run_and_a_damaged_one_starts_over(tmp_path, caplog):
+    """The train stage removes a finished run's checkpoint once its outputs are written; one
+    still there failed to write them (a full disk), and re-running writes them from it."""
     caplog.set_level(logging.INFO)
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    train(fresh_model(), checkpoint)
-    assert checkpoint.load(epochs=3) is None
-    assert caplog.messages[-1] == f"not resuming: {checkpoint.path} is of a finished run; training again from scratch"
+    finished_model = fresh_model()
+    finished = train(finished_model, checkpoint)
+    caplog.clear()
+    resumed_model = SmallNet()
+    resumed = train(resumed_model, checkpoint)
+    assert caplog.messages == [f"finishing from {checkpoint.path}: all 3 epochs were done; writing the outputs"]
+    assert resumed.history == finished.history and resumed.step_lrs == finished.step_lrs
+    for name, tensor in finished_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
     checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:500])
     assert checkpoint.load(epochs=3) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (PytorchStreamReader failed")

@@ -64,7 +64,8 @@ def replace_with_small_image(tree):
     [
         (lambda tree: shutil.rmtree(tree / "test"), "no train/ and test/ folders found"),
         (lambda tree: shutil.rmtree(tree / "test" / "bird"), "train/ and test/ have different class folders"),
-        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable image"),
+        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable PNG or JPEG image"),
+        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"\xff\xd8\xff\xe0cut"), "0001.png: not a readable image"),
         (lambda tree: [shutil.rmtree(tree / split / "cat") for split in ("train", "test")],
          "class folders must be CIFAR-10's ten .*; missing: cat; unexpected: none"),
         (lambda tree: [(tree / split / "unicorn").mkdir() for split in ("train", "test")],
