@@ -17,7 +17,7 @@ from cifar.dataset import file_digest
 REPO = Path(__file__).resolve().parents[1]
 # What a clone holds of the pipeline, with the real ignore files; params.yaml is written
 # from the code's defaults, so a user's edits to the checkout's params never leak in.
-PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", ".dvcignore", ".gitignore")
+PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "requirements.txt", "requirements-stages.txt", ".dvcignore", ".gitignore")
 
 # Small enough for two CPU cores (a few hundred synthetic images, three short epochs) and
 # still a model that learns: the LR range stops at 0.003, as BatchNorm's running

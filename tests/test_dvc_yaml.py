@@ -1,9 +1,11 @@
-"""dvc.yaml is honest: deps are exactly what each stage imports, outputs are where the stages
-write (stages/paths.py), and every stage can use DVC's run cache. README's pipeline table
-and the tests name the paths of stages/paths.py too, so none of them can drift."""
+"""dvc.yaml is honest: deps are exactly what each stage runs (its modules and the pinned
+packages they import), outputs are where the stages write (stages/paths.py), and every
+stage can use DVC's run cache. README's pipeline table and the tests name the paths of
+stages/paths.py too, so none of them can drift."""
 
 import ast
 import fnmatch
+import importlib.metadata
 import itertools
 import re
 import sys
@@ -11,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from code_graph import MODULES, REPO, reachable
+from code_graph import MODULES, REPO, reachable, third_party_imports
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 sys.path.insert(0, str(REPO))
@@ -38,11 +40,53 @@ def test_stage_deps_list_its_script_and_the_modules_it_imports(stage):
     definition = STAGES[stage]
     module = definition["cmd"].split()[-1]
     assert definition["cmd"] == f"python -m {module}"
-    # cifar/__init__.py only loads the notebook front end on attribute access, which no
-    # stage makes; every other import counts, at a module's top or inside a function.
-    imported = reachable(module, skip=frozenset({"cifar"}))
+    # Every module that runs counts: imports at a module's top or inside a function, and
+    # each package's __init__ (cifar/__init__.py runs before any cifar module does).
+    imported = reachable(module)
+    assert "cifar" in imported
     code_deps = {d for d in definition["deps"] if d.startswith(("cifar", "stages"))}
     assert code_deps == {MODULES[name].relative_to(REPO).as_posix() for name in imported}
+
+
+# The pinned packages the stages import (a dep of every stage), and DVC with the test tools.
+STAGE_REQUIREMENTS, TOOL_REQUIREMENTS = "requirements-stages.txt", "requirements.txt"
+
+
+def pins(requirements: str) -> dict[str, str]:
+    """name -> version of a requirements file's `name==version` lines (names normalised)."""
+    lines = (line.split("#")[0].strip() for line in (REPO / requirements).read_text().splitlines())
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split("==") for line in lines if line and not line.startswith("-"))
+    }
+
+
+def distributions(import_names: set[str]) -> set[str]:
+    """The installed distributions that provide these top-level import names (PIL: pillow)."""
+    provided = importlib.metadata.packages_distributions()
+    return {re.sub(r"[-_.]+", "-", dist).lower() for name in import_names for dist in provided[name]}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_depends_on_the_pinned_file_that_holds_every_package_it_imports(stage):
+    assert STAGE_REQUIREMENTS in STAGES[stage]["deps"]
+    modules = reachable(STAGES[stage]["cmd"].split()[-1])
+    imported = set().union(*(third_party_imports(MODULES[name]) for name in modules))
+    assert imported, "the imports were read"
+    assert distributions(imported) <= pins(STAGE_REQUIREMENTS).keys()
+
+
+def test_the_stages_pinned_file_holds_only_what_they_import_and_the_rest_is_outside_it():
+    """A test or lint tool pinned among the stages' packages would re-run the pipeline on
+    every upgrade; a package the stages import pinned only in requirements.txt, nothing."""
+    imported = set().union(
+        *(third_party_imports(MODULES[name]) for stage in STAGES.values() for name in reachable(stage["cmd"].split()[-1]))
+    )
+    assert distributions(imported) == pins(STAGE_REQUIREMENTS).keys()
+    assert not pins(STAGE_REQUIREMENTS).keys() & pins(TOOL_REQUIREMENTS).keys()
+    # `pip install -c requirements.txt dvc` must install DVC alone: a nested -r would be
+    # installed, not just constrained.
+    assert not [line for line in (REPO / TOOL_REQUIREMENTS).read_text().splitlines() if line.startswith("-")]
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
