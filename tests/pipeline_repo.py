@@ -91,7 +91,7 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
 
 
 def push_results(root: Path) -> None:
-    """scripts/push_results.py in root: outputs, run cache and the files it points to."""
+    """scripts/push_results.py in root: every output and the run cache, checked on the remote."""
     run(root, sys.executable, str(REPO / "scripts/push_results.py"))
 
 

@@ -1,7 +1,7 @@
 """dvc.yaml is honest: deps are exactly what each stage runs (its modules and the pinned
 packages they import), outputs are where the stages write (stages/paths.py), and every
-stage can use DVC's run cache. README's pipeline table and the tests name the paths of
-stages/paths.py too, so none of them can drift."""
+output is DVC-cached, so DVC's run cache can restore any stage. README's pipeline table and
+the tests name the paths of stages/paths.py too, so none of them can drift."""
 
 import ast
 import fnmatch
@@ -90,11 +90,13 @@ def test_the_stages_pinned_file_holds_only_what_they_import_and_the_rest_is_outs
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_uncached_output_is_a_metric_or_plot_so_the_run_cache_works(stage):
-    """DVC skips the run cache for a stage with a `cache: false` out that is not a metric or
-    plot, and for one with a `persist` out."""
-    outs = declared(STAGES[stage], "outs")
-    assert all(options.get("cache", True) and not options.get("persist") for options in outs.values()), outs
+def test_every_output_is_dvc_cached_so_the_run_cache_restores_it_in_any_clone(stage):
+    """`dvc push --run-cache` uploads a run's records but not the files of its `cache: false`
+    outputs, so another clone could not restore the stage (DVC 3.67.1; tests/test_dvc_upstream.py);
+    a `persist` output turns the run cache off. Cached PNGs also keep pictures out of git."""
+    outputs = {path: options for kind in ("outs", "metrics", "plots") for path, options in declared(STAGES[stage], kind).items()}
+    assert outputs
+    assert all(options.get("cache", True) and not options.get("persist") for options in outputs.values()), outputs
 
 
 def test_dvc_yaml_declares_exactly_the_paths_the_stages_write():
