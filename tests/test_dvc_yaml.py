@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import yaml
+from gto.constants import assert_name_is_valid
 
 from code_graph import MODULES, REPO, reachable, third_party_imports
 
@@ -97,6 +98,17 @@ def test_every_output_is_dvc_cached_so_the_run_cache_restores_it_in_any_clone(st
     outputs = {path: options for kind in ("outs", "metrics", "plots") for path, options in declared(STAGES[stage], kind).items()}
     assert outputs
     assert all(options.get("cache", True) and not options.get("persist") for options in outputs.values()), outputs
+
+
+def test_the_model_is_a_model_registry_artifact():
+    """DVC's model registry reads `artifacts:` in dvc.yaml: a name GTO accepts, the path of
+    an output, `type: model`, a description and labels."""
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    (name, artifact), = artifacts.items()
+    assert_name_is_valid(name)
+    assert artifact["path"] == paths.MODEL and artifact["type"] == "model"
+    assert len(artifact["desc"].split()) >= 5 and artifact["labels"]
+    assert paths.MODEL in declared(STAGES["train"], "outs")
 
 
 def test_dvc_yaml_declares_exactly_the_paths_the_stages_write():
