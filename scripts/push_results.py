@@ -1,56 +1,48 @@
 #!/usr/bin/env python3
-"""Share this workspace's results through a DVC remote, run cache included.
+"""Share this workspace's results through a DVC remote, run cache included, and check they arrived.
 
-    python scripts/push_results.py [--remote NAME]
+    python scripts/push_results.py [--remote NAME_OR_URL]
 
-Does what `dvc push --run-cache` does, and also uploads the files that the run-cache
-records point to. DVC 3 (3.67.1 measured) pushes the records but not the files of outputs
-with `cache: false` (metrics and plots here): another clone then finds a record for its
-stage, cannot restore the stage's metrics, and runs the stage again. With those files on
-the remote, `dvc repro --pull` elsewhere restores every stage this machine already ran.
+Runs `dvc push --run-cache`, then `dvc status --cloud`, and fails unless the remote holds
+every output dvc.lock records. The check is needed: `dvc push` (DVC 3.67.1) skips an object
+that is missing from the local cache with a warning and still exits 0, so a remote could
+silently lack a result that the commit points to. Every output in dvc.yaml is DVC-cached,
+so the run-cache records pushed alongside let another clone restore a stage that ran here
+(`dvc repro --pull`) instead of running it. Exit codes: 0 pushed and complete, 1 the
+remote lacks outputs after the push, 2 the push failed or the remote is unknown.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from dvc.exceptions import DvcException
-from dvc.repo import Repo
+from dvc_cli import Failure, checked_dvc, default_remote, outputs_missing_from, use_remote
 
 
-def run_cache_records(repo: Repo) -> list[tuple[str, str]]:
-    """(key, value) of every run-cache record in the local cache: runs/<xx>/<key>/<value>."""
-    runs = Path(repo.stage_cache.cache_dir)
-    if not runs.is_dir():
-        return []
-    return [(key.name, value.name) for prefix in runs.iterdir() for key in prefix.iterdir() for value in key.iterdir()]
+def push(remote: str | None) -> str:
+    name, url = use_remote(remote) if remote else default_remote()
+    pushed = checked_dvc("push", "--run-cache", "--remote", name)
+    missing = outputs_missing_from(name)
+    if missing:
+        raise Failure(
+            f"DVC remote {name!r} ({url}) lacks {', '.join(missing)} after the push, as this clone's DVC cache lacks "
+            "them too (DVC only warned); `dvc commit --force` caches the workspace's copies, then push again",
+            1,
+        )
+    summary = (pushed.stdout.strip().splitlines() or ["nothing to push"])[-1]
+    return f"DVC remote {name!r} ({url}) holds every output of dvc.lock and the run cache ({summary})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--remote", help="a configured DVC remote's name (default: the default remote)")
+    parser.add_argument("--remote", help="a configured DVC remote's name, or a URL or path (default: the default remote)")
     args = parser.parse_args()
     try:
-        with Repo() as repo:
-            pushed = repo.push(remote=args.remote, run_cache=True)
-            files, elsewhere = 0, 0
-            for record in run_cache_records(repo):
-                try:
-                    used = repo.stage_cache.get_used_objs([record])
-                except DvcException:
-                    # A record pulled from the remote whose files this clone never fetched:
-                    # they are on the remote already, where the record came from.
-                    elsewhere += 1
-                    continue
-                for objects in used.values():
-                    files += len(repo.cloud.push(objects, remote=args.remote).transferred)
-    except DvcException as error:
-        print(f"error: could not push to the DVC remote: {error}", file=sys.stderr)
-        return 2
-    print(f"pushed {pushed} outputs and run-cache records, then {files} files that run-cache records point to "
-          f"({elsewhere} records came from the remote and were skipped)")
+        print(push(args.remote))
+    except Failure as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.code
     return 0
 
 

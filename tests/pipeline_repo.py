@@ -19,7 +19,7 @@ from cifar.dataset import file_digest
 REPO = Path(__file__).resolve().parents[1]
 # What a clone holds of the pipeline, with the real ignore files; params.yaml is written
 # from the code's defaults, so a user's edits to the checkout's params never leak in.
-PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", ".dvcignore", ".gitignore")
+PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "requirements.txt", "requirements-stages.txt", ".dvcignore", ".gitignore")
 
 # Small enough for two CPU cores (a few hundred synthetic images, three short epochs) and
 # still a model that learns: the LR range stops at 0.003, as BatchNorm's running
@@ -127,7 +127,7 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
 
 
 def push_results(root: Path) -> None:
-    """scripts/push_results.py in root: outputs, run cache and the files it points to."""
+    """scripts/push_results.py in root: every output and the run cache, checked on the remote."""
     run(root, sys.executable, str(REPO / "scripts/push_results.py"))
 
 

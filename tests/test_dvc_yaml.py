@@ -1,17 +1,20 @@
-"""dvc.yaml is honest: deps are exactly what each stage imports, outputs are where the stages
-write (stages/paths.py), and every stage can use DVC's run cache. README's pipeline table
-and the tests name the paths of stages/paths.py too, so none of them can drift."""
+"""dvc.yaml is honest: deps are exactly what each stage runs (its modules and the pinned
+packages they import), outputs are where the stages write (stages/paths.py), and every
+output is DVC-cached, so DVC's run cache can restore any stage. README's pipeline table and
+the tests name the paths of stages/paths.py too, so none of them can drift."""
 
 import ast
 import fnmatch
+import importlib.metadata
 import itertools
 import re
 import sys
 
 import pytest
 import yaml
+from gto.constants import assert_name_is_valid
 
-from code_graph import MODULES, REPO, reachable
+from code_graph import MODULES, REPO, reachable, third_party_imports
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 sys.path.insert(0, str(REPO))
@@ -38,19 +41,74 @@ def test_stage_deps_list_its_script_and_the_modules_it_imports(stage):
     definition = STAGES[stage]
     module = definition["cmd"].split()[-1]
     assert definition["cmd"] == f"python -m {module}"
-    # cifar/__init__.py only loads the notebook front end on attribute access, which no
-    # stage makes; every other import counts, at a module's top or inside a function.
-    imported = reachable(module, skip=frozenset({"cifar"}))
+    # Every module that runs counts: imports at a module's top or inside a function, and
+    # each package's __init__ (cifar/__init__.py runs before any cifar module does).
+    imported = reachable(module)
+    assert "cifar" in imported
     code_deps = {d for d in definition["deps"] if d.startswith(("cifar", "stages"))}
     assert code_deps == {MODULES[name].relative_to(REPO).as_posix() for name in imported}
 
 
+# The pinned packages the stages import (a dep of every stage), and DVC with the test tools.
+STAGE_REQUIREMENTS, TOOL_REQUIREMENTS = "requirements-stages.txt", "requirements.txt"
+
+
+def pins(requirements: str) -> dict[str, str]:
+    """name -> version of a requirements file's `name==version` lines (names normalised)."""
+    lines = (line.split("#")[0].strip() for line in (REPO / requirements).read_text().splitlines())
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split("==") for line in lines if line and not line.startswith("-"))
+    }
+
+
+def distributions(import_names: set[str]) -> set[str]:
+    """The installed distributions that provide these top-level import names (PIL: pillow)."""
+    provided = importlib.metadata.packages_distributions()
+    return {re.sub(r"[-_.]+", "-", dist).lower() for name in import_names for dist in provided[name]}
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_uncached_output_is_a_metric_or_plot_so_the_run_cache_works(stage):
-    """DVC skips the run cache for a stage with a `cache: false` out that is not a metric or
-    plot, and for one with a `persist` out."""
-    outs = declared(STAGES[stage], "outs")
-    assert all(options.get("cache", True) and not options.get("persist") for options in outs.values()), outs
+def test_stage_depends_on_the_pinned_file_that_holds_every_package_it_imports(stage):
+    assert STAGE_REQUIREMENTS in STAGES[stage]["deps"]
+    modules = reachable(STAGES[stage]["cmd"].split()[-1])
+    imported = set().union(*(third_party_imports(MODULES[name]) for name in modules))
+    assert imported, "the imports were read"
+    assert distributions(imported) <= pins(STAGE_REQUIREMENTS).keys()
+
+
+def test_the_stages_pinned_file_holds_only_what_they_import_and_the_rest_is_outside_it():
+    """A test or lint tool pinned among the stages' packages would re-run the pipeline on
+    every upgrade; a package the stages import pinned only in requirements.txt, nothing."""
+    imported = set().union(
+        *(third_party_imports(MODULES[name]) for stage in STAGES.values() for name in reachable(stage["cmd"].split()[-1]))
+    )
+    assert distributions(imported) == pins(STAGE_REQUIREMENTS).keys()
+    assert not pins(STAGE_REQUIREMENTS).keys() & pins(TOOL_REQUIREMENTS).keys()
+    # `pip install -c requirements.txt dvc` must install DVC alone: a nested -r would be
+    # installed, not just constrained.
+    assert not [line for line in (REPO / TOOL_REQUIREMENTS).read_text().splitlines() if line.startswith("-")]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_output_is_dvc_cached_so_the_run_cache_restores_it_in_any_clone(stage):
+    """`dvc push --run-cache` uploads a run's records but not the files of its `cache: false`
+    outputs, so another clone could not restore the stage (DVC 3.67.1; tests/test_dvc_upstream.py);
+    a `persist` output turns the run cache off. Cached PNGs also keep pictures out of git."""
+    outputs = {path: options for kind in ("outs", "metrics", "plots") for path, options in declared(STAGES[stage], kind).items()}
+    assert outputs
+    assert all(options.get("cache", True) and not options.get("persist") for options in outputs.values()), outputs
+
+
+def test_the_model_is_a_model_registry_artifact():
+    """DVC's model registry reads `artifacts:` in dvc.yaml: a name GTO accepts, the path of
+    an output, `type: model`, a description and labels."""
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    (name, artifact), = artifacts.items()
+    assert_name_is_valid(name)
+    assert artifact["path"] == paths.MODEL and artifact["type"] == "model"
+    assert len(artifact["desc"].split()) >= 5 and artifact["labels"]
+    assert paths.MODEL in declared(STAGES["train"], "outs")
 
 
 def test_dvc_yaml_declares_exactly_the_paths_the_stages_write():

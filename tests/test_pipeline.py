@@ -212,9 +212,9 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
     root, _ = repro
     shown = json.loads(dvc(root, "plots", "show", "--json").stdout)["data"]
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    declared = {next(iter(entry)) for entry in pipeline["plots"]}
-    for definition in pipeline["stages"].values():
-        declared |= {next(iter(entry)) for entry in definition.get("plots", [])}
+    # An entry is a path, or a path with its options.
+    entries = [*pipeline["plots"], *(entry for stage in pipeline["stages"].values() for entry in stage.get("plots", []))]
+    declared = {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries}
     gradcam = {name for name in shown if name.startswith(paths.GRADCAM_IMAGES + "/")}
     assert set(shown) == (declared - {paths.GRADCAM_IMAGES}) | gradcam and gradcam
     assert all(not any("error" in item for item in rendered) for rendered in shown.values())

@@ -2,21 +2,28 @@
 a fresh clone without training, change a param, run queued experiments and a seed spread."""
 
 import json
+import re
+import shlex
 import shutil
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from cifar.dataset import file_digest as digest
-from pipeline_repo import REPO, dvc, fresh_clone, push_results, run, workspace_digests
+from pipeline_repo import REPO, default_params, dvc, fresh_clone, push_results, run, workspace_digests
 from stages import paths
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
+PUSH = str(REPO / "scripts/push_results.py")
 SEED_SPREAD = str(REPO / "scripts/seed_spread.py")
 STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
-CACHED_OUTPUTS = (f"{paths.DATA}/train.npz", f"{paths.DATA}/test.npz", paths.MODEL, paths.PREDICTIONS)
-GIT_OUTPUTS = (paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS, paths.HISTORY)
+OUTPUTS = (
+    f"{paths.DATA}/train.npz", f"{paths.DATA}/test.npz", paths.MODEL, paths.PREDICTIONS,
+    paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS, paths.HISTORY, paths.LOSS_IMAGE,
+)
 
 
 def reproduce(root, *arguments):
@@ -39,10 +46,32 @@ def test_a_fresh_clone_pulls_to_a_clean_status_and_reproduces_without_running_a_
     assert result.returncode == 0, result.stdout + result.stderr
     assert ran_stages(result.stdout + result.stderr) == []
     assert "no stage ran, dvc.lock unchanged" in result.stdout
-    for output in CACHED_OUTPUTS + GIT_OUTPUTS:
+    for output in OUTPUTS:
         assert digest(clone / output) == digest(origin / output), output
     assert workspace_digests(clone / "plots/images") == workspace_digests(origin / "plots/images")
     assert run(clone, "git", "status", "--porcelain").stdout == ""
+
+
+def test_a_committed_run_keeps_its_results_out_of_git(published):
+    """Metrics, plot CSVs and PNGs are DVC-cached like the model: git holds dvc.lock and the
+    .gitignore files DVC writes beside them, so the repository does not grow run by run."""
+    origin, _ = published
+    tracked = run(origin, "git", "ls-files").stdout.split()
+    folders = {Path(output).parts[0] for output in OUTPUTS}
+    assert [path for path in tracked if Path(path).parts[0] in folders and Path(path).name != ".gitignore"] == []
+    assert f"{Path(paths.LOSS_IMAGE).parent}/.gitignore" in tracked and "dvc.lock" in tracked
+
+
+def object_path(cache: Path, root: Path, output: str) -> Path:
+    """Where a DVC cache or remote keeps the file of one output, by its md5 in root's dvc.lock."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (md5,) = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] == output}
+    return cache / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def downloaded(clone: Path) -> list[str]:
+    """The files a clone's DVC cache holds but the small manifests of directory outputs."""
+    return [str(path) for path in (clone / ".dvc/cache").rglob("*") if path.is_file() and not path.name.endswith(".dir")]
 
 
 def test_the_remote_holds_a_run_cache_entry_for_every_stage(published):
@@ -65,6 +94,105 @@ def test_a_stale_stage_fails_the_reproduction_before_anything_runs(published, tm
     assert "evaluate (changed deps: cifar/inference.py modified)" in message
     assert ran_stages(result.stdout + result.stderr) == []
     assert (clone / "dvc.lock").read_text() == lock
+    # Known before any download: no output was pulled.
+    assert downloaded(clone) == [] and not (clone / paths.MODEL).exists()
+
+
+def test_the_package_init_and_the_stages_pins_are_deps_of_every_stage_and_a_test_tools_pin_of_none(published, tmp_path):
+    clone = fresh_clone(published, tmp_path / "clone")
+    dvc(clone, "pull")
+
+    def stale_stages_after(path: str, edit) -> list[str]:
+        original = (clone / path).read_text()
+        (clone / path).write_text(edit(original))
+        try:
+            return sorted(json.loads(dvc(clone, "status", "--json").stdout))
+        finally:
+            (clone / path).write_text(original)
+
+    everything = sorted(STAGES)
+    assert stale_stages_after("cifar/__init__.py", lambda text: text + "# every stage runs this\n") == everything
+    torch_upgrade = lambda text: re.sub(r"^torch==.*$", "torch==2.99.0", text, flags=re.M)  # noqa: E731
+    assert stale_stages_after("requirements-stages.txt", torch_upgrade) == everything
+    pytest_upgrade = lambda text: re.sub(r"^pytest==.*$", "pytest==99.0", text, flags=re.M)  # noqa: E731
+    assert stale_stages_after("requirements.txt", pytest_upgrade) == []
+
+
+def test_an_output_missing_from_the_remote_is_named_before_any_download_and_the_suggested_push_fixes_it(published, tmp_path):
+    origin, remote = published
+    partial = tmp_path / "partial-remote"
+    shutil.copytree(remote, partial)
+    object_path(partial, origin, paths.MODEL).unlink()
+    clone = fresh_clone(published, tmp_path / "clone")
+    result = reproduce(clone, "--remote", str(partial))
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("error: DVC remote ")
+    assert "lacks 1 of this revision's" in message and f"outputs ({paths.MODEL})" in message, message
+    assert downloaded(clone) == [] and not (clone / paths.DATA).exists()
+
+    # The command the message suggests, run where the results are, completes the remote.
+    suggested = shlex.split(re.search(r"`(python scripts/push_results.py [^`]+)`", message)[1])
+    producer = tmp_path / "producer"
+    shutil.copytree(origin, producer, symlinks=True)
+    run(producer, sys.executable, PUSH, *suggested[2:])
+    result = reproduce(clone, "--remote", str(partial))
+    assert result.returncode == 0, result.stderr
+    assert digest(clone / paths.MODEL) == digest(origin / paths.MODEL)
+
+
+def test_a_push_that_leaves_an_output_off_the_remote_fails_in_one_line(published, tmp_path):
+    """`dvc push` skips an object missing from the local cache and exits 0; push_results.py must not."""
+    origin, _ = published
+    producer = tmp_path / "producer"
+    shutil.copytree(origin, producer, symlinks=True)
+    object_path(producer / ".dvc/cache", producer, paths.MODEL).unlink()
+    (tmp_path / "new-remote").mkdir()
+    dvc(producer, "remote", "add", "--local", "fresh", str(tmp_path / "new-remote"))
+    result = run(producer, sys.executable, PUSH, "--remote", "fresh", check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("error: DVC remote 'fresh' ")
+    assert f"lacks {paths.MODEL} after the push" in message and "`dvc commit --force`" in message
+    # The fix the message names works.
+    dvc(producer, "commit", "--force")
+    assert "holds every output of dvc.lock" in run(producer, sys.executable, PUSH, "--remote", "fresh").stdout
+
+
+def test_dvc_artifacts_get_fetches_the_registered_model_from_the_remote(published, tmp_path):
+    origin, _ = published
+    (name,) = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    registry = fresh_clone(published, tmp_path / "registry")
+    run(registry, "gto", "register", name)
+    run(tmp_path, sys.executable, "-m", "dvc", "artifacts", "get", str(registry), name, "-o", "fetched.pt")
+    assert digest(tmp_path / "fetched.pt") == digest(origin / paths.MODEL)
+
+
+def dotted_keys(tree: dict, prefix: str = "") -> list[str]:
+    """params.yaml's keys as `dvc exp show` names its columns: train.onecycle.max_at_epoch."""
+    return [
+        key for name, value in tree.items()
+        for key in (dotted_keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])
+    ]
+
+
+def readme_exp_show() -> str:
+    return next(
+        line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show --only-changed")
+    )
+
+
+def test_readme_exp_show_hides_no_param_and_no_quality_metric():
+    """DVC drops the columns whose names match a --drop pattern from their start (re.match)."""
+    arguments = shlex.split(readme_exp_show())
+    drop = re.compile(arguments[arguments.index("--drop") + 1])
+    params = dotted_keys(default_params())
+    assert "train.max_lr" in params and "seed" in params
+    assert [key for key in params if drop.match(key)] == []
+    quality = ("test_accuracy", "test_loss", "accuracy", "loss", "misclassified", "flip_tta_accuracy", "at_chance_level")
+    assert [metric for metric in quality if drop.match(metric)] == []
+    deps = {dep for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values() for dep in stage["deps"]}
+    assert [dep for dep in deps if not drop.match(dep)] == []
 
 
 def test_restyling_figures_reruns_only_the_figure_stages(published, tmp_path):
@@ -91,7 +219,6 @@ def test_a_param_change_reruns_train_onwards_and_another_clone_restores_it_from_
     push_results(first)
 
     second = fresh_clone(published, tmp_path / "second")
-    dvc(second, "pull", "--run-cache")
     (second / "params.yaml").write_text((second / "params.yaml").read_text().replace("epochs: 3", "epochs: 4"))
     restored = dvc(second, "repro", "--pull")
     log = restored.stdout + restored.stderr
@@ -116,8 +243,9 @@ def test_a_missing_or_unreachable_remote_fails_in_one_line_and_loses_nothing(pub
     assert result.returncode == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and message.startswith("error: DVC remote ")
-    assert {"missing": "is missing: no such directory", "empty": "lacks this revision's outputs",
-            "unconfigured": "'teamstore' is not configured"}[remote] in message
+    expected = {"missing": "is missing: no such directory", "empty": r"lacks (\d+) of this revision's \1 outputs",
+                "unconfigured": "'teamstore' is not configured"}[remote]
+    assert re.search(expected, message), message
     if remote != "unconfigured":
         assert argument in message
     assert workspace_digests(clone) == before
@@ -128,9 +256,10 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     origin, _ = published
     root = tmp_path / "queue"
     shutil.copytree(origin, root, symlinks=True)
-    dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "evaluate.tta=true")
+    # A sweep's kind of change (train.max_lr) and one that adds a metric (evaluate.tta).
+    dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "train.max_lr=0.002", "-S", "evaluate.tta=true")
     # The workspace's code changes after queueing: the experiment must not run it.
-    inference = root / "cifar/inference.py"  # evaluate, which the experiment re-runs, imports it
+    inference = root / "cifar/inference.py"  # train and evaluate, which the experiment re-runs, import it
     inference.write_text("raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text())
     # The queue's own worker runs it; --run-all returns once the queue is done.
     ran = dvc(root, "exp", "run", "--run-all", check=False)
@@ -139,13 +268,12 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
     (experiment,) = [exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])]
     assert 0 <= experiment["data"]["metrics"][paths.EVALUATE_METRICS]["data"]["flip_tta_accuracy"] <= 1
-    # README's documented `dvc exp show` fits a 200-column terminal, nothing cut off.
-    command = next(
-        line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("dvc exp show --only-changed")
-    )
-    table = run(root, "bash", "-c", f"COLUMNS=200 {command} --no-pager").stdout
+    # README's documented `dvc exp show` fits a 200-column terminal, nothing cut off, with
+    # the param the experiment changed and the quality metrics.
+    table = run(root, "bash", "-c", f"COLUMNS=200 {readme_exp_show()} --no-pager").stdout
     assert max(len(line) for line in table.splitlines()) <= 200 and "…" not in table, table
-    assert "flip_tta_accuracy" in table
+    for column in ("train.max_lr", "evaluate.tta", "test_accuracy", "accuracy", "flip_tta_accuracy"):
+        assert column in table, table
 
 
 @pytest.mark.full
