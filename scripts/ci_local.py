@@ -96,6 +96,8 @@ class Run:
             job = entry.get("job", "")
             if entry.get("raw_output"):
                 self.output.append(f"[{job}] {entry.get('msg', '').rstrip()}")
+            elif "command" in entry:  # a workflow command: ::notice::, the job summary, ...
+                self.output.append(f"[{job}] ::{entry['command']}:: {entry.get('arg') or entry.get('content', '')}")
             if "jobResult" in entry:
                 self.jobs[job] = entry["jobResult"]
             if "stepResult" in entry and entry.get("stage") == "Main":

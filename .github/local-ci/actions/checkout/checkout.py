@@ -43,7 +43,7 @@ def main() -> int:
     else:
         git("fetch", *([f"--depth={depth}"] if depth else []), "origin", ref)
         git("checkout", "--force", "--detach", "FETCH_HEAD")
-    git("log", "-1", "--format=checked out %H (%s)")
+    git("--no-pager", "log", "-1", "--format=checked out %H (%s)")
     return 0
 
 
