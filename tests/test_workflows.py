@@ -132,7 +132,8 @@ def executed(result) -> bool:
 def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
     expressions = {"inputs.params": INJECTION}
     stubs = ("dvc", "git", "python")
-    trained, calls, _ = run_step(tmp_path / "train", "train.yml", "train", "Train", expressions, stubs)
+    trained, calls, _ = run_step(tmp_path / "train", "train.yml", "train", "Train", expressions, stubs,
+                                 files={"dvc.lock": "schema: '2.0'\n"})
     assert trained.returncode == 0, trained.stderr
     assert not executed(trained)
     assert calls == [

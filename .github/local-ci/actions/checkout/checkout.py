@@ -30,7 +30,9 @@ def main() -> int:
             subprocess.run(["rm", "-rf", str(entry)], check=True)
         git("init", "-q")
         git("remote", "add", "origin", url)
-    ref = os.environ["REF"] or os.environ["GITHUB_SHA"]
+    # Without a ref: the event's branch at the event's commit, else the event's commit.
+    event_ref = os.environ["GITHUB_REF"] if os.environ["GITHUB_REF"].startswith("refs/heads/") else os.environ["GITHUB_SHA"]
+    ref = os.environ["REF"] or event_ref
     depth = int(os.environ["FETCH_DEPTH"] or "1")
     if depth == 0:
         git("fetch", "--prune", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*")
@@ -39,7 +41,8 @@ def main() -> int:
                                capture_output=True).returncode == 0
     if is_branch:
         git("fetch", *([f"--depth={depth}"] if depth else []), "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
-        git("checkout", "--force", "-B", branch, f"refs/remotes/origin/{branch}")
+        start = os.environ["GITHUB_SHA"] if not os.environ["REF"] else f"refs/remotes/origin/{branch}"
+        git("checkout", "--force", "-B", branch, start)
     else:
         git("fetch", *([f"--depth={depth}"] if depth else []), "origin", ref)
         git("checkout", "--force", "--detach", "FETCH_HEAD")
