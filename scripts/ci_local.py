@@ -93,7 +93,7 @@ class Run:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            job = entry.get("job", "")
+            job = entry.get("job", "").strip()
             if entry.get("raw_output"):
                 self.output.append(f"[{job}] {entry.get('msg', '').rstrip()}")
             elif "command" in entry:  # a workflow command: ::notice::, the job summary, ...
@@ -399,6 +399,7 @@ def scenarios(ci: LocalCI, standin: GitHubStandIn) -> dict:
         "nothing ran": not run.said("Running stage"),
         "the comment names models/model.pt": [
             "Not reproduced" in body and "models/model.pt" in body for body in comments_on(number)] == [True],
+        "the remote's URL, a secret, kept out of the comment": all(str(ci.remote) not in body for body in comments_on(number)),
     }, pull_request=number, deleted="models/model.pt", comments=comments_on(number))
 
     ci.git(ci.origin, "update-ref", "refs/heads/main", bot_sha)  # GitHub merges the pull request

@@ -72,6 +72,8 @@ def test_one_comment_carries_the_diffs_then_names_what_is_missing_from_the_remot
     assert "evaluate.tta" in reproduced.split("### params diff")[1]  # the dispatch's override
     (failed,) = missing["comments"]
     assert "**Not reproduced from the DVC remote; nothing was trained:**" in failed and "models/model.pt" in failed
+    # The remote's URL is a secret: named, never written out.
+    assert report["work"] not in failed
     writes = [request["method"] for request in report["requests"] if f"/issues/{number}/" in request["path"]
               or request["method"] == "PATCH"]
     assert writes.count("POST") == 1 and writes.count("PATCH") == 2
