@@ -16,6 +16,7 @@ SCENARIOS = ("c1", "c2", "d1", "d2", "e", "a", "b", "f")
 def local_ci(tmp_path_factory):
     work = tmp_path_factory.mktemp("ci-local")
     result = subprocess.run([REPO / "scripts/ci_local.sh", "--work", work], capture_output=True, text=True)
+    (work / "ci_local.out").write_text(result.stdout + result.stderr)  # to read after the run
     report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
     return result, report
 
