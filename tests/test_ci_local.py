@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from pipeline_repo import REPO
+from stages import paths
 
 SCENARIOS = ("c1", "c2", "d1", "d2", "e", "a", "b", "f")
 
@@ -72,7 +73,7 @@ def test_one_comment_carries_the_diffs_then_names_what_is_missing_from_the_remot
     assert "### metrics diff against origin/main" in reproduced and "### params diff against origin/main" in reproduced
     assert "evaluate.tta" in reproduced.split("### params diff")[1]  # the dispatch's override
     (failed,) = missing["comments"]
-    assert "**Not reproduced from the DVC remote; nothing was trained:**" in failed and "models/model.pt" in failed
+    assert "**Not reproduced from the DVC remote; nothing was trained:**" in failed and paths.MODEL in failed
     # The remote's URL is a secret: named, never written out.
     assert report["work"] not in failed
     writes = [request["method"] for request in report["requests"] if f"/issues/{number}/" in request["path"]
