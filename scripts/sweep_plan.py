@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Turn a sweep's input into the job matrix of .github/workflows/sweep.yml.
+"""Turn a sweep, in DVC's own grid syntax, into the job matrix of .github/workflows/sweep.yml.
 
-    python3 scripts/sweep_plan.py --prefix NAME --sets "a=1 b=2; a=3" [--seeds N]
+    python scripts/sweep_plan.py --name NAME -- OVERRIDE ...
 
-A set is a space-separated list of KEY=VALUE overrides (as for `dvc exp run -S`); sets are
-separated by ';'. With --seeds N, every set runs under seeds 0 .. N-1. Prints two lines
-for $GITHUB_OUTPUT: `matrix=` a JSON matrix whose entries hold an experiment name
-(PREFIX-1, PREFIX-2, ...) and its overrides, and `names=` the names, space-separated; lists
-the experiments on stderr. Standard library only. Exit codes: 0 planned, 2 a bad input.
+Each OVERRIDE is what `dvc exp run -S` takes, grids included: `model.name=custom_resnet,resnet18`,
+`seed=range(0,3)`, `train.max_lr=choice(0.01,0.02)`. DVC itself expands them: the script
+queues the sweep with `dvc exp run --queue --name NAME -S ...` in this clone, reads the
+queued experiments back from `dvc exp show --json` (DVC names them NAME-1, NAME-2, ...,
+or NAME for one), and empties the queue again. Each matrix entry holds an experiment's name
+and the params it changes, as plain `-S KEY=VALUE` overrides for one GPU runner each.
+Prints two lines for $GITHUB_OUTPUT: `matrix=` the JSON matrix and `names=` the names,
+space-separated; lists the experiments on stderr. Exit codes: 0 planned, 2 a bad input
+(DVC's own message, in one line).
 """
 
 from __future__ import annotations
@@ -17,41 +21,49 @@ import json
 import re
 import sys
 
-# A key of params.yaml, dotted; the value may be anything DVC's -S accepts.
-OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=\S*")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+from dvc_cli import dvc, last_error, named_experiments
+from sweep_collect import flatten
+
 # GitHub's limit on the jobs of one matrix.
 MAX_EXPERIMENTS = 256
+# A value DVC's -S parser reads back as this same string without quotes.
+PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 
 
 class BadInput(Exception):
     pass
 
 
-def override_sets(sets: str, seeds: int) -> list[list[str]]:
-    parsed = [entry.split() for entry in sets.split(";") if entry.strip()]
-    for number, overrides in enumerate(parsed, 1):
-        for override in overrides:
-            if not OVERRIDE.fullmatch(override):
-                raise BadInput(f"set {number}: {override!r} is not KEY=VALUE (sets are separated by ';', overrides by spaces)")
-        keys = [override.split("=", 1)[0] for override in overrides]
-        if len(set(keys)) != len(keys):
-            raise BadInput(f"set {number} sets a key twice: {' '.join(overrides)}")
-        if seeds and "seed" in keys:
-            raise BadInput(f"set {number} sets seed, and --seeds sets it too")
-    if not seeds:
-        if not parsed:
-            raise BadInput("nothing to sweep: give --sets, --seeds or both")
-        return parsed
-    return [overrides + [f"seed={seed}"] for overrides in parsed or [[]] for seed in range(seeds)]
+def override_value(value) -> str:
+    """A params.yaml value as DVC's -S writes it back unchanged."""
+    if isinstance(value, str) and PLAIN_STRING.fullmatch(value) and value.lower() not in ("true", "false", "null"):
+        return value
+    return json.dumps(value)
 
 
-def plan(prefix: str, sets: str, seeds: int) -> list[dict[str, str]]:
-    if not NAME.fullmatch(prefix):
-        raise BadInput(f"--prefix {prefix!r} is not a valid experiment name (letters, digits, '-', '_')")
+def changed_params(params: dict, baseline: dict) -> list[str]:
+    return [f"{key}={override_value(value)}" for key, value in params.items() if baseline.get(key) != value]
+
+
+def plan(name: str, overrides: list[str]) -> list[dict[str, str]]:
+    if not overrides:
+        raise BadInput("nothing to sweep: give dvc exp run -S overrides, e.g. 'seed=range(0,3)'")
+    queued = dvc("exp", "run", "--queue", "--name", name, *[argument for override in overrides for argument in ("-S", override)])
+    if queued.returncode != 0:
+        raise BadInput(f"DVC refused the sweep: {last_error(queued)}")
+    try:
+        shown = dvc("exp", "show", "--json")
+        if shown.returncode != 0:
+            raise BadInput(f"`dvc exp show` failed: {last_error(shown)}")
+        baseline = next(commit for commit in json.loads(shown.stdout) if commit["rev"] != "workspace")
+        names = [line.split("'")[1] for line in queued.stdout.splitlines() if line.startswith("Queued experiment '")]
+        found = named_experiments(baseline, set(names))
+    finally:
+        dvc("queue", "remove", "--queued")
+    base_params = flatten(baseline["data"]["params"]["params.yaml"]["data"])
     experiments = [
-        {"name": f"{prefix}-{number}", "overrides": " ".join(overrides)}
-        for number, overrides in enumerate(override_sets(sets, seeds), 1)
+        {"name": experiment, "overrides": " ".join(changed_params(flatten(found[experiment]["params"]["params.yaml"]["data"]), base_params))}
+        for experiment in names
     ]
     if len(experiments) > MAX_EXPERIMENTS:
         raise BadInput(f"{len(experiments)} experiments: a GitHub job matrix holds at most {MAX_EXPERIMENTS}")
@@ -60,15 +72,11 @@ def plan(prefix: str, sets: str, seeds: int) -> list[dict[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prefix", required=True, help="experiment names are PREFIX-1, PREFIX-2, ...")
-    parser.add_argument("--sets", default="", help="override sets separated by ';', each KEY=VALUE separated by spaces")
-    parser.add_argument("--seeds", default="0", help="run every set under seeds 0 .. N-1 (default 0: params.yaml's seed)")
+    parser.add_argument("--name", required=True, help="the sweep's name; DVC numbers its experiments NAME-1, NAME-2, ...")
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="dvc exp run -S values, grid syntax included")
     args = parser.parse_args()
     try:
-        seeds = args.seeds.strip() or "0"
-        if not seeds.isdigit():
-            raise BadInput(f"--seeds must be a whole number, not {args.seeds!r}")
-        experiments = plan(args.prefix, args.sets, int(seeds))
+        experiments = plan(args.name, args.overrides)
     except BadInput as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
-"""The GitHub Actions workflows, without GitHub: actionlint with shellcheck over every file;
-the shell of the steps that take user input, run by bash as GitHub runs it with the input in
+"""The GitHub Actions workflows' parts: actionlint with shellcheck over every file; the
+shell of the steps that take user input, run by bash as GitHub runs it with the input in
 the environment and `dvc`, `git`, `gh` and `python` stubbed; the scripts they call; and,
 in the full tier, a sweep of two experiments through a bare git remote and a directory DVC
-remote, collected into one report."""
+remote, collected into one report. tests/test_ci_local.py runs the workflows whole."""
 
 import json
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_repo import REPO, dvc, run
+from pipeline_repo import REPO, dvc, make_pipeline_repo, run
 from stages import paths
 
 WORKFLOWS = REPO / ".github/workflows"
@@ -41,7 +41,7 @@ def workflow(name: str) -> dict:
 def all_steps():
     for path in workflow_files():
         for job_name, job in workflow(path.name)["jobs"].items():
-            for step in job["steps"]:
+            for step in job.get("steps", []):  # a job that calls a workflow has none
                 yield f"{path.name} {job_name} {step.get('name') or step.get('uses')}", step
 
 
@@ -132,7 +132,8 @@ def executed(result) -> bool:
 def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
     expressions = {"inputs.params": INJECTION}
     stubs = ("dvc", "git", "python")
-    trained, calls, _ = run_step(tmp_path / "train", "reproduce.yml", "train-on-gpu", "Train", expressions, stubs)
+    trained, calls, _ = run_step(tmp_path / "train", "train.yml", "train", "Train", expressions, stubs,
+                                 files={"dvc.lock": "schema: '2.0'\n"})
     assert trained.returncode == 0, trained.stderr
     assert not executed(trained)
     assert calls == [
@@ -140,79 +141,73 @@ def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
         ["dvc", "exp", "run", "-S", "train.epochs=1", "-S", "$(echo", "-S", "INJECTED", "-S", ">&2)"],
         ["python", "scripts/push_results.py", "--remote", "ci"],
     ]
-    committed, calls, _ = run_step(tmp_path / "commit", "reproduce.yml", "train-on-gpu", "Commit the results",
-                                   expressions, stubs, {"STUB_GIT_DIFF_EXIT": "1"})
-    assert committed.returncode == 0, committed.stderr
-    assert not executed(committed)
+    published, calls, _ = run_step(tmp_path / "publish", "train.yml", "train", "Publish the results on a branch of their own",
+                                   expressions, stubs, {"STUB_GIT_DIFF_EXIT": "1", "GITHUB_REF_NAME": "main",
+                                                        "GITHUB_RUN_ID": "42", "STUB_GIT_REV_PARSE_OUTPUT": "abc123"})
+    assert published.returncode == 0, published.stderr
+    assert not executed(published)
     (commit,) = [call for call in calls if "commit" in call]
     assert commit[-2:] == ["-m", f"Train on GPU: {INJECTION}"]
-    assert ["git", "push", "origin", "HEAD"] in calls
+    # Never the dispatched branch, which may be protected: a branch of the results' own.
+    assert ["git", "push", "origin", "HEAD:refs/heads/train/main/42"] in calls
+    assert (tmp_path / "publish/github-output").read_text() == "branch=train/main/42\nsha=abc123\n"
 
 
-def test_training_that_changed_nothing_commits_nothing_and_passes(tmp_path):
-    result, calls, _ = run_step(tmp_path, "reproduce.yml", "train-on-gpu", "Commit the results",
+def test_training_that_changed_nothing_proposes_nothing_and_passes(tmp_path):
+    result, calls, _ = run_step(tmp_path, "train.yml", "train", "Publish the results on a branch of their own",
                                 {"inputs.params": ""}, ("git",), {"STUB_GIT_DIFF_EXIT": "0"})
     assert result.returncode == 0, result.stderr
-    assert "nothing to commit" in result.stdout
+    assert "nothing to propose" in result.stdout
     assert [call[1] for call in calls] == ["add", "diff"]
+    assert not (tmp_path / "github-output").exists()  # no branch: no pull request, no check
 
 
 def test_a_branch_name_reaches_the_reproduce_script_as_data(tmp_path):
     base = "main$(echo INJECTED >&2)"
     result, calls, _ = run_step(tmp_path, "reproduce.yml", "reproduce-from-cache", "Reproduce from the remote cache",
-                                {"github.base_ref": base}, ("python",))
+                                {"inputs.base || github.base_ref": base}, ("python",))
     assert result.returncode == 0, result.stderr
     assert not executed(result)
     assert calls == [["python", "scripts/reproduce_from_cache.py", "--remote", "ci", "--base", f"origin/{base}"]]
 
 
-@pytest.mark.parametrize("existing, outcome, plots_url", [
-    ("", "success", "https://example.com/artifact"),
-    ("4242", "success", ""),  # the plots diff failed
-    ("4242", "failure", ""),
+@pytest.mark.parametrize("existing, scope, outcome, plots_url", [
+    ("", "true", "success", "https://example.com/artifact"),
+    ("4242", "true", "success", ""),  # the plots diff failed
+    ("4242", "true", "failure", ""),
+    ("", "false", "", ""),  # no dvc.lock yet
 ])
-def test_one_pr_comment_is_posted_then_edited_in_place(tmp_path, existing, outcome, plots_url):
-    expressions = {"github.event.pull_request.number": "7", "github.base_ref": "main", "steps.reproduce.outcome": outcome,
-                   "steps.plots.outputs.artifact-url": plots_url}
+def test_one_pr_comment_is_posted_then_edited_in_place_and_the_status_set(tmp_path, existing, scope, outcome, plots_url):
+    expressions = {"inputs.pr-number || github.event.pull_request.number": "7", "inputs.base || github.base_ref": "main",
+                   "inputs.ref || github.event.pull_request.head.sha": "a" * 40,
+                   "steps.scope.outputs.reproduce == 'false'": str(scope == "false").lower(),
+                   "steps.scope.outputs.reason": "this commit has no dvc.lock",
+                   "steps.reproduce.outcome": outcome, "steps.plots.outputs.artifact-url": plots_url}
     diff = "### metrics diff against origin/main\n\n| Path | Metric | main | workspace |\n"
     error = "error: stages would have to run, so nothing was run: train (changed deps: cifar/engine.py modified)"
     files = {"reproduce.md": "reproduced from DVC remote 'ci'\n\n" + diff, "reproduce.err": error + "\n"}
-    result, calls, workspace = run_step(tmp_path, "reproduce.yml", "reproduce-from-cache", "Post or update the PR comment",
+    result, calls, workspace = run_step(tmp_path, "reproduce.yml", "reproduce-from-cache", "Report on the pull request",
                                         expressions, ("gh",), {"STUB_GH_API_OUTPUT": existing}, files)
     assert result.returncode == 0, result.stderr
     marker = "<!-- cifar-dvc:reproduce-from-cache -->"
-    lookup, change = calls
+    lookup, change, status = calls
     assert lookup[:4] == ["gh", "api", "--paginate", "repos/owner/cifar-dvc/issues/7/comments"]
     assert f'startswith("{marker}")' in lookup[-1]
     assert change == (["gh", "api", "--method", "PATCH", "repos/owner/cifar-dvc/issues/comments/4242", "-F", "body=@comment.md"]
                       if existing else
                       ["gh", "api", "--method", "POST", "repos/owner/cifar-dvc/issues/7/comments", "-F", "body=@comment.md"])
+    assert status[:5] == ["gh", "api", "--method", "POST", f"repos/owner/cifar-dvc/statuses/{'a' * 40}"]
+    assert f"state={'failure' if outcome == 'failure' else 'success'}" in status
+    assert "context=cifar-dvc/reproduce" in status
     body = (workspace / "comment.md").read_text()
     assert body.startswith(marker + "\n")
     assert ("[Plots diff against main](https://example.com/artifact)" in body) == bool(plots_url)
-    if outcome == "success":
+    if scope == "false":
+        assert body == f"{marker}\n**Nothing to reproduce yet:** this commit has no dvc.lock.\n"
+    elif outcome == "success":
         assert diff in body
     else:
         assert f"> {error}\n" in body and "metrics diff" not in body
-
-
-def test_the_sweep_input_is_refused_before_any_job_starts(tmp_path):
-    result, _, _ = run_step(tmp_path, "sweep.yml", "plan", "Plan one experiment per set and seed",
-                            {"inputs.sets": INJECTION, "inputs.seeds": "0", "github.run_id": "99"}, ())
-    assert result.returncode == 2
-    assert not executed(result)
-    assert result.stderr.strip() == "error: set 1: '$(echo' is not KEY=VALUE (sets are separated by ';', overrides by spaces)"
-    assert (tmp_path / "github-output").read_text() == ""
-
-
-def test_a_sweep_value_that_looks_like_shell_reaches_the_matrix_as_data(tmp_path):
-    value = "train.epochs=$(echo${IFS}INJECTED>&2)"
-    result, _, _ = run_step(tmp_path, "sweep.yml", "plan", "Plan one experiment per set and seed",
-                            {"inputs.sets": value, "inputs.seeds": "", "github.run_id": "99"}, ())
-    assert result.returncode == 0, result.stderr
-    assert not executed(result)
-    outputs = dict(line.split("=", 1) for line in (tmp_path / "github-output").read_text().splitlines())
-    assert json.loads(outputs["matrix"]) == {"include": [{"name": "sweep-99-1", "overrides": value}]}
 
 
 def test_a_sweep_job_passes_its_overrides_as_data(tmp_path):
@@ -230,37 +225,45 @@ def script(path, cwd, *arguments, **environment):
                           capture_output=True, text=True)
 
 
-def test_the_plan_runs_every_set_under_every_seed(tmp_path):
-    result = script(PLAN, tmp_path, "--prefix", "sweep-5", "--seeds", "2",
-                    "--sets", "model.name=resnet18 train.epochs=4; model.name=custom_resnet")
+@pytest.fixture(scope="module")
+def sweep_repo(tmp_path_factory):
+    """A clone of the pipeline with nothing run: all DVC needs to queue a sweep."""
+    return make_pipeline_repo(tmp_path_factory.mktemp("sweep"), {})
+
+
+def test_the_plan_is_dvcs_own_expansion_of_its_grid_syntax(sweep_repo):
+    result = script(PLAN, sweep_repo, "--name", "sweep-5", "--",
+                    "model.name=custom_resnet,resnet18", "seed=range(0,2)", "train.max_lr=choice(0.01,find)")
     assert result.returncode == 0, result.stderr
     matrix, names = result.stdout.splitlines()
-    assert json.loads(matrix.removeprefix("matrix=")) == {"include": [
-        {"name": "sweep-5-1", "overrides": "model.name=resnet18 train.epochs=4 seed=0"},
-        {"name": "sweep-5-2", "overrides": "model.name=resnet18 train.epochs=4 seed=1"},
-        {"name": "sweep-5-3", "overrides": "model.name=custom_resnet seed=0"},
-        {"name": "sweep-5-4", "overrides": "model.name=custom_resnet seed=1"},
-    ]}
-    assert names == "names=sweep-5-1 sweep-5-2 sweep-5-3 sweep-5-4"
+    overrides = [entry["overrides"] for entry in json.loads(matrix.removeprefix("matrix="))["include"]]
+    # Only what differs from params.yaml (seed 0, custom_resnet, find) is passed on.
+    assert sorted(overrides) == sorted([
+        "train.max_lr=0.01", "", "seed=1 train.max_lr=0.01", "seed=1",
+        "model.name=resnet18 train.max_lr=0.01", "model.name=resnet18",
+        "seed=1 model.name=resnet18 train.max_lr=0.01", "seed=1 model.name=resnet18",
+    ])
+    assert names == "names=" + " ".join(f"sweep-5-{number}" for number in range(1, 9))
+    assert "No experiment tasks in the queue" in dvc(sweep_repo, "queue", "status").stdout
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (("--sets", " ; "), "nothing to sweep: give --sets, --seeds or both"),
-    (("--sets", "train.epochs"), "set 1: 'train.epochs' is not KEY=VALUE (sets are separated by ';', overrides by spaces)"),
-    (("--sets", "a=1 a=2"), "set 1 sets a key twice: a=1 a=2"),
-    (("--sets", "seed=1", "--seeds", "2"), "set 1 sets seed, and --seeds sets it too"),
-    (("--seeds", "two"), "--seeds must be a whole number, not 'two'"),
-    (("--seeds", "300"), "300 experiments: a GitHub job matrix holds at most 256"),
+@pytest.mark.parametrize("overrides, message", [
+    ((), "nothing to sweep: give dvc exp run -S overrides, e.g. 'seed=range(0,3)'"),
+    # The tracker's example, as the workflow splits it: refused by DVC before any job starts.
+    (tuple(INJECTION.split()), "DVC refused the sweep: "),
 ])
-def test_the_plan_refuses_bad_input_in_one_line(tmp_path, arguments, message):
-    result = script(PLAN, tmp_path, "--prefix", "sweep-5", *arguments)
-    assert (result.returncode, result.stderr, result.stdout) == (2, f"error: {message}\n", "")
+def test_the_plan_refuses_bad_input_in_one_line(sweep_repo, overrides, message):
+    result = script(PLAN, sweep_repo, "--name", "sweep-5", "--", *overrides)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}") and len(result.stderr.splitlines()) == 1
+    assert result.stdout == "" and "INJECTED" not in result.stderr.replace(INJECTION, "")
 
 
 @pytest.mark.parametrize("settings, message", [
     ({}, "secret DVC_REMOTE_URL is not set (Settings > Secrets and variables > Actions), e.g. s3://bucket/cifar-dvc"),
     ({"DVC_REMOTE_URL": "azure://container/path"},
-     "DVC_REMOTE_URL has scheme 'azure'; these workflows wire credentials for s3://, gs://, ssh:// remotes only"),
+     "DVC_REMOTE_URL has scheme 'azure'; these workflows wire credentials for s3://, gs://, ssh:// remotes "
+     "and directories (an absolute path) only"),
     ({"DVC_REMOTE_URL": "s3://bucket/path", "AWS_ACCESS_KEY_ID": "id"},
      "DVC_REMOTE_URL (s3://...) needs secrets that are not set: AWS_SECRET_ACCESS_KEY"),
     ({"DVC_REMOTE_URL": "gs://bucket/path", "GOOGLE_APPLICATION_CREDENTIALS_JSON": "{}", "DVC_EXTRAS": "s3"},
@@ -274,6 +277,11 @@ def test_the_plan_refuses_bad_input_in_one_line(tmp_path, arguments, message):
 def test_check_remote_names_the_missing_setting_in_one_line(tmp_path, settings, message):
     result = script(CI_SETUP, tmp_path, "check-remote", **settings)
     assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
+
+
+def test_a_directory_remote_needs_no_credentials_and_no_extra(tmp_path):
+    result = script(CI_SETUP, tmp_path, "check-remote", DVC_REMOTE_URL="/srv/dvc-cache/cifar-dvc", DVC_EXTRAS="s3")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "DVC remote: a directory, credentials set\n", "")
 
 
 def test_add_remote_points_dvc_at_owner_only_key_files_and_keeps_s3_keys_in_the_environment(tmp_path):
