@@ -10,6 +10,7 @@ import yaml
 
 from cifar.config import Params, load_params, parse_params
 from cifar.errors import ConfigError
+from dvc_internals import apply_overrides
 
 
 def default_raw() -> dict:
@@ -195,8 +196,6 @@ def test_every_key_has_an_override_to_check():
 def test_every_key_takes_a_new_value_through_dvc_exp_run_set_param(tmp_path, key, overrides, expected):
     """`-S` goes through DVC's own override writer, which writes YAML 1.2 (e.g. `1e-06`). Each
     key gets a value other than its default, so an override that is ignored fails here."""
-    from dvc.utils.hydra import apply_overrides
-
     path = defaults_file(tmp_path)
     apply_overrides(path, overrides)
     loaded = load_params(path)
@@ -211,8 +210,6 @@ def test_every_key_takes_a_new_value_through_dvc_exp_run_set_param(tmp_path, key
 
 
 def test_override_of_the_wrong_type_is_refused(tmp_path):
-    from dvc.utils.hydra import apply_overrides
-
     path = defaults_file(tmp_path)
     apply_overrides(path, ["train.epochs=three"])
     with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):

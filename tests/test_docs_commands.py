@@ -13,6 +13,7 @@ import yaml
 
 from cifar.config import load_params
 from code_graph import declared_options
+from dvc_internals import DvcParserError, apply_overrides, get_hydra_sweeps, parse_args
 from pipeline_repo import REPO, default_params
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -56,8 +57,6 @@ def test_the_documents_hold_commands_and_parameter_sets():
 def test_every_documented_parameter_set_is_valid(tmp_path, document, line, overrides):
     """Applied to the code's defaults as `dvc exp run -S` applies them, sweeps expanded as
     `dvc exp run --queue` expands them, each set loads without an error."""
-    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
-
     path = tmp_path / "params.yaml"
     for combination in get_hydra_sweeps({"params.yaml": overrides}):
         path.write_text(yaml.safe_dump(default_params(), sort_keys=False))
@@ -93,8 +92,6 @@ def assert_flags_declared(source: Path, arguments: list[str]) -> None:
 
 
 def assert_dvc_accepts(arguments: list[str]) -> None:
-    from dvc.cli import DvcParserError, parse_args
-
     try:
         parse_args(arguments)
     except (DvcParserError, SystemExit):

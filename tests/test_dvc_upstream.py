@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pipeline_repo import dvc, run
+from pipeline_repo import REPO, dvc, run
 
 MEASURED_ON = "3.67.1"
 STAGE = """\
@@ -106,3 +106,14 @@ def test_status_cloud_leaves_out_a_directory_whose_manifest_is_nowhere_and_only_
     status = dvc(root, "status", "--cloud", "--json")
     assert status.returncode == 0 and json.loads(status.stdout) == {}
     assert re.search(r"md5: [0-9a-f]+\.dir", status.stderr), status.stderr
+
+
+def test_only_dvc_internals_imports_dvcs_python_code():
+    """Everything else drives DVC through its command line, the interface DVC keeps stable."""
+    tracked = run(REPO, "git", "ls-files").stdout.split()
+    importing = sorted(
+        name for name in tracked
+        if (name.endswith(".py") or name.startswith((".ci/", ".github/", "scripts/")))
+        and re.search(r"(?:^|[;'\"])\s*(?:from\s+dvc(?:\.\w+)*\s+import|import\s+dvc(?:\.|\s*$))", (REPO / name).read_text(errors="replace"), re.M)
+    )
+    assert importing == ["tests/dvc_internals.py"]

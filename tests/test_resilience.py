@@ -14,6 +14,7 @@ import torch
 
 from generated import make_class_tree
 from cifar.config import load_params
+from dvc_internals import apply_overrides
 from pipeline_repo import REPO, SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
 from stages import paths
 
@@ -96,8 +97,6 @@ def readme_presets() -> dict[str, list[str]]:
 
 @pytest.mark.full
 def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, tmp_path):
-    from dvc.utils.hydra import apply_overrides
-
     presets = readme_presets()
     assert set(presets) == {"reference-resnet9", "reference-resnet18-gn"}
     assert presets["reference-resnet9"] == ["lr_find.pick=min_loss"]
@@ -118,8 +117,6 @@ def break_yaml(root):
 
 
 def set_wrong_type(root):
-    from dvc.utils.hydra import apply_overrides
-
     apply_overrides(root / "params.yaml", ["train.epochs=three"])
 
 
