@@ -95,7 +95,7 @@ def workspace(artifacts, tmp_path, monkeypatch, torch_flags) -> Path:
 @pytest.fixture
 def pipeline_run(repro, tmp_path, monkeypatch, torch_flags) -> Path:
     """A copy of a whole pipeline run (every stage's inputs and outputs) as the current directory."""
-    source, _, _ = repro
+    source, _ = repro
     root = shutil.copytree(source, tmp_path / "run", ignore=shutil.ignore_patterns(".git", ".dvc", "dvc_plots"))
     monkeypatch.chdir(root)
     return root
