@@ -134,3 +134,24 @@ def test_every_documented_command_and_flag_exists(where, command):
         assert all((REPO / word.split("::")[0]).exists() for word in arguments if not word.startswith("-")), arguments
     else:
         pytest.fail(f"{where[0].name} names `{program}`, which is neither this project's, DVC's nor in OTHER_PROGRAMS")
+
+
+# Words about how the project was built, not about the product; "round" as a word only
+# (not "around", "background" or "round-trip").
+HISTORY_WORDS = re.compile(
+    r"\b(?:tracker|sessions?|owed|build machines?|this issue|not yet measured in this layout)\b|\brounds?\b(?!-)", re.I
+)
+
+
+def test_readme_is_a_short_product_page():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 250
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda document: document.name)
+def test_the_documents_use_no_words_about_how_the_project_is_built(document):
+    found = [
+        f"{number}: {match.group()}"
+        for number, line in enumerate(document.read_text().splitlines(), 1)
+        for match in HISTORY_WORDS.finditer(line)
+    ]
+    assert found == [], f"{document.relative_to(REPO)}"
