@@ -134,6 +134,9 @@ def test_every_documented_command_and_flag_exists(where, command):
     elif program == "scripts/run.sh":
         assert (REPO / program).stat().st_mode & 0o111, f"{program} is not executable"
         assert_dvc_accepts(["exp", "run", *arguments])  # run.sh hands its arguments to `dvc exp run`
+    elif program == "scripts/ci_local.sh":
+        assert (REPO / program).stat().st_mode & 0o111, f"{program} is not executable"
+        assert_flags_declared(REPO / "scripts" / "ci_local.py", arguments)  # the script hands them to ci_local.py
     elif program == "scripts/test.sh":
         assert (REPO / program).stat().st_mode & 0o111, f"{program} is not executable"
         assert '"--full"' in (REPO / program).read_text()
