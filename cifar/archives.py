@@ -1,8 +1,8 @@
 """Read a .tar/.tar.gz/.tar.xz/.zip only as a whole: every byte checked, within size limits.
 
 Members are read into memory, not unpacked to disk: writing the JPEG mirror's 60,000 small
-files through tarfile takes longer than reading them (README, "Never lose a run", has the
-measurements), and only the images the run uses are decoded from there.
+files through tarfile takes longer than reading them (docs/reliability.md, "Reading
+archives", has the measurements), and only the images the run uses are decoded from there.
 """
 
 from __future__ import annotations

@@ -71,6 +71,6 @@ def test_the_documented_epochs_default_is_the_code_default():
     declaration = declared_options(source)["--epochs"]
     default = next(ast.literal_eval(keyword.value) for keyword in declaration.keywords if keyword.arg == "default")
     documented = re.compile(r"`--epochs`[^.()]*\(default (\d+)\)")
-    readme = (REPO / "README.md").read_text().split("### Performance", 1)[1]
+    page = (REPO / "docs" / "performance.md").read_text().split("## The benchmark", 1)[1]
     assert [int(n) for n in documented.findall(ast.get_docstring(ast.parse(source.read_text())))] == [default]
-    assert [int(n) for n in documented.findall(readme)] == [default]
+    assert [int(n) for n in documented.findall(page)] == [default]
