@@ -624,6 +624,17 @@ def test_stage_exits_2_with_one_line(pipeline, changes, message):
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeline, tree):
+    """A class folder named "c<newline>at<ESC>[31m" split the error over two lines and coloured the terminal."""
+    for split in ("train", "test"):
+        (tree / split / "cat").rename(tree / split / "c\nat\x1b[31m")
+    archive = archive_of(tree, "gztar")
+    set_params(pipeline, {"data": {"source": str(archive)}})
+    result = stage(pipeline, "download", check=False)
+    assert_refused_with_one_line(result, pipeline, "missing: cat; unexpected: c\\nat\\x1b[31m")
+    assert "\x1b" not in result.stderr
+
+
 def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_next_run(pipeline, tree, system_temp):
     """Only the official batches are written to scratch (torchvision reads them from disk);
     a kill there leaves the folder, which the next download run removes."""
