@@ -20,7 +20,7 @@ import typing
 import warnings
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -446,6 +446,16 @@ def test_unreadable_params_files_are_one_line(tmp_path, text, message):
 )
 def test_special_sources_are_refused(tmp_path, source, message):
     assert message in refused(DataError, import_from, source, tmp_path)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, Path.mkdir, lambda path: path.symlink_to("/dev/zero")], ids=["fifo", "folder", "device"])
+def test_a_params_file_that_is_no_file_is_named_as_such_unopened(tmp_path, make):
+    """A named pipe, folder or device at params.yaml was reported as "file not found"."""
+    path = tmp_path / "params.yaml"
+    make(path)
+    with released_if_opened(path) if path.is_fifo() else nullcontext():
+        message = refused(ConfigError, load_params, path)
+    assert message == f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
 
 
 @pytest.mark.parametrize("name", ["cifar.tar.gz", "cifar"])
