@@ -256,6 +256,19 @@ def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format,
 
 
 @pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_two_exports_side_by_side_are_refused(tree, downloads, archive_format):
+    """a/ and b/ each held train/ and test/: a/ was imported and b/ silently left out."""
+    both = tree.parent / "both"
+    for name in ("a", "b"):
+        shutil.copytree(tree, both / name)
+    source = both if archive_format == "folder" else Path(shutil.make_archive(str(both), archive_format, root_dir=both))
+    assert refused(DataError, import_from, source, downloads) == (
+        f"data.source = {str(source)!r} holds 2 train/ and test/ trees (a, b), and which one is meant cannot be told; "
+        f"keep only one of them in data.source"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
 def test_more_members_or_files_than_the_cap_are_refused(tree, downloads, monkeypatch, archive_format):
     """The tree holds 50 images in 22 folders; a cap of 40 stands for the real 200,000."""
     monkeypatch.setattr(archives, "MAX_MEMBERS", 40)
