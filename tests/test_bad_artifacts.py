@@ -358,13 +358,15 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": true}', "max_lr = True is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a finite number > 0)"),
+        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": true}', "max_lr = True is not a learning rate (a number above 0 and at most 1000)"),
+        # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
+        ('{"max_lr": 1e300}', "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
         ('[0.01]', "no max_lr to read (list indices must be integers or slices, not str)"),
     ],
-    ids=["nan", "negative", "true", "string", "list"],
+    ids=["nan", "negative", "true", "huge", "string", "list"],
 )
 def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, problem):
     """NaN and -1 ended in torch's raw `ValueError: Invalid learning rate`."""

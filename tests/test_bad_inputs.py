@@ -580,6 +580,25 @@ def test_counts_beyond_a_gpu_day_or_a_gallery_are_refused(key, value, largest, a
     parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("train.max_lr", '"find" or a number above 0 and at most 1000'),
+        ("train.weight_decay", "a number from 0 to 1000"),
+        ("lr_find.start_lr", "a number above 0 and at most 1000"),
+        ("lr_find.end_lr", "a number above 0 and at most 1000"),
+    ],
+)
+def test_optimizer_factors_beyond_float32_are_refused(key, allowed):
+    """train.max_lr or weight_decay 1e300 is finite, but Adam's first step ended in a raw
+    `RuntimeError: value cannot be converted to type float without overflow`."""
+    section, leaf = key.split(".")
+    raw = merge(default_params(), {section: {leaf: 1e300}})
+    assert f"{key} = 1e+300 is not allowed; expected {allowed}" in refused(ConfigError, parse_params, raw)
+    raw[section][leaf] = 1000 if leaf != "start_lr" else 0.01
+    parse_params(raw)
+
+
 def test_training_longer_than_a_gpu_day_is_refused_before_its_first_step(monkeypatch):
     """epochs x steps per epoch: with batches of one image, 100,000 epochs of 101 images."""
 
