@@ -276,6 +276,9 @@ def with_first(column: str, value):
         (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
         (with_first("label", 1.5), "column label holds non-integers"),
         (with_first("confidence", "high"), "column confidence holds non-numbers"),
+        # Drawn in the galleries' titles as "nan%" and "750%", with exit 0.
+        (with_first("confidence", float("nan")), "column confidence holds nan in row 0, not a probability from 0 to 1"),
+        (with_first("confidence", 7.5), "column confidence holds 7.5 in row 0, not a probability from 0 to 1"),
         # Explain explained image 0 twenty times, with exit 0.
         (lambda frame: frame.assign(index=0).to_csv(index=False), "test image 0 has 20 rows, not one"),
         (with_first("label", (TEST_SPLIT.labels[0] + 1) % 10),
