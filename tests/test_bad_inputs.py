@@ -240,6 +240,24 @@ def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
         stream.write(member.tobuf() + dog.getvalue() + bytes(-member.size % 512) + bytes(1024))
 
 
+def test_a_folder_header_that_declares_a_size_hides_no_member(tree, tmp_path, downloads):
+    """tar and tarfile read the block after a folder's header as the next header; skipping the
+    size it declared left out the image there, which `tar -x` extracts."""
+    hidden = tarfile.TarInfo("export/train/cat/hidden.png")
+    image = (tree / "train" / "dog" / "0000.png").read_bytes()
+    hidden.size = len(image)
+    following = hidden.tobuf() + image + bytes(-len(image) % 512)
+    folder = tarfile.TarInfo("export/train/cat/sub")
+    folder.type, folder.size = tarfile.DIRTYPE, len(following)
+    archive = archive_of(tree, "tar")
+    data = archive.read_bytes()
+    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+    archive.write_bytes(data[:end] + folder.tobuf() + following + bytes(1024))
+    with tarfile.open(archive) as bundle:
+        assert "export/train/cat/hidden.png" in bundle.getnames()
+    assert len(import_from(archive, downloads)["train"]) == 31  # the tree's 30 and the hidden one
+
+
 @pytest.mark.parametrize(
     ("archive_format", "name"),
     [("tar", "export/train/cat/0000.png"), ("tar", "./export/train/cat/0000.png"), ("zip", "export/train/cat/0000.png")],
