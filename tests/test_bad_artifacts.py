@@ -95,7 +95,7 @@ def workspace(artifacts, tmp_path, monkeypatch, torch_flags) -> Path:
 @pytest.fixture
 def pipeline_run(repro, tmp_path, monkeypatch, torch_flags) -> Path:
     """A copy of a whole pipeline run (every stage's inputs and outputs) as the current directory."""
-    source, _, _ = repro
+    source, _ = repro
     root = shutil.copytree(source, tmp_path / "run", ignore=shutil.ignore_patterns(".git", ".dvc", "dvc_plots"))
     monkeypatch.chdir(root)
     return root
@@ -435,6 +435,36 @@ def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):
     assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
         f"error: {paths.LR_FIND_CURVE}: Is a directory; check that it exists and that you may read and write it"
     )
+
+
+def rewrite(path: str, change) -> None:
+    Path(path).write_text(change(Path(path).read_text()))
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "problem", "stage"),
+    [
+        # Each was a raw traceback (EmptyDataError, KeyError, ValueError of argmin, TypeError of a cast).
+        (paths.HISTORY, lambda text: "", "unreadable (No columns to parse from file)", "train"),
+        (paths.HISTORY, lambda text: text.replace("test_accuracy", "renamed"), "no column test_accuracy", "train"),
+        (paths.LR_FIND_CURVE, lambda text: text.splitlines()[0] + "\n", "no rows", "lr_find"),
+        (paths.CONFUSION, lambda text: text.replace("\n", "\nnot-a-class,not-a-class\n", 1),
+         "column actual holds 'not-a-class' in row 0, not one of the test split's classes", "evaluate"),
+        (paths.LR_FIND_METRICS, lambda text: "{}", "no max_lr to read ('max_lr')", "lr_find"),
+        # Drawn with exit 0: text on a loss axis, a curve of infinities.
+        (paths.HISTORY, lambda text: text.replace("\n1,", "\n1,lots", 1), "column train_loss holds 'lots", "train"),
+        (paths.LR_SCHEDULE, lambda text: text.replace("\n1,", "\n1,inf\n0,", 1), "column lr holds inf in row 0, not a finite number", "train"),
+    ],
+    ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr"],
+)
+def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
+    rewrite(path, change)
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    message = str(refused.value)
+    assert message.startswith(f"{path}: {problem}") and message.endswith(f"; re-create it with `dvc repro {stage}`"), message
+    assert outputs(pipeline_run) == before
 
 
 def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):
