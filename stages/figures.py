@@ -91,7 +91,9 @@ def read_table(path: str, columns: dict, stage: str) -> pd.DataFrame:
             what = "not one of the test split's classes"
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: column {column} holds {short_repr(table[column].iloc[row])} in row {row}, {what}; {fix}")
+            value = table[column].iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # inf, not np.float64(inf)
+            raise DataError(f"{path}: column {column} holds {short_repr(value)} in row {row}, {what}; {fix}")
     return table
 
 
@@ -101,7 +103,7 @@ def read_lr_find_metrics() -> dict:
     try:
         chosen = json.loads(path.read_text())
         max_lr, steepest = chosen["max_lr"], chosen.get("steepest_lr")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # RecursionError: deep nesting
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     for name, value in (("max_lr", max_lr), ("steepest_lr", steepest)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):

@@ -92,7 +92,8 @@ def chosen_max_lr(params: Params) -> float:
     try:
         with path.open("rb") as stream:
             max_lr = json.loads(stream.read(MAX_METRICS_BYTES))["max_lr"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    # RecursionError: JSON nested a few thousand levels deep.
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= MAX_OPTIMIZER_FACTOR:
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
