@@ -188,6 +188,10 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes
         _check_name(archive, name)
         if size < 0:
             raise _CorruptArchive(f"member {name[:200]!r} declares a negative size")
+        if header.type == tarfile.DIRTYPE:
+            # No data follows a folder's header, whatever size it declares: tar and tarfile read
+            # the next block as a header, and skipping `size` bytes would hide the members there.
+            continue
         data = _read_data(stream, size, archive, position, limit)
         position += _padded(size)
         if header.type in _FILE_TYPES:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cifar.atomic import remove_stale_scratch
-from cifar.errors import PipelineError, one_line
+from cifar.errors import PipelineError, one_line, printable
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     try:
         main()
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:  # a file the stage cannot read or write, where it does not say so itself
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or one_line(error)}; check that it exists and that you may read and write it", file=sys.stderr)
+        print(f"error: {printable(where)}{error.strerror or one_line(error)}; check that it exists and that you may read and write it", file=sys.stderr)
         sys.exit(2)

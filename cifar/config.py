@@ -40,6 +40,13 @@ MAX_EXPLAIN_LAYERS = 8
 MAX_PATH_LENGTH = 4096
 
 
+# Learning rates and weight decay reach torch's optimizers as float32 factors: from about
+# 1e37 (3.4e38 over Adam's first bias correction) a step ended in a raw RuntimeError. A rate
+# above a few diverges at its first step anyway, so 1,000 refuses nothing that trains.
+MAX_OPTIMIZER_FACTOR = 1000
+LEARNING_RATE = f"a number above 0 and at most {MAX_OPTIMIZER_FACTOR}"
+
+
 def limited(default, check: typing.Callable[[typing.Any], bool], allowed: str):
     """A field whose values, once of the right type, must pass `check`; `allowed` says in
     words what passes, for the error message."""
@@ -80,8 +87,8 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class LRFindConfig:
-    start_lr: float = limited(1e-7, lambda v: v > 0, "a number > 0")
-    end_lr: float = limited(0.1, lambda v: v > 0, "a number > 0")
+    start_lr: float = limited(1e-7, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
+    end_lr: float = limited(0.1, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
     num_iter: int = limited(100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps")
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
@@ -105,12 +112,14 @@ class TrainConfig:
     batch_size: int = limited(
         512, lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
     )
-    weight_decay: float = limited(1e-7, lambda v: v >= 0, "a number >= 0")
+    weight_decay: float = limited(1e-7, lambda v: 0 <= v <= MAX_OPTIMIZER_FACTOR, f"a number from 0 to {MAX_OPTIMIZER_FACTOR}")
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = limited(0.9, lambda v: 0 <= v < 1, "a number from 0 to below 1")  # sgd only
     nesterov: bool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
-    max_lr: float | Literal["find"] = limited("find", lambda v: v == "find" or v > 0, '"find" or a number > 0')
+    max_lr: float | Literal["find"] = limited(
+        "find", lambda v: v == "find" or 0 < v <= MAX_OPTIMIZER_FACTOR, f'"find" or {LEARNING_RATE}'
+    )
     onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -1,5 +1,6 @@
 """Errors a user can fix. Stages print them as one line and exit non-zero."""
 
+import re
 import reprlib
 
 
@@ -37,3 +38,13 @@ _SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
 def short_repr(value: object) -> str:
     """A value's repr, cut short, to quote in a one-line error."""
     return _SHORT_REPR.repr(value)
+
+
+# Control characters (newlines, terminal escapes) and Unicode line separators, which a file or
+# folder name may hold: printed raw they would split the one-line error or restyle the terminal.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """Text with every control character written as its escape (a newline as \\n), to print as one line."""
+    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)

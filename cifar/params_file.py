@@ -89,8 +89,11 @@ _ParamsLoader.add_implicit_resolver(
 
 def read_params_file(path: Path) -> object:
     """The file's YAML as plain Python values (an empty file is {}), or a one-line ConfigError."""
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
+    # Opening a named pipe would wait for a writer, a device could be read forever.
+    if not path.is_file():
+        raise ConfigError(f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters")
     try:
         with path.open("rb") as stream:
             data = stream.read(MAX_PARAMS_FILE_BYTES + 1)  # one byte more tells a file over the limit

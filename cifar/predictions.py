@@ -34,6 +34,13 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
         raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
     if not pd.api.types.is_numeric_dtype(frame["confidence"]):
         raise DataError(f"{path}: column confidence holds non-numbers; {fix}")
+    # A NaN or a confidence of 750% would be drawn in the galleries' titles as if it were real.
+    outside = ~frame["confidence"].between(0, 1)
+    if outside.any():
+        raise DataError(
+            f"{path}: column confidence holds {frame['confidence'][outside].iloc[0]} in row {int(np.flatnonzero(outside)[0])}, "
+            f"not a probability from 0 to 1; {fix}"
+        )
     if len(frame) != len(test):
         raise DataError(f"{path}: {len(frame)} rows for a test split of {len(test)} images; {fix}")
     for column, (count, what) in ids.items():

@@ -153,13 +153,14 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
     listing = _Listing(source)
     try:
-        official = _find_folder(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
-        if official is not None:
-            return _load_official_batches(official.parent, source)
-        tree = _find_folder(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS), listing)
-        if tree is None:
+        official = _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
+        if official:
+            return _load_official_batches(official[0].parent, source)
+        trees = _find_folders(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS), listing)
+        if not trees:
             raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-        return read_class_folders(_folder_tree(tree, listing), limits)
+        _check_one_tree(source, [str(tree.relative_to(root)) for tree in trees])
+        return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
 
@@ -232,15 +233,26 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
     if not complete:
         raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-    prefix = min(complete, key=lambda parts: (len(parts), parts))
+    complete.sort(key=lambda parts: (len(parts), parts))
+    _check_one_tree(archive, ["/".join(prefix) or "." for prefix in complete])
+    prefix = complete[0]
     return ClassTree(f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive), trees[prefix])
 
 
-def _find_folder(root: Path, matches, listing: _Listing) -> Path | None:
-    """root itself or a folder up to two levels below it that matches."""
+def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
+    """root itself and the folders up to two levels below it that match, nearest first."""
     candidates = [root, *_subfolders(root, listing)]
     candidates += [p for c in candidates[1:] for p in _subfolders(c, listing)]
-    return next((folder for folder in candidates if matches(folder)), None)
+    return [folder for folder in candidates if matches(folder)]
+
+
+def _check_one_tree(source: Path, trees: list[str]) -> None:
+    """Two exports side by side: importing either would silently leave out the other."""
+    if len(trees) > 1:
+        raise DataError(
+            f"data.source = {str(source)!r} holds {len(trees)} train/ and test/ trees ({', '.join(trees[:4])}), "
+            f"and which one is meant cannot be told; keep only one of them in data.source"
+        )
 
 
 def _subfolders(folder: Path, listing: _Listing) -> list[Path]:

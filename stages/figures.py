@@ -6,6 +6,7 @@ re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evalu
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from cifar.augment import denormalize
 from cifar.cli import run_stage
 from cifar.config import Params, load_params
 from cifar.dataset import Split, load_split
+from cifar.errors import DataError, one_line, short_repr
 from cifar.loader import DeviceLoader
 from cifar.plots import (
     confusion_figure, epoch_curves_figure, image_grid, lr_finder_figure, lr_schedule_figure,
@@ -31,23 +33,23 @@ SAMPLE_COUNT = 32
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    curve = pd.read_csv(paths.LR_FIND_CURVE)
-    chosen = json.loads(Path(paths.LR_FIND_METRICS).read_text())
+    curve = read_table(paths.LR_FIND_CURVE, {"lr": float, "loss": float}, "lr_find")
+    chosen = read_lr_find_metrics()
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
         curve["lr"], curve["loss"], chosen["max_lr"], params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
-    history = pd.read_csv(paths.HISTORY)
+    history = read_table(paths.HISTORY, dict.fromkeys(HISTORY_COLUMNS, float), "train")
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    step_lrs = pd.read_csv(paths.LR_SCHEDULE)["lr"].to_numpy()
+    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": float}, "train")["lr"].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
-    per_class = pd.read_csv(paths.PER_CLASS)
+    per_class = read_table(paths.PER_CLASS, {"class": test.classes, "accuracy": float}, "evaluate")
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
-    confusion = pd.read_csv(paths.CONFUSION)
+    confusion = read_table(paths.CONFUSION, {"actual": test.classes, "predicted": test.classes}, "evaluate")
     label_of = {name: label for label, name in enumerate(test.classes)}
     save_figure(paths.CONFUSION_IMAGE, confusion_figure(
         confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
@@ -60,6 +62,53 @@ def main() -> None:
     save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
     if shown < params.evaluate.misclassified:
         log.info("only %d misclassified test images, fewer than evaluate.misclassified = %d", shown, params.evaluate.misclassified)
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def read_table(path: str, columns: dict, stage: str) -> pd.DataFrame:
+    """A CSV another stage wrote, with at least one row and, in each of `columns`, finite
+    numbers (float) or names from a tuple; else a one-line DataError, not a traceback or a
+    chart of text and NaN."""
+    fix = f"re-create it with `dvc repro {stage}`"
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable ({one_line(error)}); {fix}") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
+    if table.empty:
+        raise DataError(f"{path}: no rows; {fix}")
+    for column, allowed in columns.items():
+        if allowed is float:
+            values = pd.to_numeric(table[column], errors="coerce")
+            bad = ~np.isfinite(values.to_numpy(dtype=float))
+            what = "not a finite number"
+        else:
+            bad = ~table[column].isin(allowed).to_numpy()
+            what = "not one of the test split's classes"
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = table[column].iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # inf, not np.float64(inf)
+            raise DataError(f"{path}: column {column} holds {short_repr(value)} in row {row}, {what}; {fix}")
+    return table
+
+
+def read_lr_find_metrics() -> dict:
+    path = Path(paths.LR_FIND_METRICS)
+    fix = "re-create it with `dvc repro lr_find`"
+    try:
+        chosen = json.loads(path.read_text())
+        max_lr, steepest = chosen["max_lr"], chosen.get("steepest_lr")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # RecursionError: deep nesting
+        raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
+    for name, value in (("max_lr", max_lr), ("steepest_lr", steepest)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+            raise DataError(f"{path}: {name} = {short_repr(value)} is not a learning rate; {fix}")
+    return chosen
 
 
 def augmented_samples(train: Split, params: Params):

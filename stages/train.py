@@ -2,7 +2,6 @@
 
 import json
 import logging
-import math
 import signal
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +14,7 @@ from cifar.atomic import write_csv, write_json, write_text
 from cifar.chance import at_chance
 from cifar.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.cli import run_stage
-from cifar.config import Params, load_params
+from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import load_split, split_digest
 from cifar.engine import fit
 from cifar.errors import DataError, TrainingError, one_line, short_repr
@@ -93,10 +92,11 @@ def chosen_max_lr(params: Params) -> float:
     try:
         with path.open("rb") as stream:
             max_lr = json.loads(stream.read(MAX_METRICS_BYTES))["max_lr"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    # RecursionError: JSON nested a few thousand levels deep.
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
-    if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not math.isfinite(max_lr) or max_lr <= 0:
-        raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate (a finite number > 0); {fix}")
+    if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= MAX_OPTIMIZER_FACTOR:
+        raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
     return float(max_lr)
 
 

@@ -276,6 +276,9 @@ def with_first(column: str, value):
         (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
         (with_first("label", 1.5), "column label holds non-integers"),
         (with_first("confidence", "high"), "column confidence holds non-numbers"),
+        # Drawn in the galleries' titles as "nan%" and "750%", with exit 0.
+        (with_first("confidence", float("nan")), "column confidence holds nan in row 0, not a probability from 0 to 1"),
+        (with_first("confidence", 7.5), "column confidence holds 7.5 in row 0, not a probability from 0 to 1"),
         # Explain explained image 0 twenty times, with exit 0.
         (lambda frame: frame.assign(index=0).to_csv(index=False), "test image 0 has 20 rows, not one"),
         (with_first("label", (TEST_SPLIT.labels[0] + 1) % 10),
@@ -358,13 +361,18 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": true}', "max_lr = True is not a learning rate (a finite number > 0)"),
-        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a finite number > 0)"),
+        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": true}', "max_lr = True is not a learning rate (a number above 0 and at most 1000)"),
+        # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
+        ('{"max_lr": 1e300}', "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
         ('[0.01]', "no max_lr to read (list indices must be integers or slices, not str)"),
+        # A raw RecursionError from the json module.
+        ('{"max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
+         "no max_lr to read (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
     ],
-    ids=["nan", "negative", "true", "string", "list"],
+    ids=["nan", "negative", "true", "huge", "string", "list", "deep-nesting"],
 )
 def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, problem):
     """NaN and -1 ended in torch's raw `ValueError: Invalid learning rate`."""
@@ -430,6 +438,36 @@ def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):
     assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
         f"error: {paths.LR_FIND_CURVE}: Is a directory; check that it exists and that you may read and write it"
     )
+
+
+def rewrite(path: str, change) -> None:
+    Path(path).write_text(change(Path(path).read_text()))
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "problem", "stage"),
+    [
+        # Each was a raw traceback (EmptyDataError, KeyError, ValueError of argmin, TypeError of a cast).
+        (paths.HISTORY, lambda text: "", "unreadable (No columns to parse from file)", "train"),
+        (paths.HISTORY, lambda text: text.replace("test_accuracy", "renamed"), "no column test_accuracy", "train"),
+        (paths.LR_FIND_CURVE, lambda text: text.splitlines()[0] + "\n", "no rows", "lr_find"),
+        (paths.CONFUSION, lambda text: text.replace("\n", "\nnot-a-class,not-a-class\n", 1),
+         "column actual holds 'not-a-class' in row 0, not one of the test split's classes", "evaluate"),
+        (paths.LR_FIND_METRICS, lambda text: "{}", "no max_lr to read ('max_lr')", "lr_find"),
+        # Drawn with exit 0: text on a loss axis, a curve of infinities.
+        (paths.HISTORY, lambda text: text.replace("\n1,", "\n1,lots", 1), "column train_loss holds 'lots", "train"),
+        (paths.LR_SCHEDULE, lambda text: text.replace("\n1,", "\n1,inf\n0,", 1), "column lr holds inf in row 0, not a finite number", "train"),
+    ],
+    ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr"],
+)
+def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
+    rewrite(path, change)
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    message = str(refused.value)
+    assert message.startswith(f"{path}: {problem}") and message.endswith(f"; re-create it with `dvc repro {stage}`"), message
+    assert outputs(pipeline_run) == before
 
 
 def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):

@@ -20,7 +20,7 @@ import typing
 import warnings
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -240,6 +240,24 @@ def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
         stream.write(member.tobuf() + dog.getvalue() + bytes(-member.size % 512) + bytes(1024))
 
 
+def test_a_folder_header_that_declares_a_size_hides_no_member(tree, tmp_path, downloads):
+    """tar and tarfile read the block after a folder's header as the next header; skipping the
+    size it declared left out the image there, which `tar -x` extracts."""
+    hidden = tarfile.TarInfo("export/train/cat/hidden.png")
+    image = (tree / "train" / "dog" / "0000.png").read_bytes()
+    hidden.size = len(image)
+    following = hidden.tobuf() + image + bytes(-len(image) % 512)
+    folder = tarfile.TarInfo("export/train/cat/sub")
+    folder.type, folder.size = tarfile.DIRTYPE, len(following)
+    archive = archive_of(tree, "tar")
+    data = archive.read_bytes()
+    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+    archive.write_bytes(data[:end] + folder.tobuf() + following + bytes(1024))
+    with tarfile.open(archive) as bundle:
+        assert "export/train/cat/hidden.png" in bundle.getnames()
+    assert len(import_from(archive, downloads)["train"]) == 31  # the tree's 30 and the hidden one
+
+
 @pytest.mark.parametrize(
     ("archive_format", "name"),
     [("tar", "export/train/cat/0000.png"), ("tar", "./export/train/cat/0000.png"), ("zip", "export/train/cat/0000.png")],
@@ -252,6 +270,19 @@ def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format,
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: member {name!r} appears twice, and which copy is meant cannot be told; "
         f"re-create the archive from a plain folder of images"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_two_exports_side_by_side_are_refused(tree, downloads, archive_format):
+    """a/ and b/ each held train/ and test/: a/ was imported and b/ silently left out."""
+    both = tree.parent / "both"
+    for name in ("a", "b"):
+        shutil.copytree(tree, both / name)
+    source = both if archive_format == "folder" else Path(shutil.make_archive(str(both), archive_format, root_dir=both))
+    assert refused(DataError, import_from, source, downloads) == (
+        f"data.source = {str(source)!r} holds 2 train/ and test/ trees (a, b), and which one is meant cannot be told; "
+        f"keep only one of them in data.source"
     )
 
 
@@ -448,6 +479,16 @@ def test_special_sources_are_refused(tmp_path, source, message):
     assert message in refused(DataError, import_from, source, tmp_path)
 
 
+@pytest.mark.parametrize("make", [os.mkfifo, Path.mkdir, lambda path: path.symlink_to("/dev/zero")], ids=["fifo", "folder", "device"])
+def test_a_params_file_that_is_no_file_is_named_as_such_unopened(tmp_path, make):
+    """A named pipe, folder or device at params.yaml was reported as "file not found"."""
+    path = tmp_path / "params.yaml"
+    make(path)
+    with released_if_opened(path) if path.is_fifo() else nullcontext():
+        message = refused(ConfigError, load_params, path)
+    assert message == f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
+
+
 @pytest.mark.parametrize("name", ["cifar.tar.gz", "cifar"])
 def test_a_named_pipe_as_the_source_is_refused_unopened(tmp_path, name):
     fifo = tmp_path / name
@@ -557,6 +598,25 @@ def test_counts_beyond_a_gpu_day_or_a_gallery_are_refused(key, value, largest, a
     parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("train.max_lr", '"find" or a number above 0 and at most 1000'),
+        ("train.weight_decay", "a number from 0 to 1000"),
+        ("lr_find.start_lr", "a number above 0 and at most 1000"),
+        ("lr_find.end_lr", "a number above 0 and at most 1000"),
+    ],
+)
+def test_optimizer_factors_beyond_float32_are_refused(key, allowed):
+    """train.max_lr or weight_decay 1e300 is finite, but Adam's first step ended in a raw
+    `RuntimeError: value cannot be converted to type float without overflow`."""
+    section, leaf = key.split(".")
+    raw = merge(default_params(), {section: {leaf: 1e300}})
+    assert f"{key} = 1e+300 is not allowed; expected {allowed}" in refused(ConfigError, parse_params, raw)
+    raw[section][leaf] = 1000 if leaf != "start_lr" else 0.01
+    parse_params(raw)
+
+
 def test_training_longer_than_a_gpu_day_is_refused_before_its_first_step(monkeypatch):
     """epochs x steps per epoch: with batches of one image, 100,000 epochs of 101 images."""
 
@@ -622,6 +682,17 @@ def test_stage_exits_2_with_one_line(pipeline, changes, message):
     result = stage(pipeline, "download", check=False)
     assert_refused_with_one_line(result, pipeline, message)
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeline, tree):
+    """A class folder named "c<newline>at<ESC>[31m" split the error over two lines and coloured the terminal."""
+    for split in ("train", "test"):
+        (tree / split / "cat").rename(tree / split / "c\nat\x1b[31m")
+    archive = archive_of(tree, "gztar")
+    set_params(pipeline, {"data": {"source": str(archive)}})
+    result = stage(pipeline, "download", check=False)
+    assert_refused_with_one_line(result, pipeline, "missing: cat; unexpected: c\\nat\\x1b[31m")
+    assert "\x1b" not in result.stderr
 
 
 def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_next_run(pipeline, tree, system_temp):
