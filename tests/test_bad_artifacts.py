@@ -256,6 +256,14 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
     assert "\n" not in message and "weights_only" not in message
 
 
+
+@pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["folder", "named-pipe"])
+def test_a_model_path_that_is_no_file_is_named_as_such_and_never_opened(tmp_path, make):
+    path = tmp_path / "model.pt"
+    make(path)
+    with pytest.raises(DataError, match=r"model.pt: a folder, named pipe or device, not a file; remove it and re-create"):
+        load_trained(path, CPU)
+
 def with_first(column: str, value):
     """The CSV text of the predictions with the first row's column set to value."""
     def damage(frame: pd.DataFrame) -> str:

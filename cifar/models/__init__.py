@@ -64,8 +64,10 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
     them: it would run, but on inputs unlike those it learnt from.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
+    if not path.is_file():
+        raise DataError(f"{path}: a folder, named pipe or device, not a file; remove it and re-create it with `dvc repro train`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
