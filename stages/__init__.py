@@ -3,13 +3,20 @@
 DVC runs whatever `python` comes first on PATH: started from a shell outside .venv, a stage
 would end in a traceback about a missing package. Python imports this package before the
 stage's module, so a stage started that way ends here in one line that names the
-interpreter, the missing module and how to run it, with exit code 2.
+interpreter, the missing module and how to run it, with exit code 2. Likewise Ctrl-C while
+a stage still loads its libraries (or anywhere it has no handler of its own) ends in one
+line and exit code 130, not a traceback.
 """
 
 import sys
+from pathlib import Path
 
 
-def _outside_the_environment(kind, error, trace):
+def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
+    if issubclass(kind, KeyboardInterrupt):
+        stage = Path(sys.argv[0]).stem
+        print(f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr)
+        raise SystemExit(130)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         print(
             f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
@@ -23,4 +30,4 @@ def _outside_the_environment(kind, error, trace):
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
-    sys.excepthook = _outside_the_environment
+    sys.excepthook = _one_line_for_a_missing_package_or_ctrl_c

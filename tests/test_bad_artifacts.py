@@ -578,3 +578,14 @@ def test_the_largest_gallery_the_params_allow_stays_within_matplotlibs_pixel_lim
     save_figure(tmp_path / "gallery.png", figure)
     with Image.open(tmp_path / "gallery.png") as drawn:
         assert shown == count and max(drawn.size) < 2**16
+
+
+def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
+    """SIGINT once torch's library is mapped into the stage's process, mid-import."""
+    stage = subprocess.Popen([sys.executable, "-m", "stages.figures"], stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{stage.pid}/maps")
+    while stage.poll() is None and "libtorch" not in maps.read_text():
+        pass
+    stage.send_signal(signal.SIGINT)
+    _, stderr = stage.communicate()
+    assert (stage.returncode, stderr) == (130, "error: interrupted before figures finished; no file is left half-written: run it again\n")
