@@ -39,7 +39,7 @@ def main() -> None:
         curve["lr"], curve["loss"], chosen["max_lr"], params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
-    history = read_table(paths.HISTORY, dict.fromkeys(HISTORY_COLUMNS, float), "train")
+    history = read_table(paths.HISTORY, dict.fromkeys(HISTORY_COLUMNS, float), "train", once="epoch")
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
     step_lrs = read_table(paths.LR_SCHEDULE, {"lr": float}, "train")["lr"].to_numpy()
@@ -47,7 +47,7 @@ def main() -> None:
 
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
-    per_class = read_table(paths.PER_CLASS, {"class": test.classes, "accuracy": float}, "evaluate")
+    per_class = read_table(paths.PER_CLASS, {"class": test.classes, "accuracy": float}, "evaluate", once="class")
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     confusion = read_table(paths.CONFUSION, {"actual": test.classes, "predicted": test.classes}, "evaluate")
     label_of = {name: label for label, name in enumerate(test.classes)}
@@ -67,10 +67,10 @@ def main() -> None:
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
 
-def read_table(path: str, columns: dict, stage: str) -> pd.DataFrame:
+def read_table(path: str, columns: dict, stage: str, once: str | None = None) -> pd.DataFrame:
     """A CSV another stage wrote, with at least one row and, in each of `columns`, finite
-    numbers (float) or names from a tuple; else a one-line DataError, not a traceback or a
-    chart of text and NaN."""
+    numbers (float) or names from a tuple, each value of column `once` in one row only; else
+    a one-line DataError, not a traceback or a chart of text, NaN or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
     try:
         table = pd.read_csv(path)
@@ -91,10 +91,17 @@ def read_table(path: str, columns: dict, stage: str) -> pd.DataFrame:
             what = "not one of the test split's classes"
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            value = table[column].iloc[row]
-            value = value.item() if isinstance(value, np.generic) else value  # inf, not np.float64(inf)
-            raise DataError(f"{path}: column {column} holds {short_repr(value)} in row {row}, {what}; {fix}")
+            raise DataError(f"{path}: column {column} holds {shown(table[column].iloc[row])} in row {row}, {what}; {fix}")
+    repeated = table[once].duplicated().to_numpy() if once else np.zeros(0, bool)
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise DataError(f"{path}: column {once} holds {shown(table[once].iloc[row])} again in row {row}; {fix}")
     return table
+
+
+def shown(value) -> str:
+    """A table's value as a message shows it: inf, not np.float64(inf)."""
+    return short_repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def read_lr_find_metrics() -> dict:

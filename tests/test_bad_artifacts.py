@@ -465,8 +465,12 @@ def rewrite(path: str, change) -> None:
         # Drawn with exit 0: text on a loss axis, a curve of infinities.
         (paths.HISTORY, lambda text: text.replace("\n1,", "\n1,lots", 1), "column train_loss holds 'lots", "train"),
         (paths.LR_SCHEDULE, lambda text: text.replace("\n1,", "\n1,inf\n0,", 1), "column lr holds inf in row 0, not a finite number", "train"),
+        # Drawn with exit 0: a class's bar twice, an epoch's point twice.
+        (paths.PER_CLASS, lambda text: text + text.splitlines()[1] + "\n", "column class holds 'class_0' again in row 10", "evaluate"),
+        (paths.HISTORY, lambda text: text + text.splitlines()[1] + "\n", "column epoch holds 1 again in row", "train"),
     ],
-    ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr"],
+    ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr",
+         "class-twice", "epoch-twice"],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
     rewrite(path, change)
