@@ -34,7 +34,7 @@ def main() -> None:
     curve = pd.read_csv(paths.LR_FIND_CURVE)
     chosen = json.loads(Path(paths.LR_FIND_METRICS).read_text())
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
-        curve["lr"], curve["loss"], chosen["max_lr"], params.lr_find.pick, chosen.get("steepest_lr")
+        curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
     history = pd.read_csv(paths.HISTORY)

@@ -87,7 +87,13 @@ def chosen_max_lr(params: Params) -> float:
         return params.train.max_lr
     path = Path(paths.LR_FIND_METRICS)
     try:
-        return float(json.loads(path.read_text())["max_lr"])
+        found = json.loads(path.read_text())
+        if found.get("verdict", "descent") != "descent":
+            raise TrainingError(
+                f"{path}: the range test found no descent (verdict {found['verdict']!r}), so there is no max_lr to "
+                f"train at; re-run lr_find with a longer or wider range (its error says how) or set train.max_lr to a number"
+            )
+        return float(found["max_lr"])
     except (OSError, ValueError, KeyError) as error:
         raise DataError(
             f"{path}: no max_lr to read ({error}); run the lr_find stage first (`dvc repro lr_find`) "
