@@ -16,7 +16,7 @@ from cifar.loader import DeviceLoader
 from cifar.lr_find import SMOOTH_F, range_test, read_curve, valley_index
 from cifar.sources import synthetic_split
 from generated import CPU
-from pipeline_repo import copy_of, dvc, stage
+from pipeline_repo import REPO, copy_of, dvc, stage
 from stages import paths
 
 
@@ -43,6 +43,22 @@ def test_a_dip_within_the_noise_then_a_rise_is_no_descent():
     )
     with pytest.raises(TrainingError, match="raise lr_find.num_iter.* or set train.max_lr to a number$"):
         test.require_descent()
+
+
+# Range tests recorded by bench/lr_picks.py (5,000 images of the JPEG mirror, batch 512, 1e-7 to 0.1).
+RECORDED = json.loads((REPO / "docs/lr-finder-curves.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("model", "steps", "verdict", "max_lr"),
+    [("custom_resnet", 20, "descent", 4.83e-3)],
+)
+def test_recorded_range_tests_read_as_measured(model, steps, verdict, max_lr):
+    curve = next(row for row in RECORDED if (row["model"], row["num_iter"]) == (model, steps))
+    test = read_curve(curve["lrs"], curve["losses"], LRFindConfig(num_iter=steps))
+    assert test.reading.verdict == verdict
+    assert test.max_lr == pytest.approx(max_lr, rel=1e-3) and test.no_descent is None
+    test.require_descent()
 
 
 def test_a_range_that_ends_before_the_loss_moves_is_flat():
