@@ -11,6 +11,9 @@ For each range length (20, 50, then 100 steps), for both models:
 Both files are kept and extended, so an interrupted measurement resumes where it stopped
 and a new rule trains only the LRs no run has covered. Last, the table, in Markdown, on stdout.
 
+A pipeline run with these settings (`train.max_lr=find`) already holds a range test and the
+training at its pick: `--from-run CHECKOUT` records both instead of measuring them again.
+
 Settings (as a README-style small CPU run): 5,000 train / 1,000 test images, class-balanced,
 batch 512, 3 epochs with the OneCycle peak after the first, seed 0, other knobs at their defaults.
 """
@@ -28,15 +31,17 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 import cifar
-from cifar.config import DataConfig, LRFindConfig, ModelConfig, OneCycleConfig, Params
-from cifar.errors import TrainingError
+from cifar.config import DataConfig, LRFindConfig, ModelConfig, OneCycleConfig, Params, load_params
+from cifar.errors import ConfigError, TrainingError
 from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test, read_curve, rule_picks
 from cifar.models import build_model, on_device
 from cifar.runtime import configure_runtime, seed_everything
+from stages import paths
 
 CURVES = Path("docs/lr-finder-curves.json")
 RUNS = Path("docs/lr-finder-runs.json")
@@ -98,6 +103,32 @@ def record_curve(data: cifar.Data, source: str, model: str, steps: int) -> dict:
     return {"model": model, "num_iter": steps, "lrs": test.lrs, "losses": test.losses, "seconds": round(seconds), **machine()}
 
 
+def record_run_checkout(checkout: Path, curves: Store, runs: Store) -> None:
+    """Records the range test (plots/lr_find.csv) and, if train ran, the training (plots/history.csv)
+    of a pipeline run whose params.yaml holds this bench's settings."""
+    params = load_params(checkout / paths.PARAMS)
+    model = next((name for name, config in MODELS.items() if config == params.model), None)
+    if model is None or params != settings(params.data.source, model, num_iter=params.lr_find.num_iter):
+        raise SystemExit(f"error: {checkout / paths.PARAMS} does not hold this bench's settings (see bench/lr_picks.py)")
+    steps = params.lr_find.num_iter
+    if not curves.find(model=model, num_iter=steps):
+        curve = pd.read_csv(checkout / paths.LR_FIND_CURVE)
+        curves.add({"model": model, "num_iter": steps, "lrs": curve["lr"].tolist(), "losses": curve["loss"].tolist(),
+                    "recorded_by": "the lr_find stage", **machine()})
+    if (checkout / paths.HISTORY).exists():
+        max_lr = json.loads((checkout / paths.TRAIN_METRICS).read_text())["max_lr"]
+        history = pd.read_csv(checkout / paths.HISTORY)
+        run_near(runs, model, max_lr) or runs.add({
+            "model": model, "max_lr": max_lr, "test_accuracy": history["test_accuracy"].round(4).tolist(),
+            "train_loss": history["train_loss"].round(4).tolist(), "recorded_by": "the train stage", **machine(),
+        })
+
+
+def run_near(runs: Store, model: str, lr: float) -> dict | None:
+    """The run of this model at lr's quarter decade, if any."""
+    return next((row for row in runs.rows if row["model"] == model and on_grid(row["max_lr"]) == on_grid(lr)), None)
+
+
 def train_run(data: cifar.Data, source: str, model: str, max_lr: float) -> dict:
     started = time.perf_counter()
     try:
@@ -117,12 +148,11 @@ def verdict_and_picks(curve: dict) -> tuple[str, dict[str, float | None]]:
     return verdict, rule_picks(test.lrs, test.losses)
 
 
-def result(run: dict | None) -> str:
+def result(run: dict | None, lr: float) -> str:
     if run is None:
         return "not trained"
-    if "diverged" in run:
-        return "diverged"
-    return f"{run['test_accuracy'][-1]:.3f}"
+    outcome = "diverged" if "diverged" in run else f"{run['test_accuracy'][-1]:.3f}"
+    return outcome if np.isclose(run["max_lr"], lr, rtol=0.01) else f"{outcome} (trained at {run['max_lr']:.3g})"
 
 
 def table(curves: Store, runs: Store) -> str:
@@ -135,21 +165,32 @@ def table(curves: Store, runs: Store) -> str:
         cells = []
         for rule in RULES:
             lr = picks[rule]
-            cells.append("—" if lr is None else f"{lr:.3g} → {result(runs.find(model=curve['model'], max_lr=on_grid(lr)))}")
+            cells.append("—" if lr is None else f"{lr:.3g} → {result(run_near(runs, curve['model'], lr), lr)}")
         lines.append(f"| {curve['model']} | {curve['num_iter']} | {verdict} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="the CIFAR-10 source: a local archive or class-folder tree")
+    parser.add_argument("--data", help="the CIFAR-10 source to measure on: a local archive or class-folder tree")
     parser.add_argument("--lengths", type=int, nargs="+", default=RANGE_LENGTHS, help="range lengths to measure (steps)")
     parser.add_argument("--curves-only", action="store_true", help="record the range tests, train nothing")
     parser.add_argument("--table-only", action="store_true", help="print the table of what is recorded, measure nothing")
+    parser.add_argument(
+        "--from-run", type=Path, metavar="CHECKOUT",
+        help="record the range test and training of a pipeline run with these settings, measure nothing",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     curves, runs = Store(CURVES), Store(RUNS)
-    if not args.table_only:
+    if args.from_run:
+        try:
+            record_run_checkout(args.from_run, curves, runs)
+        except (ConfigError, OSError) as error:
+            raise SystemExit(f"error: --from-run: {error}") from None
+    elif not args.table_only:
+        if not args.data:
+            parser.error("--data is needed to measure (or give --from-run or --table-only)")
         data = cifar.load_data(settings(args.data, "custom_resnet"))
         for steps in args.lengths:
             for model in MODELS:
@@ -157,7 +198,7 @@ def main() -> None:
             for model in MODELS if not args.curves_only else ():
                 _, picks = verdict_and_picks(curves.find(model=model, num_iter=steps))
                 for lr in sorted({on_grid(lr) for lr in picks.values() if lr is not None}):
-                    runs.find(model=model, max_lr=lr) or runs.add(train_run(data, args.data, model, lr))
+                    run_near(runs, model, lr) or runs.add(train_run(data, args.data, model, lr))
     print(table(curves, runs))
 
 

@@ -88,9 +88,10 @@ def chosen_max_lr(params: Params) -> float:
     path = Path(paths.LR_FIND_METRICS)
     try:
         found = json.loads(path.read_text())
-        if found.get("verdict", "descent") != "descent":
+        if not found.get("descent", True):
             raise TrainingError(
-                f"{path}: the range test found no descent (verdict {found['verdict']!r}), so there is no max_lr to "
+                f"{path}: the range test found no descent (its loss {'rose' if found.get('rising') else 'stayed flat'}), "
+                f"so there is no max_lr to "
                 f"train at; re-run lr_find with a longer or wider range (its error says how) or set train.max_lr to a number"
             )
         return float(found["max_lr"])

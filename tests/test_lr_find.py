@@ -1,6 +1,7 @@
 """The LR range test's verdict on its own curve, its picks and its warnings, and what the
 lr_find stage does without a descent."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import yaml
 from torch import nn
 
+from bench import lr_picks
 from cifar.config import AugmentConfig, LRFindConfig, TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
@@ -59,6 +61,27 @@ def test_recorded_range_tests_read_as_measured(model, steps, verdict, max_lr):
     assert test.reading.verdict == verdict
     assert test.max_lr == pytest.approx(max_lr, rel=1e-3) and test.no_descent is None
     test.require_descent()
+
+
+def bench_checkout(root, params):
+    """A checkout after a pipeline run of lr_find with these params: params.yaml and the GROUP_NORM_20 curve."""
+    (root / "plots").mkdir(parents=True)
+    (root / paths.PARAMS).write_text(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False))
+    pd.DataFrame({"lr": exponential_lrs(1e-7, 0.1, 20), "loss": GROUP_NORM_20}).to_csv(root / paths.LR_FIND_CURVE)
+    return root
+
+
+def test_the_bench_records_a_pipeline_run_only_with_its_own_settings(tmp_path):
+    curves, runs = lr_picks.Store(tmp_path / "curves.json"), lr_picks.Store(tmp_path / "runs.json")
+    bench_settings = lr_picks.settings("/data/cifar10.tar.xz", "resnet18-gn", num_iter=20)
+    lr_picks.record_run_checkout(bench_checkout(tmp_path / "run", bench_settings), curves, runs)
+    [curve] = json.loads((tmp_path / "curves.json").read_text())
+    assert (curve["model"], curve["num_iter"], curve["losses"]) == ("resnet18-gn", 20, GROUP_NORM_20)
+    assert lr_picks.verdict_and_picks(curve)[0].startswith("rising") and runs.rows == []  # train never ran
+    other = bench_checkout(tmp_path / "other", dataclasses.replace(bench_settings, seed=1))
+    with pytest.raises(SystemExit, match="does not hold this bench's settings"):
+        lr_picks.record_run_checkout(other, curves, runs)
+    assert len(json.loads((tmp_path / "curves.json").read_text())) == 1
 
 
 def test_a_range_that_ends_before_the_loss_moves_is_flat():
@@ -144,7 +167,10 @@ def test_without_a_descent_lr_find_stops_the_pipeline_before_train(repro, tmp_pa
     assert "Running stage 'train'" not in log and (root / paths.MODEL).read_bytes() == model
     assert (root / "dvc.lock").read_text() == lock, "the failed lr_find was recorded as done"
     recorded = json.loads((root / paths.LR_FIND_METRICS).read_text())
-    assert recorded["verdict"] == "flat" and "max_lr" not in recorded
+    assert (recorded["descent"], recorded["rising"]) == (False, False) and "max_lr" not in recorded
+    refused = stage(root, "train", check=False)
+    assert refused.returncode != 0 and (root / paths.MODEL).read_bytes() == model
+    assert "the range test found no descent (its loss stayed flat), so there is no max_lr" in refused.stderr
 
 
 def test_without_a_descent_a_fixed_max_lr_only_warns(repro, tmp_path):
@@ -152,7 +178,7 @@ def test_without_a_descent_a_fixed_max_lr_only_warns(repro, tmp_path):
     result = stage(root, "lr_find")
     assert "WARNING: lr_find found no descent" in result.stderr
     assert "train runs at its fixed train.max_lr 0.002" in result.stderr
-    assert json.loads((root / paths.LR_FIND_METRICS).read_text())["verdict"] == "flat"
+    assert json.loads((root / paths.LR_FIND_METRICS).read_text())["descent"] is False
 
 
 def test_a_new_train_max_lr_reruns_lr_find(repro, tmp_path):
