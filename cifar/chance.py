@@ -7,6 +7,10 @@ import math
 # A model is "at chance" unless guessing would score as well as it did less than once in
 # this many tries: strict enough that a real model on a few hundred test images passes.
 CHANCE_SIGNIFICANCE = 1e-3
+# An epoch's mean training loss below this fraction of guessing's means the model tells
+# classes apart on its training batches (a change smaller than the rest of guessing's is
+# flat); above this multiple of guessing's, its outputs blew up.
+LEARNING, BLOWN_UP = 0.95, 1.5
 
 
 def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
@@ -41,13 +45,28 @@ def not_learning_warning(history: list[dict], num_classes: int, tested_on: int, 
 
 
 def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int) -> str:
-    """A hint from what training saw: a loss that rose above guessing's means divergence;
-    a loss that fell means the run was too short to reach a useful model."""
-    guessing_loss = math.log(num_classes)
-    first, last = history[0]["train_loss"], history[-1]["train_loss"]
-    if not math.isfinite(last) or last > guessing_loss or last >= first:
-        return f"the training loss went from {first:.3g} to {last:.3g}: it diverged, so lower max_lr (this run's is {max_lr:.3g}) or let lr_find pick it"
+    """Which way to move, read from the training loss per epoch against guessing's loss
+    (uniform probabilities, ln(num_classes)): a loss that rose, blew up or stopped being
+    finite means max_lr was too large; one that fell or stayed flat but never went clearly
+    below guessing's means it was too small to move the model; one that went clearly below
+    guessing's while the test set stays at chance means the model fits its batches but
+    trained too briefly."""
+    guessing = math.log(num_classes)
+    losses = [row["train_loss"] for row in history]
+    first, last, highest = losses[0], losses[-1], max(losses)
+    went = f"the training loss went from {first:.3g} to {last:.3g}"
+    rose = last - first > (1 - LEARNING) * guessing
+    if not all(map(math.isfinite, losses)) or rose or highest > BLOWN_UP * guessing:
+        return (
+            f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it diverged, "
+            f"so lower max_lr (this run's is {max_lr:.3g})"
+        )
+    if last > LEARNING * guessing:
+        return (
+            f"{went}, still near guessing's {guessing:.3g}: the model barely moved, so raise max_lr "
+            f"(this run's is {max_lr:.3g})"
+        )
     return (
-        f"the training loss fell from {first:.3g} to {last:.3g}, so the model learns but {steps} steps in all were too few: "
-        f"raise train.epochs or data.train_limit, or lower train.batch_size"
+        f"{went}, below guessing's {guessing:.3g}: the model fits its training batches, but {steps} steps in all "
+        f"were too few: raise train.epochs or data.train_limit, or lower train.batch_size"
     )

@@ -92,7 +92,7 @@ class LRFindConfig:
     num_iter: int = limited(100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps")
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
-    # divergence (README, "The LR finder's pick").
+    # divergence (docs/lr-finder.md, "The pick").
     pick: Literal["min_loss", "min_loss_div10", "steepest", "valley"] = "min_loss_div10"
 
 

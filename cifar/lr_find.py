@@ -1,4 +1,5 @@
-"""The learning-rate range test, through torch-lr-finder."""
+"""The learning-rate range test, through torch-lr-finder, and a reading of its curve: did the
+loss fall beyond its own noise, and if so, which LR to train at."""
 
 from __future__ import annotations
 
@@ -18,16 +19,41 @@ from cifar.optim import build_optimizer
 
 # torch-lr-finder's steepest-gradient suggestion ignores this many points at each end.
 SKIP_START, SKIP_END = 10, 5
+# torch-lr-finder's default, passed explicitly: reading the curve undoes this smoothing.
+SMOOTH_F = 0.05
+# The verdict compares the loss's level, the median of this many consecutive steps' own
+# losses, at the start of the range and at its lowest; a fall (or a rise after the lowest)
+# is real when it exceeds CLEAR_BEYOND times the noise of one step's loss. On pure noise
+# that reads a descent in fewer than 1 curve in 300 (docs/lr-finder.md).
+LEVEL_STEPS, CLEAR_BEYOND = 5, 4.0
+
+
+@dataclass(frozen=True)
+class CurveReading:
+    """Whether the loss fell beyond its own noise: the verdict and the numbers behind it."""
+
+    verdict: str  # "descent", "flat" (no clear fall, no clear rise) or "rising" (only a clear rise)
+    noise: float  # a robust standard deviation of one step's loss about its trend
+    start: float  # the loss's level over the first steps
+    lowest: float  # its lowest level, around lr_at_lowest
+    lr_at_lowest: float
+    highest_after: float  # its highest level after the lowest, around lr_at_highest
+    lr_at_highest: float
+
+    @property
+    def fall(self) -> float:
+        return self.start - self.lowest
 
 
 @dataclass(frozen=True)
 class RangeTest:
     lrs: list[float]
-    losses: list[float]  # exponentially smoothed, as torch-lr-finder records them
-    max_lr: float
+    losses: list[float]  # exponentially smoothed by SMOOTH_F, as torch-lr-finder records them
     pick: str
-    min_loss: float
+    reading: CurveReading
+    min_loss: float  # of the smoothed loss
     lr_at_min_loss: float
+    max_lr: float | None  # the pick; None without a descent: there is nothing to pick
     steepest_lr: float | None  # None when the test stopped too early to estimate a slope
     valley_lr: float
     at_range_end: bool  # the pick lies in the last tenth of the range: the range may be too short
@@ -48,6 +74,31 @@ class RangeTest:
             )
         return found
 
+    @property
+    def no_descent(self) -> str | None:
+        """What the curve shows when it has no descent, in words; None when the loss fell."""
+        reading = self.reading
+        if reading.verdict == "descent":
+            return None
+        then = (
+            f"then rose to {reading.highest_after:.3g} near lr {reading.lr_at_highest:.3g}"
+            if reading.verdict == "rising" else "and never rose clearly either"
+        )
+        return (
+            f"lr_find found no descent: the loss fell by {reading.fall:.2g} at most, from {reading.start:.3g} to "
+            f"{reading.lowest:.3g} near lr {reading.lr_at_lowest:.3g} (medians of {LEVEL_STEPS} steps), less than "
+            f"{CLEAR_BEYOND:g} times its step-to-step noise of {reading.noise:.2g}, {then} "
+            f"(lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g} in {len(self.lrs)} steps)"
+        )
+
+    def require_descent(self) -> None:
+        """Stop when there is no LR to train at, saying what to do."""
+        if self.no_descent:
+            raise TrainingError(
+                f"{self.no_descent}; test a longer or wider range (raise lr_find.num_iter, lower lr_find.start_lr "
+                f"or raise lr_find.end_lr) or set train.max_lr to a number"
+            )
+
 
 def range_test(
     model: nn.Module,
@@ -57,7 +108,7 @@ def range_test(
     device: torch.device,
     precision: str,
 ) -> RangeTest:
-    """Training's optimizer + cross-entropy from start_lr to end_lr; pick the LR by the configured rule."""
+    """Training's optimizer + cross-entropy from start_lr to end_lr, read by read_curve."""
     optimizer = build_optimizer(model, config.start_lr, training, device)
     amp = {}
     if precision == "bf16":
@@ -76,31 +127,91 @@ def range_test(
             end_lr=config.end_lr,
             num_iter=config.num_iter,
             step_mode=config.step_mode,
+            smooth_f=SMOOTH_F,
         )
     lrs, losses = finder.history["lr"], finder.history["loss"]
     finder.reset()
+    return read_curve(lrs, losses, config)
+
+
+def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> RangeTest:
+    """The verdict on a recorded curve (LRs and smoothed losses) and, with a descent, the pick by config.pick."""
     if not np.isfinite(losses[0]):
         raise TrainingError(f"lr_find: the loss is {losses[0]} at the first step (lr {lrs[0]:.3g}); lower lr_find.start_lr")
-    best = int(np.nanargmin(losses))
-    steepest = steepest_lr(lrs, losses)
-    if config.pick == "steepest" and steepest is None:
+    # A loss that blew up to inf or NaN ends the curve: nothing after it can be read.
+    finite = np.isfinite(losses)
+    end = len(losses) if finite.all() else int(np.argmin(finite))
+    lrs, losses = list(lrs[:end]), list(losses[:end])
+    reading = read_levels(lrs, unsmoothed(losses, SMOOTH_F))
+    fell = reading.verdict == "descent"
+    best = int(np.argmin(losses))
+    candidates = rule_picks(lrs, losses)
+    if config.pick == "steepest" and candidates["steepest"] is None and fell:
         raise TrainingError(
             f"lr_find.pick = 'steepest' needs at least {SKIP_START + SKIP_END + 2} recorded steps, "
             f"but the range test stopped after {len(lrs)} (the loss diverged); "
             f"lower lr_find.end_lr or use lr_find.pick = 'valley'"
         )
-    valley = valley_index(losses)
-    chosen = {
-        "min_loss": lrs[best],
-        "min_loss_div10": lrs[best] / 10,
-        "steepest": steepest,
-        "valley": lrs[valley],
-    }[config.pick]
+    chosen = candidates[config.pick] if fell else None
     return RangeTest(
-        lrs, losses, chosen, config.pick, losses[best], lrs[best], steepest, lrs[valley],
-        at_range_end=bool(in_last_tenth(chosen, config)),
-        past_descent=not loss_falls_at(chosen, lrs, losses),
+        lrs, losses, config.pick, reading, losses[best], lrs[best], chosen, candidates["steepest"], candidates["valley"],
+        at_range_end=fell and bool(in_last_tenth(chosen, config)),
+        past_descent=fell and not loss_falls_at(chosen, lrs, losses),
     )
+
+
+def read_levels(lrs: list[float], raw: np.ndarray) -> CurveReading:
+    """The verdict on each step's own loss: its level (a running median, robust to a single
+    odd batch and free of the lag of exponential smoothing) at the start and at its lowest."""
+    noise = step_noise(raw)
+    window = min(LEVEL_STEPS, len(raw))
+    levels = np.median(np.lib.stride_tricks.sliding_window_view(raw, window), axis=1)
+    centre = window // 2  # a level's step, to name its LR
+    lowest = int(np.argmin(levels))
+    highest = lowest + int(np.argmax(levels[lowest:]))
+    if levels[0] - levels[lowest] > CLEAR_BEYOND * noise:
+        verdict = "descent"
+    elif levels[highest] - levels[lowest] > CLEAR_BEYOND * noise:
+        verdict = "rising"
+    else:
+        verdict = "flat"
+    return CurveReading(
+        verdict, noise, float(levels[0]), float(levels[lowest]), float(lrs[lowest + centre]),
+        float(levels[highest]), float(lrs[highest + centre]),
+    )
+
+
+def rule_picks(lrs: list[float], losses: list[float]) -> dict[str, float | None]:
+    """What each lr_find.pick rule picks on a curve (steepest: None on a curve too short for it)."""
+    lowest = lrs[int(np.argmin(losses))]
+    return {
+        "min_loss": lowest,
+        "min_loss_div10": lowest / 10,
+        "steepest": steepest_lr(lrs, losses),
+        "valley": lrs[valley_index(losses)],
+    }
+
+
+def unsmoothed(losses: list[float], smooth_f: float) -> np.ndarray:
+    """Each step's own loss. torch-lr-finder records only the smoothed loss,
+    s[i] = smooth_f * loss[i] + (1 - smooth_f) * s[i - 1]; this undoes it exactly."""
+    smoothed = np.asarray(losses, dtype=float)
+    return np.concatenate([smoothed[:1], (smoothed[1:] - (1 - smooth_f) * smoothed[:-1]) / smooth_f])
+
+
+def step_noise(raw: np.ndarray) -> float:
+    """The standard deviation of one step's loss about its trend.
+
+    From second differences, which cancel a trend that changes slowly from step to step,
+    and robustly (a median absolute deviation, scaled to a Gaussian's deviation), so the few
+    steps where the loss turns or blows up do not sway it. Hand-written: one line of numpy,
+    and scipy is not among the pinned dependencies.
+    """
+    if len(raw) < 3:
+        return 0.0
+    curvature = np.diff(raw, 2)
+    # For independent noise of deviation sigma, a second difference has deviation sigma * sqrt(6).
+    return float(1.4826 * np.median(np.abs(curvature - np.median(curvature))) / np.sqrt(6))
 
 
 def in_last_tenth(lr: float, config: LRFindConfig) -> bool:

@@ -64,13 +64,15 @@ class Trained:
 
 def train(params: Params, data: Data) -> Trained:
     """The lr_find stage's range test (when train.max_lr is "find"), then the train stage's
-    run, each on a freshly seeded model as the stages build it."""
+    run, each on a freshly seeded model as the stages build it. A range test whose loss
+    never fell beyond its noise stops here with a TrainingError, as the lr_find stage does."""
     device, precision = configure_runtime(params.train)
     max_lr = params.train.max_lr
     if max_lr == "find":
         seed_everything(params.seed)
         probe = on_device(build_model(params.model, len(data.train.classes)), device)
         test = range_test(probe, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision)
+        test.require_descent()
         for warning in test.warnings:
             log.warning("lr_find: %s", warning)
         max_lr = test.max_lr

@@ -30,21 +30,23 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, supt
     return figure
 
 
-def lr_finder_figure(lrs: Sequence[float], losses: Sequence[float], max_lr: float, pick: str, steepest_lr: float | None):
-    """The range test's smoothed loss against the LR, with the chosen LR and the candidates marked."""
+def lr_finder_figure(lrs: Sequence[float], losses: Sequence[float], max_lr: float | None, pick: str, steepest_lr: float | None):
+    """The range test's smoothed loss against the LR, with the chosen LR (None: the loss found no
+    descent, nothing was chosen) and the candidates marked."""
     lrs, losses = np.asarray(lrs), np.asarray(losses)
     lowest = int(np.nanargmin(losses))
     figure, axis = plt.subplots(figsize=(6.5, 4))
     axis.plot(lrs, losses, color="tab:blue", label="smoothed training loss")
     axis.set_xscale("log")
-    axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {max_lr:.2e} ({pick})")
+    if max_lr is not None:
+        axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {max_lr:.2e} ({pick})")
     axis.scatter([lrs[lowest]], [losses[lowest]], color="tab:red", zorder=3, label="minimum loss")
     if steepest_lr is not None:
         steepest = int(np.argmin(np.abs(lrs - steepest_lr)))
         axis.scatter([lrs[steepest]], [losses[steepest]], color="tab:green", marker="v", zorder=3, label="steepest descent")
     axis.set_xlabel("learning rate (log scale)")
     axis.set_ylabel("loss")
-    axis.set_title("LR range test (Adam, cross-entropy)")
+    axis.set_title("LR range test (Adam, cross-entropy)" + ("\nno descent: nothing chosen" if max_lr is None else ""))
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure

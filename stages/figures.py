@@ -36,7 +36,7 @@ def main() -> None:
     curve = read_table(paths.LR_FIND_CURVE, {"lr": float, "loss": float}, "lr_find")
     chosen = read_lr_find_metrics()
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
-        curve["lr"], curve["loss"], chosen["max_lr"], params.lr_find.pick, chosen.get("steepest_lr")
+        curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
     history = read_table(paths.HISTORY, dict.fromkeys(HISTORY_COLUMNS, float), "train", once="epoch")

@@ -32,19 +32,29 @@ def main() -> None:
     )
     test = range_test(model, loader, params.lr_find, params.train, device, precision)
     metrics = {
-        "max_lr": test.max_lr,
+        # Metrics stay numbers (dvc metrics diff compares them): the verdict as two booleans, both false when flat.
+        "descent": test.reading.verdict == "descent",
+        "rising": test.reading.verdict == "rising",
+        "fall": test.reading.fall,
+        "noise": test.reading.noise,
         "min_loss": test.min_loss,
         "lr_at_min_loss": test.lr_at_min_loss,
         "valley_lr": test.valley_lr,
         "steps": len(test.lrs),
-        "pick_at_range_end": test.at_range_end,
-        "pick_past_descent": test.past_descent,
     }
+    if test.max_lr is not None:  # a curve without a descent has nothing to pick
+        metrics |= {"max_lr": test.max_lr, "pick_at_range_end": test.at_range_end, "pick_past_descent": test.past_descent}
     if test.steepest_lr is not None:  # a range too short to estimate a slope has none
         metrics["steepest_lr"] = test.steepest_lr
     write_json(paths.LR_FIND_METRICS, metrics)
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
+    if test.no_descent:
+        if params.train.max_lr == "find":
+            # The outputs above show why; DVC does not record a failed stage as done, so train never runs.
+            test.require_descent()
+        log.warning("WARNING: %s; train runs at its fixed train.max_lr %.3g", test.no_descent, params.train.max_lr)
+        return
     log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
     for warning in test.warnings:
         log.warning("WARNING: lr_find: %s", warning)

@@ -126,6 +126,13 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
     return root
 
 
+def copy_of(repro: tuple, destination: Path) -> Path:
+    """A copy of the `repro` fixture's run (root, log) to change and run again."""
+    source, _ = repro
+    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("dvc_plots", "chromium-profile"))
+    return destination
+
+
 def push_results(root: Path) -> None:
     """scripts/push_results.py in root: every output and the run cache, checked on the remote."""
     run(root, sys.executable, str(REPO / "scripts/push_results.py"))

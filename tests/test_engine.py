@@ -64,11 +64,25 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
     assert at_chance(accuracy, 10, images) is at_chance_level
 
 
-def test_the_hint_tells_divergence_from_too_few_steps():
-    rising = [{"train_loss": 2.4}, {"train_loss": 7932.0}]
-    falling = [{"train_loss": 2.2}, {"train_loss": 1.9}]
-    assert "it diverged, so lower max_lr (this run's is 0.0483)" in likely_cause(rising, 10, 0.0483, 30)
-    assert "30 steps in all were too few: raise train.epochs" in likely_cause(falling, 10, 0.002, 30)
+@pytest.mark.parametrize(
+    ("train_losses", "max_lr", "advice"),
+    [
+        # A pick far too small (ResNet18-GN): the loss falls, but stays at guessing's 2.303.
+        ([2.41, 2.35, 2.31], 3.36e-6, "the training loss went from 2.41 to 2.31, still near guessing's 2.3: "
+                                      "the model barely moved, so raise max_lr (this run's is 3.36e-06)"),
+        ([2.41, 2.42, 2.42], 1e-7, "still near guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-07)"),
+        ([2.4, 7932.0], 0.0483, "the training loss went from 2.4 to 7.93e+03 (highest 7.93e+03; guessing scores 2.3): "
+                                "it diverged, so lower max_lr (this run's is 0.0483)"),
+        # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
+        ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
+        ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
+        ([2.2, 1.9], 0.002, "the training loss went from 2.2 to 1.9, below guessing's 2.3: the model fits its training "
+                            "batches, but 30 steps in all were too few: raise train.epochs"),
+    ],
+    ids=["falling-at-a-tiny-lr", "flat", "rising", "exploded-then-collapsed", "non-finite", "too-few-steps"],
+)
+def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, advice):
+    assert advice in likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, 30)
 
 
 def test_history_and_schedule_cover_every_epoch_and_step():

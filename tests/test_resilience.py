@@ -3,7 +3,6 @@ with one line and leaves the previous outputs intact."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 from generated import make_class_tree
 from cifar.config import load_params
 from dvc_internals import apply_overrides
-from pipeline_repo import REPO, SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, stage, workspace_digests
+from pipeline_repo import REPO, SMALL_SYNTHETIC, copy_of, dvc, environment, make_pipeline_repo, stage, workspace_digests
 from stages import paths
 
 def quality_metrics(root):
@@ -24,12 +23,6 @@ def quality_metrics(root):
 
 def weights(root):
     return torch.load(root / paths.MODEL, weights_only=True)["state_dict"]
-
-
-def copy_of(repro, destination):
-    source, _ = repro
-    shutil.copytree(source, destination, symlinks=True, ignore=shutil.ignore_patterns("dvc_plots", "chromium-profile"))
-    return destination
 
 
 @pytest.mark.full
