@@ -53,14 +53,19 @@ RECORDED = json.loads((REPO / "docs/lr-finder-curves.json").read_text())
 
 @pytest.mark.parametrize(
     ("model", "steps", "verdict", "max_lr"),
-    [("custom_resnet", 20, "descent", 4.83e-3)],
+    [("custom_resnet", 20, "descent", 4.83e-3), ("resnet18-gn", 20, "rising", None)],
 )
 def test_recorded_range_tests_read_as_measured(model, steps, verdict, max_lr):
     curve = next(row for row in RECORDED if (row["model"], row["num_iter"]) == (model, steps))
     test = read_curve(curve["lrs"], curve["losses"], LRFindConfig(num_iter=steps))
     assert test.reading.verdict == verdict
-    assert test.max_lr == pytest.approx(max_lr, rel=1e-3) and test.no_descent is None
-    test.require_descent()
+    if max_lr is None:
+        assert test.max_lr is None and test.no_descent.startswith("lr_find found no descent: the loss fell by 0.071 at most")
+        with pytest.raises(TrainingError):
+            test.require_descent()
+    else:
+        assert test.max_lr == pytest.approx(max_lr, rel=1e-3) and test.no_descent is None
+        test.require_descent()
 
 
 def bench_checkout(root, params):
