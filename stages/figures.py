@@ -109,7 +109,9 @@ def read_lr_find_metrics() -> dict:
     fix = "re-create it with `dvc repro lr_find`"
     try:
         chosen = json.loads(path.read_text())
-        max_lr, steepest = chosen["max_lr"], chosen.get("steepest_lr")
+        # Without a descent lr_find chose nothing, and train ran at its fixed train.max_lr.
+        max_lr = chosen["max_lr"] if chosen.get("descent", True) else None
+        steepest = chosen.get("steepest_lr")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # RecursionError: deep nesting
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     for name, value in (("max_lr", max_lr), ("steepest_lr", steepest)):

@@ -92,16 +92,18 @@ def chosen_max_lr(params: Params) -> float:
     try:
         with path.open("rb") as stream:
             found = json.loads(stream.read(MAX_METRICS_BYTES))
-        if not found.get("descent", True):
-            raise TrainingError(
-                f"{path}: the range test found no descent (its loss {'rose' if found.get('rising') else 'stayed flat'}), "
-                f"so there is no max_lr to train at; re-run lr_find with a longer or wider range (its error says how) "
-                f"or set train.max_lr to a number"
-            )
-        max_lr = found["max_lr"]
     # RecursionError: JSON nested a few thousand levels deep.
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
+    if not isinstance(found, dict):
+        raise DataError(f"{path}: no max_lr to read (a JSON {type(found).__name__}, not the object lr_find writes); {fix}")
+    if not found.get("descent", True):
+        raise TrainingError(
+            f"{path}: the range test found no descent (its loss {'rose' if found.get('rising') else 'stayed flat'}), "
+            f"so there is no max_lr to train at; re-run lr_find with a longer or wider range (its error says how) "
+            f"or set train.max_lr to a number"
+        )
+    max_lr = found.get("max_lr")
     if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= MAX_OPTIMIZER_FACTOR:
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
     return float(max_lr)

@@ -375,12 +375,13 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
         # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
         ('{"max_lr": 1e300}', "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
         ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
-        ('[0.01]', "no max_lr to read (list indices must be integers or slices, not str)"),
+        ('[0.01]', "no max_lr to read (a JSON list, not the object lr_find writes)"),
+        ('{"min_loss": 2.3}', "max_lr = None is not a learning rate (a number above 0 and at most 1000)"),
         # A raw RecursionError from the json module.
         ('{"max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
          "no max_lr to read (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
     ],
-    ids=["nan", "negative", "true", "huge", "string", "list", "deep-nesting"],
+    ids=["nan", "negative", "true", "huge", "string", "list", "no-max-lr", "deep-nesting"],
 )
 def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, problem):
     """NaN and -1 ended in torch's raw `ValueError: Invalid learning rate`."""
