@@ -9,7 +9,7 @@ real SSH remote (Debian's openssh-server on a loopback port, with a key made for
 handed to the workflows through the secrets a fork sets. Only what lives on GitHub is
 stood in for: the marketplace actions (.github/local-ci/actions), the GitHub API that `gh`
 calls (scripts/github_standin.py, which records every request) and the git server (bare
-repositories). The repository under test is this checkout's tracked files, with
+repositories). The repository under test is this checkout's tracked files, with its committed
 params.yaml set to a small synthetic run so that training takes a minute on a CPU; the
 train jobs may run without CUDA here only (ci_setup.py require-cuda).
 
@@ -138,8 +138,8 @@ class LocalCI:
         return result.stdout.strip()
 
     def seed_repository(self) -> None:
-        """The bare origin's main: this checkout's tracked files, params.yaml made tiny, and a
-        hook that refuses pushes to main, as branch protection does."""
+        """The bare origin's main: this checkout's tracked files, its committed params.yaml made
+        tiny, and a hook that refuses pushes to main, as branch protection does."""
         seed = self.work / "seed"
         tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
         for name in filter(None, tracked.split("\0")):
@@ -147,7 +147,9 @@ class LocalCI:
             if source.is_file():
                 (seed / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, seed / name)
-        params = yaml.safe_load((seed / "params.yaml").read_text())
+        # The committed params.yaml, as a fork holds it: `dvc exp run -S` changes the workspace's.
+        committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True)
+        params = yaml.safe_load(committed.stdout)
         for section, values in TINY_PARAMS.items():
             for key, value in values.items():
                 if isinstance(value, dict):
