@@ -81,7 +81,7 @@ def declared_plots():
     images = []
     for definition in pipeline["stages"].values():
         for entry in definition.get("plots", []):
-            path = next(iter(entry))
+            path = entry if isinstance(entry, str) else next(iter(entry))  # a DVC-cached plot is a bare path
             (charts if path.endswith(".csv") else images).append(path)
     return charts, images
 
