@@ -549,28 +549,35 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
     assert repr((model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) == repr(fresh)
 
 
-# The explain stage, 200 misclassified images at one layer: peak memory measured on a 2-core
-# CPU (2026-11-30) at 1,164 MiB; Grad-CAM of all 200 in one batch took 1.3 GB more.
-EXPLAIN_PEAK_BOUND = 1536 << 20
+# What 200 misclassified images may add to explain's peak memory over 20 of them. Measured on a
+# 2-core CPU (2026-11-30): 1,033 MiB with one image, 1,159 MiB with 32, 1,160 MiB with 200 (batches
+# of 32); Grad-CAM of all 200 in one batch took 1.3 GB more. The stage's own peak is mostly torch's
+# libraries (819 MiB after the imports alone) and varies by machine, so the test bounds the growth.
+EXPLAIN_GROWTH_BOUND = 384 << 20
+
+
+def explain_peak_memory(root: Path, images: int) -> tuple[subprocess.CompletedProcess, int]:
+    """The explain stage's result and peak memory with `images` of 200 test images misclassified."""
+    copy_pipeline(root)
+    params = merge(default_params(), SMALL_SYNTHETIC | {"explain": {"images": images, "layers": ["layer3"]}})
+    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    test = synthetic_split(200, seed=1)
+    save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
+    torch.manual_seed(0)
+    save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
+    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=images))
+    return stage_with_peak_memory(root, "explain", hang_guard_seconds=1800)
 
 
 @pytest.mark.full
 def test_explain_runs_grad_cam_in_batches_so_its_memory_does_not_grow_with_explain_images(tmp_path):
     """explain.images: 1e9 ran Grad-CAM on every misclassified image in one batch (147 of them
     took 2 GB); a full test split's errors would not fit in memory."""
-    root = tmp_path / "explain"
-    copy_pipeline(root)
-    params = merge(default_params(), SMALL_SYNTHETIC | {"explain": {"images": 200, "layers": ["layer3"]}})
-    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
-    test = synthetic_split(200, seed=1)
-    save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
-    torch.manual_seed(0)
-    save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
-    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=200))
-    result, peak = stage_with_peak_memory(root, "explain", hang_guard_seconds=1800)
-    assert peak < EXPLAIN_PEAK_BOUND, f"the explain stage peaked at {peak >> 20} MiB"
+    _, few_peak = explain_peak_memory(tmp_path / "few", 20)
+    result, many_peak = explain_peak_memory(tmp_path / "many", 200)
     assert result.returncode == 0, result.stderr
     assert "wrote Grad-CAM grids of 200 misclassified test images at layer3" in result.stderr
+    assert many_peak - few_peak < EXPLAIN_GROWTH_BOUND, f"explain peaked at {few_peak >> 20} MiB with 20 images, {many_peak >> 20} MiB with 200"
 
 
 @pytest.mark.full
