@@ -18,6 +18,7 @@ import numpy as np
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
 from cifar.errors import DataError, one_line
+from cifar.reading import read_artifact
 
 SPLITS = ("train", "test")
 
@@ -63,6 +64,7 @@ def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
 MANIFEST = "manifest.json"
 # The manifest names two files and their digests: 200 bytes.
 MAX_MANIFEST_BYTES = 64 << 10
+FIX = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
 # A split's file holds at most the split's every image (uint8) and label (int64), plus class
 # names and the .npy headers; anything larger is refused before it is hashed or loaded.
 IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
@@ -93,47 +95,43 @@ def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
 
 def split_digest(folder: str | Path, name: str) -> str:
     """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
-    with (Path(folder) / MANIFEST).open("rb") as stream:
-        manifest = stream.read(MAX_MANIFEST_BYTES + 1)
-    if len(manifest) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"larger than {MAX_MANIFEST_BYTES >> 10} KiB")
+    manifest = read_artifact(Path(folder) / MANIFEST, MAX_MANIFEST_BYTES, FIX)
     return json.loads(manifest)[f"{name}.npz"]
 
 
 def load_split(folder: str | Path, name: str) -> Split:
     """Read one split back, checking it is what the download stage wrote."""
     path = Path(folder) / f"{name}.npz"
-    fix = "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"
     if not path.is_file():
-        raise DataError(f"{path}: not found; {fix}")
+        raise DataError(f"{path}: not found; {FIX}")
     most = SPLIT_SIZES[name] * (IMAGE_BYTES + 8) + SPLIT_FILE_SLACK_BYTES
     if path.stat().st_size > most:
-        raise DataError(f"{path}: {path.stat().st_size:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {fix}")
+        raise DataError(f"{path}: {path.stat().st_size:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {FIX}")
     try:
         expected = split_digest(folder, name)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({one_line(error)}); {fix}") from None
+        raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({one_line(error)}); {FIX}") from None
     if file_digest(path) != expected:
-        raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {fix}")
+        raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {FIX}")
     try:
         with np.load(path, allow_pickle=False) as stored:
             # Members may be compressed: what they unpack to is checked before they are.
             unpacked = sum(member.file_size for member in stored.zip.infolist())
             if unpacked > most:
-                raise DataError(f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {fix}")
+                raise DataError(f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {FIX}")
             split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
     # numpy refuses to allocate an array whose header declares more than memory can hold.
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
-        raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {fix}") from None
+        raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {FIX}") from None
     images, labels = split.images, split.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {fix}")
+        raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {FIX}")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
-        raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {fix}")
+        raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {FIX}")
     if len(images) == 0:
-        raise DataError(f"{path}: holds no images; {fix}")
+        raise DataError(f"{path}: holds no images; {FIX}")
     if not 2 <= len(split.classes) <= MAX_CLASSES:
-        raise DataError(f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {fix}")
+        raise DataError(f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
-        raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {fix}")
+        raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {FIX}")
     return split

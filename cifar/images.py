@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cifar.config import IMAGE_SIZE
 from cifar.errors import DataError
+from cifar.reading import kind_of
 
 _FIX = f"replace it with a {IMAGE_SIZE}x{IMAGE_SIZE} PNG or JPEG file, or remove it"
 # The only formats decoded, whatever a file's name says: Pillow would otherwise open any of
@@ -20,19 +21,6 @@ FORMATS = ("PNG", "JPEG")
 # A 32x32 PNG or JPEG takes 1-4 KB, up to a few hundred KB with an embedded colour profile
 # or metadata; a file larger than this is not one, and is refused before it is read whole.
 MAX_IMAGE_FILE_BYTES = 1 << 20
-
-
-def kind_of(mode: int) -> str:
-    """What a file that is not a regular file is, in words, from its stat mode."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 def read_image(path: Path) -> np.ndarray:

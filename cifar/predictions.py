@@ -3,6 +3,7 @@ checked against the test split it must describe: every image once, with its labe
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from cifar.dataset import Split
 from cifar.errors import DataError, one_line
+from cifar.reading import read_artifact
 
 # A row is an index, two class ids and a float: under 40 characters; a file beyond this many
 # bytes per test image is not one evaluate wrote, and is refused before it is parsed.
@@ -19,10 +21,10 @@ MAX_BYTES_PER_ROW = 128
 def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     fix = "re-create it with `dvc repro evaluate`"
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_BYTES_PER_ROW * (len(test) + 1):
-            raise DataError(f"{path}: {size:,} bytes, far more than {len(test)} rows of predictions take; {fix}")
-        frame = pd.read_csv(path)
+        data = read_artifact(
+            path, MAX_BYTES_PER_ROW * (len(test) + 1), fix, too_large=f"far more than {len(test)} rows of predictions take"
+        )
+        frame = pd.read_csv(io.BytesIO(data))
     except FileNotFoundError:
         raise DataError(f"{path}: not found; {fix}") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:

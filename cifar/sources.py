@@ -24,7 +24,8 @@ from cifar.atomic import scratch_folder
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError
-from cifar.images import decode_image, kind_of, read_image
+from cifar.images import decode_image, read_image
+from cifar.reading import kind_of
 from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)

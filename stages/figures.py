@@ -4,9 +4,11 @@ A stage of its own so that figure styling is a cheap dependency: editing cifar/p
 re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evaluate.
 """
 
+import io
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from cifar.plots import (
     misclassified_figure, per_class_figure,
 )
 from cifar.predictions import load_predictions
+from cifar.reading import MAX_METRICS_BYTES, read_artifact
 from stages import paths
 
 log = logging.getLogger("figures")
@@ -33,23 +36,34 @@ SAMPLE_COUNT = 32
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    curve = read_table(paths.LR_FIND_CURVE, {"lr": float, "loss": float}, "lr_find")
+    # The splits first: the tables' sizes are bounded by them (and by params) before a byte is parsed.
+    train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    epochs = params.train.epochs
+    curve = read_table(
+        paths.LR_FIND_CURVE, {"lr": LEARNING_RATE, "loss": LOSS}, "lr_find", most_rows=params.lr_find.num_iter, least_rows=2
+    )
     chosen = read_lr_find_metrics()
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
         curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
-    history = read_table(paths.HISTORY, dict.fromkeys(HISTORY_COLUMNS, float), "train", once="epoch")
+    history = read_table(paths.HISTORY, HISTORY_COLUMNS, "train", most_rows=epochs, once="epoch")
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": float}, "train")["lr"].to_numpy()
+    steps = epochs * math.ceil(len(train) / params.train.batch_size)
+    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps)["lr"].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
-    train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
-    per_class = read_table(paths.PER_CLASS, {"class": test.classes, "accuracy": float}, "evaluate", once="class")
+    per_class = read_table(
+        paths.PER_CLASS, {"class": test.classes, "accuracy": ACCURACY}, "evaluate", most_rows=len(test.classes), once="class"
+    )
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
-    confusion = read_table(paths.CONFUSION, {"actual": test.classes, "predicted": test.classes}, "evaluate")
+    # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
+    confusion = read_table(
+        paths.CONFUSION, {"actual": test.classes, "predicted": test.classes}, "evaluate",
+        most_rows=len(test), least_rows=len(test),
+    )
     label_of = {name: label for label, name in enumerate(test.classes)}
     save_figure(paths.CONFUSION_IMAGE, confusion_figure(
         confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
@@ -64,16 +78,44 @@ def main() -> None:
         log.info("only %d misclassified test images, fewer than evaluate.misclassified = %d", shown, params.evaluate.misclassified)
 
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+@dataclass(frozen=True)
+class Numbers:
+    """A column of finite numbers from `least` (or just above it, if not `least_allowed`) to
+    `most`: the values its writer can produce, in the words a message uses."""
+
+    least: float
+    most: float
+    least_allowed: bool
+    words: str
+
+    def bad(self, values: np.ndarray) -> np.ndarray:
+        below = values <= self.least if not self.least_allowed else values < self.least
+        return below | (values > self.most)
 
 
-def read_table(path: str, columns: dict, stage: str, once: str | None = None) -> pd.DataFrame:
-    """A CSV another stage wrote, with at least one row and, in each of `columns`, finite
-    numbers (float) or names from a tuple, each value of column `once` in one row only; else
-    a one-line DataError, not a traceback or a chart of text, NaN or a bar drawn twice."""
+NUMBER = Numbers(-math.inf, math.inf, True, "a number")
+ACCURACY = Numbers(0, 1, True, "an accuracy from 0 to 1")
+LOSS = Numbers(0, math.inf, True, "a cross-entropy loss of 0 or more")
+LEARNING_RATE = Numbers(0, math.inf, False, "a learning rate above 0")
+HISTORY_COLUMNS = {
+    "epoch": NUMBER, "train_loss": LOSS, "train_accuracy": ACCURACY, "test_loss": LOSS, "test_accuracy": ACCURACY,
+}
+# A row of these tables is a few numbers or two class names, under 100 bytes: a table over
+# this many bytes per row its writer can write is not one it wrote, and is refused unparsed.
+MAX_BYTES_PER_ROW = 1024
+
+
+def read_table(
+    path: str, columns: dict, stage: str, most_rows: int, least_rows: int = 1, once: str | None = None
+) -> pd.DataFrame:
+    """A CSV another stage wrote, of at most about `most_rows` rows' bytes and at least
+    `least_rows` rows, with in each of `columns` finite numbers in a Numbers' range or names
+    from a tuple, each value of column `once` in one row only; else a one-line DataError, not
+    a hang, a traceback or a chart of text, NaN, an accuracy of 500% or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
+    data = read_artifact(path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take")
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(io.BytesIO(data))
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: unreadable ({one_line(error)}); {fix}") from None
     missing = [column for column in columns if column not in table.columns]
@@ -81,16 +123,20 @@ def read_table(path: str, columns: dict, stage: str, once: str | None = None) ->
         raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
     if table.empty:
         raise DataError(f"{path}: no rows; {fix}")
+    if len(table) < least_rows:
+        raise DataError(f"{path}: {len(table)} row(s), fewer than the {least_rows} that {stage} writes; {fix}")
     for column, allowed in columns.items():
-        if allowed is float:
-            values = pd.to_numeric(table[column], errors="coerce")
-            bad = ~np.isfinite(values.to_numpy(dtype=float))
-            what = "not a finite number"
+        if isinstance(allowed, Numbers):
+            values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+            bad = ~np.isfinite(values) | allowed.bad(values)
         else:
             bad = ~table[column].isin(allowed).to_numpy()
-            what = "not one of the test split's classes"
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            if not isinstance(allowed, Numbers):
+                what = "not one of the test split's classes"
+            else:
+                what = f"not {allowed.words}" if np.isfinite(values[row]) else "not a finite number"
             raise DataError(f"{path}: column {column} holds {shown(table[column].iloc[row])} in row {row}, {what}; {fix}")
     repeated = table[once].duplicated().to_numpy() if once else np.zeros(0, bool)
     if repeated.any():
@@ -108,7 +154,7 @@ def read_lr_find_metrics() -> dict:
     path = Path(paths.LR_FIND_METRICS)
     fix = "re-create it with `dvc repro lr_find`"
     try:
-        chosen = json.loads(path.read_text())
+        chosen = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
         # Without a descent lr_find chose nothing, and train ran at its fixed train.max_lr.
         max_lr = chosen["max_lr"] if chosen.get("descent", True) else None
         steepest = chosen.get("steepest_lr")

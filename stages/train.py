@@ -20,13 +20,12 @@ from cifar.engine import fit
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device, save_trained
+from cifar.reading import MAX_METRICS_BYTES, read_artifact
 from cifar.runtime import configure_runtime, device_name, environment, seed_everything
 from cifar.stop import StopRequest
 from stages import paths
 
 log = logging.getLogger("train")
-# lr_find's metrics are a dozen numbers; a file cut at this size is no JSON and is refused.
-MAX_METRICS_BYTES = 64 << 10
 
 
 def main() -> None:
@@ -90,8 +89,7 @@ def chosen_max_lr(params: Params) -> float:
     path = Path(paths.LR_FIND_METRICS)
     fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
-        with path.open("rb") as stream:
-            found = json.loads(stream.read(MAX_METRICS_BYTES))
+        found = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
     # RecursionError: JSON nested a few thousand levels deep.
     except (OSError, ValueError, RecursionError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None

@@ -5,6 +5,7 @@ byte for byte as they were."""
 import copy
 import errno
 import importlib
+import io
 import logging
 import os
 import shutil
@@ -343,6 +344,41 @@ def test_a_stage_given_a_bad_artifact_exits_2_with_one_line_on_stderr(workspace,
     assert outputs(workspace) == before
 
 
+LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "failing_stage", "fix"),
+    [
+        (paths.PREDICTIONS, "explain", "re-create it with `dvc repro evaluate`"),
+        (paths.LR_FIND_METRICS, "train", "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"),
+        (paths.LR_FIND_CURVE, "figures", "re-create it with `dvc repro lr_find`"),
+        (f"{paths.DATA}/manifest.json", "evaluate",
+         "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"),
+    ],
+    ids=["predictions", "lr-find-metrics", "plot-csv", "manifest"],
+)
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [(os.mkfifo, "a named pipe (FIFO)"), (lambda path: os.symlink("/dev/zero", path), "a device")],
+    ids=["fifo", "dev-zero"],
+)
+def test_an_artifact_that_is_a_named_pipe_or_device_is_refused_unread(workspace, path, failing_stage, fix, make, kind):
+    """A named pipe blocked the stage forever at open() or read; /dev/zero reports size 0, so size
+    checks passed and a read without a bound filled memory (21.5 GB in explain)."""
+    copy_pipeline(workspace)
+    Path(paths.LR_FIND_CURVE).parent.mkdir(exist_ok=True)
+    Path(paths.LR_FIND_CURVE).write_text(LR_FIND_CSV)  # what figures reads before the artifact under test
+    Path(path).parent.mkdir(exist_ok=True)
+    Path(path).unlink(missing_ok=True)
+    make(path)
+    before = outputs(workspace)
+    # The guard kills a stage that blocks, so a regression fails here instead of stalling the suite.
+    result, _ = stage_with_peak_memory(workspace, failing_stage, hang_guard_seconds=300)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [f"error: {path}: {kind}, not a regular file; {fix}"])
+    assert outputs(workspace) == before
+
+
 def test_a_split_without_images_is_refused(workspace):
     """evaluate ended in torch.cat(): expected a non-empty list of Tensors."""
     empty = Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64), TEST_SPLIT.classes)
@@ -439,18 +475,27 @@ def test_a_read_only_output_folder_is_one_line_in_every_stage(pipeline_run, monk
 
 
 def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):
-    """What no stage checks itself, such as a folder where figures reads a CSV, was a traceback."""
+    """A folder where figures reads a CSV was a traceback."""
     Path(paths.LR_FIND_CURVE).unlink()
     Path(paths.LR_FIND_CURVE).mkdir()
     with pytest.raises(SystemExit) as exited:
         run_stage(stages.figures.main, paths.output_folders())
     assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
-        f"error: {paths.LR_FIND_CURVE}: Is a directory; check that it exists and that you may read and write it"
+        f"error: {paths.LR_FIND_CURVE}: a folder, not a regular file; re-create it with `dvc repro lr_find`"
     )
 
 
 def rewrite(path: str, change) -> None:
     Path(path).write_text(change(Path(path).read_text()))
+
+
+def first_cell(column: str, value):
+    """A change to a CSV's text: `value` in the first row of `column`."""
+    def change(text: str) -> str:
+        table = pd.read_csv(io.StringIO(text))
+        table.loc[0, column] = value
+        return table.to_csv(index=False)
+    return change
 
 
 @pytest.mark.parametrize(
@@ -469,9 +514,22 @@ def rewrite(path: str, change) -> None:
         # Drawn with exit 0: a class's bar twice, an epoch's point twice.
         (paths.PER_CLASS, lambda text: text + text.splitlines()[1] + "\n", "column class holds 'class_0' again in row 10", "evaluate"),
         (paths.HISTORY, lambda text: text + text.splitlines()[1] + "\n", "column epoch holds 1 again in row", "train"),
+        # Drawn with exit 0: values no stage can write.
+        (paths.PER_CLASS, first_cell("accuracy", 5.0), "column accuracy holds 5.0 in row 0, not an accuracy from 0 to 1",
+         "evaluate"),
+        (paths.HISTORY, first_cell("test_accuracy", 7.0),
+         "column test_accuracy holds 7.0 in row 0, not an accuracy from 0 to 1", "train"),
+        (paths.HISTORY, first_cell("train_loss", -3.0),
+         "column train_loss holds -3.0 in row 0, not a cross-entropy loss of 0 or more", "train"),
+        (paths.LR_SCHEDULE, first_cell("lr", -1.0), "column lr holds -1.0 in row 0, not a learning rate above 0", "train"),
+        (paths.LR_FIND_CURVE, lambda text: "\n".join(text.splitlines()[:2]) + "\n",
+         "1 row(s), fewer than the 2 that lr_find writes", "lr_find"),
+        (paths.CONFUSION, lambda text: "\n".join(text.splitlines()[:6]) + "\n",
+         f"5 row(s), fewer than the {SMALL_SYNTHETIC['data']['test_limit']} that evaluate writes", "evaluate"),
     ],
     ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr",
-         "class-twice", "epoch-twice"],
+         "class-twice", "epoch-twice", "accuracy-500%", "test-accuracy-700%", "negative-loss", "negative-lr",
+         "one-point-curve", "part-of-confusion"],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
     rewrite(path, change)
