@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import stat
 import struct
@@ -124,7 +125,75 @@ def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
     raise _CorruptArchive("not a tar file, plain or compressed with gzip, bzip2 or xz")
 
 
-_COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+class _XzStreams(io.RawIOBase):
+    """The data of an .xz file's streams, one after another, across the stream padding
+    between them (NUL bytes, a multiple of four, valid per the xz format and accepted by
+    `xz -t`). lzma.open takes padding, like any bytes after a stream, for the end of the file:
+    the tar inside then looked cut short, and stray bytes at the end went unnoticed."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._pending = b""  # read from the file, not yet given to the decompressor
+        self._read = 0  # bytes read from the file
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._ended:
+            if self._decompressor.eof:
+                self._next_stream()
+                continue
+            if self._pending:
+                data, self._pending = self._pending, b""
+            elif self._decompressor.needs_input:
+                data = self._raw.read(_XZ_CHUNK)
+                self._read += len(data)
+                if not data:  # lzma's own words for it, as gzip's
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            else:
+                data = b""
+            # Bounded by the caller's buffer, so that a bomb never decompresses past what is asked.
+            out = self._decompressor.decompress(data, len(buffer))
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+    def _next_stream(self) -> None:
+        rest, padding = self._decompressor.unused_data, 0
+        while True:
+            data = rest.lstrip(b"\0")
+            padding += len(rest) - len(data)
+            rest = data
+            if rest:
+                break
+            rest = self._raw.read(_XZ_CHUNK)
+            self._read += len(rest)
+            if not rest:
+                break
+        at = self._read - len(rest)
+        if padding % 4:
+            raise _CorruptArchive(f"{padding} NUL bytes of xz stream padding before byte {at}, not a multiple of 4")
+        if not rest:
+            self._ended = True
+        elif not rest.startswith(_XZ_MAGIC):
+            raise _CorruptArchive(f"stray data after an xz stream, at byte {at} of the file")
+        else:
+            self._decompressor, self._pending = lzma.LZMADecompressor(lzma.FORMAT_XZ), rest
+
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_XZ_CHUNK = 1 << 16
+
+
+def _open_xz(raw: BinaryIO) -> BinaryIO:
+    return io.BufferedReader(_XzStreams(raw))
+
+
+_COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (_XZ_MAGIC, _open_xz))
 
 
 def _is_tar_header(block: bytes) -> bool:

@@ -23,7 +23,7 @@ from cifar import archives
 from cifar.atomic import scratch_folder
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
-from cifar.errors import DataError
+from cifar.errors import DataError, printable
 from cifar.images import decode_image, read_image
 from cifar.reading import kind_of
 from cifar.synthetic import synthetic_split
@@ -180,6 +180,9 @@ class ClassTree:
 
     root: str  # as messages name it
     files: dict[str, dict[str, list[ImageFile]]]
+    # Files in train/, test/ or a class folder that are not imported (not named .png, .jpg or
+    # .jpeg, or outside a class folder), as messages name them: logged, never silently dropped.
+    skipped: tuple[str, ...] = ()
 
 
 class _Listing:
@@ -191,6 +194,9 @@ class _Listing:
         self.room = archives.MAX_MEMBERS
 
     def __call__(self, folder: Path) -> list[Path]:
+        return [Path(entry.path) for entry in self.entries(folder)]
+
+    def entries(self, folder: Path) -> list[os.DirEntry]:
         entries = []
         with os.scandir(folder) as scan:
             for entry in scan:
@@ -201,43 +207,90 @@ class _Listing:
                         f"look through, far more than CIFAR-10's 60,000 images; point it at the folder that holds "
                         f"train/ and test/ ({EXPECTED_LAYOUT})"
                     )
-                entries.append(Path(entry.path))
-        return sorted(entries)
+                entries.append(entry)
+        return sorted(entries, key=lambda entry: entry.path)
+
+    def tree_entries(self, folder: Path) -> list[os.DirEntry]:
+        """A folder of the class tree, whose links are refused: `train/dog -> cat`, or
+        `train/dog/x.png -> ../cat/0000.png`, imported cat images labelled dog."""
+        entries = self.entries(folder)
+        for entry in entries:
+            if entry.is_symlink():
+                _refuse_link(Path(entry.path), self.source)
+        return entries
+
+
+def _refuse_link(link: Path, source: Path) -> None:
+    raise DataError(
+        f"{link} -> {os.readlink(link)}: a symbolic link inside data.source = {str(source)!r}, which could file one "
+        f"class's images under another's label; copy the files in, or point data.source at the real tree"
+    )
 
 
 def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
-    files = {
-        split: {
-            folder.name: [
-                ImageFile(str(path), partial(read_image, path))
-                for path in listing(folder) if path.suffix.lower() in IMAGE_SUFFIXES
-            ]
-            for folder in listing(root / split) if folder.is_dir()
-        }
-        for split in SPLITS
-    }
-    return ClassTree(str(root), files)
+    files: dict[str, dict[str, list[ImageFile]]] = {split: {} for split in SPLITS}
+    skipped = []
+    for split in SPLITS:
+        if (root / split).is_symlink():
+            _refuse_link(root / split, listing.source)
+        for folder in listing.tree_entries(root / split):
+            if not folder.is_dir():
+                skipped.append(folder.path)
+                continue
+            images = files[split][folder.name] = []
+            for entry in listing.tree_entries(Path(folder.path)):
+                path = Path(entry.path)
+                if entry.is_dir():
+                    raise _nested_folder(str(path), folder.path)
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(ImageFile(str(path), partial(read_image, path)))
+                else:
+                    skipped.append(entry.path)
+    return ClassTree(str(root), files, tuple(sorted(skipped)))
+
+
+def _nested_folder(name: str, class_folder: str) -> DataError:
+    """Images one folder too deep: the class is read from the folder that holds them, and
+    reading a subfolder's images, or leaving them out without a word, would each be a guess."""
+    return DataError(
+        f"{name}: a folder inside class folder {class_folder}, which may hold only image files; "
+        f"move its images up into {class_folder}, or remove it"
+    )
 
 
 def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     """The class-folder tree at the archive's root or up to two folders below it."""
     trees: dict[tuple[str, ...], dict[str, dict[str, list[ImageFile]]]] = {}
+    skipped: dict[tuple[str, ...], list[str]] = {}  # by tree, as ClassTree.skipped
+    nested: dict[tuple[str, ...], tuple[str, str]] = {}  # by tree: a member inside a class folder's subfolder
     for name in sorted(members):
         parts = PurePosixPath(name).parts
-        for depth in range(min(3, len(parts) - 2)):
+        for depth in range(min(3, len(parts) - 1)):
             split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2:]
-            if split in SPLITS and len(file) == 1:
-                classes = trees.setdefault(parts[:depth], {name: {} for name in SPLITS})[split]
-                images = classes.setdefault(folder, [])
+            if split not in SPLITS:
+                continue
+            prefix, where = parts[:depth], f"{archive}:{name}"
+            if not file:  # a file in train/ or test/ itself
+                skipped.setdefault(prefix, []).append(where)
+            elif len(file) > 1:
+                class_folder = "/".join(parts[: depth + 2])
+                nested.setdefault(prefix, (f"{archive}:{class_folder}/{file[0]}", f"{archive}:{class_folder}"))
+            else:
+                images = trees.setdefault(prefix, {name: {} for name in SPLITS})[split].setdefault(folder, [])
                 if PurePosixPath(file[0]).suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(ImageFile(f"{archive}:{name}", partial(decode_image, members[name], f"{archive}:{name}")))
+                    images.append(ImageFile(where, partial(decode_image, members[name], where)))
+                else:
+                    skipped.setdefault(prefix, []).append(where)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
     if not complete:
         raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
     complete.sort(key=lambda parts: (len(parts), parts))
     _check_one_tree(archive, ["/".join(prefix) or "." for prefix in complete])
     prefix = complete[0]
-    return ClassTree(f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive), trees[prefix])
+    if prefix in nested:
+        raise _nested_folder(*nested[prefix])
+    root = f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive)
+    return ClassTree(root, trees[prefix], tuple(skipped.get(prefix, ())))
 
 
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
@@ -277,8 +330,30 @@ def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
 
     try:
         return {name: _from_torchvision(CIFAR10(str(root), train=name == "train", download=False)) for name in SPLITS}
-    except RuntimeError as error:
-        raise DataError(f"data.source = {str(source)!r}: the official CIFAR-10 batches are incomplete or fail their md5 check ({error})") from None
+    except RuntimeError:
+        # torchvision's own text ("Dataset not found or corrupted. You can use download=True")
+        # neither says which file nor fits a local source: name them here.
+        raise DataError(
+            f"data.source = {str(source)!r} has a {OFFICIAL_FOLDER} folder that is not a complete set of the official "
+            f"CIFAR-10 batches ({_batches_problem(root / OFFICIAL_FOLDER)}); use the official cifar-10-python.tar.gz, "
+            f"or remove that folder if the class folders beside it are meant"
+        ) from None
+
+
+def _batches_problem(folder: Path) -> str:
+    """Which official batch files are missing or fail their md5, in words (only on failure:
+    md5-checking 180 MB twice would slow every good import)."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    expected = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    missing = [name for name, _ in expected if not (folder / name).is_file()]
+    if missing:
+        return f"missing: {', '.join(missing)}"
+    failing = [name for name, md5 in expected if not check_integrity(str(folder / name), md5)]
+    if not failing:  # torchvision checks no more than this; kept should a later version check more
+        return "torchvision could not read them"
+    return f"{', '.join(failing)} fail{'s' * (len(failing) == 1)} the md5 check"
 
 
 def _from_torchvision(dataset) -> Split:
@@ -289,6 +364,14 @@ def _from_torchvision(dataset) -> Split:
     )
 
 
+def _folder_names(names: list[str], most: int = 10) -> str:
+    """Folder names quoted in ASCII, so that what tells a name from a class's shows: 'cat '
+    (a trailing space), '\\u0441at' (a Cyrillic с), 'do\\u200bg' (a zero-width space)."""
+    shown = ", ".join(ascii(name) for name in names[:most])
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return shown + more if names else "none"
+
+
 def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[str, Split]:
     """Decode the chosen images of both splits; classes are the sorted folder names."""
     classes = {split: sorted(tree.files[split]) for split in SPLITS}
@@ -297,7 +380,7 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
     if classes["train"] != classes["test"]:
         raise DataError(
             f"{tree.root}: train/ and test/ have different class folders "
-            f"(train: {', '.join(classes['train'])}; test: {', '.join(classes['test'])})"
+            f"(train: {_folder_names(classes['train'])}; test: {_folder_names(classes['test'])})"
         )
     names = tuple(classes["train"])
     if names != CIFAR10_CLASSES:
@@ -305,7 +388,12 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
         extra = sorted(set(names) - set(CIFAR10_CLASSES))
         raise DataError(
             f"{tree.root}: class folders must be CIFAR-10's ten ({', '.join(CIFAR10_CLASSES)}); "
-            f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'}"
+            f"missing: {_folder_names(missing)}; unexpected: {_folder_names(extra)}"
+        )
+    if tree.skipped:
+        log.warning(
+            "left out %d file(s) in train/ and test/ that are not .png, .jpg or .jpeg files in a class folder, e.g. %s",
+            len(tree.skipped), printable(tree.skipped[0]),
         )
     splits = {}
     for split in SPLITS:

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import gzip
 import io
+import logging
 import lzma
 import os
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+import torchvision.datasets  # noqa: F401  first imported in a test, it makes torchinductor's cache folder in the empty system temp folder
 from torch import nn
 
 from cifar import archives, engine
@@ -318,6 +320,117 @@ def test_a_zip_directory_beyond_the_cap_is_refused_before_zipfile_reads_it(tmp_p
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: its list of members takes {directory:,} bytes, more than the {directory - 1:,} a zip of at most "
         f"200,000 members needs; if it is genuine, extract it yourself and point data.source at the folder"
+    )
+
+
+# 1c. What a class tree could silently mislabel, leave out or hide in a look-alike name.
+
+
+@pytest.mark.parametrize(
+    ("make_link", "link", "target"),
+    [
+        (lambda tree: (shutil.rmtree(tree / "train" / "dog"), (tree / "train" / "dog").symlink_to("cat")), "train/dog", "cat"),
+        (lambda tree: (tree / "train" / "dog" / "alias.png").symlink_to("../cat/0000.png"), "train/dog/alias.png", "../cat/0000.png"),
+        (lambda tree: (shutil.rmtree(tree / "test"), (tree / "test").symlink_to("train")), "test", "train"),
+    ],
+    ids=["class-folder", "image", "split"],
+)
+def test_a_symbolic_link_in_a_class_tree_is_refused(tree, downloads, make_link, link, target):
+    """`train/dog -> cat` and `train/dog/alias.png -> ../cat/0000.png` imported cat images labelled dog."""
+    make_link(tree)
+    assert refused(DataError, import_from, tree, downloads) == (
+        f"{tree / link} -> {target}: a symbolic link inside data.source = {str(tree)!r}, which could file one class's "
+        f"images under another's label; copy the files in, or point data.source at the real tree"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_a_folder_inside_a_class_folder_is_refused(tree, downloads, archive_format):
+    """train/cat/more/x.png was left out without a word."""
+    (tree / "train" / "cat" / "more").mkdir()
+    shutil.copy(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "more" / "x.png")
+    if archive_format == "folder":
+        source, cat = tree, str(tree / "train" / "cat")
+    else:
+        source = archive_of(tree, archive_format)
+        cat = f"{source}:export/train/cat"
+    assert refused(DataError, import_from, source, downloads) == (
+        f"{cat}/more: a folder inside class folder {cat}, which may hold only image files; move its images up into {cat}, or remove it"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_files_that_are_not_png_or_jpeg_are_left_out_in_one_warning(tree, downloads, archive_format, caplog):
+    """x.gif, y.bmp and z.webp were left out as silently as a README.txt; now one line counts them."""
+    for name in ("x.gif", "y.bmp", "z.webp"):
+        Image.new("RGB", (32, 32)).save(tree / "train" / "cat" / name)
+    (tree / "test" / "README.txt").write_text("exported by hand\n")
+    source = tree if archive_format == "folder" else archive_of(tree, archive_format)
+    caplog.set_level(logging.WARNING)
+    splits = import_from(source, downloads)
+    assert (len(splits["train"]), len(splits["test"])) == (30, 20)
+    example = tree / "test" / "README.txt" if archive_format == "folder" else f"{source}:export/test/README.txt"
+    assert caplog.messages == [
+        f"left out 4 file(s) in train/ and test/ that are not .png, .jpg or .jpeg files in a class folder, e.g. {example}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("\u0441at", "'\\u0441at'"), ("cat ", "'cat '"), ("c\u200bat", "'c\\u200bat'")],
+    ids=["cyrillic-c", "trailing-space", "zero-width-space"],
+)
+def test_a_class_name_that_only_looks_right_is_shown_escaped(tree, downloads, name, shown):
+    """Printed raw, `missing: cat; unexpected: сat` showed two names that look the same."""
+    for split in ("train", "test"):
+        (tree / split / "cat").rename(tree / split / name)
+    assert refused(DataError, import_from, tree, downloads) == (
+        f"{tree}: class folders must be CIFAR-10's ten (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck); "
+        f"missing: 'cat'; unexpected: {shown}"
+    )
+
+
+def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads):
+    """A readme.html in cifar-10-batches-py/ made the archive read as official batches, and the
+    error was torchvision's "Dataset not found or corrupted. You can use download=True ..."."""
+    (tree / "cifar-10-batches-py").mkdir()
+    (tree / "cifar-10-batches-py" / "readme.html").write_text("<html></html>")
+    archive = archive_of(tree, "gztar")
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"data.source = {str(archive)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
+        f"CIFAR-10 batches (missing: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, "
+        f"batches.meta); use the official cifar-10-python.tar.gz, or remove that folder if the class folders beside it are meant"
+    )
+
+
+def two_xz_streams(tree: Path, between: bytes) -> Path:
+    """The tree's tar as two xz streams, `between` them: the first holds the tar's first half."""
+    data = archive_of(tree, "tar").read_bytes()
+    archive = tree.parent / "two-streams.tar.xz"
+    archive.write_bytes(lzma.compress(data[: len(data) // 2]) + between + lzma.compress(data[len(data) // 2 :]))
+    return archive
+
+
+def test_xz_stream_padding_is_read_across(tree, downloads):
+    """Four NUL bytes between two streams are valid xz (`xz -t` accepts them); Python's lzma
+    took them for the end of the file, and the tar was reported cut short."""
+    splits = import_from(two_xz_streams(tree, bytes(4)), downloads)
+    assert (len(splits["train"]), len(splits["test"])) == (30, 20)
+
+
+@pytest.mark.parametrize(
+    ("between", "detail"),
+    [(bytes(3), "3 NUL bytes of xz stream padding before byte {at}, not a multiple of 4"),
+     (b"junk", "stray data after an xz stream, at byte {at} of the file")],
+    ids=["odd-padding", "stray-bytes"],
+)
+def test_bad_bytes_between_xz_streams_are_named(tree, downloads, between, detail):
+    """lzma.open ignored whatever followed a stream; `xz -t` refuses these."""
+    archive = two_xz_streams(tree, between)
+    data = archive_of(tree, "tar").read_bytes()
+    at = len(lzma.compress(data[: len(data) // 2])) + (len(between) if between.strip(b"\0") == b"" else 0)
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: the archive is corrupt or truncated ({detail.format(at=at)}); download or export it again"
     )
 
 
@@ -691,7 +804,7 @@ def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeli
     archive = archive_of(tree, "gztar")
     set_params(pipeline, {"data": {"source": str(archive)}})
     result = stage(pipeline, "download", check=False)
-    assert_refused_with_one_line(result, pipeline, "missing: cat; unexpected: c\\nat\\x1b[31m")
+    assert_refused_with_one_line(result, pipeline, "missing: 'cat'; unexpected: 'c\\nat\\x1b[31m'")
     assert "\x1b" not in result.stderr
 
 

@@ -67,9 +67,9 @@ def replace_with_small_image(tree):
         (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable PNG or JPEG image"),
         (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"\xff\xd8\xff\xe0cut"), "0001.png: not a readable image"),
         (lambda tree: [shutil.rmtree(tree / split / "cat") for split in ("train", "test")],
-         "class folders must be CIFAR-10's ten .*; missing: cat; unexpected: none"),
+         "class folders must be CIFAR-10's ten .*; missing: 'cat'; unexpected: none"),
         (lambda tree: [(tree / split / "unicorn").mkdir() for split in ("train", "test")],
-         "missing: none; unexpected: unicorn"),
+         "missing: none; unexpected: 'unicorn'"),
         (replace_with_small_image, "0002.png: image is 28x28, expected 32x32"),
     ],
 )

@@ -83,8 +83,13 @@ def test_a_local_official_copy_imports_with_class_names(official, tmp_path, form
 def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
     folder, _ = official
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:-10])
-    with pytest.raises(DataError, match="fail their md5 check"):
+    with pytest.raises(DataError) as caught:
         import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+    assert str(caught.value) == (
+        f"data.source = {str(folder)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
+        f"CIFAR-10 batches (data_batch_3 fails the md5 check); use the official cifar-10-python.tar.gz, "
+        f"or remove that folder if the class folders beside it are meant"
+    )
 
 
 def test_download_retries_network_errors_then_succeeds(official, tmp_path, monkeypatch, caplog):

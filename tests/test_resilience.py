@@ -135,7 +135,7 @@ def extra_class_source(root):
         (break_yaml, "download", "params.yaml: not valid YAML at line"),
         (set_wrong_type, "train", "train.epochs = 'three' is not allowed; expected an integer"),
         (truncate_data, "train", f"{paths.DATA}/train.npz: contents differ from the download stage's checksum"),
-        (extra_class_source, "download", "missing: none; unexpected: unicorn"),
+        (extra_class_source, "download", "missing: none; unexpected: 'unicorn'"),
     ],
 )
 def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, failing_stage, message):
