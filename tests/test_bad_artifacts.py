@@ -236,10 +236,30 @@ def write_another_models_weights(path):
     save_trained(path, nn.Linear(2, 2), ModelConfig(), ("a", "b"))
 
 
+def write_with(model=(), **changes):
+    """A writer of a model file with its config's keys in `model` and its other entries changed, as a re-save by hand would."""
+    def write(path):
+        torch.save({"model": asdict(ModelConfig()) | dict(model), "classes": list("abcdefghij"), "state_dict": {}} | changes, path)
+    return write
+
+
 @pytest.mark.parametrize(
     ("write_model", "why"),
     [
-        (write_unknown_model, "(unknown model 'vgg')"),
+        (write_unknown_model, "(its model config: model.name = 'vgg' is not allowed; expected one of 'custom_resnet', 'resnet18')"),
+        # Each of these was loaded; the first two as the model of a network they do not describe.
+        (write_with(model={"name": "resnet18", "norm": "bogus"}),
+         "(its model config: model.norm = 'bogus' is not allowed; expected one of 'batch', 'group')"),
+        (write_with(model={"name": "resnet18", "layer4_stride": 7}),
+         "(its model config: model.layer4_stride = 7 is not allowed; expected one of 1, 2)"),
+        (write_with(model={"norm": "group"}),
+         "(its model config: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has"),
+        # Numbers for names ended in a TypeError in evaluate, which joins the names to print them.
+        (write_with(classes=list(range(10))), "(classes = [0, 1, 2, 3, 4, 5, ...], not a list of different, non-empty names)"),
+        (write_with(classes=["a", "a"]), "(classes = ['a', 'a'], not a list of different, non-empty names)"),
+        (write_with(classes=["a", ""]), "(classes = ['a', ''], not a list of different, non-empty names)"),
+        (write_with(classes=[]), "(classes = [], not a list of different, non-empty names)"),
+        (write_with(classes="abcdefghij"), "(classes = 'abcdefghij', not a list of different, non-empty names)"),
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
         (Path.touch, "(unreadable or truncated: EOFError)"),
         (write_another_models_weights, "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:"),
@@ -328,7 +348,8 @@ def index_beyond_the_test_split():
     ("damage", "failing_stage", "message"),
     [
         (name_an_unknown_model, "evaluate",
-         f"{paths.MODEL}: not a model saved by the train stage (unknown model 'vgg'); re-create it with `dvc repro train`"),
+         f"{paths.MODEL}: not a model saved by the train stage (its model config: model.name = 'vgg' is not allowed; "
+         "expected one of 'custom_resnet', 'resnet18'); re-create it with `dvc repro train`"),
         (index_beyond_the_test_split, "explain",
          f"{paths.PREDICTIONS}: column index holds 1..20, beyond the 20 test images (0..19); "
          "re-create it with `dvc repro evaluate`"),
