@@ -33,7 +33,7 @@ from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.cli import run_stage
 from cifar.config import ModelConfig, OneCycleConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset
-from cifar.errors import DataError, OutputError
+from cifar.errors import DataError, OutputError, one_line
 from cifar.models import build_model, load_trained, save_trained
 from cifar.plots import misclassified_figure
 from cifar.schedule import one_cycle
@@ -275,6 +275,31 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
     assert message.endswith("; re-create it with `dvc repro train`")
     assert "\n" not in message and "weights_only" not in message
 
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("can't start new thread"), MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
+    ids=["thread", "memory-error", "enomem"],
+)
+def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error):
+    """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the download stage in a traceback."""
+    def main():
+        raise error
+    monkeypatch.setattr(sys, "argv", ["stages/download.py"])
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: download ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
+        "or stop programs that hold memory, then run it again\n"
+    )
+
+
+def test_any_other_runtime_error_keeps_its_traceback():
+    def main():
+        raise RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_stage(main, [])
 
 
 @pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["folder", "named-pipe"])
