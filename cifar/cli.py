@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cifar.atomic import remove_stale_scratch
-from cifar.errors import PipelineError, one_line, printable
+from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,13 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     except PipelineError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         sys.exit(2)
-    except OSError as error:  # a file the stage cannot read or write, where it does not say so itself
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {printable(where)}{error.strerror or one_line(error)}; check that it exists and that you may read and write it", file=sys.stderr)
+    except (MemoryError, ImportError, OSError, RuntimeError) as error:
+        # Out of memory in main; stages/__init__.py's hook covers the imports before it.
+        message = out_of_memory_message(error, Path(sys.argv[0]).stem)
+        if message is None and isinstance(error, OSError):  # a file the stage cannot read or write, where it does not say so itself
+            where = f"{error.filename}: " if error.filename else ""
+            message = f"error: {printable(where)}{error.strerror or one_line(error)}; check that it exists and that you may read and write it"
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         sys.exit(2)

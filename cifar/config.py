@@ -173,6 +173,12 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     return params
 
 
+def parse_model_config(raw: object, source: str) -> ModelConfig:
+    """A model section on its own, as a saved model records it, checked by the rules of
+    params.yaml's: a value the train stage could not have saved is one line, not a traceback."""
+    return parse_params({"model": raw}, source).model
+
+
 def _build(cls, raw: object, prefix: str, source: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {short_repr(raw)}: expected a mapping of keys")

@@ -1,5 +1,6 @@
 """Errors a user can fix. Stages print them as one line and exit non-zero."""
 
+import errno
 import re
 import reprlib
 
@@ -28,6 +29,26 @@ def one_line(error: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to `limit` characters, to quote in a one-line error."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def out_of_memory_message(error: BaseException, stage: str) -> str | None:
+    """The one-line error for a stage that ran out of memory or address space (ulimit -v),
+    or None for any other error, which must keep its traceback. Such a failure surfaces as a
+    MemoryError or ENOMEM, as a shared library that cannot be mapped while a module (torch)
+    is imported (an ImportError, or an OSError where torch loads it with ctypes), or as a
+    thread that cannot get its stack."""
+    text = str(error)
+    if not (
+        isinstance(error, MemoryError)
+        or isinstance(error, OSError) and error.errno == errno.ENOMEM
+        or isinstance(error, (ImportError, OSError)) and "failed to map segment" in text
+        or isinstance(error, RuntimeError) and "can't start new thread" in text
+    ):
+        return None
+    return (
+        f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
+        f"or stop programs that hold memory, then run it again"
+    )
 
 
 # Messages show a bad value cut short, so a huge list or string still makes one short line.

@@ -27,8 +27,12 @@ class _UnsupportedYaml(yaml.MarkedYAMLError):
 class _ParamsLoader(yaml.SafeLoader):
     """PyYAML's safe loader, made fit for a hand-edited params.yaml.
 
-    PyYAML follows YAML 1.1, where `1e-07` (no dot) is a string; DVC writes `-S` values by
-    YAML 1.2, where it is a float, so floats resolve by the YAML 1.2 rule. Anchors and
+    PyYAML follows YAML 1.1; DVC reads and writes params.yaml by YAML 1.2 (ruamel.yaml), and
+    a scalar the two read differently made a stage train with a value DVC never showed:
+    `epochs: 1:00` was 60 epochs here (base 60) and the string '1:00' to `dvc params diff`;
+    `010` was 8, `yes`/`on` were true. So booleans, integers and floats resolve by the rules
+    ruamel.yaml applies to YAML 1.2 (below), and a value DVC takes for a string reaches
+    validation as one. Anchors and
     aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
     aliases) expands into a structure too big to print or check. Nesting is bounded. A key
     repeated in one mapping is refused, as DVC refuses it: PyYAML would keep the last silently.
@@ -69,22 +73,39 @@ class _ParamsLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
+        # YAML 1.2: a leading zero is decimal (`010` is 10, not octal 8); 0o, 0x and 0b give the base.
+        text = self.construct_scalar(node).replace("_", "")
+        sign = -1 if text[0] == "-" else 1
+        digits = text.lstrip("+-")
+        base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2], 10)
         try:
-            return super().construct_yaml_int(node)
+            return sign * int(digits[2:] if base != 10 else digits, base)
         except ValueError:  # Python refuses to convert integers of more than 4,300 digits
             raise _UnsupportedYaml(f"the integer {short_repr(node.value)} is too long", node.start_mark) from None
 
 
+# The implicit resolvers ruamel.yaml 0.19 (DVC's reader) applies to YAML 1.2: the core
+# schema's, plus `_` between digits and 0b binary, which ruamel.yaml also reads as numbers.
+# Each is tried in this order for a scalar's first character; null, timestamps and `<<`
+# stay as PyYAML has them, which ruamel.yaml reads alike.
+_YAML_1_2_RESOLVERS = [
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("tag:yaml.org,2002:int", r"[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+        "-+0123456789.",
+    ),
+]
+_REPLACED_TAGS = {tag for tag, _, _ in _YAML_1_2_RESOLVERS}
 _ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
 _ParamsLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
+for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
+    _ParamsLoader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
 
 
 def read_params_file(path: Path) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,10 +66,20 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
 
 def _local_path(source: str) -> Path:
     try:
-        return Path(source).expanduser()
+        path = Path(source).expanduser()
     except RuntimeError:  # `~name/...` where no user is called name
         user = source.split("/")[0]
         raise DataError(f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out") from None
+    # Under a C or POSIX locale without UTF-8 mode, file names are ASCII: every os call on
+    # a path with é or ü would end in a UnicodeEncodeError.
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise DataError(
+            f"data.source = {source!r} cannot be a file name in this locale's encoding ({sys.getfilesystemencoding()}); "
+            f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path"
+        ) from None
+    return path
 
 
 # Seconds to wait before each retry of a failed download.

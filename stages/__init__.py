@@ -5,16 +5,19 @@ would end in a traceback about a missing package. Python imports this package be
 stage's module, so a stage started that way ends here in one line that names the
 interpreter, the missing module and how to run it, with exit code 2. Likewise Ctrl-C while
 a stage still loads its libraries (or anywhere it has no handler of its own) ends in one
-line and exit code 130, not a traceback.
+line and exit code 130, not a traceback; so does running out of memory while loading them
+(torch's libraries cannot be mapped under a low `ulimit -v`), with exit code 2.
 """
 
 import sys
 from pathlib import Path
 
+from cifar.errors import out_of_memory_message
+
 
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
+    stage = Path(sys.argv[0]).stem
     if issubclass(kind, KeyboardInterrupt):
-        stage = Path(sys.argv[0]).stem
         print(f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr)
         raise SystemExit(130)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
@@ -23,6 +26,10 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"run `source .venv/bin/activate` first (or run the pipeline with scripts/run.sh)",
             file=sys.stderr,
         )
+        raise SystemExit(2)
+    out_of_memory = out_of_memory_message(error, stage)
+    if out_of_memory:
+        print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
 

@@ -34,7 +34,7 @@ from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.cli import run_stage
 from cifar.config import ModelConfig, OneCycleConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset
-from cifar.errors import DataError, OutputError
+from cifar.errors import DataError, OutputError, one_line
 from cifar.models import build_model, load_trained, save_trained
 from cifar.plots import misclassified_figure
 from cifar.schedule import one_cycle
@@ -237,10 +237,30 @@ def write_another_models_weights(path):
     save_trained(path, nn.Linear(2, 2), ModelConfig(), ("a", "b"))
 
 
+def write_with(model=(), **changes):
+    """A writer of a model file with its config's keys in `model` and its other entries changed, as a re-save by hand would."""
+    def write(path):
+        torch.save({"model": asdict(ModelConfig()) | dict(model), "classes": list("abcdefghij"), "state_dict": {}} | changes, path)
+    return write
+
+
 @pytest.mark.parametrize(
     ("write_model", "why"),
     [
-        (write_unknown_model, "(unknown model 'vgg')"),
+        (write_unknown_model, "(its model config: model.name = 'vgg' is not allowed; expected one of 'custom_resnet', 'resnet18')"),
+        # Each of these was loaded; the first two as the model of a network they do not describe.
+        (write_with(model={"name": "resnet18", "norm": "bogus"}),
+         "(its model config: model.norm = 'bogus' is not allowed; expected one of 'batch', 'group')"),
+        (write_with(model={"name": "resnet18", "layer4_stride": 7}),
+         "(its model config: model.layer4_stride = 7 is not allowed; expected one of 1, 2)"),
+        (write_with(model={"norm": "group"}),
+         "(its model config: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has"),
+        # Numbers for names ended in a TypeError in evaluate, which joins the names to print them.
+        (write_with(classes=list(range(10))), "(classes = [0, 1, 2, 3, 4, 5, ...], not a list of different, non-empty names)"),
+        (write_with(classes=["a", "a"]), "(classes = ['a', 'a'], not a list of different, non-empty names)"),
+        (write_with(classes=["a", ""]), "(classes = ['a', ''], not a list of different, non-empty names)"),
+        (write_with(classes=[]), "(classes = [], not a list of different, non-empty names)"),
+        (write_with(classes="abcdefghij"), "(classes = 'abcdefghij', not a list of different, non-empty names)"),
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
         (Path.touch, "(unreadable or truncated: EOFError)"),
         (write_another_models_weights, "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:"),
@@ -256,6 +276,31 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
     assert message.endswith("; re-create it with `dvc repro train`")
     assert "\n" not in message and "weights_only" not in message
 
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("can't start new thread"), MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
+    ids=["thread", "memory-error", "enomem"],
+)
+def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error):
+    """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the download stage in a traceback."""
+    def main():
+        raise error
+    monkeypatch.setattr(sys, "argv", ["stages/download.py"])
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: download ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
+        "or stop programs that hold memory, then run it again\n"
+    )
+
+
+def test_any_other_runtime_error_keeps_its_traceback():
+    def main():
+        raise RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_stage(main, [])
 
 
 @pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["folder", "named-pipe"])
@@ -329,7 +374,8 @@ def index_beyond_the_test_split():
     ("damage", "failing_stage", "message"),
     [
         (name_an_unknown_model, "evaluate",
-         f"{paths.MODEL}: not a model saved by the train stage (unknown model 'vgg'); re-create it with `dvc repro train`"),
+         f"{paths.MODEL}: not a model saved by the train stage (its model config: model.name = 'vgg' is not allowed; "
+         "expected one of 'custom_resnet', 'resnet18'); re-create it with `dvc repro train`"),
         (index_beyond_the_test_split, "explain",
          f"{paths.PREDICTIONS}: column index holds 1..20, beyond the 20 test images (0..19); "
          "re-create it with `dvc repro evaluate`"),

@@ -14,6 +14,8 @@ import lzma
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -39,7 +41,7 @@ from cifar.errors import ConfigError, DataError, OutputError, short_repr
 from cifar.loader import DeviceLoader
 from cifar.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
 from generated import CPU, make_class_tree, random_split
-from pipeline_repo import default_params, make_pipeline_repo, merge, stage, stage_with_peak_memory
+from pipeline_repo import default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
 from stages import paths
 
 SCRATCH = ".extract.partial-"
@@ -795,6 +797,37 @@ def test_stage_exits_2_with_one_line(pipeline, changes, message):
     result = stage(pipeline, "download", check=False)
     assert_refused_with_one_line(result, pipeline, message)
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_non_ascii_source_under_an_ascii_locale_is_one_line(pipeline):
+    """Under the C locale without UTF-8 mode, os.stat on the path ended in a UnicodeEncodeError."""
+    set_params(pipeline, {"data": {"source": "/nonexistent/données/ü.tar.gz"}})
+    env = environment(pipeline) | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=env, capture_output=True, text=True)
+    assert_refused_with_one_line(
+        result, pipeline,
+        "error: data.source = '/nonexistent/donn\\xe9es/\\xfc.tar.gz' cannot be a file name in this locale's encoding (ascii); "
+        "use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path",
+    )
+
+
+# torch's libraries take more address space than this (evaluate's import of torch failed from
+# 200,000 KiB to 2,500,000, the first at a CUDA library, the others at libtorch), the interpreter
+# far less (2-core CPU, 2026-11-30).
+TOO_LITTLE_FOR_TORCH_KIB = 1_000_000
+
+
+def test_a_stage_out_of_address_space_while_importing_torch_is_one_line(pipeline):
+    """Under `ulimit -v 600000`, evaluate ended in an ImportError traceback: libtorch_cuda.so:
+    failed to map segment from shared object."""
+    result = subprocess.run(
+        ["bash", "-c", f"ulimit -v {TOO_LITTLE_FOR_TORCH_KIB}; exec python -m stages.evaluate"],
+        cwd=pipeline, env=environment(pipeline), capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: evaluate ran out of memory (") and "failed to map segment" in line, line
+    assert line.endswith("); raise the memory limit (ulimit -v) or stop programs that hold memory, then run it again")
 
 
 def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeline, tree):

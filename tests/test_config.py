@@ -3,6 +3,7 @@ params.yaml (changed by `dvc exp run -S`, say) never enters a test. That the com
 params.yaml holds the defaults is checked by CI on a clean clone (.ci/params_are_defaults.py)."""
 
 import dataclasses
+import datetime
 import re
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 
 from cifar.config import Params, load_params, parse_params
 from cifar.errors import ConfigError
-from dvc_internals import apply_overrides
+from cifar.params_file import read_params_file
+from dvc_internals import apply_overrides, parse_yaml
 
 
 def default_raw() -> dict:
@@ -214,6 +216,56 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
     apply_overrides(path, ["train.epochs=three"])
     with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):
         load_params(path)
+
+
+# The scalars YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read differently, with the
+# value each stage must see: DVC's. Base 60 made `epochs: 1:00` 60 epochs, while
+# `dvc params diff` showed the string '1:00'.
+YAML_1_1_READS_OTHERWISE = {
+    "1:00": "1:00", "-1:30": "-1:30", "1:30.5": "1:30.5",
+    "yes": "yes", "No": "No", "on": "on", "OFF": "OFF",
+    "010": 10, "-017": -17, "08": 8, "0o17": 15, "1e3": 1000.0, "-.5": -0.5,
+}
+# The same in both, where a rule too strict or too loose would part from DVC.
+YAML_1_1_READS_ALIKE = {
+    "y": "y", "n": "n", "0b1010": 10, "1_000": 1000, "0x1F": 31, "1e-07": 1e-07, "1_0.5": 10.5, "True": True, "FALSE": False,
+    "~": None, "2001-12-14": datetime.date(2001, 12, 14), "1:2:3:x": "1:2:3:x",
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), [*YAML_1_1_READS_OTHERWISE.items(), *YAML_1_1_READS_ALIKE.items()])
+def test_scalars_are_read_as_dvc_reads_them_by_yaml_1_2(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"value: {text}\n")
+    stages_read = read_params_file(path)["value"]
+    assert stages_read == expected and type(stages_read) is type(expected)
+    dvc_read = parse_yaml(path.read_text(), str(path))["value"]
+    assert dvc_read == expected and type(dvc_read) is type(expected)
+    if text in YAML_1_1_READS_OTHERWISE:
+        assert yaml.safe_load(path.read_text())["value"] != expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("train:\n  epochs: 1:00\n", "train.epochs = '1:00' is not allowed; expected an integer"),
+        ("train:\n  max_lr: 1:30.5\n", "train.max_lr = '1:30.5' is not allowed; expected a number or one of 'find'"),
+        ("train:\n  compile: yes\n", "train.compile = 'yes' is not allowed; expected true or false"),
+        ("augment:\n  flip: off\n", "augment.flip = 'off' is not allowed; expected true or false"),
+    ],
+)
+def test_a_scalar_dvc_reads_as_a_string_is_refused_as_one(tmp_path, line, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(line)
+    with pytest.raises(ConfigError) as refused:
+        load_params(path)
+    assert str(refused.value) == f"{path}: {message}"
+
+
+def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 010\n")
+    assert load_params(path).train.epochs == 10
 
 
 @pytest.mark.parametrize(

@@ -67,3 +67,13 @@ def test_a_model_trained_on_other_input_statistics_is_refused(tmp_path):
         f"{path}: trained on images normalised by {{'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}}, not by the "
         f"loaders' {input_normalization()}; re-create it with `dvc repro train`"
     )
+
+
+def test_a_model_whose_statistics_were_re_saved_as_tuples_is_loaded(tmp_path):
+    """The same values in tuples were refused with a message that showed them equal to the loaders'."""
+    path = tmp_path / "model.pt"
+    save_trained(path, build_model(ModelConfig()), ModelConfig(), tuple("abcdefghij"))
+    payload = torch.load(path, weights_only=True)
+    payload["normalization"] = {key: tuple(values) for key, values in payload["normalization"].items()}
+    torch.save(payload, path)
+    assert load_trained(path, torch.device("cpu")).classes == tuple("abcdefghij")

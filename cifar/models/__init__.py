@@ -11,8 +11,8 @@ from torch import nn
 
 from cifar.atomic import atomic_path
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
-from cifar.config import ModelConfig
-from cifar.errors import DataError, one_line, short_repr
+from cifar.config import ModelConfig, parse_model_config
+from cifar.errors import ConfigError, DataError, one_line, short_repr
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
 
@@ -76,14 +76,22 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
     except (OSError, RuntimeError, EOFError) as error:
         raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
     try:
-        config = ModelConfig(**payload["model"])
-        classes = tuple(payload["classes"])
+        config = parse_model_config(payload["model"], source="its model config")
+        classes = payload["classes"]
+        # The stages print the names and match them to the data's, so a file re-saved with
+        # numbers for names ended in a TypeError in evaluate.
+        if not (
+            isinstance(classes, (list, tuple)) and classes and all(isinstance(name, str) and name for name in classes)
+            and len(set(classes)) == len(classes)
+        ):
+            raise _not_a_model(path, f"classes = {short_repr(classes)}, not a list of different, non-empty names")
+        classes = tuple(classes)
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+    except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
         raise _not_a_model(path, one_line(error)) from None
-    if normalization != input_normalization():
+    if _as_lists(normalization) != input_normalization():
         raise DataError(
             f"{path}: trained on images normalised by {short_repr(normalization)}, not by the loaders' "
             f"{input_normalization()}; re-create it with `dvc repro train`"
@@ -95,6 +103,13 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             f"re-create it with `dvc repro train`"
         )
     return TrainedModel(on_device(model, device).eval(), config, classes)
+
+
+def _as_lists(normalization: object) -> object:
+    """The statistics with tuples as lists: a file re-saved with tuples holds the same values."""
+    if not isinstance(normalization, dict):
+        return normalization
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in normalization.items()}
 
 
 def _not_a_model(path: Path, why: str) -> DataError:
