@@ -18,6 +18,8 @@ then the benchmark (bench/benchmark.py) on the same data. It writes report.md (t
 runs.json (every run's metrics) and each run's log to --out.
 
 --small shrinks everything (1,000 training images, 2 epochs) to rehearse on a CPU.
+--jobs N runs N runs at once on the one GPU: their accuracy is what a solo run gives, their
+s/epoch is not (the report says so); keep the timed runs at --jobs 1.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -98,6 +101,12 @@ def workspace(root: Path, changes: dict) -> Path:
     return root
 
 
+def without_repo(search_path: str) -> str:
+    """PYTHONPATH minus this checkout, so that a run's stages import its scratch copy of the code
+    while packages brought along on PYTHONPATH (wheels on a bare GPU machine) stay importable."""
+    return os.pathsep.join(entry for entry in search_path.split(os.pathsep) if entry and Path(entry).resolve() != REPO)
+
+
 def run_stages(root: Path, stages: list[str], log: Path) -> dict[str, float]:
     """Each stage as dvc.yaml runs it; wall seconds per stage. Fails loudly with the log's tail."""
     seconds = {}
@@ -106,7 +115,7 @@ def run_stages(root: Path, stages: list[str], log: Path) -> dict[str, float]:
             started = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, "-m", f"stages.{name}"], cwd=root, stdout=stream, stderr=subprocess.STDOUT,
-                env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+                env=os.environ | {"PYTHONPATH": without_repo(os.environ.get("PYTHONPATH", ""))},
             )
             seconds[name] = round(time.perf_counter() - started, 1)
             if done.returncode != 0:
@@ -125,13 +134,15 @@ def metrics_of(root: Path) -> dict:
     return found
 
 
-def report(results: dict[str, dict], benchmark: str, environment: dict) -> str:
+def report(results: dict[str, dict], benchmark: str | None, environment: dict) -> str:
     lines = [
         f"# GPU report, {time.strftime('%Y-%m-%d')}",
         "",
         f"{environment['device']}, torch {environment['torch']}, CUDA {environment['cuda']}, "
         f"Python {environment['python']}; data: {environment['data']}{' (--small)' if environment['small'] else ''}",
         "",
+        *([f"{environment['jobs']} runs at a time shared the GPU: s/epoch below is not a solo timing.", ""]
+          if environment["jobs"] > 1 else []),
         "| run | max_lr | test acc | flip-TTA acc | s/epoch | first epoch s | stage seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -157,7 +168,9 @@ def report(results: dict[str, dict], benchmark: str, environment: dict) -> str:
     free = metric("nondeterministic", "speed", "seconds_per_epoch")
     if deterministic and free:
         lines.append(f"Cost of train.deterministic: {deterministic:.3f} vs {free:.3f} s/epoch ({deterministic / free - 1:+.1%}).")
-    lines += ["", "## Benchmark", "", "```", benchmark.strip(), "```", ""]
+    if benchmark is not None:
+        lines += ["", "## Benchmark", "", "```", benchmark.strip(), "```"]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -167,7 +180,11 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for report.md, runs.json and the logs")
     parser.add_argument("--small", action="store_true", help="a CPU rehearsal: 1,000 images, 2 epochs")
     parser.add_argument("--only", nargs="*", help="run only these runs (names as in the report)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once on the GPU (timings are solo only at 1)")
+    parser.add_argument("--skip-benchmark", action="store_true", help="leave out bench/benchmark.py")
     args = parser.parse_args()
+    if Path(args.data).exists():  # each run's stages start in their own scratch folder
+        args.data = str(Path(args.data).resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     order = stage_order()
     shrink = SMALL if args.small else {}
@@ -177,16 +194,20 @@ def main() -> int:
         if "failed" in seconds:
             print(f"error: the download stage failed; see {args.out / 'download.log'}", file=sys.stderr)
             return 1
-        results = {}
-        for name, changes in runs(args.small).items():
-            if args.only and name not in args.only:
-                continue
+
+        def one_run(name: str, changes: dict) -> dict:
             root = workspace(Path(scratch) / name, {"data.source": args.data} | shrink | changes)
             shutil.copytree(base / paths.DATA, root / paths.DATA)
-            results[name] = {"changes": changes, "seconds": run_stages(root, order[1:], args.out / f"{name}.log")}
-            results[name]["metrics"] = metrics_of(root)
-            print(f"{name}: {results[name]['seconds']} {results[name]['metrics'].get('evaluate', {})}", flush=True)
-        benchmark = subprocess.run(
+            result = {"changes": changes, "seconds": run_stages(root, order[1:], args.out / f"{name}.log")}
+            result["metrics"] = metrics_of(root)
+            print(f"{name}: {result['seconds']} {result['metrics'].get('evaluate', {})}", flush=True)
+            return result
+
+        chosen = {name: changes for name, changes in runs(args.small).items() if not args.only or name in args.only}
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {name: pool.submit(one_run, name, changes) for name, changes in chosen.items()}
+            results = {name: future.result() for name, future in futures.items()}
+        benchmark = None if args.skip_benchmark else subprocess.run(
             [sys.executable, "-m", "bench.benchmark", "--data", str(base / paths.DATA)]
             + (["--epochs", "1", "--batch-size", "128"] if args.small else []),
             cwd=REPO, capture_output=True, text=True,
@@ -194,11 +215,12 @@ def main() -> int:
     environment = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)",
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "data": args.data, "small": args.small,
+        "data": args.data, "small": args.small, "jobs": args.jobs,
     }
     (args.out / "runs.json").write_text(json.dumps({"environment": environment, "runs": results}, indent=2) + "\n")
-    (args.out / "benchmark.log").write_text(benchmark.stdout + benchmark.stderr)
-    (args.out / "report.md").write_text(report(results, benchmark.stdout, environment))
+    if benchmark is not None:
+        (args.out / "benchmark.log").write_text(benchmark.stdout + benchmark.stderr)
+    (args.out / "report.md").write_text(report(results, benchmark and benchmark.stdout, environment))
     print((args.out / "report.md").read_text())
     return 0
 
