@@ -276,6 +276,8 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     nested: dict[tuple[str, ...], tuple[str, str]] = {}  # by tree: a member inside a class folder's subfolder
     for name in sorted(members):
         parts = PurePosixPath(name).parts
+        if _macos_metadata(parts):
+            continue
         for depth in range(min(3, len(parts) - 1)):
             split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2:]
             if split not in SPLITS:
@@ -302,6 +304,12 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
         raise _nested_folder(*nested[prefix])
     root = f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive)
     return ClassTree(root, trees[prefix], tuple(skipped.get(prefix, ())))
+
+
+def _macos_metadata(parts: tuple[str, ...]) -> bool:
+    """What macOS's Finder adds to a zip it makes: a __MACOSX/ copy of the tree holding
+    AppleDouble "._name.jpg" files, which are file attributes, not images."""
+    return parts[0] == "__MACOSX" or parts[-1].startswith("._")
 
 
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:

@@ -1,4 +1,5 @@
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,18 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     assert train.labels.dtype == np.int64 and sorted(set(train.labels.tolist())) == list(range(10))
     # PNG is lossless: the marker pixel gives back each image's class.
     assert np.array_equal(train.images[:, 0, 0, 0], train.labels * 25)
+
+
+def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class_tree):
+    archive = Path(shutil.make_archive(str(tmp_path / "export"), "zip", root_dir=class_tree.parent, base_dir=class_tree.name))
+    attributes = b"\x00\x05\x16\x07" + bytes(60)  # an AppleDouble header: not an image
+    with zipfile.ZipFile(archive, "a") as bundle:
+        for member in [m for m in bundle.namelist() if m.endswith(".png")]:
+            folder, name = member.rsplit("/", 1)
+            bundle.writestr(f"__MACOSX/{folder}/._{name}", attributes)
+            bundle.writestr(f"{folder}/._{name}", attributes)
+    splits = import_dataset(DataConfig(source=str(archive)), seed=0, download_dir=tmp_path / "unused")
+    assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
 
 
 def test_class_folder_images_are_stored_round_robin_over_classes(tmp_path, class_tree):
