@@ -72,6 +72,16 @@ class _ParamsLoader(yaml.SafeLoader):
             first_lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
+    def construct_tagged(self, node):
+        """A tag no safe loader knows: `!!python/tuple`, `!custom`, or a bare `=` (YAML 1.1's
+        value key). DVC's reader refuses these too, naming only the tag."""
+        shown = short_repr(node.value) if isinstance(node, yaml.ScalarNode) else "a value"
+        raise _UnsupportedYaml(
+            f"{shown} reads as the YAML tag {node.tag!r}, not a plain value; write a number, true/false, null "
+            f"or text (quoted, as in '=', where it holds YAML's own characters)",
+            node.start_mark,
+        )
+
     def construct_yaml_int(self, node):
         # YAML 1.2: a leading zero is decimal (`010` is 10, not octal 8); 0o, 0x and 0b give the base.
         text = self.construct_scalar(node).replace("_", "")
@@ -100,6 +110,7 @@ _YAML_1_2_RESOLVERS = [
 ]
 _REPLACED_TAGS = {tag for tag, _, _ in _YAML_1_2_RESOLVERS}
 _ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
+_ParamsLoader.add_constructor(None, _ParamsLoader.construct_tagged)
 _ParamsLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()

@@ -574,8 +574,11 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         ("train:\n  epochs: 3\n  batch_size: 64\n  epochs: 30\n",
          "params.yaml: line 4: the key 'epochs' appears a second time (first at line 2); keep one of them"),
         ("train: {epochs: 3, epochs: 30}\n", "params.yaml: line 1: the key 'epochs' appears a second time (first at line 1)"),
+        ("seed: 0\nmodel:\n  name: =\n", "params.yaml: line 3: '=' reads as the YAML tag 'tag:yaml.org,2002:value', not a plain value"),
+        ("seed: !!python/tuple [0, 1]\n", "params.yaml: line 1: a value reads as the YAML tag 'tag:yaml.org,2002:python/tuple'"),
     ],
-    ids=["latin-1", "deep-nesting", "5000-digit-integer", "repeated-section", "repeated-key", "repeated-key-inline"],
+    ids=["latin-1", "deep-nesting", "5000-digit-integer", "repeated-section", "repeated-key", "repeated-key-inline",
+         "yaml-value-key", "python-tag"],
 )
 def test_unreadable_params_files_are_one_line(tmp_path, text, message):
     assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
