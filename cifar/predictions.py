@@ -34,6 +34,9 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     missing = [column for column in (*ids, "confidence") if column not in frame.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
+    # Counted before the types: a header alone has columns of no numeric type.
+    if len(frame) != len(test):
+        raise DataError(f"{path}: {len(frame)} rows for a test split of {len(test)} images; {fix}")
     if not pd.api.types.is_numeric_dtype(frame["confidence"]):
         raise DataError(f"{path}: column confidence holds non-numbers; {fix}")
     # A NaN or a confidence of 750% would be drawn in the galleries' titles as if it were real.
@@ -43,8 +46,6 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
             f"{path}: column confidence holds {frame['confidence'][outside].iloc[0]} in row {int(np.flatnonzero(outside)[0])}, "
             f"not a probability from 0 to 1; {fix}"
         )
-    if len(frame) != len(test):
-        raise DataError(f"{path}: {len(frame)} rows for a test split of {len(test)} images; {fix}")
     for column, (count, what) in ids.items():
         values = frame[column]
         if not pd.api.types.is_integer_dtype(values):

@@ -325,6 +325,8 @@ def with_first(column: str, value):
         (lambda frame: "", "unreadable (No columns to parse from file)"),
         (lambda frame: frame.drop(columns="predicted").to_csv(index=False), "no column predicted"),
         (lambda frame: frame.iloc[:-1].to_csv(index=False), "19 rows for a test split of 20 images"),
+        # A header alone has columns of no numeric type: it was called "non-numbers".
+        (lambda frame: frame.iloc[:0].to_csv(index=False), "0 rows for a test split of 20 images"),
         (with_first("index", 25), "column index holds 1..25, beyond the 20 test images (0..19)"),
         (with_first("label", 10), "column label holds 0..10, beyond the 10 classes (0..9)"),
         (with_first("predicted", -1), "column predicted holds -1..9, beyond the 10 classes (0..9)"),
