@@ -6,7 +6,8 @@ stage's module, so a stage started that way ends here in one line that names the
 interpreter, the missing module and how to run it, with exit code 2. Likewise Ctrl-C while
 a stage still loads its libraries (or anywhere it has no handler of its own) ends in one
 line and exit code 130, not a traceback; so does running out of memory while loading them
-(torch's libraries cannot be mapped under a low `ulimit -v`), with exit code 2.
+(torch's libraries cannot be mapped under a low `ulimit -v`), or meeting a non-ASCII path
+that the locale cannot encode, with exit code 2.
 """
 
 import sys
@@ -24,6 +25,15 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         print(
             f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
             f"run `source .venv/bin/activate` first (or run the pipeline with scripts/run.sh)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":
+        # Python's C locale without UTF-8 mode (PYTHONUTF8=0) keeps a non-ASCII path's bytes as
+        # surrogates, which torch's import cannot encode: the environment's own path, say.
+        print(
+            f"error: {stage} met a path that is not text under this locale ({ascii(error.object)[:120]}); "
+            f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -802,6 +802,18 @@ def test_stage_exits_2_with_one_line(pipeline, changes, message):
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+def test_an_environment_at_a_non_ascii_path_under_an_ascii_locale_is_one_line(pipeline, tmp_path):
+    """torch's import encodes its own install path as UTF-8: from a .venv under a non-ASCII
+    folder, in the C locale without UTF-8 mode, every stage that imports torch ended in a traceback."""
+    linked = tmp_path / "données"
+    linked.symlink_to(sys.prefix, target_is_directory=True)
+    env = environment(pipeline) | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    python = linked / Path(sys.executable).relative_to(sys.prefix)
+    result = subprocess.run([str(python), "-m", "stages.evaluate"], cwd=pipeline, env=env, capture_output=True, text=True)
+    assert_refused_with_one_line(result, pipeline, "error: evaluate met a path that is not text under this locale (")
+    assert result.stderr.rstrip().endswith("use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset")
+
+
 def test_a_non_ascii_source_under_an_ascii_locale_is_one_line(pipeline):
     """Under the C locale without UTF-8 mode, os.stat on the path ended in a UnicodeEncodeError."""
     set_params(pipeline, {"data": {"source": "/nonexistent/données/ü.tar.gz"}})
