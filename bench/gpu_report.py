@@ -179,7 +179,7 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="data.source for every run: the mirror archive, a folder or 'official'")
     parser.add_argument("--out", required=True, type=Path, help="folder for report.md, runs.json and the logs")
     parser.add_argument("--small", action="store_true", help="a CPU rehearsal: 1,000 images, 2 epochs")
-    parser.add_argument("--only", nargs="*", help="run only these runs (names as in the report)")
+    parser.add_argument("--only", nargs="*", choices=list(runs(small=False)), help="run only these runs (names as in the report)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once on the GPU (timings are solo only at 1)")
     parser.add_argument("--skip-benchmark", action="store_true", help="leave out bench/benchmark.py")
     args = parser.parse_args()
