@@ -15,7 +15,9 @@ if [ ! -f "$stamp" ]; then
   echo "setting up $venv (torch with CUDA, about 6 GB on disk; a few minutes the first time)" >&2
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -r requirements-stages.txt -r requirements.txt
+  # --no-compile: Python writes each module's bytecode at its first import instead. pip's
+  # compiling of every module up front made this install take 241 s instead of 143 s on 2 CPU cores.
+  "$venv/bin/python" -m pip install --quiet --no-compile -r requirements-stages.txt -r requirements.txt
   # An older .venv may hold an editable install of this checkout; stages must not import it.
   "$venv/bin/python" -m pip uninstall --quiet --yes cifar-dvc 2>/dev/null || true
   rm -f "$venv"/.installed-*
