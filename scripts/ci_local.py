@@ -63,7 +63,7 @@ TOKEN = "local-ci-token"
 RUNNER_STATE = f"tool_cache/cifar-dvc/{REPOSITORY}"
 # A training run of about a minute on two CPU cores that still learns (tests/pipeline_repo.py's).
 TINY_PARAMS = {
-    "data": {"source": "synthetic", "train_limit": 384, "test_limit": 160},
+    "data": {"source": "synthetic", "train_limit": 256, "test_limit": 160},
     "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
     "train": {"epochs": 3, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
 }

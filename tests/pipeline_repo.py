@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 # from the code's defaults, so a user's edits to the checkout's params never leak in.
 PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "requirements.txt", "requirements-stages.txt", ".dvcignore", ".gitignore")
 
-# Small enough for two CPU cores (a few hundred synthetic images, three short epochs) and
-# still a model that learns: the LR range stops at 0.003, as BatchNorm's running
-# statistics cannot settle in 18 steps at a higher LR.
+# Small enough for two CPU cores (256 synthetic images, three epochs of 4 steps) and still
+# a model that learns (about 0.9 test accuracy): the LR range stops at 0.003, as BatchNorm's
+# running statistics cannot settle in a dozen steps at a higher LR.
 SMALL_SYNTHETIC = {
-    "data": {"source": "synthetic", "train_limit": 384, "test_limit": 160},
+    "data": {"source": "synthetic", "train_limit": 256, "test_limit": 160},
     "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
     "train": {"epochs": 3, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
 }

@@ -55,7 +55,7 @@ def test_train_reports_quality_and_speed_apart_and_the_environment_outside_the_m
     speed = json.loads((root / paths.SPEED_METRICS).read_text())
     assert speed["first_epoch_seconds"] == history["seconds"].iloc[0]
     assert speed["seconds_per_epoch"] == pytest.approx(history["seconds"].iloc[1:].mean())
-    assert speed["images_per_second"] == pytest.approx(384 / speed["seconds_per_epoch"])  # 6 full batches of 64
+    assert speed["images_per_second"] == pytest.approx(SMALL_SYNTHETIC["data"]["train_limit"] / speed["seconds_per_epoch"])
     # Metrics are numbers worth diffing; strings describing the machine live beside the model.
     for path in (paths.TRAIN_METRICS, paths.SPEED_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS):
         assert all(isinstance(v, (int, float)) for v in json.loads((root / path).read_text()).values()), path
@@ -70,7 +70,7 @@ def test_history_and_schedule_have_a_row_per_epoch_and_step(repro):
     assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr"} <= set(history.columns)
     schedule = pd.read_csv(root / paths.LR_SCHEDULE)
     max_lr = json.loads((root / paths.TRAIN_METRICS).read_text())["max_lr"]
-    steps_per_epoch = 384 // 64
+    steps_per_epoch = SMALL_SYNTHETIC["data"]["train_limit"] // SMALL_SYNTHETIC["train"]["batch_size"]
     assert len(schedule) == 3 * steps_per_epoch
     assert schedule["lr"].iloc[0] == pytest.approx(max_lr / 100)
     assert schedule["lr"].iloc[steps_per_epoch - 1] == pytest.approx(max_lr)

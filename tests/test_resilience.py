@@ -3,6 +3,7 @@ with one line and leaves the previous outputs intact."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from generated import make_class_tree
 from cifar.config import load_params
 from dvc_internals import apply_overrides
-from pipeline_repo import REPO, SMALL_SYNTHETIC, copy_of, dvc, environment, make_pipeline_repo, stage, workspace_digests
+from pipeline_repo import REPO, copy_of, dvc, environment, stage, workspace_digests
 from stages import paths
 
 def quality_metrics(root):
@@ -28,7 +29,10 @@ def weights(root):
 @pytest.mark.full
 def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
     uninterrupted, _ = repro
-    root = make_pipeline_repo(tmp_path / "killed", SMALL_SYNTHETIC)
+    # The finished run without its model and run cache: `dvc repro` must train again, from scratch.
+    root = copy_of(repro, tmp_path / "killed")
+    (root / paths.MODEL).unlink()
+    shutil.rmtree(root / ".dvc/cache/runs")
     checkpoint = root / paths.CHECKPOINT
     process = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment(root),
@@ -94,8 +98,8 @@ def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, 
     assert set(presets) == {"reference-resnet9", "reference-resnet18-gn"}
     assert presets["reference-resnet9"] == ["lr_find.pick=min_loss"]
     root = copy_of(repro, tmp_path / "reference")
-    # As it was, shrunk to the test's data: three epochs, peak after the first.
-    apply_overrides(root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=3", "train.onecycle.max_at_epoch=1"])
+    # As it was, shrunk to the test's data: two epochs, peak after the first.
+    apply_overrides(root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=2", "train.onecycle.max_at_epoch=1"])
     params = load_params(root / "params.yaml")
     assert (params.model.layer4_stride, params.train.optimizer, params.train.max_lr) == (1, "sgd", 1.0)
     result = stage(root, "train", check=False)

@@ -24,7 +24,7 @@ ORDER = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 
 # The smallest run whose range test shows a descent (lr_find stops without one).
 TINY = merge(default_params(), {
-    "data": {"source": "synthetic", "train_limit": 384, "test_limit": 40},
+    "data": {"source": "synthetic", "train_limit": 256, "test_limit": 40},
     "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
     "train": {"epochs": 2, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
     "evaluate": {"misclassified": 2},
