@@ -6,7 +6,9 @@
 # shared pipeline run (a module fixture) is made once: on 2 cores the suite's CPU time was
 # 49 min against 53 min of wall clock in one process, with one core mostly idle.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-parallel=(-n auto --dist loadfile)
+# --no-loadscope-reorder keeps the order tests/conftest.py gives the files (longest first);
+# by default xdist hands out the files with the most tests first, which left the longest to last.
+parallel=(-n auto --dist loadfile --no-loadscope-reorder)
 if [ "${1:-}" = "--full" ]; then
   shift
   exec python -m pytest "${parallel[@]}" -m "full or not full" "$@"
