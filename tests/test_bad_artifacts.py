@@ -2,7 +2,6 @@
 the problem and the fix (or, for leftovers, cleaned up), and the previous outputs stay
 byte for byte as they were."""
 
-import copy
 import errno
 import importlib
 import io
@@ -30,14 +29,12 @@ import stages.figures
 import stages.train
 from cifar import config, engine
 from cifar.atomic import atomic_path, remove_stale_scratch, save_figure, write_csv, write_json
-from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.cli import run_stage
-from cifar.config import ModelConfig, OneCycleConfig, load_params
+from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset
 from cifar.errors import DataError, OutputError, one_line
 from cifar.models import build_model, load_trained, save_trained
 from cifar.plots import misclassified_figure
-from cifar.schedule import one_cycle
 from cifar.sources import synthetic_split
 from generated import CPU
 from pipeline_repo import (
@@ -609,50 +606,6 @@ def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_with
     saved = load_trained(paths.MODEL, CPU).model.state_dict()
     assert all(torch.equal(saved[name], tensor) for name, tensor in trained.items())
     assert not Path(paths.CHECKPOINT).exists()
-
-
-def nan_in(state: TrainingState, part: str) -> None:
-    if part == "model":
-        state.model["weight"].fill_(float("nan"))
-    elif part == "optimizer":
-        state.optimizer["state"][0]["exp_avg_sq"].fill_(float("inf"))
-    else:
-        state.scheduler["_last_lr"] = [float("nan")]
-
-
-@pytest.mark.parametrize(
-    ("part", "first"),
-    [("model", "model.weight"), ("optimizer", "optimizer.state.0.exp_avg_sq"), ("scheduler", "scheduler._last_lr.0")],
-)
-def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, caplog, part, first):
-    """Resumed, such a checkpoint failed at its first step with "training diverged: lower
-    train.max_lr", and stayed to fail every re-run the same way."""
-
-    def run_objects():
-        torch.manual_seed(0)
-        model = nn.Linear(2, 2)
-        optimizer = torch.optim.Adam(model.parameters())
-        scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
-        return model, optimizer, scheduler, torch.Generator()
-
-    model, optimizer, scheduler, generator = run_objects()
-    model(torch.ones(1, 2)).sum().backward()
-    optimizer.step()
-    scheduler.step()
-    state = TrainingState(1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
-    nan_in(state, part)
-    checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
-    checkpoint.save(state)
-
-    model, optimizer, scheduler, generator = run_objects()
-    fresh = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
-    caplog.set_level(logging.INFO)
-    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
-    assert caplog.messages == [
-        f"not resuming: {checkpoint.path} holds NaN or infinity (first in {first}); removed it, training from scratch"
-    ]
-    assert not checkpoint.path.exists()
-    assert repr((model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) == repr(fresh)
 
 
 # What 200 misclassified images may add to explain's peak memory over 20 of them. Measured on a

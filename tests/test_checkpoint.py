@@ -1,3 +1,4 @@
+import copy
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from cifar.dataset import save_dataset
 from cifar.engine import fit
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
+from cifar.schedule import one_cycle
 from cifar.sources import import_dataset
 from cifar.stop import StopRequest
 from generated import CPU, random_split
@@ -128,6 +130,64 @@ def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, ca
     assert checkpoint.load(epochs=3) is None
     assert "code run by loading" not in capsys.readouterr().out
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (Weights only load failed")
+
+
+@pytest.mark.parametrize(("epoch", "resumed"), [(-1, False), (0, True), (3, True), (4, False)])
+def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_path, caplog, epoch, resumed):
+    """A damaged or hand-made file may claim any count; a run has 0 to train.epochs done."""
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(epoch, {}, {}, {}, torch.Generator().get_state()))
+    caplog.set_level(logging.INFO)
+    state = checkpoint.load(epochs=3)
+    if resumed:
+        assert state.epoch == epoch and caplog.messages == []
+    else:
+        assert state is None
+        assert caplog.messages == [f"not resuming: {checkpoint.path} claims {epoch} of 3 epochs done; training from scratch"]
+
+
+def nan_in(state: TrainingState, part: str) -> None:
+    if part == "model":
+        state.model["weight"].fill_(float("nan"))
+    elif part == "optimizer":
+        state.optimizer["state"][0]["exp_avg_sq"].fill_(float("inf"))
+    else:
+        state.scheduler["_last_lr"] = [float("nan")]
+
+
+@pytest.mark.parametrize(
+    ("part", "first"),
+    [("model", "model.weight"), ("optimizer", "optimizer.state.0.exp_avg_sq"), ("scheduler", "scheduler._last_lr.0")],
+)
+def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, caplog, part, first):
+    """Resumed, such a checkpoint failed at its first step with "training diverged: lower
+    train.max_lr", and stayed to fail every re-run the same way."""
+
+    def run_objects():
+        torch.manual_seed(0)
+        model = nn.Linear(2, 2)
+        optimizer = torch.optim.Adam(model.parameters())
+        scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
+        return model, optimizer, scheduler, torch.Generator()
+
+    model, optimizer, scheduler, generator = run_objects()
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    state = TrainingState(1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
+    nan_in(state, part)
+    checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
+    checkpoint.save(state)
+
+    model, optimizer, scheduler, generator = run_objects()
+    fresh = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
+    assert caplog.messages == [
+        f"not resuming: {checkpoint.path} holds NaN or infinity (first in {first}); removed it, training from scratch"
+    ]
+    assert not checkpoint.path.exists()
+    assert repr((model.state_dict(), optimizer.state_dict(), scheduler.state_dict())) == repr(fresh)
 
 
 def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_path):

@@ -5,11 +5,12 @@ params.yaml holds the defaults is checked by CI on a clean clone (.ci/params_are
 import dataclasses
 import datetime
 import re
+from dataclasses import dataclass
 
 import pytest
 import yaml
 
-from cifar.config import Params, load_params, parse_params
+from cifar.config import ModelConfig, Params, _build, limited, load_params, parse_model_config, parse_params
 from cifar.errors import ConfigError
 from cifar.params_file import read_params_file
 from dvc_internals import apply_overrides, parse_yaml
@@ -76,6 +77,11 @@ def test_the_defaults_are_the_reference_recipe():
         ("train.device", "tpu", "train.device = 'tpu' is not allowed"),
         ("train.precision", "fp16", "train.precision = 'fp16' is not allowed"),
         ("lr_find.end_lr", 1e-8, "lr_find.end_lr = 1e-08 is not allowed; it must be larger than lr_find.start_lr"),
+        ("lr_find.end_lr", 1e-7, "lr_find.end_lr = 1e-07 is not allowed; it must be larger than lr_find.start_lr"),
+        # null, lists and strings where they do not belong
+        ("augment.flip", None, "augment.flip = None is not allowed; expected true or false"),
+        ("data.source", ["a.tar.xz"], "data.source = ['a.tar.xz'] is not allowed; expected a string"),
+        ("explain.layers", "layer1", "explain.layers = 'layer1' is not allowed; expected a list of strings or null"),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
@@ -95,6 +101,10 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
         (5, False, "the OneCycle peak must come at epoch 4 or earlier (two phases)"),
         (10, True, "the OneCycle peak must come at epoch 4 or earlier (three_phase = true)"),
         (1, False, "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 2 or more"),
+        (2, False, "train.epochs = 2: the OneCycle peak must come at epoch 1 or earlier (two phases); also set "
+                   "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1)"),
+        (2, True, "train.epochs = 2: OneCycle needs epochs after its peak to anneal in (three_phase = true); set "
+                  "train.epochs to 3 or more"),
     ],
 )
 def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
@@ -121,6 +131,72 @@ def test_numbers_and_nulls_are_accepted_where_allowed():
     params = parse_params(with_change("train.max_lr", 1))
     assert params.train.max_lr == 1.0 and isinstance(params.train.max_lr, float)
     assert parse_params(with_change("data.train_limit", 5000)).data.train_limit == 5000
+
+
+def test_an_unknown_key_is_named_with_the_keys_allowed_there():
+    with pytest.raises(ConfigError) as caught:
+        parse_params(with_change("sed", 1))
+    assert str(caught.value) == (
+        "params.yaml: unknown key sed; allowed keys here: seed, model, data, augment, lr_find, train, evaluate, explain"
+    )
+
+
+def test_unknown_keys_that_are_not_strings_are_named_too():
+    # YAML keys may be numbers or null: `1: x` or `~: x` in params.yaml.
+    raw = default_raw() | {None: "x", 1: "y"}
+    with pytest.raises(ConfigError, match=r"^params.yaml: unknown key 1; allowed keys here: seed,"):
+        parse_params(raw)
+
+
+def test_an_unknown_key_is_named_whole_up_to_60_characters_and_cut_short_beyond():
+    for key, shown in [("k" * 60, "k" * 60), ("k" * 61, f"'{'k' * 27}...{'k' * 28}'")]:
+        with pytest.raises(ConfigError) as caught:
+            parse_params(with_change(f"train.{key}", 1))
+        assert str(caught.value).startswith(f"params.yaml: unknown key train.{shown}; allowed keys here: epochs,")
+
+
+def test_a_file_that_is_not_a_mapping_is_refused_at_its_top_level():
+    with pytest.raises(ConfigError) as caught:
+        parse_params([1, 2])
+    assert str(caught.value) == "params.yaml: top level = [1, 2]: expected a mapping of keys"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(float("inf"), "inf"), (float("nan"), "nan"), (10**400, "100000000000000000...0000000000000000000")],
+    ids=["inf", "nan", "an-integer-beyond-floats-range"],
+)
+def test_a_number_that_is_not_finite_is_refused(value, shown):
+    with pytest.raises(ConfigError) as caught:
+        parse_params(with_change("train.weight_decay", value), source="p.yaml")
+    assert str(caught.value) == f"p.yaml: train.weight_decay = {shown} is not allowed; expected a finite number (not inf or nan)"
+
+
+def test_a_limited_field_has_its_default_and_refuses_what_its_rule_refuses():
+    # The fields of Params are made once, on import; this one is made here, by the code under test.
+    @dataclass(frozen=True)
+    class Section:
+        count: int = limited(3, lambda value: value >= 1, "an integer >= 1")
+
+    assert Section().count == 3 and _build(Section, {}, prefix="part.", source="p.yaml") == Section(3)
+    with pytest.raises(ConfigError) as caught:
+        _build(Section, {"count": 0}, prefix="part.", source="p.yaml")
+    assert str(caught.value) == "p.yaml: part.count = 0 is not allowed; expected an integer >= 1"
+
+
+def test_a_saved_models_section_is_checked_by_the_rules_of_params_yaml():
+    assert parse_model_config({"name": "resnet18", "norm": "group"}, "model.pt") == ModelConfig("resnet18", "group")
+    with pytest.raises(ConfigError) as caught:
+        parse_model_config({"norm": "group"}, "model.pt")
+    assert str(caught.value) == (
+        "model.pt: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has a GroupNorm variant"
+    )
+
+
+def test_params_yaml_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    defaults_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert load_params() == Params()
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
@@ -276,6 +352,8 @@ def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
         ({"train.nesterov": True}, "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"),
         ({"model.layer4_stride": 4}, "model.layer4_stride = 4 is not allowed; expected one of 1, 2"),
         ({"model.layer4_stride": 1}, "only resnet18 has a layer4"),
+        ({"train.optimizer": "sgd", "train.nesterov": True, "train.momentum": 0},
+         "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"),
     ],
 )
 def test_optimizer_and_model_variant_are_validated(changes, message):

@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from cifar.chance import at_chance, likely_cause
+from cifar.chance import at_chance, binomial_tail, likely_cause, not_learning_warning
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.engine import TrainingRun, fit, train_epoch
 from cifar.errors import ConfigError, TrainingError
@@ -78,11 +80,50 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
         ([2.2, 1.9], 0.002, "the training loss went from 2.2 to 1.9, below guessing's 2.3: the model fits its training "
                             "batches, but 30 steps in all were too few: raise train.epochs"),
+        # A clear rise is divergence even while the loss stays below guessing's.
+        ([2.0, 2.3], 0.05, "the training loss went from 2 to 2.3 (highest 2.3; guessing scores 2.3): it diverged"),
+        # A rise smaller than the rest of guessing's loss (5% of 2.3) is flat.
+        ([2.30, 2.35], 1e-5, "the training loss went from 2.3 to 2.35, still near guessing's 2.3: the model barely moved"),
     ],
-    ids=["falling-at-a-tiny-lr", "flat", "rising", "exploded-then-collapsed", "non-finite", "too-few-steps"],
+    ids=["falling-at-a-tiny-lr", "flat", "rising", "exploded-then-collapsed", "non-finite", "too-few-steps",
+         "rising-below-guessing", "rising-within-flat"],
 )
 def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, advice):
     assert advice in likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, 30)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "accuracy", "warned"),
+    # The OneCycle peak at epoch 2; 0.1 on 500 images is guessing, 0.9 is learning.
+    [(3, 0.1, True), (2, 0.1, False), (1, 0.1, False), (3, 0.9, False)],
+    ids=["at-chance-after-the-peak", "at-chance-at-the-peak", "at-chance-before-the-peak", "learning-after-the-peak"],
+)
+def test_the_chance_alarm_sounds_after_the_peak_only_and_at_chance_only(epoch, accuracy, warned):
+    history = [{"epoch": number, "test_accuracy": accuracy, "train_loss": loss} for number, loss in zip(range(1, epoch + 1), [2.2, 2.0, 1.9])]
+    warning = not_learning_warning(history, 10, tested_on=500, peak_epoch=2, max_lr=0.01, steps=30)
+    if not warned:
+        assert warning is None
+    else:
+        assert warning == (
+            "test accuracy 0.100 on 500 images is not above chance (0.100) at epoch 3, after the OneCycle peak at "
+            "epoch 2: the model is not learning; the training loss went from 2.2 to 1.9, below guessing's 2.3: the "
+            "model fits its training batches, but 30 steps in all were too few: raise train.epochs or "
+            "data.train_limit, or lower train.batch_size"
+        )
+
+
+def test_the_chance_test_sums_the_binomial_tail_exactly_and_stays_a_probability():
+    for trials in range(1, 13):
+        for probability in (0.1, 0.5):
+            for successes in range(-1, trials + 2):
+                exact = sum(
+                    math.comb(trials, k) * probability**k * (1 - probability) ** (trials - k)
+                    for k in range(max(successes, 0), trials + 1)
+                )
+                tail = binomial_tail(successes, trials, probability)
+                assert tail == pytest.approx(exact, rel=1e-9, abs=1e-300), (successes, trials, probability)
+                # Rounding in the sum may pass 1 (1 + 2e-16 for 3 trials); a probability may not.
+                assert 0.0 <= tail <= 1.0
 
 
 def test_history_and_schedule_cover_every_epoch_and_step():

@@ -15,7 +15,7 @@ from bench import lr_picks
 from cifar.config import AugmentConfig, LRFindConfig, TrainConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-from cifar.lr_find import SMOOTH_F, range_test, read_curve, valley_index
+from cifar.lr_find import SMOOTH_F, in_last_tenth, loss_falls_at, range_test, read_curve, valley_index
 from cifar.sources import synthetic_split
 from generated import CPU
 from pipeline_repo import REPO, copy_of, dvc, stage
@@ -108,6 +108,107 @@ def test_noise_alone_seldom_reads_as_a_descent():
     assert verdicts.count("descent") <= 2 and verdicts.count("flat") >= 390
 
 
+def recorded(raw_losses):
+    """The smoothed curve torch-lr-finder records for these per-step losses."""
+    return pd.Series(raw_losses, dtype=float).ewm(alpha=SMOOTH_F, adjust=False).mean().tolist()
+
+
+def test_a_loss_that_does_not_move_at_all_is_flat():
+    # LRs too small to change a float32 weight: every step's loss is the same, to the last bit.
+    test = read_curve(exponential_lrs(1e-12, 1e-10, 20), [2.3] * 20, LRFindConfig(start_lr=1e-12, end_lr=1e-10, num_iter=20))
+    assert (test.reading.verdict, test.reading.fall, test.reading.noise, test.max_lr) == ("flat", 0.0, 0.0, None)
+
+
+def test_a_fall_within_the_first_steps_is_a_descent():
+    # A start_lr that already learns: the loss drops at step 3 and stays down.
+    raw = np.array([2.3] * 3 + [1.5] * 27) + 0.01 * np.random.default_rng(0).standard_normal(30)
+    test = read_curve(exponential_lrs(1e-3, 1.0, 30), recorded(raw), LRFindConfig(start_lr=1e-3, end_lr=1.0, num_iter=30))
+    assert test.reading.verdict == "descent" and test.reading.fall == pytest.approx(0.8, abs=0.05)
+
+
+def test_a_loss_that_blows_up_ends_the_curve_there():
+    lrs = exponential_lrs(1e-7, 0.1, 32)
+    losses = recorded(np.linspace(2.3, 1.0, 30)) + [float("inf"), float("nan")]
+    test = read_curve(lrs, losses, LRFindConfig(num_iter=32, pick="min_loss"))
+    assert test.lrs == lrs[:30] and test.losses == losses[:30]
+    assert test.reading.verdict == "descent" and test.max_lr == lrs[29] and test.min_loss == losses[29]
+
+
+def test_a_curve_cut_to_two_steps_is_too_short_to_read():
+    lrs = exponential_lrs(1e-7, 0.1, 10)
+    test = read_curve(lrs, recorded([2.3, 2.2]) + [float("inf")] * 8, LRFindConfig(num_iter=10))
+    assert (test.reading.verdict, test.reading.noise) == ("flat", 0.0)
+    assert "its step-to-step noise of 0, and never rose clearly either (lr 1e-07 to 4.64e-07 in 2 steps)" in test.no_descent
+
+
+def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():
+    # An inf loss gives inf gradients, which leave nan weights, hence nan losses, at the next steps.
+    with pytest.raises(TrainingError) as caught:
+        read_curve(exponential_lrs(1e-7, 0.1, 10), [float("inf")] + [float("nan")] * 9, LRFindConfig(num_iter=10))
+    assert str(caught.value) == "lr_find: the loss is inf at the first step (lr 1e-07); lower lr_find.start_lr"
+
+
+def steady_descent(steps):
+    lrs = exponential_lrs(1e-4, 1.0, steps)
+    return lrs, recorded(np.linspace(2.3, 1.0, steps))
+
+
+def test_steepest_needs_17_steps_and_says_so():
+    lrs, losses = steady_descent(17)
+    test = read_curve(lrs, losses, LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=17, pick="steepest"))
+    assert test.max_lr is not None and test.max_lr == test.steepest_lr
+    lrs, losses = steady_descent(16)
+    with pytest.raises(TrainingError) as caught:
+        read_curve(lrs, losses, LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=16, pick="steepest"))
+    assert str(caught.value) == (
+        "lr_find.pick = 'steepest' needs at least 17 recorded steps, but the range test stopped after 16 "
+        "(the loss diverged); lower lr_find.end_lr or use lr_find.pick = 'valley'"
+    )
+    # The other rules read a curve of any length.
+    test = read_curve(lrs, losses, LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=16, pick="valley"))
+    assert test.max_lr == test.valley_lr and test.steepest_lr is None
+
+
+def test_steepest_picks_where_the_loss_falls_fastest():
+    # The loss drops at step 30: there the smoothed curve falls fastest.
+    lrs = exponential_lrs(1e-6, 1.0, 60)
+    test = read_curve(lrs, recorded([2.3] * 30 + [1.3] * 30), LRFindConfig(start_lr=1e-6, end_lr=1.0, num_iter=60, pick="steepest"))
+    assert test.max_lr == lrs[30]
+
+
+def test_min_loss_picks_where_the_loss_no_longer_falls_and_says_so():
+    lrs = exponential_lrs(1e-7, 1.0, 100)
+    test = read_curve(lrs, recorded(u_shaped_curve()), LRFindConfig(end_lr=1.0, pick="min_loss"))
+    assert test.max_lr == test.lr_at_min_loss and test.past_descent and not test.at_range_end
+    assert test.warnings == [
+        f"the smoothed loss no longer falls at the chosen max_lr {test.max_lr:.3g}: training there sits at the edge "
+        "of divergence; lr_find.pick = 'valley' or 'min_loss_div10' picks inside the descent"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lr", "start_lr", "end_lr", "step_mode", "in_it"),
+    [
+        # 1e-7 to 0.1 in exponential steps: the last tenth of six decades starts at 10**-1.6 = 0.0251.
+        (0.03, 1e-7, 0.1, "exp", True), (0.02, 1e-7, 0.1, "exp", False), (1e-5, 1e-7, 0.1, "exp", False),
+        # In linear steps from 1 to 11 it starts after 10; on a log scale it would start at 8.6.
+        (10.5, 1.0, 11.0, "linear", True), (10.0, 1.0, 11.0, "linear", False), (9.0, 1.0, 11.0, "linear", False),
+    ],
+)
+def test_the_last_tenth_of_the_range_is_measured_on_its_own_scale(lr, start_lr, end_lr, step_mode, in_it):
+    assert in_last_tenth(lr, LRFindConfig(start_lr=start_lr, end_lr=end_lr, step_mode=step_mode)) == in_it
+
+
+def test_the_loss_falls_at_a_step_when_the_next_one_is_lower():
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1]
+    assert loss_falls_at(1e-3, lrs, [2.0, 1.9, 1.8, 1.7])
+    assert loss_falls_at(1e-2, lrs, [2.0, 1.9, 1.8, 1.7])  # the last step is the next one
+    assert not loss_falls_at(1e-1, lrs, [2.0, 1.9, 1.8, 1.7])  # nothing after the last step
+    assert not loss_falls_at(1e-3, lrs, [2.0, 1.9, 1.9, 1.7])  # level is not falling
+    assert not loss_falls_at(1e-3, lrs, [2.0, 1.9, 2.0, 1.8])
+    assert loss_falls_at(1.2e-3, lrs, [2.0, 1.9, 1.8, 1.9])  # the recorded step nearest the LR
+
+
 def u_shaped_curve():
     """Flat, then a steady fall from step 20 to step 70, then a blow-up."""
     return [2.3] * 20 + list(np.linspace(2.3, 0.8, 50)) + list(np.linspace(0.9, 9.0, 30))
@@ -115,6 +216,11 @@ def u_shaped_curve():
 
 def test_valley_is_halfway_along_the_longest_descent():
     assert valley_index(u_shaped_curve()) == 44
+
+
+def test_valley_is_the_middle_step_of_a_descent_with_one():
+    assert valley_index([3.0, 2.0, 1.0, 0.5, 0.2, 5.0]) == 2
+    assert valley_index([3.0, 3.0, 2.0, 1.0, 0.5, 0.2, 5.0]) == 3
 
 
 def test_valley_ignores_a_noisy_blip_inside_the_descent():
@@ -148,9 +254,54 @@ def test_each_rule_picks_a_learning_rate_inside_the_range(capsys, pick):
         "min_loss": test.lr_at_min_loss, "min_loss_div10": test.lr_at_min_loss / 10,
         "steepest": test.steepest_lr, "valley": test.valley_lr,
     }[pick]
-    assert test.max_lr == pytest.approx(expected)
+    assert test.max_lr == pytest.approx(expected) and test.pick == pick
+    assert test.min_loss == min(test.losses)
     if pick == "valley":
         assert test.max_lr == test.valley_lr and not test.past_descent
+
+
+@pytest.mark.parametrize(("step_mode", "spaced"), [("exp", np.geomspace), ("linear", np.linspace)])
+def test_the_range_test_steps_num_iter_times_from_start_lr_to_end_lr(capsys, step_mode, spaced):
+    test = small_range_test(capsys, start_lr=1e-4, end_lr=1e-2, num_iter=12, step_mode=step_mode)
+    assert test.lrs == pytest.approx(spaced(1e-4, 1e-2, 12))
+
+
+class RecordingModel(nn.Module):
+    """small_range_test's model, recording the dtype of its outputs and the weights of each step."""
+
+    def __init__(self, logit_scale=1.0):
+        super().__init__()
+        self.linear, self.logit_scale = nn.Linear(3 * 32 * 32, 10), logit_scale
+        self.output_dtypes, self.weights = set(), []
+
+    def forward(self, images):
+        self.weights.append(self.linear.weight.detach().clone())
+        logits = self.linear(images.flatten(1)) * self.logit_scale
+        self.output_dtypes.add(logits.dtype)
+        return logits
+
+
+def bf16_range_test(model, capsys, optimizer="adam"):
+    loader = DeviceLoader(synthetic_split(64, seed=0), 16, CPU, shuffle=True)
+    config = LRFindConfig(start_lr=1e-6, end_lr=1e-3, num_iter=3)
+    range_test(model, loader, config, TrainConfig(weight_decay=0.0, optimizer=optimizer), CPU, "bf16")
+    assert capsys.readouterr().out == ""
+
+
+def test_a_bf16_range_test_runs_the_model_in_bfloat16_as_training_does(capsys):
+    torch.manual_seed(0)
+    model = RecordingModel()
+    bf16_range_test(model, capsys)
+    assert model.output_dtypes == {torch.bfloat16}
+
+
+def test_a_bf16_range_test_takes_every_step_as_training_does(capsys):
+    # A loss near 1e34: finite, but not once multiplied by a loss scaler's 65,536, which would
+    # skip the step. bf16 has float32's range: training scales no loss, nor may the range test.
+    torch.manual_seed(0)
+    model = RecordingModel(logit_scale=1e34)
+    bf16_range_test(model, capsys, optimizer="sgd")
+    assert len(model.weights) >= 2 and not torch.equal(model.weights[0], model.weights[1])
 
 
 def without_descent(repro, tmp_path, max_lr):

@@ -2,6 +2,7 @@
 module or test file fails here rather than scoring nothing."""
 
 import ast
+import json
 import subprocess
 import sys
 import tomllib
@@ -37,3 +38,32 @@ def test_a_module_that_is_not_mutated_is_refused_with_the_fix():
         f"mutation.py: error: cifar/nowhere.py is not mutated; name one of {', '.join(TOOL['mutmut']['only_mutate'])} "
         "or add it to [tool.mutmut] only_mutate in pyproject.toml"
     )
+
+
+# Collects the tests mutmut selects, as mutmut does (its extra arguments last), and prints each
+# test's name and whether it uses the repro fixture, which runs the whole DVC pipeline.
+COLLECT_AS_MUTMUT = """
+import json, sys, pytest
+class Record:
+    selected, deselected = {}, {}
+    def pytest_collection_modifyitems(self, items):
+        Record.selected = {item.nodeid: "repro" in item.fixturenames for item in items}
+    def pytest_deselected(self, items):
+        Record.deselected |= {item.nodeid: "repro" in item.fixturenames for item in items}
+pytest.main(sys.argv[1:], plugins=[Record()])
+print(json.dumps([{k: v for k, v in Record.selected.items() if k not in Record.deselected}, Record.deselected]))
+"""
+
+
+def test_no_test_that_runs_the_dvc_pipeline_is_run_against_mutants():
+    mutmut = TOOL["mutmut"]
+    result = subprocess.run(
+        [sys.executable, "-c", COLLECT_AS_MUTMUT, "--collect-only", "-qq", "-p", "no:cacheprovider",
+         *mutmut["pytest_add_cli_args_test_selection"], *mutmut["pytest_add_cli_args"]],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    selected, deselected = json.loads(result.stdout.splitlines()[-1])
+    assert selected, result.stdout + result.stderr
+    assert not [test for test, runs_pipeline in selected.items() if runs_pipeline]
+    # Left out by mutmut's arguments, not by chance: the selected files do hold such tests.
+    assert any(deselected.values())
