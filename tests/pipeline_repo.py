@@ -145,6 +145,13 @@ def fresh_clone(published: tuple[Path, Path], destination: Path) -> Path:
     return destination
 
 
+def object_path(cache: Path, root: Path, output: str) -> Path:
+    """Where a DVC cache or remote keeps the file of one output, by its md5 in root's dvc.lock."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (md5,) = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] == output}
+    return cache / "files" / "md5" / md5[:2] / md5[2:]
+
+
 def workspace_digests(root: Path) -> dict[str, str]:
     """Every file outside .git and .dvc, by content."""
     return {

@@ -589,7 +589,7 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
 def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):
     """The checkpoint of a finished run stays until every output is written; the re-run after
     a full disk while saving the model trained from scratch."""
-    with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 192}})
+    with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 128}})
     with monkeypatch.context() as full_disk:
         onto_a_full_disk(full_disk, torch, "save", 1, only_named=Path(paths.MODEL).name)
         with pytest.raises(OutputError, match=f"disk full while writing {paths.MODEL}"):

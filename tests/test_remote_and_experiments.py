@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cifar.dataset import file_digest as digest
-from pipeline_repo import REPO, default_params, dvc, fresh_clone, push_results, run, workspace_digests
+from pipeline_repo import REPO, default_params, dvc, fresh_clone, object_path, push_results, run, workspace_digests
 from stages import paths
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
@@ -60,13 +60,6 @@ def test_a_committed_run_keeps_its_results_out_of_git(published):
     folders = {Path(output).parts[0] for output in OUTPUTS}
     assert [path for path in tracked if Path(path).parts[0] in folders and Path(path).name != ".gitignore"] == []
     assert f"{Path(paths.LOSS_IMAGE).parent}/.gitignore" in tracked and "dvc.lock" in tracked
-
-
-def object_path(cache: Path, root: Path, output: str) -> Path:
-    """Where a DVC cache or remote keeps the file of one output, by its md5 in root's dvc.lock."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
-    (md5,) = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] == output}
-    return cache / "files" / "md5" / md5[:2] / md5[2:]
 
 
 def downloaded(clone: Path) -> list[str]:

@@ -15,7 +15,7 @@ import torch
 from generated import make_class_tree
 from cifar.config import load_params
 from dvc_internals import apply_overrides
-from pipeline_repo import REPO, copy_of, dvc, environment, stage, workspace_digests
+from pipeline_repo import REPO, copy_of, dvc, environment, object_path, stage, workspace_digests
 from stages import paths
 
 def quality_metrics(root):
@@ -29,9 +29,11 @@ def weights(root):
 @pytest.mark.full
 def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro, tmp_path):
     uninterrupted, _ = repro
-    # The finished run without its model and run cache: `dvc repro` must train again, from scratch.
+    # The finished run with its model gone from the workspace, the DVC cache and the run cache,
+    # from which `dvc repro` would restore it: train must run again from scratch, nothing before it.
     root = copy_of(repro, tmp_path / "killed")
     (root / paths.MODEL).unlink()
+    object_path(root / ".dvc/cache", root, paths.MODEL).unlink()
     shutil.rmtree(root / ".dvc/cache/runs")
     checkpoint = root / paths.CHECKPOINT
     process = subprocess.Popen(
