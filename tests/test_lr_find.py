@@ -97,20 +97,19 @@ def test_a_range_that_ends_before_the_loss_moves_is_flat():
     assert "the loss fell by 0.07 at most" in test.no_descent and "and never rose clearly either" in test.no_descent
 
 
+def recorded(raw_losses):
+    """The smoothed curve torch-lr-finder records for these per-step losses."""
+    return pd.Series(raw_losses, dtype=float).ewm(alpha=SMOOTH_F, adjust=False).mean().tolist()
+
+
 def test_noise_alone_seldom_reads_as_a_descent():
     rng = np.random.default_rng(0)
     lrs = exponential_lrs(1e-7, 0.1, 50)
     verdicts = [
-        read_curve(lrs, pd.Series(2.3 + 0.05 * rng.standard_normal(50)).ewm(alpha=SMOOTH_F, adjust=False).mean().tolist(),
-                   LRFindConfig(num_iter=50)).reading.verdict
+        read_curve(lrs, recorded(2.3 + 0.05 * rng.standard_normal(50)), LRFindConfig(num_iter=50)).reading.verdict
         for _ in range(400)
     ]
     assert verdicts.count("descent") <= 2 and verdicts.count("flat") >= 390
-
-
-def recorded(raw_losses):
-    """The smoothed curve torch-lr-finder records for these per-step losses."""
-    return pd.Series(raw_losses, dtype=float).ewm(alpha=SMOOTH_F, adjust=False).mean().tolist()
 
 
 def test_a_loss_that_does_not_move_at_all_is_flat():
