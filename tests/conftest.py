@@ -1,16 +1,25 @@
+import fcntl
 import shutil
 
 import pytest
 
-from pipeline_repo import SMALL_SYNTHETIC, dvc, make_pipeline_repo, push_results, run
+from pipeline_repo import SMALL_SYNTHETIC, copy_of, dvc, make_pipeline_repo, push_results, run
 
 
 @pytest.fixture(scope="session")
-def repro(tmp_path_factory):
-    """One `dvc repro` of the whole pipeline on synthetic data: (root, log)."""
-    root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline"), SMALL_SYNTHETIC)
-    first = dvc(root, "repro")
-    return root, first.stdout + first.stderr
+def repro(tmp_path_factory, worker_id):
+    """One `dvc repro` of the whole pipeline on synthetic data: (root, log). The run is made
+    once, by the first xdist worker to need it, and each worker gets its own copy: a run
+    costs about four minutes of both CI cores, and the copy under a second."""
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp if worker_id == "master" else basetemp.parent  # the parent is this session's, common to its workers
+    made, log = shared / "pipeline-run", shared / "pipeline-run.log"
+    with (shared / "pipeline-run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here; released on close
+        if not log.exists():
+            first = dvc(make_pipeline_repo(made, SMALL_SYNTHETIC), "repro")
+            log.write_text(first.stdout + first.stderr)
+    return copy_of((made, None), tmp_path_factory.mktemp("pipeline")), log.read_text()
 
 
 @pytest.fixture(scope="module")
