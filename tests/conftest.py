@@ -19,7 +19,7 @@ def repro(tmp_path_factory, worker_id):
         if not log.exists():
             first = dvc(make_pipeline_repo(made, SMALL_SYNTHETIC), "repro")
             log.write_text(first.stdout + first.stderr)
-    return copy_of((made, None), tmp_path_factory.mktemp("pipeline")), log.read_text()
+    return copy_of((made, None), tmp_path_factory.mktemp("pipeline") / "repo"), log.read_text()
 
 
 @pytest.fixture(scope="module")
