@@ -331,6 +331,14 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
         members = bundle.infolist()
         if len(members) > MAX_MEMBERS:
             raise _too_many_members(archive)
+        # zipfile reads from the end record back and skips whatever precedes the first member:
+        # the whole of the first of two joined zips, whose images would go unread.
+        skipped = min((member.header_offset for member in members), default=0)
+        if skipped:
+            raise DataError(
+                f"{archive}: {skipped:,} bytes come before its first member (two zips joined into one, or a "
+                f"self-extracting stub), and would be skipped unread; re-create the zip from a plain folder of images"
+            )
         for member in members:
             _check_name(archive, member.filename)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
@@ -389,6 +397,8 @@ _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions
 
 def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:
     """A second member of the same path would silently replace the first: a poisoned label."""
+    if not PurePosixPath(name).parts:  # '', '.' or './' name the archive's own folder, never a file
+        raise _unsafe(archive, name, "a file without a name, where only folders may be '.'")
     path = str(PurePosixPath(name))
     if path in members:
         raise DataError(

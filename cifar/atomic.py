@@ -49,12 +49,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def _write_errors_as_output_error(target: Path) -> Iterator[None]:
-    """A failed write as one line: a full disk, or a folder that is read-only or not a folder."""
+    """A failed write as one line: a full disk, a file-size limit, or a folder that is read-only or not a folder."""
     try:
         yield
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputError(f"disk full while writing {target}; free space and re-run") from None
+        if error.errno == errno.EFBIG:
+            raise OutputError(
+                f"cannot write {target}: larger than the largest file this process may write (`ulimit -f`, or the "
+                f"file system's own limit); raise that limit and re-run"
+            ) from None
         raise OutputError(
             f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
             f"you may write to, and re-run"

@@ -186,7 +186,11 @@ def _build(cls, raw: object, prefix: str, source: str):
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be numbers or null too
     if unknown:
-        name = unknown[0] if isinstance(unknown[0], str) and len(unknown[0]) <= 60 else short_repr(unknown[0])
+        name = unknown[0]
+        if not isinstance(name, str) or len(name) > 60:
+            name = short_repr(name)
+        elif not (name.isascii() and name.isprintable()):
+            name = ascii(name)  # escaped: a look-alike letter or an invisible one shows as what it is
         raise ConfigError(f"{source}: unknown key {prefix}{name}; allowed keys here: {', '.join(fields)}")
     values = {}
     for name, value in raw.items():
@@ -271,6 +275,12 @@ def _check_across_keys(params: Params, source: str) -> None:
         raise ConfigError(
             f"{source}: lr_find.end_lr = {params.lr_find.end_lr} is not allowed; "
             f"it must be larger than lr_find.start_lr = {params.lr_find.start_lr}"
+        )
+    if not math.isfinite(params.lr_find.end_lr / params.lr_find.start_lr):
+        # The range's steps multiply start_lr by powers of this ratio: every one would be inf.
+        raise ConfigError(
+            f"{source}: lr_find.start_lr = {params.lr_find.start_lr} is not allowed with lr_find.end_lr = "
+            f"{params.lr_find.end_lr}: their ratio overflows a float; raise start_lr (the default is {LRFindConfig.start_lr})"
         )
     if params.model.name != "resnet18" and params.model.norm != "batch":
         raise ConfigError(

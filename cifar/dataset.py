@@ -74,6 +74,16 @@ SPLIT_FILE_SLACK_BYTES = 1 << 20
 MAX_CLASSES = 1000
 
 
+def check_same_classes(classes: tuple[str, ...], whose: str, split: Split, split_path: str, fix: str) -> None:
+    """Refuse to pair a model or split with a split whose label ids name other classes: each
+    label would silently stand for another class."""
+    if tuple(classes) != split.classes:
+        raise DataError(
+            f"{whose} has classes {', '.join(classes)} but {split_path} has {', '.join(split.classes)}, so each "
+            f"label id would name another class; {fix}"
+        )
+
+
 def file_digest(path: Path) -> str:
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()

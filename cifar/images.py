@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import math
 import stat
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
                 if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                     width, height = image.size
                     raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
+                if image.format == "PNG":
+                    _check_png_pixel_data(data, where)
                 return _as_rgb8(image)
     except UnidentifiedImageError:
         raise DataError(f"{where}: not a readable PNG or JPEG image, the only formats read; {_FIX}") from None
@@ -61,6 +66,39 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
+
+
+# PNG colour type -> samples per pixel (PNG spec, 11.2.2).
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 interlacing's seven passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_pixel_data(data: bytes, where: str) -> None:
+    """Refuse a PNG whose compressed pixel data ends before its last row. Hand-written because
+    Pillow (13.0) decodes such a file without a word and leaves the missing rows black, where
+    libpng says "Not enough image data"; the check inflates at most one image's bytes."""
+    width, height, depth, colour, interlaced = struct.unpack(">IIBB2xB", data[16:29])
+    if colour not in _PNG_SAMPLES:
+        return  # Pillow has refused it already
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    expected = 0
+    for column, row, column_step, row_step in passes:
+        columns, rows = math.ceil((width - column) / column_step), math.ceil((height - row) / row_step)
+        if columns > 0 and rows > 0:  # each row: a filter-type byte, then its packed samples
+            expected += rows * (1 + math.ceil(columns * depth * _PNG_SAMPLES[colour] / 8))
+    compressed, position = [], 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IDAT":
+            compressed.append(data[position + 8 : position + 8 + length])
+        position += 12 + length  # length, type, data, CRC
+    try:
+        found = len(zlib.decompressobj().decompress(b"".join(compressed), expected))
+    except zlib.error as error:
+        raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
+    if found < expected:
+        raise DataError(f"{where}: its pixel data ends early ({found:,} of {expected:,} bytes); {_FIX}")
 
 
 def _as_rgb8(image: Image.Image) -> np.ndarray:

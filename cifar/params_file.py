@@ -85,9 +85,14 @@ class _ParamsLoader(yaml.SafeLoader):
     def construct_yaml_int(self, node):
         # YAML 1.2: a leading zero is decimal (`010` is 10, not octal 8); 0o, 0x and 0b give the base.
         text = self.construct_scalar(node).replace("_", "")
-        sign = -1 if text[0] == "-" else 1
+        sign = -1 if text.startswith("-") else 1
         digits = text.lstrip("+-")
         base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2], 10)
+        if not (digits[2:] if base != 10 else digits):  # `_`, `-_` or `0x_` match YAML 1.2's integer pattern
+            raise _UnsupportedYaml(
+                f"{short_repr(node.value)} reads as an integer but holds no digit; write a number, or quote it for text",
+                node.start_mark,
+            )
         try:
             return sign * int(digits[2:] if base != 10 else digits, base)
         except ValueError:  # Python refuses to convert integers of more than 4,300 digits
@@ -121,8 +126,12 @@ for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
 
 def read_params_file(path: Path) -> object:
     """The file's YAML as plain Python values (an empty file is {}), or a one-line ConfigError."""
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives") from None
+    except OSError as error:  # a symbolic link that loops, a folder on the way that may not be searched
+        raise ConfigError(f"{path}: cannot read it ({error.strerror}); make it the YAML file of the pipeline's parameters") from None
     # Opening a named pipe would wait for a writer, a device could be read forever.
     if not path.is_file():
         raise ConfigError(f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters")

@@ -296,6 +296,12 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
                     skipped.setdefault(prefix, []).append(where)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
     if not complete:
+        if any("\\" in name for name in members):
+            raise DataError(
+                f"data.source = {str(archive)!r}: no train/ and test/ folders found, as its member names separate "
+                f"folders with '\\' (some Windows tools write them so); re-create it with '/' between folders, as "
+                f"`zip -r` does"
+            )
         raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
     complete.sort(key=lambda parts: (len(parts), parts))
     _check_one_tree(archive, ["/".join(prefix) or "." for prefix in complete])

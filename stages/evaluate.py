@@ -9,7 +9,7 @@ import pandas as pd
 from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import load_split
+from cifar.dataset import check_same_classes, load_split
 from cifar.errors import DataError
 from cifar.inference import predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
@@ -25,11 +25,7 @@ def main() -> None:
     device, precision = configure_runtime(params.train)
     trained = load_trained(paths.MODEL, device)
     test = load_split(paths.DATA, "test")
-    if trained.classes != test.classes:
-        raise DataError(
-            f"{paths.MODEL} was trained on classes {', '.join(trained.classes)} but {paths.DATA} holds "
-            f"{', '.join(test.classes)}; re-run the pipeline with `dvc repro`"
-        )
+    check_same_classes(trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`")
     result = predict(trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta)
     if not math.isfinite(result.loss):
         raise DataError(

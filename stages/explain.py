@@ -6,7 +6,7 @@ import logging
 from cifar.atomic import atomic_path, save_figure
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import load_split
+from cifar.dataset import check_same_classes, load_split
 from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import load_trained
 from cifar.plots import image_grid
@@ -23,6 +23,7 @@ def main() -> None:
     trained = load_trained(paths.MODEL, device)
     layers = resolve_layers(trained.model, trained.config.name, params.explain.layers)
     test = load_split(paths.DATA, "test")
+    check_same_classes(trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`")
     predictions = load_predictions(paths.PREDICTIONS, test)
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
     names = test.classes

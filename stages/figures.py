@@ -18,7 +18,7 @@ import torch
 from cifar.atomic import save_figure
 from cifar.augment import denormalize
 from cifar.cli import run_stage
-from cifar.config import Params, load_params
+from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import Split, load_split
 from cifar.errors import DataError, one_line, short_repr
 from cifar.loader import DeviceLoader
@@ -42,21 +42,28 @@ def main() -> None:
     curve = read_table(
         paths.LR_FIND_CURVE, {"lr": LEARNING_RATE, "loss": LOSS}, "lr_find", most_rows=params.lr_find.num_iter, least_rows=2
     )
-    chosen = read_lr_find_metrics()
+    chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
     save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
         curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
     ))
 
-    history = read_table(paths.HISTORY, HISTORY_COLUMNS, "train", most_rows=epochs, once="epoch")
+    # Train writes its tables once, whole: every epoch, every step, every class, never part of them.
+    epoch = Numbers(1, epochs, True, f"an epoch from 1 to train.epochs = {epochs}")
+    history = read_table(
+        paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
+    )
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    steps = epochs * math.ceil(len(train) / params.train.batch_size)
-    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps)["lr"].to_numpy()
+    steps = epochs * (len(train) // params.train.batch_size)  # as many as DeviceLoader.for_training's batches
+    step_lrs = read_table(
+        paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps, least_rows=steps
+    )["lr"].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
     per_class = read_table(
-        paths.PER_CLASS, {"class": test.classes, "accuracy": ACCURACY}, "evaluate", most_rows=len(test.classes), once="class"
+        paths.PER_CLASS, {"class": test.classes, "accuracy": ACCURACY}, "evaluate",
+        most_rows=len(test.classes), least_rows=len(test.classes), once="class",
     )
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
@@ -93,12 +100,14 @@ class Numbers:
         return below | (values > self.most)
 
 
-NUMBER = Numbers(-math.inf, math.inf, True, "a number")
 ACCURACY = Numbers(0, 1, True, "an accuracy from 0 to 1")
-LOSS = Numbers(0, math.inf, True, "a cross-entropy loss of 0 or more")
-LEARNING_RATE = Numbers(0, math.inf, False, "a learning rate above 0")
+# The stages compute losses in float32 (under bf16 autocast too): a larger one is not theirs,
+# and at about 1e308 matplotlib's tick placement fails with a raw ValueError.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+LOSS = Numbers(0, FLOAT32_MAX, True, f"a cross-entropy loss from 0 to {FLOAT32_MAX:.4g} (float32's largest)")
+LEARNING_RATE = Numbers(0, MAX_OPTIMIZER_FACTOR, False, f"a learning rate above 0 and at most {MAX_OPTIMIZER_FACTOR}")
 HISTORY_COLUMNS = {
-    "epoch": NUMBER, "train_loss": LOSS, "train_accuracy": ACCURACY, "test_loss": LOSS, "test_accuracy": ACCURACY,
+    "train_loss": LOSS, "train_accuracy": ACCURACY, "test_loss": LOSS, "test_accuracy": ACCURACY,
 }
 # A row of these tables is a few numbers or two class names, under 100 bytes: a table over
 # this many bytes per row its writer can write is not one it wrote, and is refused unparsed.
@@ -150,19 +159,28 @@ def shown(value) -> str:
     return short_repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def read_lr_find_metrics() -> dict:
+def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
+    """lr_find's picks, each within the LRs its curve tested (min_loss_div10 a tenth below)."""
     path = Path(paths.LR_FIND_METRICS)
     fix = "re-create it with `dvc repro lr_find`"
     try:
         chosen = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
+        descent = chosen.get("descent", True)
         # Without a descent lr_find chose nothing, and train ran at its fixed train.max_lr.
-        max_lr = chosen["max_lr"] if chosen.get("descent", True) else None
+        max_lr = chosen["max_lr"] if descent is True else None
         steepest = chosen.get("steepest_lr")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # RecursionError: deep nesting
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
-    for name, value in (("max_lr", max_lr), ("steepest_lr", steepest)):
+    if not isinstance(descent, bool):
+        raise DataError(f"{path}: descent = {short_repr(descent)} is not true or false; {fix}")
+    for name, value, least in (("max_lr", max_lr, lowest_tested / 10), ("steepest_lr", steepest, lowest_tested)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
             raise DataError(f"{path}: {name} = {short_repr(value)} is not a learning rate; {fix}")
+        if value is not None and not least <= value <= highest_tested:
+            raise DataError(
+                f"{path}: {name} = {short_repr(value)} lies outside the LRs {paths.LR_FIND_CURVE} tested "
+                f"({lowest_tested:.3g} to {highest_tested:.3g}); {fix}"
+            )
     return chosen
 
 

@@ -15,7 +15,7 @@ from cifar.chance import at_chance
 from cifar.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.cli import run_stage
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_params
-from cifar.dataset import load_split, split_digest
+from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.engine import fit
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
@@ -34,6 +34,8 @@ def main() -> None:
     max_lr = chosen_max_lr(params)
     seed_everything(params.seed)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    fix = "re-create both with `dvc repro download`"
+    check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
 
     model = on_device(build_model(params.model, len(train.classes)), device)
     write_text(paths.MODEL_SUMMARY, str(torchinfo.summary(

@@ -5,6 +5,7 @@ byte for byte as they were."""
 import errno
 import importlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -150,6 +151,29 @@ def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_n
         return real(*arguments, **options)
 
     monkeypatch.setattr(owner, writer, write)
+
+
+FILE_SIZE_LIMITED = f"""
+import resource
+from cifar.atomic import write_text
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+write_text({paths.CONFUSION!r}, "x" * 4096)
+"""
+
+
+def test_a_file_size_limit_is_named_as_such_not_as_a_folder_to_make_writable(tmp_path):
+    """EFBIG (`ulimit -f`) was reported as a folder to make writable; Python ignores SIGXFSZ,
+    so the write fails instead of killing the stage."""
+    Path(tmp_path / paths.CONFUSION).parent.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMITED], cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO)},
+        capture_output=True, text=True,
+    )
+    assert result.stderr.splitlines()[-1] == (
+        f"cifar.errors.OutputError: cannot write {paths.CONFUSION}: larger than the largest file this process may write "
+        f"(`ulimit -f`, or the file system's own limit); raise that limit and re-run"
+    )
+    assert list(Path(tmp_path / paths.CONFUSION).parent.iterdir()) == []
 
 
 def save_model(parameters: int) -> None:
@@ -543,6 +567,22 @@ def first_cell(column: str, value):
     return change
 
 
+EPOCHS = SMALL_SYNTHETIC["train"]["epochs"]
+STEPS = EPOCHS * (SMALL_SYNTHETIC["data"]["train_limit"] // SMALL_SYNTHETIC["train"]["batch_size"])
+
+
+def json_field(key: str, value):
+    """A change to a JSON object's text: `key` set to `value`."""
+    def change(text: str) -> str:
+        return json.dumps(json.loads(text) | {key: value})
+    return change
+
+
+def without_last_rows(count: int):
+    """A change to a CSV's text: its last `count` rows cut off."""
+    return lambda text: "\n".join(text.splitlines()[:-count]) + "\n"
+
+
 @pytest.mark.parametrize(
     ("path", "change", "problem", "stage"),
     [
@@ -565,8 +605,23 @@ def first_cell(column: str, value):
         (paths.HISTORY, first_cell("test_accuracy", 7.0),
          "column test_accuracy holds 7.0 in row 0, not an accuracy from 0 to 1", "train"),
         (paths.HISTORY, first_cell("train_loss", -3.0),
-         "column train_loss holds -3.0 in row 0, not a cross-entropy loss of 0 or more", "train"),
+         "column train_loss holds -3.0 in row 0, not a cross-entropy loss from 0 to 3.403e+38", "train"),
         (paths.LR_SCHEDULE, first_cell("lr", -1.0), "column lr holds -1.0 in row 0, not a learning rate above 0", "train"),
+        # Values no stage can write, where matplotlib's tick placement failed with a raw ValueError.
+        (paths.LR_FIND_CURVE, first_cell("loss", 1e308),
+         "column loss holds 1e+308 in row 0, not a cross-entropy loss from 0 to 3.403e+38 (float32's largest)", "lr_find"),
+        (paths.HISTORY, first_cell("epoch", 1e308), "column epoch holds 1e+308 in row 0, not an epoch from 1 to", "train"),
+        # Drawn with exit 0 as picks: values lr_find cannot write.
+        (paths.LR_FIND_METRICS, json_field("max_lr", 1e308), "max_lr = 1e+308 lies outside the LRs plots/lr_find.csv tested",
+         "lr_find"),
+        (paths.LR_FIND_METRICS, json_field("steepest_lr", 5e-324),
+         "steepest_lr = 5e-324 lies outside the LRs plots/lr_find.csv tested", "lr_find"),
+        (paths.LR_FIND_METRICS, json_field("descent", "false"), "descent = 'false' is not true or false", "lr_find"),
+        # Drawn with exit 0: part of an epoch's, a schedule's or a class's rows.
+        (paths.HISTORY, without_last_rows(1), f"{EPOCHS - 1} row(s), fewer than the {EPOCHS} that train writes", "train"),
+        (paths.LR_SCHEDULE, without_last_rows(STEPS // 2), f"{STEPS - STEPS // 2} row(s), fewer than the {STEPS} that train writes",
+         "train"),
+        (paths.PER_CLASS, without_last_rows(1), "9 row(s), fewer than the 10 that evaluate writes", "evaluate"),
         (paths.LR_FIND_CURVE, lambda text: "\n".join(text.splitlines()[:2]) + "\n",
          "1 row(s), fewer than the 2 that lr_find writes", "lr_find"),
         (paths.CONFUSION, lambda text: "\n".join(text.splitlines()[:6]) + "\n",
@@ -574,7 +629,8 @@ def first_cell(column: str, value):
     ],
     ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr",
          "class-twice", "epoch-twice", "accuracy-500%", "test-accuracy-700%", "negative-loss", "negative-lr",
-         "one-point-curve", "part-of-confusion"],
+         "curve-loss-1e308", "epoch-1e308", "max-lr-1e308", "subnormal-steepest-lr", "descent-as-text",
+         "history-part", "schedule-part", "per-class-part", "one-point-curve", "part-of-confusion"],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
     rewrite(path, change)
@@ -660,3 +716,33 @@ def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
     stage.send_signal(signal.SIGINT)
     _, stderr = stage.communicate()
     assert (stage.returncode, stderr) == (130, "error: interrupted before figures finished; no file is left half-written: run it again\n")
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "explain"])
+def test_a_model_of_other_classes_is_refused_before_a_label_is_misread(pipeline_run, stage):
+    """explain drew Grad-CAM for the test split's label ids, which name other classes in such a model."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    payload["classes"] = payload["classes"][::-1]
+    torch.save(payload, paths.MODEL)
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        importlib.import_module(f"stages.{stage}").main()
+    assert str(refused.value).startswith(f"{paths.MODEL} has classes {', '.join(payload['classes'])} but {paths.DATA}/test.npz has ")
+    assert str(refused.value).endswith(", so each label id would name another class; re-run the pipeline with `dvc repro`")
+    assert outputs(pipeline_run) == before
+
+
+def test_splits_of_other_classes_are_refused_before_training(pipeline_run, monkeypatch):
+    """Train ran to the end, then blamed too few steps for its accuracy at chance."""
+    train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    reordered = Split(test.images, len(test.classes) - 1 - test.labels, test.classes[::-1])
+    save_dataset({"train": train, "test": reordered}, paths.DATA)
+    monkeypatch.setattr(engine, "train_epoch", lambda *arguments, **options: pytest.fail("trained"))
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        stages.train.main()
+    assert str(refused.value) == (
+        f"{paths.DATA}/train.npz has classes {', '.join(train.classes)} but {paths.DATA}/test.npz has "
+        f"{', '.join(reordered.classes)}, so each label id would name another class; re-create both with `dvc repro download`"
+    )
+    assert outputs(pipeline_run) == before

@@ -961,3 +961,111 @@ def test_a_params_file_over_64_kib_is_refused_unread(pipeline):
         "error: params.yaml: larger than 64 KiB, while every key with a comment takes about 2 KiB; "
         "remove what does not belong in it"
     ))
+
+
+# 6. Variants a red-team pass found after the above: a member without a name, joined zips,
+# Windows separators, a PNG cut short inside its compressed data, params that only look right.
+
+
+@pytest.mark.parametrize(
+    ("archive_format", "name"),
+    [("tar", "."), ("tar", "./"), ("pax", ""), ("zip", ".")],
+    ids=["tar-dot", "tar-dot-slash", "pax-empty-path", "zip-dot"],
+)
+def test_a_file_member_without_a_name_is_refused(tree, tmp_path, downloads, archive_format, name):
+    """Each was a raw IndexError; a folder named '.' stays allowed (`tar -C dir -cf x.tar .` writes one)."""
+    archive = tmp_path / ("x.zip" if archive_format == "zip" else "x.tar")
+    if archive_format == "zip":
+        with zipfile.ZipFile(archive, "w") as bundle:
+            bundle.writestr(name, b"x")
+    else:
+        with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as bundle:
+            bundle.add(tree, "export")
+            member = tarfile.TarInfo(name or "renamed-by-its-pax-header")
+            member.size, member.pax_headers = 1, {"path": name} if archive_format == "pax" else {}
+            bundle.addfile(member, io.BytesIO(b"x"))
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: unsafe member {name!r} (a file without a name, where only folders may be '.')"
+    )
+
+
+def test_two_joined_zips_are_refused_not_read_as_the_second(tree, tmp_path, downloads):
+    """zipfile read only the second, whose cats were dogs: exit 0 and poisoned labels."""
+    first = archive_of(tree, "zip").read_bytes()
+    (tree / "train" / "cat").rename(tree / "train" / "was-cat")
+    (tree / "train" / "dog").rename(tree / "train" / "cat")
+    (tree / "train" / "was-cat").rename(tree / "train" / "dog")
+    joined = tmp_path / "joined.zip"
+    joined.write_bytes(first + archive_of(tree, "zip").read_bytes())
+    assert refused(DataError, import_from, joined, downloads) == (
+        f"{joined}: {len(first):,} bytes come before its first member (two zips joined into one, or a self-extracting "
+        f"stub), and would be skipped unread; re-create the zip from a plain folder of images"
+    )
+
+
+def test_a_zip_with_windows_separators_says_so(tree, tmp_path, downloads):
+    archive = tmp_path / "windows.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tree.rglob("*.png")):
+            bundle.write(path, "\\".join(path.relative_to(tree.parent).parts))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"data.source = {str(archive)!r}: no train/ and test/ folders found, as its member names separate folders with "
+        f"'\\' (some Windows tools write them so); re-create it with '/' between folders, as `zip -r` does"
+    )
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize("interlaced", [False, True], ids=["plain", "adam7"])
+def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced):
+    """Pillow decoded it without a word, the missing rows black. A whole file, and one whose
+    Adam7 passes (sized by the check) are all there, are still read."""
+    rows = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    scanlines = b"".join(
+        b"\0" + row.tobytes()  # filter type 0, then the row's pixels
+        for column, row_start, column_step, row_step in (passes if interlaced else ((0, 0, 1, 1),))
+        for row in rows[row_start::row_step, column::column_step]
+    )
+
+    def png(pixel_data: bytes) -> bytes:
+        header = struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, int(interlaced))  # 8-bit RGB
+        return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(pixel_data))
+                + png_chunk(b"IEND", b""))
+
+    path = tree / "train" / "airplane" / "0000.png"
+    path.write_bytes(png(scanlines))
+    assert np.array_equal(import_from(tree, tmp_path / "whole")["train"].images[0], rows)
+    path.write_bytes(png(scanlines[: len(scanlines) // 3]))
+    assert refused(DataError, import_from, tree, tmp_path / "cut") == (
+        f"{path}: its pixel data ends early ({len(scanlines) // 3:,} of {len(scanlines):,} bytes); "
+        f"replace it with a 32x32 PNG or JPEG file, or remove it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: -_\n", "params.yaml: line 1: '-_' reads as an integer but holds no digit; write a number, or quote it for text"),
+        ("train:\n  epochs: 0x_\n", "params.yaml: line 2: '0x_' reads as an integer but holds no digit"),
+        # A Cyrillic а and a zero-width space: shown raw, each key looked like an allowed one.
+        ("tr\u0430in:\n  epochs: 2\n", "params.yaml: unknown key 'tr\\u0430in'; allowed keys here: seed,"),
+        ("train:\n  epochs\u200b: 2\n", "params.yaml: unknown key train.'epochs\\u200b'; allowed keys here: epochs,"),
+        # Every step of the range was inf; the stage ran a minute, then blamed a diverged model.
+        ("lr_find:\n  start_lr: 5.0e-324\n",
+         "params.yaml: lr_find.start_lr = 5e-324 is not allowed with lr_find.end_lr = 0.1: their ratio overflows a float"),
+    ],
+    ids=["integer-without-digits", "hex-without-digits", "homoglyph-key", "zero-width-key", "lr-range-overflow"],
+)
+def test_params_that_only_look_right_are_named_plainly(tmp_path, text, message):
+    assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
+
+
+def test_a_params_file_that_is_a_looping_link_is_not_called_missing(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.symlink_to(path.name)
+    assert refused(ConfigError, load_params, path) == (
+        f"{path}: cannot read it (Too many levels of symbolic links); make it the YAML file of the pipeline's parameters"
+    )
