@@ -45,9 +45,13 @@ class _ParamsLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if getattr(event, "anchor", None) is not None:
-            raise _UnsupportedYaml("anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark)
+            raise _UnsupportedYaml(
+                "anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark
+            )
         if self.nesting >= MAX_YAML_NESTING:
-            raise _UnsupportedYaml(f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark)
+            raise _UnsupportedYaml(
+                f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark
+            )
         self.nesting += 1
         try:
             return super().compose_node(parent, index)
@@ -66,7 +70,8 @@ class _ParamsLoader(yaml.SafeLoader):
                 continue
             if repeated:
                 raise _UnsupportedYaml(
-                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one of them",
+                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one "
+                    f"of them",
                     key_node.start_mark,
                 )
             first_lines[key] = key_node.start_mark.line + 1
@@ -125,7 +130,9 @@ def read_params_file(path: Path) -> object:
         raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives")
     # Opening a named pipe would wait for a writer, a device could be read forever.
     if not path.is_file():
-        raise ConfigError(f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters")
+        raise ConfigError(
+            f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
+        )
     try:
         with path.open("rb") as stream:
             data = stream.read(MAX_PARAMS_FILE_BYTES + 1)  # one byte more tells a file over the limit
@@ -140,14 +147,18 @@ def read_params_file(path: Path) -> object:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_ParamsLoader) or {}
     except _UnsupportedYaml as error:
         raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
-        raise ConfigError(f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -30,7 +30,9 @@ def main() -> None:
             f"{paths.MODEL} was trained on classes {', '.join(trained.classes)} but {paths.DATA} holds "
             f"{', '.join(test.classes)}; re-run the pipeline with `dvc repro`"
         )
-    result = predict(trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta)
+    result = predict(
+        trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta
+    )
     if not math.isfinite(result.loss):
         raise DataError(
             f"{paths.MODEL}: the test loss on {paths.DATA} is {result.loss}, as the model's outputs are not finite; "
@@ -42,12 +44,17 @@ def main() -> None:
     names = np.array(test.classes)
     write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
     write_csv(paths.PER_CLASS, result.per_class(test.classes))
-    write_csv(paths.PREDICTIONS, pd.DataFrame({
-        "index": np.arange(len(result.labels)),
-        "label": result.labels,
-        "predicted": result.predicted,
-        "confidence": result.confidence,
-    }))
+    write_csv(
+        paths.PREDICTIONS,
+        pd.DataFrame(
+            {
+                "index": np.arange(len(result.labels)),
+                "label": result.labels,
+                "predicted": result.predicted,
+                "confidence": result.confidence,
+            }
+        ),
+    )
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 
