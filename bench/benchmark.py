@@ -137,7 +137,13 @@ def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_
     accuracy = predict(model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision).accuracy
     note = fp32_note(device) if precision == "fp32" else precision
     return Row(
-        "ours", config.name, timer.steady(), peak_memory_gib(device), accuracy, note, training_flops_per_image(config),
+        "ours",
+        config.name,
+        timer.steady(),
+        peak_memory_gib(device),
+        accuracy,
+        note,
+        training_flops_per_image(config),
         images_per_epoch=loader.images_per_epoch,
     )
 
@@ -186,12 +192,18 @@ def reference_loader(split: Split, batch_size: int, train: bool) -> DataLoader:
             Cutout(AUGMENT.cutout),
         ]
     return DataLoader(
-        PilDataset(split, transforms.Compose(steps)), batch_size=batch_size if train else EVAL_BATCH_SIZE,
-        shuffle=train, num_workers=REFERENCE_WORKERS, pin_memory=torch.cuda.is_available(), persistent_workers=True,
+        PilDataset(split, transforms.Compose(steps)),
+        batch_size=batch_size if train else EVAL_BATCH_SIZE,
+        shuffle=train,
+        num_workers=REFERENCE_WORKERS,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=True,
     )
 
 
-def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, batch_size: int, device: torch.device) -> Row:
+def run_reference(
+    config: ModelConfig, train: Split, test: Split, epochs: int, batch_size: int, device: torch.device
+) -> Row:
     seed_everything(0)
     reset_peak_memory(device)
     model = build_model(config).to(device)
@@ -218,8 +230,14 @@ def run_reference(config: ModelConfig, train: Split, test: Split, epochs: int, b
         for images, labels in reference_loader(test, batch_size, train=False):
             correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
     return Row(
-        "reference", config.name, timer.steady(), peak_memory_gib(device), correct / len(test),
-        f"{fp32_note(device)}, NCHW", training_flops_per_image(config), images_per_epoch=len(train),
+        "reference",
+        config.name,
+        timer.steady(),
+        peak_memory_gib(device),
+        correct / len(test),
+        f"{fp32_note(device)}, NCHW",
+        training_flops_per_image(config),
+        images_per_epoch=len(train),
     )
 
 
@@ -235,11 +253,17 @@ def run_airbench(train: Split, test: Split, device: torch.device) -> Row:
         # airbench reads cifar10/{train,test}.pt (uint8 NHWC images, int64 labels) from the cwd.
         os.mkdir("cifar10")
         for name, split in (("train", train), ("test", test)):
-            torch.save({
-                "images": torch.from_numpy(split.images), "labels": torch.from_numpy(split.labels),
-                "classes": list(split.classes),
-            }, f"cifar10/{name}.pt")
-        loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True)
+            torch.save(
+                {
+                    "images": torch.from_numpy(split.images),
+                    "labels": torch.from_numpy(split.labels),
+                    "classes": list(split.classes),
+                },
+                f"cifar10/{name}.pt",
+            )
+        loader = airbench.CifarLoader(
+            "cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True
+        )
         airbench.warmup94(train_loader=loader, verbose=False)
         reset_peak_memory(device)
         # Its own log holds its own timing: CUDA events around training only, cumulative per epoch.
@@ -249,8 +273,14 @@ def run_airbench(train: Split, test: Split, device: torch.device) -> Row:
     cumulative, tta_accuracy = airbench_log(log.getvalue())
     per_epoch = np.diff([0.0, *cumulative])
     return Row(
-        "airbench94", "airbench94", float(np.median(per_epoch)), peak_memory_gib(device), tta_accuracy,
-        f"{len(cumulative)} epochs, fp16, TTA", seconds_to_accuracy=cumulative[-1], images_per_epoch=len(train),
+        "airbench94",
+        "airbench94",
+        float(np.median(per_epoch)),
+        peak_memory_gib(device),
+        tta_accuracy,
+        f"{len(cumulative)} epochs, fp16, TTA",
+        seconds_to_accuracy=cumulative[-1],
+        images_per_epoch=len(train),
     )
 
 
@@ -286,8 +316,18 @@ def _working_directory(path: str):
 
 # Column: width. Fixed, so that each row prints as soon as it is measured.
 COLUMNS = {
-    "approach": 10, "model": 13, "device": 22, "s/epoch": 8, "images/s": 8, "TFLOP/s": 7, "s to acc": 8,
-    "peak GPU GiB": 12, "test acc": 8, "ours/reference": 14, "ours/airbench": 13, "note": 52,
+    "approach": 10,
+    "model": 13,
+    "device": 22,
+    "s/epoch": 8,
+    "images/s": 8,
+    "TFLOP/s": 7,
+    "s to acc": 8,
+    "peak GPU GiB": 12,
+    "test acc": 8,
+    "ours/reference": 14,
+    "ours/airbench": 13,
+    "note": 52,
 }
 
 
@@ -304,21 +344,35 @@ def table_row(row: Row, earlier: list[Row], device: torch.device) -> str:
     per_epoch = row.seconds_per_epoch
     throughput = per_epoch and row.images_per_epoch / per_epoch
     # Compared by images/s: our epochs skip the last partial batch, the others' do not.
-    others = {(other.approach, other.model): other.images_per_epoch / other.seconds_per_epoch
-              for other in earlier if other.seconds_per_epoch}
+    others = {
+        (other.approach, other.model): other.images_per_epoch / other.seconds_per_epoch
+        for other in earlier
+        if other.seconds_per_epoch
+    }
     faster_than_reference = faster_than_airbench = ""
     if row.approach == "ours" and throughput:
         reference = others.get(("reference", row.model))
         airbench_speed = others.get(("airbench94", "airbench94"))
         faster_than_reference = f"{throughput / reference:.2f}x" if reference else ""
         faster_than_airbench = f"{throughput / airbench_speed:.2f}x" if airbench_speed else "n/a"
-    return render([
-        row.approach, row.model, device_name(device) if per_epoch else "-",
-        _number(per_epoch, "{:.3f}"), _number(throughput, "{:.0f}"),
-        _number(row.train_flops_per_image and throughput and row.train_flops_per_image * throughput / 1e12, "{:.3g}"),
-        _number(row.seconds_to_accuracy, "{:.2f}"), _number(row.peak_memory_gib, "{:.2f}"),
-        _number(row.test_accuracy, "{:.4f}"), faster_than_reference, faster_than_airbench, row.note,
-    ])
+    return render(
+        [
+            row.approach,
+            row.model,
+            device_name(device) if per_epoch else "-",
+            _number(per_epoch, "{:.3f}"),
+            _number(throughput, "{:.0f}"),
+            _number(
+                row.train_flops_per_image and throughput and row.train_flops_per_image * throughput / 1e12, "{:.3g}"
+            ),
+            _number(row.seconds_to_accuracy, "{:.2f}"),
+            _number(row.peak_memory_gib, "{:.2f}"),
+            _number(row.test_accuracy, "{:.4f}"),
+            faster_than_reference,
+            faster_than_airbench,
+            row.note,
+        ]
+    )
 
 
 def _number(value, form: str) -> str:
@@ -338,11 +392,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="data/cifar10", help="the download stage's output folder")
     parser.add_argument("--train-limit", type=int, default=None, help="class-balanced training images (default: all)")
     parser.add_argument("--test-limit", type=int, default=None, help="class-balanced test images (default: all)")
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per row, after one warm-up epoch; the row reports their median")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=5,
+        help="timed epochs per row, after one warm-up epoch; the row reports their median",
+    )
     parser.add_argument("--batch-size", type=int, default=RECIPE.batch_size, help="default: the recipe's 512")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--skip", nargs="*", default=[], choices=("ours", "reference", "airbench", "resnet18"),
-                        help="leave rows out")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=("ours", "reference", "airbench", "resnet18"), help="leave rows out"
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -351,21 +411,32 @@ def main(argv: list[str] | None = None) -> None:
     test = class_balanced_subset(load_split(args.data, "test"), args.test_limit, "--test-limit")
     models = [m for m in MODELS if not (m.name == "resnet18" and "resnet18" in args.skip)]
     steps = len(train) // args.batch_size
-    print(f"{len(train)} training images ({steps} full batches of {args.batch_size}), {len(test)} test images, "
-          f"median of {args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}")
+    print(
+        f"{len(train)} training images ({steps} full batches of {args.batch_size}), {len(test)} test images, "
+        f"median of {args.epochs} timed epochs after 1 warm-up; torch {torch.__version__}; {device_name(device)}"
+    )
     print(header(), flush=True)
     # airbench and the reference first, so that each of our rows prints with both ratios.
     plan = [] if "airbench" in args.skip else [("airbench94", "airbench94", lambda: run_airbench(train, test, device))]
     for config in models:
         if "reference" not in args.skip:
-            plan.append(("reference", config.name, partial(run_reference, config, train, test, args.epochs, args.batch_size, device)))
+            plan.append(
+                (
+                    "reference",
+                    config.name,
+                    partial(run_reference, config, train, test, args.epochs, args.batch_size, device),
+                )
+            )
         if "ours" not in args.skip:
-            plan.append(("ours", config.name, partial(run_ours, config, train, test, args.epochs, args.batch_size, device)))
+            plan.append(
+                ("ours", config.name, partial(run_ours, config, train, test, args.epochs, args.batch_size, device))
+            )
     rows = []
     for approach, model, run in plan:
         row = measured(run, approach, model)
         print(table_row(row, rows, device), flush=True)
         rows.append(row)
+
 
 if __name__ == "__main__":
     run_stage(main, output_folders=())  # it writes no outputs to sweep

@@ -34,14 +34,25 @@ from stages import paths
 REPO = Path(__file__).resolve().parents[1]
 # Learns in about 10 minutes on 2 idle cores: 2,000 training images, 4 epochs peaking after the first.
 RECIPE = (
-    "data.train_limit=2000", "data.test_limit=500", "train.epochs=4",
-    "train.batch_size=128", "train.onecycle.max_at_epoch=1", "lr_find.num_iter=30",
+    "data.train_limit=2000",
+    "data.test_limit=500",
+    "train.epochs=4",
+    "train.batch_size=128",
+    "train.onecycle.max_at_epoch=1",
+    "lr_find.num_iter=30",
 )
 # The pictures README shows: the figures stage's, and three of explain's Grad-CAM grids.
 FIGURES = (
-    paths.LOSS_IMAGE, paths.ACCURACY_IMAGE, paths.LR_FINDER_IMAGE, paths.LR_SCHEDULE_IMAGE, paths.CONFUSION_IMAGE,
-    paths.PER_CLASS_IMAGE, paths.SAMPLES_IMAGE, paths.MISCLASSIFIED_IMAGE,
-    f"{paths.GRADCAM_IMAGES}/layer3_correct.png", f"{paths.GRADCAM_IMAGES}/layer3_predicted.png",
+    paths.LOSS_IMAGE,
+    paths.ACCURACY_IMAGE,
+    paths.LR_FINDER_IMAGE,
+    paths.LR_SCHEDULE_IMAGE,
+    paths.CONFUSION_IMAGE,
+    paths.PER_CLASS_IMAGE,
+    paths.SAMPLES_IMAGE,
+    paths.MISCLASSIFIED_IMAGE,
+    f"{paths.GRADCAM_IMAGES}/layer3_correct.png",
+    f"{paths.GRADCAM_IMAGES}/layer3_predicted.png",
     f"{paths.GRADCAM_IMAGES}/layer2_predicted.png",
 )
 RESULTS = "results.json"
@@ -82,8 +93,12 @@ def git(*arguments: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data.source: the JPEG mirror archive (or any local CIFAR-10 copy)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "cpu-run", help="where the figures and results.json go")
+    parser.add_argument(
+        "--data", required=True, help="data.source: the JPEG mirror archive (or any local CIFAR-10 copy)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "cpu-run", help="where the figures and results.json go"
+    )
     args = parser.parse_args(argv)
     data = str(Path(args.data).expanduser().resolve())
     if not Path(data).exists():
@@ -91,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (REPO / ".venv" / "bin" / "python").exists():
         sys.exit(f"error: {REPO / '.venv'} is not set up; run scripts/env.sh first")
     if git("status", "--porcelain", "--untracked-files=no"):
-        print("note: the checkout has uncommitted changes; the clone runs the last commit without them", file=sys.stderr)
+        print(
+            "note: the checkout has uncommitted changes; the clone runs the last commit without them", file=sys.stderr
+        )
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cpu-run-") as scratch:
@@ -114,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             "commit": git("rev-parse", "HEAD"),
             "command": shlex.join(recipe_command("/path/to/cifar10-jpeg.tar.xz")),
             "machine": {
-                "cpu": cpu_name(), "cores": os.cpu_count(), "device": environment["device"],
-                "load_average_before": round(load_before, 2), "load_average_after": round(load_after, 2),
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+                "device": environment["device"],
+                "load_average_before": round(load_before, 2),
+                "load_average_after": round(load_after, 2),
             },
             "torch": environment["torch"],
             "python": environment["python"],

@@ -48,14 +48,26 @@ from stages import paths
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("cifar", "stages", "dvc.yaml")
 RESNET18_GN = {
-    "model.name": "resnet18", "model.norm": "group", "model.layer4_stride": 1,
-    "train.optimizer": "sgd", "train.momentum": 0.9, "train.batch_size": 128, "train.epochs": 20,
-    "train.onecycle.max_at_epoch": 6, "train.onecycle.div_factor": 25, "train.onecycle.final_div_factor": 10000,
-    "train.onecycle.anneal_strategy": "cos", "train.max_lr": "find",
+    "model.name": "resnet18",
+    "model.norm": "group",
+    "model.layer4_stride": 1,
+    "train.optimizer": "sgd",
+    "train.momentum": 0.9,
+    "train.batch_size": 128,
+    "train.epochs": 20,
+    "train.onecycle.max_at_epoch": 6,
+    "train.onecycle.div_factor": 25,
+    "train.onecycle.final_div_factor": 10000,
+    "train.onecycle.anneal_strategy": "cos",
+    "train.max_lr": "find",
 }
 SMALL = {
-    "data.train_limit": 1000, "data.test_limit": 500, "train.epochs": 2, "train.batch_size": 128,
-    "train.onecycle.max_at_epoch": 1, "lr_find.num_iter": 20,
+    "data.train_limit": 1000,
+    "data.test_limit": 500,
+    "train.epochs": 2,
+    "train.batch_size": 128,
+    "train.onecycle.max_at_epoch": 1,
+    "lr_find.num_iter": 20,
 }
 
 
@@ -114,7 +126,10 @@ def run_stages(root: Path, stages: list[str], log: Path) -> dict[str, float]:
         for name in stages:
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", f"stages.{name}"], cwd=root, stdout=stream, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", f"stages.{name}"],
+                cwd=root,
+                stdout=stream,
+                stderr=subprocess.STDOUT,
                 env=os.environ | {"PYTHONPATH": without_repo(os.environ.get("PYTHONPATH", ""))},
             )
             seconds[name] = round(time.perf_counter() - started, 1)
@@ -141,8 +156,11 @@ def report(results: dict[str, dict], benchmark: str | None, environment: dict) -
         f"{environment['device']}, torch {environment['torch']}, CUDA {environment['cuda']}, "
         f"Python {environment['python']}; data: {environment['data']}{' (--small)' if environment['small'] else ''}",
         "",
-        *([f"{environment['jobs']} runs at a time shared the GPU: s/epoch below is not a solo timing.", ""]
-          if environment["jobs"] > 1 else []),
+        *(
+            [f"{environment['jobs']} runs at a time shared the GPU: s/epoch below is not a solo timing.", ""]
+            if environment["jobs"] > 1
+            else []
+        ),
         "| run | max_lr | test acc | flip-TTA acc | s/epoch | first epoch s | stage seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -152,22 +170,37 @@ def report(results: dict[str, dict], benchmark: str | None, environment: dict) -
         stages = ", ".join(f"{stage} {seconds}" for stage, seconds in result["seconds"].items())
         lines.append(
             f"| {name} | {train.get('max_lr', float('nan')):.3g} | {evaluate.get('accuracy', float('nan')):.4f} | "
-            f"{evaluate.get('flip_tta_accuracy', float('nan')):.4f} | {speed.get('seconds_per_epoch', float('nan')):.3f} | "
+            f"{evaluate.get('flip_tta_accuracy', float('nan')):.4f} | "
+            f"{speed.get('seconds_per_epoch', float('nan')):.3f} | "
             f"{speed.get('first_epoch_seconds', float('nan')):.2f} | {stages} |"
         )
+
     def metric(run: str, file: str, key: str):
         return results.get(run, {}).get("metrics", {}).get(file, {}).get(key)
 
-    seeds = [accuracy for seed in range(3) if (accuracy := metric(f"default-seed-{seed}", "evaluate", "accuracy")) is not None]
+    seeds = [
+        accuracy
+        for seed in range(3)
+        if (accuracy := metric(f"default-seed-{seed}", "evaluate", "accuracy")) is not None
+    ]
     if len(seeds) >= 2:
-        lines += ["", f"Default recipe over seeds 0-2: test accuracy {statistics.mean(seeds):.4f} ± {statistics.stdev(seeds):.4f}."]
-    first, again = (results.get(name, {}).get("metrics", {}).get("model_sha256") for name in ("default-seed-0", "default-seed-0-again"))
+        lines += [
+            "",
+            f"Default recipe over seeds 0-2: test accuracy {statistics.mean(seeds):.4f} ± "
+            f"{statistics.stdev(seeds):.4f}.",
+        ]
+    first, again = (
+        results.get(name, {}).get("metrics", {}).get("model_sha256")
+        for name in ("default-seed-0", "default-seed-0-again")
+    )
     if first and again:
         lines += ["", f"Determinism: model.pt of two seed-0 runs {'identical' if first == again else 'DIFFERENT'}."]
     deterministic = metric("default-seed-0", "speed", "seconds_per_epoch")
     free = metric("nondeterministic", "speed", "seconds_per_epoch")
     if deterministic and free:
-        lines.append(f"Cost of train.deterministic: {deterministic:.3f} vs {free:.3f} s/epoch ({deterministic / free - 1:+.1%}).")
+        lines.append(
+            f"Cost of train.deterministic: {deterministic:.3f} vs {free:.3f} s/epoch ({deterministic / free - 1:+.1%})."
+        )
     if benchmark is not None:
         lines += ["", "## Benchmark", "", "```", benchmark.strip(), "```"]
     lines.append("")
@@ -176,10 +209,14 @@ def report(results: dict[str, dict], benchmark: str | None, environment: dict) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data.source for every run: the mirror archive, a folder or 'official'")
+    parser.add_argument(
+        "--data", required=True, help="data.source for every run: the mirror archive, a folder or 'official'"
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder for report.md, runs.json and the logs")
     parser.add_argument("--small", action="store_true", help="a CPU rehearsal: 1,000 images, 2 epochs")
-    parser.add_argument("--only", nargs="*", choices=list(runs(small=False)), help="run only these runs (names as in the report)")
+    parser.add_argument(
+        "--only", nargs="*", choices=list(runs(small=False)), help="run only these runs (names as in the report)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once on the GPU (timings are solo only at 1)")
     parser.add_argument("--skip-benchmark", action="store_true", help="leave out bench/benchmark.py")
     args = parser.parse_args()
@@ -207,15 +244,25 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {name: pool.submit(one_run, name, changes) for name, changes in chosen.items()}
             results = {name: future.result() for name, future in futures.items()}
-        benchmark = None if args.skip_benchmark else subprocess.run(
-            [sys.executable, "-m", "bench.benchmark", "--data", str(base / paths.DATA)]
-            + (["--epochs", "1", "--batch-size", "128"] if args.small else []),
-            cwd=REPO, capture_output=True, text=True,
+        benchmark = (
+            None
+            if args.skip_benchmark
+            else subprocess.run(
+                [sys.executable, "-m", "bench.benchmark", "--data", str(base / paths.DATA)]
+                + (["--epochs", "1", "--batch-size", "128"] if args.small else []),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            )
         )
     environment = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "data": args.data, "small": args.small, "jobs": args.jobs,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "data": args.data,
+        "small": args.small,
+        "jobs": args.jobs,
     }
     (args.out / "runs.json").write_text(json.dumps({"environment": environment, "runs": results}, indent=2) + "\n")
     if benchmark is not None:

@@ -61,14 +61,22 @@ def settings(source: str, model: str, **overrides) -> Params:
         data=DataConfig(source=source, train_limit=5000, test_limit=1000),
         lr_find=replace(base.lr_find, **{key: value for key, value in overrides.items() if key != "max_lr"}),
         train=replace(
-            base.train, batch_size=512, epochs=3, onecycle=OneCycleConfig(max_at_epoch=1),
+            base.train,
+            batch_size=512,
+            epochs=3,
+            onecycle=OneCycleConfig(max_at_epoch=1),
             max_lr=overrides.get("max_lr", "find"),
         ),
     )
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available(), "torch": torch.__version__, "date": date.today().isoformat()}
+    return {
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+    }
 
 
 def on_grid(lr: float) -> float:
@@ -97,10 +105,19 @@ def record_curve(data: cifar.Data, source: str, model: str, steps: int) -> dict:
     seed_everything(params.seed)
     network = on_device(build_model(params.model, len(data.train.classes)), device)
     started = time.perf_counter()
-    test = range_test(network, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision)
+    test = range_test(
+        network, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision
+    )
     seconds = time.perf_counter() - started
     log.info("curve %s, %d steps: %.0f s", model, steps, seconds)
-    return {"model": model, "num_iter": steps, "lrs": test.lrs, "losses": test.losses, "seconds": round(seconds), **machine()}
+    return {
+        "model": model,
+        "num_iter": steps,
+        "lrs": test.lrs,
+        "losses": test.losses,
+        "seconds": round(seconds),
+        **machine(),
+    }
 
 
 def record_run_checkout(checkout: Path, curves: Store, runs: Store) -> None:
@@ -109,19 +126,35 @@ def record_run_checkout(checkout: Path, curves: Store, runs: Store) -> None:
     params = load_params(checkout / paths.PARAMS)
     model = next((name for name, config in MODELS.items() if config == params.model), None)
     if model is None or params != settings(params.data.source, model, num_iter=params.lr_find.num_iter):
-        raise SystemExit(f"error: {checkout / paths.PARAMS} does not hold this bench's settings (see bench/lr_picks.py)")
+        raise SystemExit(
+            f"error: {checkout / paths.PARAMS} does not hold this bench's settings (see bench/lr_picks.py)"
+        )
     steps = params.lr_find.num_iter
     if not curves.find(model=model, num_iter=steps):
         curve = pd.read_csv(checkout / paths.LR_FIND_CURVE)
-        curves.add({"model": model, "num_iter": steps, "lrs": curve["lr"].tolist(), "losses": curve["loss"].tolist(),
-                    "recorded_by": "the lr_find stage", **machine()})
+        curves.add(
+            {
+                "model": model,
+                "num_iter": steps,
+                "lrs": curve["lr"].tolist(),
+                "losses": curve["loss"].tolist(),
+                "recorded_by": "the lr_find stage",
+                **machine(),
+            }
+        )
     if (checkout / paths.HISTORY).exists():
         max_lr = json.loads((checkout / paths.TRAIN_METRICS).read_text())["max_lr"]
         history = pd.read_csv(checkout / paths.HISTORY)
-        run_near(runs, model, max_lr) or runs.add({
-            "model": model, "max_lr": max_lr, "test_accuracy": history["test_accuracy"].round(4).tolist(),
-            "train_loss": history["train_loss"].round(4).tolist(), "recorded_by": "the train stage", **machine(),
-        })
+        run_near(runs, model, max_lr) or runs.add(
+            {
+                "model": model,
+                "max_lr": max_lr,
+                "test_accuracy": history["test_accuracy"].round(4).tolist(),
+                "train_loss": history["train_loss"].round(4).tolist(),
+                "recorded_by": "the train stage",
+                **machine(),
+            }
+        )
 
 
 def run_near(runs: Store, model: str, lr: float) -> dict | None:
@@ -134,7 +167,10 @@ def train_run(data: cifar.Data, source: str, model: str, max_lr: float) -> dict:
     try:
         trained = cifar.train(settings(source, model, max_lr=max_lr), data)
         history = trained.history
-        outcome = {"test_accuracy": history["test_accuracy"].round(4).tolist(), "train_loss": history["train_loss"].round(4).tolist()}
+        outcome = {
+            "test_accuracy": history["test_accuracy"].round(4).tolist(),
+            "train_loss": history["train_loss"].round(4).tolist(),
+        }
     except TrainingError as error:  # a non-finite loss
         outcome = {"diverged": str(error)}
     log.info("run %s at max_lr %g: %s", model, max_lr, outcome)
@@ -144,7 +180,9 @@ def train_run(data: cifar.Data, source: str, model: str, max_lr: float) -> dict:
 def verdict_and_picks(curve: dict) -> tuple[str, dict[str, float | None]]:
     test = read_curve(curve["lrs"], curve["losses"], LRFindConfig(num_iter=curve["num_iter"]))
     reading = test.reading
-    verdict = f"{reading.verdict} (fall {reading.fall:.2g} = {reading.fall / reading.noise:.1f} × noise {reading.noise:.2g})"
+    verdict = (
+        f"{reading.verdict} (fall {reading.fall:.2g} = {reading.fall / reading.noise:.1f} × noise {reading.noise:.2g})"
+    )
     return verdict, rule_picks(test.lrs, test.losses)
 
 
@@ -173,11 +211,17 @@ def table(curves: Store, runs: Store) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="the CIFAR-10 source to measure on: a local archive or class-folder tree")
-    parser.add_argument("--lengths", type=int, nargs="+", default=RANGE_LENGTHS, help="range lengths to measure (steps)")
-    parser.add_argument("--curves-only", action="store_true", help="record the range tests, train nothing")
-    parser.add_argument("--table-only", action="store_true", help="print the table of what is recorded, measure nothing")
     parser.add_argument(
-        "--from-run", type=Path, metavar="CHECKOUT",
+        "--lengths", type=int, nargs="+", default=RANGE_LENGTHS, help="range lengths to measure (steps)"
+    )
+    parser.add_argument("--curves-only", action="store_true", help="record the range tests, train nothing")
+    parser.add_argument(
+        "--table-only", action="store_true", help="print the table of what is recorded, measure nothing"
+    )
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        metavar="CHECKOUT",
         help="record the range test and training of a pipeline run with these settings, measure nothing",
     )
     args = parser.parse_args()

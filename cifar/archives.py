@@ -16,9 +16,10 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from cifar.errors import DataError, short_repr
 
@@ -50,7 +51,13 @@ _EMPTY_BLOCK = bytes(BLOCKSIZE)
 # Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
 _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
-_EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 _KINDS = {
     tarfile.SYMTYPE: "a symbolic link",
     tarfile.LNKTYPE: "a hard link",
@@ -69,7 +76,13 @@ _READABLE_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_B
 # What a damaged archive raises while it is read, besides gzip's and bz2's OSErrors without
 # errno: a zip's garbled version field gives NotImplementedError, a garbled name UnicodeDecodeError.
 _CORRUPTION_ERRORS = (
-    _CorruptArchive, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError, UnicodeDecodeError
+    _CorruptArchive,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    UnicodeDecodeError,
 )
 _FIX = "extract it yourself and point data.source at the folder"
 
@@ -103,9 +116,8 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
 
 
 def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
-    with archive.open("rb") as raw:
-        with _decompressed(raw) as stream:
-            return _tar_members(stream, archive, limit)
+    with archive.open("rb") as raw, _decompressed(raw) as stream:
+        return _tar_members(stream, archive, limit)
 
 
 @contextmanager
@@ -234,8 +246,8 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes
             if not 0 <= header.size <= MAX_EXTENDED_HEADER_BYTES:
                 raise DataError(
                     f"{archive}: an extended header (pax or GNU long name) at byte {position - BLOCKSIZE} declares "
-                    f"{header.size:,} bytes, more than the {MAX_EXTENDED_HEADER_BYTES >> 20} MiB any name or attributes "
-                    f"need; the archive is damaged or hostile: {_FIX}"
+                    f"{header.size:,} bytes, more than the {MAX_EXTENDED_HEADER_BYTES >> 20} MiB any name or "
+                    f"attributes need; the archive is damaged or hostile: {_FIX}"
                 )
             data = _read_data(stream, header.size, archive, position, limit)
             if header.type == tarfile.XGLTYPE:
@@ -252,8 +264,10 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes
         count += 1
         if count > MAX_MEMBERS:
             raise _too_many_members(archive)
-        if header.type not in _FILE_TYPES + (tarfile.DIRTYPE,):
-            raise _unsafe(archive, name, _KINDS.get(header.type, f"a member of type {header.type!r}, which is not supported"))
+        if header.type not in (*_FILE_TYPES, tarfile.DIRTYPE):
+            raise _unsafe(
+                archive, name, _KINDS.get(header.type, f"a member of type {header.type!r}, which is not supported")
+            )
         _check_name(archive, name)
         if size < 0:
             raise _CorruptArchive(f"member {name[:200]!r} declares a negative size")
@@ -273,7 +287,9 @@ def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit:
     data = stream.read(size)
     padding = stream.read(_padded(size) - size)
     if len(data) + len(padding) < _padded(size):
-        raise _CorruptArchive(f"it ends at byte {position + len(data) + len(padding)}, inside a member: it was cut short")
+        raise _CorruptArchive(
+            f"it ends at byte {position + len(data) + len(padding)}, inside a member: it was cut short"
+        )
     return data
 
 
@@ -286,7 +302,9 @@ def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> No
     the stream (tar pads to 10 KiB records; a bomb could hide there)."""
     second = stream.read(BLOCKSIZE)
     if not second:
-        raise _CorruptArchive(f"it ends at byte {position + BLOCKSIZE}, inside the end-of-archive marker: it was cut short")
+        raise _CorruptArchive(
+            f"it ends at byte {position + BLOCKSIZE}, inside the end-of-archive marker: it was cut short"
+        )
     if second != _EMPTY_BLOCK:
         raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
     end = position + 2 * BLOCKSIZE
@@ -346,12 +364,14 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _unsafe(archive, member.filename, "a symbolic link or special file")
             if member.flag_bits & 0x1:
-                raise DataError(f"{archive}: member {member.filename[:200]!r} is encrypted; re-create the zip without a password")
+                raise DataError(
+                    f"{archive}: member {member.filename[:200]!r} is encrypted; re-create the zip without a password"
+                )
             if member.compress_type not in _READABLE_ZIP_METHODS:
                 method = zipfile.compressor_names.get(member.compress_type, member.compress_type)
                 raise DataError(
-                    f"{archive}: member {member.filename[:200]!r} uses compression method {method!r}, which Python cannot read; "
-                    f"re-create the zip with plain deflate (e.g. `zip -r`)"
+                    f"{archive}: member {member.filename[:200]!r} uses compression method {method!r}, which Python "
+                    f"cannot read; re-create the zip with plain deflate (e.g. `zip -r`)"
                 )
         _check_size(archive, sum(member.file_size for member in members), limit)
         found: dict[str, bytes] = {}
@@ -390,7 +410,8 @@ def _check_zip_directory(archive: Path) -> None:
 
 
 _END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
-_END_RECORD = struct.Struct("<4s4H2LH")  # signature, disk numbers, entries (2), directory size and offset, comment length
+# signature, disk numbers, entries (2), directory size and offset, comment length
+_END_RECORD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
 _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions, disks, entries (2), directory size
 
@@ -410,7 +431,8 @@ def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path
 
 def _too_many_members(archive: Path) -> DataError:
     return DataError(
-        f"{archive}: more than {MAX_MEMBERS:,} members, far more than CIFAR-10's 60,000 images; if it is genuine, {_FIX}"
+        f"{archive}: more than {MAX_MEMBERS:,} members, far more than CIFAR-10's 60,000 images; if it is genuine, "
+        f"{_FIX}"
     )
 
 

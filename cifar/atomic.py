@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from cifar.errors import OutputError, one_line
 
@@ -66,7 +66,9 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         ) from None
     except RuntimeError as error:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
-            raise OutputError(f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run") from None
+            raise OutputError(
+                f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run"
+            ) from None
         raise
 
 

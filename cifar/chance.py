@@ -31,7 +31,9 @@ def binomial_tail(successes: int, trials: int, probability: float) -> float:
     return min(1.0, math.exp(largest) * sum(math.exp(term - largest) for term in terms))
 
 
-def not_learning_warning(history: list[dict], num_classes: int, tested_on: int, peak_epoch: int, max_lr: float, steps: int) -> str | None:
+def not_learning_warning(
+    history: list[dict], num_classes: int, tested_on: int, peak_epoch: int, max_lr: float, steps: int
+) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]

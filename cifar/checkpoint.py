@@ -38,7 +38,8 @@ def loaded_source_digest(packages: tuple[str, ...]) -> str:
     """
     digest = hashlib.sha256()
     sources = {
-        name: module.__file__ for name, module in list(sys.modules.items())
+        name: module.__file__
+        for name, module in list(sys.modules.items())
         if name.split(".")[0] in packages and getattr(module, "__file__", None)
     }
     for name in sorted(sources):
@@ -58,7 +59,9 @@ class TrainingState:
     step_lrs: list[float] = field(default_factory=list)
     chance_warning: str | None = None
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator) -> None:
+    def restore(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator
+    ) -> None:
         """Load into a run's objects; raises if the state does not fit them."""
         model.load_state_dict(self.model)
         optimizer.load_state_dict(self.optimizer)
@@ -66,7 +69,9 @@ class TrainingState:
         for parameter, moments in optimizer.state.items():
             for name, value in moments.items():
                 if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
-                    raise ValueError(f"optimizer state {name} is {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}")
+                    raise ValueError(
+                        f"optimizer state {name} is {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}"
+                    )
         scheduler.load_state_dict(self.scheduler)
         generator.set_state(self.generator)
 
@@ -96,37 +101,54 @@ class CheckpointFile:
             return None
         if stored["fingerprint"] != self.fingerprint:
             changed = sorted(
-                key for key in self.fingerprint.keys() | stored["fingerprint"].keys()
+                key
+                for key in self.fingerprint.keys() | stored["fingerprint"].keys()
                 if self.fingerprint.get(key) != stored["fingerprint"].get(key)
             )
-            log.info("not resuming: %s is from a run with different %s; training from scratch", self.path, ", ".join(changed))
+            log.info(
+                "not resuming: %s is from a run with different %s; training from scratch", self.path, ", ".join(changed)
+            )
             return None
         if not 0 <= state.epoch <= epochs:
-            log.warning("not resuming: %s claims %d of %d epochs done; training from scratch", self.path, state.epoch, epochs)
+            log.warning(
+                "not resuming: %s claims %d of %d epochs done; training from scratch", self.path, state.epoch, epochs
+            )
             return None
         broken = _first_non_finite({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler})
         if broken:
             # Resumed, it would fail at its first step as if max_lr were too high, on every re-run.
             self.remove()
-            log.warning("not resuming: %s holds NaN or infinity (first in %s); removed it, training from scratch", self.path, broken)
+            log.warning(
+                "not resuming: %s holds NaN or infinity (first in %s); removed it, training from scratch",
+                self.path,
+                broken,
+            )
             return None
         return state
 
     def resume(
-        self, epochs: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator
+        self,
+        epochs: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
+        generator: torch.Generator,
     ) -> TrainingState | None:
         """Restore the state to resume from into the run's objects and return it, or return
         None (logging why) with the objects as they were, to train from scratch."""
         state = self.load(epochs)
         if state is None:
             return None
-        fresh = copy.deepcopy(TrainingState(0, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()))
+        fresh = copy.deepcopy(
+            TrainingState(0, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
+        )
         try:
             state.restore(model, optimizer, scheduler, generator)
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             log.warning(
                 "not resuming: %s matches this run but does not load into it (%s); training from scratch",
-                self.path, one_line(error),
+                self.path,
+                one_line(error),
             )
             fresh.restore(model, optimizer, scheduler, generator)
             return None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from cifar.atomic import remove_stale_scratch
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
@@ -26,9 +26,13 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     except (MemoryError, ImportError, OSError, RuntimeError) as error:
         # Out of memory in main; stages/__init__.py's hook covers the imports before it.
         message = out_of_memory_message(error, Path(sys.argv[0]).stem)
-        if message is None and isinstance(error, OSError):  # a file the stage cannot read or write, where it does not say so itself
+        # a file the stage cannot read or write, where it does not say so itself
+        if message is None and isinstance(error, OSError):
             where = f"{error.filename}: " if error.filename else ""
-            message = f"error: {printable(where)}{error.strerror or one_line(error)}; check that it exists and that you may read and write it"
+            message = (
+                f"error: {printable(where)}{error.strerror or one_line(error)}; "
+                f"check that it exists and that you may read and write it"
+            )
         if message is None:
             raise
         print(message, file=sys.stderr)

@@ -65,15 +65,18 @@ class ModelConfig:
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.
     source: str = limited(
-        "official", lambda v: 0 < len(v) <= MAX_PATH_LENGTH and "\0" not in v,
+        "official",
+        lambda v: 0 < len(v) <= MAX_PATH_LENGTH and "\0" not in v,
         f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
     )
     train_limit: int | None = limited(
-        None, lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
+        None,
+        lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
         f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
     )
     test_limit: int | None = limited(
-        None, lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
+        None,
+        lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
         f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
     )
 
@@ -89,7 +92,9 @@ class AugmentConfig:
 class LRFindConfig:
     start_lr: float = limited(1e-7, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
     end_lr: float = limited(0.1, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
-    num_iter: int = limited(100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps")
+    num_iter: int = limited(
+        100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps"
+    )
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
     # divergence (docs/lr-finder.md, "The pick").
@@ -107,12 +112,18 @@ class OneCycleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = limited(24, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs")
+    epochs: int = limited(
+        24, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs"
+    )
     # A batch cannot hold more images than the largest split; larger values only waste memory.
     batch_size: int = limited(
-        512, lambda v: 1 <= v <= SPLIT_SIZES["train"], f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size"
+        512,
+        lambda v: 1 <= v <= SPLIT_SIZES["train"],
+        f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size",
     )
-    weight_decay: float = limited(1e-7, lambda v: 0 <= v <= MAX_OPTIMIZER_FACTOR, f"a number from 0 to {MAX_OPTIMIZER_FACTOR}")
+    weight_decay: float = limited(
+        1e-7, lambda v: 0 <= v <= MAX_OPTIMIZER_FACTOR, f"a number from 0 to {MAX_OPTIMIZER_FACTOR}"
+    )
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = limited(0.9, lambda v: 0 <= v < 1, "a number from 0 to below 1")  # sgd only
     nesterov: bool = False  # sgd only
@@ -132,7 +143,9 @@ class TrainConfig:
 class EvaluateConfig:
     # How many misclassified test images the gallery shows.
     misclassified: int = limited(
-        20, lambda v: 0 <= v <= MAX_GALLERY_IMAGES, f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows"
+        20,
+        lambda v: 0 <= v <= MAX_GALLERY_IMAGES,
+        f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
     )
     tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
 
@@ -140,12 +153,15 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class ExplainConfig:
     # Module names to run Grad-CAM at; null = the model's defaults (cifar.explain.DEFAULT_LAYERS).
-    layers: list[str] | None = limited(
-        None, lambda v: v is None or 1 <= len(v) <= MAX_EXPLAIN_LAYERS and len(set(v)) == len(v),
+    layers: list[str] | None = limited(  # noqa: RUF009 (limited() returns a dataclasses.field)
+        None,
+        lambda v: v is None or (1 <= len(v) <= MAX_EXPLAIN_LAYERS and len(set(v)) == len(v)),
         f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names",
     )
     images: int = limited(
-        10, lambda v: 1 <= v <= MAX_GALLERY_IMAGES, f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows"
+        10,
+        lambda v: 1 <= v <= MAX_GALLERY_IMAGES,
+        f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
     )
 
 
@@ -181,7 +197,9 @@ def parse_model_config(raw: object, source: str) -> ModelConfig:
 
 def _build(cls, raw: object, prefix: str, source: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} = {short_repr(raw)}: expected a mapping of keys")
+        raise ConfigError(
+            f"{source}: {prefix.rstrip('.') or 'top level'} = {short_repr(raw)}: expected a mapping of keys"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be numbers or null too
@@ -208,7 +226,11 @@ def _build(cls, raw: object, prefix: str, source: str):
 
 def _coerce(key: str, value: object, hint, source: str):
     """Return value if it fits the type hint (ints are accepted where floats are)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    options = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     for option in options:
         if option is type(None) and value is None:
             return None
@@ -235,7 +257,9 @@ def _finite(key: str, value: int | float, source: str) -> float:
     except OverflowError:  # an integer beyond float's range
         number = math.inf
     if not math.isfinite(number):
-        raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected a finite number (not inf or nan)")
+        raise ConfigError(
+            f"{source}: {key} = {short_repr(value)} is not allowed; expected a finite number (not inf or nan)"
+        )
     return number
 
 
@@ -261,7 +285,10 @@ def _check_across_keys(params: Params, source: str) -> None:
     if onecycle.max_at_epoch > last_peak:
         phases = "three_phase = true" if onecycle.three_phase else "two phases"
         if last_peak < 1:
-            problem = f"OneCycle needs epochs after its peak to anneal in ({phases}); set train.epochs to {3 if onecycle.three_phase else 2} or more"
+            problem = (
+                f"OneCycle needs epochs after its peak to anneal in ({phases}); "
+                f"set train.epochs to {3 if onecycle.three_phase else 2} or more"
+            )
         else:
             problem = (
                 f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "
@@ -280,7 +307,8 @@ def _check_across_keys(params: Params, source: str) -> None:
         # The range's steps multiply start_lr by powers of this ratio: every one would be inf.
         raise ConfigError(
             f"{source}: lr_find.start_lr = {params.lr_find.start_lr} is not allowed with lr_find.end_lr = "
-            f"{params.lr_find.end_lr}: their ratio overflows a float; raise start_lr (the default is {LRFindConfig.start_lr})"
+            f"{params.lr_find.end_lr}: their ratio overflows a float; raise start_lr "
+            f"(the default is {LRFindConfig.start_lr})"
         )
     if params.model.name != "resnet18" and params.model.norm != "batch":
         raise ConfigError(
@@ -293,6 +321,4 @@ def _check_across_keys(params: Params, source: str) -> None:
             f"{params.model.name!r}; only resnet18 has a layer4 (leave it at 2)"
         )
     if params.train.nesterov and (params.train.optimizer != "sgd" or params.train.momentum == 0):
-        raise ConfigError(
-            f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"
-        )
+        raise ConfigError(f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0")

@@ -116,7 +116,9 @@ def load_split(folder: str | Path, name: str) -> Split:
         raise DataError(f"{path}: not found; {FIX}")
     most = SPLIT_SIZES[name] * (IMAGE_BYTES + 8) + SPLIT_FILE_SLACK_BYTES
     if path.stat().st_size > most:
-        raise DataError(f"{path}: {path.stat().st_size:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {FIX}")
+        raise DataError(
+            f"{path}: {path.stat().st_size:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {FIX}"
+        )
     try:
         expected = split_digest(folder, name)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -128,7 +130,10 @@ def load_split(folder: str | Path, name: str) -> Split:
             # Members may be compressed: what they unpack to is checked before they are.
             unpacked = sum(member.file_size for member in stored.zip.infolist())
             if unpacked > most:
-                raise DataError(f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; {FIX}")
+                raise DataError(
+                    f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; "
+                    f"{FIX}"
+                )
             split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
     # numpy refuses to allocate an array whose header declares more than memory can hold.
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
@@ -137,11 +142,17 @@ def load_split(folder: str | Path, name: str) -> Split:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {FIX}")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
-        raise DataError(f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {FIX}")
+        raise DataError(
+            f"{path}: labels are {labels.dtype} {labels.shape}, expected int64 of length {len(images)}; {FIX}"
+        )
     if len(images) == 0:
         raise DataError(f"{path}: holds no images; {FIX}")
     if not 2 <= len(split.classes) <= MAX_CLASSES:
-        raise DataError(f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}")
+        raise DataError(
+            f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
-        raise DataError(f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {FIX}")
+        raise DataError(
+            f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {FIX}"
+        )
     return split

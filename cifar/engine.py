@@ -86,7 +86,11 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
             _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
             checked = step + 1
             seen = (step + 1) * run.loader.batch_size
-            bar.set_postfix(loss=f"{step_losses[:checked].mean().item():.3f}", acc=f"{correct.item() / seen:.3f}", lr=f"{step_lrs[-1]:.2e}")
+            bar.set_postfix(
+                loss=f"{step_losses[:checked].mean().item():.3f}",
+                acc=f"{correct.item() / seen:.3f}",
+                lr=f"{step_lrs[-1]:.2e}",
+            )
     bar.close()
     synchronize(run.device)
     seconds = time.perf_counter() - started
@@ -133,33 +137,46 @@ def fit(
     steps = config.epochs * len(train_loader)
     if steps > MAX_STEPS:
         raise ConfigError(
-            f"train.epochs = {config.epochs} x {len(train_loader)} steps per epoch ({train_loader.images_per_epoch} images "
-            f"in batches of {train_loader.batch_size}) = {steps:,} optimizer steps, more than the {MAX_STEPS:,} of about a "
-            f"GPU-day; lower train.epochs or raise train.batch_size"
+            f"train.epochs = {config.epochs} x {len(train_loader)} steps per epoch ({train_loader.images_per_epoch} "
+            f"images in batches of {train_loader.batch_size}) = {steps:,} optimizer steps, more than the {MAX_STEPS:,} "
+            f"of about a GPU-day; lower train.epochs or raise train.batch_size"
         )
     optimizer = build_optimizer(model, max_lr, config, device)
     scheduler = one_cycle(optimizer, max_lr, config.epochs, len(train_loader), config.onecycle)
-    run = TrainingRun(model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest())
-    state = checkpoint.resume(config.epochs, model, optimizer, scheduler, train_loader.generator) if checkpoint else None
+    run = TrainingRun(
+        model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest()
+    )
+    state = (
+        checkpoint.resume(config.epochs, model, optimizer, scheduler, train_loader.generator) if checkpoint else None
+    )
     history = state.history if state else []
     step_lrs = state.step_lrs if state else []
     chance_warning = state.chance_warning if state else None
     for epoch in range(len(history) + 1, config.epochs + 1):
         stats = train_epoch(run, epoch)
         tested = predict(model, test_loader, device, precision)
-        history.append({
-            "epoch": epoch,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            "test_loss": tested.loss,
-            "test_accuracy": tested.accuracy,
-            "lr": stats.step_lrs[-1],
-            "seconds": stats.seconds,
-        })
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": stats.loss,
+                "train_accuracy": stats.accuracy,
+                "test_loss": tested.loss,
+                "test_accuracy": tested.accuracy,
+                "lr": stats.step_lrs[-1],
+                "seconds": stats.seconds,
+            }
+        )
         step_lrs += stats.step_lrs
         log.info(
             "epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.3g | %.1f s",
-            epoch, config.epochs, stats.loss, stats.accuracy, tested.loss, tested.accuracy, stats.step_lrs[-1], stats.seconds,
+            epoch,
+            config.epochs,
+            stats.loss,
+            stats.accuracy,
+            tested.loss,
+            tested.accuracy,
+            stats.step_lrs[-1],
+            stats.seconds,
         )
         if chance_warning is None:
             chance_warning = not_learning_warning(
@@ -168,8 +185,16 @@ def fit(
             if chance_warning:
                 log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
         if checkpoint:
-            checkpoint.save(TrainingState(
-                epoch, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
-                train_loader.generator.get_state(), history, step_lrs, chance_warning,
-            ))
+            checkpoint.save(
+                TrainingState(
+                    epoch,
+                    model.state_dict(),
+                    optimizer.state_dict(),
+                    scheduler.state_dict(),
+                    train_loader.generator.get_state(),
+                    history,
+                    step_lrs,
+                    chance_warning,
+                )
+            )
     return FitResult(history, step_lrs, chance_warning)

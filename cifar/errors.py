@@ -40,9 +40,9 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     text = str(error)
     if not (
         isinstance(error, MemoryError)
-        or isinstance(error, OSError) and error.errno == errno.ENOMEM
-        or isinstance(error, (ImportError, OSError)) and "failed to map segment" in text
-        or isinstance(error, RuntimeError) and "can't start new thread" in text
+        or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
+        or (isinstance(error, (ImportError, OSError)) and "failed to map segment" in text)
+        or (isinstance(error, RuntimeError) and "can't start new thread" in text)
     ):
         return None
     return (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ def feature_map_layers(model: nn.Module) -> list[str]:
     def record_shape(name):
         def hook(module, inputs, output) -> None:  # returning None keeps the output as it is
             shapes[name] = tuple(output.shape)
+
         return hook
 
     hooks = [module.register_forward_hook(record_shape(name)) for name, module in model.named_modules() if name]
@@ -62,7 +63,9 @@ def resolve_layers(model: nn.Module, model_name: str, names: Sequence[str] | Non
     return [(name, modules[name]) for name in names]
 
 
-def grad_cam(model: nn.Module, layer: nn.Module, images: np.ndarray, targets: Sequence[Sequence[int]]) -> list[np.ndarray]:
+def grad_cam(
+    model: nn.Module, layer: nn.Module, images: np.ndarray, targets: Sequence[Sequence[int]]
+) -> list[np.ndarray]:
     """For each entry of `targets` (a class per image), N x H x W maps in [0, 1] of where
     `layer` sees that class in each of the uint8 N x H x W x C `images`.
 
@@ -90,7 +93,6 @@ def grad_cam(model: nn.Module, layer: nn.Module, images: np.ndarray, targets: Se
 def overlay(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x 3 images with the heatmaps blended over them."""
     blended = [
-        show_cam_on_image(image.astype(np.float32) / 255, heatmap, use_rgb=True)
-        for image, heatmap in zip(images, maps)
+        show_cam_on_image(image.astype(np.float32) / 255, heatmap, use_rgb=True) for image, heatmap in zip(images, maps)
     ]
     return np.stack(blended) if blended else images

@@ -46,7 +46,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     """The pixels of an image file's bytes; `where` names the file in messages."""
     if len(data) > MAX_IMAGE_FILE_BYTES:
         raise DataError(
-            f"{where}: more than {MAX_IMAGE_FILE_BYTES >> 20} MiB, far more than a {IMAGE_SIZE}x{IMAGE_SIZE} image takes; {_FIX}"
+            f"{where}: more than {MAX_IMAGE_FILE_BYTES >> 20} MiB, far more than a {IMAGE_SIZE}x{IMAGE_SIZE} image "
+            f"takes; {_FIX}"
         )
     try:
         with warnings.catch_warnings():

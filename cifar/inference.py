@@ -27,7 +27,11 @@ class Predictions:
 
     def metrics(self) -> dict:
         """Accuracy, loss and the misclassified count (and flip-TTA accuracy, when predicted)."""
-        found = {"accuracy": self.accuracy, "loss": self.loss, "misclassified": int((self.predicted != self.labels).sum())}
+        found = {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "misclassified": int((self.predicted != self.labels).sum()),
+        }
         if self.flip_tta_predicted is not None:
             found["flip_tta_accuracy"] = float((self.flip_tta_predicted == self.labels).mean())
         return found
@@ -35,11 +39,13 @@ class Predictions:
     def per_class(self, classes: tuple[str, ...]) -> pd.DataFrame:
         """One row per class: its images, how many were predicted right, and the accuracy."""
         correct = self.predicted == self.labels
-        frame = pd.DataFrame({
-            "class": np.array(classes),
-            "images": np.bincount(self.labels, minlength=len(classes)),
-            "correct": np.bincount(self.labels[correct], minlength=len(classes)),
-        })
+        frame = pd.DataFrame(
+            {
+                "class": np.array(classes),
+                "images": np.bincount(self.labels, minlength=len(classes)),
+                "correct": np.bincount(self.labels[correct], minlength=len(classes)),
+            }
+        )
         frame["accuracy"] = frame["correct"] / frame["images"]
         return frame
 

@@ -7,7 +7,7 @@ augmenting whole batches there replaces DataLoader workers and host-to-device co
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -82,7 +82,8 @@ class RangeTest:
             return None
         then = (
             f"then rose to {reading.highest_after:.3g} near lr {reading.lr_at_highest:.3g}"
-            if reading.verdict == "rising" else "and never rose clearly either"
+            if reading.verdict == "rising"
+            else "and never rose clearly either"
         )
         return (
             f"lr_find found no descent: the loss fell by {reading.fall:.2g} at most, from {reading.start:.3g} to "
@@ -137,7 +138,9 @@ def range_test(
 def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> RangeTest:
     """The verdict on a recorded curve (LRs and smoothed losses) and, with a descent, the pick by config.pick."""
     if not np.isfinite(losses[0]):
-        raise TrainingError(f"lr_find: the loss is {losses[0]} at the first step (lr {lrs[0]:.3g}); lower lr_find.start_lr")
+        raise TrainingError(
+            f"lr_find: the loss is {losses[0]} at the first step (lr {lrs[0]:.3g}); lower lr_find.start_lr"
+        )
     # A loss that blew up to inf or NaN ends the curve: nothing after it can be read.
     finite = np.isfinite(losses)
     end = len(losses) if finite.all() else int(np.argmin(finite))
@@ -154,7 +157,15 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         )
     chosen = candidates[config.pick] if fell else None
     return RangeTest(
-        lrs, losses, config.pick, reading, losses[best], lrs[best], chosen, candidates["steepest"], candidates["valley"],
+        lrs,
+        losses,
+        config.pick,
+        reading,
+        losses[best],
+        lrs[best],
+        chosen,
+        candidates["steepest"],
+        candidates["valley"],
         at_range_end=fell and bool(in_last_tenth(chosen, config)),
         past_descent=fell and not loss_falls_at(chosen, lrs, losses),
     )
@@ -176,8 +187,13 @@ def read_levels(lrs: list[float], raw: np.ndarray) -> CurveReading:
     else:
         verdict = "flat"
     return CurveReading(
-        verdict, noise, float(levels[0]), float(levels[lowest]), float(lrs[lowest + centre]),
-        float(levels[highest]), float(lrs[highest + centre]),
+        verdict,
+        noise,
+        float(levels[0]),
+        float(levels[lowest]),
+        float(lrs[lowest + centre]),
+        float(levels[highest]),
+        float(lrs[highest + centre]),
     )
 
 

@@ -37,7 +37,7 @@ from stages import paths
 log = logging.getLogger(__name__)
 
 # The five calls and the two ways to get params, as `cifar.NAME`.
-__all__ = ["Params", "load_params", "load_data", "train", "evaluate", "grad_cam"]
+__all__ = ["Params", "load_params", "load_data", "train", "evaluate", "grad_cam"]  # noqa: RUF022 (in the order of use)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,14 @@ def train(params: Params, data: Data) -> Trained:
     if max_lr == "find":
         seed_everything(params.seed)
         probe = on_device(build_model(params.model, len(data.train.classes)), device)
-        test = range_test(probe, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision)
+        test = range_test(
+            probe,
+            DeviceLoader.for_training(data.train, params, device),
+            params.lr_find,
+            params.train,
+            device,
+            precision,
+        )
         test.require_descent()
         for warning in test.warnings:
             log.warning("lr_find: %s", warning)
@@ -79,8 +86,14 @@ def train(params: Params, data: Data) -> Trained:
     seed_everything(params.seed)
     model = on_device(build_model(params.model, len(data.train.classes)), device)
     result = fit(
-        model, DeviceLoader.for_training(data.train, params, device), DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
-        max_lr=max_lr, config=params.train, num_classes=len(data.train.classes), device=device, precision=precision,
+        model,
+        DeviceLoader.for_training(data.train, params, device),
+        DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
+        max_lr=max_lr,
+        config=params.train,
+        num_classes=len(data.train.classes),
+        device=device,
+        precision=precision,
     )
     return Trained(model, max_lr, pd.DataFrame(result.history), result.step_lrs, result.chance_warning)
 
@@ -90,13 +103,15 @@ def evaluate(model: nn.Module, data: Data, precision: str = "auto") -> Predictio
     metrics/evaluate.json), `.per_class(data.test.classes)`, and per image `.predicted` and
     `.confidence`."""
     device = next(model.parameters()).device
-    return predict(model, DeviceLoader(data.test, EVAL_BATCH_SIZE, device), device, resolve_precision(precision, device))
+    return predict(
+        model, DeviceLoader(data.test, EVAL_BATCH_SIZE, device), device, resolve_precision(precision, device)
+    )
 
 
 def grad_cam(model: nn.Module, split: Split, layer: str, images: int = 10) -> np.ndarray:
     """images x 32 x 32 maps in [0, 1] of where the named layer sees each of the split's first
     `images` images' own class; `cifar.explain.overlay(split.images[:images], maps)` blends
     them over the pictures."""
-    (_, module), = explain.resolve_layers(model, type(model).__name__, [layer])
-    maps, = explain.grad_cam(model, module, split.images[:images], [split.labels[:images]])
+    ((_, module),) = explain.resolve_layers(model, type(model).__name__, [layer])
+    (maps,) = explain.grad_cam(model, module, split.images[:images], [split.labels[:images]])
     return maps

@@ -16,7 +16,11 @@ def build_optimizer(model: nn.Module, lr: float, config: TrainConfig, device: to
     fused = device.type == "cuda" or None
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=config.momentum, nesterov=config.nesterov,
-            weight_decay=config.weight_decay, fused=fused,
+            model.parameters(),
+            lr=lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+            fused=fused,
         )
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay, fused=fused)

@@ -45,9 +45,13 @@ class _ParamsLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if getattr(event, "anchor", None) is not None:
-            raise _UnsupportedYaml("anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark)
+            raise _UnsupportedYaml(
+                "anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark
+            )
         if self.nesting >= MAX_YAML_NESTING:
-            raise _UnsupportedYaml(f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark)
+            raise _UnsupportedYaml(
+                f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark
+            )
         self.nesting += 1
         try:
             return super().compose_node(parent, index)
@@ -66,7 +70,8 @@ class _ParamsLoader(yaml.SafeLoader):
                 continue
             if repeated:
                 raise _UnsupportedYaml(
-                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one of them",
+                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one "
+                    f"of them",
                     key_node.start_mark,
                 )
             first_lines[key] = key_node.start_mark.line + 1
@@ -90,7 +95,8 @@ class _ParamsLoader(yaml.SafeLoader):
         base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2], 10)
         if not (digits[2:] if base != 10 else digits):  # `_`, `-_` or `0x_` match YAML 1.2's integer pattern
             raise _UnsupportedYaml(
-                f"{short_repr(node.value)} reads as an integer but holds no digit; write a number, or quote it for text",
+                f"{short_repr(node.value)} reads as an integer but holds no digit; "
+                f"write a number, or quote it for text",
                 node.start_mark,
             )
         try:
@@ -131,10 +137,14 @@ def read_params_file(path: Path) -> object:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found; run from the repository root, where params.yaml lives") from None
     except OSError as error:  # a symbolic link that loops, a folder on the way that may not be searched
-        raise ConfigError(f"{path}: cannot read it ({error.strerror}); make it the YAML file of the pipeline's parameters") from None
+        raise ConfigError(
+            f"{path}: cannot read it ({error.strerror}); make it the YAML file of the pipeline's parameters"
+        ) from None
     # Opening a named pipe would wait for a writer, a device could be read forever.
     if not path.is_file():
-        raise ConfigError(f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters")
+        raise ConfigError(
+            f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
+        )
     try:
         with path.open("rb") as stream:
             data = stream.read(MAX_PARAMS_FILE_BYTES + 1)  # one byte more tells a file over the limit
@@ -149,14 +159,18 @@ def read_params_file(path: Path) -> object:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_ParamsLoader) or {}
     except _UnsupportedYaml as error:
         raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
-        raise ConfigError(f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

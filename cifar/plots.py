@@ -7,13 +7,13 @@ from the same CSVs by the figures stage, so restyling them never re-runs trainin
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # stages run headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
@@ -30,7 +30,9 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, supt
     return figure
 
 
-def lr_finder_figure(lrs: Sequence[float], losses: Sequence[float], max_lr: float | None, pick: str, steepest_lr: float | None):
+def lr_finder_figure(
+    lrs: Sequence[float], losses: Sequence[float], max_lr: float | None, pick: str, steepest_lr: float | None
+):
     """The range test's smoothed loss against the LR, with the chosen LR (None: the loss found no
     descent, nothing was chosen) and the candidates marked."""
     lrs, losses = np.asarray(lrs), np.asarray(losses)
@@ -43,7 +45,9 @@ def lr_finder_figure(lrs: Sequence[float], losses: Sequence[float], max_lr: floa
     axis.scatter([lrs[lowest]], [losses[lowest]], color="tab:red", zorder=3, label="minimum loss")
     if steepest_lr is not None:
         steepest = int(np.argmin(np.abs(lrs - steepest_lr)))
-        axis.scatter([lrs[steepest]], [losses[steepest]], color="tab:green", marker="v", zorder=3, label="steepest descent")
+        axis.scatter(
+            [lrs[steepest]], [losses[steepest]], color="tab:green", marker="v", zorder=3, label="steepest descent"
+        )
     axis.set_xlabel("learning rate (log scale)")
     axis.set_ylabel("loss")
     axis.set_title("LR range test (Adam, cross-entropy)" + ("\nno descent: nothing chosen" if max_lr is None else ""))
@@ -61,7 +65,9 @@ def misclassified_figure(images: np.ndarray, labels, predicted, confidence, clas
     shown = wrong[:limit]
     titles = [f"true: {classes[labels[i]]}\npred: {classes[predicted[i]]} ({confidence[i]:.0%})" for i in shown]
     figure = image_grid(
-        images[shown], titles, columns=5,
+        images[shown],
+        titles,
+        columns=5,
         suptitle=f"first {len(shown)} misclassified test images (of {len(wrong)})",
     )
     return figure, len(shown)
@@ -86,8 +92,13 @@ def lr_schedule_figure(step_lrs: Sequence[float], steps_per_epoch: int):
     steps = np.arange(1, len(step_lrs) + 1)
     axis.plot(steps, step_lrs)
     peak = int(np.argmax(step_lrs))
-    axis.scatter([steps[peak]], [step_lrs[peak]], color="tab:red", zorder=3,
-                 label=f"peak {step_lrs[peak]:.2e} at step {steps[peak]} (end of epoch {steps[peak] // steps_per_epoch})")
+    axis.scatter(
+        [steps[peak]],
+        [step_lrs[peak]],
+        color="tab:red",
+        zorder=3,
+        label=f"peak {step_lrs[peak]:.2e} at step {steps[peak]} (end of epoch {steps[peak] // steps_per_epoch})",
+    )
     axis.set_xlabel("step")
     axis.set_ylabel("learning rate")
     axis.set_title(f"OneCycle learning rate per step (last: {step_lrs[-1]:.2e})")
@@ -107,7 +118,9 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: Sequenc
     for row in range(count):
         for col in range(count):
             dark = matrix[row, col] > matrix.max() / 2
-            axis.text(col, row, matrix[row, col], ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            axis.text(
+                col, row, matrix[row, col], ha="center", va="center", fontsize=7, color="white" if dark else "black"
+            )
     axis.set_xlabel("predicted class")
     axis.set_ylabel("actual class")
     axis.set_title(f"Confusion matrix ({len(labels)} test images)")

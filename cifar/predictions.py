@@ -22,7 +22,10 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     fix = "re-create it with `dvc repro evaluate`"
     try:
         data = read_artifact(
-            path, MAX_BYTES_PER_ROW * (len(test) + 1), fix, too_large=f"far more than {len(test)} rows of predictions take"
+            path,
+            MAX_BYTES_PER_ROW * (len(test) + 1),
+            fix,
+            too_large=f"far more than {len(test)} rows of predictions take",
         )
         frame = pd.read_csv(io.BytesIO(data))
     except FileNotFoundError:
@@ -30,7 +33,11 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: unreadable ({one_line(error)}); {fix}") from None
     # Each id column and how many ids exist.
-    ids = {"index": (len(test), "test images"), "label": (len(test.classes), "classes"), "predicted": (len(test.classes), "classes")}
+    ids = {
+        "index": (len(test), "test images"),
+        "label": (len(test.classes), "classes"),
+        "predicted": (len(test.classes), "classes"),
+    }
     missing = [column for column in (*ids, "confidence") if column not in frame.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(missing)}; {fix}")
@@ -43,8 +50,8 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     outside = ~frame["confidence"].between(0, 1)
     if outside.any():
         raise DataError(
-            f"{path}: column confidence holds {frame['confidence'][outside].iloc[0]} in row {int(np.flatnonzero(outside)[0])}, "
-            f"not a probability from 0 to 1; {fix}"
+            f"{path}: column confidence holds {frame['confidence'][outside].iloc[0]} in row "
+            f"{int(np.flatnonzero(outside)[0])}, not a probability from 0 to 1; {fix}"
         )
     for column, (count, what) in ids.items():
         values = frame[column]

@@ -12,11 +12,11 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 
@@ -59,9 +59,7 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
         splits = download_official(download_dir)
     else:
         splits = import_local(_local_path(config.source), limits, download_dir)
-    return {
-        name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS
-    }
+    return {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
 
 
 def _local_path(source: str) -> Path:
@@ -69,15 +67,17 @@ def _local_path(source: str) -> Path:
         path = Path(source).expanduser()
     except RuntimeError:  # `~name/...` where no user is called name
         user = source.split("/")[0]
-        raise DataError(f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out") from None
+        raise DataError(
+            f"data.source = {source!r}: there is no user {user[1:]!r} to expand {user}; write the path out"
+        ) from None
     # Under a C or POSIX locale without UTF-8 mode, file names are ASCII: every os call on
     # a path with é or ü would end in a UnicodeEncodeError.
     try:
         os.fsencode(path)
     except UnicodeEncodeError:
         raise DataError(
-            f"data.source = {source!r} cannot be a file name in this locale's encoding ({sys.getfilesystemencoding()}); "
-            f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path"
+            f"data.source = {source!r} cannot be a file name in this locale's encoding "
+            f"({sys.getfilesystemencoding()}); use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path"
         ) from None
     return path
 
@@ -140,7 +140,9 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     if stat.S_ISDIR(mode):
         return _import_folder(path, path, limits)
     if not stat.S_ISREG(mode):
-        raise DataError(f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}")
+        raise DataError(
+            f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
+        )
     if not path.name.lower().endswith(archives.SUFFIXES):
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)
@@ -174,7 +176,9 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         _check_one_tree(source, [str(tree.relative_to(root)) for tree in trees])
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
-        raise DataError(f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}") from None
+        raise DataError(
+            f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
         if _macos_metadata(parts):
             continue
         for depth in range(min(3, len(parts) - 1)):
-            split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2:]
+            split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2 :]
             if split not in SPLITS:
                 continue
             prefix, where = parts[:depth], f"{archive}:{name}"
@@ -391,7 +395,7 @@ def _from_torchvision(dataset) -> Split:
 
 def _folder_names(names: list[str], most: int = 10) -> str:
     """Folder names quoted in ASCII, so that what tells a name from a class's shows: 'cat '
-    (a trailing space), '\\u0441at' (a Cyrillic с), 'do\\u200bg' (a zero-width space)."""
+    (a trailing space), '\\u0441at' (a Cyrillic с), 'do\\u200bg' (a zero-width space)."""  # noqa: RUF002
     shown = ", ".join(ascii(name) for name in names[:most])
     more = f" and {len(names) - most:,} more" if len(names) > most else ""
     return shown + more if names else "none"
@@ -418,7 +422,8 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
     if tree.skipped:
         log.warning(
             "left out %d file(s) in train/ and test/ that are not .png, .jpg or .jpeg files in a class folder, e.g. %s",
-            len(tree.skipped), printable(tree.skipped[0]),
+            len(tree.skipped),
+            printable(tree.skipped[0]),
         )
     splits = {}
     for split in SPLITS:
@@ -439,6 +444,6 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
         log.info("decoding %d %s images from %s/%s", len(order), split, tree.root, split)
         # Pillow decodes with the GIL released, so threads decode on every core.
         with ThreadPoolExecutor() as pool:
-            images = list(pool.map(lambda index: files[index].decode(), order))
+            images = list(pool.map(lambda index: files[index].decode(), order))  # noqa: B023 (run in this iteration)
         splits[split] = Split(images=np.stack(images), labels=labels[order], classes=names)
     return splits

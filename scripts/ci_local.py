@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +102,14 @@ class Run:
             if "jobResult" in entry:
                 self.jobs[job] = entry["jobResult"]
             if "stepResult" in entry and entry.get("stage") == "Main":
-                self.steps.append({"job": job, "step": entry["step"], "result": entry["stepResult"],
-                                   "seconds": round(entry.get("executionTime", 0) / 1e9, 1)})
+                self.steps.append(
+                    {
+                        "job": job,
+                        "step": entry["step"],
+                        "result": entry["stepResult"],
+                        "seconds": round(entry.get("executionTime", 0) / 1e9, 1),
+                    }
+                )
 
     def step_seconds(self, step: str) -> float | None:
         return next((entry["seconds"] for entry in self.steps if entry["step"] == step), None)
@@ -130,8 +137,13 @@ class LocalCI:
     # --- the repository, as a fork of the template holds it -------------------------------
 
     def git(self, cwd: Path, *arguments: str) -> str:
-        env = {**os.environ, "GIT_AUTHOR_NAME": "cifar-dvc-user", "GIT_AUTHOR_EMAIL": "user@example.com",
-               "GIT_COMMITTER_NAME": "cifar-dvc-user", "GIT_COMMITTER_EMAIL": "user@example.com"}
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "cifar-dvc-user",
+            "GIT_AUTHOR_EMAIL": "user@example.com",
+            "GIT_COMMITTER_NAME": "cifar-dvc-user",
+            "GIT_COMMITTER_EMAIL": "user@example.com",
+        }
         result = subprocess.run(["git", *arguments], cwd=cwd, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"git {' '.join(arguments)} failed: {result.stderr.strip()}")
@@ -148,7 +160,9 @@ class LocalCI:
                 (seed / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, seed / name)
         # The committed params.yaml, as a fork holds it: `dvc exp run -S` changes the workspace's.
-        committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True)
+        committed = subprocess.run(
+            ["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+        )
         params = yaml.safe_load(committed.stdout)
         for section, values in TINY_PARAMS.items():
             for key, value in values.items():
@@ -163,10 +177,12 @@ class LocalCI:
         self.git(self.work, "init", "-q", "--bare", "--initial-branch=main", str(self.origin))
         self.git(seed, "push", "-q", str(self.origin), "main")
         hook = self.origin / "hooks/pre-receive"
-        hook.write_text("#!/bin/sh\n# Branch protection: main changes only through a merged pull request.\n"
-                        "while read -r old new ref; do\n"
-                        "  [ \"$ref\" != refs/heads/main ] || { echo \"main is protected: open a pull request\" >&2; exit 1; }\n"
-                        "done\n")
+        hook.write_text(
+            "#!/bin/sh\n# Branch protection: main changes only through a merged pull request.\n"
+            "while read -r old new ref; do\n"
+            '  [ "$ref" != refs/heads/main ] || { echo "main is protected: open a pull request" >&2; exit 1; }\n'
+            "done\n"
+        )
         hook.chmod(0o755)
 
     def push_branch(self, branch: str, message: str, base: str = "main") -> str:
@@ -194,16 +210,30 @@ class LocalCI:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         config = keys / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {keys / 'host_key'}",
-            f"AuthorizedKeysFile {keys / 'authorized_keys'}", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM no",
-            # the scratch folder's permissions are not a home directory's
-            "StrictModes no", f"PidFile {keys / 'sshd.pid'}", "Subsystem sftp internal-sftp", "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {keys / 'host_key'}",
+                    f"AuthorizedKeysFile {keys / 'authorized_keys'}",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    # the scratch folder's permissions are not a home directory's
+                    "StrictModes no",
+                    f"PidFile {keys / 'sshd.pid'}",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-        sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                stderr=open(self.logs / "sshd.log", "w"))
+        sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stderr=open(self.logs / "sshd.log", "w"),  # noqa: SIM115 (sshd's stderr while it runs)
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -211,15 +241,20 @@ class LocalCI:
                 break
             except OSError:
                 if sshd.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"sshd did not start: {(self.logs / 'sshd.log').read_text().strip()}")
+                    raise RuntimeError(  # noqa: B904 (the last refused connection stays its context)
+                        f"sshd did not start: {(self.logs / 'sshd.log').read_text().strip()}"
+                    )
                 time.sleep(0.1)
         user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
         host_key = (keys / "host_key.pub").read_text().split()
-        self.write_settings("ssh", {
-            "DVC_REMOTE_URL": f"ssh://{user}@127.0.0.1:{port}{self.remote}",
-            "SSH_PRIVATE_KEY": (keys / "user_key").read_text(),
-            "SSH_KNOWN_HOSTS": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}",
-        })
+        self.write_settings(
+            "ssh",
+            {
+                "DVC_REMOTE_URL": f"ssh://{user}@127.0.0.1:{port}{self.remote}",
+                "SSH_PRIVATE_KEY": (keys / "user_key").read_text(),
+                "SSH_KNOWN_HOSTS": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}",
+            },
+        )
         self.write_settings("directory", {"DVC_REMOTE_URL": str(self.remote)})
         self.write_settings("fork", {})  # GitHub gives a fork's pull request no secrets
         (self.work / "vars").write_text("DVC_EXTRAS=ssh\n")
@@ -238,8 +273,11 @@ class LocalCI:
         """A runner's environment: no .venv of this checkout, a home of its own (known_hosts),
         `gh` pointed at the stand-in, and where the stand-in actions find the git server."""
         python_bin = Path(sys.base_prefix) / "bin"
-        keep = {key: value for key, value in os.environ.items()
-                if key.startswith(("PIP_", "LANG", "LC_", "OPENBLAS_", "TZ")) or key in ("USER", "LOGNAME")}
+        keep = {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith(("PIP_", "LANG", "LC_", "OPENBLAS_", "TZ")) or key in ("USER", "LOGNAME")
+        }
         return {
             **keep,
             "PATH": f"{python_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -251,8 +289,16 @@ class LocalCI:
             "HTTP_PROXY": standin.proxy_url,
         }
 
-    def start_run(self, scenario: str, workflow: str, event_name: str, event: dict, ref: str, settings: str,
-                  standin: GitHubStandIn) -> tuple[Run, subprocess.Popen]:
+    def start_run(
+        self,
+        scenario: str,
+        workflow: str,
+        event_name: str,
+        event: dict,
+        ref: str,
+        settings: str,
+        standin: GitHubStandIn,
+    ) -> tuple[Run, subprocess.Popen]:
         self.next_run_id += 1
         run = Run(scenario, workflow, event_name, self.next_run_id, self.logs / f"{self.next_run_id}-{scenario}.jsonl")
         # GitHub reads the workflow from the commit the event is for.
@@ -262,18 +308,44 @@ class LocalCI:
         event_file = self.work / f"event-{run.run_id}.json"
         event_file.write_text(json.dumps({**event, "repository": {"full_name": REPOSITORY, "default_branch": "main"}}))
         act = shutil.which("act", path=str(Path(sys.executable).parent)) or "act"
-        command = [act, event_name, "--json", "-W", str(trigger / ".github/workflows" / workflow),
-                   "-e", str(event_file), "--no-skip-checkout", "--concurrent-jobs", "1", "--no-cache-server",
-                   "--action-cache-path", str(self.act_cache), "--defaultbranch", "main",
-                   "--secret-file", str(self.work / f"secrets-{settings}"), "--var-file", str(self.work / "vars"),
-                   "--env", f"GITHUB_REPOSITORY={REPOSITORY}", "--env", f"GITHUB_RUN_ID={run.run_id}"]
+        command = [
+            act,
+            event_name,
+            "--json",
+            "-W",
+            str(trigger / ".github/workflows" / workflow),
+            "-e",
+            str(event_file),
+            "--no-skip-checkout",
+            "--concurrent-jobs",
+            "1",
+            "--no-cache-server",
+            "--action-cache-path",
+            str(self.act_cache),
+            "--defaultbranch",
+            "main",
+            "--secret-file",
+            str(self.work / f"secrets-{settings}"),
+            "--var-file",
+            str(self.work / "vars"),
+            "--env",
+            f"GITHUB_REPOSITORY={REPOSITORY}",
+            "--env",
+            f"GITHUB_RUN_ID={run.run_id}",
+        ]
         for label in ("ubuntu-latest", "self-hosted", "gpu"):
             command += ["-P", f"{label}=-self-hosted"]
         for action in ACTIONS:
             command += ["--local-repository", f"{action}={STANDIN_ACTIONS / action.split('/')[1].split('@')[0]}"]
         print(f"\n== {scenario}: {workflow} on {event_name} (run {run.run_id}), log {run.log}", flush=True)
-        process = subprocess.Popen(command, cwd=trigger, env=self.environment(standin), stdout=open(run.log, "w"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=trigger,
+            env=self.environment(standin),
+            stdout=open(run.log, "w"),  # noqa: SIM115 (act's stdout while it runs)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return run, process
 
     def finish(self, run: Run, process: subprocess.Popen) -> Run:
@@ -296,16 +368,20 @@ class LocalCI:
                 return
             time.sleep(0.2)
         for pid in [process.pid, *descendants(process.pid)]:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         run.killed = True
 
     def pull_request_event(self, number: int, head_sha: str, head_ref: str, head_repo: str = REPOSITORY) -> dict:
-        return {"action": "synchronize", "number": number, "pull_request": {
-            "number": number, "head": {"sha": head_sha, "ref": head_ref, "repo": {"full_name": head_repo}},
-            "base": {"ref": "main", "sha": self.sha("main"), "repo": {"full_name": REPOSITORY}}}}
+        return {
+            "action": "synchronize",
+            "number": number,
+            "pull_request": {
+                "number": number,
+                "head": {"sha": head_sha, "ref": head_ref, "repo": {"full_name": head_repo}},
+                "base": {"ref": "main", "sha": self.sha("main"), "repo": {"full_name": REPOSITORY}},
+            },
+        }
 
 
 def descendants(pid: int) -> list[int]:
@@ -329,11 +405,21 @@ def scenarios(ci: LocalCI, standin: GitHubStandIn) -> dict:
 
     def record(name: str, run: Run, jobs: dict[str, str], checks: dict[str, bool], **facts) -> None:
         """A scenario's outcome: as expected when every job ended as expected and every check holds."""
-        failed = [f"{job} {run.jobs.get(job, 'did not run')} (expected {result})"
-                  for job, result in jobs.items() if run.jobs.get(job) != result]
+        failed = [
+            f"{job} {run.jobs.get(job, 'did not run')} (expected {result})"
+            for job, result in jobs.items()
+            if run.jobs.get(job) != result
+        ]
         failed += [check for check, holds in checks.items() if not holds]
-        results[name] = {"run": run.run_id, "jobs": run.jobs, "expected_jobs": jobs, "checks": checks,
-                         "as_expected": not failed, "steps": run.steps, **facts}
+        results[name] = {
+            "run": run.run_id,
+            "jobs": run.jobs,
+            "expected_jobs": jobs,
+            "checks": checks,
+            "as_expected": not failed,
+            "steps": run.steps,
+            **facts,
+        }
         print(f"   {name}: {'as expected' if not failed else 'NOT as expected: ' + '; '.join(failed)}")
 
     def comments_on(number: int) -> list[str]:
@@ -341,17 +427,43 @@ def scenarios(ci: LocalCI, standin: GitHubStandIn) -> dict:
 
     check = "reproduce/reproduce-from-cache"
     fork_sha = ci.push_branch("pull/1/head", "A change from a fork")
-    run = ci.run("c1", "reproduce.yml", "pull_request", ci.pull_request_event(1, fork_sha, "fork-change", FORK),
-                 fork_sha, "fork", standin)
-    record("c1", run, {check: "success"}, {"explained in a notice": run.said("Nothing to reproduce"),
-                                           "nothing posted": not comments_on(1)})
+    run = ci.run(
+        "c1",
+        "reproduce.yml",
+        "pull_request",
+        ci.pull_request_event(1, fork_sha, "fork-change", FORK),
+        fork_sha,
+        "fork",
+        standin,
+    )
+    record(
+        "c1",
+        run,
+        {check: "success"},
+        {"explained in a notice": run.said("Nothing to reproduce"), "nothing posted": not comments_on(1)},
+    )
 
     branch_sha = ci.push_branch("heads/no-results", "A change before anything was trained")
     ci.git(ci.origin, "update-ref", "refs/pull/2/head", branch_sha)
-    run = ci.run("c2", "reproduce.yml", "pull_request", ci.pull_request_event(2, branch_sha, "no-results"),
-                 branch_sha, "ssh", standin)
-    record("c2", run, {check: "success"}, {"one comment: nothing to reproduce yet": [
-        "Nothing to reproduce yet" in body for body in comments_on(2)] == [True]}, comments=comments_on(2))
+    run = ci.run(
+        "c2",
+        "reproduce.yml",
+        "pull_request",
+        ci.pull_request_event(2, branch_sha, "no-results"),
+        branch_sha,
+        "ssh",
+        standin,
+    )
+    record(
+        "c2",
+        run,
+        {check: "success"},
+        {
+            "one comment: nothing to reproduce yet": ["Nothing to reproduce yet" in body for body in comments_on(2)]
+            == [True]
+        },
+        comments=comments_on(2),
+    )
 
     dispatch = {"ref": "refs/heads/main", "inputs": {"params": TRAIN_INPUT}}
     main_before = ci.sha("main")
@@ -364,31 +476,57 @@ def scenarios(ci: LocalCI, standin: GitHubStandIn) -> dict:
     second = ci.run("d2", "train.yml", "workflow_dispatch", dispatch, main_before, "ssh", standin)
     second_install = second.step_seconds(INSTALL_STEP)
     ratio = round(second_install / first_install, 4) if first_install and second_install is not None else None
-    record("d2", second, {"train/train": "success"}, {
-        "resumed from the checkpoint": second.said("resuming from .checkpoints/train.pt"),
-        "stages restored from the runner's DVC cache": second.said("is cached - skipping run"),
-        "install step at most 10% of the first's": ratio is not None and ratio <= 0.1,
-    }, install_seconds=second_install, install_ratio=ratio)
+    record(
+        "d2",
+        second,
+        {"train/train": "success"},
+        {
+            "resumed from the checkpoint": second.said("resuming from .checkpoints/train.pt"),
+            "stages restored from the runner's DVC cache": second.said("is cached - skipping run"),
+            "install step at most 10% of the first's": ratio is not None and ratio <= 0.1,
+        },
+        install_seconds=second_install,
+        install_ratio=ratio,
+    )
 
     opened = standin.pulls.get(REPOSITORY, [])
     number = opened[-1]["number"] if opened else 0
     bot_branch = opened[-1]["head"]["ref"] if opened else ""
-    record("e", second, {"train/open-pull-request": "success", f"check/{check}": "success"}, {
-        "results on a branch of their own": bot_branch.startswith("train/main/"),
-        "protected main untouched": ci.sha("main") == main_before,
-        "the check commented on the pull request": len(comments_on(number)) == 1,
-        "commit status set": any(status["context"] == "cifar-dvc/reproduce" and status["state"] == "success"
-                                 for status in standin.statuses),
-    }, branch=bot_branch, pull_request=number)
+    record(
+        "e",
+        second,
+        {"train/open-pull-request": "success", f"check/{check}": "success"},
+        {
+            "results on a branch of their own": bot_branch.startswith("train/main/"),
+            "protected main untouched": ci.sha("main") == main_before,
+            "the check commented on the pull request": len(comments_on(number)) == 1,
+            "commit status set": any(
+                status["context"] == "cifar-dvc/reproduce" and status["state"] == "success"
+                for status in standin.statuses
+            ),
+        },
+        branch=bot_branch,
+        pull_request=number,
+    )
     if not number:
         return results
 
     bot_sha = ci.sha(f"refs/heads/{bot_branch}")
     event = ci.pull_request_event(number, bot_sha, bot_branch)
     run = ci.run("a", "reproduce.yml", "pull_request", event, bot_sha, "ssh", standin)
-    record("a", run, {check: "success"}, {"one comment, with the metrics and params diff": [
-        "### metrics diff" in body and "### params diff" in body for body in comments_on(number)] == [True]},
-        pull_request=number, comments=comments_on(number))
+    record(
+        "a",
+        run,
+        {check: "success"},
+        {
+            "one comment, with the metrics and params diff": [
+                "### metrics diff" in body and "### params diff" in body for body in comments_on(number)
+            ]
+            == [True]
+        },
+        pull_request=number,
+        comments=comments_on(number),
+    )
 
     lock = yaml.safe_load(ci.git(ci.origin, "show", f"{bot_sha}:dvc.lock"))
     model = next(out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.pt")
@@ -397,29 +535,56 @@ def scenarios(ci: LocalCI, standin: GitHubStandIn) -> dict:
     shutil.move(stored, kept)
     run = ci.run("b", "reproduce.yml", "pull_request", event, bot_sha, "directory", standin)
     shutil.move(kept, stored)
-    record("b", run, {check: "failure"}, {
-        "nothing ran": not run.said("Running stage"),
-        "the comment names models/model.pt": [
-            "Not reproduced" in body and "models/model.pt" in body for body in comments_on(number)] == [True],
-        "the remote's URL, a secret, kept out of the comment": all(str(ci.remote) not in body for body in comments_on(number)),
-    }, pull_request=number, deleted="models/model.pt", comments=comments_on(number))
+    record(
+        "b",
+        run,
+        {check: "failure"},
+        {
+            "nothing ran": not run.said("Running stage"),
+            "the comment names models/model.pt": [
+                "Not reproduced" in body and "models/model.pt" in body for body in comments_on(number)
+            ]
+            == [True],
+            "the remote's URL, a secret, kept out of the comment": all(
+                str(ci.remote) not in body for body in comments_on(number)
+            ),
+        },
+        pull_request=number,
+        deleted="models/model.pt",
+        comments=comments_on(number),
+    )
 
     ci.git(ci.origin, "update-ref", "refs/heads/main", bot_sha)  # GitHub merges the pull request
-    run = ci.run("f", "sweep.yml", "workflow_dispatch", {"ref": "refs/heads/main", "inputs": {"overrides": SWEEP_INPUT}},
-                 bot_sha, "ssh", standin)
+    run = ci.run(
+        "f",
+        "sweep.yml",
+        "workflow_dispatch",
+        {"ref": "refs/heads/main", "inputs": {"overrides": SWEEP_INPUT}},
+        bot_sha,
+        "ssh",
+        standin,
+    )
     experiments = [job for job in run.jobs if job.startswith("sweep/sweep-")]
     report = ci.artifacts / str(run.run_id) / "sweep-report/sweep.md"
     text = report.read_text() if report.exists() else ""
-    record("f", run, {"sweep/plan": "success", "sweep/collect": "success", **{job: "success" for job in experiments}}, {
-        "two experiment jobs": len(experiments) == 2,
-        "one report with both": "## Sweep: 2 experiments" in text,
-    }, report=text)
+    record(
+        "f",
+        run,
+        {"sweep/plan": "success", "sweep/collect": "success", **{job: "success" for job in experiments}},
+        {
+            "two experiment jobs": len(experiments) == 2,
+            "one report with both": "## Sweep: 2 experiments" in text,
+        },
+        report=text,
+    )
     return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, help="an empty or new folder for everything the run makes (default: a new one under /tmp)")
+    parser.add_argument(
+        "--work", type=Path, help="an empty or new folder for everything the run makes (default: a new one under /tmp)"
+    )
     parser.add_argument("--report", type=Path, help="where the JSON report goes (default: WORK/report.json)")
     args = parser.parse_args()
     work = (args.work or Path(tempfile.mkdtemp(prefix="cifar-dvc-ci-local-"))).resolve()
@@ -439,16 +604,24 @@ def main() -> int:
     finally:
         sshd.terminate()
         sshd.wait()
-    report = {"work": str(work), "seconds": round(time.monotonic() - started), "scenarios": results,
-              "comments": comments, "statuses": statuses, "requests": read_record(ci.requests)}
+    report = {
+        "work": str(work),
+        "seconds": round(time.monotonic() - started),
+        "scenarios": results,
+        "comments": comments,
+        "statuses": statuses,
+        "requests": read_record(ci.requests),
+    }
     (args.report or work / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\n{'scenario':9} {'outcome':14} jobs")
     for name, result in results.items():
         jobs = ", ".join(f"{job}: {outcome}" for job, outcome in result["jobs"].items()) or "(killed)"
         print(f"{name:9} {'as expected' if result['as_expected'] else 'NOT expected':14} {jobs}")
     if "d2" in results:
-        print(f"install step ({INSTALL_STEP!r}): {results['d1']['install_seconds']} s on the first dispatch, "
-              f"{results['d2']['install_seconds']} s on the second")
+        print(
+            f"install step ({INSTALL_STEP!r}): {results['d1']['install_seconds']} s on the first dispatch, "
+            f"{results['d2']['install_seconds']} s on the second"
+        )
     print(f"all scenarios: {report['seconds']} s; report {args.report or work / 'report.json'}")
     return 0 if results and all(result["as_expected"] for result in results.values()) else 1
 

@@ -73,11 +73,10 @@ def remote_kind() -> str:
     url = os.environ.get("DVC_REMOTE_URL", "").strip()
     if not url:
         raise NotConfigured(
-            "secret DVC_REMOTE_URL is not set (Settings > Secrets and variables > Actions), "
-            "e.g. s3://bucket/cifar-dvc"
+            "secret DVC_REMOTE_URL is not set (Settings > Secrets and variables > Actions), e.g. s3://bucket/cifar-dvc"
         )
     kind = DIRECTORY if url.startswith("/") else urlparse(url).scheme
-    if kind not in CREDENTIALS or kind == DIRECTORY and not Path(url).is_absolute():
+    if kind not in CREDENTIALS or (kind == DIRECTORY and not Path(url).is_absolute()):
         raise NotConfigured(
             f"DVC_REMOTE_URL has scheme {kind or 'none'!r}; these workflows wire credentials for "
             f"{', '.join(f'{name}://' for name in CREDENTIALS if name != DIRECTORY)} remotes "
@@ -90,7 +89,9 @@ def remote_kind() -> str:
     if not re.fullmatch(r"[a-z0-9]+(,[a-z0-9]+)*", extras):
         raise NotConfigured(f"repository variable DVC_EXTRAS is {extras!r}: give pip extras of dvc, e.g. s3 or gs,ssh")
     if kind != DIRECTORY and kind not in extras.split(","):
-        raise NotConfigured(f"DVC_REMOTE_URL ({kind}://...) needs dvc's {kind} extra but DVC_EXTRAS is {extras!r}: set it to {kind}")
+        raise NotConfigured(
+            f"DVC_REMOTE_URL ({kind}://...) needs dvc's {kind} extra but DVC_EXTRAS is {extras!r}: set it to {kind}"
+        )
     return kind
 
 
@@ -137,17 +138,28 @@ def dvc(*arguments: str) -> None:
 
 def scope() -> None:
     if os.environ.get("FROM_FORK") == "true":
-        reproduce, reason = False, (
-            "this pull request comes from a fork, and GitHub gives its checks no secrets, so the DVC "
-            "remote is out of reach: push the branch to this repository to check its results")
+        reproduce, reason = (
+            False,
+            (
+                "this pull request comes from a fork, and GitHub gives its checks no secrets, so the DVC "
+                "remote is out of reach: push the branch to this repository to check its results"
+            ),
+        )
     elif not Path("dvc.lock").is_file():
-        reproduce, reason = False, (
-            "this commit has no dvc.lock, so it has no results yet: dispatch the train workflow "
-            "(Actions > train > Run workflow) to train them and open a pull request with them")
+        reproduce, reason = (
+            False,
+            (
+                "this commit has no dvc.lock, so it has no results yet: dispatch the train workflow "
+                "(Actions > train > Run workflow) to train them and open a pull request with them"
+            ),
+        )
     else:
         reproduce, reason = True, "dvc.lock is committed: its results must reproduce from the DVC remote"
-    outputs = {"reproduce": str(reproduce).lower(), "from-fork": str(os.environ.get("FROM_FORK") == "true").lower(),
-               "reason": reason}
+    outputs = {
+        "reproduce": str(reproduce).lower(),
+        "from-fork": str(os.environ.get("FROM_FORK") == "true").lower(),
+        "reason": reason,
+    }
     with open(os.environ["GITHUB_OUTPUT"], "a") as stream:
         stream.writelines(f"{key}={value}\n" for key, value in outputs.items())
     if reproduce:

@@ -66,7 +66,9 @@ class GitHubStandIn:
                 path = urlsplit(self.path).path
                 status, payload = standin.serve(self.command, path, self.headers.get("Authorization", ""), body)
                 with standin.lock, standin.record.open("a") as record:
-                    record.write(json.dumps({"method": self.command, "path": path, "body": body, "status": status}) + "\n")
+                    record.write(
+                        json.dumps({"method": self.command, "path": path, "body": body, "status": status}) + "\n"
+                    )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -96,12 +98,18 @@ class GitHubStandIn:
         return self.next_id
 
     def list_comments(self, _body, repo: str, number: str):
-        return HTTPStatus.OK, [comment for comment in self.comments.values()
-                               if comment["repo"] == repo and comment["issue"] == int(number)]
+        return HTTPStatus.OK, [
+            comment for comment in self.comments.values() if comment["repo"] == repo and comment["issue"] == int(number)
+        ]
 
     def create_comment(self, body, repo: str, number: str):
-        comment = {"id": self.new_id(), "repo": repo, "issue": int(number), "body": body["body"],
-                   "user": {"login": BOT_LOGIN}}
+        comment = {
+            "id": self.new_id(),
+            "repo": repo,
+            "issue": int(number),
+            "body": body["body"],
+            "user": {"login": BOT_LOGIN},
+        }
         self.comments[comment["id"]] = comment
         return HTTPStatus.CREATED, comment
 
@@ -115,16 +123,22 @@ class GitHubStandIn:
     def create_pull(self, body, repo: str):
         number = self.new_id()
         bare = self.git_server / f"{repo}.git"
-        head = subprocess.run(["git", "-C", str(bare), "rev-parse", f"refs/heads/{body['head']}"],
-                              capture_output=True, text=True)
+        head = subprocess.run(
+            ["git", "-C", str(bare), "rev-parse", f"refs/heads/{body['head']}"], capture_output=True, text=True
+        )
         if head.returncode != 0:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"message": f"Validation Failed: no branch {body['head']}"}
         sha = head.stdout.strip()
         subprocess.run(["git", "-C", str(bare), "update-ref", f"refs/pull/{number}/head", sha], check=True)
-        pull = {"number": number, "title": body["title"], "body": body.get("body", ""), "state": "open",
-                "head": {"ref": body["head"], "sha": sha, "repo": {"full_name": repo}},
-                "base": {"ref": body["base"], "repo": {"full_name": repo}},
-                "user": {"login": BOT_LOGIN}}
+        pull = {
+            "number": number,
+            "title": body["title"],
+            "body": body.get("body", ""),
+            "state": "open",
+            "head": {"ref": body["head"], "sha": sha, "repo": {"full_name": repo}},
+            "base": {"ref": body["base"], "repo": {"full_name": repo}},
+            "user": {"login": BOT_LOGIN},
+        }
         self.pulls.setdefault(repo, []).append(pull)
         return HTTPStatus.CREATED, pull
 

@@ -79,14 +79,15 @@ def statuses(target: Target) -> dict[str, str]:
     data = SourceFileMutationData(path=target.path)
     data.load()
     return {
-        name: status_by_exit_code[exit_code]
-        for name, exit_code in data.exit_code_by_key.items()
-        if target.scored(name)
+        name: status_by_exit_code[exit_code] for name, exit_code in data.exit_code_by_key.items() if target.scored(name)
     }
 
 
 def report(targets: list[Target], seconds: float) -> None:
-    header = f"{'module':<34} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} {'no test':>7} {'other':>5} {'score':>6}"
+    header = (
+        f"{'module':<34} {'mutants':>7} {'killed':>6} {'timeout':>7} "
+        f"{'survived':>8} {'no test':>7} {'other':>5} {'score':>6}"
+    )
     print(header)
     print("-" * len(header))
     survivors = []
@@ -101,7 +102,9 @@ def report(targets: list[Target], seconds: float) -> None:
             f"{target.label():<34} {total:>7} {counts['killed']:>6} {counts['timeout']:>7} "
             f"{counts['survived']:>8} {counts['no tests']:>7} {other:>5} {score:>6}"
         )
-        survivors += [(name, status) for name, status in sorted(by_mutant.items()) if status not in ("killed", "timeout")]
+        survivors += [
+            (name, status) for name, status in sorted(by_mutant.items()) if status not in ("killed", "timeout")
+        ]
     print("score = (killed + timeout) / mutants; other = suspicious, segfault or not checked")
     print(f"mutmut ran for {seconds / 60:.1f} min; its output is in {LOG}")
     print(f"\n{len(survivors)} mutants not killed (`.venv/bin/mutmut show NAME` prints one's diff):")
@@ -111,14 +114,17 @@ def report(targets: list[Target], seconds: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", metavar="MODULE", help="a path of [tool.mutmut] only_mutate (default: all)")
+    parser.add_argument(
+        "modules", nargs="*", metavar="MODULE", help="a path of [tool.mutmut] only_mutate (default: all)"
+    )
     targets = chosen_targets(parser)
     LOG.parent.mkdir(exist_ok=True)
     started = time.monotonic()
     with LOG.open("w") as log:
         mutmut = subprocess.run(
             [sys.executable, "-m", "mutmut", "run", *(glob for target in targets for glob in target.mutant_globs())],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     if mutmut.returncode != 0:
         print(LOG.read_text(errors="replace")[-4000:], file=sys.stderr)

@@ -36,7 +36,9 @@ def push(remote: str | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--remote", help="a configured DVC remote's name, or a URL or path (default: the default remote)")
+    parser.add_argument(
+        "--remote", help="a configured DVC remote's name, or a URL or path (default: the default remote)"
+    )
     args = parser.parse_args()
     try:
         print(push(args.remote))

@@ -23,7 +23,16 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from dvc_cli import URL_REMOTE_NAME, Failure, checked_dvc, dvc, last_error, lock_outputs, outputs_missing_from, use_remote
+from dvc_cli import (
+    URL_REMOTE_NAME,
+    Failure,
+    checked_dvc,
+    dvc,
+    last_error,
+    lock_outputs,
+    outputs_missing_from,
+    use_remote,
+)
 
 # `dvc status` states of an output, or of a dep that another stage outputs, that only
 # mean "not pulled yet" in a clone: the pull restores them. (`dvc repro --dry
@@ -34,7 +43,7 @@ NOT_PULLED = ("deleted", "not in cache")
 
 def check_remote(name: str, url: str) -> None:
     """Fail before touching the workspace if the remote cannot serve this revision."""
-    path = url[len("file://"):] if url.startswith("file://") else url
+    path = url[len("file://") :] if url.startswith("file://") else url
     if (not urlparse(url).scheme or url.startswith("file://")) and not Path(path).is_dir():
         raise Failure(f"DVC remote {name!r} ({url}) is missing: no such directory", 2)
     missing = outputs_missing_from(name)
@@ -42,7 +51,8 @@ def check_remote(name: str, url: str) -> None:
         raise Failure(
             f"DVC remote {name!r} ({url}) lacks {len(missing)} of this revision's {len(lock_outputs())} outputs "
             f"({', '.join(missing)}): push them from the clone "
-            f"that produced them with `python scripts/push_results.py --remote {url if name == URL_REMOTE_NAME else name}`",
+            f"that produced them with `python scripts/push_results.py --remote "
+            f"{url if name == URL_REMOTE_NAME else name}`",
             2,
         )
 
@@ -54,9 +64,11 @@ def stages_that_would_run(outputs: set[str]) -> list[str]:
     for stage, changes in json.loads(checked_dvc("status", "--json").stdout or "{}").items():
         reasons = []
         for change in changes:
-            for kind, paths in (change.items() if isinstance(change, dict) else [(change, {})]):
+            for kind, paths in change.items() if isinstance(change, dict) else [(change, {})]:
                 if isinstance(paths, dict):
-                    paths = {path: state for path, state in paths.items() if not (path in outputs and state in NOT_PULLED)}
+                    paths = {
+                        path: state for path, state in paths.items() if not (path in outputs and state in NOT_PULLED)
+                    }
                     if not paths:
                         continue
                     described = ", ".join(f"{path} {state}" for path, state in paths.items())

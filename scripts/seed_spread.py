@@ -66,12 +66,14 @@ def main() -> int:
     rows = []
     for name, seed in names.items():
         metrics = results[name]["metrics"]
-        rows.append({
-            "seed": seed,
-            "experiment": name,
-            "accuracy": metrics["metrics/evaluate.json"]["data"]["accuracy"],
-            "train_test_accuracy": metrics["metrics/train.json"]["data"]["test_accuracy"],
-        })
+        rows.append(
+            {
+                "seed": seed,
+                "experiment": name,
+                "accuracy": metrics["metrics/evaluate.json"]["data"]["accuracy"],
+                "train_test_accuracy": metrics["metrics/train.json"]["data"]["test_accuracy"],
+            }
+        )
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     scratch = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
     with scratch.open("w", newline="") as stream:
@@ -80,8 +82,10 @@ def main() -> int:
         writer.writerows(rows)
     scratch.replace(OUTPUT)
     accuracies = [row["accuracy"] for row in rows]
-    print(f"test accuracy over {len(rows)} seeds: {statistics.mean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f} "
-          f"(min {min(accuracies):.4f}, max {max(accuracies):.4f}); per seed in {OUTPUT}")
+    print(
+        f"test accuracy over {len(rows)} seeds: {statistics.mean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f} "
+        f"(min {min(accuracies):.4f}, max {max(accuracies):.4f}); per seed in {OUTPUT}"
+    )
     return 0
 
 

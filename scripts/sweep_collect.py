@@ -68,9 +68,11 @@ def report(names: list[str], plots_out: Path | None) -> tuple[list[str], list[st
     found = named_experiments(baseline, set(names))
     ordered = [name for name in names if name in found]
     base_params = params_of(baseline["data"])
-    param_keys = list(dict.fromkeys(
-        key for name in ordered for key, value in params_of(found[name]).items() if base_params.get(key) != value
-    ))
+    param_keys = list(
+        dict.fromkeys(
+            key for name in ordered for key, value in params_of(found[name]).items() if base_params.get(key) != value
+        )
+    )
     lines = [f"## Sweep: {len(ordered)} experiments on {label}", ""]
     lines.append("| experiment | " + " | ".join(param_keys + [key for _, key in HEADLINE_METRICS]) + " |")
     lines.append("|" + "---|" * (1 + len(param_keys) + len(HEADLINE_METRICS)))
@@ -80,8 +82,12 @@ def report(names: list[str], plots_out: Path | None) -> tuple[list[str], list[st
     for name in ordered:
         table = dvc("metrics", "diff", base, name, "--md").stdout.strip()
         # A header and its rule alone: no metric moved.
-        lines += ["", f"### metrics diff: {name} against the baseline", "",
-                  table if len(table.splitlines()) > 2 else "no metric changed"]
+        lines += [
+            "",
+            f"### metrics diff: {name} against the baseline",
+            "",
+            table if len(table.splitlines()) > 2 else "no metric changed",
+        ]
     if plots_out and ordered:
         plots = dvc("plots", "diff", base, *ordered, "--out", str(plots_out))
         if plots.returncode != 0:
@@ -91,7 +97,9 @@ def report(names: list[str], plots_out: Path | None) -> tuple[list[str], list[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--git-remote", default="origin", help="git remote the experiments were pushed to (default: origin)")
+    parser.add_argument(
+        "--git-remote", default="origin", help="git remote the experiments were pushed to (default: origin)"
+    )
     parser.add_argument("--plots-out", type=Path, help="write the plots diff of the baseline and every experiment here")
     parser.add_argument("names", nargs="+", metavar="NAME", help="the sweep's experiment names")
     args = parser.parse_args()
@@ -101,7 +109,11 @@ def main() -> int:
         if pulled.returncode != 0:
             pull_errors[name] = last_error(pulled)
     lines, found, problems = report(args.names, args.plots_out)
-    missing = [f"{name} ({pull_errors.get(name, 'not an experiment of this commit')})" for name in args.names if name not in found]
+    missing = [
+        f"{name} ({pull_errors.get(name, 'not an experiment of this commit')})"
+        for name in args.names
+        if name not in found
+    ]
     if missing:
         lines += ["", f"**Not on git remote {args.git_remote!r}** (their jobs failed?): {'; '.join(missing)}"]
         problems.insert(0, f"experiments not on git remote {args.git_remote!r}: {', '.join(missing)}")

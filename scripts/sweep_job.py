@@ -32,7 +32,9 @@ def fail(message: str, code: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="the experiment's name, unique within the sweep")
-    parser.add_argument("--git-remote", default="origin", help="git remote the experiment's ref goes to (default: origin)")
+    parser.add_argument(
+        "--git-remote", default="origin", help="git remote the experiment's ref goes to (default: origin)"
+    )
     parser.add_argument("--dvc-remote", help="DVC remote for outputs and run cache (default: the default remote)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="params to set, as for dvc exp run -S")
     args = parser.parse_args()
@@ -40,8 +42,11 @@ def main() -> int:
 
     pulled = dvc("pull", "--run-cache", *remote)
     if pulled.returncode != 0:
-        return fail(f"could not pull this commit's results from the DVC remote ({last_error(pulled)}); "
-                    "a sweep starts from them: push them with scripts/push_results.py", 2)
+        return fail(
+            f"could not pull this commit's results from the DVC remote ({last_error(pulled)}); "
+            "a sweep starts from them: push them with scripts/push_results.py",
+            2,
+        )
     # Streamed, not captured: the stages' logs are the job's log.
     run = [sys.executable, "-m", "dvc", "exp", "run", "--name", args.name]
     ran = subprocess.run(run + [argument for override in args.overrides for argument in ("-S", override)])

@@ -48,7 +48,9 @@ def changed_params(params: dict, baseline: dict) -> list[str]:
 def plan(name: str, overrides: list[str]) -> list[dict[str, str]]:
     if not overrides:
         raise BadInput("nothing to sweep: give dvc exp run -S overrides, e.g. 'seed=range(0,3)'")
-    queued = dvc("exp", "run", "--queue", "--name", name, *[argument for override in overrides for argument in ("-S", override)])
+    queued = dvc(
+        "exp", "run", "--queue", "--name", name, *[argument for override in overrides for argument in ("-S", override)]
+    )
     if queued.returncode != 0:
         raise BadInput(f"DVC refused the sweep: {last_error(queued)}")
     try:
@@ -62,7 +64,12 @@ def plan(name: str, overrides: list[str]) -> list[dict[str, str]]:
         dvc("queue", "remove", "--queued")
     base_params = flatten(baseline["data"]["params"]["params.yaml"]["data"])
     experiments = [
-        {"name": experiment, "overrides": " ".join(changed_params(flatten(found[experiment]["params"]["params.yaml"]["data"]), base_params))}
+        {
+            "name": experiment,
+            "overrides": " ".join(
+                changed_params(flatten(found[experiment]["params"]["params.yaml"]["data"]), base_params)
+            ),
+        }
         for experiment in names
     ]
     if len(experiments) > MAX_EXPERIMENTS:
@@ -72,7 +79,9 @@ def plan(name: str, overrides: list[str]) -> list[dict[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--name", required=True, help="the sweep's name; DVC numbers its experiments NAME-1, NAME-2, ...")
+    parser.add_argument(
+        "--name", required=True, help="the sweep's name; DVC numbers its experiments NAME-1, NAME-2, ..."
+    )
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="dvc exp run -S values, grid syntax included")
     args = parser.parse_args()
     try:

@@ -19,7 +19,9 @@ from cifar.errors import out_of_memory_message
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     stage = Path(sys.argv[0]).stem
     if issubclass(kind, KeyboardInterrupt):
-        print(f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr)
+        print(
+            f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
+        )
         raise SystemExit(130)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         print(

@@ -17,7 +17,9 @@ def main() -> None:
     splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
-    log.info("wrote %s from %s: %s images, %d classes", paths.DATA, params.data.source, sizes, len(splits["train"].classes))
+    log.info(
+        "wrote %s from %s: %s images, %d classes", paths.DATA, params.data.source, sizes, len(splits["train"].classes)
+    )
 
 
 if __name__ == "__main__":

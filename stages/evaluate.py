@@ -25,8 +25,12 @@ def main() -> None:
     device, precision = configure_runtime(params.train)
     trained = load_trained(paths.MODEL, device)
     test = load_split(paths.DATA, "test")
-    check_same_classes(trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`")
-    result = predict(trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta)
+    check_same_classes(
+        trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
+    )
+    result = predict(
+        trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta
+    )
     if not math.isfinite(result.loss):
         raise DataError(
             f"{paths.MODEL}: the test loss on {paths.DATA} is {result.loss}, as the model's outputs are not finite; "
@@ -38,12 +42,17 @@ def main() -> None:
     names = np.array(test.classes)
     write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
     write_csv(paths.PER_CLASS, result.per_class(test.classes))
-    write_csv(paths.PREDICTIONS, pd.DataFrame({
-        "index": np.arange(len(result.labels)),
-        "label": result.labels,
-        "predicted": result.predicted,
-        "confidence": result.confidence,
-    }))
+    write_csv(
+        paths.PREDICTIONS,
+        pd.DataFrame(
+            {
+                "index": np.arange(len(result.labels)),
+                "label": result.labels,
+                "predicted": result.predicted,
+                "confidence": result.confidence,
+            }
+        ),
+    )
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 

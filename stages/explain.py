@@ -23,13 +23,17 @@ def main() -> None:
     trained = load_trained(paths.MODEL, device)
     layers = resolve_layers(trained.model, trained.config.name, params.explain.layers)
     test = load_split(paths.DATA, "test")
-    check_same_classes(trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`")
+    check_same_classes(
+        trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
+    )
     predictions = load_predictions(paths.PREDICTIONS, test)
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
     names = test.classes
     if len(wrong):
         if len(wrong) < params.explain.images:
-            log.info("only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images)
+            log.info(
+                "only %d misclassified test images, fewer than explain.images = %d", len(wrong), params.explain.images
+            )
         chosen, kind = wrong, "misclassified test images"
         titles = [f"true: {names[t]}\npred: {names[p]}" for t, p in zip(wrong["label"], wrong["predicted"])]
         targets = (("correct", "label"), ("predicted", "predicted"))
@@ -44,13 +48,21 @@ def main() -> None:
         for layer_name, layer in layers:
             maps_per_target = grad_cam(trained.model, layer, pixels, [chosen[column] for _, column in targets])
             for (target, _), maps in zip(targets, maps_per_target):
-                save_figure(folder / f"{layer_name}_{target}.png", image_grid(
-                    overlay(pixels, maps), titles, columns=5,
-                    suptitle=f"Grad-CAM at {layer_name} for the {target} class of {kind} ({trained.config.name})",
-                ))
+                save_figure(
+                    folder / f"{layer_name}_{target}.png",
+                    image_grid(
+                        overlay(pixels, maps),
+                        titles,
+                        columns=5,
+                        suptitle=f"Grad-CAM at {layer_name} for the {target} class of {kind} ({trained.config.name})",
+                    ),
+                )
     log.info(
         "wrote Grad-CAM grids of %d %s at %s to %s",
-        len(chosen), kind, ", ".join(name for name, _ in layers), paths.GRADCAM_IMAGES,
+        len(chosen),
+        kind,
+        ", ".join(name for name, _ in layers),
+        paths.GRADCAM_IMAGES,
     )
 
 

@@ -23,8 +23,13 @@ from cifar.dataset import Split, load_split
 from cifar.errors import DataError, one_line, short_repr
 from cifar.loader import DeviceLoader
 from cifar.plots import (
-    confusion_figure, epoch_curves_figure, image_grid, lr_finder_figure, lr_schedule_figure,
-    misclassified_figure, per_class_figure,
+    confusion_figure,
+    epoch_curves_figure,
+    image_grid,
+    lr_finder_figure,
+    lr_schedule_figure,
+    misclassified_figure,
+    per_class_figure,
 )
 from cifar.predictions import load_predictions
 from cifar.reading import MAX_METRICS_BYTES, read_artifact
@@ -40,12 +45,19 @@ def main() -> None:
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     epochs = params.train.epochs
     curve = read_table(
-        paths.LR_FIND_CURVE, {"lr": LEARNING_RATE, "loss": LOSS}, "lr_find", most_rows=params.lr_find.num_iter, least_rows=2
+        paths.LR_FIND_CURVE,
+        {"lr": LEARNING_RATE, "loss": LOSS},
+        "lr_find",
+        most_rows=params.lr_find.num_iter,
+        least_rows=2,
     )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    save_figure(paths.LR_FINDER_IMAGE, lr_finder_figure(
-        curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
-    ))
+    save_figure(
+        paths.LR_FINDER_IMAGE,
+        lr_finder_figure(
+            curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
+        ),
+    )
 
     # Train writes its tables once, whole: every epoch, every step, every class, never part of them.
     epoch = Numbers(1, epochs, True, f"an epoch from 1 to train.epochs = {epochs}")
@@ -55,34 +67,52 @@ def main() -> None:
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
     steps = epochs * (len(train) // params.train.batch_size)  # as many as DeviceLoader.for_training's batches
-    step_lrs = read_table(
-        paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps, least_rows=steps
-    )["lr"].to_numpy()
+    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps, least_rows=steps)[
+        "lr"
+    ].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
     per_class = read_table(
-        paths.PER_CLASS, {"class": test.classes, "accuracy": ACCURACY}, "evaluate",
-        most_rows=len(test.classes), least_rows=len(test.classes), once="class",
+        paths.PER_CLASS,
+        {"class": test.classes, "accuracy": ACCURACY},
+        "evaluate",
+        most_rows=len(test.classes),
+        least_rows=len(test.classes),
+        once="class",
     )
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
     confusion = read_table(
-        paths.CONFUSION, {"actual": test.classes, "predicted": test.classes}, "evaluate",
-        most_rows=len(test), least_rows=len(test),
+        paths.CONFUSION,
+        {"actual": test.classes, "predicted": test.classes},
+        "evaluate",
+        most_rows=len(test),
+        least_rows=len(test),
     )
     label_of = {name: label for label, name in enumerate(test.classes)}
-    save_figure(paths.CONFUSION_IMAGE, confusion_figure(
-        confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
-    ))
+    save_figure(
+        paths.CONFUSION_IMAGE,
+        confusion_figure(
+            confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
+        ),
+    )
     predictions = load_predictions(paths.PREDICTIONS, test)
     gallery, shown = misclassified_figure(
-        test.images[predictions["index"].to_numpy()], predictions["label"].to_numpy(), predictions["predicted"].to_numpy(),
-        predictions["confidence"].to_numpy(), test.classes, params.evaluate.misclassified,
+        test.images[predictions["index"].to_numpy()],
+        predictions["label"].to_numpy(),
+        predictions["predicted"].to_numpy(),
+        predictions["confidence"].to_numpy(),
+        test.classes,
+        params.evaluate.misclassified,
     )
     save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
     if shown < params.evaluate.misclassified:
-        log.info("only %d misclassified test images, fewer than evaluate.misclassified = %d", shown, params.evaluate.misclassified)
+        log.info(
+            "only %d misclassified test images, fewer than evaluate.misclassified = %d",
+            shown,
+            params.evaluate.misclassified,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +137,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 LOSS = Numbers(0, FLOAT32_MAX, True, f"a cross-entropy loss from 0 to {FLOAT32_MAX:.4g} (float32's largest)")
 LEARNING_RATE = Numbers(0, MAX_OPTIMIZER_FACTOR, False, f"a learning rate above 0 and at most {MAX_OPTIMIZER_FACTOR}")
 HISTORY_COLUMNS = {
-    "train_loss": LOSS, "train_accuracy": ACCURACY, "test_loss": LOSS, "test_accuracy": ACCURACY,
+    "train_loss": LOSS,
+    "train_accuracy": ACCURACY,
+    "test_loss": LOSS,
+    "test_accuracy": ACCURACY,
 }
 # A row of these tables is a few numbers or two class names, under 100 bytes: a table over
 # this many bytes per row its writer can write is not one it wrote, and is refused unparsed.
@@ -122,7 +155,9 @@ def read_table(
     from a tuple, each value of column `once` in one row only; else a one-line DataError, not
     a hang, a traceback or a chart of text, NaN, an accuracy of 500% or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
-    data = read_artifact(path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take")
+    data = read_artifact(
+        path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take"
+    )
     try:
         table = pd.read_csv(io.BytesIO(data))
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -146,7 +181,9 @@ def read_table(
                 what = "not one of the test split's classes"
             else:
                 what = f"not {allowed.words}" if np.isfinite(values[row]) else "not a finite number"
-            raise DataError(f"{path}: column {column} holds {shown(table[column].iloc[row])} in row {row}, {what}; {fix}")
+            raise DataError(
+                f"{path}: column {column} holds {shown(table[column].iloc[row])} in row {row}, {what}; {fix}"
+            )
     repeated = table[once].duplicated().to_numpy() if once else np.zeros(0, bool)
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0])
@@ -174,7 +211,9 @@ def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
     if not isinstance(descent, bool):
         raise DataError(f"{path}: descent = {short_repr(descent)} is not true or false; {fix}")
     for name, value, least in (("max_lr", max_lr, lowest_tested / 10), ("steepest_lr", steepest, lowest_tested)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
+        ):
             raise DataError(f"{path}: {name} = {short_repr(value)} is not a learning rate; {fix}")
         if value is not None and not least <= value <= highest_tested:
             raise DataError(
@@ -195,7 +234,7 @@ def augmented_samples(train: Split, params: Params):
         denormalize(images).numpy(),
         [train.classes[label] for label in labels.tolist()],
         suptitle=f"augmented training images (crop pad {params.augment.crop_padding}, "
-                 f"flip {params.augment.flip}, cutout {params.augment.cutout})",
+        f"flip {params.augment.flip}, cutout {params.augment.cutout})",
     )
 
 

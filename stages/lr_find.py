@@ -27,8 +27,10 @@ def main() -> None:
     loader = DeviceLoader.for_training(train, params, device)
     log.info(
         "lr_find: %d steps of %d augmented images (%.1f passes over the %d training images)",
-        params.lr_find.num_iter, params.train.batch_size,
-        params.lr_find.num_iter * params.train.batch_size / len(train), len(train),
+        params.lr_find.num_iter,
+        params.train.batch_size,
+        params.lr_find.num_iter * params.train.batch_size / len(train),
+        len(train),
     )
     test = range_test(model, loader, params.lr_find, params.train, device, precision)
     metrics = {
@@ -43,7 +45,11 @@ def main() -> None:
         "steps": len(test.lrs),
     }
     if test.max_lr is not None:  # a curve without a descent has nothing to pick
-        metrics |= {"max_lr": test.max_lr, "pick_at_range_end": test.at_range_end, "pick_past_descent": test.past_descent}
+        metrics |= {
+            "max_lr": test.max_lr,
+            "pick_at_range_end": test.at_range_end,
+            "pick_past_descent": test.past_descent,
+        }
     if test.steepest_lr is not None:  # a range too short to estimate a slope has none
         metrics["steepest_lr"] = test.steepest_lr
     write_json(paths.LR_FIND_METRICS, metrics)
@@ -55,7 +61,13 @@ def main() -> None:
             test.require_descent()
         log.warning("WARNING: %s; train runs at its fixed train.max_lr %.3g", test.no_descent, params.train.max_lr)
         return
-    log.info("lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)", test.max_lr, test.pick, test.min_loss, test.lr_at_min_loss)
+    log.info(
+        "lr_find: max_lr %.3g by %s (min loss %.3f at lr %.3g)",
+        test.max_lr,
+        test.pick,
+        test.min_loss,
+        test.lr_at_min_loss,
+    )
     for warning in test.warnings:
         log.warning("WARNING: lr_find: %s", warning)
 

@@ -1,4 +1,5 @@
-"""train: the chosen model under its optimizer (Adam or SGD) and OneCycle; weights, quality and speed metrics, history."""
+"""train: the chosen model under its optimizer (Adam or SGD) and OneCycle; weights, quality and
+speed metrics, history."""
 
 import json
 import logging
@@ -38,22 +39,45 @@ def main() -> None:
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
 
     model = on_device(build_model(params.model, len(train.classes)), device)
-    write_text(paths.MODEL_SUMMARY, str(torchinfo.summary(
-        model, input_size=(1, 3, 32, 32), device=device, verbose=0,
-        col_names=("input_size", "output_size", "num_params", "mult_adds"),
-    )) + "\n")
+    write_text(
+        paths.MODEL_SUMMARY,
+        str(
+            torchinfo.summary(
+                model,
+                input_size=(1, 3, 32, 32),
+                device=device,
+                verbose=0,
+                col_names=("input_size", "output_size", "num_params", "mult_adds"),
+            )
+        )
+        + "\n",
+    )
     train_loader = DeviceLoader.for_training(train, params, device)
     test_loader = DeviceLoader(test, EVAL_BATCH_SIZE, device)
     log.info(
         "training %s on %d images (%s, %s), max_lr %.3g, %d epochs of %d steps",
-        params.model.name, len(train), device_name(device), precision, max_lr, params.train.epochs, len(train_loader),
+        params.model.name,
+        len(train),
+        device_name(device),
+        precision,
+        max_lr,
+        params.train.epochs,
+        len(train_loader),
     )
     trainable = torch.compile(model) if params.train.compile else model
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
     with StopRequest().on_signals(signal.SIGTERM, signal.SIGINT) as stop:
         result = fit(
-            trainable, train_loader, test_loader, max_lr=max_lr, config=params.train,
-            num_classes=len(train.classes), device=device, precision=precision, checkpoint=checkpoint, stop=stop,
+            trainable,
+            train_loader,
+            test_loader,
+            max_lr=max_lr,
+            config=params.train,
+            num_classes=len(train.classes),
+            device=device,
+            precision=precision,
+            checkpoint=checkpoint,
+            stop=stop,
         )
 
     save_trained(paths.MODEL, model, params.model, train.classes)
@@ -96,7 +120,9 @@ def chosen_max_lr(params: Params) -> float:
     except (OSError, ValueError, RecursionError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     if not isinstance(found, dict):
-        raise DataError(f"{path}: no max_lr to read (a JSON {type(found).__name__}, not the object lr_find writes); {fix}")
+        raise DataError(
+            f"{path}: no max_lr to read (a JSON {type(found).__name__}, not the object lr_find writes); {fix}"
+        )
     if not found.get("descent", True):
         raise TrainingError(
             f"{path}: the range test found no descent (its loss {'rose' if found.get('rising') else 'stayed flat'}), "

@@ -12,7 +12,8 @@ def repro(tmp_path_factory, worker_id):
     once, by the first xdist worker to need it, and each worker gets its own copy: a run
     costs about four minutes of both CI cores, and the copy under a second."""
     basetemp = tmp_path_factory.getbasetemp()
-    shared = basetemp if worker_id == "master" else basetemp.parent  # the parent is this session's, common to its workers
+    # the parent is this session's, common to its workers
+    shared = basetemp if worker_id == "master" else basetemp.parent
     made, log = shared / "pipeline-run", shared / "pipeline-run.log"
     with (shared / "pipeline-run.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here; released on close
@@ -51,4 +52,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "repro" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.pipeline)
-    items.sort(key=lambda item: LONGEST_FILES.index(item.path.name) if item.path.name in LONGEST_FILES else len(LONGEST_FILES))
+    items.sort(
+        key=lambda item: LONGEST_FILES.index(item.path.name) if item.path.name in LONGEST_FILES else len(LONGEST_FILES)
+    )

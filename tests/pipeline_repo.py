@@ -19,7 +19,15 @@ from cifar.dataset import file_digest
 REPO = Path(__file__).resolve().parents[1]
 # What a clone holds of the pipeline, with the real ignore files; params.yaml is written
 # from the code's defaults, so a user's edits to the checkout's params never leak in.
-PIPELINE_FILES = ("cifar", "stages", "dvc.yaml", "requirements.txt", "requirements-stages.txt", ".dvcignore", ".gitignore")
+PIPELINE_FILES = (
+    "cifar",
+    "stages",
+    "dvc.yaml",
+    "requirements.txt",
+    "requirements-stages.txt",
+    ".dvcignore",
+    ".gitignore",
+)
 
 # Small enough for two CPU cores (256 synthetic images, three epochs of 4 steps) and still
 # a model that learns (about 0.9 test accuracy): the LR range stops at 0.003, as BatchNorm's
@@ -48,8 +56,11 @@ def environment(root: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(
-        DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
     )
     return env
 
@@ -84,7 +95,9 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def stage_with_peak_memory(root: Path, name: str, hang_guard_seconds: int = 300) -> tuple[subprocess.CompletedProcess, int]:
+def stage_with_peak_memory(
+    root: Path, name: str, hang_guard_seconds: int = 300
+) -> tuple[subprocess.CompletedProcess, int]:
     """One stage on its own, as `stage` runs it, and the peak resident memory of its process
     in bytes. A stage still running after hang_guard_seconds is killed (exit 137), so that a
     hang fails the test instead of stalling the suite."""
@@ -92,7 +105,12 @@ def stage_with_peak_memory(root: Path, name: str, hang_guard_seconds: int = 300)
         report = Path(scratch) / "peak"
         command = [sys.executable, "-c", _PEAK_MEMORY_LAUNCHER, str(report), "python", "-m", f"stages.{name}"]
         process = subprocess.Popen(
-            command, cwd=root, env=environment(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            command,
+            cwd=root,
+            env=environment(root),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
         )
         try:

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from cifar.augment import (
-    CIFAR10_MEAN, _channel_constants, augment, cutout, denormalize, normalize, random_crop, random_flip,
+    CIFAR10_MEAN,
+    _channel_constants,
+    augment,
+    cutout,
+    denormalize,
+    normalize,
+    random_crop,
+    random_flip,
 )
 from cifar.config import AugmentConfig
 

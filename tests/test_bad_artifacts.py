@@ -39,7 +39,14 @@ from cifar.plots import misclassified_figure
 from cifar.sources import synthetic_split
 from generated import CPU
 from pipeline_repo import (
-    REPO, SMALL_SYNTHETIC, copy_pipeline, default_params, merge, stage, stage_with_peak_memory, workspace_digests,
+    REPO,
+    SMALL_SYNTHETIC,
+    copy_pipeline,
+    default_params,
+    merge,
+    stage,
+    stage_with_peak_memory,
+    workspace_digests,
 )
 from stages import paths
 
@@ -122,7 +129,7 @@ def test_a_write_killed_midway_leaves_ignored_scratch_that_the_next_stage_run_re
     killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE], env=os.environ | {"PYTHONPATH": str(REPO)})
     assert killed.returncode == -signal.SIGKILL
     assert Path(paths.MODEL).read_bytes() == b"previous model"
-    leftover, = (path for path in models.iterdir() if path != Path(paths.MODEL))
+    (leftover,) = (path for path in models.iterdir() if path != Path(paths.MODEL))
     assert leftover.name.startswith(f".{Path(paths.MODEL).name}.partial-")
     assert subprocess.run(["git", "check-ignore", "-q", str(leftover)], cwd=REPO).returncode == 0
 
@@ -166,12 +173,15 @@ def test_a_file_size_limit_is_named_as_such_not_as_a_folder_to_make_writable(tmp
     so the write fails instead of killing the stage."""
     Path(tmp_path / paths.CONFUSION).parent.mkdir()
     result = subprocess.run(
-        [sys.executable, "-c", FILE_SIZE_LIMITED], cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO)},
-        capture_output=True, text=True,
+        [sys.executable, "-c", FILE_SIZE_LIMITED],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
     )
     assert result.stderr.splitlines()[-1] == (
-        f"cifar.errors.OutputError: cannot write {paths.CONFUSION}: larger than the largest file this process may write "
-        f"(`ulimit -f`, or the file system's own limit); raise that limit and re-run"
+        f"cifar.errors.OutputError: cannot write {paths.CONFUSION}: larger than the largest file this process may "
+        f"write (`ulimit -f`, or the file system's own limit); raise that limit and re-run"
     )
     assert list(Path(tmp_path / paths.CONFUSION).parent.iterdir()) == []
 
@@ -200,7 +210,9 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_output(
     with pytest.raises(OutputError) as refused:
         write()
     message = str(refused.value)
-    assert message.startswith(f"disk full while writing {target}{detail}") and message.endswith("; free space and re-run")
+    assert message.startswith(f"disk full while writing {target}{detail}") and message.endswith(
+        "; free space and re-run"
+    )
     assert "\n" not in message
     assert [path.name for path in Path(target).parent.iterdir()] == [Path(target).name]
     assert Path(target).read_bytes() == b"previous"
@@ -230,11 +242,17 @@ def with_fc_weight(value: float) -> None:
 @pytest.mark.parametrize(
     ("weight", "message"),
     [
-        (float("nan"), f"{paths.MODEL}: the weights hold NaN or infinity (first in fc.weight); "
-                       "the run that saved them diverged: re-create it with `dvc repro train`"),
+        (
+            float("nan"),
+            f"{paths.MODEL}: the weights hold NaN or infinity (first in fc.weight); "
+            "the run that saved them diverged: re-create it with `dvc repro train`",
+        ),
         # Finite, but too large for the logits: the loss is not finite.
-        (1e38, f"{paths.MODEL}: the test loss on {paths.DATA} is nan, as the model's outputs are not finite; "
-               "re-create it with `dvc repro train`"),
+        (
+            1e38,
+            f"{paths.MODEL}: the test loss on {paths.DATA} is nan, as the model's outputs are not finite; "
+            "re-create it with `dvc repro train`",
+        ),
     ],
 )
 def test_evaluate_refuses_non_finite_weights_or_loss_and_keeps_its_previous_outputs(workspace, weight, message):
@@ -259,35 +277,59 @@ def write_another_models_weights(path):
 
 
 def write_with(model=(), **changes):
-    """A writer of a model file with its config's keys in `model` and its other entries changed, as a re-save by hand would."""
+    """A writer of a model file with its config's keys in `model` and its other entries changed,
+    as a re-save by hand would."""
+
     def write(path):
-        torch.save({"model": asdict(ModelConfig()) | dict(model), "classes": list("abcdefghij"), "state_dict": {}} | changes, path)
+        torch.save(
+            {"model": asdict(ModelConfig()) | dict(model), "classes": list("abcdefghij"), "state_dict": {}} | changes,
+            path,
+        )
+
     return write
 
 
 @pytest.mark.parametrize(
     ("write_model", "why"),
     [
-        (write_unknown_model, "(its model config: model.name = 'vgg' is not allowed; expected one of 'custom_resnet', 'resnet18')"),
+        (
+            write_unknown_model,
+            "(its model config: model.name = 'vgg' is not allowed; expected one of 'custom_resnet', 'resnet18')",
+        ),
         # Each of these was loaded; the first two as the model of a network they do not describe.
-        (write_with(model={"name": "resnet18", "norm": "bogus"}),
-         "(its model config: model.norm = 'bogus' is not allowed; expected one of 'batch', 'group')"),
-        (write_with(model={"name": "resnet18", "layer4_stride": 7}),
-         "(its model config: model.layer4_stride = 7 is not allowed; expected one of 1, 2)"),
-        (write_with(model={"norm": "group"}),
-         "(its model config: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has"),
+        (
+            write_with(model={"name": "resnet18", "norm": "bogus"}),
+            "(its model config: model.norm = 'bogus' is not allowed; expected one of 'batch', 'group')",
+        ),
+        (
+            write_with(model={"name": "resnet18", "layer4_stride": 7}),
+            "(its model config: model.layer4_stride = 7 is not allowed; expected one of 1, 2)",
+        ),
+        (
+            write_with(model={"norm": "group"}),
+            "(its model config: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 "
+            "has",
+        ),
         # Numbers for names ended in a TypeError in evaluate, which joins the names to print them.
-        (write_with(classes=list(range(10))), "(classes = [0, 1, 2, 3, 4, 5, ...], not a list of different, non-empty names)"),
+        (
+            write_with(classes=list(range(10))),
+            "(classes = [0, 1, 2, 3, 4, 5, ...], not a list of different, non-empty names)",
+        ),
         (write_with(classes=["a", "a"]), "(classes = ['a', 'a'], not a list of different, non-empty names)"),
         (write_with(classes=["a", ""]), "(classes = ['a', ''], not a list of different, non-empty names)"),
         (write_with(classes=[]), "(classes = [], not a list of different, non-empty names)"),
         (write_with(classes="abcdefghij"), "(classes = 'abcdefghij', not a list of different, non-empty names)"),
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
         (Path.touch, "(unreadable or truncated: EOFError)"),
-        (write_another_models_weights, "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:"),
+        (
+            write_another_models_weights,
+            "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:",
+        ),
     ],
 )
-def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting_unsafe_loading(tmp_path, write_model, why):
+def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting_unsafe_loading(
+    tmp_path, write_model, why
+):
     path = tmp_path / "model.pt"
     write_model(path)
     with pytest.raises(DataError) as refused:
@@ -298,15 +340,18 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
     assert "\n" not in message and "weights_only" not in message
 
 
-
 @pytest.mark.parametrize(
-    "error", [RuntimeError("can't start new thread"), MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
+    "error",
+    [RuntimeError("can't start new thread"), MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
     ids=["thread", "memory-error", "enomem"],
 )
 def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error):
-    """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the download stage in a traceback."""
+    """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the
+    download stage in a traceback."""
+
     def main():
         raise error
+
     monkeypatch.setattr(sys, "argv", ["stages/download.py"])
     with pytest.raises(SystemExit) as exited:
         run_stage(main, [])
@@ -320,6 +365,7 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
 def test_any_other_runtime_error_keeps_its_traceback():
     def main():
         raise RuntimeError("a bug")
+
     with pytest.raises(RuntimeError, match="a bug"):
         run_stage(main, [])
 
@@ -328,15 +374,20 @@ def test_any_other_runtime_error_keeps_its_traceback():
 def test_a_model_path_that_is_no_file_is_named_as_such_and_never_opened(tmp_path, make):
     path = tmp_path / "model.pt"
     make(path)
-    with pytest.raises(DataError, match=r"model.pt: a folder, named pipe or device, not a file; remove it and re-create"):
+    with pytest.raises(
+        DataError, match=r"model.pt: a folder, named pipe or device, not a file; remove it and re-create"
+    ):
         load_trained(path, CPU)
+
 
 def with_first(column: str, value):
     """The CSV text of the predictions with the first row's column set to value."""
+
     def damage(frame: pd.DataFrame) -> str:
         frame = frame.astype({column: object})
         frame.loc[0, column] = value
         return frame.to_csv(index=False)
+
     return damage
 
 
@@ -358,10 +409,16 @@ def with_first(column: str, value):
         (with_first("confidence", 7.5), "column confidence holds 7.5 in row 0, not a probability from 0 to 1"),
         # Explain explained image 0 twenty times, with exit 0.
         (lambda frame: frame.assign(index=0).to_csv(index=False), "test image 0 has 20 rows, not one"),
-        (with_first("label", (TEST_SPLIT.labels[0] + 1) % 10),
-         f"the row of test image 0 gives it label {(TEST_SPLIT.labels[0] + 1) % 10}, but the test split says {TEST_SPLIT.labels[0]}"),
+        (
+            with_first("label", (TEST_SPLIT.labels[0] + 1) % 10),
+            f"the row of test image 0 gives it label {(TEST_SPLIT.labels[0] + 1) % 10}, but the test split says "
+            f"{TEST_SPLIT.labels[0]}",
+        ),
         # pandas skips blank lines: read whole, it was accepted.
-        (lambda frame: frame.to_csv(index=False) + "\n" * 100_000, "100,243 bytes, far more than 20 rows of predictions take"),
+        (
+            lambda frame: frame.to_csv(index=False) + "\n" * 100_000,
+            "100,243 bytes, far more than 20 rows of predictions take",
+        ),
     ],
 )
 def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grids(workspace, damage, problem):
@@ -382,7 +439,10 @@ def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_con
         f"wrote Grad-CAM grids of 4 least confident correct predictions at layer2, layer3 to {paths.GRADCAM_IMAGES}",
     ]
     # Their predicted class is the correct one: one grid per layer, none left of the previous run.
-    assert sorted(path.name for path in Path(paths.GRADCAM_IMAGES).iterdir()) == ["layer2_correct.png", "layer3_correct.png"]
+    assert sorted(path.name for path in Path(paths.GRADCAM_IMAGES).iterdir()) == [
+        "layer2_correct.png",
+        "layer3_correct.png",
+    ]
 
 
 def name_an_unknown_model():
@@ -396,12 +456,18 @@ def index_beyond_the_test_split():
 @pytest.mark.parametrize(
     ("damage", "failing_stage", "message"),
     [
-        (name_an_unknown_model, "evaluate",
-         f"{paths.MODEL}: not a model saved by the train stage (its model config: model.name = 'vgg' is not allowed; "
-         "expected one of 'custom_resnet', 'resnet18'); re-create it with `dvc repro train`"),
-        (index_beyond_the_test_split, "explain",
-         f"{paths.PREDICTIONS}: column index holds 1..20, beyond the 20 test images (0..19); "
-         "re-create it with `dvc repro evaluate`"),
+        (
+            name_an_unknown_model,
+            "evaluate",
+            f"{paths.MODEL}: not a model saved by the train stage (its model config: model.name = 'vgg' is not "
+            "allowed; expected one of 'custom_resnet', 'resnet18'); re-create it with `dvc repro train`",
+        ),
+        (
+            index_beyond_the_test_split,
+            "explain",
+            f"{paths.PREDICTIONS}: column index holds 1..20, beyond the 20 test images (0..19); "
+            "re-create it with `dvc repro evaluate`",
+        ),
     ],
 )
 def test_a_stage_given_a_bad_artifact_exits_2_with_one_line_on_stderr(workspace, damage, failing_stage, message):
@@ -420,10 +486,17 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
     ("path", "failing_stage", "fix"),
     [
         (paths.PREDICTIONS, "explain", "re-create it with `dvc repro evaluate`"),
-        (paths.LR_FIND_METRICS, "train", "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"),
+        (
+            paths.LR_FIND_METRICS,
+            "train",
+            "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number",
+        ),
         (paths.LR_FIND_CURVE, "figures", "re-create it with `dvc repro lr_find`"),
-        (f"{paths.DATA}/manifest.json", "evaluate",
-         "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)"),
+        (
+            f"{paths.DATA}/manifest.json",
+            "evaluate",
+            "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)",
+        ),
     ],
     ids=["predictions", "lr-find-metrics", "plot-csv", "manifest"],
 )
@@ -468,7 +541,9 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
     save_dataset({"train": Split(TEST_SPLIT.images, np.zeros(20, np.int64), classes)}, tmp_path)
     with pytest.raises(DataError) as refused:
         load_split(tmp_path, "train")
-    assert str(refused.value).startswith(f"{tmp_path}/train.npz: {len(classes)} class names, expected 2 to 1000 (CIFAR-10 has 10); ")
+    assert str(refused.value).startswith(
+        f"{tmp_path}/train.npz: {len(classes)} class names, expected 2 to 1000 (CIFAR-10 has 10); "
+    )
 
 
 @pytest.mark.parametrize(
@@ -480,11 +555,13 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
         # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
         ('{"max_lr": 1e300}', "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
         ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
-        ('[0.01]', "no max_lr to read (a JSON list, not the object lr_find writes)"),
+        ("[0.01]", "no max_lr to read (a JSON list, not the object lr_find writes)"),
         ('{"min_loss": 2.3}', "max_lr = None is not a learning rate (a number above 0 and at most 1000)"),
         # A raw RecursionError from the json module.
-        ('{"max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
-         "no max_lr to read (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
+        (
+            '{"max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
+            "no max_lr to read (maximum recursion depth exceeded while decoding a JSON array from a unicode string)",
+        ),
     ],
     ids=["nan", "negative", "true", "huge", "string", "list", "no-max-lr", "deep-nesting"],
 )
@@ -495,7 +572,8 @@ def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, proble
     with pytest.raises(DataError) as refused:
         stages.train.chosen_max_lr(load_params(paths.PARAMS))
     assert str(refused.value) == (
-        f"{paths.LR_FIND_METRICS}: {problem}; run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
+        f"{paths.LR_FIND_METRICS}: {problem}; run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr "
+        f"to a number"
     )
 
 
@@ -560,10 +638,12 @@ def rewrite(path: str, change) -> None:
 
 def first_cell(column: str, value):
     """A change to a CSV's text: `value` in the first row of `column`."""
+
     def change(text: str) -> str:
         table = pd.read_csv(io.StringIO(text))
         table.loc[0, column] = value
         return table.to_csv(index=False)
+
     return change
 
 
@@ -573,8 +653,10 @@ STEPS = EPOCHS * (SMALL_SYNTHETIC["data"]["train_limit"] // SMALL_SYNTHETIC["tra
 
 def json_field(key: str, value):
     """A change to a JSON object's text: `key` set to `value`."""
+
     def change(text: str) -> str:
         return json.dumps(json.loads(text) | {key: value})
+
     return change
 
 
@@ -590,47 +672,133 @@ def without_last_rows(count: int):
         (paths.HISTORY, lambda text: "", "unreadable (No columns to parse from file)", "train"),
         (paths.HISTORY, lambda text: text.replace("test_accuracy", "renamed"), "no column test_accuracy", "train"),
         (paths.LR_FIND_CURVE, lambda text: text.splitlines()[0] + "\n", "no rows", "lr_find"),
-        (paths.CONFUSION, lambda text: text.replace("\n", "\nnot-a-class,not-a-class\n", 1),
-         "column actual holds 'not-a-class' in row 0, not one of the test split's classes", "evaluate"),
+        (
+            paths.CONFUSION,
+            lambda text: text.replace("\n", "\nnot-a-class,not-a-class\n", 1),
+            "column actual holds 'not-a-class' in row 0, not one of the test split's classes",
+            "evaluate",
+        ),
         (paths.LR_FIND_METRICS, lambda text: "{}", "no max_lr to read ('max_lr')", "lr_find"),
         # Drawn with exit 0: text on a loss axis, a curve of infinities.
         (paths.HISTORY, lambda text: text.replace("\n1,", "\n1,lots", 1), "column train_loss holds 'lots", "train"),
-        (paths.LR_SCHEDULE, lambda text: text.replace("\n1,", "\n1,inf\n0,", 1), "column lr holds inf in row 0, not a finite number", "train"),
+        (
+            paths.LR_SCHEDULE,
+            lambda text: text.replace("\n1,", "\n1,inf\n0,", 1),
+            "column lr holds inf in row 0, not a finite number",
+            "train",
+        ),
         # Drawn with exit 0: a class's bar twice, an epoch's point twice.
-        (paths.PER_CLASS, lambda text: text + text.splitlines()[1] + "\n", "column class holds 'class_0' again in row 10", "evaluate"),
+        (
+            paths.PER_CLASS,
+            lambda text: text + text.splitlines()[1] + "\n",
+            "column class holds 'class_0' again in row 10",
+            "evaluate",
+        ),
         (paths.HISTORY, lambda text: text + text.splitlines()[1] + "\n", "column epoch holds 1 again in row", "train"),
         # Drawn with exit 0: values no stage can write.
-        (paths.PER_CLASS, first_cell("accuracy", 5.0), "column accuracy holds 5.0 in row 0, not an accuracy from 0 to 1",
-         "evaluate"),
-        (paths.HISTORY, first_cell("test_accuracy", 7.0),
-         "column test_accuracy holds 7.0 in row 0, not an accuracy from 0 to 1", "train"),
-        (paths.HISTORY, first_cell("train_loss", -3.0),
-         "column train_loss holds -3.0 in row 0, not a cross-entropy loss from 0 to 3.403e+38", "train"),
-        (paths.LR_SCHEDULE, first_cell("lr", -1.0), "column lr holds -1.0 in row 0, not a learning rate above 0", "train"),
+        (
+            paths.PER_CLASS,
+            first_cell("accuracy", 5.0),
+            "column accuracy holds 5.0 in row 0, not an accuracy from 0 to 1",
+            "evaluate",
+        ),
+        (
+            paths.HISTORY,
+            first_cell("test_accuracy", 7.0),
+            "column test_accuracy holds 7.0 in row 0, not an accuracy from 0 to 1",
+            "train",
+        ),
+        (
+            paths.HISTORY,
+            first_cell("train_loss", -3.0),
+            "column train_loss holds -3.0 in row 0, not a cross-entropy loss from 0 to 3.403e+38",
+            "train",
+        ),
+        (
+            paths.LR_SCHEDULE,
+            first_cell("lr", -1.0),
+            "column lr holds -1.0 in row 0, not a learning rate above 0",
+            "train",
+        ),
         # Values no stage can write, where matplotlib's tick placement failed with a raw ValueError.
-        (paths.LR_FIND_CURVE, first_cell("loss", 1e308),
-         "column loss holds 1e+308 in row 0, not a cross-entropy loss from 0 to 3.403e+38 (float32's largest)", "lr_find"),
-        (paths.HISTORY, first_cell("epoch", 1e308), "column epoch holds 1e+308 in row 0, not an epoch from 1 to", "train"),
+        (
+            paths.LR_FIND_CURVE,
+            first_cell("loss", 1e308),
+            "column loss holds 1e+308 in row 0, not a cross-entropy loss from 0 to 3.403e+38 (float32's largest)",
+            "lr_find",
+        ),
+        (
+            paths.HISTORY,
+            first_cell("epoch", 1e308),
+            "column epoch holds 1e+308 in row 0, not an epoch from 1 to",
+            "train",
+        ),
         # Drawn with exit 0 as picks: values lr_find cannot write.
-        (paths.LR_FIND_METRICS, json_field("max_lr", 1e308), "max_lr = 1e+308 lies outside the LRs plots/lr_find.csv tested",
-         "lr_find"),
-        (paths.LR_FIND_METRICS, json_field("steepest_lr", 5e-324),
-         "steepest_lr = 5e-324 lies outside the LRs plots/lr_find.csv tested", "lr_find"),
+        (
+            paths.LR_FIND_METRICS,
+            json_field("max_lr", 1e308),
+            "max_lr = 1e+308 lies outside the LRs plots/lr_find.csv tested",
+            "lr_find",
+        ),
+        (
+            paths.LR_FIND_METRICS,
+            json_field("steepest_lr", 5e-324),
+            "steepest_lr = 5e-324 lies outside the LRs plots/lr_find.csv tested",
+            "lr_find",
+        ),
         (paths.LR_FIND_METRICS, json_field("descent", "false"), "descent = 'false' is not true or false", "lr_find"),
         # Drawn with exit 0: part of an epoch's, a schedule's or a class's rows.
-        (paths.HISTORY, without_last_rows(1), f"{EPOCHS - 1} row(s), fewer than the {EPOCHS} that train writes", "train"),
-        (paths.LR_SCHEDULE, without_last_rows(STEPS // 2), f"{STEPS - STEPS // 2} row(s), fewer than the {STEPS} that train writes",
-         "train"),
+        (
+            paths.HISTORY,
+            without_last_rows(1),
+            f"{EPOCHS - 1} row(s), fewer than the {EPOCHS} that train writes",
+            "train",
+        ),
+        (
+            paths.LR_SCHEDULE,
+            without_last_rows(STEPS // 2),
+            f"{STEPS - STEPS // 2} row(s), fewer than the {STEPS} that train writes",
+            "train",
+        ),
         (paths.PER_CLASS, without_last_rows(1), "9 row(s), fewer than the 10 that evaluate writes", "evaluate"),
-        (paths.LR_FIND_CURVE, lambda text: "\n".join(text.splitlines()[:2]) + "\n",
-         "1 row(s), fewer than the 2 that lr_find writes", "lr_find"),
-        (paths.CONFUSION, lambda text: "\n".join(text.splitlines()[:6]) + "\n",
-         f"5 row(s), fewer than the {SMALL_SYNTHETIC['data']['test_limit']} that evaluate writes", "evaluate"),
+        (
+            paths.LR_FIND_CURVE,
+            lambda text: "\n".join(text.splitlines()[:2]) + "\n",
+            "1 row(s), fewer than the 2 that lr_find writes",
+            "lr_find",
+        ),
+        (
+            paths.CONFUSION,
+            lambda text: "\n".join(text.splitlines()[:6]) + "\n",
+            f"5 row(s), fewer than the {SMALL_SYNTHETIC['data']['test_limit']} that evaluate writes",
+            "evaluate",
+        ),
     ],
-    ids=["empty-history", "history-column", "curve-header-only", "unknown-class", "no-max-lr", "text-loss", "infinite-lr",
-         "class-twice", "epoch-twice", "accuracy-500%", "test-accuracy-700%", "negative-loss", "negative-lr",
-         "curve-loss-1e308", "epoch-1e308", "max-lr-1e308", "subnormal-steepest-lr", "descent-as-text",
-         "history-part", "schedule-part", "per-class-part", "one-point-curve", "part-of-confusion"],
+    ids=[
+        "empty-history",
+        "history-column",
+        "curve-header-only",
+        "unknown-class",
+        "no-max-lr",
+        "text-loss",
+        "infinite-lr",
+        "class-twice",
+        "epoch-twice",
+        "accuracy-500%",
+        "test-accuracy-700%",
+        "negative-loss",
+        "negative-lr",
+        "curve-loss-1e308",
+        "epoch-1e308",
+        "max-lr-1e308",
+        "subnormal-steepest-lr",
+        "descent-as-text",
+        "history-part",
+        "schedule-part",
+        "per-class-part",
+        "one-point-curve",
+        "part-of-confusion",
+    ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
     rewrite(path, change)
@@ -638,11 +806,15 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
     with pytest.raises(DataError) as refused:
         stages.figures.main()
     message = str(refused.value)
-    assert message.startswith(f"{path}: {problem}") and message.endswith(f"; re-create it with `dvc repro {stage}`"), message
+    assert message.startswith(f"{path}: {problem}") and message.endswith(f"; re-create it with `dvc repro {stage}`"), (
+        message
+    )
     assert outputs(pipeline_run) == before
 
 
-def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(pipeline_run, monkeypatch, caplog):
+def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(
+    pipeline_run, monkeypatch, caplog
+):
     """The checkpoint of a finished run stays until every output is written; the re-run after
     a full disk while saving the model trained from scratch."""
     with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 128}})
@@ -692,7 +864,9 @@ def test_explain_runs_grad_cam_in_batches_so_its_memory_does_not_grow_with_expla
     result, many_peak = explain_peak_memory(tmp_path / "many", 200)
     assert result.returncode == 0, result.stderr
     assert "wrote Grad-CAM grids of 200 misclassified test images at layer3" in result.stderr
-    assert many_peak - few_peak < EXPLAIN_GROWTH_BOUND, f"explain peaked at {few_peak >> 20} MiB with 20 images, {many_peak >> 20} MiB with 200"
+    assert many_peak - few_peak < EXPLAIN_GROWTH_BOUND, (
+        f"explain peaked at {few_peak >> 20} MiB with 20 images, {many_peak >> 20} MiB with 200"
+    )
 
 
 @pytest.mark.full
@@ -715,7 +889,10 @@ def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
         pass
     stage.send_signal(signal.SIGINT)
     _, stderr = stage.communicate()
-    assert (stage.returncode, stderr) == (130, "error: interrupted before figures finished; no file is left half-written: run it again\n")
+    assert (stage.returncode, stderr) == (
+        130,
+        "error: interrupted before figures finished; no file is left half-written: run it again\n",
+    )
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])
@@ -727,8 +904,12 @@ def test_a_model_of_other_classes_is_refused_before_a_label_is_misread(pipeline_
     before = outputs(pipeline_run)
     with pytest.raises(DataError) as refused:
         importlib.import_module(f"stages.{stage}").main()
-    assert str(refused.value).startswith(f"{paths.MODEL} has classes {', '.join(payload['classes'])} but {paths.DATA}/test.npz has ")
-    assert str(refused.value).endswith(", so each label id would name another class; re-run the pipeline with `dvc repro`")
+    assert str(refused.value).startswith(
+        f"{paths.MODEL} has classes {', '.join(payload['classes'])} but {paths.DATA}/test.npz has "
+    )
+    assert str(refused.value).endswith(
+        ", so each label id would name another class; re-run the pipeline with `dvc repro`"
+    )
     assert outputs(pipeline_run) == before
 
 
@@ -743,6 +924,7 @@ def test_splits_of_other_classes_are_refused_before_training(pipeline_run, monke
         stages.train.main()
     assert str(refused.value) == (
         f"{paths.DATA}/train.npz has classes {', '.join(train.classes)} but {paths.DATA}/test.npz has "
-        f"{', '.join(reordered.classes)}, so each label id would name another class; re-create both with `dvc repro download`"
+        f"{', '.join(reordered.classes)}, so each label id would name another class; "
+        f"re-create both with `dvc repro download`"
     )
     assert outputs(pipeline_run) == before

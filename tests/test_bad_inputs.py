@@ -23,15 +23,18 @@ import typing
 import warnings
 import zipfile
 import zlib
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Imported here, not first in a test, where it would make torchinductor's cache folder in the
+# empty system temp folder.
+import torchvision.datasets  # noqa: F401
 import yaml
 from PIL import Image
-import torchvision.datasets  # noqa: F401  first imported in a test, it makes torchinductor's cache folder in the empty system temp folder
 from torch import nn
 
 from cifar import archives, engine
@@ -84,7 +87,9 @@ def import_from(source, downloads) -> dict:
 
 
 def archive_of(tree: Path, archive_format: str) -> Path:
-    return Path(shutil.make_archive(str(tree.parent / "export"), archive_format, root_dir=tree.parent, base_dir=tree.name))
+    return Path(
+        shutil.make_archive(str(tree.parent / "export"), archive_format, root_dir=tree.parent, base_dir=tree.name)
+    )
 
 
 def flip(path: Path, at: int, count: int = 64) -> None:
@@ -124,7 +129,10 @@ def test_a_damaged_header_in_a_plain_tar_is_not_taken_for_its_end(tree, download
         last = bundle.getmembers()[-1]
     flip(archive, at=last.offset + 148, count=8)  # the header's checksum field
     message = refused(DataError, import_from, archive, downloads)
-    assert f"the archive is corrupt or truncated (a damaged header or stray data from byte {last.offset} of the tar on)" in message
+    assert (
+        f"the archive is corrupt or truncated (a damaged header or stray data from byte {last.offset} of the tar on)"
+        in message
+    )
 
 
 def test_a_corrupted_zip_member_is_refused(tmp_path, downloads):
@@ -164,7 +172,10 @@ def test_a_zip_member_outside_the_archive_folder_is_refused(tmp_path, downloads)
 def test_an_archive_that_unpacks_beyond_the_size_cap_is_refused(tree, downloads, monkeypatch):
     monkeypatch.setattr(archives, "MAX_UNPACKED_BYTES", 100_000)  # the tree's tar is about 180 kB
     message = refused(DataError, import_from, archive_of(tree, "gztar"), downloads)
-    assert "unpacks to more than" in message and "GiB, the most it unpacks; if it is genuine, extract it yourself" in message
+    assert (
+        "unpacks to more than" in message
+        and "GiB, the most it unpacks; if it is genuine, extract it yourself" in message
+    )
 
 
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path, downloads):
@@ -198,10 +209,7 @@ def cut_tar(tree: Path, at: str) -> tuple[bytes, int]:
     data = archive_of(tree, "tar").read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as bundle:
         members = bundle.getmembers()
-    if at == "header":
-        end = members[-5].offset
-    else:
-        end = members[-1].offset_data + -(-members[-1].size // 512) * 512 + 512
+    end = members[-5].offset if at == "header" else members[-1].offset_data + -(-members[-1].size // 512) * 512 + 512
     return data[:end], end
 
 
@@ -221,7 +229,10 @@ def test_a_tar_cut_short_at_a_block_boundary_is_refused(tree, tmp_path, download
     archive = tmp_path / ("cut.tar.gz" if compress else "cut.tar")
     archive.write_bytes(gzip.compress(data) if compress else data)
     message = refused(DataError, import_from, archive, downloads)
-    assert message == f"{archive}: the archive is corrupt or truncated ({detail.format(end=end)}); download or export it again"
+    assert (
+        message
+        == f"{archive}: the archive is corrupt or truncated ({detail.format(end=end)}); download or export it again"
+    )
 
 
 def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
@@ -264,7 +275,11 @@ def test_a_folder_header_that_declares_a_size_hides_no_member(tree, tmp_path, do
 
 @pytest.mark.parametrize(
     ("archive_format", "name"),
-    [("tar", "export/train/cat/0000.png"), ("tar", "./export/train/cat/0000.png"), ("zip", "export/train/cat/0000.png")],
+    [
+        ("tar", "export/train/cat/0000.png"),
+        ("tar", "./export/train/cat/0000.png"),
+        ("zip", "export/train/cat/0000.png"),
+    ],
     ids=["tar", "tar-dot-slash", "zip"],
 )
 def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format, name):
@@ -331,8 +346,16 @@ def test_a_zip_directory_beyond_the_cap_is_refused_before_zipfile_reads_it(tmp_p
 @pytest.mark.parametrize(
     ("make_link", "link", "target"),
     [
-        (lambda tree: (shutil.rmtree(tree / "train" / "dog"), (tree / "train" / "dog").symlink_to("cat")), "train/dog", "cat"),
-        (lambda tree: (tree / "train" / "dog" / "alias.png").symlink_to("../cat/0000.png"), "train/dog/alias.png", "../cat/0000.png"),
+        (
+            lambda tree: (shutil.rmtree(tree / "train" / "dog"), (tree / "train" / "dog").symlink_to("cat")),
+            "train/dog",
+            "cat",
+        ),
+        (
+            lambda tree: (tree / "train" / "dog" / "alias.png").symlink_to("../cat/0000.png"),
+            "train/dog/alias.png",
+            "../cat/0000.png",
+        ),
         (lambda tree: (shutil.rmtree(tree / "test"), (tree / "test").symlink_to("train")), "test", "train"),
     ],
     ids=["class-folder", "image", "split"],
@@ -357,7 +380,8 @@ def test_a_folder_inside_a_class_folder_is_refused(tree, downloads, archive_form
         source = archive_of(tree, archive_format)
         cat = f"{source}:export/train/cat"
     assert refused(DataError, import_from, source, downloads) == (
-        f"{cat}/more: a folder inside class folder {cat}, which may hold only image files; move its images up into {cat}, or remove it"
+        f"{cat}/more: a folder inside class folder {cat}, which may hold only image files; move its images up into "
+        f"{cat}, or remove it"
     )
 
 
@@ -373,7 +397,8 @@ def test_files_that_are_not_png_or_jpeg_are_left_out_in_one_warning(tree, downlo
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
     example = tree / "test" / "README.txt" if archive_format == "folder" else f"{source}:export/test/README.txt"
     assert caplog.messages == [
-        f"left out 4 file(s) in train/ and test/ that are not .png, .jpg or .jpeg files in a class folder, e.g. {example}"
+        f"left out 4 file(s) in train/ and test/ that are not .png, .jpg or .jpeg files in a class folder, e.g. "
+        f"{example}"
     ]
 
 
@@ -383,12 +408,12 @@ def test_files_that_are_not_png_or_jpeg_are_left_out_in_one_warning(tree, downlo
     ids=["cyrillic-c", "trailing-space", "zero-width-space"],
 )
 def test_a_class_name_that_only_looks_right_is_shown_escaped(tree, downloads, name, shown):
-    """Printed raw, `missing: cat; unexpected: сat` showed two names that look the same."""
+    """Printed raw, `missing: cat; unexpected: сat` showed two names that look the same."""  # noqa: RUF002
     for split in ("train", "test"):
         (tree / split / "cat").rename(tree / split / name)
     assert refused(DataError, import_from, tree, downloads) == (
-        f"{tree}: class folders must be CIFAR-10's ten (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck); "
-        f"missing: 'cat'; unexpected: {shown}"
+        f"{tree}: class folders must be CIFAR-10's ten (airplane, automobile, bird, cat, deer, dog, frog, horse, "
+        f"ship, truck); missing: 'cat'; unexpected: {shown}"
     )
 
 
@@ -401,7 +426,8 @@ def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads):
     assert refused(DataError, import_from, archive, downloads) == (
         f"data.source = {str(archive)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
         f"CIFAR-10 batches (missing: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, "
-        f"batches.meta); use the official cifar-10-python.tar.gz, or remove that folder if the class folders beside it are meant"
+        f"batches.meta); use the official cifar-10-python.tar.gz, or remove that folder if the class folders beside "
+        f"it are meant"
     )
 
 
@@ -422,8 +448,10 @@ def test_xz_stream_padding_is_read_across(tree, downloads):
 
 @pytest.mark.parametrize(
     ("between", "detail"),
-    [(bytes(3), "3 NUL bytes of xz stream padding before byte {at}, not a multiple of 4"),
-     (b"junk", "stray data after an xz stream, at byte {at} of the file")],
+    [
+        (bytes(3), "3 NUL bytes of xz stream padding before byte {at}, not a multiple of 4"),
+        (b"junk", "stray data after an xz stream, at byte {at} of the file"),
+    ],
     ids=["odd-padding", "stray-bytes"],
 )
 def test_bad_bytes_between_xz_streams_are_named(tree, downloads, between, detail):
@@ -486,7 +514,8 @@ def test_only_png_and_jpeg_are_decoded_whatever_the_file_is_named(tree, tmp_path
     path = tree / "train" / "bird" / "0001.png"
     Image.new("RGB", (32, 32), (10, 20, 30)).save(path, format=image_format)
     assert refused(DataError, import_from, tree, tmp_path) == (
-        f"{path}: not a readable PNG or JPEG image, the only formats read; replace it with a 32x32 PNG or JPEG file, or remove it"
+        f"{path}: not a readable PNG or JPEG image, the only formats read; replace it with a 32x32 PNG or JPEG file, "
+        f"or remove it"
     )
 
 
@@ -510,9 +539,15 @@ def alias_bomb(levels: int = 6) -> str:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (f"model: {alias_bomb()}\n", "line 1: anchors and aliases (&name, *name) are not supported; write each value out"),
+        (
+            f"model: {alias_bomb()}\n",
+            "line 1: anchors and aliases (&name, *name) are not supported; write each value out",
+        ),
         (f"explain:\n  layers: {alias_bomb()}\n", "line 2: anchors and aliases (&name, *name) are not supported"),
-        ("explain:\n  layers: [" + ", ".join(["1"] * 5000) + "]\n", "explain.layers = [1, 1, 1, 1, 1, 1, ...] is not allowed"),
+        (
+            "explain:\n  layers: [" + ", ".join(["1"] * 5000) + "]\n",
+            "explain.layers = [1, 1, 1, 1, 1, 1, ...] is not allowed",
+        ),
         ("model:\n  name: " + "y" * 5000 + "\n", "model.name = 'yyyyyyyyyyyyyy"),
     ],
     ids=["alias-bomb-model", "alias-bomb-layers", "long-list", "long-string"],
@@ -531,10 +566,8 @@ def released_if_opened(fifo: Path):
 
     def release():
         while not done.wait(0.5):
-            try:
+            with suppress(OSError):  # ENXIO: nobody is reading
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # ENXIO: nobody is reading
-                pass
 
     helper = threading.Thread(target=release, daemon=True)
     helper.start()
@@ -559,26 +592,52 @@ def test_a_named_pipe_among_the_images_is_refused_unopened(tree, tmp_path):
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_a_seed_outside_32_bits_is_a_config_error(seed):
     raw = merge(default_params(), {"seed": seed})
-    assert f"seed = {seed} is not allowed; expected an integer from 0 to 4294967295" in refused(ConfigError, parse_params, raw)
+    assert f"seed = {seed} is not allowed; expected an integer from 0 to 4294967295" in refused(
+        ConfigError, parse_params, raw
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         (b"seed: 0\nmodel:\n  name: caf\xe9\n", "params.yaml: not UTF-8 text (byte 0xe9 at line 3); save it as UTF-8"),
-        ("explain:\n  layers: " + "[" * 10_000 + "]" * 10_000 + "\n", "params.yaml: line 2: nested more than 20 levels deep"),
+        (
+            "explain:\n  layers: " + "[" * 10_000 + "]" * 10_000 + "\n",
+            "params.yaml: line 2: nested more than 20 levels deep",
+        ),
         ("seed: 1" + "0" * 5000 + "\n", "params.yaml: line 1: the integer '1000"),
         # DVC refuses a repeated key; PyYAML kept the last one, so a stage run alone used another value.
-        ("train:\n  epochs: 3\nseed: 0\ntrain:\n  epochs: 30\n",
-         "params.yaml: line 4: the key 'train' appears a second time (first at line 1); keep one of them"),
-        ("train:\n  epochs: 3\n  batch_size: 64\n  epochs: 30\n",
-         "params.yaml: line 4: the key 'epochs' appears a second time (first at line 2); keep one of them"),
-        ("train: {epochs: 3, epochs: 30}\n", "params.yaml: line 1: the key 'epochs' appears a second time (first at line 1)"),
-        ("seed: 0\nmodel:\n  name: =\n", "params.yaml: line 3: '=' reads as the YAML tag 'tag:yaml.org,2002:value', not a plain value"),
-        ("seed: !!python/tuple [0, 1]\n", "params.yaml: line 1: a value reads as the YAML tag 'tag:yaml.org,2002:python/tuple'"),
+        (
+            "train:\n  epochs: 3\nseed: 0\ntrain:\n  epochs: 30\n",
+            "params.yaml: line 4: the key 'train' appears a second time (first at line 1); keep one of them",
+        ),
+        (
+            "train:\n  epochs: 3\n  batch_size: 64\n  epochs: 30\n",
+            "params.yaml: line 4: the key 'epochs' appears a second time (first at line 2); keep one of them",
+        ),
+        (
+            "train: {epochs: 3, epochs: 30}\n",
+            "params.yaml: line 1: the key 'epochs' appears a second time (first at line 1)",
+        ),
+        (
+            "seed: 0\nmodel:\n  name: =\n",
+            "params.yaml: line 3: '=' reads as the YAML tag 'tag:yaml.org,2002:value', not a plain value",
+        ),
+        (
+            "seed: !!python/tuple [0, 1]\n",
+            "params.yaml: line 1: a value reads as the YAML tag 'tag:yaml.org,2002:python/tuple'",
+        ),
     ],
-    ids=["latin-1", "deep-nesting", "5000-digit-integer", "repeated-section", "repeated-key", "repeated-key-inline",
-         "yaml-value-key", "python-tag"],
+    ids=[
+        "latin-1",
+        "deep-nesting",
+        "5000-digit-integer",
+        "repeated-section",
+        "repeated-key",
+        "repeated-key-inline",
+        "yaml-value-key",
+        "python-tag",
+    ],
 )
 def test_unreadable_params_files_are_one_line(tmp_path, text, message):
     assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
@@ -590,21 +649,29 @@ def test_unreadable_params_files_are_one_line(tmp_path, text, message):
         ("/dev/zero", "data.source = '/dev/zero' is a device, not an archive or a folder; expected the official"),
         ("/dev/null", "data.source = '/dev/null' is a device, not an archive or a folder"),
         ("/proc", "data.source = '/proc': no train/ and test/ folders found"),
-        ("~nosuchuser/x", "data.source = '~nosuchuser/x': there is no user 'nosuchuser' to expand ~nosuchuser; write the path out"),
+        (
+            "~nosuchuser/x",
+            "data.source = '~nosuchuser/x': there is no user 'nosuchuser' to expand ~nosuchuser; write the path out",
+        ),
     ],
 )
 def test_special_sources_are_refused(tmp_path, source, message):
     assert message in refused(DataError, import_from, source, tmp_path)
 
 
-@pytest.mark.parametrize("make", [os.mkfifo, Path.mkdir, lambda path: path.symlink_to("/dev/zero")], ids=["fifo", "folder", "device"])
+@pytest.mark.parametrize(
+    "make", [os.mkfifo, Path.mkdir, lambda path: path.symlink_to("/dev/zero")], ids=["fifo", "folder", "device"]
+)
 def test_a_params_file_that_is_no_file_is_named_as_such_unopened(tmp_path, make):
     """A named pipe, folder or device at params.yaml was reported as "file not found"."""
     path = tmp_path / "params.yaml"
     make(path)
     with released_if_opened(path) if path.is_fifo() else nullcontext():
         message = refused(ConfigError, load_params, path)
-    assert message == f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
+    assert (
+        message
+        == f"{path}: a folder, named pipe or device, not a file; make it the YAML file of the pipeline's parameters"
+    )
 
 
 @pytest.mark.parametrize("name", ["cifar.tar.gz", "cifar"])
@@ -631,7 +698,11 @@ def zip_with_central_directory_change(path: Path, offset: int, value: bytes) -> 
     ("offset", "value", "message"),
     [
         (8, b"\x01\x00", "member 'export/train/airplane/0000.png' is encrypted; re-create the zip without a password"),
-        (10, b"\x09\x00", "member 'export/train/airplane/0000.png' uses compression method 'deflate64', which Python cannot read"),
+        (
+            10,
+            b"\x09\x00",
+            "member 'export/train/airplane/0000.png' uses compression method 'deflate64', which Python cannot read",
+        ),
     ],
     ids=["encrypted", "deflate64"],
 )
@@ -699,10 +770,18 @@ def test_limits_beyond_the_splits_are_refused(key, value, allowed):
         ("lr_find.num_iter", 10**9, 10_000_000, "an integer from 2 to 10000000, about a GPU-day of steps"),
         ("explain.images", 10**9, 500, "an integer from 1 to 500, the most a gallery shows"),
         ("evaluate.misclassified", 10**9, 500, "an integer from 0 to 500, the most a gallery shows"),
-        ("explain.layers", ["layer1"] * 9, [f"layer{n}" for n in range(8)],
-         "null (the model's defaults) or a list of 1 to 8 different module names"),
-        ("explain.layers", ["layer2", "layer2"], ["layer2", "layer3"],
-         "null (the model's defaults) or a list of 1 to 8 different module names"),
+        (
+            "explain.layers",
+            ["layer1"] * 9,
+            [f"layer{n}" for n in range(8)],
+            "null (the model's defaults) or a list of 1 to 8 different module names",
+        ),
+        (
+            "explain.layers",
+            ["layer2", "layer2"],
+            ["layer2", "layer3"],
+            "null (the model's defaults) or a list of 1 to 8 different module names",
+        ),
     ],
     ids=["epochs", "num_iter", "explain-images", "misclassified", "nine-layers", "a-layer-twice"],
 )
@@ -743,10 +822,20 @@ def test_training_longer_than_a_gpu_day_is_refused_before_its_first_step(monkeyp
 
     monkeypatch.setattr(engine, "train_epoch", train_epoch)
     loader = DeviceLoader(random_split(101, seed=0), 1, CPU, shuffle=True)
-    message = refused(ConfigError, partial(
-        engine.fit, nn.Linear(1, 1), loader, loader,
-        max_lr=0.01, config=TrainConfig(epochs=100_000, batch_size=1), num_classes=10, device=CPU, precision="fp32",
-    ))
+    message = refused(
+        ConfigError,
+        partial(
+            engine.fit,
+            nn.Linear(1, 1),
+            loader,
+            loader,
+            max_lr=0.01,
+            config=TrainConfig(epochs=100_000, batch_size=1),
+            num_classes=10,
+            device=CPU,
+            precision="fp32",
+        ),
+    )
     assert message == (
         "train.epochs = 100000 x 101 steps per epoch (101 images in batches of 1) = 10,100,000 optimizer steps, "
         "more than the 10,000,000 of about a GPU-day; lower train.epochs or raise train.batch_size"
@@ -790,8 +879,11 @@ def test_stage_refuses_a_corrupted_archive(pipeline, tree):
         ({"seed": 2**32}, "error: params.yaml: seed = 4294967296 is not allowed"),
         ({"lr_find": {"end_lr": float("inf")}}, "error: params.yaml: lr_find.end_lr = inf is not allowed"),
         ({"data": {"source": "/dev/zero"}}, "error: data.source = '/dev/zero' is a device"),
-        ({"data": {"source": "cifar\0.tar.gz"}}, "error: params.yaml: data.source = 'cifar\\x00.tar.gz' is not allowed; "
-                                                   "expected \"official\", \"synthetic\" or a path of 1 to 4096 characters without NUL bytes"),
+        (
+            {"data": {"source": "cifar\0.tar.gz"}},
+            "error: params.yaml: data.source = 'cifar\\x00.tar.gz' is not allowed; "
+            'expected "official", "synthetic" or a path of 1 to 4096 characters without NUL bytes',
+        ),
     ],
     ids=["seed", "inf", "dev-zero", "nul-byte"],
 )
@@ -809,7 +901,9 @@ def test_an_environment_at_a_non_ascii_path_under_an_ascii_locale_is_one_line(pi
     linked.symlink_to(sys.prefix, target_is_directory=True)
     env = environment(pipeline) | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
     python = linked / Path(sys.executable).relative_to(sys.prefix)
-    result = subprocess.run([str(python), "-m", "stages.evaluate"], cwd=pipeline, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(python), "-m", "stages.evaluate"], cwd=pipeline, env=env, capture_output=True, text=True
+    )
     assert_refused_with_one_line(result, pipeline, "error: evaluate met a path that is not text under this locale (")
     assert result.stderr.rstrip().endswith("use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset")
 
@@ -818,11 +912,14 @@ def test_a_non_ascii_source_under_an_ascii_locale_is_one_line(pipeline):
     """Under the C locale without UTF-8 mode, os.stat on the path ended in a UnicodeEncodeError."""
     set_params(pipeline, {"data": {"source": "/nonexistent/données/ü.tar.gz"}})
     env = environment(pipeline) | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
-    result = subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.download"], cwd=pipeline, env=env, capture_output=True, text=True
+    )
     assert_refused_with_one_line(
-        result, pipeline,
-        "error: data.source = '/nonexistent/donn\\xe9es/\\xfc.tar.gz' cannot be a file name in this locale's encoding (ascii); "
-        "use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path",
+        result,
+        pipeline,
+        "error: data.source = '/nonexistent/donn\\xe9es/\\xfc.tar.gz' cannot be a file name in this locale's "
+        "encoding (ascii); use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path",
     )
 
 
@@ -837,7 +934,10 @@ def test_a_stage_out_of_address_space_while_importing_torch_is_one_line(pipeline
     failed to map segment from shared object."""
     result = subprocess.run(
         ["bash", "-c", f"ulimit -v {TOO_LITTLE_FOR_TORCH_KIB}; exec python -m stages.evaluate"],
-        cwd=pipeline, env=environment(pipeline), capture_output=True, text=True,
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     [line] = result.stderr.splitlines()
@@ -907,7 +1007,11 @@ def assert_refused_in_bounded_memory(pipeline: Path, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [(tarfile.XHDTYPE, "pax.tar.gz"), (tarfile.GNUTYPE_LONGNAME, "gnu-long-name.tar.xz"), (tarfile.XGLTYPE, "pax-global.tar")],
+    [
+        (tarfile.XHDTYPE, "pax.tar.gz"),
+        (tarfile.GNUTYPE_LONGNAME, "gnu-long-name.tar.xz"),
+        (tarfile.XGLTYPE, "pax-global.tar"),
+    ],
 )
 def test_an_extended_header_over_1_mib_is_refused_unread(pipeline, tmp_path, kind, name):
     """tarfile reads an extended header whole, whatever it declares: a 6.5 MB .tar.gz with a
@@ -915,11 +1019,14 @@ def test_an_extended_header_over_1_mib_is_refused_unread(pipeline, tmp_path, kin
     archive = hostile_tar(tmp_path / name, kind)
     assert archive.stat().st_blocks * 512 < 1 << 20
     set_params(pipeline, {"data": {"source": str(archive)}})
-    assert_refused_in_bounded_memory(pipeline, (
-        f"error: {archive}: an extended header (pax or GNU long name) at byte 0 declares {HOSTILE_BYTES:,} bytes, "
-        f"more than the 1 MiB any name or attributes need; the archive is damaged or hostile: extract it yourself "
-        f"and point data.source at the folder"
-    ))
+    assert_refused_in_bounded_memory(
+        pipeline,
+        (
+            f"error: {archive}: an extended header (pax or GNU long name) at byte 0 declares {HOSTILE_BYTES:,} bytes, "
+            f"more than the 1 MiB any name or attributes need; the archive is damaged or hostile: extract it yourself "
+            f"and point data.source at the folder"
+        ),
+    )
 
 
 def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, tmp_path):
@@ -933,10 +1040,13 @@ def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, 
     archive.write_bytes(gzip.compress(header.tobuf() + digits + bytes(-len(digits) % 512) + bytes(1024)))
     assert archive.stat().st_size < 2000
     set_params(pipeline, {"data": {"source": str(archive)}})
-    assert_refused_in_bounded_memory(pipeline, (
-        f"error: {archive}: the archive is corrupt or truncated (a malformed pax header record at byte 512 of the tar); "
-        f"download or export it again"
-    ))
+    assert_refused_in_bounded_memory(
+        pipeline,
+        (
+            f"error: {archive}: the archive is corrupt or truncated (a malformed pax header record at byte 512 of "
+            f"the tar); download or export it again"
+        ),
+    )
 
 
 def test_an_image_file_over_1_mib_is_refused_before_it_is_read(pipeline, tree):
@@ -946,10 +1056,13 @@ def test_an_image_file_over_1_mib_is_refused_before_it_is_read(pipeline, tree):
         stream.write(b"\xff\xd8\xff\xe0")  # a JPEG's first bytes, then a hole
         stream.truncate(HOSTILE_BYTES)
     set_params(pipeline, {"data": {"source": str(tree), "train_limit": None, "test_limit": None}})
-    assert_refused_in_bounded_memory(pipeline, (
-        f"error: {big}: more than 1 MiB, far more than a 32x32 image takes; replace it with a 32x32 PNG or JPEG file, "
-        f"or remove it"
-    ))
+    assert_refused_in_bounded_memory(
+        pipeline,
+        (
+            f"error: {big}: more than 1 MiB, far more than a 32x32 image takes; replace it with a 32x32 PNG or JPEG "
+            f"file, or remove it"
+        ),
+    )
 
 
 def test_a_params_file_over_64_kib_is_refused_unread(pipeline):
@@ -957,10 +1070,13 @@ def test_a_params_file_over_64_kib_is_refused_unread(pipeline):
     set_params(pipeline, {})
     with (pipeline / "params.yaml").open("r+b") as stream:
         stream.truncate(HOSTILE_BYTES)  # the params, then a hole of zeros
-    assert_refused_in_bounded_memory(pipeline, (
-        "error: params.yaml: larger than 64 KiB, while every key with a comment takes about 2 KiB; "
-        "remove what does not belong in it"
-    ))
+    assert_refused_in_bounded_memory(
+        pipeline,
+        (
+            "error: params.yaml: larger than 64 KiB, while every key with a comment takes about 2 KiB; "
+            "remove what does not belong in it"
+        ),
+    )
 
 
 # 6. Variants a red-team pass found after the above: a member without a name, joined zips,
@@ -1032,8 +1148,12 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced
 
     def png(pixel_data: bytes) -> bytes:
         header = struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, int(interlaced))  # 8-bit RGB
-        return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(pixel_data))
-                + png_chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(pixel_data))
+            + png_chunk(b"IEND", b"")
+        )
 
     path = tree / "train" / "airplane" / "0000.png"
     path.write_bytes(png(scanlines))
@@ -1048,14 +1168,20 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("seed: -_\n", "params.yaml: line 1: '-_' reads as an integer but holds no digit; write a number, or quote it for text"),
+        (
+            "seed: -_\n",
+            "params.yaml: line 1: '-_' reads as an integer but holds no digit; write a number, or quote it for text",
+        ),
         ("train:\n  epochs: 0x_\n", "params.yaml: line 2: '0x_' reads as an integer but holds no digit"),
-        # A Cyrillic а and a zero-width space: shown raw, each key looked like an allowed one.
+        # A Cyrillic a (U+0430) and a zero-width space: shown raw, each key looked like an allowed one.
         ("tr\u0430in:\n  epochs: 2\n", "params.yaml: unknown key 'tr\\u0430in'; allowed keys here: seed,"),
         ("train:\n  epochs\u200b: 2\n", "params.yaml: unknown key train.'epochs\\u200b'; allowed keys here: epochs,"),
         # Every step of the range was inf; the stage ran a minute, then blamed a diverged model.
-        ("lr_find:\n  start_lr: 5.0e-324\n",
-         "params.yaml: lr_find.start_lr = 5e-324 is not allowed with lr_find.end_lr = 0.1: their ratio overflows a float"),
+        (
+            "lr_find:\n  start_lr: 5.0e-324\n",
+            "params.yaml: lr_find.start_lr = 5e-324 is not allowed with lr_find.end_lr = 0.1: "
+            "their ratio overflows a float",
+        ),
     ],
     ids=["integer-without-digits", "hex-without-digits", "homoglyph-key", "zero-width-key", "lr-range-overflow"],
 )
@@ -1067,5 +1193,6 @@ def test_a_params_file_that_is_a_looping_link_is_not_called_missing(tmp_path):
     path = tmp_path / "params.yaml"
     path.symlink_to(path.name)
     assert refused(ConfigError, load_params, path) == (
-        f"{path}: cannot read it (Too many levels of symbolic links); make it the YAML file of the pipeline's parameters"
+        f"{path}: cannot read it (Too many levels of symbolic links); "
+        f"make it the YAML file of the pipeline's parameters"
     )

@@ -14,8 +14,20 @@ from cifar.sources import synthetic_split
 from code_graph import declared_options
 from pipeline_repo import REPO
 
-COLUMNS = ["approach", "model", "device", "s/epoch", "images/s", "TFLOP/s", "s to acc", "peak GPU GiB", "test acc",
-           "ours/reference", "ours/airbench", "note"]
+COLUMNS = [
+    "approach",
+    "model",
+    "device",
+    "s/epoch",
+    "images/s",
+    "TFLOP/s",
+    "s to acc",
+    "peak GPU GiB",
+    "test acc",
+    "ours/reference",
+    "ours/airbench",
+    "note",
+]
 AIRBENCH_LOG = """|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |
 |      0  |      0  |      1.2000  |     0.5000  |   0.6000  |               |              0.5000  |
 |         |      1  |      0.9000  |     0.7000  |   0.8000  |               |              0.8000  |
@@ -45,9 +57,23 @@ def test_flops_of_a_training_step_are_counted_once_per_model():
 def test_benchmark_prints_every_column_and_row_on_cpu(tmp_path):
     save_dataset({"train": synthetic_split(64, 0), "test": synthetic_split(40, 1)}, tmp_path / "cifar10")
     result = subprocess.run(
-        [sys.executable, "-m", "bench.benchmark", "--data", str(tmp_path / "cifar10"),
-         "--device", "cpu", "--epochs", "1", "--batch-size", "32"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bench.benchmark",
+            "--data",
+            str(tmp_path / "cifar10"),
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
@@ -55,8 +81,11 @@ def test_benchmark_prints_every_column_and_row_on_cpu(tmp_path):
     assert header == COLUMNS
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     assert [(row[0], row[1]) for row in rows] == [
-        ("airbench94", "airbench94"), ("reference", "custom_resnet"), ("ours", "custom_resnet"),
-        ("reference", "resnet18"), ("ours", "resnet18"),
+        ("airbench94", "airbench94"),
+        ("reference", "custom_resnet"),
+        ("ours", "custom_resnet"),
+        ("reference", "resnet18"),
+        ("ours", "resnet18"),
     ]
     for row in rows[1:]:
         assert row[2].startswith("cpu") and float(row[3]) > 0 and float(row[4]) > 0 and float(row[5]) > 0

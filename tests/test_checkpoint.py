@@ -32,7 +32,14 @@ class SmallNet(nn.Module):
 
     def __init__(self, sigterm_at_step=None):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 10),
+        )
         self.sigterm_at_step, self.steps = sigterm_at_step, 0
 
     def forward(self, x):
@@ -44,10 +51,20 @@ class SmallNet(nn.Module):
 
 def train(model, checkpoint=None, stop=None):
     torch.manual_seed(0)
-    loaders = DeviceLoader(random_split(48, 0), 16, CPU, shuffle=True, seed=5), DeviceLoader(random_split(32, 1), 32, CPU)
+    loaders = (
+        DeviceLoader(random_split(48, 0), 16, CPU, shuffle=True, seed=5),
+        DeviceLoader(random_split(32, 1), 32, CPU),
+    )
     return fit(
-        model, *loaders, max_lr=1e-2, config=CONFIG, num_classes=10, device=CPU, precision="fp32",
-        checkpoint=checkpoint, stop=stop,
+        model,
+        *loaders,
+        max_lr=1e-2,
+        config=CONFIG,
+        num_classes=10,
+        device=CPU,
+        precision="fp32",
+        checkpoint=checkpoint,
+        stop=stop,
     )
 
 
@@ -91,7 +108,8 @@ def test_a_checkpoint_of_different_params_is_not_resumed(tmp_path, caplog):
     # A key that only one of the fingerprints has is a difference too.
     assert CheckpointFile(path, {"params": {"epochs": 3}, "data": "abc", "code": "def"}).load(epochs=4) is None
     assert caplog.messages[-2:] == [
-        f"not resuming: {path} is from a run with different {keys}; training from scratch" for keys in ("params", "code")
+        f"not resuming: {path} is from a run with different {keys}; training from scratch"
+        for keys in ("params", "code")
     ]
 
 
@@ -143,7 +161,9 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         assert state.epoch == epoch and caplog.messages == []
     else:
         assert state is None
-        assert caplog.messages == [f"not resuming: {checkpoint.path} claims {epoch} of 3 epochs done; training from scratch"]
+        assert caplog.messages == [
+            f"not resuming: {checkpoint.path} claims {epoch} of 3 epochs done; training from scratch"
+        ]
 
 
 def nan_in(state: TrainingState, part: str) -> None:
@@ -262,7 +282,7 @@ def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, 
 
     caplog.set_level(logging.INFO)
     resumed = train(fresh_model(), checkpoint)
-    warning, = (message for message in caplog.messages if message.startswith("not resuming"))
+    (warning,) = (message for message in caplog.messages if message.startswith("not resuming"))
     assert warning.startswith(f"not resuming: {checkpoint.path} matches this run but does not load into it (")
     assert reason in warning and warning.endswith("); training from scratch")
     assert "resuming from" not in caplog.text
@@ -331,20 +351,26 @@ def change_max_lr(run, tmp_path, monkeypatch):
         (change_max_lr, "max_lr"),
     ],
 )
-def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_changed(tmp_path, monkeypatch, caplog, change, key):
+def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_changed(
+    tmp_path, monkeypatch, caplog, change, key
+):
     monkeypatch.chdir(tmp_path)
     download()
     run = {"params": Params(), "max_lr": 0.01}
 
     def checkpoint():
-        return CheckpointFile(Path(paths.CHECKPOINT), stages.train.run_fingerprint(run["params"], CPU, "fp32", run["max_lr"]))
+        return CheckpointFile(
+            Path(paths.CHECKPOINT), stages.train.run_fingerprint(run["params"], CPU, "fp32", run["max_lr"])
+        )
 
     checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
     assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
     change(run, tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)
     assert checkpoint().load(epochs=3) is None
-    assert caplog.messages == [f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"]
+    assert caplog.messages == [
+        f"not resuming: {paths.CHECKPOINT} is from a run with different {key}; training from scratch"
+    ]
 
 
 def test_modules_without_a_source_file_leave_the_code_digest_alone(monkeypatch):
@@ -368,8 +394,12 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     path = tmp_path / "train.pt"
     with monkeypatch.context() as saving_on_a_gpu:
         saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
-        CheckpointFile(path, on_gpu).save(TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1]))
+        CheckpointFile(path, on_gpu).save(
+            TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1])
+        )
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))
-    assert f"not resuming: {path} is from a run with different device, precision; training from scratch" in caplog.messages
+    assert (
+        f"not resuming: {path} is from a run with different device, precision; training from scratch" in caplog.messages
+    )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]

@@ -42,7 +42,9 @@ def test_no_results_yet_passes_with_an_explanation_not_a_failure(local_ci):
     # A fork's token may not post: nothing was sent about pull request 1.
     assert not [request for request in report["requests"] if "/issues/1/" in request["path"]]
     (comment,) = fresh["comments"]
-    assert comment.startswith("<!-- cifar-dvc:reproduce-from-cache -->\n**Nothing to reproduce yet:** this commit has no dvc.lock")
+    assert comment.startswith(
+        "<!-- cifar-dvc:reproduce-from-cache -->\n**Nothing to reproduce yet:** this commit has no dvc.lock"
+    )
     # Nothing was installed: the job stopped after deciding there was nothing to do.
     assert not [step for step in fresh["steps"] if step["step"] == "Install dvc with the remote's extra"]
 
@@ -52,7 +54,10 @@ def test_the_second_dispatch_reuses_the_runner_and_resumes_the_killed_run(local_
     first, second = report["scenarios"]["d1"], report["scenarios"]["d2"]
     assert first["checks"] == {"killed after its first checkpoint": True}
     assert second["checks"]["resumed from the checkpoint"]
-    assert second["install_seconds"] <= 0.1 * first["install_seconds"], (first["install_seconds"], second["install_seconds"])
+    assert second["install_seconds"] <= 0.1 * first["install_seconds"], (
+        first["install_seconds"],
+        second["install_seconds"],
+    )
 
 
 def test_results_reach_a_protected_branch_through_a_pull_request_that_is_checked(local_ci):
@@ -76,8 +81,11 @@ def test_one_comment_carries_the_diffs_then_names_what_is_missing_from_the_remot
     assert "**Not reproduced from the DVC remote; nothing was trained:**" in failed and paths.MODEL in failed
     # The remote's URL is a secret: named, never written out.
     assert report["work"] not in failed
-    writes = [request["method"] for request in report["requests"] if f"/issues/{number}/" in request["path"]
-              or request["method"] == "PATCH"]
+    writes = [
+        request["method"]
+        for request in report["requests"]
+        if f"/issues/{number}/" in request["path"] or request["method"] == "PATCH"
+    ]
     assert writes.count("POST") == 1 and writes.count("PATCH") == 2
     assert missing["checks"]["nothing ran"]
 

@@ -69,11 +69,20 @@ def test_the_defaults_are_the_reference_recipe():
         ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer from 1 to 50000"),
         ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),
         ("train.onecycle.max_at_epoch", 30, "train.onecycle.max_at_epoch = 30 is not allowed"),
-        ("model.name", "resnet50", "model.name = 'resnet50' is not allowed; expected one of 'custom_resnet', 'resnet18'"),
+        (
+            "model.name",
+            "resnet50",
+            "model.name = 'resnet50' is not allowed; expected one of 'custom_resnet', 'resnet18'",
+        ),
         ("model.norm", "layer", "model.norm = 'layer' is not allowed; expected one of 'batch', 'group'"),
         ("data.train_limit", 0, "data.train_limit = 0 is not allowed"),
         ("lr_find.step_mode", "log", "lr_find.step_mode = 'log' is not allowed; expected one of 'exp', 'linear'"),
-        ("lr_find.pick", "lowest", "lr_find.pick = 'lowest' is not allowed; expected one of 'min_loss', 'min_loss_div10', 'steepest', 'valley'"),
+        (
+            "lr_find.pick",
+            "lowest",
+            "lr_find.pick = 'lowest' is not allowed; expected one of 'min_loss', 'min_loss_div10', 'steepest', "
+            "'valley'",
+        ),
         ("train.device", "tpu", "train.device = 'tpu' is not allowed"),
         ("train.precision", "fp16", "train.precision = 'fp16' is not allowed"),
         ("lr_find.end_lr", 1e-8, "lr_find.end_lr = 1e-08 is not allowed; it must be larger than lr_find.start_lr"),
@@ -95,16 +104,33 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
     ("epochs", "three_phase", "message"),
     [
         # README's first example once was `-S train.epochs=3`: the message names both keys and the fix.
-        (3, False, "params.yaml: train.onecycle.max_at_epoch = 5 is not allowed with train.epochs = 3: the OneCycle "
-                   "peak must come at epoch 2 or earlier (two phases); also set train.onecycle.max_at_epoch to 2 "
-                   "or less (-S train.onecycle.max_at_epoch=2)"),
+        (
+            3,
+            False,
+            "params.yaml: train.onecycle.max_at_epoch = 5 is not allowed with train.epochs = 3: the OneCycle "
+            "peak must come at epoch 2 or earlier (two phases); also set train.onecycle.max_at_epoch to 2 "
+            "or less (-S train.onecycle.max_at_epoch=2)",
+        ),
         (5, False, "the OneCycle peak must come at epoch 4 or earlier (two phases)"),
         (10, True, "the OneCycle peak must come at epoch 4 or earlier (three_phase = true)"),
-        (1, False, "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 2 or more"),
-        (2, False, "train.epochs = 2: the OneCycle peak must come at epoch 1 or earlier (two phases); also set "
-                   "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1)"),
-        (2, True, "train.epochs = 2: OneCycle needs epochs after its peak to anneal in (three_phase = true); set "
-                  "train.epochs to 3 or more"),
+        (
+            1,
+            False,
+            "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 2 "
+            "or more",
+        ),
+        (
+            2,
+            False,
+            "train.epochs = 2: the OneCycle peak must come at epoch 1 or earlier (two phases); also set "
+            "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1)",
+        ),
+        (
+            2,
+            True,
+            "train.epochs = 2: OneCycle needs epochs after its peak to anneal in (three_phase = true); set "
+            "train.epochs to 3 or more",
+        ),
     ],
 )
 def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
@@ -169,7 +195,10 @@ def test_a_file_that_is_not_a_mapping_is_refused_at_its_top_level():
 def test_a_number_that_is_not_finite_is_refused(value, shown):
     with pytest.raises(ConfigError) as caught:
         parse_params(with_change("train.weight_decay", value), source="p.yaml")
-    assert str(caught.value) == f"p.yaml: train.weight_decay = {shown} is not allowed; expected a finite number (not inf or nan)"
+    assert (
+        str(caught.value)
+        == f"p.yaml: train.weight_decay = {shown} is not allowed; expected a finite number (not inf or nan)"
+    )
 
 
 def test_a_limited_field_has_its_default_and_refuses_what_its_rule_refuses():
@@ -189,7 +218,8 @@ def test_a_saved_models_section_is_checked_by_the_rules_of_params_yaml():
     with pytest.raises(ConfigError) as caught:
         parse_model_config({"norm": "group"}, "model.pt")
     assert str(caught.value) == (
-        "model.pt: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has a GroupNorm variant"
+        "model.pt: model.norm = 'group' is not allowed with model.name = 'custom_resnet'; only resnet18 has a "
+        "GroupNorm variant"
     )
 
 
@@ -290,7 +320,7 @@ def test_every_key_takes_a_new_value_through_dvc_exp_run_set_param(tmp_path, key
 def test_override_of_the_wrong_type_is_refused(tmp_path):
     path = defaults_file(tmp_path)
     apply_overrides(path, ["train.epochs=three"])
-    with pytest.raises(ConfigError, match="train.epochs = 'three' is not allowed; expected an integer"):
+    with pytest.raises(ConfigError, match=r"train.epochs = 'three' is not allowed; expected an integer"):
         load_params(path)
 
 
@@ -298,14 +328,34 @@ def test_override_of_the_wrong_type_is_refused(tmp_path):
 # value each stage must see: DVC's. Base 60 made `epochs: 1:00` 60 epochs, while
 # `dvc params diff` showed the string '1:00'.
 YAML_1_1_READS_OTHERWISE = {
-    "1:00": "1:00", "-1:30": "-1:30", "1:30.5": "1:30.5",
-    "yes": "yes", "No": "No", "on": "on", "OFF": "OFF",
-    "010": 10, "-017": -17, "08": 8, "0o17": 15, "1e3": 1000.0, "-.5": -0.5,
+    "1:00": "1:00",
+    "-1:30": "-1:30",
+    "1:30.5": "1:30.5",
+    "yes": "yes",
+    "No": "No",
+    "on": "on",
+    "OFF": "OFF",
+    "010": 10,
+    "-017": -17,
+    "08": 8,
+    "0o17": 15,
+    "1e3": 1000.0,
+    "-.5": -0.5,
 }
 # The same in both, where a rule too strict or too loose would part from DVC.
 YAML_1_1_READS_ALIKE = {
-    "y": "y", "n": "n", "0b1010": 10, "1_000": 1000, "0x1F": 31, "1e-07": 1e-07, "1_0.5": 10.5, "True": True, "FALSE": False,
-    "~": None, "2001-12-14": datetime.date(2001, 12, 14), "1:2:3:x": "1:2:3:x",
+    "y": "y",
+    "n": "n",
+    "0b1010": 10,
+    "1_000": 1000,
+    "0x1F": 31,
+    "1e-07": 1e-07,
+    "1_0.5": 10.5,
+    "True": True,
+    "FALSE": False,
+    "~": None,
+    "2001-12-14": datetime.date(2001, 12, 14),
+    "1:2:3:x": "1:2:3:x",
 }
 
 
@@ -352,8 +402,10 @@ def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
         ({"train.nesterov": True}, "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"),
         ({"model.layer4_stride": 4}, "model.layer4_stride = 4 is not allowed; expected one of 1, 2"),
         ({"model.layer4_stride": 1}, "only resnet18 has a layer4"),
-        ({"train.optimizer": "sgd", "train.nesterov": True, "train.momentum": 0},
-         "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0"),
+        (
+            {"train.optimizer": "sgd", "train.nesterov": True, "train.momentum": 0},
+            "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0",
+        ),
     ],
 )
 def test_optimizer_and_model_variant_are_validated(changes, message):
@@ -366,8 +418,13 @@ def test_optimizer_and_model_variant_are_validated(changes, message):
 
 def test_the_reference_resnet18_settings_are_accepted():
     raw = default_raw()
-    for key, value in {"model.name": "resnet18", "model.norm": "group", "model.layer4_stride": 1,
-                       "train.optimizer": "sgd", "train.nesterov": True}.items():
+    for key, value in {
+        "model.name": "resnet18",
+        "model.norm": "group",
+        "model.layer4_stride": 1,
+        "train.optimizer": "sgd",
+        "train.nesterov": True,
+    }.items():
         raw = set_key(raw, key, value)
     params = parse_params(raw)
     assert (params.model.layer4_stride, params.train.optimizer, params.train.momentum) == (1, "sgd", 0.9)

@@ -21,7 +21,9 @@ def section(title: str) -> str:
 def test_readmes_cpu_recipe_is_the_one_cpu_run_runs():
     block = section("### On a CPU").split("```bash\n", 1)[1].split("```", 1)[0]
     assert shlex.split(block.replace("\\\n", " ")) == recipe_command("/path/to/cifar10-jpeg.tar.xz")
-    assert json.loads((RUN / RESULTS).read_text())["command"] == shlex.join(recipe_command("/path/to/cifar10-jpeg.tar.xz"))
+    assert json.loads((RUN / RESULTS).read_text())["command"] == shlex.join(
+        recipe_command("/path/to/cifar10-jpeg.tar.xz")
+    )
 
 
 def test_readmes_cpu_numbers_quote_the_results_file():
@@ -31,7 +33,8 @@ def test_readmes_cpu_numbers_quote_the_results_file():
     quoted = [
         f"Measured {results['date']}",
         f"{results['machine']['cores']}-core {results['machine']['cpu']}",
-        f"load average {results['machine']['load_average_before']} before and {results['machine']['load_average_after']} after",
+        f"load average {results['machine']['load_average_before']} before and "
+        f"{results['machine']['load_average_after']} after",
         f"{round(results['seconds']['total'])} s for all six stages",
         f"lr_find picked {results['lr_find']['max_lr']:.3g} (`{results['lr_find']['pick']}`)",
         "test accuracy by epoch " + ", ".join(accuracies[:-1]) + f", **{accuracies[-1]}**",
@@ -49,7 +52,9 @@ def test_readme_shows_exactly_the_pictures_cpu_run_writes():
 
 
 def test_stage_seconds_run_from_each_running_stage_line_to_the_next(capsys):
-    script = "print(\"Running stage 'download':\"); print('> python -m stages.download'); print(\"Running stage 'train':\")"
+    script = (
+        "print(\"Running stage 'download':\"); print('> python -m stages.download'); print(\"Running stage 'train':\")"
+    )
     seconds = run_logging_stage_times([sys.executable, "-c", script], REPO)
     assert list(seconds) == ["download", "train", "total"]
     assert seconds["total"] >= seconds["download"] + seconds["train"] - 0.1

@@ -8,9 +8,9 @@ from PIL import Image
 
 from cifar.config import DataConfig
 from cifar.dataset import Split, class_balanced_subset, load_split, save_dataset
+from cifar.errors import DataError
 from cifar.sources import CIFAR10_CLASSES as CLASSES
 from cifar.sources import import_dataset, synthetic_split
-from cifar.errors import DataError
 from generated import make_class_tree
 
 
@@ -21,7 +21,9 @@ def class_tree(tmp_path):
 
 @pytest.mark.parametrize("archive_format", ["gztar", "xztar", "tar", "zip"])
 def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
-    archive = shutil.make_archive(str(tmp_path / "export"), archive_format, root_dir=class_tree.parent, base_dir=class_tree.name)
+    archive = shutil.make_archive(
+        str(tmp_path / "export"), archive_format, root_dir=class_tree.parent, base_dir=class_tree.name
+    )
     splits = import_dataset(DataConfig(source=archive), seed=0, download_dir=tmp_path / "unused")
     train, test = splits["train"], splits["test"]
     assert train.classes == CLASSES
@@ -33,7 +35,9 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
 
 
 def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class_tree):
-    archive = Path(shutil.make_archive(str(tmp_path / "export"), "zip", root_dir=class_tree.parent, base_dir=class_tree.name))
+    archive = Path(
+        shutil.make_archive(str(tmp_path / "export"), "zip", root_dir=class_tree.parent, base_dir=class_tree.name)
+    )
     attributes = b"\x00\x05\x16\x07" + bytes(60)  # an AppleDouble header: not an image
     with zipfile.ZipFile(archive, "a") as bundle:
         for member in [m for m in bundle.namelist() if m.endswith(".png")]:
@@ -64,7 +68,7 @@ def test_jpeg_trees_import(tmp_path):
 
 
 def test_limit_larger_than_the_source_is_refused(tmp_path, class_tree):
-    with pytest.raises(DataError, match="data.train_limit = 40 asks for 4 images of class 'airplane'"):
+    with pytest.raises(DataError, match=r"data.train_limit = 40 asks for 4 images of class 'airplane'"):
         import_dataset(DataConfig(source=str(class_tree), train_limit=40), 0, tmp_path)
 
 
@@ -77,12 +81,22 @@ def replace_with_small_image(tree):
     [
         (lambda tree: shutil.rmtree(tree / "test"), "no train/ and test/ folders found"),
         (lambda tree: shutil.rmtree(tree / "test" / "bird"), "train/ and test/ have different class folders"),
-        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"), "0001.png: not a readable PNG or JPEG image"),
-        (lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"\xff\xd8\xff\xe0cut"), "0001.png: not a readable image"),
-        (lambda tree: [shutil.rmtree(tree / split / "cat") for split in ("train", "test")],
-         "class folders must be CIFAR-10's ten .*; missing: 'cat'; unexpected: none"),
-        (lambda tree: [(tree / split / "unicorn").mkdir() for split in ("train", "test")],
-         "missing: none; unexpected: 'unicorn'"),
+        (
+            lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"not a png"),
+            "0001.png: not a readable PNG or JPEG image",
+        ),
+        (
+            lambda tree: (tree / "train" / "bird" / "0001.png").write_bytes(b"\xff\xd8\xff\xe0cut"),
+            "0001.png: not a readable image",
+        ),
+        (
+            lambda tree: [shutil.rmtree(tree / split / "cat") for split in ("train", "test")],
+            "class folders must be CIFAR-10's ten .*; missing: 'cat'; unexpected: none",
+        ),
+        (
+            lambda tree: [(tree / split / "unicorn").mkdir() for split in ("train", "test")],
+            "missing: none; unexpected: 'unicorn'",
+        ),
         (replace_with_small_image, "0002.png: image is 28x28, expected 32x32"),
     ],
 )
@@ -93,7 +107,7 @@ def test_bad_class_trees_name_the_problem(tmp_path, class_tree, break_it, messag
 
 
 def test_missing_source_explains_the_expected_layout(tmp_path):
-    with pytest.raises(DataError, match="no such file or directory; expected the official cifar-10-python.tar.gz"):
+    with pytest.raises(DataError, match=r"no such file or directory; expected the official cifar-10-python.tar.gz"):
         import_dataset(DataConfig(source=str(tmp_path / "nowhere")), 0, tmp_path)
 
 
@@ -126,7 +140,9 @@ def test_saved_dataset_round_trips_and_damage_is_caught(tmp_path):
     assert np.array_equal(loaded.images, splits["train"].images) and loaded.classes == splits["train"].classes
     path = tmp_path / "cifar10" / "test.npz"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(DataError, match="test.npz: contents differ from the download stage's checksum.*dvc repro download"):
+    with pytest.raises(
+        DataError, match=r"test.npz: contents differ from the download stage's checksum.*dvc repro download"
+    ):
         load_split(tmp_path / "cifar10", "test")
 
 
@@ -137,19 +153,19 @@ def test_a_tampered_pixel_is_caught(tmp_path):
         arrays = dict(stored)
     arrays["images"][0, 0, 0, 0] ^= 1
     np.savez(path, **arrays)
-    with pytest.raises(DataError, match="train.npz: contents differ"):
+    with pytest.raises(DataError, match=r"train.npz: contents differ"):
         load_split(tmp_path / "cifar10", "train")
 
 
 def test_a_missing_manifest_is_reported(tmp_path):
     save_dataset({"train": synthetic_split(30, 0), "test": synthetic_split(20, 1)}, tmp_path / "cifar10")
     (tmp_path / "cifar10" / "manifest.json").unlink()
-    with pytest.raises(DataError, match="manifest.json: missing or unreadable"):
+    with pytest.raises(DataError, match=r"manifest.json: missing or unreadable"):
         load_split(tmp_path / "cifar10", "train")
 
 
 def test_labels_out_of_range_are_named(tmp_path):
     bad = synthetic_split(20, 1)
     save_dataset({"test": Split(bad.images, bad.labels + 10, bad.classes)}, tmp_path / "cifar10")
-    with pytest.raises(DataError, match="test.npz: label ids must lie in 0..9, found 10..19"):
+    with pytest.raises(DataError, match=r"test.npz: label ids must lie in 0..9, found 10..19"):
         load_split(tmp_path / "cifar10", "test")

@@ -112,8 +112,13 @@ def test_only_dvc_internals_imports_dvcs_python_code():
     """Everything else drives DVC through its command line, the interface DVC keeps stable."""
     tracked = run(REPO, "git", "ls-files").stdout.split()
     importing = sorted(
-        name for name in tracked
+        name
+        for name in tracked
         if (name.endswith(".py") or name.startswith((".ci/", ".github/", "scripts/")))
-        and re.search(r"(?:^|[;'\"])\s*(?:from\s+dvc(?:\.\w+)*\s+import|import\s+dvc(?:\.|\s*$))", (REPO / name).read_text(errors="replace"), re.M)
+        and re.search(
+            r"(?:^|[;'\"])\s*(?:from\s+dvc(?:\.\w+)*\s+import|import\s+dvc(?:\.|\s*$))",
+            (REPO / name).read_text(errors="replace"),
+            re.M,
+        )
     )
     assert importing == ["tests/dvc_internals.py"]

@@ -23,9 +23,11 @@ from stages import paths  # noqa: E402
 # The stages' outputs: every path they name but the params they read, the download cache
 # and the resume checkpoint (scratch, never an output).
 OUTPUTS = {
-    value for name, value in vars(paths).items()
+    value
+    for name, value in vars(paths).items()
     if name.isupper() and name not in ("PARAMS", "DOWNLOAD_CACHE", "CHECKPOINT")
 }
+
 
 def declared(definition: dict, kind: str) -> dict[str, dict]:
     """A stage's outs, metrics or plots as {path: options}."""
@@ -81,7 +83,11 @@ def test_the_stages_pinned_file_holds_only_what_they_import_and_the_rest_is_outs
     """A test or lint tool pinned among the stages' packages would re-run the pipeline on
     every upgrade; a package the stages import pinned only in requirements.txt, nothing."""
     imported = set().union(
-        *(third_party_imports(MODULES[name]) for stage in STAGES.values() for name in reachable(stage["cmd"].split()[-1]))
+        *(
+            third_party_imports(MODULES[name])
+            for stage in STAGES.values()
+            for name in reachable(stage["cmd"].split()[-1])
+        )
     )
     assert distributions(imported) == pins(STAGE_REQUIREMENTS).keys()
     assert not pins(STAGE_REQUIREMENTS).keys() & pins(TOOL_REQUIREMENTS).keys()
@@ -95,7 +101,11 @@ def test_every_output_is_dvc_cached_so_the_run_cache_restores_it_in_any_clone(st
     """`dvc push --run-cache` uploads a run's records but not the files of its `cache: false`
     outputs, so another clone could not restore the stage (DVC 3.67.1; tests/test_dvc_upstream.py);
     a `persist` output turns the run cache off. Cached PNGs also keep pictures out of git."""
-    outputs = {path: options for kind in ("outs", "metrics", "plots") for path, options in declared(STAGES[stage], kind).items()}
+    outputs = {
+        path: options
+        for kind in ("outs", "metrics", "plots")
+        for path, options in declared(STAGES[stage], kind).items()
+    }
     assert outputs
     assert all(options.get("cache", True) and not options.get("persist") for options in outputs.values()), outputs
 
@@ -104,7 +114,7 @@ def test_the_model_is_a_model_registry_artifact():
     """DVC's model registry reads `artifacts:` in dvc.yaml: a name GTO accepts, the path of
     an output, `type: model`, a description and labels."""
     artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
-    (name, artifact), = artifacts.items()
+    ((name, artifact),) = artifacts.items()
     assert_name_is_valid(name)
     assert artifact["path"] == paths.MODEL and artifact["type"] == "model"
     assert len(artifact["desc"].split()) >= 5 and artifact["labels"]
@@ -113,7 +123,10 @@ def test_the_model_is_a_model_registry_artifact():
 
 def test_dvc_yaml_declares_exactly_the_paths_the_stages_write():
     outputs = {
-        path for definition in STAGES.values() for kind in ("outs", "metrics", "plots") for path in declared(definition, kind)
+        path
+        for definition in STAGES.values()
+        for kind in ("outs", "metrics", "plots")
+        for path in declared(definition, kind)
     }
     assert outputs == OUTPUTS
 

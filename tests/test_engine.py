@@ -15,6 +15,7 @@ from cifar.optim import build_optimizer
 from cifar.schedule import one_cycle
 from generated import CPU, random_split
 
+
 def tiny_model():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
 
@@ -48,8 +49,14 @@ def test_chance_level_after_the_peak_is_reported():
     # Random labels cannot be learnt: test accuracy stays near 10%.
     train, test = random_split(64, 1), random_split(200, 2)
     result = fit(
-        tiny_model(), DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(test, 100, CPU),
-        max_lr=1e-4, config=config(), num_classes=10, device=CPU, precision="fp32",
+        tiny_model(),
+        DeviceLoader(train, 16, CPU, shuffle=True),
+        DeviceLoader(test, 100, CPU),
+        max_lr=1e-4,
+        config=config(),
+        num_classes=10,
+        device=CPU,
+        precision="fp32",
     )
     assert result.chance_warning is not None
     assert "on 200 images is not above chance (0.100)" in result.chance_warning
@@ -60,7 +67,14 @@ def test_chance_level_after_the_peak_is_reported():
     ("accuracy", "images", "at_chance_level"),
     # 0.148 on 500 images is a newcomer's small run that learns: guessing scores that well
     # about once in 2,200 tries. 0.11 on 500 is what guessing does (one try in four).
-    [(0.148, 500, False), (0.11, 500, True), (0.10, 10_000, True), (0.105, 10_000, True), (0.12, 10_000, False), (0.9, 50, False)],
+    [
+        (0.148, 500, False),
+        (0.11, 500, True),
+        (0.10, 10_000, True),
+        (0.105, 10_000, True),
+        (0.12, 10_000, False),
+        (0.9, 50, False),
+    ],
 )
 def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, images, at_chance_level):
     assert at_chance(accuracy, 10, images) is at_chance_level
@@ -70,23 +84,51 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
     ("train_losses", "max_lr", "advice"),
     [
         # A pick far too small (ResNet18-GN): the loss falls, but stays at guessing's 2.303.
-        ([2.41, 2.35, 2.31], 3.36e-6, "the training loss went from 2.41 to 2.31, still near guessing's 2.3: "
-                                      "the model barely moved, so raise max_lr (this run's is 3.36e-06)"),
-        ([2.41, 2.42, 2.42], 1e-7, "still near guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-07)"),
-        ([2.4, 7932.0], 0.0483, "the training loss went from 2.4 to 7.93e+03 (highest 7.93e+03; guessing scores 2.3): "
-                                "it diverged, so lower max_lr (this run's is 0.0483)"),
+        (
+            [2.41, 2.35, 2.31],
+            3.36e-6,
+            "the training loss went from 2.41 to 2.31, still near guessing's 2.3: "
+            "the model barely moved, so raise max_lr (this run's is 3.36e-06)",
+        ),
+        (
+            [2.41, 2.42, 2.42],
+            1e-7,
+            "still near guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-07)",
+        ),
+        (
+            [2.4, 7932.0],
+            0.0483,
+            "the training loss went from 2.4 to 7.93e+03 (highest 7.93e+03; guessing scores 2.3): "
+            "it diverged, so lower max_lr (this run's is 0.0483)",
+        ),
         # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
         ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
-        ([2.2, 1.9], 0.002, "the training loss went from 2.2 to 1.9, below guessing's 2.3: the model fits its training "
-                            "batches, but 30 steps in all were too few: raise train.epochs"),
+        (
+            [2.2, 1.9],
+            0.002,
+            "the training loss went from 2.2 to 1.9, below guessing's 2.3: the model fits its training "
+            "batches, but 30 steps in all were too few: raise train.epochs",
+        ),
         # A clear rise is divergence even while the loss stays below guessing's.
         ([2.0, 2.3], 0.05, "the training loss went from 2 to 2.3 (highest 2.3; guessing scores 2.3): it diverged"),
         # A rise smaller than the rest of guessing's loss (5% of 2.3) is flat.
-        ([2.30, 2.35], 1e-5, "the training loss went from 2.3 to 2.35, still near guessing's 2.3: the model barely moved"),
+        (
+            [2.30, 2.35],
+            1e-5,
+            "the training loss went from 2.3 to 2.35, still near guessing's 2.3: the model barely moved",
+        ),
     ],
-    ids=["falling-at-a-tiny-lr", "flat", "rising", "exploded-then-collapsed", "non-finite", "too-few-steps",
-         "rising-below-guessing", "rising-within-flat"],
+    ids=[
+        "falling-at-a-tiny-lr",
+        "flat",
+        "rising",
+        "exploded-then-collapsed",
+        "non-finite",
+        "too-few-steps",
+        "rising-below-guessing",
+        "rising-within-flat",
+    ],
 )
 def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, advice):
     assert advice in likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, 30)
@@ -99,7 +141,10 @@ def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, a
     ids=["at-chance-after-the-peak", "at-chance-at-the-peak", "at-chance-before-the-peak", "learning-after-the-peak"],
 )
 def test_the_chance_alarm_sounds_after_the_peak_only_and_at_chance_only(epoch, accuracy, warned):
-    history = [{"epoch": number, "test_accuracy": accuracy, "train_loss": loss} for number, loss in zip(range(1, epoch + 1), [2.2, 2.0, 1.9])]
+    history = [
+        {"epoch": number, "test_accuracy": accuracy, "train_loss": loss}
+        for number, loss in zip(range(1, epoch + 1), [2.2, 2.0, 1.9])
+    ]
     warning = not_learning_warning(history, 10, tested_on=500, peak_epoch=2, max_lr=0.01, steps=30)
     if not warned:
         assert warning is None
@@ -130,8 +175,14 @@ def test_history_and_schedule_cover_every_epoch_and_step():
     train = random_split(40, 3)
     model = tiny_model()
     result = fit(
-        model, DeviceLoader(train, 16, CPU, shuffle=True), DeviceLoader(train, 100, CPU),
-        max_lr=1e-3, config=config(epochs=3), num_classes=10, device=CPU, precision="fp32",
+        model,
+        DeviceLoader(train, 16, CPU, shuffle=True),
+        DeviceLoader(train, 100, CPU),
+        max_lr=1e-3,
+        config=config(epochs=3),
+        num_classes=10,
+        device=CPU,
+        precision="fp32",
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert len(result.step_lrs) == 3 * 2  # full batches only: 40 // 16 steps per epoch
@@ -170,7 +221,7 @@ def test_a_training_epoch_yields_full_batches_only_and_counts_the_images_it_trai
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_with_the_fix():
-    with pytest.raises(ConfigError, match="train.batch_size = 128 is more than the 70 training images"):
+    with pytest.raises(ConfigError, match=r"train.batch_size = 128 is more than the 70 training images"):
         DeviceLoader(random_split(70, 0), 128, CPU, shuffle=True)
 
 

@@ -1,6 +1,6 @@
 import numpy as np
-import torch
 import pytest
+import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -13,8 +13,8 @@ from generated import random_split
 
 def test_no_misclassified_images_give_empty_maps_and_overlays():
     model = build_model(ModelConfig()).eval()
-    (_, layer), = resolve_layers(model, "custom_resnet", ["layer3"])
-    maps, = grad_cam(model, layer, np.zeros((0, 32, 32, 3), dtype=np.uint8), [[]])
+    ((_, layer),) = resolve_layers(model, "custom_resnet", ["layer3"])
+    (maps,) = grad_cam(model, layer, np.zeros((0, 32, 32, 3), dtype=np.uint8), [[]])
     assert maps.shape == (0, 32, 32)
     assert overlay(np.zeros((0, 32, 32, 3), dtype=np.uint8), maps).shape == (0, 32, 32, 3)
 
@@ -22,7 +22,7 @@ def test_no_misclassified_images_give_empty_maps_and_overlays():
 @pytest.mark.parametrize("layer_name", ["layer2", "layer3"])
 def test_one_grad_cam_per_layer_gives_each_target_the_maps_a_fresh_one_would(layer_name):
     model = build_model(ModelConfig()).eval()
-    (_, layer), = resolve_layers(model, "custom_resnet", [layer_name])
+    ((_, layer),) = resolve_layers(model, "custom_resnet", [layer_name])
     split = random_split(6, 0)
     targets = [split.labels.tolist(), [3] * 6]
     shared = grad_cam(model, layer, split.images, targets)
@@ -32,4 +32,3 @@ def test_one_grad_cam_per_layer_gives_each_target_the_maps_a_fresh_one_would(lay
             expected = fresh(input_tensor=batch, targets=[ClassifierOutputTarget(c) for c in classes])
         assert maps.shape == (6, 32, 32) and np.array_equal(maps, expected)
     assert not np.array_equal(*shared)
-

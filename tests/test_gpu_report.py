@@ -13,19 +13,30 @@ def test_every_run_is_valid_params(small):
 
 
 def result(accuracy, seconds_per_epoch, sha):
-    return {"seconds": {"train": 30.0}, "metrics": {
-        "train": {"max_lr": 0.002}, "evaluate": {"accuracy": accuracy, "flip_tta_accuracy": accuracy + 0.01},
-        "speed": {"seconds_per_epoch": seconds_per_epoch, "first_epoch_seconds": 2.0}, "model_sha256": sha,
-    }}
+    return {
+        "seconds": {"train": 30.0},
+        "metrics": {
+            "train": {"max_lr": 0.002},
+            "evaluate": {"accuracy": accuracy, "flip_tta_accuracy": accuracy + 0.01},
+            "speed": {"seconds_per_epoch": seconds_per_epoch, "first_epoch_seconds": 2.0},
+            "model_sha256": sha,
+        },
+    }
 
 
 def test_the_report_has_a_row_per_run_the_seed_spread_and_the_cost_of_determinism():
     results = {
-        "default-seed-0": result(0.90, 0.33, "a"), "default-seed-0-again": result(0.90, 0.33, "a"),
-        "default-seed-1": result(0.89, 0.33, "b"), "default-seed-2": result(0.91, 0.33, "c"),
+        "default-seed-0": result(0.90, 0.33, "a"),
+        "default-seed-0-again": result(0.90, 0.33, "a"),
+        "default-seed-1": result(0.89, 0.33, "b"),
+        "default-seed-2": result(0.91, 0.33, "c"),
         "nondeterministic": result(0.90, 0.30, "d"),
     }
-    text = report(results, "| approach | ... |", {"device": "GPU", "torch": "2.x", "cuda": "13", "python": "3.12", "data": "m", "small": False, "jobs": 1})
+    text = report(
+        results,
+        "| approach | ... |",
+        {"device": "GPU", "torch": "2.x", "cuda": "13", "python": "3.12", "data": "m", "small": False, "jobs": 1},
+    )
     assert "| default-seed-1 | 0.002 | 0.8900 | 0.9000 | 0.330 | 2.00 | train 30.0 |" in text
     assert "test accuracy 0.9000 ± 0.0100" in text
     assert "model.pt of two seed-0 runs identical" in text
@@ -35,7 +46,15 @@ def test_the_report_has_a_row_per_run_the_seed_spread_and_the_cost_of_determinis
 
 
 def test_runs_sharing_the_gpu_and_a_skipped_benchmark_are_said():
-    environment = {"device": "GPU", "torch": "2.x", "cuda": "13", "python": "3.12", "data": "m", "small": False, "jobs": 5}
+    environment = {
+        "device": "GPU",
+        "torch": "2.x",
+        "cuda": "13",
+        "python": "3.12",
+        "data": "m",
+        "small": False,
+        "jobs": 5,
+    }
     text = report({"default-seed-1": result(0.89, 0.5, "b")}, None, environment)
     assert "5 runs at a time shared the GPU: s/epoch below is not a solo timing." in text
     assert "## Benchmark" not in text

@@ -14,7 +14,7 @@ def test_no_module_imports_itself_through_others():
 
     def visit(name):
         if name in trail:
-            pytest.fail("import cycle: " + " -> ".join(trail[trail.index(name):] + [name]))
+            pytest.fail("import cycle: " + " -> ".join([*trail[trail.index(name) :], name]))
         if name in finished:
             return
         trail.append(name)

@@ -33,7 +33,7 @@ def same_batches(first, second):
 def test_a_batch_as_large_as_the_training_set_makes_one_full_batch_per_epoch():
     loader = DeviceLoader(numbered_split(16), 16, CPU, shuffle=True)
     assert len(loader) == 1 and loader.images_per_epoch == 16
-    (images, labels), = batches(loader)
+    ((images, _),) = batches(loader)
     assert sorted(image_numbers(images)) == list(range(16))
 
 
@@ -42,7 +42,9 @@ def test_an_evaluation_loader_keeps_every_image_in_order_with_a_last_partial_bat
     loader = DeviceLoader(split, 16, CPU)
     assert len(loader) == 5 and loader.images_per_epoch == 70
     epoch = batches(loader)
-    assert [image_numbers(images) for images, _ in epoch] == [list(range(start, min(start + 16, 70))) for start in range(0, 70, 16)]
+    assert [image_numbers(images) for images, _ in epoch] == [
+        list(range(start, min(start + 16, 70))) for start in range(0, 70, 16)
+    ]
     assert torch.equal(torch.cat([labels for _, labels in epoch]), torch.from_numpy(split.labels))
 
 
@@ -58,7 +60,9 @@ def test_each_shuffled_epoch_is_a_new_order_drawn_from_the_seed():
     again = DeviceLoader(split, 16, CPU, shuffle=True, seed=3)
     assert same_batches(batches(again), first) and same_batches(batches(again), second)
     assert not same_batches(batches(DeviceLoader(split, 16, CPU, shuffle=True, seed=4)), first)
-    assert same_batches(batches(DeviceLoader(split, 16, CPU, shuffle=True)), batches(DeviceLoader(split, 16, CPU, shuffle=True, seed=0)))
+    assert same_batches(
+        batches(DeviceLoader(split, 16, CPU, shuffle=True)), batches(DeviceLoader(split, 16, CPU, shuffle=True, seed=0))
+    )
 
 
 def test_batches_are_augmented_with_the_loaders_seeded_generator():
@@ -72,7 +76,9 @@ def test_batches_are_augmented_with_the_loaders_seeded_generator():
 
 
 def test_for_training_is_the_shuffled_augmented_loader_of_the_params():
-    params = Params(seed=11, train=TrainConfig(batch_size=16), augment=AugmentConfig(crop_padding=2, flip=False, cutout=4))
+    params = Params(
+        seed=11, train=TrainConfig(batch_size=16), augment=AugmentConfig(crop_padding=2, flip=False, cutout=4)
+    )
     split = random_split(70, 0)
     loader = DeviceLoader.for_training(split, params, CPU)
     assert len(loader) == 4 and loader.images_per_epoch == 64
@@ -81,7 +87,10 @@ def test_for_training_is_the_shuffled_augmented_loader_of_the_params():
 
 
 def test_cpu_batches_keep_the_classic_memory_layout():
-    for loader in (DeviceLoader(random_split(40, 0), 16, CPU, shuffle=True), DeviceLoader(random_split(40, 0), 16, CPU)):
+    for loader in (
+        DeviceLoader(random_split(40, 0), 16, CPU, shuffle=True),
+        DeviceLoader(random_split(40, 0), 16, CPU),
+    ):
         assert all(images.is_contiguous() for images, _ in loader)
 
 

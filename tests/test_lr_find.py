@@ -30,8 +30,26 @@ def exponential_lrs(start, end, steps):
 # ResNet18 with GroupNorm, 5,000 images of the JPEG mirror, batch 512, 20 steps from 1e-7 to
 # 0.1: the smoothed loss dips 1% and rises. The pick it used to give (3.36e-6) left training at chance.
 GROUP_NORM_20 = [
-    2.4528, 2.4526, 2.4510, 2.4510, 2.4491, 2.4456, 2.4421, 2.4355, 2.4309, 2.4361,
-    2.4546, 2.4684, 2.4809, 2.4911, 2.5127, 2.5382, 2.5447, 2.5461, 2.5674, 2.6118,
+    2.4528,
+    2.4526,
+    2.4510,
+    2.4510,
+    2.4491,
+    2.4456,
+    2.4421,
+    2.4355,
+    2.4309,
+    2.4361,
+    2.4546,
+    2.4684,
+    2.4809,
+    2.4911,
+    2.5127,
+    2.5382,
+    2.5447,
+    2.5461,
+    2.5674,
+    2.6118,
 ]
 
 
@@ -43,7 +61,7 @@ def test_a_dip_within_the_noise_then_a_rise_is_no_descent():
         "5 steps), less than 4 times its step-to-step noise of 0.053, then rose to 2.97 near lr 0.0234 "
         "(lr 1e-07 to 0.1 in 20 steps)"
     )
-    with pytest.raises(TrainingError, match="raise lr_find.num_iter.* or set train.max_lr to a number$"):
+    with pytest.raises(TrainingError, match=r"raise lr_find.num_iter.* or set train.max_lr to a number$"):
         test.require_descent()
 
 
@@ -60,7 +78,9 @@ def test_recorded_range_tests_read_as_measured(model, steps, verdict, max_lr):
     test = read_curve(curve["lrs"], curve["losses"], LRFindConfig(num_iter=steps))
     assert test.reading.verdict == verdict
     if max_lr is None:
-        assert test.max_lr is None and test.no_descent.startswith("lr_find found no descent: the loss fell by 0.071 at most")
+        assert test.max_lr is None and test.no_descent.startswith(
+            "lr_find found no descent: the loss fell by 0.071 at most"
+        )
         with pytest.raises(TrainingError):
             test.require_descent()
     else:
@@ -114,20 +134,24 @@ def test_noise_alone_seldom_reads_as_a_descent():
 
 def test_a_loss_that_does_not_move_at_all_is_flat():
     # LRs too small to change a float32 weight: every step's loss is the same, to the last bit.
-    test = read_curve(exponential_lrs(1e-12, 1e-10, 20), [2.3] * 20, LRFindConfig(start_lr=1e-12, end_lr=1e-10, num_iter=20))
+    test = read_curve(
+        exponential_lrs(1e-12, 1e-10, 20), [2.3] * 20, LRFindConfig(start_lr=1e-12, end_lr=1e-10, num_iter=20)
+    )
     assert (test.reading.verdict, test.reading.fall, test.reading.noise, test.max_lr) == ("flat", 0.0, 0.0, None)
 
 
 def test_a_fall_within_the_first_steps_is_a_descent():
     # A start_lr that already learns: the loss drops at step 3 and stays down.
     raw = np.array([2.3] * 3 + [1.5] * 27) + 0.01 * np.random.default_rng(0).standard_normal(30)
-    test = read_curve(exponential_lrs(1e-3, 1.0, 30), recorded(raw), LRFindConfig(start_lr=1e-3, end_lr=1.0, num_iter=30))
+    test = read_curve(
+        exponential_lrs(1e-3, 1.0, 30), recorded(raw), LRFindConfig(start_lr=1e-3, end_lr=1.0, num_iter=30)
+    )
     assert test.reading.verdict == "descent" and test.reading.fall == pytest.approx(0.8, abs=0.05)
 
 
 def test_a_loss_that_blows_up_ends_the_curve_there():
     lrs = exponential_lrs(1e-7, 0.1, 32)
-    losses = recorded(np.linspace(2.3, 1.0, 30)) + [float("inf"), float("nan")]
+    losses = [*recorded(np.linspace(2.3, 1.0, 30)), float("inf"), float("nan")]
     test = read_curve(lrs, losses, LRFindConfig(num_iter=32, pick="min_loss"))
     assert test.lrs == lrs[:30] and test.losses == losses[:30]
     assert test.reading.verdict == "descent" and test.max_lr == lrs[29] and test.min_loss == losses[29]
@@ -137,7 +161,10 @@ def test_a_curve_cut_to_two_steps_is_too_short_to_read():
     lrs = exponential_lrs(1e-7, 0.1, 10)
     test = read_curve(lrs, recorded([2.3, 2.2]) + [float("inf")] * 8, LRFindConfig(num_iter=10))
     assert (test.reading.verdict, test.reading.noise) == ("flat", 0.0)
-    assert "its step-to-step noise of 0, and never rose clearly either (lr 1e-07 to 4.64e-07 in 2 steps)" in test.no_descent
+    assert (
+        "its step-to-step noise of 0, and never rose clearly either (lr 1e-07 to 4.64e-07 in 2 steps)"
+        in test.no_descent
+    )
 
 
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():
@@ -171,7 +198,9 @@ def test_steepest_needs_17_steps_and_says_so():
 def test_steepest_picks_where_the_loss_falls_fastest():
     # The loss drops at step 30: there the smoothed curve falls fastest.
     lrs = exponential_lrs(1e-6, 1.0, 60)
-    test = read_curve(lrs, recorded([2.3] * 30 + [1.3] * 30), LRFindConfig(start_lr=1e-6, end_lr=1.0, num_iter=60, pick="steepest"))
+    test = read_curve(
+        lrs, recorded([2.3] * 30 + [1.3] * 30), LRFindConfig(start_lr=1e-6, end_lr=1.0, num_iter=60, pick="steepest")
+    )
     assert test.max_lr == lrs[30]
 
 
@@ -189,9 +218,13 @@ def test_min_loss_picks_where_the_loss_no_longer_falls_and_says_so():
     ("lr", "start_lr", "end_lr", "step_mode", "in_it"),
     [
         # 1e-7 to 0.1 in exponential steps: the last tenth of six decades starts at 10**-1.6 = 0.0251.
-        (0.03, 1e-7, 0.1, "exp", True), (0.02, 1e-7, 0.1, "exp", False), (1e-5, 1e-7, 0.1, "exp", False),
+        (0.03, 1e-7, 0.1, "exp", True),
+        (0.02, 1e-7, 0.1, "exp", False),
+        (1e-5, 1e-7, 0.1, "exp", False),
         # In linear steps from 1 to 11 it starts after 10; on a log scale it would start at 8.6.
-        (10.5, 1.0, 11.0, "linear", True), (10.0, 1.0, 11.0, "linear", False), (9.0, 1.0, 11.0, "linear", False),
+        (10.5, 1.0, 11.0, "linear", True),
+        (10.0, 1.0, 11.0, "linear", False),
+        (9.0, 1.0, 11.0, "linear", False),
     ],
 )
 def test_the_last_tenth_of_the_range_is_measured_on_its_own_scale(lr, start_lr, end_lr, step_mode, in_it):
@@ -230,7 +263,9 @@ def test_valley_ignores_a_noisy_blip_inside_the_descent():
 
 def small_range_test(capsys, **config):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    )
     loader = DeviceLoader(synthetic_split(256, seed=0), 32, CPU, augmentation=AugmentConfig(), shuffle=True)
     test = range_test(model, loader, LRFindConfig(**config), TrainConfig(weight_decay=0.0), CPU, "fp32")
     assert capsys.readouterr().out == "", "torch-lr-finder's print reached the stage log"
@@ -250,8 +285,10 @@ def test_each_rule_picks_a_learning_rate_inside_the_range(capsys, pick):
     assert test.lrs[0] / 10 <= test.max_lr <= test.lrs[-1]
     assert test.lr_at_min_loss == test.lrs[test.losses.index(min(test.losses))]
     expected = {
-        "min_loss": test.lr_at_min_loss, "min_loss_div10": test.lr_at_min_loss / 10,
-        "steepest": test.steepest_lr, "valley": test.valley_lr,
+        "min_loss": test.lr_at_min_loss,
+        "min_loss_div10": test.lr_at_min_loss / 10,
+        "steepest": test.steepest_lr,
+        "valley": test.valley_lr,
     }[pick]
     assert test.max_lr == pytest.approx(expected) and test.pick == pick
     assert test.min_loss == min(test.losses)

@@ -46,8 +46,13 @@ def test_reference_resnet18_keeps_layer4_at_8x8_with_the_reference_parameter_cou
     summary = torchinfo.summary(model, input_size=(1, 3, 32, 32), verbose=0, depth=1)
     shapes = {layer.var_name: tuple(layer.output_size[1:]) for layer in summary.summary_list if layer.depth == 1}
     assert shapes == {
-        "conv": (64, 32, 32), "norm": (64, 32, 32), "layer1": (64, 32, 32), "layer2": (128, 16, 16),
-        "layer3": (256, 8, 8), "layer4": (512, 8, 8), "fc": (10,),
+        "conv": (64, 32, 32),
+        "norm": (64, 32, 32),
+        "layer1": (64, 32, 32),
+        "layer2": (128, 16, 16),
+        "layer3": (256, 8, 8),
+        "layer4": (512, 8, 8),
+        "fc": (10,),
     }
     assert summary.total_params == 11_173_962
     assert model.layer4[0].conv1.weight.numel() == 1_179_648 and model.layer4[0].conv1.stride == (1, 1)

@@ -16,7 +16,9 @@ def test_every_mutated_module_and_selected_test_file_exists():
     mutmut = TOOL["mutmut"]
     for path in mutmut["only_mutate"]:
         assert (REPO / path).is_file(), path
-        assert any(path.startswith(f"{source}/") for source in mutmut["source_paths"]), f"{path} is outside source_paths"
+        assert any(path.startswith(f"{source}/") for source in mutmut["source_paths"]), (
+            f"{path} is outside source_paths"
+        )
     for path in mutmut["pytest_add_cli_args_test_selection"]:
         assert (REPO / path).is_file(), path
 
@@ -58,9 +60,20 @@ print(json.dumps([{k: v for k, v in Record.selected.items() if k not in Record.d
 def test_no_test_that_runs_the_dvc_pipeline_is_run_against_mutants():
     mutmut = TOOL["mutmut"]
     result = subprocess.run(
-        [sys.executable, "-c", COLLECT_AS_MUTMUT, "--collect-only", "-qq", "-p", "no:cacheprovider",
-         *mutmut["pytest_add_cli_args_test_selection"], *mutmut["pytest_add_cli_args"]],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            COLLECT_AS_MUTMUT,
+            "--collect-only",
+            "-qq",
+            "-p",
+            "no:cacheprovider",
+            *mutmut["pytest_add_cli_args_test_selection"],
+            *mutmut["pytest_add_cli_args"],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     selected, deselected = json.loads(result.stdout.splitlines()[-1])
     assert selected, result.stdout + result.stderr

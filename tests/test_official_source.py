@@ -15,8 +15,8 @@ from torchvision.datasets import CIFAR10
 
 from cifar import sources
 from cifar.config import DataConfig
-from cifar.sources import import_dataset
 from cifar.errors import DataError
+from cifar.sources import import_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 20
@@ -34,7 +34,10 @@ def official(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
-        batch = {"data": rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8), "labels": list(np.arange(PER_BATCH) % 10)}
+        batch = {
+            "data": rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8),
+            "labels": list(np.arange(PER_BATCH) % 10),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CLASSES}))
     archive = tmp_path / "made" / "cifar-10-python.tar.gz"
@@ -94,7 +97,9 @@ def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
 
 def test_download_retries_network_errors_then_succeeds(official, tmp_path, monkeypatch, caplog):
     _, archive = official
-    attempts = fake_network(monkeypatch, [urllib.error.URLError("timed out"), ConnectionResetError("reset"), archive.read_bytes()])
+    attempts = fake_network(
+        monkeypatch, [urllib.error.URLError("timed out"), ConnectionResetError("reset"), archive.read_bytes()]
+    )
     splits = import_dataset(DataConfig(source="official", train_limit=10), 0, tmp_path / "dl")
     assert len(attempts) == 3 and len(splits["train"]) == 10
     assert "download attempt 1 of 3 failed" in caplog.text and "download attempt 2 of 3 failed" in caplog.text
@@ -111,7 +116,7 @@ def test_a_corrupt_download_is_deleted_and_reported(official, tmp_path, monkeypa
 
 def test_without_network_the_message_points_at_a_local_copy(official, tmp_path, monkeypatch):
     fake_network(monkeypatch, [urllib.error.URLError("[Errno -2] Name or service not known")])
-    with pytest.raises(DataError, match="without network, point data.source at a local copy"):
+    with pytest.raises(DataError, match=r"without network, point data.source at a local copy"):
         import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
 
 

@@ -55,7 +55,9 @@ def test_train_reports_quality_and_speed_apart_and_the_environment_outside_the_m
     speed = json.loads((root / paths.SPEED_METRICS).read_text())
     assert speed["first_epoch_seconds"] == history["seconds"].iloc[0]
     assert speed["seconds_per_epoch"] == pytest.approx(history["seconds"].iloc[1:].mean())
-    assert speed["images_per_second"] == pytest.approx(SMALL_SYNTHETIC["data"]["train_limit"] / speed["seconds_per_epoch"])
+    assert speed["images_per_second"] == pytest.approx(
+        SMALL_SYNTHETIC["data"]["train_limit"] / speed["seconds_per_epoch"]
+    )
     # Metrics are numbers worth diffing; strings describing the machine live beside the model.
     for path in (paths.TRAIN_METRICS, paths.SPEED_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS):
         assert all(isinstance(v, (int, float)) for v in json.loads((root / path).read_text()).values()), path
@@ -83,8 +85,14 @@ def test_lr_finder_curve_and_pictures_are_written(repro):
     curve = pd.read_csv(root / paths.LR_FIND_CURVE)
     assert len(curve) == SMALL_SYNTHETIC["lr_find"]["num_iter"] and curve["lr"].is_monotonic_increasing
     figures = (
-        paths.LR_FINDER_IMAGE, paths.SAMPLES_IMAGE, paths.LOSS_IMAGE, paths.ACCURACY_IMAGE, paths.LR_SCHEDULE_IMAGE,
-        paths.CONFUSION_IMAGE, paths.PER_CLASS_IMAGE, paths.MISCLASSIFIED_IMAGE,
+        paths.LR_FINDER_IMAGE,
+        paths.SAMPLES_IMAGE,
+        paths.LOSS_IMAGE,
+        paths.ACCURACY_IMAGE,
+        paths.LR_SCHEDULE_IMAGE,
+        paths.CONFUSION_IMAGE,
+        paths.PER_CLASS_IMAGE,
+        paths.MISCLASSIFIED_IMAGE,
     )
     for figure in figures:
         with Image.open(root / figure) as picture:
@@ -97,7 +105,8 @@ def test_bad_params_stop_the_stage_before_any_work(tmp_path):
     result = stage(root, "download", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: params.yaml: train.batch_size = 0 is not allowed; expected an integer from 1 to 50000, the train split's size"
+        "error: params.yaml: train.batch_size = 0 is not allowed; expected an integer from 1 to 50000, the train "
+        "split's size"
     )
     assert not (root / "data").exists()
 
@@ -120,9 +129,9 @@ def test_evaluate_accuracy_is_the_fraction_correct_in_the_confusion_csv(repro):
     train_metrics = json.loads((root / paths.TRAIN_METRICS).read_text())
     assert metrics["accuracy"] == pytest.approx(train_metrics["test_accuracy"])
     # The figures stage says when the gallery holds fewer than evaluate.misclassified (20), and only then.
-    assert (f"only {metrics['misclassified']} misclassified test images, fewer than evaluate.misclassified = 20" in log) == (
-        metrics["misclassified"] < 20
-    )
+    assert (
+        f"only {metrics['misclassified']} misclassified test images, fewer than evaluate.misclassified = 20" in log
+    ) == (metrics["misclassified"] < 20)
 
 
 def class_probabilities(root, split, mirrored=False):
@@ -213,7 +222,10 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
     shown = json.loads(dvc(root, "plots", "show", "--json").stdout)["data"]
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     # An entry is a path, or a path with its options.
-    entries = [*pipeline["plots"], *(entry for stage in pipeline["stages"].values() for entry in stage.get("plots", []))]
+    entries = [
+        *pipeline["plots"],
+        *(entry for stage in pipeline["stages"].values() for entry in stage.get("plots", [])),
+    ]
     declared = {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries}
     gradcam = {name for name in shown if name.startswith(paths.GRADCAM_IMAGES + "/")}
     assert set(shown) == (declared - {paths.GRADCAM_IMAGES}) | gradcam and gradcam
@@ -230,10 +242,14 @@ def test_a_stage_outside_the_projects_environment_says_so_in_one_line(tmp_path):
     for name in STAGES:
         result = run(root, str(bare_python), "-m", f"stages.{name}", check=False)
         assert result.returncode == 2, name
-        assert result.stderr.startswith(f"error: {bare_python} has no module '") and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: {bare_python} has no module '") and result.stderr.count("\n") == 1, (
+            result.stderr
+        )
         assert "source .venv/bin/activate" in result.stderr and "scripts/run.sh" in result.stderr
     environment_without_venv = environment(root) | {"PATH": f"{bare / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    repro = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment_without_venv, capture_output=True, text=True)
+    repro = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment_without_venv, capture_output=True, text=True
+    )
     assert repro.returncode != 0
     assert f"error: {bare_python} has no module " in repro.stderr and "Traceback" not in repro.stdout + repro.stderr
     assert not (root / paths.DATA).exists()

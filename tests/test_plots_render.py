@@ -14,9 +14,12 @@ import yaml
 from pipeline_repo import REPO, dvc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.full, pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); .ci/run installs it"
-)]
+pytestmark = [
+    pytest.mark.full,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); .ci/run installs it"
+    ),
+]
 # dvc-render's page loads vega from a CDN, which these machines cannot reach.
 CDN_SCRIPT = re.compile(r"https://cdn\.jsdelivr\.net/npm/([\w-]+)@([\d.]+)")
 REPORT_SCRIPT = """<script>
@@ -62,12 +65,24 @@ def rendered(repro, request):
     offline.write_text(html.replace("</body>", REPORT_SCRIPT + "</body>"))
     browser = subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={root / 'chromium-profile'}", "--allow-file-access-from-files",
-            "--virtual-time-budget=30000", "--dump-dom", offline.as_uri(),
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={root / 'chromium-profile'}",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            offline.as_uri(),
         ],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     found = re.search(r'<pre id="render-report">(.*?)</pre>', browser.stdout, re.S)
     assert found, f"the page never reported back\n{browser.stderr[-2000:]}"

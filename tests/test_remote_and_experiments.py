@@ -21,8 +21,15 @@ PUSH = str(REPO / "scripts/push_results.py")
 SEED_SPREAD = str(REPO / "scripts/seed_spread.py")
 STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 OUTPUTS = (
-    f"{paths.DATA}/train.npz", f"{paths.DATA}/test.npz", paths.MODEL, paths.PREDICTIONS,
-    paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.LR_FIND_METRICS, paths.HISTORY, paths.LOSS_IMAGE,
+    f"{paths.DATA}/train.npz",
+    f"{paths.DATA}/test.npz",
+    paths.MODEL,
+    paths.PREDICTIONS,
+    paths.TRAIN_METRICS,
+    paths.EVALUATE_METRICS,
+    paths.LR_FIND_METRICS,
+    paths.HISTORY,
+    paths.LOSS_IMAGE,
 )
 
 
@@ -39,7 +46,12 @@ def test_a_fresh_clone_pulls_to_a_clean_status_and_reproduces_without_running_a_
     clone = fresh_clone(published, tmp_path / "clone")
     dvc(clone, "pull")
     # A user's Python writes bytecode beside the code the stages depend on.
-    run(clone, "python", "-c", "import cifar.engine, cifar.models, cifar.plots, cifar.sources, cifar.explain, cifar.lr_find")
+    run(
+        clone,
+        "python",
+        "-c",
+        "import cifar.engine, cifar.models, cifar.plots, cifar.sources, cifar.explain, cifar.lr_find",
+    )
     assert (clone / "cifar/models/__pycache__").is_dir()
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
     result = reproduce(clone, "--remote", "storage", "--base", "HEAD")
@@ -64,7 +76,9 @@ def test_a_committed_run_keeps_its_results_out_of_git(published):
 
 def downloaded(clone: Path) -> list[str]:
     """The files a clone's DVC cache holds but the small manifests of directory outputs."""
-    return [str(path) for path in (clone / ".dvc/cache").rglob("*") if path.is_file() and not path.name.endswith(".dir")]
+    return [
+        str(path) for path in (clone / ".dvc/cache").rglob("*") if path.is_file() and not path.name.endswith(".dir")
+    ]
 
 
 def test_the_remote_holds_a_run_cache_entry_for_every_stage(published):
@@ -111,7 +125,9 @@ def test_the_package_init_and_the_stages_pins_are_deps_of_every_stage_and_a_test
     assert stale_stages_after("requirements.txt", pytest_upgrade) == []
 
 
-def test_an_output_missing_from_the_remote_is_named_before_any_download_and_the_suggested_push_fixes_it(published, tmp_path):
+def test_an_output_missing_from_the_remote_is_named_before_any_download_and_the_suggested_push_fixes_it(
+    published, tmp_path
+):
     origin, remote = published
     partial = tmp_path / "partial-remote"
     shutil.copytree(remote, partial)
@@ -164,7 +180,8 @@ def test_dvc_artifacts_get_fetches_the_registered_model_from_the_remote(publishe
 def dotted_keys(tree: dict, prefix: str = "") -> list[str]:
     """params.yaml's keys as `dvc exp show` names its columns: train.onecycle.max_at_epoch."""
     return [
-        key for name, value in tree.items()
+        key
+        for name, value in tree.items()
         for key in (dotted_keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])
     ]
 
@@ -182,9 +199,19 @@ def test_readme_exp_show_hides_no_param_and_no_quality_metric():
     params = dotted_keys(default_params())
     assert "train.max_lr" in params and "seed" in params
     assert [key for key in params if drop.match(key)] == []
-    quality = ("test_accuracy", "test_loss", "accuracy", "loss", "misclassified", "flip_tta_accuracy", "at_chance_level")
+    quality = (
+        "test_accuracy",
+        "test_loss",
+        "accuracy",
+        "loss",
+        "misclassified",
+        "flip_tta_accuracy",
+        "at_chance_level",
+    )
     assert [metric for metric in quality if drop.match(metric)] == []
-    deps = {dep for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values() for dep in stage["deps"]}
+    deps = {
+        dep for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values() for dep in stage["deps"]
+    }
     assert [dep for dep in deps if not drop.match(dep)] == []
 
 
@@ -192,7 +219,7 @@ def test_restyling_figures_reruns_only_the_figure_stages(published, tmp_path):
     clone = fresh_clone(published, tmp_path / "clone")
     dvc(clone, "pull")
     plots = clone / "cifar/plots.py"
-    plots.write_text(plots.read_text().replace('figsize=(6, 3.8)', 'figsize=(7, 4.2)'))
+    plots.write_text(plots.read_text().replace("figsize=(6, 3.8)", "figsize=(7, 4.2)"))
     (clone / "README.md").write_text("# a note\n")
     status = json.loads(dvc(clone, "status", "--json").stdout)
     assert sorted(status) == ["explain", "figures"]
@@ -236,8 +263,11 @@ def test_a_missing_or_unreachable_remote_fails_in_one_line_and_loses_nothing(pub
     assert result.returncode == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and message.startswith("error: DVC remote ")
-    expected = {"missing": "is missing: no such directory", "empty": r"lacks (\d+) of this revision's \1 outputs",
-                "unconfigured": "'teamstore' is not configured"}[remote]
+    expected = {
+        "missing": "is missing: no such directory",
+        "empty": r"lacks (\d+) of this revision's \1 outputs",
+        "unconfigured": "'teamstore' is not configured",
+    }[remote]
     assert re.search(expected, message), message
     if remote != "unconfigured":
         assert argument in message
@@ -254,7 +284,9 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "evaluate.tta=true")
     # The workspace's code changes after queueing: the experiment must not run it.
     inference = root / "cifar/inference.py"  # evaluate, which the experiment re-runs, imports it
-    inference.write_text("raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text())
+    inference.write_text(
+        "raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text()
+    )
     # The queue's own worker runs it; --run-all returns once the queue is done.
     ran = dvc(root, "exp", "run", "--run-all", check=False)
     status = dvc(root, "queue", "status").stdout

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from generated import make_class_tree
 from cifar.config import load_params
 from dvc_internals import apply_overrides
+from generated import make_class_tree
 from pipeline_repo import REPO, copy_of, dvc, environment, object_path, stage, workspace_digests
 from stages import paths
+
 
 def quality_metrics(root):
     return json.loads((root / paths.TRAIN_METRICS).read_text())
@@ -37,8 +38,13 @@ def test_sigkill_during_training_then_repro_resumes_with_identical_results(repro
     shutil.rmtree(root / ".dvc/cache/runs")
     checkpoint = root / paths.CHECKPOINT
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=root, env=environment(root),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=root,
+        env=environment(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     # The stage logs an epoch before it saves that epoch's checkpoint: once epoch 2 is logged,
     # epoch 1's checkpoint is on disk and the last epoch is still to train.
@@ -101,7 +107,9 @@ def test_readme_presets_parse_and_the_resnet18_reference_fails_as_it_did(repro, 
     assert presets["reference-resnet9"] == ["lr_find.pick=min_loss"]
     root = copy_of(repro, tmp_path / "reference")
     # As it was, shrunk to the test's data: two epochs, peak after the first.
-    apply_overrides(root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=2", "train.onecycle.max_at_epoch=1"])
+    apply_overrides(
+        root / "params.yaml", presets["reference-resnet18-gn"] + ["train.epochs=2", "train.onecycle.max_at_epoch=1"]
+    )
     params = load_params(root / "params.yaml")
     assert (params.model.layer4_stride, params.train.optimizer, params.train.max_lr) == (1, "sgd", 1.0)
     result = stage(root, "train", check=False)
@@ -144,7 +152,9 @@ def extra_class_source(root):
         (extra_class_source, "download", "missing: none; unexpected: 'unicorn'"),
     ],
 )
-def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(repro, tmp_path, break_input, failing_stage, message):
+def test_bad_input_fails_in_one_line_and_keeps_the_previous_outputs(
+    repro, tmp_path, break_input, failing_stage, message
+):
     root = copy_of(repro, tmp_path / "repo")
     outputs = (paths.DATA, "models", "metrics", "plots")
     before = {name: workspace_digests(root / name) for name in outputs}

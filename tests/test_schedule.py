@@ -48,7 +48,9 @@ def test_the_lr_moves_from_start_to_peak_to_end_along_the_anneal_strategy(anneal
             fraction = (1 - math.cos(math.pi * fraction)) / 2
         return low + (high - low) * fraction
 
-    expected = [between(start, max_lr, step / 7) for step in range(8)] + [between(max_lr, end, step / 12) for step in range(1, 13)]
+    expected = [between(start, max_lr, step / 7) for step in range(8)] + [
+        between(max_lr, end, step / 12) for step in range(1, 13)
+    ]
     assert run_schedule(max_lr, 5, 4, config) == pytest.approx(expected, rel=1e-9)
 
 
@@ -62,7 +64,7 @@ def test_three_phase_returns_to_the_start_before_annealing():
 
 def test_a_single_warm_up_step_is_refused_with_the_fix():
     optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
-    with pytest.raises(ConfigError, match="no room to warm up; lower train.batch_size"):
+    with pytest.raises(ConfigError, match=r"no room to warm up; lower train.batch_size"):
         one_cycle(optimizer, 0.01, 3, 1, OneCycleConfig(max_at_epoch=1))
 
 

@@ -23,25 +23,38 @@ PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 ORDER = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 
 # The smallest run whose range test shows a descent (lr_find stops without one).
-TINY = merge(default_params(), {
-    "data": {"source": "synthetic", "train_limit": 256, "test_limit": 40},
-    "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
-    "train": {"epochs": 2, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
-    "evaluate": {"misclassified": 2},
-    "explain": {"images": 2},
-})
+TINY = merge(
+    default_params(),
+    {
+        "data": {"source": "synthetic", "train_limit": 256, "test_limit": 40},
+        "lr_find": {"num_iter": 12, "end_lr": 0.003, "pick": "min_loss"},
+        "train": {"epochs": 2, "batch_size": 64, "onecycle": {"max_at_epoch": 1}},
+        "evaluate": {"misclassified": 2},
+        "explain": {"images": 2},
+    },
+)
 BRANCHES = {
     "adam, custom ResNet, max_lr found": TINY,
     # Smaller still: a given max_lr needs no descent, and ResNet18 with layer4 at 8x8 is the
     # slowest model on a CPU (this set at TINY's size took most of the module's 7 minutes).
-    "sgd, ResNet18 with GroupNorm, max_lr given, TTA, named layers": merge(TINY, {
-        "model": {"name": "resnet18", "norm": "group", "layer4_stride": 1},
-        "data": {"train_limit": 64, "test_limit": 16},
-        "lr_find": {"pick": "valley", "num_iter": 4},
-        "train": {"optimizer": "sgd", "nesterov": True, "max_lr": 0.01, "device": "cpu", "precision": "fp32", "batch_size": 16},
-        "evaluate": {"tta": True},
-        "explain": {"layers": ["layer4"]},
-    }),
+    "sgd, ResNet18 with GroupNorm, max_lr given, TTA, named layers": merge(
+        TINY,
+        {
+            "model": {"name": "resnet18", "norm": "group", "layer4_stride": 1},
+            "data": {"train_limit": 64, "test_limit": 16},
+            "lr_find": {"pick": "valley", "num_iter": 4},
+            "train": {
+                "optimizer": "sgd",
+                "nesterov": True,
+                "max_lr": 0.01,
+                "device": "cpu",
+                "precision": "fp32",
+                "batch_size": 16,
+            },
+            "evaluate": {"tta": True},
+            "explain": {"layers": ["layer4"]},
+        },
+    ),
 }
 
 
@@ -74,7 +87,8 @@ def recording(params, reads: set, prefix: str = ""):
 
 def leaves(tree: dict, prefix: str = "") -> set[str]:
     return {
-        key for name, value in tree.items()
+        key
+        for name, value in tree.items()
         for key in (leaves(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name})
     }
 
@@ -82,14 +96,23 @@ def leaves(tree: dict, prefix: str = "") -> set[str]:
 def declared_keys(stage: str) -> set[str]:
     """The stage's dvc.yaml params, a whole section standing for each key in it."""
     every = leaves(default_params())
-    return {key for entry in PIPELINE[stage].get("params", []) for key in every if key == entry or key.startswith(entry + ".")}
+    return {
+        key
+        for entry in PIPELINE[stage].get("params", [])
+        for key in every
+        if key == entry or key.startswith(entry + ".")
+    }
 
 
 @pytest.fixture(scope="module")
 def keys_read(tmp_path_factory) -> dict[str, set[str]]:
     """Per stage, the keys it read under any of BRANCHES."""
     reads = {stage: set() for stage in ORDER}
-    flags = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     with pytest.MonkeyPatch.context() as patch:
         for params in BRANCHES.values():
             root = tmp_path_factory.mktemp("stage-params")

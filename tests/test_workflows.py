@@ -24,8 +24,15 @@ PLAN = str(REPO / "scripts/sweep_plan.py")
 CI_SETUP = str(REPO / "scripts/ci_setup.py")
 SWEEP_JOB = str(REPO / "scripts/sweep_job.py")
 SWEEP_COLLECT = str(REPO / "scripts/sweep_collect.py")
-REMOTE_SETTINGS = ("DVC_REMOTE_URL", "DVC_EXTRAS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "GOOGLE_APPLICATION_CREDENTIALS_JSON", "SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS")
+REMOTE_SETTINGS = (
+    "DVC_REMOTE_URL",
+    "DVC_EXTRAS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS_JSON",
+    "SSH_PRIVATE_KEY",
+    "SSH_KNOWN_HOSTS",
+)
 # The tracker's example: run as shell code, it would print INJECTED on a line of its own.
 INJECTION = "train.epochs=1 $(echo INJECTED >&2)"
 
@@ -54,7 +61,9 @@ def test_actionlint_with_shellcheck_reports_nothing_on_any_workflow():
     # The config names it explicitly: actionlint looks for it beside a .git that a copy may lack.
     result = subprocess.run(
         [actionlint, "-no-color", "-config-file", REPO / ".github/actionlint.yaml", "-shellcheck", shellcheck, *files],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
@@ -113,13 +122,25 @@ def run_step(tmp_path, workflow_name, job_name, step_name, expressions, stubs, e
     (workspace / "script.sh").write_text(step["run"])
     log = tmp_path / "calls.jsonl"
     log.touch()
-    github = {"GITHUB_REPOSITORY": "owner/cifar-dvc", "RUNNER_TEMP": str(tmp_path / "runner-temp"),
-              "GITHUB_OUTPUT": str(tmp_path / "github-output"), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    github = {
+        "GITHUB_REPOSITORY": "owner/cifar-dvc",
+        "RUNNER_TEMP": str(tmp_path / "runner-temp"),
+        "GITHUB_OUTPUT": str(tmp_path / "github-output"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+    }
     result = subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "script.sh"],
-        cwd=workspace, capture_output=True, text=True,
-        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path), "STUB_LOG": str(log),
-             **github, **{name: resolve(value) for name, value in env.items()}, **(environment or {})},
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "STUB_LOG": str(log),
+            **github,
+            **{name: resolve(value) for name, value in env.items()},
+            **(environment or {}),
+        },
     )
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     return result, calls, workspace
@@ -132,8 +153,9 @@ def executed(result) -> bool:
 def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
     expressions = {"inputs.params": INJECTION}
     stubs = ("dvc", "git", "python")
-    trained, calls, _ = run_step(tmp_path / "train", "train.yml", "train", "Train", expressions, stubs,
-                                 files={"dvc.lock": "schema: '2.0'\n"})
+    trained, calls, _ = run_step(
+        tmp_path / "train", "train.yml", "train", "Train", expressions, stubs, files={"dvc.lock": "schema: '2.0'\n"}
+    )
     assert trained.returncode == 0, trained.stderr
     assert not executed(trained)
     assert calls == [
@@ -141,9 +163,20 @@ def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
         ["dvc", "exp", "run", "-S", "train.epochs=1", "-S", "$(echo", "-S", "INJECTED", "-S", ">&2)"],
         ["python", "scripts/push_results.py", "--remote", "ci"],
     ]
-    published, calls, _ = run_step(tmp_path / "publish", "train.yml", "train", "Publish the results on a branch of their own",
-                                   expressions, stubs, {"STUB_GIT_DIFF_EXIT": "1", "GITHUB_REF_NAME": "main",
-                                                        "GITHUB_RUN_ID": "42", "STUB_GIT_REV_PARSE_OUTPUT": "abc123"})
+    published, calls, _ = run_step(
+        tmp_path / "publish",
+        "train.yml",
+        "train",
+        "Publish the results on a branch of their own",
+        expressions,
+        stubs,
+        {
+            "STUB_GIT_DIFF_EXIT": "1",
+            "GITHUB_REF_NAME": "main",
+            "GITHUB_RUN_ID": "42",
+            "STUB_GIT_REV_PARSE_OUTPUT": "abc123",
+        },
+    )
     assert published.returncode == 0, published.stderr
     assert not executed(published)
     (commit,) = [call for call in calls if "commit" in call]
@@ -154,8 +187,15 @@ def test_the_training_input_reaches_dvc_and_git_as_data(tmp_path):
 
 
 def test_training_that_changed_nothing_proposes_nothing_and_passes(tmp_path):
-    result, calls, _ = run_step(tmp_path, "train.yml", "train", "Publish the results on a branch of their own",
-                                {"inputs.params": ""}, ("git",), {"STUB_GIT_DIFF_EXIT": "0"})
+    result, calls, _ = run_step(
+        tmp_path,
+        "train.yml",
+        "train",
+        "Publish the results on a branch of their own",
+        {"inputs.params": ""},
+        ("git",),
+        {"STUB_GIT_DIFF_EXIT": "0"},
+    )
     assert result.returncode == 0, result.stderr
     assert "nothing to propose" in result.stdout
     assert [call[1] for call in calls] == ["add", "diff"]
@@ -164,38 +204,63 @@ def test_training_that_changed_nothing_proposes_nothing_and_passes(tmp_path):
 
 def test_a_branch_name_reaches_the_reproduce_script_as_data(tmp_path):
     base = "main$(echo INJECTED >&2)"
-    result, calls, _ = run_step(tmp_path, "reproduce.yml", "reproduce-from-cache", "Reproduce from the remote cache",
-                                {"inputs.base || github.base_ref": base}, ("python",))
+    result, calls, _ = run_step(
+        tmp_path,
+        "reproduce.yml",
+        "reproduce-from-cache",
+        "Reproduce from the remote cache",
+        {"inputs.base || github.base_ref": base},
+        ("python",),
+    )
     assert result.returncode == 0, result.stderr
     assert not executed(result)
     assert calls == [["python", "scripts/reproduce_from_cache.py", "--remote", "ci", "--base", f"origin/{base}"]]
 
 
-@pytest.mark.parametrize("existing, scope, outcome, plots_url", [
-    ("", "true", "success", "https://example.com/artifact"),
-    ("4242", "true", "success", ""),  # the plots diff failed
-    ("4242", "true", "failure", ""),
-    ("", "false", "", ""),  # no dvc.lock yet
-])
-def test_one_pr_comment_is_posted_then_edited_in_place_and_the_status_set(tmp_path, existing, scope, outcome, plots_url):
-    expressions = {"inputs.pr-number || github.event.pull_request.number": "7", "inputs.base || github.base_ref": "main",
-                   "inputs.ref || github.event.pull_request.head.sha": "a" * 40,
-                   "steps.scope.outputs.reproduce == 'false'": str(scope == "false").lower(),
-                   "steps.scope.outputs.reason": "this commit has no dvc.lock",
-                   "steps.reproduce.outcome": outcome, "steps.plots.outputs.artifact-url": plots_url}
+@pytest.mark.parametrize(
+    "existing, scope, outcome, plots_url",
+    [
+        ("", "true", "success", "https://example.com/artifact"),
+        ("4242", "true", "success", ""),  # the plots diff failed
+        ("4242", "true", "failure", ""),
+        ("", "false", "", ""),  # no dvc.lock yet
+    ],
+)
+def test_one_pr_comment_is_posted_then_edited_in_place_and_the_status_set(
+    tmp_path, existing, scope, outcome, plots_url
+):
+    expressions = {
+        "inputs.pr-number || github.event.pull_request.number": "7",
+        "inputs.base || github.base_ref": "main",
+        "inputs.ref || github.event.pull_request.head.sha": "a" * 40,
+        "steps.scope.outputs.reproduce == 'false'": str(scope == "false").lower(),
+        "steps.scope.outputs.reason": "this commit has no dvc.lock",
+        "steps.reproduce.outcome": outcome,
+        "steps.plots.outputs.artifact-url": plots_url,
+    }
     diff = "### metrics diff against origin/main\n\n| Path | Metric | main | workspace |\n"
     error = "error: stages would have to run, so nothing was run: train (changed deps: cifar/engine.py modified)"
     files = {"reproduce.md": "reproduced from DVC remote 'ci'\n\n" + diff, "reproduce.err": error + "\n"}
-    result, calls, workspace = run_step(tmp_path, "reproduce.yml", "reproduce-from-cache", "Report on the pull request",
-                                        expressions, ("gh",), {"STUB_GH_API_OUTPUT": existing}, files)
+    result, calls, workspace = run_step(
+        tmp_path,
+        "reproduce.yml",
+        "reproduce-from-cache",
+        "Report on the pull request",
+        expressions,
+        ("gh",),
+        {"STUB_GH_API_OUTPUT": existing},
+        files,
+    )
     assert result.returncode == 0, result.stderr
     marker = "<!-- cifar-dvc:reproduce-from-cache -->"
     lookup, change, status = calls
     assert lookup[:4] == ["gh", "api", "--paginate", "repos/owner/cifar-dvc/issues/7/comments"]
     assert f'startswith("{marker}")' in lookup[-1]
-    assert change == (["gh", "api", "--method", "PATCH", "repos/owner/cifar-dvc/issues/comments/4242", "-F", "body=@comment.md"]
-                      if existing else
-                      ["gh", "api", "--method", "POST", "repos/owner/cifar-dvc/issues/7/comments", "-F", "body=@comment.md"])
+    assert change == (
+        ["gh", "api", "--method", "PATCH", "repos/owner/cifar-dvc/issues/comments/4242", "-F", "body=@comment.md"]
+        if existing
+        else ["gh", "api", "--method", "POST", "repos/owner/cifar-dvc/issues/7/comments", "-F", "body=@comment.md"]
+    )
     assert status[:5] == ["gh", "api", "--method", "POST", f"repos/owner/cifar-dvc/statuses/{'a' * 40}"]
     assert f"state={'failure' if outcome == 'failure' else 'success'}" in status
     assert "context=cifar-dvc/reproduce" in status
@@ -211,18 +276,38 @@ def test_one_pr_comment_is_posted_then_edited_in_place_and_the_status_set(tmp_pa
 
 
 def test_a_sweep_job_passes_its_overrides_as_data(tmp_path):
-    result, calls, _ = run_step(tmp_path, "sweep.yml", "experiment", "Run and share the experiment",
-                                {"matrix.name": "sweep-99-1", "matrix.overrides": INJECTION}, ("python",))
+    result, calls, _ = run_step(
+        tmp_path,
+        "sweep.yml",
+        "experiment",
+        "Run and share the experiment",
+        {"matrix.name": "sweep-99-1", "matrix.overrides": INJECTION},
+        ("python",),
+    )
     assert result.returncode == 0, result.stderr
     assert not executed(result)
-    assert calls == [["python", "scripts/sweep_job.py", "--name", "sweep-99-1", "--dvc-remote", "ci", "--",
-                      "train.epochs=1", "$(echo", "INJECTED", ">&2)"]]
+    assert calls == [
+        [
+            "python",
+            "scripts/sweep_job.py",
+            "--name",
+            "sweep-99-1",
+            "--dvc-remote",
+            "ci",
+            "--",
+            "train.epochs=1",
+            "$(echo",
+            "INJECTED",
+            ">&2)",
+        ]
+    ]
 
 
 def script(path, cwd, *arguments, **environment):
     env = {name: value for name, value in os.environ.items() if name not in REMOTE_SETTINGS}
-    return subprocess.run([sys.executable, path, *arguments], cwd=cwd, env={**env, **environment},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, path, *arguments], cwd=cwd, env={**env, **environment}, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -232,26 +317,44 @@ def sweep_repo(tmp_path_factory):
 
 
 def test_the_plan_is_dvcs_own_expansion_of_its_grid_syntax(sweep_repo):
-    result = script(PLAN, sweep_repo, "--name", "sweep-5", "--",
-                    "model.name=custom_resnet,resnet18", "seed=range(0,2)", "train.max_lr=choice(0.01,find)")
+    result = script(
+        PLAN,
+        sweep_repo,
+        "--name",
+        "sweep-5",
+        "--",
+        "model.name=custom_resnet,resnet18",
+        "seed=range(0,2)",
+        "train.max_lr=choice(0.01,find)",
+    )
     assert result.returncode == 0, result.stderr
     matrix, names = result.stdout.splitlines()
     overrides = [entry["overrides"] for entry in json.loads(matrix.removeprefix("matrix="))["include"]]
     # Only what differs from params.yaml (seed 0, custom_resnet, find) is passed on.
-    assert sorted(overrides) == sorted([
-        "train.max_lr=0.01", "", "seed=1 train.max_lr=0.01", "seed=1",
-        "model.name=resnet18 train.max_lr=0.01", "model.name=resnet18",
-        "seed=1 model.name=resnet18 train.max_lr=0.01", "seed=1 model.name=resnet18",
-    ])
+    assert sorted(overrides) == sorted(
+        [
+            "train.max_lr=0.01",
+            "",
+            "seed=1 train.max_lr=0.01",
+            "seed=1",
+            "model.name=resnet18 train.max_lr=0.01",
+            "model.name=resnet18",
+            "seed=1 model.name=resnet18 train.max_lr=0.01",
+            "seed=1 model.name=resnet18",
+        ]
+    )
     assert names == "names=" + " ".join(f"sweep-5-{number}" for number in range(1, 9))
     assert "No experiment tasks in the queue" in dvc(sweep_repo, "queue", "status").stdout
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ((), "nothing to sweep: give dvc exp run -S overrides, e.g. 'seed=range(0,3)'"),
-    # The tracker's example, as the workflow splits it: refused by DVC before any job starts.
-    (tuple(INJECTION.split()), "DVC refused the sweep: "),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ((), "nothing to sweep: give dvc exp run -S overrides, e.g. 'seed=range(0,3)'"),
+        # The tracker's example, as the workflow splits it: refused by DVC before any job starts.
+        (tuple(INJECTION.split()), "DVC refused the sweep: "),
+    ],
+)
 def test_the_plan_refuses_bad_input_in_one_line(sweep_repo, overrides, message):
     result = script(PLAN, sweep_repo, "--name", "sweep-5", "--", *overrides)
     assert result.returncode == 2
@@ -259,21 +362,41 @@ def test_the_plan_refuses_bad_input_in_one_line(sweep_repo, overrides, message):
     assert result.stdout == "" and "INJECTED" not in result.stderr.replace(INJECTION, "")
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({}, "secret DVC_REMOTE_URL is not set (Settings > Secrets and variables > Actions), e.g. s3://bucket/cifar-dvc"),
-    ({"DVC_REMOTE_URL": "azure://container/path"},
-     "DVC_REMOTE_URL has scheme 'azure'; these workflows wire credentials for s3://, gs://, ssh:// remotes "
-     "and directories (an absolute path) only"),
-    ({"DVC_REMOTE_URL": "s3://bucket/path", "AWS_ACCESS_KEY_ID": "id"},
-     "DVC_REMOTE_URL (s3://...) needs secrets that are not set: AWS_SECRET_ACCESS_KEY"),
-    ({"DVC_REMOTE_URL": "gs://bucket/path", "GOOGLE_APPLICATION_CREDENTIALS_JSON": "{}", "DVC_EXTRAS": "s3"},
-     "DVC_REMOTE_URL (gs://...) needs dvc's gs extra but DVC_EXTRAS is 's3': set it to gs"),
-    ({"DVC_REMOTE_URL": "ssh://host/path", "SSH_PRIVATE_KEY": "key"},
-     "DVC_REMOTE_URL (ssh://...) needs secrets that are not set: SSH_KNOWN_HOSTS"),
-    ({"DVC_REMOTE_URL": "ssh://host/path", "SSH_PRIVATE_KEY": "key", "SSH_KNOWN_HOSTS": "host ssh-ed25519 AAAA",
-      "DVC_EXTRAS": "ssh]; echo"},
-     "repository variable DVC_EXTRAS is 'ssh]; echo': give pip extras of dvc, e.g. s3 or gs,ssh"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {},
+            "secret DVC_REMOTE_URL is not set (Settings > Secrets and variables > Actions), e.g. s3://bucket/cifar-dvc",
+        ),
+        (
+            {"DVC_REMOTE_URL": "azure://container/path"},
+            "DVC_REMOTE_URL has scheme 'azure'; these workflows wire credentials for s3://, gs://, ssh:// remotes "
+            "and directories (an absolute path) only",
+        ),
+        (
+            {"DVC_REMOTE_URL": "s3://bucket/path", "AWS_ACCESS_KEY_ID": "id"},
+            "DVC_REMOTE_URL (s3://...) needs secrets that are not set: AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            {"DVC_REMOTE_URL": "gs://bucket/path", "GOOGLE_APPLICATION_CREDENTIALS_JSON": "{}", "DVC_EXTRAS": "s3"},
+            "DVC_REMOTE_URL (gs://...) needs dvc's gs extra but DVC_EXTRAS is 's3': set it to gs",
+        ),
+        (
+            {"DVC_REMOTE_URL": "ssh://host/path", "SSH_PRIVATE_KEY": "key"},
+            "DVC_REMOTE_URL (ssh://...) needs secrets that are not set: SSH_KNOWN_HOSTS",
+        ),
+        (
+            {
+                "DVC_REMOTE_URL": "ssh://host/path",
+                "SSH_PRIVATE_KEY": "key",
+                "SSH_KNOWN_HOSTS": "host ssh-ed25519 AAAA",
+                "DVC_EXTRAS": "ssh]; echo",
+            },
+            "repository variable DVC_EXTRAS is 'ssh]; echo': give pip extras of dvc, e.g. s3 or gs,ssh",
+        ),
+    ],
+)
 def test_check_remote_names_the_missing_setting_in_one_line(tmp_path, settings, message):
     result = script(CI_SETUP, tmp_path, "check-remote", **settings)
     assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
@@ -304,23 +427,31 @@ def test_add_remote_points_dvc_at_owner_only_key_files_and_keeps_s3_keys_in_the_
 
     host_key = "host.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"
     for _ in range(2):
-        config = add_remote(DVC_REMOTE_URL="ssh://host.example/srv/dvc", DVC_EXTRAS="s3,ssh",
-                            SSH_PRIVATE_KEY="-----BEGIN KEY-----", SSH_KNOWN_HOSTS=host_key)
+        config = add_remote(
+            DVC_REMOTE_URL="ssh://host.example/srv/dvc",
+            DVC_EXTRAS="s3,ssh",
+            SSH_PRIVATE_KEY="-----BEGIN KEY-----",
+            SSH_KNOWN_HOSTS=host_key,
+        )
     assert f"keyfile = {keys / 'ssh-private-key'}" in config
     assert (keys / "ssh-private-key").read_text() == "-----BEGIN KEY-----\n"
     assert (home / ".ssh/known_hosts").read_text() == host_key + "\n"
     for path in (keys / "gcs-credentials.json", keys / "ssh-private-key", home / ".ssh/known_hosts"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
-    config = add_remote(DVC_REMOTE_URL="s3://bucket/path", DVC_EXTRAS="s3", AWS_ACCESS_KEY_ID="id", AWS_SECRET_ACCESS_KEY="key")
+    config = add_remote(
+        DVC_REMOTE_URL="s3://bucket/path", DVC_EXTRAS="s3", AWS_ACCESS_KEY_ID="id", AWS_SECRET_ACCESS_KEY="key"
+    )
     assert config == "['remote \"ci\"']\n    url = s3://bucket/path\n"
 
 
 def test_require_cuda_refuses_a_runner_without_a_gpu(tmp_path):
     result = script(CI_SETUP, tmp_path, "require-cuda", CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 2
-    assert re.fullmatch(r"error: torch \S+ sees no CUDA GPU: this job trains and must run on a GPU runner .*; nothing was trained\n",
-                        result.stderr)
+    assert re.fullmatch(
+        r"error: torch \S+ sees no CUDA GPU: this job trains and must run on a GPU runner .*; nothing was trained\n",
+        result.stderr,
+    )
 
 
 @pytest.mark.full

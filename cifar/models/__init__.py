@@ -67,12 +67,16 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
     if not path.exists():
         raise DataError(f"{path}: not found; train a model first with `dvc repro train`")
     if not path.is_file():
-        raise DataError(f"{path}: a folder, named pipe or device, not a file; remove it and re-create it with `dvc repro train`")
+        raise DataError(
+            f"{path}: a folder, named pipe or device, not a file; remove it and re-create it with `dvc repro train`"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Not torch's message: it advises weights_only=False, which would run whatever code the file holds.
-        raise _not_a_model(path, "damaged, or holding Python objects, which are never loaded as they could run code") from None
+        raise _not_a_model(
+            path, "damaged, or holding Python objects, which are never loaded as they could run code"
+        ) from None
     except (OSError, RuntimeError, EOFError) as error:
         raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
     try:
@@ -81,7 +85,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         # The stages print the names and match them to the data's, so a file re-saved with
         # numbers for names ended in a TypeError in evaluate.
         if not (
-            isinstance(classes, (list, tuple)) and classes and all(isinstance(name, str) and name for name in classes)
+            isinstance(classes, (list, tuple))
+            and classes
+            and all(isinstance(name, str) and name for name in classes)
             and len(set(classes)) == len(classes)
         ):
             raise _not_a_model(path, f"classes = {short_repr(classes)}, not a list of different, non-empty names")

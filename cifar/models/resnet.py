@@ -50,9 +50,9 @@ class ResNet18(nn.Module):
         widths, strides = (64, 128, 256, 512), (1, 2, 2, layer4_stride)
         in_channels, layers = 64, []
         for width, stride in zip(widths, strides):
-            layers.append(nn.Sequential(
-                BasicBlock(in_channels, width, stride, make_norm), BasicBlock(width, width, 1, make_norm)
-            ))
+            layers.append(
+                nn.Sequential(BasicBlock(in_channels, width, stride, make_norm), BasicBlock(width, width, 1, make_norm))
+            )
             in_channels = width
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.fc = nn.Linear(512, num_classes)
