@@ -879,7 +879,14 @@ def test_the_largest_gallery_the_params_allow_stays_within_matplotlibs_pixel_lim
 
 def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
     """SIGINT once torch's library is mapped into the stage's process, mid-import."""
-    stage = subprocess.Popen([sys.executable, "-m", "stages.figures"], stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a shell that starts a job in the background hands it SIGINT ignored,
+    # and pytest may run under one.
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "stages.figures"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     maps = Path(f"/proc/{stage.pid}/maps")
     while stage.poll() is None and "libtorch" not in maps.read_text():
         pass

@@ -279,11 +279,11 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     origin, _ = published
     root = tmp_path / "queue"
     shutil.copytree(origin, root, symlinks=True)
-    # A change that adds a metric and re-runs evaluate onwards only: the experiments that
-    # train in the queue are the seed spread's.
-    dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "evaluate.tta=true")
+    # A change to training (one that leaves lr_find's params alone, so it re-runs train onwards
+    # only) and one that adds a metric.
+    dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "train.epochs=2", "-S", "evaluate.tta=true")
     # The workspace's code changes after queueing: the experiment must not run it.
-    inference = root / "cifar/inference.py"  # evaluate, which the experiment re-runs, imports it
+    inference = root / "cifar/inference.py"  # train and evaluate, which the experiment re-runs, import it
     inference.write_text(
         "raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text()
     )
@@ -295,10 +295,10 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     (experiment,) = [exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])]
     assert 0 <= experiment["data"]["metrics"][paths.EVALUATE_METRICS]["data"]["flip_tta_accuracy"] <= 1
     # README's documented `dvc exp show` fits a 200-column terminal, nothing cut off, with
-    # the param a sweep varies, the one the experiment changed and the quality metrics.
+    # the params the experiment changed and the quality metrics.
     table = run(root, "bash", "-c", f"COLUMNS=200 {readme_exp_show()} --no-pager").stdout
     assert max(len(line) for line in table.splitlines()) <= 200 and "…" not in table, table
-    for column in ("train.max_lr", "evaluate.tta", "test_accuracy", "accuracy", "flip_tta_accuracy"):
+    for column in ("train.epochs", "evaluate.tta", "test_accuracy", "accuracy", "flip_tta_accuracy"):
         assert column in table, table
 
 
