@@ -725,7 +725,7 @@ def without_last_rows(count: int):
         ),
         (
             paths.HISTORY,
-            first_cell("epoch", 1e308),
+            lambda text: text.replace("\n1,", "\n1e308,", 1),
             "column epoch holds 1e+308 in row 0, not an epoch from 1 to",
             "train",
         ),
