@@ -8,7 +8,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 # --no-loadscope-reorder keeps the order tests/conftest.py gives the files (longest first);
 # by default xdist hands out the files with the most tests first, which left the longest to last.
-parallel=(-n auto --dist loadfile --no-loadscope-reorder)
+# One worker more than cores: the tests wait on stage subprocesses, DVC's queue and act's jobs,
+# and with one worker per core the 2-core CI machine was busy 138% of its 200% (2026-12-01).
+parallel=(-n "$(($(nproc) + 1))" --dist loadfile --no-loadscope-reorder)
 if [ "${1:-}" = "--full" ]; then
   shift
   exec python -m pytest "${parallel[@]}" -m "full or not full" "$@"
