@@ -733,13 +733,13 @@ def without_last_rows(count: int):
         (
             paths.LR_FIND_METRICS,
             json_field("max_lr", 1e308),
-            "max_lr = 1e+308 lies outside the LRs plots/lr_find.csv tested",
+            f"max_lr = 1e+308 lies outside the LRs {paths.LR_FIND_CURVE} tested",
             "lr_find",
         ),
         (
             paths.LR_FIND_METRICS,
             json_field("steepest_lr", 5e-324),
-            "steepest_lr = 5e-324 lies outside the LRs plots/lr_find.csv tested",
+            f"steepest_lr = 5e-324 lies outside the LRs {paths.LR_FIND_CURVE} tested",
             "lr_find",
         ),
         (paths.LR_FIND_METRICS, json_field("descent", "false"), "descent = 'false' is not true or false", "lr_find"),
