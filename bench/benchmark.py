@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -40,13 +40,13 @@ from torchvision import transforms
 
 from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.cli import run_stage
-from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, TrainConfig
+from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import Split, class_balanced_subset, load_split
 from cifar.engine import TrainingRun, train_epoch
 from cifar.inference import predict
-from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
-from cifar.models import build_model, on_device
-from cifar.optim import build_optimizer
+from cifar.loader import EVAL_BATCH_SIZE
+from cifar.models import build_model
+from cifar.recipe import Recipe, loss_function
 from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything, synchronize
 from cifar.schedule import one_cycle
 
@@ -75,7 +75,7 @@ def training_flops_per_image(config: ModelConfig) -> float:
     model = build_model(config)
     images = torch.zeros(2, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
-        nn.functional.cross_entropy(model(images), torch.zeros(2, dtype=torch.long)).backward()
+        loss_function()(model(images), torch.zeros(2, dtype=torch.long)).backward()
     return counter.get_total_flops() / len(images)
 
 
@@ -121,20 +121,28 @@ def peak_memory_gib(device: torch.device) -> float | None:
 
 
 def run_ours(config: ModelConfig, train: Split, test: Split, epochs: int, batch_size: int, device: torch.device) -> Row:
-    precision = resolve_precision("auto", device)
-    seed_everything(0)
-    reset_peak_memory(device)
-    model = on_device(build_model(config), device)
-    loader = DeviceLoader(train, batch_size, device, augmentation=AUGMENT, shuffle=True)
-    optimizer = build_optimizer(model, MAX_LR, RECIPE, device)
     total_epochs = epochs + 1
-    scheduler = one_cycle(optimizer, MAX_LR, total_epochs, len(loader), _onecycle(total_epochs))
-    run = TrainingRun(model, optimizer, scheduler, loader, device, precision, total_epochs)
+    recipe = Recipe(
+        Params(
+            model=config,
+            train=replace(RECIPE, batch_size=batch_size, epochs=total_epochs, onecycle=_onecycle(total_epochs)),
+        ),
+        device,
+        resolve_precision("auto", device),
+    )
+    precision = recipe.precision
+    reset_peak_memory(device)
+    model = recipe.fresh_model(len(train.classes))
+    loader = recipe.train_loader(train)
+    optimizer = recipe.optimizer(model, MAX_LR)
+    run = TrainingRun(
+        model, optimizer, recipe.schedule(optimizer, MAX_LR, len(loader)), loader, device, precision, total_epochs
+    )
     timer = Timer(device)
     for epoch in range(1, total_epochs + 1):
         with timer.epoch():
             train_epoch(run, epoch)
-    accuracy = predict(model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision).accuracy
+    accuracy = predict(model, recipe.test_loader(test), device, precision).accuracy
     note = fp32_note(device) if precision == "fp32" else precision
     return Row(
         "ours",
@@ -208,6 +216,7 @@ def run_reference(
     reset_peak_memory(device)
     model = build_model(config).to(device)
     loader = reference_loader(train, batch_size, train=True)
+    # The reference notebooks' own loop, loss and optimizer, written as they wrote them.
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR, weight_decay=RECIPE.weight_decay)
     total_epochs = epochs + 1

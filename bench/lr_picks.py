@@ -37,10 +37,8 @@ import torch
 import cifar
 from cifar.config import DataConfig, LRFindConfig, ModelConfig, OneCycleConfig, Params, load_params
 from cifar.errors import ConfigError, TrainingError
-from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test, read_curve, rule_picks
-from cifar.models import build_model, on_device
-from cifar.runtime import configure_runtime, seed_everything
+from cifar.recipe import Recipe
 from stages import paths
 
 CURVES = Path("docs/lr-finder-curves.json")
@@ -101,13 +99,10 @@ class Store:
 
 def record_curve(data: cifar.Data, source: str, model: str, steps: int) -> dict:
     params = settings(source, model, num_iter=steps)
-    device, precision = configure_runtime(params.train)
-    seed_everything(params.seed)
-    network = on_device(build_model(params.model, len(data.train.classes)), device)
+    recipe = Recipe.from_params(params)
+    network = recipe.fresh_model(len(data.train.classes))
     started = time.perf_counter()
-    test = range_test(
-        network, DeviceLoader.for_training(data.train, params, device), params.lr_find, params.train, device, precision
-    )
+    test = range_test(recipe, network, recipe.train_loader(data.train))
     seconds = time.perf_counter() - started
     log.info("curve %s, %d steps: %.0f s", model, steps, seconds)
     return {

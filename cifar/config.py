@@ -61,6 +61,11 @@ class ModelConfig:
     layer4_stride: Literal[1, 2] = 2
 
 
+# Where data.source "official" is downloaded to, relative to the working directory: the
+# download stage and a notebook started in the same folder share one copy.
+DOWNLOAD_CACHE = "data/downloads"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.

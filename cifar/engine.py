@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from cifar.chance import not_learning_warning
 from cifar.checkpoint import CheckpointFile, TrainingState
-from cifar.config import MAX_STEPS, TrainConfig
+from cifar.config import MAX_STEPS
 from cifar.errors import ConfigError, TrainingError
 from cifar.inference import predict
 from cifar.loader import DeviceLoader
-from cifar.optim import build_optimizer
+from cifar.recipe import Recipe, loss_function
 from cifar.runtime import autocast, synchronize
-from cifar.schedule import FiniteOneCycleLR, one_cycle
+from cifar.schedule import FiniteOneCycleLR
 from cifar.stop import StopRequest
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class EpochStats:
 def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStats:
     """One pass over the run's loader, as epoch `epoch` (counted from 1) of `run.epochs`."""
     run.model.train()
-    criterion = nn.CrossEntropyLoss()
+    criterion = loss_function()
     steps = len(run.loader)
     step_losses = torch.zeros(steps, device=run.device)
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
@@ -117,23 +117,22 @@ class FitResult:
 
 
 def fit(
+    recipe: Recipe,
     model: nn.Module,
     train_loader: DeviceLoader,
     test_loader: DeviceLoader,
     *,
     max_lr: float,
-    config: TrainConfig,
     num_classes: int,
-    device: torch.device,
-    precision: str,
     checkpoint: CheckpointFile | None = None,
     stop: StopRequest | None = None,
 ) -> FitResult:
-    """The configured optimizer + cross-entropy under OneCycle; test loss and accuracy after every epoch.
+    """The recipe's optimizer and loss under its OneCycle; test loss and accuracy after every epoch.
 
     With a checkpoint file, resumes from it when it belongs to this run and saves to it
     after every epoch. With a stop request, stops after the step in flight once it is made.
     """
+    config, device, precision = recipe.params.train, recipe.device, recipe.precision
     steps = config.epochs * len(train_loader)
     if steps > MAX_STEPS:
         raise ConfigError(
@@ -141,8 +140,8 @@ def fit(
             f"images in batches of {train_loader.batch_size}) = {steps:,} optimizer steps, more than the {MAX_STEPS:,} "
             f"of about a GPU-day; lower train.epochs or raise train.batch_size"
         )
-    optimizer = build_optimizer(model, max_lr, config, device)
-    scheduler = one_cycle(optimizer, max_lr, config.epochs, len(train_loader), config.onecycle)
+    optimizer = recipe.optimizer(model, max_lr)
+    scheduler = recipe.schedule(optimizer, max_lr, len(train_loader))
     run = TrainingRun(
         model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest()
     )

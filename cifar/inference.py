@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cifar.loader import DeviceLoader
+from cifar.recipe import loss_function
 from cifar.runtime import autocast
 
 
@@ -18,7 +19,7 @@ class Predictions:
     labels: np.ndarray
     predicted: np.ndarray
     confidence: np.ndarray  # softmax probability of the predicted class
-    loss: float  # mean cross-entropy
+    loss: float  # mean of the recipe's loss
     flip_tta_predicted: np.ndarray | None  # predictions from the mean of image and mirror
 
     @property
@@ -56,6 +57,7 @@ def predict(
 ) -> Predictions:
     """Every image's prediction; results stay on the device until the end (one sync)."""
     model.eval()
+    summed_loss = loss_function(reduction="sum")
     total_loss = torch.zeros((), device=device)
     labels, probabilities, tta_probabilities = [], [], []
     for images, batch_labels in loader:
@@ -63,7 +65,7 @@ def predict(
             logits = model(images).float()
             if flip_tta:
                 mirrored = model(images.flip(3)).float()
-        total_loss += nn.functional.cross_entropy(logits, batch_labels, reduction="sum")
+        total_loss += summed_loss(logits, batch_labels)
         labels.append(batch_labels)
         probabilities.append(logits.softmax(1))
         if flip_tta:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from cifar.augment import augment, normalize
-from cifar.config import AugmentConfig, Params
+from cifar.config import AugmentConfig
 from cifar.dataset import Split
 from cifar.errors import ConfigError
 
@@ -52,11 +52,6 @@ class DeviceLoader:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         # channels_last helps cuDNN's tensor-core kernels; the CPU keeps the classic layout.
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-    @classmethod
-    def for_training(cls, split: Split, params: Params, device: torch.device) -> DeviceLoader:
-        """Shuffled, augmented batches as params say: what lr_find and train both iterate."""
-        return cls(split, params.train.batch_size, device, augmentation=params.augment, shuffle=True, seed=params.seed)
 
     def __len__(self) -> int:
         if self.shuffle:

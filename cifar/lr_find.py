@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-from cifar.config import LRFindConfig, TrainConfig
+from cifar.config import LRFindConfig
 from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
-from cifar.optim import build_optimizer
+from cifar.recipe import Recipe, loss_function
 
 # torch-lr-finder's steepest-gradient suggestion ignores this many points at each end.
 SKIP_START, SKIP_END = 10, 5
@@ -101,25 +101,19 @@ class RangeTest:
             )
 
 
-def range_test(
-    model: nn.Module,
-    loader: DeviceLoader,
-    config: LRFindConfig,
-    training: TrainConfig,
-    device: torch.device,
-    precision: str,
-) -> RangeTest:
-    """Training's optimizer + cross-entropy from start_lr to end_lr, read by read_curve."""
-    optimizer = build_optimizer(model, config.start_lr, training, device)
+def range_test(recipe: Recipe, model: nn.Module, loader: DeviceLoader) -> RangeTest:
+    """The recipe's optimizer and loss from lr_find.start_lr to end_lr, read by read_curve."""
+    config, device = recipe.params.lr_find, recipe.device
+    optimizer = recipe.optimizer(model, config.start_lr)
     amp = {}
-    if precision == "bf16":
+    if recipe.precision == "bf16":
         amp = dict(
             amp_backend="torch",
             amp_config={"device_type": device.type, "dtype": torch.bfloat16},
             # torch-lr-finder insists on a scaler; bf16 has fp32's range and needs none.
             grad_scaler=torch.amp.GradScaler(device.type, enabled=False),
         )
-    finder = LRFinder(model, optimizer, nn.CrossEntropyLoss(), device=device, **amp)
+    finder = LRFinder(model, optimizer, loss_function(), device=device, **amp)
     # torch-lr-finder prints a hint about its own plot() on stdout; the stage log is ours.
     with contextlib.redirect_stdout(io.StringIO()):
         finder.range_test(

@@ -1,5 +1,5 @@
-"""The pipeline in five calls, for a notebook started in the repository root: the functions
-the stages call, composed as the stages compose them, with no files between the steps.
+"""The pipeline in five calls, for a notebook: the functions the stages call, composed as
+the stages compose them, with no files between the steps.
 
     import cifar
     params = cifar.load_params("params.yaml")                        # or cifar.Params()
@@ -8,8 +8,8 @@ the stages call, composed as the stages compose them, with no files between the 
     report = cifar.evaluate(result.model, data)
     maps = cifar.grad_cam(result.model, data.test, layer="layer3")
 
-Like the stages, and unlike the rest of `cifar`, it is a front end: it shares the
-pipeline's download cache, named in stages/paths.py.
+The official archive is downloaded once into data/downloads under the working folder, the
+pipeline's own download cache when that is the checkout's root.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import pandas as pd
 from torch import nn
 
 from cifar import explain
-from cifar.config import Params, load_params
+from cifar.config import DOWNLOAD_CACHE, Params, load_params
 from cifar.dataset import Split
 from cifar.engine import fit
 from cifar.inference import Predictions, predict
 from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.lr_find import range_test
-from cifar.models import build_model, on_device
-from cifar.runtime import configure_runtime, resolve_precision, seed_everything
+from cifar.recipe import Recipe
+from cifar.runtime import resolve_precision
 from cifar.sources import import_dataset
-from stages import paths
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class Data:
 def load_data(params: Params) -> Data:
     """Both splits from params.data's source (official, a local path or synthetic), limited
     as it says; the official archive is downloaded once, into the pipeline's cache."""
-    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
+    splits = import_dataset(params.data, params.seed, Path(DOWNLOAD_CACHE))
     return Data(splits["train"], splits["test"])
 
 
@@ -66,34 +65,23 @@ def train(params: Params, data: Data) -> Trained:
     """The lr_find stage's range test (when train.max_lr is "find"), then the train stage's
     run, each on a freshly seeded model as the stages build it. A range test whose loss
     never fell beyond its noise stops here with a TrainingError, as the lr_find stage does."""
-    device, precision = configure_runtime(params.train)
+    recipe = Recipe.from_params(params)
+    num_classes = len(data.train.classes)
     max_lr = params.train.max_lr
     if max_lr == "find":
-        seed_everything(params.seed)
-        probe = on_device(build_model(params.model, len(data.train.classes)), device)
-        test = range_test(
-            probe,
-            DeviceLoader.for_training(data.train, params, device),
-            params.lr_find,
-            params.train,
-            device,
-            precision,
-        )
+        test = range_test(recipe, recipe.fresh_model(num_classes), recipe.train_loader(data.train))
         test.require_descent()
         for warning in test.warnings:
             log.warning("lr_find: %s", warning)
         max_lr = test.max_lr
-    seed_everything(params.seed)
-    model = on_device(build_model(params.model, len(data.train.classes)), device)
+    model = recipe.fresh_model(num_classes)
     result = fit(
+        recipe,
         model,
-        DeviceLoader.for_training(data.train, params, device),
-        DeviceLoader(data.test, EVAL_BATCH_SIZE, device),
+        recipe.train_loader(data.train),
+        recipe.test_loader(data.test),
         max_lr=max_lr,
-        config=params.train,
-        num_classes=len(data.train.classes),
-        device=device,
-        precision=precision,
+        num_classes=num_classes,
     )
     return Trained(model, max_lr, pd.DataFrame(result.history), result.step_lrs, result.chance_warning)
 

@@ -12,9 +12,8 @@ from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
 from cifar.errors import DataError
 from cifar.inference import predict
-from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import load_trained
-from cifar.runtime import configure_runtime
+from cifar.recipe import Recipe
 from stages import paths
 
 log = logging.getLogger("evaluate")
@@ -22,14 +21,14 @@ log = logging.getLogger("evaluate")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device, precision = configure_runtime(params.train)
-    trained = load_trained(paths.MODEL, device)
+    recipe = Recipe.from_params(params)
+    trained = load_trained(paths.MODEL, recipe.device)
     test = load_split(paths.DATA, "test")
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
     result = predict(
-        trained.model, DeviceLoader(test, EVAL_BATCH_SIZE, device), device, precision, flip_tta=params.evaluate.tta
+        trained.model, recipe.test_loader(test), recipe.device, recipe.precision, flip_tta=params.evaluate.tta
     )
     if not math.isfinite(result.loss):
         raise DataError(

@@ -66,7 +66,7 @@ def main() -> None:
     )
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    steps = epochs * (len(train) // params.train.batch_size)  # as many as DeviceLoader.for_training's batches
+    steps = epochs * (len(train) // params.train.batch_size)  # as many as Recipe.train_loader's batches
     step_lrs = read_table(paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps, least_rows=steps)[
         "lr"
     ].to_numpy()

@@ -9,10 +9,8 @@ from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
-from cifar.loader import DeviceLoader
 from cifar.lr_find import range_test
-from cifar.models import build_model, on_device
-from cifar.runtime import configure_runtime, seed_everything
+from cifar.recipe import Recipe
 from stages import paths
 
 log = logging.getLogger("lr_find")
@@ -20,11 +18,10 @@ log = logging.getLogger("lr_find")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device, precision = configure_runtime(params.train)
-    seed_everything(params.seed)
+    recipe = Recipe.from_params(params)
     train = load_split(paths.DATA, "train")
-    model = on_device(build_model(params.model, len(train.classes)), device)
-    loader = DeviceLoader.for_training(train, params, device)
+    model = recipe.fresh_model(len(train.classes))
+    loader = recipe.train_loader(train)
     log.info(
         "lr_find: %d steps of %d augmented images (%.1f passes over the %d training images)",
         params.lr_find.num_iter,
@@ -32,7 +29,7 @@ def main() -> None:
         params.lr_find.num_iter * params.train.batch_size / len(train),
         len(train),
     )
-    test = range_test(model, loader, params.lr_find, params.train, device, precision)
+    test = range_test(recipe, model, loader)
     metrics = {
         # Metrics stay numbers (dvc metrics diff compares them): the verdict as two booleans, both false when flat.
         "descent": test.reading.verdict == "descent",

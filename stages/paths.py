@@ -6,9 +6,10 @@ outputs, README's pipeline table names them and no test spells one out.
 
 import posixpath
 
+from cifar.config import DOWNLOAD_CACHE
+
 PARAMS = "params.yaml"
 DATA = "data/cifar10"
-DOWNLOAD_CACHE = "data/downloads"
 
 LR_FIND_METRICS = "metrics/lr_find.json"
 LR_FIND_CURVE = "plots/lr_find.csv"

@@ -19,10 +19,10 @@ from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_param
 from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.engine import fit
 from cifar.errors import DataError, TrainingError, one_line, short_repr
-from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
-from cifar.models import build_model, on_device, save_trained
+from cifar.models import save_trained
 from cifar.reading import MAX_METRICS_BYTES, read_artifact
-from cifar.runtime import configure_runtime, device_name, environment, seed_everything
+from cifar.recipe import Recipe
+from cifar.runtime import device_name, environment
 from cifar.stop import StopRequest
 from stages import paths
 
@@ -31,14 +31,14 @@ log = logging.getLogger("train")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    device, precision = configure_runtime(params.train)
+    recipe = Recipe.from_params(params)
+    device, precision = recipe.device, recipe.precision
     max_lr = chosen_max_lr(params)
-    seed_everything(params.seed)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     fix = "re-create both with `dvc repro download`"
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
 
-    model = on_device(build_model(params.model, len(train.classes)), device)
+    model = recipe.fresh_model(len(train.classes))
     write_text(
         paths.MODEL_SUMMARY,
         str(
@@ -52,8 +52,7 @@ def main() -> None:
         )
         + "\n",
     )
-    train_loader = DeviceLoader.for_training(train, params, device)
-    test_loader = DeviceLoader(test, EVAL_BATCH_SIZE, device)
+    train_loader, test_loader = recipe.train_loader(train), recipe.test_loader(test)
     log.info(
         "training %s on %d images (%s, %s), max_lr %.3g, %d epochs of %d steps",
         params.model.name,
@@ -68,14 +67,12 @@ def main() -> None:
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
     with StopRequest().on_signals(signal.SIGTERM, signal.SIGINT) as stop:
         result = fit(
+            recipe,
             trainable,
             train_loader,
             test_loader,
             max_lr=max_lr,
-            config=params.train,
             num_classes=len(train.classes),
-            device=device,
-            precision=precision,
             checkpoint=checkpoint,
             stop=stop,
         )

@@ -6,10 +6,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cifar.config import Params
 from cifar.dataset import Split
+from cifar.recipe import Recipe
 from cifar.sources import CIFAR10_CLASSES
 
 CPU = torch.device("cpu")
+
+
+def cpu_recipe(**sections) -> Recipe:
+    """The recipe of the default params with the given sections replaced, in fp32 on the CPU."""
+    return Recipe(Params(**sections), CPU, "fp32")
 
 
 def make_class_tree(root: Path, per_class: dict[str, int], suffix=".png", size=32) -> Path:

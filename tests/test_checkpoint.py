@@ -21,7 +21,7 @@ from cifar.loader import DeviceLoader
 from cifar.schedule import one_cycle
 from cifar.sources import import_dataset
 from cifar.stop import StopRequest
-from generated import CPU, random_split
+from generated import CPU, cpu_recipe, random_split
 from stages import paths
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
@@ -56,13 +56,11 @@ def train(model, checkpoint=None, stop=None):
         DeviceLoader(random_split(32, 1), 32, CPU),
     )
     return fit(
+        cpu_recipe(train=CONFIG),
         model,
         *loaders,
         max_lr=1e-2,
-        config=CONFIG,
         num_classes=10,
-        device=CPU,
-        precision="fp32",
         checkpoint=checkpoint,
         stop=stop,
     )

@@ -11,9 +11,7 @@ from cifar.engine import TrainingRun, fit, train_epoch
 from cifar.errors import ConfigError, TrainingError
 from cifar.inference import predict
 from cifar.loader import DeviceLoader
-from cifar.optim import build_optimizer
-from cifar.schedule import one_cycle
-from generated import CPU, random_split
+from generated import CPU, cpu_recipe, random_split
 
 
 def tiny_model():
@@ -38,7 +36,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr():
 
     loader = DeviceLoader(random_split(64, 0), 16, CPU, shuffle=True)
     with pytest.raises(TrainingError) as caught:
-        fit(Exploding(), loader, loader, max_lr=1e-3, config=config(), num_classes=10, device=CPU, precision="fp32")
+        fit(cpu_recipe(train=config()), Exploding(), loader, loader, max_lr=1e-3, num_classes=10)
     message = str(caught.value)
     # 4 training steps per epoch: the 7th is epoch 2, step 3.
     assert "loss became nan at epoch 2, step 3 (global step 7), learning rate" in message
@@ -49,14 +47,12 @@ def test_chance_level_after_the_peak_is_reported():
     # Random labels cannot be learnt: test accuracy stays near 10%.
     train, test = random_split(64, 1), random_split(200, 2)
     result = fit(
+        cpu_recipe(train=config()),
         tiny_model(),
         DeviceLoader(train, 16, CPU, shuffle=True),
         DeviceLoader(test, 100, CPU),
         max_lr=1e-4,
-        config=config(),
         num_classes=10,
-        device=CPU,
-        precision="fp32",
     )
     assert result.chance_warning is not None
     assert "on 200 images is not above chance (0.100)" in result.chance_warning
@@ -175,14 +171,12 @@ def test_history_and_schedule_cover_every_epoch_and_step():
     train = random_split(40, 3)
     model = tiny_model()
     result = fit(
+        cpu_recipe(train=config(epochs=3)),
         model,
         DeviceLoader(train, 16, CPU, shuffle=True),
         DeviceLoader(train, 100, CPU),
         max_lr=1e-3,
-        config=config(epochs=3),
         num_classes=10,
-        device=CPU,
-        precision="fp32",
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert len(result.step_lrs) == 3 * 2  # full batches only: 40 // 16 steps per epoch
@@ -231,8 +225,9 @@ def test_a_training_step_builds_no_tensor_from_python_numbers(monkeypatch):
     in the first epoch, never again."""
     loader = DeviceLoader(random_split(64, 0), 16, CPU, augmentation=AugmentConfig(), shuffle=True)
     model = tiny_model()
-    optimizer = build_optimizer(model, 1e-3, TrainConfig(), CPU)
-    scheduler = one_cycle(optimizer, 1e-3, 2, len(loader), OneCycleConfig(max_at_epoch=1))
+    recipe = cpu_recipe(train=config(epochs=2))
+    optimizer = recipe.optimizer(model, 1e-3)
+    scheduler = recipe.schedule(optimizer, 1e-3, len(loader))
     run = TrainingRun(model, optimizer, scheduler, loader, CPU, "fp32", epochs=2)
     train_epoch(run, epoch=1)
     built = []

@@ -1,10 +1,10 @@
 import torch
 
 from cifar.augment import augment, denormalize, normalize
-from cifar.config import AugmentConfig, Params, TrainConfig
+from cifar.config import AugmentConfig, TrainConfig
 from cifar.dataset import Split
 from cifar.loader import DeviceLoader
-from generated import CPU, random_split
+from generated import CPU, cpu_recipe, random_split
 
 
 def numbered_split(size):
@@ -75,14 +75,14 @@ def test_batches_are_augmented_with_the_loaders_seeded_generator():
     assert all(torch.equal(batch, wanted) for (batch, _), wanted in zip(epoch, expected))
 
 
-def test_for_training_is_the_shuffled_augmented_loader_of_the_params():
-    params = Params(
+def test_the_recipes_training_loader_is_the_shuffled_augmented_loader_of_the_params():
+    recipe = cpu_recipe(
         seed=11, train=TrainConfig(batch_size=16), augment=AugmentConfig(crop_padding=2, flip=False, cutout=4)
     )
     split = random_split(70, 0)
-    loader = DeviceLoader.for_training(split, params, CPU)
+    loader = recipe.train_loader(split)
     assert len(loader) == 4 and loader.images_per_epoch == 64
-    explicit = DeviceLoader(split, 16, CPU, augmentation=params.augment, shuffle=True, seed=11)
+    explicit = DeviceLoader(split, 16, CPU, augmentation=recipe.params.augment, shuffle=True, seed=11)
     assert same_batches(batches(loader), batches(explicit))
 
 

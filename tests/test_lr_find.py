@@ -17,7 +17,7 @@ from cifar.errors import TrainingError
 from cifar.loader import DeviceLoader
 from cifar.lr_find import SMOOTH_F, in_last_tenth, loss_falls_at, range_test, read_curve, valley_index
 from cifar.sources import synthetic_split
-from generated import CPU
+from generated import CPU, cpu_recipe
 from pipeline_repo import REPO, copy_of, dvc, stage
 from stages import paths
 
@@ -267,7 +267,7 @@ def small_range_test(capsys, **config):
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
     )
     loader = DeviceLoader(synthetic_split(256, seed=0), 32, CPU, augmentation=AugmentConfig(), shuffle=True)
-    test = range_test(model, loader, LRFindConfig(**config), TrainConfig(weight_decay=0.0), CPU, "fp32")
+    test = range_test(cpu_recipe(lr_find=LRFindConfig(**config), train=TrainConfig(weight_decay=0.0)), model, loader)
     assert capsys.readouterr().out == "", "torch-lr-finder's print reached the stage log"
     return test
 
@@ -320,7 +320,10 @@ class RecordingModel(nn.Module):
 def bf16_range_test(model, capsys, optimizer="adam"):
     loader = DeviceLoader(synthetic_split(64, seed=0), 16, CPU, shuffle=True)
     config = LRFindConfig(start_lr=1e-6, end_lr=1e-3, num_iter=3)
-    range_test(model, loader, config, TrainConfig(weight_decay=0.0, optimizer=optimizer), CPU, "bf16")
+    recipe = dataclasses.replace(
+        cpu_recipe(lr_find=config, train=TrainConfig(weight_decay=0.0, optimizer=optimizer)), precision="bf16"
+    )
+    range_test(recipe, model, loader)
     assert capsys.readouterr().out == ""
 
 
