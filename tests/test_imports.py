@@ -32,3 +32,25 @@ def test_no_module_imports_itself_through_others():
 def test_each_module_says_its_concern_at_its_top(path):
     docstring = ast.get_docstring(ast.parse(path.read_text()))
     assert docstring and len(docstring.split()) >= 4, f"{path.name}: no docstring saying what it is for"
+
+
+def top_level_imports(path) -> set[str]:
+    """The first name of every absolute import in the file: `cifar`, `stages`, `torch`, ..."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_library_imports_nothing_above_it():
+    """cifar/ is the layer under the stages, the benchmark and the scripts: a pip-installed
+    copy, as a notebook has it, has none of them to import."""
+    upward = {
+        name: sorted(top_level_imports(path) & {"stages", "bench", "scripts", "tests"})
+        for name, path in MODULES.items()
+        if name.startswith("cifar")
+    }
+    assert {name: found for name, found in upward.items() if found} == {}

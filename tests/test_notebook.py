@@ -5,6 +5,7 @@ import sys
 
 import yaml
 
+from installed import environment_with_package, installable_copy
 from pipeline_repo import REPO, default_params, merge
 
 # A few hundred synthetic images, two short epochs on the CPU, a ten-step range test.
@@ -26,20 +27,31 @@ def test_readme_shows_the_five_calls():
     assert [line.split(" = ")[0] for line in lines[1:]] == ["params", "data", "result", "report", "maps"]
 
 
-def test_readme_notebook_block_runs_as_written_at_a_tiny_size(tmp_path, monkeypatch):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(merge(default_params(), TINY), sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    notebook = {}
-    exec(compile(readme_notebook_block(), "README.md", "exec"), notebook)
-    data, result, report, maps = (notebook[name] for name in ("data", "result", "report", "maps"))
-    assert (len(data.train), len(data.test)) == (200, 100)
-    assert result.history["epoch"].tolist() == [1, 2] and len(result.step_lrs) == 2 * 200 // 50
-    assert 0 < result.max_lr <= 0.003, "the range test's pick, within its range"
-    assert report.metrics()["accuracy"] == report.accuracy and len(report.predicted) == 100
-    assert report.per_class(data.test.classes)["images"].sum() == 100
-    assert maps.shape == (10, 32, 32) and maps.min() >= 0 and maps.max() <= 1
-    assert not any(module._forward_hooks for module in result.model.modules()), "Grad-CAM hooks were left behind"
-    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"], "the notebook calls write no files"
+# Run after README's block, in its namespace: what the five calls must have returned.
+CHECKS = """
+assert (len(data.train), len(data.test)) == (200, 100)
+assert result.history["epoch"].tolist() == [1, 2] and len(result.step_lrs) == 2 * 200 // 50
+assert 0 < result.max_lr <= 0.003, "the range test's pick, within its range"
+assert report.metrics()["accuracy"] == report.accuracy and len(report.predicted) == 100
+assert report.per_class(data.test.classes)["images"].sum() == 100
+assert maps.shape == (10, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+assert not any(module._forward_hooks for module in result.model.modules()), "Grad-CAM hooks were left behind"
+print(cifar.__file__)
+"""
+
+
+def test_readme_notebook_block_runs_as_written_at_a_tiny_size_with_the_package_installed(tmp_path):
+    """`pip install .` then README's block, in a folder outside the checkout, as in Colab."""
+    python = environment_with_package(tmp_path / "venv", installable_copy(tmp_path / "source"))
+    notebook = tmp_path / "notebook"
+    notebook.mkdir()
+    (notebook / "params.yaml").write_text(yaml.safe_dump(merge(default_params(), TINY), sort_keys=False))
+    result = subprocess.run(
+        [python, "-c", readme_notebook_block() + CHECKS], cwd=notebook, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().startswith(str(tmp_path / "venv")), "cifar came from the installed package"
+    assert list(notebook.iterdir()) == [notebook / "params.yaml"], "the notebook calls write no files"
 
 
 def test_importing_the_package_loads_nothing_heavy():

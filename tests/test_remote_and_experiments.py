@@ -2,9 +2,11 @@
 a fresh clone without training, change a param, run queued experiments and a seed spread."""
 
 import json
+import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +15,18 @@ import pytest
 import yaml
 
 from cifar.dataset import file_digest as digest
-from pipeline_repo import REPO, default_params, dvc, fresh_clone, object_path, push_results, run, workspace_digests
+from installed import environment_with_package, installable_copy
+from pipeline_repo import (
+    REPO,
+    default_params,
+    dvc,
+    environment,
+    fresh_clone,
+    object_path,
+    push_results,
+    run,
+    workspace_digests,
+)
 from stages import paths
 
 REPRODUCE = str(REPO / "scripts/reproduce_from_cache.py")
@@ -287,8 +300,18 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     inference.write_text(
         "raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text()
     )
+    # Nor may it run a copy of `cifar` installed in its environment (`pip install .`, for a
+    # notebook): the stages import the snapshot beside them first.
+    installed = installable_copy(tmp_path / "package")
+    init = installed / "cifar/__init__.py"
+    init.write_text("raise SystemExit('the installed cifar package ran, not the queued snapshot')\n" + init.read_text())
+    python = environment_with_package(tmp_path / "venv", installed)
+    env = environment(root)
+    env["PATH"] = f"{python.parent}{os.pathsep}{env['PATH']}"
     # The queue's own worker runs it; --run-all returns once the queue is done.
-    ran = dvc(root, "exp", "run", "--run-all", check=False)
+    ran = subprocess.run(
+        [python, "-m", "dvc", "exp", "run", "--run-all"], cwd=root, env=env, capture_output=True, text=True
+    )
     status = dvc(root, "queue", "status").stdout
     assert status.count("Success") == 1, status + ran.stdout + ran.stderr
     shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
