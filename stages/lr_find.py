@@ -52,6 +52,8 @@ def main() -> None:
     write_json(paths.LR_FIND_METRICS, metrics)
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
+    # train's input: metrics are for comparing runs, this file for handing on the pick.
+    write_json(paths.MAX_LR_PICK, {"verdict": test.reading.verdict, "max_lr": test.max_lr})
     if test.no_descent:
         if params.train.max_lr == "find":
             # The outputs above show why; DVC does not record a failed stage as done, so train never runs.

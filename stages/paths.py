@@ -13,6 +13,8 @@ DATA = "data/cifar10"
 
 LR_FIND_METRICS = "metrics/lr_find.json"
 LR_FIND_CURVE = "plots/lr_find.csv"
+# lr_find's verdict and pick, the input train reads when train.max_lr is "find".
+MAX_LR_PICK = "models/max_lr.json"
 
 MODEL = "models/model.pt"
 MODEL_SUMMARY = "models/summary.txt"

@@ -109,7 +109,7 @@ def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr
 def chosen_max_lr(params: Params) -> float:
     if params.train.max_lr != "find":
         return params.train.max_lr
-    path = Path(paths.LR_FIND_METRICS)
+    path = Path(paths.MAX_LR_PICK)
     fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
         found = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
@@ -120,12 +120,15 @@ def chosen_max_lr(params: Params) -> float:
         raise DataError(
             f"{path}: no max_lr to read (a JSON {type(found).__name__}, not the object lr_find writes); {fix}"
         )
-    if not found.get("descent", True):
+    verdict = found.get("verdict")
+    if verdict in ("flat", "rising"):
         raise TrainingError(
-            f"{path}: the range test found no descent (its loss {'rose' if found.get('rising') else 'stayed flat'}), "
+            f"{path}: the range test found no descent (its loss {'rose' if verdict == 'rising' else 'stayed flat'}), "
             f"so there is no max_lr to train at; re-run lr_find with a longer or wider range (its error says how) "
             f"or set train.max_lr to a number"
         )
+    if verdict != "descent":
+        raise DataError(f"{path}: verdict = {short_repr(verdict)} is not 'descent', 'flat' or 'rising'; {fix}")
     max_lr = found.get("max_lr")
     if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= MAX_OPTIMIZER_FACTOR:
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")

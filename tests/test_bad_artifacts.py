@@ -487,7 +487,7 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
     [
         (paths.PREDICTIONS, "explain", "re-create it with `dvc repro evaluate`"),
         (
-            paths.LR_FIND_METRICS,
+            paths.MAX_LR_PICK,
             "train",
             "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number",
         ),
@@ -498,7 +498,7 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
             "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)",
         ),
     ],
-    ids=["predictions", "lr-find-metrics", "plot-csv", "manifest"],
+    ids=["predictions", "max-lr-pick", "plot-csv", "manifest"],
 )
 @pytest.mark.parametrize(
     ("make", "kind"),
@@ -542,33 +542,51 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
     )
 
 
+def pick_of(max_lr: str) -> str:
+    """The text of the pick lr_find hands train after a descent, with max_lr's JSON as given."""
+    return f'{{"verdict": "descent", "max_lr": {max_lr}}}'
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ('{"max_lr": NaN}', "max_lr = nan is not a learning rate (a number above 0 and at most 1000)"),
-        ('{"max_lr": -1}', "max_lr = -1 is not a learning rate (a number above 0 and at most 1000)"),
-        ('{"max_lr": true}', "max_lr = True is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("NaN"), "max_lr = nan is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("-1"), "max_lr = -1 is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("true"), "max_lr = True is not a learning rate (a number above 0 and at most 1000)"),
         # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
-        ('{"max_lr": 1e300}', "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
-        ('{"max_lr": "0.01"}', "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("1e300"), "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of('"0.01"'), "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
         ("[0.01]", "no max_lr to read (a JSON list, not the object lr_find writes)"),
-        ('{"min_loss": 2.3}', "max_lr = None is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"verdict": "descent"}', "max_lr = None is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"max_lr": 0.01}', "verdict = None is not 'descent', 'flat' or 'rising'"),
+        ('{"verdict": "downhill", "max_lr": 0.01}', "verdict = 'downhill' is not 'descent', 'flat' or 'rising'"),
         # A raw RecursionError from the json module.
         (
-            '{"max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
+            '{"verdict": "descent", "max_lr": 0.01, "x": ' + "[" * 30_000 + "]" * 30_000 + "}",
             "no max_lr to read (maximum recursion depth exceeded while decoding a JSON array from a unicode string)",
         ),
     ],
-    ids=["nan", "negative", "true", "huge", "string", "list", "no-max-lr", "deep-nesting"],
+    ids=[
+        "nan",
+        "negative",
+        "true",
+        "huge",
+        "string",
+        "list",
+        "no-max-lr",
+        "no-verdict",
+        "unknown-verdict",
+        "deep-nesting",
+    ],
 )
 def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, problem):
     """NaN and -1 ended in torch's raw `ValueError: Invalid learning rate`."""
-    Path(paths.LR_FIND_METRICS).parent.mkdir(exist_ok=True)
-    Path(paths.LR_FIND_METRICS).write_text(text)
+    Path(paths.MAX_LR_PICK).parent.mkdir(exist_ok=True)
+    Path(paths.MAX_LR_PICK).write_text(text)
     with pytest.raises(DataError) as refused:
         stages.train.chosen_max_lr(load_params(paths.PARAMS))
     assert str(refused.value) == (
-        f"{paths.LR_FIND_METRICS}: {problem}; run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr "
+        f"{paths.MAX_LR_PICK}: {problem}; run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr "
         f"to a number"
     )
 

@@ -43,7 +43,7 @@ from cifar.dataset import save_dataset
 from cifar.errors import ConfigError, DataError, OutputError, short_repr
 from cifar.loader import DeviceLoader
 from cifar.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
-from generated import CPU, make_class_tree, random_split
+from generated import CPU, cpu_recipe, make_class_tree, random_split
 from pipeline_repo import default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
 from stages import paths
 
@@ -826,14 +826,12 @@ def test_training_longer_than_a_gpu_day_is_refused_before_its_first_step(monkeyp
         ConfigError,
         partial(
             engine.fit,
+            cpu_recipe(train=TrainConfig(epochs=100_000, batch_size=1)),
             nn.Linear(1, 1),
             loader,
             loader,
             max_lr=0.01,
-            config=TrainConfig(epochs=100_000, batch_size=1),
             num_classes=10,
-            device=CPU,
-            precision="fp32",
         ),
     )
     assert message == (

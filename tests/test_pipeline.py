@@ -44,7 +44,9 @@ def test_train_reports_quality_and_speed_apart_and_the_environment_outside_the_m
     root, _ = repro
     metrics = json.loads((root / paths.TRAIN_METRICS).read_text())
     lr_find = json.loads((root / paths.LR_FIND_METRICS).read_text())
-    assert metrics["max_lr"] == lr_find["max_lr"]
+    # train ran at the pick lr_find handed it, the one its metrics record.
+    handed = json.loads((root / paths.MAX_LR_PICK).read_text())
+    assert handed == {"verdict": "descent", "max_lr": lr_find["max_lr"]} and metrics["max_lr"] == lr_find["max_lr"]
     # The quality metrics are the history's last row and its best epoch.
     history = pd.read_csv(root / paths.HISTORY)
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
