@@ -1171,19 +1171,10 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced
             "params.yaml: line 1: '-_' reads as an integer but holds no digit; write a number, or quote it for text",
         ),
         ("train:\n  epochs: 0x_\n", "params.yaml: line 2: '0x_' reads as an integer but holds no digit"),
-        # A Cyrillic a (U+0430) and a zero-width space: shown raw, each key looked like an allowed one.
-        ("tr\u0430in:\n  epochs: 2\n", "params.yaml: unknown key 'tr\\u0430in'; allowed keys here: seed,"),
-        ("train:\n  epochs\u200b: 2\n", "params.yaml: unknown key train.'epochs\\u200b'; allowed keys here: epochs,"),
-        # Every step of the range was inf; the stage ran a minute, then blamed a diverged model.
-        (
-            "lr_find:\n  start_lr: 5.0e-324\n",
-            "params.yaml: lr_find.start_lr = 5e-324 is not allowed with lr_find.end_lr = 0.1: "
-            "their ratio overflows a float",
-        ),
     ],
-    ids=["integer-without-digits", "hex-without-digits", "homoglyph-key", "zero-width-key", "lr-range-overflow"],
+    ids=["integer-without-digits", "hex-without-digits"],
 )
-def test_params_that_only_look_right_are_named_plainly(tmp_path, text, message):
+def test_integers_without_a_digit_are_named_plainly(tmp_path, text, message):
     assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
 
 

@@ -181,6 +181,32 @@ def test_an_unknown_key_is_named_whole_up_to_60_characters_and_cut_short_beyond(
         assert str(caught.value).startswith(f"params.yaml: unknown key train.{shown}; allowed keys here: epochs,")
 
 
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("tr\u0430in", "'tr\\u0430in'"),
+        ("train.epochs\u200b", "train.'epochs\\u200b'"),
+        ("train.ep\tochs", "train.'ep\\tochs'"),
+    ],
+    ids=["cyrillic-a", "zero-width-space", "tab"],
+)
+def test_an_unknown_key_that_is_not_plain_printable_ascii_is_shown_escaped(key, shown):
+    """Shown raw, each of these looked like an allowed key (`train`, `epochs`)."""
+    with pytest.raises(ConfigError) as caught:
+        parse_params(with_change(key, 2))
+    assert str(caught.value).startswith(f"params.yaml: unknown key {shown}; allowed keys here: ")
+
+
+def test_a_start_lr_whose_range_overflows_a_float_is_refused_before_the_range_test():
+    """Every step of the range was inf; the stage ran a minute, then blamed a diverged model."""
+    with pytest.raises(ConfigError) as caught:
+        parse_params(with_change("lr_find.start_lr", 5e-324))
+    assert str(caught.value) == (
+        "params.yaml: lr_find.start_lr = 5e-324 is not allowed with lr_find.end_lr = 0.1: their ratio overflows a "
+        "float; raise start_lr (the default is 1e-07)"
+    )
+
+
 def test_a_file_that_is_not_a_mapping_is_refused_at_its_top_level():
     with pytest.raises(ConfigError) as caught:
         parse_params([1, 2])
