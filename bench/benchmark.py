@@ -38,17 +38,16 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.cli import run_stage
 from cifar.config import AugmentConfig, ModelConfig, OneCycleConfig, Params, TrainConfig
-from cifar.dataset import Split, class_balanced_subset, load_split
-from cifar.engine import TrainingRun, train_epoch
-from cifar.inference import predict
-from cifar.loader import EVAL_BATCH_SIZE
+from cifar.dataset import CIFAR10_MEAN, CIFAR10_STD, Split, class_balanced_subset, load_split
 from cifar.models import build_model
-from cifar.recipe import Recipe, loss_function
 from cifar.runtime import device_name, resolve_device, resolve_precision, seed_everything, synchronize
-from cifar.schedule import one_cycle
+from cifar.training.engine import TrainingRun, train_epoch
+from cifar.training.inference import predict
+from cifar.training.loader import EVAL_BATCH_SIZE
+from cifar.training.recipe import Recipe, loss_function
+from cifar.training.schedule import one_cycle
 
 MODELS = (ModelConfig("custom_resnet"), ModelConfig("resnet18"))
 RECIPE = TrainConfig()  # the reference recipe: batch 512, Adam, wd 1e-7, OneCycle

@@ -37,8 +37,8 @@ import torch
 import cifar
 from cifar.config import DataConfig, LRFindConfig, ModelConfig, OneCycleConfig, Params, load_params
 from cifar.errors import ConfigError, TrainingError
-from cifar.lr_find import range_test, read_curve, rule_picks
-from cifar.recipe import Recipe
+from cifar.training.lr_find import range_test, read_curve, rule_picks
+from cifar.training.recipe import Recipe
 from stages import paths
 
 CURVES = Path("docs/lr-finder-curves.json")

@@ -157,7 +157,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    # Module names to run Grad-CAM at; null = the model's defaults (cifar.explain.DEFAULT_LAYERS).
+    # Module names to run Grad-CAM at; null = the model's defaults (cifar.reporting.explain.DEFAULT_LAYERS).
     layers: list[str] | None = limited(  # noqa: RUF009 (limited() returns a dataclasses.field)
         None,
         lambda v: v is None or (1 <= len(v) <= MAX_EXPLAIN_LAYERS and len(set(v)) == len(v)),

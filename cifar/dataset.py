@@ -2,7 +2,7 @@
 
 A folder with `train.npz` and `test.npz`, each holding `images` (uint8, N x 32 x 32 x 3),
 `labels` (int64) and `classes` (names, index = label), plus a manifest of their SHA-256
-so that damage is caught on load. Where the images come from is `cifar.sources`' concern.
+so that damage is caught on load. Where the images come from is `cifar.ingest.sources`' concern.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from cifar.errors import DataError, one_line
 from cifar.reading import read_artifact
 
 SPLITS = ("train", "test")
+# CIFAR-10 training-set channel statistics, in [0, 1] units: what every loader normalises by
+# and every saved model records.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)

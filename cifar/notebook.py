@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from cifar import explain
 from cifar.config import DOWNLOAD_CACHE, Params, load_params
 from cifar.dataset import Split
-from cifar.engine import fit
-from cifar.inference import Predictions, predict
-from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
-from cifar.lr_find import range_test
-from cifar.recipe import Recipe
+from cifar.ingest.sources import import_dataset
+from cifar.reporting import explain
 from cifar.runtime import resolve_precision
-from cifar.sources import import_dataset
+from cifar.training.engine import fit
+from cifar.training.inference import Predictions, predict
+from cifar.training.loader import EVAL_BATCH_SIZE, DeviceLoader
+from cifar.training.lr_find import range_test
+from cifar.training.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def evaluate(model: nn.Module, data: Data, precision: str = "auto") -> Predictio
 
 def grad_cam(model: nn.Module, split: Split, layer: str, images: int = 10) -> np.ndarray:
     """images x 32 x 32 maps in [0, 1] of where the named layer sees each of the split's first
-    `images` images' own class; `cifar.explain.overlay(split.images[:images], maps)` blends
+    `images` images' own class; `cifar.reporting.explain.overlay(split.images[:images], maps)` blends
     them over the pictures."""
     ((_, module),) = explain.resolve_layers(model, type(model).__name__, [layer])
     (maps,) = explain.grad_cam(model, module, split.images[:images], [split.labels[:images]])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing of the modules that decide a run's results, scored per module.
 
-    scripts/mutation.sh [MODULE ...]        e.g. scripts/mutation.sh cifar/schedule.py
+    scripts/mutation.sh [MODULE ...]        e.g. scripts/mutation.sh cifar/training/schedule.py
 
 Runs mutmut over the modules named (by default every module of pyproject.toml's
 [tool.mutmut] only_mutate) and prints, per module, the mutants killed, timed out, survived

@@ -6,7 +6,7 @@ from pathlib import Path
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import save_dataset
-from cifar.sources import import_dataset
+from cifar.ingest.sources import import_dataset
 from stages import paths
 
 log = logging.getLogger("download")

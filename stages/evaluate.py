@@ -11,9 +11,9 @@ from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
 from cifar.errors import DataError
-from cifar.inference import predict
 from cifar.models import load_trained
-from cifar.recipe import Recipe
+from cifar.training.inference import predict
+from cifar.training.recipe import Recipe
 from stages import paths
 
 log = logging.getLogger("evaluate")

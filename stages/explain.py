@@ -7,10 +7,10 @@ from cifar.atomic import atomic_path, save_figure
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
-from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import load_trained
-from cifar.plots import image_grid
-from cifar.predictions import load_predictions
+from cifar.reporting.explain import grad_cam, overlay, resolve_layers
+from cifar.reporting.plots import image_grid
+from cifar.reporting.predictions import load_predictions
 from cifar.runtime import resolve_device
 from stages import paths
 

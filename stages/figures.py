@@ -1,6 +1,6 @@
 """figures: the PNGs under plots/images/, drawn from the CSVs and metrics the stages wrote.
 
-A stage of its own so that figure styling is a cheap dependency: editing cifar/plots.py
+A stage of its own so that figure styling is a cheap dependency: editing cifar/reporting/plots.py
 re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evaluate.
 """
 
@@ -16,13 +16,12 @@ import pandas as pd
 import torch
 
 from cifar.atomic import save_figure
-from cifar.augment import denormalize
 from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import Split, load_split
 from cifar.errors import DataError, one_line, short_repr
-from cifar.loader import DeviceLoader
-from cifar.plots import (
+from cifar.reading import MAX_METRICS_BYTES, read_artifact
+from cifar.reporting.plots import (
     confusion_figure,
     epoch_curves_figure,
     image_grid,
@@ -31,8 +30,9 @@ from cifar.plots import (
     misclassified_figure,
     per_class_figure,
 )
-from cifar.predictions import load_predictions
-from cifar.reading import MAX_METRICS_BYTES, read_artifact
+from cifar.reporting.predictions import load_predictions
+from cifar.training.augment import denormalize
+from cifar.training.loader import DeviceLoader
 from stages import paths
 
 log = logging.getLogger("figures")

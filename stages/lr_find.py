@@ -9,8 +9,8 @@ from cifar.atomic import write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
-from cifar.lr_find import range_test
-from cifar.recipe import Recipe
+from cifar.training.lr_find import range_test
+from cifar.training.recipe import Recipe
 from stages import paths
 
 log = logging.getLogger("lr_find")

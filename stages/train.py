@@ -12,18 +12,18 @@ import torch
 import torchinfo
 
 from cifar.atomic import write_csv, write_json, write_text
-from cifar.chance import at_chance
-from cifar.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.cli import run_stage
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import check_same_classes, load_split, split_digest
-from cifar.engine import fit
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.reading import MAX_METRICS_BYTES, read_artifact
-from cifar.recipe import Recipe
 from cifar.runtime import device_name, environment
-from cifar.stop import StopRequest
+from cifar.training.chance import at_chance
+from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
+from cifar.training.engine import fit
+from cifar.training.recipe import Recipe
+from cifar.training.stop import StopRequest
 from stages import paths
 
 log = logging.getLogger("train")

@@ -34,7 +34,7 @@ def _imports(nodes) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            # `from cifar import archives` imports the module cifar.archives.
+            # `from cifar.ingest import archives` imports the module cifar.ingest.archives.
             found |= {
                 f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
             }

@@ -8,8 +8,8 @@ from PIL import Image
 
 from cifar.config import Params
 from cifar.dataset import Split
-from cifar.recipe import Recipe
-from cifar.sources import CIFAR10_CLASSES
+from cifar.ingest.sources import CIFAR10_CLASSES
+from cifar.training.recipe import Recipe
 
 CPU = torch.device("cpu")
 

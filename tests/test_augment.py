@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cifar.augment import (
+from cifar.config import AugmentConfig
+from cifar.training.augment import (
     CIFAR10_MEAN,
     _channel_constants,
     augment,
@@ -11,7 +12,6 @@ from cifar.augment import (
     random_crop,
     random_flip,
 )
-from cifar.config import AugmentConfig
 
 
 @pytest.fixture

@@ -28,15 +28,16 @@ import stages.evaluate
 import stages.explain
 import stages.figures
 import stages.train
-from cifar import config, engine
+from cifar import config
 from cifar.atomic import atomic_path, remove_stale_scratch, save_figure, write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset
 from cifar.errors import DataError, OutputError, one_line
+from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
-from cifar.plots import misclassified_figure
-from cifar.sources import synthetic_split
+from cifar.reporting.plots import misclassified_figure
+from cifar.training import engine
 from generated import CPU
 from pipeline_repo import (
     REPO,

@@ -37,12 +37,13 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from cifar import archives, engine
 from cifar.config import DataConfig, Params, TrainConfig, load_params, parse_params
 from cifar.dataset import save_dataset
 from cifar.errors import ConfigError, DataError, OutputError, short_repr
-from cifar.loader import DeviceLoader
-from cifar.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
+from cifar.ingest import archives
+from cifar.ingest.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
+from cifar.training import engine
+from cifar.training.loader import DeviceLoader
 from generated import CPU, cpu_recipe, make_class_tree, random_split
 from pipeline_repo import default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
 from stages import paths

@@ -10,7 +10,7 @@ import pytest
 from bench.benchmark import airbench_log, measured, training_flops_per_image
 from cifar.config import ModelConfig
 from cifar.dataset import save_dataset
-from cifar.sources import synthetic_split
+from cifar.ingest.sources import synthetic_split
 from code_graph import declared_options
 from pipeline_repo import REPO
 

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 import stages.train
-from cifar.checkpoint import CheckpointFile, TrainingState, loaded_source_digest
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
-from cifar.engine import fit
 from cifar.errors import TrainingError
-from cifar.loader import DeviceLoader
-from cifar.schedule import one_cycle
-from cifar.sources import import_dataset
-from cifar.stop import StopRequest
+from cifar.ingest.sources import import_dataset
+from cifar.training.checkpoint import CheckpointFile, TrainingState, loaded_source_digest
+from cifar.training.engine import fit
+from cifar.training.loader import DeviceLoader
+from cifar.training.schedule import one_cycle
+from cifar.training.stop import StopRequest
 from generated import CPU, cpu_recipe, random_split
 from stages import paths
 

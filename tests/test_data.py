@@ -9,8 +9,8 @@ from PIL import Image
 from cifar.config import DataConfig
 from cifar.dataset import Split, class_balanced_subset, load_split, save_dataset
 from cifar.errors import DataError
-from cifar.sources import CIFAR10_CLASSES as CLASSES
-from cifar.sources import import_dataset, synthetic_split
+from cifar.ingest.sources import CIFAR10_CLASSES as CLASSES
+from cifar.ingest.sources import import_dataset, synthetic_split
 from generated import make_class_tree
 
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from cifar.chance import at_chance, binomial_tail, likely_cause, not_learning_warning
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
-from cifar.engine import TrainingRun, fit, train_epoch
 from cifar.errors import ConfigError, TrainingError
-from cifar.inference import predict
-from cifar.loader import DeviceLoader
+from cifar.training.chance import at_chance, binomial_tail, likely_cause, not_learning_warning
+from cifar.training.engine import TrainingRun, fit, train_epoch
+from cifar.training.inference import predict
+from cifar.training.loader import DeviceLoader
 from generated import CPU, cpu_recipe, random_split
 
 

@@ -4,10 +4,10 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from cifar.augment import normalize
 from cifar.config import ModelConfig
-from cifar.explain import grad_cam, overlay, resolve_layers
 from cifar.models import build_model
+from cifar.reporting.explain import grad_cam, overlay, resolve_layers
+from cifar.training.augment import normalize
 from generated import random_split
 
 

@@ -1,9 +1,9 @@
 import torch
 
-from cifar.augment import augment, denormalize, normalize
 from cifar.config import AugmentConfig, TrainConfig
 from cifar.dataset import Split
-from cifar.loader import DeviceLoader
+from cifar.training.augment import augment, denormalize, normalize
+from cifar.training.loader import DeviceLoader
 from generated import CPU, cpu_recipe, random_split
 
 

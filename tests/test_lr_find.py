@@ -14,9 +14,9 @@ from torch import nn
 from bench import lr_picks
 from cifar.config import AugmentConfig, LRFindConfig, TrainConfig
 from cifar.errors import TrainingError
-from cifar.loader import DeviceLoader
-from cifar.lr_find import SMOOTH_F, in_last_tenth, loss_falls_at, range_test, read_curve, valley_index
-from cifar.sources import synthetic_split
+from cifar.ingest.sources import synthetic_split
+from cifar.training.loader import DeviceLoader
+from cifar.training.lr_find import SMOOTH_F, in_last_tenth, loss_falls_at, range_test, read_curve, valley_index
 from generated import CPU, cpu_recipe
 from pipeline_repo import REPO, copy_of, dvc, stage
 from stages import paths

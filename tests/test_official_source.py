@@ -13,10 +13,10 @@ import pytest
 import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
 
-from cifar import sources
 from cifar.config import DataConfig
 from cifar.errors import DataError
-from cifar.sources import import_dataset
+from cifar.ingest import sources
+from cifar.ingest.sources import import_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 20

@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from cifar.augment import normalize
 from cifar.dataset import load_split
-from cifar.explain import grad_cam, resolve_layers
 from cifar.models import load_trained
+from cifar.reporting.explain import grad_cam, resolve_layers
+from cifar.training.augment import normalize
 from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run, stage
 from stages import paths
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cifar.plots import misclassified_figure
+from cifar.reporting.plots import misclassified_figure
 
 CLASSES = tuple(f"class_{i}" for i in range(10))
 

@@ -63,7 +63,8 @@ def test_a_fresh_clone_pulls_to_a_clean_status_and_reproduces_without_running_a_
         clone,
         "python",
         "-c",
-        "import cifar.engine, cifar.models, cifar.plots, cifar.sources, cifar.explain, cifar.lr_find",
+        "import cifar.training.engine, cifar.models, cifar.reporting.plots, cifar.ingest.sources, "
+        "cifar.reporting.explain, cifar.training.lr_find",
     )
     assert (clone / "cifar/models/__pycache__").is_dir()
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
@@ -103,15 +104,15 @@ def test_the_remote_holds_a_run_cache_entry_for_every_stage(published):
 
 def test_a_stale_stage_fails_the_reproduction_before_anything_runs(published, tmp_path):
     clone = fresh_clone(published, tmp_path / "clone")
-    inference = clone / "cifar/inference.py"  # train and evaluate both import it
+    inference = clone / "cifar/training/inference.py"  # train and evaluate both import it
     inference.write_text(inference.read_text() + "# edited\n")
     lock = (clone / "dvc.lock").read_text()
     result = reproduce(clone, "--remote", "storage")
     assert result.returncode == 1
     message = result.stderr.strip()
     assert message.startswith("error: stages would have to run, so nothing was run: ")
-    assert "train (changed deps: cifar/inference.py modified)" in message
-    assert "evaluate (changed deps: cifar/inference.py modified)" in message
+    assert "train (changed deps: cifar/training/inference.py modified)" in message
+    assert "evaluate (changed deps: cifar/training/inference.py modified)" in message
     assert ran_stages(result.stdout + result.stderr) == []
     assert (clone / "dvc.lock").read_text() == lock
     # Known before any download: no output was pulled.
@@ -231,7 +232,7 @@ def test_readme_exp_show_hides_no_param_and_no_quality_metric():
 def test_restyling_figures_reruns_only_the_figure_stages(published, tmp_path):
     clone = fresh_clone(published, tmp_path / "clone")
     dvc(clone, "pull")
-    plots = clone / "cifar/plots.py"
+    plots = clone / "cifar/reporting/plots.py"
     plots.write_text(plots.read_text().replace("figsize=(6, 3.8)", "figsize=(7, 4.2)"))
     (clone / "README.md").write_text("# a note\n")
     status = json.loads(dvc(clone, "status", "--json").stdout)
@@ -296,7 +297,7 @@ def test_a_queued_experiment_runs_its_own_snapshot_not_the_workspace(published, 
     # only) and one that adds a metric.
     dvc(root, "exp", "run", "--queue", "--name", "with-tta", "-S", "train.epochs=2", "-S", "evaluate.tta=true")
     # The workspace's code changes after queueing: the experiment must not run it.
-    inference = root / "cifar/inference.py"  # train and evaluate, which the experiment re-runs, import it
+    inference = root / "cifar/training/inference.py"  # train and evaluate, which the experiment re-runs, import it
     inference.write_text(
         "raise SystemExit('the workspace code ran, not the queued snapshot')\n" + inference.read_text()
     )

@@ -5,7 +5,7 @@ import torch
 
 from cifar.config import OneCycleConfig
 from cifar.errors import ConfigError
-from cifar.schedule import one_cycle
+from cifar.training.schedule import one_cycle
 
 
 def run_schedule(max_lr, epochs, steps_per_epoch, config):

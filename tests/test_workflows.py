@@ -239,7 +239,9 @@ def test_one_pr_comment_is_posted_then_edited_in_place_and_the_status_set(
         "steps.plots.outputs.artifact-url": plots_url,
     }
     diff = "### metrics diff against origin/main\n\n| Path | Metric | main | workspace |\n"
-    error = "error: stages would have to run, so nothing was run: train (changed deps: cifar/engine.py modified)"
+    error = (
+        "error: stages would have to run, so nothing was run: train (changed deps: cifar/training/engine.py modified)"
+    )
     files = {"reproduce.md": "reproduced from DVC remote 'ci'\n\n" + diff, "reproduce.err": error + "\n"}
     result, calls, workspace = run_step(
         tmp_path,

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from cifar.atomic import atomic_path
-from cifar.augment import CIFAR10_MEAN, CIFAR10_STD
 from cifar.config import ModelConfig, parse_model_config
+from cifar.dataset import CIFAR10_MEAN, CIFAR10_STD
 from cifar.errors import ConfigError, DataError, one_line, short_repr
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18

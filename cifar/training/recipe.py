@@ -19,10 +19,10 @@ from torch import nn
 
 from cifar.config import Params
 from cifar.dataset import Split
-from cifar.loader import EVAL_BATCH_SIZE, DeviceLoader
 from cifar.models import build_model, on_device
 from cifar.runtime import configure_runtime, seed_everything
-from cifar.schedule import FiniteOneCycleLR, one_cycle
+from cifar.training.loader import EVAL_BATCH_SIZE, DeviceLoader
+from cifar.training.schedule import FiniteOneCycleLR, one_cycle
 
 
 def loss_function(reduction: str = "mean") -> nn.CrossEntropyLoss:

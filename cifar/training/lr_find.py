@@ -14,8 +14,8 @@ from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cifar.config import LRFindConfig
 from cifar.errors import TrainingError
-from cifar.loader import DeviceLoader
-from cifar.recipe import Recipe, loss_function
+from cifar.training.loader import DeviceLoader
+from cifar.training.recipe import Recipe, loss_function
 
 # torch-lr-finder's steepest-gradient suggestion ignores this many points at each end.
 SKIP_START, SKIP_END = 10, 5

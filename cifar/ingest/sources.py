@@ -20,14 +20,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cifar import archives
 from cifar.atomic import scratch_folder
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError, printable
-from cifar.images import decode_image, read_image
+from cifar.ingest import archives
+from cifar.ingest.images import decode_image, read_image
+from cifar.ingest.synthetic import synthetic_split
 from cifar.reading import kind_of
-from cifar.synthetic import synthetic_split
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
 
 
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
-    """A folder, or an archive read whole into memory and checked (see cifar.archives).
+    """A folder, or an archive read whole into memory and checked (see cifar.ingest.archives).
 
     An archive of the official batches is written into a scratch folder inside
     scratch_parent for torchvision, which reads and md5-checks them from disk.

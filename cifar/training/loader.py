@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import torch
 
-from cifar.augment import augment, normalize
 from cifar.config import AugmentConfig
 from cifar.dataset import Split
 from cifar.errors import ConfigError
+from cifar.training.augment import augment, normalize
 
 # Evaluation holds no activations for backward, so it affords much larger batches.
 EVAL_BATCH_SIZE = 1024

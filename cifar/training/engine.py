@@ -16,16 +16,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cifar.chance import not_learning_warning
-from cifar.checkpoint import CheckpointFile, TrainingState
 from cifar.config import MAX_STEPS
 from cifar.errors import ConfigError, TrainingError
-from cifar.inference import predict
-from cifar.loader import DeviceLoader
-from cifar.recipe import Recipe, loss_function
 from cifar.runtime import autocast, synchronize
-from cifar.schedule import FiniteOneCycleLR
-from cifar.stop import StopRequest
+from cifar.training.chance import not_learning_warning
+from cifar.training.checkpoint import CheckpointFile, TrainingState
+from cifar.training.inference import predict
+from cifar.training.loader import DeviceLoader
+from cifar.training.recipe import Recipe, loss_function
+from cifar.training.schedule import FiniteOneCycleLR
+from cifar.training.stop import StopRequest
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cifar.loader import DeviceLoader
-from cifar.recipe import loss_function
 from cifar.runtime import autocast
+from cifar.training.loader import DeviceLoader
+from cifar.training.recipe import loss_function
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from cifar.augment import normalize
 from cifar.errors import ConfigError, short_repr
+from cifar.training.augment import normalize
 
 # Two depths per model: a middle stage with fine maps and the last with coarse ones.
 DEFAULT_LAYERS = {"custom_resnet": ["layer2", "layer3"], "resnet18": ["layer3", "layer4"]}

@@ -12,10 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from cifar.config import AugmentConfig
-
-# CIFAR-10 training-set channel statistics, in [0, 1] units.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from cifar.dataset import CIFAR10_MEAN, CIFAR10_STD
 
 
 @cache
