@@ -73,14 +73,18 @@ def main() -> None:
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
+    # Evaluate's tables, read whole and checked against its predictions: each says the same.
+    predictions = load_predictions(paths.PREDICTIONS, test)
+    count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
     per_class = read_table(
         paths.PER_CLASS,
-        {"class": test.classes, "accuracy": ACCURACY},
+        {"class": test.classes, "images": count, "correct": count, "accuracy": ACCURACY},
         "evaluate",
         most_rows=len(test.classes),
         least_rows=len(test.classes),
         once="class",
     )
+    check_per_class(per_class, predictions, test.classes)
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
     # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
     confusion = read_table(
@@ -90,6 +94,7 @@ def main() -> None:
         most_rows=len(test),
         least_rows=len(test),
     )
+    check_confusion(confusion, predictions, test.classes)
     label_of = {name: label for label, name in enumerate(test.classes)}
     save_figure(
         paths.CONFUSION_IMAGE,
@@ -97,7 +102,6 @@ def main() -> None:
             confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
         ),
     )
-    predictions = load_predictions(paths.PREDICTIONS, test)
     gallery, shown = misclassified_figure(
         test.images[predictions["index"].to_numpy()],
         predictions["label"].to_numpy(),
@@ -150,8 +154,8 @@ MAX_BYTES_PER_ROW = 1024
 def read_table(
     path: str, columns: dict, stage: str, most_rows: int, least_rows: int = 1, once: str | None = None
 ) -> pd.DataFrame:
-    """A CSV another stage wrote, of at most about `most_rows` rows' bytes and at least
-    `least_rows` rows, with in each of `columns` finite numbers in a Numbers' range or names
+    """A CSV another stage wrote, of `least_rows` to `most_rows` rows (refused unparsed beyond
+    what that many rows take in bytes), with in each of `columns` finite numbers in a Numbers' range or names
     from a tuple, each value of column `once` in one row only; else a one-line DataError, not
     a hang, a traceback or a chart of text, NaN, an accuracy of 500% or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
@@ -188,7 +192,54 @@ def read_table(
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0])
         raise DataError(f"{path}: column {once} holds {shown(table[once].iloc[row])} again in row {row}; {fix}")
+    if len(table) > most_rows:
+        raise DataError(f"{path}: {len(table)} rows, more than the {most_rows} that {stage} writes; {fix}")
     return table
+
+
+def check_per_class(per_class: pd.DataFrame, predictions: pd.DataFrame, classes: tuple[str, ...]) -> None:
+    """Each class's row counts its images and correct predictions as predictions.csv does,
+    and its accuracy is the one those counts give."""
+    label = predictions["label"].to_numpy()
+    right = label == predictions["predicted"].to_numpy()
+    expected = pd.DataFrame(
+        {
+            "images": np.bincount(label, minlength=len(classes)),
+            "correct": np.bincount(label[right], minlength=len(classes)),
+        },
+        index=list(classes),
+    )
+    rows = per_class.set_index("class").loc[list(classes)]
+    for column in ("images", "correct"):
+        differs = rows[column].to_numpy() != expected[column].to_numpy()
+        if differs.any():
+            name = classes[int(np.flatnonzero(differs)[0])]
+            raise DataError(
+                f"{paths.PER_CLASS}: class {name!r} has {shown(rows[column][name])} {column}, but {paths.PREDICTIONS} "
+                f"gives it {expected[column][name]}; re-create it with `dvc repro evaluate`"
+            )
+    wrong = ~np.isclose(rows["accuracy"].to_numpy(), expected["correct"] / np.maximum(expected["images"], 1))
+    if wrong.any():
+        name = classes[int(np.flatnonzero(wrong)[0])]
+        raise DataError(
+            f"{paths.PER_CLASS}: class {name!r} has accuracy {shown(rows['accuracy'][name])}, not its "
+            f"{expected['correct'][name]} correct of {expected['images'][name]}; re-create it with `dvc repro evaluate`"
+        )
+
+
+def check_confusion(confusion: pd.DataFrame, predictions: pd.DataFrame, classes: tuple[str, ...]) -> None:
+    """Row i of the confusion table is test image i's class and prediction, as in predictions.csv."""
+    names = np.array(classes)
+    ordered = predictions.sort_values("index")
+    for column, source in (("actual", "label"), ("predicted", "predicted")):
+        differs = confusion[column].to_numpy() != names[ordered[source].to_numpy()]
+        if differs.any():
+            row = int(np.flatnonzero(differs)[0])
+            raise DataError(
+                f"{paths.CONFUSION}: row {row} says {column} {shown(confusion[column].iloc[row])}, but "
+                f"{paths.PREDICTIONS} says {names[ordered[source].iloc[row]]!r} for test image {row}; re-create it "
+                f"with `dvc repro evaluate`"
+            )
 
 
 def shown(value) -> str:

@@ -624,7 +624,8 @@ def read_only(monkeypatch, folder: str) -> None:
 )
 def test_a_read_only_output_folder_is_one_line_in_every_stage(pipeline_run, monkeypatch, capsys, name, folder, target):
     """Only download turned `OSError: [Errno 30] Read-only file system` into one line."""
-    with_params(pipeline_run, {"lr_find": {"num_iter": 2}})  # lr_find writes after its range test
+    if name == "lr_find":
+        with_params(pipeline_run, {"lr_find": {"num_iter": 2}})  # lr_find writes after its range test
     read_only(monkeypatch, folder)
     before = outputs(pipeline_run)
     with pytest.raises(SystemExit) as exited:
@@ -660,6 +661,23 @@ def first_cell(column: str, value):
         return table.to_csv(index=False)
 
     return change
+
+
+def another_class_in_the_first_row(column: str):
+    """A change to a CSV of class names: the first row of `column` names the next class instead."""
+
+    def change(text: str) -> str:
+        table = pd.read_csv(io.StringIO(text))
+        classes = sorted(set(table["actual"]))
+        table.loc[0, column] = classes[(classes.index(table.loc[0, column]) + 1) % len(classes)]
+        return table.to_csv(index=False)
+
+    return change
+
+
+def repeated(times: int):
+    """A change to a CSV's text: its rows `times` times over."""
+    return lambda text: text.splitlines(keepends=True)[0] + "".join(text.splitlines(keepends=True)[1:]) * times
 
 
 EPOCHS = SMALL_SYNTHETIC["train"]["epochs"]
@@ -788,6 +806,29 @@ def without_last_rows(count: int):
             f"5 row(s), fewer than the {SMALL_SYNTHETIC['data']['test_limit']} that evaluate writes",
             "evaluate",
         ),
+        # Drawn with exit 0: too many rows (each counted twice), or tables that disagree with the
+        # predictions evaluate wrote with them.
+        (
+            paths.CONFUSION,
+            repeated(2),
+            f"{2 * SMALL_SYNTHETIC['data']['test_limit']} rows, more than the "
+            f"{SMALL_SYNTHETIC['data']['test_limit']} that evaluate writes",
+            "evaluate",
+        ),
+        (paths.LR_SCHEDULE, repeated(10), f"{10 * STEPS} rows, more than the {STEPS} that train writes", "train"),
+        (
+            paths.CONFUSION,
+            another_class_in_the_first_row("predicted"),
+            "row 0 says predicted 'class_",
+            "evaluate",
+        ),
+        (paths.PER_CLASS, first_cell("accuracy", 0.5), "class 'class_0' has accuracy 0.5, not its ", "evaluate"),
+        (
+            paths.PER_CLASS,
+            first_cell("images", 15),
+            f"class 'class_0' has 15 images, but {paths.PREDICTIONS}",
+            "evaluate",
+        ),
     ],
     ids=[
         "empty-history",
@@ -813,6 +854,11 @@ def without_last_rows(count: int):
         "per-class-part",
         "one-point-curve",
         "part-of-confusion",
+        "confusion-twice",
+        "schedule-ten-times",
+        "confusion-against-predictions",
+        "per-class-accuracy-against-counts",
+        "per-class-images-against-predictions",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):

@@ -164,6 +164,39 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         ]
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda stored: stored.pop("fingerprint"), "is unreadable ('fingerprint')"),
+        (lambda stored: stored.update(fingerprint="run 1"), "is unreadable (its fingerprint is 'run 1', not what"),
+        (lambda stored: stored["state"].update(epoch="1"), "is unreadable (its epoch is '1', not what train saves)"),
+        (lambda stored: stored["state"].update(epoch=True), "is unreadable (its epoch is True, not what train saves)"),
+        (lambda stored: stored["state"].update(history=7), "is unreadable (its history is 7, not what train saves)"),
+        (lambda stored: stored["state"].update(history=[1]), "is unreadable (its history holds rows that are not"),
+        (lambda stored: stored["state"].update(chance_warning=0), "is unreadable (its chance_warning is 0, not what"),
+    ],
+    ids=[
+        "no-fingerprint",
+        "text-fingerprint",
+        "text-epoch",
+        "bool-epoch",
+        "number-history",
+        "bad-row",
+        "warning",
+    ],
+)
+def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, caplog, damage, reason):
+    """Each ended in a raw KeyError, AttributeError or TypeError in the train stage."""
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), [{"epoch": 1}]))
+    stored = torch.load(checkpoint.path, weights_only=True)
+    damage(stored)
+    torch.save(stored, checkpoint.path)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
+
+
 def nan_in(state: TrainingState, part: str) -> None:
     if part == "model":
         state.model["weight"].fill_(float("nan"))

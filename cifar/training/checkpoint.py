@@ -25,7 +25,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
-from cifar.errors import one_line
+from cifar.errors import one_line, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class CheckpointFile:
         try:
             stored = torch.load(self.path, map_location="cpu", weights_only=True)
             state = TrainingState(**stored["state"])
+            _check_types(stored["fingerprint"], state)
         except Exception as error:  # any damage means: do not trust it
             log.warning("not resuming: %s is unreadable (%s); training from scratch", self.path, error)
             return None
@@ -157,6 +158,27 @@ class CheckpointFile:
         else:
             log.info("resuming from %s: %d of %d epochs done", self.path, state.epoch, epochs)
         return state
+
+
+def _check_types(fingerprint: object, state: TrainingState) -> None:
+    """Raise TypeError unless each stored value has the type save() writes: a weights-only
+    load still takes any dicts, lists, numbers and strings."""
+    expected = {
+        "fingerprint": (fingerprint, dict),
+        "epoch": (state.epoch, int),
+        "model": (state.model, dict),
+        "optimizer": (state.optimizer, dict),
+        "scheduler": (state.scheduler, dict),
+        "generator": (state.generator, torch.Tensor),
+        "history": (state.history, list),
+        "step_lrs": (state.step_lrs, list),
+        "chance_warning": (state.chance_warning, (str, type(None))),
+    }
+    for name, (value, kind) in expected.items():
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"its {name} is {short_repr(value)}, not what train saves")
+    if not all(isinstance(row, dict) for row in state.history):
+        raise TypeError("its history holds rows that are not what train saves")
 
 
 def _first_non_finite(value: object, name: str = "") -> str | None:
