@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,13 +14,38 @@ from cifar.errors import PipelineError, one_line, out_of_memory_message, printab
 log = logging.getLogger(__name__)
 
 
+class Stopped(BaseException):
+    """A termination signal, raised wherever the stage is, so that a write in flight is undone
+    as for Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_stopped(signal_number, frame) -> None:
+    raise Stopped(signal_number)
+
+
+def stop_signals() -> list[signal.Signals]:
+    """SIGTERM (kill, a job scheduler) and SIGHUP (a closed terminal), unless ignored (nohup)."""
+    return [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) != signal.SIG_IGN]
+
+
 def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) -> None:
     """Run main, first clearing what killed writes left in the folders the stages write to."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
+    # By default these signals end a process without a word, and leave its scratch behind.
+    for sig in stop_signals():
+        signal.signal(sig, _raise_stopped)
     try:
         main()
+    except Stopped as stopped:
+        name = signal.Signals(stopped.args[0]).name
+        stage = Path(sys.argv[0]).stem
+        print(
+            f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stopped.args[0])
     except PipelineError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         sys.exit(2)

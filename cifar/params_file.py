@@ -131,7 +131,7 @@ for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
 
 
 def read_params_file(path: Path) -> object:
-    """The file's YAML as plain Python values (an empty file is {}), or a one-line ConfigError."""
+    """The file's YAML as plain Python values, or a one-line ConfigError."""
     try:
         path.stat()
     except FileNotFoundError:
@@ -163,7 +163,7 @@ def read_params_file(path: Path) -> object:
             f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8"
         ) from None
     try:
-        raw = yaml.load(text, Loader=_ParamsLoader) or {}
+        raw = yaml.load(text, Loader=_ParamsLoader)
     except _UnsupportedYaml as error:
         raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
     except yaml.reader.ReaderError as error:
@@ -175,4 +175,11 @@ def read_params_file(path: Path) -> object:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if raw is None:
+        # Every key would take its default: the full recipe on the official data, from a file
+        # emptied by mistake (a failed save, `> params.yaml`).
+        raise ConfigError(
+            f"{path}: holds no parameters (empty, or comments only); write them, or restore the committed ones "
+            f"with `git checkout {path}`"
+        )
     return raw

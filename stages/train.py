@@ -12,7 +12,7 @@ import torch
 import torchinfo
 
 from cifar.atomic import write_csv, write_json, write_text
-from cifar.cli import run_stage
+from cifar.cli import run_stage, stop_signals
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
@@ -65,7 +65,7 @@ def main() -> None:
     )
     trainable = torch.compile(model) if params.train.compile else model
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
-    with StopRequest().on_signals(signal.SIGTERM, signal.SIGINT) as stop:
+    with StopRequest().on_signals(signal.SIGINT, *stop_signals()) as stop:
         result = fit(
             recipe,
             trainable,

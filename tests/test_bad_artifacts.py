@@ -963,6 +963,34 @@ def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
     )
 
 
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process has a handler of its own for the signal (/proc's SigCgt mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (sig - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_a_termination_signal_mid_stage_is_one_line_and_leaves_no_scratch(pipeline_run, sig):
+    """evaluate, figures and download ended without a word (exit -15, or -1 for SIGHUP)."""
+    # As from a terminal, whatever the test runner ignores (nohup ignores SIGHUP).
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "stages.figures"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
+    )
+    while stage.poll() is None and not catches(stage.pid, sig):
+        pass
+    stage.send_signal(sig)
+    _, stderr = stage.communicate()
+    assert (stage.returncode, stderr.splitlines()[-1]) == (
+        128 + sig,
+        f"error: stopped by {sig.name} before figures finished; no file is left half-written: run it again",
+    )
+    assert not [path for path in Path().rglob(".*.partial-*")]
+
+
 def refusal(stage_main, root: Path) -> str:
     """The one-line DataError of a stage's main, which must leave every output as it was."""
     before = outputs(root)

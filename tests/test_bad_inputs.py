@@ -236,6 +236,29 @@ def test_a_tar_cut_short_at_a_block_boundary_is_refused(tree, tmp_path, download
     )
 
 
+def test_a_plain_tar_whose_member_outgrows_the_file_is_called_cut_short_not_a_bomb(tmp_path, downloads):
+    """A member header of 1 GiB in a 1 MiB tar was refused as a decompression bomb, with the
+    advice to extract it by hand, which cannot work: the bytes are not there."""
+    header = tarfile.TarInfo("train/cat/0000.png")
+    header.size = 1 << 30
+    archive = tmp_path / "cut.tar"
+    archive.write_bytes(header.tobuf() + bytes(1 << 20))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: the archive is corrupt or truncated (a member at byte 512 declares 1,073,741,824 bytes, more than "
+        f"the 1,048,576 left in the file: it was cut short); download or export it again"
+    )
+
+
+def test_a_tar_of_no_members_is_an_archive_without_the_expected_folders(tmp_path, downloads):
+    """It was called corrupt ("not a tar file"), though tar itself writes it."""
+    archive = tmp_path / "empty.tar"
+    with tarfile.open(archive, "w"):
+        pass
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"data.source = '{archive}': no train/ and test/ folders found; expected the official"
+    )
+
+
 def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
     """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
     dog = io.BytesIO()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import stages.train
+from cifar.cli import stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
 from cifar.errors import TrainingError
@@ -247,6 +248,13 @@ def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_pat
     checkpoint.remove()
     assert not checkpoint.path.exists()
     checkpoint.remove()
+
+
+def test_sigterm_and_sighup_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
+    assert stop_signals() == [signal.SIGTERM, signal.SIGHUP]
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+    assert stop_signals() == [signal.SIGTERM]
 
 
 def test_the_signal_handler_is_restored(tmp_path):

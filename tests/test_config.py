@@ -255,6 +255,19 @@ def test_params_yaml_is_read_from_the_working_directory(tmp_path, monkeypatch):
     assert load_params() == Params()
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"], ids=["empty", "comments-only", "empty-document"])
+def test_a_params_file_without_parameters_is_refused_not_read_as_the_defaults(tmp_path, text):
+    """Read as all defaults, it sent download to the network for the official archive."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value) == (
+        f"{path}: holds no parameters (empty, or comments only); write them, or restore the committed ones with "
+        f"`git checkout {path}`"
+    )
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 0\ntrain:\n  epochs: [3\n  batch_size: 4\n")

@@ -117,7 +117,9 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
 
 def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
     with archive.open("rb") as raw, _decompressed(raw) as stream:
-        return _tar_members(stream, archive, limit)
+        # A plain tar holds its members' bytes itself: a size past its end is a tar cut short.
+        stored = archive.stat().st_size if stream is raw else None
+        return _tar_members(stream, archive, limit, stored)
 
 
 @contextmanager
@@ -126,7 +128,7 @@ def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
     compression's magic bytes (gzip, bzip2, xz), as tarfile.open detects them."""
     first = raw.read(BLOCKSIZE)
     raw.seek(0)
-    if _is_tar_header(first):
+    if _is_tar_header(first) or first == _EMPTY_BLOCK:  # a tar of no members starts with its end marker
         yield raw
         return
     for magic, opener in _COMPRESSIONS:
@@ -216,14 +218,15 @@ def _is_tar_header(block: bytes) -> bool:
     return True
 
 
-def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes]:
+def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None) -> dict[str, bytes]:
     """Every regular file of the tar, read to the end of the stream.
 
     Headers are read here, one 512-byte block at a time, and only their fixed fields are
     parsed by tarfile (TarInfo.frombuf); extended headers (pax, GNU long names) are read
     here within MAX_EXTENDED_HEADER_BYTES and parsed by _pax_fields. tarfile itself reads
     an extended header whole, whatever size it declares, and before Python 3.11.10 and
-    3.12.6 parses pax headers in time quadratic in their length (CVE-2024-6232).
+    3.12.6 parses pax headers in time quadratic in their length (CVE-2024-6232). `stored` is
+    the size of a plain tar's file (None for a compressed one), which no member can outgrow.
     """
     members: dict[str, bytes] = {}
     position = 0  # bytes of the tar read so far
@@ -249,7 +252,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes
                     f"{header.size:,} bytes, more than the {MAX_EXTENDED_HEADER_BYTES >> 20} MiB any name or "
                     f"attributes need; the archive is damaged or hostile: {_FIX}"
                 )
-            data = _read_data(stream, header.size, archive, position, limit)
+            data = _read_data(stream, header.size, archive, position, limit, stored)
             if header.type == tarfile.XGLTYPE:
                 global_fields |= _pax_fields(data, position)
             elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
@@ -275,14 +278,19 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int) -> dict[str, bytes
             # No data follows a folder's header, whatever size it declares: tar and tarfile read
             # the next block as a header, and skipping `size` bytes would hide the members there.
             continue
-        data = _read_data(stream, size, archive, position, limit)
+        data = _read_data(stream, size, archive, position, limit, stored)
         position += _padded(size)
         if header.type in _FILE_TYPES:
             _add_member(members, name, data, archive)
 
 
-def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit: int) -> bytes:
+def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit: int, stored: int | None) -> bytes:
     """A member's data and the padding to the next 512-byte block, within the size limit."""
+    if stored is not None and position + size > stored:
+        raise _CorruptArchive(
+            f"a member at byte {position} declares {size:,} bytes, more than the {stored - position:,} left in the "
+            f"file: it was cut short"
+        )
     _check_size(archive, position + _padded(size), limit)
     data = stream.read(size)
     padding = stream.read(_padded(size) - size)
