@@ -1,13 +1,12 @@
 """A virtual environment with the `cifar` package installed from a copy of this checkout, as
 `pip install .` leaves a notebook's environment."""
 
-import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-from pipeline_repo import REPO
+from pipeline_repo import copy_from_checkout
 
 # What `pip install .` reads: the build settings, the pins it installs, the package.
 PACKAGE_FILES = ("pyproject.toml", "requirements-stages.txt", "README.md", "cifar")
@@ -15,14 +14,7 @@ PACKAGE_FILES = ("pyproject.toml", "requirements-stages.txt", "README.md", "cifa
 
 def installable_copy(folder: Path) -> Path:
     """The package's files copied to folder: pip builds in the source tree, never in the checkout."""
-    folder.mkdir()
-    for name in PACKAGE_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, folder / name)
-    return folder
+    return copy_from_checkout(folder, PACKAGE_FILES)
 
 
 def environment_with_package(folder: Path, source: Path) -> Path:

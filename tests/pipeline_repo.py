@@ -122,15 +122,21 @@ def stage_with_peak_memory(
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), peak
 
 
-def copy_pipeline(root: Path) -> None:
-    """The pipeline's code and ignore files into root, as a clone holds them."""
+def copy_from_checkout(root: Path, names: tuple[str, ...]) -> Path:
+    """The checkout's files and folders of these names into root, without bytecode."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in PIPELINE_FILES:
+    for name in names:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
+    return root
+
+
+def copy_pipeline(root: Path) -> None:
+    """The pipeline's code and ignore files into root, as a clone holds them."""
+    copy_from_checkout(root, PIPELINE_FILES)
 
 
 def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
