@@ -28,23 +28,28 @@ def stop_signals() -> list[signal.Signals]:
     return [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) != signal.SIG_IGN]
 
 
+def install_stop_handlers() -> None:
+    """From here on the stop signals raise Stopped wherever the stage is. By default they end
+    a process without a word, and leave its scratch behind."""
+    for sig in stop_signals():
+        signal.signal(sig, _raise_stopped)
+
+
+def stopped_line(stopped: Stopped, stage: str) -> str:
+    name = signal.Signals(stopped.args[0]).name
+    return f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again"
+
+
 def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) -> None:
     """Run main, first clearing what killed writes left in the folders the stages write to."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
-    # By default these signals end a process without a word, and leave its scratch behind.
-    for sig in stop_signals():
-        signal.signal(sig, _raise_stopped)
+    install_stop_handlers()
     try:
         main()
     except Stopped as stopped:
-        name = signal.Signals(stopped.args[0]).name
-        stage = Path(sys.argv[0]).stem
-        print(
-            f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again",
-            file=sys.stderr,
-        )
+        print(stopped_line(stopped, Path(sys.argv[0]).stem), file=sys.stderr)
         sys.exit(128 + stopped.args[0])
     except PipelineError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
@@ -63,3 +68,8 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
             raise
         print(message, file=sys.stderr)
         sys.exit(2)
+    else:
+        # Every output is written: a signal from here to the exit could only fail a finished stage.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is _raise_stopped:
+                signal.signal(sig, signal.SIG_IGN)

@@ -106,11 +106,18 @@ class LRFindConfig:
     pick: Literal["min_loss", "min_loss_div10", "steepest", "valley"] = "min_loss_div10"
 
 
+# The reference runs divide max_lr by 25 to 10,000; both factors at 1e300 made the last
+# steps' learning rate 0.0, a schedule that ends in no training at all.
+MAX_DIV_FACTOR = 1_000_000
+
+
 @dataclass(frozen=True)
 class OneCycleConfig:
     max_at_epoch: int = limited(5, lambda v: v >= 1, "an integer >= 1")
-    div_factor: float = limited(100.0, lambda v: v >= 1, "a number >= 1")
-    final_div_factor: float = limited(100.0, lambda v: v >= 1, "a number >= 1")
+    div_factor: float = limited(100.0, lambda v: 1 <= v <= MAX_DIV_FACTOR, f"a number from 1 to {MAX_DIV_FACTOR:,}")
+    final_div_factor: float = limited(
+        100.0, lambda v: 1 <= v <= MAX_DIV_FACTOR, f"a number from 1 to {MAX_DIV_FACTOR:,}"
+    )
     three_phase: bool = False
     anneal_strategy: Literal["linear", "cos"] = "linear"
 

@@ -5,19 +5,32 @@ would end in a traceback about a missing package. Python imports this package be
 stage's module, so a stage started that way ends here in one line that names the
 interpreter, the missing module and how to run it, with exit code 2. Likewise Ctrl-C while
 a stage still loads its libraries (or anywhere it has no handler of its own) ends in one
-line and exit code 130, not a traceback; so does running out of memory while loading them
-(torch's libraries cannot be mapped under a low `ulimit -v`), or meeting a non-ASCII path
-that the locale cannot encode, with exit code 2.
+line and exit code 130, not a traceback, SIGTERM or SIGHUP in one line and 128 + its
+number; so does running out of memory while loading them (torch's libraries cannot be
+mapped under a low `ulimit -v`), or meeting a non-ASCII path that the locale cannot
+encode, with exit code 2.
 """
 
 import sys
 from pathlib import Path
 
+from cifar.cli import Stopped, install_stop_handlers, stopped_line
 from cifar.errors import out_of_memory_message
 
 
+def _stage_name() -> str:
+    """`figures` for `python -m stages.figures`, also while this package loads, when argv[0]
+    is still "-m"."""
+    if "-m" in sys.orig_argv[:-1]:
+        return sys.orig_argv[sys.orig_argv.index("-m") + 1].rpartition(".")[2]
+    return Path(sys.argv[0]).stem
+
+
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
-    stage = Path(sys.argv[0]).stem
+    stage = _stage_name()
+    if issubclass(kind, Stopped):
+        print(stopped_line(error, stage), file=sys.stderr)
+        raise SystemExit(128 + error.args[0])
     if issubclass(kind, KeyboardInterrupt):
         print(
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
@@ -50,3 +63,5 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
     sys.excepthook = _one_line_for_a_missing_package_or_ctrl_c
+    # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
+    install_stop_handlers()

@@ -51,6 +51,13 @@ def main() -> None:
         most_rows=params.lr_find.num_iter,
         least_rows=2,
     )
+    rises = np.diff(curve["lr"].to_numpy()) > 0
+    if not rises.all():
+        row = int(np.flatnonzero(~rises)[0]) + 1
+        raise DataError(
+            f"{paths.LR_FIND_CURVE}: column lr holds {shown(curve['lr'].iloc[row])} in row {row}, not above the row "
+            f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
+        )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
     save_figure(
         paths.LR_FINDER_IMAGE,
@@ -64,12 +71,16 @@ def main() -> None:
     history = read_table(
         paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
     )
+    check_counts(history, "epoch", paths.HISTORY, "train")
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
     steps = epochs * (len(train) // params.train.batch_size)  # as many as Recipe.train_loader's batches
-    step_lrs = read_table(paths.LR_SCHEDULE, {"lr": LEARNING_RATE}, "train", most_rows=steps, least_rows=steps)[
-        "lr"
-    ].to_numpy()
+    step = Numbers(1, steps, True, f"a step from 1 to {steps}")
+    schedule = read_table(
+        paths.LR_SCHEDULE, {"lr": LEARNING_RATE, "step": step}, "train", most_rows=steps, least_rows=steps
+    )
+    check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
+    step_lrs = schedule["lr"].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
 
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
@@ -102,7 +113,7 @@ def main() -> None:
             confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
         ),
     )
-    gallery, shown = misclassified_figure(
+    gallery, drawn = misclassified_figure(
         test.images[predictions["index"].to_numpy()],
         predictions["label"].to_numpy(),
         predictions["predicted"].to_numpy(),
@@ -111,10 +122,10 @@ def main() -> None:
         params.evaluate.misclassified,
     )
     save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
-    if shown < params.evaluate.misclassified:
+    if drawn < params.evaluate.misclassified:
         log.info(
             "only %d misclassified test images, fewer than evaluate.misclassified = %d",
-            shown,
+            drawn,
             params.evaluate.misclassified,
         )
 
@@ -197,6 +208,19 @@ def read_table(
     return table
 
 
+def check_counts(table: pd.DataFrame, column: str, path: str, stage: str) -> None:
+    """The column counts its rows 1, 2, 3, ... in order, as the stage writes it: rows out of
+    order, or a count of 1.5, would be drawn where they are without a word."""
+    expected = np.arange(1, len(table) + 1)
+    wrong = table[column].to_numpy(dtype=float) != expected
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise DataError(
+            f"{path}: column {column} holds {shown(table[column].iloc[row])} in row {row}, not {expected[row]}: "
+            f"{stage} writes them counted from 1 in order; re-create it with `dvc repro {stage}`"
+        )
+
+
 def check_per_class(per_class: pd.DataFrame, predictions: pd.DataFrame, classes: tuple[str, ...]) -> None:
     """Each class's row counts its images and correct predictions as predictions.csv does,
     and its accuracy is the one those counts give."""
@@ -237,8 +261,8 @@ def check_confusion(confusion: pd.DataFrame, predictions: pd.DataFrame, classes:
             row = int(np.flatnonzero(differs)[0])
             raise DataError(
                 f"{paths.CONFUSION}: row {row} says {column} {shown(confusion[column].iloc[row])}, but "
-                f"{paths.PREDICTIONS} says {names[ordered[source].iloc[row]]!r} for test image {row}; re-create it "
-                f"with `dvc repro evaluate`"
+                f"{paths.PREDICTIONS} says {shown(names[ordered[source].iloc[row]])} for test image {row}; "
+                f"re-create it with `dvc repro evaluate`"
             )
 
 

@@ -675,6 +675,16 @@ def another_class_in_the_first_row(column: str):
     return change
 
 
+def rows_rearranged(rearrange):
+    """A change to a CSV's text: its rows (not its header) in the order `rearrange` gives them."""
+
+    def change(text: str) -> str:
+        header, *rows = text.splitlines(keepends=True)
+        return header + "".join(rearrange(rows))
+
+    return change
+
+
 def repeated(times: int):
     """A change to a CSV's text: its rows `times` times over."""
     return lambda text: text.splitlines(keepends=True)[0] + "".join(text.splitlines(keepends=True)[1:]) * times
@@ -829,6 +839,25 @@ def without_last_rows(count: int):
             f"class 'class_0' has 15 images, but {paths.PREDICTIONS}",
             "evaluate",
         ),
+        # Drawn with exit 0 in file order: a schedule backwards, a curve zigzagging, epoch 2 missing.
+        (
+            paths.LR_SCHEDULE,
+            rows_rearranged(lambda rows: rows[::-1]),
+            f"column step holds {STEPS} in row 0, not 1: train writes them counted from 1 in order",
+            "train",
+        ),
+        (
+            paths.LR_FIND_CURVE,
+            rows_rearranged(lambda rows: [rows[1], rows[0], *rows[2:]]),
+            "column lr holds ",
+            "lr_find",
+        ),
+        (
+            paths.HISTORY,
+            rows_rearranged(lambda rows: [rows[0], rows[1].replace("2,", "1.5,", 1), *rows[2:]]),
+            "column epoch holds 1.5 in row 1, not 2: train writes them counted from 1 in order",
+            "train",
+        ),
     ],
     ids=[
         "empty-history",
@@ -859,6 +888,9 @@ def without_last_rows(count: int):
         "confusion-against-predictions",
         "per-class-accuracy-against-counts",
         "per-class-images-against-predictions",
+        "schedule-reversed",
+        "curve-out-of-order",
+        "fractional-epoch",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
@@ -960,6 +992,25 @@ def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
     assert (stage.returncode, stderr) == (
         130,
         "error: interrupted before figures finished; no file is left half-written: run it again\n",
+    )
+
+
+def test_sigterm_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
+    """SIGTERM mid-import, before the stage's main: it ended without a word (exit -15)."""
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "stages.figures"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    maps = Path(f"/proc/{stage.pid}/maps")
+    while stage.poll() is None and "libtorch" not in maps.read_text():
+        pass
+    stage.send_signal(signal.SIGTERM)
+    _, stderr = stage.communicate()
+    assert (stage.returncode, stderr) == (
+        143,
+        "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
     )
 
 

@@ -1187,6 +1187,49 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced
     )
 
 
+def test_a_palette_png_without_its_palette_is_refused(tree, tmp_path):
+    """The PNG standard requires a PLTE chunk; Pillow decoded the image as black without a word."""
+    indices = b"".join(b"\0" + bytes(range(32)) for _ in range(32))  # filter type 0, then 32 palette indices
+    header = struct.pack(">IIBBBBB", 32, 32, 8, 3, 0, 0, 0)  # 8-bit palette
+    path = tree / "train" / "airplane" / "0000.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(indices))
+        + png_chunk(b"IEND", b"")
+    )
+    assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
+        f"{path}: a palette image without its palette (no PLTE chunk); replace it with a 32x32 PNG or JPEG file, "
+        f"or remove it"
+    )
+
+
+def unicode_path_field(name: str) -> bytes:
+    """Info-ZIP's Unicode Path extra field naming `name`: tag, size, version 1, the CRC-32 of
+    the member's own name (here, as tools check it, of the name stored), then the UTF-8 name."""
+    data = b"\x01" + struct.pack("<I", 0) + name.encode()
+    return struct.pack("<HH", 0x7075, len(data)) + data
+
+
+@pytest.mark.parametrize("second_name", ["train/dog/9999.png", None], ids=["another-path", "the-same-path"])
+def test_a_zip_member_with_a_second_name_of_another_path_is_refused(tree, tmp_path, second_name):
+    """zipfile ignores the Unicode Path field and unzip reads it: the cat here was a dog to unzip.
+    A field that repeats the member's own name, as Info-ZIP writes it, is read as usual."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tree.rglob("*.png")):
+            member = zipfile.ZipInfo(path.relative_to(tree).as_posix())
+            member.extra = unicode_path_field(second_name or member.filename) if path.name == "0000.png" else b""
+            bundle.writestr(member, path.read_bytes())
+    if second_name is None:
+        assert len(import_from(archive, tmp_path / "downloads")["train"]) == 30
+        return
+    assert refused(DataError, import_from, archive, tmp_path / "downloads") == (
+        f"{archive}: member 'test/airplane/0000.png' also calls itself {second_name!r} (its Unicode Path field), "
+        f"and tools disagree on which name, so on which class; re-create the zip from a plain folder of images"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

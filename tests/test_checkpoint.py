@@ -149,11 +149,16 @@ def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, ca
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (Weights only load failed")
 
 
+def history_of(epochs: int) -> list[dict]:
+    """The rows of a history of `epochs` epochs done, as a checkpoint must hold them."""
+    return [{"epoch": epoch} for epoch in range(1, epochs + 1)]
+
+
 @pytest.mark.parametrize(("epoch", "resumed"), [(-1, False), (0, True), (3, True), (4, False)])
 def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_path, caplog, epoch, resumed):
     """A damaged or hand-made file may claim any count; a run has 0 to train.epochs done."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(epoch, {}, {}, {}, torch.Generator().get_state()))
+    checkpoint.save(TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch)))
     caplog.set_level(logging.INFO)
     state = checkpoint.load(epochs=3)
     if resumed:
@@ -198,6 +203,33 @@ def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, ca
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
 
 
+@pytest.mark.parametrize(
+    ("history", "step_lrs", "reason"),
+    [
+        ([], [0.1, 0.1], "holds 0 epochs of history for 1 epochs done"),
+        ([{"epoch": 1}, {"epoch": 2}], [0.1, 0.1], "holds 2 epochs of history for 1 epochs done"),
+        ([{}], [0.1, 0.1], "holds a history row 1 that train did not write ({})"),
+        ([{"epoch": 1, "test_loss": "x"}], [0.1, 0.1], "holds a history row 1 that train did not write"),
+        ([{"epoch": 1}], ["x", "x"], "holds step learning rates that are not numbers"),
+        ([{"epoch": 1}], [0.1], "holds 1 step learning rates for 2 steps done"),
+    ],
+    ids=["no-history", "history-too-long", "empty-row", "text-in-a-row", "text-step-lrs", "steps-missing"],
+)
+def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog, history, step_lrs, reason):
+    """Resumed, an empty history trained epochs on top of the stored ones and reported them as
+    the run's; a row of its own made NaN metrics; two rows for one epoch trained nothing."""
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    generator = torch.Generator()
+    state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
+    checkpoint.save(TrainingState(1, *state, history, step_lrs))
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
+
+
 def nan_in(state: TrainingState, part: str) -> None:
     if part == "model":
         state.model["weight"].fill_(float("nan"))
@@ -226,7 +258,9 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
     model(torch.ones(1, 2)).sum().backward()
     optimizer.step()
     scheduler.step()
-    state = TrainingState(1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
+    state = TrainingState(
+        1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state(), history_of(1)
+    )
     nan_in(state, part)
     checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
     checkpoint.save(state)
@@ -244,7 +278,7 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
 
 def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_path):
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
     checkpoint.remove()
     assert not checkpoint.path.exists()
     checkpoint.remove()
@@ -277,7 +311,7 @@ def test_a_signal_stops_only_the_run_given_its_request():
 
 def test_training_state_round_trips(tmp_path):
     model = SmallNet()
-    state = TrainingState(2, model.state_dict(), {}, {}, torch.Generator().get_state(), [{"epoch": 1}], [0.1], None)
+    state = TrainingState(1, model.state_dict(), {}, {}, torch.Generator().get_state(), [{"epoch": 1}], [0.1], None)
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
     assert checkpoint.load(epochs=3).history == [{"epoch": 1}]
@@ -402,7 +436,7 @@ def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_chang
             Path(paths.CHECKPOINT), stages.train.run_fingerprint(run["params"], CPU, "fp32", run["max_lr"])
         )
 
-    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state()))
+    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
     assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
     change(run, tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)

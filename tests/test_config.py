@@ -69,6 +69,13 @@ def test_the_defaults_are_the_reference_recipe():
         ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer from 1 to 50000"),
         ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),
         ("train.onecycle.max_at_epoch", 30, "train.onecycle.max_at_epoch = 30 is not allowed"),
+        # Both at 1e300, the schedule's last learning rates were 0.0.
+        (
+            "train.onecycle.div_factor",
+            1e300,
+            "train.onecycle.div_factor = 1e+300 is not allowed; expected a number from 1 to 1,000,000",
+        ),
+        ("train.onecycle.final_div_factor", 2e6, "train.onecycle.final_div_factor = 2000000.0 is not allowed;"),
         (
             "model.name",
             "resnet50",

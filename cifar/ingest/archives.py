@@ -367,6 +367,7 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             )
         for member in members:
             _check_name(archive, member.filename)
+            _check_unicode_path_field(archive, member)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
             file_type = stat.S_IFMT(member.external_attr >> 16)
             if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
@@ -387,6 +388,29 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             if not member.is_dir():
                 _add_member(found, member.filename, bundle.read(member), archive)
         return found
+
+
+# Info-ZIP's Unicode Path extra field (APPNOTE.TXT 4.6.9): a second, UTF-8 name for a member.
+_UNICODE_PATH_FIELD = 0x7075
+
+
+def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
+    """Refuse a member whose Unicode Path extra field names another path: zipfile ignores the
+    field and `unzip` uses it, so the two would file the image under different classes.
+    Hand-written because zipfile leaves extra fields unparsed."""
+    extra, position = member.extra, 0
+    while position + 4 <= len(extra):
+        tag, size = struct.unpack("<HH", extra[position : position + 4])
+        field = extra[position + 4 : position + 4 + size]
+        if tag == _UNICODE_PATH_FIELD and len(field) > 5:  # a version byte and the name's CRC-32 come first
+            other = field[5:].decode("utf-8", "replace")
+            if other != member.filename:
+                raise DataError(
+                    f"{archive}: member {member.filename[:200]!r} also calls itself {other[:200]!r} (its Unicode "
+                    f"Path field), and tools disagree on which name, so on which class; re-create the zip from a "
+                    f"plain folder of images"
+                )
+        position += 4 + size
 
 
 def _check_zip_directory(archive: Path) -> None:

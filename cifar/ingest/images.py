@@ -71,6 +71,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
 
 # PNG colour type -> samples per pixel (PNG spec, 11.2.2).
 _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_PALETTE = 3  # the colour type whose samples index a PLTE chunk
 # Adam7 interlacing's seven passes: (first column, first row, column step, row step).
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -88,12 +89,16 @@ def _check_png_pixel_data(data: bytes, where: str) -> None:
         columns, rows = math.ceil((width - column) / column_step), math.ceil((height - row) / row_step)
         if columns > 0 and rows > 0:  # each row: a filter-type byte, then its packed samples
             expected += rows * (1 + math.ceil(columns * depth * _PNG_SAMPLES[colour] / 8))
-    compressed, position = [], 8
+    compressed, kinds, position = [], set(), 8
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position : position + 8])
+        kinds.add(kind)
         if kind == b"IDAT":
             compressed.append(data[position + 8 : position + 8 + length])
         position += 12 + length  # length, type, data, CRC
+    if colour == _PNG_PALETTE and b"PLTE" not in kinds:
+        # The PNG standard requires it; Pillow decoded such a file as black without a word.
+        raise DataError(f"{where}: a palette image without its palette (no PLTE chunk); {_FIX}")
     try:
         found = len(zlib.decompressobj().decompress(b"".join(compressed), expected))
     except zlib.error as error:

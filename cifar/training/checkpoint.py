@@ -115,6 +115,10 @@ class CheckpointFile:
                 "not resuming: %s claims %d of %d epochs done; training from scratch", self.path, state.epoch, epochs
             )
             return None
+        inconsistent = _inconsistency(state)
+        if inconsistent:
+            log.warning("not resuming: %s %s; training from scratch", self.path, inconsistent)
+            return None
         broken = _first_non_finite({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler})
         if broken:
             # Resumed, it would fail at its first step as if max_lr were too high, on every re-run.
@@ -139,6 +143,15 @@ class CheckpointFile:
         None (logging why) with the objects as they were, to train from scratch."""
         state = self.load(epochs)
         if state is None:
+            return None
+        steps = state.epoch * (scheduler.total_steps // epochs)
+        if len(state.step_lrs) != steps:
+            log.warning(
+                "not resuming: %s holds %d step learning rates for %d steps done; training from scratch",
+                self.path,
+                len(state.step_lrs),
+                steps,
+            )
             return None
         fresh = copy.deepcopy(
             TrainingState(0, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
@@ -179,6 +192,23 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
             raise TypeError(f"its {name} is {short_repr(value)}, not what train saves")
     if not all(isinstance(row, dict) for row in state.history):
         raise TypeError("its history holds rows that are not what train saves")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _inconsistency(state: TrainingState) -> str | None:
+    """What in the state disagrees with itself, in words; None when it is as fit() saves it:
+    one history row of numbers per epoch done, counted from 1, and numeric step LRs."""
+    if len(state.history) != state.epoch:
+        return f"holds {len(state.history)} epochs of history for {state.epoch} epochs done"
+    for number, row in enumerate(state.history, 1):
+        if row.get("epoch") != number or not all(map(_is_number, row.values())):
+            return f"holds a history row {number} that train did not write ({short_repr(row)})"
+    if not all(map(_is_number, state.step_lrs)):
+        return "holds step learning rates that are not numbers"
+    return None
 
 
 def _first_non_finite(value: object, name: str = "") -> str | None:
