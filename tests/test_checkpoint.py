@@ -180,6 +180,17 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         (lambda stored: stored["state"].update(history=7), "is unreadable (its history is 7, not what train saves)"),
         (lambda stored: stored["state"].update(history=[1]), "is unreadable (its history holds rows that are not"),
         (lambda stored: stored["state"].update(chance_warning=0), "is unreadable (its chance_warning is 0, not what"),
+        (lambda stored: stored["state"].update(model=[]), "is unreadable (its model is [], not what train saves)"),
+        (
+            lambda stored: stored["state"].update(optimizer=1),
+            "is unreadable (its optimizer is 1, not what train saves)",
+        ),
+        (lambda stored: stored["state"].update(scheduler="s"), "is unreadable (its scheduler is 's', not what train"),
+        (lambda stored: stored["state"].update(generator=[1]), "is unreadable (its generator is [1], not what train"),
+        (
+            lambda stored: stored["state"].update(step_lrs={}),
+            "is unreadable (its step_lrs is {}, not what train saves)",
+        ),
     ],
     ids=[
         "no-fingerprint",
@@ -189,6 +200,11 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         "number-history",
         "bad-row",
         "warning",
+        "model",
+        "optimizer",
+        "scheduler",
+        "generator",
+        "step-lrs",
     ],
 )
 def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, caplog, damage, reason):
