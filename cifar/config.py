@@ -42,9 +42,16 @@ MAX_PATH_LENGTH = 4096
 
 # Learning rates and weight decay reach torch's optimizers as float32 factors: from about
 # 1e37 (3.4e38 over Adam's first bias correction) a step ended in a raw RuntimeError. A rate
-# above a few diverges at its first step anyway, so 1,000 refuses nothing that trains.
+# above a few diverges at its first step anyway, so 1,000 refuses nothing that trains. Below
+# 1e-30 a step moves no float32 weight, and 1e-320 is 0 in float32: nothing trained, and the
+# chance-level advice was to lower max_lr; a range test's start_lr that small overflowed
+# end_lr / start_lr.
 MAX_OPTIMIZER_FACTOR = 1000
-LEARNING_RATE = f"a number above 0 and at most {MAX_OPTIMIZER_FACTOR}"
+MIN_LEARNING_RATE = 1e-30
+LEARNING_RATE = f"a number from {MIN_LEARNING_RATE:g} to {MAX_OPTIMIZER_FACTOR}"
+# Weight decay in use runs from 1e-7 (the reference recipe) to about 5e-4; at 1,000 Adam's
+# weights collapsed and the run was called diverged.
+MAX_WEIGHT_DECAY = 1
 
 
 def limited(default, check: typing.Callable[[typing.Any], bool], allowed: str):
@@ -95,8 +102,8 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class LRFindConfig:
-    start_lr: float = limited(1e-7, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
-    end_lr: float = limited(0.1, lambda v: 0 < v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
+    start_lr: float = limited(1e-7, lambda v: MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
+    end_lr: float = limited(0.1, lambda v: MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
     num_iter: int = limited(
         100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps"
     )
@@ -133,15 +140,13 @@ class TrainConfig:
         lambda v: 1 <= v <= SPLIT_SIZES["train"],
         f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size",
     )
-    weight_decay: float = limited(
-        1e-7, lambda v: 0 <= v <= MAX_OPTIMIZER_FACTOR, f"a number from 0 to {MAX_OPTIMIZER_FACTOR}"
-    )
+    weight_decay: float = limited(1e-7, lambda v: 0 <= v <= MAX_WEIGHT_DECAY, f"a number from 0 to {MAX_WEIGHT_DECAY}")
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = limited(0.9, lambda v: 0 <= v < 1, "a number from 0 to below 1")  # sgd only
     nesterov: bool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
     max_lr: float | Literal["find"] = limited(
-        "find", lambda v: v == "find" or 0 < v <= MAX_OPTIMIZER_FACTOR, f'"find" or {LEARNING_RATE}'
+        "find", lambda v: v == "find" or MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, f'"find" or {LEARNING_RATE}'
     )
     onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -314,13 +319,6 @@ def _check_across_keys(params: Params, source: str) -> None:
         raise ConfigError(
             f"{source}: lr_find.end_lr = {params.lr_find.end_lr} is not allowed; "
             f"it must be larger than lr_find.start_lr = {params.lr_find.start_lr}"
-        )
-    if not math.isfinite(params.lr_find.end_lr / params.lr_find.start_lr):
-        # The range's steps multiply start_lr by powers of this ratio: every one would be inf.
-        raise ConfigError(
-            f"{source}: lr_find.start_lr = {params.lr_find.start_lr} is not allowed with lr_find.end_lr = "
-            f"{params.lr_find.end_lr}: their ratio overflows a float; raise start_lr "
-            f"(the default is {LRFindConfig.start_lr})"
         )
     if params.model.name != "resnet18" and params.model.norm != "batch":
         raise ConfigError(

@@ -43,69 +43,22 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     # The splits first: the tables' sizes are bounded by them (and by params) before a byte is parsed.
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
-    epochs = params.train.epochs
-    curve = read_table(
-        paths.LR_FIND_CURVE,
-        {"lr": LEARNING_RATE, "loss": LOSS},
-        "lr_find",
-        most_rows=params.lr_find.num_iter,
-        least_rows=2,
-    )
-    rises = np.diff(curve["lr"].to_numpy()) > 0
-    if not rises.all():
-        row = int(np.flatnonzero(~rises)[0]) + 1
-        raise DataError(
-            f"{paths.LR_FIND_CURVE}: column lr holds {shown(curve['lr'].iloc[row])} in row {row}, not above the row "
-            f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
-        )
-    chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
+    # Every table is read and checked before a figure is drawn: a refusal leaves every picture as it was.
+    curve, chosen = read_range_test(params)
+    history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
+    predictions, per_class, confusion = read_evaluation(test)
+
     save_figure(
         paths.LR_FINDER_IMAGE,
         lr_finder_figure(
             curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
         ),
     )
-
-    # Train writes its tables once, whole: every epoch, every step, every class, never part of them.
-    epoch = Numbers(1, epochs, True, f"an epoch from 1 to train.epochs = {epochs}")
-    history = read_table(
-        paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
-    )
-    check_counts(history, "epoch", paths.HISTORY, "train")
     save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
     save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    steps = epochs * (len(train) // params.train.batch_size)  # as many as Recipe.train_loader's batches
-    step = Numbers(1, steps, True, f"a step from 1 to {steps}")
-    schedule = read_table(
-        paths.LR_SCHEDULE, {"lr": LEARNING_RATE, "step": step}, "train", most_rows=steps, least_rows=steps
-    )
-    check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
-    step_lrs = schedule["lr"].to_numpy()
     save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
-
     save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
-    # Evaluate's tables, read whole and checked against its predictions: each says the same.
-    predictions = load_predictions(paths.PREDICTIONS, test)
-    count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
-    per_class = read_table(
-        paths.PER_CLASS,
-        {"class": test.classes, "images": count, "correct": count, "accuracy": ACCURACY},
-        "evaluate",
-        most_rows=len(test.classes),
-        least_rows=len(test.classes),
-        once="class",
-    )
-    check_per_class(per_class, predictions, test.classes)
     save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
-    # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
-    confusion = read_table(
-        paths.CONFUSION,
-        {"actual": test.classes, "predicted": test.classes},
-        "evaluate",
-        most_rows=len(test),
-        least_rows=len(test),
-    )
-    check_confusion(confusion, predictions, test.classes)
     label_of = {name: label for label, name in enumerate(test.classes)}
     save_figure(
         paths.CONFUSION_IMAGE,
@@ -128,6 +81,76 @@ def main() -> None:
             drawn,
             params.evaluate.misclassified,
         )
+
+
+def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
+    """lr_find's curve, its learning rates rising row by row, and its picks within them."""
+    curve = read_table(
+        paths.LR_FIND_CURVE,
+        {"lr": LEARNING_RATE, "loss": LOSS},
+        "lr_find",
+        most_rows=params.lr_find.num_iter,
+        least_rows=2,
+    )
+    rises = np.diff(curve["lr"].to_numpy()) > 0
+    if not rises.all():
+        row = int(np.flatnonzero(~rises)[0]) + 1
+        raise DataError(
+            f"{paths.LR_FIND_CURVE}: column lr holds {shown(curve['lr'].iloc[row])} in row {row}, not above the row "
+            f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
+        )
+    return curve, read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
+
+
+def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """train's history and LR schedule, written once, whole: every epoch and every step, in
+    order; with train.max_lr "find", the schedule peaks at lr_find's pick."""
+    epochs = params.train.epochs
+    epoch = Numbers(1, epochs, True, f"an epoch from 1 to train.epochs = {epochs}")
+    history = read_table(
+        paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
+    )
+    check_counts(history, "epoch", paths.HISTORY, "train")
+    steps = epochs * (train_images // params.train.batch_size)  # as many as Recipe.train_loader's batches
+    step = Numbers(1, steps, True, f"a step from 1 to {steps}")
+    schedule = read_table(
+        paths.LR_SCHEDULE, {"lr": LEARNING_RATE, "step": step}, "train", most_rows=steps, least_rows=steps
+    )
+    check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
+    step_lrs = schedule["lr"].to_numpy()
+    peak = float(step_lrs.max())
+    if params.train.max_lr == "find" and picked is not None and not math.isclose(picked, peak, rel_tol=1e-9):
+        # The LR finder's figure would mark a pick that training never ran at.
+        raise DataError(
+            f"{paths.LR_FIND_METRICS}: max_lr = {picked:g}, but train ran at a peak of {peak:g} "
+            f"({paths.LR_SCHEDULE}); re-create it with `dvc repro lr_find`"
+        )
+    return history, step_lrs
+
+
+def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """evaluate's predictions, per-class table and confusion table, each saying the same."""
+    predictions = load_predictions(paths.PREDICTIONS, test)
+    count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
+    per_class = read_table(
+        paths.PER_CLASS,
+        {"class": test.classes, "images": count, "correct": count, "accuracy": ACCURACY},
+        "evaluate",
+        most_rows=len(test.classes),
+        least_rows=len(test.classes),
+        once="class",
+    )
+    check_per_class(per_class, predictions, test.classes)
+    # One row per test image, as in predictions.csv: fewer would draw a confusion matrix of part of the test split.
+    confusion = read_table(
+        paths.CONFUSION,
+        {"actual": test.classes, "predicted": test.classes},
+        "evaluate",
+        most_rows=len(test),
+        least_rows=len(test),
+    )
+    check_confusion(confusion, predictions, test.classes)
+    return predictions, per_class, confusion
 
 
 @dataclass(frozen=True)

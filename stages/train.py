@@ -13,7 +13,7 @@ import torchinfo
 
 from cifar.atomic import write_csv, write_json, write_text
 from cifar.cli import run_stage, stop_signals
-from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, Params, load_params
+from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, Params, load_params
 from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
@@ -130,7 +130,11 @@ def chosen_max_lr(params: Params) -> float:
     if verdict != "descent":
         raise DataError(f"{path}: verdict = {short_repr(verdict)} is not 'descent', 'flat' or 'rising'; {fix}")
     max_lr = found.get("max_lr")
-    if isinstance(max_lr, bool) or not isinstance(max_lr, (int, float)) or not 0 < max_lr <= MAX_OPTIMIZER_FACTOR:
+    if (
+        isinstance(max_lr, bool)
+        or not isinstance(max_lr, (int, float))
+        or not MIN_LEARNING_RATE <= max_lr <= MAX_OPTIMIZER_FACTOR
+    ):
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
     return float(max_lr)
 

@@ -551,14 +551,14 @@ def pick_of(max_lr: str) -> str:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (pick_of("NaN"), "max_lr = nan is not a learning rate (a number above 0 and at most 1000)"),
-        (pick_of("-1"), "max_lr = -1 is not a learning rate (a number above 0 and at most 1000)"),
-        (pick_of("true"), "max_lr = True is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("NaN"), "max_lr = nan is not a learning rate (a number from 1e-30 to 1000)"),
+        (pick_of("-1"), "max_lr = -1 is not a learning rate (a number from 1e-30 to 1000)"),
+        (pick_of("true"), "max_lr = True is not a learning rate (a number from 1e-30 to 1000)"),
         # Finite, but beyond float32 in Adam's step: a raw RuntimeError.
-        (pick_of("1e300"), "max_lr = 1e+300 is not a learning rate (a number above 0 and at most 1000)"),
-        (pick_of('"0.01"'), "max_lr = '0.01' is not a learning rate (a number above 0 and at most 1000)"),
+        (pick_of("1e300"), "max_lr = 1e+300 is not a learning rate (a number from 1e-30 to 1000)"),
+        (pick_of('"0.01"'), "max_lr = '0.01' is not a learning rate (a number from 1e-30 to 1000)"),
         ("[0.01]", "no max_lr to read (a JSON list, not the object lr_find writes)"),
-        ('{"verdict": "descent"}', "max_lr = None is not a learning rate (a number above 0 and at most 1000)"),
+        ('{"verdict": "descent"}', "max_lr = None is not a learning rate (a number from 1e-30 to 1000)"),
         ('{"max_lr": 0.01}', "verdict = None is not 'descent', 'flat' or 'rising'"),
         ('{"verdict": "downhill", "max_lr": 0.01}', "verdict = 'downhill' is not 'descent', 'flat' or 'rising'"),
         # A raw RecursionError from the json module.
@@ -839,6 +839,13 @@ def without_last_rows(count: int):
             f"class 'class_0' has 15 images, but {paths.PREDICTIONS}",
             "evaluate",
         ),
+        # Drawn with exit 0: a pick that training did not run at, marked on the LR finder's figure.
+        (
+            paths.LR_FIND_METRICS,
+            json_field("max_lr", 0.001),
+            "max_lr = 0.001, but train ran at a peak of 0.003",
+            "lr_find",
+        ),
         # Drawn with exit 0 in file order: a schedule backwards, a curve zigzagging, epoch 2 missing.
         (
             paths.LR_SCHEDULE,
@@ -888,6 +895,7 @@ def without_last_rows(count: int):
         "confusion-against-predictions",
         "per-class-accuracy-against-counts",
         "per-class-images-against-predictions",
+        "pick-not-trained-at",
         "schedule-reversed",
         "curve-out-of-order",
         "fractional-epoch",

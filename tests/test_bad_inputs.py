@@ -822,10 +822,10 @@ def test_counts_beyond_a_gpu_day_or_a_gallery_are_refused(key, value, largest, a
 @pytest.mark.parametrize(
     ("key", "allowed"),
     [
-        ("train.max_lr", '"find" or a number above 0 and at most 1000'),
-        ("train.weight_decay", "a number from 0 to 1000"),
-        ("lr_find.start_lr", "a number above 0 and at most 1000"),
-        ("lr_find.end_lr", "a number above 0 and at most 1000"),
+        ("train.max_lr", '"find" or a number from 1e-30 to 1000'),
+        ("train.weight_decay", "a number from 0 to 1"),
+        ("lr_find.start_lr", "a number from 1e-30 to 1000"),
+        ("lr_find.end_lr", "a number from 1e-30 to 1000"),
     ],
 )
 def test_optimizer_factors_beyond_float32_are_refused(key, allowed):
@@ -834,7 +834,7 @@ def test_optimizer_factors_beyond_float32_are_refused(key, allowed):
     section, leaf = key.split(".")
     raw = merge(default_params(), {section: {leaf: 1e300}})
     assert f"{key} = 1e+300 is not allowed; expected {allowed}" in refused(ConfigError, parse_params, raw)
-    raw[section][leaf] = 1000 if leaf != "start_lr" else 0.01
+    raw[section][leaf] = {"weight_decay": 1, "start_lr": 0.01}.get(leaf, 1000)
     parse_params(raw)
 
 
@@ -1187,20 +1187,51 @@ def test_a_png_whose_pixel_data_ends_early_is_refused(tree, tmp_path, interlaced
     )
 
 
-def test_a_palette_png_without_its_palette_is_refused(tree, tmp_path):
-    """The PNG standard requires a PLTE chunk; Pillow decoded the image as black without a word."""
-    indices = b"".join(b"\0" + bytes(range(32)) for _ in range(32))  # filter type 0, then 32 palette indices
-    header = struct.pack(">IIBBBBB", 32, 32, 8, 3, 0, 0, 0)  # 8-bit palette
+PALETTE = bytes(range(96))  # 32 colours
+PALETTE_HEADER = struct.pack(">IIBBBBB", 32, 32, 8, 3, 0, 0, 0)  # 8-bit palette
+PALETTE_PIXELS = zlib.compress(b"".join(b"\0" + bytes(range(32)) for _ in range(32)))  # filter 0, 32 indices a row
+
+
+@pytest.mark.parametrize(
+    ("chunks", "problem"),
+    [
+        ([], "a palette image without one palette"),
+        ([(b"PLTE", b"")], "a palette image without one palette"),
+        ([(b"PLTE", PALETTE), (b"PLTE", PALETTE[::-1])], "a palette image without one palette"),
+        ([(b"IDAT", PALETTE_PIXELS), (b"PLTE", PALETTE)], "a palette image without one palette"),
+    ],
+    ids=["no-palette", "empty-palette", "two-palettes", "palette-after-the-pixels"],
+)
+def test_a_palette_png_without_one_palette_before_its_pixels_is_refused(tree, tmp_path, chunks, problem):
+    """The PNG standard requires one PLTE chunk before the pixel data; Pillow decoded these as
+    black, or by the second palette where libpng refuses, without a word."""
     path = tree / "train" / "airplane" / "0000.png"
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(indices))
-        + png_chunk(b"IEND", b"")
-    )
+    last = [] if any(kind == b"IDAT" for kind, _ in chunks) else [(b"IDAT", PALETTE_PIXELS)]
+    body = b"".join(png_chunk(kind, data) for kind, data in [(b"IHDR", PALETTE_HEADER), *chunks, *last])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b""))
     assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
-        f"{path}: a palette image without its palette (no PLTE chunk); replace it with a 32x32 PNG or JPEG file, "
-        f"or remove it"
+        f"{path}: {problem} of 1 to 256 colours before its pixel data (PLTE chunk); replace it with a 32x32 PNG or "
+        f"JPEG file, or remove it"
+    )
+
+
+def test_a_palette_png_with_its_one_palette_is_read_by_that_palette(tree, tmp_path):
+    path = tree / "train" / "airplane" / "0000.png"
+    chunks = [(b"IHDR", PALETTE_HEADER), (b"PLTE", PALETTE), (b"IDAT", PALETTE_PIXELS), (b"IEND", b"")]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks))
+    image = import_from(tree, tmp_path / "downloads")["train"].images[0]
+    assert np.array_equal(image, np.broadcast_to(np.frombuffer(PALETTE, np.uint8).reshape(32, 3), (32, 32, 3)))
+
+
+def test_a_png_whose_first_chunk_is_not_its_header_is_refused(tree, tmp_path):
+    """A text chunk before IHDR hid the header from the checks above; Pillow read on."""
+    path = tree / "train" / "airplane" / "0000.png"
+    chunks = [(b"tEXt", b"Comment\0first"), (b"IHDR", PALETTE_HEADER), (b"IDAT", PALETTE_PIXELS)]
+    body = b"".join(png_chunk(kind, data) for kind, data in chunks)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b""))
+    assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
+        f"{path}: its first chunk is not the image header (IHDR) that PNG requires there; replace it with a 32x32 "
+        f"PNG or JPEG file, or remove it"
     )
 
 

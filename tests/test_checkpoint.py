@@ -17,7 +17,7 @@ from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
 from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
-from cifar.training.checkpoint import CheckpointFile, TrainingState, loaded_source_digest
+from cifar.training.checkpoint import EPOCH_ROW_KEYS, CheckpointFile, TrainingState, loaded_source_digest
 from cifar.training.engine import fit
 from cifar.training.loader import DeviceLoader
 from cifar.training.schedule import one_cycle
@@ -151,7 +151,7 @@ def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, ca
 
 def history_of(epochs: int) -> list[dict]:
     """The rows of a history of `epochs` epochs done, as a checkpoint must hold them."""
-    return [{"epoch": epoch} for epoch in range(1, epochs + 1)]
+    return [dict.fromkeys(EPOCH_ROW_KEYS, 0.5) | {"epoch": epoch} for epoch in range(1, epochs + 1)]
 
 
 @pytest.mark.parametrize(("epoch", "resumed"), [(-1, False), (0, True), (3, True), (4, False)])
@@ -210,7 +210,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
 def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, caplog, damage, reason):
     """Each ended in a raw KeyError, AttributeError or TypeError in the train stage."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), [{"epoch": 1}]))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
     stored = torch.load(checkpoint.path, weights_only=True)
     damage(stored)
     torch.save(stored, checkpoint.path)
@@ -223,13 +223,28 @@ def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, ca
     ("history", "step_lrs", "reason"),
     [
         ([], [0.1, 0.1], "holds 0 epochs of history for 1 epochs done"),
-        ([{"epoch": 1}, {"epoch": 2}], [0.1, 0.1], "holds 2 epochs of history for 1 epochs done"),
+        (history_of(2), [0.1, 0.1], "holds 2 epochs of history for 1 epochs done"),
         ([{}], [0.1, 0.1], "holds a history row 1 that train did not write ({})"),
         ([{"epoch": 1, "test_loss": "x"}], [0.1, 0.1], "holds a history row 1 that train did not write"),
-        ([{"epoch": 1}], ["x", "x"], "holds step learning rates that are not numbers"),
-        ([{"epoch": 1}], [0.1], "holds 1 step learning rates for 2 steps done"),
+        (history_of(1), ["x", "x"], "holds step learning rates that are not finite numbers above 0"),
+        (history_of(1), [0.1], "holds 1 step learning rates for 2 steps done"),
+        ([{"epoch": 1}], [0.1, 0.1], "holds a history row 1 that train did not write ({'epoch': 1})"),
+        ([history_of(1)[0] | {"test_loss": float("nan")}], [0.1, 0.1], "holds a history row 1 that train did not"),
+        (history_of(1), [float("nan"), 0.1], "holds step learning rates that are not finite numbers above 0"),
+        (history_of(1), [-0.1, 0.1], "holds step learning rates that are not finite numbers above 0"),
     ],
-    ids=["no-history", "history-too-long", "empty-row", "text-in-a-row", "text-step-lrs", "steps-missing"],
+    ids=[
+        "no-history",
+        "history-too-long",
+        "empty-row",
+        "text-in-a-row",
+        "text-step-lrs",
+        "steps-missing",
+        "epoch-only-row",
+        "nan-in-a-row",
+        "nan-step-lr",
+        "negative-step-lr",
+    ],
 )
 def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog, history, step_lrs, reason):
     """Resumed, an empty history trained epochs on top of the stored ones and reported them as
@@ -244,6 +259,32 @@ def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
+
+
+@pytest.mark.parametrize(("setting", "value"), [("weight_decay", 5.0), ("max_lr", 1.0)])
+def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(tmp_path, caplog, setting, value):
+    """Its optimizer state carried its own weight decay or OneCycle peak, which training took
+    over from params.yaml's; the run failed at chance, or diverged, blaming train.max_lr."""
+
+    def run_objects():
+        model = nn.Linear(2, 2)
+        optimizer = torch.optim.Adam(model.parameters(), weight_decay=1e-7)
+        return model, optimizer, one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1)), torch.Generator()
+
+    model, optimizer, scheduler, generator = run_objects()
+    optimizer.param_groups[0][setting] = value
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    model, optimizer, scheduler, generator = run_objects()
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
+    expected = {"weight_decay": "1e-07", "max_lr": "0.1"}[setting]
+    assert caplog.messages[-1] == (
+        f"not resuming: {checkpoint.path} matches this run but does not load into it (its optimizer's {setting} is "
+        f"{value}, this run's {expected}); training from scratch"
+    )
+    assert optimizer.param_groups[0][setting] == float(expected)
 
 
 def nan_in(state: TrainingState, part: str) -> None:
@@ -327,10 +368,10 @@ def test_a_signal_stops_only_the_run_given_its_request():
 
 def test_training_state_round_trips(tmp_path):
     model = SmallNet()
-    state = TrainingState(1, model.state_dict(), {}, {}, torch.Generator().get_state(), [{"epoch": 1}], [0.1], None)
+    state = TrainingState(1, model.state_dict(), {}, {}, torch.Generator().get_state(), history_of(1), [0.1], None)
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
-    assert checkpoint.load(epochs=3).history == [{"epoch": 1}]
+    assert checkpoint.load(epochs=3).history == history_of(1)
 
 
 def interrupted_run(path) -> CheckpointFile:
@@ -484,7 +525,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     with monkeypatch.context() as saving_on_a_gpu:
         saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         CheckpointFile(path, on_gpu).save(
-            TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), [{"epoch": 1}], [0.1])
+            TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), history_of(1), [0.1])
         )
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))

@@ -8,6 +8,7 @@ from torch import nn
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.errors import ConfigError, TrainingError
 from cifar.training.chance import at_chance, binomial_tail, likely_cause, not_learning_warning
+from cifar.training.checkpoint import EPOCH_ROW_KEYS
 from cifar.training.engine import TrainingRun, fit, train_epoch
 from cifar.training.inference import predict
 from cifar.training.loader import DeviceLoader
@@ -179,6 +180,7 @@ def test_history_and_schedule_cover_every_epoch_and_step():
         num_classes=10,
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert all(row.keys() == EPOCH_ROW_KEYS for row in result.history), "a checkpoint's rows are checked against these"
     assert len(result.step_lrs) == 3 * 2  # full batches only: 40 // 16 steps per epoch
     assert result.step_lrs[0] == pytest.approx(1e-3 / 100) and result.step_lrs[-1] == pytest.approx(1e-3 / 1e4)
     assert [row["lr"] for row in result.history] == result.step_lrs[1::2]  # each epoch's last step

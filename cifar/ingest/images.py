@@ -59,7 +59,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
                     width, height = image.size
                     raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
                 if image.format == "PNG":
-                    _check_png_pixel_data(data, where)
+                    _check_png_structure(data, where)
                 return _as_rgb8(image)
     except UnidentifiedImageError:
         raise DataError(f"{where}: not a readable PNG or JPEG image, the only formats read; {_FIX}") from None
@@ -76,31 +76,42 @@ _PNG_PALETTE = 3  # the colour type whose samples index a PLTE chunk
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _check_png_pixel_data(data: bytes, where: str) -> None:
-    """Refuse a PNG whose compressed pixel data ends before its last row. Hand-written because
-    Pillow (13.0) decodes such a file without a word and leaves the missing rows black, where
-    libpng says "Not enough image data"; the check inflates at most one image's bytes."""
-    width, height, depth, colour, interlaced = struct.unpack(">IIBB2xB", data[16:29])
+def _check_png_structure(data: bytes, where: str) -> None:
+    """Refuse what the PNG standard forbids and Pillow (13.0) decodes anyway without a word:
+    a first chunk other than the header (IHDR), which hid the rest from this check; pixel data
+    that ends before its last row (the missing rows black, where libpng says "Not enough image
+    data"); a palette image without exactly one palette of 1 to 256 colours before its pixel
+    data (decoded black, or with another palette than libpng's). Hand-written because Pillow
+    has no strict mode; the check inflates at most one image's bytes."""
+    chunks, position = [], 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        chunks.append((kind, data[position + 8 : position + 8 + length]))
+        position += 12 + length  # length, type, data, CRC
+    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+        raise DataError(f"{where}: its first chunk is not the image header (IHDR) that PNG requires there; {_FIX}")
+    width, height, depth, colour, interlaced = struct.unpack(">IIBB2xB", chunks[0][1])
     if colour not in _PNG_SAMPLES:
         return  # Pillow has refused it already
+    kinds = [kind for kind, _ in chunks]
+    before_pixels = chunks[: kinds.index(b"IDAT")] if b"IDAT" in kinds else chunks
+    palettes = [body for kind, body in before_pixels if kind == b"PLTE"]
+    if colour == _PNG_PALETTE and not (
+        kinds.count(b"PLTE") == len(palettes) == 1 and 3 <= len(palettes[0]) <= 768 and len(palettes[0]) % 3 == 0
+    ):
+        raise DataError(
+            f"{where}: a palette image without one palette of 1 to 256 colours before its pixel data (PLTE "
+            f"chunk); {_FIX}"
+        )
     passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
     expected = 0
     for column, row, column_step, row_step in passes:
         columns, rows = math.ceil((width - column) / column_step), math.ceil((height - row) / row_step)
         if columns > 0 and rows > 0:  # each row: a filter-type byte, then its packed samples
             expected += rows * (1 + math.ceil(columns * depth * _PNG_SAMPLES[colour] / 8))
-    compressed, kinds, position = [], set(), 8
-    while position + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[position : position + 8])
-        kinds.add(kind)
-        if kind == b"IDAT":
-            compressed.append(data[position + 8 : position + 8 + length])
-        position += 12 + length  # length, type, data, CRC
-    if colour == _PNG_PALETTE and b"PLTE" not in kinds:
-        # The PNG standard requires it; Pillow decoded such a file as black without a word.
-        raise DataError(f"{where}: a palette image without its palette (no PLTE chunk); {_FIX}")
     try:
-        found = len(zlib.decompressobj().decompress(b"".join(compressed), expected))
+        compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
+        found = len(zlib.decompressobj().decompress(compressed, expected))
     except zlib.error as error:
         raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
     if found < expected:

@@ -48,6 +48,12 @@ def loaded_source_digest(packages: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+# The columns of a history row, as fit() writes them (tests/test_engine.py holds the two equal).
+EPOCH_ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"}
+# Optimizer settings that the constructors and OneCycle set once and no step changes.
+FIXED_SETTINGS = ("weight_decay", "initial_lr", "max_lr", "min_lr", "nesterov", "dampening", "eps", "amsgrad")
+
+
 @dataclass
 class TrainingState:
     epoch: int  # epochs completed
@@ -64,6 +70,13 @@ class TrainingState:
     ) -> None:
         """Load into a run's objects; raises if the state does not fit them."""
         model.load_state_dict(self.model)
+        # A state dict carries its own settings: another weight decay or peak LR would train on.
+        for run_group, group in zip(optimizer.param_groups, self.optimizer.get("param_groups", [])):
+            for key in FIXED_SETTINGS:
+                if key in run_group and group.get(key) != run_group[key]:
+                    raise ValueError(
+                        f"its optimizer's {key} is {short_repr(group.get(key))}, this run's {run_group[key]!r}"
+                    )
         optimizer.load_state_dict(self.optimizer)
         # torch checks only the number of parameters; a moment of another shape would fail at the first step.
         for parameter, moments in optimizer.state.items():
@@ -195,19 +208,19 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _inconsistency(state: TrainingState) -> str | None:
     """What in the state disagrees with itself, in words; None when it is as fit() saves it:
-    one history row of numbers per epoch done, counted from 1, and numeric step LRs."""
+    one history row of finite numbers per epoch done, counted from 1, and positive step LRs."""
     if len(state.history) != state.epoch:
         return f"holds {len(state.history)} epochs of history for {state.epoch} epochs done"
     for number, row in enumerate(state.history, 1):
-        if row.get("epoch") != number or not all(map(_is_number, row.values())):
+        if row.keys() != EPOCH_ROW_KEYS or row["epoch"] != number or not all(map(_is_number, row.values())):
             return f"holds a history row {number} that train did not write ({short_repr(row)})"
-    if not all(map(_is_number, state.step_lrs)):
-        return "holds step learning rates that are not numbers"
+    if not all(_is_number(lr) and lr > 0 for lr in state.step_lrs):
+        return "holds step learning rates that are not finite numbers above 0"
     return None
 
 
