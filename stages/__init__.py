@@ -11,6 +11,7 @@ mapped under a low `ulimit -v`), or meeting a non-ASCII path that the locale can
 encode, with exit code 2.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -63,5 +64,8 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
     sys.excepthook = _one_line_for_a_missing_package_or_ctrl_c
+    # Stages draw into files only: a backend the environment names for its own windows (even a
+    # misspelt one, which matplotlib refused at import with a raw ValueError) is not theirs.
+    os.environ["MPLBACKEND"] = "Agg"
     # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
     install_stop_handlers()

@@ -308,6 +308,8 @@ def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     if not isinstance(descent, bool):
         raise DataError(f"{path}: descent = {short_repr(descent)} is not true or false; {fix}")
+    if descent and max_lr is None:
+        raise DataError(f"{path}: descent is true but max_lr is null, where lr_find writes its pick; {fix}")
     for name, value, least in (("max_lr", max_lr, lowest_tested / 10), ("steepest_lr", steepest, lowest_tested)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf

@@ -839,6 +839,13 @@ def without_last_rows(count: int):
             f"class 'class_0' has 15 images, but {paths.PREDICTIONS}",
             "evaluate",
         ),
+        # Drawn with exit 0 as "no descent: nothing chosen" while train ran at the pick.
+        (
+            paths.LR_FIND_METRICS,
+            json_field("max_lr", None),
+            "descent is true but max_lr is null, where lr_find writes its pick",
+            "lr_find",
+        ),
         # Drawn with exit 0: a pick that training did not run at, marked on the LR finder's figure.
         (
             paths.LR_FIND_METRICS,
@@ -895,6 +902,7 @@ def without_last_rows(count: int):
         "confusion-against-predictions",
         "per-class-accuracy-against-counts",
         "per-class-images-against-predictions",
+        "null-pick",
         "pick-not-trained-at",
         "schedule-reversed",
         "curve-out-of-order",
@@ -1020,6 +1028,15 @@ def test_sigterm_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
         143,
         "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
     )
+
+
+def test_a_matplotlib_backend_named_in_the_environment_is_not_the_stages_concern(pipeline_run):
+    """MPLBACKEND=nosuchbackend ended figures and explain in a raw ValueError at import."""
+    before = outputs(pipeline_run)
+    environment = os.environ | {"MPLBACKEND": "nosuchbackend"}
+    result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert outputs(pipeline_run) == before, "the same pictures, drawn headless"
 
 
 def catches(pid: int, sig: signal.Signals) -> bool:

@@ -180,6 +180,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         (lambda stored: stored["state"].update(history=7), "is unreadable (its history is 7, not what train saves)"),
         (lambda stored: stored["state"].update(history=[1]), "is unreadable (its history holds rows that are not"),
         (lambda stored: stored["state"].update(chance_warning=0), "is unreadable (its chance_warning is 0, not what"),
+        (lambda stored: stored["state"].update(chance_warning=""), "is unreadable (its chance_warning is '', not what"),
         (lambda stored: stored["state"].update(model=[]), "is unreadable (its model is [], not what train saves)"),
         (
             lambda stored: stored["state"].update(optimizer=1),
@@ -200,6 +201,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
         "number-history",
         "bad-row",
         "warning",
+        "empty-warning",
         "model",
         "optimizer",
         "scheduler",
@@ -273,6 +275,9 @@ def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(t
 
     model, optimizer, scheduler, generator = run_objects()
     optimizer.param_groups[0][setting] = value
+    for _ in range(2):  # the first epoch's two steps, as its step LRs say
+        optimizer.step()
+        scheduler.step()
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
     checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
@@ -285,6 +290,62 @@ def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(t
         f"{value}, this run's {expected}); training from scratch"
     )
     assert optimizer.param_groups[0][setting] == float(expected)
+
+
+def schedule_at(step):
+    return lambda state: state.scheduler.update(last_epoch=step)
+
+
+def adam_steps(count):
+    return lambda state: state.optimizer["state"][0].update(step=torch.tensor(float(count)))
+
+
+def negative_second_moment(state):
+    state.optimizer["state"][0]["exp_avg_sq"].neg_().sub_(1)
+
+
+def maximizing(state):
+    state.optimizer["param_groups"][0]["maximize"] = True
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (schedule_at(0), "holds a schedule at step 0 for 2 steps done"),
+        (adam_steps(1e9), "holds optimizer moments of 1000000000.0 steps for 2 steps done"),
+        (adam_steps(-1), "holds optimizer moments of -1.0 steps for 2 steps done"),
+        (negative_second_moment, "holds a negative second moment (exp_avg_sq), which Adam never makes"),
+        (maximizing, "matches this run but does not load into it (its optimizer's maximize is True, this run's False)"),
+    ],
+    ids=["schedule-restarted", "adam-steps-1e9", "adam-steps-minus-1", "negative-second-moment", "maximize"],
+)
+def test_a_checkpoint_whose_optimizer_or_schedule_state_is_not_its_runs_is_not_resumed(
+    tmp_path, caplog, damage, reason
+):
+    """Resumed, each trained on without a word (a repeated warm-up, Adam's bias correction of
+    another step, gradient ascent), or ended in a raw ZeroDivisionError inside torch's Adam."""
+
+    def run_objects():
+        torch.manual_seed(0)
+        model = nn.Linear(2, 2)
+        optimizer = torch.optim.Adam(model.parameters())
+        return model, optimizer, one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1)), torch.Generator()
+
+    model, optimizer, scheduler, generator = run_objects()
+    for _ in range(2):  # the first epoch's two steps
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    state = TrainingState(
+        1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state(), history_of(1)
+    )
+    state.step_lrs = [0.1, 0.1]
+    damage(state)
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(state)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, *run_objects()) is None
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
 
 
 def nan_in(state: TrainingState, part: str) -> None:

@@ -51,7 +51,17 @@ def loaded_source_digest(packages: tuple[str, ...]) -> str:
 # The columns of a history row, as fit() writes them (tests/test_engine.py holds the two equal).
 EPOCH_ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"}
 # Optimizer settings that the constructors and OneCycle set once and no step changes.
-FIXED_SETTINGS = ("weight_decay", "initial_lr", "max_lr", "min_lr", "nesterov", "dampening", "eps", "amsgrad")
+FIXED_SETTINGS = (
+    "weight_decay",
+    "initial_lr",
+    "max_lr",
+    "min_lr",
+    "nesterov",
+    "dampening",
+    "eps",
+    "amsgrad",
+    "maximize",
+)
 
 
 @dataclass
@@ -158,13 +168,9 @@ class CheckpointFile:
         if state is None:
             return None
         steps = state.epoch * (scheduler.total_steps // epochs)
-        if len(state.step_lrs) != steps:
-            log.warning(
-                "not resuming: %s holds %d step learning rates for %d steps done; training from scratch",
-                self.path,
-                len(state.step_lrs),
-                steps,
-            )
+        progress = _progress_problem(state, steps)
+        if progress:
+            log.warning("not resuming: %s %s; training from scratch", self.path, progress)
             return None
         fresh = copy.deepcopy(
             TrainingState(0, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state())
@@ -205,10 +211,30 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
             raise TypeError(f"its {name} is {short_repr(value)}, not what train saves")
     if not all(isinstance(row, dict) for row in state.history):
         raise TypeError("its history holds rows that are not what train saves")
+    if state.chance_warning == "":
+        raise TypeError("its chance_warning is '', not what train saves")
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _progress_problem(state: TrainingState, steps: int) -> str | None:
+    """Where the state's step counts (of the LR record, the schedule, each parameter's Adam
+    moments) differ from the steps its epochs hold, or a second moment is negative, in words."""
+    if len(state.step_lrs) != steps:
+        return f"holds {len(state.step_lrs)} step learning rates for {steps} steps done"
+    # FiniteOneCycleLR stays at its last step once the schedule is done.
+    if state.scheduler.get("last_epoch") != min(steps, state.scheduler.get("total_steps", 0) - 1):
+        return f"holds a schedule at step {short_repr(state.scheduler.get('last_epoch'))} for {steps} steps done"
+    for moments in state.optimizer.get("state", {}).values():
+        taken = moments.get("step") if isinstance(moments, dict) else None
+        if taken is not None and float(taken) != steps:
+            return f"holds optimizer moments of {short_repr(float(taken))} steps for {steps} steps done"
+        second = moments.get("exp_avg_sq") if isinstance(moments, dict) else None
+        if torch.is_tensor(second) and (second < 0).any():
+            return "holds a negative second moment (exp_avg_sq), which Adam never makes"
+    return None
 
 
 def _inconsistency(state: TrainingState) -> str | None:
