@@ -316,8 +316,35 @@ def maximizing(state):
         (adam_steps(-1), "holds optimizer moments of -1.0 steps for 2 steps done"),
         (negative_second_moment, "holds a negative second moment (exp_avg_sq), which Adam never makes"),
         (maximizing, "matches this run but does not load into it (its optimizer's maximize is True, this run's False)"),
+        (lambda state: state.step_lrs.__setitem__(0, 0.0), "holds step learning rates that are not finite numbers"),
+        (lambda state: state.scheduler.pop("total_steps"), "holds a schedule at step 2 for 2 steps done"),
+        (
+            lambda state: state.scheduler.pop("total_steps") and state.scheduler.update(last_epoch=0),
+            "holds a schedule at step 0 for 2 steps done",
+        ),
+        (lambda state: state.optimizer.pop("state"), "matches this run but does not load into it ('state')"),
+        (
+            lambda state: state.optimizer.pop("param_groups"),
+            "matches this run but does not load into it ('param_groups')",
+        ),
+        (
+            lambda state: state.optimizer["state"].update({0: [1.0]}),
+            "matches this run but does not load into it",
+        ),
     ],
-    ids=["schedule-restarted", "adam-steps-1e9", "adam-steps-minus-1", "negative-second-moment", "maximize"],
+    ids=[
+        "schedule-restarted",
+        "adam-steps-1e9",
+        "adam-steps-minus-1",
+        "negative-second-moment",
+        "maximize",
+        "zero-step-lr",
+        "schedule-without-length",
+        "schedule-without-length-at-0",
+        "no-moments",
+        "no-settings",
+        "moments-not-a-mapping",
+    ],
 )
 def test_a_checkpoint_whose_optimizer_or_schedule_state_is_not_its_runs_is_not_resumed(
     tmp_path, caplog, damage, reason
@@ -346,6 +373,24 @@ def test_a_checkpoint_whose_optimizer_or_schedule_state_is_not_its_runs_is_not_r
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, *run_objects()) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
+
+
+def test_a_checkpoint_whose_adam_second_moment_has_zeros_is_resumed(tmp_path, caplog):
+    """A parameter that got no gradient keeps a second moment of exactly 0: a run Adam made."""
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
+    for _ in range(2):
+        (model(torch.tensor([[1.0, 0.0]]))[:, 0]).sum().backward()  # row 1 of the weight gets no gradient
+        optimizer.step()
+        scheduler.step()
+    assert (optimizer.state_dict()["state"][0]["exp_avg_sq"] == 0).any()
+    generator = torch.Generator()
+    state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is not None, caplog.messages
 
 
 def nan_in(state: TrainingState, part: str) -> None:
