@@ -990,44 +990,31 @@ def test_the_largest_gallery_the_params_allow_stays_within_matplotlibs_pixel_lim
         assert shown == count and max(drawn.size) < 2**16
 
 
-def test_ctrl_c_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
-    """SIGINT once torch's library is mapped into the stage's process, mid-import."""
+@pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [
+        (signal.SIGINT, 130, "error: interrupted before figures finished"),
+        # It ended without a word (exit -15).
+        (signal.SIGTERM, 143, "error: stopped by SIGTERM before figures finished"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, sig, code, line):
+    """The signal once torch's library is mapped into the stage's process, mid-import."""
     # As from a terminal: a shell that starts a job in the background hands it SIGINT ignored,
-    # and pytest may run under one.
+    # and pytest may run under one (nohup ignores SIGHUP, and so on).
     stage = subprocess.Popen(
         [sys.executable, "-m", "stages.figures"],
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
     )
     maps = Path(f"/proc/{stage.pid}/maps")
     while stage.poll() is None and "libtorch" not in maps.read_text():
         pass
-    stage.send_signal(signal.SIGINT)
+    stage.send_signal(sig)
     _, stderr = stage.communicate()
-    assert (stage.returncode, stderr) == (
-        130,
-        "error: interrupted before figures finished; no file is left half-written: run it again\n",
-    )
-
-
-def test_sigterm_while_a_stage_loads_its_libraries_is_one_line(pipeline_run):
-    """SIGTERM mid-import, before the stage's main: it ended without a word (exit -15)."""
-    stage = subprocess.Popen(
-        [sys.executable, "-m", "stages.figures"],
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-    )
-    maps = Path(f"/proc/{stage.pid}/maps")
-    while stage.poll() is None and "libtorch" not in maps.read_text():
-        pass
-    stage.send_signal(signal.SIGTERM)
-    _, stderr = stage.communicate()
-    assert (stage.returncode, stderr) == (
-        143,
-        "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
-    )
+    assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
 
 
 def test_a_matplotlib_backend_named_in_the_environment_is_not_the_stages_concern(pipeline_run):
