@@ -1088,3 +1088,23 @@ def test_splits_of_other_classes_are_refused_before_training(workspace, monkeypa
         f"{', '.join(reordered.classes)}, so each label id would name another class; "
         f"re-create both with `dvc repro download`"
     )
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda text: text.replace("\nvars:\n", "\nvariables:\n"), "has no readable `vars: - paths:` table"),
+        (lambda text: text.replace("      model: ", "      weights: "), "paths table has no path `model`"),
+    ],
+    ids=["no-table", "no-model-path"],
+)
+def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
+    """The stages read their paths from dvc.yaml's table: a hand edit that breaks it was a
+    KeyError traceback at import."""
+    copy_pipeline(tmp_path)
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(damage(pipeline.read_text()))
+    result = stage(tmp_path, "evaluate", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr

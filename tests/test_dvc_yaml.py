@@ -1,7 +1,7 @@
 """dvc.yaml is honest: deps are exactly what each stage runs (its modules and the pinned
-packages they import), outputs are where the stages write (stages/paths.py), and every
-output is DVC-cached, so DVC's run cache can restore any stage. README's pipeline table and
-the tests name the paths of stages/paths.py too, so none of them can drift."""
+packages they import), every path is written once, in its paths table, which the stages read
+through stages/paths.py, and every output is DVC-cached, so DVC's run cache can restore any
+stage. README's pipeline table documents the same outputs."""
 
 import ast
 import fnmatch
@@ -11,22 +11,18 @@ import re
 import sys
 
 import pytest
-import yaml
 from gto.constants import assert_name_is_valid
 
 from code_graph import MODULES, REPO, reachable, third_party_imports
+from dvc_internals import resolved_pipeline
 
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PIPELINE = resolved_pipeline()
+STAGES = PIPELINE["stages"]
 sys.path.insert(0, str(REPO))
 from stages import paths  # noqa: E402
 
-# The stages' outputs: every path they name but the params they read, the download cache
-# and the resume checkpoint (scratch, never an output).
-OUTPUTS = {
-    value
-    for name, value in vars(paths).items()
-    if name.isupper() and name not in ("PARAMS", "DOWNLOAD_CACHE", "CHECKPOINT")
-}
+# The stages' outputs: every path of the table but the resume checkpoint (scratch, never an output).
+OUTPUTS = set(paths.TABLE.values()) - {paths.CHECKPOINT}
 
 
 def declared(definition: dict, kind: str) -> dict[str, dict]:
@@ -113,22 +109,34 @@ def test_every_output_is_dvc_cached_so_the_run_cache_restores_it_in_any_clone(st
 def test_the_model_is_a_model_registry_artifact():
     """DVC's model registry reads `artifacts:` in dvc.yaml: a name GTO accepts, the path of
     an output, `type: model`, a description and labels."""
-    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
-    ((name, artifact),) = artifacts.items()
+    ((name, artifact),) = PIPELINE["artifacts"].items()
     assert_name_is_valid(name)
     assert artifact["path"] == paths.MODEL and artifact["type"] == "model"
     assert len(artifact["desc"].split()) >= 5 and artifact["labels"]
     assert paths.MODEL in declared(STAGES["train"], "outs")
 
 
-def test_dvc_yaml_declares_exactly_the_paths_the_stages_write():
-    outputs = {
+def test_every_path_of_the_table_but_the_checkpoint_is_an_output_of_one_stage():
+    outputs = [
         path
         for definition in STAGES.values()
         for kind in ("outs", "metrics", "plots")
         for path in declared(definition, kind)
-    }
-    assert outputs == OUTPUTS
+    ]
+    assert sorted(outputs) == sorted(OUTPUTS)
+
+
+def test_dvc_yaml_spells_each_path_only_in_its_paths_table():
+    """Everywhere else (deps, outs, plots, charts, the registry, titles) it interpolates
+    `${paths.NAME}`, so moving an output is a one-line edit."""
+    text = paths.PIPELINE.read_text()
+    table_start = text.index("\nvars:\n")
+    table_end = text.index("\nstages:\n")
+    elsewhere = text[:table_start] + text[table_end:]
+    spelled = [
+        path for path in paths.TABLE.values() if re.search(rf"(?<![\w/.]){re.escape(path)}(?![\w/.])", elsewhere)
+    ]
+    assert spelled == []
 
 
 def readme_pipeline_paths() -> list[str]:
@@ -162,9 +170,9 @@ def test_readme_pipeline_table_names_exactly_the_stages_outputs():
 
 
 def test_tests_take_the_stages_paths_from_stages_paths():
-    """A test that spells out a path of stages/paths.py (alone or in a message) would miss its
-    move; params.yaml is exempt, as tests write their own params files by that name."""
-    named = {value: name for name, value in vars(paths).items() if name.isupper() and name != "PARAMS"}
+    """A test that spells out a path of dvc.yaml's table (alone or in a message) would miss
+    its move; params.yaml is exempt, as tests write their own params files by that name."""
+    named = {value: name for name, value in paths.TABLE.items()}
     spelled = re.compile("|".join(rf"(?<![\w/.]){re.escape(value)}(?![\w.])" for value in named))
     found = []
     for test_file in sorted((REPO / "tests").glob("*.py")):

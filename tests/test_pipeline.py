@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from cifar.dataset import load_split
 from cifar.models import load_trained
 from cifar.reporting.explain import grad_cam, resolve_layers
 from cifar.training.augment import normalize
+from dvc_internals import resolved_pipeline
 from pipeline_repo import SMALL_SYNTHETIC, dvc, environment, make_pipeline_repo, run, stage
 from stages import paths
 
@@ -222,7 +222,7 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
     """The fast tier's check of `dvc plots show` (the full tier renders it in a browser)."""
     root, _ = repro
     shown = json.loads(dvc(root, "plots", "show", "--json").stdout)["data"]
-    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    pipeline = resolved_pipeline(root)
     # An entry is a path, or a path with its options.
     entries = [
         *pipeline["plots"],

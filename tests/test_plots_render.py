@@ -9,9 +9,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from pipeline_repo import REPO, dvc
+from dvc_internals import resolved_pipeline
+from pipeline_repo import dvc
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -91,7 +91,7 @@ def rendered(repro, request):
 
 def declared_plots():
     """Chart ids (top-level definitions, then stage CSVs) and image paths (stage PNGs or folders)."""
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    pipeline = resolved_pipeline()
     charts = [next(iter(entry)) for entry in pipeline["plots"]]
     images = []
     for definition in pipeline["stages"].values():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from cifar.dataset import file_digest as digest
+from dvc_internals import resolved_pipeline
 from installed import environment_with_package, installable_copy
 from pipeline_repo import (
     REPO,
@@ -184,7 +184,7 @@ def test_a_push_that_leaves_an_output_off_the_remote_fails_in_one_line(published
 
 def test_dvc_artifacts_get_fetches_the_registered_model_from_the_remote(published, tmp_path):
     origin, _ = published
-    (name,) = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    (name,) = resolved_pipeline()["artifacts"]
     registry = fresh_clone(published, tmp_path / "registry")
     run(registry, "gto", "register", name)
     run(tmp_path, sys.executable, "-m", "dvc", "artifacts", "get", str(registry), name, "-o", "fetched.pt")
@@ -223,9 +223,7 @@ def test_readme_exp_show_hides_no_param_and_no_quality_metric():
         "at_chance_level",
     )
     assert [metric for metric in quality if drop.match(metric)] == []
-    deps = {
-        dep for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values() for dep in stage["deps"]
-    }
+    deps = {dep for stage in resolved_pipeline()["stages"].values() for dep in stage["deps"]}
     assert [dep for dep in deps if not drop.match(dep)] == []
 
 

@@ -15,11 +15,11 @@ import yaml
 
 from cifar.config import Params, load_params
 from cifar.errors import TrainingError
-from code_graph import REPO
+from dvc_internals import resolved_pipeline
 from pipeline_repo import default_params, merge
 from stages import paths
 
-PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PIPELINE = resolved_pipeline()["stages"]
 ORDER = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 
 # The smallest run whose range test shows a descent (lr_find stops without one).
