@@ -8,12 +8,25 @@ value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import operator
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import pydantic.dataclasses
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from cifar.errors import ConfigError, short_repr
 from cifar.params_file import read_params_file
@@ -54,18 +67,29 @@ LEARNING_RATE = f"a number from {MIN_LEARNING_RATE:g} to {MAX_OPTIMIZER_FACTOR}"
 MAX_WEIGHT_DECAY = 1
 
 
-def limited(default, check: typing.Callable[[typing.Any], bool], allowed: str):
-    """A field whose values, once of the right type, must pass `check`; `allowed` says in
-    words what passes, for the error message."""
-    return field(default=default, metadata={"allowed": (check, allowed)})
+def bounded(default, allowed: str, **constraints):
+    """A field with pydantic's constraints on its value (ge, le, lt, min_length, ...);
+    `allowed` says in words what passes, for the one-line error."""
+    return Field(default, description=allowed, **constraints)
 
 
-@dataclass(frozen=True)
+# Every value is a Strict type (no "3" for 3, no true for 1, ints welcome where floats go);
+# the sections themselves are lax only so that params.yaml's mappings can fill them.
+section = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+
+
+def _distinct(names: list[str] | None) -> list[str] | None:
+    if names is not None and len(set(names)) != len(names):
+        raise ValueError("names repeat")
+    return names
+
+
+@section
 class ModelConfig:
     name: Literal["custom_resnet", "resnet18"] = "custom_resnet"
     norm: Literal["batch", "group"] = "batch"
     # resnet18 only: 1 keeps layer4 at 8x8, as in the GroupNorm reference run; 2 gives 4x4.
-    layer4_stride: Literal[1, 2] = 2
+    layer4_stride: StrictInt = bounded(2, "one of 1, 2", ge=1, le=2)
 
 
 # Where data.source "official" is downloaded to, relative to the working directory: the
@@ -73,39 +97,43 @@ class ModelConfig:
 DOWNLOAD_CACHE = "data/downloads"
 
 
-@dataclass(frozen=True)
+@section
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.
-    source: str = limited(
+    source: StrictStr = bounded(
         "official",
-        lambda v: 0 < len(v) <= MAX_PATH_LENGTH and "\0" not in v,
         f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
+        min_length=1,
+        max_length=MAX_PATH_LENGTH,
+        pattern="^[^\0]*$",
     )
-    train_limit: int | None = limited(
+    train_limit: StrictInt | None = bounded(
         None,
-        lambda v: v is None or 10 <= v <= SPLIT_SIZES["train"],
         f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
+        ge=10,
+        le=SPLIT_SIZES["train"],
     )
-    test_limit: int | None = limited(
+    test_limit: StrictInt | None = bounded(
         None,
-        lambda v: v is None or 10 <= v <= SPLIT_SIZES["test"],
         f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
+        ge=10,
+        le=SPLIT_SIZES["test"],
     )
 
 
-@dataclass(frozen=True)
+@section
 class AugmentConfig:
-    crop_padding: int = limited(4, lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 to {IMAGE_SIZE}")
-    flip: bool = True
-    cutout: int = limited(8, lambda v: 0 <= v <= IMAGE_SIZE, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side")
+    crop_padding: StrictInt = bounded(4, f"an integer from 0 to {IMAGE_SIZE}", ge=0, le=IMAGE_SIZE)
+    flip: StrictBool = True
+    cutout: StrictInt = bounded(8, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side", ge=0, le=IMAGE_SIZE)
 
 
-@dataclass(frozen=True)
+@section
 class LRFindConfig:
-    start_lr: float = limited(1e-7, lambda v: MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
-    end_lr: float = limited(0.1, lambda v: MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, LEARNING_RATE)
-    num_iter: int = limited(
-        100, lambda v: 2 <= v <= MAX_STEPS, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps"
+    start_lr: StrictFloat = bounded(1e-7, LEARNING_RATE, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)
+    end_lr: StrictFloat = bounded(0.1, LEARNING_RATE, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)
+    num_iter: StrictInt = bounded(
+        100, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps", ge=2, le=MAX_STEPS
     )
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
@@ -116,83 +144,76 @@ class LRFindConfig:
 # The reference runs divide max_lr by 25 to 10,000; both factors at 1e300 made the last
 # steps' learning rate 0.0, a schedule that ends in no training at all.
 MAX_DIV_FACTOR = 1_000_000
+DIV_FACTOR = f"a number from 1 to {MAX_DIV_FACTOR:,}"
 
 
-@dataclass(frozen=True)
+@section
 class OneCycleConfig:
-    max_at_epoch: int = limited(5, lambda v: v >= 1, "an integer >= 1")
-    div_factor: float = limited(100.0, lambda v: 1 <= v <= MAX_DIV_FACTOR, f"a number from 1 to {MAX_DIV_FACTOR:,}")
-    final_div_factor: float = limited(
-        100.0, lambda v: 1 <= v <= MAX_DIV_FACTOR, f"a number from 1 to {MAX_DIV_FACTOR:,}"
-    )
-    three_phase: bool = False
+    max_at_epoch: StrictInt = bounded(5, "an integer >= 1", ge=1)
+    div_factor: StrictFloat = bounded(100.0, DIV_FACTOR, ge=1, le=MAX_DIV_FACTOR)
+    final_div_factor: StrictFloat = bounded(100.0, DIV_FACTOR, ge=1, le=MAX_DIV_FACTOR)
+    three_phase: StrictBool = False
     anneal_strategy: Literal["linear", "cos"] = "linear"
 
 
-@dataclass(frozen=True)
+@section
 class TrainConfig:
-    epochs: int = limited(
-        24, lambda v: 1 <= v <= MAX_EPOCHS, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs"
+    epochs: StrictInt = bounded(
+        24, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs", ge=1, le=MAX_EPOCHS
     )
     # A batch cannot hold more images than the largest split; larger values only waste memory.
-    batch_size: int = limited(
-        512,
-        lambda v: 1 <= v <= SPLIT_SIZES["train"],
-        f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size",
+    batch_size: StrictInt = bounded(
+        512, f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size", ge=1, le=SPLIT_SIZES["train"]
     )
-    weight_decay: float = limited(1e-7, lambda v: 0 <= v <= MAX_WEIGHT_DECAY, f"a number from 0 to {MAX_WEIGHT_DECAY}")
+    weight_decay: StrictFloat = bounded(1e-7, f"a number from 0 to {MAX_WEIGHT_DECAY}", ge=0, le=MAX_WEIGHT_DECAY)
     optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = limited(0.9, lambda v: 0 <= v < 1, "a number from 0 to below 1")  # sgd only
-    nesterov: bool = False  # sgd only
+    momentum: StrictFloat = bounded(0.9, "a number from 0 to below 1", ge=0, lt=1)  # sgd only
+    nesterov: StrictBool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
-    max_lr: float | Literal["find"] = limited(
-        "find", lambda v: v == "find" or MIN_LEARNING_RATE <= v <= MAX_OPTIMIZER_FACTOR, f'"find" or {LEARNING_RATE}'
+    max_lr: Annotated[StrictFloat, Field(ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)] | Literal["find"] = Field(
+        "find", description=f'"find" or {LEARNING_RATE}'
     )
-    onecycle: OneCycleConfig = field(default_factory=OneCycleConfig)
+    onecycle: OneCycleConfig = Field(default_factory=OneCycleConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False
+    compile: StrictBool = False
     # Bit-identical weights for the same params on the same GPU model, driver and torch.
-    deterministic: bool = True
+    deterministic: StrictBool = True
 
 
-@dataclass(frozen=True)
+@section
 class EvaluateConfig:
     # How many misclassified test images the gallery shows.
-    misclassified: int = limited(
-        20,
-        lambda v: 0 <= v <= MAX_GALLERY_IMAGES,
-        f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
+    misclassified: StrictInt = bounded(
+        20, f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows", ge=0, le=MAX_GALLERY_IMAGES
     )
-    tta: bool = False  # also report accuracy with horizontal-flip test-time augmentation
+    tta: StrictBool = False  # also report accuracy with horizontal-flip test-time augmentation
 
 
-@dataclass(frozen=True)
+@section
 class ExplainConfig:
     # Module names to run Grad-CAM at; null = the model's defaults (cifar.reporting.explain.DEFAULT_LAYERS).
-    layers: list[str] | None = limited(  # noqa: RUF009 (limited() returns a dataclasses.field)
-        None,
-        lambda v: v is None or (1 <= len(v) <= MAX_EXPLAIN_LAYERS and len(set(v)) == len(v)),
-        f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names",
+    layers: (
+        Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_EXPLAIN_LAYERS), AfterValidator(_distinct)] | None
+    ) = Field(
+        None, description=f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names"
     )
-    images: int = limited(
-        10,
-        lambda v: 1 <= v <= MAX_GALLERY_IMAGES,
-        f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
+    images: StrictInt = bounded(
+        10, f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows", ge=1, le=MAX_GALLERY_IMAGES
     )
 
 
-@dataclass(frozen=True)
+@section
 class Params:
     # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
-    seed: int = limited(0, lambda v: 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295 (2**32 - 1)")
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    seed: StrictInt = bounded(0, "an integer from 0 to 4294967295 (2**32 - 1)", ge=0, le=2**32 - 1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    lr_find: LRFindConfig = Field(default_factory=LRFindConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -201,7 +222,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
-    params = _build(Params, raw, prefix="", source=source)
+    try:
+        params = _PARAMS.validate_python(raw)
+    except ValidationError as invalid:
+        raise ConfigError(f"{source}: {_one_line(invalid.errors(), raw)}") from None
     _check_across_keys(params, source)
     return params
 
@@ -212,75 +236,77 @@ def parse_model_config(raw: object, source: str) -> ModelConfig:
     return parse_params({"model": raw}, source).model
 
 
-def _build(cls, raw: object, prefix: str, source: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: {prefix.rstrip('.') or 'top level'} = {short_repr(raw)}: expected a mapping of keys"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be numbers or null too
-    if unknown:
-        name = unknown[0]
-        if not isinstance(name, str) or len(name) > 60:
-            name = short_repr(name)
-        elif not (name.isascii() and name.isprintable()):
-            name = ascii(name)  # escaped: a look-alike letter or an invisible one shows as what it is
-        raise ConfigError(f"{source}: unknown key {prefix}{name}; allowed keys here: {', '.join(fields)}")
-    values = {}
-    for name, value in raw.items():
-        key = prefix + name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, prefix=key + ".", source=source)
-        else:
-            values[name] = _coerce(key, value, hint, source)
-            check, allowed = fields[name].metadata.get("allowed", (None, None))
-            if check and not check(values[name]):
-                raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected {allowed}")
-    return cls(**values)
+_PARAMS = TypeAdapter(Params)
+_UNKNOWN_KEY = {"unexpected_keyword_argument", "invalid_key"}
+# pydantic's error types for a value of the right type outside its field's bounds.
+_OUT_OF_BOUNDS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_short",
+    "too_long",
+    "string_too_short",
+    "string_too_long",
+    "string_pattern_mismatch",
+    "value_error",
+}
 
 
-def _coerce(key: str, value: object, hint, source: str):
-    """Return value if it fits the type hint (ints are accepted where floats are)."""
-    options = (
-        typing.get_args(hint)
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-        else (hint,)
-    )
-    for option in options:
-        if option is type(None) and value is None:
-            return None
-        if typing.get_origin(option) is Literal and value in typing.get_args(option):
-            return value
-        # bool is an int in Python; a YAML `true` must not pass as a number.
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _finite(key, value, source)
-        if option is str and isinstance(value, str):
-            return value
-        if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    raise ConfigError(f"{source}: {key} = {short_repr(value)} is not allowed; expected {_describe(options)}")
+def _one_line(errors: list[dict], raw: dict) -> str:
+    """pydantic's first complaint as one line that names the key, the value and what the
+    key takes. A field that takes several types (max_lr: a number or "find") gets one error
+    per type; the first says whether the value was of a right type."""
+    # An unknown key first (a misspelt key's value is no clue), the shallowest, by name.
+    unknown = sorted((e for e in errors if e["type"] in _UNKNOWN_KEY), key=lambda e: (len(e["loc"]), str(_key(e))))
+    error = (unknown or errors)[0]
+    section, key, field = Params, [], None
+    for part in error["loc"]:
+        fields = section.__pydantic_fields__
+        if part not in fields:
+            if error["type"] in _UNKNOWN_KEY:
+                return (
+                    f"unknown key {'.'.join([*key, _shown_key(_key(error))])}; allowed keys here: {', '.join(fields)}"
+                )
+            break  # the type tag of a field that takes several: float, literal['find']
+        key.append(part)
+        field = fields[part]
+        if not dataclasses.is_dataclass(field.annotation):
+            break
+        section = field.annotation
+    else:
+        return f"{'.'.join(key) or 'top level'} = {short_repr(error['input'])}: expected a mapping of keys"
+    value = functools.reduce(operator.getitem, key, raw)  # a whole list, where pydantic names an entry
+    if error["type"] == "finite_number" or (error["type"] == "float_type" and _is_integer(value)):
+        expected = "a finite number (not inf or nan)"  # inf and nan would run on and poison every result
+    elif error["type"] in _OUT_OF_BOUNDS:
+        expected = field.description
+    else:
+        expected = _describe(typing.get_type_hints(section)[key[-1]])
+    return f"{'.'.join(key)} = {short_repr(value)} is not allowed; expected {expected}"
 
 
-def _finite(key: str, value: int | float, source: str) -> float:
-    """value as a float; inf and nan (YAML .inf, .nan) would run on and poison every result."""
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float's range
-        number = math.inf
-    if not math.isfinite(number):
-        raise ConfigError(
-            f"{source}: {key} = {short_repr(value)} is not allowed; expected a finite number (not inf or nan)"
-        )
-    return number
+def _key(unknown: dict) -> object:
+    """The unknown key itself: pydantic's location shows a key that is no string (1, null) as text."""
+    return unknown["input"] if unknown["type"] == "invalid_key" else unknown["loc"][-1]
 
 
-def _describe(options) -> str:
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown_key(name: object) -> str:
+    """A YAML key may be a number or null, long, or hold a look-alike or invisible letter."""
+    if not isinstance(name, str) or len(name) > 60:
+        return short_repr(name)
+    if not (name.isascii() and name.isprintable()):
+        return ascii(name)
+    return name
+
+
+def _describe(hint) -> str:
+    """The types a field takes, in words: "a number or one of 'find'"."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     words = []
     for option in options:
         if typing.get_origin(option) is Literal:
