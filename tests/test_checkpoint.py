@@ -263,6 +263,32 @@ def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [{"betas": (0.1, 0.5)}, {"lr": 1000.0}, {"betas": (0.95, 0.999), "lr": 0.0}],
+    ids=["adam-betas", "lr", "lr-zero"],
+)
+def test_a_checkpoints_step_settings_are_taken_from_the_schedule_and_the_run(tmp_path, edit):
+    """Adam's betas (OneCycle cycles the first) and the group's LR were loaded from the file
+    as they stood: an edited second beta trained on, unnoticed, for the rest of the run."""
+    uninterrupted_model = fresh_model()
+    uninterrupted = train(uninterrupted_model)
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    interrupted_model = fresh_model()
+    interrupted_model.sigterm_at_step = 5
+    with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError):
+        train(interrupted_model, checkpoint, stop)
+    stored = torch.load(checkpoint.path, weights_only=True)
+    stored["state"]["optimizer"]["param_groups"][0].update(edit)
+    torch.save(stored, checkpoint.path)
+
+    resumed_model = fresh_model()
+    resumed = train(resumed_model, checkpoint)
+    assert resumed.step_lrs == uninterrupted.step_lrs
+    for name, tensor in uninterrupted_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[name], tensor), name
+
+
 @pytest.mark.parametrize(("setting", "value"), [("weight_decay", 5.0), ("max_lr", 1.0)])
 def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(tmp_path, caplog, setting, value):
     """Its optimizer state carried its own weight decay or OneCycle peak, which training took

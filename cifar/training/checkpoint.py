@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,8 @@ FIXED_SETTINGS = (
     "eps",
     "amsgrad",
     "maximize",
+    "base_momentum",
+    "max_momentum",
 )
 
 
@@ -87,7 +90,13 @@ class TrainingState:
                     raise ValueError(
                         f"its optimizer's {key} is {short_repr(group.get(key))}, this run's {run_group[key]!r}"
                     )
+        settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
         optimizer.load_state_dict(self.optimizer)
+        # The rest of a group's settings are the run's own (Adam's second beta), and the learning
+        # rate and the momentum OneCycle cycles are the schedule's at this step, as step() sets
+        # them: an edited beta or momentum would train on unnoticed. Only the moments are loaded.
+        for group, own in zip(optimizer.param_groups, settings):
+            group.update(own)
         # torch checks only the number of parameters; a moment of another shape would fail at the first step.
         for parameter, moments in optimizer.state.items():
             for name, value in moments.items():
@@ -96,6 +105,10 @@ class TrainingState:
                         f"optimizer state {name} is {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}"
                     )
         scheduler.load_state_dict(self.scheduler)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns of get_lr() called outside step()
+            for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+                group["lr"] = lr
         generator.set_state(self.generator)
 
 
