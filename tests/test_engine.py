@@ -101,6 +101,14 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
         ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
+        # Far above guessing's from the first epoch and never moving: weights that began far off
+        # (edited into a resumed checkpoint), not a LR that blew them up, least of all 1e-30.
+        (
+            [7.9e3, 7.9e3, 7.9e3],
+            1e-30,
+            "the training loss stayed near 7.9e+03 from the first epoch, far above guessing's 2.3: the model began "
+            "far off and never moved: if it resumed from a checkpoint (its log says which), delete that file",
+        ),
         (
             [2.2, 1.9],
             0.002,
@@ -122,6 +130,7 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         "rising",
         "exploded-then-collapsed",
         "non-finite",
+        "stuck-far-above",
         "too-few-steps",
         "rising-below-guessing",
         "rising-within-flat",

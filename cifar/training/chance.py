@@ -58,6 +58,15 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     first, last, highest = losses[0], losses[-1], max(losses)
     went = f"the training loss went from {first:.3g} to {last:.3g}"
     rose = last - first > (1 - LEARNING) * guessing
+    flat = highest - min(losses) <= (1 - LEARNING) * guessing
+    if all(map(math.isfinite, losses)) and flat and last > BLOWN_UP * guessing:
+        # No step moved it, up or down: it began far off, which a LR (even a huge one) does
+        # not do within its first epoch without moving on; weights edited in a checkpoint do.
+        return (
+            f"the training loss stayed near {last:.3g} from the first epoch, far above guessing's {guessing:.3g}: "
+            f"the model began far off and never moved: if it resumed from a checkpoint (its log says which), "
+            f"delete that file and run again, else raise max_lr (this run's is {max_lr:.3g})"
+        )
     if not all(map(math.isfinite, losses)) or rose or highest > BLOWN_UP * guessing:
         return (
             f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it diverged, "
