@@ -152,9 +152,12 @@ def test_a_corrupted_zip_member_is_refused(tmp_path, downloads):
     ("member", "named"),
     [
         (symlink_member("export/train/cat/0000.png", "/etc/passwd"), "'export/train/cat/0000.png' (a symbolic link)"),
-        (tarfile.TarInfo("../escaped.png"), "'../escaped.png' (its path leads outside the archive's folder)"),
+        (tarfile.TarInfo("../escaped.png"), "'../escaped.png' (its path climbs up with '..')"),
+        # Inside the tree once resolved, but an unpacker that follows it may land elsewhere.
+        (tarfile.TarInfo("export/train/../test/cat/0.png"), "'export/train/../test/cat/0.png' (its path climbs up"),
+        (tarfile.TarInfo("/export/train/cat/0000.png"), "'/export/train/cat/0000.png' (an absolute path, outside"),
     ],
-    ids=["symlink", "dot-dot"],
+    ids=["symlink", "dot-dot", "dot-dot-inside-tree", "absolute"],
 )
 def test_unsafe_tar_members_are_named(tmp_path, downloads, member, named):
     archive = tmp_path / "export.tar.gz"

@@ -470,8 +470,11 @@ def _too_many_members(archive: Path) -> DataError:
 
 def _check_name(archive: Path, name: str) -> None:
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
-        raise _unsafe(archive, name, "its path leads outside the archive's folder")
+    if path.is_absolute():
+        raise _unsafe(archive, name, "an absolute path, outside the archive's folder")
+    if ".." in path.parts:
+        # Refused even where it would land inside (a/../b): an unpacker following it may not.
+        raise _unsafe(archive, name, "its path climbs up with '..'")
 
 
 def _unsafe(archive: Path, name: str, why: str) -> DataError:
