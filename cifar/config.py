@@ -67,20 +67,15 @@ LEARNING_RATE = f"a number from {MIN_LEARNING_RATE:g} to {MAX_OPTIMIZER_FACTOR}"
 MAX_WEIGHT_DECAY = 1
 
 
-def bounded(default, allowed: str, **constraints):
-    """A field with pydantic's constraints on its value (ge, le, lt, min_length, ...);
-    `allowed` says in words what passes, for the one-line error."""
-    return Field(default, description=allowed, **constraints)
-
-
 # Every value is a Strict type (no "3" for 3, no true for 1, ints welcome where floats go);
-# the sections themselves are lax only so that params.yaml's mappings can fill them.
+# the sections themselves are lax only so that params.yaml's mappings can fill them. A field's
+# description says in words what passes its bounds: the one-line error quotes it.
 section = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 
 
-def _distinct(names: list[str] | None) -> list[str] | None:
-    if names is not None and len(set(names)) != len(names):
-        raise ValueError("names repeat")
+def _distinct(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError  # no words: the field's description is the message
     return names
 
 
@@ -89,7 +84,7 @@ class ModelConfig:
     name: Literal["custom_resnet", "resnet18"] = "custom_resnet"
     norm: Literal["batch", "group"] = "batch"
     # resnet18 only: 1 keeps layer4 at 8x8, as in the GroupNorm reference run; 2 gives 4x4.
-    layer4_stride: StrictInt = bounded(2, "one of 1, 2", ge=1, le=2)
+    layer4_stride: StrictInt = Field(2, ge=1, le=2, description="one of 1, 2")
 
 
 # Where data.source "official" is downloaded to, relative to the working directory: the
@@ -100,40 +95,42 @@ DOWNLOAD_CACHE = "data/downloads"
 @section
 class DataConfig:
     # "official" (torchvision's md5-checked download), "synthetic", or a local path.
-    source: StrictStr = bounded(
+    source: StrictStr = Field(
         "official",
-        f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
         min_length=1,
         max_length=MAX_PATH_LENGTH,
         pattern="^[^\0]*$",
+        description=f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
     )
-    train_limit: StrictInt | None = bounded(
+    train_limit: StrictInt | None = Field(
         None,
-        f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
         ge=10,
         le=SPLIT_SIZES["train"],
+        description=f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
     )
-    test_limit: StrictInt | None = bounded(
+    test_limit: StrictInt | None = Field(
         None,
-        f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
         ge=10,
         le=SPLIT_SIZES["test"],
+        description=f"null (all) or an integer from 10 to {SPLIT_SIZES['test']}, the test split's size",
     )
 
 
 @section
 class AugmentConfig:
-    crop_padding: StrictInt = bounded(4, f"an integer from 0 to {IMAGE_SIZE}", ge=0, le=IMAGE_SIZE)
+    crop_padding: StrictInt = Field(4, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 to {IMAGE_SIZE}")
     flip: StrictBool = True
-    cutout: StrictInt = bounded(8, f"an integer from 0 (off) to {IMAGE_SIZE}, the image side", ge=0, le=IMAGE_SIZE)
+    cutout: StrictInt = Field(
+        8, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"
+    )
 
 
 @section
 class LRFindConfig:
-    start_lr: StrictFloat = bounded(1e-7, LEARNING_RATE, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)
-    end_lr: StrictFloat = bounded(0.1, LEARNING_RATE, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)
-    num_iter: StrictInt = bounded(
-        100, f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps", ge=2, le=MAX_STEPS
+    start_lr: StrictFloat = Field(1e-7, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR, description=LEARNING_RATE)
+    end_lr: StrictFloat = Field(0.1, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR, description=LEARNING_RATE)
+    num_iter: StrictInt = Field(
+        100, ge=2, le=MAX_STEPS, description=f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps"
     )
     step_mode: Literal["exp", "linear"] = "exp"
     # min_loss_div10 learns where min_loss, the reference runs' rule, sits at the edge of
@@ -149,25 +146,30 @@ DIV_FACTOR = f"a number from 1 to {MAX_DIV_FACTOR:,}"
 
 @section
 class OneCycleConfig:
-    max_at_epoch: StrictInt = bounded(5, "an integer >= 1", ge=1)
-    div_factor: StrictFloat = bounded(100.0, DIV_FACTOR, ge=1, le=MAX_DIV_FACTOR)
-    final_div_factor: StrictFloat = bounded(100.0, DIV_FACTOR, ge=1, le=MAX_DIV_FACTOR)
+    max_at_epoch: StrictInt = Field(5, ge=1, description="an integer >= 1")
+    div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
+    final_div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     three_phase: StrictBool = False
     anneal_strategy: Literal["linear", "cos"] = "linear"
 
 
 @section
 class TrainConfig:
-    epochs: StrictInt = bounded(
-        24, f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs", ge=1, le=MAX_EPOCHS
+    epochs: StrictInt = Field(
+        24, ge=1, le=MAX_EPOCHS, description=f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs"
     )
     # A batch cannot hold more images than the largest split; larger values only waste memory.
-    batch_size: StrictInt = bounded(
-        512, f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size", ge=1, le=SPLIT_SIZES["train"]
+    batch_size: StrictInt = Field(
+        512,
+        ge=1,
+        le=SPLIT_SIZES["train"],
+        description=f"an integer from 1 to {SPLIT_SIZES['train']}, the train split's size",
     )
-    weight_decay: StrictFloat = bounded(1e-7, f"a number from 0 to {MAX_WEIGHT_DECAY}", ge=0, le=MAX_WEIGHT_DECAY)
+    weight_decay: StrictFloat = Field(
+        1e-7, ge=0, le=MAX_WEIGHT_DECAY, description=f"a number from 0 to {MAX_WEIGHT_DECAY}"
+    )
     optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: StrictFloat = bounded(0.9, "a number from 0 to below 1", ge=0, lt=1)  # sgd only
+    momentum: StrictFloat = Field(0.9, ge=0, lt=1, description="a number from 0 to below 1")  # sgd only
     nesterov: StrictBool = False  # sgd only
     # "find" takes the LR the lr_find stage chose; a number overrides it.
     max_lr: Annotated[StrictFloat, Field(ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR)] | Literal["find"] = Field(
@@ -184,8 +186,11 @@ class TrainConfig:
 @section
 class EvaluateConfig:
     # How many misclassified test images the gallery shows.
-    misclassified: StrictInt = bounded(
-        20, f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows", ge=0, le=MAX_GALLERY_IMAGES
+    misclassified: StrictInt = Field(
+        20,
+        ge=0,
+        le=MAX_GALLERY_IMAGES,
+        description=f"an integer from 0 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
     )
     tta: StrictBool = False  # also report accuracy with horizontal-flip test-time augmentation
 
@@ -198,15 +203,18 @@ class ExplainConfig:
     ) = Field(
         None, description=f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names"
     )
-    images: StrictInt = bounded(
-        10, f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows", ge=1, le=MAX_GALLERY_IMAGES
+    images: StrictInt = Field(
+        10,
+        ge=1,
+        le=MAX_GALLERY_IMAGES,
+        description=f"an integer from 1 to {MAX_GALLERY_IMAGES}, the most a gallery shows",
     )
 
 
 @section
 class Params:
     # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
-    seed: StrictInt = bounded(0, "an integer from 0 to 4294967295 (2**32 - 1)", ge=0, le=2**32 - 1)
+    seed: StrictInt = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 4294967295 (2**32 - 1)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -258,17 +266,14 @@ def _one_line(errors: list[dict], raw: dict) -> str:
     key takes. A field that takes several types (max_lr: a number or "find") gets one error
     per type; the first says whether the value was of a right type."""
     # An unknown key first (a misspelt key's value is no clue), the shallowest, by name.
-    unknown = sorted((e for e in errors if e["type"] in _UNKNOWN_KEY), key=lambda e: (len(e["loc"]), str(_key(e))))
+    unknown = sorted((e for e in errors if e["type"] in _UNKNOWN_KEY), key=lambda e: (len(e["loc"]), str(e["loc"][-1])))
     error = (unknown or errors)[0]
     section, key, field = Params, [], None
     for part in error["loc"]:
         fields = section.__pydantic_fields__
-        if part not in fields:
-            if error["type"] in _UNKNOWN_KEY:
-                return (
-                    f"unknown key {'.'.join([*key, _shown_key(_key(error))])}; allowed keys here: {', '.join(fields)}"
-                )
-            break  # the type tag of a field that takes several: float, literal['find']
+        if part not in fields:  # pydantic's location leads on only through the section's keys
+            unknown_key = ".".join([*key, _shown_key(part)])
+            return f"unknown key {unknown_key}; allowed keys here: {', '.join(fields)}"
         key.append(part)
         field = fields[part]
         if not dataclasses.is_dataclass(field.annotation):
@@ -284,11 +289,6 @@ def _one_line(errors: list[dict], raw: dict) -> str:
     else:
         expected = _describe(typing.get_type_hints(section)[key[-1]])
     return f"{'.'.join(key)} = {short_repr(value)} is not allowed; expected {expected}"
-
-
-def _key(unknown: dict) -> object:
-    """The unknown key itself: pydantic's location shows a key that is no string (1, null) as text."""
-    return unknown["input"] if unknown["type"] == "invalid_key" else unknown["loc"][-1]
 
 
 def _is_integer(value: object) -> bool:

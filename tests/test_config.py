@@ -66,6 +66,8 @@ def test_the_defaults_are_the_reference_recipe():
         ("train.weight_decay", True, "train.weight_decay = True is not allowed; expected a number"),
         ("train.max_lr", "auto", "train.max_lr = 'auto' is not allowed; expected a number or one of 'find'"),
         ("train", 3, "train = 3: expected a mapping"),
+        ("train.onecycle", 5, "train.onecycle = 5: expected a mapping of keys"),
+        ("train.onecycle.three_phase", 0, "train.onecycle.three_phase = 0 is not allowed; expected true or false"),
         # impossible values
         ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer from 1 to 50000"),
         ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),
@@ -106,6 +108,13 @@ def test_the_defaults_are_the_reference_recipe():
         ("augment.flip", None, "augment.flip = None is not allowed; expected true or false"),
         ("data.source", ["a.tar.xz"], "data.source = ['a.tar.xz'] is not allowed; expected a string"),
         ("explain.layers", "layer1", "explain.layers = 'layer1' is not allowed; expected a list of strings or null"),
+        (
+            "explain.layers",
+            ["layer3", "layer3"],
+            "explain.layers = ['layer3', 'layer3'] is not allowed; expected null (the model's defaults) or a list of "
+            "1 to 8 different module names",
+        ),
+        ("explain.layers", ["layer3", 3], "explain.layers = ['layer3', 3] is not allowed; expected a list of strings"),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
