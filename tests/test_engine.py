@@ -109,6 +109,10 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
             "the training loss stayed near 7.9e+03 from the first epoch, far above guessing's 2.3: the model began "
             "far off and never moved: if it resumed from a checkpoint (its log says which), delete that file",
         ),
+        # Flat within 5% of guessing's loss, so stuck too, not a rise.
+        ([7.9e3, 7.9e3 + 0.1, 7.9e3 + 0.05], 1e-30, "the model began far off and never moved"),
+        # Down by 1.5 (more than 5% of guessing's), still far above it: it moved, it diverged.
+        ([812.0, 811.0, 810.5], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr"),
         (
             [2.2, 1.9],
             0.002,
@@ -131,6 +135,8 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         "exploded-then-collapsed",
         "non-finite",
         "stuck-far-above",
+        "stuck-within-flat",
+        "falling-far-above",
         "too-few-steps",
         "rising-below-guessing",
         "rising-within-flat",
