@@ -38,6 +38,7 @@ from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
 from cifar.reporting.plots import misclassified_figure
 from cifar.training import engine
+from cifar.training.checkpoint import read_checkpoint
 from generated import CPU
 from pipeline_repo import (
     REPO,
@@ -931,7 +932,7 @@ def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_with
         onto_a_full_disk(full_disk, torch, "save", 1, only_named=Path(paths.MODEL).name)
         with pytest.raises(OutputError, match=f"disk full while writing {paths.MODEL}"):
             stages.train.main()
-    trained = torch.load(paths.CHECKPOINT, weights_only=True)["state"]["model"]
+    trained = read_checkpoint(Path(paths.CHECKPOINT))["state"]["model"]
 
     def train_epoch(*arguments, **options):
         raise AssertionError("trained again")

@@ -1,4 +1,5 @@
 import copy
+import io
 import logging
 import os
 import signal
@@ -17,7 +18,14 @@ from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
 from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
-from cifar.training.checkpoint import EPOCH_ROW_KEYS, CheckpointFile, TrainingState, loaded_source_digest
+from cifar.training.checkpoint import (
+    EPOCH_ROW_KEYS,
+    CheckpointFile,
+    TrainingState,
+    loaded_source_digest,
+    read_checkpoint,
+    write_checkpoint,
+)
 from cifar.training.engine import fit
 from cifar.training.loader import DeviceLoader
 from cifar.training.schedule import one_cycle
@@ -87,7 +95,7 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
         train(interrupted_model, checkpoint, stop)
     assert "stopped by SIGTERM after step 2 of epoch 2" in str(stopped.value)
     assert "run `dvc repro` (or `python -m stages.train`) to resume from epoch 2" in str(stopped.value)
-    assert torch.load(checkpoint.path, weights_only=True)["state"]["epoch"] == 1
+    assert read_checkpoint(checkpoint.path)["state"]["epoch"] == 1
 
     caplog.set_level(logging.INFO)
     resumed_model = fresh_model()
@@ -213,9 +221,9 @@ def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, ca
     """Each ended in a raw KeyError, AttributeError or TypeError in the train stage."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
-    stored = torch.load(checkpoint.path, weights_only=True)
+    stored = read_checkpoint(checkpoint.path)
     damage(stored)
-    torch.save(stored, checkpoint.path)
+    write_checkpoint(checkpoint.path, stored)
     caplog.set_level(logging.INFO)
     assert checkpoint.load(epochs=3) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
@@ -278,9 +286,9 @@ def test_a_checkpoints_step_settings_are_taken_from_the_schedule_and_the_run(tmp
     interrupted_model.sigterm_at_step = 5
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError):
         train(interrupted_model, checkpoint, stop)
-    stored = torch.load(checkpoint.path, weights_only=True)
+    stored = read_checkpoint(checkpoint.path)
     stored["state"]["optimizer"]["param_groups"][0].update(edit)
-    torch.save(stored, checkpoint.path)
+    write_checkpoint(checkpoint.path, stored)
 
     resumed_model = fresh_model()
     resumed = train(resumed_model, checkpoint)
@@ -516,6 +524,41 @@ def interrupted_run(path) -> CheckpointFile:
     return checkpoint
 
 
+def swap_batchnorm_moments(payload: bytes) -> bytes:
+    """The Adam moments of BatchNorm's weight and bias, both of 8 values, swapped: a file
+    every check of its values and shapes passes."""
+    state = torch.load(io.BytesIO(payload), weights_only=True)
+    moments = state["optimizer"]["state"]
+    moments[2], moments[3] = moments[3], moments[2]
+    serialized = io.BytesIO()
+    torch.save(state, serialized)
+    return serialized.getvalue()
+
+
+def flip_a_bit(payload: bytes) -> bytes:
+    middle = len(payload) // 2
+    return payload[:middle] + bytes([payload[middle] ^ 1]) + payload[middle + 1 :]
+
+
+@pytest.mark.parametrize("edit", [swap_batchnorm_moments, flip_a_bit])
+def test_a_checkpoint_changed_after_train_saved_it_is_not_resumed(tmp_path, caplog, edit):
+    """Hand edits that kept the fingerprint (moments swapped between parameters of one shape,
+    a step of two elements, complex moments, a group LR x50, a negative BatchNorm variance)
+    trained on silently or ended in a traceback; the state's digest catches any of them."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = torch.load(checkpoint.path, weights_only=True)
+    stored["state"] = edit(stored["state"])
+    torch.save(stored, checkpoint.path)
+
+    caplog.set_level(logging.INFO)
+    resumed = train(fresh_model(), checkpoint)
+    assert (
+        f"not resuming: {checkpoint.path} is unreadable (its state does not match the digest saved with it: "
+        f"edited or damaged); training from scratch"
+    ) in caplog.messages
+    assert without_time(resumed.history) == without_time(train(fresh_model()).history)
+
+
 def weight_of_another_shape(state):
     state["model"]["body.0.weight"] = torch.zeros(16, 3, 3, 3)
 
@@ -538,9 +581,9 @@ def adam_moment_of_another_shape(state):
 )
 def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, caplog, damage, reason):
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
-    stored = torch.load(checkpoint.path, weights_only=True)
+    stored = read_checkpoint(checkpoint.path)
     damage(stored["state"])
-    torch.save(stored, checkpoint.path)
+    write_checkpoint(checkpoint.path, stored)
 
     caplog.set_level(logging.INFO)
     resumed = train(fresh_model(), checkpoint)

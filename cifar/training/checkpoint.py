@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import logging
 import math
 import sys
@@ -90,7 +91,7 @@ class TrainingState:
                     raise ValueError(
                         f"its optimizer's {key} is {short_repr(group.get(key))}, this run's {run_group[key]!r}"
                     )
-        settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+        settings = [dict(group) for group in optimizer.param_groups]
         optimizer.load_state_dict(self.optimizer)
         # The rest of a group's settings are the run's own (Adam's second beta), and the learning
         # rate and the momentum OneCycle cycles are the schedule's at this step, as step() sets
@@ -118,8 +119,7 @@ class CheckpointFile:
     fingerprint: dict  # JSON-like; must equal the stored one to resume
 
     def save(self, state: TrainingState) -> None:
-        with atomic_path(self.path) as temporary:
-            torch.save({"fingerprint": self.fingerprint, "state": state.__dict__}, temporary)
+        write_checkpoint(self.path, {"fingerprint": self.fingerprint, "state": state.__dict__})
 
     def remove(self) -> None:
         """Forget a finished run's state: the next run with the same fingerprint starts afresh."""
@@ -130,7 +130,7 @@ class CheckpointFile:
         if not self.path.is_file():
             return None
         try:
-            stored = torch.load(self.path, map_location="cpu", weights_only=True)
+            stored = read_checkpoint(self.path)
             state = TrainingState(**stored["state"])
             _check_types(stored["fingerprint"], state)
         except Exception as error:  # any damage means: do not trust it
@@ -203,6 +203,28 @@ class CheckpointFile:
         else:
             log.info("resuming from %s: %d of %d epochs done", self.path, state.epoch, epochs)
         return state
+
+
+def write_checkpoint(path: Path, contents: dict) -> None:
+    """Save {"fingerprint": ..., "state": ...} with the state as bytes beside their digest: any
+    change to them after this save (a bit flipped on disk, a hand edit) is caught whole at
+    load, before a value of it is trusted; the checks below hold for a file written otherwise."""
+    serialized = io.BytesIO()
+    torch.save(contents["state"], serialized)
+    payload = serialized.getvalue()
+    stored = {key: value for key, value in contents.items() if key != "state"}
+    stored.update(state_sha256=hashlib.sha256(payload).hexdigest(), state=payload)
+    with atomic_path(path) as temporary:
+        torch.save(stored, temporary)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """What write_checkpoint saved; raises if the state is not the one it saved."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    payload = stored.pop("state")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored.pop("state_sha256"):
+        raise ValueError("its state does not match the digest saved with it: edited or damaged")
+    return stored | {"state": torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)}
 
 
 def _check_types(fingerprint: object, state: TrainingState) -> None:
