@@ -367,6 +367,35 @@ def test_a_zip_directory_beyond_the_cap_is_refused_before_zipfile_reads_it(tmp_p
     )
 
 
+def hide_the_directory_behind_zip64_records(archive: Path) -> None:
+    """The classic end record made to say no members and a 0-byte directory, with a zip64 end
+    record and locator before it holding the real ones, which Python's zipfile takes."""
+    data = archive.read_bytes()
+    end = data.rfind(b"PK\x05\x06")
+    _, _, _, _, count, size, offset, _ = struct.unpack_from("<4s4H2LH", data, end)
+    zip64_end = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1)
+    classic = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0, 0, 0, offset, 0)
+    archive.write_bytes(data[:end] + zip64_end + locator + classic)
+
+
+def test_a_zip_directory_hidden_behind_zip64_records_is_measured_as_zipfile_reads_it(tmp_path, downloads, monkeypatch):
+    """A 462 MB zip whose classic end record claimed a 0-byte directory took 3.9 GB before the
+    member cap refused it: only a classic size of 0xFFFFFFFF sent the check to the zip64 record."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index in range(50):
+            bundle.writestr(f"export/{index}", b"")
+    hide_the_directory_behind_zip64_records(archive)
+    with zipfile.ZipFile(archive) as bundle:
+        directory = sum(46 + len(member.filename) + len(member.extra) for member in bundle.infolist())
+    assert directory > 0
+    monkeypatch.setattr(archives, "MAX_ZIP_DIRECTORY_BYTES", directory - 1)
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: its list of members takes {directory:,} bytes, more than the {directory - 1:,}"
+    )
+
+
 # 1c. What a class tree could silently mislabel, leave out or hide in a look-alike name.
 
 

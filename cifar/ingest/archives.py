@@ -429,11 +429,19 @@ def _check_zip_directory(archive: Path) -> None:
             return
         directory_size = _END_RECORD.unpack_from(tail, end)[5]
         locator = end - _ZIP64_LOCATOR.size
-        if directory_size == 0xFFFFFFFF and locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
-            stream.seek(_ZIP64_LOCATOR.unpack_from(tail, locator)[2])
-            record = stream.read(_ZIP64_END_RECORD.size)
-            if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
-                directory_size = _ZIP64_END_RECORD.unpack(record)[8]
+        if locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
+            # Python 3.11's zipfile takes the zip64 record right before the locator, whatever
+            # the classic record says (a 0-byte directory there hid 462 MB of members); the
+            # format places it where the locator points. The larger size counts.
+            end_offset = stream.tell() - len(tail) + end
+            for offset in (
+                end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size,
+                _ZIP64_LOCATOR.unpack_from(tail, locator)[2],
+            ):
+                stream.seek(max(offset, 0))
+                record = stream.read(_ZIP64_END_RECORD.size)
+                if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
+                    directory_size = max(directory_size, _ZIP64_END_RECORD.unpack(record)[8])
     if directory_size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
             f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
