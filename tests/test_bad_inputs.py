@@ -1103,6 +1103,43 @@ def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, 
     )
 
 
+def extended_header(kind: bytes, data: bytes) -> bytes:
+    header = tarfile.TarInfo("././@extended")
+    header.type, header.size = kind, len(data)
+    return header.tobuf() + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize("pax_first", [True, False], ids=["pax-then-long-name", "long-name-then-pax"])
+def test_a_member_named_two_ways_by_pax_and_a_gnu_long_name_is_refused(tree, tmp_path, downloads, pax_first):
+    """The stage took the later name, GNU tar and tarfile the pax path: a dog image trained as
+    a dog that `tar tf` lists as a cat."""
+    image = (tree / "train" / "dog" / "0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/dog/0000.png")
+    member.size = len(image)
+    pax = extended_header(tarfile.XHDTYPE, b"34 path=export/train/cat/0050.png\n")
+    long_name = extended_header(tarfile.GNUTYPE_LONGNAME, b"export/train/dog/0000.png\0")
+    headers = pax + long_name if pax_first else long_name + pax
+    archive = tmp_path / "named-twice.tar"
+    archive.write_bytes(headers + member.tobuf() + image + bytes(-len(image) % 512) + bytes(1024))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a pax "
+        f"header, and tools differ on which); the archive may hold only folders and regular files below its own "
+        f"folder: re-create it from a plain folder of images"
+    )
+
+
+def test_extended_headers_beyond_their_cap_in_all_are_refused(tree, tmp_path, downloads, monkeypatch):
+    """1,990 pax headers of 1 MiB of 5-byte records, within the 2 GiB cap, took 221 s of CPU
+    to parse; the extended headers of a whole archive now have a cap of their own."""
+    monkeypatch.setattr(archives, "MAX_EXTENDED_HEADERS_IN_ALL", 3 * 1024)
+    flood = b"".join(extended_header(tarfile.XHDTYPE, b"5 a=\n" * 200) for _ in range(4))
+    archive = tmp_path / "flood.tar"
+    archive.write_bytes(flood + (archive_of(tree, "tar")).read_bytes())
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: its extended headers (pax or GNU long names) take more than 0 MiB in all"
+    )
+
+
 def test_an_image_file_over_1_mib_is_refused_before_it_is_read(pipeline, tree):
     """A 1.5 GB sparse train/cat/big.jpg took 1.58 GB; a 6 GB one, a raw MemoryError."""
     big = tree / "train" / "cat" / "big.jpg"
