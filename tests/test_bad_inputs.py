@@ -582,6 +582,21 @@ def test_a_jpeg_named_png_is_read_by_its_content(tree, tmp_path):
     assert abs(first.astype(int) - (200, 0, 0)).max() <= 2
 
 
+def test_a_jpeg_scan_cut_short_and_closed_with_an_end_marker_is_refused(tree, downloads):
+    """libjpeg filled the missing half with grey and only warned, which Pillow keeps to itself:
+    the image was imported with its bottom 16 rows flat grey."""
+    path = tree / "train" / "cat" / "0000.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=95)
+    data = path.read_bytes()
+    scan = data.find(b"\xff\xda")
+    path.write_bytes(data[: scan + (len(data) - scan) // 2] + b"\xff\xd9")
+    assert refused(DataError, import_from, tree, downloads) == (
+        f"{path}: its JPEG data is damaged or cut short (Corrupt JPEG data: premature end of data segment); "
+        f"replace it with a 32x32 PNG or JPEG file, or remove it"
+    )
+
+
 # 4. Hangs: alias bombs, huge values in messages, named pipes.
 
 
