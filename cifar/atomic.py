@@ -1,9 +1,12 @@
 """Write outputs atomically: to a temporary sibling, then rename over the target.
 
 A stage killed half-way leaves either the previous file or none, never a torn one, so DVC
-never caches a half-written artifact. What a killed write leaves is its scratch folder,
-`.NAME.partial-PID-XXXX` beside the target: git-ignored, safe to delete, and removed by
-the next stage run (`remove_stale_scratch`).
+never caches a half-written artifact. Inside `replaced_together()` a stage's outputs are
+written first and renamed into place together at its end, with stop signals held back, so
+a failure or a signal leaves the previous outputs as they were, not a mix of old and new.
+What a killed write leaves is its scratch folder, `.NAME.partial-PID-XXXX` beside the
+target: git-ignored, safe to delete, and removed by the next stage run
+(`remove_stale_scratch`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,25 +31,95 @@ SCRATCH_MARK = ".partial-"
 TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "iostream error")
 
 
-@contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside target; on success rename it to target.
+# The writes inside replaced_together() waiting for its end: (temporary, target, scratch).
+_held: list[tuple[Path, Path, Path]] | None = None
 
-    Works for files and directories: whatever the caller creates at the yielded path
-    replaces target in one rename.
+
+@contextmanager
+def atomic_path(target: str | Path, *, at_once: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside target; on success rename it to target, at once or,
+    inside replaced_together(), at its end (`at_once`: at once even there, for a file that
+    is not an output, such as train's checkpoint).
+
+    Works for files and folders: whatever the caller creates at the yielded path replaces
+    target in one rename.
     """
     target = Path(target)
     with _write_errors_as_output_error(target):
+        if target.is_symlink():
+            raise OutputError(
+                f"{target} is a symbolic link (to {os.readlink(target)}), and stages replace their outputs whole; "
+                f"remove the link and re-run (DVC's cache keeps outputs on another disk: `dvc cache dir`)"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name), dir=target.parent))
         temporary = scratch / target.name
+        held = False
         try:
             yield temporary
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(temporary, target)
+            if _held is None or at_once:
+                with _stop_signals_held():
+                    _replace(temporary, target, scratch)
+            else:
+                _held.append((temporary, target, scratch))
+                held = True
         finally:
+            if not held:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def replaced_together() -> Iterator[None]:
+    """Inside, each output written through atomic_path waits beside its target; at the end
+    all are renamed into place, one after another with stop signals held back (delivered
+    once the last is in place). On an error inside, none is: the previous outputs stay."""
+    global _held
+    if _held is not None:
+        raise RuntimeError("replaced_together() inside replaced_together()")
+    _held = []
+    try:
+        yield
+        with _stop_signals_held():
+            for temporary, target, scratch in _held:
+                with _write_errors_as_output_error(target):
+                    _replace(temporary, target, scratch)
+                # At once: a write inside a folder written later (explain's galleries) would
+                # otherwise move its scratch along with that folder.
+                shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        for _, _, scratch in _held:
             shutil.rmtree(scratch, ignore_errors=True)
+        _held = None
+
+
+def _replace(temporary: Path, target: Path, scratch: Path) -> None:
+    if temporary.is_dir() and (target.exists() or target.is_symlink()) and not target.is_dir():
+        raise OutputError(f"{target} is a file where a folder is written; remove it and re-run")
+    if target.is_dir():
+        # The previous folder goes aside into the scratch folder first, removed with it: a
+        # crash in between leaves it whole there, not half-deleted in place.
+        os.replace(target, scratch / f"{target.name}.previous")
+    os.replace(temporary, target)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and the stop signals (cli.STOP_SIGNALS) arriving inside are noted, and handled
+    as they would have been once the block is done. (A signal mask would not do: a signal
+    for the process goes to any thread that does not block it, torch's among them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals, or may set their handlers
+        return
+    arrived: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
+    handlers = {sig: signal.signal(sig, lambda number, frame: arrived.append(number)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for number in arrived[:1]:
+            os.kill(os.getpid(), number)  # now to its own handler
 
 
 @contextmanager

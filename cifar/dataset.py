@@ -18,7 +18,7 @@ import numpy as np
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
 from cifar.errors import DataError, one_line
-from cifar.reading import read_artifact
+from cifar.reading import kind_of, read_artifact
 
 SPLITS = ("train", "test")
 # CIFAR-10 training-set channel statistics, in [0, 1] units: what every loader normalises by
@@ -117,7 +117,8 @@ def load_split(folder: str | Path, name: str) -> Split:
     """Read one split back, checking it is what the download stage wrote."""
     path = Path(folder) / f"{name}.npz"
     if not path.is_file():
-        raise DataError(f"{path}: not found; {FIX}")
+        found = "not found" if not path.exists() else f"{kind_of(path.stat().st_mode)}, not a regular file"
+        raise DataError(f"{path}: {found}; {FIX}")
     most = SPLIT_SIZES[name] * (IMAGE_BYTES + 8) + SPLIT_FILE_SLACK_BYTES
     if path.stat().st_size > most:
         raise DataError(

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from cifar.atomic import write_csv, write_json
+from cifar.atomic import replaced_together, write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
@@ -37,21 +37,22 @@ def main() -> None:
         )
 
     metrics = result.metrics()
-    write_json(paths.EVALUATE_METRICS, metrics)
-    names = np.array(test.classes)
-    write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
-    write_csv(paths.PER_CLASS, result.per_class(test.classes))
-    write_csv(
-        paths.PREDICTIONS,
-        pd.DataFrame(
-            {
-                "index": np.arange(len(result.labels)),
-                "label": result.labels,
-                "predicted": result.predicted,
-                "confidence": result.confidence,
-            }
-        ),
-    )
+    with replaced_together():
+        write_json(paths.EVALUATE_METRICS, metrics)
+        names = np.array(test.classes)
+        write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
+        write_csv(paths.PER_CLASS, result.per_class(test.classes))
+        write_csv(
+            paths.PREDICTIONS,
+            pd.DataFrame(
+                {
+                    "index": np.arange(len(result.labels)),
+                    "label": result.labels,
+                    "predicted": result.predicted,
+                    "confidence": result.confidence,
+                }
+            ),
+        )
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 

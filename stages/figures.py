@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cifar.atomic import save_figure
+from cifar.atomic import replaced_together, save_figure
 from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import Split, load_split
@@ -48,33 +48,36 @@ def main() -> None:
     history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
     predictions, per_class, confusion = read_evaluation(test)
 
-    save_figure(
-        paths.LR_FINDER_IMAGE,
-        lr_finder_figure(
-            curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
-        ),
-    )
-    save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
-    save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
-    save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
-    save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
-    save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
-    label_of = {name: label for label, name in enumerate(test.classes)}
-    save_figure(
-        paths.CONFUSION_IMAGE,
-        confusion_figure(
-            confusion["actual"].map(label_of).to_numpy(), confusion["predicted"].map(label_of).to_numpy(), test.classes
-        ),
-    )
-    gallery, drawn = misclassified_figure(
-        test.images[predictions["index"].to_numpy()],
-        predictions["label"].to_numpy(),
-        predictions["predicted"].to_numpy(),
-        predictions["confidence"].to_numpy(),
-        test.classes,
-        params.evaluate.misclassified,
-    )
-    save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
+    with replaced_together():
+        save_figure(
+            paths.LR_FINDER_IMAGE,
+            lr_finder_figure(
+                curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
+            ),
+        )
+        save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
+        save_figure(paths.ACCURACY_IMAGE, epoch_curves_figure(history, "accuracy", "accuracy"))
+        save_figure(paths.LR_SCHEDULE_IMAGE, lr_schedule_figure(step_lrs, len(step_lrs) // len(history)))
+        save_figure(paths.SAMPLES_IMAGE, augmented_samples(train, params))
+        save_figure(paths.PER_CLASS_IMAGE, per_class_figure(per_class))
+        label_of = {name: label for label, name in enumerate(test.classes)}
+        save_figure(
+            paths.CONFUSION_IMAGE,
+            confusion_figure(
+                confusion["actual"].map(label_of).to_numpy(),
+                confusion["predicted"].map(label_of).to_numpy(),
+                test.classes,
+            ),
+        )
+        gallery, drawn = misclassified_figure(
+            test.images[predictions["index"].to_numpy()],
+            predictions["label"].to_numpy(),
+            predictions["predicted"].to_numpy(),
+            predictions["confidence"].to_numpy(),
+            test.classes,
+            params.evaluate.misclassified,
+        )
+        save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
     if drawn < params.evaluate.misclassified:
         log.info(
             "only %d misclassified test images, fewer than evaluate.misclassified = %d",

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from cifar.atomic import write_csv, write_json
+from cifar.atomic import replaced_together, write_csv, write_json
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
@@ -49,11 +49,13 @@ def main() -> None:
         }
     if test.steepest_lr is not None:  # a range too short to estimate a slope has none
         metrics["steepest_lr"] = test.steepest_lr
-    write_json(paths.LR_FIND_METRICS, metrics)
-    # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
-    write_csv(paths.LR_FIND_CURVE, pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}))
-    # train's input: metrics are for comparing runs, this file for handing on the pick.
-    write_json(paths.MAX_LR_PICK, {"verdict": test.reading.verdict, "max_lr": test.max_lr})
+    curve = pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses})
+    with replaced_together():
+        write_json(paths.LR_FIND_METRICS, metrics)
+        # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
+        write_csv(paths.LR_FIND_CURVE, curve)
+        # train's input: metrics are for comparing runs, this file for handing on the pick.
+        write_json(paths.MAX_LR_PICK, {"verdict": test.reading.verdict, "max_lr": test.max_lr})
     if test.no_descent:
         if params.train.max_lr == "find":
             # The outputs above show why; DVC does not record a failed stage as done, so train never runs.

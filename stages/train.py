@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torchinfo
 
-from cifar.atomic import write_csv, write_json, write_text
+from cifar.atomic import replaced_together, write_csv, write_json, write_text
 from cifar.cli import run_stage, stop_signals
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, Params, load_params
 from cifar.dataset import check_same_classes, load_split, split_digest
@@ -39,18 +39,13 @@ def main() -> None:
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
 
     model = recipe.fresh_model(len(train.classes))
-    write_text(
-        paths.MODEL_SUMMARY,
-        str(
-            torchinfo.summary(
-                model,
-                input_size=(1, 3, 32, 32),
-                device=device,
-                verbose=0,
-                col_names=("input_size", "output_size", "num_params", "mult_adds"),
-            )
-        )
-        + "\n",
+    # Of the fresh model: torchinfo's forward pass would move a trained one's BatchNorm statistics.
+    summary = torchinfo.summary(
+        model,
+        input_size=(1, 3, 32, 32),
+        device=device,
+        verbose=0,
+        col_names=("input_size", "output_size", "num_params", "mult_adds"),
     )
     train_loader, test_loader = recipe.train_loader(train), recipe.test_loader(test)
     log.info(
@@ -77,13 +72,15 @@ def main() -> None:
             stop=stop,
         )
 
-    save_trained(paths.MODEL, model, params.model, train.classes)
     history = pd.DataFrame(result.history)
-    write_csv(paths.HISTORY, history)
-    write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
-    write_json(paths.TRAIN_METRICS, quality_metrics(history, result.chance_warning, max_lr))
-    write_json(paths.SPEED_METRICS, speed_metrics(history, train_loader.images_per_epoch))
-    write_json(paths.TRAIN_ENVIRONMENT, environment(device, precision))
+    with replaced_together():
+        save_trained(paths.MODEL, model, params.model, train.classes)
+        write_text(paths.MODEL_SUMMARY, f"{summary}\n")
+        write_csv(paths.HISTORY, history)
+        write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
+        write_json(paths.TRAIN_METRICS, quality_metrics(history, result.chance_warning, max_lr))
+        write_json(paths.SPEED_METRICS, speed_metrics(history, train_loader.images_per_epoch))
+        write_json(paths.TRAIN_ENVIRONMENT, environment(device, precision))
     final_accuracy = result.history[-1]["test_accuracy"]
     if at_chance(final_accuracy, len(train.classes), len(test)):
         raise TrainingError(

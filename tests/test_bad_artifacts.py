@@ -29,8 +29,17 @@ import stages.explain
 import stages.figures
 import stages.train
 from cifar import config
-from cifar.atomic import atomic_path, remove_stale_scratch, save_figure, write_csv, write_json
-from cifar.cli import run_stage
+from cifar.atomic import (
+    SCRATCH_MARK,
+    atomic_path,
+    remove_stale_scratch,
+    replaced_together,
+    save_figure,
+    write_csv,
+    write_json,
+    write_text,
+)
+from cifar.cli import Stopped, install_stop_handlers, run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset
 from cifar.errors import DataError, OutputError, one_line
@@ -149,14 +158,87 @@ def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     assert (tmp_path / "model.pt").read_bytes() == b"in progress"
 
 
+def test_outputs_replaced_together_are_all_new_or_all_old(tmp_path):
+    """train wrote model.pt, then failed at a read-only plots/: a new model beside the old
+    run's metrics; lr_find, killed after its first output, left a mix figures refused."""
+    first, second = tmp_path / "metrics.json", tmp_path / "plots" / "curve.csv"
+    first.write_text("old")
+    with pytest.raises(OutputError, match=f"cannot write {second}"), replaced_together():
+        write_text(first, "new")
+        (tmp_path / "plots").write_text("a file where a folder is")  # the second write fails
+        write_text(second, "new")
+    assert first.read_text() == "old"
+    (tmp_path / "plots").unlink()
+    with replaced_together():
+        write_text(first, "new")
+        write_text(second, "new")
+    assert (first.read_text(), second.read_text()) == ("new", "new")
+    assert [path.name for path in tmp_path.rglob("*") if SCRATCH_MARK in path.name] == []
+
+
+def test_a_stop_signal_while_outputs_are_renamed_waits_for_the_last(tmp_path, monkeypatch):
+    targets = [tmp_path / f"{index}.json" for index in range(3)]
+    real_replace = os.replace
+
+    def replace_then_sigterm(source, destination):
+        real_replace(source, destination)
+        if Path(destination) == targets[0]:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    install_stop_handlers()
+    monkeypatch.setattr(os, "replace", replace_then_sigterm)
+    with pytest.raises(Stopped), replaced_together():
+        for target in targets:
+            write_text(target, "new")
+    assert [target.read_text() for target in targets] == ["new"] * 3
+
+
+def test_a_folder_is_replaced_by_moving_the_previous_one_aside_not_by_deleting_it_first(tmp_path, monkeypatch):
+    """download removed its previous data folder before renaming the new one in: SIGTERM
+    during that removal left the folder without train.npz."""
+    target = tmp_path / "cifar10"
+    target.mkdir()
+    (target / "train.npz").write_text("old")
+    real_rmtree = shutil.rmtree
+
+    def interrupted_rmtree(path, *arguments, **options):
+        if Path(path).resolve() == target.resolve():
+            raise KeyboardInterrupt  # a signal in the middle of deleting the output itself
+        return real_rmtree(path, *arguments, **options)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+    with atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "train.npz").write_text("new")
+    assert (target / "train.npz").read_text() == "new"
+
+
+@pytest.mark.parametrize("kind", ["link", "file"])
+def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, kind):
+    """A symbolic link (data kept on another disk) or a file where explain writes its folder
+    was `Not a directory; make plots/images a folder you may write to`, after the work."""
+    target = tmp_path / "gradcam"
+    if kind == "link":
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+        expected = f"{target} is a symbolic link (to {tmp_path / 'elsewhere'}), and stages replace their outputs whole"
+    else:
+        target.write_text("")
+        expected = f"{target} is a file where a folder is written; remove it and re-run"
+    with pytest.raises(OutputError) as refused, atomic_path(target) as folder:
+        folder.mkdir()
+    assert str(refused.value).startswith(expected)
+
+
 def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_named: str | None = None) -> None:
     """Make owner.writer write to /dev/full, where every write fails as on a full disk (only
     writes to files named only_named, if given)."""
     real = getattr(owner, writer)
 
     def write(*arguments, **options):
-        if only_named is None or Path(arguments[path_argument]).name == only_named:
-            Path(arguments[path_argument]).symlink_to("/dev/full")
+        target = arguments[path_argument]
+        if isinstance(target, (str, os.PathLike)) and (only_named is None or Path(target).name == only_named):
+            Path(target).symlink_to("/dev/full")
         return real(*arguments, **options)
 
     monkeypatch.setattr(owner, writer, write)
@@ -499,8 +581,14 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
             "evaluate",
             "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)",
         ),
+        # It was called "not found".
+        (
+            f"{paths.DATA}/test.npz",
+            "evaluate",
+            "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)",
+        ),
     ],
-    ids=["predictions", "max-lr-pick", "plot-csv", "manifest"],
+    ids=["predictions", "max-lr-pick", "plot-csv", "manifest", "split"],
 )
 @pytest.mark.parametrize(
     ("make", "kind"),
@@ -617,7 +705,10 @@ def read_only(monkeypatch, folder: str) -> None:
     [
         ("download", "data", paths.DATA),
         ("lr_find", "metrics", paths.LR_FIND_METRICS),
-        ("train", "models", paths.MODEL_SUMMARY),
+        ("train", "models", paths.MODEL),
+        # The model came first, so it was written before the failure and the rest were not.
+        ("train", "plots", paths.HISTORY),
+        ("lr_find", "plots", paths.LR_FIND_CURVE),
         ("evaluate", "metrics", paths.EVALUATE_METRICS),
         ("figures", "plots/images", paths.LR_FINDER_IMAGE),
         ("explain", "plots/images", paths.GRADCAM_IMAGES),
@@ -635,7 +726,11 @@ def test_a_read_only_output_folder_is_one_line_in_every_stage(pipeline_run, monk
     assert exited.value.code == 2 and errors[-1] == (
         f"error: cannot write {target} (Read-only file system); make {folder} a folder you may write to, and re-run"
     )
-    assert outputs(pipeline_run) == before
+    after = outputs(pipeline_run)
+    if name == "train":  # trained: its checkpoint stays, for the next run to write the outputs from
+        checkpoints = Path(paths.CHECKPOINT).parent.as_posix()
+        assert after.pop(checkpoints) and before.pop(checkpoints) == {}
+    assert after == before
 
 
 def test_a_file_a_stage_cannot_read_is_one_line(pipeline_run, capsys):

@@ -214,7 +214,7 @@ def write_checkpoint(path: Path, contents: dict) -> None:
     payload = serialized.getvalue()
     stored = {key: value for key, value in contents.items() if key != "state"}
     stored.update(state_sha256=hashlib.sha256(payload).hexdigest(), state=payload)
-    with atomic_path(path) as temporary:
+    with atomic_path(path, at_once=True) as temporary:  # resume state, written mid-run, never an output
         torch.save(stored, temporary)
 
 
