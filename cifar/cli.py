@@ -14,6 +14,9 @@ from cifar.errors import PipelineError, one_line, out_of_memory_message, printab
 log = logging.getLogger(__name__)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
+
+
 class Stopped(BaseException):
     """A termination signal, raised wherever the stage is, so that a write in flight is undone
     as for Ctrl-C's KeyboardInterrupt."""
@@ -24,8 +27,9 @@ def _raise_stopped(signal_number, frame) -> None:
 
 
 def stop_signals() -> list[signal.Signals]:
-    """SIGTERM (kill, a job scheduler) and SIGHUP (a closed terminal), unless ignored (nohup)."""
-    return [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) != signal.SIG_IGN]
+    """SIGTERM (kill, a job scheduler), SIGHUP (a closed terminal) and SIGXCPU (a soft CPU-time
+    limit, `ulimit -t`, as batch schedulers set), unless ignored (nohup)."""
+    return [sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN]
 
 
 def install_stop_handlers() -> None:
@@ -37,6 +41,8 @@ def install_stop_handlers() -> None:
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
     name = signal.Signals(stopped.args[0]).name
+    if stopped.args[0] == signal.SIGXCPU:
+        name += " (its CPU-time limit, `ulimit -t`, ran out)"
     return f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again"
 
 
@@ -46,6 +52,17 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
+    try:
+        _run(main)
+    finally:
+        # The stage's outcome is decided and said: a signal from here to the exit (a CPU-time
+        # limit that keeps sending SIGXCPU) could only end it in a traceback.
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is _raise_stopped:
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _run(main: Callable[[], None]) -> None:
     try:
         main()
     except Stopped as stopped:
@@ -68,8 +85,3 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
             raise
         print(message, file=sys.stderr)
         sys.exit(2)
-    else:
-        # Every output is written: a signal from here to the exit could only fail a finished stage.
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is _raise_stopped:
-                signal.signal(sig, signal.SIG_IGN)

@@ -69,3 +69,11 @@ if sys.argv[:1] == ["-m"]:
     os.environ["MPLBACKEND"] = "Agg"
     # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
     install_stop_handlers()
+    # tqdm (4.66 on) takes each TQDM_* variable as a default of its own when imported: a value
+    # it cannot convert (TQDM_MININTERVAL=abc) ended five stages in a traceback.
+    try:
+        import tqdm  # noqa: F401
+    except ValueError as error:
+        settings = ", ".join(sorted(name for name in os.environ if name.startswith("TQDM_")))
+        print(f"error: tqdm cannot read its environment ({settings}): {error}; fix or unset it", file=sys.stderr)
+        raise SystemExit(2) from None

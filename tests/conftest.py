@@ -4,15 +4,16 @@ import signal
 
 import pytest
 
+from cifar.cli import STOP_SIGNALS
 from pipeline_repo import SMALL_SYNTHETIC, copy_of, dvc, make_pipeline_repo, push_results, run
 
 
 @pytest.fixture(autouse=True)
 def signal_handlers_as_they_were():
-    """A stage's main run in-process (cifar.cli.run_stage) takes over SIGTERM and SIGHUP and
+    """A stage's main run in-process (cifar.cli.run_stage) takes over its stop signals and
     ignores them once done, as a stage's process should; the test process must not keep that,
     or every subprocess started later would inherit the signals ignored."""
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     yield
     for sig, handler in before.items():
         signal.signal(sig, handler)

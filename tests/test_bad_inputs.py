@@ -13,6 +13,7 @@ import logging
 import lzma
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -1012,6 +1013,42 @@ def test_a_stage_out_of_address_space_while_importing_torch_is_one_line(pipeline
     [line] = result.stderr.splitlines()
     assert line.startswith("error: evaluate ran out of memory (") and "failed to map segment" in line, line
     assert line.endswith("); raise the memory limit (ulimit -v) or stop programs that hold memory, then run it again")
+
+
+def test_a_tqdm_setting_tqdm_cannot_read_is_one_line(pipeline):
+    """tqdm takes each TQDM_* variable as a default at import: TQDM_MININTERVAL=abc ended five
+    stages in a ValueError traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"TQDM_MININTERVAL": "abc"},
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: tqdm cannot read its environment (TQDM_MININTERVAL): could not convert string to float: 'abc'; "
+        "fix or unset it\n",
+    )
+
+
+def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
+    """`ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a word."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
+    subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
+    result = subprocess.run(
+        ["bash", "-c", "ulimit -S -t 6; exec python -m stages.lr_find"],
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 128 + signal.SIGXCPU, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: stopped by SIGXCPU (its CPU-time limit, `ulimit -t`, ran out) before lr_find finished; "
+        "no file is left half-written: run it again"
+    )
 
 
 def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeline, tree):

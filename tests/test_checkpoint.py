@@ -481,11 +481,11 @@ def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_pat
     checkpoint.remove()
 
 
-def test_sigterm_and_sighup_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
+def test_sigterm_sighup_and_sigxcpu_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
-    assert stop_signals() == [signal.SIGTERM, signal.SIGHUP]
+    assert stop_signals() == [signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU]
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
-    assert stop_signals() == [signal.SIGTERM]
+    assert stop_signals() == [signal.SIGTERM, signal.SIGXCPU]
 
 
 def test_the_signal_handler_is_restored(tmp_path):
