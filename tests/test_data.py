@@ -48,6 +48,17 @@ def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class
     assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
 
 
+def test_an_image_named_like_macos_metadata_outside_macosx_is_imported(tmp_path, class_tree):
+    """Every "._*" file was passed over without a word: a genuine PNG named "._0049.png" too."""
+    image = next(class_tree.glob("train/*/*.png"))
+    image.rename(image.with_name(f"._{image.name}"))
+    archive = Path(
+        shutil.make_archive(str(tmp_path / "export"), "zip", root_dir=class_tree.parent, base_dir=class_tree.name)
+    )
+    splits = import_dataset(DataConfig(source=str(archive)), seed=0, download_dir=tmp_path / "unused")
+    assert splits["train"].images.shape == (30, 32, 32, 3)
+
+
 def test_class_folder_images_are_stored_round_robin_over_classes(tmp_path, class_tree):
     train = import_dataset(DataConfig(source=str(class_tree)), 0, tmp_path)["train"]
     assert train.labels.tolist() == list(range(10)) * 3

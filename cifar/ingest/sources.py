@@ -280,7 +280,7 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     nested: dict[tuple[str, ...], tuple[str, str]] = {}  # by tree: a member inside a class folder's subfolder
     for name in sorted(members):
         parts = PurePosixPath(name).parts
-        if _macos_metadata(parts):
+        if _macos_metadata(parts, members[name]):
             continue
         for depth in range(min(3, len(parts) - 1)):
             split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2 :]
@@ -316,10 +316,14 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     return ClassTree(root, trees[prefix], tuple(skipped.get(prefix, ())))
 
 
-def _macos_metadata(parts: tuple[str, ...]) -> bool:
-    """What macOS's Finder adds to a zip it makes: a __MACOSX/ copy of the tree holding
-    AppleDouble "._name.jpg" files, which are file attributes, not images."""
-    return parts[0] == "__MACOSX" or parts[-1].startswith("._")
+def _macos_metadata(parts: tuple[str, ...], data: bytes) -> bool:
+    """What macOS adds to an archive it makes: Finder's __MACOSX/ copy of the tree, and tar's
+    "._name.jpg" beside each file, both holding AppleDouble file attributes, not images. A
+    genuine image merely named "._name.png" is not passed over."""
+    return parts[0] == "__MACOSX" or (parts[-1].startswith("._") and data.startswith(_APPLE_DOUBLE_MAGIC))
+
+
+_APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
 
 
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
