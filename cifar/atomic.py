@@ -36,10 +36,9 @@ _held: list[tuple[Path, Path, Path]] | None = None
 
 
 @contextmanager
-def atomic_path(target: str | Path, *, at_once: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside target; on success rename it to target, at once or,
-    inside replaced_together(), at its end (`at_once`: at once even there, for a file that
-    is not an output, such as train's checkpoint).
+    inside replaced_together(), at its end.
 
     Works for files and folders: whatever the caller creates at the yielded path replaces
     target in one rename.
@@ -57,7 +56,7 @@ def atomic_path(target: str | Path, *, at_once: bool = False) -> Iterator[Path]:
         held = False
         try:
             yield temporary
-            if _held is None or at_once:
+            if _held is None:
                 with _stop_signals_held():
                     _replace(temporary, target, scratch)
             else:

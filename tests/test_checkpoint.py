@@ -145,13 +145,17 @@ class RunsCodeWhenUnpickled:
         return (print, ("code run by loading a checkpoint",))
 
 
-def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, caplog, monkeypatch, capsys):
-    """Weights only, even where the environment tells torch to unpickle anything by default."""
+@pytest.mark.parametrize("inside", ["state", "fingerprint"])
+def test_a_checkpoint_that_would_run_code_when_loaded_is_not_loaded(tmp_path, caplog, monkeypatch, capsys, inside):
+    """Weights only, even where the environment tells torch to unpickle anything by default:
+    the file around the state as much as the state."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     caplog.set_level(logging.INFO)
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    state = TrainingState(1, {}, {}, {}, torch.Generator().get_state(), [{"epoch": 1, "note": RunsCodeWhenUnpickled()}])
-    checkpoint.save(state)
+    history = [{"epoch": 1, "note": RunsCodeWhenUnpickled()}] if inside == "state" else history_of(1)
+    state = TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history)
+    fingerprint = RunsCodeWhenUnpickled() if inside == "fingerprint" else {"run": 1}
+    write_checkpoint(checkpoint.path, {"fingerprint": fingerprint, "state": state.__dict__})
     assert checkpoint.load(epochs=3) is None
     assert "code run by loading" not in capsys.readouterr().out
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (Weights only load failed")

@@ -212,15 +212,14 @@ def write_checkpoint(path: Path, contents: dict) -> None:
     serialized = io.BytesIO()
     torch.save(contents["state"], serialized)
     payload = serialized.getvalue()
-    stored = {key: value for key, value in contents.items() if key != "state"}
-    stored.update(state_sha256=hashlib.sha256(payload).hexdigest(), state=payload)
-    with atomic_path(path, at_once=True) as temporary:  # resume state, written mid-run, never an output
+    stored = contents | {"state_sha256": hashlib.sha256(payload).hexdigest(), "state": payload}
+    with atomic_path(path) as temporary:
         torch.save(stored, temporary)
 
 
 def read_checkpoint(path: Path) -> dict:
     """What write_checkpoint saved; raises if the state is not the one it saved."""
-    stored = torch.load(path, map_location="cpu", weights_only=True)
+    stored = torch.load(path, weights_only=True)  # no tensors: those are in the state
     payload = stored.pop("state")
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored.pop("state_sha256"):
         raise ValueError("its state does not match the digest saved with it: edited or damaged")
