@@ -518,9 +518,9 @@ def test_training_state_round_trips(tmp_path):
     assert checkpoint.load(epochs=3).history == history_of(1)
 
 
-def interrupted_run(path) -> CheckpointFile:
+def interrupted_run(path, fingerprint=None) -> CheckpointFile:
     """A run stopped in epoch 2: its checkpoint holds epoch 1."""
-    checkpoint = CheckpointFile(path, {"run": 1})
+    checkpoint = CheckpointFile(path, fingerprint or {"run": 1})
     model = fresh_model()
     model.sigterm_at_step = 5
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError):
@@ -528,15 +528,29 @@ def interrupted_run(path) -> CheckpointFile:
     return checkpoint
 
 
-def swap_batchnorm_moments(payload: bytes) -> bytes:
+def edited_contents(change):
+    """The checkpoint file's contents, decoded, changed and encoded again; its digest kept."""
+
+    def edit(payload: bytes) -> bytes:
+        contents = torch.load(io.BytesIO(payload), weights_only=True)
+        change(contents)
+        serialized = io.BytesIO()
+        torch.save(contents, serialized)
+        return serialized.getvalue()
+
+    return edit
+
+
+def swap_batchnorm_moments(contents: dict) -> None:
     """The Adam moments of BatchNorm's weight and bias, both of 8 values, swapped: a file
     every check of its values and shapes passes."""
-    state = torch.load(io.BytesIO(payload), weights_only=True)
-    moments = state["optimizer"]["state"]
+    moments = contents["state"]["optimizer"]["state"]
     moments[2], moments[3] = moments[3], moments[2]
-    serialized = io.BytesIO()
-    torch.save(state, serialized)
-    return serialized.getvalue()
+
+
+def fingerprint_of_another_run(contents: dict) -> None:
+    """A checkpoint of a run with another cutout given the fingerprint of this one."""
+    contents["fingerprint"] = {"run": 1}
 
 
 def flip_a_bit(payload: bytes) -> bytes:
@@ -544,20 +558,25 @@ def flip_a_bit(payload: bytes) -> bytes:
     return payload[:middle] + bytes([payload[middle] ^ 1]) + payload[middle + 1 :]
 
 
-@pytest.mark.parametrize("edit", [swap_batchnorm_moments, flip_a_bit])
+@pytest.mark.parametrize(
+    "edit",
+    [edited_contents(swap_batchnorm_moments), edited_contents(fingerprint_of_another_run), flip_a_bit],
+    ids=["swapped-moments", "fingerprint", "flipped-bit"],
+)
 def test_a_checkpoint_changed_after_train_saved_it_is_not_resumed(tmp_path, caplog, edit):
-    """Hand edits that kept the fingerprint (moments swapped between parameters of one shape,
-    a step of two elements, complex moments, a group LR x50, a negative BatchNorm variance)
-    trained on silently or ended in a traceback; the state's digest catches any of them."""
-    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    """Hand edits (moments swapped between parameters of one shape, a step of two elements,
+    complex moments, a group LR x50, a negative BatchNorm variance, another run's state under
+    this run's fingerprint) trained on silently or ended in a traceback; the digest of the
+    whole contents catches any of them."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt", fingerprint={"run": 2})
     stored = torch.load(checkpoint.path, weights_only=True)
-    stored["state"] = edit(stored["state"])
+    stored["contents"] = edit(stored["contents"])
     torch.save(stored, checkpoint.path)
 
     caplog.set_level(logging.INFO)
-    resumed = train(fresh_model(), checkpoint)
+    resumed = train(fresh_model(), CheckpointFile(checkpoint.path, {"run": 1}))
     assert (
-        f"not resuming: {checkpoint.path} is unreadable (its state does not match the digest saved with it: "
+        f"not resuming: {checkpoint.path} is unreadable (its contents do not match the digest saved with them: "
         f"edited or damaged); training from scratch"
     ) in caplog.messages
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)

@@ -206,24 +206,24 @@ class CheckpointFile:
 
 
 def write_checkpoint(path: Path, contents: dict) -> None:
-    """Save {"fingerprint": ..., "state": ...} with the state as bytes beside their digest: any
-    change to them after this save (a bit flipped on disk, a hand edit) is caught whole at
-    load, before a value of it is trusted; the checks below hold for a file written otherwise."""
+    """Save {"fingerprint": ..., "state": ...} as bytes beside their digest: any change to
+    them after this save (a bit flipped on disk, a hand edit of a value or of the fingerprint)
+    is caught whole at load, before a value is trusted; the checks below hold for a file
+    written otherwise."""
     serialized = io.BytesIO()
-    torch.save(contents["state"], serialized)
+    torch.save(contents, serialized)
     payload = serialized.getvalue()
-    stored = contents | {"state_sha256": hashlib.sha256(payload).hexdigest(), "state": payload}
     with atomic_path(path) as temporary:
-        torch.save(stored, temporary)
+        torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": payload}, temporary)
 
 
 def read_checkpoint(path: Path) -> dict:
-    """What write_checkpoint saved; raises if the state is not the one it saved."""
-    stored = torch.load(path, weights_only=True)  # no tensors: those are in the state
-    payload = stored.pop("state")
-    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored.pop("state_sha256"):
-        raise ValueError("its state does not match the digest saved with it: edited or damaged")
-    return stored | {"state": torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)}
+    """What write_checkpoint saved; raises if it is not what it saved."""
+    stored = torch.load(path, weights_only=True)  # no tensors: those are in the contents
+    payload = stored["contents"]
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored["sha256"]:
+        raise ValueError("its contents do not match the digest saved with them: edited or damaged")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
 
 
 def _check_types(fingerprint: object, state: TrainingState) -> None:
