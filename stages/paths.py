@@ -3,8 +3,9 @@ each path is written. dvc.yaml's stage definitions interpolate it (`${paths.mode
 stages read it here, so a stage run on its own writes exactly where DVC expects its outputs,
 and a queued experiment's copy reads its own dvc.yaml."""
 
+import itertools
 import posixpath
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -15,16 +16,52 @@ PIPELINE = Path(__file__).resolve().parents[1] / "dvc.yaml"
 PARAMS = "params.yaml"
 
 
+# Where no output may go: the code, the tests and tools, git's and DVC's own folders, the
+# environment. A path needs a folder too: a top-level file would be params.yaml, dvc.yaml, ...
+PROTECTED_FOLDERS = {"cifar", "stages", "tests", "bench", "scripts", "docs", ".git", ".dvc", ".ci", ".github", ".venv"}
+
+
+def _refuse(problem: str) -> SystemExit:
+    return SystemExit(
+        f"error: {PIPELINE.name}'s paths table: {problem}; fix it, or restore it with `git checkout dvc.yaml`"
+    )
+
+
 def _read_table() -> dict[str, str]:
     try:
-        (variables,) = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))["vars"]
-        table = variables["paths"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        raise SystemExit(
-            f"error: {PIPELINE.name} has no readable `vars: - paths:` table ({type(error).__name__}: {error}); "
-            f"restore it with `git checkout {PIPELINE.name}`"
-        ) from None
+        pipeline = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise _refuse(f"{PIPELINE.name} is unreadable ({type(error).__name__})") from None
+    entries = pipeline.get("vars") if isinstance(pipeline, dict) else None
+    entries = entries if isinstance(entries, list) else []
+    tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
+    if len(tables) != 1 or not isinstance(tables[0], dict):
+        raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
+    table = tables[0]
+    for name, path in table.items():
+        problem = _path_problem(path)
+        if problem:
+            raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
+    for (name, path), (other_name, other) in itertools.permutations(table.items(), 2):
+        if path == other or path.startswith(other + "/"):
+            raise _refuse(
+                f"{name} = {path!r} is {other_name}'s path or inside it ({other!r}); each output needs its own"
+            )
     return table
+
+
+def _path_problem(path: object) -> str | None:
+    """Why a path cannot be an output's, if it cannot."""
+    if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
+        return "is not a path of printable text"
+    parts = PurePosixPath(path).parts
+    if path.startswith("/") or ".." in path.split("/") or str(PurePosixPath(path)) != path or "." in parts:
+        return "is not a plain relative path inside the repository (no leading /, '..', '.' or '//')"
+    if len(parts) < 2 or parts[0] in PROTECTED_FOLDERS:
+        return (
+            f"is not inside an output folder (a folder of its own, not one of {', '.join(sorted(PROTECTED_FOLDERS))})"
+        )
+    return None
 
 
 TABLE = _read_table()
@@ -32,9 +69,7 @@ TABLE = _read_table()
 
 def _path(name: str) -> str:
     if not isinstance(TABLE.get(name), str):
-        raise SystemExit(
-            f"error: {PIPELINE.name}'s paths table has no path `{name}`; restore it with `git checkout {PIPELINE.name}`"
-        )
+        raise _refuse(f"no path `{name}`")
     return TABLE[name]
 
 

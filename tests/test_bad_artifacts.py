@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1186,17 +1187,43 @@ def test_splits_of_other_classes_are_refused_before_training(workspace, monkeypa
     )
 
 
+def table_entry(name: str, value: str):
+    """A change to dvc.yaml's text: `value` for the path `name` in its paths table."""
+    return lambda text: re.sub(rf"(?m)^(      {name}: ).*$", lambda found: found[1] + value, text, count=1)
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        (lambda text: text.replace("\nvars:\n", "\nvariables:\n"), "has no readable `vars: - paths:` table"),
-        (lambda text: text.replace("      model: ", "      weights: "), "paths table has no path `model`"),
+        (lambda text: text.replace("\nvars:\n", "\nvariables:\n"), "no `vars:` entry holds one mapping `paths:`"),
+        (lambda text: text.replace("  - paths:\n", "  - paths: null\n  - kept:\n"), "no `vars:` entry holds one"),
+        (lambda text: text.replace("      model: ", "      weights: "), "paths table: no path `model`"),
+        # Each of these wrote where it should not, with exit code 0.
+        (table_entry("data", "cifar"), "data = 'cifar' is not inside an output folder"),
+        (table_entry("data", "../outside-data"), "data = '../outside-data' is not a plain relative path"),
+        (table_entry("predictions", "params.yaml"), "predictions = 'params.yaml' is not inside an output folder"),
+        (table_entry("gradcam_images", "plots/images"), "is gradcam_images's path or inside it ('plots/images')"),
+        (table_entry("checkpoint", "models/model.pt"), "= 'models/model.pt' is checkpoint's path or inside it"),
+        (table_entry("data", '"data/ci\\0far"'), "data = 'data/ci\\x00far' is not a path of printable text"),
+        (table_entry("data", "data/."), "data = 'data/.' is not a plain relative path"),
     ],
-    ids=["no-table", "no-model-path"],
+    ids=[
+        "no-table",
+        "null-table",
+        "no-model-path",
+        "code-folder",
+        "outside",
+        "params-file",
+        "nested",
+        "shared",
+        "nul",
+        "dot",
+    ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
-    """The stages read their paths from dvc.yaml's table: a hand edit that breaks it was a
-    KeyError traceback at import."""
+    """The stages read their paths from dvc.yaml's table: a hand edit that broke it was a
+    traceback at import, and one that pointed a path at the code, params.yaml, outside the
+    repository or at another output overwrote or deleted what was there."""
     copy_pipeline(tmp_path)
     pipeline = tmp_path / "dvc.yaml"
     pipeline.write_text(damage(pipeline.read_text()))
@@ -1204,3 +1231,14 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
+
+
+def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_path):
+    """DVC takes a list of `vars` entries; a second one was refused as a damaged table. The
+    stage gets past its paths to its first input, the params file this copy lacks."""
+    copy_pipeline(tmp_path)
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(pipeline.read_text().replace("  - paths:\n", "  - extra: 1\n  - paths:\n"))
+    result = stage(tmp_path, "evaluate", check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"error: {paths.PARAMS}: file not found")
