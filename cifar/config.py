@@ -284,6 +284,8 @@ def _one_line(errors: list[dict], raw: dict) -> str:
     value = functools.reduce(operator.getitem, key, raw)  # a whole list, where pydantic names an entry
     if error["type"] == "finite_number" or (error["type"] == "float_type" and _is_integer(value)):
         expected = "a finite number (not inf or nan)"  # inf and nan would run on and poison every result
+    elif error["type"] == "string_unicode":  # a YAML escape such as "\ud800" makes one
+        expected = "text without an unpaired surrogate, which no path or name holds"
     elif error["type"] in _OUT_OF_BOUNDS:
         expected = field.description
     else:

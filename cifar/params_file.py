@@ -101,8 +101,31 @@ class _ParamsLoader(yaml.SafeLoader):
             )
         try:
             return sign * int(digits[2:] if base != 10 else digits, base)
-        except ValueError:  # Python refuses to convert integers of more than 4,300 digits
-            raise _UnsupportedYaml(f"the integer {short_repr(node.value)} is too long", node.start_mark) from None
+        except ValueError:
+            if len(digits) > _MAX_INT_DIGITS:
+                raise _UnsupportedYaml(f"the integer {short_repr(node.value)} is too long", node.start_mark) from None
+            raise _UnsupportedYaml(  # `!!int 2.0`: a tag forces the integer constructor on any text
+                f"{short_repr(node.value)} is tagged !!int but is not an integer; write an integer", node.start_mark
+            ) from None
+
+    def construct_yaml_float(self, node):
+        try:
+            return super().construct_yaml_float(node)
+        except ValueError:  # `._` matches YAML 1.2's float pattern yet holds no digit
+            raise _UnsupportedYaml(
+                f"{short_repr(node.value)} reads as a number but is not one; write a number, or quote it for text",
+                node.start_mark,
+            ) from None
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):  # month 13, an offset of 99 hours
+            raise _UnsupportedYaml(
+                f"{short_repr(node.value)} reads as a date but is not one; write the value the key takes, "
+                f"or quote it for text",
+                node.start_mark,
+            ) from None
 
 
 # The implicit resolvers ruamel.yaml 0.19 (DVC's reader) applies to YAML 1.2: the core
@@ -120,7 +143,11 @@ _YAML_1_2_RESOLVERS = [
     ),
 ]
 _REPLACED_TAGS = {tag for tag, _, _ in _YAML_1_2_RESOLVERS}
+# Python refuses to convert integers of more than 4,300 digits (sys.int_info.default_max_str_digits).
+_MAX_INT_DIGITS = 4300
 _ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
+_ParamsLoader.add_constructor("tag:yaml.org,2002:float", _ParamsLoader.construct_yaml_float)
+_ParamsLoader.add_constructor("tag:yaml.org,2002:timestamp", _ParamsLoader.construct_yaml_timestamp)
 _ParamsLoader.add_constructor(None, _ParamsLoader.construct_tagged)
 _ParamsLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED_TAGS]
@@ -162,8 +189,16 @@ def read_params_file(path: Path) -> object:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8"
         ) from None
+    loader = _ParamsLoader(text)
     try:
-        raw = yaml.load(text, Loader=_ParamsLoader)
+        raw = loader.get_single_data()
+        if loader.yaml_version not in (None, (1, 2)):
+            # DVC's ruamel.yaml honours it: `010` would be 8 there and 10 here.
+            major, minor = loader.yaml_version
+            raise ConfigError(
+                f"{path}: a %YAML {major}.{minor} directive makes DVC read its numbers by other rules than the "
+                f"stages do; remove the directive (params.yaml is YAML 1.2)"
+            )
     except _UnsupportedYaml as error:
         raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
     except yaml.reader.ReaderError as error:
@@ -175,6 +210,8 @@ def read_params_file(path: Path) -> object:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    finally:
+        loader.dispose()
     if raw is None:
         # Every key would take its default: the full recipe on the official data, from a file
         # emptied by mistake (a failed save, `> params.yaml`).

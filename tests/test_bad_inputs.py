@@ -699,6 +699,16 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
             "seed: !!python/tuple [0, 1]\n",
             "params.yaml: line 1: a value reads as the YAML tag 'tag:yaml.org,2002:python/tuple'",
         ),
+        # Each of the next four was a ValueError traceback or named the wrong problem.
+        ("lr_find:\n  start_lr: ._\n", "params.yaml: line 2: '._' reads as a number but is not one"),
+        ("seed: 2001-13-45\n", "params.yaml: line 1: '2001-13-45' reads as a date but is not one"),
+        ("seed: 2001-12-14 21:59:43 +99:99\n", "params.yaml: line 1: '2001-12-14 21:59:43 +99:99' reads as a date"),
+        ("train:\n  epochs: !!int 2.0\n", "params.yaml: line 2: '2.0' is tagged !!int but is not an integer"),
+        # DVC honours the directive (test_limit 64 there), the stages read 100.
+        (
+            "%YAML 1.1\n---\ndata:\n  test_limit: 0100\n",
+            "params.yaml: a %YAML 1.1 directive makes DVC read its numbers by other rules than the stages do",
+        ),
     ],
     ids=[
         "latin-1",
@@ -709,6 +719,11 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         "repeated-key-inline",
         "yaml-value-key",
         "python-tag",
+        "float-without-a-digit",
+        "month-13",
+        "offset-of-99-hours",
+        "int-tag-on-a-float",
+        "yaml-1.1-directive",
     ],
 )
 def test_unreadable_params_files_are_one_line(tmp_path, text, message):

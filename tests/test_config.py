@@ -115,6 +115,11 @@ def test_the_defaults_are_the_reference_recipe():
             "1 to 8 different module names",
         ),
         ("explain.layers", ["layer3", 3], "explain.layers = ['layer3', 3] is not allowed; expected a list of strings"),
+        (
+            "data.source",
+            "/data/\ud800",
+            "data.source = '/data/\\ud800' is not allowed; expected text without an unpaired surrogate",
+        ),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
