@@ -11,12 +11,13 @@ mapped under a low `ulimit -v`), or meeting a non-ASCII path that the locale can
 encode, with exit code 2.
 """
 
+import io
 import os
 import sys
 from pathlib import Path
 
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
-from cifar.errors import out_of_memory_message
+from cifar.errors import one_line, out_of_memory_message
 
 
 def _stage_name() -> str:
@@ -69,11 +70,21 @@ if sys.argv[:1] == ["-m"]:
     os.environ["MPLBACKEND"] = "Agg"
     # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
     install_stop_handlers()
-    # tqdm (4.66 on) takes each TQDM_* variable as a default of its own when imported: a value
-    # it cannot convert (TQDM_MININTERVAL=abc) ended five stages in a traceback.
+    # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
+    # convert (TQDM_MININTERVAL=abc) or a bar it cannot draw (TQDM_BAR_FORMAT='{bogus}') ended
+    # five stages in a traceback, at import or at the first progress bar. One is drawn here.
     try:
-        import tqdm  # noqa: F401
-    except ValueError as error:
+        import tqdm
+
+        with tqdm.tqdm(total=1, file=io.StringIO()) as bar:
+            bar.update()
+    except Exception as error:  # whatever tqdm raises on a setting of its own
         settings = ", ".join(sorted(name for name in os.environ if name.startswith("TQDM_")))
-        print(f"error: tqdm cannot read its environment ({settings}): {error}; fix or unset it", file=sys.stderr)
+        if not settings:
+            raise
+        print(
+            f"error: tqdm cannot use its environment ({settings}): {type(error).__name__}: {one_line(error)}; "
+            f"fix or unset it",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None

@@ -1030,20 +1030,27 @@ def test_a_stage_out_of_address_space_while_importing_torch_is_one_line(pipeline
     assert line.endswith("); raise the memory limit (ulimit -v) or stop programs that hold memory, then run it again")
 
 
-def test_a_tqdm_setting_tqdm_cannot_read_is_one_line(pipeline):
-    """tqdm takes each TQDM_* variable as a default at import: TQDM_MININTERVAL=abc ended five
-    stages in a ValueError traceback."""
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("TQDM_MININTERVAL", "abc", "ValueError: could not convert string to float: 'abc'"),
+        ("TQDM_BAR_FORMAT", "{bogus}", "KeyError: 'bogus'"),
+    ],
+    ids=["unconvertible", "undrawable"],
+)
+def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, error):
+    """tqdm takes each TQDM_* variable as a default: TQDM_MININTERVAL=abc ended five stages in a
+    ValueError traceback at import, TQDM_BAR_FORMAT='{bogus}' train in a KeyError at its bar."""
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate"],
         cwd=pipeline,
-        env=environment(pipeline) | {"TQDM_MININTERVAL": "abc"},
+        env=environment(pipeline) | {setting: value},
         capture_output=True,
         text=True,
     )
     assert (result.returncode, result.stderr) == (
         2,
-        "error: tqdm cannot read its environment (TQDM_MININTERVAL): could not convert string to float: 'abc'; "
-        "fix or unset it\n",
+        f"error: tqdm cannot use its environment ({setting}): {error}; fix or unset it\n",
     )
 
 
@@ -1192,6 +1199,22 @@ def test_a_member_named_two_ways_by_pax_and_a_gnu_long_name_is_refused(tree, tmp
         f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a pax "
         f"header, and tools differ on which); the archive may hold only folders and regular files below its own "
         f"folder: re-create it from a plain folder of images"
+    )
+
+
+def test_a_member_named_by_two_different_gnu_long_names_is_refused(tree, tmp_path, downloads):
+    """GNU tar took the second name (a dog), Python's tarfile the first (a cat)."""
+    image = (tree / "train" / "dog" / "0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/dog/0000.png")
+    member.size = len(image)
+    names = extended_header(tarfile.GNUTYPE_LONGNAME, b"export/train/cat/0050.png\0") + extended_header(
+        tarfile.GNUTYPE_LONGNAME, b"export/train/dog/0000.png\0"
+    )
+    archive = tmp_path / "named-twice.tar"
+    archive.write_bytes(names + member.tobuf() + image + bytes(-len(image) % 512) + bytes(1024))
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a GNU long "
+        f"name before it, and tools differ on which)"
     )
 
 

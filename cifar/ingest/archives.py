@@ -271,7 +271,16 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
                 pending |= _pax_fields(data, position)
             elif header.type == tarfile.GNUTYPE_LONGNAME:
-                pending[_GNU_LONG_NAME] = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
+                long_name = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
+                if pending.get(_GNU_LONG_NAME, long_name) != long_name:
+                    # GNU tar takes the last, tarfile the first: which class cannot be told.
+                    raise _unsafe(
+                        archive,
+                        long_name,
+                        f"also named {pending[_GNU_LONG_NAME][:200]!r} by a GNU long name before it, and tools "
+                        f"differ on which",
+                    )
+                pending[_GNU_LONG_NAME] = long_name
             # A GNU long link name is skipped: links are refused with their member.
             position += _padded(header.size)
             continue
