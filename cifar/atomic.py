@@ -56,7 +56,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         held = False
         try:
             yield temporary
-            if _held is None:
+            # A write into another write's scratch (explain's galleries in their folder) is
+            # part of that write: it goes in at once, and the folder is the one held back.
+            if _held is None or any(SCRATCH_MARK in part for part in target.parent.parts):
                 with _stop_signals_held():
                     _replace(temporary, target, scratch)
             else:
@@ -71,7 +73,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def replaced_together() -> Iterator[None]:
     """Inside, each output written through atomic_path waits beside its target; at the end
     all are renamed into place, one after another with stop signals held back (delivered
-    once the last is in place). On an error inside, none is: the previous outputs stay."""
+    once the last is in place). On an error inside, none is: the previous outputs stay; on
+    an error while renaming (a target that is a busy mount point), those renamed go back."""
     global _held
     if _held is not None:
         raise RuntimeError("replaced_together() inside replaced_together()")
@@ -79,26 +82,36 @@ def replaced_together() -> Iterator[None]:
     try:
         yield
         with _stop_signals_held():
-            for temporary, target, scratch in _held:
-                with _write_errors_as_output_error(target):
-                    _replace(temporary, target, scratch)
-                # At once: a write inside a folder written later (explain's galleries) would
-                # otherwise move its scratch along with that folder.
-                shutil.rmtree(scratch, ignore_errors=True)
+            replaced = []
+            try:
+                for temporary, target, scratch in _held:
+                    with _write_errors_as_output_error(target):
+                        replaced.append((target, scratch, _replace(temporary, target, scratch)))
+            except BaseException:
+                for target, scratch, previous in reversed(replaced):
+                    os.replace(target, scratch / f"{target.name}.new")
+                    if previous is not None:
+                        os.replace(previous, target)
+                raise
     finally:
         for _, _, scratch in _held:
             shutil.rmtree(scratch, ignore_errors=True)
         _held = None
 
 
-def _replace(temporary: Path, target: Path, scratch: Path) -> None:
+def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
+    """Rename temporary onto target; return where the previous target went, if there was one."""
     if temporary.is_dir() and (target.exists() or target.is_symlink()) and not target.is_dir():
         raise OutputError(f"{target} is a file where a folder is written; remove it and re-run")
-    if target.is_dir():
-        # The previous folder goes aside into the scratch folder first, removed with it: a
-        # crash in between leaves it whole there, not half-deleted in place.
-        os.replace(target, scratch / f"{target.name}.previous")
+    previous = None
+    if target.exists():
+        # The previous output goes aside into the scratch folder first, removed with it: a
+        # crash in between leaves it whole there (a folder not half-deleted in place), and
+        # replaced_together can put it back.
+        previous = scratch / f"{target.name}.previous"
+        os.replace(target, previous)
     os.replace(temporary, target)
+    return previous
 
 
 @contextmanager

@@ -177,6 +177,33 @@ def test_outputs_replaced_together_are_all_new_or_all_old(tmp_path):
     assert [path.name for path in tmp_path.rglob("*") if SCRATCH_MARK in path.name] == []
 
 
+def test_a_rename_that_fails_midway_puts_the_outputs_renamed_before_it_back(tmp_path, monkeypatch):
+    """With data/predictions.csv a busy mount point, evaluate's metrics were already new when
+    its rename failed, the rest old: a mix."""
+    targets = [tmp_path / "metrics.json", tmp_path / "gallery", tmp_path / "predictions.csv"]
+    targets[0].write_text("old")
+    targets[1].mkdir()
+    (targets[1] / "a.png").write_text("old")
+    targets[2].write_text("old")
+    real_replace = os.replace
+
+    def busy_at_the_last(source, destination):
+        if Path(source) == targets[2]:  # moving it aside, as a mount point refuses
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(source))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", busy_at_the_last)
+    busy = f"cannot write {targets[2]} \\(Device or resource busy\\)"
+    with pytest.raises(OutputError, match=busy), replaced_together():
+        write_text(targets[0], "new")
+        with atomic_path(targets[1]) as folder:
+            folder.mkdir()
+            write_text(folder / "a.png", "new")
+        write_text(targets[2], "new")
+    assert [targets[0].read_text(), (targets[1] / "a.png").read_text(), targets[2].read_text()] == ["old"] * 3
+    assert [path.name for path in tmp_path.rglob("*") if SCRATCH_MARK in path.name] == []
+
+
 def test_a_stop_signal_while_outputs_are_renamed_waits_for_the_last(tmp_path, monkeypatch):
     targets = [tmp_path / f"{index}.json" for index in range(3)]
     real_replace = os.replace
