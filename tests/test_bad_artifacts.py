@@ -178,7 +178,7 @@ def test_outputs_replaced_together_are_all_new_or_all_old(tmp_path):
 
 
 def test_a_rename_that_fails_midway_puts_the_outputs_renamed_before_it_back(tmp_path, monkeypatch):
-    """With data/predictions.csv a busy mount point, evaluate's metrics were already new when
+    """With its predictions CSV a busy mount point, evaluate's metrics were already new when
     its rename failed, the rest old: a mix."""
     targets = [tmp_path / "metrics.json", tmp_path / "gallery", tmp_path / "predictions.csv"]
     targets[0].write_text("old")
@@ -1230,7 +1230,7 @@ def table_entry(name: str, value: str):
         (table_entry("data", "../outside-data"), "data = '../outside-data' is not a plain relative path"),
         (table_entry("predictions", "params.yaml"), "predictions = 'params.yaml' is not inside an output folder"),
         (table_entry("gradcam_images", "plots/images"), "is gradcam_images's path or inside it ('plots/images')"),
-        (table_entry("checkpoint", "models/model.pt"), "= 'models/model.pt' is checkpoint's path or inside it"),
+        (table_entry("checkpoint", paths.MODEL), f"= {paths.MODEL!r} is checkpoint's path or inside it"),
         (table_entry("data", '"data/ci\\0far"'), "data = 'data/ci\\x00far' is not a path of printable text"),
         (table_entry("data", "data/."), "data = 'data/.' is not a plain relative path"),
     ],
