@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cifar.errors import ConfigError, short_repr
+from cifar.errors import ConfigError, one_line, short_repr
 
 # params.yaml nests three levels; anything far deeper is a mistake, refused before it
 # reaches Python's recursion limit.
@@ -210,6 +210,12 @@ def read_params_file(path: Path) -> object:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError, OverflowError) as error:
+        # PyYAML's own constructors on an explicit tag they cannot apply: `!!bool maybe`, `!!set 5`.
+        raise ConfigError(
+            f"{path}: a tagged value YAML cannot build ({type(error).__name__}: {one_line(error)}); "
+            f"write a plain value, without a !!tag"
+        ) from None
     finally:
         loader.dispose()
     if raw is None:

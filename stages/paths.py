@@ -9,9 +9,11 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
 
-PIPELINE = Path(__file__).resolve().parents[1] / "dvc.yaml"
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / "dvc.yaml"
 # The file DVC reads params from by default; cifar.load_params takes it as its default too.
 PARAMS = "params.yaml"
 
@@ -30,7 +32,7 @@ def _refuse(problem: str) -> SystemExit:
 def _read_table() -> dict[str, str]:
     try:
         pipeline = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except Exception as error:  # PyYAML's constructors raise KeyError, ValueError, ... on a tagged value
         raise _refuse(f"{PIPELINE.name} is unreadable ({type(error).__name__})") from None
     entries = pipeline.get("vars") if isinstance(pipeline, dict) else None
     entries = entries if isinstance(entries, list) else []
@@ -42,7 +44,8 @@ def _read_table() -> dict[str, str]:
         problem = _path_problem(path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
-    for (name, path), (other_name, other) in itertools.permutations(table.items(), 2):
+    # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
+    for (name, path), (other_name, other) in itertools.permutations([*table.items(), ("cache", DOWNLOAD_CACHE)], 2):
         if path == other or path.startswith(other + "/"):
             raise _refuse(
                 f"{name} = {path!r} is {other_name}'s path or inside it ({other!r}); each output needs its own"
@@ -61,6 +64,12 @@ def _path_problem(path: object) -> str | None:
         return (
             f"is not inside an output folder (a folder of its own, not one of {', '.join(sorted(PROTECTED_FOLDERS))})"
         )
+    if any(SCRATCH_MARK in part for part in parts):
+        return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
+    # A link on the way (`out -> cifar`) leads where the text does not say.
+    resolved = (REPO / path).resolve()
+    if not resolved.is_relative_to(REPO) or resolved.relative_to(REPO).parts[:1] != parts[:1]:
+        return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
 
 

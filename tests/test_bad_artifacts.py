@@ -1233,6 +1233,11 @@ def table_entry(name: str, value: str):
         (table_entry("checkpoint", paths.MODEL), f"= {paths.MODEL!r} is checkpoint's path or inside it"),
         (table_entry("data", '"data/ci\\0far"'), "data = 'data/ci\\x00far' is not a path of printable text"),
         (table_entry("data", "data/."), "data = 'data/.' is not a plain relative path"),
+        # Pass 11: the download cache replaced by the data, a path in a scratch folder the next
+        # stage run deleted, a tagged value that PyYAML cannot build.
+        (table_entry("data", "data/downloads"), "data = 'data/downloads' is cache's path or inside it"),
+        (table_entry("predictions", "plots/.x.partial-1/p.csv"), "names a scratch folder ('.partial-')"),
+        (table_entry("data", "!!bool maybe"), "dvc.yaml is unreadable (KeyError)"),
     ],
     ids=[
         "no-table",
@@ -1245,6 +1250,9 @@ def table_entry(name: str, value: str):
         "shared",
         "nul",
         "dot",
+        "download-cache",
+        "scratch",
+        "tagged",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
@@ -1258,6 +1266,21 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
+
+
+def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path):
+    """With `out -> cifar` in the repository and `data: out/training`, download replaced the
+    package's training code with data files, exit code 0."""
+    copy_pipeline(tmp_path)
+    (tmp_path / "out").symlink_to("cifar")
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(table_entry("data", "out/training")(pipeline.read_text()))
+    result = stage(tmp_path, "download", check=False)
+    assert result.returncode == 1
+    assert f"data = 'out/training' leads through a symbolic link to {tmp_path.resolve() / 'cifar/training'}" in (
+        result.stderr
+    )
+    assert (tmp_path / "cifar/training/recipe.py").exists()
 
 
 def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_path):

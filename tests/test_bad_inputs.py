@@ -704,6 +704,8 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         ("seed: 2001-13-45\n", "params.yaml: line 1: '2001-13-45' reads as a date but is not one"),
         ("seed: 2001-12-14 21:59:43 +99:99\n", "params.yaml: line 1: '2001-12-14 21:59:43 +99:99' reads as a date"),
         ("train:\n  epochs: !!int 2.0\n", "params.yaml: line 2: '2.0' is tagged !!int but is not an integer"),
+        ("evaluate:\n  tta: !!bool maybe\n", "params.yaml: a tagged value YAML cannot build (KeyError: 'maybe')"),
+        ("seed: !!set 5\n", "params.yaml: a tagged value YAML cannot build (ValueError: "),
         # DVC honours the directive (test_limit 64 there), the stages read 100.
         (
             "%YAML 1.1\n---\ndata:\n  test_limit: 0100\n",
@@ -723,6 +725,8 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         "month-13",
         "offset-of-99-hours",
         "int-tag-on-a-float",
+        "bool-tag-on-text",
+        "set-tag-on-a-number",
         "yaml-1.1-directive",
     ],
 )
@@ -1215,6 +1219,22 @@ def test_a_member_named_by_two_different_gnu_long_names_is_refused(tree, tmp_pat
     assert refused(DataError, import_from, archive, downloads).startswith(
         f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a GNU long "
         f"name before it, and tools differ on which)"
+    )
+
+
+def test_a_member_named_by_two_different_pax_headers_is_refused(tree, tmp_path, downloads):
+    """GNU tar and tarfile filed it under different classes."""
+    image = (tree / "train" / "dog" / "0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/dog/0000.png")
+    member.size = len(image)
+    names = extended_header(tarfile.XHDTYPE, b"34 path=export/train/cat/0050.png\n") + extended_header(
+        tarfile.XHDTYPE, b"34 path=export/train/dog/0000.png\n"
+    )
+    archive = tmp_path / "named-twice.tar"
+    archive.write_bytes(names + member.tobuf() + image + bytes(-len(image) % 512) + bytes(1024))
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a pax "
+        f"header before it, and tools differ on which)"
     )
 
 

@@ -269,7 +269,15 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             if header.type == tarfile.XGLTYPE:
                 global_fields |= _pax_fields(data, position)
             elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-                pending |= _pax_fields(data, position)
+                fields = _pax_fields(data, position)
+                if pending.get("path", fields.get("path")) != fields.get("path", pending.get("path")):
+                    # Two pax headers naming one member: tarfile takes one, GNU tar the other.
+                    raise _unsafe(
+                        archive,
+                        fields["path"],
+                        f"also named {pending['path'][:200]!r} by a pax header before it, and tools differ on which",
+                    )
+                pending |= fields
             elif header.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
                 if pending.get(_GNU_LONG_NAME, long_name) != long_name:
