@@ -41,7 +41,7 @@ def _read_table() -> dict[str, str]:
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     table = tables[0]
     for name, path in table.items():
-        problem = _path_problem(path)
+        problem = _path_problem(path, links_checked=name != "checkpoint")
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
@@ -53,8 +53,9 @@ def _read_table() -> dict[str, str]:
     return table
 
 
-def _path_problem(path: object) -> str | None:
-    """Why a path cannot be an output's, if it cannot."""
+def _path_problem(path: object, links_checked: bool) -> str | None:
+    """Why a path cannot be an output's, if it cannot. (The resume checkpoint's folder may be a
+    link: scripts/ci_setup.py links it into a self-hosted runner's lasting state.)"""
     if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
         return "is not a path of printable text"
     parts = PurePosixPath(path).parts
@@ -66,9 +67,10 @@ def _path_problem(path: object) -> str | None:
         )
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
-    # A link on the way (`out -> cifar`) leads where the text does not say.
-    resolved = (REPO / path).resolve()
-    if not resolved.is_relative_to(REPO) or resolved.relative_to(REPO).parts[:1] != parts[:1]:
+    # A link among its folders (`out -> cifar`) leads where the text does not say. (The output
+    # itself may be a link: DVC's symlink cache makes them, and readers and writers check it.)
+    resolved = (REPO / path).parent.resolve() / parts[-1]
+    if links_checked and (not resolved.is_relative_to(REPO) or resolved.relative_to(REPO).parts[:1] != parts[:1]):
         return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
 
