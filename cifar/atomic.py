@@ -25,6 +25,10 @@ from pathlib import Path
 from cifar.errors import OutputError, one_line
 
 SCRATCH_MARK = ".partial-"
+# The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
+# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`). Renames of outputs hold them back,
+# with Ctrl-C's SIGINT; cifar.cli turns them into one line.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
 # How torch.save's C++ writer reports a full disk, without an errno: "[enforce fail at
 # inline_container.cc:672] . unexpected pos 704 vs 598", or for a small file
 # "basic_ios::clear: iostream error".
@@ -101,7 +105,7 @@ def replaced_together() -> Iterator[None]:
 
 def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
     """Rename temporary onto target; return where the previous target went, if there was one."""
-    if temporary.is_dir() and (target.exists() or target.is_symlink()) and not target.is_dir():
+    if temporary.is_dir() and target.exists() and not target.is_dir():
         raise OutputError(f"{target} is a file where a folder is written; remove it and re-run")
     previous = None
     if target.exists():
@@ -116,15 +120,16 @@ def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
 
 @contextmanager
 def _stop_signals_held() -> Iterator[None]:
-    """Ctrl-C and the stop signals (cli.STOP_SIGNALS) arriving inside are noted, and handled
+    """Ctrl-C and the stop signals arriving inside are noted, and handled
     as they would have been once the block is done. (A signal mask would not do: a signal
     for the process goes to any thread that does not block it, torch's among them.)"""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread handles signals, or may set their handlers
         return
     arrived: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
-    handlers = {sig: signal.signal(sig, lambda number, frame: arrived.append(number)) for sig in held}
+    handlers = {
+        sig: signal.signal(sig, lambda number, frame: arrived.append(number)) for sig in (signal.SIGINT, *STOP_SIGNALS)
+    }
     try:
         yield
     finally:

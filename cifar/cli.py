@@ -8,13 +8,10 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from cifar.atomic import remove_stale_scratch
+from cifar.atomic import STOP_SIGNALS, remove_stale_scratch
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
 log = logging.getLogger(__name__)
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
 
 
 class Stopped(BaseException):
@@ -27,8 +24,7 @@ def _raise_stopped(signal_number, frame) -> None:
 
 
 def stop_signals() -> list[signal.Signals]:
-    """SIGTERM (kill, a job scheduler), SIGHUP (a closed terminal) and SIGXCPU (a soft CPU-time
-    limit, `ulimit -t`, as batch schedulers set), unless ignored (nohup)."""
+    """The stop signals (cifar.atomic.STOP_SIGNALS) that are not ignored (as under nohup)."""
     return [sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN]
 
 

@@ -272,7 +272,7 @@ def _one_line(errors: list[dict], raw: dict) -> str:
     for part in error["loc"]:
         fields = section.__pydantic_fields__
         if part not in fields:  # pydantic's location leads on only through the section's keys
-            unknown_key = ".".join([*key, _shown_key(part)])
+            unknown_key = ".".join([*key, _shown_key(_as_written(part, functools.reduce(operator.getitem, key, raw)))])
             return f"unknown key {unknown_key}; allowed keys here: {', '.join(fields)}"
         key.append(part)
         field = fields[part]
@@ -297,8 +297,25 @@ def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _as_written(name: object, section: dict) -> object:
+    """The key of section that pydantic's location names: it gives `true` as 1, null as 'None'."""
+    for matches in (
+        lambda key: key == name and type(key) is type(name),
+        lambda key: key == name,
+        lambda key: str(key) == str(name),
+    ):
+        found = [key for key in section if matches(key)]
+        if found:
+            return found[0]
+    return name
+
+
 def _shown_key(name: object) -> str:
     """A YAML key may be a number or null, long, or hold a look-alike or invisible letter."""
+    if name is None:
+        return "null (YAML's null; quote it for text)"
+    if isinstance(name, bool):
+        return f"{str(name).lower()} (YAML's boolean; quote it for text)"
     if not isinstance(name, str) or len(name) > 60:
         return short_repr(name)
     if not (name.isascii() and name.isprintable()):

@@ -4,6 +4,7 @@ file that cannot be read is a one-line ConfigError naming the line."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import yaml
@@ -24,7 +25,45 @@ class _UnsupportedYaml(yaml.MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class _ParamsLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated in one mapping as DVC's reader refuses it:
+    PyYAML keeps the last silently, so a stage run on its own would read what `dvc repro`
+    never runs."""
+
+    def get_single_data(self):
+        # YAML 1.1 (PyYAML) breaks lines at NEL, LS and PS, YAML 1.2 (DVC's reader) does not:
+        # `# note<U+2028>  test_limit: 50` was a key to the stages, inside a comment to DVC.
+        found = re.search("[\x85\u2028\u2029]", self.buffer)
+        if found:
+            line = len(re.split(r"\r\n?|\n", self.buffer[: found.start()]))
+            raise _UnsupportedYaml(
+                f"{unicodedata.name(found[0], 'NEXT LINE (NEL)')} (U+{ord(found[0]):04X}) is a line break to this "
+                f"reader and not to DVC's; remove it",
+                yaml.Mark(self.name, found.start(), line - 1, 0, None, None),
+            )
+        return super().get_single_data()
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            # `<<` merges a mapping in, whose keys may override by design; DVC refuses a
+            # second `<<`, as PyYAML would apply both, the last winning.
+            key = "<<" if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in first_lines
+            except TypeError:  # an unhashable key, which the base class refuses
+                continue
+            if repeated:
+                raise _UnsupportedYaml(
+                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one "
+                    f"of them",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+class _ParamsLoader(UniqueKeyLoader):
     """PyYAML's safe loader, made fit for a hand-edited params.yaml.
 
     PyYAML follows YAML 1.1; DVC reads and writes params.yaml by YAML 1.2 (ruamel.yaml), and
@@ -34,8 +73,7 @@ class _ParamsLoader(yaml.SafeLoader):
     ruamel.yaml applies to YAML 1.2 (below), and a value DVC takes for a string reaches
     validation as one. Anchors and
     aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
-    aliases) expands into a structure too big to print or check. Nesting is bounded. A key
-    repeated in one mapping is refused, as DVC refuses it: PyYAML would keep the last silently.
+    aliases) expands into a structure too big to print or check. Nesting is bounded.
     """
 
     def __init__(self, stream):
@@ -57,25 +95,6 @@ class _ParamsLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.nesting -= 1
-
-    def construct_mapping(self, node, deep=False):
-        first_lines = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<` may override keys, by design
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                repeated = key in first_lines
-            except TypeError:  # an unhashable key, which the base class refuses
-                continue
-            if repeated:
-                raise _UnsupportedYaml(
-                    f"the key {short_repr(key)} appears a second time (first at line {first_lines[key]}); keep one "
-                    f"of them",
-                    key_node.start_mark,
-                )
-            first_lines[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
 
     def construct_tagged(self, node):
         """A tag no safe loader knows: `!!python/tuple`, `!custom`, or a bare `=` (YAML 1.1's

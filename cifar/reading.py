@@ -7,11 +7,15 @@ ends. Every artifact a stage parses (JSON metrics, CSVs, the data manifest) is r
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import struct
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
-from cifar.errors import DataError
+from cifar.errors import DataError, one_line, printable
 
 # Metrics and manifests hold a dozen numbers or names: any such file cut at this size is no
 # JSON a stage wrote, and is refused unparsed.
@@ -53,3 +57,73 @@ def read_artifact(path: str | Path, limit: int, fix: str, too_large: str | None 
     if size > limit:
         raise DataError(f"{path}: {size:,} bytes, {too_large or f'more than the {limit:,} it may take'}; {fix}")
     return data
+
+
+# torch.save writes a record per tensor and a few of its own: a ResNet18 checkpoint with its
+# optimizer state has 190, listed in 11.7 KB. zipfile makes a Python object of about 0.5 KB of
+# each 46-byte entry, so a file of a million empty records would take ten times its size.
+MAX_TORCH_DIRECTORY_BYTES = 1 << 20
+
+
+def torch_file_problem(source: Path | bytes) -> str | None:
+    """Why `source` (a file, or bytes) is not as torch.save writes, in words; None if it may be.
+
+    torch.save writes a zip of uncompressed records, each no larger than the file, while
+    torch.load inflates a compressed record whole: a 1.5 MB file holding a deflated record of
+    1.5 GB of zeros took 5 GB to load (2-core CPU, 2026-12-01). Checked here first, a load
+    takes no more memory than the file's size.
+    """
+    with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as stream:
+        directory_size = zip_directory_size(stream)
+        if directory_size > MAX_TORCH_DIRECTORY_BYTES:
+            return f"its list of records takes {directory_size:,} bytes, where torch.save's take about 12 KB"
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                records = archive.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
+            return f"not the zip archive torch.save writes: {one_line(error)}"
+        size = stream.seek(0, os.SEEK_END)
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            return f"its record {printable(record.filename)[:80]!r} is compressed, which torch.save never does"
+    if sum(record.file_size for record in records) > size:
+        return "its records claim more bytes than the file holds"
+    return None
+
+
+def zip_directory_size(stream: BinaryIO) -> int:
+    """The size of a zip's central directory (its list of members), from its end records
+    alone (APPNOTE.TXT 4.3.14-4.3.16); 0 without a readable end record, which zipfile refuses.
+
+    Hand-written because zipfile has no public way to read the end record alone, and parses
+    the whole directory into Python objects before it says how many members there are.
+    """
+    # The end record is followed by a comment of up to 64 KiB.
+    stream.seek(max(0, stream.seek(0, os.SEEK_END) - _END_RECORD.size - 0xFFFF))
+    tail = stream.read()
+    end = tail.rfind(_END_SIGNATURE)
+    if end < 0 or end + _END_RECORD.size > len(tail):
+        return 0
+    directory_size = _END_RECORD.unpack_from(tail, end)[5]
+    locator = end - _ZIP64_LOCATOR.size
+    if locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
+        # Python 3.11's zipfile takes the zip64 record right before the locator, whatever
+        # the classic record says (a 0-byte directory there hid 462 MB of members); the
+        # format places it where the locator points. The larger size counts.
+        end_offset = stream.tell() - len(tail) + end
+        for offset in (
+            end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size,
+            _ZIP64_LOCATOR.unpack_from(tail, locator)[2],
+        ):
+            stream.seek(max(offset, 0))
+            record = stream.read(_ZIP64_END_RECORD.size)
+            if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
+                directory_size = max(directory_size, _ZIP64_END_RECORD.unpack(record)[8])
+    return directory_size
+
+
+_END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+# signature, disk numbers, entries (2), directory size and offset, comment length
+_END_RECORD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions, disks, entries (2), directory size

@@ -8,16 +8,17 @@ a stage still loads its libraries (or anywhere it has no handler of its own) end
 line and exit code 130, not a traceback, SIGTERM or SIGHUP in one line and 128 + its
 number; so does running out of memory while loading them (torch's libraries cannot be
 mapped under a low `ulimit -v`), or meeting a non-ASCII path that the locale cannot
-encode, with exit code 2.
+encode, or a damaged paths table in dvc.yaml, with exit code 2.
 """
 
+import importlib
 import io
 import os
 import sys
 from pathlib import Path
 
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
-from cifar.errors import one_line, out_of_memory_message
+from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
 
 def _stage_name() -> str:
@@ -38,6 +39,9 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
         )
         raise SystemExit(130)
+    if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
+        print(f"error: {printable(str(error))}", file=sys.stderr)
+        raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         print(
             f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
@@ -61,6 +65,22 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     sys.__excepthook__(kind, error, trace)
 
 
+def _draw_the_stages_progress_bars() -> None:
+    """train's epoch bar (cifar.training.engine) and torch-lr-finder's, drawn into a buffer."""
+    import tqdm
+
+    terminal, sys.stderr = sys.stderr, io.StringIO()  # tqdm's default file, read at each bar
+    try:
+        with tqdm.tqdm(total=2, desc="epoch 1/1", unit="step", leave=True) as bar:
+            bar.update()
+            bar.set_postfix(loss="2.303", acc="0.100", lr="1.00e-02")
+            bar.update()
+        for _ in tqdm.tqdm(range(2)):
+            pass
+    finally:
+        sys.stderr = terminal
+
+
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
@@ -71,20 +91,22 @@ if sys.argv[:1] == ["-m"]:
     # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
-    # convert (TQDM_MININTERVAL=abc) or a bar it cannot draw (TQDM_BAR_FORMAT='{bogus}') ended
-    # five stages in a traceback, at import or at the first progress bar. One is drawn here.
-    try:
-        import tqdm
-
-        with tqdm.tqdm(total=1, file=io.StringIO()) as bar:
-            bar.update()
-    except Exception as error:  # whatever tqdm raises on a setting of its own
-        settings = ", ".join(sorted(name for name in os.environ if name.startswith("TQDM_")))
-        if not settings:
-            raise
-        print(
-            f"error: tqdm cannot use its environment ({settings}): {type(error).__name__}: {one_line(error)}; "
-            f"fix or unset it",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+    # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm (all but download)
+    # in a traceback at import; one it cannot use (TQDM_FILE, a string where a stream goes) or
+    # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
+    # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
+    if _stage_name() != "download":
+        try:
+            _draw_the_stages_progress_bars()
+        except Exception as error:  # whatever tqdm raises on a setting of its own
+            settings = ", ".join(sorted(name for name in os.environ if name.startswith("TQDM_")))
+            if not settings:
+                raise
+            print(
+                f"error: tqdm cannot use its environment ({settings}): {type(error).__name__}: {one_line(error)}; "
+                f"fix or unset it",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
+    # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
+    importlib.import_module("stages.paths")

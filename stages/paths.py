@@ -11,6 +11,8 @@ import yaml
 
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
+from cifar.errors import ConfigError, one_line
+from cifar.params_file import UniqueKeyLoader
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "dvc.yaml"
@@ -23,17 +25,22 @@ PARAMS = "params.yaml"
 PROTECTED_FOLDERS = {"cifar", "stages", "tests", "bench", "scripts", "docs", ".git", ".dvc", ".ci", ".github", ".venv"}
 
 
-def _refuse(problem: str) -> SystemExit:
-    return SystemExit(
-        f"error: {PIPELINE.name}'s paths table: {problem}; fix it, or restore it with `git checkout dvc.yaml`"
-    )
+def _refuse(problem: str, where: str = f"{PIPELINE.name}'s paths table") -> ConfigError:
+    return ConfigError(f"{where}: {problem}; fix it, or restore it with `git checkout dvc.yaml`")
 
 
 def _read_table() -> dict[str, str]:
     try:
-        pipeline = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
+        loader = UniqueKeyLoader(PIPELINE.read_text(encoding="utf-8"))
+        try:
+            pipeline = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as error:  # a key written twice, which DVC refuses too
+        line = f"line {error.problem_mark.line + 1}: " if error.problem_mark else ""
+        raise _refuse(f"{line}{error.problem}", where=PIPELINE.name) from None
     except Exception as error:  # PyYAML's constructors raise KeyError, ValueError, ... on a tagged value
-        raise _refuse(f"{PIPELINE.name} is unreadable ({type(error).__name__})") from None
+        raise _refuse(f"unreadable ({type(error).__name__}: {one_line(error)})", where=PIPELINE.name) from None
     entries = pipeline.get("vars") if isinstance(pipeline, dict) else None
     entries = entries if isinstance(entries, list) else []
     tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
@@ -65,6 +72,9 @@ def _path_problem(path: object, links_checked: bool) -> str | None:
         return (
             f"is not inside an output folder (a folder of its own, not one of {', '.join(sorted(PROTECTED_FOLDERS))})"
         )
+    folder_file = next((folder for folder in PurePosixPath(path).parents if (REPO / folder).is_file()), None)
+    if folder_file:
+        return f"puts an output inside {folder_file}, which is a file, not a folder"
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
     # A link among its folders (`out -> cifar`) leads where the text does not say. (The output

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from cifar.cli import STOP_SIGNALS
+from cifar.atomic import STOP_SIGNALS
 from pipeline_repo import SMALL_SYNTHETIC, copy_of, dvc, make_pipeline_repo, push_results, run
 
 

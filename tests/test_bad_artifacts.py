@@ -49,7 +49,7 @@ from cifar.models import build_model, load_trained, save_trained
 from cifar.reporting.plots import misclassified_figure
 from cifar.training import engine
 from cifar.training.checkpoint import read_checkpoint
-from generated import CPU
+from generated import CPU, deflate_records
 from pipeline_repo import (
     REPO,
     SMALL_SYNTHETIC,
@@ -432,7 +432,7 @@ def write_with(model=(), **changes):
         (write_with(classes=[]), "(classes = [], not a list of different, non-empty names)"),
         (write_with(classes="abcdefghij"), "(classes = 'abcdefghij', not a list of different, non-empty names)"),
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
-        (Path.touch, "(unreadable or truncated: EOFError)"),
+        (Path.touch, "(not the zip archive torch.save writes: File is not a zip file)"),
         (
             write_another_models_weights,
             "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:",
@@ -480,6 +480,28 @@ def test_any_other_runtime_error_keeps_its_traceback():
 
     with pytest.raises(RuntimeError, match="a bug"):
         run_stage(main, [])
+
+
+def test_a_model_file_of_compressed_records_is_refused_before_torch_inflates_them(tmp_path):
+    """torch.load inflates a compressed record whole: a 1.5 MB model.pt holding 1.5 GB of
+    deflated zeros took evaluate to 5 GB before it was refused."""
+    copy_pipeline(tmp_path)
+    (tmp_path / paths.PARAMS).write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    model = tmp_path / paths.MODEL
+    model.parent.mkdir(parents=True)
+    uncompressed = tmp_path / "model.pt"
+    torch.save({"padding": torch.zeros(512 << 20, dtype=torch.uint8)}, uncompressed)
+    deflate_records(uncompressed, model)
+    uncompressed.unlink()
+    result, peak = stage_with_peak_memory(tmp_path, "evaluate")
+    model.write_bytes(b"")
+    _, peak_refusing_an_empty_file = stage_with_peak_memory(tmp_path, "evaluate")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {paths.MODEL}: not a model saved by the train stage (its record 'model/data.pkl' is compressed, "
+        f"which torch.save never does); re-create it with `dvc repro train`"
+    )
+    assert peak - peak_refusing_an_empty_file < 128 << 20, f"{peak >> 20} MiB, {peak_refusing_an_empty_file >> 20}"
 
 
 @pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["folder", "named-pipe"])
@@ -1237,7 +1259,14 @@ def table_entry(name: str, value: str):
         # stage run deleted, a tagged value that PyYAML cannot build.
         (table_entry("data", "data/downloads"), "data = 'data/downloads' is cache's path or inside it"),
         (table_entry("predictions", "plots/.x.partial-1/p.csv"), "names a scratch folder ('.partial-')"),
-        (table_entry("data", "!!bool maybe"), "dvc.yaml is unreadable (KeyError)"),
+        (table_entry("data", "!!bool maybe"), "dvc.yaml: unreadable (KeyError: 'maybe')"),
+        # Pass 12: a key written twice, which DVC refuses, wrote where the second said; a path
+        # under a file was refused with the advice to make pyproject.toml a folder.
+        (
+            lambda text: re.sub(r"(?m)^(      predictions: .*\n)", r"\1      predictions: plots/p.csv\n", text),
+            "the key 'predictions' appears a second time",
+        ),
+        (table_entry("data", "requirements.txt/cifar10"), "puts an output inside requirements.txt, which is a file"),
     ],
     ids=[
         "no-table",
@@ -1253,17 +1282,20 @@ def table_entry(name: str, value: str):
         "download-cache",
         "scratch",
         "tagged",
+        "key-twice",
+        "under-a-file",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
     """The stages read their paths from dvc.yaml's table: a hand edit that broke it was a
     traceback at import, and one that pointed a path at the code, params.yaml, outside the
-    repository or at another output overwrote or deleted what was there."""
+    repository or at another output overwrote or deleted what was there. Each is refused
+    before the stage loads torch (819 MiB), which took evaluate 2.4 s and explain 6 s."""
     copy_pipeline(tmp_path)
     pipeline = tmp_path / "dvc.yaml"
     pipeline.write_text(damage(pipeline.read_text()))
-    result = stage(tmp_path, "evaluate", check=False)
-    assert result.returncode == 1
+    result, peak = stage_with_peak_memory(tmp_path, "evaluate")
+    assert result.returncode == 2 and peak < 256 << 20, (result.returncode, peak >> 20)
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
 
@@ -1276,7 +1308,7 @@ def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path):
     pipeline = tmp_path / "dvc.yaml"
     pipeline.write_text(table_entry("data", "out/training")(pipeline.read_text()))
     result = stage(tmp_path, "download", check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"data = 'out/training' leads through a symbolic link to {tmp_path.resolve() / 'cifar/training'}" in (
         result.stderr
     )

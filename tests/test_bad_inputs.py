@@ -149,6 +149,12 @@ def test_a_corrupted_zip_member_is_refused(tmp_path, downloads):
     assert "the archive is corrupt or truncated (Error -3 while decompressing data: invalid block type)" in message
 
 
+def pax_named(path: str) -> tarfile.TarInfo:
+    member = tarfile.TarInfo("renamed-by-its-pax-header")
+    member.pax_headers = {"path": path}
+    return member
+
+
 @pytest.mark.parametrize(
     ("member", "named"),
     [
@@ -157,8 +163,10 @@ def test_a_corrupted_zip_member_is_refused(tmp_path, downloads):
         # Inside the tree once resolved, but an unpacker that follows it may land elsewhere.
         (tarfile.TarInfo("export/train/../test/cat/0.png"), "'export/train/../test/cat/0.png' (its path climbs up"),
         (tarfile.TarInfo("/export/train/cat/0000.png"), "'/export/train/cat/0000.png' (an absolute path, outside"),
+        # GNU tar cuts the name at the NUL: a cat image there, a file left out here.
+        (pax_named("export/train/cat/0000.png\0.txt"), "'export/train/cat/0000.png\\x00.txt' (a NUL byte in its name"),
     ],
-    ids=["symlink", "dot-dot", "dot-dot-inside-tree", "absolute"],
+    ids=["symlink", "dot-dot", "dot-dot-inside-tree", "absolute", "nul-in-pax-path"],
 )
 def test_unsafe_tar_members_are_named(tmp_path, downloads, member, named):
     archive = tmp_path / "export.tar.gz"
@@ -330,6 +338,20 @@ def test_two_exports_side_by_side_are_refused(tree, downloads, archive_format):
     assert refused(DataError, import_from, source, downloads) == (
         f"data.source = {str(source)!r} holds 2 train/ and test/ trees (a, b), and which one is meant cannot be told; "
         f"keep only one of them in data.source"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
+def test_a_train_folder_without_its_test_folder_beside_an_export_is_refused(tree, downloads, archive_format):
+    """a/ held train/ and test/, old/ only train/: a/ was imported and old/'s images left
+    out without a word."""
+    both = tree.parent / "both"
+    shutil.copytree(tree, both / "a")
+    shutil.copytree(tree / "train", both / "old/train")
+    source = both if archive_format == "folder" else Path(shutil.make_archive(str(both), archive_format, root_dir=both))
+    assert refused(DataError, import_from, source, downloads) == (
+        f"data.source = {str(source)!r} holds the train/ and test/ tree at a and, at old, a train/ or test/ folder "
+        f"without the other, which would be left out; keep only the tree to import in data.source"
     )
 
 
@@ -711,6 +733,19 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
             "%YAML 1.1\n---\ndata:\n  test_limit: 0100\n",
             "params.yaml: a %YAML 1.1 directive makes DVC read its numbers by other rules than the stages do",
         ),
+        # DVC refuses each of these; the stages used test_limit 50.
+        (
+            "data:\n  <<: {test_limit: 100}\n  <<: {test_limit: 50}\n",
+            "params.yaml: line 3: the key '<<' appears a second time (first at line 2); keep one of them",
+        ),
+        (
+            "data:\n  train_limit: 500  # a note\u2028  test_limit: 50\n",
+            "params.yaml: line 2: LINE SEPARATOR (U+2028) is a line break to this reader and not to DVC's; remove it",
+        ),
+        (
+            "data:\n  train_limit: 500\x85  test_limit: 50\n",
+            "params.yaml: line 2: NEXT LINE (NEL) (U+0085) is a line break to this reader and not to DVC's",
+        ),
     ],
     ids=[
         "latin-1",
@@ -728,6 +763,9 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         "bool-tag-on-text",
         "set-tag-on-a-number",
         "yaml-1.1-directive",
+        "two-merge-keys",
+        "line-separator",
+        "next-line",
     ],
 )
 def test_unreadable_params_files_are_one_line(tmp_path, text, message):
@@ -1039,12 +1077,20 @@ def test_a_stage_out_of_address_space_while_importing_torch_is_one_line(pipeline
     [
         ("TQDM_MININTERVAL", "abc", "ValueError: could not convert string to float: 'abc'"),
         ("TQDM_BAR_FORMAT", "{bogus}", "KeyError: 'bogus'"),
+        ("TQDM_FILE", "/dev/null", "AttributeError: 'str' object has no attribute 'write'"),
+        (
+            "TQDM_BAR_FORMAT",
+            "{l_bar}{bar}{r_bar}{n:{postfix}}",
+            "ValueError: Invalid format specifier ', acc=0.100, loss=2.303, lr=1.00e-02' for object of type 'int'",
+        ),
     ],
-    ids=["unconvertible", "undrawable"],
+    ids=["unconvertible", "undrawable", "not-a-stream", "undrawable-with-train-figures"],
 )
 def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, error):
     """tqdm takes each TQDM_* variable as a default: TQDM_MININTERVAL=abc ended five stages in a
-    ValueError traceback at import, TQDM_BAR_FORMAT='{bogus}' train in a KeyError at its bar."""
+    ValueError traceback at import, TQDM_BAR_FORMAT='{bogus}' train in a KeyError at its bar,
+    TQDM_FILE (a string where a stream goes) lr_find and train at theirs, and a format that
+    needs train's figures after a bar (`{n:{postfix}}`) train mid-epoch."""
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate"],
         cwd=pipeline,
@@ -1230,6 +1276,70 @@ def test_a_member_named_twice_by_one_kind_of_header_is_refused(tree, tmp_path, d
     )
 
 
+def with_header_bytes(member: bytes, offset: int, value: bytes) -> bytes:
+    """A tar member with bytes of its header replaced, and its checksum made right again."""
+    header = bytearray(member[:512])
+    header[offset : offset + len(value)] = value
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + member[512:]
+
+
+def member_bytes(name: str, data: bytes, kind: bytes = tarfile.REGTYPE, tar_format=tarfile.USTAR_FORMAT) -> bytes:
+    member = tarfile.TarInfo(name)
+    member.type, member.size = kind, len(data)
+    return member.tobuf(tar_format) + data + bytes(-len(data) % 512)
+
+
+def gnu_header_with_a_prefix(image: bytes) -> bytes:
+    return with_header_bytes(member_bytes("9999.png", image, tar_format=tarfile.GNU_FORMAT), 345, b"export/train/dog")
+
+
+def v7_header_with_a_prefix(image: bytes) -> bytes:
+    return with_header_bytes(gnu_header_with_a_prefix(image), 257, bytes(8))
+
+
+def old_style_folder_with_data(image: bytes) -> bytes:
+    """A folder entry in the old style (type NUL, a name ending in '/') that declares the
+    member after it as its data: tar skips that member, tarfile reads it."""
+    hidden = member_bytes("export/train/dog/9999.png", image)
+    folder = tarfile.TarInfo("export/train/dog/")
+    folder.type, folder.size = tarfile.AREGTYPE, len(hidden)
+    return folder.tobuf(tarfile.USTAR_FORMAT) + hidden
+
+
+@pytest.mark.parametrize(
+    ("member", "name", "why"),
+    [
+        (
+            gnu_header_with_a_prefix,
+            "export/train/dog/9999.png",
+            "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not",
+        ),
+        (
+            v7_header_with_a_prefix,
+            "export/train/dog/9999.png",
+            "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not",
+        ),
+        (old_style_folder_with_data, "export/train/dog", "an old-style folder entry that declares "),
+        (
+            lambda image: member_bytes("export/train/cat/9999.png/", image),
+            "export/train/cat/9999.png/",
+            "a file whose name ends in '/', which GNU tar extracts as a folder",
+        ),
+    ],
+    ids=["gnu-header-prefix", "v7-header-prefix", "old-style-folder-with-data", "file-named-like-a-folder"],
+)
+def test_a_tar_header_that_gnu_tar_reads_otherwise_is_refused(tree, tmp_path, downloads, member, name, why):
+    """Each was imported into a class folder where `tar xf` puts no file (beside the tree, or a
+    folder), or hid the member after it from tar: a cat image trained as a dog."""
+    archive = tmp_path / "read-two-ways.tar"
+    image = (tree / "train" / "cat" / "0000.png").read_bytes()
+    archive.write_bytes(member(image) + archive_of(tree, "tar").read_bytes())
+    message = refused(DataError, import_from, archive, downloads)
+    assert message.startswith(f"{archive}: unsafe member {name!r} ({why}") and "tools differ on which file" in message
+
+
 def test_extended_headers_beyond_their_cap_in_all_are_refused(tree, tmp_path, downloads, monkeypatch):
     """1,990 pax headers of 1 MiB of 5-byte records, within the 2 GiB cap, took 221 s of CPU
     to parse; the extended headers of a whole archive now have a cap of their own."""
@@ -1312,14 +1422,21 @@ def test_two_joined_zips_are_refused_not_read_as_the_second(tree, tmp_path, down
     )
 
 
-def test_a_zip_with_windows_separators_says_so(tree, tmp_path, downloads):
+@pytest.mark.parametrize("beside_the_tree", [False, True], ids=["every-member", "one-member-beside-the-tree"])
+def test_a_zip_with_windows_separators_says_so(tree, tmp_path, downloads, beside_the_tree):
+    """One such member beside a tree of '/' names was left out without a word: unzip reads
+    `train\\dog\\9999.png` as train/dog/9999.png."""
     archive = tmp_path / "windows.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):
-            bundle.write(path, "\\".join(path.relative_to(tree.parent).parts))
+            parts = path.relative_to(tree.parent).parts
+            bundle.write(path, "/".join(parts) if beside_the_tree else "\\".join(parts))
+        if beside_the_tree:
+            bundle.write(path, "export\\train\\dog\\9999.png")
+    first = next(name for name in zipfile.ZipFile(archive).namelist() if "\\" in name)
     assert refused(DataError, import_from, archive, downloads) == (
-        f"data.source = {str(archive)!r}: no train/ and test/ folders found, as its member names separate folders with "
-        f"'\\' (some Windows tools write them so); re-create it with '/' between folders, as `zip -r` does"
+        f"{archive}: member {first!r} separates folders with '\\' (some Windows tools write them so); re-create the "
+        f"zip with '/' between folders, as `zip -r` does"
     )
 
 

@@ -1,4 +1,5 @@
 import copy
+import hashlib
 import io
 import logging
 import os
@@ -30,7 +31,7 @@ from cifar.training.engine import fit
 from cifar.training.loader import DeviceLoader
 from cifar.training.schedule import one_cycle
 from cifar.training.stop import StopRequest
-from generated import CPU, cpu_recipe, random_split
+from generated import CPU, cpu_recipe, deflate_records, random_split
 from stages import paths
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=1))
@@ -136,7 +137,9 @@ def test_a_finished_checkpoint_finishes_the_run_and_a_damaged_one_starts_over(tm
         assert torch.equal(resumed_model.state_dict()[name], tensor), name
     checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:500])
     assert checkpoint.load(epochs=3) is None
-    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} is unreadable (PytorchStreamReader failed")
+    assert caplog.messages[-1].startswith(
+        f"not resuming: {checkpoint.path} is unreadable (not the zip archive torch.save writes: "
+    )
     assert caplog.messages[-1].endswith("); training from scratch")
 
 
@@ -578,6 +581,43 @@ def test_a_checkpoint_changed_after_train_saved_it_is_not_resumed(tmp_path, capl
     assert (
         f"not resuming: {checkpoint.path} is unreadable (its contents do not match the digest saved with them: "
         f"edited or damaged); training from scratch"
+    ) in caplog.messages
+    assert without_time(resumed.history) == without_time(train(fresh_model()).history)
+
+
+def compress_records(path: Path) -> None:
+    deflate_records(path, path.with_suffix(".deflated"))
+    path.with_suffix(".deflated").replace(path)
+
+
+def compress_the_contents(path: Path) -> None:
+    """The contents' own records compressed, under a digest of the compressed bytes."""
+    stored = torch.load(path, weights_only=True)
+    contents = path.with_name("contents.pt")
+    contents.write_bytes(stored["contents"])
+    compress_records(contents)
+    payload = contents.read_bytes()
+    torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": payload}, path)
+
+
+@pytest.mark.parametrize(
+    ("compress", "reason"),
+    [
+        (compress_records, "its record 'checkpoint/data.pkl' is compressed"),
+        (compress_the_contents, "its saved contents: its record 'archive/data.pkl' is compressed"),
+    ],
+    ids=["file", "contents"],
+)
+def test_a_checkpoint_of_compressed_records_is_not_inflated_nor_resumed(tmp_path, caplog, compress, reason):
+    """torch.load inflates a compressed record whole: a 1.5 MB checkpoint holding 1.5 GB of
+    deflated zeros took train to 5 GB before it started from scratch. torch.save never
+    compresses, so such a file is refused unread."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    compress(checkpoint.path)
+    caplog.set_level(logging.INFO)
+    resumed = train(fresh_model(), checkpoint)
+    assert (
+        f"not resuming: {checkpoint.path} is unreadable ({reason}, which torch.save never does); training from scratch"
     ) in caplog.messages
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)
 

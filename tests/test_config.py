@@ -203,6 +203,20 @@ def test_unknown_keys_that_are_not_strings_are_named_too():
         parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [(True, "true (YAML's boolean; quote it for text)"), (None, "null (YAML's null; quote it for text)")],
+    ids=["true", "null"],
+)
+def test_an_unknown_key_yaml_reads_as_a_boolean_or_null_is_named_as_written(key, shown):
+    """`true: 5` under `train:` was named `train.1`, which the file does not hold."""
+    raw = default_raw()
+    raw["train"][key] = 5
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    assert str(caught.value).startswith(f"params.yaml: unknown key train.{shown}; allowed keys here: epochs,")
+
+
 def test_an_unknown_key_is_named_whole_up_to_60_characters_and_cut_short_beyond():
     for key, shown in [("k" * 60, "k" * 60), ("k" * 61, f"'{'k' * 27}...{'k' * 28}'")]:
         with pytest.raises(ConfigError) as caught:

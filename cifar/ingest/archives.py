@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cifar.errors import DataError, short_repr
+from cifar.reading import zip_directory_size
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 
@@ -311,6 +312,9 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         _check_name(archive, name)
         if size < 0:
             raise _CorruptArchive(f"member {name[:200]!r} declares a negative size")
+        why = _read_otherwise_by_gnu_tar(block, header, name, size, named_elsewhere="path" in fields or long_name)
+        if why:
+            raise _unsafe(archive, name, f"{why}, and tools differ on which file it is")
         if header.type == tarfile.DIRTYPE:
             # No data follows a folder's header, whatever size it declares: tar and tarfile read
             # the next block as a header, and skipping `size` bytes would hide the members there.
@@ -319,6 +323,25 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         position += _padded(size)
         if header.type in _FILE_TYPES:
             _add_member(members, name, data, archive)
+
+
+def _read_otherwise_by_gnu_tar(
+    block: bytes, header: tarfile.TarInfo, name: str, size: int, named_elsewhere: bool
+) -> str | None:
+    """Where GNU tar reads a member's header otherwise than tarfile, in words (the images
+    would land in another class, or none, when extracted): a member tarfile imports as a cat
+    that `tar xf` puts beside the tree, or leaves out while tar extracts it."""
+    if not named_elsewhere and block[257:263] != b"ustar\0" and block[345]:
+        # Only a POSIX ustar header has a name prefix there; in an old GNU or V7 header those
+        # bytes are times or nothing, yet tarfile puts them before the name.
+        return "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not"
+    if header.type == tarfile.DIRTYPE and block[156:157] == b"\0" and size:
+        # An old-style folder (type NUL, a name ending in '/'): tar skips the data it
+        # declares, tarfile reads it as the next headers.
+        return f"an old-style folder entry that declares {size:,} bytes of data"
+    if header.type in _FILE_TYPES and name.endswith("/") and PurePosixPath(name).parts:  # not './', nameless
+        return "a file whose name ends in '/', which GNU tar extracts as a folder"
+    return None
 
 
 def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit: int, stored: int | None) -> bytes:
@@ -404,6 +427,13 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             )
         for member in members:
             _check_name(archive, member.filename)
+            if "\\" in member.filename:
+                # unzip takes it for '/', as some Windows tools mean it; here it would be one
+                # name outside any class folder, an image left out without a word.
+                raise DataError(
+                    f"{archive}: member {member.filename[:200]!r} separates folders with '\\' (some Windows tools "
+                    f"write them so); re-create the zip with '/' between folders, as `zip -r` does"
+                )
             _check_unicode_path_field(archive, member)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
             file_type = stat.S_IFMT(member.external_attr >> 16)
@@ -451,46 +481,15 @@ def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
 
 
 def _check_zip_directory(archive: Path) -> None:
-    """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES, reading
-    only its end records (APPNOTE.TXT 4.3.14-4.3.16), before zipfile parses that directory.
-
-    Hand-written because zipfile has no public way to read the end record alone. A zip
-    without a readable end record is left to zipfile, which refuses it.
-    """
+    """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES before
+    zipfile parses that directory."""
     with archive.open("rb") as stream:
-        # The end record is followed by a comment of up to 64 KiB.
-        stream.seek(max(0, stream.seek(0, 2) - _END_RECORD.size - 0xFFFF))
-        tail = stream.read()
-        end = tail.rfind(_END_SIGNATURE)
-        if end < 0 or end + _END_RECORD.size > len(tail):
-            return
-        directory_size = _END_RECORD.unpack_from(tail, end)[5]
-        locator = end - _ZIP64_LOCATOR.size
-        if locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
-            # Python 3.11's zipfile takes the zip64 record right before the locator, whatever
-            # the classic record says (a 0-byte directory there hid 462 MB of members); the
-            # format places it where the locator points. The larger size counts.
-            end_offset = stream.tell() - len(tail) + end
-            for offset in (
-                end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size,
-                _ZIP64_LOCATOR.unpack_from(tail, locator)[2],
-            ):
-                stream.seek(max(offset, 0))
-                record = stream.read(_ZIP64_END_RECORD.size)
-                if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
-                    directory_size = max(directory_size, _ZIP64_END_RECORD.unpack(record)[8])
+        directory_size = zip_directory_size(stream)
     if directory_size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
             f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
             f"a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
         )
-
-
-_END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
-# signature, disk numbers, entries (2), directory size and offset, comment length
-_END_RECORD = struct.Struct("<4s4H2LH")
-_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
-_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions, disks, entries (2), directory size
 
 
 def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:
@@ -514,6 +513,8 @@ def _too_many_members(archive: Path) -> DataError:
 
 
 def _check_name(archive: Path, name: str) -> None:
+    if "\0" in name:  # a pax path may hold one; tar cuts the name there, Python does not
+        raise _unsafe(archive, name, "a NUL byte in its name, where tools cut it short")
     path = PurePosixPath(name)
     if path.is_absolute():
         raise _unsafe(archive, name, "an absolute path, outside the archive's folder")

@@ -170,10 +170,15 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         official = _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
         if official:
             return _load_official_batches(official[0].parent, source)
-        trees = _find_folders(root, lambda folder: all(_is_folder(folder / name) for name in SPLITS), listing)
+        found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
+        trees = [folder for folder in found if all(_is_folder(folder / name) for name in SPLITS)]
         if not trees:
             raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
-        _check_one_tree(source, [str(tree.relative_to(root)) for tree in trees])
+        _check_one_tree(
+            source,
+            [str(tree.relative_to(root)) for tree in trees],
+            [str(folder.relative_to(root)) for folder in found if folder not in trees],
+        )
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         raise DataError(
@@ -300,15 +305,13 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
                     skipped.setdefault(prefix, []).append(where)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
     if not complete:
-        if any("\\" in name for name in members):
-            raise DataError(
-                f"data.source = {str(archive)!r}: no train/ and test/ folders found, as its member names separate "
-                f"folders with '\\' (some Windows tools write them so); re-create it with '/' between folders, as "
-                f"`zip -r` does"
-            )
         raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
     complete.sort(key=lambda parts: (len(parts), parts))
-    _check_one_tree(archive, ["/".join(prefix) or "." for prefix in complete])
+    _check_one_tree(
+        archive,
+        ["/".join(prefix) or "." for prefix in complete],
+        sorted("/".join(prefix) or "." for prefix in trees.keys() - complete),
+    )
     prefix = complete[0]
     if prefix in nested:
         raise _nested_folder(*nested[prefix])
@@ -333,12 +336,19 @@ def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
     return [folder for folder in candidates if matches(folder)]
 
 
-def _check_one_tree(source: Path, trees: list[str]) -> None:
-    """Two exports side by side: importing either would silently leave out the other."""
+def _check_one_tree(source: Path, trees: list[str], halves: list[str]) -> None:
+    """Two exports side by side, or one beside a folder holding only train/ or only test/:
+    importing one would silently leave out the other."""
     if len(trees) > 1:
         raise DataError(
             f"data.source = {str(source)!r} holds {len(trees)} train/ and test/ trees ({', '.join(trees[:4])}), "
             f"and which one is meant cannot be told; keep only one of them in data.source"
+        )
+    if halves:
+        raise DataError(
+            f"data.source = {str(source)!r} holds the train/ and test/ tree at {trees[0]} and, at {halves[0]}, "
+            f"a train/ or test/ folder without the other, which would be left out; keep only the tree to import "
+            f"in data.source"
         )
 
 

@@ -15,6 +15,7 @@ from cifar.dataset import CIFAR10_MEAN, CIFAR10_STD
 from cifar.errors import ConfigError, DataError, one_line, short_repr
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
+from cifar.reading import torch_file_problem
 
 
 def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Module:
@@ -70,6 +71,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         raise DataError(
             f"{path}: a folder, named pipe or device, not a file; remove it and re-create it with `dvc repro train`"
         )
+    problem = torch_file_problem(path)
+    if problem:
+        raise _not_a_model(path, problem)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

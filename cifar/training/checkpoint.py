@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
 from cifar.errors import one_line, short_repr
+from cifar.reading import torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +220,16 @@ def write_checkpoint(path: Path, contents: dict) -> None:
 
 def read_checkpoint(path: Path) -> dict:
     """What write_checkpoint saved; raises if it is not what it saved."""
+    problem = torch_file_problem(path)
+    if problem:
+        raise ValueError(problem)
     stored = torch.load(path, weights_only=True)  # no tensors: those are in the contents
     payload = stored["contents"]
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored["sha256"]:
         raise ValueError("its contents do not match the digest saved with them: edited or damaged")
+    problem = torch_file_problem(payload)
+    if problem:
+        raise ValueError(f"its saved contents: {problem}")
     return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
 
 
