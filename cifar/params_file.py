@@ -25,10 +25,17 @@ class _UnsupportedYaml(yaml.MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key repeated in one mapping as DVC's reader refuses it:
-    PyYAML keeps the last silently, so a stage run on its own would read what `dvc repro`
-    never runs."""
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a file as DVC's reader (ruamel.yaml, YAML 1.2) does, or
+    refusing it as DVC would.
+
+    PyYAML follows YAML 1.1, and a scalar the two read differently made a stage train with a
+    value DVC never showed: `epochs: 1:00` was 60 epochs here (base 60) and the string '1:00'
+    to `dvc params diff`; `010` was 8, `yes`/`on` were true. So booleans, integers and floats
+    resolve by the rules ruamel.yaml applies to YAML 1.2 (below), and a value DVC takes for a
+    string stays one. A key repeated in one mapping is refused, as DVC refuses it: PyYAML
+    keeps the last silently, so a stage run on its own would read what `dvc repro` never runs.
+    """
 
     def get_single_data(self):
         # YAML 1.1 (PyYAML) breaks lines at NEL, LS and PS, YAML 1.2 (DVC's reader) does not:
@@ -61,40 +68,6 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 )
             first_lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
-
-
-class _ParamsLoader(UniqueKeyLoader):
-    """PyYAML's safe loader, made fit for a hand-edited params.yaml.
-
-    PyYAML follows YAML 1.1; DVC reads and writes params.yaml by YAML 1.2 (ruamel.yaml), and
-    a scalar the two read differently made a stage train with a value DVC never showed:
-    `epochs: 1:00` was 60 epochs here (base 60) and the string '1:00' to `dvc params diff`;
-    `010` was 8, `yes`/`on` were true. So booleans, integers and floats resolve by the rules
-    ruamel.yaml applies to YAML 1.2 (below), and a value DVC takes for a string reaches
-    validation as one. Anchors and
-    aliases are refused: params.yaml never needs them, and an alias bomb (aliases of
-    aliases) expands into a structure too big to print or check. Nesting is bounded.
-    """
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.nesting = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if getattr(event, "anchor", None) is not None:
-            raise _UnsupportedYaml(
-                "anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark
-            )
-        if self.nesting >= MAX_YAML_NESTING:
-            raise _UnsupportedYaml(
-                f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark
-            )
-        self.nesting += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.nesting -= 1
 
     def construct_tagged(self, node):
         """A tag no safe loader knows: `!!python/tuple`, `!custom`, or a bare `=` (YAML 1.1's
@@ -147,6 +120,32 @@ class _ParamsLoader(UniqueKeyLoader):
             ) from None
 
 
+class _ParamsLoader(Yaml12Loader):
+    """Yaml12Loader, made fit for a hand-edited params.yaml. Anchors and aliases are refused:
+    params.yaml never needs them, and an alias bomb (aliases of aliases) expands into a
+    structure too big to print or check. Nesting is bounded."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nesting = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise _UnsupportedYaml(
+                "anchors and aliases (&name, *name) are not supported; write each value out", event.start_mark
+            )
+        if self.nesting >= MAX_YAML_NESTING:
+            raise _UnsupportedYaml(
+                f"nested more than {MAX_YAML_NESTING} levels deep; params.yaml's sections nest three", event.start_mark
+            )
+        self.nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+
+
 # The implicit resolvers ruamel.yaml 0.19 (DVC's reader) applies to YAML 1.2: the core
 # schema's, plus `_` between digits and 0b binary, which ruamel.yaml also reads as numbers.
 # Each is tried in this order for a scalar's first character; null, timestamps and `<<`
@@ -164,16 +163,16 @@ _YAML_1_2_RESOLVERS = [
 _REPLACED_TAGS = {tag for tag, _, _ in _YAML_1_2_RESOLVERS}
 # Python refuses to convert integers of more than 4,300 digits (sys.int_info.default_max_str_digits).
 _MAX_INT_DIGITS = 4300
-_ParamsLoader.add_constructor("tag:yaml.org,2002:int", _ParamsLoader.construct_yaml_int)
-_ParamsLoader.add_constructor("tag:yaml.org,2002:float", _ParamsLoader.construct_yaml_float)
-_ParamsLoader.add_constructor("tag:yaml.org,2002:timestamp", _ParamsLoader.construct_yaml_timestamp)
-_ParamsLoader.add_constructor(None, _ParamsLoader.construct_tagged)
-_ParamsLoader.yaml_implicit_resolvers = {
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:float", Yaml12Loader.construct_yaml_float)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", Yaml12Loader.construct_yaml_timestamp)
+Yaml12Loader.add_constructor(None, Yaml12Loader.construct_tagged)
+Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
-    _ParamsLoader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
+    Yaml12Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
 
 
 def read_params_file(path: Path) -> object:

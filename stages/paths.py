@@ -12,7 +12,7 @@ import yaml
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
 from cifar.errors import ConfigError, one_line
-from cifar.params_file import UniqueKeyLoader
+from cifar.params_file import Yaml12Loader
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "dvc.yaml"
@@ -31,7 +31,7 @@ def _refuse(problem: str, where: str = f"{PIPELINE.name}'s paths table") -> Conf
 
 def _read_table() -> dict[str, str]:
     try:
-        loader = UniqueKeyLoader(PIPELINE.read_text(encoding="utf-8"))
+        loader = Yaml12Loader(PIPELINE.read_text(encoding="utf-8"))
         try:
             pipeline = loader.get_single_data()
         finally:
