@@ -207,22 +207,26 @@ def read_params_file(path: Path) -> object:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at line {line}); save it as UTF-8"
         ) from None
-    loader = _ParamsLoader(text)
     try:
-        raw = loader.get_single_data()
-        if loader.yaml_version not in (None, (1, 2)):
-            # DVC's ruamel.yaml honours it: `010` would be 8 there and 10 here.
-            major, minor = loader.yaml_version
-            raise ConfigError(
-                f"{path}: a %YAML {major}.{minor} directive makes DVC read its numbers by other rules than the "
-                f"stages do; remove the directive (params.yaml is YAML 1.2)"
-            )
+        loader = _ParamsLoader(text)  # PyYAML refuses a control character (DEL, NUL) here
+        try:
+            raw = loader.get_single_data()
+            if loader.yaml_version not in (None, (1, 2)):
+                # DVC's ruamel.yaml honours it: `010` would be 8 there and 10 here.
+                major, minor = loader.yaml_version
+                raise ConfigError(
+                    f"{path}: a %YAML {major}.{minor} directive makes DVC read its numbers by other rules than the "
+                    f"stages do; remove the directive (params.yaml is YAML 1.2)"
+                )
+        finally:
+            loader.dispose()
     except _UnsupportedYaml as error:
         raise ConfigError(f"{path}: line {error.problem_mark.line + 1}: {error.problem}") from None
     except yaml.reader.ReaderError as error:
         line = text.count("\n", 0, error.position) + 1
         raise ConfigError(
-            f"{path}: not valid YAML at line {line}: unacceptable character #x{error.character:04x}"
+            f"{path}: not valid YAML at line {line}: the character #x{error.character:04x}, which YAML does not "
+            f"allow, even in a comment; remove it"
         ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -234,8 +238,6 @@ def read_params_file(path: Path) -> object:
             f"{path}: a tagged value YAML cannot build ({type(error).__name__}: {one_line(error)}); "
             f"write a plain value, without a !!tag"
         ) from None
-    finally:
-        loader.dispose()
     if raw is None:
         # Every key would take its default: the full recipe on the official data, from a file
         # emptied by mistake (a failed save, `> params.yaml`).

@@ -74,9 +74,11 @@ def torch_file_problem(source: Path | bytes) -> str | None:
     takes no more memory than the file's size.
     """
     with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as stream:
-        directory_size = zip_directory_size(stream)
+        directory_size, located_alike = zip_directory(stream)
         if directory_size > MAX_TORCH_DIRECTORY_BYTES:
             return f"its list of records takes {directory_size:,} bytes, where torch.save's take about 12 KB"
+        if not located_alike:
+            return "its list of records is not where its end records say, so readers differ on which records it has"
         try:
             with zipfile.ZipFile(stream) as archive:
                 records = archive.infolist()
@@ -91,35 +93,46 @@ def torch_file_problem(source: Path | bytes) -> str | None:
     return None
 
 
-def zip_directory_size(stream: BinaryIO) -> int:
+def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
     """The size of a zip's central directory (its list of members), from its end records
-    alone (APPNOTE.TXT 4.3.14-4.3.16); 0 without a readable end record, which zipfile refuses.
+    alone (APPNOTE.TXT 4.3.14-4.3.16), and whether every reader finds it in one place; 0 and
+    True without a readable end record, which zipfile refuses.
 
     Hand-written because zipfile has no public way to read the end record alone, and parses
     the whole directory into Python objects before it says how many members there are.
+    Readers disagree where the records do: Python 3.11's zipfile takes the zip64 record right
+    before the locator whatever the locator says (a 0-byte directory there hid 462 MB of
+    members), and a directory that does not end where its end record begins as found there
+    (as if data came before the zip); torch's reader (miniz) takes the stated places.
     """
     # The end record is followed by a comment of up to 64 KiB.
     stream.seek(max(0, stream.seek(0, os.SEEK_END) - _END_RECORD.size - 0xFFFF))
     tail = stream.read()
     end = tail.rfind(_END_SIGNATURE)
     if end < 0 or end + _END_RECORD.size > len(tail):
-        return 0
-    directory_size = _END_RECORD.unpack_from(tail, end)[5]
+        return 0, True
+    size, offset = _END_RECORD.unpack_from(tail, end)[5:7]
+    end_offset = stream.tell() - len(tail) + end
     locator = end - _ZIP64_LOCATOR.size
-    if locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator):
-        # Python 3.11's zipfile takes the zip64 record right before the locator, whatever
-        # the classic record says (a 0-byte directory there hid 462 MB of members); the
-        # format places it where the locator points. The larger size counts.
-        end_offset = stream.tell() - len(tail) + end
-        for offset in (
-            end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size,
-            _ZIP64_LOCATOR.unpack_from(tail, locator)[2],
-        ):
-            stream.seek(max(offset, 0))
-            record = stream.read(_ZIP64_END_RECORD.size)
-            if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
-                directory_size = max(directory_size, _ZIP64_END_RECORD.unpack(record)[8])
-    return directory_size
+    if not (locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator)):
+        return size, offset + size == end_offset
+    before_locator = end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size
+    pointed = _ZIP64_LOCATOR.unpack_from(tail, locator)[2]
+    records = {}
+    for position in {before_locator, pointed}:
+        stream.seek(max(position, 0))
+        record = stream.read(_ZIP64_END_RECORD.size)
+        if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
+            records[position] = _ZIP64_END_RECORD.unpack(record)[8:10]
+    largest = max([size, *(record[0] for record in records.values())])
+    size64, offset64 = records.get(before_locator, (None, None))
+    alike = (
+        pointed == before_locator
+        and offset64 is not None
+        and offset64 + size64 == before_locator
+        and (size, offset) in ((size64, offset64), (0xFFFFFFFF, 0xFFFFFFFF))
+    )
+    return largest, alike
 
 
 _END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"

@@ -81,6 +81,24 @@ def _draw_the_stages_progress_bars() -> None:
         sys.stderr = terminal
 
 
+def _torch_environment_problem() -> str | None:
+    """What torch cannot do with its environment, in words: TORCH_LOGS=bogus ended every
+    stage but download in a ValueError traceback as torch loaded, and both weights-only
+    switches set made each model.pt "unreadable" with the advice to re-create it."""
+    switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in switches):  # torch's words
+        return f"{' and '.join(switches)} are both set, and torch then loads no file; unset one"
+    if "TORCH_LOGS" in os.environ:
+        try:
+            import torch  # noqa: F401  torch reads TORCH_LOGS as it loads
+        except ValueError:
+            return (
+                f"torch cannot use its environment: TORCH_LOGS={os.environ['TORCH_LOGS']!r} is not a comma-separated "
+                f"list of the logs torch knows; fix or unset it (TORCH_LOGS=help lists them)"
+            )
+    return None
+
+
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
@@ -110,3 +128,7 @@ if sys.argv[:1] == ["-m"]:
             raise SystemExit(2) from None
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
+    problem = _torch_environment_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)

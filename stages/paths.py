@@ -79,8 +79,11 @@ def _path_problem(path: object, links_checked: bool) -> str | None:
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
     # A link among its folders (`out -> cifar`) leads where the text does not say. (The output
     # itself may be a link: DVC's symlink cache makes them, and readers and writers check it.)
+    # The checkpoint's may lead out of the repository, never back into it elsewhere (`ckpt ->
+    # cifar/models` with `ckpt/__init__.py` had train overwrite, then delete, the code).
     resolved = (REPO / path).parent.resolve() / parts[-1]
-    if links_checked and (not resolved.is_relative_to(REPO) or resolved.relative_to(REPO).parts[:1] != parts[:1]):
+    inside = resolved.relative_to(REPO).parts[:1] if resolved.is_relative_to(REPO) else None
+    if inside != parts[:1] and (links_checked or inside is not None):
         return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
 

@@ -388,6 +388,13 @@ def write_another_models_weights(path):
     save_trained(path, nn.Linear(2, 2), ModelConfig(), ("a", "b"))
 
 
+def write_after_stray_bytes(path):
+    """Python's zipfile finds the record list of a zip behind stray bytes, torch's reader
+    looks where the end record says: a decoy list there let a deflate bomb through."""
+    write_unknown_model(path)
+    path.write_bytes(b"stray" + path.read_bytes())
+
+
 def write_with(model=(), **changes):
     """A writer of a model file with its config's keys in `model` and its other entries changed,
     as a re-save by hand would."""
@@ -433,6 +440,7 @@ def write_with(model=(), **changes):
         (write_with(classes="abcdefghij"), "(classes = 'abcdefghij', not a list of different, non-empty names)"),
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
         (Path.touch, "(not the zip archive torch.save writes: File is not a zip file)"),
+        (write_after_stray_bytes, "(its list of records is not where its end records say, so readers differ on"),
         (
             write_another_models_weights,
             "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:",
@@ -1300,19 +1308,34 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
 
 
-def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "path", "link_to"),
+    [("data", "out/training", "cifar"), ("checkpoint", "ckpt/__init__.py", "cifar/models")],
+    ids=["data", "checkpoint"],
+)
+def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path, name, path, link_to):
     """With `out -> cifar` in the repository and `data: out/training`, download replaced the
-    package's training code with data files, exit code 0."""
+    package's training code with data files, exit code 0; the checkpoint, whose folder may
+    be a link out of the repository, overwrote and then deleted cifar/models/__init__.py."""
     copy_pipeline(tmp_path)
-    (tmp_path / "out").symlink_to("cifar")
+    (tmp_path / path.split("/")[0]).symlink_to(link_to)
     pipeline = tmp_path / "dvc.yaml"
-    pipeline.write_text(table_entry("data", "out/training")(pipeline.read_text()))
+    pipeline.write_text(table_entry(name, path)(pipeline.read_text()))
     result = stage(tmp_path, "download", check=False)
     assert result.returncode == 2
-    assert f"data = 'out/training' leads through a symbolic link to {tmp_path.resolve() / 'cifar/training'}" in (
-        result.stderr
-    )
-    assert (tmp_path / "cifar/training/recipe.py").exists()
+    resolved = tmp_path.resolve() / link_to / path.split("/", 1)[1]
+    assert f"{name} = {path!r} leads through a symbolic link to {resolved}" in result.stderr
+    assert (tmp_path / "cifar/training/recipe.py").exists() and (tmp_path / "cifar/models/__init__.py").exists()
+
+
+def test_the_checkpoints_folder_may_be_a_link_out_of_the_repository(tmp_path):
+    """As scripts/ci_setup.py links it into a self-hosted runner's lasting state: the stage
+    gets past its paths to its first input, the params file this copy lacks."""
+    copy_pipeline(tmp_path / "repository")
+    (tmp_path / "lasting").mkdir()
+    (tmp_path / "repository" / Path(paths.CHECKPOINT).parent).symlink_to(tmp_path / "lasting")
+    result = stage(tmp_path / "repository", "evaluate", check=False)
+    assert result.stderr.splitlines()[-1].startswith(f"error: {paths.PARAMS}: file not found"), result.stderr
 
 
 def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_path):

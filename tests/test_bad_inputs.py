@@ -733,6 +733,12 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
             "%YAML 1.1\n---\ndata:\n  test_limit: 0100\n",
             "params.yaml: a %YAML 1.1 directive makes DVC read its numbers by other rules than the stages do",
         ),
+        # A control character was a ReaderError traceback, even in a comment.
+        (
+            "seed: 0  # a\x7f\n",
+            "params.yaml: not valid YAML at line 1: the character #x007f, which YAML does not allow, even in a "
+            "comment; remove it",
+        ),
         # DVC refuses each of these; the stages used test_limit 50.
         (
             "data:\n  <<: {test_limit: 100}\n  <<: {test_limit: 50}\n",
@@ -763,6 +769,7 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         "bool-tag-on-text",
         "set-tag-on-a-number",
         "yaml-1.1-directive",
+        "control-character",
         "two-merge-keys",
         "line-separator",
         "next-line",
@@ -1104,6 +1111,35 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (
+            {"TORCH_LOGS": "bogus"},
+            "error: torch cannot use its environment: TORCH_LOGS='bogus' is not a comma-separated list of the logs "
+            "torch knows; fix or unset it (TORCH_LOGS=help lists them)",
+        ),
+        (
+            {"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "yes"},
+            "error: TORCH_FORCE_WEIGHTS_ONLY_LOAD and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD are both set, and torch then "
+            "loads no file; unset one",
+        ),
+    ],
+    ids=["unknown-log", "both-weights-only-switches"],
+)
+def test_a_torch_setting_torch_cannot_use_is_one_line(pipeline, settings, line):
+    """TORCH_LOGS=bogus was a ValueError traceback as torch loaded; both switches made
+    evaluate call model.pt unreadable and advise re-creating it, which could not help."""
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline) | settings,
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (2, line + "\n")
+
+
 def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
     """`ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a word."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
@@ -1308,9 +1344,24 @@ def old_style_folder_with_data(image: bytes) -> bytes:
     return folder.tobuf(tarfile.USTAR_FORMAT) + hidden
 
 
+def size_after_a_nul(image: bytes) -> bytes:
+    """A member whose size field starts with a NUL: tarfile reads 0, GNU tar the digits after
+    it, which take in the member that follows."""
+    hidden = member_bytes("export/train/dog/9999.png", image)
+    return with_header_bytes(member_bytes("notes.txt", b""), 124, b"\0%010o\0" % len(hidden)) + hidden
+
+
+def size_with_an_underscore(image: bytes) -> bytes:
+    """int() reads `_` between digits; GNU tar refuses the field and skips the member."""
+    digits = b"%010o" % len(image)
+    return with_header_bytes(member_bytes("export/train/dog/9999.png", image), 124, digits[:5] + b"_" + digits[5:])
+
+
 @pytest.mark.parametrize(
     ("member", "name", "why"),
     [
+        (size_after_a_nul, "notes.txt", "a size field, b'\\x00"),
+        (size_with_an_underscore, "export/train/dog/9999.png", "a size field, b'00000_"),
         (
             gnu_header_with_a_prefix,
             "export/train/dog/9999.png",
@@ -1328,7 +1379,14 @@ def old_style_folder_with_data(image: bytes) -> bytes:
             "a file whose name ends in '/', which GNU tar extracts as a folder",
         ),
     ],
-    ids=["gnu-header-prefix", "v7-header-prefix", "old-style-folder-with-data", "file-named-like-a-folder"],
+    ids=[
+        "size-after-a-nul",
+        "size-with-an-underscore",
+        "gnu-header-prefix",
+        "v7-header-prefix",
+        "old-style-folder-with-data",
+        "file-named-like-a-folder",
+    ],
 )
 def test_a_tar_header_that_gnu_tar_reads_otherwise_is_refused(tree, tmp_path, downloads, member, name, why):
     """Each was imported into a class folder where `tar xf` puts no file (beside the tree, or a

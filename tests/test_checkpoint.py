@@ -622,6 +622,36 @@ def test_a_checkpoint_of_compressed_records_is_not_inflated_nor_resumed(tmp_path
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)
 
 
+def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_path, caplog):
+    """One number viewed 3e9 times (stride 0) is 4 bytes saved; checking its values for NaN
+    took train to 19 GB and the kernel's OOM killer."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = read_checkpoint(checkpoint.path)
+    stored["state"]["model"]["extra"] = torch.zeros(1).expand(3000, 1000)
+    write_checkpoint(checkpoint.path, stored)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1] == (
+        f"not resuming: {checkpoint.path} is unreadable (its tensor state.model.extra is larger than the data saved "
+        f"for it, which train never saves); training from scratch"
+    )
+
+
+def test_a_checkpoint_holding_one_list_many_times_over_is_checked_in_time_linear_in_its_size(tmp_path, caplog):
+    """A list holding another twice, 40 deep, is 600 bytes of pickle and 2**40 paths: the NaN
+    check walked each path, and train never started."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = read_checkpoint(checkpoint.path)
+    nested: list = [0.5]
+    for _ in range(40):
+        nested = [nested, nested]
+    stored["state"]["scheduler"]["notes"] = nested
+    write_checkpoint(checkpoint.path, stored)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3).epoch == 1
+    assert caplog.messages == []
+
+
 def weight_of_another_shape(state):
     state["model"]["body.0.weight"] = torch.zeros(16, 3, 3, 3)
 

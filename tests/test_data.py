@@ -34,7 +34,9 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     assert np.array_equal(train.images[:, 0, 0, 0], train.labels * 25)
 
 
-def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class_tree):
+@pytest.mark.parametrize("unzipped", [False, True], ids=["zip", "unzipped-folder"])
+def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class_tree, unzipped):
+    """Unzipped, its __MACOSX/ copy was a second tree and each ._ file an unreadable image."""
     archive = Path(
         shutil.make_archive(str(tmp_path / "export"), "zip", root_dir=class_tree.parent, base_dir=class_tree.name)
     )
@@ -44,8 +46,25 @@ def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class
             folder, name = member.rsplit("/", 1)
             bundle.writestr(f"__MACOSX/{folder}/._{name}", attributes)
             bundle.writestr(f"{folder}/._{name}", attributes)
-    splits = import_dataset(DataConfig(source=str(archive)), seed=0, download_dir=tmp_path / "unused")
+        if unzipped:
+            bundle.extractall(tmp_path / "unzipped")
+    source = tmp_path / "unzipped" if unzipped else archive
+    splits = import_dataset(DataConfig(source=str(source)), seed=0, download_dir=tmp_path / "unused")
     assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "folder"])
+def test_a_test_folder_without_images_beside_the_tree_is_no_other_tree(tmp_path, class_tree, archive_format):
+    """docs/test/README.txt beside the tree was refused as half of a second tree."""
+    (class_tree / "docs" / "test").mkdir(parents=True)
+    (class_tree / "docs" / "test" / "README.txt").write_text("notes")
+    source = (
+        class_tree
+        if archive_format == "folder"
+        else shutil.make_archive(str(tmp_path / "export"), archive_format, root_dir=class_tree)
+    )
+    splits = import_dataset(DataConfig(source=str(source)), seed=0, download_dir=tmp_path / "unused")
+    assert splits["train"].images.shape == (30, 32, 32, 3)
 
 
 def test_an_image_named_like_macos_metadata_outside_macosx_is_imported(tmp_path, class_tree):

@@ -11,6 +11,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 import stat
 import struct
 import tarfile
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cifar.errors import DataError, short_repr
-from cifar.reading import zip_directory_size
+from cifar.reading import zip_directory
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
 
@@ -58,6 +59,8 @@ _EMPTY_BLOCK = bytes(BLOCKSIZE)
 # Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
 _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+# A size field as GNU tar reads one: octal digits after optional spaces, padded with spaces or NULs.
+_OCTAL_SIZE = re.compile(rb" *[0-7]*[ \0]*")
 _EXTENDED_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -252,6 +255,15 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         except tarfile.HeaderError:
             raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on") from None
         position += BLOCKSIZE
+        if not (_OCTAL_SIZE.fullmatch(block[124:136]) or block[124] in (0x80, 0xFF)):  # or base-256
+            # tarfile reads it with int(), which takes `0o` and `_`, and stops at a NUL that
+            # GNU tar skips when it leads: the bytes after this header are another member to each.
+            raise _unsafe(
+                archive,
+                header.name,
+                f"a size field, {block[124:136]!r}, that tarfile and GNU tar read differently, and tools differ on "
+                f"which file it is",
+            )
         if header.type in _EXTENDED_TYPES:
             if not 0 <= header.size <= MAX_EXTENDED_HEADER_BYTES:
                 raise DataError(
@@ -484,7 +496,7 @@ def _check_zip_directory(archive: Path) -> None:
     """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES before
     zipfile parses that directory."""
     with archive.open("rb") as stream:
-        directory_size = zip_directory_size(stream)
+        directory_size, _ = zip_directory(stream)
     if directory_size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
             f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "

@@ -174,10 +174,13 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         trees = [folder for folder in found if all(_is_folder(folder / name) for name in SPLITS)]
         if not trees:
             raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+        halves = [
+            folder
+            for folder in found
+            if folder not in trees and any(_holds_class_images(folder / split, listing) for split in SPLITS)
+        ]
         _check_one_tree(
-            source,
-            [str(tree.relative_to(root)) for tree in trees],
-            [str(folder.relative_to(root)) for folder in found if folder not in trees],
+            source, [str(tree.relative_to(root)) for tree in trees], [str(half.relative_to(root)) for half in halves]
         )
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
@@ -240,6 +243,13 @@ class _Listing:
         return entries
 
 
+def _holds_class_images(split: Path, listing: _Listing) -> bool:
+    """Whether a train/ or test/ folder holds a class folder with an image file in it."""
+    return _is_folder(split) and any(
+        path.suffix.lower() in IMAGE_SUFFIXES for folder in _subfolders(split, listing) for path in listing(folder)
+    )
+
+
 def _refuse_link(link: Path, source: Path) -> None:
     raise DataError(
         f"{link} -> {os.readlink(link)}: a symbolic link inside data.source = {str(source)!r}, which could file one "
@@ -262,6 +272,8 @@ def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
                 path = Path(entry.path)
                 if entry.is_dir():
                     raise _nested_folder(str(path), folder.path)
+                if entry.name.startswith("._") and entry.is_file() and _starts_apple_double(path):
+                    continue  # as in an archive: macOS's tar extracts one beside each file
                 if path.suffix.lower() in IMAGE_SUFFIXES:
                     images.append(ImageFile(str(path), partial(read_image, path)))
                 else:
@@ -310,7 +322,11 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     _check_one_tree(
         archive,
         ["/".join(prefix) or "." for prefix in complete],
-        sorted("/".join(prefix) or "." for prefix in trees.keys() - complete),
+        sorted(
+            "/".join(prefix) or "."
+            for prefix in trees.keys() - complete
+            if any(images for folders in trees[prefix].values() for images in folders.values())
+        ),
     )
     prefix = complete[0]
     if prefix in nested:
@@ -327,6 +343,11 @@ def _macos_metadata(parts: tuple[str, ...], data: bytes) -> bool:
 
 
 _APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
+
+
+def _starts_apple_double(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(len(_APPLE_DOUBLE_MAGIC)) == _APPLE_DOUBLE_MAGIC
 
 
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
@@ -353,8 +374,10 @@ def _check_one_tree(source: Path, trees: list[str], halves: list[str]) -> None:
 
 
 def _subfolders(folder: Path, listing: _Listing) -> list[Path]:
+    """Its folders, but for the __MACOSX/ copy of a tree that unzipping a Finder zip leaves,
+    which holds file attributes, not images."""
     try:
-        return [path for path in listing(folder) if _is_folder(path)]
+        return [path for path in listing(folder) if _is_folder(path) and path.name != "__MACOSX"]
     except OSError:  # unreadable: the search goes on elsewhere
         return []
 

@@ -19,6 +19,7 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,7 @@ class CheckpointFile:
             stored = read_checkpoint(self.path)
             state = TrainingState(**stored["state"])
             _check_types(stored["fingerprint"], state)
+            _check_tensor_sizes(stored)
         except Exception as error:  # any damage means: do not trust it
             log.warning("not resuming: %s is unreadable (%s); training from scratch", self.path, error)
             return None
@@ -291,20 +293,34 @@ def _inconsistency(state: TrainingState) -> str | None:
     return None
 
 
-def _first_non_finite(value: object, name: str = "") -> str | None:
+def _leaves(value: object, name: str = "", walked: set[int] | None = None) -> Iterator[tuple[str, object]]:
+    """Each value of a nested state that is no dict, list or tuple, with its dotted name. Each
+    container is walked once: a pickle may hold one list as both items of another, 40 deep in
+    600 bytes, and a walk along every path (2**40) never ended."""
+    walked = set() if walked is None else walked
+    if not isinstance(value, (dict, list, tuple)):
+        yield name, value
+        return
+    if id(value) in walked:
+        return
+    walked.add(id(value))
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        yield from _leaves(item, f"{name}.{key}" if name else str(key), walked)
+
+
+def _check_tensor_sizes(stored: dict) -> None:
+    """Raise ValueError for a tensor larger than the data saved for it: a view of one number
+    repeated 3e9 times (stride 0) is 4 bytes in the file, and checking its values took 19 GB."""
+    for name, value in _leaves(stored):
+        if torch.is_tensor(value) and value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise ValueError(f"its tensor {name} is larger than the data saved for it, which train never saves")
+
+
+def _first_non_finite(state: object) -> str | None:
     """The dotted name of the first float tensor or number in a nested state that is NaN or infinite."""
-    if torch.is_tensor(value):
-        return name if value.is_floating_point() and not torch.isfinite(value).all() else None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else name
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, (list, tuple)):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = _first_non_finite(item, f"{name}.{key}" if name else str(key))
-        if found is not None:
-            return found
+    for name, value in _leaves(state):
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+        if isinstance(value, float) and not math.isfinite(value):
+            return name
     return None
