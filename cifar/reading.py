@@ -65,13 +65,15 @@ def read_artifact(path: str | Path, limit: int, fix: str, too_large: str | None 
 MAX_TORCH_DIRECTORY_BYTES = 1 << 20
 
 
-def torch_file_problem(source: Path | bytes) -> str | None:
+def torch_file_problem(source: Path | bytes, max_structure_bytes: int) -> str | None:
     """Why `source` (a file, or bytes) is not as torch.save writes, in words; None if it may be.
 
     torch.save writes a zip of uncompressed records, each no larger than the file, while
     torch.load inflates a compressed record whole: a 1.5 MB file holding a deflated record of
-    1.5 GB of zeros took 5 GB to load (2-core CPU, 2026-12-01). Checked here first, a load
-    takes no more memory than the file's size.
+    1.5 GB of zeros took 5 GB to load (2-core CPU, 2026-12-01). The pickled structure around
+    the tensors (the data.pkl record) is at most `max_structure_bytes`: each byte of it can
+    make a Python object of 64 bytes or more (20 MB of empty dicts took 2.3 GB). Checked
+    here first, a load takes little more memory than the file's size.
     """
     with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as stream:
         directory_size, located_alike = zip_directory(stream)
@@ -88,6 +90,11 @@ def torch_file_problem(source: Path | bytes) -> str | None:
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
             return f"its record {printable(record.filename)[:80]!r} is compressed, which torch.save never does"
+        if record.filename.endswith("/data.pkl") and record.file_size > max_structure_bytes:
+            return (
+                f"its pickled structure takes {record.file_size:,} bytes, more than the {max_structure_bytes:,} "
+                f"it needs"
+            )
     if sum(record.file_size for record in records) > size:
         return "its records claim more bytes than the file holds"
     return None
@@ -108,8 +115,10 @@ def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
     # The end record is followed by a comment of up to 64 KiB.
     stream.seek(max(0, stream.seek(0, os.SEEK_END) - _END_RECORD.size - 0xFFFF))
     tail = stream.read()
-    end = tail.rfind(_END_SIGNATURE)
-    if end < 0 or end + _END_RECORD.size > len(tail):
+    # The last signature with a whole record after it, as torch's reader and zipfile take it:
+    # a signature's bytes inside the end record itself (its directory offset) are none.
+    end = tail.rfind(_END_SIGNATURE, 0, len(tail) - _END_RECORD.size + len(_END_SIGNATURE))
+    if end < 0:
         return 0, True
     size, offset = _END_RECORD.unpack_from(tail, end)[5:7]
     end_offset = stream.tell() - len(tail) + end

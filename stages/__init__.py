@@ -82,19 +82,21 @@ def _draw_the_stages_progress_bars() -> None:
 
 
 def _torch_environment_problem() -> str | None:
-    """What torch cannot do with its environment, in words: TORCH_LOGS=bogus ended every
-    stage but download in a ValueError traceback as torch loaded, and both weights-only
-    switches set made each model.pt "unreadable" with the advice to re-create it."""
+    """What torch cannot do with its environment, in words: TORCH_LOGS=bogus, an empty one or
+    a TORCH_LOGS_OUT in a missing folder ended every stage but download in a traceback as
+    torch loaded, and both weights-only switches set made each model.pt "unreadable" with the
+    advice to re-create it."""
     switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in switches):  # torch's words
         return f"{' and '.join(switches)} are both set, and torch then loads no file; unset one"
-    if "TORCH_LOGS" in os.environ:
+    settings = sorted(name for name in os.environ if name.startswith("TORCH_LOGS"))
+    if settings:
         try:
-            import torch  # noqa: F401  torch reads TORCH_LOGS as it loads
-        except ValueError:
+            import torch  # noqa: F401  torch reads them as it loads
+        except Exception as error:  # whatever torch raises on a setting of its own
             return (
-                f"torch cannot use its environment: TORCH_LOGS={os.environ['TORCH_LOGS']!r} is not a comma-separated "
-                f"list of the logs torch knows; fix or unset it (TORCH_LOGS=help lists them)"
+                f"torch cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
+                f"{one_line(error)}; fix or unset it (TORCH_LOGS=help lists the logs)"
             )
     return None
 

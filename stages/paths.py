@@ -83,7 +83,9 @@ def _path_problem(path: object, links_checked: bool) -> str | None:
     # cifar/models` with `ckpt/__init__.py` had train overwrite, then delete, the code).
     resolved = (REPO / path).parent.resolve() / parts[-1]
     inside = resolved.relative_to(REPO).parts[:1] if resolved.is_relative_to(REPO) else None
-    if inside != parts[:1] and (links_checked or inside is not None):
+    # .venv may itself be a link out of the repository: a path through it is still the code's.
+    into_protected = any(resolved.is_relative_to((REPO / folder).resolve()) for folder in PROTECTED_FOLDERS)
+    if into_protected or (inside != parts[:1] and (links_checked or inside is not None)):
         return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
 

@@ -395,6 +395,15 @@ def write_after_stray_bytes(path):
     path.write_bytes(b"stray" + path.read_bytes())
 
 
+def write_with_an_end_signature_as_its_directory_offset(path):
+    """The check took those bytes inside the end record for the end record, found no room for
+    one after them, and let the file through to torch: a 101 MB model.pt took 3.8 GB."""
+    write_unknown_model(path)
+    data = bytearray(path.read_bytes())
+    data[-6:-2] = b"PK\x05\x06"  # the end record's directory offset
+    path.write_bytes(bytes(data))
+
+
 def write_with(model=(), **changes):
     """A writer of a model file with its config's keys in `model` and its other entries changed,
     as a re-save by hand would."""
@@ -441,6 +450,8 @@ def write_with(model=(), **changes):
         (write_python_object, "(damaged, or holding Python objects, which are never loaded as they could run code)"),
         (Path.touch, "(not the zip archive torch.save writes: File is not a zip file)"),
         (write_after_stray_bytes, "(its list of records is not where its end records say, so readers differ on"),
+        (write_with_an_end_signature_as_its_directory_offset, "(its list of records is not where its end records say"),
+        (write_with(padding="x" * (2 << 20)), "(its pickled structure takes 2,097,"),
         (
             write_another_models_weights,
             "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:",
@@ -490,24 +501,42 @@ def test_any_other_runtime_error_keeps_its_traceback():
         run_stage(main, [])
 
 
-def test_a_model_file_of_compressed_records_is_refused_before_torch_inflates_them(tmp_path):
-    """torch.load inflates a compressed record whole: a 1.5 MB model.pt holding 1.5 GB of
-    deflated zeros took evaluate to 5 GB before it was refused."""
+def deflated_zeros(model: Path) -> None:
+    """A record of 512 MiB of zeros in 0.5 MB: torch.load inflates a compressed record whole."""
+    uncompressed = model.parent / "uncompressed" / model.name
+    uncompressed.parent.mkdir()
+    torch.save({"padding": torch.zeros(512 << 20, dtype=torch.uint8)}, uncompressed)
+    deflate_records(uncompressed, model)
+    shutil.rmtree(uncompressed.parent)
+
+
+def empty_dicts(model: Path) -> None:
+    """4 million empty dicts, a byte of pickle each and 64 or more in memory."""
+    torch.save({"padding": [{} for _ in range(4_000_000)]}, model)
+
+
+@pytest.mark.parametrize(
+    ("bomb", "why"),
+    [
+        (deflated_zeros, "its record 'model/data.pkl' is compressed, which torch.save never does"),
+        (empty_dicts, "its pickled structure takes 24,007,265 bytes, more than the 1,048,576 it needs"),
+    ],
+    ids=["deflated-zeros", "pickled-empty-dicts"],
+)
+def test_a_model_file_that_loads_far_larger_than_it_is_is_refused_before_it_is_loaded(tmp_path, bomb, why):
+    """A 1.5 MB model.pt holding 1.5 GB of deflated zeros took evaluate to 5 GB before it was
+    refused; one of 20 million empty dicts (20 MB), to 2.3 GB."""
     copy_pipeline(tmp_path)
     (tmp_path / paths.PARAMS).write_text(yaml.safe_dump(default_params(), sort_keys=False))
     model = tmp_path / paths.MODEL
     model.parent.mkdir(parents=True)
-    uncompressed = tmp_path / "model.pt"
-    torch.save({"padding": torch.zeros(512 << 20, dtype=torch.uint8)}, uncompressed)
-    deflate_records(uncompressed, model)
-    uncompressed.unlink()
+    bomb(model)
     result, peak = stage_with_peak_memory(tmp_path, "evaluate")
     model.write_bytes(b"")
     _, peak_refusing_an_empty_file = stage_with_peak_memory(tmp_path, "evaluate")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines()[-1] == (
-        f"error: {paths.MODEL}: not a model saved by the train stage (its record 'model/data.pkl' is compressed, "
-        f"which torch.save never does); re-create it with `dvc repro train`"
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: {paths.MODEL}: not a model saved by the train stage ({why}"
     )
     assert peak - peak_refusing_an_empty_file < 128 << 20, f"{peak >> 20} MiB, {peak_refusing_an_empty_file >> 20}"
 
@@ -1326,6 +1355,22 @@ def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path, name,
     resolved = tmp_path.resolve() / link_to / path.split("/", 1)[1]
     assert f"{name} = {path!r} leads through a symbolic link to {resolved}" in result.stderr
     assert (tmp_path / "cifar/training/recipe.py").exists() and (tmp_path / "cifar/models/__init__.py").exists()
+
+
+def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment_is_a_link(tmp_path):
+    """With .venv a link out of the repository, `ckpt -> .venv/lib` led out of it too, where
+    the checkpoint's folder may go: train overwrote, then deleted, an installed module."""
+    copy_pipeline(tmp_path / "repository")
+    (tmp_path / "environment" / "lib").mkdir(parents=True)
+    (tmp_path / "repository" / ".venv").symlink_to(tmp_path / "environment")
+    (tmp_path / "repository" / "ckpt").symlink_to(".venv/lib")
+    pipeline = tmp_path / "repository" / "dvc.yaml"
+    pipeline.write_text(table_entry("checkpoint", "ckpt/module.py")(pipeline.read_text()))
+    result = stage(tmp_path / "repository", "download", check=False)
+    assert result.returncode == 2
+    assert (
+        f"checkpoint = 'ckpt/module.py' leads through a symbolic link to {tmp_path.resolve()}/environment/lib/module.py"
+    ) in result.stderr
 
 
 def test_the_checkpoints_folder_may_be_a_link_out_of_the_repository(tmp_path):

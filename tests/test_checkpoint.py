@@ -25,6 +25,7 @@ from cifar.training.checkpoint import (
     TrainingState,
     loaded_source_digest,
     read_checkpoint,
+    structure_bound,
     write_checkpoint,
 )
 from cifar.training.engine import fit
@@ -573,7 +574,7 @@ def test_a_checkpoint_changed_after_train_saved_it_is_not_resumed(tmp_path, capl
     whole contents catches any of them."""
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt", fingerprint={"run": 2})
     stored = torch.load(checkpoint.path, weights_only=True)
-    stored["contents"] = edit(stored["contents"])
+    stored["contents"] = as_tensor(edit(stored["contents"].numpy().tobytes()))
     torch.save(stored, checkpoint.path)
 
     caplog.set_level(logging.INFO)
@@ -590,14 +591,19 @@ def compress_records(path: Path) -> None:
     path.with_suffix(".deflated").replace(path)
 
 
+def as_tensor(payload: bytes) -> torch.Tensor:
+    """Bytes as write_checkpoint stores the contents."""
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+
+
 def compress_the_contents(path: Path) -> None:
     """The contents' own records compressed, under a digest of the compressed bytes."""
     stored = torch.load(path, weights_only=True)
     contents = path.with_name("contents.pt")
-    contents.write_bytes(stored["contents"])
+    contents.write_bytes(stored["contents"].numpy().tobytes())
     compress_records(contents)
     payload = contents.read_bytes()
-    torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": payload}, path)
+    torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": as_tensor(payload)}, path)
 
 
 @pytest.mark.parametrize(
@@ -637,6 +643,23 @@ def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_p
     )
 
 
+def test_a_checkpoint_whose_structure_outgrows_its_run_is_not_loaded(tmp_path, caplog):
+    """Each byte of pickle can make an object of 64 bytes or more: 25 MB of empty dicts took
+    train to 2.7 GB. A run of 3 epochs needs at most 64 KiB and 512 bytes an epoch."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = read_checkpoint(checkpoint.path)
+    stored["state"]["scheduler"]["notes"] = [{} for _ in range(100_000)]
+    write_checkpoint(checkpoint.path, stored)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1].startswith(
+        f"not resuming: {checkpoint.path} is unreadable (its saved contents: its pickled structure takes "
+    )
+    assert caplog.messages[-1].endswith(
+        f"bytes, more than the {structure_bound(3, 0):,} it needs); training from scratch"
+    )
+
+
 def test_a_checkpoint_holding_one_list_many_times_over_is_checked_in_time_linear_in_its_size(tmp_path, caplog):
     """A list holding another twice, 40 deep, is 600 bytes of pickle and 2**40 paths: the NaN
     check walked each path, and train never started."""
@@ -664,15 +687,40 @@ def adam_moment_of_another_shape(state):
     state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(5)
 
 
+def adam_moment_of_no_dimension(state):
+    """It failed at the first step; kept, the checkpoint failed every re-run the same way."""
+    state["optimizer"]["state"][0]["exp_avg"] = torch.tensor(0.0)
+
+
+def adam_moment_of_booleans(state):
+    """torch cast it to the parameter's dtype, and training went on with moments of 0s and 1s."""
+    state["optimizer"]["state"][0]["exp_avg"] = state["optimizer"]["state"][0]["exp_avg"] > 0
+
+
+def optimizer_state_as_a_list(state):
+    state["optimizer"]["state"] = [state["optimizer"]["state"][0]]
+
+
+DOES_NOT_LOAD = "matches this run but does not load into it"
+
+
 @pytest.mark.parametrize(
-    ("damage", "reason"),
+    ("damage", "failure", "reason"),
     [
-        (weight_of_another_shape, "size mismatch for body.0.weight"),
-        (missing_buffer, 'Missing key(s) in state_dict: "body.1.running_mean"'),
-        (adam_moment_of_another_shape, "optimizer state exp_avg is (5,) for a parameter of (8, 3, 3, 3)"),
+        (weight_of_another_shape, DOES_NOT_LOAD, "size mismatch for body.0.weight"),
+        (missing_buffer, DOES_NOT_LOAD, 'Missing key(s) in state_dict: "body.1.running_mean"'),
+        (adam_moment_of_another_shape, DOES_NOT_LOAD, "optimizer state exp_avg is (5,) for a parameter of (8, 3, 3,"),
+        (adam_moment_of_no_dimension, DOES_NOT_LOAD, "optimizer state exp_avg is () for a parameter of (8, 3, 3, 3)"),
+        (adam_moment_of_booleans, DOES_NOT_LOAD, "optimizer state exp_avg is of torch.bool, which train never saves"),
+        # A traceback as the step counts were read.
+        (
+            optimizer_state_as_a_list,
+            "holds optimizer or schedule values train never saves",
+            "'list' object has no attribute 'values'",
+        ),
     ],
 )
-def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, caplog, damage, reason):
+def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, caplog, damage, failure, reason):
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
     stored = read_checkpoint(checkpoint.path)
     damage(stored["state"])
@@ -681,7 +729,7 @@ def test_a_matching_checkpoint_that_does_not_load_trains_from_scratch(tmp_path, 
     caplog.set_level(logging.INFO)
     resumed = train(fresh_model(), checkpoint)
     (warning,) = (message for message in caplog.messages if message.startswith("not resuming"))
-    assert warning.startswith(f"not resuming: {checkpoint.path} matches this run but does not load into it (")
+    assert warning.startswith(f"not resuming: {checkpoint.path} {failure} (")
     assert reason in warning and warning.endswith("); training from scratch")
     assert "resuming from" not in caplog.text
     # The partly loaded state is undone: the run is the one from scratch.

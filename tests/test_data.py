@@ -53,11 +53,16 @@ def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class
     assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
 
 
-@pytest.mark.parametrize("archive_format", ["gztar", "folder"])
-def test_a_test_folder_without_images_beside_the_tree_is_no_other_tree(tmp_path, class_tree, archive_format):
-    """docs/test/README.txt beside the tree was refused as half of a second tree."""
-    (class_tree / "docs" / "test").mkdir(parents=True)
-    (class_tree / "docs" / "test" / "README.txt").write_text("notes")
+@pytest.mark.parametrize(
+    ("archive_format", "beside"),
+    [("gztar", "docs/test/README.txt"), ("folder", "docs/test/README.txt"), ("folder", "old/test/cat/._0000.png")],
+    ids=["notes-in-an-archive", "notes-in-a-folder", "macos-attributes-in-a-folder"],
+)
+def test_a_test_folder_without_images_beside_the_tree_is_no_other_tree(tmp_path, class_tree, archive_format, beside):
+    """docs/test/README.txt beside the tree was refused as half of a second tree, as was a
+    folder of the ._ files macOS's tar leaves beside each image."""
+    (class_tree / beside).parent.mkdir(parents=True)
+    (class_tree / beside).write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     source = (
         class_tree
         if archive_format == "folder"

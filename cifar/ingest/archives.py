@@ -55,12 +55,13 @@ MAX_ZIP_DIRECTORY_BYTES = 16 << 20
 BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
 _GNU_LONG_NAME = "GNU long name"
+_GNU_LONG_LINK = "GNU long link name"
 _EMPTY_BLOCK = bytes(BLOCKSIZE)
 # Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
 _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
-# A size field as GNU tar reads one: octal digits after optional spaces, padded with spaces or NULs.
-_OCTAL_SIZE = re.compile(rb" *[0-7]*[ \0]*")
+# A number field as GNU tar reads one: octal digits after optional spaces, padded with spaces or NULs.
+_OCTAL = re.compile(rb" *[0-7]*[ \0]*")
 _EXTENDED_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -255,15 +256,17 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         except tarfile.HeaderError:
             raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on") from None
         position += BLOCKSIZE
-        if not (_OCTAL_SIZE.fullmatch(block[124:136]) or block[124] in (0x80, 0xFF)):  # or base-256
-            # tarfile reads it with int(), which takes `0o` and `_`, and stops at a NUL that
-            # GNU tar skips when it leads: the bytes after this header are another member to each.
-            raise _unsafe(
-                archive,
-                header.name,
-                f"a size field, {block[124:136]!r}, that tarfile and GNU tar read differently, and tools differ on "
-                f"which file it is",
-            )
+        for field, what in ((block[124:136], "size"), (block[148:156], "checksum")):
+            if not (_OCTAL.fullmatch(field) or (what == "size" and field[0] in (0x80, 0xFF))):  # or base-256
+                # tarfile reads them with int(), which takes `0o` and `_`, and stops at a NUL that
+                # GNU tar skips when it leads; GNU tar skips a header whose checksum it cannot
+                # read: the bytes after it are another member to each.
+                raise _unsafe(
+                    archive,
+                    header.name,
+                    f"a {what} field, {field!r}, that tarfile and GNU tar read differently, and tools differ on "
+                    f"which file it is",
+                )
         if header.type in _EXTENDED_TYPES:
             if not 0 <= header.size <= MAX_EXTENDED_HEADER_BYTES:
                 raise DataError(
@@ -302,7 +305,8 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                         f"differ on which",
                     )
                 pending[_GNU_LONG_NAME] = long_name
-            # A GNU long link name is skipped: links are refused with their member.
+            elif header.type == tarfile.GNUTYPE_LONGLINK:
+                pending[_GNU_LONG_LINK] = "yes"  # its link is refused with its member
             position += _padded(header.size)
             continue
         fields, pending = global_fields | pending, {}
@@ -317,6 +321,11 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         count += 1
         if count > MAX_MEMBERS:
             raise _too_many_members(archive)
+        linked = _hard_linked_copy(header, fields, size, members)
+        if linked is not None:
+            _check_name(archive, name)
+            _add_member(members, name, linked, archive)
+            continue
         if header.type not in (*_FILE_TYPES, tarfile.DIRTYPE):
             raise _unsafe(
                 archive, name, _KINDS.get(header.type, f"a member of type {header.type!r}, which is not supported")
@@ -335,6 +344,17 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         position += _padded(size)
         if header.type in _FILE_TYPES:
             _add_member(members, name, data, archive)
+
+
+def _hard_linked_copy(
+    header: tarfile.TarInfo, fields: dict[str, str], size: int, members: dict[str, bytes]
+) -> bytes | None:
+    """The data of the earlier member a plain hard link names, which GNU tar writes for a file
+    it meets a second time (a duplicate image, hard-linked): both tools extract its data. A
+    link named by a pax or GNU long link name, or carrying data, stays refused."""
+    if header.type != tarfile.LNKTYPE or size or "linkpath" in fields or _GNU_LONG_LINK in fields:
+        return None
+    return members.get(str(PurePosixPath(header.linkname)))
 
 
 def _read_otherwise_by_gnu_tar(
@@ -417,7 +437,7 @@ def _pax_fields(data: bytes, position: int) -> dict[str, str]:
             raise _CorruptArchive("a GNU sparse member, which is not supported: re-create the tar without --sparse")
         if key == b"size" and not (value.isdigit() and len(value) <= 20):
             raise _CorruptArchive(f"a malformed pax size {short_repr(value)} at byte {position + start} of the tar")
-        if key in (b"path", b"size"):
+        if key in (b"path", b"size", b"linkpath"):
             fields[key.decode()] = value.decode(_NAME_ENCODING, _NAME_ERRORS)
         start += length
     return fields

@@ -244,9 +244,12 @@ class _Listing:
 
 
 def _holds_class_images(split: Path, listing: _Listing) -> bool:
-    """Whether a train/ or test/ folder holds a class folder with an image file in it."""
+    """Whether a train/ or test/ folder holds a class folder with an image file in it (macOS's
+    ._ files beside images, which unpacking a Mac's tar leaves, are none)."""
     return _is_folder(split) and any(
-        path.suffix.lower() in IMAGE_SUFFIXES for folder in _subfolders(split, listing) for path in listing(folder)
+        path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("._")
+        for folder in _subfolders(split, listing)
+        for path in listing(folder)
     )
 
 

@@ -17,6 +17,9 @@ from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
 from cifar.reading import torch_file_problem
 
+# A saved model's pickled structure (names, config, classes) takes about 10 KB for ResNet18.
+MAX_MODEL_STRUCTURE_BYTES = 1 << 20
+
 
 def build_model(config: ModelConfig, num_classes: int = 10) -> nn.Module:
     if config.name == "custom_resnet":
@@ -71,7 +74,7 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         raise DataError(
             f"{path}: a folder, named pipe or device, not a file; remove it and re-create it with `dvc repro train`"
         )
-    problem = torch_file_problem(path)
+    problem = torch_file_problem(path, MAX_MODEL_STRUCTURE_BYTES)
     if problem:
         raise _not_a_model(path, problem)
     try:

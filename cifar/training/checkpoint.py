@@ -31,6 +31,11 @@ from cifar.atomic import atomic_path
 from cifar.errors import one_line, short_repr
 from cifar.reading import torch_file_problem
 
+# What a checkpoint's pickled structure may take without counting its epochs and steps, and
+# what the file around the contents (a digest and a tensor) takes: about 600 bytes.
+MAX_STRUCTURE_BYTES = 64 << 10
+_WRAPPER_STRUCTURE_BYTES = 4 << 10
+
 log = logging.getLogger(__name__)
 
 
@@ -93,6 +98,11 @@ class TrainingState:
                     raise ValueError(
                         f"its optimizer's {key} is {short_repr(group.get(key))}, this run's {run_group[key]!r}"
                     )
+        # load_state_dict casts a moment to its parameter's dtype: a bool one trained on as 0s and 1s.
+        for moments in self.optimizer.get("state", {}).values():
+            for name, value in moments.items():
+                if name != "step" and torch.is_tensor(value) and not value.is_floating_point():
+                    raise ValueError(f"optimizer state {name} is of {value.dtype}, which train never saves")
         settings = [dict(group) for group in optimizer.param_groups]
         optimizer.load_state_dict(self.optimizer)
         # The rest of a group's settings are the run's own (Adam's second beta), and the learning
@@ -100,13 +110,17 @@ class TrainingState:
         # them: an edited beta or momentum would train on unnoticed. Only the moments are loaded.
         for group, own in zip(optimizer.param_groups, settings):
             group.update(own)
-        # torch checks only the number of parameters; a moment of another shape would fail at the first step.
+        # torch checks only the number of parameters; a moment of another shape (a 0-dim one
+        # too) failed at the first step, one of another dtype (bool) trained on silently.
         for parameter, moments in optimizer.state.items():
             for name, value in moments.items():
-                if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
-                    raise ValueError(
-                        f"optimizer state {name} is {tuple(value.shape)} for a parameter of {tuple(parameter.shape)}"
-                    )
+                if name == "step" or value is None:  # a count, checked against the steps done; SGD without momentum
+                    continue
+                if not torch.is_tensor(value) or value.shape != parameter.shape:
+                    shown = tuple(value.shape) if torch.is_tensor(value) else short_repr(value)
+                    raise ValueError(f"optimizer state {name} is {shown} for a parameter of {tuple(parameter.shape)}")
+                if value.dtype != parameter.dtype:
+                    raise ValueError(f"optimizer state {name} is of {value.dtype} for a parameter of {parameter.dtype}")
         scheduler.load_state_dict(self.scheduler)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns of get_lr() called outside step()
@@ -127,12 +141,13 @@ class CheckpointFile:
         """Forget a finished run's state: the next run with the same fingerprint starts afresh."""
         self.path.unlink(missing_ok=True)
 
-    def load(self, epochs: int) -> TrainingState | None:
-        """The stored state of this run, or None (logging why) to start from scratch."""
+    def load(self, epochs: int, steps: int = 0) -> TrainingState | None:
+        """The stored state of this run of `epochs` epochs and `steps` steps, or None (logging
+        why) to start from scratch."""
         if not self.path.is_file():
             return None
         try:
-            stored = read_checkpoint(self.path)
+            stored = read_checkpoint(self.path, structure_bound(epochs, steps))
             state = TrainingState(**stored["state"])
             _check_types(stored["fingerprint"], state)
             _check_tensor_sizes(stored)
@@ -180,11 +195,14 @@ class CheckpointFile:
     ) -> TrainingState | None:
         """Restore the state to resume from into the run's objects and return it, or return
         None (logging why) with the objects as they were, to train from scratch."""
-        state = self.load(epochs)
+        state = self.load(epochs, scheduler.total_steps)
         if state is None:
             return None
         steps = state.epoch * (scheduler.total_steps // epochs)
-        progress = _progress_problem(state, steps)
+        try:
+            progress = _progress_problem(state, steps)
+        except Exception as error:  # a value of a type train never saves: a complex moment, a list of states
+            progress = f"holds optimizer or schedule values train never saves ({one_line(error)})"
         if progress:
             log.warning("not resuming: %s %s; training from scratch", self.path, progress)
             return None
@@ -193,7 +211,7 @@ class CheckpointFile:
         )
         try:
             state.restore(model, optimizer, scheduler, generator)
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # whatever a state train did not save raises as it loads
             log.warning(
                 "not resuming: %s matches this run but does not load into it (%s); training from scratch",
                 self.path,
@@ -217,22 +235,36 @@ def write_checkpoint(path: Path, contents: dict) -> None:
     torch.save(contents, serialized)
     payload = serialized.getvalue()
     with atomic_path(path) as temporary:
-        torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": payload}, temporary)
+        # The contents as a tensor, which torch keeps in a record of its own: as bytes they
+        # would be pickled, and the file's pickled structure could not be bounded apart from them.
+        contents = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "contents": contents}, temporary)
 
 
-def read_checkpoint(path: Path) -> dict:
-    """What write_checkpoint saved; raises if it is not what it saved."""
-    problem = torch_file_problem(path)
+def read_checkpoint(path: Path, max_structure_bytes: int = MAX_STRUCTURE_BYTES) -> dict:
+    """What write_checkpoint saved; raises if it is not what it saved, or if the contents'
+    pickled structure takes more than max_structure_bytes."""
+    problem = torch_file_problem(path, _WRAPPER_STRUCTURE_BYTES)
     if problem:
         raise ValueError(problem)
-    stored = torch.load(path, weights_only=True)  # no tensors: those are in the contents
-    payload = stored["contents"]
-    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != stored["sha256"]:
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    contents = stored["contents"]
+    if not (torch.is_tensor(contents) and contents.dtype == torch.uint8 and contents.dim() == 1):
+        raise ValueError("its contents are not the bytes train saves")
+    payload = contents.numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != stored["sha256"]:
         raise ValueError("its contents do not match the digest saved with them: edited or damaged")
-    problem = torch_file_problem(payload)
+    problem = torch_file_problem(payload, max_structure_bytes)
     if problem:
         raise ValueError(f"its saved contents: {problem}")
     return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def structure_bound(epochs: int, steps: int) -> int:
+    """The most bytes a checkpoint's pickled structure may take in a run of these epochs and
+    steps: the optimizer's and scheduler's own (a few KB), a history row per epoch and a
+    learning rate per step (about 150 and 9 bytes), with room to spare."""
+    return MAX_STRUCTURE_BYTES + 512 * epochs + 32 * steps
 
 
 def _check_types(fingerprint: object, state: TrainingState) -> None:
