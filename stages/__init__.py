@@ -90,7 +90,7 @@ def _torch_environment_problem() -> str | None:
     if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in switches):  # torch's words
         return f"{' and '.join(switches)} are both set, and torch then loads no file; unset one"
     settings = sorted(name for name in os.environ if name.startswith("TORCH_LOGS"))
-    if settings:
+    if settings and _stage_name() != "download":  # which loads no torch: checking would cost 600 MB
         try:
             import torch  # noqa: F401  torch reads them as it loads
         except Exception as error:  # whatever torch raises on a setting of its own

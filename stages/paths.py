@@ -81,13 +81,30 @@ def _path_problem(path: object, links_checked: bool) -> str | None:
     # itself may be a link: DVC's symlink cache makes them, and readers and writers check it.)
     # The checkpoint's may lead out of the repository, never back into it elsewhere (`ckpt ->
     # cifar/models` with `ckpt/__init__.py` had train overwrite, then delete, the code).
-    resolved = (REPO / path).parent.resolve() / parts[-1]
+    try:
+        resolved = (REPO / path).parent.resolve() / parts[-1]
+    except RuntimeError:  # Python 3.11's word for a link that loops
+        return "leads through a symbolic link that loops; remove the link or name another folder"
     inside = resolved.relative_to(REPO).parts[:1] if resolved.is_relative_to(REPO) else None
     # .venv may itself be a link out of the repository: a path through it is still the code's.
-    into_protected = any(resolved.is_relative_to((REPO / folder).resolve()) for folder in PROTECTED_FOLDERS)
+    into_protected = any(resolved.is_relative_to(place) for place in _protected_places())
     if into_protected or (inside != parts[:1] and (links_checked or inside is not None)):
         return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
+
+
+def _protected_places() -> list[Path]:
+    """Where the protected folders really are; not one that loops, nor one holding the
+    repository itself (a .venv that is a link to its parent folder)."""
+    places = []
+    for folder in PROTECTED_FOLDERS:
+        try:
+            place = (REPO / folder).resolve()
+        except RuntimeError:
+            continue
+        if not REPO.is_relative_to(place):
+            places.append(place)
+    return places
 
 
 TABLE = _read_table()

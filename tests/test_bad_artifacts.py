@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -404,6 +405,16 @@ def write_with_an_end_signature_as_its_directory_offset(path):
     path.write_bytes(bytes(data))
 
 
+def write_with_its_structure_named_in_capitals(path):
+    """torch's reader finds the pickle as DATA.PKL too; its cap looked only for data.pkl."""
+    write_with(padding="x" * (2 << 20))(path)
+    with zipfile.ZipFile(path) as saved:
+        records = [(record.filename.replace("data.pkl", "DATA.PKL"), saved.read(record)) for record in saved.infolist()]
+    with zipfile.ZipFile(path, "w") as renamed:
+        for name, data in records:
+            renamed.writestr(name, data)
+
+
 def write_with(model=(), **changes):
     """A writer of a model file with its config's keys in `model` and its other entries changed,
     as a re-save by hand would."""
@@ -452,6 +463,7 @@ def write_with(model=(), **changes):
         (write_after_stray_bytes, "(its list of records is not where its end records say, so readers differ on"),
         (write_with_an_end_signature_as_its_directory_offset, "(its list of records is not where its end records say"),
         (write_with(padding="x" * (2 << 20)), "(its pickled structure takes 2,097,"),
+        (write_with_its_structure_named_in_capitals, "(its pickled structure takes 2,097,"),
         (
             write_another_models_weights,
             "(Error(s) in loading state_dict for CustomResNet: Missing key(s) in state_dict:",
@@ -1371,6 +1383,30 @@ def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment
     assert (
         f"checkpoint = 'ckpt/module.py' leads through a symbolic link to {tmp_path.resolve()}/environment/lib/module.py"
     ) in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("link", "to", "refused"),
+    [
+        ("bench", "bench", None),  # a protected folder no stage writes, looping
+        (".venv", "..", None),  # the checkout inside its environment's folder
+        (
+            str(Path(paths.CHECKPOINT).parent),
+            Path(paths.CHECKPOINT).parent.name,
+            f"checkpoint = {paths.CHECKPOINT!r} leads through a symbolic link that loops",
+        ),
+    ],
+    ids=["protected-folder-loops", "environment-holds-the-repository", "checkpoint-folder-loops"],
+)
+def test_a_link_that_loops_or_holds_the_repository_is_one_line_or_none(tmp_path, link, to, refused):
+    """Each looping link was a RuntimeError traceback in every stage; .venv -> .. was blamed on
+    a link at the data's folder, a plain folder."""
+    copy_pipeline(tmp_path)
+    (tmp_path / link).symlink_to(to)
+    result = stage(tmp_path, "evaluate", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert (refused in last) if refused else last.startswith(f"error: {paths.PARAMS}: file not found"), last
 
 
 def test_the_checkpoints_folder_may_be_a_link_out_of_the_repository(tmp_path):

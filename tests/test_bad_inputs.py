@@ -1367,13 +1367,27 @@ def size_with_an_underscore(image: bytes) -> bytes:
     return with_header_bytes(member_bytes("export/train/dog/9999.png", image), 124, digits[:5] + b"_" + digits[5:])
 
 
-def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(tree, downloads):
+@pytest.mark.parametrize(
+    ("tar_format", "name"),
+    [
+        (tarfile.PAX_FORMAT, "copy.png"),
+        (tarfile.GNU_FORMAT, "a" * 120 + ".png"),
+        (tarfile.PAX_FORMAT, "a" * 120 + ".png"),
+    ],
+    ids=["short-name", "gnu-long-names", "pax-long-names"],
+)
+def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(
+    tree, tmp_path, downloads, tar_format, name
+):
     """tar stores a file met a second time (hard-linked) as a link to its first copy, which
-    both tools extract as that file: it was refused as a link."""
-    os.link(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "copy.png")
-    archive = archive_of(tree, "tar")
+    both tools extract as that file: it was refused as a link, and under a long name still."""
+    (tree / "train" / "cat" / "0000.png").rename(tree / "train" / "cat" / name)
+    os.link(tree / "train" / "cat" / name, tree / "train" / "cat" / "twin.png")  # after it: the link
+    archive = tmp_path / "linked.tar"
+    with tarfile.open(archive, "w", format=tar_format) as bundle:
+        bundle.add(tree, "export")
     with tarfile.open(archive) as bundle:
-        assert [member.name for member in bundle if member.islnk()] == ["export/train/cat/copy.png"]
+        assert len([member for member in bundle if member.islnk()]) == 1
     assert len(import_from(archive, downloads)["train"]) == 31
 
 

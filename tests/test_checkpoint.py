@@ -643,6 +643,17 @@ def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_p
     )
 
 
+def test_a_checkpoint_whose_contents_are_one_byte_viewed_many_times_is_not_loaded(tmp_path, caplog):
+    """Copied out as bytes, one byte viewed 2e9 times (a stride of 0) took train to 2.7 GB."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"sha256": "0" * 64, "contents": torch.zeros(1, dtype=torch.uint8).expand(1000)}, path)
+    caplog.set_level(logging.INFO)
+    assert CheckpointFile(path, {"run": 1}).load(epochs=3) is None
+    assert caplog.messages[-1] == (
+        f"not resuming: {path} is unreadable (its contents are not the bytes train saves); training from scratch"
+    )
+
+
 def test_a_checkpoint_whose_structure_outgrows_its_run_is_not_loaded(tmp_path, caplog):
     """Each byte of pickle can make an object of 64 bytes or more: 25 MB of empty dicts took
     train to 2.7 GB. A run of 3 epochs needs at most 64 KiB and 512 bytes an epoch."""

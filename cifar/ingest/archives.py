@@ -306,7 +306,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     )
                 pending[_GNU_LONG_NAME] = long_name
             elif header.type == tarfile.GNUTYPE_LONGLINK:
-                pending[_GNU_LONG_LINK] = "yes"  # its link is refused with its member
+                pending[_GNU_LONG_LINK] = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
             position += _padded(header.size)
             continue
         fields, pending = global_fields | pending, {}
@@ -349,12 +349,14 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
 def _hard_linked_copy(
     header: tarfile.TarInfo, fields: dict[str, str], size: int, members: dict[str, bytes]
 ) -> bytes | None:
-    """The data of the earlier member a plain hard link names, which GNU tar writes for a file
-    it meets a second time (a duplicate image, hard-linked): both tools extract its data. A
-    link named by a pax or GNU long link name, or carrying data, stays refused."""
-    if header.type != tarfile.LNKTYPE or size or "linkpath" in fields or _GNU_LONG_LINK in fields:
+    """The data of the earlier member a hard link names, which GNU tar writes for a file it
+    meets a second time (a duplicate image, hard-linked): both tools extract its data, and
+    both take a pax link path over a GNU long link name over the header's. A link carrying
+    data stays refused."""
+    if header.type != tarfile.LNKTYPE or size:
         return None
-    return members.get(str(PurePosixPath(header.linkname)))
+    target = fields.get("linkpath", fields.get(_GNU_LONG_LINK, header.linkname))
+    return members.get(str(PurePosixPath(target)))
 
 
 def _read_otherwise_by_gnu_tar(

@@ -249,7 +249,13 @@ def read_checkpoint(path: Path, max_structure_bytes: int = MAX_STRUCTURE_BYTES) 
         raise ValueError(problem)
     stored = torch.load(path, map_location="cpu", weights_only=True)
     contents = stored["contents"]
-    if not (torch.is_tensor(contents) and contents.dtype == torch.uint8 and contents.dim() == 1):
+    if not (
+        torch.is_tensor(contents)
+        and contents.dtype == torch.uint8
+        and contents.dim() == 1
+        and contents.is_contiguous()
+        and contents.untyped_storage().nbytes() == contents.numel()  # not one byte viewed 2e9 times
+    ):
         raise ValueError("its contents are not the bytes train saves")
     payload = contents.numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != stored["sha256"]:
