@@ -90,11 +90,11 @@ def torch_file_problem(source: Path | bytes, max_structure_bytes: int) -> str | 
     names = [record.filename.lower() for record in records]
     if len(set(names)) < len(names):
         return "two of its records have one name but for case, which readers tell apart differently"
-    for record in records:
+    for record, name in zip(records, names):
         if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
             return f"its record {printable(record.filename)[:80]!r} is compressed, which torch.save never does"
         # torch's reader finds a record by its name in any case: DATA.PKL is the pickle too.
-        if record.filename.lower().endswith("data.pkl") and record.file_size > max_structure_bytes:
+        if name.endswith("data.pkl") and record.file_size > max_structure_bytes:
             return (
                 f"its pickled structure takes {record.file_size:,} bytes, more than the {max_structure_bytes:,} "
                 f"it needs"

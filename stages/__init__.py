@@ -81,24 +81,26 @@ def _draw_the_stages_progress_bars() -> None:
         sys.stderr = terminal
 
 
-def _torch_environment_problem() -> str | None:
-    """What torch cannot do with its environment, in words: TORCH_LOGS=bogus, an empty one or
-    a TORCH_LOGS_OUT in a missing folder ended every stage but download in a traceback as
-    torch loaded, and both weights-only switches set made each model.pt "unreadable" with the
-    advice to re-create it."""
-    switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in switches):  # torch's words
-        return f"{' and '.join(switches)} are both set, and torch then loads no file; unset one"
-    settings = sorted(name for name in os.environ if name.startswith("TORCH_LOGS"))
-    if settings and _stage_name() != "download":  # which loads no torch: checking would cost 600 MB
-        try:
-            import torch  # noqa: F401  torch reads them as it loads
-        except Exception as error:  # whatever torch raises on a setting of its own
-            return (
-                f"torch cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
-                f"{one_line(error)}; fix or unset it (TORCH_LOGS=help lists the logs)"
-            )
-    return None
+def _import_torch() -> None:
+    import torch  # noqa: F401  torch reads its TORCH_LOGS* settings as it loads
+
+
+def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, advice: str = "") -> None:
+    """One line and exit code 2 where `use_them` raises on the library's own settings, the
+    variables named `prefix*`. Download imports neither tqdm nor torch: checking would cost it
+    up to 600 MB."""
+    settings = sorted(name for name in os.environ if name.startswith(prefix))
+    if not settings or _stage_name() == "download":
+        return
+    try:
+        use_them()
+    except Exception as error:  # whatever the library raises on a setting of its own
+        print(
+            f"error: {library} cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
+            f"{one_line(error)}; fix or unset it{advice}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
@@ -115,22 +117,17 @@ if sys.argv[:1] == ["-m"]:
     # in a traceback at import; one it cannot use (TQDM_FILE, a string where a stream goes) or
     # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
     # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
-    if _stage_name() != "download":
-        try:
-            _draw_the_stages_progress_bars()
-        except Exception as error:  # whatever tqdm raises on a setting of its own
-            settings = ", ".join(sorted(name for name in os.environ if name.startswith("TQDM_")))
-            if not settings:
-                raise
-            print(
-                f"error: tqdm cannot use its environment ({settings}): {type(error).__name__}: {one_line(error)}; "
-                f"fix or unset it",
-                file=sys.stderr,
-            )
-            raise SystemExit(2) from None
+    _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
-    problem = _torch_environment_problem()
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    # Both weights-only switches set made each model.pt "unreadable", with the advice to re-create it.
+    weights_only_switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in weights_only_switches):
+        print(
+            f"error: {' and '.join(weights_only_switches)} are both set, and torch then loads no file; unset one",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
+    # TORCH_LOGS=bogus, an empty one or a TORCH_LOGS_OUT in a missing folder ended every stage
+    # but download in a traceback as torch loaded.
+    _refuse_settings_a_library_fails_on("TORCH_LOGS", "torch", _import_torch, " (TORCH_LOGS=help lists the logs)")

@@ -46,9 +46,9 @@ def _read_table() -> dict[str, str]:
     tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
     if len(tables) != 1 or not isinstance(tables[0], dict):
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
-    table = tables[0]
+    table, protected_places = tables[0], _protected_places()
     for name, path in table.items():
-        problem = _path_problem(path, links_checked=name != "checkpoint")
+        problem = _path_problem(path, protected_places, links_checked=name != "checkpoint")
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
@@ -60,7 +60,7 @@ def _read_table() -> dict[str, str]:
     return table
 
 
-def _path_problem(path: object, links_checked: bool) -> str | None:
+def _path_problem(path: object, protected_places: list[Path], links_checked: bool) -> str | None:
     """Why a path cannot be an output's, if it cannot. (The resume checkpoint's folder may be a
     link: scripts/ci_setup.py links it into a self-hosted runner's lasting state.)"""
     if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
@@ -87,7 +87,7 @@ def _path_problem(path: object, links_checked: bool) -> str | None:
         return "leads through a symbolic link that loops; remove the link or name another folder"
     inside = resolved.relative_to(REPO).parts[:1] if resolved.is_relative_to(REPO) else None
     # .venv may itself be a link out of the repository: a path through it is still the code's.
-    into_protected = any(resolved.is_relative_to(place) for place in _protected_places())
+    into_protected = any(resolved.is_relative_to(place) for place in protected_places)
     if into_protected or (inside != parts[:1] and (links_checked or inside is not None)):
         return f"leads through a symbolic link to {resolved}; name the folder it means"
     return None
