@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -26,9 +27,18 @@ from cifar.errors import OutputError, one_line
 
 SCRATCH_MARK = ".partial-"
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
-# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`). Renames of outputs hold them back,
-# with Ctrl-C's SIGINT; cifar.cli turns them into one line.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU)
+# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\\), and SIGUSR1,
+# SIGUSR2 and SIGALRM, whose default is to end a process without a word. Renames of outputs
+# hold them back, with Ctrl-C's SIGINT; cifar.cli turns them into one line.
+STOP_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGXCPU,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
 # How torch.save's C++ writer reports a full disk, without an errno: "[enforce fail at
 # inline_container.cc:672] . unexpected pos 704 vs 598", or for a small file
 # "basic_ios::clear: iostream error".
@@ -63,7 +73,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             # A write into another write's scratch (explain's galleries in their folder) is
             # part of that write: it goes in at once, and the folder is the one held back.
             if _held is None or any(SCRATCH_MARK in part for part in target.parent.parts):
-                with _stop_signals_held():
+                with stop_signals_held():
                     _replace(temporary, target, scratch)
             else:
                 _held.append((temporary, target, scratch))
@@ -85,7 +95,7 @@ def replaced_together() -> Iterator[None]:
     _held = []
     try:
         yield
-        with _stop_signals_held():
+        with stop_signals_held():
             replaced = []
             try:
                 for temporary, target, scratch in _held:
@@ -119,19 +129,22 @@ def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
 
 
 @contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """Ctrl-C and the stop signals arriving inside are noted, and handled
+def stop_signals_held() -> Iterator[list[int]]:
+    """Ctrl-C and the stop signals arriving inside are noted in the list yielded, and handled
     as they would have been once the block is done. (A signal mask would not do: a signal
     for the process goes to any thread that does not block it, torch's among them.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread handles signals, or may set their handlers
-        return
     arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived  # only the main thread handles signals, or may set their handlers
+        return
+    # A signal the stage was started ignoring (nohup's SIGHUP) stays ignored.
     handlers = {
-        sig: signal.signal(sig, lambda number, frame: arrived.append(number)) for sig in (signal.SIGINT, *STOP_SIGNALS)
+        sig: signal.signal(sig, lambda number, frame: arrived.append(number))
+        for sig in (signal.SIGINT, *STOP_SIGNALS)
+        if signal.getsignal(sig) != signal.SIG_IGN
     }
     try:
-        yield
+        yield arrived
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
@@ -148,20 +161,37 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputError(f"disk full while writing {target}; free space and re-run") from None
         if error.errno == errno.EFBIG:
-            raise OutputError(
-                f"cannot write {target}: larger than the largest file this process may write (`ulimit -f`, or the "
-                f"file system's own limit); raise that limit and re-run"
-            ) from None
+            raise _too_large(target) from None
         raise OutputError(
             f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
             f"you may write to, and re-run"
         ) from None
     except RuntimeError as error:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
+            if _file_size_limited(target.parent):
+                raise _too_large(target) from None
             raise OutputError(
                 f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run"
             ) from None
         raise
+
+
+def _too_large(target: Path) -> OutputError:
+    return OutputError(
+        f"cannot write {target}: larger than the largest file this process may write (`ulimit -f`, or the "
+        f"file system's own limit); raise that limit and re-run"
+    )
+
+
+def _file_size_limited(folder: Path) -> bool:
+    """Whether a write that failed without an errno (torch's writer) met a file-size limit
+    (`ulimit -f`) rather than a full disk: one is set, and the disk has more room than it."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return False
+    return limit != resource.RLIM_INFINITY and disk.f_bavail * disk.f_frsize > limit
 
 
 def _scratch_prefix(name: str) -> str:

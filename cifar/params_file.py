@@ -3,7 +3,9 @@ file that cannot be read is a one-line ConfigError naming the line."""
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -94,11 +96,32 @@ class Yaml12Loader(yaml.SafeLoader):
         try:
             return sign * int(digits[2:] if base != 10 else digits, base)
         except ValueError:
-            if len(digits) > _MAX_INT_DIGITS:
-                raise _UnsupportedYaml(f"the integer {short_repr(node.value)} is too long", node.start_mark) from None
+            if base == 10 and len(digits) > (sys.get_int_max_str_digits() or math.inf):
+                raise _UnsupportedYaml(
+                    f"the integer {short_repr(node.value)} has more digits than Python converts "
+                    f"({sys.get_int_max_str_digits():,}); write the value the key takes",
+                    node.start_mark,
+                ) from None
             raise _UnsupportedYaml(  # `!!int 2.0`: a tag forces the integer constructor on any text
                 f"{short_repr(node.value)} is tagged !!int but is not an integer; write an integer", node.start_mark
             ) from None
+
+    def construct_ordered_mapping(self, node):
+        """`!!omap`, which PyYAML builds as a list of pairs and DVC's reader as a mapping,
+        which a stage then read as a list nobody wrote."""
+        mapping = {}
+        yield mapping
+        pairs = super().construct_yaml_omap(node)
+        entries = next(pairs)
+        for _ in pairs:  # fills the entries
+            pass
+        for index, (key, value) in enumerate(entries):
+            if key in mapping:
+                raise _UnsupportedYaml(
+                    f"the key {short_repr(key)} appears a second time in an ordered mapping; keep one of them",
+                    node.value[index].start_mark,
+                )
+            mapping[key] = value
 
     def construct_yaml_float(self, node):
         try:
@@ -161,10 +184,9 @@ _YAML_1_2_RESOLVERS = [
     ),
 ]
 _REPLACED_TAGS = {tag for tag, _, _ in _YAML_1_2_RESOLVERS}
-# Python refuses to convert integers of more than 4,300 digits (sys.int_info.default_max_str_digits).
-_MAX_INT_DIGITS = 4300
 Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
 Yaml12Loader.add_constructor("tag:yaml.org,2002:float", Yaml12Loader.construct_yaml_float)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:omap", Yaml12Loader.construct_ordered_mapping)
 Yaml12Loader.add_constructor("tag:yaml.org,2002:timestamp", Yaml12Loader.construct_yaml_timestamp)
 Yaml12Loader.add_constructor(None, Yaml12Loader.construct_tagged)
 Yaml12Loader.yaml_implicit_resolvers = {

@@ -5,15 +5,17 @@ would end in a traceback about a missing package. Python imports this package be
 stage's module, so a stage started that way ends here in one line that names the
 interpreter, the missing module and how to run it, with exit code 2. Likewise Ctrl-C while
 a stage still loads its libraries (or anywhere it has no handler of its own) ends in one
-line and exit code 130, not a traceback, SIGTERM or SIGHUP in one line and 128 + its
-number; so does running out of memory while loading them (torch's libraries cannot be
-mapped under a low `ulimit -v`), or meeting a non-ASCII path that the locale cannot
-encode, or a damaged paths table in dvc.yaml, with exit code 2.
+line and exit code 130, not a traceback, SIGTERM, SIGHUP and the other stop signals
+(cifar.atomic.STOP_SIGNALS) in one line and 128 + its number; so does running out of
+memory while loading them (torch's libraries cannot be mapped under a low `ulimit -v`), or
+meeting a non-ASCII path that the locale cannot encode, or a damaged paths table in
+dvc.yaml, with exit code 2.
 """
 
 import importlib
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -103,6 +105,24 @@ def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, adv
         raise SystemExit(2) from None
 
 
+def _openmp_stack_problem() -> str | None:
+    """OMP_STACKSIZE=100G ended a stage at torch's first parallel step in libgomp's own line,
+    "Thread creation failed", which names neither the setting nor a fix: a thread's stack
+    larger than the machine's memory cannot be mapped."""
+    setting = os.environ.get("OMP_STACKSIZE", "")
+    size = re.fullmatch(r"\s*(\d+)\s*([bkmgBKMG]?)\s*", setting)  # libgomp's form; its unit is K by default
+    if not size:
+        return None  # libgomp warns of a value it cannot read, and leaves it unused
+    stack = int(size[1]) << {"b": 0, "k": 10, "m": 20, "g": 30}[(size[2] or "k").lower()]
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if stack <= memory:
+        return None
+    return (
+        f"OMP_STACKSIZE={setting} gives each of torch's threads {stack / 2**30:,.0f} GiB of stack, more than this "
+        f"machine's {memory / 2**30:,.0f} GiB of memory, so OpenMP cannot start them; lower or unset it"
+    )
+
+
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
@@ -110,7 +130,7 @@ if sys.argv[:1] == ["-m"]:
     # Stages draw into files only: a backend the environment names for its own windows (even a
     # misspelt one, which matplotlib refused at import with a raw ValueError) is not theirs.
     os.environ["MPLBACKEND"] = "Agg"
-    # SIGTERM or SIGHUP while torch still loads is one line too, not a silent death.
+    # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
     # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm (all but download)
@@ -120,6 +140,10 @@ if sys.argv[:1] == ["-m"]:
     _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
+    problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     # Both weights-only switches set made each model.pt "unreadable", with the advice to re-create it.
     weights_only_switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in weights_only_switches):

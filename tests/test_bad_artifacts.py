@@ -273,30 +273,35 @@ def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_n
     monkeypatch.setattr(owner, writer, write)
 
 
-FILE_SIZE_LIMITED = f"""
-import resource
-from cifar.atomic import write_text
-resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
-write_text({paths.CONFUSION!r}, "x" * 4096)
-"""
-
-
-def test_a_file_size_limit_is_named_as_such_not_as_a_folder_to_make_writable(tmp_path):
-    """EFBIG (`ulimit -f`) was reported as a folder to make writable; Python ignores SIGXFSZ,
-    so the write fails instead of killing the stage."""
-    Path(tmp_path / paths.CONFUSION).parent.mkdir()
+@pytest.mark.parametrize(
+    ("target", "write"),
+    [
+        (paths.CONFUSION, f"from cifar.atomic import write_text; write_text({paths.CONFUSION!r}, 'x' * 4096)"),
+        # torch's writer fails without an errno, as on a full disk: it was called one.
+        (
+            paths.MODEL,
+            "from torch import nn; from cifar.config import ModelConfig; from cifar.models import save_trained; "
+            f"save_trained({paths.MODEL!r}, nn.Linear(10_000, 1), ModelConfig(), ('a', 'b'))",
+        ),
+    ],
+    ids=["text", "torch"],
+)
+def test_a_file_size_limit_is_named_as_such(tmp_path, target, write):
+    """EFBIG (`ulimit -f`) was reported as a folder to make writable, and torch's failed
+    write as a full disk; Python ignores SIGXFSZ, so the write fails instead of killing the stage."""
+    Path(tmp_path / target).parent.mkdir()
     result = subprocess.run(
-        [sys.executable, "-c", FILE_SIZE_LIMITED],
+        [sys.executable, "-c", f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)); {write}"],
         cwd=tmp_path,
         env=os.environ | {"PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
     )
     assert result.stderr.splitlines()[-1] == (
-        f"cifar.errors.OutputError: cannot write {paths.CONFUSION}: larger than the largest file this process may "
+        f"cifar.errors.OutputError: cannot write {target}: larger than the largest file this process may "
         f"write (`ulimit -f`, or the file system's own limit); raise that limit and re-run"
     )
-    assert list(Path(tmp_path / paths.CONFUSION).parent.iterdir()) == []
+    assert list(Path(tmp_path / target).parent.iterdir()) == []
 
 
 def save_model(parameters: int) -> None:
@@ -1212,10 +1217,15 @@ def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, si
     assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
 
 
-def test_a_matplotlib_backend_named_in_the_environment_is_not_the_stages_concern(pipeline_run):
-    """MPLBACKEND=nosuchbackend ended figures and explain in a raw ValueError at import."""
+@pytest.mark.parametrize("setting", ["MPLBACKEND", "MATPLOTLIBRC"])
+def test_the_users_matplotlib_settings_are_not_the_stages_concern(pipeline_run, tmp_path, setting):
+    """MPLBACKEND=nosuchbackend ended figures and explain in a raw ValueError at import. A
+    matplotlibrc of the user's reached the figures: `text.usetex` without LaTeX ended figures
+    in a traceback, `savefig.pad_inches: 60` took it to 2.8 GB, `font.size: 400` drew with it."""
     before = outputs(pipeline_run)
-    environment = os.environ | {"MPLBACKEND": "nosuchbackend"}
+    user_settings = tmp_path / "matplotlibrc"
+    user_settings.write_text("text.usetex: True\nsavefig.pad_inches: 60\nfont.size: 400\n")
+    environment = os.environ | {setting: {"MPLBACKEND": "nosuchbackend", "MATPLOTLIBRC": str(user_settings)}[setting]}
     result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert outputs(pipeline_run) == before, "the same pictures, drawn headless"
@@ -1228,9 +1238,14 @@ def catches(pid: int, sig: signal.Signals) -> bool:
     return bool(int(caught, 16) >> (sig - 1) & 1)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2],
+    ids=["sigterm", "sighup", "sigquit", "sigusr2"],
+)
 def test_a_termination_signal_mid_stage_is_one_line_and_leaves_no_scratch(pipeline_run, sig):
-    """evaluate, figures and download ended without a word (exit -15, or -1 for SIGHUP)."""
+    """evaluate, figures and download ended without a word (exit -15, or -1 for SIGHUP; Ctrl-\\'s
+    SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM end a process so by default)."""
     # As from a terminal, whatever the test runner ignores (nohup ignores SIGHUP).
     stage = subprocess.Popen(
         [sys.executable, "-m", "stages.figures"],

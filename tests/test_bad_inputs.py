@@ -779,6 +779,18 @@ def test_unreadable_params_files_are_one_line(tmp_path, text, message):
     assert message in refused(ConfigError, load_params, params_file(tmp_path, text))
 
 
+def test_pythons_limit_on_integer_digits_is_named_as_such(tmp_path):
+    """Under PYTHONINTMAXSTRDIGITS=640, a seed of 1,000 digits was "tagged !!int but is not an integer"."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        message = refused(ConfigError, load_params, params_file(tmp_path, "seed: " + "1" * 1000 + "\n"))
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert "params.yaml: line 1: the integer '1111" in message
+    assert message.endswith(" has more digits than Python converts (640); write the value the key takes")
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [
@@ -1133,12 +1145,18 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
             "error: TORCH_FORCE_WEIGHTS_ONLY_LOAD and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD are both set, and torch then "
             "loads no file; unset one",
         ),
+        (
+            {"OMP_STACKSIZE": "100000G"},
+            "error: OMP_STACKSIZE=100000G gives each of torch's threads 100,000 GiB of stack, more than this "
+            "machine's ",
+        ),
     ],
-    ids=["unknown-log", "empty-logs", "log-file-in-no-folder", "both-weights-only-switches"],
+    ids=["unknown-log", "empty-logs", "log-file-in-no-folder", "both-weights-only-switches", "openmp-stack"],
 )
 def test_a_torch_setting_torch_cannot_use_is_one_line(pipeline, settings, line):
     """Each TORCH_LOGS setting was a traceback as torch loaded; both switches made evaluate
-    call model.pt unreadable and advise re-creating it, which could not help."""
+    call model.pt unreadable and advise re-creating it, which could not help; an OpenMP stack
+    larger than memory ended it in libgomp's "Thread creation failed"."""
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate"],
         cwd=pipeline,

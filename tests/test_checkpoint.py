@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import stages.train
+from cifar.atomic import STOP_SIGNALS
 from cifar.cli import stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
@@ -489,11 +490,20 @@ def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_pat
     checkpoint.remove()
 
 
-def test_sigterm_sighup_and_sigxcpu_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
+def test_the_signals_that_end_a_process_by_default_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
-    assert stop_signals() == [signal.SIGTERM, signal.SIGHUP, signal.SIGXCPU]
+    assert stop_signals() == list(STOP_SIGNALS)
+    assert {sig.name for sig in STOP_SIGNALS} == {
+        "SIGTERM",
+        "SIGHUP",
+        "SIGXCPU",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+    }
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
-    assert stop_signals() == [signal.SIGTERM, signal.SIGXCPU]
+    assert signal.SIGHUP not in stop_signals() and len(stop_signals()) == len(STOP_SIGNALS) - 1
 
 
 def test_the_signal_handler_is_restored(tmp_path):

@@ -448,6 +448,15 @@ def test_a_scalar_dvc_reads_as_a_string_is_refused_as_one(tmp_path, line, messag
     assert str(refused.value) == f"{path}: {message}"
 
 
+def test_an_ordered_mapping_is_a_mapping_as_in_dvc(tmp_path):
+    """PyYAML builds `!!omap` as a list of pairs: the stages refused a section DVC reads as a mapping."""
+    path = tmp_path / "params.yaml"
+    path.write_text("augment: !!omap\n  - crop_padding: 2\n  - flip: false\n")
+    expected = {"crop_padding": 2, "flip": False}
+    assert read_params_file(path)["augment"] == dict(parse_yaml(path.read_text(), str(path))["augment"]) == expected
+    assert (load_params(path).augment.crop_padding, load_params(path).augment.flip) == (2, False)
+
+
 def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  epochs: 010\n")

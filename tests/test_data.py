@@ -1,4 +1,8 @@
+import itertools
+import os
 import shutil
+import signal
+import threading
 import zipfile
 from pathlib import Path
 
@@ -6,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cifar.cli import Stopped, install_stop_handlers
 from cifar.config import DataConfig
 from cifar.dataset import Split, class_balanced_subset, load_split, save_dataset
 from cifar.errors import DataError
 from cifar.ingest.sources import CIFAR10_CLASSES as CLASSES
-from cifar.ingest.sources import import_dataset, synthetic_split
+from cifar.ingest.sources import ClassTree, ImageFile, import_dataset, read_class_folders, synthetic_split
 from generated import make_class_tree
 
 
@@ -100,6 +105,32 @@ def test_jpeg_trees_import(tmp_path):
     tree = make_class_tree(tmp_path / "jpegs", {"train": 2, "test": 1}, suffix=".jpg")
     splits = import_dataset(DataConfig(source=str(tree)), 0, tmp_path)
     assert splits["train"].images.shape == (20, 32, 32, 3)
+
+
+def test_a_stop_signal_while_images_decode_ends_the_import_without_decoding_the_rest():
+    """SIGTERM raised in the main thread as it took a lock of the decoding pool left the
+    workers waiting on that lock for ever (download hung, 100,000 images); otherwise the
+    queue of decodes ran to its end (8-14 s) before the stage stopped."""
+    decoded, lock, per_class = itertools.count(1), threading.Lock(), 500
+    install_stop_handlers()
+    stage_handler, handlers_while_decoding = signal.getsignal(signal.SIGTERM), set()
+
+    def decode() -> np.ndarray:
+        handlers_while_decoding.add(signal.getsignal(signal.SIGTERM))
+        with lock:
+            number = next(decoded)
+        if number == per_class * len(CLASSES) // 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return np.zeros((32, 32, 3), np.uint8)
+
+    images = [ImageFile(f"image-{index}", decode) for index in range(per_class)]
+    tree = ClassTree("tree", {split: {name: images for name in CLASSES} for split in ("train", "test")})
+    with pytest.raises(Stopped) as stopped:
+        read_class_folders(tree, {"train": None, "test": None})
+    assert stopped.value.args == (signal.SIGTERM,)
+    assert stage_handler not in handlers_while_decoding, "a stop signal is only noted while the pool runs"
+    # the half decoded, and at most a few more the workers took as the signal arrived
+    assert next(decoded) - 1 < per_class * len(CLASSES) * 3 // 4
 
 
 def test_limit_larger_than_the_source_is_refused(tmp_path, class_tree):

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cifar.atomic import scratch_folder
+from cifar.atomic import scratch_folder, stop_signals_held
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError, printable
@@ -482,8 +482,11 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
         rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels[keep])])
         order = keep[np.lexsort((labels[keep], rank_in_class))]
         log.info("decoding %d %s images from %s/%s", len(order), split, tree.root, split)
-        # Pillow decodes with the GIL released, so threads decode on every core.
-        with ThreadPoolExecutor() as pool:
-            images = list(pool.map(lambda index: files[index].decode(), order))  # noqa: B023 (run in this iteration)
+        # Pillow decodes with the GIL released, so threads decode on every core. A stop signal
+        # is held back while they do: raised in the main thread as it took a lock of the pool,
+        # it left the workers waiting on that lock for ever. Once one arrives, the images left
+        # are passed over, and it is handled as the pool ends.
+        with stop_signals_held() as arrived, ThreadPoolExecutor() as pool:
+            images = list(pool.map(lambda index: None if arrived else files[index].decode(), order))  # noqa: B023
         splits[split] = Split(images=np.stack(images), labels=labels[order], classes=names)
     return splits

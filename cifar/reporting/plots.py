@@ -15,6 +15,12 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt
 import numpy as np
 
+# The PNGs are outputs DVC tracks: drawn by matplotlib's own defaults, not a matplotlibrc of
+# the user's (MATPLOTLIBRC, ./matplotlibrc, ~/.config/matplotlib), which made them differ
+# between users, and failed figures with `text.usetex` and no LaTeX or ran it out of memory
+# with `savefig.pad_inches: 60`.
+matplotlib.rcdefaults()
+
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
     """uint8 N x H x W x C images with a title under each."""
