@@ -43,6 +43,8 @@ STOP_SIGNALS = (
 # inline_container.cc:672] . unexpected pos 704 vs 598", or for a small file
 # "basic_ios::clear: iostream error".
 TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "iostream error")
+# A write that fills a disk takes its last blocks: what is left after it is less than this.
+_ROOM_LEFT_BY_A_FULL_DISK = 1 << 20
 
 
 # The writes inside replaced_together() waiting for its end: (temporary, target, scratch).
@@ -185,13 +187,15 @@ def _too_large(target: Path) -> OutputError:
 
 def _file_size_limited(folder: Path) -> bool:
     """Whether a write that failed without an errno (torch's writer) met a file-size limit
-    (`ulimit -f`) rather than a full disk: one is set, and the disk has more room than it."""
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    (`ulimit -f`) rather than a full disk: one is set, and the disk still has room. (Room,
+    not room for the limit: the failed file, still open in the writer, holds its blocks.)"""
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY:
+        return False
     try:
         disk = os.statvfs(folder)
     except OSError:
         return False
-    return limit != resource.RLIM_INFINITY and disk.f_bavail * disk.f_frsize > limit
+    return disk.f_bavail * disk.f_frsize >= _ROOM_LEFT_BY_A_FULL_DISK
 
 
 def _scratch_prefix(name: str) -> str:

@@ -93,18 +93,24 @@ class Yaml12Loader(yaml.SafeLoader):
                 f"write a number, or quote it for text",
                 node.start_mark,
             )
+        digit_limit = sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
+        too_long = _UnsupportedYaml(
+            f"the integer {short_repr(node.value)} has more than the {digit_limit:,} decimal digits Python "
+            f"converts; write the value the key takes",
+            node.start_mark,
+        )
         try:
-            return sign * int(digits[2:] if base != 10 else digits, base)
+            value = sign * int(digits[2:] if base != 10 else digits, base)
         except ValueError:
-            if base == 10 and len(digits) > (sys.get_int_max_str_digits() or math.inf):
-                raise _UnsupportedYaml(
-                    f"the integer {short_repr(node.value)} has more digits than Python converts "
-                    f"({sys.get_int_max_str_digits():,}); write the value the key takes",
-                    node.start_mark,
-                ) from None
+            if base == 10 and len(digits) > digit_limit:
+                raise too_long from None
             raise _UnsupportedYaml(  # `!!int 2.0`: a tag forces the integer constructor on any text
                 f"{short_repr(node.value)} is tagged !!int but is not an integer; write an integer", node.start_mark
             ) from None
+        # 0x and 4,000 digits converts, but not to the decimal text each message about it writes.
+        if value.bit_length() * math.log10(2) > digit_limit:
+            raise too_long
+        return value
 
     def construct_ordered_mapping(self, node):
         """`!!omap`, which PyYAML builds as a list of pairs and DVC's reader as a mapping,

@@ -13,10 +13,14 @@ dvc.yaml, with exit code 2.
 """
 
 import importlib
+import importlib.machinery
 import io
+import math
 import os
 import re
+import resource
 import sys
+import sysconfig
 from pathlib import Path
 
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
@@ -44,6 +48,15 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
         print(f"error: {printable(str(error))}", file=sys.stderr)
         raise SystemExit(2)
+    shadowing = _shadowing_module() if issubclass(kind, Exception) else None
+    if shadowing:
+        name, location, hidden = shadowing
+        print(
+            f"error: {stage} imported {name!r} from {location}, which hides this environment's ({hidden}); "
+            f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         print(
             f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
@@ -65,6 +78,29 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
+
+
+def _shadowing_module() -> tuple[str, str, str] | None:
+    """A module imported from outside the environment in place of one it has: an empty
+    `yaml.py` on PYTHONPATH ended download in "module 'yaml' has no attribute
+    'MarkedYAMLError'", a `numpy.py` evaluate inside pandas' import. (name, its file, the
+    file it hides.)"""
+    paths = sysconfig.get_paths()
+    places = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    resolved_places = [Path(place).resolve() for place in places]
+    for name, module in list(sys.modules.items()):
+        if "." in name or name in ("__main__", "cifar", "stages"):
+            continue
+        file = getattr(module, "__file__", None)
+        locations = [file] if file else list(getattr(module, "__path__", None) or [])  # none: built in
+        if not locations or any(
+            Path(location).resolve().is_relative_to(place) for location in locations for place in resolved_places
+        ):
+            continue
+        hidden = importlib.machinery.PathFinder.find_spec(name, places)
+        if hidden is not None:
+            return name, printable(locations[0]), printable(hidden.origin or str(hidden.submodule_search_locations))
+    return None
 
 
 def _draw_the_stages_progress_bars() -> None:
@@ -107,19 +143,37 @@ def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, adv
 
 def _openmp_stack_problem() -> str | None:
     """OMP_STACKSIZE=100G ended a stage at torch's first parallel step in libgomp's own line,
-    "Thread creation failed", which names neither the setting nor a fix: a thread's stack
-    larger than the machine's memory cannot be mapped."""
-    setting = os.environ.get("OMP_STACKSIZE", "")
-    size = re.fullmatch(r"\s*(\d+)\s*([bkmgBKMG]?)\s*", setting)  # libgomp's form; its unit is K by default
-    if not size:
+    "Thread creation failed", which names neither the setting nor a fix: libgomp maps a stack
+    of that size for each thread it starts beside the stage's, and a mapping larger than the
+    machine's memory, or stacks beyond the address space a limit (`ulimit -v`) leaves, fail."""
+    for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):  # libgomp takes the first it can read
+        setting = os.environ.get(name, "")
+        size = re.fullmatch(r"\s*(\d+)\s*([bkmgBKMG]?)\s*", setting)  # its unit is K by default
+        if size:
+            break
+    else:
         return None  # libgomp warns of a value it cannot read, and leaves it unused
-    stack = int(size[1]) << {"b": 0, "k": 10, "m": 20, "g": 30}[(size[2] or "k").lower()]
+    digits, unit = size.groups()
+    stack = (int(digits) if len(digits) <= 30 else 10**30) << {"b": 0, "k": 10, "m": 20, "g": 30}[(unit or "k").lower()]
+    import torch  # whose thread count OpenMP takes; every stage but download loads it anyway
+
+    started = torch.get_num_threads() - 1
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if stack <= memory:
+    address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if not started or (stack <= memory and address_limit == resource.RLIM_INFINITY):
         return None
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    room = math.inf if address_limit == resource.RLIM_INFINITY else address_limit - mapped
+    if stack <= memory and started * stack <= room:
+        return None
+    within = (
+        f"this machine's {memory / 2**30:,.0f} GiB of memory"
+        if stack > memory
+        else f"the {room / 2**30:,.1f} GiB of address space its limit leaves (`ulimit -v`)"
+    )
     return (
-        f"OMP_STACKSIZE={setting} gives each of torch's threads {stack / 2**30:,.0f} GiB of stack, more than this "
-        f"machine's {memory / 2**30:,.0f} GiB of memory, so OpenMP cannot start them; lower or unset it"
+        f"{name}={printable(setting)[:40]} gives each of the {started} threads OpenMP starts for torch "
+        f"{stack / 2**30:,.0f} GiB of stack, more than {within}, so it cannot start them; lower or unset {name}"
     )
 
 

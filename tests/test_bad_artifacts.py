@@ -273,25 +273,39 @@ def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_n
     monkeypatch.setattr(owner, writer, write)
 
 
+SAVE_A_MODEL = (
+    "from torch import nn; from cifar.config import ModelConfig; from cifar.models import save_trained; "
+    f"save_trained({paths.MODEL!r}, nn.Linear(1_000_000, 1), ModelConfig(), ('a', 'b'))"  # 4 MB
+)
+
+
 @pytest.mark.parametrize(
     ("target", "write"),
     [
-        (paths.CONFUSION, f"from cifar.atomic import write_text; write_text({paths.CONFUSION!r}, 'x' * 4096)"),
+        (paths.CONFUSION, f"from cifar.atomic import write_text; write_text({paths.CONFUSION!r}, 'x' * 4_000_000)"),
         # torch's writer fails without an errno, as on a full disk: it was called one.
+        (paths.MODEL, SAVE_A_MODEL),
+        # ... also where the disk has less room left than the limit (2 MiB), as the failed
+        # file, still open in the writer, holds its blocks.
         (
             paths.MODEL,
-            "from torch import nn; from cifar.config import ModelConfig; from cifar.models import save_trained; "
-            f"save_trained({paths.MODEL!r}, nn.Linear(10_000, 1), ModelConfig(), ('a', 'b'))",
+            "import os; os.statvfs = lambda path: os.statvfs_result((4096, 4096, 8192, 512, 512, 0, 0, 0, 0, 255)); "
+            + SAVE_A_MODEL,
         ),
     ],
-    ids=["text", "torch"],
+    ids=["text", "torch", "torch-on-a-small-disk"],
 )
 def test_a_file_size_limit_is_named_as_such(tmp_path, target, write):
     """EFBIG (`ulimit -f`) was reported as a folder to make writable, and torch's failed
     write as a full disk; Python ignores SIGXFSZ, so the write fails instead of killing the stage."""
     Path(tmp_path / target).parent.mkdir()
+    limit = 3 << 20
     result = subprocess.run(
-        [sys.executable, "-c", f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)); {write}"],
+        [
+            sys.executable,
+            "-c",
+            f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); {write}",
+        ],
         cwd=tmp_path,
         env=os.environ | {"PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -1229,6 +1243,29 @@ def test_the_users_matplotlib_settings_are_not_the_stages_concern(pipeline_run, 
     result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert outputs(pipeline_run) == before, "the same pictures, drawn headless"
+
+
+def test_a_font_cache_naming_a_file_that_is_no_font_is_one_line(pipeline_run, tmp_path):
+    """matplotlib finds its fonts through a cache in MPLCONFIGDIR: one naming a damaged file
+    ended figures in FreeType's traceback ("FT_Open_Face ... broken file")."""
+    environment = os.environ | {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment, check=True)
+    (cache,) = (tmp_path / "matplotlib").glob("fontlist-*.json")
+    not_a_font = tmp_path / "DejaVuSans.ttf"
+    not_a_font.write_text("not a font")
+    fonts = json.loads(cache.read_text())
+    for font in fonts["ttflist"]:
+        if font["name"] == "DejaVu Sans":
+            font["fname"] = str(not_a_font)
+    cache.write_text(json.dumps(fonts))
+    before = outputs(pipeline_run)
+    result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        f"error: matplotlib's font cache {cache} names {not_a_font}, which is not a font it can read (FT_Open_Face "
+    )
+    assert result.stderr.endswith("); delete the cache (matplotlib builds it again) and re-run\n")
+    assert outputs(pipeline_run) == before
 
 
 def catches(pid: int, sig: signal.Signals) -> bool:

@@ -700,6 +700,8 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
             "params.yaml: line 2: nested more than 20 levels deep",
         ),
         ("seed: 1" + "0" * 5000 + "\n", "params.yaml: line 1: the integer '1000"),
+        # Hexadecimal has no digit limit; the message that refused the value could not write it.
+        ("seed: 0x" + "f" * 4000 + "\n", "params.yaml: line 1: the integer '0xffff"),
         # DVC refuses a repeated key; PyYAML kept the last one, so a stage run alone used another value.
         (
             "train:\n  epochs: 3\nseed: 0\ntrain:\n  epochs: 30\n",
@@ -757,6 +759,7 @@ def test_a_seed_outside_32_bits_is_a_config_error(seed):
         "latin-1",
         "deep-nesting",
         "5000-digit-integer",
+        "4000-hex-digit-integer",
         "repeated-section",
         "repeated-key",
         "repeated-key-inline",
@@ -788,7 +791,7 @@ def test_pythons_limit_on_integer_digits_is_named_as_such(tmp_path):
     finally:
         sys.set_int_max_str_digits(limit)
     assert "params.yaml: line 1: the integer '1111" in message
-    assert message.endswith(" has more digits than Python converts (640); write the value the key takes")
+    assert message.endswith(" has more than the 640 decimal digits Python converts; write the value the key takes")
 
 
 @pytest.mark.parametrize(
@@ -1146,12 +1149,23 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
             "loads no file; unset one",
         ),
         (
-            {"OMP_STACKSIZE": "100000G"},
-            "error: OMP_STACKSIZE=100000G gives each of torch's threads 100,000 GiB of stack, more than this "
-            "machine's ",
+            {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2"},
+            "error: OMP_STACKSIZE=100000G gives each of the 1 threads OpenMP starts for torch 100,000 GiB of stack, "
+            "more than this machine's ",
+        ),
+        (
+            {"GOMP_STACKSIZE": "104857600000", "OMP_NUM_THREADS": "2"},
+            "error: GOMP_STACKSIZE=104857600000 gives each of the 1 threads OpenMP starts for torch 100,000 GiB",
         ),
     ],
-    ids=["unknown-log", "empty-logs", "log-file-in-no-folder", "both-weights-only-switches", "openmp-stack"],
+    ids=[
+        "unknown-log",
+        "empty-logs",
+        "log-file-in-no-folder",
+        "both-weights-only-switches",
+        "openmp-stack",
+        "gnu-openmp-stack",
+    ],
 )
 def test_a_torch_setting_torch_cannot_use_is_one_line(pipeline, settings, line):
     """Each TORCH_LOGS setting was a traceback as torch loaded; both switches made evaluate

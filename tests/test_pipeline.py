@@ -234,6 +234,28 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
     assert all(not any("error" in item for item in rendered) for rendered in shown.values())
 
 
+@pytest.mark.parametrize(("library", "stage"), [("yaml", "download"), ("numpy", "evaluate")])
+def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, library, stage):
+    """An empty yaml.py on PYTHONPATH ended download in "module 'yaml' has no attribute
+    'MarkedYAMLError'", a numpy.py evaluate in a traceback from pandas' import."""
+    root, _ = repro
+    (tmp_path / f"{library}.py").touch()
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=root,
+        env=environment(root) | {"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        f"error: {stage} imported {library!r} from {tmp_path / library}.py, which hides this environment's ("
+    )
+    assert result.stderr.endswith(
+        "); rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)\n"
+    )
+
+
 def test_a_stage_outside_the_projects_environment_says_so_in_one_line(tmp_path):
     """`.venv/bin/dvc repro` from a shell whose `python` lacks the packages: DVC runs that
     `python`, and every stage ends in one line that says how to run it, not a traceback."""
