@@ -27,9 +27,10 @@ from cifar.errors import OutputError, one_line
 
 SCRATCH_MARK = ".partial-"
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
-# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\\), and SIGUSR1,
-# SIGUSR2 and SIGALRM, whose default is to end a process without a word. Renames of outputs
-# hold them back, with Ctrl-C's SIGINT; cifar.cli turns them into one line.
+# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\), and the others
+# whose default is to end a process without a word (SIGUSR1, SIGALRM, the real-time signals,
+# ...). Renames of outputs hold them back, with Ctrl-C's SIGINT; cifar.cli turns them into one
+# line. (SIGPIPE and SIGXFSZ Python ignores, and turns into errors of the write.)
 STOP_SIGNALS = (
     signal.SIGTERM,
     signal.SIGHUP,
@@ -38,7 +39,22 @@ STOP_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGPOLL,
+    signal.SIGPWR,
+    signal.SIGSTKFLT,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 )
+
+
+def signal_name(number: int) -> str:
+    """SIGTERM, or SIGRTMIN+3 for a real-time signal, which has no name of its own."""
+    if signal.SIGRTMIN < number < signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+    return signal.Signals(number).name
+
+
 # How torch.save's C++ writer reports a full disk, without an errno: "[enforce fail at
 # inline_container.cc:672] . unexpected pos 704 vs 598", or for a small file
 # "basic_ios::clear: iostream error".

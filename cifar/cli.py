@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from cifar.atomic import STOP_SIGNALS, remove_stale_scratch
+from cifar.atomic import STOP_SIGNALS, remove_stale_scratch, signal_name
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def install_stop_handlers() -> None:
 
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
-    name = signal.Signals(stopped.args[0]).name
+    name = signal_name(stopped.args[0])
     if stopped.args[0] == signal.SIGXCPU:
         name += " (its CPU-time limit, `ulimit -t`, ran out)"
     return f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again"

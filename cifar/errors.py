@@ -1,8 +1,10 @@
 """Errors a user can fix. Stages print them as one line and exit non-zero."""
 
+import atexit
 import errno
 import re
 import reprlib
+import sys
 
 
 class PipelineError(Exception):
@@ -35,16 +37,24 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     """The one-line error for a stage that ran out of memory or address space (ulimit -v),
     or None for any other error, which must keep its traceback. Such a failure surfaces as a
     MemoryError or ENOMEM, as a shared library that cannot be mapped while a module (torch)
-    is imported (an ImportError, or an OSError where torch loads it with ctypes), or as a
-    thread that cannot get its stack."""
+    is imported (an ImportError, or an OSError where torch loads it with ctypes), as a
+    thread that cannot get its stack, or as torch's allocator failing. For such a failure,
+    what would run out of memory again at exit is called off."""
     text = str(error)
     if not (
         isinstance(error, MemoryError)
         or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
         or (isinstance(error, (ImportError, OSError)) and "failed to map segment" in text)
         or (isinstance(error, RuntimeError) and "can't start new thread" in text)
+        # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        or (isinstance(error, RuntimeError) and "can't allocate memory" in text)
     ):
         return None
+    # torch reports its compile times at exit, importing a module to do so: out of memory,
+    # that was a second traceback after the one line.
+    reporter = getattr(sys.modules.get("torch._dynamo.utils"), "dump_compile_times", None)
+    if reporter is not None:
+        atexit.unregister(reporter)
     return (
         f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
         f"or stop programs that hold memory, then run it again"

@@ -14,13 +14,13 @@ dvc.yaml, with exit code 2.
 
 import importlib
 import importlib.machinery
+import importlib.util
 import io
 import math
 import os
 import re
 import resource
 import sys
-import sysconfig
 from pathlib import Path
 
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
@@ -48,7 +48,11 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
         print(f"error: {printable(str(error))}", file=sys.stderr)
         raise SystemExit(2)
-    shadowing = _shadowing_module() if issubclass(kind, Exception) else None
+    out_of_memory = out_of_memory_message(error, stage)
+    if out_of_memory:
+        print(out_of_memory, file=sys.stderr)
+        raise SystemExit(2)
+    shadowing = _shadowing_module() if issubclass(kind, (ImportError, AttributeError)) else None
     if shadowing:
         name, location, hidden = shadowing
         print(
@@ -73,10 +77,6 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             file=sys.stderr,
         )
         raise SystemExit(2)
-    out_of_memory = out_of_memory_message(error, stage)
-    if out_of_memory:
-        print(out_of_memory, file=sys.stderr)
-        raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
 
 
@@ -85,8 +85,9 @@ def _shadowing_module() -> tuple[str, str, str] | None:
     `yaml.py` on PYTHONPATH ended download in "module 'yaml' has no attribute
     'MarkedYAMLError'", a `numpy.py` evaluate inside pandas' import. (name, its file, the
     file it hides.)"""
-    paths = sysconfig.get_paths()
-    places = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    prefixes = {Path(prefix).resolve() for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    # the environment's folders on the import path: the standard library, lib-dynload, site-packages
+    places = [place for place in sys.path if place and any(Path(place).resolve().is_relative_to(p) for p in prefixes)]
     resolved_places = [Path(place).resolve() for place in places]
     for name, module in list(sys.modules.items()):
         if "." in name or name in ("__main__", "cifar", "stages"):
@@ -97,10 +98,30 @@ def _shadowing_module() -> tuple[str, str, str] | None:
             Path(location).resolve().is_relative_to(place) for location in locations for place in resolved_places
         ):
             continue
+        if name in sys.builtin_module_names:
+            return name, printable(locations[0]), "built into Python"
         hidden = importlib.machinery.PathFinder.find_spec(name, places)
         if hidden is not None:
             return name, printable(locations[0]), printable(hidden.origin or str(hidden.submodule_search_locations))
     return None
+
+
+def _import_matplotlib_with_its_own_settings() -> None:
+    """matplotlib reads a matplotlibrc as it loads: ./matplotlibrc first, then MATPLOTLIBRC's,
+    then its config folder's. The figures are drawn by its defaults (cifar.reporting.plots),
+    and reading the user's blocked on a named pipe or filled memory (MATPLOTLIBRC=/dev/zero):
+    it loads here from its own folder, whose ./matplotlibrc is its defaults."""
+    found = importlib.util.find_spec("matplotlib")
+    if found is None or found.origin is None:  # none, or a folder named like it: the hook says which
+        importlib.import_module("matplotlib")
+        return
+    own_folder = Path(found.origin).parent / "mpl-data"
+    working_folder = os.getcwd()
+    os.chdir(own_folder)
+    try:
+        importlib.import_module("matplotlib")
+    finally:
+        os.chdir(working_folder)
 
 
 def _draw_the_stages_progress_bars() -> None:
@@ -133,12 +154,36 @@ def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, adv
     try:
         use_them()
     except Exception as error:  # whatever the library raises on a setting of its own
+        if isinstance(error, (ImportError, AttributeError)) and _shadowing_module():
+            raise  # a file named like the library: the stage's hook names it
         print(
             f"error: {library} cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
             f"{one_line(error)}; fix or unset it{advice}",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+
+
+_C_SPACE = " \t\n\v\f\r"
+
+
+def _libgomp_stack_size(setting: str) -> int | None:
+    """The stack size in bytes libgomp reads from a variable's text, or None where it warns
+    of the value and leaves it unused (libgomp's env.c, parse_stacksize: strtoul's number,
+    an optional unit B, K (the default), M or G, the product within 64 bits)."""
+    text = setting.lstrip(_C_SPACE)
+    number = re.match(r"[+-]?[0-9]+", text)
+    if not number:
+        return None
+    digits = number[0].lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 20 or int(digits) >= 2**64:  # strtoul's ERANGE
+        return None
+    value = (-int(digits) if number[0].startswith("-") else int(digits)) % 2**64  # strtoul wraps a "-"
+    unit = text[number.end() :].strip(_C_SPACE)
+    shift = {"": 10, "b": 0, "k": 10, "m": 20, "g": 30}.get(unit.lower())
+    if shift is None or (value << shift) % 2**64 >> shift != value:
+        return None
+    return value << shift
 
 
 def _openmp_stack_problem() -> str | None:
@@ -148,13 +193,11 @@ def _openmp_stack_problem() -> str | None:
     machine's memory, or stacks beyond the address space a limit (`ulimit -v`) leaves, fail."""
     for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):  # libgomp takes the first it can read
         setting = os.environ.get(name, "")
-        size = re.fullmatch(r"\s*(\d+)\s*([bkmgBKMG]?)\s*", setting)  # its unit is K by default
-        if size:
+        stack = _libgomp_stack_size(setting)
+        if stack is not None:
             break
     else:
-        return None  # libgomp warns of a value it cannot read, and leaves it unused
-    digits, unit = size.groups()
-    stack = (int(digits) if len(digits) <= 30 else 10**30) << {"b": 0, "k": 10, "m": 20, "g": 30}[(unit or "k").lower()]
+        return None
     import torch  # whose thread count OpenMP takes; every stage but download loads it anyway
 
     started = torch.get_num_threads() - 1
@@ -165,6 +208,9 @@ def _openmp_stack_problem() -> str | None:
     mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     room = math.inf if address_limit == resource.RLIM_INFINITY else address_limit - mapped
     if stack <= memory and started * stack <= room:
+        # OpenMP maps its threads' stacks at its first parallel step: now, before the stage's
+        # data and model take the room (a limit that runs out then is the usual one line).
+        torch.ones(1 << 20).add_(1)
         return None
     within = (
         f"this machine's {memory / 2**30:,.0f} GiB of memory"
@@ -192,6 +238,8 @@ if sys.argv[:1] == ["-m"]:
     # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
     # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
     _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
+    if _stage_name() != "download":
+        _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch

@@ -301,6 +301,8 @@ def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
     """lr_find's picks, each within the LRs its curve tested (min_loss_div10 a tenth below)."""
     path = Path(paths.LR_FIND_METRICS)
     fix = "re-create it with `dvc repro lr_find`"
+    # Python floats: an integer of 400 digits compares with them, where numpy's overflowed.
+    lowest_tested, highest_tested = float(lowest_tested), float(highest_tested)
     try:
         chosen = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
         descent = chosen.get("descent", True)

@@ -37,6 +37,7 @@ from cifar.atomic import (
     remove_stale_scratch,
     replaced_together,
     save_figure,
+    signal_name,
     write_csv,
     write_json,
     write_text,
@@ -504,8 +505,17 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
 
 @pytest.mark.parametrize(
     "error",
-    [RuntimeError("can't start new thread"), MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
-    ids=["thread", "memory-error", "enomem"],
+    [
+        RuntimeError("can't start new thread"),
+        MemoryError(),
+        OSError(errno.ENOMEM, "Cannot allocate memory"),
+        # which evaluate met under `ulimit -v` as a raw traceback
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+            "to allocate 104857600 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+    ],
+    ids=["thread", "memory-error", "enomem", "torch-allocator"],
 )
 def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error):
     """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the
@@ -1003,6 +1013,13 @@ def without_last_rows(count: int):
             f"steepest_lr = 5e-324 lies outside the LRs {paths.LR_FIND_CURVE} tested",
             "lr_find",
         ),
+        # An integer beyond a float's range was an OverflowError traceback.
+        (
+            paths.LR_FIND_METRICS,
+            json_field("max_lr", 10**400),
+            f"max_lr = 100000000000000000...0000000000000000000 lies outside the LRs {paths.LR_FIND_CURVE} tested",
+            "lr_find",
+        ),
         (paths.LR_FIND_METRICS, json_field("descent", "false"), "descent = 'false' is not true or false", "lr_find"),
         # Drawn with exit 0: part of an epoch's, a schedule's or a class's rows.
         (
@@ -1105,6 +1122,7 @@ def without_last_rows(count: int):
         "epoch-1e308",
         "max-lr-1e308",
         "subnormal-steepest-lr",
+        "max-lr-integer-of-401-digits",
         "descent-as-text",
         "history-part",
         "schedule-part",
@@ -1231,40 +1249,51 @@ def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, si
     assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
 
 
-@pytest.mark.parametrize("setting", ["MPLBACKEND", "MATPLOTLIBRC"])
+@pytest.mark.parametrize("setting", ["MPLBACKEND", "MATPLOTLIBRC", "./matplotlibrc"])
 def test_the_users_matplotlib_settings_are_not_the_stages_concern(pipeline_run, tmp_path, setting):
     """MPLBACKEND=nosuchbackend ended figures and explain in a raw ValueError at import. A
     matplotlibrc of the user's reached the figures: `text.usetex` without LaTeX ended figures
-    in a traceback, `savefig.pad_inches: 60` took it to 2.8 GB, `font.size: 400` drew with it."""
+    in a traceback, `savefig.pad_inches: 60` took it to 2.8 GB, `font.size: 400` drew with it;
+    one that is a named pipe in the working folder (read first) kept figures waiting for ever."""
     before = outputs(pipeline_run)
     user_settings = tmp_path / "matplotlibrc"
     user_settings.write_text("text.usetex: True\nsavefig.pad_inches: 60\nfont.size: 400\n")
-    environment = os.environ | {setting: {"MPLBACKEND": "nosuchbackend", "MATPLOTLIBRC": str(user_settings)}[setting]}
-    result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
+    environment = os.environ | {"MPLBACKEND": "nosuchbackend"} if setting == "MPLBACKEND" else os.environ
+    if setting == "MATPLOTLIBRC":
+        environment = os.environ | {"MATPLOTLIBRC": str(user_settings)}
+    if setting == "./matplotlibrc":
+        os.mkfifo(pipeline_run / "matplotlibrc")
+    # The timeout ends the wait on the named pipe, were it read; the stage takes seconds.
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert outputs(pipeline_run) == before, "the same pictures, drawn headless"
 
 
-def test_a_font_cache_naming_a_file_that_is_no_font_is_one_line(pipeline_run, tmp_path):
+@pytest.mark.parametrize("font", ["no font", "another font"])
+def test_a_font_cache_naming_another_file_for_the_figures_font_is_one_line(pipeline_run, tmp_path, font):
     """matplotlib finds its fonts through a cache in MPLCONFIGDIR: one naming a damaged file
-    ended figures in FreeType's traceback ("FT_Open_Face ... broken file")."""
+    ended figures in FreeType's traceback ("FT_Open_Face ... broken file"), one naming
+    DejaVu Serif's file for DejaVu Sans drew every PNG in it."""
     environment = os.environ | {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
     subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment, check=True)
     (cache,) = (tmp_path / "matplotlib").glob("fontlist-*.json")
-    not_a_font = tmp_path / "DejaVuSans.ttf"
-    not_a_font.write_text("not a font")
     fonts = json.loads(cache.read_text())
-    for font in fonts["ttflist"]:
-        if font["name"] == "DejaVu Sans":
-            font["fname"] = str(not_a_font)
+    serif = next(entry["fname"] for entry in fonts["ttflist"] if entry["name"] == "DejaVu Serif")
+    named = tmp_path / "DejaVuSans.ttf" if font == "no font" else Path(serif)
+    if font == "no font":
+        named.write_text("not a font")
+    for entry in fonts["ttflist"]:
+        if entry["name"] == "DejaVu Sans":
+            entry["fname"] = str(named)
     cache.write_text(json.dumps(fonts))
     before = outputs(pipeline_run)
     result = subprocess.run([sys.executable, "-m", "stages.figures"], env=environment, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(
-        f"error: matplotlib's font cache {cache} names {not_a_font}, which is not a font it can read (FT_Open_Face "
-    )
-    assert result.stderr.endswith("); delete the cache (matplotlib builds it again) and re-run\n")
+    assert result.stderr.startswith(f"error: matplotlib's font cache {cache} names ")
+    assert (str(named) if font == "no font" else "for DejaVu Sans, but it holds DejaVu Serif") in result.stderr
+    assert result.stderr.endswith("; delete the cache (matplotlib builds it again) and re-run\n")
     assert outputs(pipeline_run) == before
 
 
@@ -1277,8 +1306,8 @@ def catches(pid: int, sig: signal.Signals) -> bool:
 
 @pytest.mark.parametrize(
     "sig",
-    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2],
-    ids=["sigterm", "sighup", "sigquit", "sigusr2"],
+    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGRTMIN + 1],
+    ids=["sigterm", "sighup", "sigquit", "sigusr2", "sigrtmin+1"],
 )
 def test_a_termination_signal_mid_stage_is_one_line_and_leaves_no_scratch(pipeline_run, sig):
     """evaluate, figures and download ended without a word (exit -15, or -1 for SIGHUP; Ctrl-\\'s
@@ -1296,7 +1325,7 @@ def test_a_termination_signal_mid_stage_is_one_line_and_leaves_no_scratch(pipeli
     _, stderr = stage.communicate()
     assert (stage.returncode, stderr.splitlines()[-1]) == (
         128 + sig,
-        f"error: stopped by {sig.name} before figures finished; no file is left half-written: run it again",
+        f"error: stopped by {signal_name(sig)} before figures finished; no file is left half-written: run it again",
     )
     assert not [path for path in Path().rglob(".*.partial-*")]
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import stages.train
-from cifar.atomic import STOP_SIGNALS
+from cifar.atomic import STOP_SIGNALS, signal_name
 from cifar.cli import stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import save_dataset
@@ -493,14 +493,26 @@ def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_pat
 def test_the_signals_that_end_a_process_by_default_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
     assert stop_signals() == list(STOP_SIGNALS)
-    assert {sig.name for sig in STOP_SIGNALS} == {
-        "SIGTERM",
-        "SIGHUP",
-        "SIGXCPU",
-        "SIGQUIT",
-        "SIGUSR1",
-        "SIGUSR2",
-        "SIGALRM",
+    # each signal whose default ends a process without a core dump, but SIGINT (KeyboardInterrupt),
+    # and SIGPIPE and SIGXFSZ, which Python ignores
+    assert {signal_name(sig) for sig in STOP_SIGNALS} == {
+        *[
+            "SIGTERM",
+            "SIGHUP",
+            "SIGXCPU",
+            "SIGQUIT",
+            "SIGUSR1",
+            "SIGUSR2",
+            "SIGALRM",
+            "SIGVTALRM",
+            "SIGPROF",
+            "SIGIO",
+            "SIGPWR",
+            "SIGSTKFLT",
+        ],
+        "SIGRTMIN",
+        *(f"SIGRTMIN+{offset}" for offset in range(1, signal.SIGRTMAX - signal.SIGRTMIN)),
+        "SIGRTMAX",
     }
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
     assert signal.SIGHUP not in stop_signals() and len(stop_signals()) == len(STOP_SIGNALS) - 1

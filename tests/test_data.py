@@ -24,7 +24,7 @@ def class_tree(tmp_path):
     return make_class_tree(tmp_path / "cifar-export", {"train": 3, "test": 2})
 
 
-@pytest.mark.parametrize("archive_format", ["gztar", "xztar", "tar", "zip"])
+@pytest.mark.parametrize("archive_format", ["gztar", "xztar", "bztar", "tar", "zip"])
 def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     archive = shutil.make_archive(
         str(tmp_path / "export"), archive_format, root_dir=class_tree.parent, base_dir=class_tree.name

@@ -234,16 +234,20 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
     assert all(not any("error" in item for item in rendered) for rendered in shown.values())
 
 
-@pytest.mark.parametrize(("library", "stage"), [("yaml", "download"), ("numpy", "evaluate")])
+@pytest.mark.parametrize(
+    ("library", "stage"), [("yaml", "download"), ("numpy", "evaluate"), ("zlib", "download"), ("tqdm", "evaluate")]
+)
 def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, library, stage):
     """An empty yaml.py on PYTHONPATH ended download in "module 'yaml' has no attribute
-    'MarkedYAMLError'", a numpy.py evaluate in a traceback from pandas' import."""
+    'MarkedYAMLError'", a numpy.py evaluate in a traceback from pandas' import, a zlib.py
+    (the standard library's, built as lib-dynload/zlib*.so) download in one from tarfile's; a
+    tqdm.py, with a TQDM_* setting, was reported as a setting tqdm cannot use."""
     root, _ = repro
     (tmp_path / f"{library}.py").touch()
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}"],
         cwd=root,
-        env=environment(root) | {"PYTHONPATH": str(tmp_path)},
+        env=environment(root) | {"PYTHONPATH": str(tmp_path), "TQDM_MININTERVAL": "1"},
         capture_output=True,
         text=True,
     )

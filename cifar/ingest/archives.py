@@ -1,4 +1,4 @@
-"""Read a .tar/.tar.gz/.tar.xz/.zip only as a whole: every byte checked, within size limits.
+"""Read a .tar/.tar.gz/.tar.xz/.tar.bz2/.zip only as a whole: every byte checked, within size limits.
 
 Members are read into memory, not unpacked to disk: writing the JPEG mirror's 60,000 small
 files through tarfile takes longer than reading them (docs/reliability.md, "Reading
@@ -25,7 +25,7 @@ from typing import BinaryIO
 from cifar.errors import DataError, short_repr
 from cifar.reading import zip_directory
 
-SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".zip")
+SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tbz2", ".zip")
 
 # Limits on what an archive may unpack to, checked before each member is read, so a
 # decompression bomb is refused instead of filling memory.

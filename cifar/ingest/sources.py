@@ -39,7 +39,7 @@ OFFICIAL_FOLDER = "cifar-10-batches-py"
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
     "folder), or a class-per-folder tree train/<class>/*.png|jpg and test/<class>/*.png|jpg, "
-    "or a .tar/.tar.gz/.tar.xz/.zip archive of that tree"
+    "or a .tar/.tar.gz/.tar.xz/.tar.bz2/.zip archive of that tree"
 )
 
 

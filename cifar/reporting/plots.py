@@ -29,17 +29,23 @@ matplotlib.rcdefaults()
 def _check_the_font_cache() -> None:
     """matplotlib finds fonts through a cache of its own (fontlist-*.json, in MPLCONFIGDIR or
     ~/.cache/matplotlib): one naming a file that is no font ended figures in FreeType's
-    traceback. Each font the figures draw with is opened once."""
+    traceback, one naming another font's file for DejaVu Sans drew every PNG in that font.
+    Each font the figures draw with is opened once, and must be of the default family."""
+    cache = Path(matplotlib.get_cachedir()) / f"fontlist-v{font_manager.FontManager.__version__}.json"
+    fix = "delete the cache (matplotlib builds it again) and re-run"
     for style, weight in (("normal", "normal"), ("italic", "normal"), ("normal", "bold")):
         path = font_manager.findfont(font_manager.FontProperties(style=style, weight=weight))
         try:
-            font_manager.get_font(path)
+            family = font_manager.get_font(path).family_name
         except (RuntimeError, OSError) as error:
-            cache = Path(matplotlib.get_cachedir()) / f"fontlist-v{font_manager.FontManager.__version__}.json"
             raise ConfigError(
                 f"matplotlib's font cache {cache} names {path}, which is not a font it can read "
-                f"({one_line(error)}); delete the cache (matplotlib builds it again) and re-run"
+                f"({one_line(error)}); {fix}"
             ) from None
+        if family not in matplotlib.rcParams["font.sans-serif"]:  # the default family's fonts
+            raise ConfigError(
+                f"matplotlib's font cache {cache} names {path} for DejaVu Sans, but it holds {family}; {fix}"
+            )
 
 
 _check_the_font_cache()

@@ -6,6 +6,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cifar.atomic import signal_name
+
 
 class StopRequest:
     """Made by a stage and given to the training loop, which stops after the step in flight
@@ -15,7 +17,7 @@ class StopRequest:
         self.signal_name: str | None = None
 
     def __call__(self, signal_number, frame) -> None:
-        self.signal_name = signal.Signals(signal_number).name
+        self.signal_name = signal_name(signal_number)
 
     @contextmanager
     def on_signals(self, *signals: int) -> Iterator[StopRequest]:
