@@ -40,15 +40,7 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     is imported (an ImportError, or an OSError where torch loads it with ctypes), as a
     thread that cannot get its stack, or as torch's allocator failing. For such a failure,
     what would run out of memory again at exit is called off."""
-    text = str(error)
-    if not (
-        isinstance(error, MemoryError)
-        or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
-        or (isinstance(error, (ImportError, OSError)) and "failed to map segment" in text)
-        or (isinstance(error, RuntimeError) and "can't start new thread" in text)
-        # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
-        or (isinstance(error, RuntimeError) and "can't allocate memory" in text)
-    ):
+    if not is_out_of_memory(error):
         return None
     # torch reports its compile times at exit, importing a module to do so: out of memory,
     # that was a second traceback after the one line.
@@ -58,6 +50,19 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     return (
         f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
         f"or stop programs that hold memory, then run it again"
+    )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether the error is running out of memory or address space, in any of the ways above."""
+    text = str(error)
+    return (
+        isinstance(error, MemoryError)
+        or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
+        or (isinstance(error, (ImportError, OSError)) and "failed to map segment" in text)
+        or (isinstance(error, RuntimeError) and "can't start new thread" in text)
+        # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        or (isinstance(error, RuntimeError) and "can't allocate memory" in text)
     )
 
 

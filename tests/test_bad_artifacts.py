@@ -534,6 +534,22 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
     )
 
 
+def test_running_out_of_memory_while_a_model_loads_is_not_called_a_bad_model(tmp_path, monkeypatch):
+    """Under `ulimit -v`, evaluate called models/model.pt "not a model saved by the train stage"
+    and advised re-creating it, when torch's allocator had failed."""
+    path = tmp_path / "model.pt"
+    save_trained(path, build_model(ModelConfig()), ModelConfig(), TEST_SPLIT.classes)
+    failure = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4718592 bytes.")
+
+    def out_of_memory(*arguments, **options):
+        raise failure
+
+    monkeypatch.setattr(nn.Module, "load_state_dict", out_of_memory)
+    with pytest.raises(RuntimeError) as raised:
+        load_trained(path, CPU)
+    assert raised.value is failure
+
+
 def test_any_other_runtime_error_keeps_its_traceback():
     def main():
         raise RuntimeError("a bug")

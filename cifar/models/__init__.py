@@ -12,7 +12,7 @@ from torch import nn
 from cifar.atomic import atomic_path
 from cifar.config import ModelConfig, parse_model_config
 from cifar.dataset import CIFAR10_MEAN, CIFAR10_STD
-from cifar.errors import ConfigError, DataError, one_line, short_repr
+from cifar.errors import ConfigError, DataError, is_out_of_memory, one_line, short_repr
 from cifar.models.custom_resnet import CustomResNet
 from cifar.models.resnet import ResNet18
 from cifar.reading import torch_file_problem
@@ -85,6 +85,8 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             path, "damaged, or holding Python objects, which are never loaded as they could run code"
         ) from None
     except (OSError, RuntimeError, EOFError) as error:
+        if is_out_of_memory(error):
+            raise  # the stage says so, where "re-create the model" could not help
         raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
     try:
         config = parse_model_config(payload["model"], source="its model config")
@@ -103,6 +105,8 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
     except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        if is_out_of_memory(error):
+            raise
         raise _not_a_model(path, one_line(error)) from None
     if _as_lists(normalization) != input_normalization():
         raise DataError(
