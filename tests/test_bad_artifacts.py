@@ -535,7 +535,7 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
 
 
 def test_running_out_of_memory_while_a_model_loads_is_not_called_a_bad_model(tmp_path, monkeypatch):
-    """Under `ulimit -v`, evaluate called models/model.pt "not a model saved by the train stage"
+    """Under `ulimit -v`, evaluate called the model file "not a model saved by the train stage"
     and advised re-creating it, when torch's allocator had failed."""
     path = tmp_path / "model.pt"
     save_trained(path, build_model(ModelConfig()), ModelConfig(), TEST_SPLIT.classes)
