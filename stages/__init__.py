@@ -238,7 +238,7 @@ if sys.argv[:1] == ["-m"]:
     # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
     # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
     _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
-    if _stage_name() != "download":
+    if _stage_name() in ("lr_find", "figures", "explain"):  # those that import matplotlib (torch-lr-finder does)
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
