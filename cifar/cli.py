@@ -23,9 +23,11 @@ def _raise_stopped(signal_number, frame) -> None:
     raise Stopped(signal_number)
 
 
-def stop_signals() -> list[signal.Signals]:
-    """The stop signals (cifar.atomic.STOP_SIGNALS) that are not ignored (as under nohup)."""
-    return [sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN]
+def stop_signals(*, ctrl_c: bool = False) -> list[signal.Signals]:
+    """The stop signals (cifar.atomic.STOP_SIGNALS), and Ctrl-C's SIGINT where asked, that are
+    not ignored: under nohup, or SIGINT for a job a script started in the background."""
+    asked = (signal.SIGINT, *STOP_SIGNALS) if ctrl_c else STOP_SIGNALS
+    return [sig for sig in asked if signal.getsignal(sig) != signal.SIG_IGN]
 
 
 def install_stop_handlers() -> None:
@@ -52,9 +54,10 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
         _run(main)
     finally:
         # The stage's outcome is decided and said: a signal from here to the exit (a CPU-time
-        # limit that keeps sending SIGXCPU) could only end it in a traceback.
-        for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is _raise_stopped:
+        # limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it
+        # in a traceback, or in exit code 130 after its outputs are written.
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
+            if signal.getsignal(sig) in (_raise_stopped, signal.default_int_handler):
                 signal.signal(sig, signal.SIG_IGN)
 
 

@@ -12,15 +12,27 @@ meeting a non-ASCII path that the locale cannot encode, or a damaged paths table
 dvc.yaml, with exit code 2.
 """
 
+import sys
+
+from stages.namesakes import refuse_namesakes
+
+# Before any other import, so that each is of the environment's module, not a namesake's.
+if sys.argv[:1] == ["-m"]:
+    refuse_namesakes()
+
+# isort: split
+
+import atexit
 import importlib
-import importlib.machinery
 import importlib.util
 import io
 import math
 import os
 import re
 import resource
-import sys
+import shutil
+import string
+import tempfile
 from pathlib import Path
 
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
@@ -52,15 +64,6 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if out_of_memory:
         print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
-    shadowing = _shadowing_module() if issubclass(kind, (ImportError, AttributeError)) else None
-    if shadowing:
-        name, location, hidden = shadowing
-        print(
-            f"error: {stage} imported {name!r} from {location}, which hides this environment's ({hidden}); "
-            f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         print(
             f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
@@ -80,52 +83,67 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     sys.__excepthook__(kind, error, trace)
 
 
-def _shadowing_module() -> tuple[str, str, str] | None:
-    """A module imported from outside the environment in place of one it has: an empty
-    `yaml.py` on PYTHONPATH ended download in "module 'yaml' has no attribute
-    'MarkedYAMLError'", a `numpy.py` evaluate inside pandas' import. (name, its file, the
-    file it hides.)"""
-    prefixes = {Path(prefix).resolve() for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    # the environment's folders on the import path: the standard library, lib-dynload, site-packages
-    places = [place for place in sys.path if place and any(Path(place).resolve().is_relative_to(p) for p in prefixes)]
-    resolved_places = [Path(place).resolve() for place in places]
-    for name, module in list(sys.modules.items()):
-        if "." in name or name in ("__main__", "cifar", "stages"):
-            continue
-        file = getattr(module, "__file__", None)
-        locations = [file] if file else list(getattr(module, "__path__", None) or [])  # none: built in
-        if not locations or any(
-            Path(location).resolve().is_relative_to(place) for location in locations for place in resolved_places
-        ):
-            continue
-        if name in sys.builtin_module_names:
-            return name, printable(locations[0]), "built into Python"
-        hidden = importlib.machinery.PathFinder.find_spec(name, places)
-        if hidden is not None:
-            return name, printable(locations[0]), printable(hidden.origin or str(hidden.submodule_search_locations))
-    return None
-
-
 def _import_matplotlib_with_its_own_settings() -> None:
-    """matplotlib reads a matplotlibrc as it loads: ./matplotlibrc first, then MATPLOTLIBRC's,
-    then its config folder's. The figures are drawn by its defaults (cifar.reporting.plots),
-    and reading the user's blocked on a named pipe or filled memory (MATPLOTLIBRC=/dev/zero):
-    it loads here from its own folder, whose ./matplotlibrc is its defaults."""
+    """The figures are drawn by matplotlib's defaults (cifar.reporting.plots), but it reads
+    the user's state as it loads: a matplotlibrc (./matplotlibrc first, then MATPLOTLIBRC's,
+    then its config folder's), the config folder's style sheets and its font cache. Reading
+    them blocked on a named pipe, filled memory (/dev/zero), ended in tracebacks (a style
+    sheet in Latin-1, a folder named like one), and a cache naming another font's file drew
+    every PNG in it. matplotlib loads here from its own folder, whose ./matplotlibrc is its
+    defaults, with a config folder of the stage's own: it builds its font cache there in
+    about 0.1 s (2-core CPU, 38 system fonts)."""
     found = importlib.util.find_spec("matplotlib")
-    if found is None or found.origin is None:  # none, or a folder named like it: the hook says which
+    if found is None or found.origin is None:  # not in this environment: the hook says how to run the stage
         importlib.import_module("matplotlib")
         return
-    own_folder = Path(found.origin).parent / "mpl-data"
+    os.environ.pop("MATPLOTLIBRC", None)
+    try:
+        config_folder = tempfile.mkdtemp(prefix="matplotlib-config-")
+    except OSError as error:
+        print(
+            f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
+            f"folder ({one_line(error)}); free room there or point TMPDIR at a writable folder",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = config_folder
     working_folder = os.getcwd()
-    os.chdir(own_folder)
+    os.chdir(Path(found.origin).parent / "mpl-data")
     try:
         importlib.import_module("matplotlib")
     finally:
         os.chdir(working_folder)
 
 
+# Columns or rows, far more than a terminal shows: TQDM_NCOLS=1000000000 kept evaluate
+# drawing its first bar for minutes, TQDM_POSITION=300000000 ran it out of memory.
+_LARGEST_PROGRESS_BAR = 10_000
+
+
+def _oversized_progress_bars() -> None:
+    """Raises ValueError where a TQDM_* setting draws the bars larger than _LARGEST_PROGRESS_BAR:
+    their width, height or line, or a field of TQDM_BAR_FORMAT padded to that width."""
+    for name in ("TQDM_NCOLS", "TQDM_NROWS", "TQDM_POSITION"):
+        try:
+            size = abs(float(os.environ.get(name, "0")))
+        except ValueError:  # not a number: tqdm says so as it draws
+            continue
+        if size > _LARGEST_PROGRESS_BAR:
+            raise ValueError(f"{name} is beyond the {_LARGEST_PROGRESS_BAR:,} columns or rows a bar may take")
+    try:
+        fields = list(string.Formatter().parse(os.environ.get("TQDM_BAR_FORMAT", "")))
+    except ValueError:  # not a format: tqdm says so as it draws
+        fields = []
+    if any(
+        int(width) > _LARGEST_PROGRESS_BAR for _, _, spec, _ in fields for width in re.findall("[0-9]+", spec or "")
+    ):
+        raise ValueError(f"TQDM_BAR_FORMAT pads a field beyond the {_LARGEST_PROGRESS_BAR:,} columns a bar may take")
+
+
 def _draw_the_stages_progress_bars() -> None:
     """train's epoch bar (cifar.training.engine) and torch-lr-finder's, drawn into a buffer."""
+    _oversized_progress_bars()
     import tqdm
 
     terminal, sys.stderr = sys.stderr, io.StringIO()  # tqdm's default file, read at each bar
@@ -154,14 +172,35 @@ def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, adv
     try:
         use_them()
     except Exception as error:  # whatever the library raises on a setting of its own
-        if isinstance(error, (ImportError, AttributeError)) and _shadowing_module():
-            raise  # a file named like the library: the stage's hook names it
         print(
             f"error: {library} cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
             f"{one_line(error)}; fix or unset it{advice}",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+
+
+# The address space a stage needs at least, and why. The stages that run torch mapped 3.5 to
+# 4.4 GiB on a 500-image run, download 0.7 GiB (2-core CPU, 2026-12-01). Under a lower
+# `ulimit -v` they failed wherever the limit struck: mostly in one line, as a library could
+# not be mapped or memory allocated, but also in C++'s std::bad_alloc abort, a segmentation
+# fault, oneDNN's "could not create a primitive" traceback, a hang, or OpenBLAS's own line.
+_LEAST_ADDRESS_SPACE = {
+    "download": (2**30, "its decoding threads and numpy's libraries map about 0.7 GiB"),
+    "torch": (5 * 2**30, "torch's libraries alone map about 3 GiB"),
+}
+
+
+def _address_space_problem() -> str | None:
+    stage = _stage_name()
+    least, why = _LEAST_ADDRESS_SPACE["download" if stage == "download" else "torch"]
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY or limit >= least:
+        return None
+    return (
+        f"`ulimit -v` leaves {stage} {limit / 2**30:.2f} GiB of address space, and it needs {least / 2**30:.0f} GiB "
+        f"({why}); raise the limit to {least // 1024} KiB or more, or remove it"
+    )
 
 
 _C_SPACE = " \t\n\v\f\r"
@@ -242,8 +281,8 @@ if sys.argv[:1] == ["-m"]:
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
-    problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
-    if problem:
+    problem = _address_space_problem() or (_openmp_stack_problem() if _stage_name() != "download" else None)
+    if problem:  # download runs no torch
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     # Both weights-only switches set made each model.pt "unreadable", with the advice to re-create it.

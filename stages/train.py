@@ -3,7 +3,6 @@ speed metrics, history."""
 
 import json
 import logging
-import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def main() -> None:
     )
     trainable = torch.compile(model) if params.train.compile else model
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
-    with StopRequest().on_signals(signal.SIGINT, *stop_signals()) as stop:
+    with StopRequest().on_signals(*stop_signals(ctrl_c=True)) as stop:
         result = fit(
             recipe,
             trainable,

@@ -13,7 +13,7 @@ def signal_handlers_as_they_were():
     """A stage's main run in-process (cifar.cli.run_stage) takes over its stop signals and
     ignores them once done, as a stage's process should; the test process must not keep that,
     or every subprocess started later would inherit the signals ignored."""
-    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
     yield
     for sig, handler in before.items():
         signal.signal(sig, handler)

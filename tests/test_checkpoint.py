@@ -516,6 +516,15 @@ def test_the_signals_that_end_a_process_by_default_stop_a_stage_unless_ignored_a
     }
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
     assert signal.SIGHUP not in stop_signals() and len(stop_signals()) == len(STOP_SIGNALS) - 1
+    assert stop_signals(ctrl_c=True)[0] == signal.SIGINT
+
+
+def test_ctrl_c_ignored_from_the_start_stays_ignored_by_train(monkeypatch):
+    """A stage a script starts in the background (`python -m stages.train &`) has SIGINT
+    ignored, as Python leaves it; train's stop request took it over, and a Ctrl-C meant for
+    the script stopped it."""
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
+    assert stop_signals(ctrl_c=True) == list(STOP_SIGNALS)
 
 
 def test_the_signal_handler_is_restored(tmp_path):

@@ -235,15 +235,27 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
 
 
 @pytest.mark.parametrize(
-    ("library", "stage"), [("yaml", "download"), ("numpy", "evaluate"), ("zlib", "download"), ("tqdm", "evaluate")]
+    ("library", "stage", "content"),
+    [
+        ("yaml", "download", ""),
+        ("numpy", "evaluate", ""),
+        ("zlib", "download", ""),
+        ("tqdm", "evaluate", ""),
+        ("random", "evaluate", ""),
+        ("tqdm", "figures", "raise RuntimeError('needs its input file')"),
+        ("torch", "train", "raise SystemExit(0)"),
+        ("matplotlib", "lr_find", "syntax error"),
+    ],
 )
-def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, library, stage):
+def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, library, stage, content):
     """An empty yaml.py on PYTHONPATH ended download in "module 'yaml' has no attribute
     'MarkedYAMLError'", a numpy.py evaluate in a traceback from pandas' import, a zlib.py
-    (the standard library's, built as lib-dynload/zlib*.so) download in one from tarfile's; a
-    tqdm.py, with a TQDM_* setting, was reported as a setting tqdm cannot use."""
+    (the standard library's, built as lib-dynload/zlib*.so) download in one from tarfile's, a
+    random.py (loaded before the stage's own hook) evaluate in an ImportError; a tqdm.py, with
+    a TQDM_* setting, was reported as a setting tqdm cannot use. One that raised ended the
+    stage in its traceback, one that exits 0 ended train with exit 0 and nothing trained."""
     root, _ = repro
-    (tmp_path / f"{library}.py").touch()
+    (tmp_path / f"{library}.py").write_text(content)
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}"],
         cwd=root,
@@ -253,7 +265,7 @@ def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, libra
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(
-        f"error: {stage} imported {library!r} from {tmp_path / library}.py, which hides this environment's ("
+        f"error: {stage} would import {library!r} from {tmp_path / library}.py, which hides this environment's ("
     )
     assert result.stderr.endswith(
         "); rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)\n"

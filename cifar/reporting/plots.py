@@ -8,47 +8,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import font_manager
-
-from cifar.errors import ConfigError, one_line
 
 # The PNGs are outputs DVC tracks: drawn by matplotlib's own defaults, not a matplotlibrc of
 # the user's (MATPLOTLIBRC, ./matplotlibrc, ~/.config/matplotlib), which made them differ
 # between users, and failed figures with `text.usetex` and no LaTeX or ran it out of memory
-# with `savefig.pad_inches: 60`.
+# with `savefig.pad_inches: 60`. A stage loads matplotlib without the user's state at all
+# (stages/__init__.py); this covers a notebook's import.
 matplotlib.rcdefaults()
-
-
-def _check_the_font_cache() -> None:
-    """matplotlib finds fonts through a cache of its own (fontlist-*.json, in MPLCONFIGDIR or
-    ~/.cache/matplotlib): one naming a file that is no font ended figures in FreeType's
-    traceback, one naming another font's file for DejaVu Sans drew every PNG in that font.
-    Each font the figures draw with is opened once, and must be of the default family."""
-    cache = Path(matplotlib.get_cachedir()) / f"fontlist-v{font_manager.FontManager.__version__}.json"
-    fix = "delete the cache (matplotlib builds it again) and re-run"
-    for style, weight in (("normal", "normal"), ("italic", "normal"), ("normal", "bold")):
-        path = font_manager.findfont(font_manager.FontProperties(style=style, weight=weight))
-        try:
-            family = font_manager.get_font(path).family_name
-        except (RuntimeError, OSError) as error:
-            raise ConfigError(
-                f"matplotlib's font cache {cache} names {path}, which is not a font it can read "
-                f"({one_line(error)}); {fix}"
-            ) from None
-        if family not in matplotlib.rcParams["font.sans-serif"]:  # the default family's fonts
-            raise ConfigError(
-                f"matplotlib's font cache {cache} names {path} for DejaVu Sans, but it holds {family}; {fix}"
-            )
-
-
-_check_the_font_cache()
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):

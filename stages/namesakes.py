@@ -1,0 +1,80 @@
+"""A stage imports its environment's modules, never a file named like one.
+
+Python imports from the working folder and PYTHONPATH before the environment, so an empty
+`yaml.py` there ended download in "module 'yaml' has no attribute 'MarkedYAMLError'", a
+`random.py` evaluate in an ImportError; one that raised at import ended a stage in its own
+traceback, one that called `sys.exit(0)` ended it with exit 0 and nothing done. Python asks
+the finder here first, for each module not yet loaded, so a stage refuses such a file in one
+line before any of it runs. The project's pinned versions are what the pipeline reproduces,
+so a working copy of another version (a vendored `typing_extensions.py`) is refused as well.
+
+This module imports only what every Python has loaded before it (`importlib.machinery` is
+frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
+"""
+
+import importlib.machinery
+import os
+import sys
+
+_OWN_PACKAGES = ("cifar", "stages")
+
+
+def _environment_places() -> list[str]:
+    """The import path's folders of the interpreter and its environment (the standard library,
+    lib-dynload, site-packages) and of the user's own site-packages, where pip --user installs."""
+    roots = {os.path.realpath(prefix) for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    site = sys.modules.get("site")
+    user_site = getattr(site, "USER_SITE", None) if getattr(site, "ENABLE_USER_SITE", False) else None
+    return [
+        place
+        for place in sys.path
+        if place
+        and (
+            any(os.path.realpath(place).startswith(root + os.sep) for root in roots)
+            or (user_site and os.path.realpath(place) == os.path.realpath(user_site))
+        )
+    ]
+
+
+class _NamesakeRefuser:
+    """A meta-path finder that finds nothing: it refuses a module that would be imported from
+    outside the environment while the environment has its own."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.places = _environment_places()
+        self.folders = tuple(os.path.realpath(place) + os.sep for place in self.places)
+
+    def find_spec(self, name, path=None, target=None):
+        if path is not None or name in _OWN_PACKAGES or name in sys.builtin_module_names:
+            return None  # a submodule comes from its package's folder; built-ins come first
+        if importlib.machinery.FrozenImporter.find_spec(name) is not None:
+            return None
+        found = importlib.machinery.PathFinder.find_spec(name, sys.path)
+        if found is None or found.origin is None:  # none, or a namespace folder, which hides nothing
+            return None
+        if os.path.realpath(found.origin).startswith(self.folders):
+            return None
+        hidden = importlib.machinery.PathFinder.find_spec(name, self.places)
+        if hidden is None:
+            return None
+        print(
+            f"error: {self.stage} would import {name!r} from {_printable(found.origin)}, which hides this "
+            f"environment's ({_printable(hidden.origin or name)}); rename or remove it (a file or folder "
+            f"named like a library, on PYTHONPATH or in the working folder)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def _printable(path: str) -> str:
+    """A path as one line the terminal can show: control characters and bytes the locale did
+    not decode (surrogates) written as escapes. cifar.errors.printable's regular expression
+    would import `re`, which may be a namesake itself."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in path)
+
+
+def refuse_namesakes() -> None:
+    """For a stage started as `python -m stages.NAME`, which Python is importing this package for."""
+    stage = sys.orig_argv[sys.orig_argv.index("-m") + 1].rpartition(".")[2]
+    sys.meta_path.insert(0, _NamesakeRefuser(stage))
