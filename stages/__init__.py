@@ -240,6 +240,9 @@ def _openmp_stack_problem() -> str | None:
     import torch  # whose thread count OpenMP takes; every stage but download loads it anyway
 
     started = torch.get_num_threads() - 1
+    thread_limit = re.fullmatch(f"[{_C_SPACE}]*([0-9]+)[{_C_SPACE}]*", os.environ.get("OMP_THREAD_LIMIT", ""))
+    if thread_limit and int(thread_limit[1]) > 0:  # libgomp starts no more threads than this in all
+        started = min(started, int(thread_limit[1]) - 1)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if not started or (stack <= memory and address_limit == resource.RLIM_INFINITY):

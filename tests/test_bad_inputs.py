@@ -1152,6 +1152,21 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     )
 
 
+def test_an_openmp_stack_of_no_thread_is_no_concern(pipeline):
+    """OMP_THREAD_LIMIT=1 lets OpenMP start no thread beside the stage's, so it maps no stack
+    of OMP_STACKSIZE's size: evaluate refused the run as if it did. Here it gets past the
+    check to its first input, which this bare checkout lacks."""
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert "OMP_STACKSIZE" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("settings", "line"),
     [
