@@ -19,31 +19,26 @@ import sys
 _OWN_PACKAGES = ("cifar", "stages")
 
 
-def _environment_places() -> list[str]:
-    """The import path's folders of the interpreter and its environment (the standard library,
-    lib-dynload, site-packages) and of the user's own site-packages, where pip --user installs."""
-    roots = {os.path.realpath(prefix) for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    site = sys.modules.get("site")
-    user_site = getattr(site, "USER_SITE", None) if getattr(site, "ENABLE_USER_SITE", False) else None
-    return [
-        place
-        for place in sys.path
-        if place
-        and (
-            any(os.path.realpath(place).startswith(root + os.sep) for root in roots)
-            or (user_site and os.path.realpath(place) == os.path.realpath(user_site))
-        )
-    ]
+def _places_put_first() -> list[str]:
+    """The folders Python puts on the import path before the environment's: the working folder
+    (`python -m`'s first entry) and PYTHONPATH's."""
+    put_first = [] if sys.flags.safe_path else [sys.path[0]]
+    if not sys.flags.ignore_environment:
+        put_first += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return put_first
 
 
 class _NamesakeRefuser:
     """A meta-path finder that finds nothing: it refuses a module that would be imported from
-    outside the environment while the environment has its own."""
+    the working folder or PYTHONPATH while the environment's own folders (the standard library,
+    site-packages, the folders their .pth files add) hold one of that name. A folder a library
+    puts on the path itself (cv2 its own) is the library's business."""
 
     def __init__(self, stage: str):
         self.stage = stage
-        self.places = _environment_places()
-        self.folders = tuple(os.path.realpath(place) + os.sep for place in self.places)
+        self.put_first = _places_put_first()
+        put_first_folders = {os.path.realpath(place) for place in self.put_first}
+        self.environment = [place for place in sys.path if place and os.path.realpath(place) not in put_first_folders]
 
     def find_spec(self, name, path=None, target=None):
         if path is not None or name in _OWN_PACKAGES or name in sys.builtin_module_names:
@@ -53,14 +48,15 @@ class _NamesakeRefuser:
         found = importlib.machinery.PathFinder.find_spec(name, sys.path)
         if found is None or found.origin is None:  # none, or a namespace folder, which hides nothing
             return None
-        if os.path.realpath(found.origin).startswith(self.folders):
+        put_first = importlib.machinery.PathFinder.find_spec(name, self.put_first)
+        if put_first is None or put_first.origin != found.origin:
             return None
-        hidden = importlib.machinery.PathFinder.find_spec(name, self.places)
-        if hidden is None:
+        own = importlib.machinery.PathFinder.find_spec(name, self.environment)
+        if own is None or own.origin == found.origin:
             return None
         print(
             f"error: {self.stage} would import {name!r} from {_printable(found.origin)}, which hides this "
-            f"environment's ({_printable(hidden.origin or name)}); rename or remove it (a file or folder "
+            f"environment's ({_printable(own.origin or name)}); rename or remove it (a file or folder "
             f"named like a library, on PYTHONPATH or in the working folder)",
             file=sys.stderr,
         )

@@ -245,6 +245,7 @@ def test_dvc_plots_show_finds_every_declared_plot(repro):
         ("tqdm", "figures", "raise RuntimeError('needs its input file')"),
         ("torch", "train", "raise SystemExit(0)"),
         ("matplotlib", "lr_find", "syntax error"),
+        ("random", "evaluate", None),
     ],
 )
 def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, library, stage, content):
@@ -253,19 +254,25 @@ def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, libra
     (the standard library's, built as lib-dynload/zlib*.so) download in one from tarfile's, a
     random.py (loaded before the stage's own hook) evaluate in an ImportError; a tqdm.py, with
     a TQDM_* setting, was reported as a setting tqdm cannot use. One that raised ended the
-    stage in its traceback, one that exits 0 ended train with exit 0 and nothing trained."""
+    stage in its traceback, one that exits 0 ended train with exit 0 and nothing trained;
+    PYTHONPATH set to numpy's own folder, an ImportError from its typing, a circular import."""
     root, _ = repro
-    (tmp_path / f"{library}.py").write_text(content)
+    if content is None:  # PYTHONPATH=site-packages/numpy, whose numpy.random is not the random module
+        folder = os.path.dirname(np.__file__)
+        namesake = os.path.join(folder, library, "__init__.py")
+    else:
+        folder, namesake = tmp_path, tmp_path / f"{library}.py"
+        namesake.write_text(content)
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}"],
         cwd=root,
-        env=environment(root) | {"PYTHONPATH": str(tmp_path), "TQDM_MININTERVAL": "1"},
+        env=environment(root) | {"PYTHONPATH": str(folder), "TQDM_MININTERVAL": "1"},
         capture_output=True,
         text=True,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(
-        f"error: {stage} would import {library!r} from {tmp_path / library}.py, which hides this environment's ("
+        f"error: {stage} would import {library!r} from {namesake}, which hides this environment's ("
     )
     assert result.stderr.endswith(
         "); rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)\n"
