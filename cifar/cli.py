@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cifar.atomic import STOP_SIGNALS, remove_stale_scratch, signal_name
-from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
+from cifar.errors import PipelineError, call_off_torchs_exit_report, one_line, out_of_memory_message, printable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
         for sig in (signal.SIGINT, *STOP_SIGNALS):
             if signal.getsignal(sig) in (_raise_stopped, signal.default_int_handler):
                 signal.signal(sig, signal.SIG_IGN)
+        call_off_torchs_exit_report()
 
 
 def _run(main: Callable[[], None]) -> None:

@@ -42,15 +42,20 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     what would run out of memory again at exit is called off."""
     if not is_out_of_memory(error):
         return None
-    # torch reports its compile times at exit, importing a module to do so: out of memory,
-    # that was a second traceback after the one line.
-    reporter = getattr(sys.modules.get("torch._dynamo.utils"), "dump_compile_times", None)
-    if reporter is not None:
-        atexit.unregister(reporter)
+    call_off_torchs_exit_report()
     return (
         f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
         f"or stop programs that hold memory, then run it again"
     )
+
+
+def call_off_torchs_exit_report() -> None:
+    """torch reports its compile times at exit, importing tabulate (and html) to do so, and
+    logs them where no stage shows them. Out of memory, that import was a second traceback
+    after the one line; with a tabulate.py in the working folder, a refusal after the outputs."""
+    reporter = getattr(sys.modules.get("torch._dynamo.utils"), "dump_compile_times", None)
+    if reporter is not None:
+        atexit.unregister(reporter)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

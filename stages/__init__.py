@@ -14,7 +14,7 @@ dvc.yaml, with exit code 2.
 
 import sys
 
-from stages.namesakes import refuse_namesakes
+from stages.namesakes import refuse_namesakes, started_module
 
 # Before any other import, so that each is of the environment's module, not a namesake's.
 if sys.argv[:1] == ["-m"]:
@@ -35,6 +35,7 @@ import string
 import tempfile
 from pathlib import Path
 
+from cifar.atomic import stop_signals_held
 from cifar.cli import Stopped, install_stop_handlers, stopped_line
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
@@ -42,9 +43,7 @@ from cifar.errors import PipelineError, one_line, out_of_memory_message, printab
 def _stage_name() -> str:
     """`figures` for `python -m stages.figures`, also while this package loads, when argv[0]
     is still "-m"."""
-    if "-m" in sys.orig_argv[:-1]:
-        return sys.orig_argv[sys.orig_argv.index("-m") + 1].rpartition(".")[2]
-    return Path(sys.argv[0]).stem
+    return started_module().rpartition(".")[2] or Path(sys.argv[0]).stem
 
 
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
@@ -98,7 +97,9 @@ def _import_matplotlib_with_its_own_settings() -> None:
         return
     os.environ.pop("MATPLOTLIBRC", None)
     try:
-        config_folder = tempfile.mkdtemp(prefix="matplotlib-config-")
+        with stop_signals_held():  # a stop between the two would leave the folder behind
+            config_folder = tempfile.mkdtemp(prefix="matplotlib-config-")
+            atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
     except OSError as error:
         print(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
@@ -106,14 +107,25 @@ def _import_matplotlib_with_its_own_settings() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
     os.environ["MPLCONFIGDIR"] = config_folder
+    # As it builds its font cache, matplotlib reads the font folders of HOME and XDG_DATA_HOME
+    # and asks fontconfig (FONTCONFIG_FILE): a named pipe in any of them kept it waiting. Its
+    # own fonts and the system's folders are what it reads here.
+    fontconfig_file = Path(config_folder, "fonts.conf")
+    fontconfig_file.write_text("<fontconfig></fontconfig>\n")
+    users_settings = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME", "FONTCONFIG_FILE")}
+    os.environ.update(HOME=config_folder, XDG_DATA_HOME=config_folder, FONTCONFIG_FILE=str(fontconfig_file))
     working_folder = os.getcwd()
     os.chdir(Path(found.origin).parent / "mpl-data")
     try:
-        importlib.import_module("matplotlib")
+        importlib.import_module("matplotlib.font_manager")
     finally:
         os.chdir(working_folder)
+        for name, value in users_settings.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 # Columns or rows, far more than a terminal shows: TQDM_NCOLS=1000000000 kept evaluate
@@ -132,13 +144,14 @@ def _oversized_progress_bars() -> None:
         if size > _LARGEST_PROGRESS_BAR:
             raise ValueError(f"{name} is beyond the {_LARGEST_PROGRESS_BAR:,} columns or rows a bar may take")
     try:
-        fields = list(string.Formatter().parse(os.environ.get("TQDM_BAR_FORMAT", "")))
+        specs = [spec or "" for _, _, spec, _ in string.Formatter().parse(os.environ.get("TQDM_BAR_FORMAT", ""))]
     except ValueError:  # not a format: tqdm says so as it draws
-        fields = []
-    if any(
-        int(width) > _LARGEST_PROGRESS_BAR for _, _, spec, _ in fields for width in re.findall("[0-9]+", spec or "")
-    ):
-        raise ValueError(f"TQDM_BAR_FORMAT pads a field beyond the {_LARGEST_PROGRESS_BAR:,} columns a bar may take")
+        specs = []
+    if any("{" in spec for spec in specs):  # a width taken from the bar's figures, known only as it draws
+        raise ValueError("TQDM_BAR_FORMAT takes a field's width from another field; write the width as digits")
+    # \d: str.format reads any decimal digits as a width, fullwidth ones too
+    if sum(int(width) for spec in specs for width in re.findall(r"\d+", spec)) > _LARGEST_PROGRESS_BAR:
+        raise ValueError(f"TQDM_BAR_FORMAT pads its fields beyond the {_LARGEST_PROGRESS_BAR:,} columns a bar may take")
 
 
 def _draw_the_stages_progress_bars() -> None:

@@ -19,6 +19,26 @@ import sys
 _OWN_PACKAGES = ("cifar", "stages")
 
 
+def started_module() -> str:
+    """`stages.figures` for `python -m stages.figures` (or `-mstages.figures`, `-B -m ...`),
+    read from the command line as Python parsed it; "" for no -m."""
+    arguments = iter(sys.orig_argv[1:])
+    for argument in arguments:
+        if not argument.startswith("-") or argument in ("-", "--"):
+            break
+        if argument.startswith("--"):
+            if argument == "--check-hash-based-pycs":
+                next(arguments, None)
+            continue
+        for position, option in enumerate(argument[1:], start=2):
+            if option in "cmWX":  # the options that take a value, joined or next
+                value = argument[position:] or next(arguments, "")
+                if option == "m":
+                    return value
+                break
+    return ""
+
+
 def _places_put_first() -> list[str]:
     """The folders Python puts on the import path before the environment's: the working folder
     (`python -m`'s first entry) and PYTHONPATH's."""
@@ -33,6 +53,8 @@ class _NamesakeRefuser:
     the working folder or PYTHONPATH while the environment's own folders (the standard library,
     site-packages, the folders their .pth files add) hold one of that name. A folder a library
     puts on the path itself (cv2 its own) is the library's business."""
+
+    refused = False  # said once: the decoding threads import in parallel
 
     def __init__(self, stage: str):
         self.stage = stage
@@ -54,12 +76,14 @@ class _NamesakeRefuser:
         own = importlib.machinery.PathFinder.find_spec(name, self.environment)
         if own is None or own.origin == found.origin:
             return None
-        print(
-            f"error: {self.stage} would import {name!r} from {_printable(found.origin)}, which hides this "
-            f"environment's ({_printable(own.origin or name)}); rename or remove it (a file or folder "
-            f"named like a library, on PYTHONPATH or in the working folder)",
-            file=sys.stderr,
-        )
+        if not _NamesakeRefuser.refused:
+            _NamesakeRefuser.refused = True
+            print(
+                f"error: {self.stage} would import {name!r} from {_printable(found.origin)}, which hides this "
+                f"environment's ({_printable(own.origin or name)}); rename or remove it (a file or folder "
+                f"named like a library, on PYTHONPATH or in the working folder)",
+                file=sys.stderr,
+            )
         raise SystemExit(2)
 
 
@@ -71,6 +95,16 @@ def _printable(path: str) -> str:
 
 
 def refuse_namesakes() -> None:
-    """For a stage started as `python -m stages.NAME`, which Python is importing this package for."""
-    stage = sys.orig_argv[sys.orig_argv.index("-m") + 1].rpartition(".")[2]
+    """For a stage started as `python -m stages.NAME`, which Python is importing this package
+    for. A PYTHONPATH entry that is neither a folder nor a file (a named pipe) is refused too:
+    importlib.metadata, which pydantic asks for its plugins, opened it as a zip and waited."""
+    stage = started_module().rpartition(".")[2]
+    for place in _places_put_first():
+        if place and os.path.exists(place) and not (os.path.isdir(place) or os.path.isfile(place)):
+            print(
+                f"error: the import path entry {_printable(place)} is neither a folder nor a file, and Python "
+                f"waits on reading it; take it off PYTHONPATH",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
     sys.meta_path.insert(0, _NamesakeRefuser(stage))

@@ -1295,17 +1295,35 @@ def test_the_users_matplotlib_settings_are_not_the_stages_concern(pipeline_run, 
     assert outputs(pipeline_run) == before, "the same pictures, drawn headless"
 
 
-@pytest.mark.parametrize("state", ["a cache naming another font", "an endless cache", "a named pipe", "Latin-1"])
+@pytest.mark.parametrize(
+    "state",
+    [
+        "a cache naming another font",
+        "an endless cache",
+        "a named pipe",
+        "Latin-1",
+        "a named pipe among the user's fonts",
+        "a named pipe for fontconfig's file",
+    ],
+)
 def test_the_users_matplotlib_config_folder_is_not_the_stages_concern(pipeline_run, tmp_path, state):
     """matplotlib reads its config folder (MPLCONFIGDIR, else ~/.config/matplotlib) as it
     loads: a font cache naming DejaVu Serif's file for DejaVu Sans drew every PNG in it, one
     that is /dev/zero filled memory, a style sheet that is a named pipe kept figures waiting
-    for ever, one in Latin-1 ended it in a UnicodeDecodeError. The stage's own config folder,
-    in the system temp folder, is gone when it ends."""
-    config, temp = tmp_path / "matplotlib", tmp_path / "temp"
+    for ever, one in Latin-1 ended it in a UnicodeDecodeError. Building its cache, it waited
+    on a named pipe among the user's fonts or in fontconfig's place. The stage's own config
+    folder, in the system temp folder, is gone when it ends."""
+    config, temp, data = tmp_path / "matplotlib", tmp_path / "temp", tmp_path / "data"
     temp.mkdir()
+    (data / "fonts").mkdir(parents=True)
+    os.mkfifo(data / "fonts" / "mine.ttf")
+    os.mkfifo(tmp_path / "fonts.conf")
     environment = os.environ | {"MPLCONFIGDIR": str(config), "TMPDIR": str(temp)}
     subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment, check=True)
+    if state == "a named pipe among the user's fonts":
+        environment |= {"XDG_DATA_HOME": str(data)}
+    if state == "a named pipe for fontconfig's file":
+        environment |= {"FONTCONFIG_FILE": str(tmp_path / "fonts.conf")}
     (cache,) = config.glob("fontlist-*.json")
     if state == "a cache naming another font":
         fonts = json.loads(cache.read_text())
@@ -1317,7 +1335,7 @@ def test_the_users_matplotlib_config_folder_is_not_the_stages_concern(pipeline_r
     elif state == "an endless cache":
         cache.unlink()
         cache.symlink_to("/dev/zero")
-    else:
+    elif state in ("a named pipe", "Latin-1"):
         (config / "stylelib").mkdir()
         sheet = config / "stylelib" / "mine.mplstyle"
         if state == "a named pipe":
@@ -1332,6 +1350,21 @@ def test_the_users_matplotlib_config_folder_is_not_the_stages_concern(pipeline_r
     assert result.returncode == 0, result.stderr
     assert outputs(pipeline_run) == before, "the pictures of matplotlib's defaults"
     assert not any(temp.iterdir())
+
+
+def test_a_namesake_of_what_torchs_exit_report_imports_is_refused_once(pipeline_run, tmp_path):
+    """torch's report of compile times at exit imports tabulate: with a tabulate.py on
+    PYTHONPATH, evaluate's refusal came twice, the second time in a traceback from the exit
+    callback."""
+    (tmp_path / "tabulate.py").touch()
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        env=os.environ | {"PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: evaluate would import 'tabulate' from {tmp_path / 'tabulate.py'}, ")
 
 
 def catches(pid: int, sig: signal.Signals) -> bool:

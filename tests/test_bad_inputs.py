@@ -1113,14 +1113,24 @@ def test_a_stage_with_too_little_address_space_is_one_line(pipeline, stage, limi
         (
             "TQDM_BAR_FORMAT",
             "{l_bar}{bar}{r_bar}{n:{postfix}}",
-            "ValueError: Invalid format specifier ', acc=0.100, loss=2.303, lr=1.00e-02' for object of type 'int'",
+            "ValueError: TQDM_BAR_FORMAT takes a field's width from another field; write the width as digits",
         ),
         ("TQDM_NCOLS", "1000000000", "ValueError: TQDM_NCOLS is beyond the 10,000 columns or rows a bar may take"),
         ("TQDM_POSITION", "300000000", "ValueError: TQDM_POSITION is beyond the 10,000 columns or rows a bar may take"),
         (
             "TQDM_BAR_FORMAT",
             "{l_bar:>1000000000}",
-            "ValueError: TQDM_BAR_FORMAT pads a field beyond the 10,000 columns a bar may take",
+            "ValueError: TQDM_BAR_FORMAT pads its fields beyond the 10,000 columns a bar may take",
+        ),
+        (
+            "TQDM_BAR_FORMAT",
+            "{l_bar:>\uff11\uff10\uff10\uff10\uff10\uff10}",
+            "ValueError: TQDM_BAR_FORMAT pads its fields beyond the 10,000 columns a bar may take",
+        ),
+        (
+            "TQDM_BAR_FORMAT",
+            "{l_bar:9999}" * 9000,
+            "ValueError: TQDM_BAR_FORMAT pads its fields beyond the 10,000 columns a bar may take",
         ),
     ],
     ids=[
@@ -1131,6 +1141,8 @@ def test_a_stage_with_too_little_address_space_is_one_line(pipeline, stage, limi
         "too-wide",
         "too-far-down",
         "too-wide-a-field",
+        "too-wide-in-fullwidth-digits",
+        "too-wide-in-all",
     ],
 )
 def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, error):
@@ -1138,7 +1150,8 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     ValueError traceback at import, TQDM_BAR_FORMAT='{bogus}' train in a KeyError at its bar,
     TQDM_FILE (a string where a stream goes) lr_find and train at theirs, and a format that
     needs train's figures after a bar (`{n:{postfix}}`) train mid-epoch. TQDM_NCOLS=1000000000
-    kept evaluate drawing for minutes, TQDM_POSITION=300000000 ran it out of memory."""
+    kept evaluate drawing for minutes, TQDM_POSITION=300000000 ran it out of memory, as did
+    a width in fullwidth digits, which str.format reads, and 9,000 fields of 9,999 columns."""
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate"],
         cwd=pipeline,

@@ -279,6 +279,35 @@ def test_a_file_named_like_a_library_is_named_in_one_line(repro, tmp_path, libra
     )
 
 
+def test_a_stage_is_named_however_python_is_given_it(repro, tmp_path):
+    """`python -mstages.evaluate` (the module joined to -m) ended in "ValueError: '-m' is not
+    in list"; a PYTHONPATH entry that is a named pipe kept every stage waiting (importlib's
+    metadata, asked by pydantic, opened it as a zip)."""
+    root, _ = repro
+    os.mkfifo(tmp_path / "pipe")
+    result = subprocess.run(
+        [sys.executable, "-mstages.evaluate"],
+        cwd=root,
+        env=environment(root) | {"PYTHONPATH": str(tmp_path / "pipe")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: the import path entry {tmp_path / 'pipe'} is neither a folder nor a file, and Python waits on "
+        "reading it; take it off PYTHONPATH\n",
+    )
+    bare = subprocess.run(
+        [sys.executable, "-B", "-mstages.evaluate"],
+        cwd=root,
+        env=environment(root) | {"TQDM_NCOLS": "1000000000"},
+        capture_output=True,
+        text=True,
+    )
+    assert bare.stderr.startswith("error: tqdm cannot use its environment (TQDM_NCOLS)"), bare.stderr
+
+
 def test_a_stage_outside_the_projects_environment_says_so_in_one_line(tmp_path):
     """`.venv/bin/dvc repro` from a shell whose `python` lacks the packages: DVC runs that
     `python`, and every stage ends in one line that says how to run it, not a traceback."""
