@@ -56,9 +56,9 @@ class _NamesakeRefuser:
 
     refused = False  # said once: the decoding threads import in parallel
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, put_first: list[str]):
         self.stage = stage
-        self.put_first = _places_put_first()
+        self.put_first = put_first
         put_first_folders = {os.path.realpath(place) for place in self.put_first}
         self.environment = [place for place in sys.path if place and os.path.realpath(place) not in put_first_folders]
 
@@ -99,7 +99,8 @@ def refuse_namesakes() -> None:
     for. A PYTHONPATH entry that is neither a folder nor a file (a named pipe) is refused too:
     importlib.metadata, which pydantic asks for its plugins, opened it as a zip and waited."""
     stage = started_module().rpartition(".")[2]
-    for place in _places_put_first():
+    put_first = _places_put_first()
+    for place in put_first:
         if place and os.path.exists(place) and not (os.path.isdir(place) or os.path.isfile(place)):
             print(
                 f"error: the import path entry {_printable(place)} is neither a folder nor a file, and Python "
@@ -107,4 +108,4 @@ def refuse_namesakes() -> None:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-    sys.meta_path.insert(0, _NamesakeRefuser(stage))
+    sys.meta_path.insert(0, _NamesakeRefuser(stage, put_first))
