@@ -4,6 +4,7 @@ import atexit
 import errno
 import re
 import reprlib
+import resource
 import sys
 
 
@@ -44,9 +45,20 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
         return None
     call_off_torchs_exit_report()
     return (
-        f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
+        f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit ({_memory_limits_set()}) "
         f"or stop programs that hold memory, then run it again"
     )
+
+
+def _memory_limits_set() -> str:
+    """The `ulimit` options that bound the stage's memory: its address space (-v), or its data
+    (-d), which an out-of-memory line named as -v when only -d was set."""
+    limits = [
+        option
+        for option, limit in (("ulimit -v", resource.RLIMIT_AS), ("ulimit -d", resource.RLIMIT_DATA))
+        if resource.getrlimit(limit)[0] != resource.RLIM_INFINITY
+    ]
+    return ", ".join(limits) or "ulimit -v"
 
 
 def call_off_torchs_exit_report() -> None:

@@ -103,7 +103,7 @@ def _import_matplotlib_with_its_own_settings() -> None:
     except OSError as error:
         print(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
-            f"folder ({one_line(error)}); free room there or point TMPDIR at a writable folder",
+            f"folder ({one_line(error)}); point TMPDIR at a writable folder with room and a short path",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
@@ -216,6 +216,37 @@ def _address_space_problem() -> str | None:
     )
 
 
+# glibc gives each new thread a stack of `ulimit -s`'s size: the stages' threads (OpenBLAS's,
+# OpenMP's, download's decoders) got 28.6 GiB each under `ulimit -s 30000000`, could not
+# start, and OpenBLAS then raised Ctrl-C's signal itself; under `ulimit -s 2000000` with
+# `ulimit -v 6000000`, train ended in libgomp's own "Thread creation failed".
+_USUAL_STACK = 8 * 2**20  # what _LEAST_ADDRESS_SPACE was measured with
+
+
+def _stack_limit_problem() -> str | None:
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    if stack == resource.RLIM_INFINITY:  # glibc's own default then
+        return None
+    stage = _stage_name()
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    least = _LEAST_ADDRESS_SPACE["download" if stage == "download" else "torch"][0]
+    threads = os.cpu_count() or 1  # OpenBLAS and OpenMP each start about one a core
+    if stack > memory:
+        beyond = f"more than this machine's {memory / 2**30:,.0f} GiB of memory"
+    elif address_limit != resource.RLIM_INFINITY and least + threads * max(0, stack - _USUAL_STACK) > address_limit:
+        beyond = (
+            f"and {threads} such threads beside the {least / 2**30:.0f} GiB {stage} needs exceed the "
+            f"{address_limit / 2**30:.2f} GiB of address space `ulimit -v` leaves"
+        )
+    else:
+        return None
+    return (
+        f"`ulimit -s` gives each thread {stage} starts a {stack / 2**30:,.2f} GiB stack, {beyond}, so they cannot "
+        f"start; lower it ({_USUAL_STACK // 1024} KiB is usual)"
+    )
+
+
 _C_SPACE = " \t\n\v\f\r"
 
 
@@ -253,7 +284,7 @@ def _openmp_stack_problem() -> str | None:
     import torch  # whose thread count OpenMP takes; every stage but download loads it anyway
 
     started = torch.get_num_threads() - 1
-    thread_limit = re.fullmatch(f"[{_C_SPACE}]*([0-9]+)[{_C_SPACE}]*", os.environ.get("OMP_THREAD_LIMIT", ""))
+    thread_limit = re.fullmatch(f"[{_C_SPACE}]*[+]?([0-9]+)[{_C_SPACE}]*", os.environ.get("OMP_THREAD_LIMIT", ""))
     if thread_limit and int(thread_limit[1]) > 0:  # libgomp starts no more threads than this in all
         started = min(started, int(thread_limit[1]) - 1)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -287,6 +318,10 @@ if sys.argv[:1] == ["-m"]:
     os.environ["MPLBACKEND"] = "Agg"
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
+    problem = _address_space_problem() or _stack_limit_problem()
+    if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
     # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm (all but download)
     # in a traceback at import; one it cannot use (TQDM_FILE, a string where a stream goes) or
@@ -297,8 +332,8 @@ if sys.argv[:1] == ["-m"]:
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     importlib.import_module("stages.paths")
-    problem = _address_space_problem() or (_openmp_stack_problem() if _stage_name() != "download" else None)
-    if problem:  # download runs no torch
+    problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
+    if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     # Both weights-only switches set made each model.pt "unreadable", with the advice to re-create it.

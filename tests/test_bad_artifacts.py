@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -531,6 +532,31 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
         f"error: download ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
+        "or stop programs that hold memory, then run it again\n"
+    )
+
+
+def test_running_out_of_memory_under_a_data_limit_names_that_limit(monkeypatch, capsys):
+    """Under `ulimit -d 1000000` alone, evaluate ran out of memory and was told to raise
+    `ulimit -v`, which was unlimited."""
+    real_limit = resource.getrlimit
+    soft_limits = {resource.RLIMIT_AS: resource.RLIM_INFINITY, resource.RLIMIT_DATA: 2**30}
+
+    def getrlimit(limit):
+        return soft_limits.get(limit, real_limit(limit)[0]), real_limit(limit)[1]
+
+    monkeypatch.setattr(resource, "getrlimit", getrlimit)
+    error = MemoryError()
+
+    def main():
+        raise error
+
+    monkeypatch.setattr(sys, "argv", ["stages/evaluate.py"])
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: evaluate ran out of memory (MemoryError); raise the memory limit (ulimit -d) "
         "or stop programs that hold memory, then run it again\n"
     )
 

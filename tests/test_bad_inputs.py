@@ -1072,6 +1072,17 @@ def test_a_non_ascii_source_under_an_ascii_locale_is_one_line(pipeline):
     )
 
 
+def run_under_limits(pipeline, limits: str, stage: str) -> subprocess.CompletedProcess:
+    """`python -m stages.STAGE` in `pipeline` under the shell's `ulimit` options `limits`."""
+    return subprocess.run(
+        ["bash", "-c", f"ulimit {limits}; exec python -m stages.{stage}"],
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize(
     ("stage", "limit_kib", "least"),
     [
@@ -1090,18 +1101,58 @@ def test_a_stage_with_too_little_address_space_is_one_line(pipeline, stage, limi
     struck: in C++'s std::bad_alloc abort (3,200,000 KiB), oneDNN's "could not create a
     primitive" traceback (3,800,000), explain in a segmentation fault or a hang; download in
     OpenBLAS's own line, or as "interrupted" (150,000)."""
-    result = subprocess.run(
-        ["bash", "-c", f"ulimit -v {limit_kib}; exec python -m stages.{stage}"],
-        cwd=pipeline,
-        env=environment(pipeline),
-        capture_output=True,
-        text=True,
-    )
+    result = run_under_limits(pipeline, f"-v {limit_kib}", stage)
     assert (result.returncode, result.stderr) == (
         2,
         f"error: `ulimit -v` leaves {stage} {limit_kib / 2**20:.2f} GiB of address space, and it needs {least} KiB "
         "or more, or remove it\n",
     )
+
+
+def test_a_stack_limit_no_thread_can_start_under_is_one_line(pipeline):
+    """glibc gives each new thread a stack of `ulimit -s`'s size. Under `ulimit -s 30000000`
+    (28.6 GiB, more than the machine's memory) no thread could start: download and evaluate
+    ended as "interrupted", as OpenBLAS raised Ctrl-C's signal itself."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    stack_kib = memory // 1024 + 2**20
+    result = run_under_limits(pipeline, f"-s {stack_kib}", "download")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: `ulimit -s` gives each thread download starts a {stack_kib / 2**20:,.2f} GiB stack, more than this "
+        f"machine's {memory / 2**30:,.0f} GiB of memory, so they cannot start; lower it (8192 KiB is usual)\n",
+    )
+
+
+def test_a_temp_folder_too_deep_for_matplotlibs_folder_is_one_line(pipeline, tmp_path):
+    """A TMPDIR path of 4,075 characters holds tempfile's probe file, not the stage's folder
+    for matplotlib, whose name is longer: figures was told to free room there."""
+    temp = tmp_path
+    while len(str(temp)) < 4075 - 201:
+        temp /= "t" * 200
+    temp /= "t" * (4075 - len(str(temp)) - 1)
+    temp.mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.figures"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: figures cannot make a folder for matplotlib's font cache in the system ")
+    assert "[Errno 36] File name too long" in result.stderr
+    assert result.stderr.endswith("; point TMPDIR at a writable folder with room and a short path\n")
+
+
+@pytest.mark.parametrize(("stack_kib", "refused"), [(2_000_000, True), (65_536, False)])
+def test_thread_stacks_beyond_the_address_space_left_are_one_line(pipeline, stack_kib, refused):
+    """Under `ulimit -s 2000000` and `ulimit -v 6000000`, train ended in libgomp's own line,
+    "Thread creation failed", which names neither limit. 64 MiB stacks fit: train gets past
+    the check to its first input, which this bare checkout lacks."""
+    result = run_under_limits(pipeline, f"-s {stack_kib} -v 6000000", "train")
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert ("error: `ulimit -s` gives each thread train starts a 1.91 GiB stack, and " in result.stderr) == refused
+    assert result.stderr.endswith("so they cannot start; lower it (8192 KiB is usual)\n") == refused
 
 
 @pytest.mark.parametrize(
@@ -1165,14 +1216,17 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     )
 
 
-def test_an_openmp_stack_of_no_thread_is_no_concern(pipeline):
+@pytest.mark.parametrize("thread_limit", ["1", " +1 "])
+def test_an_openmp_stack_of_no_thread_is_no_concern(pipeline, thread_limit):
     """OMP_THREAD_LIMIT=1 lets OpenMP start no thread beside the stage's, so it maps no stack
-    of OMP_STACKSIZE's size: evaluate refused the run as if it did. Here it gets past the
-    check to its first input, which this bare checkout lacks."""
+    of OMP_STACKSIZE's size: evaluate refused the run as if it did, and still did for "+1",
+    which libgomp reads as 1. Here it gets past the check to its first input, which this bare
+    checkout lacks."""
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate"],
         cwd=pipeline,
-        env=environment(pipeline) | {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": "1"},
+        env=environment(pipeline)
+        | {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": thread_limit},
         capture_output=True,
         text=True,
     )
@@ -1241,13 +1295,7 @@ def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
-    result = subprocess.run(
-        ["bash", "-c", "ulimit -S -t 6; exec python -m stages.lr_find"],
-        cwd=pipeline,
-        env=environment(pipeline),
-        capture_output=True,
-        text=True,
-    )
+    result = run_under_limits(pipeline, "-S -t 6", "lr_find")
     assert result.returncode == 128 + signal.SIGXCPU, result.stderr
     assert result.stderr.splitlines()[-1] == (
         "error: stopped by SIGXCPU (its CPU-time limit, `ulimit -t`, ran out) before lr_find finished; "
