@@ -20,7 +20,29 @@ class Stopped(BaseException):
 
 
 def _raise_stopped(signal_number, frame) -> None:
+    _ignore_further_stops()
     raise Stopped(signal_number)
+
+
+def _raise_interrupted(signal_number, frame) -> None:
+    _ignore_further_stops()
+    raise KeyboardInterrupt
+
+
+def _ignore_further_stops() -> None:
+    """A stage that stops undoes its writes in flight: a second signal meanwhile (20 SIGTERMs
+    2 ms apart) cut that short, and left their scratch behind."""
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        if signal.getsignal(sig) in (_raise_stopped, _raise_interrupted, signal.default_int_handler):
+            signal.signal(sig, _ignore)
+
+
+def _ignore(signal_number, frame) -> None:
+    """Ignores its signal from now on (SIG_IGN), also while Python exits, when the signals that
+    had a handler of Python's end the process again. SIG_IGN in place of a handler that a signal
+    had come for made Python write "Signal 15 ignored due to race condition" in a traceback:
+    here it has been handled."""
+    signal.signal(signal_number, signal.SIG_IGN)
 
 
 def stop_signals(*, ctrl_c: bool = False) -> list[signal.Signals]:
@@ -31,10 +53,13 @@ def stop_signals(*, ctrl_c: bool = False) -> list[signal.Signals]:
 
 
 def install_stop_handlers() -> None:
-    """From here on the stop signals raise Stopped wherever the stage is. By default they end
-    a process without a word, and leave its scratch behind."""
+    """From here on the stop signals raise Stopped wherever the stage is, Ctrl-C (unless it is
+    ignored) KeyboardInterrupt as Python's own handler does. By default the stop signals end a
+    process without a word, and leave its scratch behind."""
     for sig in stop_signals():
         signal.signal(sig, _raise_stopped)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupted)
 
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
@@ -56,8 +81,9 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
         # The stage's outcome is decided and said: a signal from here to the exit (a CPU-time
         # limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it
         # in a traceback, or in exit code 130 after its outputs are written.
-        for sig in (signal.SIGINT, *STOP_SIGNALS):
-            if signal.getsignal(sig) in (_raise_stopped, signal.default_int_handler):
+        _ignore_further_stops()
+        for sig in (signal.SIGINT, *STOP_SIGNALS):  # those that did not come meanwhile
+            if signal.getsignal(sig) is _ignore:
                 signal.signal(sig, signal.SIG_IGN)
         call_off_torchs_exit_report()
 

@@ -61,6 +61,19 @@ def _memory_limits_set() -> str:
     return ", ".join(limits) or "ulimit -v"
 
 
+def unreadable(path, error: OSError, fix: str) -> DataError:
+    """The one-line error for a file that could not be opened or read. Out of open files (the
+    process's `ulimit -n`, or the system's), it is the limit, not the file, that needs a fix:
+    `ulimit -n 7` had download advise replacing a valid image."""
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return DataError(
+            f"ran out of open files at {path} (`ulimit -n` allows {limit}); raise that limit (1024 is usual) "
+            f"or close programs that hold many files, then re-run"
+        )
+    return DataError(f"{path}: cannot read it ({error.strerror}); {fix}")
+
+
 def call_off_torchs_exit_report() -> None:
     """torch reports its compile times at exit, importing tabulate (and html) to do so, and
     logs them where no stage shows them. Out of memory, that import was a second traceback

@@ -12,7 +12,15 @@ meeting a non-ASCII path that the locale cannot encode, or a damaged paths table
 dvc.yaml, with exit code 2.
 """
 
+import _signal  # built in: no file can stand in for it, as one could for `signal` or its `enum`
 import sys
+
+# Signals wait until the stage's handlers are in place, below: Ctrl-C as this package loaded
+# (its first tenth of a second) ended a stage in a KeyboardInterrupt traceback, SIGHUP without
+# a word. The faults a signal reports (SIGSEGV and the like) cannot wait.
+if sys.argv[:1] == ["-m"]:
+    _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
+    _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
 
 from stages.namesakes import refuse_namesakes, started_module
 
@@ -98,12 +106,19 @@ def _import_matplotlib_with_its_own_settings() -> None:
     os.environ.pop("MATPLOTLIBRC", None)
     try:
         with stop_signals_held():  # a stop between the two would leave the folder behind
-            config_folder = tempfile.mkdtemp(prefix="matplotlib-config-")
+            # absolute: TMPDIR=. gave a relative one, which the chdir below moved into matplotlib's own folder
+            config_folder = os.path.abspath(tempfile.mkdtemp(prefix="matplotlib-config-"))
             atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
     except OSError as error:
+        file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        fix = (
+            "raise `ulimit -f`, which lets it write no file"
+            if file_size_limit != resource.RLIM_INFINITY and file_size_limit < 4  # tempfile's probe file
+            else "point TMPDIR at a writable folder with room and a short path"
+        )
         print(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
-            f"folder ({one_line(error)}); point TMPDIR at a writable folder with room and a short path",
+            f"folder ({one_line(error)}); {fix}",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
@@ -202,25 +217,45 @@ _LEAST_ADDRESS_SPACE = {
     "download": (2**30, "its decoding threads and numpy's libraries map about 0.7 GiB"),
     "torch": (5 * 2**30, "torch's libraries alone map about 3 GiB"),
 }
+_MOST_MAPPED = {"download": 0.7 * 2**30, "torch": 4.4 * 2**30}  # the most they mapped on those runs
+# The data a stage needs at least (`ulimit -d` bounds what it allocates, not the libraries it
+# maps): on the same runs the torch stages used up to 1.47 GiB of it, download 0.16 GiB. Under
+# `ulimit -d 800000` train ended in a SystemError traceback, figures under 300000 in a
+# segmentation fault, download under 40000 in OpenBLAS's own line.
+_LEAST_DATA = {
+    "download": (192 * 2**20, "it used up to 0.16 GiB on a 500-image run"),
+    "torch": (2 * 2**30, "the stages that run torch used up to 1.47 GiB on a 500-image run"),
+}
 
 
-def _address_space_problem() -> str | None:
+# The limits a stage checks up front: each `ulimit` option, its limit, what a stage needs of it.
+_MEMORY_LIMITS = (
+    ("ulimit -v", resource.RLIMIT_AS, "of address space", _LEAST_ADDRESS_SPACE),
+    ("ulimit -d", resource.RLIMIT_DATA, "for its data", _LEAST_DATA),
+)
+
+
+def _memory_limit_problem() -> str | None:
     stage = _stage_name()
-    least, why = _LEAST_ADDRESS_SPACE["download" if stage == "download" else "torch"]
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit == resource.RLIM_INFINITY or limit >= least:
-        return None
-    return (
-        f"`ulimit -v` leaves {stage} {limit / 2**30:.2f} GiB of address space, and it needs {least / 2**30:.0f} GiB "
-        f"({why}); raise the limit to {least // 1024} KiB or more, or remove it"
-    )
+    for option, kind, room, least_needed in _MEMORY_LIMITS:
+        least, why = least_needed["download" if stage == "download" else "torch"]
+        limit = resource.getrlimit(kind)[0]
+        if limit != resource.RLIM_INFINITY and limit < least:
+            return (
+                f"`{option}` leaves {stage} {limit / 2**30:.2f} GiB {room}, and it needs {least / 2**30:.3g} GiB "
+                f"({why}); raise the limit to {least // 1024} KiB or more, or remove it"
+            )
+    return None
 
 
 # glibc gives each new thread a stack of `ulimit -s`'s size: the stages' threads (OpenBLAS's,
 # OpenMP's, download's decoders) got 28.6 GiB each under `ulimit -s 30000000`, could not
 # start, and OpenBLAS then raised Ctrl-C's signal itself; under `ulimit -s 2000000` with
-# `ulimit -v 6000000`, train ended in libgomp's own "Thread creation failed".
+# `ulimit -v 6000000`, train ended in libgomp's own "Thread creation failed". A main stack
+# under 80 KiB ended lr_find in a segmentation fault as it imported torch (Python itself
+# needs 72 KiB to start).
 _USUAL_STACK = 8 * 2**20  # what _LEAST_ADDRESS_SPACE was measured with
+_LEAST_STACK = 256 * 2**10
 
 
 def _stack_limit_problem() -> str | None:
@@ -228,15 +263,20 @@ def _stack_limit_problem() -> str | None:
     if stack == resource.RLIM_INFINITY:  # glibc's own default then
         return None
     stage = _stage_name()
+    if stack < _LEAST_STACK:
+        return (
+            f"`ulimit -s` leaves {stage} {stack // 1024} KiB of stack, and importing torch took more than 72 KiB; "
+            f"raise it to {_LEAST_STACK // 1024} KiB or more ({_USUAL_STACK // 1024} KiB is usual)"
+        )
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    least = _LEAST_ADDRESS_SPACE["download" if stage == "download" else "torch"][0]
+    mapped = _MOST_MAPPED["download" if stage == "download" else "torch"]
     threads = os.cpu_count() or 1  # OpenBLAS and OpenMP each start about one a core
     if stack > memory:
         beyond = f"more than this machine's {memory / 2**30:,.0f} GiB of memory"
-    elif address_limit != resource.RLIM_INFINITY and least + threads * max(0, stack - _USUAL_STACK) > address_limit:
+    elif address_limit != resource.RLIM_INFINITY and mapped + threads * max(0, stack - _USUAL_STACK) > address_limit:
         beyond = (
-            f"and {threads} such threads beside the {least / 2**30:.0f} GiB {stage} needs exceed the "
+            f"and {threads} such threads beside the {mapped / 2**30:.1f} GiB {stage} maps exceed the "
             f"{address_limit / 2**30:.2f} GiB of address space `ulimit -v` leaves"
         )
     else:
@@ -284,8 +324,12 @@ def _openmp_stack_problem() -> str | None:
     import torch  # whose thread count OpenMP takes; every stage but download loads it anyway
 
     started = torch.get_num_threads() - 1
-    thread_limit = re.fullmatch(f"[{_C_SPACE}]*[+]?([0-9]+)[{_C_SPACE}]*", os.environ.get("OMP_THREAD_LIMIT", ""))
-    if thread_limit and int(thread_limit[1]) > 0:  # libgomp starts no more threads than this in all
+    # libgomp starts no more threads than OMP_THREAD_LIMIT in all: a number that fits 64 bits
+    # (strtoul), over 0; it warns of any other and leaves it unused.
+    thread_limit = re.fullmatch(
+        f"[{_C_SPACE}]*[+]?0*([0-9]{{1,20}})[{_C_SPACE}]*", os.environ.get("OMP_THREAD_LIMIT", "")
+    )
+    if thread_limit and 0 < int(thread_limit[1]) < 2**64:
         started = min(started, int(thread_limit[1]) - 1)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
@@ -316,9 +360,16 @@ if sys.argv[:1] == ["-m"]:
     # Stages draw into files only: a backend the environment names for its own windows (even a
     # misspelt one, which matplotlib refused at import with a raw ValueError) is not theirs.
     os.environ["MPLBACKEND"] = "Agg"
+    # pydantic (as cifar.config loads), torch and triton (as torch loads) import the plugins
+    # any distribution on the import path declares: a `*.dist-info` folder declaring one that
+    # exits ended train with exit code 0 and nothing trained. The stages use none of them.
+    os.environ.update(
+        PYDANTIC_DISABLE_PLUGINS="__all__", TORCH_DEVICE_BACKEND_AUTOLOAD="0", TRITON_BACKENDS_IN_TREE="1"
+    )
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
-    problem = _address_space_problem() or _stack_limit_problem()
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
+    problem = _memory_limit_problem() or _stack_limit_problem()
     if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)

@@ -7,6 +7,9 @@ traceback, one that called `sys.exit(0)` ended it with exit 0 and nothing done. 
 the finder here first, for each module not yet loaded, so a stage refuses such a file in one
 line before any of it runs. The project's pinned versions are what the pipeline reproduces,
 so a working copy of another version (a vendored `typing_extensions.py`) is refused as well.
+The working folder is the repository's root, from which a stage imports only its own
+packages: a module there that the environment lacks (a `gmpy2.py`, which sympy tries in
+passing) is refused too; PYTHONPATH may add such modules (a folder of extra wheels).
 
 This module imports only what every Python has loaded before it (`importlib.machinery` is
 frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
@@ -39,25 +42,26 @@ def started_module() -> str:
     return ""
 
 
-def _places_put_first() -> list[str]:
+def _places_put_first() -> tuple[list[str], list[str]]:
     """The folders Python puts on the import path before the environment's: the working folder
-    (`python -m`'s first entry) and PYTHONPATH's."""
-    put_first = [] if sys.flags.safe_path else [sys.path[0]]
-    if not sys.flags.ignore_environment:
-        put_first += os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    return put_first
+    (`python -m`'s first entry, unless -P leaves it out), then PYTHONPATH's."""
+    working_folder = [] if sys.flags.safe_path else [sys.path[0]]
+    pythonpath = [] if sys.flags.ignore_environment else os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return working_folder, pythonpath
 
 
 class _NamesakeRefuser:
     """A meta-path finder that finds nothing: it refuses a module that would be imported from
     the working folder or PYTHONPATH while the environment's own folders (the standard library,
-    site-packages, the folders their .pth files add) hold one of that name. A folder a library
-    puts on the path itself (cv2 its own) is the library's business."""
+    site-packages, the folders their .pth files add) hold one of that name, and any module but
+    the stage's own packages from the working folder. A folder a library puts on the path itself
+    (cv2 its own) is the library's business."""
 
     refused = False  # said once: the decoding threads import in parallel
 
-    def __init__(self, stage: str, put_first: list[str]):
+    def __init__(self, stage: str, working_folder: list[str], put_first: list[str]):
         self.stage = stage
+        self.working_folder = working_folder
         self.put_first = put_first
         put_first_folders = {os.path.realpath(place) for place in self.put_first}
         self.environment = [place for place in sys.path if place and os.path.realpath(place) not in put_first_folders]
@@ -74,16 +78,25 @@ class _NamesakeRefuser:
         if put_first is None or put_first.origin != found.origin:
             return None
         own = importlib.machinery.PathFinder.find_spec(name, self.environment)
-        if own is None or own.origin == found.origin:
-            return None
+        if own is not None and own.origin != found.origin:
+            self._refuse(
+                name,
+                f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); "
+                f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
+            )
+        in_working_folder = importlib.machinery.PathFinder.find_spec(name, self.working_folder)
+        if own is None and in_working_folder is not None and in_working_folder.origin == found.origin:
+            self._refuse(
+                name,
+                f"{_printable(found.origin)} in the working folder, from which a stage imports only "
+                f"{' and '.join(_OWN_PACKAGES)}; rename or remove it, or put it on PYTHONPATH if it is a library",
+            )
+        return None
+
+    def _refuse(self, name: str, where: str):
         if not _NamesakeRefuser.refused:
             _NamesakeRefuser.refused = True
-            print(
-                f"error: {self.stage} would import {name!r} from {_printable(found.origin)}, which hides this "
-                f"environment's ({_printable(own.origin or name)}); rename or remove it (a file or folder "
-                f"named like a library, on PYTHONPATH or in the working folder)",
-                file=sys.stderr,
-            )
+            print(f"error: {self.stage} would import {name!r} from {where}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -94,12 +107,43 @@ def _printable(path: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in path)
 
 
+def _stray_distribution(working_folder: list[str], pythonpath: list[str]) -> str | None:
+    """Why a distribution's metadata put first on the import path cannot be read, or is not the
+    project's: libraries list every distribution there (triton its backends, as torch loads),
+    and an entry_points.txt in Latin-1 ended a stage in a traceback, a named pipe kept it
+    waiting. In the working folder, the repository's root, only the project's own metadata
+    (`cifar_dvc.egg-info`, which `pip install .` leaves) belongs."""
+    for place in working_folder + pythonpath:
+        try:
+            names = os.listdir(place or ".") if os.path.isdir(place or ".") else []
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            metadata = os.path.join(place, name)
+            if place in working_folder and name != "cifar_dvc.egg-info":
+                return f"{_printable(metadata)} in the working folder is not this project's; remove it"
+            entry_points = os.path.join(metadata, "entry_points.txt")
+            if not os.path.lexists(entry_points):
+                continue
+            try:
+                if not os.path.isfile(entry_points) or os.path.getsize(entry_points) > 2**20:
+                    raise ValueError("not a text file of at most 1 MiB")
+                with open(entry_points, encoding="utf-8") as text:
+                    text.read()
+            except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+                return f"{_printable(entry_points)} cannot be read as text ({error}); fix or remove {_printable(name)}"
+    return None
+
+
 def refuse_namesakes() -> None:
     """For a stage started as `python -m stages.NAME`, which Python is importing this package
     for. A PYTHONPATH entry that is neither a folder nor a file (a named pipe) is refused too:
     importlib.metadata, which pydantic asks for its plugins, opened it as a zip and waited."""
     stage = started_module().rpartition(".")[2]
-    put_first = _places_put_first()
+    working_folder, pythonpath = _places_put_first()
+    put_first = working_folder + pythonpath
     for place in put_first:
         if place and os.path.exists(place) and not (os.path.isdir(place) or os.path.isfile(place)):
             print(
@@ -108,4 +152,8 @@ def refuse_namesakes() -> None:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-    sys.meta_path.insert(0, _NamesakeRefuser(stage, put_first))
+    stray = _stray_distribution(working_folder, pythonpath)
+    if stray:
+        print(f"error: a library's metadata on the import path: {stray}", file=sys.stderr)
+        raise SystemExit(2)
+    sys.meta_path.insert(0, _NamesakeRefuser(stage, working_folder, put_first))

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -582,6 +583,29 @@ def test_a_stop_signal_or_ctrl_c_after_the_outcome_is_ignored():
     KeyboardInterrupt traceback, explain in exit code 130 with its outputs written."""
     run_stage(lambda: None, [])
     assert {signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)} == {signal.SIG_IGN}
+
+
+@pytest.mark.parametrize(("first", "raised"), [(signal.SIGHUP, SystemExit), (signal.SIGINT, KeyboardInterrupt)])
+def test_signals_after_the_first_do_not_cut_the_undoing_of_writes_short(tmp_path, first, raised):
+    """20 SIGTERMs 2 ms apart as evaluate wrote its outputs: one came as another's Stopped
+    undid a write in flight, and left three scratch files behind. Python handles the signals
+    that came together one at a time, by number: SIGTERM's turn comes as the first's
+    exception unwinds."""
+    target = tmp_path / "metrics.json"
+
+    def main():
+        with atomic_path(target) as temporary:
+            temporary.write_text("{")
+            both = {first, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, both)  # so that they come together, to this thread
+            for sig in both:
+                signal.pthread_kill(threading.get_ident(), sig)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
+
+    with pytest.raises(raised) as stopped:
+        run_stage(main, [tmp_path])
+    assert raised is KeyboardInterrupt or stopped.value.code == 128 + first, "stopped by the first"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_any_other_runtime_error_keeps_its_traceback():

@@ -1109,6 +1109,25 @@ def test_a_stage_with_too_little_address_space_is_one_line(pipeline, stage, limi
     )
 
 
+@pytest.mark.parametrize(
+    ("stage", "limit_kib", "least"),
+    [
+        ("train", 800_000, "2 GiB (the stages that run torch used up to 1.47 GiB on a 500-image run)"),
+        ("download", 40_000, "0.188 GiB (it used up to 0.16 GiB on a 500-image run)"),
+    ],
+)
+def test_a_stage_with_too_little_room_for_its_data_is_one_line(pipeline, stage, limit_kib, least):
+    """Under `ulimit -d 800000` train ended in a SystemError traceback as it imported torch;
+    download under 40000 in OpenBLAS's own line, figures under 300000 in a segmentation fault."""
+    result = run_under_limits(pipeline, f"-d {limit_kib}", stage)
+    least_kib = 2**21 if stage == "train" else 192 * 2**10
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: `ulimit -d` leaves {stage} {limit_kib / 2**20:.2f} GiB for its data, and it needs {least}; "
+        f"raise the limit to {least_kib} KiB or more, or remove it\n",
+    )
+
+
 def test_a_stack_limit_no_thread_can_start_under_is_one_line(pipeline):
     """glibc gives each new thread a stack of `ulimit -s`'s size. Under `ulimit -s 30000000`
     (28.6 GiB, more than the machine's memory) no thread could start: download and evaluate
@@ -1144,12 +1163,55 @@ def test_a_temp_folder_too_deep_for_matplotlibs_folder_is_one_line(pipeline, tmp
     assert result.stderr.endswith("; point TMPDIR at a writable folder with room and a short path\n")
 
 
-@pytest.mark.parametrize(("stack_kib", "refused"), [(2_000_000, True), (65_536, False)])
-def test_thread_stacks_beyond_the_address_space_left_are_one_line(pipeline, stack_kib, refused):
+def test_a_stack_too_small_for_torchs_import_is_one_line(pipeline):
+    """Under `ulimit -s 76` lr_find ended in a segmentation fault as it imported torch. (Under
+    72 KiB or so Python itself cannot start.)"""
+    result = run_under_limits(pipeline, "-s 128", "lr_find")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: `ulimit -s` leaves lr_find 128 KiB of stack, and importing torch took more than 72 KiB; raise it to "
+        "256 KiB or more (8192 KiB is usual)\n",
+    )
+
+
+def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(pipeline):
+    """With TMPDIR=., tempfile gave figures a relative folder for matplotlib, which matplotlib
+    then made inside its own package folder (the stage loads it from there) and left there."""
+    import matplotlib
+
+    package_data = Path(matplotlib.get_data_path())
+    before = set(package_data.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.figures"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"TMPDIR": "."},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
+    assert set(package_data.iterdir()) == before
+    assert not list(pipeline.glob("matplotlib-config-*"))
+
+
+def test_a_file_size_limit_of_nothing_is_named_as_such(pipeline):
+    """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
+    was told to point TMPDIR elsewhere."""
+    result = run_under_limits(pipeline, "-f 0", "figures")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: figures cannot make a folder for matplotlib's font cache in the system ")
+    assert result.stderr.endswith("; raise `ulimit -f`, which lets it write no file\n")
+
+
+@pytest.mark.parametrize(
+    ("limits", "refused"),
+    [("-s 2000000 -v 6000000", True), ("-s 65536 -v 6000000", False), ("-s 8200 -v 5242880", False)],
+)
+def test_thread_stacks_beyond_the_address_space_left_are_one_line(pipeline, limits, refused):
     """Under `ulimit -s 2000000` and `ulimit -v 6000000`, train ended in libgomp's own line,
-    "Thread creation failed", which names neither limit. 64 MiB stacks fit: train gets past
-    the check to its first input, which this bare checkout lacks."""
-    result = run_under_limits(pipeline, f"-s {stack_kib} -v 6000000", "train")
+    "Thread creation failed", which names neither limit. 64 MiB stacks fit, as do stacks a
+    little over the usual 8 MiB at the 5 GiB floor: train gets past the check to its first
+    input, which this bare checkout lacks."""
+    result = run_under_limits(pipeline, limits, "train")
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
     assert ("error: `ulimit -s` gives each thread train starts a 1.91 GiB stack, and " in result.stderr) == refused
     assert result.stderr.endswith("so they cannot start; lower it (8192 KiB is usual)\n") == refused
@@ -1214,6 +1276,60 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
         2,
         f"error: tqdm cannot use its environment ({setting}): {error}; fix or unset it\n",
     )
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        "a module the environment lacks",
+        "a distribution in the working folder",
+        "entry points not in UTF-8",
+        "a plugin that exits",
+    ],
+)
+def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_path, stray):
+    """sympy tries gmpy2, which this environment lacks, as torch loads: a gmpy2.py in the
+    working folder that raised ended evaluate in its traceback. Libraries load what every
+    distribution on the import path declares: a `*.dist-info` folder declaring a pydantic
+    plugin that exits ended train with exit code 0 and nothing trained, one whose
+    entry_points.txt is in Latin-1 ended evaluate in a UnicodeDecodeError traceback (triton
+    listing its backends). A plugin declared on PYTHONPATH is not loaded: train gets to its
+    first input, which this bare checkout lacks."""
+    root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    extras = tmp_path / "extras"
+    extras.mkdir()
+    distribution = (root if stray == "a distribution in the working folder" else extras) / "stray-1.0.dist-info"
+    distribution.mkdir()
+    (distribution / "METADATA").write_text("Metadata-Version: 2.1\nName: stray\nVersion: 1.0\n")
+    entry_points = "# caf\xe9\n[pydantic]\nstray = stray_plugin:plugin\n[torch.backends]\nstray = stray_plugin:load\n"
+    encoding = "latin-1" if stray == "entry points not in UTF-8" else "utf-8"
+    (distribution / "entry_points.txt").write_bytes(entry_points.encode(encoding))
+    (extras / "stray_plugin.py").write_text("import sys\nsys.exit(0)\n")
+    if stray == "a module the environment lacks":
+        (root / "gmpy2.py").write_text("raise RuntimeError('not the library')\n")
+    stage = "train" if stray == "a plugin that exits" else "evaluate"
+    result = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=root,
+        env=environment(root) | {"PYTHONPATH": str(extras)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    refusal = {
+        "a module the environment lacks": f"error: evaluate would import 'gmpy2' from {root / 'gmpy2.py'} in the "
+        "working folder, from which a stage imports only cifar and stages; rename or remove it, or put it on "
+        "PYTHONPATH if it is a library\n",
+        "a distribution in the working folder": f"error: a library's metadata on the import path: {distribution} in "
+        "the working folder is not this project's; remove it\n",
+        "entry points not in UTF-8": f"error: a library's metadata on the import path: {distribution}/entry_points.txt "
+        "cannot be read as text ('utf-8' codec can't decode byte 0xe9 in position 5: invalid continuation byte); "
+        "fix or remove stray-1.0.dist-info\n",
+    }
+    if stray in refusal:
+        assert result.stderr == refusal[stray]
+    else:
+        assert "stray" not in result.stderr and "plugin" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("thread_limit", ["1", " +1 "])
@@ -1290,6 +1406,33 @@ def test_a_torch_setting_torch_cannot_use_is_one_line(pipeline, settings, line):
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("sig", "line"),
+    [
+        (signal.SIGINT, "error: interrupted before evaluate"),
+        (signal.SIGHUP, "error: stopped by SIGHUP before evaluate"),
+    ],
+)
+def test_a_signal_as_a_stage_starts_is_one_line(pipeline, sig, line):
+    """Ctrl-C in a stage's first tenth of a second, as its package loaded, ended it in a
+    KeyboardInterrupt traceback; SIGHUP ended it without a word. Signals now wait, blocked,
+    until the stage's handlers are in place: here one comes as soon as they are blocked."""
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),  # as from a terminal
+    )
+    status = Path(f"/proc/{stage.pid}/status")
+    while stage.poll() is None and "SigBlk:\t0000000000000000" in status.read_text():
+        pass
+    stage.send_signal(sig)
+    _, stderr = stage.communicate()
+    assert (stage.returncode, stderr) == (128 + sig, f"{line} finished; no file is left half-written: run it again\n")
+
+
 def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
     """`ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a word."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
@@ -1300,6 +1443,17 @@ def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         "error: stopped by SIGXCPU (its CPU-time limit, `ulimit -t`, ran out) before lr_find finished; "
         "no file is left half-written: run it again"
+    )
+
+
+def test_running_out_of_open_files_is_not_blamed_on_an_image(pipeline, tree):
+    """Under `ulimit -n 7` download called a valid image unreadable and advised replacing it."""
+    set_params(pipeline, {"data": {"source": str(tree), "train_limit": None, "test_limit": None}})
+    result = run_under_limits(pipeline, "-n 7", "download")
+    assert_refused_with_one_line(result, pipeline, "error: ran out of open files at ")
+    assert result.stderr.endswith(
+        " (`ulimit -n` allows 7); raise that limit (1024 is usual) or close programs that hold many files, "
+        "then re-run\n"
     )
 
 

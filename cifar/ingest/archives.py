@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cifar.errors import DataError, short_repr
+from cifar.errors import DataError, short_repr, unreadable
 from cifar.reading import zip_directory
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tbz2", ".zip")
@@ -118,7 +118,7 @@ def read_members(archive: Path) -> dict[str, bytes]:
     except OSError as error:
         if error.errno is None:
             raise _corrupt(archive, error) from None
-        raise DataError(f"{archive}: cannot read it ({error.strerror}); {_FIX}") from None
+        raise unreadable(archive, error, _FIX) from None
 
 
 def _corrupt(archive: Path, error: Exception) -> DataError:

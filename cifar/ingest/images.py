@@ -15,7 +15,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from cifar.config import IMAGE_SIZE
-from cifar.errors import DataError
+from cifar.errors import DataError, unreadable
 from cifar.reading import kind_of
 
 _FIX = f"replace it with a {IMAGE_SIZE}x{IMAGE_SIZE} PNG or JPEG file, or remove it"
@@ -31,7 +31,7 @@ def read_image(path: Path) -> np.ndarray:
     try:
         mode = path.stat().st_mode
     except OSError as error:
-        raise DataError(f"{path}: cannot read it ({error.strerror}); {_FIX}") from None
+        raise unreadable(path, error, _FIX) from None
     # Opening anything else could block (a named pipe waits for a writer) or never end (/dev/zero).
     if not stat.S_ISREG(mode):
         raise DataError(f"{path}: {kind_of(mode)}, not an image file; {_FIX}")
@@ -39,7 +39,7 @@ def read_image(path: Path) -> np.ndarray:
         with path.open("rb") as stream:
             data = stream.read(MAX_IMAGE_FILE_BYTES + 1)  # one byte more tells a file over the limit
     except OSError as error:
-        raise DataError(f"{path}: cannot read it ({error.strerror}); {_FIX}") from None
+        raise unreadable(path, error, _FIX) from None
     return decode_image(data, str(path))
 
 
