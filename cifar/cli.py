@@ -19,19 +19,33 @@ class Stopped(BaseException):
     as for Ctrl-C's KeyboardInterrupt."""
 
 
+_stopping = False  # set by the first stop signal or Ctrl-C, cleared as the handlers are installed
+
+
 def _raise_stopped(signal_number, frame) -> None:
-    _ignore_further_stops()
-    raise Stopped(signal_number)
+    if _first_stop():
+        raise Stopped(signal_number)
 
 
 def _raise_interrupted(signal_number, frame) -> None:
+    if _first_stop():
+        raise KeyboardInterrupt
+
+
+def _first_stop() -> bool:
+    """Whether this is the first stop signal or Ctrl-C; the others are ignored from then on. A
+    stage that stops undoes its writes in flight: a second signal meanwhile (20 SIGTERMs 2 ms
+    apart) cut that short, and left their scratch behind. Python may run a signal's handler
+    inside another's, so the flag is set before the handlers are changed."""
+    global _stopping
+    if _stopping:
+        return False
+    _stopping = True
     _ignore_further_stops()
-    raise KeyboardInterrupt
+    return True
 
 
 def _ignore_further_stops() -> None:
-    """A stage that stops undoes its writes in flight: a second signal meanwhile (20 SIGTERMs
-    2 ms apart) cut that short, and left their scratch behind."""
     for sig in (signal.SIGINT, *STOP_SIGNALS):
         if signal.getsignal(sig) in (_raise_stopped, _raise_interrupted, signal.default_int_handler):
             signal.signal(sig, _ignore)
@@ -56,6 +70,8 @@ def install_stop_handlers() -> None:
     """From here on the stop signals raise Stopped wherever the stage is, Ctrl-C (unless it is
     ignored) KeyboardInterrupt as Python's own handler does. By default the stop signals end a
     process without a word, and leave its scratch behind."""
+    global _stopping
+    _stopping = False
     for sig in stop_signals():
         signal.signal(sig, _raise_stopped)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
