@@ -72,11 +72,13 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
-        print(
-            f"error: {sys.executable} has no module {error.name!r}, so it is not the project's environment; "
-            f"run `source .venv/bin/activate` first (or run the pipeline with scripts/run.sh)",
-            file=sys.stderr,
+        because = (
+            "`python -S` leaves out the environment's packages; run it without -S"
+            if sys.flags.no_site
+            else "so it is not the project's environment; run `source .venv/bin/activate` first (or run the "
+            "pipeline with scripts/run.sh)"
         )
+        print(f"error: {sys.executable} has no module {error.name!r}, {because}", file=sys.stderr)
         raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":
         # Python's C locale without UTF-8 mode (PYTHONUTF8=0) keeps a non-ASCII path's bytes as

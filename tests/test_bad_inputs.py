@@ -1332,6 +1332,21 @@ def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_pat
         assert "stray" not in result.stderr and "plugin" not in result.stderr, result.stderr
 
 
+def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
+    """`python -S` was told it is not the project's environment and to activate it, when the
+    interpreter was the environment's own."""
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {sys.executable} has no module '")
+    assert result.stderr.endswith("`python -S` leaves out the environment's packages; run it without -S\n")
+
+
 @pytest.mark.parametrize("thread_limit", ["1", " +1 "])
 def test_an_openmp_stack_of_no_thread_is_no_concern(pipeline, thread_limit):
     """OMP_THREAD_LIMIT=1 lets OpenMP start no thread beside the stage's, so it maps no stack
