@@ -31,6 +31,7 @@ if sys.argv[:1] == ["-m"]:
 # isort: split
 
 import atexit
+import errno
 import importlib
 import importlib.util
 import io
@@ -106,16 +107,22 @@ def _import_matplotlib_with_its_own_settings() -> None:
         importlib.import_module("matplotlib")
         return
     os.environ.pop("MATPLOTLIBRC", None)
+    # As it builds its font cache, matplotlib reads the font folders of HOME and XDG_DATA_HOME
+    # and asks fontconfig (FONTCONFIG_FILE): a named pipe in any of them kept it waiting. Its
+    # own fonts and the system's folders are what it reads here, with an empty fontconfig file.
     try:
         with stop_signals_held():  # a stop between the two would leave the folder behind
             # absolute: TMPDIR=. gave a relative one, which the chdir below moved into matplotlib's own folder
             config_folder = os.path.abspath(tempfile.mkdtemp(prefix="matplotlib-config-"))
             atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
+        fontconfig_file = Path(config_folder, "fonts.conf")
+        fontconfig_file.write_text("<fontconfig></fontconfig>\n")
     except OSError as error:
         file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         fix = (
-            "raise `ulimit -f`, which lets it write no file"
-            if file_size_limit != resource.RLIM_INFINITY and file_size_limit < 4  # tempfile's probe file
+            f"raise `ulimit -f`, which lets it write files of {file_size_limit} bytes at most"
+            # tempfile's 4-byte probe file, or the fontconfig file
+            if file_size_limit != resource.RLIM_INFINITY and (file_size_limit < 4 or error.errno == errno.EFBIG)
             else "point TMPDIR at a writable folder with room and a short path"
         )
         print(
@@ -125,11 +132,6 @@ def _import_matplotlib_with_its_own_settings() -> None:
         )
         raise SystemExit(2) from None
     os.environ["MPLCONFIGDIR"] = config_folder
-    # As it builds its font cache, matplotlib reads the font folders of HOME and XDG_DATA_HOME
-    # and asks fontconfig (FONTCONFIG_FILE): a named pipe in any of them kept it waiting. Its
-    # own fonts and the system's folders are what it reads here.
-    fontconfig_file = Path(config_folder, "fonts.conf")
-    fontconfig_file.write_text("<fontconfig></fontconfig>\n")
     users_settings = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME", "FONTCONFIG_FILE")}
     os.environ.update(HOME=config_folder, XDG_DATA_HOME=config_folder, FONTCONFIG_FILE=str(fontconfig_file))
     working_folder = os.getcwd()
@@ -219,27 +221,27 @@ _LEAST_ADDRESS_SPACE = {
     "download": (2**30, "its decoding threads and numpy's libraries map about 0.7 GiB"),
     "torch": (5 * 2**30, "torch's libraries alone map about 3 GiB"),
 }
-_MOST_MAPPED = {"download": 0.7 * 2**30, "torch": 4.4 * 2**30}  # the most they mapped on those runs
-# The data a stage needs at least (`ulimit -d` bounds what it allocates, not the libraries it
-# maps): on the same runs the torch stages used up to 1.47 GiB of it, download 0.16 GiB. Under
-# `ulimit -d 800000` train ended in a SystemError traceback, figures under 300000 in a
-# segmentation fault, download under 40000 in OpenBLAS's own line.
+# The data a stage needs at least (`ulimit -d` bounds what it allocates, threads' stacks
+# included, not the libraries it maps): on the same runs the torch stages used up to 1.47 GiB
+# of it, download 0.16 GiB. Under `ulimit -d 800000` train ended in a SystemError traceback,
+# figures under 300000 in a segmentation fault, download under 40000 in OpenBLAS's own line.
 _LEAST_DATA = {
     "download": (192 * 2**20, "it used up to 0.16 GiB on a 500-image run"),
     "torch": (2 * 2**30, "the stages that run torch used up to 1.47 GiB on a 500-image run"),
 }
 
 
-# The limits a stage checks up front: each `ulimit` option, its limit, what a stage needs of it.
+# The limits a stage checks up front: each `ulimit` option, its limit, what a stage needs of
+# it, and the most it used on those runs.
 _MEMORY_LIMITS = (
-    ("ulimit -v", resource.RLIMIT_AS, "of address space", _LEAST_ADDRESS_SPACE),
-    ("ulimit -d", resource.RLIMIT_DATA, "for its data", _LEAST_DATA),
+    ("ulimit -v", resource.RLIMIT_AS, "of address space", _LEAST_ADDRESS_SPACE, {"download": 0.7, "torch": 4.4}),
+    ("ulimit -d", resource.RLIMIT_DATA, "of data", _LEAST_DATA, {"download": 0.16, "torch": 1.47}),
 )
 
 
 def _memory_limit_problem() -> str | None:
     stage = _stage_name()
-    for option, kind, room, least_needed in _MEMORY_LIMITS:
+    for option, kind, room, least_needed, _ in _MEMORY_LIMITS:
         least, why = least_needed["download" if stage == "download" else "torch"]
         limit = resource.getrlimit(kind)[0]
         if limit != resource.RLIM_INFINITY and limit < least:
@@ -271,18 +273,21 @@ def _stack_limit_problem() -> str | None:
             f"raise it to {_LEAST_STACK // 1024} KiB or more ({_USUAL_STACK // 1024} KiB is usual)"
         )
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    mapped = _MOST_MAPPED["download" if stage == "download" else "torch"]
     threads = os.cpu_count() or 1  # OpenBLAS and OpenMP each start about one a core
     if stack > memory:
         beyond = f"more than this machine's {memory / 2**30:,.0f} GiB of memory"
-    elif address_limit != resource.RLIM_INFINITY and mapped + threads * max(0, stack - _USUAL_STACK) > address_limit:
-        beyond = (
-            f"and {threads} such threads beside the {mapped / 2**30:.1f} GiB {stage} maps exceed the "
-            f"{address_limit / 2**30:.2f} GiB of address space `ulimit -v` leaves"
-        )
     else:
-        return None
+        for option, kind, room, _, most_used in _MEMORY_LIMITS:
+            used = most_used["download" if stage == "download" else "torch"]
+            limit = resource.getrlimit(kind)[0]
+            if limit != resource.RLIM_INFINITY and used * 2**30 + threads * max(0, stack - _USUAL_STACK) > limit:
+                beyond = (
+                    f"and {threads} such threads beside the {used} GiB {stage} uses exceed the "
+                    f"{limit / 2**30:.2f} GiB {room} `{option}` leaves"
+                )
+                break
+        else:
+            return None
     return (
         f"`ulimit -s` gives each thread {stage} starts a {stack / 2**30:,.2f} GiB stack, {beyond}, so they cannot "
         f"start; lower it ({_USUAL_STACK // 1024} KiB is usual)"

@@ -72,24 +72,29 @@ class _NamesakeRefuser:
         if importlib.machinery.FrozenImporter.find_spec(name) is not None:
             return None
         found = importlib.machinery.PathFinder.find_spec(name, sys.path)
-        if found is None or found.origin is None:  # none, or a namespace folder, which hides nothing
+        if found is None:
+            return None
+        own = importlib.machinery.PathFinder.find_spec(name, self.environment)
+        in_working_folder = importlib.machinery.PathFinder.find_spec(name, self.working_folder)
+        # A folder without __init__.py there counts too (origin None, as found's): an empty
+        # gmpy2/ was a module with nothing in it to sympy, which ended evaluate in a traceback.
+        if own is None and in_working_folder is not None and in_working_folder.origin == found.origin:
+            where = in_working_folder.origin or next(iter(in_working_folder.submodule_search_locations))
+            self._refuse(
+                name,
+                f"{_printable(where)} in the working folder, from which a stage imports only "
+                f"{' and '.join(_OWN_PACKAGES)}; rename or remove it, or put it on PYTHONPATH if it is a library",
+            )
+        if found.origin is None:  # a namespace folder elsewhere, which hides nothing
             return None
         put_first = importlib.machinery.PathFinder.find_spec(name, self.put_first)
         if put_first is None or put_first.origin != found.origin:
             return None
-        own = importlib.machinery.PathFinder.find_spec(name, self.environment)
         if own is not None and own.origin != found.origin:
             self._refuse(
                 name,
                 f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); "
                 f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
-            )
-        in_working_folder = importlib.machinery.PathFinder.find_spec(name, self.working_folder)
-        if own is None and in_working_folder is not None and in_working_folder.origin == found.origin:
-            self._refuse(
-                name,
-                f"{_printable(found.origin)} in the working folder, from which a stage imports only "
-                f"{' and '.join(_OWN_PACKAGES)}; rename or remove it, or put it on PYTHONPATH if it is a library",
             )
         return None
 

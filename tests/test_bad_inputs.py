@@ -1123,7 +1123,7 @@ def test_a_stage_with_too_little_room_for_its_data_is_one_line(pipeline, stage, 
     least_kib = 2**21 if stage == "train" else 192 * 2**10
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: `ulimit -d` leaves {stage} {limit_kib / 2**20:.2f} GiB for its data, and it needs {least}; "
+        f"error: `ulimit -d` leaves {stage} {limit_kib / 2**20:.2f} GiB of data, and it needs {least}; "
         f"raise the limit to {least_kib} KiB or more, or remove it\n",
     )
 
@@ -1193,28 +1193,55 @@ def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(
     assert not list(pipeline.glob("matplotlib-config-*"))
 
 
-def test_a_file_size_limit_of_nothing_is_named_as_such(pipeline):
+@pytest.mark.parametrize("limit_bytes", [0, 3, 25])
+def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, limit_bytes):
     """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
-    was told to point TMPDIR elsewhere."""
-    result = run_under_limits(pipeline, "-f 0", "figures")
-    assert result.returncode == 2
+    was told to point TMPDIR elsewhere; under a limit of 3 or 25 bytes the folder was made,
+    and writing its fontconfig file ended explain, lr_find or figures in an OSError traceback."""
+    result = subprocess.run(
+        ["prlimit", f"--fsize={limit_bytes}", sys.executable, "-m", "stages.figures"],
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: figures cannot make a folder for matplotlib's font cache in the system ")
-    assert result.stderr.endswith("; raise `ulimit -f`, which lets it write no file\n")
+    assert result.stderr.endswith(f"; raise `ulimit -f`, which lets it write files of {limit_bytes} bytes at most\n")
 
 
 @pytest.mark.parametrize(
-    ("limits", "refused"),
-    [("-s 2000000 -v 6000000", True), ("-s 65536 -v 6000000", False), ("-s 8200 -v 5242880", False)],
+    ("limits", "refusal"),
+    [
+        (
+            "-s 2000000 -v 6000000",
+            "1.91 GiB stack, and {} such threads beside the 4.4 GiB train uses exceed the 5.72 GiB of address space "
+            "`ulimit -v` leaves",
+        ),
+        (
+            "-s 700000 -d 2200000",
+            "0.67 GiB stack, and {} such threads beside the 1.47 GiB train uses exceed the 2.10 GiB of data "
+            "`ulimit -d` leaves",
+        ),
+        ("-s 65536 -v 6000000", None),
+        ("-s 8200 -v 5242880", None),
+    ],
 )
-def test_thread_stacks_beyond_the_address_space_left_are_one_line(pipeline, limits, refused):
+def test_thread_stacks_beyond_the_memory_left_are_one_line(pipeline, limits, refusal):
     """Under `ulimit -s 2000000` and `ulimit -v 6000000`, train ended in libgomp's own line,
-    "Thread creation failed", which names neither limit. 64 MiB stacks fit, as do stacks a
-    little over the usual 8 MiB at the 5 GiB floor: train gets past the check to its first
-    input, which this bare checkout lacks."""
+    "Thread creation failed", which names neither limit; so did evaluate under `ulimit -s
+    700000` and `ulimit -d 2200000`, as thread stacks count as data. 64 MiB stacks fit, as do
+    stacks a little over the usual 8 MiB at the 5 GiB floor: train gets past the check to its
+    first input, which this bare checkout lacks."""
     result = run_under_limits(pipeline, limits, "train")
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
-    assert ("error: `ulimit -s` gives each thread train starts a 1.91 GiB stack, and " in result.stderr) == refused
-    assert result.stderr.endswith("so they cannot start; lower it (8192 KiB is usual)\n") == refused
+    if refusal:
+        assert result.stderr == (
+            f"error: `ulimit -s` gives each thread train starts a {refusal.format(os.cpu_count())}, so they cannot "
+            "start; lower it (8192 KiB is usual)\n"
+        )
+    else:
+        assert "ulimit -s" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -1282,6 +1309,7 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     "stray",
     [
         "a module the environment lacks",
+        "an empty folder the environment lacks",
         "a distribution in the working folder",
         "entry points not in UTF-8",
         "a plugin that exits",
@@ -1289,7 +1317,8 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
 )
 def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_path, stray):
     """sympy tries gmpy2, which this environment lacks, as torch loads: a gmpy2.py in the
-    working folder that raised ended evaluate in its traceback. Libraries load what every
+    working folder that raised ended evaluate in its traceback, an empty gmpy2/ folder in an
+    AttributeError one. Libraries load what every
     distribution on the import path declares: a `*.dist-info` folder declaring a pydantic
     plugin that exits ended train with exit code 0 and nothing trained, one whose
     entry_points.txt is in Latin-1 ended evaluate in a UnicodeDecodeError traceback (triton
@@ -1307,6 +1336,8 @@ def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_pat
     (extras / "stray_plugin.py").write_text("import sys\nsys.exit(0)\n")
     if stray == "a module the environment lacks":
         (root / "gmpy2.py").write_text("raise RuntimeError('not the library')\n")
+    if stray == "an empty folder the environment lacks":  # a package to Python, with nothing in it
+        (root / "gmpy2").mkdir()
     stage = "train" if stray == "a plugin that exits" else "evaluate"
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}"],
@@ -1318,6 +1349,9 @@ def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_pat
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     refusal = {
         "a module the environment lacks": f"error: evaluate would import 'gmpy2' from {root / 'gmpy2.py'} in the "
+        "working folder, from which a stage imports only cifar and stages; rename or remove it, or put it on "
+        "PYTHONPATH if it is a library\n",
+        "an empty folder the environment lacks": f"error: evaluate would import 'gmpy2' from {root / 'gmpy2'} in the "
         "working folder, from which a stage imports only cifar and stages; rename or remove it, or put it on "
         "PYTHONPATH if it is a library\n",
         "a distribution in the working folder": f"error: a library's metadata on the import path: {distribution} in "
