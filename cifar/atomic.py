@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cifar.errors import OutputError, one_line
+from cifar.errors import OutputError, one_line, out_of_open_files
 
 SCRATCH_MARK = ".partial-"
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
@@ -181,7 +181,8 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         if error.errno == errno.EFBIG:
             raise _too_large(target) from None
         raise OutputError(
-            f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
+            out_of_open_files(error, target)
+            or f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
             f"you may write to, and re-run"
         ) from None
     except RuntimeError as error:

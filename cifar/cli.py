@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cifar.atomic import STOP_SIGNALS, remove_stale_scratch, signal_name
-from cifar.errors import PipelineError, call_off_torchs_exit_report, one_line, out_of_memory_message, printable
+from cifar.errors import (
+    PipelineError,
+    call_off_torchs_exit_report,
+    one_line,
+    out_of_memory_message,
+    out_of_open_files,
+    printable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +101,18 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     try:
         _run(main)
     finally:
-        # The stage's outcome is decided and said: a signal from here to the exit (a CPU-time
-        # limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it
-        # in a traceback, or in exit code 130 after its outputs are written.
-        _ignore_further_stops()
-        for sig in (signal.SIGINT, *STOP_SIGNALS):  # those that did not come meanwhile
-            if signal.getsignal(sig) is _ignore:
-                signal.signal(sig, signal.SIG_IGN)
+        _ignore_stops_from_now()
         call_off_torchs_exit_report()
+
+
+def _ignore_stops_from_now() -> None:
+    """Once a stage's outcome is decided and said: a signal from there to the exit (a CPU-time
+    limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it in a
+    traceback, or in another exit code after its line (130 after its outputs are written)."""
+    _ignore_further_stops()
+    for sig in (signal.SIGINT, *STOP_SIGNALS):  # those that did not come meanwhile
+        if signal.getsignal(sig) is _ignore:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _run(main: Callable[[], None]) -> None:
@@ -119,10 +130,10 @@ def _run(main: Callable[[], None]) -> None:
         # a file the stage cannot read or write, where it does not say so itself
         if message is None and isinstance(error, OSError):
             where = f"{error.filename}: " if error.filename else ""
-            message = (
-                f"error: {printable(where)}{error.strerror or one_line(error)}; "
-                f"check that it exists and that you may read and write it"
+            problem = (
+                f"{where}{error.strerror or one_line(error)}; check that it exists and that you may read and write it"
             )
+            message = f"error: {printable(out_of_open_files(error, error.filename or 'a file') or problem)}"
         if message is None:
             raise
         print(message, file=sys.stderr)

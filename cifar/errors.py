@@ -62,16 +62,21 @@ def _memory_limits_set() -> str:
 
 
 def unreadable(path, error: OSError, fix: str) -> DataError:
-    """The one-line error for a file that could not be opened or read. Out of open files (the
-    process's `ulimit -n`, or the system's), it is the limit, not the file, that needs a fix:
-    `ulimit -n 7` had download advise replacing a valid image."""
-    if error.errno in (errno.EMFILE, errno.ENFILE):
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return DataError(
-            f"ran out of open files at {path} (`ulimit -n` allows {limit}); raise that limit (1024 is usual) "
-            f"or close programs that hold many files, then re-run"
-        )
-    return DataError(f"{path}: cannot read it ({error.strerror}); {fix}")
+    """The one-line error for a file that could not be opened or read."""
+    return DataError(out_of_open_files(error, path) or f"{path}: cannot read it ({error.strerror}); {fix}")
+
+
+def out_of_open_files(error: OSError, where) -> str | None:
+    """Out of open files (the process's `ulimit -n`, or the system's), it is the limit, not the
+    file, that needs a fix: `ulimit -n 7` had download advise replacing a valid image, figures
+    checking that a font of matplotlib's exists."""
+    if error.errno not in (errno.EMFILE, errno.ENFILE):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return (
+        f"ran out of open files at {where} (`ulimit -n` allows {limit}); raise that limit (1024 is usual) "
+        f"or close programs that hold many files, then re-run"
+    )
 
 
 def call_off_torchs_exit_report() -> None:

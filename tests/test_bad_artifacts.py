@@ -537,6 +537,30 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
     )
 
 
+@pytest.mark.parametrize("failing", ["reading a font", "writing an output"])
+def test_running_out_of_open_files_names_that_limit(tmp_path, monkeypatch, capsys, failing):
+    """Under `ulimit -n 7` figures was told to check that one of matplotlib's fonts exists, or
+    to make plots/images a folder it may write to."""
+    target = tmp_path / "lr_finder.png"
+
+    def main():
+        if failing == "reading a font":
+            raise OSError(errno.EMFILE, "Too many open files", "DejaVuSans.ttf")
+        with atomic_path(target):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(sys, "argv", ["stages/figures.py"])
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    where = "DejaVuSans.ttf" if failing == "reading a font" else target
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        f"error: ran out of open files at {where} (`ulimit -n` allows {limit}); raise that limit (1024 is usual) "
+        "or close programs that hold many files, then re-run\n",
+    )
+
+
 def test_running_out_of_memory_under_a_data_limit_names_that_limit(monkeypatch, capsys):
     """Under `ulimit -d 1000000` alone, evaluate ran out of memory and was told to raise
     `ulimit -v`, which was unlimited."""
