@@ -101,11 +101,11 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     try:
         _run(main)
     finally:
-        _ignore_stops_from_now()
+        ignore_stops_from_now()
         call_off_torchs_exit_report()
 
 
-def _ignore_stops_from_now() -> None:
+def ignore_stops_from_now() -> None:
     """Once a stage's outcome is decided and said: a signal from there to the exit (a CPU-time
     limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it in a
     traceback, or in another exit code after its line (130 after its outputs are written)."""

@@ -35,6 +35,7 @@ import errno
 import importlib
 import importlib.util
 import io
+import logging
 import math
 import os
 import re
@@ -45,7 +46,7 @@ import tempfile
 from pathlib import Path
 
 from cifar.atomic import stop_signals_held
-from cifar.cli import Stopped, install_stop_handlers, stopped_line
+from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, stopped_line
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
 
 
@@ -55,7 +56,16 @@ def _stage_name() -> str:
     return started_module().rpartition(".")[2] or Path(sys.argv[0]).stem
 
 
+def _refuse(line: str):
+    """A stage's one line and exit code 2, as it loads. A signal from here to the exit (a burst
+    of SIGTERM) ended it in a traceback from its exit, or in another exit code."""
+    ignore_stops_from_now()
+    print(line, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
+    ignore_stops_from_now()  # the outcome is decided, as in _refuse
     stage = _stage_name()
     if issubclass(kind, Stopped):
         print(stopped_line(error, stage), file=sys.stderr)
@@ -125,20 +135,23 @@ def _import_matplotlib_with_its_own_settings() -> None:
             if file_size_limit != resource.RLIM_INFINITY and (file_size_limit < 4 or error.errno == errno.EFBIG)
             else "point TMPDIR at a writable folder with room and a short path"
         )
-        print(
+        _refuse(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
-            f"folder ({one_line(error)}); {fix}",
-            file=sys.stderr,
+            f"folder ({one_line(error)}); {fix}"
         )
-        raise SystemExit(2) from None
     os.environ["MPLCONFIGDIR"] = config_folder
     users_settings = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME", "FONTCONFIG_FILE")}
     os.environ.update(HOME=config_folder, XDG_DATA_HOME=config_folder, FONTCONFIG_FILE=str(fontconfig_file))
     working_folder = os.getcwd()
     os.chdir(Path(found.origin).parent / "mpl-data")
+    # The cache lives as long as the stage: one that cannot be saved (a full temp folder, a low
+    # `ulimit -f`) costs 0.1 s, not a line of its own beside the stage's.
+    font_log = logging.getLogger("matplotlib.font_manager")
+    font_log.setLevel(logging.ERROR)
     try:
         importlib.import_module("matplotlib.font_manager")
     finally:
+        font_log.setLevel(logging.NOTSET)
         os.chdir(working_folder)
         for name, value in users_settings.items():
             if value is None:
@@ -204,12 +217,10 @@ def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, adv
     try:
         use_them()
     except Exception as error:  # whatever the library raises on a setting of its own
-        print(
+        _refuse(
             f"error: {library} cannot use its environment ({', '.join(settings)}): {type(error).__name__}: "
-            f"{one_line(error)}; fix or unset it{advice}",
-            file=sys.stderr,
+            f"{one_line(error)}; fix or unset it{advice}"
         )
-        raise SystemExit(2) from None
 
 
 # The address space a stage needs at least, and why. The stages that run torch mapped 3.5 to
@@ -291,6 +302,23 @@ def _stack_limit_problem() -> str | None:
     return (
         f"`ulimit -s` gives each thread {stage} starts a {stack / 2**30:,.2f} GiB stack, {beyond}, so they cannot "
         f"start; lower it ({_USUAL_STACK // 1024} KiB is usual)"
+    )
+
+
+# The stages held up to 10 files open at once on a 500-image run (2-core CPU, 2026-12-02; download
+# one image per decoding thread, up to 32 threads on a larger machine). Under `ulimit -n 8`
+# figures and explain ran out while writing, and could not remove their scratch either.
+_LEAST_OPEN_FILES = 64
+
+
+def _open_files_problem() -> str | None:
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY or limit >= _LEAST_OPEN_FILES:
+        return None
+    return (
+        f"`ulimit -n` lets {_stage_name()} hold {limit} files open at once, and the stages held up to 10 on a "
+        f"500-image run (download one more for each decoding thread); raise it to {_LEAST_OPEN_FILES} or more "
+        f"(1024 is usual)"
     )
 
 
@@ -376,10 +404,9 @@ if sys.argv[:1] == ["-m"]:
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
-    problem = _memory_limit_problem() or _stack_limit_problem()
+    problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem()
     if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
-        print(f"error: {problem}", file=sys.stderr)
-        raise SystemExit(2)
+        _refuse(f"error: {problem}")
     # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
     # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm (all but download)
     # in a traceback at import; one it cannot use (TQDM_FILE, a string where a stream goes) or
@@ -392,16 +419,11 @@ if sys.argv[:1] == ["-m"]:
     importlib.import_module("stages.paths")
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        raise SystemExit(2)
+        _refuse(f"error: {problem}")
     # Both weights-only switches set made each model.pt "unreadable", with the advice to re-create it.
     weights_only_switches = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
     if all(os.environ.get(name, "0").lower() in ("1", "y", "yes", "true") for name in weights_only_switches):
-        print(
-            f"error: {' and '.join(weights_only_switches)} are both set, and torch then loads no file; unset one",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        _refuse(f"error: {' and '.join(weights_only_switches)} are both set, and torch then loads no file; unset one")
     # TORCH_LOGS=bogus, an empty one or a TORCH_LOGS_OUT in a missing folder ended every stage
     # but download in a traceback as torch loaded.
     _refuse_settings_a_library_fails_on("TORCH_LOGS", "torch", _import_torch, " (TORCH_LOGS=help lists the logs)")

@@ -11,6 +11,8 @@ The working folder is the repository's root, from which a stage imports only its
 packages: a module there that the environment lacks (a `gmpy2.py`, which sympy tries in
 passing) is refused too; PYTHONPATH may add such modules (a folder of extra wheels).
 
+The working folder itself leaves the import path once the stage's own packages are imported.
+
 This module imports only what every Python has loaded before it (`importlib.machinery` is
 frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
 """
@@ -53,15 +55,13 @@ def _places_put_first() -> tuple[list[str], list[str]]:
 class _NamesakeRefuser:
     """A meta-path finder that finds nothing: it refuses a module that would be imported from
     the working folder or PYTHONPATH while the environment's own folders (the standard library,
-    site-packages, the folders their .pth files add) hold one of that name, and any module but
-    the stage's own packages from the working folder. A folder a library puts on the path itself
-    (cv2 its own) is the library's business."""
+    site-packages, the folders their .pth files add) hold one of that name. A folder a library
+    puts on the path itself (cv2 its own) is the library's business."""
 
     refused = False  # said once: the decoding threads import in parallel
 
-    def __init__(self, stage: str, working_folder: list[str], put_first: list[str]):
+    def __init__(self, stage: str, put_first: list[str]):
         self.stage = stage
-        self.working_folder = working_folder
         self.put_first = put_first
         put_first_folders = {os.path.realpath(place) for place in self.put_first}
         self.environment = [place for place in sys.path if place and os.path.realpath(place) not in put_first_folders]
@@ -72,24 +72,12 @@ class _NamesakeRefuser:
         if importlib.machinery.FrozenImporter.find_spec(name) is not None:
             return None
         found = importlib.machinery.PathFinder.find_spec(name, sys.path)
-        if found is None:
-            return None
-        own = importlib.machinery.PathFinder.find_spec(name, self.environment)
-        in_working_folder = importlib.machinery.PathFinder.find_spec(name, self.working_folder)
-        # A folder without __init__.py there counts too (origin None, as found's): an empty
-        # gmpy2/ was a module with nothing in it to sympy, which ended evaluate in a traceback.
-        if own is None and in_working_folder is not None and in_working_folder.origin == found.origin:
-            where = in_working_folder.origin or next(iter(in_working_folder.submodule_search_locations))
-            self._refuse(
-                name,
-                f"{_printable(where)} in the working folder, from which a stage imports only "
-                f"{' and '.join(_OWN_PACKAGES)}; rename or remove it, or put it on PYTHONPATH if it is a library",
-            )
-        if found.origin is None:  # a namespace folder elsewhere, which hides nothing
+        if found is None or found.origin is None:  # none, or a namespace folder, which hides nothing
             return None
         put_first = importlib.machinery.PathFinder.find_spec(name, self.put_first)
         if put_first is None or put_first.origin != found.origin:
             return None
+        own = importlib.machinery.PathFinder.find_spec(name, self.environment)
         if own is not None and own.origin != found.origin:
             self._refuse(
                 name,
@@ -112,25 +100,18 @@ def _printable(path: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in path)
 
 
-def _stray_distribution(working_folder: list[str], pythonpath: list[str]) -> str | None:
-    """Why a distribution's metadata put first on the import path cannot be read, or is not the
-    project's: libraries list every distribution there (triton its backends, as torch loads),
-    and an entry_points.txt in Latin-1 ended a stage in a traceback, a named pipe kept it
-    waiting. In the working folder, the repository's root, only the project's own metadata
-    (`cifar_dvc.egg-info`, which `pip install .` leaves) belongs."""
-    for place in working_folder + pythonpath:
+def _unreadable_entry_points(pythonpath: list[str]) -> str | None:
+    """Why a distribution's entry points on PYTHONPATH cannot be read: libraries list those of
+    every distribution on the import path (triton its backends, as torch loads), and an
+    entry_points.txt in Latin-1 ended a stage in a traceback, a named pipe kept it waiting."""
+    for place in pythonpath:
         try:
             names = os.listdir(place or ".") if os.path.isdir(place or ".") else []
         except OSError:
             continue
         for name in names:
-            if not name.endswith((".dist-info", ".egg-info")):
-                continue
-            metadata = os.path.join(place, name)
-            if place in working_folder and name != "cifar_dvc.egg-info":
-                return f"{_printable(metadata)} in the working folder is not this project's; remove it"
-            entry_points = os.path.join(metadata, "entry_points.txt")
-            if not os.path.lexists(entry_points):
+            entry_points = os.path.join(place, name, "entry_points.txt")
+            if not name.endswith((".dist-info", ".egg-info")) or not os.path.lexists(entry_points):
                 continue
             try:
                 if not os.path.isfile(entry_points) or os.path.getsize(entry_points) > 2**20:
@@ -157,8 +138,17 @@ def refuse_namesakes() -> None:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-    stray = _stray_distribution(working_folder, pythonpath)
-    if stray:
-        print(f"error: a library's metadata on the import path: {stray}", file=sys.stderr)
+    unreadable = _unreadable_entry_points(pythonpath)
+    if unreadable:
+        print(f"error: a library's metadata on the import path: {unreadable}", file=sys.stderr)
         raise SystemExit(2)
-    sys.meta_path.insert(0, _NamesakeRefuser(stage, working_folder, put_first))
+    sys.meta_path.insert(0, _NamesakeRefuser(stage, put_first))
+    if working_folder:
+        # `python -m` put the working folder, the repository's root, first on the import path for
+        # this package and `cifar` beside it. Once both are imported (their modules come from their
+        # own folders then), it leaves: no other file or folder there (a user's onnx/ of exports,
+        # a gmpy2.py, which sympy tries as torch loads) is a module to any library, nor is a
+        # `*.dist-info` folder there a distribution (one declaring a plugin that exits ended train
+        # with exit code 0).
+        importlib.import_module("cifar")
+        sys.path.remove(working_folder[0])

@@ -5,6 +5,7 @@ hang, and must leave nothing behind: no scratch folder in the download cache and
 the system temp folder, which every test here points at an empty folder of its own.
 """
 
+import contextlib
 import dataclasses
 import errno
 import gzip
@@ -1312,20 +1313,22 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     [
         "a module the environment lacks",
         "an empty folder the environment lacks",
+        "a module named like the environment's",
         "a distribution in the working folder",
         "entry points not in UTF-8",
         "a plugin that exits",
     ],
 )
-def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_path, stray):
+def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_business(tmp_path, stray):
     """sympy tries gmpy2, which this environment lacks, as torch loads: a gmpy2.py in the
     working folder that raised ended evaluate in its traceback, an empty gmpy2/ folder in an
-    AttributeError one. Libraries load what every
-    distribution on the import path declares: a `*.dist-info` folder declaring a pydantic
-    plugin that exits ended train with exit code 0 and nothing trained, one whose
-    entry_points.txt is in Latin-1 ended evaluate in a UnicodeDecodeError traceback (triton
-    listing its backends). A plugin declared on PYTHONPATH is not loaded: train gets to its
-    first input, which this bare checkout lacks."""
+    AttributeError one; refused instead, a user's folder of notes named like a module a library
+    tries (onnx/) kept the stages from running. Libraries load what every distribution on the
+    import path declares: a `*.dist-info` folder declaring a pydantic plugin that exits ended
+    train with exit code 0 and nothing trained, one whose entry_points.txt is in Latin-1 ended
+    evaluate in a UnicodeDecodeError traceback (triton listing its backends). The working
+    folder leaves the import path once the stage's own packages are imported, and PYTHONPATH's
+    plugins are not loaded: the stage gets to its first input, which this bare checkout lacks."""
     root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     extras = tmp_path / "extras"
     extras.mkdir()
@@ -1335,12 +1338,14 @@ def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_pat
     entry_points = "# caf\xe9\n[pydantic]\nstray = stray_plugin:plugin\n[torch.backends]\nstray = stray_plugin:load\n"
     encoding = "latin-1" if stray == "entry points not in UTF-8" else "utf-8"
     (distribution / "entry_points.txt").write_bytes(entry_points.encode(encoding))
-    (extras / "stray_plugin.py").write_text("import sys\nsys.exit(0)\n")
+    (distribution.parent / "stray_plugin.py").write_text("import sys\nsys.exit(0)\n")
     if stray == "a module the environment lacks":
         (root / "gmpy2.py").write_text("raise RuntimeError('not the library')\n")
     if stray == "an empty folder the environment lacks":  # a package to Python, with nothing in it
         (root / "gmpy2").mkdir()
-    stage = "train" if stray == "a plugin that exits" else "evaluate"
+    if stray == "a module named like the environment's":
+        (root / "yaml.py").write_text("import sys\nsys.exit(0)\n")
+    stage = "evaluate" if stray == "entry points not in UTF-8" else "train"
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}"],
         cwd=root,
@@ -1349,23 +1354,14 @@ def test_what_is_put_first_on_the_import_path_is_not_a_librarys_business(tmp_pat
         text=True,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    refusal = {
-        "a module the environment lacks": f"error: evaluate would import 'gmpy2' from {root / 'gmpy2.py'} in the "
-        "working folder, from which a stage imports only cifar and stages; rename or remove it, or put it on "
-        "PYTHONPATH if it is a library\n",
-        "an empty folder the environment lacks": f"error: evaluate would import 'gmpy2' from {root / 'gmpy2'} in the "
-        "working folder, from which a stage imports only cifar and stages; rename or remove it, or put it on "
-        "PYTHONPATH if it is a library\n",
-        "a distribution in the working folder": f"error: a library's metadata on the import path: {distribution} in "
-        "the working folder is not this project's; remove it\n",
-        "entry points not in UTF-8": f"error: a library's metadata on the import path: {distribution}/entry_points.txt "
-        "cannot be read as text ('utf-8' codec can't decode byte 0xe9 in position 5: invalid continuation byte); "
-        "fix or remove stray-1.0.dist-info\n",
-    }
-    if stray in refusal:
-        assert result.stderr == refusal[stray]
+    if stray == "entry points not in UTF-8":
+        assert result.stderr == (
+            f"error: a library's metadata on the import path: {distribution}/entry_points.txt cannot be read as "
+            "text ('utf-8' codec can't decode byte 0xe9 in position 5: invalid continuation byte); fix or remove "
+            "stray-1.0.dist-info\n"
+        )
     else:
-        assert "stray" not in result.stderr and "plugin" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: {paths.MAX_LR_PICK}: no max_lr to read "), result.stderr
 
 
 def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
@@ -1484,6 +1480,28 @@ def test_a_signal_as_a_stage_starts_is_one_line(pipeline, sig, line):
     assert (stage.returncode, stderr) == (128 + sig, f"{line} finished; no file is left half-written: run it again\n")
 
 
+def test_stop_signals_after_a_refusal_as_the_stage_loads_are_ignored(pipeline):
+    """A burst of SIGTERM after a stage refused a setting as its package loaded ended it in a
+    traceback from its exit (cifar.cli.Stopped: 15), or in exit code 143 after its line."""
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "stages.figures"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"TQDM_NCOLS": "1000000000"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = stage.stderr.readline()  # said: the outcome is decided
+    while stage.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            stage.send_signal(signal.SIGTERM)
+    assert (stage.returncode, line, stage.stderr.read()) == (
+        2,
+        "error: tqdm cannot use its environment (TQDM_NCOLS): ValueError: TQDM_NCOLS is beyond the 10,000 columns or "
+        "rows a bar may take; fix or unset it\n",
+        "",
+    )
+
+
 def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
     """`ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a word."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
@@ -1513,6 +1531,17 @@ def test_running_out_of_open_files_is_not_blamed_on_an_image(tree, monkeypatch):
     assert str(refused.value) == (
         f"ran out of open files at {image} (`ulimit -n` allows {limit}); raise that limit (1024 is usual) or close "
         "programs that hold many files, then re-run"
+    )
+
+
+def test_too_few_open_files_for_a_stage_is_one_line(pipeline):
+    """Under `ulimit -n 8` figures ran out of open files while writing its pictures, and left
+    its scratch behind, unable to open the folder to remove it."""
+    result = run_under_limits(pipeline, "-n 40", "figures")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: `ulimit -n` lets figures hold 40 files open at once, and the stages held up to 10 on a 500-image "
+        "run (download one more for each decoding thread); raise it to 64 or more (1024 is usual)\n",
     )
 
 
