@@ -2,6 +2,7 @@
 
 import atexit
 import errno
+import os
 import re
 import reprlib
 import resource
@@ -44,6 +45,12 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
     if not is_out_of_memory(error):
         return None
     call_off_torchs_exit_report()
+    threads_limit = user_threads_limit()
+    if threads_limit is not None and "can't start new thread" in str(error):
+        return (
+            f"error: {stage} could not start a thread: `ulimit -u` lets this user run {threads_limit} processes and "
+            f"threads in all; raise it (or stop some of the user's programs), then run it again"
+        )
     return (
         f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit ({_memory_limits_set()}) "
         f"or stop programs that hold memory, then run it again"
@@ -59,6 +66,23 @@ def _memory_limits_set() -> str:
         if resource.getrlimit(limit)[0] != resource.RLIM_INFINITY
     ]
     return ", ".join(limits) or "ulimit -v"
+
+
+_CAN_IGNORE_THREADS_LIMIT = (21, 24)  # CAP_SYS_ADMIN, CAP_SYS_RESOURCE
+
+
+def user_threads_limit() -> int | None:
+    """`ulimit -u`, the processes and threads the user may run in all, where it binds: Linux
+    does not hold root (the real user) or a process with either capability to it."""
+    limit = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if limit == resource.RLIM_INFINITY or os.getuid() == 0:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            capabilities = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        capabilities = 0
+    return None if any(capabilities >> bit & 1 for bit in _CAN_IGNORE_THREADS_LIMIT) else limit
 
 
 def unreadable(path, error: OSError, fix: str) -> DataError:

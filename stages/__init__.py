@@ -22,7 +22,7 @@ if sys.argv[:1] == ["-m"]:
     _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
 
-from stages.namesakes import refuse_namesakes, started_module
+from stages.namesakes import refuse_namesakes, stand_in_on_pythonpath, started_module
 
 # Before any other import, so that each is of the environment's module, not a namesake's.
 if sys.argv[:1] == ["-m"]:
@@ -47,7 +47,7 @@ from pathlib import Path
 
 from cifar.atomic import stop_signals_held
 from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, stopped_line
-from cifar.errors import PipelineError, one_line, out_of_memory_message, printable
+from cifar.errors import PipelineError, one_line, out_of_memory_message, printable, user_threads_limit
 
 
 def _stage_name() -> str:
@@ -99,6 +99,10 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset",
             file=sys.stderr,
         )
+        raise SystemExit(2)
+    stand_in = stand_in_on_pythonpath(error)
+    if stand_in:
+        print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
 
@@ -322,6 +326,36 @@ def _open_files_problem() -> str | None:
     )
 
 
+def _threads_limit_problem() -> str | None:
+    """Under a `ulimit -u` the user's other tasks leave too little of, numpy's OpenBLAS could
+    not start its threads as it loaded and raised Ctrl-C's signal itself: evaluate said it was
+    interrupted. The stages ran up to 8 threads at once (download; 5 the torch stages) on 2
+    cores (2026-12-02): download decodes on min(32, cores + 4) threads, OpenBLAS and OpenMP
+    each start one a core but the first."""
+    limit = user_threads_limit()
+    if limit is None:
+        return None
+    cores = os.cpu_count() or 1
+    needed = min(32, cores + 4) + 2 if _stage_name() == "download" else 2 * cores + 1
+    running = 0
+    user = str(os.getuid())
+    for process in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{process}/status", encoding="ascii", errors="replace") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:  # gone meanwhile, or not a process
+            continue
+        if fields.get("Uid", "").split()[:1] == [user]:
+            running += int(fields.get("Threads", "1"))
+    if running - 1 + needed <= limit:  # this stage's one thread counted
+        return None
+    return (
+        f"`ulimit -u` lets this user run {limit} processes and threads in all, {running - 1} run already, and "
+        f"{_stage_name()} starts up to {needed} threads on {cores} cores; raise it (or stop some of the user's "
+        f"programs)"
+    )
+
+
 _C_SPACE = " \t\n\v\f\r"
 
 
@@ -404,7 +438,7 @@ if sys.argv[:1] == ["-m"]:
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
-    problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem()
+    problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem() or _threads_limit_problem()
     if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
         _refuse(f"error: {problem}")
     # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot

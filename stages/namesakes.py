@@ -8,10 +8,10 @@ the finder here first, for each module not yet loaded, so a stage refuses such a
 line before any of it runs. The project's pinned versions are what the pipeline reproduces,
 so a working copy of another version (a vendored `typing_extensions.py`) is refused as well.
 The working folder is the repository's root, from which a stage imports only its own
-packages: a module there that the environment lacks (a `gmpy2.py`, which sympy tries in
-passing) is refused too; PYTHONPATH may add such modules (a folder of extra wheels).
-
-The working folder itself leaves the import path once the stage's own packages are imported.
+packages: it leaves the import path once they are imported, so nothing else there (a
+`gmpy2.py`, which sympy tries in passing as torch loads) is a module to a library.
+PYTHONPATH may add modules the environment lacks (a folder of extra wheels); one that a
+library takes for its own and fails on is named as the stage ends (stand_in_on_pythonpath).
 
 This module imports only what every Python has loaded before it (`importlib.machinery` is
 frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
@@ -152,3 +152,29 @@ def refuse_namesakes() -> None:
         # with exit code 0).
         importlib.import_module("cifar")
         sys.path.remove(working_folder[0])
+
+
+def stand_in_on_pythonpath(error: BaseException) -> str | None:
+    """The module on PYTHONPATH that a library failed on, when error is that failure: an empty
+    gmpy2/ folder there is a package to Python, which sympy imported in place of the library
+    this environment lacks and then asked for its `version` (an AttributeError traceback)."""
+    if isinstance(error, AttributeError):
+        module = error.obj
+    elif isinstance(error, ImportError):
+        module = sys.modules.get(error.name or "")
+    else:
+        return None
+    spec = getattr(module, "__spec__", None)
+    if not isinstance(module, type(sys)) or spec is None:
+        return None
+    where = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or ())
+    pythonpath = [os.path.realpath(place or ".") for place in _places_put_first()[1]]
+    if not where or not all(
+        os.path.realpath(place).startswith(tuple(os.path.join(p, "") for p in pythonpath)) for place in where
+    ):
+        return None
+    kind = "a folder without __init__.py" if not spec.has_location else "a module"
+    return (
+        f"{spec.name!r} from {_printable(where[0])}, {kind} on PYTHONPATH that a library took for its own and "
+        f"failed on ({_printable(str(error))}); rename or remove it, or take its folder off PYTHONPATH"
+    )

@@ -528,12 +528,31 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
         raise error
 
     monkeypatch.setattr(sys, "argv", ["stages/download.py"])
+    monkeypatch.setattr("cifar.errors.user_threads_limit", lambda: None)  # root's, or unlimited
     with pytest.raises(SystemExit) as exited:
         run_stage(main, [])
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
         f"error: download ran out of memory ({one_line(error)}); raise the memory limit (ulimit -v) "
         "or stop programs that hold memory, then run it again\n"
+    )
+
+
+def test_a_thread_that_the_users_threads_limit_keeps_from_starting_names_that_limit(monkeypatch, capsys):
+    """Under `ulimit -u 4` download's decoding threads could not all start, and it was told to
+    raise the memory limit (ulimit -v), which was not set."""
+
+    def main():
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(sys, "argv", ["stages/download.py"])
+    monkeypatch.setattr("cifar.errors.user_threads_limit", lambda: 4)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: download could not start a thread: `ulimit -u` lets this user run 4 processes and threads in all; "
+        "raise it (or stop some of the user's programs), then run it again\n",
     )
 
 

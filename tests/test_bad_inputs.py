@@ -1075,10 +1075,24 @@ def test_a_non_ascii_source_under_an_ascii_locale_is_one_line(pipeline):
     )
 
 
-def run_under_limits(pipeline, limits: str, stage: str) -> subprocess.CompletedProcess:
-    """`python -m stages.STAGE` in `pipeline` under the shell's `ulimit` options `limits`."""
+def run_module(
+    root, module: str, changes: dict[str, str] | None = None, python_options=()
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE` in root with its environment changed by `changes`, its output captured."""
     return subprocess.run(
-        ["bash", "-c", f"ulimit {limits}; exec python -m stages.{stage}"],
+        [sys.executable, *python_options, "-m", module],
+        cwd=root,
+        env=environment(root) | (changes or {}),
+        capture_output=True,
+        text=True,
+    )
+
+
+def run_under_limits(pipeline, limits: str, stage: str, launcher: str = "") -> subprocess.CompletedProcess:
+    """`python -m stages.STAGE` in `pipeline` under the shell's `ulimit` options `limits`,
+    started through the command `launcher` if one is given."""
+    return subprocess.run(
+        ["bash", "-c", f"ulimit {limits}; exec {launcher} python -m stages.{stage}"],
         cwd=pipeline,
         env=environment(pipeline),
         capture_output=True,
@@ -1153,13 +1167,7 @@ def test_a_temp_folder_too_deep_for_matplotlibs_folder_is_one_line(pipeline, tmp
         temp /= "t" * 200
     temp /= "t" * (4075 - len(str(temp)) - 1)
     temp.mkdir(parents=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.figures"],
-        cwd=pipeline,
-        env=environment(pipeline) | {"TMPDIR": str(temp)},
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(pipeline, "stages.figures", {"TMPDIR": str(temp)})
     assert result.returncode == 2
     assert result.stderr.startswith("error: figures cannot make a folder for matplotlib's font cache in the system ")
     assert "[Errno 36] File name too long" in result.stderr
@@ -1184,13 +1192,7 @@ def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(
 
     package_data = Path(matplotlib.get_data_path())
     before = set(package_data.iterdir())
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.figures"],
-        cwd=pipeline,
-        env=environment(pipeline) | {"TMPDIR": "."},
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(pipeline, "stages.figures", {"TMPDIR": "."})
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
     assert set(package_data.iterdir()) == before
     assert not list(pipeline.glob("matplotlib-config-*"))
@@ -1295,13 +1297,7 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     needs train's figures after a bar (`{n:{postfix}}`) train mid-epoch. TQDM_NCOLS=1000000000
     kept evaluate drawing for minutes, TQDM_POSITION=300000000 ran it out of memory, as did
     a width in fullwidth digits, which str.format reads, and 9,000 fields of 9,999 columns."""
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"],
-        cwd=pipeline,
-        env=environment(pipeline) | {setting: value},
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(pipeline, "stages.evaluate", {setting: value})
     assert (result.returncode, result.stderr) == (
         2,
         f"error: tqdm cannot use its environment ({setting}): {error}; fix or unset it\n",
@@ -1346,13 +1342,7 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
     if stray == "a module named like the environment's":
         (root / "yaml.py").write_text("import sys\nsys.exit(0)\n")
     stage = "evaluate" if stray == "entry points not in UTF-8" else "train"
-    result = subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"],
-        cwd=root,
-        env=environment(root) | {"PYTHONPATH": str(extras)},
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(root, f"stages.{stage}", {"PYTHONPATH": str(extras)})
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     if stray == "entry points not in UTF-8":
         assert result.stderr == (
@@ -1364,16 +1354,42 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
         assert result.stderr.startswith(f"error: {paths.MAX_LR_PICK}: no max_lr to read "), result.stderr
 
 
+@pytest.mark.parametrize("stand_in", ["gmpy2", "gmpy2.py"])
+def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_path, stand_in):
+    """An empty gmpy2/ folder (or gmpy2.py) on PYTHONPATH is a module to Python, which sympy
+    imports as torch sets up deterministic algorithms, in place of the gmpy2 this environment
+    lacks: evaluate ended in sympy's AttributeError traceback when it asked for its version."""
+    root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    extras = tmp_path / "extras"
+    extras.mkdir()
+    if stand_in == "gmpy2":
+        (extras / stand_in).mkdir()
+    else:
+        (extras / stand_in).write_text("")
+    result = run_module(root, "stages.evaluate", {"PYTHONPATH": str(extras)})
+    kind = "a folder without __init__.py" if stand_in == "gmpy2" else "a module"
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: evaluate imported 'gmpy2' from {extras / stand_in}, {kind} on PYTHONPATH that a library took for "
+        "its own and failed on (module 'gmpy2' has no attribute 'version'); rename or remove it, or take its folder "
+        "off PYTHONPATH\n",
+    )
+
+
+def test_starting_the_stages_package_itself_says_how_to_run_a_stage(pipeline):
+    """`python -m stages` ended in Python's "No module named stages.__main__"."""
+    result = run_module(pipeline, "stages")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: `python -m stages` runs no stage; run one as `python -m stages.NAME` (NAME a stage in dvc.yaml: "
+        "download, train, ...), or the whole pipeline with `dvc repro`\n",
+    )
+
+
 def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
     """`python -S` was told it is not the project's environment and to activate it, when the
     interpreter was the environment's own."""
-    result = subprocess.run(
-        [sys.executable, "-S", "-m", "stages.evaluate"],
-        cwd=pipeline,
-        env=environment(pipeline),
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(pipeline, "stages.evaluate", python_options=["-S"])
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {sys.executable} has no module '")
     assert result.stderr.endswith("`python -S` leaves out the environment's packages; run it without -S\n")
@@ -1385,13 +1401,10 @@ def test_an_openmp_stack_of_no_thread_is_no_concern(pipeline, thread_limit):
     of OMP_STACKSIZE's size: evaluate refused the run as if it did, and still did for "+1",
     which libgomp reads as 1. Here it gets past the check to its first input, which this bare
     checkout lacks."""
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"],
-        cwd=pipeline,
-        env=environment(pipeline)
-        | {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": thread_limit},
-        capture_output=True,
-        text=True,
+    result = run_module(
+        pipeline,
+        "stages.evaluate",
+        {"OMP_STACKSIZE": "100000G", "OMP_NUM_THREADS": "2", "OMP_THREAD_LIMIT": thread_limit},
     )
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
     assert "OMP_STACKSIZE" not in result.stderr
@@ -1442,13 +1455,7 @@ def test_a_torch_setting_torch_cannot_use_is_one_line(pipeline, settings, line):
     """Each TORCH_LOGS setting was a traceback as torch loaded; both switches made evaluate
     call model.pt unreadable and advise re-creating it, which could not help; an OpenMP stack
     larger than memory ended it in libgomp's "Thread creation failed"."""
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"],
-        cwd=pipeline,
-        env=environment(pipeline) | settings,
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(pipeline, "stages.evaluate", settings)
     assert result.returncode == 2 and result.stderr.startswith(line), result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -1542,6 +1549,22 @@ def test_too_few_open_files_for_a_stage_is_one_line(pipeline):
         2,
         "error: `ulimit -n` lets figures hold 40 files open at once, and the stages held up to 10 on a 500-image "
         "run (download one more for each decoding thread); raise it to 64 or more (1024 is usual)\n",
+    )
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="runs the stage as another user")
+def test_too_few_threads_for_a_stage_is_one_line(pipeline):
+    """Under a `ulimit -u` that the user's tasks had used up, numpy's OpenBLAS could not start
+    its threads as evaluate loaded and raised Ctrl-C's signal itself: evaluate said it was
+    interrupted, exit code 130. Linux holds neither root nor a process with CAP_SYS_RESOURCE or
+    CAP_SYS_ADMIN to that limit, so the stage runs as the user nobody without them."""
+    as_nobody = "setpriv --ruid=65534 --bounding-set=-sys_resource,-sys_admin --inh-caps=-sys_resource,-sys_admin"
+    result = run_under_limits(pipeline, "-u 1", "evaluate", launcher=as_nobody)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: `ulimit -u` lets this user run 1 processes and threads in all, ")
+    assert result.stderr.endswith(
+        f"and evaluate starts up to {2 * os.cpu_count() + 1} threads on {os.cpu_count()} cores; raise it (or stop "
+        "some of the user's programs)\n"
     )
 
 
