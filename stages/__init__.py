@@ -337,13 +337,17 @@ def _threads_limit_problem() -> str | None:
         return None
     cores = os.cpu_count() or 1
     needed = min(32, cores + 4) + 2 if _stage_name() == "download" else 2 * cores + 1
+    try:
+        processes = [name for name in os.listdir("/proc") if name.isdigit()]  # not /proc/self, this one again
+    except OSError:  # no /proc to count them in: a thread that cannot start names the limit then
+        return None
     running = 0
     user = str(os.getuid())
-    for process in os.listdir("/proc"):
+    for process in processes:
         try:
             with open(f"/proc/{process}/status", encoding="ascii", errors="replace") as status:
                 fields = dict(line.split(":", 1) for line in status if ":" in line)
-        except OSError:  # gone meanwhile, or not a process
+        except OSError:  # gone meanwhile
             continue
         if fields.get("Uid", "").split()[:1] == [user]:
             running += int(fields.get("Threads", "1"))

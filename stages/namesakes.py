@@ -165,14 +165,16 @@ def stand_in_on_pythonpath(error: BaseException) -> str | None:
     else:
         return None
     spec = getattr(module, "__spec__", None)
-    if not isinstance(module, type(sys)) or spec is None:
+    if not isinstance(module, type(sys)) or spec is None or spec.name.partition(".")[0] in _OWN_PACKAGES:
         return None
     where = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or ())
-    pythonpath = [os.path.realpath(place or ".") for place in _places_put_first()[1]]
-    if not where or not all(
-        os.path.realpath(place).startswith(tuple(os.path.join(p, "") for p in pythonpath)) for place in where
-    ):
+    pythonpath = {os.path.realpath(place or ".") for place in _places_put_first()[1]}
+    on_pythonpath = tuple(os.path.join(place, "") for place in pythonpath)
+    if not where or not all(os.path.realpath(place).startswith(on_pythonpath) for place in where):
         return None
+    environment = [place for place in sys.path if place and os.path.realpath(place) not in pythonpath]
+    if importlib.machinery.PathFinder.find_spec(spec.name.partition(".")[0], environment) is not None:
+        return None  # the environment's own, which a PYTHONPATH entry inside site-packages reaches too
     kind = "a folder without __init__.py" if not spec.has_location else "a module"
     return (
         f"{spec.name!r} from {_printable(where[0])}, {kind} on PYTHONPATH that a library took for its own and "
