@@ -178,5 +178,5 @@ def stand_in_on_pythonpath(error: BaseException) -> str | None:
     kind = "a folder without __init__.py" if not spec.has_location else "a module"
     return (
         f"{spec.name!r} from {_printable(where[0])}, {kind} on PYTHONPATH that a library took for its own and "
-        f"failed on ({_printable(str(error))}); rename or remove it, or take its folder off PYTHONPATH"
+        f"failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder off PYTHONPATH"
     )
