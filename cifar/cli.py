@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -27,16 +29,30 @@ class Stopped(BaseException):
 
 
 _stopping = False  # set by the first stop signal or Ctrl-C, cleared as the handlers are installed
+_stopped_by: BaseException | None = None  # what the first one raised
 
 
 def _raise_stopped(signal_number, frame) -> None:
     if _first_stop():
-        raise Stopped(signal_number)
+        raise _stop_with(Stopped(signal_number))
 
 
 def _raise_interrupted(signal_number, frame) -> None:
     if _first_stop():
-        raise KeyboardInterrupt
+        raise _stop_with(KeyboardInterrupt())
+
+
+def _stop_with(stop: BaseException) -> BaseException:
+    global _stopped_by
+    _stopped_by = stop
+    return stop
+
+
+def stop_that_came() -> BaseException | None:
+    """The Stopped or KeyboardInterrupt a stop signal or Ctrl-C raised, if one came. A library
+    may turn it into an error of its own: raised as numpy's C code imported `datetime`, it
+    became numpy's ImportError "Importing the numpy C-extensions failed", in a traceback."""
+    return _stopped_by
 
 
 def _first_stop() -> bool:
@@ -77,12 +93,26 @@ def install_stop_handlers() -> None:
     """From here on the stop signals raise Stopped wherever the stage is, Ctrl-C (unless it is
     ignored) KeyboardInterrupt as Python's own handler does. By default the stop signals end a
     process without a word, and leave its scratch behind."""
-    global _stopping
-    _stopping = False
+    global _stopping, _stopped_by
+    _stopping, _stopped_by = False, None
     for sig in stop_signals():
         signal.signal(sig, _raise_stopped)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _raise_interrupted)
+
+
+def exit_stopped(stopped: Stopped) -> None:
+    """Exit code 128 + the signal's number. Out of CPU time (SIGXCPU), the stage has a second
+    before Linux kills it at `ulimit -t`'s hard limit (stages/__init__.py), and Python's own
+    exit, which unloads torch, took more: it ends at once, after its atexit calls."""
+    code = 128 + stopped.args[0]
+    if stopped.args[0] == signal.SIGXCPU:
+        call_off_torchs_exit_report()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
@@ -120,11 +150,13 @@ def _run(main: Callable[[], None]) -> None:
         main()
     except Stopped as stopped:
         print(stopped_line(stopped, Path(sys.argv[0]).stem), file=sys.stderr)
-        sys.exit(128 + stopped.args[0])
+        exit_stopped(stopped)
     except PipelineError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         sys.exit(2)
     except (MemoryError, ImportError, OSError, RuntimeError) as error:
+        if stop_that_came() is not None:  # stages/__init__.py's hook says it in one line
+            raise stop_that_came() from None
         # Out of memory in main; stages/__init__.py's hook covers the imports before it.
         message = out_of_memory_message(error, Path(sys.argv[0]).stem)
         # a file the stage cannot read or write, where it does not say so itself

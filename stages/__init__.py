@@ -46,8 +46,28 @@ import tempfile
 from pathlib import Path
 
 from cifar.atomic import stop_signals_held
-from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, stopped_line
+from cifar.cli import Stopped, exit_stopped, ignore_stops_from_now, install_stop_handlers, stop_that_came, stopped_line
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable, user_threads_limit
+
+# The stages dvc.yaml runs, each as `python -m stages.NAME` (tests/test_dvc_yaml.py checks the two agree).
+STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
+
+
+def _command_line_problem() -> str | None:
+    """`python -m stages.Evaluate` ended in runpy's "No module named", `python -m stages.paths`
+    exited 0 with nothing done, and `python -m stages.train --help` trained a model."""
+    started = started_module()
+    if started.partition(".")[2] not in STAGES:
+        return (
+            f"`python -m {printable(started)[:100]}` runs no stage; run one as `python -m stages.NAME`, NAME one of "
+            f"{', '.join(STAGES)}, or the whole pipeline with `dvc repro`"
+        )
+    if sys.argv[1:]:
+        return (
+            f"a stage takes no arguments ({printable(' '.join(sys.argv[1:]))[:100]}); its settings are in "
+            f"params.yaml: edit them, or run the pipeline with `dvc exp run -S KEY=VALUE`"
+        )
+    return None
 
 
 def _stage_name() -> str:
@@ -67,9 +87,12 @@ def _refuse(line: str):
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     ignore_stops_from_now()  # the outcome is decided, as in _refuse
     stage = _stage_name()
+    if stop_that_came() is not None:  # whatever a library made of it
+        error = stop_that_came()
+        kind = type(error)
     if issubclass(kind, Stopped):
         print(stopped_line(error, stage), file=sys.stderr)
-        raise SystemExit(128 + error.args[0])
+        exit_stopped(error)
     if issubclass(kind, KeyboardInterrupt):
         print(
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
@@ -100,7 +123,7 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             file=sys.stderr,
         )
         raise SystemExit(2)
-    stand_in = stand_in_on_pythonpath(error)
+    stand_in = stand_in_on_pythonpath(error, trace)
     if stand_in:
         print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
@@ -312,31 +335,60 @@ def _stack_limit_problem() -> str | None:
 # The stages held up to 10 files open at once on a 500-image run (2-core CPU, 2026-12-02; download
 # one image per decoding thread, up to 32 threads on a larger machine). Under `ulimit -n 8`
 # figures and explain ran out while writing, and could not remove their scratch either.
-_LEAST_OPEN_FILES = 64
+_LEAST_FREE_FILES = 48
 
 
 def _open_files_problem() -> str | None:
+    """Files the program that started the stage left open count against the limit too: with
+    56 of 64 open, figures ran out while writing, as under `ulimit -n 8`."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if limit == resource.RLIM_INFINITY or limit >= _LEAST_OPEN_FILES:
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        already_open = len(os.listdir("/proc/self/fd")) - 1  # not the listing's own
+    except OSError:  # no /proc to count them in: stdin, stdout and stderr
+        already_open = 3
+    if limit - already_open >= _LEAST_FREE_FILES:
         return None
     return (
-        f"`ulimit -n` lets {_stage_name()} hold {limit} files open at once, and the stages held up to 10 on a "
-        f"500-image run (download one more for each decoding thread); raise it to {_LEAST_OPEN_FILES} or more "
-        f"(1024 is usual)"
+        f"`ulimit -n` lets {_stage_name()} hold {limit} files open at once, {already_open} of them open already, and "
+        f"the stages held up to 10 on a 500-image run (download one more for each decoding thread); raise it to "
+        f"{already_open + _LEAST_FREE_FILES} or more (1024 is usual)"
     )
+
+
+def _say_when_the_cpu_time_runs_out() -> None:
+    """Linux sends SIGXCPU as a process's CPU time reaches `ulimit -t`'s soft limit, and SIGKILL
+    at the hard one; bash's `ulimit -t` sets both, and evaluate was killed without a word. The
+    stop line (cifar.cli.stopped_line) takes a second of CPU time less than the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY and soft == hard and hard >= 2:
+        resource.setrlimit(resource.RLIMIT_CPU, (hard - 1, hard))
+
+
+# Threads of a torch stage beside the main one, OpenBLAS's and OpenMP's, at their most on 2
+# cores (2026-12-02): tqdm's monitor in lr_find and train, two more in explain.
+_OTHER_THREADS = {"lr_find": 1, "train": 1, "explain": 2}
+
+
+def _threads_needed(stage: str, cores: int) -> int:
+    """The most threads a stage ran at once: 8 download, 4 lr_find and train, 3 evaluate and
+    figures, 5 explain on 2 cores. OpenBLAS and OpenMP each start one a core but the first,
+    download decodes on min(32, cores + 4) threads."""
+    if stage == "download":
+        return 1 + (cores - 1) + min(32, cores + 4)
+    return 1 + 2 * (cores - 1) + _OTHER_THREADS.get(stage, 0)
 
 
 def _threads_limit_problem() -> str | None:
     """Under a `ulimit -u` the user's other tasks leave too little of, numpy's OpenBLAS could
     not start its threads as it loaded and raised Ctrl-C's signal itself: evaluate said it was
-    interrupted. The stages ran up to 8 threads at once (download; 5 the torch stages) on 2
-    cores (2026-12-02): download decodes on min(32, cores + 4) threads, OpenBLAS and OpenMP
-    each start one a core but the first."""
+    interrupted."""
     limit = user_threads_limit()
     if limit is None:
         return None
     cores = os.cpu_count() or 1
-    needed = min(32, cores + 4) + 2 if _stage_name() == "download" else 2 * cores + 1
+    needed = _threads_needed(_stage_name(), cores)
     try:
         processes = [name for name in os.listdir("/proc") if name.isdigit()]  # not /proc/self, this one again
     except OSError:  # no /proc to count them in: a thread that cannot start names the limit then
@@ -408,7 +460,10 @@ def _openmp_stack_problem() -> str | None:
     address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     if not started or (stack <= memory and address_limit == resource.RLIM_INFINITY):
         return None
-    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    try:
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # no /proc: the stacks are started and a limit that runs out is the usual one line
+        mapped = 0
     room = math.inf if address_limit == resource.RLIM_INFINITY else address_limit - mapped
     if stack <= memory and started * stack <= room:
         # OpenMP maps its threads' stacks at its first parallel step: now, before the stage's
@@ -439,9 +494,18 @@ if sys.argv[:1] == ["-m"]:
     os.environ.update(
         PYDANTIC_DISABLE_PLUGINS="__all__", TORCH_DEVICE_BACKEND_AUTOLOAD="0", TRITON_BACKENDS_IN_TREE="1"
     )
+    # sympy and mpmath (torch's symbolic shapes) import gmpy2, python-flint or Sage if they can, for
+    # faster integers: a user's `flint` package on PYTHONPATH whose __version__ is "dev" ended
+    # evaluate in sympy's ValueError. The stages' results never depend on that arithmetic.
+    os.environ.update(SYMPY_GROUND_TYPES="python", MPMATH_NOGMPY="1", MPMATH_NOSAGE="1")
+    os.environ.pop("MPMATH_SAGE", None)
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
+    _say_when_the_cpu_time_runs_out()
+    problem = _command_line_problem()
+    if problem:
+        _refuse(f"error: {problem}")
     problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem() or _threads_limit_problem()
     if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
         _refuse(f"error: {problem}")

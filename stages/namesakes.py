@@ -48,8 +48,8 @@ def _places_put_first() -> tuple[list[str], list[str]]:
     """The folders Python puts on the import path before the environment's: the working folder
     (`python -m`'s first entry, unless -P leaves it out), then PYTHONPATH's."""
     working_folder = [] if sys.flags.safe_path else [sys.path[0]]
-    pythonpath = [] if sys.flags.ignore_environment else os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    return working_folder, pythonpath
+    pythonpath = os.environ.get("PYTHONPATH", "") if not sys.flags.ignore_environment else ""
+    return working_folder, pythonpath.split(os.pathsep) if pythonpath else []
 
 
 class _NamesakeRefuser:
@@ -89,6 +89,9 @@ class _NamesakeRefuser:
     def _refuse(self, name: str, where: str):
         if not _NamesakeRefuser.refused:
             _NamesakeRefuser.refused = True
+            cli = sys.modules.get("cifar.cli")  # its stop handlers are in once it is imported
+            if cli is not None:  # a signal from here to the exit ended it in a traceback
+                cli.ignore_stops_from_now()
             print(f"error: {self.stage} would import {name!r} from {where}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -154,29 +157,58 @@ def refuse_namesakes() -> None:
         sys.path.remove(working_folder[0])
 
 
-def stand_in_on_pythonpath(error: BaseException) -> str | None:
+def stand_in_on_pythonpath(error: BaseException, trace) -> str | None:
     """The module on PYTHONPATH that a library failed on, when error is that failure: an empty
-    gmpy2/ folder there is a package to Python, which sympy imported in place of the library
-    this environment lacks and then asked for its `version` (an AttributeError traceback)."""
+    pyarrow.py there is a module to Python, which pandas imported in place of the library this
+    environment lacks and then asked for its `__version__` (an AttributeError traceback). The
+    module is the one the error names, or one a library held as it failed: pandas, on a
+    pyarrow whose `__version__` is "dev", raised InvalidVersion as it loaded."""
+    suspects = []
     if isinstance(error, AttributeError):
-        module = error.obj
+        suspects.append(error.obj)
     elif isinstance(error, ImportError):
-        module = sys.modules.get(error.name or "")
-    else:
-        return None
+        suspects.append(sys.modules.get(error.name or ""))
+    while trace is not None:
+        suspects.extend(_held_by_a_library(trace.tb_frame))
+        trace = trace.tb_next
+    for module in suspects:
+        where = _pythonpath_only(module)
+        if where:
+            kind = "a folder without __init__.py" if not module.__spec__.has_location else "a module"
+            return (
+                f"{module.__spec__.name!r} from {_printable(where)}, {kind} on PYTHONPATH that a library took for "
+                f"its own and failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder "
+                f"off PYTHONPATH"
+            )
+    return None
+
+
+def _held_by_a_library(frame) -> list:
+    """A function's locals; a module's globals (what it has imported) while the environment's
+    library runs its code as it loads, not the stage's own nor a module that is on PYTHONPATH."""
+    if frame.f_code.co_name != "<module>":
+        return list(frame.f_locals.values())
+    name = frame.f_globals.get("__name__", "")
+    if name == "__main__" or name.partition(".")[0] in _OWN_PACKAGES or _pythonpath_only(sys.modules.get(name)):
+        return []
+    return list(frame.f_globals.values())
+
+
+def _pythonpath_only(module) -> str | None:
+    """Where module was imported from, if that is on PYTHONPATH, as Python found it (a link
+    there to a folder elsewhere too), and the environment has no module of that name."""
     spec = getattr(module, "__spec__", None)
     if not isinstance(module, type(sys)) or spec is None or spec.name.partition(".")[0] in _OWN_PACKAGES:
         return None
     where = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or ())
-    pythonpath = {os.path.realpath(place or ".") for place in _places_put_first()[1]}
-    on_pythonpath = tuple(os.path.join(place, "") for place in pythonpath)
-    if not where or not all(os.path.realpath(place).startswith(on_pythonpath) for place in where):
+    pythonpath = [place or "." for place in _places_put_first()[1]]
+    folders = {*map(os.path.abspath, pythonpath), *map(os.path.realpath, pythonpath)}
+    inside = tuple(os.path.join(folder, "") for folder in folders)
+    if not where or not all(
+        os.path.abspath(place).startswith(inside) or os.path.realpath(place).startswith(inside) for place in where
+    ):
         return None
-    environment = [place for place in sys.path if place and os.path.realpath(place) not in pythonpath]
+    environment = [place for place in sys.path if place and os.path.realpath(place) not in folders]
     if importlib.machinery.PathFinder.find_spec(spec.name.partition(".")[0], environment) is not None:
         return None  # the environment's own, which a PYTHONPATH entry inside site-packages reaches too
-    kind = "a folder without __init__.py" if not spec.has_location else "a module"
-    return (
-        f"{spec.name!r} from {_printable(where[0])}, {kind} on PYTHONPATH that a library took for its own and "
-        f"failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder off PYTHONPATH"
-    )
+    return where[0]

@@ -1313,6 +1313,8 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
         "a distribution in the working folder",
         "entry points not in UTF-8",
         "a plugin that exits",
+        "a flint package on PYTHONPATH",
+        "a distribution in the working folder, not in UTF-8, and no PYTHONPATH",
     ],
 )
 def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_business(tmp_path, stray):
@@ -1328,21 +1330,27 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
     root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     extras = tmp_path / "extras"
     extras.mkdir()
-    distribution = (root if stray == "a distribution in the working folder" else extras) / "stray-1.0.dist-info"
+    beside = stray.startswith("a distribution in the working folder")
+    distribution = (root if beside else extras) / "stray-1.0.dist-info"
     distribution.mkdir()
     (distribution / "METADATA").write_text("Metadata-Version: 2.1\nName: stray\nVersion: 1.0\n")
     entry_points = "# caf\xe9\n[pydantic]\nstray = stray_plugin:plugin\n[torch.backends]\nstray = stray_plugin:load\n"
-    encoding = "latin-1" if stray == "entry points not in UTF-8" else "utf-8"
+    encoding = "latin-1" if "not in UTF-8" in stray else "utf-8"
     (distribution / "entry_points.txt").write_bytes(entry_points.encode(encoding))
     (distribution.parent / "stray_plugin.py").write_text("import sys\nsys.exit(0)\n")
     if stray == "a module the environment lacks":
         (root / "gmpy2.py").write_text("raise RuntimeError('not the library')\n")
     if stray == "an empty folder the environment lacks":  # a package to Python, with nothing in it
         (root / "gmpy2").mkdir()
+    if stray == "a flint package on PYTHONPATH":  # sympy and mpmath try python-flint and gmpy2 for speed
+        (extras / "flint").mkdir()
+        (extras / "flint" / "__init__.py").write_text("__version__ = 'dev'\n")
+        (extras / "gmpy2.py").write_text("def version():\n    return '2.1.5'\n")
     if stray == "a module named like the environment's":
         (root / "yaml.py").write_text("import sys\nsys.exit(0)\n")
     stage = "evaluate" if stray == "entry points not in UTF-8" else "train"
-    result = run_module(root, f"stages.{stage}", {"PYTHONPATH": str(extras)})
+    pythonpath = {} if stray.endswith("no PYTHONPATH") else {"PYTHONPATH": str(extras)}
+    result = run_module(root, f"stages.{stage}", pythonpath)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     if stray == "entry points not in UTF-8":
         assert result.stderr == (
@@ -1354,36 +1362,64 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
         assert result.stderr.startswith(f"error: {paths.MAX_LR_PICK}: no max_lr to read "), result.stderr
 
 
-@pytest.mark.parametrize("stand_in", ["gmpy2", "gmpy2.py"])
-def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_path, stand_in):
-    """An empty gmpy2/ folder (or gmpy2.py) on PYTHONPATH is a module to Python, which sympy
-    imports as torch sets up deterministic algorithms, in place of the gmpy2 this environment
-    lacks: evaluate ended in sympy's AttributeError traceback when it asked for its version."""
+@pytest.mark.parametrize(
+    ("stand_in", "failure"),
+    [
+        ("pyarrow", "module 'pyarrow' has no attribute '__version__'"),
+        ("pyarrow.py", "module 'pyarrow' has no attribute '__version__'"),
+        ("pyarrow.py:__version__ = 'dev'", "Invalid version: 'dev'"),
+        ("a link named pyarrow", "module 'pyarrow' has no attribute '__version__'"),
+    ],
+)
+def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_path, stand_in, failure):
+    """An empty pyarrow/ folder (or pyarrow.py) on PYTHONPATH is a module to Python, which
+    pandas imports as evaluate loads, in place of the pyarrow this environment lacks: evaluate
+    ended in a traceback when pandas asked for its version, or could not read it."""
     root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     extras = tmp_path / "extras"
     extras.mkdir()
-    if stand_in == "gmpy2":
-        (extras / stand_in).mkdir()
+    name, _, content = stand_in.partition(":")
+    if name == "a link named pyarrow":  # a folder elsewhere, linked from PYTHONPATH
+        (tmp_path / "elsewhere").mkdir()
+        (extras / "pyarrow").symlink_to(tmp_path / "elsewhere")
+        name = "pyarrow"
+    elif name.endswith(".py"):
+        (extras / name).write_text(content + "\n")
     else:
-        (extras / stand_in).write_text("")
+        (extras / name).mkdir()
     result = run_module(root, "stages.evaluate", {"PYTHONPATH": str(extras)})
-    kind = "a folder without __init__.py" if stand_in == "gmpy2" else "a module"
+    kind = "a module" if name.endswith(".py") else "a folder without __init__.py"
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: evaluate imported 'gmpy2' from {extras / stand_in}, {kind} on PYTHONPATH that a library took for "
-        "its own and failed on (module 'gmpy2' has no attribute 'version'); rename or remove it, or take its folder "
-        "off PYTHONPATH\n",
+        f"error: evaluate imported 'pyarrow' from {extras / name}, {kind} on PYTHONPATH that a library took for "
+        f"its own and failed on ({failure}); rename or remove it, or take its folder off PYTHONPATH\n",
     )
 
 
-def test_starting_the_stages_package_itself_says_how_to_run_a_stage(pipeline):
-    """`python -m stages` ended in Python's "No module named stages.__main__"."""
-    result = run_module(pipeline, "stages")
-    assert (result.returncode, result.stderr) == (
-        2,
-        "error: `python -m stages` runs no stage; run one as `python -m stages.NAME` (NAME a stage in dvc.yaml: "
-        "download, train, ...), or the whole pipeline with `dvc repro`\n",
+@pytest.mark.parametrize(
+    "command",
+    ["stages", "stages.Evaluate", "stages.paths", "stages.download --help", "stages.evaluate -S evaluate.tta=true"],
+)
+def test_a_command_line_that_runs_no_stage_as_asked_is_one_line(pipeline, command):
+    """`python -m stages` and `python -m stages.Evaluate` ended in Python's "No module named";
+    `python -m stages.paths` exited 0 with nothing done; `python -m stages.download --help`
+    downloaded, and `-S evaluate.tta=true` (as for `dvc exp run`) evaluated without TTA."""
+    module, _, arguments = command.partition(" ")
+    result = subprocess.run(
+        [sys.executable, "-m", module, *arguments.split()],
+        cwd=pipeline,
+        env=environment(pipeline),
+        capture_output=True,
+        text=True,
     )
+    line = (
+        f"error: a stage takes no arguments ({arguments}); its settings are in params.yaml: edit them, or run the "
+        "pipeline with `dvc exp run -S KEY=VALUE`\n"
+        if arguments
+        else f"error: `python -m {module}` runs no stage; run one as `python -m stages.NAME`, NAME one of download, "
+        "lr_find, train, evaluate, figures, explain, or the whole pipeline with `dvc repro`\n"
+    )
+    assert (result.returncode, result.stderr) == (2, line)
 
 
 def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
@@ -1487,13 +1523,17 @@ def test_a_signal_as_a_stage_starts_is_one_line(pipeline, sig, line):
     assert (stage.returncode, stderr) == (128 + sig, f"{line} finished; no file is left half-written: run it again\n")
 
 
-def test_stop_signals_after_a_refusal_as_the_stage_loads_are_ignored(pipeline):
+@pytest.mark.parametrize("refused", ["a tqdm setting", "a namesake of sympy"])
+def test_stop_signals_after_a_refusal_as_the_stage_loads_are_ignored(pipeline, tmp_path, refused):
     """A burst of SIGTERM after a stage refused a setting as its package loaded ended it in a
-    traceback from its exit (cifar.cli.Stopped: 15), or in exit code 143 after its line."""
+    traceback from its exit (cifar.cli.Stopped: 15), or in exit code 143 after its line; so it
+    did after refusing a sympy.py on PYTHONPATH, which torch imports."""
+    (tmp_path / "sympy.py").write_text("")
+    setting = {"TQDM_NCOLS": "1000000000"} if refused == "a tqdm setting" else {"PYTHONPATH": str(tmp_path)}
     stage = subprocess.Popen(
-        [sys.executable, "-m", "stages.figures"],
+        [sys.executable, "-m", "stages.explain"],
         cwd=pipeline,
-        env=environment(pipeline) | {"TQDM_NCOLS": "1000000000"},
+        env=environment(pipeline) | setting,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -1501,20 +1541,41 @@ def test_stop_signals_after_a_refusal_as_the_stage_loads_are_ignored(pipeline):
     while stage.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             stage.send_signal(signal.SIGTERM)
-    assert (stage.returncode, line, stage.stderr.read()) == (
-        2,
-        "error: tqdm cannot use its environment (TQDM_NCOLS): ValueError: TQDM_NCOLS is beyond the 10,000 columns or "
-        "rows a bar may take; fix or unset it\n",
-        "",
+    assert (stage.returncode, stage.stderr.read()) == (2, "")
+    assert line.startswith(
+        "error: tqdm cannot use its environment (TQDM_NCOLS): "
+        if refused == "a tqdm setting"
+        else f"error: explain would import 'sympy' from {tmp_path / 'sympy.py'}, which hides this environment's "
     )
 
 
-def test_a_soft_cpu_time_limit_running_out_is_one_line(tmp_path):
-    """`ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a word."""
+def test_a_stop_signal_that_a_library_turns_into_an_error_of_its_own_is_one_line(monkeypatch, capsys):
+    """SIGTERM as numpy's C code imported `datetime` (figures loading matplotlib) became numpy's
+    ImportError "Importing the numpy C-extensions failed", and a traceback."""
+    import stages
+    from cifar import cli
+
+    monkeypatch.setattr(stages, "started_module", lambda: "stages.figures")
+    monkeypatch.setattr(stages, "ignore_stops_from_now", lambda: None)  # this test process keeps its handlers
+    monkeypatch.setattr(cli, "_stopped_by", cli.Stopped(signal.SIGTERM))
+    error = ImportError('Importing the numpy C-extensions failed. ... PyCapsule_Import could not import "datetime"')
+    with pytest.raises(SystemExit) as exited:
+        stages._one_line_for_a_missing_package_or_ctrl_c(ImportError, error, None)
+    assert (exited.value.code, capsys.readouterr().err) == (
+        128 + signal.SIGTERM,
+        "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
+    )
+
+
+@pytest.mark.parametrize("limits", ["-S -t 6", "-t 6"], ids=["soft", "soft-and-hard"])
+def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
+    """A soft `ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a
+    word; bash's `ulimit -t` sets the hard limit too, at which Linux sends SIGKILL, and no
+    SIGXCPU came before it: exit code 137, not a word."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
-    result = run_under_limits(pipeline, "-S -t 6", "lr_find")
+    result = run_under_limits(pipeline, limits, "lr_find")
     assert result.returncode == 128 + signal.SIGXCPU, result.stderr
     assert result.stderr.splitlines()[-1] == (
         "error: stopped by SIGXCPU (its CPU-time limit, `ulimit -t`, ran out) before lr_find finished; "
@@ -1541,14 +1602,18 @@ def test_running_out_of_open_files_is_not_blamed_on_an_image(tree, monkeypatch):
     )
 
 
-def test_too_few_open_files_for_a_stage_is_one_line(pipeline):
+@pytest.mark.parametrize(("limit", "passed_on"), [(40, 0), (64, 30)])
+def test_too_few_open_files_for_a_stage_is_one_line(pipeline, limit, passed_on):
     """Under `ulimit -n 8` figures ran out of open files while writing its pictures, and left
-    its scratch behind, unable to open the folder to remove it."""
-    result = run_under_limits(pipeline, "-n 40", "figures")
+    its scratch behind, unable to open the folder to remove it; so it did with 56 of 64 files
+    left open by the program that started it."""
+    open_them = "".join(f"; exec {number}</dev/null" for number in range(3, 3 + passed_on))
+    result = run_under_limits(pipeline, f"-n {limit}{open_them}", "figures")
     assert (result.returncode, result.stderr) == (
         2,
-        "error: `ulimit -n` lets figures hold 40 files open at once, and the stages held up to 10 on a 500-image "
-        "run (download one more for each decoding thread); raise it to 64 or more (1024 is usual)\n",
+        f"error: `ulimit -n` lets figures hold {limit} files open at once, {3 + passed_on} of them open already, "
+        "and the stages held up to 10 on a 500-image run (download one more for each decoding thread); raise it "
+        f"to {51 + passed_on} or more (1024 is usual)\n",
     )
 
 
@@ -1563,9 +1628,27 @@ def test_too_few_threads_for_a_stage_is_one_line(pipeline):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: `ulimit -u` lets this user run 1 processes and threads in all, ")
     assert result.stderr.endswith(
-        f"and evaluate starts up to {2 * os.cpu_count() + 1} threads on {os.cpu_count()} cores; raise it (or stop "
+        f"and evaluate starts up to {2 * os.cpu_count() - 1} threads on {os.cpu_count()} cores; raise it (or stop "
         "some of the user's programs)\n"
     )
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"), reason="mounts over /proc in a namespace")
+def test_a_stage_runs_where_proc_cannot_be_read(pipeline):
+    """With /proc hidden (an empty file system mounted over it), evaluate's check of OpenMP's
+    stacks against `ulimit -v` ended in a FileNotFoundError traceback for /proc/self/statm.
+    Here it gets past the checks to its first input, which this bare checkout lacks."""
+    hide_proc = 'unshare -m --propagation private bash -c \'mount -t tmpfs none /proc && exec "$0" "$@"\''
+    result = subprocess.run(
+        ["bash", "-c", f"ulimit -v 16000000; exec {hide_proc} python -m stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"OMP_STACKSIZE": "64M"},
+        capture_output=True,
+        text=True,
+    )
+    # torch's cpuinfo says, in a line of its own, that it cannot read /proc/cpuinfo
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: {paths.MODEL}: not found"), result.stderr
 
 
 def test_a_name_with_a_newline_or_terminal_escape_stays_on_the_error_line(pipeline, tree):

@@ -34,6 +34,12 @@ def declared(definition: dict, kind: str) -> dict[str, dict]:
     return entries
 
 
+def test_the_stages_a_stage_module_may_be_started_as_are_dvc_yamls():
+    import stages
+
+    assert {STAGES[stage]["cmd"] for stage in STAGES} == {f"python -m stages.{name}" for name in stages.STAGES}
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_deps_list_its_script_and_the_modules_it_imports(stage):
     definition = STAGES[stage]
