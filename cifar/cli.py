@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -101,12 +102,13 @@ def install_stop_handlers() -> None:
         signal.signal(signal.SIGINT, _raise_interrupted)
 
 
-def exit_stopped(stopped: Stopped) -> None:
-    """Exit code 128 + the signal's number. Out of CPU time (SIGXCPU), the stage has a second
-    before Linux kills it at `ulimit -t`'s hard limit (stages/__init__.py), and Python's own
-    exit, which unloads torch, took more: it ends at once, after its atexit calls."""
-    code = 128 + stopped.args[0]
-    if stopped.args[0] == signal.SIGXCPU:
+def leave(code: int) -> None:
+    """sys.exit(code), or at once past `ulimit -t`'s soft limit: the stage has little CPU time
+    left before Linux kills it at the hard one (stages/__init__.py), and Python's own exit,
+    which unloads torch, took more than a second. It then ends after its atexit calls."""
+    soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    if soft != resource.RLIM_INFINITY and usage.ru_utime + usage.ru_stime >= soft:
         call_off_torchs_exit_report()
         atexit._run_exitfuncs()
         sys.stdout.flush()
@@ -150,10 +152,10 @@ def _run(main: Callable[[], None]) -> None:
         main()
     except Stopped as stopped:
         print(stopped_line(stopped, Path(sys.argv[0]).stem), file=sys.stderr)
-        exit_stopped(stopped)
+        leave(128 + stopped.args[0])
     except PipelineError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
-        sys.exit(2)
+        leave(2)
     except (MemoryError, ImportError, OSError, RuntimeError) as error:
         if stop_that_came() is not None:  # stages/__init__.py's hook says it in one line
             raise stop_that_came() from None
@@ -169,4 +171,4 @@ def _run(main: Callable[[], None]) -> None:
         if message is None:
             raise
         print(message, file=sys.stderr)
-        sys.exit(2)
+        leave(2)

@@ -46,7 +46,7 @@ import tempfile
 from pathlib import Path
 
 from cifar.atomic import stop_signals_held
-from cifar.cli import Stopped, exit_stopped, ignore_stops_from_now, install_stop_handlers, stop_that_came, stopped_line
+from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, leave, stop_that_came, stopped_line
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable, user_threads_limit
 
 # The stages dvc.yaml runs, each as `python -m stages.NAME` (tests/test_dvc_yaml.py checks the two agree).
@@ -55,8 +55,14 @@ STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 
 def _command_line_problem() -> str | None:
     """`python -m stages.Evaluate` ended in runpy's "No module named", `python -m stages.paths`
-    exited 0 with nothing done, and `python -m stages.train --help` trained a model."""
+    exited 0 with nothing done, `python -m stages.train --help` trained a model, and under
+    `python -i` a stage that had written its outputs waited at Python's prompt."""
     started = started_module()
+    if sys.flags.inspect or os.environ.get("PYTHONINSPECT"):
+        return (
+            "`python -i` (or PYTHONINSPECT) keeps a stage at Python's prompt once it ends, and shows its exit as a "
+            "traceback; run it without -i, with PYTHONINSPECT unset"
+        )
     if started.partition(".")[2] not in STAGES:
         return (
             f"`python -m {printable(started)[:100]}` runs no stage; run one as `python -m stages.NAME`, NAME one of "
@@ -81,6 +87,9 @@ def _refuse(line: str):
     of SIGTERM) ended it in a traceback from its exit, or in another exit code."""
     ignore_stops_from_now()
     print(line, file=sys.stderr)
+    if sys.flags.inspect or os.environ.get("PYTHONINSPECT"):  # SystemExit would print and open the prompt
+        sys.stderr.flush()
+        os._exit(2)
     raise SystemExit(2)
 
 
@@ -92,7 +101,7 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         kind = type(error)
     if issubclass(kind, Stopped):
         print(stopped_line(error, stage), file=sys.stderr)
-        exit_stopped(error)
+        leave(128 + error.args[0])
     if issubclass(kind, KeyboardInterrupt):
         print(
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
@@ -104,6 +113,10 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     out_of_memory = out_of_memory_message(error, stage)
     if out_of_memory:
         print(out_of_memory, file=sys.stderr)
+        raise SystemExit(2)
+    stand_in = stand_in_on_pythonpath(error, trace)
+    if stand_in:  # before a missing module is taken for a missing environment: pyarrow.compute
+        print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         because = (
@@ -122,10 +135,6 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset",
             file=sys.stderr,
         )
-        raise SystemExit(2)
-    stand_in = stand_in_on_pythonpath(error, trace)
-    if stand_in:
-        print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
 
@@ -338,6 +347,14 @@ def _stack_limit_problem() -> str | None:
 _LEAST_FREE_FILES = 48
 
 
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return False
+    return True
+
+
 def _open_files_problem() -> str | None:
     """Files the program that started the stage left open count against the limit too: with
     56 of 64 open, figures ran out while writing, as under `ulimit -n 8`."""
@@ -346,8 +363,8 @@ def _open_files_problem() -> str | None:
         return None
     try:
         already_open = len(os.listdir("/proc/self/fd")) - 1  # not the listing's own
-    except OSError:  # no /proc to count them in: stdin, stdout and stderr
-        already_open = 3
+    except OSError:  # no /proc to list them in: each descriptor the limit allows is asked
+        already_open = sum(_is_open(descriptor) for descriptor in range(limit))
     if limit - already_open >= _LEAST_FREE_FILES:
         return None
     return (
@@ -357,13 +374,25 @@ def _open_files_problem() -> str | None:
     )
 
 
-def _say_when_the_cpu_time_runs_out() -> None:
+def _cpu_time_problem() -> str | None:
     """Linux sends SIGXCPU as a process's CPU time reaches `ulimit -t`'s soft limit, and SIGKILL
     at the hard one; bash's `ulimit -t` sets both, and evaluate was killed without a word. The
-    stop line (cifar.cli.stopped_line) takes a second of CPU time less than the hard limit."""
+    stage asks for SIGXCPU earlier, by a tenth of the limit (2 s to 30 s), and ends at once on it
+    (cifar.cli.leave): its signal handler runs once torch's operation in flight returns, and with
+    a second to spare train was still killed after its line. A hard limit of 1 s leaves no time
+    to spare: loading torch took more than 2 s."""
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY and soft == hard and hard >= 2:
-        resource.setrlimit(resource.RLIMIT_CPU, (hard - 1, hard))
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        return None
+    if hard >= 2:
+        resource.setrlimit(resource.RLIMIT_CPU, (max(1, hard - min(30, max(2, hard // 10))), hard))
+        return None
+    if _stage_name() == "download":  # it needs less than a second of CPU time on 500 images
+        return None
+    return (
+        f"`ulimit -t` gives {_stage_name()} {hard} s of CPU time, less than loading torch takes (over 2 s), and "
+        f"Linux kills it at that limit without a word; raise it"
+    )
 
 
 # Threads of a torch stage beside the main one, OpenBLAS's and OpenMP's, at their most on 2
@@ -374,10 +403,42 @@ _OTHER_THREADS = {"lr_find": 1, "train": 1, "explain": 2}
 def _threads_needed(stage: str, cores: int) -> int:
     """The most threads a stage ran at once: 8 download, 4 lr_find and train, 3 evaluate and
     figures, 5 explain on 2 cores. OpenBLAS and OpenMP each start one a core but the first,
-    download decodes on min(32, cores + 4) threads."""
+    or fewer where OPENBLAS_NUM_THREADS or OMP_NUM_THREADS say so (with both at 1, evaluate
+    ran on its one thread); download decodes on min(32, cores + 4) threads."""
+    openmp = _threads_asked("OMP_NUM_THREADS", cores)
+    openblas = _threads_asked("OPENBLAS_NUM_THREADS", openmp)
     if stage == "download":
-        return 1 + (cores - 1) + min(32, cores + 4)
-    return 1 + 2 * (cores - 1) + _OTHER_THREADS.get(stage, 0)
+        return openblas + min(32, cores + 4)
+    return openblas + openmp - 1 + _OTHER_THREADS.get(stage, 0)
+
+
+def _threads_asked(setting: str, default: int) -> int:
+    """The threads a pool is given by `setting` (its first level, "4,2" is 4), at most the
+    default: more than the cores were not seen to start."""
+    value = os.environ.get(setting, "").split(",")[0].strip()
+    count = int(value[:10]) if value.isascii() and value.isdigit() else 0  # 10 digits: more than any core count
+    return min(count, default) if count > 0 else default
+
+
+# lr_find, train and evaluate load torch's compiler to set deterministic algorithms, explain as
+# torchvision loads torch._dynamo; each makes torch's compile-cache folder as it loads.
+_STAGES_THAT_LOAD_TORCHS_COMPILER = ("lr_find", "train", "evaluate", "explain")
+
+
+def _compile_cache_problem() -> str | None:
+    """A file where torch makes its compile-cache folder (TMPDIR/torchinductor_USER, or
+    TORCHINDUCTOR_CACHE_DIR) ended explain in a FileExistsError traceback, and lr_find,
+    train and evaluate in "...: File exists; check that it exists", naming neither."""
+    try:
+        # torch's own function, which importing torch._inductor already calls
+        importlib.import_module("torch._inductor.runtime.cache_dir_utils").cache_dir()
+    except OSError as error:
+        where = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or error.filename
+        return (
+            f"torch cannot make its compile-cache folder {printable(str(where))[:200]} ({error.strerror}); remove "
+            f"what is in the way, or set TORCHINDUCTOR_CACHE_DIR to a folder {_stage_name()} may write"
+        )
+    return None
 
 
 def _threads_limit_problem() -> str | None:
@@ -502,8 +563,7 @@ if sys.argv[:1] == ["-m"]:
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
-    _say_when_the_cpu_time_runs_out()
-    problem = _command_line_problem()
+    problem = _command_line_problem() or _cpu_time_problem()
     if problem:
         _refuse(f"error: {problem}")
     problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem() or _threads_limit_problem()
@@ -529,3 +589,6 @@ if sys.argv[:1] == ["-m"]:
     # TORCH_LOGS=bogus, an empty one or a TORCH_LOGS_OUT in a missing folder ended every stage
     # but download in a traceback as torch loaded.
     _refuse_settings_a_library_fails_on("TORCH_LOGS", "torch", _import_torch, " (TORCH_LOGS=help lists the logs)")
+    problem = _compile_cache_problem() if _stage_name() in _STAGES_THAT_LOAD_TORCHS_COMPILER else None
+    if problem:
+        _refuse(f"error: {problem}")

@@ -161,44 +161,65 @@ def stand_in_on_pythonpath(error: BaseException, trace) -> str | None:
     """The module on PYTHONPATH that a library failed on, when error is that failure: an empty
     pyarrow.py there is a module to Python, which pandas imported in place of the library this
     environment lacks and then asked for its `__version__` (an AttributeError traceback). The
-    module is the one the error names, or one a library held as it failed: pandas, on a
-    pyarrow whose `__version__` is "dev", raised InvalidVersion as it loaded."""
+    module is the one the error names (or its package), one a library held as it failed
+    (pandas, on a pyarrow whose `__version__` is "dev", raised InvalidVersion as it loaded), or
+    one that failed as it was imported (a pytz.py that raises, a numexpr.py in Python 3.12's
+    syntax)."""
     suspects = []
     if isinstance(error, AttributeError):
-        suspects.append(error.obj)
+        suspects.append(getattr(error.obj, "__spec__", None))
     elif isinstance(error, ImportError):
-        suspects.append(sys.modules.get(error.name or ""))
+        name = error.name or ""
+        suspects += [getattr(sys.modules.get(part), "__spec__", None) for part in (name, name.partition(".")[0])]
+    if isinstance(error, SyntaxError) and error.filename:
+        suspects.append(_spec_of_a_file_on_pythonpath(error.filename))
     while trace is not None:
         suspects.extend(_held_by_a_library(trace.tb_frame))
         trace = trace.tb_next
-    for module in suspects:
-        where = _pythonpath_only(module)
+    for spec in suspects:
+        where = _pythonpath_only(spec)
         if where:
-            kind = "a folder without __init__.py" if not module.__spec__.has_location else "a module"
+            kind = "a folder without __init__.py" if not spec.has_location else "a module"
             return (
-                f"{module.__spec__.name!r} from {_printable(where)}, {kind} on PYTHONPATH that a library took for "
-                f"its own and failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder "
-                f"off PYTHONPATH"
+                f"{spec.name!r} from {_printable(where)}, {kind} on PYTHONPATH that a library took for its own and "
+                f"failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder off PYTHONPATH"
             )
     return None
 
 
 def _held_by_a_library(frame) -> list:
-    """A function's locals; a module's globals (what it has imported) while the environment's
-    library runs its code as it loads, not the stage's own nor a module that is on PYTHONPATH."""
+    """The modules a function's locals hold, or a module's globals (what it has imported) while
+    the environment's library runs its code as it loads; a module on PYTHONPATH itself, when it
+    is the one whose code runs."""
     if frame.f_code.co_name != "<module>":
-        return list(frame.f_locals.values())
-    name = frame.f_globals.get("__name__", "")
-    if name == "__main__" or name.partition(".")[0] in _OWN_PACKAGES or _pythonpath_only(sys.modules.get(name)):
-        return []
-    return list(frame.f_globals.values())
+        held = frame.f_locals.values()
+    else:
+        spec = frame.f_globals.get("__spec__")
+        name = frame.f_globals.get("__name__", "")
+        if name == "__main__" or name.partition(".")[0] in _OWN_PACKAGES:
+            return []
+        if _pythonpath_only(spec):
+            return [spec]
+        held = frame.f_globals.values()
+    return [value.__spec__ for value in held if isinstance(value, type(sys)) and value.__spec__ is not None]
 
 
-def _pythonpath_only(module) -> str | None:
-    """Where module was imported from, if that is on PYTHONPATH, as Python found it (a link
-    there to a folder elsewhere too), and the environment has no module of that name."""
-    spec = getattr(module, "__spec__", None)
-    if not isinstance(module, type(sys)) or spec is None or spec.name.partition(".")[0] in _OWN_PACKAGES:
+def _spec_of_a_file_on_pythonpath(path: str):
+    """A spec for a module's file under a PYTHONPATH entry, named as Python names it there."""
+    for place in _places_put_first()[1]:
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(place or "."))
+        if not relative.startswith(os.pardir) and relative.endswith(".py"):
+            name = relative[: -len(".py")].removesuffix(os.sep + "__init__").replace(os.sep, ".")
+            spec = importlib.machinery.ModuleSpec(name, None, origin=path)
+            spec.has_location = True
+            return spec
+    return None
+
+
+def _pythonpath_only(spec) -> str | None:
+    """Where the module of spec was imported from, if that is on PYTHONPATH, as Python found
+    it (a link there to a folder elsewhere too), and the environment has no module of that name."""
+    if not isinstance(spec, importlib.machinery.ModuleSpec) or spec.name.partition(".")[0] in _OWN_PACKAGES:
         return None
     where = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or ())
     pythonpath = [place or "." for place in _places_put_first()[1]]

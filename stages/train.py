@@ -3,6 +3,7 @@ speed metrics, history."""
 
 import json
 import logging
+import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def main() -> None:
     )
     trainable = torch.compile(model) if params.train.compile else model
     checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
-    with StopRequest().on_signals(*stop_signals(ctrl_c=True)) as stop:
+    # SIGXCPU comes shortly before `ulimit -t` kills the stage (stages/__init__.py): a step may
+    # take longer, so it stops the step in flight, as in the other stages.
+    between_steps = [sig for sig in stop_signals(ctrl_c=True) if sig != signal.SIGXCPU]
+    with StopRequest().on_signals(*between_steps) as stop:
         result = fit(
             recipe,
             trainable,

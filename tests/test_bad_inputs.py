@@ -1369,12 +1369,17 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
         ("pyarrow.py", "module 'pyarrow' has no attribute '__version__'"),
         ("pyarrow.py:__version__ = 'dev'", "Invalid version: 'dev'"),
         ("a link named pyarrow", "module 'pyarrow' has no attribute '__version__'"),
+        ("pyarrow.py:__version__ = '99.0'", "No module named 'pyarrow.compute'; 'pyarrow' is not a package"),
+        ("pytz.py:raise RuntimeError('built for another platform')", "built for another platform"),
+        ("pytz.py:type Number = int | float", "invalid syntax (pytz.py, line 1)"),
     ],
 )
 def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_path, stand_in, failure):
     """An empty pyarrow/ folder (or pyarrow.py) on PYTHONPATH is a module to Python, which
     pandas imports as evaluate loads, in place of the pyarrow this environment lacks: evaluate
-    ended in a traceback when pandas asked for its version, or could not read it."""
+    ended in a traceback when pandas asked for its version, or could not read it, or when a
+    pytz.py that pandas tries failed as it was imported; with a pyarrow.py of a version
+    pandas accepts, it was told it was not the project's environment (no pyarrow.compute)."""
     root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     extras = tmp_path / "extras"
     extras.mkdir()
@@ -1391,34 +1396,52 @@ def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_pa
     kind = "a module" if name.endswith(".py") else "a folder without __init__.py"
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: evaluate imported 'pyarrow' from {extras / name}, {kind} on PYTHONPATH that a library took for "
+        f"error: evaluate imported {name.removesuffix('.py')!r} from {extras / name}, {kind} on PYTHONPATH that a "
+        "library took for "
         f"its own and failed on ({failure}); rename or remove it, or take its folder off PYTHONPATH\n",
     )
 
 
 @pytest.mark.parametrize(
     "command",
-    ["stages", "stages.Evaluate", "stages.paths", "stages.download --help", "stages.evaluate -S evaluate.tta=true"],
+    [
+        "-m stages",
+        "-m stages.Evaluate",
+        "-m stages.paths",
+        "-m stages.download --help",
+        "-m stages.evaluate -S evaluate.tta=true",
+        "-i -m stages.evaluate",
+    ],
 )
 def test_a_command_line_that_runs_no_stage_as_asked_is_one_line(pipeline, command):
     """`python -m stages` and `python -m stages.Evaluate` ended in Python's "No module named";
     `python -m stages.paths` exited 0 with nothing done; `python -m stages.download --help`
-    downloaded, and `-S evaluate.tta=true` (as for `dvc exp run`) evaluated without TTA."""
-    module, _, arguments = command.partition(" ")
+    downloaded, and `-S evaluate.tta=true` (as for `dvc exp run`) evaluated without TTA; under
+    `python -i` a stage waited at Python's prompt once it had written its outputs."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *arguments.split()],
+        [sys.executable, *command.split()],
         cwd=pipeline,
         env=environment(pipeline),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
     )
-    line = (
-        f"error: a stage takes no arguments ({arguments}); its settings are in params.yaml: edit them, or run the "
-        "pipeline with `dvc exp run -S KEY=VALUE`\n"
-        if arguments
-        else f"error: `python -m {module}` runs no stage; run one as `python -m stages.NAME`, NAME one of download, "
-        "lr_find, train, evaluate, figures, explain, or the whole pipeline with `dvc repro`\n"
-    )
+    module, *arguments = command.partition("-m ")[2].split(" ")
+    if command.startswith("-i"):
+        line = (
+            "error: `python -i` (or PYTHONINSPECT) keeps a stage at Python's prompt once it ends, and shows its exit "
+            "as a traceback; run it without -i, with PYTHONINSPECT unset\n"
+        )
+    elif arguments:
+        line = (
+            f"error: a stage takes no arguments ({' '.join(arguments)}); its settings are in params.yaml: edit them, "
+            "or run the pipeline with `dvc exp run -S KEY=VALUE`\n"
+        )
+    else:
+        line = (
+            f"error: `python -m {module}` runs no stage; run one as `python -m stages.NAME`, NAME one of download, "
+            "lr_find, train, evaluate, figures, explain, or the whole pipeline with `dvc repro`\n"
+        )
     assert (result.returncode, result.stderr) == (2, line)
 
 
@@ -1567,6 +1590,31 @@ def test_a_stop_signal_that_a_library_turns_into_an_error_of_its_own_is_one_line
     )
 
 
+def test_a_file_where_torch_makes_its_compile_cache_is_one_line(pipeline, tmp_path):
+    """torch makes its compile-cache folder, TMPDIR/torchinductor_USER, as it loads: a file of
+    that name ended explain in a FileExistsError traceback, and evaluate in "...: File exists;
+    check that it exists", naming neither torch's cache nor a fix."""
+    in_the_way = tmp_path / "torchinductor_user"
+    in_the_way.write_text("stray\n")
+    # named outright: torch sets the variable in this test's process once it has loaded its compiler
+    result = run_module(pipeline, "stages.evaluate", {"TORCHINDUCTOR_CACHE_DIR": str(in_the_way)})
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: torch cannot make its compile-cache folder {in_the_way} (File exists); remove what is in the way, "
+        "or set TORCHINDUCTOR_CACHE_DIR to a folder evaluate may write\n",
+    )
+
+
+def test_a_cpu_time_limit_too_short_to_load_torch_is_one_line(pipeline):
+    """`ulimit -t 1` had Linux kill evaluate at its one second, without a word."""
+    result = run_under_limits(pipeline, "-t 1", "evaluate")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: `ulimit -t` gives evaluate 1 s of CPU time, less than loading torch takes (over 2 s), and Linux "
+        "kills it at that limit without a word; raise it\n",
+    )
+
+
 @pytest.mark.parametrize("limits", ["-S -t 6", "-t 6"], ids=["soft", "soft-and-hard"])
 def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
     """A soft `ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a
@@ -1625,6 +1673,11 @@ def test_too_few_threads_for_a_stage_is_one_line(pipeline):
     CAP_SYS_ADMIN to that limit, so the stage runs as the user nobody without them."""
     as_nobody = "setpriv --ruid=65534 --bounding-set=-sys_resource,-sys_admin --inh-caps=-sys_resource,-sys_admin"
     result = run_under_limits(pipeline, "-u 1", "evaluate", launcher=as_nobody)
+    # with OpenBLAS and OpenMP on one thread each, evaluate runs on its own: here to its first input
+    one_thread = run_under_limits(
+        pipeline, "-u 1; export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1", "evaluate", launcher=as_nobody
+    )
+    assert one_thread.stderr.startswith(f"error: {paths.MODEL}: not found"), one_thread.stderr
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: `ulimit -u` lets this user run 1 processes and threads in all, ")
     assert result.stderr.endswith(
