@@ -92,6 +92,9 @@ class _NamesakeRefuser:
             cli = sys.modules.get("cifar.cli")  # its stop handlers are in once it is imported
             if cli is not None:  # a signal from here to the exit ended it in a traceback
                 cli.ignore_stops_from_now()
+                # torch's report at exit imports tabulate: a tabulate.py refused as the stage loaded
+                # was refused again there, in a traceback
+                sys.modules["cifar.errors"].call_off_torchs_exit_report()
             print(f"error: {self.stage} would import {name!r} from {where}", file=sys.stderr)
         raise SystemExit(2)
 
