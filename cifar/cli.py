@@ -118,9 +118,12 @@ def leave(code: int) -> None:
 
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
+    if stopped.args[0] == signal.SIGXCPU:  # the same limit would stop a second run too
+        return (
+            f"error: stopped by SIGXCPU: its CPU-time limit (`ulimit -t`) ran out before {stage} finished; "
+            f"no file is left half-written: raise that limit, then run it again"
+        )
     name = signal_name(stopped.args[0])
-    if stopped.args[0] == signal.SIGXCPU:
-        name += " (its CPU-time limit, `ulimit -t`, ran out)"
     return f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again"
 
 

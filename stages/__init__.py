@@ -58,7 +58,7 @@ def _command_line_problem() -> str | None:
     exited 0 with nothing done, `python -m stages.train --help` trained a model, and under
     `python -i` a stage that had written its outputs waited at Python's prompt."""
     started = started_module()
-    if sys.flags.inspect or os.environ.get("PYTHONINSPECT"):
+    if _python_opens_its_prompt_at_exit():
         return (
             "`python -i` (or PYTHONINSPECT) keeps a stage at Python's prompt once it ends, and shows its exit as a "
             "traceback; run it without -i, with PYTHONINSPECT unset"
@@ -76,6 +76,12 @@ def _command_line_problem() -> str | None:
     return None
 
 
+def _python_opens_its_prompt_at_exit() -> bool:
+    """Under -i, or PYTHONINSPECT when the script ends; `python -E` ignores the variable, and a
+    stage run so with it set had been refused."""
+    return bool(sys.flags.inspect or (os.environ.get("PYTHONINSPECT") and not sys.flags.ignore_environment))
+
+
 def _stage_name() -> str:
     """`figures` for `python -m stages.figures`, also while this package loads, when argv[0]
     is still "-m"."""
@@ -87,7 +93,7 @@ def _refuse(line: str):
     of SIGTERM) ended it in a traceback from its exit, or in another exit code."""
     ignore_stops_from_now()
     print(line, file=sys.stderr)
-    if sys.flags.inspect or os.environ.get("PYTHONINSPECT"):  # SystemExit would print and open the prompt
+    if _python_opens_its_prompt_at_exit():  # SystemExit would print and open the prompt
         sys.stderr.flush()
         os._exit(2)
     raise SystemExit(2)

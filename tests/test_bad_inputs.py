@@ -1445,6 +1445,15 @@ def test_a_command_line_that_runs_no_stage_as_asked_is_one_line(pipeline, comman
     assert (result.returncode, result.stderr) == (2, line)
 
 
+def test_pythoninspect_under_python_E_is_no_concern(pipeline):
+    """`python -E` ignores PYTHONINSPECT, so no prompt opens at the exit: evaluate had been
+    refused for it all the same. Here it gets past the check to its first input, which this
+    bare checkout lacks."""
+    result = run_module(pipeline, "stages.evaluate", {"PYTHONINSPECT": "1"}, python_options=["-E"])
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert "PYTHONINSPECT" not in result.stderr
+
+
 def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
     """`python -S` was told it is not the project's environment and to activate it, when the
     interpreter was the environment's own."""
@@ -1619,15 +1628,16 @@ def test_a_cpu_time_limit_too_short_to_load_torch_is_one_line(pipeline):
 def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
     """A soft `ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a
     word; bash's `ulimit -t` sets the hard limit too, at which Linux sends SIGKILL, and no
-    SIGXCPU came before it: exit code 137, not a word."""
+    SIGXCPU came before it: exit code 137, not a word. The line then said only to run it again,
+    which under the same limit stops it again."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
     result = run_under_limits(pipeline, limits, "lr_find")
     assert result.returncode == 128 + signal.SIGXCPU, result.stderr
     assert result.stderr.splitlines()[-1] == (
-        "error: stopped by SIGXCPU (its CPU-time limit, `ulimit -t`, ran out) before lr_find finished; "
-        "no file is left half-written: run it again"
+        "error: stopped by SIGXCPU: its CPU-time limit (`ulimit -t`) ran out before lr_find finished; "
+        "no file is left half-written: raise that limit, then run it again"
     )
 
 
