@@ -22,7 +22,7 @@ if sys.argv[:1] == ["-m"]:
     _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
 
-from stages.namesakes import refuse_namesakes, stand_in_on_pythonpath, started_module
+from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, started_module
 
 # Before any other import, so that each is of the environment's module, not a namesake's.
 if sys.argv[:1] == ["-m"]:
@@ -108,11 +108,6 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if issubclass(kind, Stopped):
         print(stopped_line(error, stage), file=sys.stderr)
         leave(128 + error.args[0])
-    if issubclass(kind, KeyboardInterrupt):
-        print(
-            f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
-        )
-        raise SystemExit(130)
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
         print(f"error: {printable(str(error))}", file=sys.stderr)
         raise SystemExit(2)
@@ -120,10 +115,17 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if out_of_memory:
         print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
-    stand_in = stand_in_on_pythonpath(error, trace)
-    if stand_in:  # before a missing module is taken for a missing environment: pyarrow.compute
+    # before a missing module is taken for a missing environment (pyarrow.compute), and a
+    # KeyboardInterrupt that no Ctrl-C raised for Ctrl-C
+    stand_in = stand_in_on_the_import_path(error, trace) if stop_that_came() is None else None
+    if stand_in:
         print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
+    if issubclass(kind, KeyboardInterrupt):
+        print(
+            f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
+        )
+        raise SystemExit(130)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         because = (
             "`python -S` leaves out the environment's packages; run it without -S"

@@ -11,7 +11,8 @@ The working folder is the repository's root, from which a stage imports only its
 packages: it leaves the import path once they are imported, so nothing else there (a
 `gmpy2.py`, which sympy tries in passing as torch loads) is a module to a library.
 PYTHONPATH may add modules the environment lacks (a folder of extra wheels); one that a
-library takes for its own and fails on is named as the stage ends (stand_in_on_pythonpath).
+library takes for its own and fails on is named as the stage ends (stand_in_on_the_import_path),
+as is one from a folder that a sitecustomize or a .pth file puts on the path.
 
 This module imports only what every Python has loaded before it (`importlib.machinery` is
 frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
@@ -52,6 +53,18 @@ def _places_put_first() -> tuple[list[str], list[str]]:
     return working_folder, pythonpath.split(os.pathsep) if pythonpath else []
 
 
+def _users_folders() -> list[str]:
+    """PYTHONPATH's folders, and those on the import path outside the interpreter's and the
+    environment's own folders (one a sitecustomize on PYTHONPATH added, say)."""
+    prefixes = {os.path.realpath(prefix) for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    outside = [
+        place
+        for place in sys.path
+        if place and not any(os.path.realpath(place).startswith(os.path.join(prefix, "")) for prefix in prefixes)
+    ]
+    return [*_places_put_first()[1], *outside]
+
+
 class _NamesakeRefuser:
     """A meta-path finder that finds nothing: it refuses a module that would be imported from
     the working folder or PYTHONPATH while the environment's own folders (the standard library,
@@ -79,14 +92,17 @@ class _NamesakeRefuser:
             return None
         own = importlib.machinery.PathFinder.find_spec(name, self.environment)
         if own is not None and own.origin != found.origin:
-            self._refuse(
+            self.refuse(
                 name,
                 f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); "
                 f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
             )
+        if own is None and found.loader is not None:  # a module of the user's, which this environment lacks
+            found.loader = _ImportWatcher(self, found)
+            return found
         return None
 
-    def _refuse(self, name: str, where: str):
+    def refuse(self, name: str, where: str):
         if not _NamesakeRefuser.refused:
             _NamesakeRefuser.refused = True
             cli = sys.modules.get("cifar.cli")  # its stop handlers are in once it is imported
@@ -97,6 +113,44 @@ class _NamesakeRefuser:
                 sys.modules["cifar.errors"].call_off_torchs_exit_report()
             print(f"error: {self.stage} would import {name!r} from {where}", file=sys.stderr)
         raise SystemExit(2)
+
+
+# The errors that imports of the user's modules raised, with the module's spec: a numexpr.py
+# saved as UTF-16 failed to compile, which left no frame of its own in the traceback.
+_failed_imports: list[tuple[BaseException, importlib.machinery.ModuleSpec]] = []
+
+
+class _ImportWatcher:
+    """The loader of a module of the user's that this environment lacks, standing in for the
+    one Python found: it notes the error the module's import raises, and refuses one that
+    exits as it is imported (a numexpr.py that called `sys.exit(0)` ended evaluate with exit
+    code 0 and nothing done). Everything else is the found loader's."""
+
+    def __init__(self, refuser: _NamesakeRefuser, spec: importlib.machinery.ModuleSpec):
+        self.refuser, self.spec, self.loader = refuser, spec, spec.loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self._watched(getattr(self.loader, "create_module", lambda spec: None), spec)
+
+    def exec_module(self, module):
+        self._watched(self.loader.exec_module, module)
+
+    def _watched(self, step, argument):
+        try:
+            return step(argument)
+        except SystemExit as exit:
+            self.refuser.refuse(
+                self.spec.name,
+                f"{_printable(self.spec.origin)}, a module {_on_which_path(self.spec)[0]} that a library took for "
+                f"its own and that exits as it is imported (sys.exit({_printable(repr(exit.code)[:100])})); rename "
+                f"or remove it, or take its folder off {_on_which_path(self.spec)[1]}",
+            )
+        except BaseException as error:
+            _failed_imports.append((error, self.spec))
+            raise
 
 
 def _printable(path: str) -> str:
@@ -135,7 +189,7 @@ def refuse_namesakes() -> None:
     importlib.metadata, which pydantic asks for its plugins, opened it as a zip and waited."""
     stage = started_module().rpartition(".")[2]
     working_folder, pythonpath = _places_put_first()
-    put_first = working_folder + pythonpath
+    put_first = working_folder + _users_folders()
     for place in put_first:
         if place and os.path.exists(place) and not (os.path.isdir(place) or os.path.isfile(place)):
             print(
@@ -160,14 +214,14 @@ def refuse_namesakes() -> None:
         sys.path.remove(working_folder[0])
 
 
-def stand_in_on_pythonpath(error: BaseException, trace) -> str | None:
-    """The module on PYTHONPATH that a library failed on, when error is that failure: an empty
-    pyarrow.py there is a module to Python, which pandas imported in place of the library this
-    environment lacks and then asked for its `__version__` (an AttributeError traceback). The
-    module is the one the error names (or its package), one a library held as it failed
-    (pandas, on a pyarrow whose `__version__` is "dev", raised InvalidVersion as it loaded), or
-    one that failed as it was imported (a pytz.py that raises, a numexpr.py in Python 3.12's
-    syntax)."""
+def stand_in_on_the_import_path(error: BaseException, trace) -> str | None:
+    """The user's module that a library failed on, when error is that failure: an empty
+    pyarrow.py on PYTHONPATH is a module to Python, which pandas imported in place of the
+    library this environment lacks and then asked for its `__version__` (an AttributeError
+    traceback). The module is the one the error names (or its package), one a library held as
+    it failed (pandas, on a pyarrow whose `__version__` is "dev", raised InvalidVersion as it
+    loaded), or one that failed as it was imported (a pytz.py that raises, a numexpr.py in
+    Python 3.12's syntax, or in UTF-16)."""
     suspects = []
     if isinstance(error, AttributeError):
         suspects.append(getattr(error.obj, "__spec__", None))
@@ -175,41 +229,64 @@ def stand_in_on_pythonpath(error: BaseException, trace) -> str | None:
         name = error.name or ""
         suspects += [getattr(sys.modules.get(part), "__spec__", None) for part in (name, name.partition(".")[0])]
     if isinstance(error, SyntaxError) and error.filename:
-        suspects.append(_spec_of_a_file_on_pythonpath(error.filename))
+        suspects.append(_spec_of_a_users_file(error.filename))
+    causes = _chain(error)
+    suspects += [spec for failure, spec in _failed_imports if any(failure is cause for cause in causes)]
     while trace is not None:
         suspects.extend(_held_by_a_library(trace.tb_frame))
         trace = trace.tb_next
     for spec in suspects:
-        where = _pythonpath_only(spec)
+        where = _users_only(spec)
         if where:
             kind = "a folder without __init__.py" if not spec.has_location else "a module"
+            on, path = _on_which_path(spec)
             return (
-                f"{spec.name!r} from {_printable(where)}, {kind} on PYTHONPATH that a library took for its own and "
-                f"failed on ({_printable(str(error)[:200])}); rename or remove it, or take its folder off PYTHONPATH"
+                f"{spec.name!r} from {_printable(where)}, {kind} {on} that a library took for its own and "
+                f"failed on ({_printable((str(error) or type(error).__name__)[:200])}); rename or remove it, or take "
+                f"its folder off {path}"
             )
     return None
 
 
+def _on_which_path(spec) -> tuple[str, str]:
+    """Where the user's module lies, and the path to take its folder off: PYTHONPATH, or the
+    import path (a folder that a sitecustomize or a .pth file added)."""
+    pythonpath = [place or "." for place in _places_put_first()[1]]
+    found = importlib.machinery.PathFinder.find_spec(spec.name.partition(".")[0], pythonpath) if pythonpath else None
+    if found is not None and _users_only(found):
+        return "on PYTHONPATH", "PYTHONPATH"
+    return "on the import path", "the import path"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """error and the errors it was raised from or while handling (pandas re-raises a failed
+    optional import as its own ImportError)."""
+    chain = [error]
+    while len(chain) < 20 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return chain
+
+
 def _held_by_a_library(frame) -> list:
     """The modules a function's locals hold, or a module's globals (what it has imported) while
-    the environment's library runs its code as it loads; a module on PYTHONPATH itself, when it
-    is the one whose code runs."""
+    the environment's library runs its code as it loads; a module of the user's itself, when it
+    is the one whose code runs (read from its file: it may have set its `__spec__` to None)."""
     if frame.f_code.co_name != "<module>":
         held = frame.f_locals.values()
     else:
-        spec = frame.f_globals.get("__spec__")
         name = frame.f_globals.get("__name__", "")
         if name == "__main__" or name.partition(".")[0] in _OWN_PACKAGES:
             return []
-        if _pythonpath_only(spec):
-            return [spec]
+        users = _spec_of_a_users_file(frame.f_code.co_filename)
+        if _users_only(users):
+            return [users]
         held = frame.f_globals.values()
     return [value.__spec__ for value in held if isinstance(value, type(sys)) and value.__spec__ is not None]
 
 
-def _spec_of_a_file_on_pythonpath(path: str):
-    """A spec for a module's file under a PYTHONPATH entry, named as Python names it there."""
-    for place in _places_put_first()[1]:
+def _spec_of_a_users_file(path: str):
+    """A spec for a module's file in one of the user's folders, named as Python names it there."""
+    for place in _users_folders():
         relative = os.path.relpath(os.path.abspath(path), os.path.abspath(place or "."))
         if not relative.startswith(os.pardir) and relative.endswith(".py"):
             name = relative[: -len(".py")].removesuffix(os.sep + "__init__").replace(os.sep, ".")
@@ -219,14 +296,15 @@ def _spec_of_a_file_on_pythonpath(path: str):
     return None
 
 
-def _pythonpath_only(spec) -> str | None:
-    """Where the module of spec was imported from, if that is on PYTHONPATH, as Python found
-    it (a link there to a folder elsewhere too), and the environment has no module of that name."""
+def _users_only(spec) -> str | None:
+    """Where the module of spec was imported from, if that is one of the user's folders, as
+    Python found it (a link there to a folder elsewhere too), and the environment has no module
+    of that name."""
     if not isinstance(spec, importlib.machinery.ModuleSpec) or spec.name.partition(".")[0] in _OWN_PACKAGES:
         return None
     where = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or ())
-    pythonpath = [place or "." for place in _places_put_first()[1]]
-    folders = {*map(os.path.abspath, pythonpath), *map(os.path.realpath, pythonpath)}
+    users = [place or "." for place in _users_folders()]
+    folders = {*map(os.path.abspath, users), *map(os.path.realpath, users)}
     inside = tuple(os.path.join(folder, "") for folder in folders)
     if not where or not all(
         os.path.abspath(place).startswith(inside) or os.path.realpath(place).startswith(inside) for place in where

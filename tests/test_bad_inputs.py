@@ -1372,14 +1372,19 @@ def test_what_lies_beside_the_pipeline_or_on_pythonpath_is_not_a_librarys_busine
         ("pyarrow.py:__version__ = '99.0'", "No module named 'pyarrow.compute'; 'pyarrow' is not a package"),
         ("pytz.py:raise RuntimeError('built for another platform')", "built for another platform"),
         ("pytz.py:type Number = int | float", "invalid syntax (pytz.py, line 1)"),
+        ("numexpr.py in UTF-16", "source code string cannot contain null bytes"),
+        ("numexpr.py:__spec__ = None; raise RuntimeError('built elsewhere')", "built elsewhere"),
+        ("numexpr.py:raise KeyboardInterrupt", "KeyboardInterrupt"),
     ],
 )
 def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_path, stand_in, failure):
     """An empty pyarrow/ folder (or pyarrow.py) on PYTHONPATH is a module to Python, which
     pandas imports as evaluate loads, in place of the pyarrow this environment lacks: evaluate
     ended in a traceback when pandas asked for its version, or could not read it, or when a
-    pytz.py that pandas tries failed as it was imported; with a pyarrow.py of a version
-    pandas accepts, it was told it was not the project's environment (no pyarrow.compute)."""
+    pytz.py or numexpr.py that pandas tries failed as it was imported (also one that failed to
+    compile, leaving no frame of its own, or had set its `__spec__` to None); with a pyarrow.py
+    of a version pandas accepts, it was told it was not the project's environment (no
+    pyarrow.compute), and a KeyboardInterrupt that no Ctrl-C raised was called an interruption."""
     root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     extras = tmp_path / "extras"
     extras.mkdir()
@@ -1388,6 +1393,9 @@ def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_pa
         (tmp_path / "elsewhere").mkdir()
         (extras / "pyarrow").symlink_to(tmp_path / "elsewhere")
         name = "pyarrow"
+    elif name.endswith(" in UTF-16"):
+        name = name.removesuffix(" in UTF-16")
+        (extras / name).write_bytes("__version__ = '99.0'\n".encode("utf-16"))
     elif name.endswith(".py"):
         (extras / name).write_text(content + "\n")
     else:
@@ -1399,6 +1407,34 @@ def test_a_module_on_pythonpath_that_a_library_takes_for_its_own_is_named(tmp_pa
         f"error: evaluate imported {name.removesuffix('.py')!r} from {extras / name}, {kind} on PYTHONPATH that a "
         "library took for "
         f"its own and failed on ({failure}); rename or remove it, or take its folder off PYTHONPATH\n",
+    )
+
+
+@pytest.mark.parametrize("case", ["exits as it is imported", "in a folder a sitecustomize adds"])
+def test_a_module_of_the_users_that_a_library_cannot_use_is_named(tmp_path, case):
+    """A script on PYTHONPATH named like a module pandas tries (a numexpr.py that ends in
+    `sys.exit(0)`, with no `__main__` guard) ended evaluate with exit code 0 and nothing done.
+    A sitecustomize.py on PYTHONPATH may add a folder of the user's to the import path: a
+    numexpr.py there that raised ended evaluate in a traceback."""
+    root = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    extras, added = tmp_path / "extras", tmp_path / "added"
+    extras.mkdir()
+    added.mkdir()
+    if case == "exits as it is imported":
+        stand_in, on, path = extras / "numexpr.py", "on PYTHONPATH", "PYTHONPATH"
+        stand_in.write_text("import sys\nsys.exit(0)\n")
+        line = f"would import 'numexpr' from {stand_in}, a module {on} that a library took for its own and that exits"
+        line += " as it is imported (sys.exit(0))"
+    else:
+        stand_in, on, path = added / "numexpr.py", "on the import path", "the import path"
+        (extras / "sitecustomize.py").write_text(f"import sys\nsys.path.append({str(added)!r})\n")
+        stand_in.write_text("raise RuntimeError('built elsewhere')\n")
+        line = f"imported 'numexpr' from {stand_in}, a module {on} that a library took for its own and failed on"
+        line += " (built elsewhere)"
+    result = run_module(root, "stages.evaluate", {"PYTHONPATH": str(extras)})
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: evaluate {line}; rename or remove it, or take its folder off {path}\n",
     )
 
 
