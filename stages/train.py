@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torchinfo
+from torch._dynamo.exc import TorchDynamoException
 
 from cifar.atomic import replaced_together, write_csv, write_json, write_text
 from cifar.cli import run_stage, stop_signals
@@ -63,17 +64,25 @@ def main() -> None:
     # SIGXCPU comes shortly before `ulimit -t` kills the stage (stages/__init__.py): a step may
     # take longer, so it stops the step in flight, as in the other stages.
     between_steps = [sig for sig in stop_signals(ctrl_c=True) if sig != signal.SIGXCPU]
-    with StopRequest().on_signals(*between_steps) as stop:
-        result = fit(
-            recipe,
-            trainable,
-            train_loader,
-            test_loader,
-            max_lr=max_lr,
-            num_classes=len(train.classes),
-            checkpoint=checkpoint,
-            stop=stop,
-        )
+    try:
+        with StopRequest().on_signals(*between_steps) as stop:
+            result = fit(
+                recipe,
+                trainable,
+                train_loader,
+                test_loader,
+                max_lr=max_lr,
+                num_classes=len(train.classes),
+                checkpoint=checkpoint,
+                stop=stop,
+            )
+    except TorchDynamoException as error:  # torch.compile's, as the first step compiles the model
+        # its message ends in a paragraph on its own logs
+        failure = one_line(Exception(str(error).partition("\n\n")[0]), limit=300)
+        raise TrainingError(
+            f"torch.compile failed ({failure}); set train.compile: false, or mend what it names (it compiles with "
+            f"CXX's C++ compiler and writes to TORCHINDUCTOR_CACHE_DIR, by default a folder in the temp folder)"
+        ) from error
 
     history = pd.DataFrame(result.history)
     with replaced_together():

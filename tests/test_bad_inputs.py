@@ -1677,6 +1677,24 @@ def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
     )
 
 
+def test_torch_compile_failing_is_one_line(tmp_path):
+    """train.compile: true compiles as the first step runs; without a working C++ compiler, or
+    with TORCHINDUCTOR_CACHE_DIR on a read-only disk, train ended in torch's traceback."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    set_params(pipeline, {"train": {"compile": True, "max_lr": 0.01, "batch_size": 16}})
+    subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
+    result = run_module(pipeline, "stages.train", {"CXX": str(tmp_path / "no-compiler")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: torch.compile failed (InvalidCxxCompiler: No working C++ compiler found "
+    ), result.stderr
+    assert result.stderr.splitlines()[-1].endswith(
+        "; set train.compile: false, or mend what it names (it compiles with CXX's C++ compiler and writes to "
+        "TORCHINDUCTOR_CACHE_DIR, by default a folder in the temp folder)"
+    )
+    assert "Traceback" not in result.stderr and not (pipeline / paths.MODEL).exists()
+
+
 def test_running_out_of_open_files_is_not_blamed_on_an_image(tree, monkeypatch):
     """Under `ulimit -n 7` download called a valid image unreadable and advised replacing it.
     (How many files a run holds open at once varies with its decoding threads, so the limit

@@ -63,35 +63,34 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
     checked = 0
     synchronize(run.device)
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch}/{run.epochs}", unit="step", leave=True)
-    for step, (images, labels) in enumerate(run.loader):
-        step_lrs.append(run.optimizer.param_groups[0]["lr"])
-        with autocast(run.device, run.precision):
-            logits = run.model(images)
-            loss = criterion(logits, labels)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        run.scheduler.step()
-        step_losses[step] = loss.detach()
-        correct += (logits.argmax(1) == labels).sum()
-        bar.update(1)
-        if run.stop.signal_name:
-            bar.close()
-            raise TrainingError(
-                f"stopped by {run.stop.signal_name} after step {step + 1} of epoch {epoch}; the checkpoint holds every "
-                f"completed epoch: run `dvc repro` (or `python -m stages.train`) to resume from epoch {epoch}"
-            )
-        if (step + 1) % sync_every == 0 or step + 1 == steps:
-            _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
-            checked = step + 1
-            seen = (step + 1) * run.loader.batch_size
-            bar.set_postfix(
-                loss=f"{step_losses[:checked].mean().item():.3f}",
-                acc=f"{correct.item() / seen:.3f}",
-                lr=f"{step_lrs[-1]:.2e}",
-            )
-    bar.close()
+    # closed however the epoch ends: a bar left open was drawn again at exit, after the error line
+    with tqdm(total=steps, desc=f"epoch {epoch}/{run.epochs}", unit="step", leave=True) as bar:
+        for step, (images, labels) in enumerate(run.loader):
+            step_lrs.append(run.optimizer.param_groups[0]["lr"])
+            with autocast(run.device, run.precision):
+                logits = run.model(images)
+                loss = criterion(logits, labels)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            run.scheduler.step()
+            step_losses[step] = loss.detach()
+            correct += (logits.argmax(1) == labels).sum()
+            bar.update(1)
+            if run.stop.signal_name:
+                raise TrainingError(
+                    f"stopped by {run.stop.signal_name} after step {step + 1} of epoch {epoch}; the checkpoint holds "
+                    f"every completed epoch: run `dvc repro` (or `python -m stages.train`) to resume from epoch {epoch}"
+                )
+            if (step + 1) % sync_every == 0 or step + 1 == steps:
+                _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
+                checked = step + 1
+                seen = (step + 1) * run.loader.batch_size
+                bar.set_postfix(
+                    loss=f"{step_losses[:checked].mean().item():.3f}",
+                    acc=f"{correct.item() / seen:.3f}",
+                    lr=f"{step_lrs[-1]:.2e}",
+                )
     synchronize(run.device)
     seconds = time.perf_counter() - started
     return EpochStats(step_losses.mean().item(), correct.item() / run.loader.images_per_epoch, seconds, step_lrs)
