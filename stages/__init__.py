@@ -13,6 +13,7 @@ dvc.yaml, with exit code 2.
 """
 
 import _signal  # built in: no file can stand in for it, as one could for `signal` or its `enum`
+import os  # loaded as Python starts, as sys is: no file can stand in for either
 import sys
 
 # Signals wait until the stage's handlers are in place, below: Ctrl-C as this package loaded
@@ -21,6 +22,17 @@ import sys
 if sys.argv[:1] == ["-m"]:
     _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
+    # Python opens its prompt once the stage ends under -i, or PYTHONINSPECT (which -E ignores),
+    # and shows any exit as a traceback: a stage that had written its outputs waited there, as
+    # did one refused or stopped as it loaded. Nothing is loaded or written yet, so it ends at
+    # once, not through SystemExit.
+    if sys.flags.inspect or (os.environ.get("PYTHONINSPECT") and not sys.flags.ignore_environment):
+        sys.stderr.write(
+            "error: `python -i` (or PYTHONINSPECT) keeps a stage at Python's prompt once it ends, and shows its exit "
+            "as a traceback; run it without -i, with PYTHONINSPECT unset\n"
+        )
+        sys.stderr.flush()
+        os._exit(2)
 
 from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, started_module
 
@@ -37,7 +49,6 @@ import importlib.util
 import io
 import logging
 import math
-import os
 import re
 import resource
 import shutil
@@ -55,14 +66,8 @@ STAGES = ("download", "lr_find", "train", "evaluate", "figures", "explain")
 
 def _command_line_problem() -> str | None:
     """`python -m stages.Evaluate` ended in runpy's "No module named", `python -m stages.paths`
-    exited 0 with nothing done, `python -m stages.train --help` trained a model, and under
-    `python -i` a stage that had written its outputs waited at Python's prompt."""
+    exited 0 with nothing done, and `python -m stages.train --help` trained a model."""
     started = started_module()
-    if _python_opens_its_prompt_at_exit():
-        return (
-            "`python -i` (or PYTHONINSPECT) keeps a stage at Python's prompt once it ends, and shows its exit as a "
-            "traceback; run it without -i, with PYTHONINSPECT unset"
-        )
     if started.partition(".")[2] not in STAGES:
         return (
             f"`python -m {printable(started)[:100]}` runs no stage; run one as `python -m stages.NAME`, NAME one of "
@@ -76,12 +81,6 @@ def _command_line_problem() -> str | None:
     return None
 
 
-def _python_opens_its_prompt_at_exit() -> bool:
-    """Under -i, or PYTHONINSPECT when the script ends; `python -E` ignores the variable, and a
-    stage run so with it set had been refused."""
-    return bool(sys.flags.inspect or (os.environ.get("PYTHONINSPECT") and not sys.flags.ignore_environment))
-
-
 def _stage_name() -> str:
     """`figures` for `python -m stages.figures`, also while this package loads, when argv[0]
     is still "-m"."""
@@ -93,9 +92,6 @@ def _refuse(line: str):
     of SIGTERM) ended it in a traceback from its exit, or in another exit code."""
     ignore_stops_from_now()
     print(line, file=sys.stderr)
-    if _python_opens_its_prompt_at_exit():  # SystemExit would print and open the prompt
-        sys.stderr.flush()
-        os._exit(2)
     raise SystemExit(2)
 
 
@@ -385,15 +381,15 @@ def _open_files_problem() -> str | None:
 def _cpu_time_problem() -> str | None:
     """Linux sends SIGXCPU as a process's CPU time reaches `ulimit -t`'s soft limit, and SIGKILL
     at the hard one; bash's `ulimit -t` sets both, and evaluate was killed without a word. The
-    stage asks for SIGXCPU earlier, by a tenth of the limit (2 s to 30 s), and ends at once on it
+    stage asks for SIGXCPU at least a tenth of the limit (2 s to 30 s) earlier, and ends at once on it
     (cifar.cli.leave): its signal handler runs once torch's operation in flight returns, and with
     a second to spare train was still killed after its line. A hard limit of 1 s leaves no time
     to spare: loading torch took more than 2 s."""
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard == resource.RLIM_INFINITY or soft < hard:
+    if hard == resource.RLIM_INFINITY:
         return None
-    if hard >= 2:
-        resource.setrlimit(resource.RLIMIT_CPU, (max(1, hard - min(30, max(2, hard // 10))), hard))
+    if hard >= 2:  # a soft limit a second short of the hard one had train killed after its line
+        resource.setrlimit(resource.RLIMIT_CPU, (min(soft, max(1, hard - min(30, max(2, hard // 10)))), hard))
         return None
     if _stage_name() == "download":  # it needs less than a second of CPU time on 500 images
         return None
@@ -568,6 +564,10 @@ if sys.argv[:1] == ["-m"]:
     # evaluate in sympy's ValueError. The stages' results never depend on that arithmetic.
     os.environ.update(SYMPY_GROUND_TYPES="python", MPMATH_NOGMPY="1", MPMATH_NOSAGE="1")
     os.environ.pop("MPMATH_SAGE", None)
+    # Left ignored by the parent, SIGXCPU would only trade the stop line for Linux's kill at
+    # the hard CPU-time limit (evaluate under `ulimit -t 5` ended in exit code 137, no line).
+    if resource.getrlimit(resource.RLIMIT_CPU)[1] != resource.RLIM_INFINITY:
+        _signal.signal(_signal.SIGXCPU, _signal.SIG_DFL)
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here

@@ -1447,17 +1447,21 @@ def test_a_module_of_the_users_that_a_library_cannot_use_is_named(tmp_path, case
         "-m stages.download --help",
         "-m stages.evaluate -S evaluate.tta=true",
         "-i -m stages.evaluate",
+        "-i -m stages.evaluate with a refusal as it loads",
     ],
 )
 def test_a_command_line_that_runs_no_stage_as_asked_is_one_line(pipeline, command):
     """`python -m stages` and `python -m stages.Evaluate` ended in Python's "No module named";
     `python -m stages.paths` exited 0 with nothing done; `python -m stages.download --help`
     downloaded, and `-S evaluate.tta=true` (as for `dvc exp run`) evaluated without TTA; under
-    `python -i` a stage waited at Python's prompt once it had written its outputs."""
+    `python -i` a stage waited at Python's prompt once it had written its outputs, and one
+    refused as it loaded (a named pipe on PYTHONPATH) showed its exit as a traceback there."""
+    command, _, refusal = command.partition(" with ")
+    refused = {"PYTHONPATH": os.devnull} if refusal else {}  # neither a folder nor a file
     result = subprocess.run(
         [sys.executable, *command.split()],
         cwd=pipeline,
-        env=environment(pipeline),
+        env=environment(pipeline) | refused,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -1660,12 +1664,15 @@ def test_a_cpu_time_limit_too_short_to_load_torch_is_one_line(pipeline):
     )
 
 
-@pytest.mark.parametrize("limits", ["-S -t 6", "-t 6"], ids=["soft", "soft-and-hard"])
+@pytest.mark.parametrize(
+    "limits", ["-S -t 6", "-t 6", "-t 6; trap '' XCPU"], ids=["soft", "soft-and-hard", "sigxcpu-ignored-by-parent"]
+)
 def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
     """A soft `ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a
     word; bash's `ulimit -t` sets the hard limit too, at which Linux sends SIGKILL, and no
-    SIGXCPU came before it: exit code 137, not a word. The line then said only to run it again,
-    which under the same limit stops it again."""
+    SIGXCPU came before it: exit code 137, not a word, as also when the parent left SIGXCPU
+    ignored. The line then said only to run it again, which under the same limit stops it
+    again."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
