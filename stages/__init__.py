@@ -400,26 +400,32 @@ def _cpu_time_problem() -> str | None:
 
 
 # Threads of a torch stage beside the main one, OpenBLAS's and OpenMP's, at their most on 2
-# cores (2026-12-02): tqdm's monitor in lr_find and train, two more in explain.
-_OTHER_THREADS = {"lr_find": 1, "train": 1, "explain": 2}
+# cores (2026-12-02): two more in explain. tqdm's monitor, one more in lr_find and train, is
+# not started (below).
+_OTHER_THREADS = {"explain": 2}
 
 
 def _threads_needed(stage: str, cores: int) -> int:
-    """The most threads a stage ran at once: 8 download, 4 lr_find and train, 3 evaluate and
-    figures, 5 explain on 2 cores. OpenBLAS and OpenMP each start one a core but the first,
-    or fewer where OPENBLAS_NUM_THREADS or OMP_NUM_THREADS say so (with both at 1, evaluate
-    ran on its one thread); download decodes on min(32, cores + 4) threads."""
-    openmp = _threads_asked("OMP_NUM_THREADS", cores)
-    openblas = _threads_asked("OPENBLAS_NUM_THREADS", openmp)
+    """The most threads a stage ran at once: 8 download, 3 lr_find, train, evaluate and
+    figures, 5 explain on 2 cores. OpenBLAS and OpenMP each start one a core but the first, or
+    fewer where their settings say so (with OMP_NUM_THREADS and OPENBLAS_NUM_THREADS at 1,
+    evaluate ran on its one thread): torch sizes its OpenMP pool by MKL_NUM_THREADS, else
+    OMP_NUM_THREADS, within OMP_THREAD_LIMIT; OpenBLAS reads OPENBLAS_NUM_THREADS, else
+    GOTO_NUM_THREADS, else OMP_NUM_THREADS. download decodes on min(32, cores + 4) threads."""
+    openmp = min(
+        _threads_asked(("MKL_NUM_THREADS", "OMP_NUM_THREADS"), cores), _threads_asked(("OMP_THREAD_LIMIT",), cores)
+    )
+    openblas = _threads_asked(("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"), cores)
     if stage == "download":
         return openblas + min(32, cores + 4)
     return openblas + openmp - 1 + _OTHER_THREADS.get(stage, 0)
 
 
-def _threads_asked(setting: str, default: int) -> int:
-    """The threads a pool is given by `setting` (its first level, "4,2" is 4), at most the
-    default: more than the cores were not seen to start."""
-    value = os.environ.get(setting, "").split(",")[0].strip()
+def _threads_asked(settings: tuple[str, ...], default: int) -> int:
+    """The threads a pool is given by the first of `settings` that is set (its first level,
+    "4,2" is 4), at most the default: more than the cores were not seen to start. A value the
+    libraries read otherwise ("1.0": libgomp started a thread a core) counts as the default."""
+    value = next((os.environ[name] for name in settings if os.environ.get(name)), "").split(",")[0].strip()
     count = int(value[:10]) if value.isascii() and value.isdigit() else 0  # 10 digits: more than any core count
     return min(count, default) if count > 0 else default
 
@@ -583,6 +589,10 @@ if sys.argv[:1] == ["-m"]:
     # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
     # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
     _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
+    if _stage_name() != "download":  # which draws no bar
+        # tqdm's monitor thread wakes every 10 s for a bar stalled between redraws; the stages'
+        # bars redraw at each step, and under a tight `ulimit -u` it was a thread too many.
+        importlib.import_module("tqdm").tqdm.monitor_interval = 0
     if _stage_name() in ("lr_find", "figures", "explain"):  # those that import matplotlib (torch-lr-finder does)
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
