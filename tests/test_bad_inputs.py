@@ -1654,13 +1654,21 @@ def test_a_file_where_torch_makes_its_compile_cache_is_one_line(pipeline, tmp_pa
     )
 
 
-def test_a_cpu_time_limit_too_short_to_load_torch_is_one_line(pipeline):
-    """`ulimit -t 1` had Linux kill evaluate at its one second, without a word."""
-    result = run_under_limits(pipeline, "-t 1", "evaluate")
+@pytest.mark.parametrize(
+    ("stage", "too_little"),
+    [
+        ("evaluate", "less than loading torch takes (over 2 s)"),
+        ("download", "too little to leave time for its stop line"),
+    ],
+)
+def test_a_cpu_time_limit_too_short_to_stop_in_is_one_line(pipeline, stage, too_little):
+    """`ulimit -t 1` had Linux kill evaluate at its one second, without a word, and download on
+    60,000 synthetic images."""
+    result = run_under_limits(pipeline, "-t 1", stage)
     assert (result.returncode, result.stderr) == (
         2,
-        "error: `ulimit -t` gives evaluate 1 s of CPU time, less than loading torch takes (over 2 s), and Linux "
-        "kills it at that limit without a word; raise it\n",
+        f"error: `ulimit -t` gives {stage} 1 s of CPU time, {too_little}, and Linux kills it at that limit without "
+        "a word; raise it\n",
     )
 
 
