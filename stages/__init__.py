@@ -39,6 +39,22 @@ from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, star
 # Before any other import, so that each is of the environment's module, not a namesake's.
 if sys.argv[:1] == ["-m"]:
     refuse_namesakes()
+    import resource
+
+    # A file-size limit (`ulimit -f`) cuts short the bytecode Python caches as it compiles a
+    # module, and Python loads the cut file the next time: every later run ended in "EOFError:
+    # marshal data too short". Under one, nothing more is cached, and what was cached before
+    # this line (the project's packages imported so far) is removed where it may have been cut.
+    _file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if _file_size_limit != resource.RLIM_INFINITY:
+        sys.dont_write_bytecode = True
+        for _name in ("stages", "stages.namesakes", "cifar"):
+            _cached = sys.modules[_name].__spec__.cached
+            try:
+                if _cached and os.path.getsize(_cached) >= _file_size_limit:
+                    os.remove(_cached)
+            except OSError:  # none, or one this user may not remove: Python wrote none there then
+                pass
 
 # isort: split
 
@@ -143,6 +159,15 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     sys.__excepthook__(kind, error, trace)
 
 
+def _temp_folder_fix(error: OSError) -> str:
+    """What to change where a folder cannot be made in the system temp folder."""
+    file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    # tempfile's 4-byte probe file, or the file written into the folder
+    if file_size_limit != resource.RLIM_INFINITY and (file_size_limit < 4 or error.errno == errno.EFBIG):
+        return f"raise `ulimit -f`, which lets it write files of {file_size_limit} bytes at most"
+    return "point TMPDIR at a writable folder with room and a short path"
+
+
 def _import_matplotlib_with_its_own_settings() -> None:
     """The figures are drawn by matplotlib's defaults (cifar.reporting.plots), but it reads
     the user's state as it loads: a matplotlibrc (./matplotlibrc first, then MATPLOTLIBRC's,
@@ -168,16 +193,9 @@ def _import_matplotlib_with_its_own_settings() -> None:
         fontconfig_file = Path(config_folder, "fonts.conf")
         fontconfig_file.write_text("<fontconfig></fontconfig>\n")
     except OSError as error:
-        file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        fix = (
-            f"raise `ulimit -f`, which lets it write files of {file_size_limit} bytes at most"
-            # tempfile's 4-byte probe file, or the fontconfig file
-            if file_size_limit != resource.RLIM_INFINITY and (file_size_limit < 4 or error.errno == errno.EFBIG)
-            else "point TMPDIR at a writable folder with room and a short path"
-        )
         _refuse(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
-            f"folder ({one_line(error)}); {fix}"
+            f"folder ({one_line(error)}); {_temp_folder_fix(error)}"
         )
     os.environ["MPLCONFIGDIR"] = config_folder
     users_settings = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME", "FONTCONFIG_FILE")}
@@ -446,6 +464,11 @@ def _compile_cache_problem() -> str | None:
         importlib.import_module("torch._inductor.runtime.cache_dir_utils").cache_dir()
     except OSError as error:
         where = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or error.filename
+        if where is None:  # tempfile found no temp folder it may write in
+            return (
+                f"torch cannot make its compile-cache folder in the system temp folder ({one_line(error)}); "
+                f"{_temp_folder_fix(error)}"
+            )
         return (
             f"torch cannot make its compile-cache folder {printable(str(where))[:200]} ({error.strerror}); remove "
             f"what is in the way, or set TORCHINDUCTOR_CACHE_DIR to a folder {_stage_name()} may write"

@@ -1198,20 +1198,44 @@ def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(
     assert not list(pipeline.glob("matplotlib-config-*"))
 
 
-@pytest.mark.parametrize("limit_bytes", [0, 3, 25])
-def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, limit_bytes):
-    """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
-    was told to point TMPDIR elsewhere; under a limit of 3 or 25 bytes the folder was made,
-    and writing its fontconfig file ended explain, lr_find or figures in an OSError traceback."""
-    result = subprocess.run(
-        ["prlimit", f"--fsize={limit_bytes}", sys.executable, "-m", "stages.figures"],
+def test_a_file_size_limit_leaves_no_cut_bytecode_behind(tmp_path):
+    """Under `ulimit -f 25` Python cached each module it compiled cut to 25 bytes, and loaded
+    the cut file the next time: every later run, with no limit, ended in "EOFError: marshal
+    data too short"."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)  # nothing compiled yet
+    limited = subprocess.run(
+        ["prlimit", "--fsize=25", sys.executable, "-m", "stages.figures"],
         cwd=pipeline,
         env=environment(pipeline),
         capture_output=True,
         text=True,
     )
+    assert limited.returncode == 2 and limited.stderr.startswith("error: "), limited.stderr
+    result = run_module(pipeline, "stages.figures")
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
+
+
+@pytest.mark.parametrize(("stage", "limit_bytes"), [("figures", 0), ("figures", 3), ("figures", 25), ("evaluate", 0)])
+def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, stage, limit_bytes):
+    """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
+    was told to point TMPDIR elsewhere; under a limit of 3 or 25 bytes the folder was made,
+    and writing its fontconfig file ended explain, lr_find or figures in an OSError traceback.
+    evaluate, which makes torch's compile-cache folder there, said that folder was "None"."""
+    # as a user's shell has it: torch sets it in this process's environment once its compiler loads
+    unset = {"TORCHINDUCTOR_CACHE_DIR"}
+    result = subprocess.run(
+        ["prlimit", f"--fsize={limit_bytes}", sys.executable, "-m", f"stages.{stage}"],
+        cwd=pipeline,
+        env={name: value for name, value in environment(pipeline).items() if name not in unset},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: figures cannot make a folder for matplotlib's font cache in the system ")
+    assert result.stderr.startswith(
+        "error: figures cannot make a folder for matplotlib's font cache in the system "
+        if stage == "figures"
+        else "error: torch cannot make its compile-cache folder in the system temp folder ("
+    )
     assert result.stderr.endswith(f"; raise `ulimit -f`, which lets it write files of {limit_bytes} bytes at most\n")
 
 
