@@ -138,6 +138,16 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
         )
         raise SystemExit(130)
+    if issubclass(kind, ImportError) and not issubclass(kind, ModuleNotFoundError) and ".so" in str(error):
+        # torch's libraries with an older libstdc++ that LD_LIBRARY_PATH put first: "version
+        # `CXXABI_1.3.8' not found"
+        print(
+            f"error: {stage} cannot load a library's compiled code ({printable(one_line(error, 300))}); check "
+            f"LD_LIBRARY_PATH and LD_PRELOAD, which may put other versions of the system's libraries first, or "
+            f"re-create .venv",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
         because = (
             "`python -S` leaves out the environment's packages; run it without -S"

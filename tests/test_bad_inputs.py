@@ -1518,6 +1518,22 @@ def test_pythoninspect_under_python_E_is_no_concern(pipeline):
     assert "PYTHONINSPECT" not in result.stderr
 
 
+def test_compiled_code_that_cannot_load_is_one_line(pipeline, tmp_path):
+    """A shared library that LD_LIBRARY_PATH puts before the system's, named like its libstdc++
+    (an older toolchain's, say): torch's libraries could not load, and evaluate ended in an
+    ImportError traceback."""
+    older = tmp_path / "older"
+    older.mkdir()
+    shutil.copy(zlib.__file__, older / "libstdc++.so.6")  # any shared object without libstdc++'s versions
+    result = run_module(pipeline, "stages.evaluate", {"LD_LIBRARY_PATH": str(older)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: evaluate cannot load a library's compiled code (")
+    assert result.stderr.endswith(
+        "; check LD_LIBRARY_PATH and LD_PRELOAD, which may put other versions of the system's libraries first, or "
+        "re-create .venv\n"
+    )
+
+
 def test_a_stage_started_without_the_environments_packages_says_why(pipeline):
     """`python -S` was told it is not the project's environment and to activate it, when the
     interpreter was the environment's own."""
