@@ -92,10 +92,16 @@ class _NamesakeRefuser:
             return None
         own = importlib.machinery.PathFinder.find_spec(name, self.environment)
         if own is not None and own.origin != found.origin:
+            other = _other_environment(found.origin)
+            fix = "rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)"
+            if other:
+                fix = (
+                    f"those are the site-packages of the environment {_printable(other)}: run the stage with its "
+                    f"python ({_printable(os.path.join(other, 'bin', 'python'))}), with them off PYTHONPATH"
+                )
             self.refuse(
                 name,
-                f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); "
-                f"rename or remove it (a file or folder named like a library, on PYTHONPATH or in the working folder)",
+                f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); {fix}",
             )
         if own is None and found.loader is not None:  # a module of the user's, which this environment lacks
             found.loader = _ImportWatcher(self, found)
@@ -113,6 +119,21 @@ class _NamesakeRefuser:
                 sys.modules["cifar.errors"].call_off_torchs_exit_report()
             print(f"error: {self.stage} would import {name!r} from {where}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _other_environment(path: str) -> str | None:
+    """The root of the virtual environment (the folder of its pyvenv.cfg) whose site-packages
+    hold path, if that is not this interpreter's: pyenv's python with a venv's site-packages
+    on PYTHONPATH was told to rename or remove that venv's own yaml."""
+    folder = os.path.dirname(path)
+    while os.path.basename(folder) != "site-packages":
+        if folder == os.path.dirname(folder):
+            return None
+        folder = os.path.dirname(folder)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(folder)))  # ROOT/lib/pythonX.Y/site-packages
+    if not os.path.isfile(os.path.join(root, "pyvenv.cfg")) or os.path.realpath(root) == os.path.realpath(sys.prefix):
+        return None
+    return root
 
 
 # The errors that imports of the user's modules raised, with the module's spec: a numexpr.py

@@ -1518,6 +1518,22 @@ def test_pythoninspect_under_python_E_is_no_concern(pipeline):
     assert "PYTHONINSPECT" not in result.stderr
 
 
+def test_another_environments_packages_on_pythonpath_are_named_as_such(pipeline, tmp_path):
+    """An interpreter run with another virtual environment's site-packages on PYTHONPATH (to use
+    its packages without its python) was told to rename or remove that environment's yaml."""
+    site_packages = tmp_path / "other" / "lib" / "python3.11" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (tmp_path / "other" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (site_packages / "yaml.py").write_text("")
+    result = run_module(pipeline, "stages.evaluate", {"PYTHONPATH": str(site_packages)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: evaluate would import 'yaml' from {site_packages}/yaml.py, which hides ")
+    assert result.stderr.endswith(
+        f"; those are the site-packages of the environment {tmp_path / 'other'}: run the stage with its python "
+        f"({tmp_path / 'other' / 'bin' / 'python'}), with them off PYTHONPATH\n"
+    )
+
+
 def test_compiled_code_that_cannot_load_is_one_line(pipeline, tmp_path):
     """A shared library that LD_LIBRARY_PATH puts before the system's, named like its libstdc++
     (an older toolchain's, say): torch's libraries could not load, and evaluate ended in an
