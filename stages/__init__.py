@@ -48,8 +48,8 @@ if sys.argv[:1] == ["-m"]:
     _file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if _file_size_limit != resource.RLIM_INFINITY:
         sys.dont_write_bytecode = True
-        for _name in ("stages", "stages.namesakes", "cifar"):
-            _cached = sys.modules[_name].__spec__.cached
+        for _name in ("stages", "stages.namesakes", "cifar"):  # cifar: not under `python -P`
+            _cached = getattr(getattr(sys.modules.get(_name), "__spec__", None), "cached", None)
             try:
                 if _cached and os.path.getsize(_cached) >= _file_size_limit:
                     os.remove(_cached)

@@ -1198,6 +1198,19 @@ def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(
     assert not list(pipeline.glob("matplotlib-config-*"))
 
 
+def test_a_file_size_limit_under_python_P_is_no_concern(pipeline):
+    """`python -P` with the repository on PYTHONPATH imports no `cifar` as the stages' package
+    loads: under a `ulimit -f`, looking for its cached bytecode ended in a KeyError traceback."""
+    result = subprocess.run(
+        ["prlimit", "--fsize=100000000", sys.executable, "-P", "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=environment(pipeline) | {"PYTHONPATH": str(pipeline)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {paths.MODEL}: not found"), result.stderr
+
+
 def test_a_file_size_limit_leaves_no_cut_bytecode_behind(tmp_path):
     """Under `ulimit -f 25` Python cached each module it compiled cut to 25 bytes, and loaded
     the cut file the next time: every later run, with no limit, ended in "EOFError: marshal
