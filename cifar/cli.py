@@ -138,6 +138,9 @@ def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) ->
     finally:
         ignore_stops_from_now()
         call_off_torchs_exit_report()
+        # Python opens its prompt after a script that returns with PYTHONINSPECT set, which a
+        # library's module could do as it was imported: evaluate waited there with its outputs written.
+        os.environ.pop("PYTHONINSPECT", None)
 
 
 def ignore_stops_from_now() -> None:

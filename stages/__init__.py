@@ -33,6 +33,25 @@ if sys.argv[:1] == ["-m"]:
         )
         sys.stderr.flush()
         os._exit(2)
+    # Python writes the bytecode it caches without checking the write, so a file-size limit
+    # (`ulimit -f`) in any python that compiled one of the project's modules cut the cache short,
+    # and Python loads it as it is: every later run ended in "EOFError: marshal data too short".
+    # Such caches are removed (this package's own is read before this line): 1.2 ms for the 22
+    # that evaluate leaves (2-core CPU).
+    import marshal  # built in, as _signal is
+
+    _root = os.path.dirname(__path__[0])
+    for _folder, _, _files in (_place for _package in ("stages", "cifar") for _place in os.walk(f"{_root}/{_package}")):
+        for _cache in (os.path.join(_folder, _name) for _name in _files if _folder.endswith("__pycache__")):
+            try:
+                with open(_cache, "rb") as _file:
+                    _bytecode = _file.read()[16:]  # after the header: magic, flags, source's time and size
+                try:
+                    marshal.loads(_bytecode)
+                except (EOFError, ValueError, TypeError):
+                    os.remove(_cache)
+            except OSError:  # gone meanwhile, or not this user's: Python falls back to the source
+                pass
 
 from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, started_module
 
@@ -127,9 +146,13 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if out_of_memory:
         print(out_of_memory, file=sys.stderr)
         raise SystemExit(2)
+    # torch's libraries with an older libstdc++ that LD_LIBRARY_PATH put first: "version
+    # `CXXABI_1.3.8' not found", also for a torch on PYTHONPATH
+    compiled_code = issubclass(kind, ImportError) and not issubclass(kind, ModuleNotFoundError) and ".so" in str(error)
+    libraries_put_first = compiled_code and any(os.environ.get(name) for name in ("LD_LIBRARY_PATH", "LD_PRELOAD"))
     # before a missing module is taken for a missing environment (pyarrow.compute), and a
     # KeyboardInterrupt that no Ctrl-C raised for Ctrl-C
-    stand_in = stand_in_on_the_import_path(error, trace) if stop_that_came() is None else None
+    stand_in = None if stop_that_came() or libraries_put_first else stand_in_on_the_import_path(error, trace)
     if stand_in:
         print(f"error: {stage} imported {stand_in}", file=sys.stderr)
         raise SystemExit(2)
@@ -138,9 +161,7 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
         )
         raise SystemExit(130)
-    if issubclass(kind, ImportError) and not issubclass(kind, ModuleNotFoundError) and ".so" in str(error):
-        # torch's libraries with an older libstdc++ that LD_LIBRARY_PATH put first: "version
-        # `CXXABI_1.3.8' not found"
+    if compiled_code:
         print(
             f"error: {stage} cannot load a library's compiled code ({printable(one_line(error, 300))}); check "
             f"LD_LIBRARY_PATH and LD_PRELOAD, which may put other versions of the system's libraries first, or "
@@ -411,15 +432,16 @@ def _cpu_time_problem() -> str | None:
     at the hard one; bash's `ulimit -t` sets both, and evaluate was killed without a word. The
     stage asks for SIGXCPU at least a tenth of the limit (2 s to 30 s) earlier, and ends at once on it
     (cifar.cli.leave): its signal handler runs once torch's operation in flight returns, and with
-    a second to spare train was still killed after its line. A hard limit of 1 s leaves no time
-    to spare: loading torch took more than 2 s, and a download of 60,000 images was killed."""
+    a second to spare train was still killed after its line. A hard limit under 3 s leaves no
+    time to spare: loading torch took more than 2 s, and a download of 60,000 images was
+    killed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
     if hard == resource.RLIM_INFINITY:
         return None
-    if hard >= 2:  # a soft limit a second short of the hard one had train killed after its line
-        resource.setrlimit(resource.RLIMIT_CPU, (min(soft, max(1, hard - min(30, max(2, hard // 10)))), hard))
+    if hard >= 3:  # a soft limit a second short of the hard one had train and download killed after their line
+        resource.setrlimit(resource.RLIMIT_CPU, (min(soft, hard - min(30, max(2, hard // 10))), hard))
         return None
-    # download needs less than a second on 500 images; a synthetic set of 60,000 was killed
+    # download needs less than a second on 500 images; a synthetic set of 60,000 was killed at 1 s and 2 s
     too_little = "less than loading torch takes (over 2 s)"
     if _stage_name() == "download":
         too_little = "too little to leave time for its stop line"
@@ -442,22 +464,29 @@ def _threads_needed(stage: str, cores: int) -> int:
     evaluate ran on its one thread): torch sizes its OpenMP pool by MKL_NUM_THREADS, else
     OMP_NUM_THREADS, within OMP_THREAD_LIMIT; OpenBLAS reads OPENBLAS_NUM_THREADS, else
     GOTO_NUM_THREADS, else OMP_NUM_THREADS. download decodes on min(32, cores + 4) threads."""
-    openmp = min(
-        _threads_asked(("MKL_NUM_THREADS", "OMP_NUM_THREADS"), cores), _threads_asked(("OMP_THREAD_LIMIT",), cores)
+    # torch reads its settings as C++'s stoi does ("1.0" is 1), as OpenBLAS does C's atoi;
+    # libgomp, which starts torch's pool, reads OMP_NUM_THREADS as a whole number only.
+    torchs = _threads_asked(("MKL_NUM_THREADS",), leading=True) or _threads_asked(("OMP_NUM_THREADS",))
+    openmp = min(cores, torchs or cores, _threads_asked(("OMP_THREAD_LIMIT",)) or cores)
+    openblas = min(
+        cores, _threads_asked(("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"), leading=True) or cores
     )
-    openblas = _threads_asked(("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"), cores)
     if stage == "download":
         return openblas + min(32, cores + 4)
     return openblas + openmp - 1 + _OTHER_THREADS.get(stage, 0)
 
 
-def _threads_asked(settings: tuple[str, ...], default: int) -> int:
-    """The threads a pool is given by the first of `settings` that is set (its first level,
-    "4,2" is 4), at most the default: more than the cores were not seen to start. A value the
-    libraries read otherwise ("1.0": libgomp started a thread a core) counts as the default."""
-    value = next((os.environ[name] for name in settings if os.environ.get(name)), "").split(",")[0].strip()
-    count = int(value[:10]) if value.isascii() and value.isdigit() else 0  # 10 digits: more than any core count
-    return min(count, default) if count > 0 else default
+def _threads_asked(settings: tuple[str, ...], leading: bool = False) -> int | None:
+    """The threads the first of `settings` that names a count asks for (its first level: "4,2"
+    is 4; "+1" is 1; with `leading`, "1.0" is 1 too), as the libraries fall back where a value
+    is 0 or not a count (torch on MKL_NUM_THREADS=0 took OMP_NUM_THREADS's). More than the
+    cores were not seen to start."""
+    for setting in settings:
+        value = os.environ.get(setting, "").split(",")[0].strip().removeprefix("+")
+        count = re.match(r"[0-9]*", value).group() if leading else value
+        if count.isascii() and count.isdigit() and int(count[:10]) > 0:  # 10 digits: more than any core count
+            return int(count[:10])
+    return None
 
 
 # lr_find, train and evaluate load torch's compiler to set deterministic algorithms, explain as
@@ -493,7 +522,7 @@ def _threads_limit_problem() -> str | None:
     limit = user_threads_limit()
     if limit is None:
         return None
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # OpenBLAS and OpenMP count those this process may run on
     needed = _threads_needed(_stage_name(), cores)
     try:
         processes = [name for name in os.listdir("/proc") if name.isdigit()]  # not /proc/self, this one again
@@ -611,7 +640,9 @@ if sys.argv[:1] == ["-m"]:
         _signal.signal(_signal.SIGXCPU, _signal.SIG_DFL)
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start)  # a signal that came meanwhile acts here
+    # a signal that came meanwhile acts here; SIGXCPU left blocked by the parent, like ignored, would wait for the kill
+    _under_a_cpu_limit = resource.getrlimit(resource.RLIMIT_CPU)[1] != resource.RLIM_INFINITY
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start - ({_signal.SIGXCPU} if _under_a_cpu_limit else set()))
     problem = _command_line_problem() or _cpu_time_problem()
     if problem:
         _refuse(f"error: {problem}")

@@ -103,7 +103,9 @@ class _NamesakeRefuser:
                 name,
                 f"{_printable(found.origin)}, which hides this environment's ({_printable(own.origin or name)}); {fix}",
             )
-        if own is None and found.loader is not None:  # a module of the user's, which this environment lacks
+        # a module of the user's, which this environment lacks; one whose loader has only the old
+        # load_module (a legacy import hook's) is left to it
+        if own is None and hasattr(found.loader, "exec_module"):
             found.loader = _ImportWatcher(self, found)
             return found
         return None

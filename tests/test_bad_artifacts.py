@@ -157,6 +157,14 @@ def test_a_write_killed_midway_leaves_ignored_scratch_that_the_next_stage_run_re
     assert Path(paths.MODEL).read_bytes() == b"previous model"
 
 
+def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
+    """Python opens its prompt after a script that returns with PYTHONINSPECT set: a module of
+    the user's that set it as a library imported it kept evaluate there, its outputs written."""
+    monkeypatch.delenv("PYTHONINSPECT", raising=False)
+    run_stage(lambda: os.environ.update(PYTHONINSPECT="1"), [])
+    assert "PYTHONINSPECT" not in os.environ
+
+
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     with atomic_path(tmp_path / "model.pt") as temporary:
         temporary.write_bytes(b"in progress")

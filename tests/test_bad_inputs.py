@@ -1198,6 +1198,43 @@ def test_a_relative_temp_folder_keeps_matplotlibs_folder_out_of_the_environment(
     assert not list(pipeline.glob("matplotlib-config-*"))
 
 
+LEGACY_IMPORT_HOOK = """
+import importlib.util, os, sys
+class LegacyLoader:  # of the kind before Python 3.4: load_module only
+    def __init__(self, path):
+        self.path = path
+    def load_module(self, name):
+        module = sys.modules[name] = type(sys)(name)
+        exec(open(self.path).read(), module.__dict__)
+        return module
+class LegacyFinder:
+    def __init__(self, path):
+        if not path.endswith("legacy"):
+            raise ImportError
+        self.path = path
+    def find_spec(self, name, target=None):
+        path = os.path.join(self.path, name + ".pyl")
+        found = os.path.exists(path)
+        return importlib.util.spec_from_loader(name, LegacyLoader(path), origin=path) if found else None
+sys.path_hooks.insert(0, LegacyFinder)
+sys.path_importer_cache.clear()
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "legacy"))
+"""
+
+
+def test_a_module_an_old_style_import_hook_loads_is_left_to_it(pipeline, tmp_path):
+    """A sitecustomize's import hook whose loader has only the old `load_module`: the loader
+    put in its place offered `exec_module`, so Python did not fall back to `load_module`, and
+    evaluate ended in an AttributeError traceback as pandas tried numexpr. Here it gets past
+    the import to its first input, which this bare checkout lacks."""
+    (tmp_path / "extras").mkdir()
+    (tmp_path / "legacy").mkdir()
+    (tmp_path / "extras" / "sitecustomize.py").write_text(LEGACY_IMPORT_HOOK)
+    (tmp_path / "legacy" / "numexpr.pyl").write_text("__version__ = '99.0'\n")
+    result = run_module(pipeline, "stages.evaluate", {"PYTHONPATH": str(tmp_path / "extras")})
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {paths.MODEL}: not found"), result.stderr
+
+
 def test_a_file_size_limit_under_python_P_is_no_concern(pipeline):
     """`python -P` with the repository on PYTHONPATH imports no `cifar` as the stages' package
     loads: under a `ulimit -f`, looking for its cached bytecode ended in a KeyError traceback."""
@@ -1211,19 +1248,25 @@ def test_a_file_size_limit_under_python_P_is_no_concern(pipeline):
     assert result.returncode == 2 and result.stderr.startswith(f"error: {paths.MODEL}: not found"), result.stderr
 
 
-def test_a_file_size_limit_leaves_no_cut_bytecode_behind(tmp_path):
+@pytest.mark.parametrize(
+    "limited",
+    [["--fsize=25", "-m", "stages.figures"], ["--fsize=4096", "-c", "import cifar.cli, cifar.config"]],
+    ids=["a-stage", "another-python"],
+)
+def test_a_file_size_limit_leaves_no_cut_bytecode_behind(tmp_path, limited):
     """Under `ulimit -f 25` Python cached each module it compiled cut to 25 bytes, and loaded
     the cut file the next time: every later run, with no limit, ended in "EOFError: marshal
-    data too short"."""
+    data too short"; so did the caches another python (a notebook, a test) cut to 4 KiB."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)  # nothing compiled yet
+    size_limit, *command = limited
     limited = subprocess.run(
-        ["prlimit", "--fsize=25", sys.executable, "-m", "stages.figures"],
+        ["prlimit", size_limit, sys.executable, *command],
         cwd=pipeline,
         env=environment(pipeline),
         capture_output=True,
         text=True,
     )
-    assert limited.returncode == 2 and limited.stderr.startswith("error: "), limited.stderr
+    assert limited.returncode == (2 if command[0] == "-m" else 0), limited.stderr
     result = run_module(pipeline, "stages.figures")
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
 
@@ -1724,36 +1767,46 @@ def test_a_file_where_torch_makes_its_compile_cache_is_one_line(pipeline, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("stage", "too_little"),
+    ("stage", "seconds", "too_little"),
     [
-        ("evaluate", "less than loading torch takes (over 2 s)"),
-        ("download", "too little to leave time for its stop line"),
+        ("evaluate", 1, "less than loading torch takes (over 2 s)"),
+        ("download", 1, "too little to leave time for its stop line"),
+        ("download", 2, "too little to leave time for its stop line"),
     ],
 )
-def test_a_cpu_time_limit_too_short_to_stop_in_is_one_line(pipeline, stage, too_little):
+def test_a_cpu_time_limit_too_short_to_stop_in_is_one_line(pipeline, stage, seconds, too_little):
     """`ulimit -t 1` had Linux kill evaluate at its one second, without a word, and download on
-    60,000 synthetic images."""
-    result = run_under_limits(pipeline, "-t 1", stage)
+    60,000 synthetic images at 1 s or 2 s."""
+    result = run_under_limits(pipeline, f"-t {seconds}", stage)
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: `ulimit -t` gives {stage} 1 s of CPU time, {too_little}, and Linux kills it at that limit without "
-        "a word; raise it\n",
+        f"error: `ulimit -t` gives {stage} {seconds} s of CPU time, {too_little}, and Linux kills it at that limit "
+        "without a word; raise it\n",
     )
 
 
-@pytest.mark.parametrize(
-    "limits", ["-S -t 6", "-t 6", "-t 6; trap '' XCPU"], ids=["soft", "soft-and-hard", "sigxcpu-ignored-by-parent"]
+# execs its arguments with SIGXCPU blocked, as a parent may leave it
+BLOCKING_SIGXCPU = (
+    f"{sys.executable} -c 'import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGXCPU}}); "
+    "os.execvp(sys.argv[1], sys.argv[1:])'"
 )
-def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits):
+
+
+@pytest.mark.parametrize(
+    ("limits", "launcher"),
+    [("-S -t 6", ""), ("-t 6", ""), ("-t 6; trap '' XCPU", ""), ("-t 6", BLOCKING_SIGXCPU)],
+    ids=["soft", "soft-and-hard", "sigxcpu-ignored-by-parent", "sigxcpu-blocked-by-parent"],
+)
+def test_a_cpu_time_limit_running_out_is_one_line(tmp_path, limits, launcher):
     """A soft `ulimit -t` (as batch schedulers set) sent SIGXCPU, which ended lr_find without a
     word; bash's `ulimit -t` sets the hard limit too, at which Linux sends SIGKILL, and no
     SIGXCPU came before it: exit code 137, not a word, as also when the parent left SIGXCPU
-    ignored. The line then said only to run it again, which under the same limit stops it
+    ignored or blocked. The line then said only to run it again, which under the same limit stops it
     again."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     set_params(pipeline, {"lr_find": {"num_iter": 100_000}, "train": {"batch_size": 16}})
     subprocess.run([sys.executable, "-m", "stages.download"], cwd=pipeline, env=environment(pipeline), check=True)
-    result = run_under_limits(pipeline, limits, "lr_find")
+    result = run_under_limits(pipeline, limits, "lr_find", launcher)
     assert result.returncode == 128 + signal.SIGXCPU, result.stderr
     assert result.stderr.splitlines()[-1] == (
         "error: stopped by SIGXCPU: its CPU-time limit (`ulimit -t`) ran out before lr_find finished; "
@@ -1842,15 +1895,21 @@ def test_too_few_threads_for_a_stage_is_one_line(pipeline, settings):
         ("evaluate", "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1"),
         ("evaluate", "GOTO_NUM_THREADS=1 MKL_NUM_THREADS=1"),
         ("evaluate", "OMP_THREAD_LIMIT=1 OPENBLAS_NUM_THREADS=1"),
+        ("evaluate", "OMP_NUM_THREADS=+1 OPENBLAS_NUM_THREADS=1.0 MKL_NUM_THREADS=0"),
+        ("evaluate", "on one core"),
         ("train", "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1"),
     ],
 )
 def test_a_stage_on_one_thread_runs_under_a_ulimit_u_of_one(pipeline, stage, settings):
     """With OpenBLAS and OpenMP on one thread each, a stage runs on its own: evaluate was
     refused all the same where GOTO_NUM_THREADS, MKL_NUM_THREADS or OMP_THREAD_LIMIT said so,
-    and train for tqdm's monitor thread, which it does not need. Here each gets past the check
-    to its first input, which this bare checkout lacks."""
-    result = run_under_limits(pipeline, f"-u 1; export {settings}", stage, launcher=AS_NOBODY)
+    where the settings were written as the libraries read them ("+1", "1.0", MKL's 0 falling
+    back to OMP's), or where `taskset` gave it one core, and train for tqdm's monitor thread,
+    which it does not need. Here each gets past the check to its first input, which this bare
+    checkout lacks."""
+    one_core = settings == "on one core"
+    launcher = f"taskset -c 0 {AS_NOBODY}" if one_core else AS_NOBODY
+    result = run_under_limits(pipeline, f"-u 1; export {'' if one_core else settings}", stage, launcher=launcher)
     assert result.returncode == 2 and "ulimit -u" not in result.stderr, result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
 
