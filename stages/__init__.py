@@ -60,20 +60,10 @@ if sys.argv[:1] == ["-m"]:
     refuse_namesakes()
     import resource
 
-    # A file-size limit (`ulimit -f`) cuts short the bytecode Python caches as it compiles a
-    # module, and Python loads the cut file the next time: every later run ended in "EOFError:
-    # marshal data too short". Under one, nothing more is cached, and what was cached before
-    # this line (the project's packages imported so far) is removed where it may have been cut.
-    _file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if _file_size_limit != resource.RLIM_INFINITY:
+    # Under a file-size limit (`ulimit -f`) Python would cache cut bytecode for what it compiles
+    # from here on, the environment's modules too (the project's own are checked above).
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
         sys.dont_write_bytecode = True
-        for _name in ("stages", "stages.namesakes", "cifar"):  # cifar: not under `python -P`
-            _cached = getattr(getattr(sys.modules.get(_name), "__spec__", None), "cached", None)
-            try:
-                if _cached and os.path.getsize(_cached) >= _file_size_limit:
-                    os.remove(_cached)
-            except OSError:  # none, or one this user may not remove: Python wrote none there then
-                pass
 
 # isort: split
 
