@@ -165,11 +165,12 @@ class _ImportWatcher:
         try:
             return step(argument)
         except SystemExit as exit:
+            on, path = _on_which_path(self.spec)
             self.refuser.refuse(
                 self.spec.name,
-                f"{_printable(self.spec.origin)}, a module {_on_which_path(self.spec)[0]} that a library took for "
-                f"its own and that exits as it is imported (sys.exit({_printable(repr(exit.code)[:100])})); rename "
-                f"or remove it, or take its folder off {_on_which_path(self.spec)[1]}",
+                f"{_printable(self.spec.origin)}, a module {on} that a library took for its own and that exits as it "
+                f"is imported (sys.exit({_printable(repr(exit.code)[:100])})); rename or remove it, or take its "
+                f"folder off {path}",
             )
         except BaseException as error:
             _failed_imports.append((error, self.spec))
