@@ -18,7 +18,7 @@ import numpy as np
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
 from cifar.errors import DataError, one_line
-from cifar.reading import kind_of, read_artifact
+from cifar.reading import kind_of, read_json_artifact
 
 SPLITS = ("train", "test")
 # CIFAR-10 training-set channel statistics, in [0, 1] units: what every loader normalises by
@@ -109,8 +109,7 @@ def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
 
 def split_digest(folder: str | Path, name: str) -> str:
     """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
-    manifest = read_artifact(Path(folder) / MANIFEST, MAX_MANIFEST_BYTES, FIX)
-    return json.loads(manifest)[f"{name}.npz"]
+    return read_json_artifact(Path(folder) / MANIFEST, MAX_MANIFEST_BYTES, FIX)[f"{name}.npz"]
 
 
 def load_split(folder: str | Path, name: str) -> Split:

@@ -8,6 +8,7 @@ ends. Every artifact a stage parses (JSON metrics, CSVs, the data manifest) is r
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import struct
@@ -57,6 +58,17 @@ def read_artifact(path: str | Path, limit: int, fix: str, too_large: str | None 
     if size > limit:
         raise DataError(f"{path}: {size:,} bytes, {too_large or f'more than the {limit:,} it may take'}; {fix}")
     return data
+
+
+def read_json_artifact(path: str | Path, limit: int, fix: str) -> object:
+    """read_artifact's bytes, decoded as JSON. Malformed JSON is a ValueError, and so is JSON
+    nested deeper than the decoder recurses (a few thousand brackets in a few KB), which the
+    json module raises as a RecursionError."""
+    data = read_artifact(path, limit, fix)
+    try:
+        return json.loads(data)
+    except RecursionError as error:
+        raise ValueError(str(error)) from None
 
 
 # torch.save writes a record per tensor and a few of its own: a ResNet18 checkpoint with its

@@ -5,7 +5,6 @@ re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evalu
 """
 
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import Split, load_split
 from cifar.errors import DataError, one_line, short_repr
-from cifar.reading import MAX_METRICS_BYTES, read_artifact
+from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.reporting.plots import (
     confusion_figure,
     epoch_curves_figure,
@@ -304,12 +303,12 @@ def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
     # Python floats: an integer of 400 digits compares with them, where numpy's overflowed.
     lowest_tested, highest_tested = float(lowest_tested), float(highest_tested)
     try:
-        chosen = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
+        chosen = read_json_artifact(path, MAX_METRICS_BYTES, fix)
         descent = chosen.get("descent", True)
         # Without a descent lr_find chose nothing, and train ran at its fixed train.max_lr.
         max_lr = chosen["max_lr"] if descent is True else None
         steepest = chosen.get("steepest_lr")
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # RecursionError: deep nesting
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     if not isinstance(descent, bool):
         raise DataError(f"{path}: descent = {short_repr(descent)} is not true or false; {fix}")

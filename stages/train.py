@@ -1,7 +1,6 @@
 """train: the chosen model under its optimizer (Adam or SGD) and OneCycle; weights, quality and
 speed metrics, history."""
 
-import json
 import logging
 import signal
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE,
 from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
-from cifar.reading import MAX_METRICS_BYTES, read_artifact
+from cifar.reading import MAX_METRICS_BYTES, read_json_artifact
 from cifar.runtime import device_name, environment
 from cifar.training.chance import at_chance
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
@@ -121,9 +120,8 @@ def chosen_max_lr(params: Params) -> float:
     path = Path(paths.MAX_LR_PICK)
     fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
-        found = json.loads(read_artifact(path, MAX_METRICS_BYTES, fix))
-    # RecursionError: JSON nested a few thousand levels deep.
-    except (OSError, ValueError, RecursionError) as error:
+        found = read_json_artifact(path, MAX_METRICS_BYTES, fix)
+    except (OSError, ValueError) as error:
         raise DataError(f"{path}: no max_lr to read ({one_line(error)}); {fix}") from None
     if not isinstance(found, dict):
         raise DataError(

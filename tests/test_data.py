@@ -225,10 +225,20 @@ def test_a_tampered_pixel_is_caught(tmp_path):
         load_split(tmp_path / "cifar10", "train")
 
 
-def test_a_missing_manifest_is_reported(tmp_path):
+@pytest.mark.parametrize(
+    ("manifest", "problem"),
+    [
+        (None, "No such file or directory"),
+        # 40 KB, under the manifest's size cap: the json module's raw RecursionError reached the user.
+        ("[" * 20_000 + "]" * 20_000, "maximum recursion depth exceeded while decoding a JSON array"),
+    ],
+    ids=["missing", "nested-20000-deep"],
+)
+def test_a_missing_or_unreadable_manifest_is_reported(tmp_path, manifest, problem):
     save_dataset({"train": synthetic_split(30, 0), "test": synthetic_split(20, 1)}, tmp_path / "cifar10")
-    (tmp_path / "cifar10" / "manifest.json").unlink()
-    with pytest.raises(DataError, match=r"manifest.json: missing or unreadable"):
+    path = tmp_path / "cifar10" / "manifest.json"
+    path.unlink() if manifest is None else path.write_text(manifest)
+    with pytest.raises(DataError, match=rf"manifest.json: missing or unreadable \(.*{problem}"):
         load_split(tmp_path / "cifar10", "train")
 
 
