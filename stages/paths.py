@@ -11,13 +11,16 @@ import yaml
 
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
-from cifar.errors import ConfigError, one_line
+from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import Yaml12Loader
+from cifar.reading import read_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "dvc.yaml"
 # The file DVC reads params from by default; cifar.load_params takes it as its default too.
 PARAMS = "params.yaml"
+# This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.
+MAX_PIPELINE_BYTES = 256 << 10
 
 
 # Where no output may go: the code, the tests and tools, git's and DVC's own folders, the
@@ -31,11 +34,15 @@ def _refuse(problem: str, where: str = f"{PIPELINE.name}'s paths table") -> Conf
 
 def _read_table() -> dict[str, str]:
     try:
-        loader = Yaml12Loader(PIPELINE.read_text(encoding="utf-8"))
+        # A bounded read, as of every artifact: a named pipe in dvc.yaml's place blocked a stage at open() for good.
+        text = read_artifact(PIPELINE, MAX_PIPELINE_BYTES, "restore it with `git checkout dvc.yaml`")
+        loader = Yaml12Loader(text.decode("utf-8"))
         try:
             pipeline = loader.get_single_data()
         finally:
             loader.dispose()
+    except DataError:  # a folder, a named pipe, a device, or too large: its own line names it
+        raise
     except yaml.MarkedYAMLError as error:  # a key written twice, which DVC refuses too
         line = f"line {error.problem_mark.line + 1}: " if error.problem_mark else ""
         raise _refuse(f"{line}{error.problem}", where=PIPELINE.name) from None

@@ -1613,6 +1613,24 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
 
 
 @pytest.mark.parametrize(
+    ("make", "kind"),
+    [(os.mkfifo, "a named pipe (FIFO)"), (lambda path: os.symlink("/dev/zero", path), "a device")],
+    ids=["fifo", "dev-zero"],
+)
+def test_a_stage_run_alone_with_dvc_yaml_a_named_pipe_or_device_refuses_it_unread(tmp_path, make, kind):
+    """A named pipe in dvc.yaml's place kept a stage run alone at open() until it was killed."""
+    copy_pipeline(tmp_path)
+    (tmp_path / "dvc.yaml").unlink()
+    make(tmp_path / "dvc.yaml")
+    # The guard kills a stage that blocks, so a regression fails here instead of stalling the suite.
+    result, _ = stage_with_peak_memory(tmp_path, "evaluate", hang_guard_seconds=300)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [f"error: {tmp_path}/dvc.yaml: {kind}, not a regular file; restore it with `git checkout dvc.yaml`"],
+    )
+
+
+@pytest.mark.parametrize(
     ("name", "path", "link_to"),
     [("data", "out/training", "cifar"), ("checkpoint", "ckpt/__init__.py", "cifar/models")],
     ids=["data", "checkpoint"],
