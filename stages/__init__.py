@@ -40,9 +40,13 @@ if sys.argv[:1] == ["-m"]:
     # that evaluate leaves (2-core CPU).
     import marshal  # built in, as _signal is
 
-    _root = os.path.dirname(__path__[0])
-    for _folder, _, _files in (_place for _package in ("stages", "cifar") for _place in os.walk(f"{_root}/{_package}")):
-        for _cache in (os.path.join(_folder, _name) for _name in _files if _folder.endswith("__pycache__")):
+    _places = [os.path.abspath(f"{os.path.dirname(__path__[0])}/{_package}") for _package in ("stages", "cifar")]
+    # A cache prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) keeps the caches in a copy of the
+    # source folders' tree under it, not in their __pycache__ folders.
+    if sys.pycache_prefix:
+        _places += [os.path.join(sys.pycache_prefix, _place.lstrip(os.sep)) for _place in _places]
+    for _folder, _, _files in (_step for _place in _places for _step in os.walk(_place)):
+        for _cache in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".pyc")):
             try:
                 with open(_cache, "rb") as _file:
                     _bytecode = _file.read()[16:]  # after the header: magic, flags, source's time and size

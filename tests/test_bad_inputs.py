@@ -1271,6 +1271,22 @@ def test_a_file_size_limit_leaves_no_cut_bytecode_behind(tmp_path, limited):
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
 
 
+def test_a_cut_bytecode_cache_under_a_cache_prefix_is_no_concern(tmp_path):
+    """Under PYTHONPYCACHEPREFIX the caches lie in a copy of the source tree there, not in
+    __pycache__ folders: one that a full disk (or `ulimit -f`) had cut short ended every stage
+    in "EOFError: marshal data too short"."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    changes = {"PYTHONPYCACHEPREFIX": str(tmp_path / "caches")}
+    compiled = subprocess.run(
+        [sys.executable, "-c", "import cifar.config"], cwd=pipeline, env=environment(pipeline) | changes
+    )
+    assert compiled.returncode == 0
+    (cache,) = (tmp_path / "caches").rglob("cifar/config.*.pyc")
+    os.truncate(cache, cache.stat().st_size // 2)
+    result = run_module(pipeline, "stages.figures", changes)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
+
+
 @pytest.mark.parametrize(("stage", "limit_bytes"), [("figures", 0), ("figures", 3), ("figures", 25), ("evaluate", 0)])
 def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, stage, limit_bytes):
     """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
