@@ -2317,8 +2317,48 @@ def test_a_zip_with_windows_separators_says_so(tree, tmp_path, downloads, beside
     first = next(name for name in zipfile.ZipFile(archive).namelist() if "\\" in name)
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: member {first!r} separates folders with '\\' (some Windows tools write them so); re-create the "
-        f"zip with '/' between folders, as `zip -r` does"
+        "archive with '/' between folders, as `zip -r` and `tar -c` do"
     )
+
+
+def test_a_tar_member_with_windows_separators_says_so(tree, tmp_path, downloads):
+    """`train\\cat\\0100.png` beside a tree of '/' names was left out without a word, uncounted."""
+    archive = tmp_path / "windows.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(tree, tree.name)
+        bundle.add(tree / "train" / "cat" / "0000.png", "export\\train\\cat\\0100.png")
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: member 'export\\\\train\\\\cat\\\\0100.png' separates folders with '\\' (some Windows tools write "
+        "them so); re-create the archive with '/' between folders, as `zip -r` and `tar -c` do"
+    )
+
+
+def test_a_zip_member_named_as_a_folder_but_holding_data_is_refused(tree, tmp_path, downloads):
+    """zipfile took `train/cat/0000.png/` for a folder, as unzip does: its image was dropped unseen."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tree.rglob("*.png")):
+            name = path.relative_to(tree.parent).as_posix()
+            bundle.writestr(name + "/" if name.endswith("train/cat/0000.png") else name, path.read_bytes())
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member 'export/train/cat/0000.png/' (a file whose name ends in '/', which unzip makes a "
+        "folder); the archive may hold only folders and regular files below its own folder: re-create it from a plain "
+        "folder of images"
+    )
+
+
+def test_a_tar_with_a_gnu_volume_label_is_read_as_tar_reads_it(tree, tmp_path, downloads):
+    """`tar --label` writes the archive's name first, a header of type V that tar skips: it was refused as unsafe."""
+    label = tarfile.TarInfo("cifar10-export")
+    label.type = b"V"
+    archive = tmp_path / "labelled.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as bundle:
+        bundle.addfile(label)
+        bundle.add(tree, tree.name)
+    labelled, plain = import_from(archive, downloads), import_from(tree, tmp_path / "from-the-tree")
+    for split in ("train", "test"):
+        assert np.array_equal(labelled[split].images, plain[split].images)
+        assert np.array_equal(labelled[split].labels, plain[split].labels)
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -2401,6 +2441,19 @@ def test_a_png_whose_first_chunk_is_not_its_header_is_refused(tree, tmp_path):
     assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
         f"{path}: its first chunk is not the image header (IHDR) that PNG requires there; replace it with a 32x32 "
         f"PNG or JPEG file, or remove it"
+    )
+
+
+def test_a_png_with_a_second_header_is_refused(tree, tmp_path):
+    """Pillow decoded the RGB pixels by the second header, as grey: 3,062 of 3,072 values wrong, without a word."""
+    path = tree / "train" / "airplane" / "0000.png"
+    grey_header = PALETTE_HEADER[:9] + b"\0" + PALETTE_HEADER[10:]
+    chunks = [(b"IHDR", PALETTE_HEADER), (b"PLTE", PALETTE), (b"IHDR", grey_header), (b"IDAT", PALETTE_PIXELS)]
+    body = b"".join(png_chunk(kind, data) for kind, data in chunks)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + png_chunk(b"IEND", b""))
+    assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
+        f"{path}: a second image header (IHDR), where PNG allows one; replace it with a 32x32 PNG or JPEG file, or "
+        "remove it"
     )
 
 

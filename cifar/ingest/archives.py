@@ -62,6 +62,7 @@ _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 # A number field as GNU tar reads one: octal digits after optional spaces, padded with spaces or NULs.
 _OCTAL = re.compile(rb" *[0-7]*[ \0]*")
+_GNU_VOLUME_LABEL = b"V"
 _EXTENDED_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -321,6 +322,8 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         count += 1
         if count > MAX_MEMBERS:
             raise _too_many_members(archive)
+        if header.type == _GNU_VOLUME_LABEL and not size:  # `tar --label`: the archive's name, which tar skips
+            continue
         linked = _hard_linked_copy(header, fields, size, members)
         if linked is not None:
             _check_name(archive, name)
@@ -461,13 +464,9 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             )
         for member in members:
             _check_name(archive, member.filename)
-            if "\\" in member.filename:
-                # unzip takes it for '/', as some Windows tools mean it; here it would be one
-                # name outside any class folder, an image left out without a word.
-                raise DataError(
-                    f"{archive}: member {member.filename[:200]!r} separates folders with '\\' (some Windows tools "
-                    f"write them so); re-create the zip with '/' between folders, as `zip -r` does"
-                )
+            if member.is_dir() and member.file_size:
+                # zipfile and unzip take a name ending in '/' for a folder and drop its data: an image lost unseen.
+                raise _unsafe(archive, member.filename, "a file whose name ends in '/', which unzip makes a folder")
             _check_unicode_path_field(archive, member)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
             file_type = stat.S_IFMT(member.external_attr >> 16)
@@ -549,6 +548,13 @@ def _too_many_members(archive: Path) -> DataError:
 def _check_name(archive: Path, name: str) -> None:
     if "\0" in name:  # a pax path may hold one; tar cuts the name there, Python does not
         raise _unsafe(archive, name, "a NUL byte in its name, where tools cut it short")
+    if "\\" in name:
+        # unzip takes it for '/', as some Windows tools mean it; here it would be one name
+        # outside any class folder, an image left out without a word.
+        raise DataError(
+            f"{archive}: member {name[:200]!r} separates folders with '\\' (some Windows tools write them so); "
+            f"re-create the archive with '/' between folders, as `zip -r` and `tar -c` do"
+        )
     path = PurePosixPath(name)
     if path.is_absolute():
         raise _unsafe(archive, name, "an absolute path, outside the archive's folder")

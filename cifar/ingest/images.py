@@ -81,7 +81,8 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 def _check_png_structure(data: bytes, where: str) -> None:
     """Refuse what the PNG standard forbids and Pillow (13.0) decodes anyway without a word:
-    a first chunk other than the header (IHDR), which hid the rest from this check; pixel data
+    a first chunk other than the header (IHDR), which hid the rest from this check, or a second
+    header, by which Pillow decodes the pixels; pixel data
     that ends before its last row (the missing rows black, where libpng says "Not enough image
     data"); a palette image without exactly one palette of 1 to 256 colours before its pixel
     data (decoded black, or with another palette than libpng's). Hand-written because Pillow
@@ -93,6 +94,9 @@ def _check_png_structure(data: bytes, where: str) -> None:
         position += 12 + length  # length, type, data, CRC
     if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise DataError(f"{where}: its first chunk is not the image header (IHDR) that PNG requires there; {_FIX}")
+    if [kind for kind, _ in chunks].count(b"IHDR") > 1:
+        # Pillow decodes the pixels by the last header: RGB pixels were read as grey.
+        raise DataError(f"{where}: a second image header (IHDR), where PNG allows one; {_FIX}")
     width, height, depth, colour, interlaced = struct.unpack(">IIBB2xB", chunks[0][1])
     if colour not in _PNG_SAMPLES:
         return  # Pillow has refused it already
