@@ -2303,33 +2303,35 @@ def test_two_joined_zips_are_refused_not_read_as_the_second(tree, tmp_path, down
     )
 
 
-@pytest.mark.parametrize("beside_the_tree", [False, True], ids=["every-member", "one-member-beside-the-tree"])
-def test_a_zip_with_windows_separators_says_so(tree, tmp_path, downloads, beside_the_tree):
-    """One such member beside a tree of '/' names was left out without a word: unzip reads
-    `train\\dog\\9999.png` as train/dog/9999.png."""
-    archive = tmp_path / "windows.zip"
+def windows_zip(tree: Path, archive: Path, beside_the_tree: bool) -> None:
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):
             parts = path.relative_to(tree.parent).parts
             bundle.write(path, "/".join(parts) if beside_the_tree else "\\".join(parts))
         if beside_the_tree:
             bundle.write(path, "export\\train\\dog\\9999.png")
-    first = next(name for name in zipfile.ZipFile(archive).namelist() if "\\" in name)
+
+
+def windows_tar(tree: Path, archive: Path, beside_the_tree: bool) -> None:
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(tree, tree.name)
+        bundle.add(tree / "train" / "dog" / "0000.png", "export\\train\\dog\\9999.png")
+
+
+@pytest.mark.parametrize(
+    ("write", "suffix", "beside_the_tree"),
+    [(windows_zip, "zip", False), (windows_zip, "zip", True), (windows_tar, "tar", True)],
+    ids=["zip-every-member", "zip-one-member-beside-the-tree", "tar-one-member-beside-the-tree"],
+)
+def test_an_archive_with_windows_separators_says_so(tree, tmp_path, downloads, write, suffix, beside_the_tree):
+    """One such member beside a tree of '/' names was left out without a word (in a tar, not
+    even counted): unzip reads `train\\dog\\9999.png` as train/dog/9999.png."""
+    archive = tmp_path / f"windows.{suffix}"
+    write(tree, archive, beside_the_tree)
+    first = "export\\train\\dog\\9999.png" if beside_the_tree else zipfile.ZipFile(archive).namelist()[0]
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: member {first!r} separates folders with '\\' (some Windows tools write them so); re-create the "
         "archive with '/' between folders, as `zip -r` and `tar -c` do"
-    )
-
-
-def test_a_tar_member_with_windows_separators_says_so(tree, tmp_path, downloads):
-    """`train\\cat\\0100.png` beside a tree of '/' names was left out without a word, uncounted."""
-    archive = tmp_path / "windows.tar"
-    with tarfile.open(archive, "w") as bundle:
-        bundle.add(tree, tree.name)
-        bundle.add(tree / "train" / "cat" / "0000.png", "export\\train\\cat\\0100.png")
-    assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: member 'export\\\\train\\\\cat\\\\0100.png' separates folders with '\\' (some Windows tools write "
-        "them so); re-create the archive with '/' between folders, as `zip -r` and `tar -c` do"
     )
 
 
