@@ -37,9 +37,13 @@ if sys.argv[:1] == ["-m"]:
     # (`ulimit -f`) in any python that compiled one of the project's modules cut the cache short,
     # and Python loads it as it is: every later run ended in "EOFError: marshal data too short".
     # Such caches are removed (this package's own is read before this line): 1.2 ms for the 22
-    # that evaluate leaves (2-core CPU).
+    # that evaluate leaves (2-core CPU). So is what no cache can be, and what would block or
+    # fill memory as it is read: a named pipe, a device, a file of more than 16 MiB (the
+    # project's largest cache takes 40 KB).
     import marshal  # built in, as _signal is
+    import stat  # loaded by os as Python starts
 
+    _MOST_CACHE_BYTES = 16 << 20
     _places = [os.path.abspath(f"{os.path.dirname(__path__[0])}/{_package}") for _package in ("stages", "cifar")]
     # A cache prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) keeps the caches in a copy of the
     # source folders' tree under it, not in their __pycache__ folders.
@@ -48,10 +52,13 @@ if sys.argv[:1] == ["-m"]:
     for _folder, _, _files in (_step for _place in _places for _step in os.walk(_place)):
         for _cache in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".pyc")):
             try:
-                with open(_cache, "rb") as _file:
-                    _bytecode = _file.read()[16:]  # after the header: magic, flags, source's time and size
+                with open(os.open(_cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
+                    _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
+                    _bytecode = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
                 try:
-                    marshal.loads(_bytecode)
+                    if len(_bytecode) > _MOST_CACHE_BYTES:
+                        raise ValueError("larger than any of the project's caches")
+                    marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
                 except (EOFError, ValueError, TypeError):
                     os.remove(_cache)
             except OSError:  # gone meanwhile, or not this user's: Python falls back to the source

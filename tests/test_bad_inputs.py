@@ -1287,6 +1287,23 @@ def test_a_cut_bytecode_cache_under_a_cache_prefix_is_no_concern(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
 
 
+def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
+    """Every stage reads the project's caches as it starts: a named pipe there blocked it for
+    good before it said a word (its stop signals wait until it has loaded), and a 3 GiB file
+    took evaluate to 6 GB."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    caches = [pipeline / "stages/__pycache__/stray.cpython-311.pyc", pipeline / "cifar/__pycache__/big.cpython-311.pyc"]
+    for cache in caches:
+        cache.parent.mkdir(exist_ok=True)
+    os.mkfifo(caches[0])
+    with caches[1].open("wb") as sparse:
+        sparse.truncate(3 << 30)
+    result, peak = stage_with_peak_memory(pipeline, "figures", hang_guard_seconds=300)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
+    # figures loads torch (about 700 MiB here); reading the file whole took 3 GiB more, twice.
+    assert peak < 1 << 30 and not any(cache.exists() for cache in caches), peak >> 20
+
+
 @pytest.mark.parametrize(("stage", "limit_bytes"), [("figures", 0), ("figures", 3), ("figures", 25), ("evaluate", 0)])
 def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, stage, limit_bytes):
     """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
