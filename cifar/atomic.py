@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from cifar.errors import OutputError, one_line, out_of_open_files
 
 SCRATCH_MARK = ".partial-"
+_SCRATCH_NAME = re.compile(rf"\..+{re.escape(SCRATCH_MARK)}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
 # terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\), and the others
 # whose default is to end a process without a word (SIGUSR1, SIGALRM, the real-time signals,
@@ -236,8 +238,10 @@ def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
     removed = []
     for folder in folders:
         for scratch in sorted(Path(folder).glob(f".*{SCRATCH_MARK}*")):
-            pid = scratch.name.rsplit(SCRATCH_MARK, 1)[1].split("-", 1)[0]
-            if scratch.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            # Only a name as tempfile makes it (eight random characters after the PID): a user's
+            # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
+            named = _SCRATCH_NAME.fullmatch(scratch.name)
+            if named and scratch.is_dir() and not _process_alive(int(named["pid"])):
                 shutil.rmtree(scratch, ignore_errors=True)
                 removed.append(scratch)
     return removed

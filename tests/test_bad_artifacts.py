@@ -165,6 +165,14 @@ def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
     assert "PYTHONINSPECT" not in os.environ
 
 
+def test_a_users_folder_named_like_a_scratch_folder_is_kept(tmp_path):
+    """`plots/.images.partial-2024-11-30` (a user's notes) was deleted as an interrupted write's
+    leftover: 2024 was taken for a writer's process ID, and no such process ran."""
+    (tmp_path / ".images.partial-2024-11-30").mkdir()
+    assert remove_stale_scratch([tmp_path]) == []
+    assert (tmp_path / ".images.partial-2024-11-30").is_dir()
+
+
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     with atomic_path(tmp_path / "model.pt") as temporary:
         temporary.write_bytes(b"in progress")
