@@ -137,6 +137,8 @@ def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
     """Rename temporary onto target; return where the previous target went, if there was one."""
     if temporary.is_dir() and target.exists() and not target.is_dir():
         raise OutputError(f"{target} is a file where a folder is written; remove it and re-run")
+    if not temporary.is_dir() and target.is_dir():  # a folder of the user's, deleted without a word
+        raise OutputError(f"{target} is a folder where a file is written; move it elsewhere and re-run")
     previous = None
     if target.exists():
         # The previous output goes aside into the scratch folder first, removed with it: a

@@ -279,6 +279,18 @@ def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, ki
     assert str(refused.value).startswith(expected)
 
 
+def test_a_folder_where_a_file_output_goes_is_kept_and_named(tmp_path):
+    """A folder of the user's at plots/confusion.csv (or at the checkpoint's path) was replaced,
+    with what it held, without a word."""
+    target = tmp_path / "confusion.csv"
+    target.mkdir()
+    (target / "keep.txt").write_text("notes")
+    with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:
+        temporary.write_text("actual,predicted\n")
+    assert str(refused.value) == f"{target} is a folder where a file is written; move it elsewhere and re-run"
+    assert (target / "keep.txt").read_text() == "notes"
+
+
 def onto_a_full_disk(monkeypatch, owner, writer: str, path_argument: int, only_named: str | None = None) -> None:
     """Make owner.writer write to /dev/full, where every write fails as on a full disk (only
     writes to files named only_named, if given)."""
