@@ -2320,6 +2320,25 @@ def test_two_joined_zips_are_refused_not_read_as_the_second(tree, tmp_path, down
     )
 
 
+@pytest.mark.parametrize(
+    ("archive_format", "name", "problem"),
+    [
+        ("zip", "export.tgz", "a zip archive by its contents, named as a tar; rename it to end in .zip"),
+        (
+            "xztar",
+            "export.zip",
+            "a tar archive by its contents (plain or compressed), named as a zip; rename it to end in .tar, or as its "
+            "compression says (.tar.gz, .tar.bz2, .tar.xz)",
+        ),
+    ],
+    ids=["zip-named-tgz", "tar-xz-named-zip"],
+)
+def test_an_archive_named_as_another_kind_says_so(tree, tmp_path, downloads, archive_format, name, problem):
+    """Both were called corrupt or truncated, to be downloaded again."""
+    archive = archive_of(tree, archive_format).rename(tmp_path / name)
+    assert refused(DataError, import_from, archive, downloads) == f"{archive}: {problem}"
+
+
 def windows_zip(tree: Path, archive: Path, beside_the_tree: bool) -> None:
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):

@@ -123,8 +123,27 @@ def read_members(archive: Path) -> dict[str, bytes]:
 
 
 def _corrupt(archive: Path, error: Exception) -> DataError:
+    misnamed = _misnamed(archive)
+    if misnamed:
+        return DataError(f"{archive}: {misnamed}")
     detail = " ".join(str(error).split())  # some errors span lines
     return DataError(f"{archive}: the archive is corrupt or truncated ({detail}); download or export it again")
+
+
+def _misnamed(archive: Path) -> str | None:
+    """What an archive that failed to read is by its first bytes, where its name says otherwise
+    (a zip named .tgz, a .tar.xz named .zip): it was called corrupt, and downloaded again."""
+    with archive.open("rb") as stream:
+        first = stream.read(BLOCKSIZE)
+    named_zip = archive.name.lower().endswith(".zip")
+    if not named_zip and first.startswith(_ZIP_MAGIC):
+        return "a zip archive by its contents, named as a tar; rename it to end in .zip"
+    if named_zip and (_is_tar_header(first) or any(first.startswith(magic) for magic, _ in _COMPRESSIONS)):
+        return (
+            "a tar archive by its contents (plain or compressed), named as a zip; rename it to end in .tar, or as "
+            "its compression says (.tar.gz, .tar.bz2, .tar.xz)"
+        )
+    return None
 
 
 def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
@@ -220,6 +239,8 @@ def _open_xz(raw: BinaryIO) -> BinaryIO:
 
 
 _COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (_XZ_MAGIC, _open_xz))
+# A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _is_tar_header(block: bytes) -> bool:
