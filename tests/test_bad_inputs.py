@@ -2470,6 +2470,17 @@ def test_a_palette_png_with_its_one_palette_is_read_by_that_palette(tree, tmp_pa
     assert np.array_equal(image, np.broadcast_to(np.frombuffer(PALETTE, np.uint8).reshape(32, 3), (32, 32, 3)))
 
 
+def test_a_palette_png_whose_pixels_index_past_its_palette_is_refused(tree, tmp_path):
+    """Pillow decoded each pixel beyond a palette of 2 colours black, without a word."""
+    path = tree / "train" / "airplane" / "0000.png"
+    chunks = [(b"IHDR", PALETTE_HEADER), (b"PLTE", PALETTE[:6]), (b"IDAT", PALETTE_PIXELS), (b"IEND", b"")]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks))
+    assert refused(DataError, import_from, tree, tmp_path / "downloads") == (
+        f"{path}: its pixels use palette entry 31, beyond its palette of 2 colours; replace it with a 32x32 PNG or "
+        "JPEG file, or remove it"
+    )
+
+
 def test_a_png_whose_first_chunk_is_not_its_header_is_refused(tree, tmp_path):
     """A text chunk before IHDR hid the header from the checks above; Pillow read on."""
     path = tree / "train" / "airplane" / "0000.png"

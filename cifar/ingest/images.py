@@ -61,6 +61,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
                     raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
                 if image.format == "PNG":
                     _check_png_structure(data, where)
+                    _check_palette_indices(image, where)
                 else:
                     _check_jpeg_data(data, where)
                 return _as_rgb8(image)
@@ -134,6 +135,20 @@ def _check_jpeg_data(data: bytes, where: str) -> None:
         simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)
     except ValueError as error:
         raise DataError(f"{where}: its JPEG data is damaged or cut short ({error}); {_FIX}") from None
+
+
+def _check_palette_indices(image: Image.Image, where: str) -> None:
+    """Refuse a palette image whose pixels index past its palette: Pillow decodes each such
+    pixel black without a word (a palette of 2 colours for indices up to 255 came out nearly
+    all black); libpng calls it an error."""
+    if image.mode != "P":
+        return
+    colours = len(image.palette.palette) // len(image.palette.mode)
+    highest = image.getextrema()[1]
+    if highest >= colours:
+        raise DataError(
+            f"{where}: its pixels use palette entry {highest}, beyond its palette of {colours} colours; {_FIX}"
+        )
 
 
 def _as_rgb8(image: Image.Image) -> np.ndarray:
