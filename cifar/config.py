@@ -318,7 +318,8 @@ def _shown_key(name: object) -> str:
         return f"{str(name).lower()} (YAML's boolean; quote it for text)"
     if not isinstance(name, str) or len(name) > 60:
         return short_repr(name)
-    if not (name.isascii() and name.isprintable()):
+    # quoted, too, where a space leads or ends it: `epochs ` read as if `epochs` were unknown
+    if not (name.isascii() and name.isprintable()) or name != name.strip():
         return ascii(name)
     return name
 

@@ -205,11 +205,16 @@ def test_unknown_keys_that_are_not_strings_are_named_too():
 
 @pytest.mark.parametrize(
     ("key", "shown"),
-    [(True, "true (YAML's boolean; quote it for text)"), (None, "null (YAML's null; quote it for text)")],
-    ids=["true", "null"],
+    [
+        (True, "true (YAML's boolean; quote it for text)"),
+        (None, "null (YAML's null; quote it for text)"),
+        ("epochs ", "'epochs '"),
+    ],
+    ids=["true", "null", "trailing-space"],
 )
-def test_an_unknown_key_yaml_reads_as_a_boolean_or_null_is_named_as_written(key, shown):
-    """`true: 5` under `train:` was named `train.1`, which the file does not hold."""
+def test_an_unknown_key_yaml_reads_as_a_boolean_or_null_or_with_a_space_is_named_as_written(key, shown):
+    """`true: 5` under `train:` was named `train.1`, which the file does not hold; `"epochs ": 5`
+    was named `train.epochs `, as if `epochs`, which the line lists as allowed, were unknown."""
     raw = default_raw()
     raw["train"][key] = 5
     with pytest.raises(ConfigError) as caught:
