@@ -19,7 +19,7 @@ from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.reading import MAX_METRICS_BYTES, read_json_artifact
 from cifar.runtime import device_name, environment
-from cifar.training.chance import at_chance
+from cifar.training.chance import at_chance, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
 from cifar.training.recipe import Recipe
@@ -98,6 +98,9 @@ def main() -> None:
             f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
             f"outputs are written for inspection, but the stage is not recorded as done. {result.chance_warning}"
         )
+    divergence = diverged(result.history, len(train.classes), max_lr)
+    if divergence:
+        raise TrainingError(f"{divergence}; outputs are written for inspection, but the stage is not recorded as done")
     checkpoint.remove()
 
 
@@ -106,6 +109,8 @@ def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr
     return {
         "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
         "device": str(device),
+        # A CPU's sums run in another order on another number of threads.
+        "cpu threads": torch.get_num_threads() if device.type == "cpu" else None,
         "precision": precision,
         "max_lr": max_lr,
         "train data": split_digest(paths.DATA, "train"),

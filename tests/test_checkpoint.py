@@ -826,6 +826,13 @@ def change_max_lr(run, tmp_path, monkeypatch):
     run["max_lr"] = 0.02
 
 
+def change_cpu_threads(run, tmp_path, monkeypatch):
+    """A CPU run's numbers depend on its thread count: a run resumed with OMP_NUM_THREADS=1
+    after two epochs on two threads matched neither run."""
+    threads = torch.get_num_threads() + 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
@@ -837,6 +844,7 @@ def change_max_lr(run, tmp_path, monkeypatch):
         (change_augment_cutout, "params"),
         (change_seed, "params"),
         (change_max_lr, "max_lr"),
+        (change_cpu_threads, "cpu threads"),
     ],
 )
 def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_changed(
@@ -888,6 +896,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))
     assert (
-        f"not resuming: {path} is from a run with different device, precision; training from scratch" in caplog.messages
+        f"not resuming: {path} is from a run with different cpu threads, device, precision; training from scratch"
+        in caplog.messages
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]

@@ -7,7 +7,7 @@ from torch import nn
 
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.errors import ConfigError, TrainingError
-from cifar.training.chance import at_chance, binomial_tail, likely_cause, not_learning_warning
+from cifar.training.chance import at_chance, binomial_tail, diverged, likely_cause, not_learning_warning
 from cifar.training.checkpoint import EPOCH_ROW_KEYS
 from cifar.training.engine import TrainingRun, fit, train_epoch
 from cifar.training.inference import predict
@@ -144,6 +144,20 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
 )
 def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, advice):
     assert advice in likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, 30)
+
+
+@pytest.mark.parametrize(
+    ("last_loss", "failed"), [(1.37e6, True), (3.5, True), (3.4, False), (1.9, False)], ids=["1e6", "3.5", "3.4", "1.9"]
+)
+def test_a_run_whose_last_training_loss_stays_far_above_guessing_has_diverged(last_loss, failed):
+    """At train.max_lr 1000 the loss ended at 1.37e6, while 37 of 200 test images landed in the right
+    class, above chance: the run was recorded as done. 1.5 times guessing's 2.3 is 3.45."""
+    history = [{"train_loss": 2.2}, {"train_loss": last_loss}]
+    expected = (
+        f"training diverged: the last epoch's training loss is {last_loss:.3g}, above 1.5 times guessing's 2.3, so "
+        "lower train.max_lr (this run's is 1e+03) or pick it with lr_find"
+    )
+    assert diverged(history, 10, 1000.0) == (expected if failed else None)
 
 
 @pytest.mark.parametrize(
