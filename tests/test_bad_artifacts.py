@@ -1541,6 +1541,26 @@ def refusal(stage_main, root: Path) -> str:
     return str(refused.value)
 
 
+def test_explain_refuses_predictions_that_the_model_does_not_make(workspace):
+    """Predictions edited to call correctly classified images birds were drawn as Grad-CAM of
+    "misclassified" birds the model had never predicted."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    # The untrained model's outputs are near-uniform, any pick a near-tie: a sharper last layer makes it sure.
+    last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
+    payload["state_dict"][last_layer] *= 1000
+    torch.save(payload, paths.MODEL)
+    stages.evaluate.main()
+    frame = pd.read_csv(paths.PREDICTIONS)
+    frame["predicted"] = (frame["predicted"] + 1) % len(TEST_SPLIT.classes)
+    Path(paths.PREDICTIONS).write_text(frame.to_csv(index=False))
+    message = refusal(stages.explain.main, workspace)
+    assert re.fullmatch(
+        rf"{paths.PREDICTIONS}: test image \d+ is predicted \w+, but {paths.MODEL} predicts \w+ \(probability "
+        r"[0-9.]+ against [0-9.]+\); re-create it with `dvc repro evaluate`",
+        message,
+    ), message
+
+
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])
 def test_a_model_of_other_classes_is_refused_before_a_label_is_misread(workspace, stage):
     """explain drew Grad-CAM for the test split's label ids, which name other classes in such a model."""

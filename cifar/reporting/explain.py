@@ -95,6 +95,19 @@ def grad_cam(
     return [np.concatenate(found) for found in maps]
 
 
+@torch.no_grad()
+def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """N x classes softmax probabilities of the uint8 N x H x W x C `images`, in float32 and
+    in batches of GRAD_CAM_BATCH_SIZE."""
+    device = next(model.parameters()).device
+    model.eval()
+    batches = [
+        model(normalize(torch.from_numpy(images[start : start + GRAD_CAM_BATCH_SIZE]).to(device)).contiguous())
+        for start in range(0, len(images), GRAD_CAM_BATCH_SIZE)
+    ]
+    return torch.cat(batches).float().softmax(1).cpu().numpy() if batches else np.zeros((0, 0), np.float32)
+
+
 def overlay(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x 3 images with the heatmaps blended over them."""
     blended = [
