@@ -280,7 +280,7 @@ def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, ki
 
 
 def test_a_folder_where_a_file_output_goes_is_kept_and_named(tmp_path):
-    """A folder of the user's at plots/confusion.csv (or at the checkpoint's path) was replaced,
+    """A folder of the user's at the confusion CSV's path (or at the checkpoint's) was replaced,
     with what it held, without a word."""
     target = tmp_path / "confusion.csv"
     target.mkdir()

@@ -1980,7 +1980,8 @@ def test_scratch_a_killed_import_left_in_the_download_cache_is_removed_by_the_ne
     """Only the official batches are written to scratch (torchvision reads them from disk);
     a kill there leaves the folder, which the next download run removes."""
     set_params(pipeline, {"data": {"source": str(archive_of(tree, "xztar")), "train_limit": None, "test_limit": None}})
-    left = pipeline / "data" / "downloads" / f"{SCRATCH}999999999-killed"  # no process has that id
+    # as tempfile names it; no process has that id
+    left = pipeline / "data" / "downloads" / f"{SCRATCH}999999999-killed_0"
     (left / "cifar-10-batches-py").mkdir(parents=True)
     result = stage(pipeline, "download")
     assert f"removed {paths.DOWNLOAD_CACHE}/{left.name}, left by an interrupted write" in result.stderr
