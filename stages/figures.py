@@ -113,6 +113,7 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
         paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
     )
     check_counts(history, "epoch", paths.HISTORY, "train")
+    check_history_against_metrics(history)
     steps = epochs * (train_images // params.train.batch_size)  # as many as Recipe.train_loader's batches
     step = Numbers(1, steps, True, f"a step from 1 to {steps}")
     schedule = read_table(
@@ -128,6 +129,28 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
             f"({paths.LR_SCHEDULE}); re-create it with `dvc repro lr_find`"
         )
     return history, step_lrs
+
+
+def check_history_against_metrics(history: pd.DataFrame) -> None:
+    """history.csv's last epoch and best test accuracy are those metrics/train.json reports:
+    train writes both from one run, and another run's history of as many epochs was drawn without a word."""
+    fix = "re-create it with `dvc repro train`"
+    try:
+        reported = read_json_artifact(paths.TRAIN_METRICS, MAX_METRICS_BYTES, fix)
+    except ValueError as error:
+        raise DataError(f"{paths.TRAIN_METRICS}: unreadable ({one_line(error)}); {fix}") from None
+    last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
+    expected = {column: last[column] for column in HISTORY_COLUMNS} | {
+        "best_test_accuracy": best["test_accuracy"],
+        "best_epoch": best["epoch"],
+    }
+    for key, value in expected.items():
+        said = reported.get(key) if isinstance(reported, dict) else None
+        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
+            raise DataError(
+                f"{paths.HISTORY}: {key} {shown(value)}, but {paths.TRAIN_METRICS} reports {short_repr(said)} "
+                f"for the same run; {fix}"
+            )
 
 
 def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

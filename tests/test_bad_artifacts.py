@@ -1032,12 +1032,12 @@ def rewrite(path: str, change) -> None:
     Path(path).write_text(change(Path(path).read_text()))
 
 
-def first_cell(column: str, value):
-    """A change to a CSV's text: `value` in the first row of `column`."""
+def first_cell(column: str, value, row: int = 0):
+    """A change to a CSV's text: `value` in `row` (the first by default; -1: the last) of `column`."""
 
     def change(text: str) -> str:
         table = pd.read_csv(io.StringIO(text))
-        table.loc[0, column] = value
+        table.loc[table.index[row], column] = value
         return table.to_csv(index=False)
 
     return change
@@ -1259,6 +1259,14 @@ def without_last_rows(count: int):
             "column epoch holds 1.5 in row 1, not 2: train writes them counted from 1 in order",
             "train",
         ),
+        # Drawn with exit 0: another run's history of as many epochs, beside this run's train.json.
+        (
+            paths.HISTORY,
+            first_cell("test_accuracy", 0.875, row=-1),
+            f"test_accuracy 0.875, but {paths.TRAIN_METRICS} reports ",
+            "train",
+        ),
+        (paths.HISTORY, first_cell("train_loss", 0.125, row=-1), "train_loss 0.125, but ", "train"),
     ],
     ids=[
         "empty-history",
@@ -1295,6 +1303,8 @@ def without_last_rows(count: int):
         "schedule-reversed",
         "curve-out-of-order",
         "fractional-epoch",
+        "another-runs-test-accuracy",
+        "another-runs-train-loss",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
