@@ -162,9 +162,35 @@ def test_a_curve_cut_to_two_steps_is_too_short_to_read():
     test = read_curve(lrs, recorded([2.3, 2.2]) + [float("inf")] * 8, LRFindConfig(num_iter=10))
     assert (test.reading.verdict, test.reading.noise) == ("flat", 0.0)
     assert (
-        "its step-to-step noise of 0, and never rose clearly either (lr 1e-07 to 4.64e-07 in 2 steps)"
-        in test.no_descent
+        "its step-to-step noise of 0, then diverged at lr 2.15e-06 (above 5 times its lowest) "
+        "(lr 1e-07 to 4.64e-07 in 2 steps)" in test.no_descent
     )
+
+
+@pytest.mark.parametrize(
+    ("lrs", "raw", "diverged_at"),
+    [
+        # Linear steps from 1e-30 to 1000: the second step is already at 52.6, the third diverges.
+        (list(np.linspace(1e-30, 1000, 20))[:3], [5.25, 5.22, 34665.0], "105"),
+        # A flat stretch to 0.1, then a blow-up in the last two steps only, which no median of 5 steps sees.
+        (
+            exponential_lrs(1e-30, 1000, 20),
+            [*(4.8 + 0.3 * np.random.default_rng(0).standard_normal(18)), 9.1, 2121.0],
+            "1e+03",
+        ),
+    ],
+    ids=["linear-range-diverges-at-its-third-step", "exponential-range-diverges-in-its-last-step"],
+)
+def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(lrs, raw, diverged_at):
+    config = LRFindConfig(start_lr=1e-30, end_lr=1000.0, num_iter=20, step_mode="exp")
+    test = read_curve(lrs, recorded(raw), config)
+    assert test.reading.verdict == "flat" and f"then diverged at lr {diverged_at} (above 5 times its lowest)" in (
+        test.no_descent
+    )
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    assert f"; test more steps just below lr {diverged_at}: set lr_find.end_lr to about " in str(caught.value)
+    assert "lower lr_find.start_lr" not in str(caught.value)
 
 
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():

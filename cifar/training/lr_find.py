@@ -26,6 +26,9 @@ SMOOTH_F = 0.05
 # is real when it exceeds CLEAR_BEYOND times the noise of one step's loss. On pure noise
 # that reads a descent in fewer than 1 curve in 300 (docs/lr-finder.md).
 LEVEL_STEPS, CLEAR_BEYOND = 5, 4.0
+# torch-lr-finder's default, passed explicitly: the test stops where the smoothed loss passes
+# this many times its lowest so far, and the verdict names that LR.
+DIVERGE_TH = 5
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class RangeTest:
     valley_lr: float
     at_range_end: bool  # the pick lies in the last tenth of the range: the range may be too short
     past_descent: bool  # the loss no longer falls at the pick: the edge of divergence
+    diverged_at: float | None  # the LR where the loss passed DIVERGE_TH times its lowest, or was not finite
 
     @property
     def warnings(self) -> list[str]:
@@ -80,11 +84,12 @@ class RangeTest:
         reading = self.reading
         if reading.verdict == "descent":
             return None
-        then = (
-            f"then rose to {reading.highest_after:.3g} near lr {reading.lr_at_highest:.3g}"
-            if reading.verdict == "rising"
-            else "and never rose clearly either"
-        )
+        if reading.verdict == "rising":
+            then = f"then rose to {reading.highest_after:.3g} near lr {reading.lr_at_highest:.3g}"
+        elif self.diverged_at is not None:
+            then = f"then diverged at lr {self.diverged_at:.3g} (above {DIVERGE_TH} times its lowest)"
+        else:
+            then = "and never rose clearly either"
         return (
             f"lr_find found no descent: the loss fell by {reading.fall:.2g} at most, from {reading.start:.3g} to "
             f"{reading.lowest:.3g} near lr {reading.lr_at_lowest:.3g} (medians of {LEVEL_STEPS} steps), less than "
@@ -94,6 +99,15 @@ class RangeTest:
 
     def require_descent(self) -> None:
         """Stop when there is no LR to train at, saying what to do."""
+        if self.no_descent and self.reading.verdict == "flat" and self.diverged_at is not None:
+            # A flat stretch, then a blow-up: the LRs that learn lie just below the divergence,
+            # where a range that already reaches its bounds took too few steps.
+            highest = self.diverged_at
+            raise TrainingError(
+                f"{self.no_descent}; test more steps just below lr {highest:.3g}: set lr_find.end_lr to about "
+                f"{highest:.3g} and lr_find.start_lr to about {max(highest / 1e4, self.lrs[0]):.2g} "
+                f"(or raise lr_find.num_iter), or set train.max_lr to a number"
+            )
         if self.no_descent:
             raise TrainingError(
                 f"{self.no_descent}; test a longer or wider range (raise lr_find.num_iter, lower lr_find.start_lr "
@@ -123,6 +137,7 @@ def range_test(recipe: Recipe, model: nn.Module, loader: DeviceLoader) -> RangeT
             num_iter=config.num_iter,
             step_mode=config.step_mode,
             smooth_f=SMOOTH_F,
+            diverge_th=DIVERGE_TH,
         )
     lrs, losses = finder.history["lr"], finder.history["loss"]
     finder.reset()
@@ -135,6 +150,9 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         raise TrainingError(
             f"lr_find: the loss is {losses[0]} at the first step (lr {lrs[0]:.3g}); lower lr_find.start_lr"
         )
+    diverged = [
+        lr for lr, loss, lowest in zip(lrs, losses, np.minimum.accumulate(losses)) if not loss <= DIVERGE_TH * lowest
+    ]
     # A loss that blew up to inf or NaN ends the curve: nothing after it can be read.
     finite = np.isfinite(losses)
     end = len(losses) if finite.all() else int(np.argmin(finite))
@@ -162,6 +180,7 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         candidates["valley"],
         at_range_end=fell and bool(in_last_tenth(chosen, config)),
         past_descent=fell and not loss_falls_at(chosen, lrs, losses),
+        diverged_at=float(diverged[0]) if diverged else None,
     )
 
 
