@@ -243,16 +243,16 @@ def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
             # Only a name as tempfile makes it (eight random characters after the PID): a user's
             # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
             named = _SCRATCH_NAME.fullmatch(scratch.name)
-            if named and scratch.is_dir() and not _process_alive(int(named["pid"])):
+            if named and scratch.is_dir() and not process_alive(int(named["pid"])):
                 shutil.rmtree(scratch, ignore_errors=True)
                 removed.append(scratch)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a number no PID reaches
         return False
     except PermissionError:  # alive, but another user's
         return True

@@ -92,7 +92,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from cifar.atomic import stop_signals_held
+from cifar.atomic import process_alive, stop_signals_held
 from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, leave, stop_that_came, stopped_line
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable, user_threads_limit
 
@@ -200,6 +200,29 @@ def _temp_folder_fix(error: OSError) -> str:
     return "point TMPDIR at a writable folder with room and a short path"
 
 
+MATPLOTLIB_FOLDER_PREFIX = "matplotlib-config-"
+_MATPLOTLIB_FOLDER_NAME = re.compile(rf"{MATPLOTLIB_FOLDER_PREFIX}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
+
+
+def _remove_matplotlib_folders_of_stages_gone() -> None:
+    """A stage killed by SIGKILL leaves its matplotlib folder (44 KB) in the temp folder, where
+    no exit handler removes it: one more per killed run. Those of this user's stages whose
+    process is gone are removed, as a killed write's scratch is (cifar.atomic)."""
+    try:
+        with os.scandir(tempfile.gettempdir()) as entries:
+            for entry in entries:
+                named = _MATPLOTLIB_FOLDER_NAME.fullmatch(entry.name)
+                if (
+                    named
+                    and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()
+                    and not process_alive(int(named["pid"]))
+                ):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+    except OSError:  # a temp folder that cannot be listed: the folder made next says what is wrong
+        return
+
+
 def _import_matplotlib_with_its_own_settings() -> None:
     """The figures are drawn by matplotlib's defaults (cifar.reporting.plots), but it reads
     the user's state as it loads: a matplotlibrc (./matplotlibrc first, then MATPLOTLIBRC's,
@@ -214,13 +237,14 @@ def _import_matplotlib_with_its_own_settings() -> None:
         importlib.import_module("matplotlib")
         return
     os.environ.pop("MATPLOTLIBRC", None)
+    _remove_matplotlib_folders_of_stages_gone()
     # As it builds its font cache, matplotlib reads the font folders of HOME and XDG_DATA_HOME
     # and asks fontconfig (FONTCONFIG_FILE): a named pipe in any of them kept it waiting. Its
     # own fonts and the system's folders are what it reads here, with an empty fontconfig file.
     try:
         with stop_signals_held():  # a stop between the two would leave the folder behind
             # absolute: TMPDIR=. gave a relative one, which the chdir below moved into matplotlib's own folder
-            config_folder = os.path.abspath(tempfile.mkdtemp(prefix="matplotlib-config-"))
+            config_folder = os.path.abspath(tempfile.mkdtemp(prefix=f"{MATPLOTLIB_FOLDER_PREFIX}{os.getpid()}-"))
             atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
         fontconfig_file = Path(config_folder, "fonts.conf")
         fontconfig_file.write_text("<fontconfig></fontconfig>\n")

@@ -173,6 +173,13 @@ def test_a_users_folder_named_like_a_scratch_folder_is_kept(tmp_path):
     assert (tmp_path / ".images.partial-2024-11-30").is_dir()
 
 
+def test_a_scratch_folder_named_with_a_number_no_pid_reaches_is_removed(tmp_path):
+    """`.images.partial-99999999999999999999-abcdefgh` ended every stage in a raw OverflowError
+    as the sweep asked whether that process was alive."""
+    (tmp_path / ".images.partial-99999999999999999999-abcdefgh").mkdir()
+    assert remove_stale_scratch([tmp_path]) == [tmp_path / ".images.partial-99999999999999999999-abcdefgh"]
+
+
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     with atomic_path(tmp_path / "model.pt") as temporary:
         temporary.write_bytes(b"in progress")

@@ -1174,6 +1174,27 @@ def test_a_temp_folder_too_deep_for_matplotlibs_folder_is_one_line(pipeline, tmp
     assert result.stderr.endswith("; point TMPDIR at a writable folder with room and a short path\n")
 
 
+def test_matplotlib_folders_of_killed_stages_are_removed_and_no_others(pipeline, system_temp):
+    """A drawing stage killed by SIGKILL left its 44 KB matplotlib folder in the temp folder,
+    one more per killed run: the next drawing stage removes those whose process is gone."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its process ID is free again
+    kept = [
+        f"matplotlib-config-{os.getpid()}-abcdefgh",  # a live process's
+        "matplotlib-config-2024-11-30",  # a user's, not named as a stage names them
+        "matplotlib-config-abcdefgh",  # matplotlib's own name for such a folder
+    ]
+    for name in [f"matplotlib-config-{finished.pid}-abcdefgh", *kept]:
+        (system_temp / name).mkdir()
+        (system_temp / name / "fontlist-v390.json").write_text("{}")
+    result = run_module(pipeline, "stages.figures")
+    assert "Traceback" not in result.stderr, result.stderr
+    # the stage's own folder is gone too, removed as it ended
+    assert sorted(path.name for path in system_temp.iterdir()) == sorted(kept)
+    for name in kept:
+        shutil.rmtree(system_temp / name)
+
+
 def test_a_stack_too_small_for_torchs_import_is_one_line(pipeline):
     """Under `ulimit -s 76` lr_find ended in a segmentation fault as it imported torch. (Under
     72 KiB or so Python itself cannot start.)"""
