@@ -87,6 +87,28 @@ def fresh_model():
     return SmallNet()
 
 
+@pytest.mark.parametrize(
+    ("project", "hint"),
+    [
+        (".", "the checkpoint holds every completed epoch: run `dvc repro`"),
+        # `dvc exp run --temp`, a queued experiment: DVC deletes its copy of the workspace, checkpoint and all
+        ("../project", "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "),
+    ],
+    ids=["dvc-repro", "dvc-exp-run-temp"],
+)
+def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monkeypatch, project, hint):
+    """Under `dvc exp run --temp` the line said `dvc repro` resumes, but the checkpoint was in
+    DVC's temporary copy, which DVC deleted: the next run trained from epoch 1."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str((workspace / project).resolve()))
+    model = fresh_model()
+    model.sigterm_at_step = 2
+    with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
+        train(model, CheckpointFile(workspace / ".checkpoints" / "train.pt", {"run": 1}), stop)
+    assert str(stopped.value).startswith(f"stopped by SIGTERM after step 2 of epoch 1; {hint}"), str(stopped.value)
+
+
 def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path, caplog):
     uninterrupted_model = fresh_model()
     uninterrupted = train(uninterrupted_model)

@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import math
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -140,6 +141,21 @@ class CheckpointFile:
     def remove(self) -> None:
         """Forget a finished run's state: the next run with the same fingerprint starts afresh."""
         self.path.unlink(missing_ok=True)
+
+    def resume_hint(self, epoch: int) -> str:
+        """How a stopped run goes on from `epoch`. `dvc exp run --temp` and a queued experiment
+        run in a copy of the workspace outside the project (DVC_ROOT names the project), which
+        DVC deletes with the checkpoint: `dvc repro` in the project would not resume that run."""
+        project = os.environ.get("DVC_ROOT")
+        if project and not self.path.resolve().is_relative_to(Path(project).resolve()):
+            return (
+                "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "
+                "deletes: run the experiment again, which trains from epoch 1"
+            )
+        return (
+            f"the checkpoint holds every completed epoch: run `dvc repro` (or `python -m stages.train`) to resume "
+            f"from epoch {epoch}"
+        )
 
     def load(self, epochs: int, steps: int = 0) -> TrainingState | None:
         """The stored state of this run of `epochs` epochs and `steps` steps, or None (logging

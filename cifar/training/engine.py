@@ -42,6 +42,7 @@ class TrainingRun:
     precision: str
     epochs: int
     stop: StopRequest = field(default_factory=StopRequest)
+    checkpoint: CheckpointFile | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
             bar.update(1)
             if run.stop.signal_name:
                 raise TrainingError(
-                    f"stopped by {run.stop.signal_name} after step {step + 1} of epoch {epoch}; the checkpoint holds "
-                    f"every completed epoch: run `dvc repro` (or `python -m stages.train`) to resume from epoch {epoch}"
+                    f"stopped by {run.stop.signal_name} after step {step + 1} of epoch {epoch}; "
+                    f"{run.checkpoint.resume_hint(epoch) if run.checkpoint else 'no checkpoint was kept'}"
                 )
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
@@ -142,7 +143,7 @@ def fit(
     optimizer = recipe.optimizer(model, max_lr)
     scheduler = recipe.schedule(optimizer, max_lr, len(train_loader))
     run = TrainingRun(
-        model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest()
+        model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest(), checkpoint
     )
     state = (
         checkpoint.resume(config.epochs, model, optimizer, scheduler, train_loader.generator) if checkpoint else None
