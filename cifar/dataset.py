@@ -17,7 +17,7 @@ import numpy as np
 
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
-from cifar.errors import DataError, one_line
+from cifar.errors import DataError, one_line, short_repr
 from cifar.reading import kind_of, read_json_artifact
 
 SPLITS = ("train", "test")
@@ -154,6 +154,11 @@ def load_split(folder: str | Path, name: str) -> Split:
     if not 2 <= len(split.classes) <= MAX_CLASSES:
         raise DataError(
             f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}"
+        )
+    if not all(split.classes) or len(set(split.classes)) < len(split.classes):
+        # Two labels of one name: a model trained on them was saved, and every later stage refused it.
+        raise DataError(
+            f"{path}: class names {short_repr(list(split.classes))} are not all different and non-empty; {FIX}"
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= len(split.classes)):
         raise DataError(

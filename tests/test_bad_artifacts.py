@@ -923,6 +923,20 @@ def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, class
     )
 
 
+@pytest.mark.parametrize(
+    "classes", [("airplane", "airplane", "bird"), ("airplane", "", "bird")], ids=["a-name-twice", "an-empty-name"]
+)
+def test_a_split_whose_class_names_repeat_or_are_empty_is_refused(tmp_path, classes):
+    """train trained and saved a model on a split naming two labels 'airplane', which every
+    later stage then refused as not train's."""
+    save_dataset({"train": Split(TEST_SPLIT.images, np.zeros(20, np.int64), classes)}, tmp_path)
+    with pytest.raises(DataError) as refused:
+        load_split(tmp_path, "train")
+    assert str(refused.value).startswith(
+        f"{tmp_path}/train.npz: class names {list(classes)!r} are not all different and non-empty; "
+    )
+
+
 def pick_of(max_lr: str) -> str:
     """The text of the pick lr_find hands train after a descent, with max_lr's JSON as given."""
     return f'{{"verdict": "descent", "max_lr": {max_lr}}}'
