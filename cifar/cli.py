@@ -8,18 +8,21 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cifar.atomic import STOP_SIGNALS, remove_stale_scratch, signal_name
 from cifar.errors import (
+    ConfigError,
     PipelineError,
     call_off_torchs_exit_report,
     one_line,
     out_of_memory_message,
     out_of_open_files,
     printable,
+    short_repr,
 )
+from cifar.params_file import ABSENT, PARAMS_FILE, declared_values
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +130,17 @@ def stopped_line(stopped: Stopped, stage: str) -> str:
     return f"error: stopped by {name} before {stage} finished; no file is left half-written: run it again"
 
 
-def run_stage(main: Callable[[], None], output_folders: Iterable[str | Path]) -> None:
-    """Run main, first clearing what killed writes left in the folders the stages write to."""
+def run_stage(
+    main: Callable[[], None], output_folders: Iterable[str | Path], declared_params: Sequence[str] = ()
+) -> None:
+    """Run main, first clearing what killed writes left in the folders the stages write to;
+    fail it if params.yaml's values of its `declared_params` changed while it ran."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
     try:
-        _run(main)
+        _run(lambda: _with_params_unchanged(main, declared_params))
     finally:
         ignore_stops_from_now()
         call_off_torchs_exit_report()
@@ -151,6 +157,42 @@ def ignore_stops_from_now() -> None:
     for sig in (signal.SIGINT, *STOP_SIGNALS):  # those that did not come meanwhile
         if signal.getsignal(sig) is _ignore:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> None:
+    """DVC records a stage's params in dvc.lock as it ends, as params.yaml then says: an edit
+    while train ran was recorded as the values of a model trained with the old ones, and DVC's
+    run cache then restored that model when the new values were asked for."""
+    if not keys:
+        main()
+        return
+    before = declared_values(keys)
+    main()
+    stage = Path(sys.argv[0]).stem
+    try:
+        after = declared_values(keys)
+    except ConfigError as error:
+        after = dict.fromkeys(keys, f"unreadable: {error}")
+    changed = [_first_difference(key, before[key], after[key]) for key in keys if before[key] != after[key]]
+    if changed:
+        key, old, new = changed[0]
+        raise ConfigError(
+            f"{PARAMS_FILE}: {key} changed while {stage} ran (from {_shown(old)} to {_shown(new)}); "
+            f"the outputs are from the values it started with, and DVC would record the new ones: run it again"
+        )
+
+
+def _first_difference(key: str, before: object, after: object) -> tuple[str, object, object]:
+    """The innermost key under `key` whose values differ (`train.weight_decay`, not `train`)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for inner in [*before, *(name for name in after if name not in before)]:
+            if before.get(inner, ABSENT) != after.get(inner, ABSENT):
+                return _first_difference(f"{key}.{inner}", before.get(inner, ABSENT), after.get(inner, ABSENT))
+    return key, before, after
+
+
+def _shown(value: object) -> str:
+    return "no value" if value is ABSENT else short_repr(value)
 
 
 def _run(main: Callable[[], None]) -> None:

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from cifar.errors import ConfigError, short_repr
-from cifar.params_file import read_params_file
+from cifar.params_file import PARAMS_FILE, read_params_file
 
 IMAGE_SIZE = 32
 # CIFAR-10's split sizes: the most any limit can ask for, and what the synthetic set mirrors.
@@ -224,7 +224,7 @@ class Params:
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     return parse_params(read_params_file(path), source=str(path))
 

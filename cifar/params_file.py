@@ -7,6 +7,7 @@ import math
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -201,6 +202,24 @@ Yaml12Loader.yaml_implicit_resolvers = {
 }
 for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
     Yaml12Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
+
+
+# The file DVC reads params from by default, and the stages and cifar.load_params too.
+PARAMS_FILE = "params.yaml"
+ABSENT = object()
+
+
+def declared_values(keys: Iterable[str], path: str = PARAMS_FILE) -> dict[str, object]:
+    """The file's values at dotted `keys` (`train`, `lr_find.num_iter`), as DVC records a
+    stage's params in dvc.lock; ABSENT where there is none."""
+    raw = read_params_file(Path(path))
+    values = {}
+    for key in keys:
+        value = raw
+        for part in key.split("."):
+            value = value.get(part, ABSENT) if isinstance(value, dict) else ABSENT
+        values[key] = value
+    return values
 
 
 def read_params_file(path: Path) -> object:

@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders())
+    run_stage(main, paths.output_folders(), paths.declared_params("evaluate"))

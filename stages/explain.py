@@ -92,4 +92,4 @@ def check_the_models_predictions(model, pixels, chosen, names) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders())
+    run_stage(main, paths.output_folders(), paths.declared_params("explain"))

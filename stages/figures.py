@@ -32,6 +32,7 @@ from cifar.reporting.plots import (
 from cifar.reporting.predictions import load_predictions
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
+from cifar.training.schedule import planned_lrs
 from stages import paths
 
 log = logging.getLogger("figures")
@@ -128,7 +129,23 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
             f"{paths.LR_FIND_METRICS}: max_lr = {picked:g}, but train ran at a peak of {peak:g} "
             f"({paths.LR_SCHEDULE}); re-create it with `dvc repro lr_find`"
         )
+    check_schedule(step_lrs, params, picked if params.train.max_lr == "find" else params.train.max_lr, steps // epochs)
     return history, step_lrs
+
+
+def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float | None, steps_per_epoch: int) -> None:
+    """Each step's LR is the one train.onecycle gives at max_lr: an LR halved in mid-schedule
+    kept the table's peak, length and order, and was drawn as a schedule train never ran."""
+    if max_lr is None:  # lr_find found no descent, so train cannot have run at its pick
+        return
+    planned = planned_lrs(max_lr, params.train.epochs, steps_per_epoch, params.train.onecycle)
+    differs = ~np.isclose(step_lrs, planned, rtol=1e-9, atol=0)
+    if differs.any():
+        step = int(np.flatnonzero(differs)[0])
+        raise DataError(
+            f"{paths.LR_SCHEDULE}: step {step + 1} ran at lr {step_lrs[step]:.6g}, but train.onecycle at max_lr "
+            f"{max_lr:.6g} gives {planned[step]:.6g} there; re-create it with `dvc repro train`"
+        )
 
 
 def check_history_against_metrics(history: pd.DataFrame) -> None:
@@ -366,4 +383,4 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders())
+    run_stage(main, paths.output_folders(), paths.declared_params("figures"))

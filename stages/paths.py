@@ -12,13 +12,12 @@ import yaml
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
 from cifar.errors import ConfigError, DataError, one_line
-from cifar.params_file import Yaml12Loader
+from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "dvc.yaml"
-# The file DVC reads params from by default; cifar.load_params takes it as its default too.
-PARAMS = "params.yaml"
+PARAMS = PARAMS_FILE
 # This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.
 MAX_PIPELINE_BYTES = 256 << 10
 
@@ -32,7 +31,7 @@ def _refuse(problem: str, where: str = f"{PIPELINE.name}'s paths table") -> Conf
     return ConfigError(f"{where}: {problem}; fix it, or restore it with `git checkout dvc.yaml`")
 
 
-def _read_table() -> dict[str, str]:
+def _read_pipeline() -> object:
     try:
         # A bounded read, as of every artifact: a named pipe in dvc.yaml's place blocked a stage at open() for good.
         text = read_artifact(PIPELINE, MAX_PIPELINE_BYTES, "restore it with `git checkout dvc.yaml`")
@@ -48,6 +47,10 @@ def _read_table() -> dict[str, str]:
         raise _refuse(f"{line}{error.problem}", where=PIPELINE.name) from None
     except Exception as error:  # PyYAML's constructors raise KeyError, ValueError, ... on a tagged value
         raise _refuse(f"unreadable ({type(error).__name__}: {one_line(error)})", where=PIPELINE.name) from None
+    return pipeline
+
+
+def _read_table(pipeline: object) -> dict[str, str]:
     entries = pipeline.get("vars") if isinstance(pipeline, dict) else None
     entries = entries if isinstance(entries, list) else []
     tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
@@ -114,7 +117,18 @@ def _protected_places() -> list[Path]:
     return places
 
 
-TABLE = _read_table()
+_PIPELINE = _read_pipeline()
+TABLE = _read_table(_PIPELINE)
+
+
+def declared_params(stage: str) -> list[str]:
+    """The params.yaml keys dvc.yaml declares for `stage`, whose values DVC records in
+    dvc.lock as the stage ends (none for a stage it does not define as expected)."""
+    try:
+        declared = _PIPELINE["stages"][stage].get("params") or []
+        return [key for key in declared if isinstance(key, str)]
+    except (KeyError, TypeError, AttributeError):
+        return []
 
 
 def _path(name: str) -> str:

@@ -178,4 +178,4 @@ def speed_metrics(history: pd.DataFrame, images_per_epoch: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders())
+    run_stage(main, paths.output_folders(), paths.declared_params("train"))

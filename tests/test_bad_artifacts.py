@@ -3,6 +3,7 @@ the problem and the fix (or, for leftovers, cleaned up), and the previous output
 byte for byte as they were."""
 
 import errno
+import functools
 import importlib
 import io
 import json
@@ -163,6 +164,40 @@ def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
     monkeypatch.delenv("PYTHONINSPECT", raising=False)
     run_stage(lambda: os.environ.update(PYTHONINSPECT="1"), [])
     assert "PYTHONINSPECT" not in os.environ
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            {"train": {"epochs": 4, "weight_decay": 2e-7}},
+            "train.weight_decay changed while train ran (from 1e-07 to 2e-07)",
+        ),
+        ({"train": {"epochs": 4}}, "train.weight_decay changed while train ran (from 1e-07 to no value)"),
+        ({"train": {"epochs": 4, "weight_decay": 1e-7}, "explain": {"images": 8}}, None),  # not train's
+    ],
+    ids=["a-value", "a-key-removed", "another-stages-key"],
+)
+def test_a_params_edit_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch, capsys, edit, problem):
+    """DVC writes a stage's params into dvc.lock as it ends: weight_decay edited while train ran
+    was recorded for a model trained at the old value, and its run cache then restored that
+    model when the new value was asked for."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    Path("params.yaml").write_text(yaml.safe_dump({"train": {"epochs": 4, "weight_decay": 1e-7}}))
+    run = functools.partial(
+        run_stage, lambda: Path("params.yaml").write_text(yaml.safe_dump(edit)), [], ["seed", "train"]
+    )
+    if problem is None:
+        run()
+        return
+    with pytest.raises(SystemExit) as exited:
+        run()
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        f"error: params.yaml: {problem}; the outputs are from the values it started with, and DVC would record the "
+        f"new ones: run it again\n",
+    )
 
 
 def test_a_users_folder_named_like_a_scratch_folder_is_kept(tmp_path):
@@ -1064,6 +1099,17 @@ def first_cell(column: str, value, row: int = 0):
     return change
 
 
+def halved(column: str, row: int):
+    """A change to a CSV's text: the value in `row` of `column` halved."""
+
+    def change(text: str) -> str:
+        table = pd.read_csv(io.StringIO(text))
+        table.loc[row, column] /= 2
+        return table.to_csv(index=False)
+
+    return change
+
+
 def another_class_in_the_first_row(column: str):
     """A change to a CSV of class names: the first row of `column` names the next class instead."""
 
@@ -1288,6 +1334,8 @@ def without_last_rows(count: int):
             "train",
         ),
         (paths.HISTORY, first_cell("train_loss", 0.125, row=-1), "train_loss 0.125, but ", "train"),
+        # Drawn with exit 0: a schedule train never ran, of the same peak, length and order.
+        (paths.LR_SCHEDULE, halved("lr", 2), "step 3 ran at lr ", "train"),
     ],
     ids=[
         "empty-history",
@@ -1326,6 +1374,7 @@ def without_last_rows(count: int):
         "fractional-epoch",
         "another-runs-test-accuracy",
         "another-runs-train-loss",
+        "an-lr-halved-mid-schedule",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
