@@ -105,6 +105,16 @@ def install_stop_handlers() -> None:
         signal.signal(signal.SIGINT, _raise_interrupted)
 
 
+def say(line: str) -> None:
+    """The stage's last line, on stderr. Where stderr cannot take it (its reader gone, as with
+    `| head`; /dev/full) the stage ended in a traceback written to nowhere, and exit code 1:
+    stderr then becomes /dev/null, and the exit code stays the one the line goes with."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # ValueError: a closed stderr
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  stderr from here to the exit, never closed
+
+
 def leave(code: int) -> None:
     """sys.exit(code), or at once past `ulimit -t`'s soft limit: the stage has little CPU time
     left before Linux kills it at the hard one (stages/__init__.py), and Python's own exit,
@@ -199,10 +209,10 @@ def _run(main: Callable[[], None]) -> None:
     try:
         main()
     except Stopped as stopped:
-        print(stopped_line(stopped, Path(sys.argv[0]).stem), file=sys.stderr)
+        say(stopped_line(stopped, Path(sys.argv[0]).stem))
         leave(128 + stopped.args[0])
     except PipelineError as error:
-        print(f"error: {printable(str(error))}", file=sys.stderr)
+        say(f"error: {printable(str(error))}")
         leave(2)
     except (MemoryError, ImportError, OSError, RuntimeError) as error:
         if stop_that_came() is not None:  # stages/__init__.py's hook says it in one line
@@ -218,5 +228,5 @@ def _run(main: Callable[[], None]) -> None:
             message = f"error: {printable(out_of_open_files(error, error.filename or 'a file') or problem)}"
         if message is None:
             raise
-        print(message, file=sys.stderr)
+        say(message)
         leave(2)

@@ -93,7 +93,15 @@ import tempfile
 from pathlib import Path
 
 from cifar.atomic import process_alive, stop_signals_held
-from cifar.cli import Stopped, ignore_stops_from_now, install_stop_handlers, leave, stop_that_came, stopped_line
+from cifar.cli import (
+    Stopped,
+    ignore_stops_from_now,
+    install_stop_handlers,
+    leave,
+    say,
+    stop_that_came,
+    stopped_line,
+)
 from cifar.errors import PipelineError, one_line, out_of_memory_message, printable, user_threads_limit
 
 # The stages dvc.yaml runs, each as `python -m stages.NAME` (tests/test_dvc_yaml.py checks the two agree).
@@ -127,7 +135,7 @@ def _refuse(line: str):
     """A stage's one line and exit code 2, as it loads. A signal from here to the exit (a burst
     of SIGTERM) ended it in a traceback from its exit, or in another exit code."""
     ignore_stops_from_now()
-    print(line, file=sys.stderr)
+    say(line)
     raise SystemExit(2)
 
 
@@ -138,14 +146,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         error = stop_that_came()
         kind = type(error)
     if issubclass(kind, Stopped):
-        print(stopped_line(error, stage), file=sys.stderr)
+        say(stopped_line(error, stage))
         leave(128 + error.args[0])
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
-        print(f"error: {printable(str(error))}", file=sys.stderr)
+        say(f"error: {printable(str(error))}")
         raise SystemExit(2)
     out_of_memory = out_of_memory_message(error, stage)
     if out_of_memory:
-        print(out_of_memory, file=sys.stderr)
+        say(out_of_memory)
         raise SystemExit(2)
     # torch's libraries with an older libstdc++ that LD_LIBRARY_PATH put first: "version
     # `CXXABI_1.3.8' not found", also for a torch on PYTHONPATH
@@ -155,19 +163,16 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     # KeyboardInterrupt that no Ctrl-C raised for Ctrl-C
     stand_in = None if stop_that_came() or libraries_put_first else stand_in_on_the_import_path(error, trace)
     if stand_in:
-        print(f"error: {stage} imported {stand_in}", file=sys.stderr)
+        say(f"error: {stage} imported {stand_in}")
         raise SystemExit(2)
     if issubclass(kind, KeyboardInterrupt):
-        print(
-            f"error: interrupted before {stage} finished; no file is left half-written: run it again", file=sys.stderr
-        )
+        say(f"error: interrupted before {stage} finished; no file is left half-written: run it again")
         raise SystemExit(130)
     if compiled_code:
-        print(
+        say(
             f"error: {stage} cannot load a library's compiled code ({printable(one_line(error, 300))}); check "
             f"LD_LIBRARY_PATH and LD_PRELOAD, which may put other versions of the system's libraries first, or "
-            f"re-create .venv",
-            file=sys.stderr,
+            f"re-create .venv"
         )
         raise SystemExit(2)
     if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] not in ("cifar", "stages"):
@@ -177,15 +182,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             else "so it is not the project's environment; run `source .venv/bin/activate` first (or run the "
             "pipeline with scripts/run.sh)"
         )
-        print(f"error: {sys.executable} has no module {error.name!r}, {because}", file=sys.stderr)
+        say(f"error: {sys.executable} has no module {error.name!r}, {because}")
         raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":
         # Python's C locale without UTF-8 mode (PYTHONUTF8=0) keeps a non-ASCII path's bytes as
         # surrogates, which torch's import cannot encode: the environment's own path, say.
-        print(
+        say(
             f"error: {stage} met a path that is not text under this locale ({ascii(error.object)[:120]}); "
-            f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset",
-            file=sys.stderr,
+            f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset"
         )
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)

@@ -1195,6 +1195,23 @@ def test_matplotlib_folders_of_killed_stages_are_removed_and_no_others(pipeline,
         shutil.rmtree(system_temp / name)
 
 
+@pytest.mark.parametrize("stderr", ["a pipe whose reader is gone", "/dev/full"])
+def test_a_refusal_that_stderr_cannot_take_keeps_its_exit_code(pipeline, stderr):
+    """With stderr piped into `head`, gone by then, or on /dev/full, a refusal's line could not be
+    written: the stage ended in a traceback written to nowhere, and exit code 1."""
+    with contextlib.ExitStack() as stack:
+        if stderr == "/dev/full":
+            sink = stack.enter_context(open("/dev/full", "w"))
+        else:
+            reader, sink = os.pipe()
+            os.close(reader)
+            stack.callback(os.close, sink)
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.figures"], cwd=pipeline, env=environment(pipeline), stderr=sink
+        )
+    assert result.returncode == 2  # its refusal: the pipeline has no outputs to draw from
+
+
 def test_a_stack_too_small_for_torchs_import_is_one_line(pipeline):
     """Under `ulimit -s 76` lr_find ended in a segmentation fault as it imported torch. (Under
     72 KiB or so Python itself cannot start.)"""
