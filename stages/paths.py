@@ -61,6 +61,15 @@ def _read_table(pipeline: object) -> dict[str, str]:
         problem = _path_problem(path, protected_places, links_checked=name != "checkpoint")
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
+        # A user's file where an output folder goes (notes in `plots/images`), or a table edited
+        # to put one under a file: either may have changed, and the line says which fix is which.
+        file_in_the_way = next((folder for folder in PurePosixPath(path).parents if (REPO / folder).is_file()), None)
+        if file_in_the_way:
+            raise ConfigError(
+                f"{file_in_the_way} is a file, where the stages write a folder ({name} = {path!r} lies inside it); "
+                f"move the file away, or if {PIPELINE.name}'s paths table is what changed, restore it with "
+                f"`git checkout dvc.yaml`"
+            )
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
     for (name, path), (other_name, other) in itertools.permutations([*table.items(), ("cache", DOWNLOAD_CACHE)], 2):
         if path == other or path.startswith(other + "/"):
@@ -82,9 +91,6 @@ def _path_problem(path: object, protected_places: list[Path], links_checked: boo
         return (
             f"is not inside an output folder (a folder of its own, not one of {', '.join(sorted(PROTECTED_FOLDERS))})"
         )
-    folder_file = next((folder for folder in PurePosixPath(path).parents if (REPO / folder).is_file()), None)
-    if folder_file:
-        return f"puts an output inside {folder_file}, which is a file, not a folder"
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
     # A link among its folders (`out -> cifar`) leads where the text does not say. (The output

@@ -1698,7 +1698,10 @@ def table_entry(name: str, value: str):
             lambda text: re.sub(r"(?m)^(      predictions: .*\n)", r"\1      predictions: plots/p.csv\n", text),
             "the key 'predictions' appears a second time",
         ),
-        (table_entry("data", "requirements.txt/cifar10"), "puts an output inside requirements.txt, which is a file"),
+        (
+            table_entry("data", "requirements.txt/cifar10"),
+            "requirements.txt is a file, where the stages write a folder (data = 'requirements.txt/cifar10' lies ",
+        ),
     ],
     ids=[
         "no-table",
@@ -1730,6 +1733,23 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
     assert result.returncode == 2 and peak < 256 << 20, (result.returncode, peak >> 20)
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
+
+
+def test_a_users_file_where_an_output_folder_goes_is_named_with_the_fix(tmp_path):
+    """Notes saved as `plots/images` were refused as a damaged dvc.yaml, to be restored with
+    `git checkout dvc.yaml`, which changes nothing."""
+    copy_pipeline(tmp_path)
+    folder = Path(paths.LR_FINDER_IMAGE).parent
+    (tmp_path / folder.parent).mkdir(parents=True, exist_ok=True)
+    (tmp_path / folder).write_text("my notes\n")
+    result, _ = stage_with_peak_memory(tmp_path, "figures")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {folder} is a file, where the stages write a folder ("), result.stderr
+    assert result.stderr.endswith(
+        "lies inside it); move the file away, or if dvc.yaml's paths table is what changed, "
+        "restore it with `git checkout dvc.yaml`\n"
+    )
+    assert (tmp_path / folder).read_text() == "my notes\n"
 
 
 @pytest.mark.parametrize(
