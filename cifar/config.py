@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import pydantic.dataclasses
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -67,10 +68,21 @@ LEARNING_RATE = f"a number from {MIN_LEARNING_RATE:g} to {MAX_OPTIMIZER_FACTOR}"
 MAX_WEIGHT_DECAY = 1
 
 
-# Every value is a Strict type (no "3" for 3, no true for 1, ints welcome where floats go);
+# Every value is a Strict type (no "3" for 3, no true for 1, ints welcome where floats go, and
+# floats of whole numbers where counts go);
 # the sections themselves are lax only so that params.yaml's mappings can fill them. A field's
 # description says in words what passes its bounds: the one-line error quotes it.
 section = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+
+
+def _whole_number_as_int(value: object) -> object:
+    """4.0 as 4: DVC compares params by value, so `dvc exp run -S train.epochs=4.0` ran no
+    stage and recorded an experiment whose params.yaml every stage then refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A count: an integer, or a float of a whole number; never "3" or true.
+Count = Annotated[StrictInt, BeforeValidator(_whole_number_as_int)]
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -84,7 +96,7 @@ class ModelConfig:
     name: Literal["custom_resnet", "resnet18"] = "custom_resnet"
     norm: Literal["batch", "group"] = "batch"
     # resnet18 only: 1 keeps layer4 at 8x8, as in the GroupNorm reference run; 2 gives 4x4.
-    layer4_stride: StrictInt = Field(2, ge=1, le=2, description="one of 1, 2")
+    layer4_stride: Count = Field(2, ge=1, le=2, description="one of 1, 2")
 
 
 # Where data.source "official" is downloaded to, relative to the working directory: the
@@ -102,13 +114,13 @@ class DataConfig:
         pattern="^[^\0]*$",
         description=f'"official", "synthetic" or a path of 1 to {MAX_PATH_LENGTH} characters without NUL bytes',
     )
-    train_limit: StrictInt | None = Field(
+    train_limit: Count | None = Field(
         None,
         ge=10,
         le=SPLIT_SIZES["train"],
         description=f"null (all) or an integer from 10 to {SPLIT_SIZES['train']}, the train split's size",
     )
-    test_limit: StrictInt | None = Field(
+    test_limit: Count | None = Field(
         None,
         ge=10,
         le=SPLIT_SIZES["test"],
@@ -118,9 +130,9 @@ class DataConfig:
 
 @section
 class AugmentConfig:
-    crop_padding: StrictInt = Field(4, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 to {IMAGE_SIZE}")
+    crop_padding: Count = Field(4, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 to {IMAGE_SIZE}")
     flip: StrictBool = True
-    cutout: StrictInt = Field(
+    cutout: Count = Field(
         8, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"
     )
 
@@ -129,7 +141,7 @@ class AugmentConfig:
 class LRFindConfig:
     start_lr: StrictFloat = Field(1e-7, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR, description=LEARNING_RATE)
     end_lr: StrictFloat = Field(0.1, ge=MIN_LEARNING_RATE, le=MAX_OPTIMIZER_FACTOR, description=LEARNING_RATE)
-    num_iter: StrictInt = Field(
+    num_iter: Count = Field(
         100, ge=2, le=MAX_STEPS, description=f"an integer from 2 to {MAX_STEPS}, about a GPU-day of steps"
     )
     step_mode: Literal["exp", "linear"] = "exp"
@@ -146,7 +158,7 @@ DIV_FACTOR = f"a number from 1 to {MAX_DIV_FACTOR:,}"
 
 @section
 class OneCycleConfig:
-    max_at_epoch: StrictInt = Field(5, ge=1, description="an integer >= 1")
+    max_at_epoch: Count = Field(5, ge=1, description="an integer >= 1")
     div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     final_div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     three_phase: StrictBool = False
@@ -155,11 +167,11 @@ class OneCycleConfig:
 
 @section
 class TrainConfig:
-    epochs: StrictInt = Field(
+    epochs: Count = Field(
         24, ge=1, le=MAX_EPOCHS, description=f"an integer from 1 to {MAX_EPOCHS}, about a GPU-day of epochs"
     )
     # A batch cannot hold more images than the largest split; larger values only waste memory.
-    batch_size: StrictInt = Field(
+    batch_size: Count = Field(
         512,
         ge=1,
         le=SPLIT_SIZES["train"],
@@ -186,7 +198,7 @@ class TrainConfig:
 @section
 class EvaluateConfig:
     # How many misclassified test images the gallery shows.
-    misclassified: StrictInt = Field(
+    misclassified: Count = Field(
         20,
         ge=0,
         le=MAX_GALLERY_IMAGES,
@@ -203,7 +215,7 @@ class ExplainConfig:
     ) = Field(
         None, description=f"null (the model's defaults) or a list of 1 to {MAX_EXPLAIN_LAYERS} different module names"
     )
-    images: StrictInt = Field(
+    images: Count = Field(
         10,
         ge=1,
         le=MAX_GALLERY_IMAGES,
@@ -214,7 +226,7 @@ class ExplainConfig:
 @section
 class Params:
     # NumPy's legacy seeding, which seed_everything uses, takes 32-bit seeds only.
-    seed: StrictInt = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 4294967295 (2**32 - 1)")
+    seed: Count = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 4294967295 (2**32 - 1)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -188,6 +188,16 @@ def test_numbers_and_nulls_are_accepted_where_allowed():
     assert parse_params(with_change("data.train_limit", 5000)).data.train_limit == 5000
 
 
+@pytest.mark.parametrize("key", ["train.epochs", "data.train_limit", "seed", "explain.images"])
+def test_a_count_written_as_a_whole_float_is_that_integer(key):
+    """DVC compares params by value: `dvc exp run -S train.epochs=4.0` with epochs 4 ran no
+    stage and recorded an experiment whose params.yaml every stage then refused."""
+    params = parse_params(with_change(key, 500.0))
+    section, _, name = key.rpartition(".")
+    value = getattr(getattr(params, section), name) if section else getattr(params, name)
+    assert value == 500 and type(value) is int
+
+
 def test_an_unknown_key_is_named_with_the_keys_allowed_there():
     with pytest.raises(ConfigError) as caught:
         parse_params(with_change("sed", 1))
