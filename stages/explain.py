@@ -3,17 +3,14 @@ none misclassified, of the least confident correct predictions, for their class)
 
 import logging
 
-import numpy as np
-
 from cifar.atomic import atomic_path, save_figure
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
-from cifar.errors import DataError
 from cifar.models import load_trained
-from cifar.reporting.explain import class_probabilities, grad_cam, overlay, resolve_layers
+from cifar.reporting.explain import grad_cam, overlay, resolve_layers
 from cifar.reporting.plots import image_grid
-from cifar.reporting.predictions import load_predictions
+from cifar.reporting.predictions import check_the_models_predictions, load_predictions
 from cifar.runtime import resolve_device
 from stages import paths
 
@@ -46,7 +43,7 @@ def main() -> None:
         titles = [f"{names[t]}\nconfidence {c:.2f}" for t, c in zip(chosen["label"], chosen["confidence"])]
         targets = (("correct", "label"),)  # the predicted class is the same one
     pixels = test.images[chosen["index"].to_numpy()]
-    check_the_models_predictions(trained.model, pixels, chosen, names)
+    check_the_models_predictions(trained.model, chosen, test, paths.PREDICTIONS, paths.MODEL)
     with atomic_path(paths.GRADCAM_IMAGES) as folder:
         folder.mkdir()
         for layer_name, layer in layers:
@@ -68,27 +65,6 @@ def main() -> None:
         ", ".join(name for name, _ in layers),
         paths.GRADCAM_IMAGES,
     )
-
-
-# How much likelier the model may find its own pick than predictions.csv's: evaluate runs in
-# bf16 on a GPU, explain in float32, so near-ties may fall either way.
-TIE_TOLERANCE = 0.05
-
-
-def check_the_models_predictions(model, pixels, chosen, names) -> None:
-    """Refuse predictions the model does not make: a stale or edited predictions.csv drew
-    galleries of a 'bird' the model predicts as an automobile."""
-    probabilities = class_probabilities(model, pixels)
-    stated, own = chosen["predicted"].to_numpy(), probabilities.argmax(1)
-    rows = np.arange(len(chosen))
-    off = np.flatnonzero(probabilities[rows, own] - probabilities[rows, stated] > TIE_TOLERANCE)
-    if len(off):
-        row = off[0]
-        raise DataError(
-            f"{paths.PREDICTIONS}: test image {chosen['index'].iloc[row]} is predicted {names[stated[row]]}, but "
-            f"{paths.MODEL} predicts {names[own[row]]} (probability {probabilities[row, own[row]]:.3f} against "
-            f"{probabilities[row, stated[row]]:.3f}); re-create it with `dvc repro evaluate`"
-        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import torch
 from cifar.atomic import replaced_together, save_figure
 from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
-from cifar.dataset import Split, load_split
+from cifar.dataset import Split, check_same_classes, load_split
 from cifar.errors import DataError, one_line, short_repr
+from cifar.models import load_trained
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.reporting.plots import (
     confusion_figure,
@@ -29,7 +30,8 @@ from cifar.reporting.plots import (
     misclassified_figure,
     per_class_figure,
 )
-from cifar.reporting.predictions import load_predictions
+from cifar.reporting.predictions import check_the_models_predictions, load_predictions
+from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
 from cifar.training.schedule import planned_lrs
@@ -47,6 +49,7 @@ def main() -> None:
     curve, chosen = read_range_test(params)
     history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
     predictions, per_class, confusion = read_evaluation(test)
+    check_gallery_against_the_model(params, predictions, test)
 
     with replaced_together():
         save_figure(
@@ -193,6 +196,20 @@ def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     )
     check_confusion(confusion, predictions, test.classes)
     return predictions, per_class, confusion
+
+
+def check_gallery_against_the_model(params: Params, predictions: pd.DataFrame, test: Split) -> None:
+    """The misclassified gallery shows predictions the trained model makes: after `dvc repro -s
+    train` figures drew the previous model's mistakes beside the new model's curves. Its images
+    (evaluate.misclassified at most) go through the model once, as explain's do."""
+    wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.evaluate.misclassified)
+    if wrong.empty:
+        return
+    trained = load_trained(paths.MODEL, resolve_device(params.train.device))
+    check_same_classes(
+        trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
+    )
+    check_the_models_predictions(trained.model, wrong, test, paths.PREDICTIONS, paths.MODEL)
 
 
 @dataclass(frozen=True)

@@ -1641,6 +1641,22 @@ def test_explain_refuses_predictions_that_the_model_does_not_make(workspace):
     ), message
 
 
+def test_figures_refuses_a_misclassified_gallery_of_another_models_predictions(pipeline_run):
+    """After `dvc repro -s train`, figures drew the previous model's mistakes beside the new
+    model's curves, with exit 0 (explain refused the same predictions)."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
+    payload["state_dict"][last_layer] *= -1000  # another model: each image's likeliest class is now its least
+    torch.save(payload, paths.MODEL)
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert re.fullmatch(
+        rf"{paths.PREDICTIONS}: test image \d+ is predicted \w+, but {paths.MODEL} predicts \w+ \(probability "
+        r"[0-9.]+ against [0-9.]+\); re-create it with `dvc repro evaluate`",
+        str(refused.value),
+    ), str(refused.value)
+
+
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])
 def test_a_model_of_other_classes_is_refused_before_a_label_is_misread(workspace, stage):
     """explain drew Grad-CAM for the test split's label ids, which name other classes in such a model."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from cifar.errors import ConfigError, short_repr
-from cifar.training.augment import normalize
+from cifar.reporting.predictions import normalized_batches
 
 # Two depths per model: a middle stage with fine maps and the last with coarse ones.
 DEFAULT_LAYERS = {"custom_resnet": ["layer2", "layer3"], "resnet18": ["layer3", "layer4"]}
@@ -87,27 +87,11 @@ def grad_cam(
             module.inplace = False
     model.eval()
     with GradCAM(model=model, target_layers=[layer]) as cam:
-        for start, batch in normalized_batches(images, device):
+        for start, batch in normalized_batches(images, device, GRAD_CAM_BATCH_SIZE):
             for found, classes in zip(maps, targets):
                 chosen = classes[start : start + GRAD_CAM_BATCH_SIZE]
                 found.append(cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in chosen]))
     return [np.concatenate(found) for found in maps]
-
-
-@torch.no_grad()
-def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """N x classes softmax probabilities of the uint8 N x H x W x C `images`, in float32 and
-    in batches of GRAD_CAM_BATCH_SIZE."""
-    model.eval()
-    batches = [model(batch) for _, batch in normalized_batches(images, next(model.parameters()).device)]
-    return torch.cat(batches).float().softmax(1).cpu().numpy() if batches else np.zeros((0, 0), np.float32)
-
-
-def normalized_batches(images: np.ndarray, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
-    """The uint8 N x H x W x C `images` normalised as the loaders do, on `device`, in batches of
-    GRAD_CAM_BATCH_SIZE, each with the index of its first image."""
-    for start in range(0, len(images), GRAD_CAM_BATCH_SIZE):
-        yield start, normalize(torch.from_numpy(images[start : start + GRAD_CAM_BATCH_SIZE]).to(device)).contiguous()
 
 
 def overlay(images: np.ndarray, maps: np.ndarray) -> np.ndarray:

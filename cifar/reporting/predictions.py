@@ -4,14 +4,18 @@ checked against the test split it must describe: every image once, with its labe
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from cifar.dataset import Split
 from cifar.errors import DataError, one_line
 from cifar.reading import read_artifact
+from cifar.training.augment import normalize
 
 # A row is an index, two class ids and a float: under 40 characters; a file beyond this many
 # bytes per test image is not one evaluate wrote, and is refused before it is parsed.
@@ -75,3 +79,41 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
             f"but the test split says {test.labels[index[row]]}; {fix}"
         )
     return frame
+
+
+# How much likelier the model may find its own pick than predictions.csv's: evaluate runs in
+# bf16 on a GPU, explain and figures in float32, so near-ties may fall either way.
+TIE_TOLERANCE = 0.05
+
+
+def check_the_models_predictions(
+    model: nn.Module, chosen: pd.DataFrame, test: Split, predictions_path: str, model_path: str
+) -> None:
+    """Refuse `chosen` rows of predictions.csv whose prediction the model does not make: a
+    stale or edited file drew galleries of a 'bird' the model predicts as an automobile."""
+    probabilities = class_probabilities(model, test.images[chosen["index"].to_numpy()])
+    stated, own = chosen["predicted"].to_numpy(), probabilities.argmax(1)
+    rows = np.arange(len(chosen))
+    off = np.flatnonzero(probabilities[rows, own] - probabilities[rows, stated] > TIE_TOLERANCE)
+    if len(off):
+        row, names = off[0], test.classes
+        raise DataError(
+            f"{predictions_path}: test image {chosen['index'].iloc[row]} is predicted {names[stated[row]]}, but "
+            f"{model_path} predicts {names[own[row]]} (probability {probabilities[row, own[row]]:.3f} against "
+            f"{probabilities[row, stated[row]]:.3f}); re-create it with `dvc repro evaluate`"
+        )
+
+
+@torch.no_grad()
+def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """N x classes softmax probabilities of the uint8 N x H x W x C `images`, in float32."""
+    model.eval()
+    batches = [model(batch) for _, batch in normalized_batches(images, next(model.parameters()).device, batch_size)]
+    return torch.cat(batches).float().softmax(1).cpu().numpy() if batches else np.zeros((0, 0), np.float32)
+
+
+def normalized_batches(images: np.ndarray, device: torch.device, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """The uint8 N x H x W x C `images` normalised as the loaders do, on `device`, in batches
+    of `batch_size`, each with the index of its first image."""
+    for start in range(0, len(images), batch_size):
+        yield start, normalize(torch.from_numpy(images[start : start + batch_size]).to(device)).contiguous()
