@@ -105,6 +105,14 @@ def install_stop_handlers() -> None:
         signal.signal(signal.SIGINT, _raise_interrupted)
 
 
+def in_a_dvc_workspace_copy() -> bool:
+    """Whether DVC runs this stage in a copy of the workspace outside the project
+    (`dvc exp run --temp`, a queued experiment): DVC_ROOT names the project, and the copy,
+    deleted when the run ends, holds only the files git and DVC track."""
+    project = os.environ.get("DVC_ROOT")
+    return bool(project) and not Path.cwd().resolve().is_relative_to(Path(project).resolve())
+
+
 def say(line: str) -> None:
     """The stage's last line, on stderr. Where stderr cannot take it (its reader gone, as with
     `| head`; /dev/full) the stage ended in a traceback written to nowhere, and exit code 1:

@@ -101,6 +101,7 @@ def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monke
     DVC's temporary copy, which DVC deleted: the next run trained from epoch 1."""
     workspace = tmp_path / "workspace"
     workspace.mkdir()
+    monkeypatch.chdir(workspace)
     monkeypatch.setenv("DVC_ROOT", str((workspace / project).resolve()))
     model = fresh_model()
     model.sigterm_at_step = 2

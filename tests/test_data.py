@@ -179,6 +179,21 @@ def test_missing_source_explains_the_expected_layout(tmp_path):
         import_dataset(DataConfig(source=str(tmp_path / "nowhere")), 0, tmp_path)
 
 
+def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
+    """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
+    or directory' beside the file the user could see: DVC's copy holds only tracked files."""
+    (tmp_path / "copy").mkdir()
+    monkeypatch.chdir(tmp_path / "copy")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="archives/cifar.tar.xz"), 0, tmp_path)
+    assert str(refused.value) == (
+        "data.source = 'archives/cifar.tar.xz': no such file or directory in the copy of the workspace that DVC runs "
+        "this experiment in, which holds only the files git and DVC track; give its absolute path, or track it with "
+        "git or DVC"
+    )
+
+
 def test_truncated_archive_is_reported(tmp_path, class_tree):
     archive = Path(shutil.make_archive(str(tmp_path / "export"), "gztar", root_dir=class_tree))
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifar.atomic import scratch_folder, stop_signals_held
+from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
 from cifar.errors import DataError, printable
@@ -134,6 +135,12 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if not path.is_absolute() and in_a_dvc_workspace_copy():
+            raise DataError(
+                f"data.source = {str(path)!r}: no such file or directory in the copy of the workspace that DVC runs "
+                f"this experiment in, which holds only the files git and DVC track; give its absolute path, or track "
+                f"it with git or DVC"
+            ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
         raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None

@@ -17,7 +17,6 @@ import hashlib
 import io
 import logging
 import math
-import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
+from cifar.cli import in_a_dvc_workspace_copy
 from cifar.errors import one_line, short_repr
 from cifar.reading import torch_file_problem
 
@@ -143,11 +143,9 @@ class CheckpointFile:
         self.path.unlink(missing_ok=True)
 
     def resume_hint(self, epoch: int) -> str:
-        """How a stopped run goes on from `epoch`. `dvc exp run --temp` and a queued experiment
-        run in a copy of the workspace outside the project (DVC_ROOT names the project), which
-        DVC deletes with the checkpoint: `dvc repro` in the project would not resume that run."""
-        project = os.environ.get("DVC_ROOT")
-        if project and not self.path.resolve().is_relative_to(Path(project).resolve()):
+        """How a stopped run goes on from `epoch`: in a copy of the workspace DVC deletes with the
+        checkpoint, `dvc repro` in the project would not resume that run."""
+        if in_a_dvc_workspace_copy():
             return (
                 "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "
                 "deletes: run the experiment again, which trains from epoch 1"
