@@ -4,6 +4,7 @@ A stage of its own so that figure styling is a cheap dependency: editing cifar/r
 re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evaluate.
 """
 
+import contextlib
 import io
 import logging
 import math
@@ -156,7 +157,8 @@ def check_history_against_metrics(history: pd.DataFrame) -> None:
     train writes both from one run, and another run's history of as many epochs was drawn without a word."""
     fix = "re-create it with `dvc repro train`"
     try:
-        reported = read_json_artifact(paths.TRAIN_METRICS, MAX_METRICS_BYTES, fix)
+        with missing_as_data_error(paths.TRAIN_METRICS, fix):
+            reported = read_json_artifact(paths.TRAIN_METRICS, MAX_METRICS_BYTES, fix)
     except ValueError as error:
         raise DataError(f"{paths.TRAIN_METRICS}: unreadable ({one_line(error)}); {fix}") from None
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
@@ -252,9 +254,10 @@ def read_table(
     from a tuple, each value of column `once` in one row only; else a one-line DataError, not
     a hang, a traceback or a chart of text, NaN, an accuracy of 500% or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
-    data = read_artifact(
-        path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take"
-    )
+    with missing_as_data_error(path, fix):
+        data = read_artifact(
+            path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take"
+        )
     try:
         table = pd.read_csv(io.BytesIO(data))
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -288,6 +291,16 @@ def read_table(
     if len(table) > most_rows:
         raise DataError(f"{path}: {len(table)} rows, more than the {most_rows} that {stage} writes; {fix}")
     return table
+
+
+@contextlib.contextmanager
+def missing_as_data_error(path: str | Path, fix: str):
+    """A missing input named with its fix: after DVC removed train's outputs (a run stopped
+    under `dvc repro`) figures said to check that plots/history.csv exists and may be read."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {fix}") from None
 
 
 def check_counts(table: pd.DataFrame, column: str, path: str, stage: str) -> None:
@@ -360,7 +373,8 @@ def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
     # Python floats: an integer of 400 digits compares with them, where numpy's overflowed.
     lowest_tested, highest_tested = float(lowest_tested), float(highest_tested)
     try:
-        chosen = read_json_artifact(path, MAX_METRICS_BYTES, fix)
+        with missing_as_data_error(path, fix):
+            chosen = read_json_artifact(path, MAX_METRICS_BYTES, fix)
         descent = chosen.get("descent", True)
         # Without a descent lr_find chose nothing, and train ran at its fixed train.max_lr.
         max_lr = chosen["max_lr"] if descent is True else None

@@ -1389,6 +1389,20 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
     assert outputs(pipeline_run) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "stage"),
+    [(paths.HISTORY, "train"), (paths.TRAIN_METRICS, "train"), (paths.LR_FIND_METRICS, "lr_find")],
+    ids=["history", "train-metrics", "lr-find-metrics"],
+)
+def test_figures_names_a_missing_input_with_the_stage_that_makes_it(pipeline_run, path, stage):
+    """After DVC removed train's outputs (a run stopped under `dvc repro`), figures said to
+    check that plots/history.csv exists and may be read and written."""
+    Path(path).unlink()
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert str(refused.value) == f"{path}: not found; re-create it with `dvc repro {stage}`"
+
+
 def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_without_training(
     pipeline_run, monkeypatch, caplog
 ):
