@@ -22,7 +22,6 @@ from cifar.errors import (
     printable,
     short_repr,
 )
-from cifar.params_file import ABSENT, PARAMS_FILE, declared_values
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +180,10 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
     """DVC records a stage's params in dvc.lock as it ends, as params.yaml then says: an edit
     while train ran was recorded as the values of a model trained with the old ones, and DVC's
     run cache then restored that model when the new values were asked for."""
+    # Here, not at the top: cifar.cli loads before the stages' import hook, with the standard
+    # library only (params_file needs yaml, which may be missing or a stray namesake).
+    from cifar.params_file import PARAMS_FILE, declared_values
+
     if not keys:
         main()
         return
@@ -204,13 +207,13 @@ def _first_difference(key: str, before: object, after: object) -> tuple[str, obj
     """The innermost key under `key` whose values differ (`train.weight_decay`, not `train`)."""
     if isinstance(before, dict) and isinstance(after, dict):
         for inner in [*before, *(name for name in after if name not in before)]:
-            if before.get(inner, ABSENT) != after.get(inner, ABSENT):
-                return _first_difference(f"{key}.{inner}", before.get(inner, ABSENT), after.get(inner, ABSENT))
+            if before.get(inner) != after.get(inner):
+                return _first_difference(f"{key}.{inner}", before.get(inner), after.get(inner))
     return key, before, after
 
 
 def _shown(value: object) -> str:
-    return "no value" if value is ABSENT else short_repr(value)
+    return short_repr(value) if value is not None else "no value"
 
 
 def _run(main: Callable[[], None]) -> None:

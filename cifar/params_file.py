@@ -206,18 +206,17 @@ for _tag, _pattern, _first in _YAML_1_2_RESOLVERS:
 
 # The file DVC reads params from by default, and the stages and cifar.load_params too.
 PARAMS_FILE = "params.yaml"
-ABSENT = object()
 
 
 def declared_values(keys: Iterable[str], path: str = PARAMS_FILE) -> dict[str, object]:
     """The file's values at dotted `keys` (`train`, `lr_find.num_iter`), as DVC records a
-    stage's params in dvc.lock; ABSENT where there is none."""
+    stage's params in dvc.lock; None where there is none."""
     raw = read_params_file(Path(path))
     values = {}
     for key in keys:
         value = raw
         for part in key.split("."):
-            value = value.get(part, ABSENT) if isinstance(value, dict) else ABSENT
+            value = value.get(part) if isinstance(value, dict) else None
         values[key] = value
     return values
 

@@ -400,10 +400,15 @@ def test_without_a_descent_lr_find_stops_the_pipeline_before_train(repro, tmp_pa
 
 
 def test_without_a_descent_a_fixed_max_lr_only_warns(repro, tmp_path):
-    root = without_descent(repro, tmp_path, 0.002)
+    root = without_descent(repro, tmp_path, "find")
+    # The max_lr the run's train stage ran at: figures checks the schedule it drew against it.
+    trained_at = float(pd.read_csv(root / paths.LR_SCHEDULE)["lr"].max())
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["max_lr"] = trained_at
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = stage(root, "lr_find")
     assert "WARNING: lr_find found no descent" in result.stderr
-    assert "train runs at its fixed train.max_lr 0.002" in result.stderr
+    assert f"train runs at its fixed train.max_lr {trained_at:.3g}" in result.stderr
     assert json.loads((root / paths.LR_FIND_METRICS).read_text())["descent"] is False
     # figures draws the curve with nothing chosen (lr_find.json has no max_lr then).
     stage(root, "figures")
