@@ -105,11 +105,11 @@ def install_stop_handlers() -> None:
 
 
 def in_a_dvc_workspace_copy() -> bool:
-    """Whether DVC runs this stage in a copy of the workspace outside the project
-    (`dvc exp run --temp`, a queued experiment): DVC_ROOT names the project, and the copy,
-    deleted when the run ends, holds only the files git and DVC track."""
+    """Whether DVC runs this stage in a copy of the workspace (`dvc exp run --temp`, a queued
+    experiment: in the project's .dvc/tmp/exps): DVC_ROOT names the project, where the stages
+    run otherwise, and the copy, deleted when the run ends, holds only the files git and DVC track."""
     project = os.environ.get("DVC_ROOT")
-    return bool(project) and not Path.cwd().resolve().is_relative_to(Path(project).resolve())
+    return bool(project) and Path.cwd().resolve() != Path(project).resolve()
 
 
 def say(line: str) -> None:

@@ -88,21 +88,25 @@ def fresh_model():
 
 
 @pytest.mark.parametrize(
-    ("project", "hint"),
+    ("workspace", "hint"),
     [
         (".", "the checkpoint holds every completed epoch: run `dvc repro`"),
-        # `dvc exp run --temp`, a queued experiment: DVC deletes its copy of the workspace, checkpoint and all
-        ("../project", "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "),
+        # `dvc exp run --temp`, a queued experiment: DVC 3.67 runs them in a copy inside the
+        # project, which it deletes, checkpoint and all
+        (
+            ".dvc/tmp/exps/standalone/tmp5y1ox2ab",
+            "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC ",
+        ),
     ],
     ids=["dvc-repro", "dvc-exp-run-temp"],
 )
-def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monkeypatch, project, hint):
+def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monkeypatch, workspace, hint):
     """Under `dvc exp run --temp` the line said `dvc repro` resumes, but the checkpoint was in
     DVC's temporary copy, which DVC deleted: the next run trained from epoch 1."""
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    workspace = tmp_path / workspace
+    workspace.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(workspace)
-    monkeypatch.setenv("DVC_ROOT", str((workspace / project).resolve()))
     model = fresh_model()
     model.sigterm_at_step = 2
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:

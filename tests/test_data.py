@@ -182,8 +182,9 @@ def test_missing_source_explains_the_expected_layout(tmp_path):
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""
-    (tmp_path / "copy").mkdir()
-    monkeypatch.chdir(tmp_path / "copy")
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"  # as DVC 3.67 makes it
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="archives/cifar.tar.xz"), 0, tmp_path)
