@@ -222,7 +222,10 @@ def _remove_matplotlib_folders_of_stages_gone() -> None:
                     and entry.stat(follow_symlinks=False).st_uid == os.geteuid()
                     and not process_alive(int(named["pid"]))
                 ):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    try:
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    except RecursionError:  # nested deeper than Python 3.11's rmtree recurses: not a stage's
+                        continue
     except OSError:  # a temp folder that cannot be listed: the folder made next says what is wrong
         return
 

@@ -1195,6 +1195,19 @@ def test_matplotlib_folders_of_killed_stages_are_removed_and_no_others(pipeline,
         shutil.rmtree(system_temp / name)
 
 
+def test_a_dead_stages_matplotlib_folder_too_deep_for_rmtree_is_left_without_a_traceback(pipeline, system_temp):
+    """A folder named as a dead stage's, 1,200 levels deep, ended every drawing stage in a
+    RecursionError from shutil.rmtree before its first line."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    deep = system_temp / f"matplotlib-config-{finished.pid}-abcdefgh"
+    deep.mkdir()
+    subprocess.run(["sh", "-c", "for i in $(seq 1200); do mkdir d && cd d; done"], cwd=deep, check=True)
+    result = run_module(pipeline, "stages.figures")
+    subprocess.run(["rm", "-rf", str(deep)], check=True)  # shutil.rmtree recurses too deep for it
+    assert "Traceback" not in result.stderr and result.stderr.startswith("error: "), result.stderr
+
+
 @pytest.mark.parametrize("stderr", ["a pipe whose reader is gone", "/dev/full"])
 def test_a_refusal_that_stderr_cannot_take_keeps_its_exit_code(pipeline, stderr):
     """With stderr piped into `head`, gone by then, or on /dev/full, a refusal's line could not be
