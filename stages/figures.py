@@ -31,7 +31,7 @@ from cifar.reporting.plots import (
     misclassified_figure,
     per_class_figure,
 )
-from cifar.reporting.predictions import check_the_models_predictions, load_predictions
+from cifar.reporting.predictions import TIE_TOLERANCE, check_the_models_predictions, load_predictions
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
@@ -106,7 +106,17 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"{paths.LR_FIND_CURVE}: column lr holds {shown(curve['lr'].iloc[row])} in row {row}, not above the row "
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
-    return curve, read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
+    chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
+    lowest = int(curve["loss"].to_numpy().argmin())
+    for key, value in (("min_loss", curve["loss"].iloc[lowest]), ("lr_at_min_loss", curve["lr"].iloc[lowest])):
+        said = chosen.get(key)
+        # lr_find writes both from the curve it writes: an edited curve (its losses reversed) moved its minimum.
+        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
+            raise DataError(
+                f"{paths.LR_FIND_CURVE}: its lowest loss gives {key} {shown(value)}, but {paths.LR_FIND_METRICS} "
+                f"reports {short_repr(said)}; re-create it with `dvc repro lr_find`"
+            )
+    return curve, chosen
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -197,21 +207,52 @@ def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         least_rows=len(test),
     )
     check_confusion(confusion, predictions, test.classes)
+    check_predictions_against_metrics(predictions)
     return predictions, per_class, confusion
+
+
+def check_predictions_against_metrics(predictions: pd.DataFrame) -> None:
+    """predictions.csv's count of misclassified images and its accuracy are those
+    metrics/evaluate.json reports: evaluate writes both at once, and predictions, confusion and
+    per-class tables edited together were drawn beside metrics that said otherwise."""
+    fix = "re-create it with `dvc repro evaluate`"
+    try:
+        with missing_as_data_error(paths.EVALUATE_METRICS, fix):
+            reported = read_json_artifact(paths.EVALUATE_METRICS, MAX_METRICS_BYTES, fix)
+    except ValueError as error:
+        raise DataError(f"{paths.EVALUATE_METRICS}: unreadable ({one_line(error)}); {fix}") from None
+    wrong = predictions["label"].to_numpy() != predictions["predicted"].to_numpy()
+    for key, value in (("misclassified", int(wrong.sum())), ("accuracy", float(1 - wrong.mean()))):
+        said = reported.get(key) if isinstance(reported, dict) else None
+        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
+            raise DataError(
+                f"{paths.PREDICTIONS}: {key} {shown(value)}, but {paths.EVALUATE_METRICS} reports {short_repr(said)}; "
+                f"{fix}"
+            )
 
 
 def check_gallery_against_the_model(params: Params, predictions: pd.DataFrame, test: Split) -> None:
     """The misclassified gallery shows predictions the trained model makes: after `dvc repro -s
     train` figures drew the previous model's mistakes beside the new model's curves. Its images
-    (evaluate.misclassified at most) go through the model once, as explain's do."""
+    (evaluate.misclassified at most) and the first SAMPLE_COUNT go through the model once."""
     wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.evaluate.misclassified)
-    if wrong.empty:
-        return
+    # and the first test images, whatever the gallery's size: per-class and confusion tables are drawn from them all
+    chosen = pd.concat([wrong, predictions.head(SAMPLE_COUNT)]).drop_duplicates("index")
     trained = load_trained(paths.MODEL, resolve_device(params.train.device))
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
-    check_the_models_predictions(trained.model, wrong, test, paths.PREDICTIONS, paths.MODEL)
+    probabilities = check_the_models_predictions(trained.model, chosen, test, paths.PREDICTIONS, paths.MODEL)
+    # The gallery's titles show each image's confidence: ones raised to 0.999 were drawn as the model's.
+    stated = probabilities[np.arange(len(chosen)), chosen["predicted"].to_numpy()]
+    off = np.flatnonzero(np.abs(stated - chosen["confidence"].to_numpy()) > TIE_TOLERANCE)
+    if len(off):
+        row = int(off[0])
+        raise DataError(
+            f"{paths.PREDICTIONS}: test image {chosen['index'].iloc[row]} has confidence "
+            f"{chosen['confidence'].iloc[row]:.3f}, but {paths.MODEL} gives its predicted class {stated[row]:.3f}; "
+            f"re-create it with `dvc repro evaluate`"
+        )
 
 
 @dataclass(frozen=True)

@@ -1110,6 +1110,13 @@ def halved(column: str, row: int):
     return change
 
 
+def losses_reversed(text: str) -> str:
+    """A change to lr_find's curve: its losses in reverse order, its learning rates kept."""
+    table = pd.read_csv(io.StringIO(text))
+    table["loss"] = table["loss"].to_numpy()[::-1]
+    return table.to_csv(index=False)
+
+
 def another_class_in_the_first_row(column: str):
     """A change to a CSV of class names: the first row of `column` names the next class instead."""
 
@@ -1336,6 +1343,8 @@ def without_last_rows(count: int):
         (paths.HISTORY, first_cell("train_loss", 0.125, row=-1), "train_loss 0.125, but ", "train"),
         # Drawn with exit 0: a schedule train never ran, of the same peak, length and order.
         (paths.LR_SCHEDULE, halved("lr", 2), "step 3 ran at lr ", "train"),
+        # Drawn with exit 0: a range test's losses in reverse, its learning rates kept.
+        (paths.LR_FIND_CURVE, losses_reversed, "its lowest loss gives lr_at_min_loss 1e-07, ", "lr_find"),
     ],
     ids=[
         "empty-history",
@@ -1375,6 +1384,7 @@ def without_last_rows(count: int):
         "another-runs-test-accuracy",
         "another-runs-train-loss",
         "an-lr-halved-mid-schedule",
+        "range-test-losses-reversed",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
@@ -1387,6 +1397,44 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
         message
     )
     assert outputs(pipeline_run) == before
+
+
+def test_figures_refuses_predictions_that_evaluates_metrics_contradict(pipeline_run):
+    """Predictions, confusion and per-class tables edited together, each consistent with the
+    others, were drawn beside metrics/evaluate.json's count of misclassified images."""
+    reported = json.loads(Path(paths.EVALUATE_METRICS).read_text())
+    Path(paths.EVALUATE_METRICS).write_text(json.dumps(reported | {"misclassified": reported["misclassified"] + 10}))
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert str(refused.value) == (
+        f"{paths.PREDICTIONS}: misclassified {reported['misclassified']}, but {paths.EVALUATE_METRICS} reports "
+        f"{reported['misclassified'] + 10}; re-create it with `dvc repro evaluate`"
+    )
+
+
+def test_figures_refuses_a_gallery_confidence_the_model_does_not_give(pipeline_run):
+    """The gallery's titles print each image's confidence: rows raised to 0.999 were drawn."""
+    frame = pd.read_csv(paths.PREDICTIONS)
+    first_wrong = int(np.flatnonzero(frame["label"] != frame["predicted"])[0])
+    frame.loc[first_wrong, "confidence"] = 0.999
+    Path(paths.PREDICTIONS).write_text(frame.to_csv(index=False))
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert str(refused.value).startswith(
+        f"{paths.PREDICTIONS}: test image {frame['index'][first_wrong]} has confidence 0.999, but {paths.MODEL} gives "
+    ), str(refused.value)
+
+
+def test_figures_checks_the_models_predictions_without_a_misclassified_gallery(pipeline_run):
+    """With evaluate.misclassified 0 no gallery image went through the model, and a swapped
+    model's run was drawn with the previous model's confusion matrix."""
+    with_params(pipeline_run, {"evaluate": {"misclassified": 0}})
+    payload = torch.load(paths.MODEL, weights_only=True)
+    last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
+    payload["state_dict"][last_layer] *= -1000
+    torch.save(payload, paths.MODEL)
+    with pytest.raises(DataError, match=rf"^{paths.PREDICTIONS}: test image \d+ is predicted \w+, but "):
+        stages.figures.main()
 
 
 @pytest.mark.parametrize(

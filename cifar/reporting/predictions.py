@@ -88,9 +88,10 @@ TIE_TOLERANCE = 0.05
 
 def check_the_models_predictions(
     model: nn.Module, chosen: pd.DataFrame, test: Split, predictions_path: str, model_path: str
-) -> None:
+) -> np.ndarray:
     """Refuse `chosen` rows of predictions.csv whose prediction the model does not make: a
-    stale or edited file drew galleries of a 'bird' the model predicts as an automobile."""
+    stale or edited file drew galleries of a 'bird' the model predicts as an automobile.
+    Returns the model's class probabilities of the chosen rows' images."""
     probabilities = class_probabilities(model, test.images[chosen["index"].to_numpy()])
     stated, own = chosen["predicted"].to_numpy(), probabilities.argmax(1)
     rows = np.arange(len(chosen))
@@ -102,6 +103,7 @@ def check_the_models_predictions(
             f"{model_path} predicts {names[own[row]]} (probability {probabilities[row, own[row]]:.3f} against "
             f"{probabilities[row, stated[row]]:.3f}); re-create it with `dvc repro evaluate`"
         )
+    return probabilities
 
 
 @torch.no_grad()
