@@ -165,24 +165,27 @@ def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float | None, s
 def check_history_against_metrics(history: pd.DataFrame) -> None:
     """history.csv's last epoch and best test accuracy are those metrics/train.json reports:
     train writes both from one run, and another run's history of as many epochs was drawn without a word."""
-    fix = "re-create it with `dvc repro train`"
-    try:
-        with missing_as_data_error(paths.TRAIN_METRICS, fix):
-            reported = read_json_artifact(paths.TRAIN_METRICS, MAX_METRICS_BYTES, fix)
-    except ValueError as error:
-        raise DataError(f"{paths.TRAIN_METRICS}: unreadable ({one_line(error)}); {fix}") from None
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
     expected = {column: last[column] for column in HISTORY_COLUMNS} | {
         "best_test_accuracy": best["test_accuracy"],
         "best_epoch": best["epoch"],
     }
+    check_against_metrics(paths.HISTORY, expected, paths.TRAIN_METRICS, "train")
+
+
+def check_against_metrics(path: str, expected: dict, metrics_path: str, stage: str) -> None:
+    """Each of `expected`'s values, read from the table at `path`, is the one the metrics file
+    that `stage` wrote beside it reports (to float precision)."""
+    fix = f"re-create it with `dvc repro {stage}`"
+    try:
+        with missing_as_data_error(metrics_path, fix):
+            reported = read_json_artifact(metrics_path, MAX_METRICS_BYTES, fix)
+    except ValueError as error:
+        raise DataError(f"{metrics_path}: unreadable ({one_line(error)}); {fix}") from None
     for key, value in expected.items():
         said = reported.get(key) if isinstance(reported, dict) else None
         if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
-            raise DataError(
-                f"{paths.HISTORY}: {key} {shown(value)}, but {paths.TRAIN_METRICS} reports {short_repr(said)} "
-                f"for the same run; {fix}"
-            )
+            raise DataError(f"{path}: {key} {shown(value)}, but {metrics_path} reports {short_repr(said)}; {fix}")
 
 
 def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -215,20 +218,9 @@ def check_predictions_against_metrics(predictions: pd.DataFrame) -> None:
     """predictions.csv's count of misclassified images and its accuracy are those
     metrics/evaluate.json reports: evaluate writes both at once, and predictions, confusion and
     per-class tables edited together were drawn beside metrics that said otherwise."""
-    fix = "re-create it with `dvc repro evaluate`"
-    try:
-        with missing_as_data_error(paths.EVALUATE_METRICS, fix):
-            reported = read_json_artifact(paths.EVALUATE_METRICS, MAX_METRICS_BYTES, fix)
-    except ValueError as error:
-        raise DataError(f"{paths.EVALUATE_METRICS}: unreadable ({one_line(error)}); {fix}") from None
     wrong = predictions["label"].to_numpy() != predictions["predicted"].to_numpy()
-    for key, value in (("misclassified", int(wrong.sum())), ("accuracy", float(1 - wrong.mean()))):
-        said = reported.get(key) if isinstance(reported, dict) else None
-        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
-            raise DataError(
-                f"{paths.PREDICTIONS}: {key} {shown(value)}, but {paths.EVALUATE_METRICS} reports {short_repr(said)}; "
-                f"{fix}"
-            )
+    expected = {"misclassified": int(wrong.sum()), "accuracy": float(1 - wrong.mean())}
+    check_against_metrics(paths.PREDICTIONS, expected, paths.EVALUATE_METRICS, "evaluate")
 
 
 def check_gallery_against_the_model(params: Params, predictions: pd.DataFrame, test: Split) -> None:
