@@ -1401,7 +1401,7 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
 
 def test_figures_refuses_predictions_that_evaluates_metrics_contradict(pipeline_run):
     """Predictions, confusion and per-class tables edited together, each consistent with the
-    others, were drawn beside metrics/evaluate.json's count of misclassified images."""
+    others, were drawn beside evaluate's metrics, which counted other misclassified images."""
     reported = json.loads(Path(paths.EVALUATE_METRICS).read_text())
     Path(paths.EVALUATE_METRICS).write_text(json.dumps(reported | {"misclassified": reported["misclassified"] + 10}))
     with pytest.raises(DataError) as refused:
@@ -1444,7 +1444,7 @@ def test_figures_checks_the_models_predictions_without_a_misclassified_gallery(p
 )
 def test_figures_names_a_missing_input_with_the_stage_that_makes_it(pipeline_run, path, stage):
     """After DVC removed train's outputs (a run stopped under `dvc repro`), figures said to
-    check that plots/history.csv exists and may be read and written."""
+    check that train's history table exists and may be read and written."""
     Path(path).unlink()
     with pytest.raises(DataError) as refused:
         stages.figures.main()
