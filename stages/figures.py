@@ -111,7 +111,7 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
     for key, value in (("min_loss", curve["loss"].iloc[lowest]), ("lr_at_min_loss", curve["lr"].iloc[lowest])):
         said = chosen.get(key)
         # lr_find writes both from the curve it writes: an edited curve (its losses reversed) moved its minimum.
-        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
+        if not reports(said, value):
             raise DataError(
                 f"{paths.LR_FIND_CURVE}: its lowest loss gives {key} {shown(value)}, but {paths.LR_FIND_METRICS} "
                 f"reports {short_repr(said)}; re-create it with `dvc repro lr_find`"
@@ -184,7 +184,7 @@ def check_against_metrics(path: str, expected: dict, metrics_path: str, stage: s
         raise DataError(f"{metrics_path}: unreadable ({one_line(error)}); {fix}") from None
     for key, value in expected.items():
         said = reported.get(key) if isinstance(reported, dict) else None
-        if isinstance(said, bool) or not isinstance(said, (int, float)) or not math.isclose(said, value, rel_tol=1e-9):
+        if not reports(said, value):
             raise DataError(f"{path}: {key} {shown(value)}, but {metrics_path} reports {short_repr(said)}; {fix}")
 
 
@@ -212,6 +212,12 @@ def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     check_confusion(confusion, predictions, test.classes)
     check_predictions_against_metrics(predictions)
     return predictions, per_class, confusion
+
+
+def reports(said: object, value: float) -> bool:
+    """Whether a metrics file's value `said` is the number `value` (to float precision): not a
+    missing key, text or true (a bool is an int to Python)."""
+    return not isinstance(said, bool) and isinstance(said, (int, float)) and math.isclose(said, value, rel_tol=1e-9)
 
 
 def check_predictions_against_metrics(predictions: pd.DataFrame) -> None:
