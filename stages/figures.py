@@ -20,7 +20,7 @@ from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
 from cifar.dataset import Split, check_same_classes, load_split
 from cifar.errors import DataError, one_line, short_repr
-from cifar.models import load_trained
+from cifar.models import TrainedModel, load_trained
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.reporting.plots import (
     confusion_figure,
@@ -48,9 +48,14 @@ def main() -> None:
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     # Every table is read and checked before a figure is drawn: a refusal leaves every picture as it was.
     curve, chosen = read_range_test(params)
+    trained = load_trained(paths.MODEL, resolve_device(params.train.device))
+    check_same_classes(
+        trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
+    )
     history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
+    check_history_against_the_model(history, trained)
     predictions, per_class, confusion = read_evaluation(test)
-    check_gallery_against_the_model(params, predictions, test)
+    check_gallery_against_the_model(trained, predictions, test, params.evaluate.misclassified)
 
     with replaced_together():
         save_figure(
@@ -162,6 +167,24 @@ def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float | None, s
         )
 
 
+def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel) -> None:
+    """Each epoch's row of history.csv is the one the model was trained along: an earlier epoch's
+    loss halved kept the last row and the best that train.json reports, and was drawn without a word."""
+    fix = "re-create it with `dvc repro train`"
+    if len(trained.history) != len(history):
+        raise DataError(
+            f"{paths.HISTORY}: {len(history)} epochs, but {paths.MODEL} was trained for {len(trained.history)}; {fix}"
+        )
+    for drawn, recorded in zip(history.to_dict("records"), trained.history):
+        for column in ("epoch", *HISTORY_COLUMNS):  # what the curves draw; not each epoch's seconds
+            value = drawn[column]
+            if not reports(recorded.get(column), value):
+                raise DataError(
+                    f"{paths.HISTORY}: epoch {drawn['epoch']:g} has {column} {shown(value)}, but {paths.MODEL} was "
+                    f"trained to {short_repr(recorded.get(column))} there; {fix}"
+                )
+
+
 def check_history_against_metrics(history: pd.DataFrame) -> None:
     """history.csv's last epoch and best test accuracy are those metrics/train.json reports:
     train writes both from one run, and another run's history of as many epochs was drawn without a word."""
@@ -229,17 +252,15 @@ def check_predictions_against_metrics(predictions: pd.DataFrame) -> None:
     check_against_metrics(paths.PREDICTIONS, expected, paths.EVALUATE_METRICS, "evaluate")
 
 
-def check_gallery_against_the_model(params: Params, predictions: pd.DataFrame, test: Split) -> None:
+def check_gallery_against_the_model(
+    trained: TrainedModel, predictions: pd.DataFrame, test: Split, gallery_size: int
+) -> None:
     """The misclassified gallery shows predictions the trained model makes: after `dvc repro -s
     train` figures drew the previous model's mistakes beside the new model's curves. Its images
-    (evaluate.misclassified at most) and the first SAMPLE_COUNT go through the model once."""
-    wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.evaluate.misclassified)
+    (gallery_size at most) and the first SAMPLE_COUNT go through the model once."""
+    wrong = predictions[predictions["label"] != predictions["predicted"]].head(gallery_size)
     # and the first test images, whatever the gallery's size: per-class and confusion tables are drawn from them all
     chosen = pd.concat([wrong, predictions.head(SAMPLE_COUNT)]).drop_duplicates("index")
-    trained = load_trained(paths.MODEL, resolve_device(params.train.device))
-    check_same_classes(
-        trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
-    )
     probabilities = check_the_models_predictions(trained.model, chosen, test, paths.PREDICTIONS, paths.MODEL)
     # The gallery's titles show each image's confidence: ones raised to 0.999 were drawn as the model's.
     stated = probabilities[np.arange(len(chosen)), chosen["predicted"].to_numpy()]

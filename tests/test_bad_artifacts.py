@@ -1341,6 +1341,8 @@ def without_last_rows(count: int):
             "train",
         ),
         (paths.HISTORY, first_cell("train_loss", 0.125, row=-1), "train_loss 0.125, but ", "train"),
+        # Drawn with exit 0: an earlier epoch's loss halved, the last epoch and the best kept.
+        (paths.HISTORY, halved("test_loss", 0), "epoch 1 has test_loss ", "train"),
         # Drawn with exit 0: a schedule train never ran, of the same peak, length and order.
         (paths.LR_SCHEDULE, halved("lr", 2), "step 3 ran at lr ", "train"),
         # Drawn with exit 0: a range test's losses in reverse, its learning rates kept.
@@ -1383,6 +1385,7 @@ def without_last_rows(count: int):
         "fractional-epoch",
         "another-runs-test-accuracy",
         "another-runs-train-loss",
+        "an-earlier-epochs-loss-halved",
         "an-lr-halved-mid-schedule",
         "range-test-losses-reversed",
     ],

@@ -31,10 +31,11 @@ def test_group_norm_variant_really_uses_group_norm():
 def test_saved_model_rebuilds_with_the_same_outputs(tmp_path):
     config = ModelConfig("resnet18", "group")
     model = build_model(config).eval()
-    save_trained(tmp_path / "model.pt", model, config, tuple("abcdefghij"))
+    history = [{"epoch": 1, "train_loss": 2.25, "test_accuracy": 0.125}]
+    save_trained(tmp_path / "model.pt", model, config, tuple("abcdefghij"), history)
     loaded = load_trained(tmp_path / "model.pt", torch.device("cpu"))
     batch = torch.randn(2, 3, 32, 32)
-    assert loaded.classes == tuple("abcdefghij") and loaded.config == config
+    assert loaded.classes == tuple("abcdefghij") and loaded.config == config and loaded.history == tuple(history)
     assert not loaded.model.training
     torch.testing.assert_close(loaded.model(batch), model(batch))
 
@@ -82,3 +83,17 @@ def test_a_model_whose_statistics_were_re_saved_as_tuples_is_loaded(tmp_path):
     payload["normalization"] = {key: tuple(values) for key, values in payload["normalization"].items()}
     torch.save(payload, path)
     assert load_trained(path, torch.device("cpu")).classes == tuple("abcdefghij")
+
+
+@pytest.mark.parametrize("history", [None, {"epoch": 1}, [{"epoch": "1"}], [{"epoch": True}], [[1, 2.5]]])
+def test_a_model_whose_history_is_not_rows_of_numbers_is_refused(tmp_path, history):
+    """figures compares each epoch of history.csv with the model's: a history of text ended in a TypeError."""
+    path = tmp_path / "model.pt"
+    save_trained(path, build_model(ModelConfig()), ModelConfig(), tuple("abcdefghij"))
+    payload = torch.load(path, weights_only=True)
+    payload["history"] = history
+    torch.save(payload, path)
+    with pytest.raises(DataError) as refused:
+        load_trained(path, torch.device("cpu"))
+    assert str(refused.value).startswith(f"{path}: not a model saved by the train stage (history = ")
+    assert str(refused.value).endswith("not a list of rows of numbers); re-create it with `dvc repro train`")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,13 +43,18 @@ def input_normalization() -> dict[str, list[float]]:
     return {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
 
 
-def save_trained(path: str | Path, model: nn.Module, config: ModelConfig, classes: tuple[str, ...]) -> None:
-    """Weights plus everything needed to rebuild the model and normalise its input."""
+def save_trained(
+    path: str | Path, model: nn.Module, config: ModelConfig, classes: tuple[str, ...], history: Sequence[dict] = ()
+) -> None:
+    """Weights plus everything needed to rebuild the model and normalise its input, and the
+    per-epoch history it was trained along (a few numbers an epoch), so that the curves drawn
+    beside it can be checked to be its own."""
     payload = {
         "model": asdict(config),
         "classes": list(classes),
         "normalization": input_normalization(),
         "state_dict": {name: tensor.cpu() for name, tensor in model.state_dict().items()},
+        "history": [dict(row) for row in history],
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -59,6 +65,7 @@ class TrainedModel:
     model: nn.Module  # in eval mode, on the requested device
     config: ModelConfig
     classes: tuple[str, ...]
+    history: tuple[dict[str, float], ...]  # one row per epoch, as save_trained was given it
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
@@ -101,6 +108,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         ):
             raise _not_a_model(path, f"classes = {short_repr(classes)}, not a list of different, non-empty names")
         classes = tuple(classes)
+        history = payload["history"]
+        if not (isinstance(history, list) and all(_is_history_row(row) for row in history)):
+            raise _not_a_model(path, f"history = {short_repr(history)}, not a list of rows of numbers")
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
@@ -119,7 +129,14 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             f"{path}: the weights hold NaN or infinity (first in {broken}); the run that saved them diverged: "
             f"re-create it with `dvc repro train`"
         )
-    return TrainedModel(on_device(model, device).eval(), config, classes)
+    return TrainedModel(on_device(model, device).eval(), config, classes, tuple(history))
+
+
+def _is_history_row(row: object) -> bool:
+    return isinstance(row, dict) and all(
+        isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        for key, value in row.items()
+    )
 
 
 def _as_lists(normalization: object) -> object:
