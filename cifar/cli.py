@@ -104,12 +104,16 @@ def install_stop_handlers() -> None:
         signal.signal(signal.SIGINT, _raise_interrupted)
 
 
+def under_dvc() -> bool:
+    """Whether DVC runs this stage (`dvc repro`, `dvc exp run`): it names the project in DVC_ROOT."""
+    return bool(os.environ.get("DVC_ROOT"))
+
+
 def in_a_dvc_workspace_copy() -> bool:
     """Whether DVC runs this stage in a copy of the workspace (`dvc exp run --temp`, a queued
     experiment: in the project's .dvc/tmp/exps): DVC_ROOT names the project, where the stages
     run otherwise, and the copy, deleted when the run ends, holds only the files git and DVC track."""
-    project = os.environ.get("DVC_ROOT")
-    return bool(project) and Path.cwd().resolve() != Path(project).resolve()
+    return under_dvc() and Path.cwd().resolve() != Path(os.environ["DVC_ROOT"]).resolve()
 
 
 def say(line: str) -> None:

@@ -114,7 +114,10 @@ def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monke
     assert str(stopped.value).startswith(f"stopped by SIGTERM after step 2 of epoch 1; {hint}"), str(stopped.value)
 
 
-def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path, caplog):
+def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path, caplog, monkeypatch):
+    """Run outside DVC, the line named `dvc repro`, which found train's outputs (unchanged by
+    the stopped run) up to date and resumed nothing."""
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     uninterrupted_model = fresh_model()
     uninterrupted = train(uninterrupted_model)
 
@@ -124,7 +127,7 @@ def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
         train(interrupted_model, checkpoint, stop)
     assert "stopped by SIGTERM after step 2 of epoch 2" in str(stopped.value)
-    assert "run `dvc repro` (or `python -m stages.train`) to resume from epoch 2" in str(stopped.value)
+    assert "run `python -m stages.train` (or `dvc repro -f -s train`) to resume from epoch 2" in str(stopped.value)
     assert read_checkpoint(checkpoint.path)["state"]["epoch"] == 1
 
     caplog.set_level(logging.INFO)

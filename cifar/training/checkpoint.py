@@ -28,7 +28,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
-from cifar.cli import in_a_dvc_workspace_copy
+from cifar.cli import in_a_dvc_workspace_copy, under_dvc
 from cifar.errors import one_line, short_repr
 from cifar.reading import torch_file_problem
 
@@ -144,11 +144,17 @@ class CheckpointFile:
 
     def resume_hint(self, epoch: int) -> str:
         """How a stopped run goes on from `epoch`: in a copy of the workspace DVC deletes with the
-        checkpoint, `dvc repro` in the project would not resume that run."""
+        checkpoint, `dvc repro` in the project would not resume that run; and after a run
+        outside DVC, whose outputs stay those dvc.lock records, it finds nothing to do."""
         if in_a_dvc_workspace_copy():
             return (
                 "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "
                 "deletes: run the experiment again, which trains from epoch 1"
+            )
+        if not under_dvc():
+            return (
+                f"the checkpoint holds every completed epoch: run `python -m stages.train` (or `dvc repro -f -s "
+                f"train`) to resume from epoch {epoch}"
             )
         return (
             f"the checkpoint holds every completed epoch: run `dvc repro` (or `python -m stages.train`) to resume "
