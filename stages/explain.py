@@ -10,7 +10,7 @@ from cifar.dataset import check_same_classes, load_split
 from cifar.models import load_trained
 from cifar.reporting.explain import grad_cam, overlay, resolve_layers
 from cifar.reporting.plots import image_grid
-from cifar.reporting.predictions import check_the_models_predictions, load_predictions
+from cifar.reporting.predictions import check_the_models_predictions, first_misclassified, load_predictions
 from cifar.runtime import resolve_device
 from stages import paths
 
@@ -27,7 +27,7 @@ def main() -> None:
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
     predictions = load_predictions(paths.PREDICTIONS, test)
-    wrong = predictions[predictions["label"] != predictions["predicted"]].head(params.explain.images)
+    wrong = first_misclassified(predictions, params.explain.images)
     names = test.classes
     if len(wrong):
         if len(wrong) < params.explain.images:

@@ -31,7 +31,12 @@ from cifar.reporting.plots import (
     misclassified_figure,
     per_class_figure,
 )
-from cifar.reporting.predictions import TIE_TOLERANCE, check_the_models_predictions, load_predictions
+from cifar.reporting.predictions import (
+    TIE_TOLERANCE,
+    check_the_models_predictions,
+    first_misclassified,
+    load_predictions,
+)
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
@@ -55,7 +60,8 @@ def main() -> None:
     history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
     predictions, per_class, confusion = read_evaluation(test)
-    check_gallery_against_the_model(trained, predictions, test, params.evaluate.misclassified)
+    gallery = first_misclassified(predictions, params.evaluate.misclassified)
+    check_gallery_against_the_model(trained, gallery, predictions, test)
 
     with replaced_together():
         save_figure(
@@ -78,19 +84,21 @@ def main() -> None:
                 test.classes,
             ),
         )
-        gallery, drawn = misclassified_figure(
-            test.images[predictions["index"].to_numpy()],
-            predictions["label"].to_numpy(),
-            predictions["predicted"].to_numpy(),
-            predictions["confidence"].to_numpy(),
-            test.classes,
-            params.evaluate.misclassified,
+        save_figure(
+            paths.MISCLASSIFIED_IMAGE,
+            misclassified_figure(
+                test.images[gallery["index"].to_numpy()],
+                gallery["label"].to_numpy(),
+                gallery["predicted"].to_numpy(),
+                gallery["confidence"].to_numpy(),
+                test.classes,
+                int((predictions["label"] != predictions["predicted"]).sum()),
+            ),
         )
-        save_figure(paths.MISCLASSIFIED_IMAGE, gallery)
-    if drawn < params.evaluate.misclassified:
+    if len(gallery) < params.evaluate.misclassified:
         log.info(
             "only %d misclassified test images, fewer than evaluate.misclassified = %d",
-            drawn,
+            len(gallery),
             params.evaluate.misclassified,
         )
 
@@ -253,14 +261,13 @@ def check_predictions_against_metrics(predictions: pd.DataFrame) -> None:
 
 
 def check_gallery_against_the_model(
-    trained: TrainedModel, predictions: pd.DataFrame, test: Split, gallery_size: int
+    trained: TrainedModel, gallery: pd.DataFrame, predictions: pd.DataFrame, test: Split
 ) -> None:
     """The misclassified gallery shows predictions the trained model makes: after `dvc repro -s
-    train` figures drew the previous model's mistakes beside the new model's curves. Its images
-    (gallery_size at most) and the first SAMPLE_COUNT go through the model once."""
-    wrong = predictions[predictions["label"] != predictions["predicted"]].head(gallery_size)
+    train` figures drew the previous model's mistakes beside the new model's curves. Its rows
+    and the first SAMPLE_COUNT go through the model once."""
     # and the first test images, whatever the gallery's size: per-class and confusion tables are drawn from them all
-    chosen = pd.concat([wrong, predictions.head(SAMPLE_COUNT)]).drop_duplicates("index")
+    chosen = pd.concat([gallery, predictions.head(SAMPLE_COUNT)]).drop_duplicates("index")
     probabilities = check_the_models_predictions(trained.model, chosen, test, paths.PREDICTIONS, paths.MODEL)
     # The gallery's titles show each image's confidence: ones raised to 0.999 were drawn as the model's.
     stated = probabilities[np.arange(len(chosen)), chosen["predicted"].to_numpy()]

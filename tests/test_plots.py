@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from cifar.reporting.plots import misclassified_figure
+from cifar.reporting.predictions import first_misclassified
 
 CLASSES = tuple(f"class_{i}" for i in range(10))
 
@@ -16,8 +18,13 @@ def test_gallery_shows_the_configured_count_or_every_error(errors, limit, expect
     predicted = labels.copy()
     predicted[:errors] = (predicted[:errors] + 1) % 10
     images = np.zeros((100, 32, 32, 3), dtype=np.uint8)
-    figure, shown = misclassified_figure(images, labels, predicted, np.full(100, 0.5), CLASSES, limit)
-    assert shown == expected == shown_images(figure)
+    predictions = pd.DataFrame({"index": range(100), "label": labels, "predicted": predicted, "confidence": 0.5})
+    gallery = first_misclassified(predictions, limit)
+    figure = misclassified_figure(
+        images[gallery["index"]], gallery["label"], gallery["predicted"], gallery["confidence"], CLASSES, errors
+    )
+    assert len(gallery) == expected == shown_images(figure)
+    assert figure.get_suptitle() == f"first {expected} misclassified test images (of {errors})"
     titles = [axis.get_title() for axis in figure.axes if axis.images]
     if expected:
         assert titles[0] == "true: class_0\npred: class_1 (50%)"

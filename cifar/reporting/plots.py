@@ -63,21 +63,16 @@ def lr_finder_figure(
     return figure
 
 
-def misclassified_figure(images: np.ndarray, labels, predicted, confidence, classes: Sequence[str], limit: int):
-    """The first `limit` misclassified images, titled with true and predicted class.
-
-    Returns the figure and how many images it shows (fewer than limit if fewer are wrong).
-    """
-    wrong = np.flatnonzero(np.asarray(predicted) != np.asarray(labels))
-    shown = wrong[:limit]
-    titles = [f"true: {classes[labels[i]]}\npred: {classes[predicted[i]]} ({confidence[i]:.0%})" for i in shown]
-    figure = image_grid(
-        images[shown],
-        titles,
-        columns=5,
-        suptitle=f"first {len(shown)} misclassified test images (of {len(wrong)})",
+def misclassified_figure(images: np.ndarray, labels, predicted, confidence, classes: Sequence[str], misclassified: int):
+    """The first misclassified images of `misclassified` in all, titled with true and predicted
+    class and the model's confidence in it."""
+    titles = [
+        f"true: {classes[label]}\npred: {classes[guess]} ({chance:.0%})"
+        for label, guess, chance in zip(labels, predicted, confidence)
+    ]
+    return image_grid(
+        images, titles, columns=5, suptitle=f"first {len(images)} misclassified test images (of {misclassified})"
     )
-    return figure, len(shown)
 
 
 def epoch_curves_figure(history, metric: str, label: str):

@@ -22,6 +22,12 @@ from cifar.training.augment import normalize
 MAX_BYTES_PER_ROW = 128
 
 
+def first_misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The first `count` misclassified rows in test-split order: the images figures' gallery
+    draws (and checks against the model) and explain explains, the same ones for the same count."""
+    return predictions[predictions["label"] != predictions["predicted"]].head(count)
+
+
 def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
     fix = "re-create it with `dvc repro evaluate`"
     try:
