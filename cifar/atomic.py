@@ -12,6 +12,7 @@ target: git-ignored, safe to delete, and removed by the next stage run
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -261,7 +262,12 @@ def process_alive(pid: int) -> bool:
 
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as temporary:
-        temporary.write_text(text)
+        temporary.write_bytes(text.encode())
+
+
+def text_digest(text: str) -> str:
+    """The SHA-256 of the bytes write_text writes for `text`."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_json(target: str | Path, data: dict) -> None:

@@ -5,6 +5,7 @@ re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evalu
 """
 
 import contextlib
+import hashlib
 import io
 import logging
 import math
@@ -129,7 +130,25 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
                 f"{paths.LR_FIND_CURVE}: its lowest loss gives {key} {shown(value)}, but {paths.LR_FIND_METRICS} "
                 f"reports {short_repr(said)}; re-create it with `dvc repro lr_find`"
             )
+    check_curve_digest()
     return curve, chosen
+
+
+def check_curve_digest() -> None:
+    """lr_find.csv is the curve whose digest lr_find handed on beside its pick: a loss edited in
+    mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn."""
+    fix = "re-create it with `dvc repro lr_find`"
+    try:
+        with missing_as_data_error(paths.MAX_LR_PICK, fix):
+            handed = read_json_artifact(paths.MAX_LR_PICK, MAX_METRICS_BYTES, fix)
+    except ValueError as error:
+        raise DataError(f"{paths.MAX_LR_PICK}: unreadable ({one_line(error)}); {fix}") from None
+    recorded = handed.get("curve_sha256") if isinstance(handed, dict) else None
+    if recorded != hashlib.sha256(Path(paths.LR_FIND_CURVE).read_bytes()).hexdigest():
+        raise DataError(
+            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote ({paths.MAX_LR_PICK} records the SHA-256 "
+            f"{short_repr(recorded)}, and this file has another); {fix}"
+        )
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:

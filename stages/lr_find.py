@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from cifar.atomic import replaced_together, write_csv, write_json
+from cifar.atomic import replaced_together, text_digest, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
@@ -49,13 +49,17 @@ def main() -> None:
         }
     if test.steepest_lr is not None:  # a range too short to estimate a slope has none
         metrics["steepest_lr"] = test.steepest_lr
-    curve = pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses})
+    # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
+    curve = pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}).to_csv(index=False)
     with replaced_together():
         write_json(paths.LR_FIND_METRICS, metrics)
-        # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
-        write_csv(paths.LR_FIND_CURVE, curve)
-        # train's input: metrics are for comparing runs, this file for handing on the pick.
-        write_json(paths.MAX_LR_PICK, {"verdict": test.reading.verdict, "max_lr": test.max_lr})
+        write_text(paths.LR_FIND_CURVE, curve)
+        # train's input: metrics are for comparing runs, this file for handing on the pick; and
+        # for figures, the curve's digest: one loss edited anywhere in it was drawn without a word.
+        write_json(
+            paths.MAX_LR_PICK,
+            {"verdict": test.reading.verdict, "max_lr": test.max_lr, "curve_sha256": text_digest(curve)},
+        )
     if test.no_descent:
         if params.train.max_lr == "find":
             # The outputs above show why; DVC does not record a failed stage as done, so train never runs.

@@ -1110,6 +1110,13 @@ def halved(column: str, row: int):
     return change
 
 
+def doubled_at_the_peak_loss(text: str) -> str:
+    """A change to lr_find's curve: its highest loss doubled, far from its minimum."""
+    table = pd.read_csv(io.StringIO(text))
+    table.loc[table["loss"].idxmax(), "loss"] *= 2
+    return table.to_csv(index=False)
+
+
 def losses_reversed(text: str) -> str:
     """A change to lr_find's curve: its losses in reverse order, its learning rates kept."""
     table = pd.read_csv(io.StringIO(text))
@@ -1347,6 +1354,8 @@ def without_last_rows(count: int):
         (paths.LR_SCHEDULE, halved("lr", 2), "step 3 ran at lr ", "train"),
         # Drawn with exit 0: a range test's losses in reverse, its learning rates kept.
         (paths.LR_FIND_CURVE, losses_reversed, "its lowest loss gives lr_at_min_loss 1e-07, ", "lr_find"),
+        # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
+        (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],
     ids=[
         "empty-history",
@@ -1388,6 +1397,7 @@ def without_last_rows(count: int):
         "an-earlier-epochs-loss-halved",
         "an-lr-halved-mid-schedule",
         "range-test-losses-reversed",
+        "range-test-peak-loss-doubled",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):

@@ -1,5 +1,6 @@
 """The whole pipeline under `dvc repro`, on synthetic data, in a temporary git repository."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -46,7 +47,9 @@ def test_train_reports_quality_and_speed_apart_and_the_environment_outside_the_m
     lr_find = json.loads((root / paths.LR_FIND_METRICS).read_text())
     # train ran at the pick lr_find handed it, the one its metrics record.
     handed = json.loads((root / paths.MAX_LR_PICK).read_text())
-    assert handed == {"verdict": "descent", "max_lr": lr_find["max_lr"]} and metrics["max_lr"] == lr_find["max_lr"]
+    assert (handed["verdict"], handed["max_lr"]) == ("descent", lr_find["max_lr"]) == ("descent", metrics["max_lr"])
+    # and the digest of the curve figures draws
+    assert handed["curve_sha256"] == hashlib.sha256((root / paths.LR_FIND_CURVE).read_bytes()).hexdigest()
     # The quality metrics are the history's last row and its best epoch.
     history = pd.read_csv(root / paths.HISTORY)
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
