@@ -18,9 +18,9 @@ import torch
 
 from cifar.atomic import replaced_together, save_figure
 from cifar.cli import run_stage
-from cifar.config import MAX_OPTIMIZER_FACTOR, Params, load_params
+from cifar.config import MAX_OPTIMIZER_FACTOR, LRFindConfig, Params, load_params
 from cifar.dataset import Split, check_same_classes, load_split
-from cifar.errors import DataError, one_line, short_repr
+from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import TrainedModel, load_trained
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.reporting.plots import (
@@ -41,6 +41,7 @@ from cifar.reporting.predictions import (
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
+from cifar.training.lr_find import read_curve
 from cifar.training.schedule import planned_lrs
 from stages import paths
 
@@ -121,17 +122,27 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    lowest = int(curve["loss"].to_numpy().argmin())
-    for key, value in (("min_loss", curve["loss"].iloc[lowest]), ("lr_at_min_loss", curve["lr"].iloc[lowest])):
-        said = chosen.get(key)
-        # lr_find writes both from the curve it writes: an edited curve (its losses reversed) moved its minimum.
-        if not reports(said, value):
-            raise DataError(
-                f"{paths.LR_FIND_CURVE}: its lowest loss gives {key} {shown(value)}, but {paths.LR_FIND_METRICS} "
-                f"reports {short_repr(said)}; re-create it with `dvc repro lr_find`"
-            )
     check_curve_digest()
+    check_range_test_metrics(curve, chosen, params.lr_find)
     return curve, chosen
+
+
+def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindConfig) -> None:
+    """Every number metrics/lr_find.json reports is the one lr_find reads off the curve beside
+    it: an edited steepest_lr was marked on the figure where the curve is not steepest."""
+    fix = "re-create it with `dvc repro lr_find`"
+    try:
+        expected = read_curve(curve["lr"].tolist(), curve["loss"].tolist(), config).metrics()
+    except TrainingError as error:  # a curve lr_find could not have read, and so not written
+        raise DataError(f"{paths.LR_FIND_CURVE}: not a curve lr_find reads ({one_line(error)}); {fix}") from None
+    for key in sorted(expected.keys() | chosen.keys()):
+        value, said = expected.get(key), chosen.get(key)
+        agrees = said is value if isinstance(value, bool) or value is None else reports(said, value)
+        if not agrees:
+            raise DataError(
+                f"{paths.LR_FIND_METRICS}: {key} = {short_repr(said)}, but lr_find reads {shown(value)} off "
+                f"{paths.LR_FIND_CURVE}; {fix}"
+            )
 
 
 def check_curve_digest() -> None:
@@ -168,13 +179,6 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
     )
     check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
     step_lrs = schedule["lr"].to_numpy()
-    peak = float(step_lrs.max())
-    if params.train.max_lr == "find" and picked is not None and not math.isclose(picked, peak, rel_tol=1e-9):
-        # The LR finder's figure would mark a pick that training never ran at.
-        raise DataError(
-            f"{paths.LR_FIND_METRICS}: max_lr = {picked:g}, but train ran at a peak of {peak:g} "
-            f"({paths.LR_SCHEDULE}); re-create it with `dvc repro lr_find`"
-        )
     check_schedule(step_lrs, params, picked if params.train.max_lr == "find" else params.train.max_lr, steps // epochs)
     return history, step_lrs
 

@@ -30,29 +30,10 @@ def main() -> None:
         len(train),
     )
     test = range_test(recipe, model, loader)
-    metrics = {
-        # Metrics stay numbers (dvc metrics diff compares them): the verdict as two booleans, both false when flat.
-        "descent": test.reading.verdict == "descent",
-        "rising": test.reading.verdict == "rising",
-        "fall": test.reading.fall,
-        "noise": test.reading.noise,
-        "min_loss": test.min_loss,
-        "lr_at_min_loss": test.lr_at_min_loss,
-        "valley_lr": test.valley_lr,
-        "steps": len(test.lrs),
-    }
-    if test.max_lr is not None:  # a curve without a descent has nothing to pick
-        metrics |= {
-            "max_lr": test.max_lr,
-            "pick_at_range_end": test.at_range_end,
-            "pick_past_descent": test.past_descent,
-        }
-    if test.steepest_lr is not None:  # a range too short to estimate a slope has none
-        metrics["steepest_lr"] = test.steepest_lr
     # DVC's linear template has no log axis; log10(lr) spreads the curve as the PNG's log scale does.
     curve = pd.DataFrame({"lr": test.lrs, "log10_lr": np.log10(test.lrs), "loss": test.losses}).to_csv(index=False)
     with replaced_together():
-        write_json(paths.LR_FIND_METRICS, metrics)
+        write_json(paths.LR_FIND_METRICS, test.metrics())
         write_text(paths.LR_FIND_CURVE, curve)
         # train's input: metrics are for comparing runs, this file for handing on the pick; and
         # for figures, the curve's digest: one loss edited anywhere in it was drawn without a word.

@@ -1117,6 +1117,18 @@ def doubled_at_the_peak_loss(text: str) -> str:
     return table.to_csv(index=False)
 
 
+def lr_find_metric_at_another_tested_lr(key: str):
+    """A change to lr_find.json: `key` moved to the next learning rate its curve tested."""
+
+    def change(text: str) -> str:
+        tested = pd.read_csv(paths.LR_FIND_CURVE)["lr"].to_numpy()
+        metrics = json.loads(text)
+        metrics[key] = float(tested[(np.abs(tested - metrics[key]).argmin() + 1) % len(tested)])
+        return json.dumps(metrics)
+
+    return change
+
+
 def losses_reversed(text: str) -> str:
     """A change to lr_find's curve: its losses in reverse order, its learning rates kept."""
     table = pd.read_csv(io.StringIO(text))
@@ -1318,7 +1330,7 @@ def without_last_rows(count: int):
         (
             paths.LR_FIND_METRICS,
             json_field("max_lr", 0.001),
-            "max_lr = 0.001, but train ran at a peak of 0.003",
+            f"max_lr = 0.001, but lr_find reads 0.003 off {paths.LR_FIND_CURVE}",
             "lr_find",
         ),
         # Drawn with exit 0 in file order: a schedule backwards, a curve zigzagging, epoch 2 missing.
@@ -1353,7 +1365,14 @@ def without_last_rows(count: int):
         # Drawn with exit 0: a schedule train never ran, of the same peak, length and order.
         (paths.LR_SCHEDULE, halved("lr", 2), "step 3 ran at lr ", "train"),
         # Drawn with exit 0: a range test's losses in reverse, its learning rates kept.
-        (paths.LR_FIND_CURVE, losses_reversed, "its lowest loss gives lr_at_min_loss 1e-07, ", "lr_find"),
+        (paths.LR_FIND_CURVE, losses_reversed, "not the curve lr_find wrote", "lr_find"),
+        # Shown by `dvc metrics show` with exit 0: a valley where the curve has none.
+        (
+            paths.LR_FIND_METRICS,
+            lr_find_metric_at_another_tested_lr("valley_lr"),
+            "valley_lr = ",
+            "lr_find",
+        ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],
@@ -1397,6 +1416,7 @@ def without_last_rows(count: int):
         "an-earlier-epochs-loss-halved",
         "an-lr-halved-mid-schedule",
         "range-test-losses-reversed",
+        "valley-lr-moved",
         "range-test-peak-loss-doubled",
     ],
 )

@@ -63,6 +63,29 @@ class RangeTest:
     past_descent: bool  # the loss no longer falls at the pick: the edge of divergence
     diverged_at: float | None  # the LR where the loss passed DIVERGE_TH times its lowest, or was not finite
 
+    def metrics(self) -> dict[str, float | bool]:
+        """What metrics/lr_find.json records of it; figures re-reads the curve and expects the same."""
+        metrics = {
+            # Metrics stay numbers (dvc metrics diff compares them): the verdict as two booleans, both false when flat.
+            "descent": self.reading.verdict == "descent",
+            "rising": self.reading.verdict == "rising",
+            "fall": self.reading.fall,
+            "noise": self.reading.noise,
+            "min_loss": self.min_loss,
+            "lr_at_min_loss": self.lr_at_min_loss,
+            "valley_lr": self.valley_lr,
+            "steps": len(self.lrs),
+        }
+        if self.max_lr is not None:  # a curve without a descent has nothing to pick
+            metrics |= {
+                "max_lr": self.max_lr,
+                "pick_at_range_end": self.at_range_end,
+                "pick_past_descent": self.past_descent,
+            }
+        if self.steepest_lr is not None:  # a range too short to estimate a slope has none
+            metrics["steepest_lr"] = self.steepest_lr
+        return metrics
+
     @property
     def warnings(self) -> list[str]:
         found = []
