@@ -97,3 +97,15 @@ def test_a_model_whose_history_is_not_rows_of_numbers_is_refused(tmp_path, histo
         load_trained(path, torch.device("cpu"))
     assert str(refused.value).startswith(f"{path}: not a model saved by the train stage (history = ")
     assert str(refused.value).endswith("not a list of rows of numbers); re-create it with `dvc repro train`")
+
+
+def test_a_models_bytes_do_not_depend_on_where_its_history_rows_came_from(tmp_path):
+    """A resumed run's history rows come from the checkpoint, each with key strings of its own:
+    its model.pt differed in bytes from an uninterrupted run's, and DVC recorded another model."""
+    model = build_model(ModelConfig())
+    in_one_run = [{"epoch": 1, "test_loss": 2.5}, {"epoch": 2, "test_loss": 1.5}]
+    resumed = [{"".join(("ep", "och")): 1, "".join(("test_", "loss")): 2.5}, {"epoch": 2, "test_loss": 1.5}]
+    for run, history in (("one-run", in_one_run), ("resumed", resumed)):
+        (tmp_path / run).mkdir()
+        save_trained(tmp_path / run / "model.pt", model, ModelConfig(), tuple("abcdefghij"), history)
+    assert (tmp_path / "one-run/model.pt").read_bytes() == (tmp_path / "resumed/model.pt").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,7 +55,9 @@ def save_trained(
         "classes": list(classes),
         "normalization": input_normalization(),
         "state_dict": {name: tensor.cpu() for name, tensor in model.state_dict().items()},
-        "history": [dict(row) for row in history],
+        # One string object per key: pickle writes an object it has seen as a reference, so rows
+        # restored from a checkpoint (keys of their own) made a resumed run's file differ in bytes.
+        "history": [{sys.intern(key): value for key, value in row.items()} for row in history],
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
