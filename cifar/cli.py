@@ -105,15 +105,23 @@ def install_stop_handlers() -> None:
 
 
 def under_dvc() -> bool:
-    """Whether DVC runs this stage (`dvc repro`, `dvc exp run`): it names the project in DVC_ROOT."""
-    return bool(os.environ.get("DVC_ROOT"))
+    """Whether DVC runs this stage (`dvc repro`, `dvc exp run`): it names the project in
+    DVC_ROOT and runs the stage there or in a copy of it. A stage run by hand from another
+    project's stage inherits that project's DVC_ROOT, and runs elsewhere."""
+    return _dvc_project() == Path.cwd().resolve() or in_a_dvc_workspace_copy()
 
 
 def in_a_dvc_workspace_copy() -> bool:
     """Whether DVC runs this stage in a copy of the workspace (`dvc exp run --temp`, a queued
-    experiment: in the project's .dvc/tmp/exps): DVC_ROOT names the project, where the stages
-    run otherwise, and the copy, deleted when the run ends, holds only the files git and DVC track."""
-    return under_dvc() and Path.cwd().resolve() != Path(os.environ["DVC_ROOT"]).resolve()
+    experiment), which DVC 3 makes under the project's .dvc/tmp/exps and deletes when the run
+    ends; it holds only the files git and DVC track."""
+    project = _dvc_project()
+    return project is not None and project / ".dvc" / "tmp" / "exps" in Path.cwd().resolve().parents
+
+
+def _dvc_project() -> Path | None:
+    project = os.environ.get("DVC_ROOT")
+    return Path(project).resolve() if project else None
 
 
 def say(line: str) -> None:

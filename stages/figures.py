@@ -69,7 +69,12 @@ def main() -> None:
         save_figure(
             paths.LR_FINDER_IMAGE,
             lr_finder_figure(
-                curve["lr"], curve["loss"], chosen.get("max_lr"), params.lr_find.pick, chosen.get("steepest_lr")
+                curve["lr"],
+                curve["loss"],
+                chosen.get("max_lr"),
+                params.lr_find.pick,
+                chosen.get("steepest_lr"),
+                params.train.optimizer,
             ),
         )
         save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))
@@ -122,7 +127,7 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    check_curve_digest()
+    check_curve_record(params.train.optimizer)
     check_range_test_metrics(curve, chosen, params.lr_find)
     return curve, chosen
 
@@ -145,9 +150,10 @@ def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindCo
             )
 
 
-def check_curve_digest() -> None:
-    """lr_find.csv is the curve whose digest lr_find handed on beside its pick: a loss edited in
-    mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn."""
+def check_curve_record(optimizer: str) -> None:
+    """lr_find.csv is the curve whose digest lr_find handed on beside its pick (a loss edited in
+    mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn), of a
+    range test with the optimizer the figure names."""
     fix = "re-create it with `dvc repro lr_find`"
     try:
         with missing_as_data_error(paths.MAX_LR_PICK, fix):
@@ -159,6 +165,12 @@ def check_curve_digest() -> None:
         raise DataError(
             f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote ({paths.MAX_LR_PICK} records the SHA-256 "
             f"{short_repr(recorded)}, and this file has another); {fix}"
+        )
+    ran_with = handed.get("optimizer")
+    if ran_with != optimizer:
+        raise DataError(
+            f"{paths.MAX_LR_PICK}: the range test ran with optimizer {short_repr(ran_with)}, but train.optimizer is "
+            f"{optimizer!r}; {fix}"
         )
 
 
@@ -202,6 +214,8 @@ def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel
     """Each epoch's row of history.csv is the one the model was trained along: an earlier epoch's
     loss halved kept the last row and the best that train.json reports, and was drawn without a word."""
     fix = "re-create it with `dvc repro train`"
+    if trained.history is None:
+        raise DataError(f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; {fix}")
     if len(trained.history) != len(history):
         raise DataError(
             f"{paths.HISTORY}: {len(history)} epochs, but {paths.MODEL} was trained for {len(trained.history)}; {fix}"

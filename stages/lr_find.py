@@ -36,10 +36,15 @@ def main() -> None:
         write_json(paths.LR_FIND_METRICS, test.metrics())
         write_text(paths.LR_FIND_CURVE, curve)
         # train's input: metrics are for comparing runs, this file for handing on the pick; and
-        # for figures, the curve's digest: one loss edited anywhere in it was drawn without a word.
+        # for figures, what the curve is: one loss edited anywhere in it was drawn without a word.
         write_json(
             paths.MAX_LR_PICK,
-            {"verdict": test.reading.verdict, "max_lr": test.max_lr, "curve_sha256": text_digest(curve)},
+            {
+                "verdict": test.reading.verdict,
+                "max_lr": test.max_lr,
+                "curve_sha256": text_digest(curve),
+                "optimizer": params.train.optimizer,
+            },
         )
     if test.no_descent:
         if params.train.max_lr == "find":

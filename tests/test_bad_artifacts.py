@@ -1373,6 +1373,8 @@ def without_last_rows(count: int):
             "valley_lr = ",
             "lr_find",
         ),
+        # Drawn with exit 0 and titled "Adam": a range test of another optimizer.
+        (paths.MAX_LR_PICK, json_field("optimizer", "sgd"), "the range test ran with optimizer 'sgd', but ", "lr_find"),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],
@@ -1417,6 +1419,7 @@ def without_last_rows(count: int):
         "an-lr-halved-mid-schedule",
         "range-test-losses-reversed",
         "valley-lr-moved",
+        "range-test-of-another-optimizer",
         "range-test-peak-loss-doubled",
     ],
 )
@@ -1430,6 +1433,23 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
         message
     )
     assert outputs(pipeline_run) == before
+
+
+def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(pipeline_run):
+    """A model saved before train recorded its history: figures cannot check the curves it draws
+    beside it, while evaluate, which needs none, keeps working with it."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    del payload["history"]
+    torch.save(payload, paths.MODEL)
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert str(refused.value) == (
+        f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; "
+        "re-create it with `dvc repro train`"
+    )
+    assert outputs(pipeline_run) == before
+    stages.evaluate.main()
 
 
 def test_figures_refuses_predictions_that_evaluates_metrics_contradict(pipeline_run):

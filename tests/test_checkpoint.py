@@ -97,8 +97,10 @@ def fresh_model():
             ".dvc/tmp/exps/standalone/tmp5y1ox2ab",
             "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC ",
         ),
+        # run by hand from another DVC project's stage, whose DVC_ROOT it inherits
+        ("checkout", "the checkpoint holds every completed epoch: run `python -m stages.train`"),
     ],
-    ids=["dvc-repro", "dvc-exp-run-temp"],
+    ids=["dvc-repro", "dvc-exp-run-temp", "inherited-dvc-root"],
 )
 def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monkeypatch, workspace, hint):
     """Under `dvc exp run --temp` the line said `dvc repro` resumes, but the checkpoint was in

@@ -85,7 +85,7 @@ def test_a_model_whose_statistics_were_re_saved_as_tuples_is_loaded(tmp_path):
     assert load_trained(path, torch.device("cpu")).classes == tuple("abcdefghij")
 
 
-@pytest.mark.parametrize("history", [None, {"epoch": 1}, [{"epoch": "1"}], [{"epoch": True}], [[1, 2.5]]])
+@pytest.mark.parametrize("history", [{"epoch": 1}, [{"epoch": "1"}], [{"epoch": True}], [[1, 2.5]], "[]"])
 def test_a_model_whose_history_is_not_rows_of_numbers_is_refused(tmp_path, history):
     """figures compares each epoch of history.csv with the model's: a history of text ended in a TypeError."""
     path = tmp_path / "model.pt"
@@ -109,3 +109,13 @@ def test_a_models_bytes_do_not_depend_on_where_its_history_rows_came_from(tmp_pa
         (tmp_path / run).mkdir()
         save_trained(tmp_path / run / "model.pt", model, ModelConfig(), tuple("abcdefghij"), history)
     assert (tmp_path / "one-run/model.pt").read_bytes() == (tmp_path / "resumed/model.pt").read_bytes()
+
+
+def test_a_model_saved_without_a_history_loads(tmp_path):
+    """Models registered before train recorded its history are loaded with `load_trained` (docs/sharing.md)."""
+    path = tmp_path / "model.pt"
+    save_trained(path, build_model(ModelConfig()), ModelConfig(), tuple("abcdefghij"))
+    payload = torch.load(path, weights_only=True)
+    del payload["history"]
+    torch.save(payload, path)
+    assert load_trained(path, torch.device("cpu")).history is None

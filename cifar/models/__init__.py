@@ -68,7 +68,7 @@ class TrainedModel:
     model: nn.Module  # in eval mode, on the requested device
     config: ModelConfig
     classes: tuple[str, ...]
-    history: tuple[dict[str, float], ...]  # one row per epoch, as save_trained was given it
+    history: tuple[dict[str, float], ...] | None  # one row per epoch, as save_trained was given it
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
@@ -111,8 +111,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         ):
             raise _not_a_model(path, f"classes = {short_repr(classes)}, not a list of different, non-empty names")
         classes = tuple(classes)
-        history = payload["history"]
-        if not (isinstance(history, list) and all(_is_history_row(row) for row in history)):
+        # Models saved before train recorded it load for evaluate and explain; figures refuses them.
+        history = payload.get("history")
+        if history is not None and not (isinstance(history, list) and all(_is_history_row(row) for row in history)):
             raise _not_a_model(path, f"history = {short_repr(history)}, not a list of rows of numbers")
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
@@ -132,7 +133,7 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             f"{path}: the weights hold NaN or infinity (first in {broken}); the run that saved them diverged: "
             f"re-create it with `dvc repro train`"
         )
-    return TrainedModel(on_device(model, device).eval(), config, classes, tuple(history))
+    return TrainedModel(on_device(model, device).eval(), config, classes, None if history is None else tuple(history))
 
 
 def _is_history_row(row: object) -> bool:

@@ -38,7 +38,12 @@ def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, supt
 
 
 def lr_finder_figure(
-    lrs: Sequence[float], losses: Sequence[float], max_lr: float | None, pick: str, steepest_lr: float | None
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    max_lr: float | None,
+    pick: str,
+    steepest_lr: float | None,
+    optimizer: str,
 ):
     """The range test's smoothed loss against the LR, with the chosen LR (None: the loss found no
     descent, nothing was chosen) and the candidates marked."""
@@ -57,7 +62,9 @@ def lr_finder_figure(
         )
     axis.set_xlabel("learning rate (log scale)")
     axis.set_ylabel("loss")
-    axis.set_title("LR range test (Adam, cross-entropy)" + ("\nno descent: nothing chosen" if max_lr is None else ""))
+    name = {"adam": "Adam", "sgd": "SGD"}[optimizer]
+    verdict = "\nno descent: nothing chosen" if max_lr is None else ""
+    axis.set_title(f"LR range test ({name}, cross-entropy){verdict}")
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
