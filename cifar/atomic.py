@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import resource
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cifar.errors import OutputError, one_line, out_of_open_files
+
+log = logging.getLogger(__name__)
 
 SCRATCH_MARK = ".partial-"
 _SCRATCH_NAME = re.compile(rf"\..+{re.escape(SCRATCH_MARK)}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
@@ -101,7 +104,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
                 held = True
         finally:
             if not held:
-                shutil.rmtree(scratch, ignore_errors=True)
+                remove_scratch(scratch)
 
 
 @contextmanager
@@ -130,7 +133,7 @@ def replaced_together() -> Iterator[None]:
                 raise
     finally:
         for _, _, scratch in _held:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_scratch(scratch)
         _held = None
 
 
@@ -244,10 +247,24 @@ def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
             # Only a name as tempfile makes it (eight random characters after the PID): a user's
             # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
             named = _SCRATCH_NAME.fullmatch(scratch.name)
-            if named and scratch.is_dir() and not process_alive(int(named["pid"])):
-                shutil.rmtree(scratch, ignore_errors=True)
+            if named and scratch.is_dir() and not process_alive(int(named["pid"])) and remove_scratch(scratch):
                 removed.append(scratch)
     return removed
+
+
+def remove_scratch(scratch: Path) -> bool:
+    """Delete a scratch folder, saying so when it will not go: one holding the previous
+    Grad-CAM folder with an immutable file in it stayed without a word, and was then logged
+    as removed on every run."""
+    try:
+        shutil.rmtree(scratch)
+    except FileNotFoundError:
+        pass
+    except (OSError, RecursionError) as error:  # RecursionError: a tree deeper than rmtree recurses
+        log.warning(
+            "WARNING: could not remove %s, a stage's scratch folder (%s); remove it by hand", scratch, one_line(error)
+        )
+    return not scratch.exists()
 
 
 def process_alive(pid: int) -> bool:

@@ -215,6 +215,27 @@ def test_a_scratch_folder_named_with_a_number_no_pid_reaches_is_removed(tmp_path
     assert remove_stale_scratch([tmp_path]) == [tmp_path / ".images.partial-99999999999999999999-abcdefgh"]
 
 
+def test_a_scratch_folder_that_will_not_go_is_named_and_never_logged_as_removed(tmp_path, monkeypatch, caplog):
+    """An immutable file in the previous Grad-CAM folder: explain exited 0 leaving that folder,
+    moved aside as scratch, without a word, and every later run logged it as removed."""
+    (tmp_path / "gradcam").mkdir()
+
+    def immutable(path, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", immutable)
+    with atomic_path(tmp_path / "gradcam") as temporary:
+        temporary.mkdir()
+    (left,) = tmp_path.glob(".gradcam.partial-*")
+    assert f"WARNING: could not remove {left}, a stage's scratch folder (" in caplog.text
+    assert caplog.text.endswith("; remove it by hand\n")
+    dead = tmp_path / ".images.partial-99999999999999999999-abcdefgh"
+    dead.mkdir()
+    caplog.clear()
+    assert remove_stale_scratch([tmp_path]) == []
+    assert f"WARNING: could not remove {dead}, a stage's scratch folder (" in caplog.text
+
+
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
     with atomic_path(tmp_path / "model.pt") as temporary:
         temporary.write_bytes(b"in progress")

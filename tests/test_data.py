@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from cifar.cli import Stopped, install_stop_handlers
@@ -263,3 +264,19 @@ def test_labels_out_of_range_are_named(tmp_path):
     save_dataset({"test": Split(bad.images, bad.labels + 10, bad.classes)}, tmp_path / "cifar10")
     with pytest.raises(DataError, match=r"test.npz: label ids must lie in 0..9, found 10..19"):
         load_split(tmp_path / "cifar10", "test")
+
+
+def test_a_source_spelled_in_another_unicode_form_names_the_spelling_that_exists(tmp_path, monkeypatch):
+    """A folder `données` written with é as one code point, and data.source with e and an accent
+    (as a macOS editor may write it): "no such file or directory" showed a path identical on
+    screen to the folder beside it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "donn\u00e9es").mkdir()
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="donne\u0301es"), 0, tmp_path)
+    assert str(refused.value) == (
+        "data.source = 'donne\\u0301es': no such file or directory, but 'donn\\xe9es' is: the same letters composed "
+        "otherwise in Unicode, which print alike; write that spelling in params.yaml, in double quotes (YAML reads "
+        "the same escapes)"
+    )
+    assert yaml.safe_load('source: "donn\\xe9es"')["source"] == "donn\u00e9es"

@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -126,6 +127,16 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
     )
 
 
+def other_unicode_spelling(path: Path) -> Path | None:
+    """The path as it exists under another Unicode normalization (é as one code point or as e
+    and an accent): both print alike, so "no such file" beside a visible folder said nothing."""
+    for form in ("NFC", "NFD"):
+        respelled = Path(unicodedata.normalize(form, str(path)))
+        if respelled != path and os.path.lexists(respelled):
+            return respelled
+    return None
+
+
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
     """A folder, or an archive read whole into memory and checked (see cifar.ingest.archives).
 
@@ -140,6 +151,13 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
                 f"data.source = {str(path)!r}: no such file or directory in the copy of the workspace that DVC runs "
                 f"this experiment in, which holds only the files git and DVC track; give its absolute path, or track "
                 f"it with git or DVC"
+            ) from None
+        respelled = other_unicode_spelling(path)
+        if respelled:
+            raise DataError(
+                f"data.source = {str(path)!a}: no such file or directory, but {str(respelled)!a} is: the "
+                f"same letters composed otherwise in Unicode, which print alike; write that spelling in params.yaml, "
+                f"in double quotes (YAML reads the same escapes)"
             ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
