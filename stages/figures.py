@@ -163,8 +163,8 @@ def check_curve_record(optimizer: str) -> None:
     recorded = handed.get("curve_sha256") if isinstance(handed, dict) else None
     if recorded != hashlib.sha256(Path(paths.LR_FIND_CURVE).read_bytes()).hexdigest():
         raise DataError(
-            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote ({paths.MAX_LR_PICK} records the SHA-256 "
-            f"{short_repr(recorded)}, and this file has another); {fix}"
+            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
+            f"records); {fix}"
         )
     ran_with = handed.get("optimizer")
     if ran_with != optimizer:
