@@ -20,7 +20,6 @@ from cifar.errors import (
     out_of_memory_message,
     out_of_open_files,
     printable,
-    short_repr,
 )
 
 log = logging.getLogger(__name__)
@@ -194,7 +193,7 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
     run cache then restored that model when the new values were asked for."""
     # Here, not at the top: cifar.cli loads before the stages' import hook, with the standard
     # library only (params_file needs yaml, which may be missing or a stray namesake).
-    from cifar.params_file import PARAMS_FILE, declared_values
+    from cifar.params_file import PARAMS_FILE, declared_values, first_difference, shown
 
     if not keys:
         main()
@@ -206,26 +205,13 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
         after = declared_values(keys)
     except ConfigError as error:
         after = dict.fromkeys(keys, f"unreadable: {error}")
-    changed = [_first_difference(key, before[key], after[key]) for key in keys if before[key] != after[key]]
+    changed = [first_difference(key, before[key], after[key]) for key in keys if before[key] != after[key]]
     if changed:
         key, old, new = changed[0]
         raise ConfigError(
-            f"{PARAMS_FILE}: {key} changed while {stage} ran (from {_shown(old)} to {_shown(new)}); "
+            f"{PARAMS_FILE}: {key} changed while {stage} ran (from {shown(old)} to {shown(new)}); "
             f"the outputs are from the values it started with, and DVC would record the new ones: run it again"
         )
-
-
-def _first_difference(key: str, before: object, after: object) -> tuple[str, object, object]:
-    """The innermost key under `key` whose values differ (`train.weight_decay`, not `train`)."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        for inner in [*before, *(name for name in after if name not in before)]:
-            if before.get(inner) != after.get(inner):
-                return _first_difference(f"{key}.{inner}", before.get(inner), after.get(inner))
-    return key, before, after
-
-
-def _shown(value: object) -> str:
-    return short_repr(value) if value is not None else "no value"
 
 
 def _run(main: Callable[[], None]) -> None:

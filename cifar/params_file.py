@@ -7,7 +7,7 @@ import math
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import yaml
@@ -292,3 +292,29 @@ def read_params_file(path: Path) -> object:
             f"with `git checkout {path}`"
         )
     return raw
+
+
+def first_difference(key: str, before: object, after: object) -> tuple[str, object, object]:
+    """The innermost key under `key` whose values differ (`train.weight_decay`, not `train`)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for inner in [*before, *(name for name in after if name not in before)]:
+            if before.get(inner) != after.get(inner):
+                return first_difference(f"{key}.{inner}", before.get(inner), after.get(inner))
+    return key, before, after
+
+
+def shown(value: object) -> str:
+    return short_repr(value) if value is not None else "no value"
+
+
+def ran_with_other_params(recorded: object, stage: str, keys: Sequence[str]) -> str | None:
+    """What differs between the params `stage` recorded it ran with (declared_values's, read
+    back) and params.yaml's now, in words; None when nothing does. A stage run on its own
+    after an edit read an output of the old values as if of the new."""
+    now = declared_values(keys)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    for name in keys:
+        if recorded.get(name) != now[name]:
+            key, old, new = first_difference(name, recorded.get(name), now[name])
+            return f"{stage} ran with {key} = {shown(old)}, but {PARAMS_FILE} now says {shown(new)}"
+    return None

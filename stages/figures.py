@@ -22,6 +22,7 @@ from cifar.config import MAX_OPTIMIZER_FACTOR, LRFindConfig, Params, load_params
 from cifar.dataset import Split, check_same_classes, load_split
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import TrainedModel, load_trained
+from cifar.params_file import ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.reporting.plots import (
     confusion_figure,
@@ -127,7 +128,7 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    check_curve_record(params.train.optimizer)
+    check_curve_record()
     check_range_test_metrics(curve, chosen, params.lr_find)
     return curve, chosen
 
@@ -150,10 +151,10 @@ def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindCo
             )
 
 
-def check_curve_record(optimizer: str) -> None:
+def check_curve_record() -> None:
     """lr_find.csv is the curve whose digest lr_find handed on beside its pick (a loss edited in
     mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn), of a
-    range test with the optimizer the figure names."""
+    range test with today's params (the figure names the optimizer and the range)."""
     fix = "re-create it with `dvc repro lr_find`"
     try:
         with missing_as_data_error(paths.MAX_LR_PICK, fix):
@@ -166,12 +167,9 @@ def check_curve_record(optimizer: str) -> None:
             f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
             f"records); {fix}"
         )
-    ran_with = handed.get("optimizer")
-    if ran_with != optimizer:
-        raise DataError(
-            f"{paths.MAX_LR_PICK}: the range test ran with optimizer {short_repr(ran_with)}, but train.optimizer is "
-            f"{optimizer!r}; {fix}"
-        )
+    stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
+    if stale:
+        raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -9,6 +9,7 @@ from cifar.atomic import replaced_together, text_digest, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
+from cifar.params_file import declared_values
 from cifar.training.lr_find import range_test
 from cifar.training.recipe import Recipe
 from stages import paths
@@ -36,14 +37,15 @@ def main() -> None:
         write_json(paths.LR_FIND_METRICS, test.metrics())
         write_text(paths.LR_FIND_CURVE, curve)
         # train's input: metrics are for comparing runs, this file for handing on the pick; and
-        # for figures, what the curve is: one loss edited anywhere in it was drawn without a word.
+        # for figures, what the curve is (one loss edited anywhere in it was drawn without a word).
+        # For both, the params it ran with: run alone after an edit, train ran SGD at Adam's pick.
         write_json(
             paths.MAX_LR_PICK,
             {
                 "verdict": test.reading.verdict,
                 "max_lr": test.max_lr,
                 "curve_sha256": text_digest(curve),
-                "optimizer": params.train.optimizer,
+                "params": declared_values(paths.declared_params("lr_find")),
             },
         )
     if test.no_descent:

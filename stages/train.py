@@ -17,6 +17,7 @@ from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE,
 from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
+from cifar.params_file import ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_json_artifact
 from cifar.runtime import device_name, environment
 from cifar.training.chance import at_chance, diverged
@@ -150,6 +151,9 @@ def chosen_max_lr(params: Params) -> float:
         or not MIN_LEARNING_RATE <= max_lr <= MAX_OPTIMIZER_FACTOR
     ):
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
+    stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
+    if stale:
+        raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
     return float(max_lr)
 
 

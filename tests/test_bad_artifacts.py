@@ -52,7 +52,9 @@ from cifar.dataset import Split, load_split, save_dataset
 from cifar.errors import DataError, OutputError, one_line
 from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
+from cifar.params_file import declared_values
 from cifar.reporting.plots import misclassified_figure
+from cifar.reporting.predictions import first_misclassified, load_predictions
 from cifar.training import engine
 from cifar.training.checkpoint import read_checkpoint
 from generated import CPU, deflate_records
@@ -74,6 +76,15 @@ def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
     predicted = test.labels.copy()
     predicted[:wrong] = (predicted[:wrong] + 1) % len(test.classes)
     return pd.DataFrame({"index": range(len(test)), "label": test.labels, "predicted": predicted, "confidence": 0.5})
+
+
+def test_predictions_in_another_row_order_are_read_in_test_split_order(tmp_path):
+    """Rows reversed, each true: the gallery and explain showed the last misclassified test
+    images as the first, with exit 0."""
+    write_csv(tmp_path / "predictions.csv", predictions_of(TEST_SPLIT, wrong=5).iloc[::-1])
+    predictions = load_predictions(tmp_path / "predictions.csv", TEST_SPLIT)
+    assert predictions["index"].tolist() == list(range(len(TEST_SPLIT)))
+    assert first_misclassified(predictions, 3)["index"].tolist() == [0, 1, 2]
 
 
 # The test split of the artifacts below.
@@ -1042,6 +1053,20 @@ def test_train_refuses_a_max_lr_that_is_no_learning_rate(workspace, text, proble
     )
 
 
+def test_train_refuses_a_pick_lr_find_made_with_other_params(workspace):
+    """Run on its own after train.optimizer was set to sgd, train ran SGD at the pick of an Adam
+    range test, with exit 0 and no warning."""
+    ran_with = declared_values(paths.declared_params("lr_find")) | {"train.optimizer": "sgd"}
+    Path(paths.MAX_LR_PICK).parent.mkdir(exist_ok=True)
+    Path(paths.MAX_LR_PICK).write_text(json.dumps({"verdict": "descent", "max_lr": 0.001, "params": ran_with}))
+    with pytest.raises(DataError) as refused:
+        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+    assert str(refused.value) == (
+        f"{paths.MAX_LR_PICK}: lr_find ran with train.optimizer = 'sgd', but params.yaml now says 'adam'; re-run it "
+        f"with `dvc repro lr_find`, or set train.max_lr to a number"
+    )
+
+
 def with_params(root: Path, changes: dict) -> None:
     params = merge(asdict(load_params(root / paths.PARAMS)), changes)
     (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
@@ -1193,6 +1218,17 @@ def json_field(key: str, value):
 
     def change(text: str) -> str:
         return json.dumps(json.loads(text) | {key: value})
+
+    return change
+
+
+def recorded_param(key: str, value):
+    """A change to the text of the file lr_find hands its pick on in: the params it ran with, `key` set to `value`."""
+
+    def change(text: str) -> str:
+        handed = json.loads(text)
+        handed["params"][key] = value
+        return json.dumps(handed)
 
     return change
 
@@ -1395,7 +1431,12 @@ def without_last_rows(count: int):
             "lr_find",
         ),
         # Drawn with exit 0 and titled "Adam": a range test of another optimizer.
-        (paths.MAX_LR_PICK, json_field("optimizer", "sgd"), "the range test ran with optimizer 'sgd', but ", "lr_find"),
+        (
+            paths.MAX_LR_PICK,
+            recorded_param("train.optimizer", "sgd"),
+            "lr_find ran with train.optimizer = 'sgd', but params.yaml now says 'adam'",
+            "lr_find",
+        ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],

@@ -280,3 +280,13 @@ def test_a_source_spelled_in_another_unicode_form_names_the_spelling_that_exists
         "the same escapes)"
     )
     assert yaml.safe_load('source: "donn\\xe9es"')["source"] == "donn\u00e9es"
+
+
+def test_a_source_whose_folder_and_file_differ_in_unicode_form_names_the_spelling_that_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cafe\u0301" / "tree-\u00e9").mkdir(parents=True)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="caf\u00e9/tree-\u00e9"), 0, tmp_path)
+    assert str(refused.value).startswith(
+        "data.source = 'caf\\xe9/tree-\\xe9': no such file or directory, but 'cafe\\u0301/tree-\\xe9' is: "
+    )

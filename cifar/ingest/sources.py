@@ -128,13 +128,16 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
 
 
 def other_unicode_spelling(path: Path) -> Path | None:
-    """The path as it exists under another Unicode normalization (é as one code point or as e
-    and an accent): both print alike, so "no such file" beside a visible folder said nothing."""
-    for form in ("NFC", "NFD"):
-        respelled = Path(unicodedata.normalize(form, str(path)))
-        if respelled != path and os.path.lexists(respelled):
-            return respelled
-    return None
+    """The path as it exists with some of its parts under another Unicode normalization (é as
+    one code point or as e and an accent): both print alike, so "no such file" beside a visible
+    folder said nothing. Part by part, as a folder and a file in it may differ."""
+    found = Path(path.anchor or ".")
+    for part in path.parts[1:] if path.anchor else path.parts:
+        spellings = (part, unicodedata.normalize("NFC", part), unicodedata.normalize("NFD", part))
+        found = next((found / name for name in spellings if os.path.lexists(found / name)), None)
+        if found is None:
+            return None
+    return found if found != path else None
 
 
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:

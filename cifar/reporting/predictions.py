@@ -84,7 +84,9 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
             f"{path}: the row of test image {index[row]} gives it label {frame['label'].iloc[row]}, "
             f"but the test split says {test.labels[index[row]]}; {fix}"
         )
-    return frame
+    # In test-split order, as evaluate writes it: with its rows reversed, the gallery and explain
+    # showed the last misclassified images as the first, and figures checked other rows.
+    return frame.sort_values("index", kind="stable", ignore_index=True)
 
 
 # How much likelier the model may find its own pick than predictions.csv's: evaluate runs in
