@@ -435,7 +435,7 @@ def save_model(parameters: int) -> None:
         # torch reports the same failure in two ways, depending on the file's size.
         (paths.MODEL, torch, "save", 1, lambda: save_model(10), " (torch: basic_ios::clear: iostream error)"),
         (paths.MODEL, torch, "save", 1, lambda: save_model(10_000), " (torch: [enforce fail at inline_container.cc:"),
-        (paths.EVALUATE_METRICS, Path, "write_text", 0, lambda: write_json(paths.EVALUATE_METRICS, {"loss": 1.0}), ""),
+        (paths.EVALUATE_METRICS, Path, "write_bytes", 0, lambda: write_json(paths.EVALUATE_METRICS, {"loss": 1.0}), ""),
     ],
 )
 def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_output(
