@@ -1571,7 +1571,9 @@ def test_a_checkpoint_left_by_a_full_disk_at_the_last_save_finishes_the_run_with
 ):
     """The checkpoint of a finished run stays until every output is written; the re-run after
     a full disk while saving the model trained from scratch."""
-    with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 128}})
+    # lr_find's pick as a number: train refuses a pick lr_find made at another batch size
+    picked = json.loads(Path(paths.LR_FIND_METRICS).read_text())["max_lr"]
+    with_params(pipeline_run, {"train": {"epochs": 2, "batch_size": 128, "max_lr": picked}})
     with monkeypatch.context() as full_disk:
         onto_a_full_disk(full_disk, torch, "save", 1, only_named=Path(paths.MODEL).name)
         with pytest.raises(OutputError, match=f"disk full while writing {paths.MODEL}"):
