@@ -141,9 +141,17 @@ def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindCo
         expected = read_curve(curve["lr"].tolist(), curve["loss"].tolist(), config).metrics()
     except TrainingError as error:  # a curve lr_find could not have read, and so not written
         raise DataError(f"{paths.LR_FIND_CURVE}: not a curve lr_find reads ({one_line(error)}); {fix}") from None
-    for key in sorted(expected.keys() | chosen.keys()):
-        value, said = expected.get(key), chosen.get(key)
-        agrees = said is value if isinstance(value, bool) or value is None else reports(said, value)
+    unknown = sorted(chosen.keys() - expected.keys())
+    if unknown:
+        raise DataError(f"{paths.LR_FIND_METRICS}: {short_repr(unknown[0])} is not a value lr_find reports; {fix}")
+    for key, value in sorted(expected.items()):
+        if key not in chosen:
+            raise DataError(
+                f"{paths.LR_FIND_METRICS}: has no {key}, which lr_find reads as {shown(value)} off "
+                f"{paths.LR_FIND_CURVE}; {fix}"
+            )
+        said = chosen[key]
+        agrees = said is value if isinstance(value, bool) else reports(said, value)
         if not agrees:
             raise DataError(
                 f"{paths.LR_FIND_METRICS}: {key} = {short_repr(said)}, but lr_find reads {shown(value)} off "
@@ -212,7 +220,7 @@ def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel
     """Each epoch's row of history.csv is the one the model was trained along: an earlier epoch's
     loss halved kept the last row and the best that train.json reports, and was drawn without a word."""
     fix = "re-create it with `dvc repro train`"
-    if trained.history is None:
+    if not trained.history:
         raise DataError(f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; {fix}")
     if len(trained.history) != len(history):
         raise DataError(

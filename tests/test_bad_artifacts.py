@@ -1222,6 +1222,15 @@ def json_field(key: str, value):
     return change
 
 
+def json_without(key: str):
+    """A change to a JSON object's text: `key` removed."""
+
+    def change(text: str) -> str:
+        return json.dumps({name: value for name, value in json.loads(text).items() if name != key})
+
+    return change
+
+
 def recorded_param(key: str, value):
     """A change to the text of the file lr_find hands its pick on in: the params it ran with, `key` set to `value`."""
 
@@ -1383,6 +1392,19 @@ def without_last_rows(count: int):
             "descent is true but max_lr is null, where lr_find writes its pick",
             "lr_find",
         ),
+        # Named as "lr_find reads None": a key lr_find never writes, and one it always does, gone.
+        (
+            paths.LR_FIND_METRICS,
+            json_field("note", "rerun after fixing data"),
+            "'note' is not a value lr_find reports",
+            "lr_find",
+        ),
+        (
+            paths.LR_FIND_METRICS,
+            json_without("min_loss"),
+            "has no min_loss, which lr_find reads as ",
+            "lr_find",
+        ),
         # Drawn with exit 0: a pick that training did not run at, marked on the LR finder's figure.
         (
             paths.LR_FIND_METRICS,
@@ -1471,6 +1493,8 @@ def without_last_rows(count: int):
         "per-class-accuracy-against-counts",
         "per-class-images-against-predictions",
         "null-pick",
+        "a-key-lr-find-never-writes",
+        "min-loss-gone",
         "pick-not-trained-at",
         "schedule-reversed",
         "curve-out-of-order",
@@ -1497,11 +1521,16 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
     assert outputs(pipeline_run) == before
 
 
-def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(pipeline_run):
-    """A model saved before train recorded its history: figures cannot check the curves it draws
-    beside it, while evaluate, which needs none, keeps working with it."""
+@pytest.mark.parametrize("history", ["absent", "empty"])
+def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(pipeline_run, history):
+    """A model saved before train recorded its history (or with an empty one, which figures
+    called "trained for 0" epochs): figures cannot check the curves it draws beside it, while
+    evaluate, which needs none, keeps working with it."""
     payload = torch.load(paths.MODEL, weights_only=True)
-    del payload["history"]
+    if history == "absent":
+        del payload["history"]
+    else:
+        payload["history"] = []
     torch.save(payload, paths.MODEL)
     before = outputs(pipeline_run)
     with pytest.raises(DataError) as refused:
