@@ -19,7 +19,7 @@ import torch
 from cifar.atomic import replaced_together, save_figure
 from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, LRFindConfig, Params, load_params
-from cifar.dataset import Split, check_same_classes, load_split
+from cifar.dataset import Split, check_same_classes, load_split, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import TrainedModel, load_trained
 from cifar.params_file import ran_with_other_params
@@ -178,6 +178,11 @@ def check_curve_record() -> None:
     stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")
+    if handed.get("train_sha256") != split_digest(paths.DATA, "train"):
+        raise DataError(
+            f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its "
+            f"train_sha256 is not this split's); {fix}"
+        )
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -8,7 +8,7 @@ import pandas as pd
 from cifar.atomic import replaced_together, text_digest, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import load_split
+from cifar.dataset import load_split, split_digest
 from cifar.params_file import declared_values
 from cifar.training.lr_find import range_test
 from cifar.training.recipe import Recipe
@@ -18,9 +18,12 @@ log = logging.getLogger("lr_find")
 
 
 def main() -> None:
+    # As it starts: taken at the end, an edit while it ran was recorded beside the old values' curve.
+    ran_with = declared_values(paths.declared_params("lr_find"))
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     train = load_split(paths.DATA, "train")
+    ran_on = split_digest(paths.DATA, "train")
     model = recipe.fresh_model(len(train.classes))
     loader = recipe.train_loader(train)
     log.info(
@@ -38,14 +41,16 @@ def main() -> None:
         write_text(paths.LR_FIND_CURVE, curve)
         # train's input: metrics are for comparing runs, this file for handing on the pick; and
         # for figures, what the curve is (one loss edited anywhere in it was drawn without a word).
-        # For both, the params it ran with: run alone after an edit, train ran SGD at Adam's pick.
+        # For both, the params and training split it ran with: run alone after an edit, train ran
+        # SGD at Adam's pick, and 700 images at the pick for 500.
         write_json(
             paths.MAX_LR_PICK,
             {
                 "verdict": test.reading.verdict,
                 "max_lr": test.max_lr,
                 "curve_sha256": text_digest(curve),
-                "params": declared_values(paths.declared_params("lr_find")),
+                "params": ran_with,
+                "train_sha256": ran_on,
             },
         )
     if test.no_descent:

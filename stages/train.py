@@ -154,6 +154,15 @@ def chosen_max_lr(params: Params) -> float:
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
+    try:
+        ran_on_this_split = found.get("train_sha256") == split_digest(paths.DATA, "train")
+    except (OSError, ValueError, KeyError, TypeError):  # no split to compare: load_split names what is wrong
+        ran_on_this_split = True
+    if not ran_on_this_split:
+        raise DataError(
+            f"{path}: lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 is not "
+            f"this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+        )
     return float(max_lr)
 
 

@@ -32,6 +32,7 @@ from torch import nn
 import stages.evaluate
 import stages.explain
 import stages.figures
+import stages.lr_find
 import stages.train
 from cifar import config
 from cifar.atomic import (
@@ -48,7 +49,7 @@ from cifar.atomic import (
 )
 from cifar.cli import Stopped, install_stop_handlers, run_stage
 from cifar.config import ModelConfig, load_params
-from cifar.dataset import Split, load_split, save_dataset
+from cifar.dataset import Split, load_split, save_dataset, split_digest
 from cifar.errors import DataError, OutputError, one_line
 from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
@@ -1067,6 +1068,44 @@ def test_train_refuses_a_pick_lr_find_made_with_other_params(workspace):
     )
 
 
+def test_train_refuses_a_pick_lr_find_made_on_another_training_split(workspace):
+    """data.train_limit raised from 500 to 700 and download re-run: train, run on its own, trained
+    on 700 images at the pick of a range test on 500, with exit 0 and no warning."""
+    ran_with = declared_values(paths.declared_params("lr_find"))
+    Path(paths.MAX_LR_PICK).parent.mkdir(exist_ok=True)
+    Path(paths.MAX_LR_PICK).write_text(
+        json.dumps({"verdict": "descent", "max_lr": 0.001, "params": ran_with, "train_sha256": "0" * 64})
+    )
+    with pytest.raises(DataError) as refused:
+        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+    assert str(refused.value) == (
+        f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 "
+        f"is not this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+    )
+
+
+def test_lr_find_hands_on_the_params_and_split_it_started_with(pipeline_run, monkeypatch):
+    """train.optimizer edited while lr_find ran: lr_find refused at its end, but had recorded the
+    new value beside the old one's pick, so train and figures, run on their own, took an Adam
+    range test for an SGD one."""
+    started_with = declared_values(paths.declared_params("lr_find"))
+    range_test = stages.lr_find.range_test
+
+    def edited_midway(*args):
+        text = Path(paths.PARAMS).read_text()
+        assert text.count("optimizer: adam") == 1
+        Path(paths.PARAMS).write_text(text.replace("optimizer: adam", "optimizer: sgd"))
+        return range_test(*args)
+
+    monkeypatch.setattr(stages.lr_find, "range_test", edited_midway)
+    stages.lr_find.main()
+    handed = json.loads(Path(paths.MAX_LR_PICK).read_text())
+    assert (handed["params"], handed["train_sha256"]) == (started_with, split_digest(paths.DATA, "train"))
+    with pytest.raises(DataError) as refused:
+        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+    assert "lr_find ran with train.optimizer = 'adam', but params.yaml now says 'sgd'" in str(refused.value)
+
+
 def with_params(root: Path, changes: dict) -> None:
     params = merge(asdict(load_params(root / paths.PARAMS)), changes)
     (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
@@ -1459,6 +1498,13 @@ def without_last_rows(count: int):
             "lr_find ran with train.optimizer = 'sgd', but params.yaml now says 'adam'",
             "lr_find",
         ),
+        # Drawn with exit 0 beside a model trained on the new split: a range test of another one.
+        (
+            paths.MAX_LR_PICK,
+            json_field("train_sha256", "0" * 64),
+            f"lr_find ran on another training split than {paths.DATA} holds now",
+            "lr_find",
+        ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],
@@ -1506,6 +1552,7 @@ def without_last_rows(count: int):
         "range-test-losses-reversed",
         "valley-lr-moved",
         "range-test-of-another-optimizer",
+        "range-test-on-another-split",
         "range-test-peak-loss-doubled",
     ],
 )

@@ -290,3 +290,24 @@ def test_a_source_whose_folder_and_file_differ_in_unicode_form_names_the_spellin
     assert str(refused.value).startswith(
         "data.source = 'caf\\xe9/tree-\\xe9': no such file or directory, but 'cafe\\u0301/tree-\\xe9' is: "
     )
+
+
+@pytest.mark.parametrize(
+    "on_disk, typed, found",
+    [
+        # Two accents in one name, one composed and one not: neither whole form matches.
+        ("cafe\u0301-na\u00efve", "caf\u00e9-na\u00efve", "'cafe\\u0301-na\\xefve'"),
+        # Twin folders, one in each form, the tree under the one not typed.
+        ("cafe\u0301/tree", "caf\u00e9/tree", "'cafe\\u0301/tree'"),
+    ],
+    ids=["two-forms-in-one-name", "tree-under-the-twin-not-typed"],
+)
+def test_a_source_in_mixed_unicode_forms_names_the_spelling_that_exists(tmp_path, monkeypatch, on_disk, typed, found):
+    """Respelling each name whole, NFC or NFD, and taking the first folder that exists found
+    neither: "no such file or directory" showed a path identical on screen to the one on disk."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / on_disk).mkdir(parents=True)
+    (tmp_path / "caf\u00e9").mkdir(exist_ok=True)  # the typed twin, empty
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=typed), 0, tmp_path)
+    assert f"no such file or directory, but {found} is: the same letters composed otherwise" in str(refused.value)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar.dataset import load_split
+from cifar.dataset import load_split, split_digest
 from cifar.models import load_trained
 from cifar.reporting.explain import grad_cam, resolve_layers
 from cifar.training.augment import normalize
@@ -50,6 +50,8 @@ def test_train_reports_quality_and_speed_apart_and_the_environment_outside_the_m
     assert (handed["verdict"], handed["max_lr"]) == ("descent", lr_find["max_lr"]) == ("descent", metrics["max_lr"])
     # and the digest of the curve figures draws
     assert handed["curve_sha256"] == hashlib.sha256((root / paths.LR_FIND_CURVE).read_bytes()).hexdigest()
+    # and of the training split it ran on
+    assert handed["train_sha256"] == split_digest(root / paths.DATA, "train")
     # The quality metrics are the history's last row and its best epoch.
     history = pd.read_csv(root / paths.HISTORY)
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]

@@ -128,16 +128,32 @@ def _fetch_with_retries(url: str, target: Path, md5: str) -> None:
 
 
 def other_unicode_spelling(path: Path) -> Path | None:
-    """The path as it exists with some of its parts under another Unicode normalization (é as
-    one code point or as e and an accent): both print alike, so "no such file" beside a visible
-    folder said nothing. Part by part, as a folder and a file in it may differ."""
-    found = Path(path.anchor or ".")
-    for part in path.parts[1:] if path.anchor else path.parts:
-        spellings = (part, unicodedata.normalize("NFC", part), unicodedata.normalize("NFD", part))
-        found = next((found / name for name in spellings if os.path.lexists(found / name)), None)
-        if found is None:
-            return None
-    return found if found != path else None
+    """The path as it exists with some of its names composed otherwise in Unicode (é as one code
+    point or as e and an accent): both print alike, so "no such file" beside a visible folder
+    said nothing. Name by name, as a folder and a file in it (or two accents in one name) may
+    differ, and back again where a folder's twin in the other form holds the rest."""
+    names = path.parts[1:] if path.anchor else path.parts
+    # Depth first without recursion: a path may have more names than Python's recursion limit.
+    pending = [(Path(path.anchor or "."), 0)]
+    while pending:
+        folder, depth = pending.pop()
+        if depth == len(names):
+            if folder != path:
+                return folder
+            continue
+        name = names[depth]
+        composed = unicodedata.normalize("NFC", name)
+        try:
+            twins = [
+                entry
+                for entry in os.listdir(folder)
+                if entry != name and unicodedata.normalize("NFC", entry) == composed
+            ]
+        except OSError:  # not a folder, or one that may not be listed: no other spelling in it
+            twins = []
+        spellings = ([name] if os.path.lexists(folder / name) else []) + sorted(twins)
+        pending.extend((folder / spelling, depth + 1) for spelling in reversed(spellings))
+    return None
 
 
 def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
