@@ -203,8 +203,11 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
     stage = Path(sys.argv[0]).stem
     try:
         after = declared_values(keys)
-    except ConfigError as error:
-        after = dict.fromkeys(keys, f"unreadable: {error}")
+    except ConfigError as error:  # moved away or replaced while the stage ran
+        raise ConfigError(
+            f"{PARAMS_FILE} could not be read as {stage} ended, to check its values had not changed while it ran "
+            f"({error}); restore it and run {stage} again"
+        ) from None
     changed = [first_difference(key, before[key], after[key]) for key in keys if before[key] != after[key]]
     if changed:
         key, old, new = changed[0]

@@ -178,7 +178,13 @@ def check_curve_record() -> None:
     stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")
-    if handed.get("train_sha256") != split_digest(paths.DATA, "train"):
+    ran_on = handed.get("train_sha256")
+    if not isinstance(ran_on, str):
+        raise DataError(
+            f"{paths.MAX_LR_PICK}: train_sha256 = {short_repr(ran_on)} is not the digest of the training split "
+            f"lr_find ran on; {fix}"
+        )
+    if ran_on != split_digest(paths.DATA, "train"):
         raise DataError(
             f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its "
             f"train_sha256 is not this split's); {fix}"

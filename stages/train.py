@@ -34,8 +34,14 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     device, precision = recipe.device, recipe.precision
-    max_lr = chosen_max_lr(params)
+    max_lr, picked_on = chosen_max_lr(params)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    # After the split is checked, which names damaged data as such.
+    if picked_on not in (None, split_digest(paths.DATA, "train")):
+        raise DataError(
+            f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its "
+            f"train_sha256 is not this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+        )
     fix = "re-create both with `dvc repro download`"
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
 
@@ -122,9 +128,11 @@ def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr
     }
 
 
-def chosen_max_lr(params: Params) -> float:
+def chosen_max_lr(params: Params) -> tuple[float, str | None]:
+    """The max_lr to train at and, when it is lr_find's pick, the SHA-256 of the training split
+    the range test ran on."""
     if params.train.max_lr != "find":
-        return params.train.max_lr
+        return params.train.max_lr, None
     path = Path(paths.MAX_LR_PICK)
     fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
@@ -154,16 +162,13 @@ def chosen_max_lr(params: Params) -> float:
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
-    try:
-        ran_on_this_split = found.get("train_sha256") == split_digest(paths.DATA, "train")
-    except (OSError, ValueError, KeyError, TypeError):  # no split to compare: load_split names what is wrong
-        ran_on_this_split = True
-    if not ran_on_this_split:
+    ran_on = found.get("train_sha256")
+    if not isinstance(ran_on, str):
         raise DataError(
-            f"{path}: lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 is not "
-            f"this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+            f"{path}: train_sha256 = {short_repr(ran_on)} is not the digest of the training split lr_find ran on; "
+            f"re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
         )
-    return float(max_lr)
+    return float(max_lr), ran_on
 
 
 def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: float) -> dict:

@@ -14,6 +14,10 @@ def signal_handlers_as_they_were():
     ignores them once done, as a stage's process should; the test process must not keep that,
     or every subprocess started later would inherit the signals ignored."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    # Each test starts as from a terminal: the suite run under nohup (SIGHUP ignored, which
+    # stages then leave so) is no reason for a stop-signal test to fail.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     yield
     for sig, handler in before.items():
         signal.signal(sig, handler)

@@ -212,6 +212,22 @@ def test_a_params_edit_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch,
     )
 
 
+def test_a_params_file_gone_while_a_stage_runs_is_named_as_gone(tmp_path, monkeypatch, capsys):
+    """params.yaml moved away while lr_find ran was reported as `seed changed while lr_find ran
+    (from 0 to 'unreadable: params.yaml: fi...`, the reason cut out of the middle."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/lr_find.py"])
+    Path("params.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: Path("params.yaml").rename("params.yaml.bak"), [], ["seed"])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: params.yaml could not be read as lr_find ended, to check its values had not changed while it ran "
+        "(params.yaml: file not found; run from the repository root, where params.yaml lives); restore it and run "
+        "lr_find again\n",
+    )
+
+
 def test_a_users_folder_named_like_a_scratch_folder_is_kept(tmp_path):
     """`plots/.images.partial-2024-11-30` (a user's notes) was deleted as an interrupted write's
     leftover: 2024 was taken for a writer's process ID, and no such process ran."""
@@ -1068,20 +1084,56 @@ def test_train_refuses_a_pick_lr_find_made_with_other_params(workspace):
     )
 
 
-def test_train_refuses_a_pick_lr_find_made_on_another_training_split(workspace):
-    """data.train_limit raised from 500 to 700 and download re-run: train, run on its own, trained
-    on 700 images at the pick of a range test on 500, with exit 0 and no warning."""
-    ran_with = declared_values(paths.declared_params("lr_find"))
+def handed_pick(**fields) -> None:
+    """The file lr_find hands its pick on in, as written for today's params and training split, `fields` changed."""
     Path(paths.MAX_LR_PICK).parent.mkdir(exist_ok=True)
-    Path(paths.MAX_LR_PICK).write_text(
-        json.dumps({"verdict": "descent", "max_lr": 0.001, "params": ran_with, "train_sha256": "0" * 64})
-    )
+    handed = {
+        "verdict": "descent",
+        "max_lr": 0.001,
+        "params": declared_values(paths.declared_params("lr_find")),
+        "train_sha256": split_digest(paths.DATA, "train"),
+    }
+    Path(paths.MAX_LR_PICK).write_text(json.dumps(handed | fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        # data.train_limit raised from 500 to 700 and download re-run: train trained on 700
+        # images at the pick of a range test on 500, with exit 0 and no warning.
+        (
+            {"train_sha256": "0" * 64},
+            f"lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 is not this split's)",
+        ),
+        # It was said to be of another split.
+        (
+            {"train_sha256": None},
+            "train_sha256 = None is not the digest of the training split lr_find ran on",
+        ),
+    ],
+    ids=["another-split", "no-split-recorded"],
+)
+def test_train_refuses_a_pick_lr_find_made_on_another_training_split(workspace, fields, problem):
+    handed_pick(**fields)
     with pytest.raises(DataError) as refused:
-        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+        stages.train.main()
     assert str(refused.value) == (
-        f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 "
-        f"is not this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+        f"{paths.MAX_LR_PICK}: {problem}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
     )
+
+
+def test_train_names_a_damaged_split_before_a_pick_of_another(workspace):
+    """One digit of the manifest's train digest changed: train said lr_find ran on another
+    split, and both its fixes failed again."""
+    handed_pick()
+    manifest = Path(paths.DATA) / "manifest.json"
+    digests = json.loads(manifest.read_text())
+    digests["train.npz"] = ("1" if digests["train.npz"][0] == "0" else "0") + digests["train.npz"][1:]
+    manifest.write_text(json.dumps(digests))
+    with pytest.raises(DataError) as refused:
+        stages.train.main()
+    assert str(refused.value).startswith(f"{paths.DATA}/train.npz: ")
+    assert "re-create it with `dvc repro download`" in str(refused.value)
 
 
 def test_lr_find_hands_on_the_params_and_split_it_started_with(pipeline_run, monkeypatch):
@@ -1505,6 +1557,12 @@ def without_last_rows(count: int):
             f"lr_find ran on another training split than {paths.DATA} holds now",
             "lr_find",
         ),
+        (
+            paths.MAX_LR_PICK,
+            json_without("train_sha256"),
+            "train_sha256 = None is not the digest of the training split lr_find ran on",
+            "lr_find",
+        ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
     ],
@@ -1553,6 +1611,7 @@ def without_last_rows(count: int):
         "valley-lr-moved",
         "range-test-of-another-optimizer",
         "range-test-on-another-split",
+        "range-test-split-not-recorded",
         "range-test-peak-loss-doubled",
     ],
 )

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import cifar.ingest.sources
 from cifar.cli import Stopped, install_stop_handlers
 from cifar.config import DataConfig
 from cifar.dataset import Split, class_balanced_subset, load_split, save_dataset
@@ -311,3 +312,30 @@ def test_a_source_in_mixed_unicode_forms_names_the_spelling_that_exists(tmp_path
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=typed), 0, tmp_path)
     assert f"no such file or directory, but {found} is: the same letters composed otherwise" in str(refused.value)
+
+
+def test_twin_spellings_linked_back_to_their_folder_are_searched_once_per_depth(tmp_path, monkeypatch):
+    """`café` in both forms, each a link back to its own folder, and a data.source 40 of them
+    deep: the search for another spelling tried every mix of the two, 2**40 paths, and download
+    hung at "no such file" (killed after 300 s)."""
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("caf\u00e9", "cafe\u0301"):
+        os.symlink(".", spelling)
+    listed, listdir = [], os.listdir
+    monkeypatch.setattr(cifar.ingest.sources.os, "listdir", lambda folder: listed.append(folder) or listdir(folder))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="/".join(["caf\u00e9"] * 40 + ["missing.tar.gz"])), 0, tmp_path)
+    assert str(refused.value).startswith("data.source = 'caf\u00e9/caf\u00e9/") and "no such file or directory;" in str(
+        refused.value
+    )
+    assert len(listed) == 1  # one folder, reached at every depth
+
+
+def test_a_twin_spelling_that_is_a_link_to_nothing_is_not_offered(tmp_path, monkeypatch):
+    """The advice named `cafe\\u0301.tar`, a dangling link, and following it gave the plain "no
+    such file or directory" again."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink("gone.tar", "cafe\u0301.tar")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="caf\u00e9.tar"), 0, tmp_path)
+    assert "composed otherwise" not in str(refused.value) and "no such file or directory;" in str(refused.value)

@@ -133,26 +133,34 @@ def other_unicode_spelling(path: Path) -> Path | None:
     said nothing. Name by name, as a folder and a file in it (or two accents in one name) may
     differ, and back again where a folder's twin in the other form holds the rest."""
     names = path.parts[1:] if path.anchor else path.parts
-    # Depth first without recursion: a path may have more names than Python's recursion limit.
-    pending = [(Path(path.anchor or "."), 0)]
+    # Depth first without recursion (a path may have more names than Python's recursion limit),
+    # each folder once per depth: twin spellings linked to one folder made the search 2**depth.
+    pending, seen, by_composed_name = [(Path(path.anchor or "."), 0)], set(), {}
     while pending:
-        folder, depth = pending.pop()
-        if depth == len(names):
-            if folder != path:
-                return folder
-            continue
-        name = names[depth]
-        composed = unicodedata.normalize("NFC", name)
+        place, depth = pending.pop()
         try:
-            twins = [
-                entry
-                for entry in os.listdir(folder)
-                if entry != name and unicodedata.normalize("NFC", entry) == composed
-            ]
-        except OSError:  # not a folder, or one that may not be listed: no other spelling in it
-            twins = []
-        spellings = ([name] if os.path.lexists(folder / name) else []) + sorted(twins)
-        pending.extend((folder / spelling, depth + 1) for spelling in reversed(spellings))
+            found = place.stat()  # followed: a link to nothing is no spelling to offer
+        except OSError:
+            continue
+        if depth == len(names):
+            if place != path:
+                return place
+            continue
+        folder = found.st_dev, found.st_ino
+        if (folder, depth) in seen:
+            continue
+        seen.add((folder, depth))
+        if folder not in by_composed_name:  # each folder listed once, however many depths reach it
+            by_composed_name[folder] = {}
+            try:
+                for entry in os.listdir(place):
+                    by_composed_name[folder].setdefault(unicodedata.normalize("NFC", entry), []).append(entry)
+            except OSError:  # not a folder, or one that may not be listed: no spelling in it
+                pass
+        name = names[depth]
+        twins = by_composed_name[folder].get(unicodedata.normalize("NFC", name), [])
+        spellings = [name, *sorted(set(twins) - {name})]  # as typed first: "." and ".." are never listed
+        pending.extend((place / spelling, depth + 1) for spelling in reversed(spellings))
     return None
 
 
