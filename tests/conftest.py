@@ -15,7 +15,9 @@ def signal_handlers_as_they_were():
     or every subprocess started later would inherit the signals ignored."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
     # Each test starts as from a terminal: the suite run under nohup (SIGHUP ignored, which
-    # stages then leave so) is no reason for a stop-signal test to fail.
+    # stages then leave so), or after a fixture ran a stage in-process (which leaves Ctrl-C
+    # ignored), is no reason for a stop-signal test to fail.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     yield
