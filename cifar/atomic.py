@@ -188,6 +188,15 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
             raise OutputError(f"disk full while writing {target}; free space and re-run") from None
         if error.errno == errno.EFBIG:
             raise _too_large(target) from None
+        # mkdir's own word for a dangling link among the folders is "File exists".
+        dangling = next(
+            (folder for folder in reversed(target.parents) if folder.is_symlink() and not folder.exists()), None
+        )
+        if dangling:
+            raise OutputError(
+                f"cannot write {target}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not "
+                f"exist; create that folder or remove the link, and re-run"
+            ) from None
         raise OutputError(
             out_of_open_files(error, target)
             or f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,17 @@ def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
 def split_digest(folder: str | Path, name: str) -> str:
     """The split's recorded SHA-256 (what load_split verifies): identifies the data a run saw."""
     return read_json_artifact(Path(folder) / MANIFEST, MAX_MANIFEST_BYTES, FIX)[f"{name}.npz"]
+
+
+def recorded_split_problem(recorded: object, folder: str | Path, name: str) -> str | None:
+    """Why a split's SHA-256 that an artifact records (`{name}_sha256`) is not the digest of the
+    split `folder` holds now, if it is not: whatever was made from it was made from other data."""
+    key = f"{name}_sha256"
+    if not isinstance(recorded, str) or not re.fullmatch("[0-9a-f]{64}", recorded):
+        return f"{key} = {short_repr(recorded)} is not a SHA-256 digest (64 lowercase hexadecimal digits)"
+    if recorded != split_digest(folder, name):
+        return f"{key} is not the SHA-256 of {Path(folder) / name}.npz as it is now: it was made from other data"
+    return None
 
 
 def load_split(folder: str | Path, name: str) -> Split:

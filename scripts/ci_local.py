@@ -613,6 +613,9 @@ def main() -> int:
         "requests": read_record(ci.requests),
     }
     (args.report or work / "report.json").write_text(json.dumps(report, indent=1))
+    # The runners' lasting state holds the environment the workflows installed (about 6 GB);
+    # the report keeps what the scenarios found there. Left behind, a few runs filled a CI disk.
+    shutil.rmtree(ci.act_cache / "tool_cache", ignore_errors=True)
     print(f"\n{'scenario':9} {'outcome':14} jobs")
     for name, result in results.items():
         jobs = ", ".join(f"{job}: {outcome}" for job, outcome in result["jobs"].items()) or "(killed)"

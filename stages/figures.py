@@ -19,7 +19,7 @@ import torch
 from cifar.atomic import replaced_together, save_figure
 from cifar.cli import run_stage
 from cifar.config import MAX_OPTIMIZER_FACTOR, LRFindConfig, Params, load_params
-from cifar.dataset import Split, check_same_classes, load_split, split_digest
+from cifar.dataset import Split, check_same_classes, load_split, recorded_split_problem
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import TrainedModel, load_trained
 from cifar.params_file import ran_with_other_params
@@ -178,17 +178,9 @@ def check_curve_record() -> None:
     stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")
-    ran_on = handed.get("train_sha256")
-    if not isinstance(ran_on, str):
-        raise DataError(
-            f"{paths.MAX_LR_PICK}: train_sha256 = {short_repr(ran_on)} is not the digest of the training split "
-            f"lr_find ran on; {fix}"
-        )
-    if ran_on != split_digest(paths.DATA, "train"):
-        raise DataError(
-            f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its "
-            f"train_sha256 is not this split's); {fix}"
-        )
+    other_split = recorded_split_problem(handed.get("train_sha256"), paths.DATA, "train")
+    if other_split:
+        raise DataError(f"{paths.MAX_LR_PICK}: {other_split}; {fix}")
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:

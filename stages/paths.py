@@ -27,8 +27,10 @@ MAX_PIPELINE_BYTES = 256 << 10
 PROTECTED_FOLDERS = {"cifar", "stages", "tests", "bench", "scripts", "docs", ".git", ".dvc", ".ci", ".github", ".venv"}
 
 
-def _refuse(problem: str, where: str = f"{PIPELINE.name}'s paths table") -> ConfigError:
-    return ConfigError(f"{where}: {problem}; fix it, or restore it with `git checkout dvc.yaml`")
+def _refuse(
+    problem: str, where: str = f"{PIPELINE.name}'s paths table", fix: str = "fix it, or restore it with"
+) -> ConfigError:
+    return ConfigError(f"{where}: {problem}; {fix} `git checkout dvc.yaml`")
 
 
 def _read_pipeline() -> object:
@@ -58,9 +60,17 @@ def _read_table(pipeline: object) -> dict[str, str]:
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     table, protected_places = tables[0], _protected_places()
     for name, path in table.items():
-        problem = _path_problem(path, protected_places, links_checked=name != "checkpoint")
+        problem = _path_problem(path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
+        link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
+        if link_problem:
+            # The link is the workspace's, and the usual fix; the table may have changed instead.
+            problem, link = link_problem
+            raise _refuse(
+                f"{name} = {path!r} {problem}",
+                fix=f"remove the link (`rm {link}`), or if {PIPELINE.name}'s paths table changed, restore it with",
+            )
         # A user's file where an output folder goes (notes in `plots/images`), or a table edited
         # to put one under a file: either may have changed, and the line says which fix is which.
         file_in_the_way = next((folder for folder in PurePosixPath(path).parents if (REPO / folder).is_file()), None)
@@ -79,9 +89,8 @@ def _read_table(pipeline: object) -> dict[str, str]:
     return table
 
 
-def _path_problem(path: object, protected_places: list[Path], links_checked: bool) -> str | None:
-    """Why a path cannot be an output's, if it cannot. (The resume checkpoint's folder may be a
-    link: scripts/ci_setup.py links it into a self-hosted runner's lasting state.)"""
+def _path_problem(path: object) -> str | None:
+    """Why a path's text cannot be an output's, if it cannot."""
     if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
         return "is not a path of printable text"
     parts = PurePosixPath(path).parts
@@ -93,19 +102,30 @@ def _path_problem(path: object, protected_places: list[Path], links_checked: boo
         )
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
+    return None
+
+
+def _link_problem(path: str, protected_places: list[Path], links_checked: bool) -> tuple[str, str] | None:
+    """Why a symbolic link among a path's folders keeps it from being an output's, if one
+    does, and the first link on the way. (The resume checkpoint's folder may be a link:
+    scripts/ci_setup.py links it into a self-hosted runner's lasting state.)"""
     # A link among its folders (`out -> cifar`) leads where the text does not say. (The output
     # itself may be a link: DVC's symlink cache makes them, and readers and writers check it.)
     # The checkpoint's may lead out of the repository, never back into it elsewhere (`ckpt ->
     # cifar/models` with `ckpt/__init__.py` had train overwrite, then delete, the code).
+    parts = PurePosixPath(path).parts
+    folders = [PurePosixPath(*parts[:depth]) for depth in range(1, len(parts))]
+    link = next((folder for folder in folders if (REPO / folder).is_symlink()), None)
     try:
         resolved = (REPO / path).parent.resolve() / parts[-1]
     except RuntimeError:  # Python 3.11's word for a link that loops
-        return "leads through a symbolic link that loops; remove the link or name another folder"
+        return "leads through a symbolic link that loops", str(link)
     inside = resolved.relative_to(REPO).parts[:1] if resolved.is_relative_to(REPO) else None
     # .venv may itself be a link out of the repository: a path through it is still the code's.
     into_protected = any(resolved.is_relative_to(place) for place in protected_places)
     if into_protected or (inside != parts[:1] and (links_checked or inside is not None)):
-        return f"leads through a symbolic link to {resolved}; name the folder it means"
+        dangling = "" if resolved.parent.is_dir() else f", in {resolved.parent}, which does not exist"
+        return f"leads through the symbolic link {link} to {resolved}{dangling}", str(link)
     return None
 
 

@@ -14,7 +14,7 @@ from torch._dynamo.exc import TorchDynamoException
 from cifar.atomic import replaced_together, write_csv, write_json, write_text
 from cifar.cli import run_stage, stop_signals
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, Params, load_params
-from cifar.dataset import check_same_classes, load_split, split_digest
+from cifar.dataset import check_same_classes, load_split, recorded_split_problem, split_digest
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.params_file import ran_with_other_params
@@ -34,13 +34,13 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     device, precision = recipe.device, recipe.precision
-    max_lr, picked_on = chosen_max_lr(params)
+    max_lr, pick = chosen_max_lr(params)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     # After the split is checked, which names damaged data as such.
-    if picked_on not in (None, split_digest(paths.DATA, "train")):
+    other_split = pick and recorded_split_problem(pick.get("train_sha256"), paths.DATA, "train")
+    if other_split:
         raise DataError(
-            f"{paths.MAX_LR_PICK}: lr_find ran on another training split than {paths.DATA} holds now (its "
-            f"train_sha256 is not this split's); re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+            f"{paths.MAX_LR_PICK}: {other_split}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
         )
     fix = "re-create both with `dvc repro download`"
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
@@ -128,9 +128,8 @@ def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr
     }
 
 
-def chosen_max_lr(params: Params) -> tuple[float, str | None]:
-    """The max_lr to train at and, when it is lr_find's pick, the SHA-256 of the training split
-    the range test ran on."""
+def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
+    """The max_lr to train at and, when it is lr_find's pick, lr_find's record of it."""
     if params.train.max_lr != "find":
         return params.train.max_lr, None
     path = Path(paths.MAX_LR_PICK)
@@ -162,13 +161,7 @@ def chosen_max_lr(params: Params) -> tuple[float, str | None]:
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
-    ran_on = found.get("train_sha256")
-    if not isinstance(ran_on, str):
-        raise DataError(
-            f"{path}: train_sha256 = {short_repr(ran_on)} is not the digest of the training split lr_find ran on; "
-            f"re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
-        )
-    return float(max_lr), ran_on
+    return float(max_lr), found
 
 
 def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: float) -> dict:

@@ -50,7 +50,7 @@ from cifar.atomic import (
 from cifar.cli import Stopped, install_stop_handlers, run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
-from cifar.errors import DataError, OutputError, one_line
+from cifar.errors import DataError, OutputError, one_line, short_repr
 from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
 from cifar.params_file import declared_values
@@ -368,6 +368,20 @@ def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, ki
     with pytest.raises(OutputError) as refused, atomic_path(target) as folder:
         folder.mkdir()
     assert str(refused.value).startswith(expected)
+
+
+def test_an_output_inside_a_link_to_nowhere_names_the_link(tmp_path):
+    """A checkpoint folder linked to a disk not mounted was `cannot write .checkpoints/train.pt
+    (File exists)`."""
+    (tmp_path / "checkpoints").symlink_to(tmp_path / "unmounted" / "checkpoints")
+    target = tmp_path / "checkpoints" / "train.pt"
+    with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:
+        temporary.write_text("")
+    assert str(refused.value) == (
+        f"cannot write {target}: {tmp_path / 'checkpoints'} is a symbolic link to "
+        f"{tmp_path / 'unmounted' / 'checkpoints'}, which does not exist; create that folder or remove the link, "
+        f"and re-run"
+    )
 
 
 def test_a_folder_where_a_file_output_goes_is_kept_and_named(tmp_path):
@@ -1103,17 +1117,23 @@ def handed_pick(**fields) -> None:
         # images at the pick of a range test on 500, with exit 0 and no warning.
         (
             {"train_sha256": "0" * 64},
-            f"lr_find ran on another training split than {paths.DATA} holds now (its train_sha256 is not this split's)",
+            f"train_sha256 is not the SHA-256 of {paths.DATA}/train.npz as it is now: it was made from other data",
         ),
         # It was said to be of another split.
+        ({"train_sha256": None}, "train_sha256 = None is not a SHA-256 digest (64 lowercase hexadecimal digits)"),
+        # The split's own digest in capitals was said to be of another split.
         (
-            {"train_sha256": None},
-            "train_sha256 = None is not the digest of the training split lr_find ran on",
+            {"train_sha256": str.upper},
+            "train_sha256 = {} is not a SHA-256 digest (64 lowercase hexadecimal digits)",
         ),
     ],
-    ids=["another-split", "no-split-recorded"],
+    ids=["another-split", "no-split-recorded", "capitals"],
 )
 def test_train_refuses_a_pick_lr_find_made_on_another_training_split(workspace, fields, problem):
+    recorded = fields["train_sha256"]
+    if callable(recorded):
+        fields = {"train_sha256": recorded(split_digest(paths.DATA, "train"))}
+        problem = problem.format(short_repr(fields["train_sha256"]))
     handed_pick(**fields)
     with pytest.raises(DataError) as refused:
         stages.train.main()
@@ -1554,13 +1574,13 @@ def without_last_rows(count: int):
         (
             paths.MAX_LR_PICK,
             json_field("train_sha256", "0" * 64),
-            f"lr_find ran on another training split than {paths.DATA} holds now",
+            f"train_sha256 is not the SHA-256 of {paths.DATA}/train.npz as it is now: it was made from other data",
             "lr_find",
         ),
         (
             paths.MAX_LR_PICK,
             json_without("train_sha256"),
-            "train_sha256 = None is not the digest of the training split lr_find ran on",
+            "train_sha256 = None is not a SHA-256 digest (64 lowercase hexadecimal digits)",
             "lr_find",
         ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
@@ -2115,8 +2135,12 @@ def test_a_path_through_a_symbolic_link_into_the_code_is_refused(tmp_path, name,
     pipeline.write_text(table_entry(name, path)(pipeline.read_text()))
     result = stage(tmp_path, "download", check=False)
     assert result.returncode == 2
-    resolved = tmp_path.resolve() / link_to / path.split("/", 1)[1]
-    assert f"{name} = {path!r} leads through a symbolic link to {resolved}" in result.stderr
+    link, rest = path.split("/", 1)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: dvc.yaml's paths table: {name} = {path!r} leads through the symbolic link {link} to "
+        f"{tmp_path.resolve() / link_to / rest}; remove the link (`rm {link}`), or if dvc.yaml's paths table changed, "
+        f"restore it with `git checkout dvc.yaml`"
+    )
     assert (tmp_path / "cifar/training/recipe.py").exists() and (tmp_path / "cifar/models/__init__.py").exists()
 
 
@@ -2132,7 +2156,8 @@ def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment
     result = stage(tmp_path / "repository", "download", check=False)
     assert result.returncode == 2
     assert (
-        f"checkpoint = 'ckpt/module.py' leads through a symbolic link to {tmp_path.resolve()}/environment/lib/module.py"
+        f"checkpoint = 'ckpt/module.py' leads through the symbolic link ckpt to "
+        f"{tmp_path.resolve()}/environment/lib/module.py"
     ) in result.stderr
 
 
@@ -2158,6 +2183,22 @@ def test_a_link_that_loops_or_holds_the_repository_is_one_line_or_none(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     last = result.stderr.splitlines()[-1]
     assert (refused in last) if refused else last.startswith(f"error: {paths.PARAMS}: file not found"), last
+
+
+def test_a_checkpoints_folder_linked_to_nowhere_in_the_repository_names_the_link(tmp_path):
+    """A dangling `.checkpoints -> nowhere` was blamed on dvc.yaml's paths table, with the fix
+    `git checkout dvc.yaml`, which changes nothing."""
+    copy_pipeline(tmp_path)
+    folder = Path(paths.CHECKPOINT).parent
+    (tmp_path / folder).symlink_to(tmp_path / "nowhere")
+    result = stage(tmp_path, "evaluate", check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: dvc.yaml's paths table: checkpoint = {paths.CHECKPOINT!r} leads through the symbolic link {folder} to "
+        f"{tmp_path.resolve()}/nowhere/{Path(paths.CHECKPOINT).name}, in {tmp_path.resolve()}/nowhere, which does not "
+        f"exist; remove the link (`rm {folder}`), or if dvc.yaml's paths table changed, restore it with "
+        f"`git checkout dvc.yaml`"
+    )
 
 
 def test_the_checkpoints_folder_may_be_a_link_out_of_the_repository(tmp_path):
