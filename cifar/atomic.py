@@ -5,8 +5,8 @@ never caches a half-written artifact. Inside `replaced_together()` a stage's out
 written first and renamed into place together at its end, with stop signals held back, so
 a failure or a signal leaves the previous outputs as they were, not a mix of old and new.
 What a killed write leaves is its scratch folder, `.NAME.partial-PID-XXXX` beside the
-target: git-ignored, safe to delete, and removed by the next stage run
-(`remove_stale_scratch`).
+target: git-ignored, and removed by the next stage run (`remove_stale_scratch`), which first
+puts back a previous output the write had moved aside there.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cifar.errors import OutputError, one_line, out_of_open_files
 log = logging.getLogger(__name__)
 
 SCRATCH_MARK = ".partial-"
-_SCRATCH_NAME = re.compile(rf"\..+{re.escape(SCRATCH_MARK)}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
+_SCRATCH_NAME = re.compile(rf"\.(?P<name>.+){re.escape(SCRATCH_MARK)}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
 # terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\), and the others
 # whose default is to end a process without a word (SIGUSR1, SIGALRM, the real-time signals,
@@ -69,6 +69,10 @@ TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "iostrea
 _ROOM_LEFT_BY_A_FULL_DISK = 1 << 20
 
 
+# In a scratch folder, the mark of a write (or of a replaced_together(), in its first scratch
+# folder, removed last) whose outputs are all in place: the previous ones in its scratch folders
+# are not put back.
+_FINISHED = ".finished"
 # The writes inside replaced_together() waiting for its end: (temporary, target, scratch).
 _held: list[tuple[Path, Path, Path]] | None = None
 
@@ -99,6 +103,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             if _held is None or any(SCRATCH_MARK in part for part in target.parent.parts):
                 with stop_signals_held():
                     _replace(temporary, target, scratch)
+                    (scratch / _FINISHED).touch()
             else:
                 _held.append((temporary, target, scratch))
                 held = True
@@ -125,6 +130,8 @@ def replaced_together() -> Iterator[None]:
                 for temporary, target, scratch in _held:
                     with _write_errors_as_output_error(target):
                         replaced.append((target, scratch, _replace(temporary, target, scratch)))
+                if _held:
+                    (_held[0][2] / _FINISHED).touch()
             except BaseException:
                 for target, scratch, previous in reversed(replaced):
                     os.replace(target, scratch / f"{target.name}.new")
@@ -132,7 +139,7 @@ def replaced_together() -> Iterator[None]:
                         os.replace(previous, target)
                 raise
     finally:
-        for _, _, scratch in _held:
+        for _, _, scratch in reversed(_held):  # the one marked finished last
             remove_scratch(scratch)
         _held = None
 
@@ -245,20 +252,54 @@ def scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
-    """Delete the scratch folders in these folders whose writing process is gone; return them.
+    """Delete the scratch folders in these folders whose writing process is gone, first putting
+    back the previous outputs they hold unless its writes had finished; return them.
 
     A scratch folder of a live process is a write in progress (another stage run in the
     same workspace), so it stays.
     """
-    removed = []
+    dead = []
     for folder in folders:
         for scratch in sorted(Path(folder).glob(f".*{SCRATCH_MARK}*")):
             # Only a name as tempfile makes it (eight random characters after the PID): a user's
             # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
             named = _SCRATCH_NAME.fullmatch(scratch.name)
-            if named and scratch.is_dir() and not process_alive(int(named["pid"])) and remove_scratch(scratch):
-                removed.append(scratch)
+            if named and scratch.is_dir() and not process_alive(int(named["pid"])):
+                dead.append((int(named["pid"]), named["name"], scratch))
+    finished = {pid for pid, _, scratch in dead if (scratch / _FINISHED).exists()}
+    removed = []
+    # The finished mark goes last, should this sweep be cut short too.
+    for pid, name, scratch in sorted(dead, key=lambda entry: (entry[2] / _FINISHED).exists()):
+        if (pid in finished or _put_back_previous(scratch, name)) and remove_scratch(scratch):
+            removed.append(scratch)
     return removed
+
+
+def _put_back_previous(scratch: Path, name: str) -> bool:
+    """Put the previous output that a dead writer moved aside into its scratch back in place;
+    return whether the scratch may go. A writer killed while renaming its outputs into place
+    (SIGKILL, a power cut: what no signal handler holds back) left the previous ones there and
+    the new ones in place, or none: a download killed between its two renames left no
+    `data/cifar10` at all, and this sweep then deleted the previous copy. Put back, a killed
+    stage's outputs are all the previous ones, as after a failure, and as DVC recorded them."""
+    previous, target = scratch / f"{name}.previous", scratch.parent / name
+    if not os.path.lexists(previous):
+        return True
+    try:
+        if os.path.lexists(target):
+            os.replace(target, scratch / f"{name}.new")
+        os.replace(previous, target)
+    except OSError as error:
+        log.warning(
+            "WARNING: could not put back %s, the previous output an interrupted write moved aside into %s (%s); "
+            "move it back by hand",
+            target,
+            scratch,
+            one_line(error),
+        )
+        return False
+    log.info("put back %s, the previous output, which an interrupted write had moved aside", target)
+    return True
 
 
 def remove_scratch(scratch: Path) -> bool:

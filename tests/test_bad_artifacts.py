@@ -4,6 +4,7 @@ byte for byte as they were."""
 
 import errno
 import functools
+import hashlib
 import importlib
 import io
 import json
@@ -168,6 +169,63 @@ def test_a_write_killed_midway_leaves_ignored_scratch_that_the_next_stage_run_re
     assert not leftover.exists()
     assert caplog.messages == [f"removed {leftover}, left by an interrupted write"]
     assert Path(paths.MODEL).read_bytes() == b"previous model"
+
+
+KILLED_WHILE_RENAMING = """
+import os, shutil, signal, sys
+from pathlib import Path
+from cifar.atomic import atomic_path, replaced_together, write_text
+
+calls, kill_at = 0, int(sys.argv[1])
+
+
+def killing(real):
+    def call(*arguments, **options):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*arguments, **options)
+    return call
+
+
+os.replace, shutil.rmtree = killing(os.replace), killing(shutil.rmtree)
+with replaced_together():
+    with atomic_path("data/cifar10") as folder:
+        folder.mkdir()
+        (folder / "train.npz").write_text("new split")
+    write_text("metrics/train.json", "new metrics")
+"""
+
+
+# The writes' calls: data/cifar10 moved aside (1), the new one in (2), the same for the
+# metrics (3, 4), then their scratch folders removed (5, 6), after the mark that all are in.
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 5, 6])
+def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_the_next_sweep(tmp_path, kill_at, caplog):
+    """download killed between its two renames left no data/cifar10, and the next stage run
+    deleted the previous copy with the scratch folder."""
+    (tmp_path / "data/cifar10").mkdir(parents=True)
+    (tmp_path / "data/cifar10/train.npz").write_text("previous split")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train.json").write_text("previous metrics")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_RENAMING, str(kill_at)],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    caplog.set_level(logging.INFO)
+    assert remove_stale_scratch([tmp_path / "data", tmp_path / "metrics"])
+    age = "previous" if kill_at <= 4 else "new"
+    assert workspace_digests(tmp_path) == {
+        "data/cifar10/train.npz": hashlib.sha256(f"{age} split".encode()).hexdigest(),
+        "metrics/train.json": hashlib.sha256(f"{age} metrics".encode()).hexdigest(),
+    }
+    moved_aside = {1: [], 2: ["data/cifar10"], 3: ["data/cifar10"], 4: ["data/cifar10", "metrics/train.json"]}
+    assert [message for message in caplog.messages if message.startswith("put back ")] == [
+        f"put back {tmp_path / output}, the previous output, which an interrupted write had moved aside"
+        for output in moved_aside.get(kill_at, [])
+    ]
 
 
 def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
