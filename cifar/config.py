@@ -302,7 +302,9 @@ def _one_line(errors: list[dict], raw: dict) -> str:
         expected = field.description
     else:
         expected = _describe(typing.get_type_hints(section)[key[-1]])
-    return f"{'.'.join(key)} = {short_repr(value)} is not allowed; expected {expected}"
+    # Escaped outside ASCII: 'adam' with a Cyrillic first letter read "'adam' is not allowed; expected one of 'adam'".
+    shown = short_repr(value).encode("ascii", "backslashreplace").decode()
+    return f"{'.'.join(key)} = {shown} is not allowed; expected {expected}"
 
 
 def _is_integer(value: object) -> bool:

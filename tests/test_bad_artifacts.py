@@ -171,7 +171,7 @@ def test_a_write_killed_midway_leaves_ignored_scratch_that_the_next_stage_run_re
     assert Path(paths.MODEL).read_bytes() == b"previous model"
 
 
-KILLED_WHILE_RENAMING = """
+KILLED_WHILE_RENAMING = f"""
 import os, shutil, signal, sys
 from pathlib import Path
 from cifar.atomic import atomic_path, replaced_together, write_text
@@ -191,23 +191,24 @@ def killing(real):
 
 os.replace, shutil.rmtree = killing(os.replace), killing(shutil.rmtree)
 with replaced_together():
-    with atomic_path("data/cifar10") as folder:
+    with atomic_path({paths.DATA!r}) as folder:
         folder.mkdir()
         (folder / "train.npz").write_text("new split")
-    write_text("metrics/train.json", "new metrics")
+    write_text({paths.TRAIN_METRICS!r}, "new metrics")
 """
 
 
-# The writes' calls: data/cifar10 moved aside (1), the new one in (2), the same for the
+# The writes' calls: the data folder moved aside (1), the new one in (2), the same for the
 # metrics (3, 4), then their scratch folders removed (5, 6), after the mark that all are in.
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 5, 6])
 def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_the_next_sweep(tmp_path, kill_at, caplog):
-    """download killed between its two renames left no data/cifar10, and the next stage run
+    """download killed between its two renames left no data folder, and the next stage run
     deleted the previous copy with the scratch folder."""
-    (tmp_path / "data/cifar10").mkdir(parents=True)
-    (tmp_path / "data/cifar10/train.npz").write_text("previous split")
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/train.json").write_text("previous metrics")
+    data, metrics = tmp_path / paths.DATA, tmp_path / paths.TRAIN_METRICS
+    data.mkdir(parents=True)
+    (data / "train.npz").write_text("previous split")
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text("previous metrics")
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_RENAMING, str(kill_at)],
         cwd=tmp_path,
@@ -215,15 +216,15 @@ def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_th
     )
     assert killed.returncode == -signal.SIGKILL
     caplog.set_level(logging.INFO)
-    assert remove_stale_scratch([tmp_path / "data", tmp_path / "metrics"])
+    assert remove_stale_scratch([data.parent, metrics.parent])
     age = "previous" if kill_at <= 4 else "new"
     assert workspace_digests(tmp_path) == {
-        "data/cifar10/train.npz": hashlib.sha256(f"{age} split".encode()).hexdigest(),
-        "metrics/train.json": hashlib.sha256(f"{age} metrics".encode()).hexdigest(),
+        f"{paths.DATA}/train.npz": hashlib.sha256(f"{age} split".encode()).hexdigest(),
+        paths.TRAIN_METRICS: hashlib.sha256(f"{age} metrics".encode()).hexdigest(),
     }
-    moved_aside = {1: [], 2: ["data/cifar10"], 3: ["data/cifar10"], 4: ["data/cifar10", "metrics/train.json"]}
+    moved_aside = {1: [], 2: [data], 3: [data], 4: [data, metrics]}
     assert [message for message in caplog.messages if message.startswith("put back ")] == [
-        f"put back {tmp_path / output}, the previous output, which an interrupted write had moved aside"
+        f"put back {output}, the previous output, which an interrupted write had moved aside"
         for output in moved_aside.get(kill_at, [])
     ]
 
@@ -429,8 +430,8 @@ def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, ki
 
 
 def test_an_output_inside_a_link_to_nowhere_names_the_link(tmp_path):
-    """A checkpoint folder linked to a disk not mounted was `cannot write .checkpoints/train.pt
-    (File exists)`."""
+    """A checkpoint folder linked to a disk not mounted was `cannot write` the checkpoint `(File
+    exists)`."""
     (tmp_path / "checkpoints").symlink_to(tmp_path / "unmounted" / "checkpoints")
     target = tmp_path / "checkpoints" / "train.pt"
     with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:

@@ -68,6 +68,12 @@ def test_the_defaults_are_the_reference_recipe():
         ("train", 3, "train = 3: expected a mapping"),
         ("train.onecycle", 5, "train.onecycle = 5: expected a mapping of keys"),
         ("train.onecycle.three_phase", 0, "train.onecycle.three_phase = 0 is not allowed; expected true or false"),
+        # A Cyrillic a, which prints as Latin: "'adam' is not allowed; expected one of 'adam'".
+        (
+            "train.optimizer",
+            "\u0430dam",
+            "train.optimizer = '\\u0430dam' is not allowed; expected one of 'adam', 'sgd'",
+        ),
         # impossible values
         ("train.batch_size", 0, "train.batch_size = 0 is not allowed; expected an integer from 1 to 50000"),
         ("augment.cutout", 40, "augment.cutout = 40 is not allowed; expected an integer from 0 (off) to 32"),

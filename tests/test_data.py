@@ -41,6 +41,14 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     assert np.array_equal(train.images[:, 0, 0, 0], train.labels * 25)
 
 
+def test_a_tree_reached_again_through_a_link_to_itself_imports_once(tmp_path, class_tree):
+    """`loop -> .` beside train/ and test/ was refused as three trees (., loop, loop/loop)
+    that could not be told apart: one folder, reached three ways."""
+    (class_tree / "loop").symlink_to(".")
+    splits = import_dataset(DataConfig(source=str(class_tree)), seed=0, download_dir=tmp_path / "unused")
+    assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
+
+
 @pytest.mark.parametrize("unzipped", [False, True], ids=["zip", "unzipped-folder"])
 def test_a_zip_made_by_macos_finder_imports_without_its_metadata(tmp_path, class_tree, unzipped):
     """Unzipped, its __MACOSX/ copy was a second tree and each ._ file an unreadable image."""
@@ -321,14 +329,31 @@ def test_twin_spellings_linked_back_to_their_folder_are_searched_once_per_depth(
     monkeypatch.chdir(tmp_path)
     for spelling in ("caf\u00e9", "cafe\u0301"):
         os.symlink(".", spelling)
-    listed, listdir = [], os.listdir
-    monkeypatch.setattr(cifar.ingest.sources.os, "listdir", lambda folder: listed.append(folder) or listdir(folder))
+    listed, scandir = [], os.scandir
+    monkeypatch.setattr(cifar.ingest.sources.os, "scandir", lambda folder: listed.append(folder) or scandir(folder))
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="/".join(["caf\u00e9"] * 40 + ["missing.tar.gz"])), 0, tmp_path)
     assert str(refused.value).startswith("data.source = 'caf\u00e9/caf\u00e9/") and "no such file or directory;" in str(
         refused.value
     )
     assert len(listed) == 1  # one folder, reached at every depth
+
+
+def test_the_search_for_another_spelling_lists_no_more_entries_than_a_folder_import(tmp_path, monkeypatch):
+    """A typo in data.source beside a million files: the search kept every name, 272 MB, to
+    refuse it. Past the cap, the refusal is the plain "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cifar.ingest.archives, "MAX_MEMBERS", 5)
+    Path("cafe\u0301.tar").write_bytes(b"")
+    for number in range(5):
+        Path(f"{number}.tar").write_bytes(b"")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="caf\u00e9.tar"), 0, tmp_path)
+    assert "composed otherwise" not in str(refused.value) and "no such file or directory;" in str(refused.value)
+    Path("0.tar").unlink()
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="caf\u00e9.tar"), 0, tmp_path)
+    assert "composed otherwise" in str(refused.value)
 
 
 def test_a_twin_spelling_that_is_a_link_to_nothing_is_not_offered(tmp_path, monkeypatch):

@@ -133,6 +133,10 @@ def other_unicode_spelling(path: Path) -> Path | None:
     said nothing. Name by name, as a folder and a file in it (or two accents in one name) may
     differ, and back again where a folder's twin in the other form holds the rest."""
     names = path.parts[1:] if path.anchor else path.parts
+    wanted = {unicodedata.normalize("NFC", name) for name in names}
+    # At most as many entries listed in all as a folder import lists: a typo beside a million
+    # files took 272 MB and 2 s to refuse, with each name kept.
+    room = archives.MAX_MEMBERS
     # Depth first without recursion (a path may have more names than Python's recursion limit),
     # each folder once per depth: twin spellings linked to one folder made the search 2**depth.
     pending, seen, by_composed_name = [(Path(path.anchor or "."), 0)], set(), {}
@@ -153,8 +157,14 @@ def other_unicode_spelling(path: Path) -> Path | None:
         if folder not in by_composed_name:  # each folder listed once, however many depths reach it
             by_composed_name[folder] = {}
             try:
-                for entry in os.listdir(place):
-                    by_composed_name[folder].setdefault(unicodedata.normalize("NFC", entry), []).append(entry)
+                with os.scandir(place) as entries:
+                    for entry in entries:
+                        room -= 1
+                        if room < 0:
+                            return None
+                        composed = unicodedata.normalize("NFC", entry.name)
+                        if composed in wanted:
+                            by_composed_name[folder].setdefault(composed, []).append(entry.name)
             except OSError:  # not a folder, or one that may not be listed: no spelling in it
                 pass
         name = names[depth]
@@ -406,10 +416,18 @@ def _starts_apple_double(path: Path) -> bool:
 
 
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
-    """root itself and the folders up to two levels below it that match, nearest first."""
+    """root itself and the folders up to two levels below it that match, nearest first; one
+    folder reached again through a link (`loop -> .`) once, not as trees that cannot be told apart."""
     candidates = [root, *_subfolders(root, listing)]
     candidates += [p for c in candidates[1:] for p in _subfolders(c, listing)]
-    return [folder for folder in candidates if matches(folder)]
+    found, seen = [], set()
+    for folder in candidates:
+        if matches(folder):
+            identity = folder.stat().st_dev, folder.stat().st_ino
+            if identity not in seen:
+                seen.add(identity)
+                found.append(folder)
+    return found
 
 
 def _check_one_tree(source: Path, trees: list[str], halves: list[str]) -> None:
