@@ -3,7 +3,9 @@ each path is written. dvc.yaml's stage definitions interpolate it (`${paths.mode
 stages read it here, so a stage run on its own writes exactly where DVC expects its outputs,
 and a queued experiment's copy reads its own dvc.yaml."""
 
+import contextlib
 import itertools
+import os
 import posixpath
 from pathlib import Path, PurePosixPath
 
@@ -126,7 +128,34 @@ def _link_problem(path: str, protected_places: list[Path], links_checked: bool) 
     if into_protected or (inside != parts[:1] and (links_checked or inside is not None)):
         dangling = "" if resolved.parent.is_dir() else f", in {resolved.parent}, which does not exist"
         return f"leads through the symbolic link {link} to {resolved}{dangling}", str(link)
+    if inside is None and _a_repository_folder_among(resolved.parent):
+        return (
+            f"leads through the symbolic link {link} to {resolved}, in a folder of the repository reached by "
+            f"another path (a bind mount)",
+            str(link),
+        )
     return None
+
+
+def _a_repository_folder_among(folder: Path) -> bool:
+    """Whether folder or one above it is a folder of the repository's, by device and inode: a
+    link out of the repository to a bind mount of cifar/models led train to overwrite the code,
+    each path telling nothing. (Walked only for a link out, as the checkpoint's may be.)"""
+    chain = set()
+    for place in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            found = place.stat()
+            chain.add((found.st_dev, found.st_ino))
+    for place, subfolders, _ in os.walk(REPO):
+        try:
+            found = os.stat(place)
+        except OSError:  # gone since it was listed
+            continue
+        if (found.st_dev, found.st_ino) in chain:
+            return True
+        if place == str(REPO):  # git's and DVC's stores, and the environment: no stage's folder
+            subfolders[:] = [name for name in subfolders if name not in (".git", ".dvc", ".venv")]
+    return False
 
 
 def _protected_places() -> list[Path]:

@@ -2220,6 +2220,40 @@ def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment
     ) in result.stderr
 
 
+def test_a_checkpoint_folder_linked_to_a_bind_mount_of_the_code_is_refused(tmp_path):
+    """`.checkpoints` a link out of the repository to a bind mount of cifar/models, the
+    checkpoint named `__init__.py`: train overwrote the module, every path's text outside the code."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare --mount, as root)")
+    copy_pipeline(tmp_path / "repository")
+    (tmp_path / "mounted").mkdir()
+    folder = Path(paths.CHECKPOINT).parent
+    (tmp_path / "repository" / folder).symlink_to(tmp_path / "mounted")
+    pipeline = tmp_path / "repository" / "dvc.yaml"
+    pipeline.write_text(table_entry("checkpoint", f"{folder}/__init__.py")(pipeline.read_text()))
+    code = tmp_path / "repository" / "cifar" / "models"
+    result = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount --bind "{code}" "{tmp_path}/mounted" && exec "$0" -m stages.train',
+            sys.executable,
+        ],
+        cwd=tmp_path / "repository",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: dvc.yaml's paths table: checkpoint = '{folder}/__init__.py' leads through the symbolic link {folder} "
+        f"to {tmp_path / 'mounted'}/__init__.py, in a folder of the repository reached by another path (a bind "
+        f"mount); remove the link (`rm {folder}`), or if dvc.yaml's paths table changed, restore it with "
+        f"`git checkout dvc.yaml`"
+    )
+
+
 @pytest.mark.parametrize(
     ("link", "to", "refused"),
     [
