@@ -265,11 +265,11 @@ def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
             # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
             named = _SCRATCH_NAME.fullmatch(scratch.name)
             if named and scratch.is_dir() and not process_alive(int(named["pid"])):
-                dead.append((int(named["pid"]), named["name"], scratch))
-    finished = {pid for pid, _, scratch in dead if (scratch / _FINISHED).exists()}
+                dead.append(((scratch / _FINISHED).exists(), int(named["pid"]), named["name"], scratch))
+    finished = {pid for marked, pid, _, _ in dead if marked}
     removed = []
     # The finished mark goes last, should this sweep be cut short too.
-    for pid, name, scratch in sorted(dead, key=lambda entry: (entry[2] / _FINISHED).exists()):
+    for _, pid, name, scratch in sorted(dead, key=lambda entry: entry[0]):
         if (pid in finished or _put_back_previous(scratch, name)) and remove_scratch(scratch):
             removed.append(scratch)
     return removed

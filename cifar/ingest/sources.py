@@ -423,7 +423,8 @@ def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
     found, seen = [], set()
     for folder in candidates:
         if matches(folder):
-            identity = folder.stat().st_dev, folder.stat().st_ino
+            found_stat = folder.stat()
+            identity = found_stat.st_dev, found_stat.st_ino
             if identity not in seen:
                 seen.add(identity)
                 found.append(folder)
