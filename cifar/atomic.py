@@ -12,6 +12,7 @@ puts back a previous output the write had moved aside there.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -73,6 +74,14 @@ _ROOM_LEFT_BY_A_FULL_DISK = 1 << 20
 # folder, removed last) whose outputs are all in place: the previous ones in its scratch folders
 # are not put back.
 _FINISHED = ".finished"
+# In a scratch folder, beside NAME.previous, the device, inode and modification time of the new
+# output renamed in as NAME: the sweep takes out only that one, not what a checkout put there
+# since (which may have the inode of a file deleted before it, but not its time to the ns).
+_RENAMED_IN = ".renamed-in"
+# The scratch folders this process writes in, each locked (flock) while it does: the lock goes
+# with the process however it ends, where its PID may still be alive (a zombie not yet reaped)
+# or another process's (PID 1 of a container, seen from the next).
+_claims: dict[Path, int] = {}
 # The writes inside replaced_together() waiting for its end: (temporary, target, scratch).
 _held: list[tuple[Path, Path, Path]] | None = None
 
@@ -87,13 +96,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     with _write_errors_as_output_error(target):
-        if target.is_symlink():
-            raise OutputError(
-                f"{target} is a symbolic link (to {os.readlink(target)}), and stages replace their outputs whole; "
-                f"remove the link and re-run (DVC's cache keeps outputs on another disk: `dvc cache dir`)"
-            )
+        refuse_linked_outputs([target])
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name), dir=target.parent))
+        scratch = _claimed_scratch(target.parent, target.name)
         temporary = scratch / target.name
         held = False
         try:
@@ -110,6 +115,25 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         finally:
             if not held:
                 remove_scratch(scratch)
+
+
+def refuse_linked_outputs(targets: Iterable[str | Path]) -> None:
+    """Refuse outputs that are symbolic links, all named at once: stages replace their outputs
+    whole. Checked as a stage starts too: under DVC's symlink cache, train was refused at its
+    first write, after all its epochs, and named one of its seven links."""
+    linked = [Path(target) for target in targets if Path(target).is_symlink()]
+    if not linked:
+        return
+    first = linked[0]
+    if len(linked) == 1:
+        what, fix = f"{first} is a symbolic link (to {os.readlink(first)})", "remove the link"
+    else:
+        names = ", ".join(map(str, linked))
+        what, fix = f"{names} are symbolic links ({first} to {os.readlink(first)})", "remove the links"
+    raise OutputError(
+        f"{what}, and stages replace their outputs whole; {fix} and re-run (`dvc unprotect` turns links to "
+        f"DVC's cache into copies; DVC's cache keeps outputs on another disk: `dvc cache dir`)"
+    )
 
 
 @contextmanager
@@ -131,7 +155,8 @@ def replaced_together() -> Iterator[None]:
                     with _write_errors_as_output_error(target):
                         replaced.append((target, scratch, _replace(temporary, target, scratch)))
                 if _held:
-                    (_held[0][2] / _FINISHED).touch()
+                    with _write_errors_as_output_error(_held[0][1]):
+                        (_held[0][2] / _FINISHED).touch()
             except BaseException:
                 for target, scratch, previous in reversed(replaced):
                     os.replace(target, scratch / f"{target.name}.new")
@@ -150,6 +175,8 @@ def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
         raise OutputError(f"{target} is a file where a folder is written; remove it and re-run")
     if not temporary.is_dir() and target.is_dir():  # a folder of the user's, deleted without a word
         raise OutputError(f"{target} is a folder where a file is written; move it elsewhere and re-run")
+    renamed_in = temporary.lstat()
+    (scratch / f"{target.name}{_RENAMED_IN}").write_text(" ".join(map(str, _identity(renamed_in))) + "\n")
     previous = None
     if target.exists():
         # The previous output goes aside into the scratch folder first, removed with it: a
@@ -243,12 +270,55 @@ def _scratch_prefix(name: str) -> str:
     return f".{name}{SCRATCH_MARK}{os.getpid()}-"
 
 
-def scratch_folder(parent: Path, purpose: str) -> tempfile.TemporaryDirectory:
-    """A temporary folder in parent, named like atomic_path's scratch, so that a killed
-    process's leftover is swept by remove_stale_scratch too."""
+@contextmanager
+def scratch_folder(parent: Path, purpose: str) -> Iterator[str]:
+    """A temporary folder in parent, named and locked like atomic_path's scratch, so that a
+    killed process's leftover is swept by remove_stale_scratch too; removed after the block."""
     with _write_errors_as_output_error(parent / f"{_scratch_prefix(purpose)}*"):
         parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.TemporaryDirectory(prefix=_scratch_prefix(purpose), dir=parent)
+        scratch = _claimed_scratch(parent, purpose)
+    try:
+        yield str(scratch)
+    finally:
+        remove_scratch(scratch)
+
+
+def _claimed_scratch(parent: Path, name: str) -> Path:
+    """A new scratch folder for `name` in parent, locked by this process until remove_scratch."""
+    while True:
+        scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(name), dir=parent))
+        try:
+            descriptor = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:  # a sweep took it, unlocked, for a dead process's: make another
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a sweep holds it to remove it
+            os.close(descriptor)
+            continue
+        except OSError:  # a file system without locks: sweeps go by the PID in its name
+            os.close(descriptor)
+            return scratch
+        _claims[scratch] = descriptor
+        return scratch
+
+
+def _lock_if_abandoned(scratch: Path, pid: int) -> tuple[bool, int | None]:
+    """Whether no live process writes in this scratch folder, and if so the lock that keeps a
+    new writer out of it while it is swept (None where the file system has no locks)."""
+    try:
+        descriptor = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # gone since it was listed, or not a folder
+        return False, None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return False, None
+    except OSError:
+        os.close(descriptor)
+        return not process_alive(pid), None
+    return True, descriptor
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
@@ -258,55 +328,100 @@ def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:
     A scratch folder of a live process is a write in progress (another stage run in the
     same workspace), so it stays.
     """
-    dead = []
-    for folder in folders:
-        for scratch in sorted(Path(folder).glob(f".*{SCRATCH_MARK}*")):
-            # Only a name as tempfile makes it (eight random characters after the PID): a user's
-            # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
-            named = _SCRATCH_NAME.fullmatch(scratch.name)
-            if named and scratch.is_dir() and not process_alive(int(named["pid"])):
-                dead.append(((scratch / _FINISHED).exists(), int(named["pid"]), named["name"], scratch))
-    finished = {pid for marked, pid, _, _ in dead if marked}
-    removed = []
-    # The finished mark goes last, should this sweep be cut short too.
-    for _, pid, name, scratch in sorted(dead, key=lambda entry: entry[0]):
-        if (pid in finished or _put_back_previous(scratch, name)) and remove_scratch(scratch):
-            removed.append(scratch)
-    return removed
+    dead, locks = [], []
+    try:
+        for folder in folders:
+            for scratch in sorted(Path(folder).glob(f".*{SCRATCH_MARK}*")):
+                # Only a name as tempfile makes it (eight random characters after the PID): a user's
+                # `.images.partial-2024-11-30` was deleted, 2024 taken for a process that was gone.
+                named = _SCRATCH_NAME.fullmatch(scratch.name)
+                if not named or scratch.is_symlink() or scratch in _claims:
+                    continue
+                abandoned, lock = _lock_if_abandoned(scratch, int(named["pid"]))
+                locks += [lock] if lock is not None else []
+                if abandoned:
+                    dead.append(((scratch / _FINISHED).exists(), int(named["pid"]), named["name"], scratch))
+        finished = {pid for marked, pid, _, _ in dead if marked}
+        removed = []
+        # The finished mark goes last, should this sweep be cut short too.
+        for _, pid, name, scratch in sorted(dead, key=lambda entry: entry[0]):
+            if (pid in finished or _undo_unfinished_replace(scratch, name)) and remove_scratch(scratch):
+                removed.append(scratch)
+        return removed
+    finally:
+        for lock in locks:
+            os.close(lock)
 
 
-def _put_back_previous(scratch: Path, name: str) -> bool:
-    """Put the previous output that a dead writer moved aside into its scratch back in place;
-    return whether the scratch may go. A writer killed while renaming its outputs into place
-    (SIGKILL, a power cut: what no signal handler holds back) left the previous ones there and
-    the new ones in place, or none: a download killed between its two renames left no
-    `data/cifar10` at all, and this sweep then deleted the previous copy. Put back, a killed
-    stage's outputs are all the previous ones, as after a failure, and as DVC recorded them."""
+def _undo_unfinished_replace(scratch: Path, name: str) -> bool:
+    """Make a dead writer's output the previous one again, unless its writes had finished;
+    return whether its scratch folder may go. A writer killed while renaming its outputs into
+    place (SIGKILL, a power cut: what no signal handler holds back) left some new outputs in
+    place, their previous ones in its scratch folders: a download killed between its two
+    renames left no `data/cifar10` at all, and a new `metrics/evaluate.json` stayed beside the
+    previous tables. Undone, a killed stage's outputs are all the previous ones (or none,
+    where there were none), as after a failure, and as DVC recorded them. An output that a
+    checkout has replaced since is left as it is."""
     previous, target = scratch / f"{name}.previous", scratch.parent / name
-    if not os.path.lexists(previous):
+    try:
+        renamed_in = tuple(int(number) for number in (scratch / f"{name}{_RENAMED_IN}").read_text().split())
+    except (OSError, ValueError):  # killed before its renames, or as it recorded them: nothing moved
+        renamed_in = None
+    try:
+        there = os.lstat(target)
+    except FileNotFoundError:
+        there = None
+    except OSError as error:
+        return _cannot_undo(target, scratch, error)
+    if there is not None and _identity(there) != renamed_in:
+        if os.path.lexists(previous):
+            log.info("left %s as it is: it changed after an interrupted write had moved the previous one aside", target)
         return True
     try:
-        if os.path.lexists(target):
-            os.replace(target, scratch / f"{name}.new")
-        os.replace(previous, target)
+        # Both renames or neither: a stop between them left no output at all.
+        with stop_signals_held():
+            if there is not None:
+                os.replace(target, scratch / f"{name}.new")
+            if os.path.lexists(previous):
+                os.replace(previous, target)
     except OSError as error:
-        log.warning(
-            "WARNING: could not put back %s, the previous output an interrupted write moved aside into %s (%s); "
-            "move it back by hand",
-            target,
-            scratch,
-            one_line(error),
-        )
-        return False
-    log.info("put back %s, the previous output, which an interrupted write had moved aside", target)
+        return _cannot_undo(target, scratch, error)
+    if os.path.lexists(target):
+        log.info("put back %s, the previous output, which an interrupted write had moved aside", target)
+    elif there is not None:
+        log.info("took out %s, which an interrupted write had put in where there was none", target)
     return True
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int]:
+    return status.st_dev, status.st_ino, status.st_mtime_ns
+
+
+def _cannot_undo(target: Path, scratch: Path, error: OSError) -> bool:
+    log.warning(
+        "WARNING: could not put back %s, the previous output an interrupted write moved aside into %s (%s); "
+        "move it back by hand",
+        target,
+        scratch,
+        one_line(error),
+    )
+    return False
 
 
 def remove_scratch(scratch: Path) -> bool:
     """Delete a scratch folder, saying so when it will not go: one holding the previous
     Grad-CAM folder with an immutable file in it stayed without a word, and was then logged
-    as removed on every run."""
+    as removed on every run. The finished mark goes last: rmtree deletes in the order the
+    folder lists (newest first on tmpfs), and a kill after the mark went left the previous
+    outputs there unmarked, for the next sweep to put back over a finished run's."""
     try:
+        for entry in scratch.iterdir():
+            if entry.name == _FINISHED:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         shutil.rmtree(scratch)
     except FileNotFoundError:
         pass
@@ -314,6 +429,10 @@ def remove_scratch(scratch: Path) -> bool:
         log.warning(
             "WARNING: could not remove %s, a stage's scratch folder (%s); remove it by hand", scratch, one_line(error)
         )
+    finally:
+        claim = _claims.pop(scratch, None)
+        if claim is not None:
+            os.close(claim)
     return not scratch.exists()
 
 
@@ -324,7 +443,12 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, but another user's
         return True
-    return True
+    # A zombie takes signal 0 too: ended, but not yet reaped by its parent (a notebook's Popen).
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != b"Z"
 
 
 def write_text(target: str | Path, text: str) -> None:
@@ -335,6 +459,13 @@ def write_text(target: str | Path, text: str) -> None:
 def text_digest(text: str) -> str:
     """The SHA-256 of the bytes write_text writes for `text`."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_text_and_digest(target: str | Path, text: str, digest_target: str | Path) -> None:
+    """`text` to `target`, and to `digest_target` the line `sha256sum` prints for it: a reader
+    refuses a file that is not the one written (and `sha256sum -c` in their folder checks it)."""
+    write_text(target, text)
+    write_text(digest_target, f"{text_digest(text)}  {Path(target).name}\n")
 
 
 def write_json(target: str | Path, data: dict) -> None:

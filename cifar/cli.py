@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cifar.atomic import STOP_SIGNALS, remove_stale_scratch, signal_name
+from cifar.atomic import STOP_SIGNALS, refuse_linked_outputs, remove_stale_scratch, signal_name
 from cifar.errors import (
     ConfigError,
     PipelineError,
@@ -159,16 +159,20 @@ def stopped_line(stopped: Stopped, stage: str) -> str:
 
 
 def run_stage(
-    main: Callable[[], None], output_folders: Iterable[str | Path], declared_params: Sequence[str] = ()
+    main: Callable[[], None],
+    output_folders: Iterable[str | Path],
+    declared_params: Sequence[str] = (),
+    outputs: Sequence[str | Path] = (),
 ) -> None:
-    """Run main, first clearing what killed writes left in the folders the stages write to;
-    fail it if params.yaml's values of its `declared_params` changed while it ran."""
+    """Run main, first clearing what killed writes left in the folders the stages write to and
+    refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`
+    changed while it ran."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
     try:
-        _run(lambda: _with_params_unchanged(main, declared_params))
+        _run(lambda: (refuse_linked_outputs(outputs), _with_params_unchanged(main, declared_params)))
     finally:
         ignore_stops_from_now()
         call_off_torchs_exit_report()

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from cifar.atomic import replaced_together, write_csv, write_json
+from cifar.atomic import replaced_together, write_csv, write_json, write_text_and_digest
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import check_same_classes, load_split
@@ -42,19 +42,20 @@ def main() -> None:
         names = np.array(test.classes)
         write_csv(paths.CONFUSION, pd.DataFrame({"actual": names[result.labels], "predicted": names[result.predicted]}))
         write_csv(paths.PER_CLASS, result.per_class(test.classes))
-        write_csv(
-            paths.PREDICTIONS,
-            pd.DataFrame(
-                {
-                    "index": np.arange(len(result.labels)),
-                    "label": result.labels,
-                    "predicted": result.predicted,
-                    "confidence": result.confidence,
-                }
-            ),
+        predictions = pd.DataFrame(
+            {
+                "index": np.arange(len(result.labels)),
+                "label": result.labels,
+                "predicted": result.predicted,
+                "confidence": result.confidence,
+            }
         )
+        # figures checks the misclassified gallery and explain the images it explains through the
+        # model, not every row: with the digest, rows edited past those (errors marked correct,
+        # with tables and metrics to match) are refused too.
+        write_text_and_digest(paths.PREDICTIONS, predictions.to_csv(index=False), paths.PREDICTIONS_DIGEST)
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("evaluate"))
+    run_stage(main, paths.output_folders(), paths.declared_params("evaluate"), paths.declared_outputs("evaluate"))

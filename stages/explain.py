@@ -26,7 +26,7 @@ def main() -> None:
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
-    predictions = load_predictions(paths.PREDICTIONS, test)
+    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test)
     wrong = first_misclassified(predictions, params.explain.images)
     names = test.classes
     if len(wrong):
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("explain"))
+    run_stage(main, paths.output_folders(), paths.declared_params("explain"), paths.declared_outputs("explain"))

@@ -128,8 +128,15 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    check_curve_record()
+    handed = check_curve_record()
     check_range_test_metrics(curve, chosen, params.lr_find)
+    # The pick train read: one edited by hand was trained at, and the schedule then blamed,
+    # with `dvc repro train` as the fix, which trained at it again.
+    if handed.get("max_lr") != chosen.get("max_lr"):
+        raise DataError(
+            f"{paths.MAX_LR_PICK}: max_lr = {short_repr(handed.get('max_lr'))}, but lr_find picked "
+            f"{short_repr(chosen.get('max_lr'))} off {paths.LR_FIND_CURVE}; re-create it with `dvc repro lr_find`"
+        )
     return curve, chosen
 
 
@@ -159,10 +166,11 @@ def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindCo
             )
 
 
-def check_curve_record() -> None:
+def check_curve_record() -> dict:
     """lr_find.csv is the curve whose digest lr_find handed on beside its pick (a loss edited in
     mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn), of a
-    range test with today's params (the figure names the optimizer and the range)."""
+    range test with today's params (the figure names the optimizer and the range). Returns
+    what the file hands on."""
     fix = "re-create it with `dvc repro lr_find`"
     try:
         with missing_as_data_error(paths.MAX_LR_PICK, fix):
@@ -181,6 +189,7 @@ def check_curve_record() -> None:
     other_split = recorded_split_problem(handed.get("train_sha256"), paths.DATA, "train")
     if other_split:
         raise DataError(f"{paths.MAX_LR_PICK}: {other_split}; {fix}")
+    return handed
 
 
 def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -267,7 +276,7 @@ def check_against_metrics(path: str, expected: dict, metrics_path: str, stage: s
 
 def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """evaluate's predictions, per-class table and confusion table, each saying the same."""
-    predictions = load_predictions(paths.PREDICTIONS, test)
+    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test)
     count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
     per_class = read_table(
         paths.PER_CLASS,
@@ -527,4 +536,4 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("figures"))
+    run_stage(main, paths.output_folders(), paths.declared_params("figures"), paths.declared_outputs("figures"))

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import os
 import posixpath
+import re
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -22,6 +23,9 @@ PIPELINE = REPO / "dvc.yaml"
 PARAMS = PARAMS_FILE
 # This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.
 MAX_PIPELINE_BYTES = 256 << 10
+# Each write makes a scratch folder `.NAME.partial-PID-XXXXXXXX` beside its output (PIDs have
+# up to 7 digits) within the 255 bytes a file name may take: a longer NAME failed after the work.
+MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
 
 
 # Where no output may go: the code, the tests and tools, git's and DVC's own folders, the
@@ -61,6 +65,7 @@ def _read_table(pipeline: object) -> dict[str, str]:
     if len(tables) != 1 or not isinstance(tables[0], dict):
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     table, protected_places = tables[0], _protected_places()
+    protected_folders = _protected_folders()
     for name, path in table.items():
         problem = _path_problem(path)
         if problem:
@@ -73,6 +78,12 @@ def _read_table(pipeline: object) -> dict[str, str]:
                 f"{name} = {path!r} {problem}",
                 fix=f"remove the link (`rm {link}`), or if {PIPELINE.name}'s paths table changed, restore it with",
             )
+        mounted = _a_protected_folder_among(path, protected_folders)
+        if mounted:
+            raise _refuse(
+                f"{name} = {path!r} is in {mounted[0]}, which is {mounted[1]} reached by another path (a bind mount)",
+                fix=f"unmount it (`umount {mounted[0]}`), or if {PIPELINE.name}'s paths table changed, restore it with",
+            )
         # A user's file where an output folder goes (notes in `plots/images`), or a table edited
         # to put one under a file: either may have changed, and the line says which fix is which.
         file_in_the_way = next((folder for folder in PurePosixPath(path).parents if (REPO / folder).is_file()), None)
@@ -83,10 +94,22 @@ def _read_table(pipeline: object) -> dict[str, str]:
                 f"`git checkout dvc.yaml`"
             )
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
-    for (name, path), (other_name, other) in itertools.permutations([*table.items(), ("cache", DOWNLOAD_CACHE)], 2):
+    outputs = [*table.items(), ("cache", DOWNLOAD_CACHE)]
+    for (name, path), (other_name, other) in itertools.permutations(outputs, 2):
         if path == other or path.startswith(other + "/"):
             raise _refuse(
                 f"{name} = {path!r} is {other_name}'s path or inside it ({other!r}); each output needs its own"
+            )
+    # Where they lead: a link inside an output's own folder (`plots/images -> .`) passed the
+    # link check, and figures wrote its loss PNG over train's plots/history.csv.
+    resolved = {name: (REPO / path).parent.resolve() / PurePosixPath(path).name for name, path in outputs}
+    for (name, path), (other_name, other) in itertools.combinations(outputs, 2):
+        one, another = resolved[name], resolved[other_name]
+        if one == another or one.is_relative_to(another) or another.is_relative_to(one):
+            raise _refuse(
+                f"{name} = {path!r} and {other_name} = {other!r} lead through a symbolic link to one place, or one "
+                f"inside the other ({one} and {another}); each output needs its own",
+                fix=f"remove the link, or if {PIPELINE.name}'s paths table changed, restore it with",
             )
     return table
 
@@ -104,6 +127,11 @@ def _path_problem(path: object) -> str | None:
         )
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
+    if len(parts[-1].encode()) > MAX_OUTPUT_NAME_BYTES:
+        return (
+            f"has a file name of {len(parts[-1].encode())} bytes: at most {MAX_OUTPUT_NAME_BYTES} leave room for the "
+            f"scratch folder a write makes beside it (`.NAME{SCRATCH_MARK}PID-XXXXXXXX`, 255 bytes in all)"
+        )
     return None
 
 
@@ -158,6 +186,34 @@ def _a_repository_folder_among(folder: Path) -> bool:
     return False
 
 
+def _protected_folders() -> dict[tuple[int, int], Path]:
+    """The device and inode of each protected folder and of every folder inside one, and the
+    folder; git's and DVC's stores and the environment by their top folder alone."""
+    folders = {}
+    for name in PROTECTED_FOLDERS:
+        walk = [(str(REPO / name), [], [])] if name in (".git", ".dvc", ".venv") else os.walk(REPO / name)
+        for folder, _, _ in walk:
+            with contextlib.suppress(OSError):  # missing, or gone since it was listed
+                found = os.stat(folder)
+                folders[(found.st_dev, found.st_ino)] = Path(folder)
+    return folders
+
+
+def _a_protected_folder_among(path: str, protected_folders: dict[tuple[int, int], Path]) -> tuple[str, str] | None:
+    """The folder of `path` (or one above it, inside the repository) that is a protected
+    folder by device and inode, and that folder, if there is one: `.checkpoints` as a bind
+    mount of cifar/models had train write its checkpoint over the code, no link on the way."""
+    for folder in PurePosixPath(path).parents:
+        if str(folder) == ".":
+            return None
+        with contextlib.suppress(OSError):
+            found = (REPO / folder).stat()
+            same = protected_folders.get((found.st_dev, found.st_ino))
+            if same is not None:
+                return str(folder), str(same.relative_to(REPO))
+    return None
+
+
 def _protected_places() -> list[Path]:
     """Where the protected folders really are; not one that loops, nor one holding the
     repository itself (a .venv that is a link to its parent folder)."""
@@ -186,6 +242,21 @@ def declared_params(stage: str) -> list[str]:
         return []
 
 
+def declared_outputs(stage: str) -> list[str]:
+    """The paths dvc.yaml declares as `stage`'s outputs, metrics and plots, each `${paths.NAME}`
+    read from the table (none for a stage it does not define as expected)."""
+    try:
+        entries = [
+            entry for kind in ("outs", "metrics", "plots") for entry in _PIPELINE["stages"][stage].get(kind) or []
+        ]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    named = [next(iter(entry), None) if isinstance(entry, dict) else entry for entry in entries]
+    return [
+        re.sub(r"\$\{paths\.(\w+)\}", lambda found: _path(found[1]), entry) for entry in named if isinstance(entry, str)
+    ]
+
+
 def _path(name: str) -> str:
     if not isinstance(TABLE.get(name), str):
         raise _refuse(f"no path `{name}`")
@@ -208,6 +279,7 @@ EVALUATE_METRICS = _path("evaluate_metrics")
 CONFUSION = _path("confusion")
 PER_CLASS = _path("per_class")
 PREDICTIONS = _path("predictions")
+PREDICTIONS_DIGEST = _path("predictions_digest")
 LR_FINDER_IMAGE = _path("lr_finder_image")
 SAMPLES_IMAGE = _path("samples_image")
 LOSS_IMAGE = _path("loss_image")

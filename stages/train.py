@@ -191,4 +191,4 @@ def speed_metrics(history: pd.DataFrame, images_per_epoch: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("train"))
+    run_stage(main, paths.output_folders(), paths.declared_params("train"), paths.declared_outputs("train"))

@@ -44,9 +44,9 @@ from cifar.atomic import (
     replaced_together,
     save_figure,
     signal_name,
-    write_csv,
     write_json,
     write_text,
+    write_text_and_digest,
 )
 from cifar.cli import Stopped, install_stop_handlers, run_stage
 from cifar.config import ModelConfig, load_params
@@ -80,11 +80,17 @@ def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
     return pd.DataFrame({"index": range(len(test)), "label": test.labels, "predicted": predicted, "confidence": 0.5})
 
 
+def write_predictions(root: Path, frame: pd.DataFrame) -> None:
+    """predictions.csv under `root` and its digest, as evaluate writes them: also how a test
+    stands for an edit whose digest was recomputed, to reach the checks past the digest."""
+    write_text_and_digest(root / paths.PREDICTIONS, frame.to_csv(index=False), root / paths.PREDICTIONS_DIGEST)
+
+
 def test_predictions_in_another_row_order_are_read_in_test_split_order(tmp_path):
     """Rows reversed, each true: the gallery and explain showed the last misclassified test
     images as the first, with exit 0."""
-    write_csv(tmp_path / "predictions.csv", predictions_of(TEST_SPLIT, wrong=5).iloc[::-1])
-    predictions = load_predictions(tmp_path / "predictions.csv", TEST_SPLIT)
+    write_predictions(tmp_path, predictions_of(TEST_SPLIT, wrong=5).iloc[::-1])
+    predictions = load_predictions(tmp_path / paths.PREDICTIONS, tmp_path / paths.PREDICTIONS_DIGEST, TEST_SPLIT)
     assert predictions["index"].tolist() == list(range(len(TEST_SPLIT)))
     assert first_misclassified(predictions, 3)["index"].tolist() == [0, 1, 2]
 
@@ -104,7 +110,7 @@ def artifacts(tmp_path_factory) -> Path:
     save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
     torch.manual_seed(0)
     save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
-    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=5))
+    write_predictions(root, predictions_of(test, wrong=5))
     write_json(root / paths.EVALUATE_METRICS, {"accuracy": 0.5, "loss": 1.5, "misclassified": 10})
     (root / paths.GRADCAM_IMAGES).mkdir(parents=True)
     (root / paths.GRADCAM_IMAGES / "layer3_correct.png").write_bytes(b"previous grid")
@@ -189,7 +195,16 @@ def killing(real):
     return call
 
 
+def killing_after_the_finished_mark(real):
+    def call(path, *arguments, **options):
+        real(path, *arguments, **options)
+        if Path(path).name == ".finished":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return call
+
+
 os.replace, shutil.rmtree = killing(os.replace), killing(shutil.rmtree)
+os.unlink = killing_after_the_finished_mark(os.unlink)
 with replaced_together():
     with atomic_path({paths.DATA!r}) as folder:
         folder.mkdir()
@@ -198,23 +213,33 @@ with replaced_together():
 """
 
 
+def killed_while_renaming(root: Path, kill_at: int, previous_data: bool = True) -> tuple[Path, Path]:
+    """A data folder and a metrics file under `root`, replaced together by a process killed at
+    its `kill_at`th rename or removal of a folder (at 0, once it removed its finished mark);
+    their paths."""
+    data, metrics = root / paths.DATA, root / paths.TRAIN_METRICS
+    data.parent.mkdir(parents=True)
+    if previous_data:
+        data.mkdir()
+        (data / "train.npz").write_text("previous split")
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text("previous metrics")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_RENAMING, str(kill_at)],
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    return data, metrics
+
+
 # The writes' calls: the data folder moved aside (1), the new one in (2), the same for the
 # metrics (3, 4), then their scratch folders removed (5, 6), after the mark that all are in.
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 5, 6])
 def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_the_next_sweep(tmp_path, kill_at, caplog):
     """download killed between its two renames left no data folder, and the next stage run
     deleted the previous copy with the scratch folder."""
-    data, metrics = tmp_path / paths.DATA, tmp_path / paths.TRAIN_METRICS
-    data.mkdir(parents=True)
-    (data / "train.npz").write_text("previous split")
-    metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text("previous metrics")
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WHILE_RENAMING, str(kill_at)],
-        cwd=tmp_path,
-        env=os.environ | {"PYTHONPATH": str(REPO)},
-    )
-    assert killed.returncode == -signal.SIGKILL
+    data, metrics = killed_while_renaming(tmp_path, kill_at)
     caplog.set_level(logging.INFO)
     assert remove_stale_scratch([data.parent, metrics.parent])
     age = "previous" if kill_at <= 4 else "new"
@@ -227,6 +252,113 @@ def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_th
         f"put back {output}, the previous output, which an interrupted write had moved aside"
         for output in moved_aside.get(kill_at, [])
     ]
+
+
+def test_a_new_output_where_there_was_none_is_taken_out_if_its_writer_died_before_the_others(tmp_path, caplog):
+    """evaluate killed with its new metrics file in place, where there had been none,
+    and the tables not yet: the next run kept the new metrics beside the previous tables, and
+    figures drew from the mix."""
+    data, metrics = killed_while_renaming(tmp_path, 2, previous_data=False)  # data in, metrics not yet
+    caplog.set_level(logging.INFO)
+    remove_stale_scratch([data.parent, metrics.parent])
+    assert workspace_digests(tmp_path) == {paths.TRAIN_METRICS: hashlib.sha256(b"previous metrics").hexdigest()}
+    assert f"took out {data}, which an interrupted write had put in where there was none" in caplog.messages
+
+
+def test_an_output_checked_out_after_its_writer_died_is_left_as_it_is(tmp_path, caplog):
+    """evaluate killed mid-rename on one branch; after `git checkout` of another and `dvc
+    checkout`, the next stage run put the killed run's previous metrics over the checked-out
+    ones, with exit 0."""
+    data, metrics = killed_while_renaming(tmp_path, 3)  # the data folder replaced, the metrics not yet
+    shutil.rmtree(data)
+    data.mkdir()
+    (data / "train.npz").write_text("checked-out split")
+    caplog.set_level(logging.INFO)
+    remove_stale_scratch([data.parent, metrics.parent])
+    assert workspace_digests(tmp_path) == {
+        f"{paths.DATA}/train.npz": hashlib.sha256(b"checked-out split").hexdigest(),
+        paths.TRAIN_METRICS: hashlib.sha256(b"previous metrics").hexdigest(),
+    }
+    assert [path for path in tmp_path.rglob("*") if SCRATCH_MARK in path.name] == []
+    assert (
+        f"left {data} as it is: it changed after an interrupted write had moved the previous one aside"
+        in caplog.messages
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a tmpfs, which lists the newest entries first")
+def test_a_write_killed_as_it_removes_its_finished_mark_is_all_new(tmp_path):
+    """On a tmpfs, rmtree deleted the finished mark before the previous output beside it: a
+    kill in between left that output unmarked, and the next sweep put it back over a run whose
+    renames had all completed."""
+    root = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        data, metrics = killed_while_renaming(root, 0)
+        remove_stale_scratch([data.parent, metrics.parent])
+        assert workspace_digests(root) == {
+            f"{paths.DATA}/train.npz": hashlib.sha256(b"new split").hexdigest(),
+            paths.TRAIN_METRICS: hashlib.sha256(b"new metrics").hexdigest(),
+        }
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_scratch_folder_no_process_holds_is_swept_whatever_its_pid(tmp_path):
+    """A writer killed as PID 1 of a container left scratch named for PID 1, alive on the host
+    (and, zombies, a writer whose parent had not reaped it): the sweep kept it for a write in
+    progress, and the killed run's outputs stayed beside the previous ones."""
+    scratch = tmp_path / f".model.pt{SCRATCH_MARK}1-abcdefgh"
+    scratch.mkdir()
+    (scratch / "model.pt.previous").write_text("previous model")
+    assert remove_stale_scratch([tmp_path]) == [scratch]
+    assert (tmp_path / "model.pt").read_text() == "previous model"
+
+
+def test_the_scratch_of_another_processs_write_in_progress_is_kept(tmp_path):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITING_UNTIL_STDIN_CLOSES, str(tmp_path / "model.pt")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert writer.stdout.readline() == b"writing\n"
+        assert remove_stale_scratch([tmp_path]) == []
+    finally:
+        writer.stdin.close()
+        assert writer.wait() == 0
+    assert (tmp_path / "model.pt").read_bytes() == b"in progress"
+
+
+WRITING_UNTIL_STDIN_CLOSES = """
+import sys
+from cifar.atomic import atomic_path
+with atomic_path(sys.argv[1]) as temporary:
+    temporary.write_bytes(b"in progress")
+    print("writing", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_full_disk_at_the_finished_mark_is_named_as_such(tmp_path, monkeypatch):
+    """metrics/ out of inodes at the mark: `.evaluate.json.partial-…/.finished: No space left
+    on device; check that it exists and that you may read and write it`."""
+    targets = [tmp_path / "a.json", tmp_path / "b.json"]
+    for target in targets:
+        target.write_text("old")
+    real_touch = Path.touch
+
+    def out_of_inodes(path, *arguments, **options):
+        if path.name == ".finished":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_touch(path, *arguments, **options)
+
+    monkeypatch.setattr(Path, "touch", out_of_inodes)
+    with pytest.raises(OutputError) as refused, replaced_together():
+        for target in targets:
+            write_text(target, "new")
+    assert str(refused.value) == f"disk full while writing {targets[0]}; free space and re-run"
+    assert [target.read_text() for target in targets] == ["old", "old"]
 
 
 def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
@@ -392,6 +524,25 @@ def test_a_stop_signal_while_outputs_are_renamed_waits_for_the_last(tmp_path, mo
     assert [target.read_text() for target in targets] == ["new"] * 3
 
 
+def test_a_stop_signal_while_the_sweep_puts_a_previous_output_back_waits_for_it(tmp_path, monkeypatch):
+    """figures stopped by SIGTERM between the sweep's two renames, the killed writer's new data
+    folder moved out and the previous one not yet back, left no data folder, while its line
+    said that no file was left half-written."""
+    data, _ = killed_while_renaming(tmp_path, 3)  # the data folder replaced, the metrics not yet
+    real_replace = os.replace
+
+    def replace_then_sigterm(source, destination):
+        real_replace(source, destination)
+        if Path(source) == data:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    install_stop_handlers()
+    monkeypatch.setattr(os, "replace", replace_then_sigterm)
+    with pytest.raises(Stopped):
+        remove_stale_scratch([data.parent])
+    assert (data / "train.npz").read_text() == "previous split"
+
+
 def test_a_folder_is_replaced_by_moving_the_previous_one_aside_not_by_deleting_it_first(tmp_path, monkeypatch):
     """download removed its previous data folder before renaming the new one in: SIGTERM
     during that removal left the folder without train.npz."""
@@ -427,6 +578,31 @@ def test_an_output_folder_that_is_a_link_or_a_file_is_named_as_such(tmp_path, ki
     with pytest.raises(OutputError) as refused, atomic_path(target) as folder:
         folder.mkdir()
     assert str(refused.value).startswith(expected)
+
+
+def test_outputs_that_are_links_are_all_named_before_the_stage_works(workspace, tmp_path):
+    """Under DVC's symlink cache (`cache.type: symlink`), a stage run alone was refused only as
+    it wrote, after its work (train after all its epochs), naming one link of several."""
+    copy_pipeline(workspace)
+    linked = [paths.EVALUATE_METRICS, paths.PER_CLASS]
+    for output in linked:
+        kept = tmp_path / "cache" / Path(output).name
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text("cached")
+        Path(output).unlink(missing_ok=True)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).symlink_to(kept)
+    before = outputs(workspace)
+    result = stage(workspace, "evaluate", check=False)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [
+            f"error: {', '.join(linked)} are symbolic links ({linked[0]} to {tmp_path / 'cache' / 'evaluate.json'}), "
+            "and stages replace their outputs whole; remove the links and re-run (`dvc unprotect` turns links to "
+            "DVC's cache into copies; DVC's cache keeps outputs on another disk: `dvc cache dir`)"
+        ],
+    )
+    assert outputs(workspace) == before
 
 
 def test_an_output_inside_a_link_to_nowhere_names_the_link(tmp_path):
@@ -962,8 +1138,29 @@ def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grid
     assert outputs(workspace) == before
 
 
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (None, "not found"),
+        (str.upper, f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
+        (lambda text: text.replace("  ", " *"), f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
+        (lambda text: text.rstrip("\n"), f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
+        (lambda text: text * 2, f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
+    ],
+    ids=["missing", "uppercase", "binary-mode", "no-newline", "twice"],
+)
+def test_a_missing_or_misspelled_predictions_digest_is_refused_in_one_line(workspace, damage, problem):
+    digest = Path(paths.PREDICTIONS_DIGEST)
+    if damage is None:
+        digest.unlink()
+    else:
+        digest.write_text(damage(digest.read_text()))
+    message = refusal(stages.explain.main, workspace)
+    assert message == f"{paths.PREDICTIONS_DIGEST}: {problem}; re-create it with `dvc repro evaluate`"
+
+
 def test_with_no_misclassified_images_explain_says_so_and_explains_the_least_confident_correct_ones(workspace, caplog):
-    write_csv(paths.PREDICTIONS, predictions_of(TEST_SPLIT, wrong=0))
+    write_predictions(Path(), predictions_of(TEST_SPLIT, wrong=0))
     caplog.set_level(logging.INFO)
     stages.explain.main()
     assert caplog.messages == [
@@ -1018,6 +1215,7 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
     ("path", "failing_stage", "fix"),
     [
         (paths.PREDICTIONS, "explain", "re-create it with `dvc repro evaluate`"),
+        (paths.PREDICTIONS_DIGEST, "explain", "re-create it with `dvc repro evaluate`"),
         (
             paths.MAX_LR_PICK,
             "train",
@@ -1036,7 +1234,7 @@ LR_FIND_CSV = "lr,log10_lr,loss\n0.001,-3.0,2.3\n0.002,-2.7,2.2\n"
             "re-create it with `dvc repro download` (or `dvc checkout` to restore it from the cache)",
         ),
     ],
-    ids=["predictions", "max-lr-pick", "plot-csv", "manifest", "split"],
+    ids=["predictions", "predictions-digest", "max-lr-pick", "plot-csv", "manifest", "split"],
 )
 @pytest.mark.parametrize(
     ("make", "kind"),
@@ -1644,6 +1842,8 @@ def without_last_rows(count: int):
         ),
         # Drawn with exit 0: one loss doubled in mid-curve, the minimum and the picks kept.
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
+        # Trained at, and then the schedule blamed, with `dvc repro train` as the fix.
+        (paths.MAX_LR_PICK, json_field("max_lr", 0.01), "max_lr = 0.01, but lr_find picked ", "lr_find"),
     ],
     ids=[
         "empty-history",
@@ -1692,6 +1892,7 @@ def without_last_rows(count: int):
         "range-test-on-another-split",
         "range-test-split-not-recorded",
         "range-test-peak-loss-doubled",
+        "handed-pick-edited",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
@@ -1741,12 +1942,51 @@ def test_figures_refuses_predictions_that_evaluates_metrics_contradict(pipeline_
     )
 
 
+def mark_errors_correct_past_the_checked_rows() -> None:
+    """Every misclassified test image past the rows figures and explain run through the model
+    marked correct, with confusion and per-class tables and evaluate's metrics edited to match."""
+    frame = pd.read_csv(paths.PREDICTIONS)
+    params = load_params(paths.PARAMS)
+    checked = first_misclassified(frame, max(params.evaluate.misclassified, params.explain.images))
+    past = frame["index"] > max(checked["index"].max(), stages.figures.SAMPLE_COUNT)
+    frame.loc[past, "predicted"] = frame.loc[past, "label"]
+    Path(paths.PREDICTIONS).write_text(frame.to_csv(index=False))
+    names = np.array(load_split(paths.DATA, "test").classes)
+    pd.DataFrame({"actual": names[frame["label"]], "predicted": names[frame["predicted"]]}).to_csv(
+        paths.CONFUSION, index=False
+    )
+    right = frame["label"] == frame["predicted"]
+    per_class = frame.assign(right=right).groupby("label")["right"].agg(images="size", correct="sum")
+    per_class.insert(0, "class", names[per_class.index])
+    per_class.assign(accuracy=per_class["correct"] / per_class["images"]).to_csv(paths.PER_CLASS, index=False)
+    metrics = json.loads(Path(paths.EVALUATE_METRICS).read_text())
+    metrics |= {"accuracy": float(right.mean()), "misclassified": int((~right).sum())}
+    Path(paths.EVALUATE_METRICS).write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize("stage_name", ["figures", "explain"])
+def test_predictions_edited_past_the_rows_the_model_checks_are_refused_by_their_digest(pipeline_run, stage_name):
+    """A model at 22% accuracy was drawn at 88%, with exit 0: predictions, tables and metrics
+    agreed with each other, and figures runs only the gallery and the first test images
+    through the model."""
+    # A gallery of 2 and 2 explained: the run's dozen errors reach past the rows checked.
+    with_params(pipeline_run, {"evaluate": {"misclassified": 2}, "explain": {"images": 2}})
+    errors_before = (pd.read_csv(paths.PREDICTIONS).eval("label != predicted")).sum()
+    mark_errors_correct_past_the_checked_rows()
+    assert (pd.read_csv(paths.PREDICTIONS).eval("label != predicted")).sum() < errors_before
+    message = refusal(getattr(stages, stage_name).main, pipeline_run)
+    assert message == (
+        f"{paths.PREDICTIONS}: not the predictions evaluate wrote (its SHA-256 is not the one "
+        f"{paths.PREDICTIONS_DIGEST} records); re-create it with `dvc repro evaluate`"
+    )
+
+
 def test_figures_refuses_a_gallery_confidence_the_model_does_not_give(pipeline_run):
     """The gallery's titles print each image's confidence: rows raised to 0.999 were drawn."""
     frame = pd.read_csv(paths.PREDICTIONS)
     first_wrong = int(np.flatnonzero(frame["label"] != frame["predicted"])[0])
     frame.loc[first_wrong, "confidence"] = 0.999
-    Path(paths.PREDICTIONS).write_text(frame.to_csv(index=False))
+    write_predictions(Path(), frame)
     with pytest.raises(DataError) as refused:
         stages.figures.main()
     assert str(refused.value).startswith(
@@ -1822,7 +2062,7 @@ def explain_peak_memory(root: Path, images: int) -> tuple[subprocess.CompletedPr
     save_dataset({"train": synthetic_split(20, seed=0), "test": test}, root / paths.DATA)
     torch.manual_seed(0)
     save_trained(root / paths.MODEL, build_model(ModelConfig()), ModelConfig(), test.classes)
-    write_csv(root / paths.PREDICTIONS, predictions_of(test, wrong=images))
+    write_predictions(root, predictions_of(test, wrong=images))
     return stage_with_peak_memory(root, "explain", hang_guard_seconds=1800)
 
 
@@ -2025,7 +2265,7 @@ def test_explain_refuses_predictions_that_the_model_does_not_make(workspace):
     stages.evaluate.main()
     frame = pd.read_csv(paths.PREDICTIONS)
     frame["predicted"] = (frame["predicted"] + 1) % len(TEST_SPLIT.classes)
-    Path(paths.PREDICTIONS).write_text(frame.to_csv(index=False))
+    write_predictions(Path(), frame)
     message = refusal(stages.explain.main, workspace)
     assert re.fullmatch(
         rf"{paths.PREDICTIONS}: test image \d+ is predicted \w+, but {paths.MODEL} predicts \w+ \(probability "
@@ -2111,6 +2351,11 @@ def table_entry(name: str, value: str):
             table_entry("data", "requirements.txt/cifar10"),
             "requirements.txt is a file, where the stages write a folder (data = 'requirements.txt/cifar10' lies ",
         ),
+        # Pass 38: a valid file name too long for its scratch folder's, refused after evaluate's work.
+        (
+            table_entry("confusion", f"plots/{'c' * 231}.csv"),
+            "has a file name of 235 bytes: at most 229 leave room for the scratch folder a write makes beside it",
+        ),
     ],
     ids=[
         "no-table",
@@ -2128,6 +2373,7 @@ def table_entry(name: str, value: str):
         "tagged",
         "key-twice",
         "under-a-file",
+        "name-too-long",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
@@ -2218,6 +2464,61 @@ def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment
         f"checkpoint = 'ckpt/module.py' leads through the symbolic link ckpt to "
         f"{tmp_path.resolve()}/environment/lib/module.py"
     ) in result.stderr
+
+
+def test_two_outputs_that_lead_to_one_file_through_a_link_are_refused(tmp_path):
+    """`plots/images -> .` (a link inside the output's own folder) and `loss_image:
+    plots/images/history.csv`: figures wrote its loss PNG over train's history, exit code 0."""
+    copy_pipeline(tmp_path)
+    images = Path(paths.LOSS_IMAGE).parent
+    (tmp_path / images).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / images).symlink_to(".")
+    pipeline = tmp_path / "dvc.yaml"
+    over_history = f"{images}/{Path(paths.HISTORY).name}"
+    pipeline.write_text(table_entry("loss_image", over_history)(pipeline.read_text()))
+    result = stage(tmp_path, "figures", check=False)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [
+            f"error: dvc.yaml's paths table: history = {paths.HISTORY!r} and loss_image = {over_history!r} lead "
+            f"through a symbolic link to one place, or one inside the other ({tmp_path.resolve() / paths.HISTORY} "
+            f"and {tmp_path.resolve() / paths.HISTORY}); each output needs its own; remove the link, or if "
+            f"dvc.yaml's paths table changed, restore it with `git checkout dvc.yaml`"
+        ],
+    )
+
+
+def test_a_checkpoint_folder_that_is_a_bind_mount_of_the_code_is_refused(tmp_path):
+    """`.checkpoints` itself a bind mount of cifar/models (no link on the way), the checkpoint
+    named `__init__.py`: train renamed its checkpoint over the module."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare --mount, as root)")
+    copy_pipeline(tmp_path)
+    folder = Path(paths.CHECKPOINT).parent
+    (tmp_path / folder).mkdir()
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(table_entry("checkpoint", f"{folder}/__init__.py")(pipeline.read_text()))
+    result = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount --bind cifar/models "{folder}" && exec "$0" -m stages.train',
+            sys.executable,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (
+        2,
+        [
+            f"error: dvc.yaml's paths table: checkpoint = '{folder}/__init__.py' is in {folder}, which is "
+            f"cifar/models reached by another path (a bind mount); unmount it (`umount {folder}`), or if dvc.yaml's "
+            f"paths table changed, restore it with `git checkout dvc.yaml`"
+        ],
+    ), result.stderr
 
 
 def test_a_checkpoint_folder_linked_to_a_bind_mount_of_the_code_is_refused(tmp_path):

@@ -163,6 +163,10 @@ def test_predictions_artifact_matches_the_confusion_csv_and_the_model(repro):
     confidence, predicted = class_probabilities(root, test).max(dim=1)
     assert (predictions["predicted"].to_numpy() == predicted.numpy()).all()
     np.testing.assert_allclose(predictions["confidence"].to_numpy(), confidence.numpy(), rtol=1e-4)
+    # Beside it, its digest in the line sha256sum writes: `sha256sum -c` in their folder checks it.
+    digest = root / paths.PREDICTIONS_DIGEST
+    checked = subprocess.run(["sha256sum", "--check", "--strict", digest.name], cwd=digest.parent, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_grad_cam_maps_have_the_image_size_vary_and_depend_on_the_class(repro):

@@ -1,9 +1,12 @@
 """Reading data/predictions.csv (one row per test image, as the evaluate stage writes it),
-checked against the test split it must describe: every image once, with its label."""
+checked against the test split it must describe: every image once, with its label; and
+against the SHA-256 evaluate wrote beside it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from cifar.training.augment import normalize
 # A row is an index, two class ids and a float: under 40 characters; a file beyond this many
 # bytes per test image is not one evaluate wrote, and is refused before it is parsed.
 MAX_BYTES_PER_ROW = 128
+# A digest file holds one line of `sha256sum`: 64 hexadecimal digits, two spaces, a file name.
+MAX_DIGEST_BYTES = 1024
 
 
 def first_misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -28,7 +33,7 @@ def first_misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
     return predictions[predictions["label"] != predictions["predicted"]].head(count)
 
 
-def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
+def load_predictions(path: str | Path, digest_path: str | Path, test: Split) -> pd.DataFrame:
     fix = "re-create it with `dvc repro evaluate`"
     try:
         data = read_artifact(
@@ -84,9 +89,29 @@ def load_predictions(path: str | Path, test: Split) -> pd.DataFrame:
             f"{path}: the row of test image {index[row]} gives it label {frame['label'].iloc[row]}, "
             f"but the test split says {test.labels[index[row]]}; {fix}"
         )
+    # Last, so that a damaged file is told by what is wrong in it.
+    check_digest(data, path, digest_path, fix)
     # In test-split order, as evaluate writes it: with its rows reversed, the gallery and explain
     # showed the last misclassified images as the first, and figures checked other rows.
     return frame.sort_values("index", kind="stable", ignore_index=True)
+
+
+def check_digest(data: bytes, path: str | Path, digest_path: str | Path, fix: str) -> None:
+    """`data`, read from `path`, is what evaluate wrote: the line of `sha256sum` in `digest_path`
+    names it. Misclassified images marked correct past the rows the model is asked about, with
+    tables and metrics edited to match, were drawn as a better model's."""
+    try:
+        record = read_artifact(digest_path, MAX_DIGEST_BYTES, fix)
+    except FileNotFoundError:
+        raise DataError(f"{digest_path}: not found; {fix}") from None
+    name = Path(path).name
+    if record == f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode():
+        return
+    if not re.fullmatch(rb"[0-9a-f]{64}  " + re.escape(name.encode()) + rb"\n", record):
+        raise DataError(f"{digest_path}: not the line `sha256sum {name}` writes; {fix}")
+    raise DataError(
+        f"{path}: not the predictions evaluate wrote (its SHA-256 is not the one {digest_path} records); {fix}"
+    )
 
 
 # How much likelier the model may find its own pick than predictions.csv's: evaluate runs in
