@@ -461,11 +461,10 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_text_and_digest(target: str | Path, text: str, digest_target: str | Path) -> None:
-    """`text` to `target`, and to `digest_target` the line `sha256sum` prints for it: a reader
-    refuses a file that is not the one written (and `sha256sum -c` in their folder checks it)."""
-    write_text(target, text)
-    write_text(digest_target, f"{text_digest(text)}  {Path(target).name}\n")
+def sha256sum_lines(digests: dict[str, str], folder: str | Path) -> str:
+    """What `sha256sum` prints, run in `folder`, for these files (path: SHA-256): `sha256sum -c`
+    there checks them."""
+    return "".join(f"{digest}  {os.path.relpath(path, folder)}\n" for path, digest in digests.items())
 
 
 def write_json(target: str | Path, data: dict) -> None:

@@ -2,14 +2,15 @@
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cifar.atomic import replaced_together, write_csv, write_json, write_text_and_digest
+from cifar.atomic import replaced_together, sha256sum_lines, text_digest, write_csv, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import check_same_classes, load_split
+from cifar.dataset import check_same_classes, load_split, split_digest
 from cifar.errors import DataError
 from cifar.models import load_trained
 from cifar.training.inference import predict
@@ -50,10 +51,14 @@ def main() -> None:
                 "confidence": result.confidence,
             }
         )
+        table = predictions.to_csv(index=False)
+        write_text(paths.PREDICTIONS, table)
         # figures checks the misclassified gallery and explain the images it explains through the
-        # model, not every row: with the digest, rows edited past those (errors marked correct,
-        # with tables and metrics to match) are refused too.
-        write_text_and_digest(paths.PREDICTIONS, predictions.to_csv(index=False), paths.PREDICTIONS_DIGEST)
+        # model, not every row: with the digests, rows edited past those (errors marked correct,
+        # with tables and metrics to match) are refused too, and so are predictions of a test
+        # split re-imported since (alike but for the images no model check looks at).
+        made_of = {paths.PREDICTIONS: text_digest(table), f"{paths.DATA}/test.npz": split_digest(paths.DATA, "test")}
+        write_text(paths.PREDICTIONS_DIGEST, sha256sum_lines(made_of, Path(paths.PREDICTIONS_DIGEST).parent))
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 
 

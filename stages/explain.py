@@ -26,7 +26,7 @@ def main() -> None:
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
-    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test)
+    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test, paths.DATA)
     wrong = first_misclassified(predictions, params.explain.images)
     names = test.classes
     if len(wrong):

@@ -276,7 +276,7 @@ def check_against_metrics(path: str, expected: dict, metrics_path: str, stage: s
 
 def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """evaluate's predictions, per-class table and confusion table, each saying the same."""
-    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test)
+    predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test, paths.DATA)
     count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
     per_class = read_table(
         paths.PER_CLASS,

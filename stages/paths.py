@@ -8,6 +8,7 @@ import itertools
 import os
 import posixpath
 import re
+import sys
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -127,6 +128,13 @@ def _path_problem(path: object) -> str | None:
         )
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a C or POSIX locale without UTF-8 mode: figures failed after drawing
+        return (
+            f"cannot be a file name in this locale's encoding ({sys.getfilesystemencoding()}); use a UTF-8 locale "
+            f"(export LC_ALL=C.UTF-8) or an ASCII path"
+        )
     if len(parts[-1].encode()) > MAX_OUTPUT_NAME_BYTES:
         return (
             f"has a file name of {len(parts[-1].encode())} bytes: at most {MAX_OUTPUT_NAME_BYTES} leave room for the "

@@ -43,10 +43,11 @@ from cifar.atomic import (
     remove_stale_scratch,
     replaced_together,
     save_figure,
+    sha256sum_lines,
     signal_name,
+    text_digest,
     write_json,
     write_text,
-    write_text_and_digest,
 )
 from cifar.cli import Stopped, install_stop_handlers, run_stage
 from cifar.config import ModelConfig, load_params
@@ -81,16 +82,23 @@ def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
 
 
 def write_predictions(root: Path, frame: pd.DataFrame) -> None:
-    """predictions.csv under `root` and its digest, as evaluate writes them: also how a test
-    stands for an edit whose digest was recomputed, to reach the checks past the digest."""
-    write_text_and_digest(root / paths.PREDICTIONS, frame.to_csv(index=False), root / paths.PREDICTIONS_DIGEST)
+    """predictions.csv under `root` and its digests, as evaluate writes them beside the test
+    split under `root`: also how a test stands for an edit whose digest was recomputed, to
+    reach the checks past the digest."""
+    table = frame.to_csv(index=False)
+    made_of = {paths.PREDICTIONS: text_digest(table), f"{paths.DATA}/test.npz": split_digest(root / paths.DATA, "test")}
+    (root / paths.PREDICTIONS).write_text(table)
+    (root / paths.PREDICTIONS_DIGEST).write_text(sha256sum_lines(made_of, Path(paths.PREDICTIONS_DIGEST).parent))
 
 
 def test_predictions_in_another_row_order_are_read_in_test_split_order(tmp_path):
     """Rows reversed, each true: the gallery and explain showed the last misclassified test
     images as the first, with exit 0."""
+    save_dataset({"test": TEST_SPLIT}, tmp_path / paths.DATA)
     write_predictions(tmp_path, predictions_of(TEST_SPLIT, wrong=5).iloc[::-1])
-    predictions = load_predictions(tmp_path / paths.PREDICTIONS, tmp_path / paths.PREDICTIONS_DIGEST, TEST_SPLIT)
+    predictions = load_predictions(
+        tmp_path / paths.PREDICTIONS, tmp_path / paths.PREDICTIONS_DIGEST, TEST_SPLIT, tmp_path / paths.DATA
+    )
     assert predictions["index"].tolist() == list(range(len(TEST_SPLIT)))
     assert first_misclassified(predictions, 3)["index"].tolist() == [0, 1, 2]
 
@@ -1138,18 +1146,37 @@ def test_explain_refuses_bad_predictions_in_one_line_and_keeps_its_previous_grid
     assert outputs(workspace) == before
 
 
+DIGESTS_MISSPELLED = f"not the lines `sha256sum {Path(paths.PREDICTIONS).name} {Path(paths.DATA).name}/test.npz` writes"
+
+
+def test_predictions_of_a_test_split_imported_since_are_refused(workspace):
+    """data.source switched to another export of the same images, the test images re-encoded
+    but for those figures runs through the model: figures drew evaluate's tables of the
+    previous test images as the new split's, exit 0."""
+    reencoded = Split(TEST_SPLIT.images.copy(), TEST_SPLIT.labels, TEST_SPLIT.classes)
+    reencoded.images[-1] ^= 1
+    save_dataset({"train": load_split(paths.DATA, "train"), "test": reencoded}, paths.DATA)
+    assert refusal(stages.explain.main, workspace) == (
+        f"{paths.PREDICTIONS}: evaluate made it from another test split than {paths.DATA}/test.npz holds now "
+        f"({paths.PREDICTIONS_DIGEST}); re-create it with `dvc repro evaluate`"
+    )
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
         (None, "not found"),
-        (str.upper, f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
-        (lambda text: text.replace("  ", " *"), f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
-        (lambda text: text.rstrip("\n"), f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
-        (lambda text: text * 2, f"not the line `sha256sum {Path(paths.PREDICTIONS).name}` writes"),
+        (str.upper, DIGESTS_MISSPELLED),
+        (lambda text: text.replace("  ", " *"), DIGESTS_MISSPELLED),
+        (lambda text: text.rstrip("\n"), DIGESTS_MISSPELLED),
+        (lambda text: text * 2, DIGESTS_MISSPELLED),
+        (lambda text: "".join(reversed(text.splitlines(keepends=True))), DIGESTS_MISSPELLED),
+        (lambda text: text.splitlines(keepends=True)[0], DIGESTS_MISSPELLED),
     ],
-    ids=["missing", "uppercase", "binary-mode", "no-newline", "twice"],
+    ids=["missing", "uppercase", "binary-mode", "no-newline", "twice", "reordered", "no-test-split"],
 )
 def test_a_missing_or_misspelled_predictions_digest_is_refused_in_one_line(workspace, damage, problem):
+    """Each is refused as no digest evaluate writes, before any predictions are drawn."""
     digest = Path(paths.PREDICTIONS_DIGEST)
     if damage is None:
         digest.unlink()
@@ -2484,6 +2511,29 @@ def test_two_outputs_that_lead_to_one_file_through_a_link_are_refused(tmp_path):
             f"through a symbolic link to one place, or one inside the other ({tmp_path.resolve() / paths.HISTORY} "
             f"and {tmp_path.resolve() / paths.HISTORY}); each output needs its own; remove the link, or if "
             f"dvc.yaml's paths table changed, restore it with `git checkout dvc.yaml`"
+        ],
+    )
+
+
+def test_an_output_path_the_locale_cannot_encode_is_refused_before_the_work(tmp_path):
+    """`loss_image: plots/images/lõss.png` under the C locale without UTF-8 mode: figures drew
+    its first picture, then ended in a UnicodeEncodeError traceback."""
+    copy_pipeline(tmp_path)
+    pipeline = tmp_path / "dvc.yaml"
+    pipeline.write_text(table_entry("loss_image", "plots/images/lõss.png")(pipeline.read_text()))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.figures"],
+        cwd=tmp_path,
+        env=os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2,
+        [
+            "error: dvc.yaml's paths table: loss_image = 'plots/images/l\\xf5ss.png' cannot be a file name in this "
+            "locale's encoding (ascii); use a UTF-8 locale (export LC_ALL=C.UTF-8) or an ASCII path; fix it, or "
+            "restore it with `git checkout dvc.yaml`"
         ],
     )
 

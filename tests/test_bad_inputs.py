@@ -49,7 +49,7 @@ from cifar.ingest.sources import EXPECTED_LAYOUT, import_dataset, synthetic_spli
 from cifar.training import engine
 from cifar.training.loader import DeviceLoader
 from generated import CPU, cpu_recipe, make_class_tree, random_split
-from pipeline_repo import default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
+from pipeline_repo import REPO, default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
 from stages import paths
 
 SCRATCH = ".extract.partial-"
@@ -69,6 +69,37 @@ def system_temp(tmp_path, monkeypatch):
 @pytest.fixture
 def tree(tmp_path):
     return make_class_tree(tmp_path / "export", {"train": 3, "test": 2})
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"), reason="bind-mounts in a namespace")
+def test_two_class_folders_that_are_one_folder_are_refused(tree, downloads):
+    """`train/dog` a bind mount of `train/cat`, no link anywhere: the cat images were imported
+    labelled dog too, exit 0."""
+    cat, dog = tree / "train" / "cat", tree / "train" / "dog"
+    importing = (
+        "from cifar.config import DataConfig; from cifar.errors import DataError; "
+        "from cifar.ingest.sources import import_dataset\n"
+        f"try: import_dataset(DataConfig(source={str(tree)!r}), 0, {str(downloads)!r})\n"
+        "except DataError as error: print(error)"
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount --bind "{cat}" "{dog}" && exec "$0" -c "$1"',
+            sys.executable,
+            importing,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.splitlines() == [
+        f"{cat} and {dog} are one folder reached by two paths (a bind mount), so its images would be imported "
+        f"twice, under two labels or in both splits; point data.source at a tree whose folders are each their own"
+    ], result.stderr
 
 
 @pytest.fixture
@@ -327,6 +358,27 @@ def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format,
     a_dog_as_a_cat(archive, archive_format, name)
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: member {name!r} appears twice, and which copy is meant cannot be told; "
+        f"re-create the archive from a plain folder of images"
+    )
+
+
+@pytest.mark.parametrize("archive_format", ["tar", "zip"])
+def test_an_image_path_that_is_also_a_folder_is_refused(tree, downloads, archive_format):
+    """A folder member at an image's path, after the image: `tar -x` replaced the image with an
+    empty folder and unzip stopped, while the import took the image, exit 0."""
+    archive = archive_of(tree, archive_format)
+    name = "export/train/cat/0000.png"
+    if archive_format == "tar":
+        folder = tarfile.TarInfo(name)
+        folder.type = tarfile.DIRTYPE
+        data = archive.read_bytes()
+        end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+        archive.write_bytes(data[:end] + folder.tobuf() + bytes(1024))
+    else:
+        with zipfile.ZipFile(archive, "a") as bundle:
+            bundle.writestr(f"{name}/", b"")
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: member {name!r} is both a file and a folder, and tools differ on which it is; "
         f"re-create the archive from a plain folder of images"
     )
 

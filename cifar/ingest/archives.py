@@ -262,6 +262,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
     the size of a plain tar's file (None for a compressed one), which no member can outgrow.
     """
     members: dict[str, bytes] = {}
+    folders: set[str] = set()
     position = 0  # bytes of the tar read so far
     global_fields: dict[str, str] = {}  # from pax global headers, for every later member
     pending: dict[str, str] = {}  # from the extended headers before the next member
@@ -272,6 +273,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             raise _CorruptArchive(f"it ends at byte {position} without the end-of-archive marker: it was cut short")
         if block == _EMPTY_BLOCK:
             _check_end(stream, archive, position, limit)
+            _refuse_a_file_that_is_a_folder(archive, members, folders)
             return members
         try:
             header = tarfile.TarInfo.frombuf(block, _NAME_ENCODING, _NAME_ERRORS)
@@ -363,6 +365,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         if header.type == tarfile.DIRTYPE:
             # No data follows a folder's header, whatever size it declares: tar and tarfile read
             # the next block as a header, and skipping `size` bytes would hide the members there.
+            folders.add(str(PurePosixPath(name)))
             continue
         data = _read_data(stream, size, archive, position, limit, stored)
         position += _padded(size)
@@ -508,6 +511,8 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
         for member in members:
             if not member.is_dir():
                 _add_member(found, member.filename, bundle.read(member), archive)
+        folders = {str(PurePosixPath(member.filename)) for member in members if member.is_dir()}
+        _refuse_a_file_that_is_a_folder(archive, found, folders)
         return found
 
 
@@ -557,6 +562,19 @@ def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path
             f"re-create the archive from a plain folder of images"
         )
     members[path] = data
+
+
+def _refuse_a_file_that_is_a_folder(archive: Path, files: dict[str, bytes], folders: set[str]) -> None:
+    """A path that is both a file and a folder (a folder member at an image's path, or a file
+    where images have their class folder): tools differ on which it is. tar replaced the image
+    with an empty folder, unzip stopped, and the import took the image."""
+    parents = {str(parent) for path in files for parent in PurePosixPath(path).parents}
+    clash = sorted((folders | parents) & files.keys())
+    if clash:
+        raise DataError(
+            f"{archive}: member {clash[0][:200]!r} is both a file and a folder, and tools differ on which it is; "
+            f"re-create the archive from a plain folder of images"
+        )
 
 
 def _too_many_members(archive: Path) -> DataError:

@@ -325,13 +325,18 @@ def _refuse_link(link: Path, source: Path) -> None:
 def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
     files: dict[str, dict[str, list[ImageFile]]] = {split: {} for split in SPLITS}
     skipped = []
+    # The folders by device and inode: `train/dog` a bind mount of `train/cat` (no link to
+    # refuse) imported the cat images labelled dog.
+    folders: dict[tuple[int, int], str] = {}
     for split in SPLITS:
         if (root / split).is_symlink():
             _refuse_link(root / split, listing.source)
+        _refuse_a_folder_seen_before(str(root / split), (root / split).stat(), folders)
         for folder in listing.tree_entries(root / split):
             if not folder.is_dir():
                 skipped.append(folder.path)
                 continue
+            _refuse_a_folder_seen_before(folder.path, folder.stat(), folders)
             images = files[split][folder.name] = []
             for entry in listing.tree_entries(Path(folder.path)):
                 path = Path(entry.path)
@@ -510,6 +515,17 @@ def _folder_names(names: list[str], most: int = 10) -> str:
     shown = ", ".join(ascii(name) for name in names[:most])
     more = f" and {len(names) - most:,} more" if len(names) > most else ""
     return shown + more if names else "none"
+
+
+def _refuse_a_folder_seen_before(path: str, status: os.stat_result, folders: dict[tuple[int, int], str]) -> None:
+    identity = status.st_dev, status.st_ino
+    if identity in folders:
+        raise DataError(
+            f"{folders[identity]} and {path} are one folder reached by two paths (a bind mount), so its images would "
+            f"be imported twice, under two labels or in both splits; point data.source at a tree whose folders are "
+            f"each their own"
+        )
+    folders[identity] = path
 
 
 def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[str, Split]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cifar.dataset import Split
+from cifar.atomic import sha256sum_lines
+from cifar.dataset import Split, split_digest
 from cifar.errors import DataError, one_line
 from cifar.reading import read_artifact
 from cifar.training.augment import normalize
@@ -33,16 +35,18 @@ def first_misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
     return predictions[predictions["label"] != predictions["predicted"]].head(count)
 
 
-def load_predictions(path: str | Path, digest_path: str | Path, test: Split) -> pd.DataFrame:
+def load_predictions(path: str | Path, digest_path: str | Path, test: Split, data: str | Path) -> pd.DataFrame:
+    """predictions.csv at `path`, of the test split `test` that the folder `data` holds, as
+    evaluate wrote it with its digests in `digest_path`."""
     fix = "re-create it with `dvc repro evaluate`"
     try:
-        data = read_artifact(
+        contents = read_artifact(
             path,
             MAX_BYTES_PER_ROW * (len(test) + 1),
             fix,
             too_large=f"far more than {len(test)} rows of predictions take",
         )
-        frame = pd.read_csv(io.BytesIO(data))
+        frame = pd.read_csv(io.BytesIO(contents))
     except FileNotFoundError:
         raise DataError(f"{path}: not found; {fix}") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -90,28 +94,38 @@ def load_predictions(path: str | Path, digest_path: str | Path, test: Split) -> 
             f"but the test split says {test.labels[index[row]]}; {fix}"
         )
     # Last, so that a damaged file is told by what is wrong in it.
-    check_digest(data, path, digest_path, fix)
+    check_digests(contents, path, digest_path, data, fix)
     # In test-split order, as evaluate writes it: with its rows reversed, the gallery and explain
     # showed the last misclassified images as the first, and figures checked other rows.
     return frame.sort_values("index", kind="stable", ignore_index=True)
 
 
-def check_digest(data: bytes, path: str | Path, digest_path: str | Path, fix: str) -> None:
-    """`data`, read from `path`, is what evaluate wrote: the line of `sha256sum` in `digest_path`
-    names it. Misclassified images marked correct past the rows the model is asked about, with
-    tables and metrics edited to match, were drawn as a better model's."""
+def check_digests(contents: bytes, path: str | Path, digest_path: str | Path, data: str | Path, fix: str) -> None:
+    """`contents`, read from `path`, is what evaluate wrote, from the test split `data` holds
+    now: `digest_path` holds the lines `sha256sum` writes for both. Misclassified images
+    marked correct past the rows the model is asked about, with tables and metrics edited to
+    match, were drawn as a better model's; and predictions of a test split re-imported since,
+    alike but for images no model check looked at, as the new split's."""
     try:
         record = read_artifact(digest_path, MAX_DIGEST_BYTES, fix)
     except FileNotFoundError:
         raise DataError(f"{digest_path}: not found; {fix}") from None
-    name = Path(path).name
-    if record == f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode():
+    folder, split = Path(digest_path).parent, Path(data) / "test.npz"
+    made_of = {str(path): hashlib.sha256(contents).hexdigest(), str(split): split_digest(data, "test")}
+    if record == sha256sum_lines(made_of, folder).encode():
         return
-    if not re.fullmatch(rb"[0-9a-f]{64}  " + re.escape(name.encode()) + rb"\n", record):
-        raise DataError(f"{digest_path}: not the line `sha256sum {name}` writes; {fix}")
-    raise DataError(
-        f"{path}: not the predictions evaluate wrote (its SHA-256 is not the one {digest_path} records); {fix}"
+    named = [os.path.relpath(file, folder) for file in made_of]
+    recorded = dict(
+        (found[2].decode(errors="replace"), found[1].decode())
+        for found in re.finditer(rb"([0-9a-f]{64})  ([^\n]+)\n", record)
     )
+    if sha256sum_lines({name: recorded.get(name, "") for name in named}, ".").encode() != record:
+        raise DataError(f"{digest_path}: not the lines `sha256sum {' '.join(named)}` writes; {fix}")
+    if recorded[named[0]] != made_of[str(path)]:
+        raise DataError(
+            f"{path}: not the predictions evaluate wrote (its SHA-256 is not the one {digest_path} records); {fix}"
+        )
+    raise DataError(f"{path}: evaluate made it from another test split than {split} holds now ({digest_path}); {fix}")
 
 
 # How much likelier the model may find its own pick than predictions.csv's: evaluate runs in
