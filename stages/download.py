@@ -1,5 +1,8 @@
 """download: CIFAR-10 from data.source (official | local path | synthetic) into data/cifar10/."""
 
+if not __package__:  # `python stages/download.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.download` (or `dvc repro download`)")
+
 import logging
 from pathlib import Path
 

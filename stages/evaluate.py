@@ -1,5 +1,8 @@
 """evaluate: the trained model on the test set: accuracy, loss, per class, confusion, predictions."""
 
+if not __package__:  # `python stages/evaluate.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.evaluate` (or `dvc repro evaluate`)")
+
 import logging
 import math
 from pathlib import Path

@@ -1,6 +1,9 @@
 """explain: Grad-CAM of misclassified test images, for the correct and the predicted class (with
 none misclassified, of the least confident correct predictions, for their class)."""
 
+if not __package__:  # `python stages/explain.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.explain` (or `dvc repro explain`)")
+
 import logging
 
 from cifar.atomic import atomic_path, save_figure

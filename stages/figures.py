@@ -4,6 +4,9 @@ A stage of its own so that figure styling is a cheap dependency: editing cifar/r
 re-runs this stage (and explain's Grad-CAM grids), never lr_find, train or evaluate.
 """
 
+if not __package__:  # `python stages/figures.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.figures` (or `dvc repro figures`)")
+
 import contextlib
 import hashlib
 import io

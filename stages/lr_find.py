@@ -1,5 +1,8 @@
 """lr_find: the LR range test on augmented training batches; picks train's max_lr."""
 
+if not __package__:  # `python stages/lr_find.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.lr_find` (or `dvc repro lr_find`)")
+
 import logging
 
 import numpy as np

@@ -1,6 +1,9 @@
 """train: the chosen model under its optimizer (Adam or SGD) and OneCycle; weights, quality and
 speed metrics, history."""
 
+if not __package__:  # `python stages/train.py` leaves the repository root, and cifar/, off sys.path
+    raise SystemExit("error: run it from the repository root as `python -m stages.train` (or `dvc repro train`)")
+
 import logging
 import signal
 from dataclasses import asdict

@@ -1654,6 +1654,23 @@ def test_a_module_of_the_users_that_a_library_cannot_use_is_named(tmp_path, case
     )
 
 
+@pytest.mark.parametrize("stage_name", ["download", "lr_find", "train", "evaluate", "figures", "explain"])
+@pytest.mark.parametrize("run_as", ["script", "module-in-stages"])
+def test_a_stage_file_run_as_a_script_names_the_command_that_runs_it(pipeline, stage_name, run_as):
+    """`python stages/evaluate.py`, the usual way to run a Python file, ended in a
+    ModuleNotFoundError traceback: the repository root, which holds cifar/, is not on sys.path."""
+    command, folder = (
+        ([f"stages/{stage_name}.py"], pipeline) if run_as == "script" else (["-m", stage_name], pipeline / "stages")
+    )
+    result = subprocess.run(
+        [sys.executable, *command], cwd=folder, env=environment(pipeline), capture_output=True, text=True
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: run it from the repository root as `python -m stages.{stage_name}` (or `dvc repro {stage_name}`)\n",
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [
