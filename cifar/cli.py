@@ -123,6 +123,34 @@ def _dvc_project() -> Path | None:
     return Path(project).resolve() if project else None
 
 
+class _StderrThatMayFail:
+    """stderr, sent to /dev/null from the first write it cannot take (a full disk under its log
+    file, its reader gone, as with `| head -1`): train and lr_find stopped at their first
+    progress bar, which tqdm could not draw, where the other stages ran on."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: a closed stderr
+            self._to_nowhere()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._to_nowhere()
+
+    def _to_nowhere(self) -> None:
+        self._stream = open(os.devnull, "w")  # noqa: SIM115  stderr from here to the exit, never closed
+
+
 def say(line: str) -> None:
     """The stage's last line, on stderr. Where stderr cannot take it (its reader gone, as with
     `| head`; /dev/full) the stage ended in a traceback written to nowhere, and exit code 1:
@@ -167,6 +195,7 @@ def run_stage(
     """Run main, first clearing what killed writes left in the folders the stages write to and
     refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`
     changed while it ran."""
+    sys.stderr = _StderrThatMayFail(sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)

@@ -66,6 +66,7 @@ from pipeline_repo import (
     SMALL_SYNTHETIC,
     copy_pipeline,
     default_params,
+    environment,
     merge,
     stage,
     stage_with_peak_memory,
@@ -367,6 +368,19 @@ def test_a_full_disk_at_the_finished_mark_is_named_as_such(tmp_path, monkeypatch
             write_text(target, "new")
     assert str(refused.value) == f"disk full while writing {targets[0]}; free space and re-run"
     assert [target.read_text() for target in targets] == ["old", "old"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_stage_whose_stderr_is_full_runs_on(pipeline_run):
+    """`python -m stages.lr_find 2>/dev/full` (its log file's disk full) stopped at the range
+    test's first progress bar with exit code 2, where evaluate and figures ran on."""
+    written = Path(paths.MAX_LR_PICK).stat().st_mtime_ns
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.lr_find"], cwd=pipeline_run, env=environment(pipeline_run), stderr=full
+        )
+    assert result.returncode == 0
+    assert Path(paths.MAX_LR_PICK).stat().st_mtime_ns != written
 
 
 def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
