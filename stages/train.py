@@ -4,7 +4,10 @@ speed metrics, history."""
 if not __package__:  # `python stages/train.py` leaves the repository root, and cifar/, off sys.path
     raise SystemExit("error: run it from the repository root as `python -m stages.train` (or `dvc repro train`)")
 
+import hashlib
+import io
 import logging
+import math
 import signal
 from dataclasses import asdict
 from pathlib import Path
@@ -21,11 +24,12 @@ from cifar.dataset import check_same_classes, load_split, recorded_split_problem
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.params_file import ran_with_other_params
-from cifar.reading import MAX_METRICS_BYTES, read_json_artifact
+from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.runtime import device_name, environment
 from cifar.training.chance import at_chance, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
+from cifar.training.lr_find import read_curve
 from cifar.training.recipe import Recipe
 from cifar.training.stop import StopRequest
 from stages import paths
@@ -164,7 +168,35 @@ def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
+    picked = pick_off_the_curve(found.get("curve_sha256"), params)
+    if picked is None or not math.isclose(max_lr, picked, rel_tol=1e-9):
+        raise DataError(
+            f"{path}: max_lr = {short_repr(max_lr)}, but lr_find picked "
+            f"{'nothing' if picked is None else f'{picked:.6g}'} off {paths.LR_FIND_CURVE}; re-run it with "
+            f"`dvc repro lr_find`, or set train.max_lr to a number"
+        )
     return float(max_lr), found
+
+
+def pick_off_the_curve(curve_sha256: object, params: Params) -> float | None:
+    """The max_lr lr_find reads off the curve whose digest its record holds: a max_lr edited by
+    hand was trained at, with exit code 0."""
+    fix = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+    # A row is three floats, under 80 characters.
+    try:
+        curve = read_artifact(paths.LR_FIND_CURVE, 256 * (params.lr_find.num_iter + 1), fix)
+    except FileNotFoundError:
+        raise DataError(f"{paths.LR_FIND_CURVE}: not found; {fix}") from None
+    if hashlib.sha256(curve).hexdigest() != curve_sha256:
+        raise DataError(
+            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
+            f"records); {fix}"
+        )
+    try:
+        table = pd.read_csv(io.BytesIO(curve))
+        return read_curve(table["lr"].tolist(), table["loss"].tolist(), params.lr_find).max_lr
+    except (ValueError, KeyError, TypeError, IndexError, TrainingError) as error:  # a digest recomputed for another
+        raise DataError(f"{paths.LR_FIND_CURVE}: not a curve lr_find reads ({one_line(error)}); {fix}") from None
 
 
 def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: float) -> dict:

@@ -60,6 +60,7 @@ from cifar.reporting.plots import misclassified_figure
 from cifar.reporting.predictions import first_misclassified, load_predictions
 from cifar.training import engine
 from cifar.training.checkpoint import read_checkpoint
+from cifar.training.lr_find import read_curve
 from generated import CPU, deflate_records
 from pipeline_repo import (
     REPO,
@@ -1397,15 +1398,45 @@ def test_train_refuses_a_pick_lr_find_made_with_other_params(workspace):
 
 
 def handed_pick(**fields) -> None:
-    """The file lr_find hands its pick on in, as written for today's params and training split, `fields` changed."""
+    """The file lr_find hands its pick on in, and its curve, as written for today's params and
+    training split, `fields` changed."""
+    config = load_params(paths.PARAMS).lr_find
+    lrs = np.geomspace(config.start_lr, config.end_lr, config.num_iter)
+    losses = np.concatenate([np.linspace(2.3, 1.0, config.num_iter - 3), [1.2, 1.8, 2.6]])  # a descent, then a rise
+    curve = pd.DataFrame({"lr": lrs, "log10_lr": np.log10(lrs), "loss": losses}).to_csv(index=False)
+    Path(paths.LR_FIND_CURVE).parent.mkdir(exist_ok=True)
+    Path(paths.LR_FIND_CURVE).write_text(curve)
     Path(paths.MAX_LR_PICK).parent.mkdir(exist_ok=True)
     handed = {
         "verdict": "descent",
-        "max_lr": 0.001,
+        "max_lr": read_curve(lrs.tolist(), losses.tolist(), config).max_lr,
+        "curve_sha256": text_digest(curve),
         "params": declared_values(paths.declared_params("lr_find")),
         "train_sha256": split_digest(paths.DATA, "train"),
     }
     Path(paths.MAX_LR_PICK).write_text(json.dumps(handed | fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        # Trained at with exit 0; figures then blamed the LR schedule, and `dvc repro train` trained at it again.
+        ({"max_lr": 0.01}, f"max_lr = 0.01, but lr_find picked 0.000180338 off {paths.LR_FIND_CURVE}"),
+        ({"curve_sha256": "0" * 64}, None),
+    ],
+    ids=["max-lr-edited", "another-curve"],
+)
+def test_train_refuses_a_pick_lr_find_did_not_read_off_its_curve(workspace, fields, problem):
+    handed_pick(**fields)
+    with pytest.raises(DataError) as refused:
+        stages.train.chosen_max_lr(load_params(paths.PARAMS))
+    fix = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
+    assert str(refused.value) == (
+        f"{paths.MAX_LR_PICK}: {problem}; {fix}"
+        if problem
+        else f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
+        f"records); {fix}"
+    )
 
 
 @pytest.mark.parametrize(
