@@ -195,7 +195,8 @@ def run_stage(
     """Run main, first clearing what killed writes left in the folders the stages write to and
     refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`
     changed while it ran."""
-    sys.stderr = _StderrThatMayFail(sys.stderr)
+    # None where the stage was started with stderr closed (`2>&-`): its writes then failed at exit, code 120.
+    sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w"))  # noqa: SIM115  kept to the exit
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)

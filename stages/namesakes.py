@@ -18,6 +18,12 @@ This module imports only what every Python has loaded before it (`importlib.mach
 frozen into the interpreter, `os` and `sys` too), since anything else could be a namesake.
 """
 
+if not __package__:  # `python stages/namesakes.py`: not a stage, and cifar/ is off sys.path
+    raise SystemExit(
+        "error: run a stage from the repository root as `python -m stages.NAME`, NAME one of download, lr_find, "
+        "train, evaluate, figures, explain"
+    )
+
 import importlib.machinery
 import os
 import sys

@@ -3,6 +3,12 @@ each path is written. dvc.yaml's stage definitions interpolate it (`${paths.mode
 stages read it here, so a stage run on its own writes exactly where DVC expects its outputs,
 and a queued experiment's copy reads its own dvc.yaml."""
 
+if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off sys.path
+    raise SystemExit(
+        "error: run a stage from the repository root as `python -m stages.NAME`, NAME one of download, lr_find, "
+        "train, evaluate, figures, explain"
+    )
+
 import contextlib
 import itertools
 import os

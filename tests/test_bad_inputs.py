@@ -1260,20 +1260,22 @@ def test_a_dead_stages_matplotlib_folder_too_deep_for_rmtree_is_left_without_a_t
     assert "Traceback" not in result.stderr and result.stderr.startswith("error: "), result.stderr
 
 
-@pytest.mark.parametrize("stderr", ["a pipe whose reader is gone", "/dev/full"])
+@pytest.mark.parametrize("stderr", ["a pipe whose reader is gone", "/dev/full", "closed"])
 def test_a_refusal_that_stderr_cannot_take_keeps_its_exit_code(pipeline, stderr):
     """With stderr piped into `head`, gone by then, or on /dev/full, a refusal's line could not be
-    written: the stage ended in a traceback written to nowhere, and exit code 1."""
+    written: the stage ended in a traceback written to nowhere, and exit code 1; with stderr
+    closed (`2>&-`), in Python's exit code 120 for streams it could not flush."""
+    command = [sys.executable, "-m", "stages.figures"]
     with contextlib.ExitStack() as stack:
-        if stderr == "/dev/full":
+        if stderr == "closed":
+            command, sink = ["sh", "-c", 'exec "$@" 2>&-', "sh", *command], None
+        elif stderr == "/dev/full":
             sink = stack.enter_context(open("/dev/full", "w"))
         else:
             reader, sink = os.pipe()
             os.close(reader)
             stack.callback(os.close, sink)
-        result = subprocess.run(
-            [sys.executable, "-m", "stages.figures"], cwd=pipeline, env=environment(pipeline), stderr=sink
-        )
+        result = subprocess.run(command, cwd=pipeline, env=environment(pipeline), stderr=sink)
     assert result.returncode == 2  # its refusal: the pipeline has no outputs to draw from
 
 
@@ -1651,6 +1653,18 @@ def test_a_module_of_the_users_that_a_library_cannot_use_is_named(tmp_path, case
     assert (result.returncode, result.stderr) == (
         2,
         f"error: evaluate {line}; rename or remove it, or take its folder off {path}\n",
+    )
+
+
+@pytest.mark.parametrize("module", ["paths", "namesakes"])
+def test_a_module_of_stages_that_is_no_stage_run_as_a_script_names_the_stages(pipeline, module):
+    result = subprocess.run(
+        [sys.executable, f"stages/{module}.py"], cwd=pipeline, env=environment(pipeline), capture_output=True, text=True
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: run a stage from the repository root as `python -m stages.NAME`, NAME one of download, lr_find, "
+        "train, evaluate, figures, explain\n",
     )
 
 
