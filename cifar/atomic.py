@@ -21,6 +21,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -363,10 +364,7 @@ def _undo_unfinished_replace(scratch: Path, name: str) -> bool:
     where there were none), as after a failure, and as DVC recorded them. An output that a
     checkout has replaced since is left as it is."""
     previous, target = scratch / f"{name}.previous", scratch.parent / name
-    try:
-        renamed_in = tuple(int(number) for number in (scratch / f"{name}{_RENAMED_IN}").read_text().split())
-    except (OSError, ValueError):  # killed before its renames, or as it recorded them: nothing moved
-        renamed_in = None
+    renamed_in = _read_record(scratch / f"{name}{_RENAMED_IN}")
     try:
         there = os.lstat(target)
     except FileNotFoundError:
@@ -391,6 +389,24 @@ def _undo_unfinished_replace(scratch: Path, name: str) -> bool:
     elif there is not None:
         log.info("took out %s, which an interrupted write had put in where there was none", target)
     return True
+
+
+def _read_record(path: Path) -> tuple[int, ...] | None:
+    """The numbers of a `.renamed-in` record, None where there is none (killed before its
+    renames, or as it recorded them: nothing moved). Only a small regular file is read: a named
+    pipe there blocked every stage's start, a link to /dev/zero filled its memory."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        text = stream.read(256)
+    try:
+        return tuple(int(number) for number in text.split())
+    except ValueError:
+        return None
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int]:

@@ -384,6 +384,26 @@ def test_a_stage_whose_stderr_is_full_runs_on(pipeline_run):
     assert Path(paths.MAX_LR_PICK).stat().st_mtime_ns != written
 
 
+@pytest.mark.parametrize(
+    "make", [os.mkfifo, lambda path: os.symlink("/dev/zero", path)], ids=["named-pipe", "link-to-dev-zero"]
+)
+def test_a_scratch_record_that_is_no_regular_file_is_passed_over_unread(tmp_path, make):
+    """A named pipe as a dead scratch folder's `.renamed-in` record blocked every stage's
+    start-up sweep for good; a link to /dev/zero filled its memory."""
+    scratch = tmp_path / f".evaluate.json{SCRATCH_MARK}99999999-abcdefgh"
+    scratch.mkdir()
+    make(scratch / "evaluate.json.renamed-in")
+    (tmp_path / "evaluate.json").write_text("current")
+    sweeping = f"from cifar.atomic import remove_stale_scratch; remove_stale_scratch([{str(tmp_path)!r}])"
+    # The timeout fails a regression here instead of stalling the suite.
+    result = subprocess.run(
+        [sys.executable, "-c", sweeping], env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=300, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "evaluate.json").read_text() == "current"
+    assert not scratch.exists()
+
+
 def test_a_stage_that_ends_leaves_pythoninspect_unset(monkeypatch):
     """Python opens its prompt after a script that returns with PYTHONINSPECT set: a module of
     the user's that set it as a library imported it kept evaluate there, its outputs written."""
