@@ -284,23 +284,37 @@ def scratch_folder(parent: Path, purpose: str) -> Iterator[str]:
         remove_scratch(scratch)
 
 
+# What _lock_folder returns on a file system without locks: sweeps go by the PID in the name there.
+_NO_LOCKS = -1
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An open descriptor of folder that holds its exclusive lock, None where another process
+    holds it, or _NO_LOCKS. Raises OSError where it cannot be opened (gone, or not a folder)."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    except OSError:
+        os.close(descriptor)
+        return _NO_LOCKS
+    return descriptor
+
+
 def _claimed_scratch(parent: Path, name: str) -> Path:
     """A new scratch folder for `name` in parent, locked by this process until remove_scratch."""
     while True:
         scratch = Path(tempfile.mkdtemp(prefix=_scratch_prefix(name), dir=parent))
         try:
-            descriptor = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            lock = _lock_folder(scratch)
         except FileNotFoundError:  # a sweep took it, unlocked, for a dead process's: make another
             continue
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a sweep holds it to remove it
-            os.close(descriptor)
+        if lock is None:  # a sweep holds it to remove it
             continue
-        except OSError:  # a file system without locks: sweeps go by the PID in its name
-            os.close(descriptor)
-            return scratch
-        _claims[scratch] = descriptor
+        if lock != _NO_LOCKS:
+            _claims[scratch] = lock
         return scratch
 
 
@@ -308,18 +322,12 @@ def _lock_if_abandoned(scratch: Path, pid: int) -> tuple[bool, int | None]:
     """Whether no live process writes in this scratch folder, and if so the lock that keeps a
     new writer out of it while it is swept (None where the file system has no locks)."""
     try:
-        descriptor = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        lock = _lock_folder(scratch)
     except OSError:  # gone since it was listed, or not a folder
         return False, None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return False, None
-    except OSError:
-        os.close(descriptor)
+    if lock == _NO_LOCKS:
         return not process_alive(pid), None
-    return True, descriptor
+    return lock is not None, lock
 
 
 def remove_stale_scratch(folders: Iterable[str | Path]) -> list[Path]:

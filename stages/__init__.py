@@ -12,6 +12,12 @@ meeting a non-ASCII path that the locale cannot encode, or a damaged paths table
 dvc.yaml, with exit code 2.
 """
 
+if not __package__:  # `python stages/__init__.py`: not a stage, and cifar/ is off sys.path
+    raise SystemExit(
+        "error: run a stage from the repository root as `python -m stages.NAME`, NAME one of download, lr_find, "
+        "train, evaluate, figures, explain"
+    )
+
 import _signal  # built in: no file can stand in for it, as one could for `signal` or its `enum`
 import os  # loaded as Python starts, as sys is: no file can stand in for either
 import sys

@@ -8,7 +8,6 @@ if not __package__:  # `python stages/figures.py` leaves the repository root, an
     raise SystemExit("error: run it from the repository root as `python -m stages.figures` (or `dvc repro figures`)")
 
 import contextlib
-import hashlib
 import io
 import logging
 import math
@@ -45,7 +44,7 @@ from cifar.reporting.predictions import (
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
 from cifar.training.loader import DeviceLoader
-from cifar.training.lr_find import read_curve
+from cifar.training.lr_find import check_handed_curve, read_curve
 from cifar.training.schedule import planned_lrs
 from stages import paths
 
@@ -180,12 +179,10 @@ def check_curve_record() -> dict:
             handed = read_json_artifact(paths.MAX_LR_PICK, MAX_METRICS_BYTES, fix)
     except ValueError as error:
         raise DataError(f"{paths.MAX_LR_PICK}: unreadable ({one_line(error)}); {fix}") from None
-    recorded = handed.get("curve_sha256") if isinstance(handed, dict) else None
-    if recorded != hashlib.sha256(Path(paths.LR_FIND_CURVE).read_bytes()).hexdigest():
-        raise DataError(
-            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
-            f"records); {fix}"
-        )
+    if not isinstance(handed, dict):
+        raise DataError(f"{paths.MAX_LR_PICK}: a JSON {type(handed).__name__}, not the object lr_find writes; {fix}")
+    curve = Path(paths.LR_FIND_CURVE).read_bytes()  # read_range_test has read it whole, within its bounds
+    check_handed_curve(paths.LR_FIND_CURVE, curve, paths.MAX_LR_PICK, handed.get("curve_sha256"), fix)
     stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")

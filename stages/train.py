@@ -4,7 +4,6 @@ speed metrics, history."""
 if not __package__:  # `python stages/train.py` leaves the repository root, and cifar/, off sys.path
     raise SystemExit("error: run it from the repository root as `python -m stages.train` (or `dvc repro train`)")
 
-import hashlib
 import io
 import logging
 import math
@@ -29,7 +28,7 @@ from cifar.runtime import device_name, environment
 from cifar.training.chance import at_chance, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
-from cifar.training.lr_find import read_curve
+from cifar.training.lr_find import RangeTest, check_handed_curve, read_curve
 from cifar.training.recipe import Recipe
 from cifar.training.stop import StopRequest
 from stages import paths
@@ -149,52 +148,53 @@ def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
         raise DataError(
             f"{path}: no max_lr to read (a JSON {type(found).__name__}, not the object lr_find writes); {fix}"
         )
-    verdict = found.get("verdict")
-    if verdict in ("flat", "rising"):
-        raise TrainingError(
-            f"{path}: the range test found no descent (its loss {'rose' if verdict == 'rising' else 'stayed flat'}), "
-            f"so there is no max_lr to train at; re-run lr_find with a longer or wider range (its error says how) "
-            f"or set train.max_lr to a number"
-        )
-    if verdict != "descent":
+    verdict, max_lr = found.get("verdict"), found.get("max_lr")
+    if verdict not in ("descent", "flat", "rising"):
         raise DataError(f"{path}: verdict = {short_repr(verdict)} is not 'descent', 'flat' or 'rising'; {fix}")
-    max_lr = found.get("max_lr")
-    if (
+    if verdict == "descent" and (
         isinstance(max_lr, bool)
         or not isinstance(max_lr, (int, float))
         or not MIN_LEARNING_RATE <= max_lr <= MAX_OPTIMIZER_FACTOR
     ):
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
+    rerun = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
-        raise DataError(f"{path}: {stale}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number")
-    picked = pick_off_the_curve(found.get("curve_sha256"), params)
-    if picked is None or not math.isclose(max_lr, picked, rel_tol=1e-9):
+        raise DataError(f"{path}: {stale}; {rerun}")
+    # The verdict and the pick as lr_find reads them off its curve: an edited verdict of "flat"
+    # blamed a range test that had found a descent, and an edited max_lr was trained at.
+    read = range_test_handed_on(found.get("curve_sha256"), params)
+    if verdict != read.reading.verdict:
         raise DataError(
-            f"{path}: max_lr = {short_repr(max_lr)}, but lr_find picked "
-            f"{'nothing' if picked is None else f'{picked:.6g}'} off {paths.LR_FIND_CURVE}; re-run it with "
-            f"`dvc repro lr_find`, or set train.max_lr to a number"
+            f"{path}: verdict = {short_repr(verdict)}, but lr_find reads {read.reading.verdict!r} off "
+            f"{paths.LR_FIND_CURVE}; {rerun}"
+        )
+    if read.max_lr is None:
+        raise TrainingError(
+            f"{path}: the range test found no descent (its loss {'rose' if verdict == 'rising' else 'stayed flat'}), "
+            f"so there is no max_lr to train at; re-run lr_find with a longer or wider range (its error says how) "
+            f"or set train.max_lr to a number"
+        )
+    if not math.isclose(max_lr, read.max_lr, rel_tol=1e-9):
+        raise DataError(
+            f"{path}: max_lr = {short_repr(max_lr)}, but lr_find picked {read.max_lr:.6g} off "
+            f"{paths.LR_FIND_CURVE}; {rerun}"
         )
     return float(max_lr), found
 
 
-def pick_off_the_curve(curve_sha256: object, params: Params) -> float | None:
-    """The max_lr lr_find reads off the curve whose digest its record holds: a max_lr edited by
-    hand was trained at, with exit code 0."""
+def range_test_handed_on(curve_sha256: object, params: Params) -> RangeTest:
+    """lr_find's reading of the curve whose digest its record holds."""
     fix = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
     # A row is three floats, under 80 characters.
     try:
         curve = read_artifact(paths.LR_FIND_CURVE, 256 * (params.lr_find.num_iter + 1), fix)
     except FileNotFoundError:
         raise DataError(f"{paths.LR_FIND_CURVE}: not found; {fix}") from None
-    if hashlib.sha256(curve).hexdigest() != curve_sha256:
-        raise DataError(
-            f"{paths.LR_FIND_CURVE}: not the curve lr_find wrote (its SHA-256 is not the one {paths.MAX_LR_PICK} "
-            f"records); {fix}"
-        )
+    check_handed_curve(paths.LR_FIND_CURVE, curve, paths.MAX_LR_PICK, curve_sha256, fix)
     try:
         table = pd.read_csv(io.BytesIO(curve))
-        return read_curve(table["lr"].tolist(), table["loss"].tolist(), params.lr_find).max_lr
+        return read_curve(table["lr"].tolist(), table["loss"].tolist(), params.lr_find)
     except (ValueError, KeyError, TypeError, IndexError, TrainingError) as error:  # a digest recomputed for another
         raise DataError(f"{paths.LR_FIND_CURVE}: not a curve lr_find reads ({one_line(error)}); {fix}") from None
 

@@ -1442,9 +1442,14 @@ def handed_pick(**fields) -> None:
     [
         # Trained at with exit 0; figures then blamed the LR schedule, and `dvc repro train` trained at it again.
         ({"max_lr": 0.01}, f"max_lr = 0.01, but lr_find picked 0.000180338 off {paths.LR_FIND_CURVE}"),
+        # train blamed the range test ("found no descent") and advised a longer or wider range.
+        (
+            {"verdict": "flat", "max_lr": None},
+            f"verdict = 'flat', but lr_find reads 'descent' off {paths.LR_FIND_CURVE}",
+        ),
         ({"curve_sha256": "0" * 64}, None),
     ],
-    ids=["max-lr-edited", "another-curve"],
+    ids=["max-lr-edited", "verdict-edited", "another-curve"],
 )
 def test_train_refuses_a_pick_lr_find_did_not_read_off_its_curve(workspace, fields, problem):
     handed_pick(**fields)

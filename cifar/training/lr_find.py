@@ -4,6 +4,7 @@ loss fall beyond its own noise, and if so, which LR to train at."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from cifar.config import LRFindConfig
-from cifar.errors import TrainingError
+from cifar.errors import DataError, TrainingError
 from cifar.training.loader import DeviceLoader
 from cifar.training.recipe import Recipe, loss_function
 
@@ -165,6 +166,15 @@ def range_test(recipe: Recipe, model: nn.Module, loader: DeviceLoader) -> RangeT
     lrs, losses = finder.history["lr"], finder.history["loss"]
     finder.reset()
     return read_curve(lrs, losses, config)
+
+
+def check_handed_curve(curve_path: str, curve: bytes, record_path: str, recorded_sha256: object, fix: str) -> None:
+    """The curve is the one whose digest lr_find recorded beside its pick: a loss edited in
+    mid-curve kept the pick and was drawn, and a pick read off another curve was trained at."""
+    if hashlib.sha256(curve).hexdigest() != recorded_sha256:
+        raise DataError(
+            f"{curve_path}: not the curve lr_find wrote (its SHA-256 is not the one {record_path} records); {fix}"
+        )
 
 
 def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> RangeTest:
