@@ -301,7 +301,31 @@ def test_a_tar_of_no_members_is_an_archive_without_the_expected_folders(tmp_path
     with tarfile.open(archive, "w"):
         pass
     assert refused(DataError, import_from, archive, downloads).startswith(
-        f"data.source = '{archive}': no train/ and test/ folders found; expected the official"
+        f"data.source = '{archive}': no train/ and test/ folders found at its root or up to 8 folders below it; "
+        f"expected the official"
+    )
+
+
+def test_a_tree_three_folders_down_in_an_archive_is_imported(tmp_path, downloads):
+    """`tar czf cifar.tar.gz /home/user/cifar` stores the tree as home/user/cifar/train/...:
+    it was refused as holding no train/ and test/ folders."""
+    deep = make_class_tree(tmp_path / "home" / "user" / "cifar", {"train": 3, "test": 2})
+    archive = shutil.make_archive(str(tmp_path / "cifar"), "gztar", root_dir=tmp_path, base_dir="home")
+    imported, extracted = import_from(archive, downloads), import_from(deep, downloads)
+    for split in ("train", "test"):
+        assert np.array_equal(imported[split].images, extracted[split].images)
+        assert np.array_equal(imported[split].labels, extracted[split].labels)
+
+
+@pytest.mark.parametrize(
+    ("archive_format", "suffix"), [("tar", ".tar"), ("gztar", ".tar.gz"), ("xztar", ".tar.xz"), ("zip", ".zip")]
+)
+def test_an_archive_named_without_its_suffix_is_told_by_its_contents(tree, downloads, archive_format, suffix):
+    """A gzip tar saved (or linked) as `cifar-archive` was refused as "a file but not an archive"."""
+    unnamed = archive_of(tree, archive_format).rename(tree.parent / "cifar-archive")
+    assert refused(DataError, import_from, unnamed, downloads) == (
+        f"data.source = '{unnamed}' is a {suffix} archive by its contents, but its name does not say so; name it (or "
+        f"a link to it) to end in {suffix}"
     )
 
 

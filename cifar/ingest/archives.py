@@ -130,15 +130,26 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     return DataError(f"{archive}: the archive is corrupt or truncated ({detail}); download or export it again")
 
 
+def suffix_by_contents(path: Path) -> str | None:
+    """The suffix that a file's first bytes call for: .zip, .tar, or a compressed tar's (by
+    its compression); None where they are none of an archive's."""
+    with path.open("rb") as stream:
+        first = stream.read(BLOCKSIZE)
+    if first.startswith(_ZIP_MAGIC):
+        return ".zip"
+    if _is_tar_header(first) or first == _EMPTY_BLOCK:
+        return ".tar"
+    return next((suffix for magic, _, suffix in _COMPRESSIONS if first.startswith(magic)), None)
+
+
 def _misnamed(archive: Path) -> str | None:
     """What an archive that failed to read is by its first bytes, where its name says otherwise
     (a zip named .tgz, a .tar.xz named .zip): it was called corrupt, and downloaded again."""
-    with archive.open("rb") as stream:
-        first = stream.read(BLOCKSIZE)
+    by_contents = suffix_by_contents(archive)
     named_zip = archive.name.lower().endswith(".zip")
-    if not named_zip and first.startswith(_ZIP_MAGIC):
+    if not named_zip and by_contents == ".zip":
         return "a zip archive by its contents, named as a tar; rename it to end in .zip"
-    if named_zip and (_is_tar_header(first) or any(first.startswith(magic) for magic, _ in _COMPRESSIONS)):
+    if named_zip and by_contents not in (None, ".zip"):
         return (
             "a tar archive by its contents (plain or compressed), named as a zip; rename it to end in .tar, or as "
             "its compression says (.tar.gz, .tar.bz2, .tar.xz)"
@@ -162,7 +173,7 @@ def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
     if _is_tar_header(first) or first == _EMPTY_BLOCK:  # a tar of no members starts with its end marker
         yield raw
         return
-    for magic, opener in _COMPRESSIONS:
+    for magic, opener, _ in _COMPRESSIONS:
         if first.startswith(magic):
             with opener(raw) as stream:
                 yield stream
@@ -238,7 +249,7 @@ def _open_xz(raw: BinaryIO) -> BinaryIO:
     return io.BufferedReader(_XzStreams(raw))
 
 
-_COMPRESSIONS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (_XZ_MAGIC, _open_xz))
+_COMPRESSIONS = ((b"\x1f\x8b", gzip.open, ".tar.gz"), (b"BZh", bz2.open, ".tar.bz2"), (_XZ_MAGIC, _open_xz, ".tar.xz"))
 # A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
 _ZIP_MAGIC = b"PK\x03\x04"
 

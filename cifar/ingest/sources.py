@@ -206,6 +206,17 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
         )
     if not path.name.lower().endswith(archives.SUFFIXES):
+        try:
+            by_contents = archives.suffix_by_contents(path)
+        except OSError as error:
+            raise DataError(
+                f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}"
+            ) from None
+        if by_contents:  # a gzip tar saved or linked without its suffix was called no archive
+            raise DataError(
+                f"data.source = {str(path)!r} is a {by_contents} archive by its contents, but its name does not say "
+                f"so; name it (or a link to it) to end in {by_contents}"
+            )
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)
     members = archives.read_members(path)
@@ -235,7 +246,10 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
         trees = [folder for folder in found if all(_is_folder(folder / name) for name in SPLITS)]
         if not trees:
-            raise DataError(f"data.source = {str(source)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+            raise DataError(
+                f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
+                f"it; {EXPECTED_LAYOUT}"
+            )
         halves = [
             folder
             for folder in found
@@ -360,8 +374,14 @@ def _nested_folder(name: str, class_folder: str) -> DataError:
     )
 
 
+# How far below an archive's root its train/ and test/ folders may lie: `tar czf cifar.tar.gz
+# /home/user/cifar` stores them three folders down. (In a folder, two: each level searched is
+# a listing of folders on disk.)
+ARCHIVE_TREE_DEPTH = 8
+
+
 def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
-    """The class-folder tree at the archive's root or up to two folders below it."""
+    """The class-folder tree at the archive's root or up to ARCHIVE_TREE_DEPTH folders below it."""
     trees: dict[tuple[str, ...], dict[str, dict[str, list[ImageFile]]]] = {}
     skipped: dict[tuple[str, ...], list[str]] = {}  # by tree, as ClassTree.skipped
     nested: dict[tuple[str, ...], tuple[str, str]] = {}  # by tree: a member inside a class folder's subfolder
@@ -369,7 +389,7 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
         parts = PurePosixPath(name).parts
         if _macos_metadata(parts, members[name]):
             continue
-        for depth in range(min(3, len(parts) - 1)):
+        for depth in range(min(ARCHIVE_TREE_DEPTH + 1, len(parts) - 1)):
             split, folder, file = parts[depth], parts[depth + 1], parts[depth + 2 :]
             if split not in SPLITS:
                 continue
@@ -387,7 +407,10 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
                     skipped.setdefault(prefix, []).append(where)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
     if not complete:
-        raise DataError(f"data.source = {str(archive)!r}: no train/ and test/ folders found; {EXPECTED_LAYOUT}")
+        raise DataError(
+            f"data.source = {str(archive)!r}: no train/ and test/ folders found at its root or up to "
+            f"{ARCHIVE_TREE_DEPTH} folders below it; {EXPECTED_LAYOUT}"
+        )
     complete.sort(key=lambda parts: (len(parts), parts))
     _check_one_tree(
         archive,
