@@ -107,9 +107,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             # A write into another write's scratch (explain's galleries in their folder) is
             # part of that write: it goes in at once, and the folder is the one held back.
             if _held is None or any(SCRATCH_MARK in part for part in target.parent.parts):
-                with stop_signals_held():
-                    _replace(temporary, target, scratch)
-                    (scratch / _FINISHED).touch()
+                _put_in_place([(temporary, target, scratch)])
             else:
                 _held.append((temporary, target, scratch))
                 held = True
@@ -140,34 +138,49 @@ def refuse_linked_outputs(targets: Iterable[str | Path]) -> None:
 @contextmanager
 def replaced_together() -> Iterator[None]:
     """Inside, each output written through atomic_path waits beside its target; at the end
-    all are renamed into place, one after another with stop signals held back (delivered
-    once the last is in place). On an error inside, none is: the previous outputs stay; on
-    an error while renaming (a target that is a busy mount point), those renamed go back."""
+    all are put in place together (_put_in_place). On an error inside, none is: the previous
+    outputs stay."""
     global _held
     if _held is not None:
         raise RuntimeError("replaced_together() inside replaced_together()")
     _held = []
     try:
         yield
-        with stop_signals_held():
-            replaced = []
-            try:
-                for temporary, target, scratch in _held:
-                    with _write_errors_as_output_error(target):
-                        replaced.append((target, scratch, _replace(temporary, target, scratch)))
-                if _held:
-                    with _write_errors_as_output_error(_held[0][1]):
-                        (_held[0][2] / _FINISHED).touch()
-            except BaseException:
-                for target, scratch, previous in reversed(replaced):
-                    os.replace(target, scratch / f"{target.name}.new")
-                    if previous is not None:
-                        os.replace(previous, target)
-                raise
+        _put_in_place(_held)
     finally:
         for _, _, scratch in reversed(_held):  # the one marked finished last
             remove_scratch(scratch)
         _held = None
+
+
+def _put_in_place(writes: list[tuple[Path, Path, Path]]) -> None:
+    """Rename each write's temporary onto its target, one after another with stop signals held
+    back, then mark the first's scratch folder finished. On an error while renaming (a target
+    that is a busy mount point), or a stop signal, those renamed go back: the stop then acts
+    as it would have, and the stage's line that nothing was written is true (a SIGTERM among
+    evaluate's renames ended it in that line, its new outputs all in place)."""
+    with stop_signals_held() as arrived:
+        replaced = []
+        try:
+            for temporary, target, scratch in writes:
+                with _write_errors_as_output_error(target):
+                    replaced.append((target, scratch, _replace(temporary, target, scratch)))
+            if writes:
+                with _write_errors_as_output_error(writes[0][1]):
+                    (writes[0][2] / _FINISHED).touch()
+            if arrived:
+                raise OutputError(
+                    f"stopped by {signal_name(arrived[0])} while putting the outputs in place; the previous ones are "
+                    f"back: run it again"
+                )
+        except BaseException:
+            if writes:  # first: a kill while they go back leaves the start-up sweep to finish it
+                (writes[0][2] / _FINISHED).unlink(missing_ok=True)
+            for target, scratch, previous in reversed(replaced):
+                os.replace(target, scratch / f"{target.name}.new")
+                if previous is not None:
+                    os.replace(previous, target)
+            raise
 
 
 def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
-from cifar.errors import DataError, one_line, short_repr
+from cifar.errors import DataError, one_line, short_repr, unreadable
 from cifar.reading import kind_of, read_json_artifact
 
 SPLITS = ("train", "test")
@@ -33,6 +33,9 @@ class Split:
     images: np.ndarray  # uint8, N x H x W x C
     labels: np.ndarray  # int64, N
     classes: tuple[str, ...]
+    # The SHA-256 of the file load_split read it from, taken as it read it: the manifest, read
+    # again later, may be of a split that download wrote meanwhile. None for a split made in memory.
+    sha256: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -113,13 +116,13 @@ def split_digest(folder: str | Path, name: str) -> str:
     return read_json_artifact(Path(folder) / MANIFEST, MAX_MANIFEST_BYTES, FIX)[f"{name}.npz"]
 
 
-def recorded_split_problem(recorded: object, folder: str | Path, name: str) -> str | None:
-    """Why a split's SHA-256 that an artifact records (`{name}_sha256`) is not the digest of the
-    split `folder` holds now, if it is not: whatever was made from it was made from other data."""
+def recorded_split_problem(recorded: object, split: Split, folder: str | Path, name: str) -> str | None:
+    """Why a split's SHA-256 that an artifact records (`{name}_sha256`) is not the digest of
+    `split`, loaded from `folder`, if it is not: whatever was made from it was made from other data."""
     key = f"{name}_sha256"
     if not isinstance(recorded, str) or not re.fullmatch("[0-9a-f]{64}", recorded):
         return f"{key} = {short_repr(recorded)} is not a SHA-256 digest (64 lowercase hexadecimal digits)"
-    if recorded != split_digest(folder, name):
+    if recorded != split.sha256:
         return f"{key} is not the SHA-256 of {Path(folder) / name}.npz as it is now: it was made from other data"
     return None
 
@@ -139,21 +142,32 @@ def load_split(folder: str | Path, name: str) -> Split:
         expected = split_digest(folder, name)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"{Path(folder) / MANIFEST}: missing or unreadable ({one_line(error)}); {FIX}") from None
-    if file_digest(path) != expected:
-        raise DataError(f"{path}: contents differ from the download stage's checksum (truncated or modified); {FIX}")
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            # Members may be compressed: what they unpack to is checked before they are.
-            unpacked = sum(member.file_size for member in stored.zip.infolist())
-            if unpacked > most:
-                raise DataError(
-                    f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} images; "
-                    f"{FIX}"
-                )
-            split = Split(stored["images"], stored["labels"], tuple(str(c) for c in stored["classes"]))
-    # numpy refuses to allocate an array whose header declares more than memory can hold.
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
-        raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {FIX}") from None
+        # One open file for the digest and the arrays: download may replace the split in between.
+        stream = path.open("rb")
+    except OSError as error:
+        raise unreadable(path, error, FIX) from None
+    with stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        if digest != expected:
+            raise DataError(
+                f"{path}: contents differ from the download stage's checksum (truncated or modified); {FIX}"
+            )
+        stream.seek(0)
+        try:
+            with np.load(stream, allow_pickle=False) as stored:
+                # Members may be compressed: what they unpack to is checked before they are.
+                unpacked = sum(member.file_size for member in stored.zip.infolist())
+                if unpacked > most:
+                    raise DataError(
+                        f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} "
+                        f"images; {FIX}"
+                    )
+                classes = tuple(str(c) for c in stored["classes"])
+                split = Split(stored["images"], stored["labels"], classes, digest)
+        # numpy refuses to allocate an array whose header declares more than memory can hold.
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
+            raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {FIX}") from None
     images, labels = split.images, split.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {FIX}")

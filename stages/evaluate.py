@@ -13,7 +13,7 @@ import pandas as pd
 from cifar.atomic import replaced_together, sha256sum_lines, text_digest, write_csv, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import check_same_classes, load_split, split_digest
+from cifar.dataset import check_same_classes, load_split
 from cifar.errors import DataError
 from cifar.models import load_trained
 from cifar.training.inference import predict
@@ -60,7 +60,7 @@ def main() -> None:
         # model, not every row: with the digests, rows edited past those (errors marked correct,
         # with tables and metrics to match) are refused too, and so are predictions of a test
         # split re-imported since (alike but for the images no model check looks at).
-        made_of = {paths.PREDICTIONS: text_digest(table), f"{paths.DATA}/test.npz": split_digest(paths.DATA, "test")}
+        made_of = {paths.PREDICTIONS: text_digest(table), f"{paths.DATA}/test.npz": test.sha256}
         write_text(paths.PREDICTIONS_DIGEST, sha256sum_lines(made_of, Path(paths.PREDICTIONS_DIGEST).parent))
     log.info("test accuracy %.4f, loss %.4f, %d misclassified", result.accuracy, result.loss, metrics["misclassified"])
 

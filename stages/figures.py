@@ -43,6 +43,7 @@ from cifar.reporting.predictions import (
 )
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
+from cifar.training.chance import at_chance
 from cifar.training.loader import DeviceLoader
 from cifar.training.lr_find import check_handed_curve, read_curve
 from cifar.training.schedule import planned_lrs
@@ -57,12 +58,12 @@ def main() -> None:
     # The splits first: the tables' sizes are bounded by them (and by params) before a byte is parsed.
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     # Every table is read and checked before a figure is drawn: a refusal leaves every picture as it was.
-    curve, chosen = read_range_test(params)
+    curve, chosen = read_range_test(params, train)
     trained = load_trained(paths.MODEL, resolve_device(params.train.device))
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
-    history, step_lrs = read_training(params, len(train), chosen.get("max_lr"))
+    history, step_lrs = read_training(params, len(train), test, chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
     predictions, per_class, confusion = read_evaluation(test)
     gallery = first_misclassified(predictions, params.evaluate.misclassified)
@@ -113,7 +114,7 @@ def main() -> None:
         )
 
 
-def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
+def read_range_test(params: Params, train: Split) -> tuple[pd.DataFrame, dict]:
     """lr_find's curve, its learning rates rising row by row, and its picks within them."""
     curve = read_table(
         paths.LR_FIND_CURVE,
@@ -130,7 +131,7 @@ def read_range_test(params: Params) -> tuple[pd.DataFrame, dict]:
             f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
-    handed = check_curve_record()
+    handed = check_curve_record(train)
     check_range_test_metrics(curve, chosen, params.lr_find)
     # The pick train read: one edited by hand was trained at, and the schedule then blamed,
     # with `dvc repro train` as the fix, which trained at it again.
@@ -160,15 +161,14 @@ def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindCo
                 f"{paths.LR_FIND_CURVE}; {fix}"
             )
         said = chosen[key]
-        agrees = said is value if isinstance(value, bool) else reports(said, value)
-        if not agrees:
+        if not reports(said, value):
             raise DataError(
                 f"{paths.LR_FIND_METRICS}: {key} = {short_repr(said)}, but lr_find reads {shown(value)} off "
                 f"{paths.LR_FIND_CURVE}; {fix}"
             )
 
 
-def check_curve_record() -> dict:
+def check_curve_record(train: Split) -> dict:
     """lr_find.csv is the curve whose digest lr_find handed on beside its pick (a loss edited in
     mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn), of a
     range test with today's params (the figure names the optimizer and the range). Returns
@@ -186,13 +186,15 @@ def check_curve_record() -> dict:
     stale = ran_with_other_params(handed.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{paths.MAX_LR_PICK}: {stale}; {fix}")
-    other_split = recorded_split_problem(handed.get("train_sha256"), paths.DATA, "train")
+    other_split = recorded_split_problem(handed.get("train_sha256"), train, paths.DATA, "train")
     if other_split:
         raise DataError(f"{paths.MAX_LR_PICK}: {other_split}; {fix}")
     return handed
 
 
-def read_training(params: Params, train_images: int, picked: float | None) -> tuple[pd.DataFrame, np.ndarray]:
+def read_training(
+    params: Params, train_images: int, test: Split, picked: float | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """train's history and LR schedule, written once, whole: every epoch and every step, in
     order; with train.max_lr "find", the schedule peaks at lr_find's pick."""
     epochs = params.train.epochs
@@ -201,7 +203,7 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
         paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
     )
     check_counts(history, "epoch", paths.HISTORY, "train")
-    check_history_against_metrics(history)
+    check_history_against_metrics(history, params.train.onecycle.max_at_epoch, test)
     steps = epochs * (train_images // params.train.batch_size)  # as many as Recipe.train_loader's batches
     step = Numbers(1, steps, True, f"a step from 1 to {steps}")
     schedule = read_table(
@@ -209,7 +211,10 @@ def read_training(params: Params, train_images: int, picked: float | None) -> tu
     )
     check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
     step_lrs = schedule["lr"].to_numpy()
-    check_schedule(step_lrs, params, picked if params.train.max_lr == "find" else params.train.max_lr, steps // epochs)
+    trained_at = picked if params.train.max_lr == "find" else params.train.max_lr
+    check_schedule(step_lrs, params, trained_at, steps // epochs)
+    # `dvc metrics show` showed an edited max_lr beside a schedule that peaked elsewhere.
+    check_against_metrics(paths.LR_SCHEDULE, {"max_lr": trained_at}, paths.TRAIN_METRICS, "train")
     return history, step_lrs
 
 
@@ -248,13 +253,16 @@ def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel
                 )
 
 
-def check_history_against_metrics(history: pd.DataFrame) -> None:
-    """history.csv's last epoch and best test accuracy are those metrics/train.json reports:
+def check_history_against_metrics(history: pd.DataFrame, peak_epoch: int, test: Split) -> None:
+    """history.csv's last epoch, best test accuracy and whether the test accuracy was at chance
+    after the OneCycle peak (as train's warning reads it) are those metrics/train.json reports:
     train writes both from one run, and another run's history of as many epochs was drawn without a word."""
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
+    after_the_peak = history[history["epoch"] > peak_epoch]["test_accuracy"]
     expected = {column: last[column] for column in HISTORY_COLUMNS} | {
         "best_test_accuracy": best["test_accuracy"],
         "best_epoch": best["epoch"],
+        "at_chance_level": any(at_chance(accuracy, len(test.classes), len(test)) for accuracy in after_the_peak),
     }
     check_against_metrics(paths.HISTORY, expected, paths.TRAIN_METRICS, "train")
 
@@ -300,9 +308,11 @@ def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     return predictions, per_class, confusion
 
 
-def reports(said: object, value: float) -> bool:
-    """Whether a metrics file's value `said` is the number `value` (to float precision): not a
-    missing key, text or true (a bool is an int to Python)."""
+def reports(said: object, value: float | bool) -> bool:
+    """Whether a metrics file's value `said` is `value`: the same bool, or the number (to float
+    precision), not a missing key, text or true (a bool is an int to Python)."""
+    if isinstance(value, (bool, np.bool_)):
+        return said is bool(value)
     return not isinstance(said, bool) and isinstance(said, (int, float)) and math.isclose(said, value, rel_tol=1e-9)
 
 

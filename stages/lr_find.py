@@ -11,7 +11,7 @@ import pandas as pd
 from cifar.atomic import replaced_together, text_digest, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
-from cifar.dataset import load_split, split_digest
+from cifar.dataset import load_split
 from cifar.params_file import declared_values
 from cifar.training.lr_find import range_test
 from cifar.training.recipe import Recipe
@@ -26,7 +26,6 @@ def main() -> None:
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     train = load_split(paths.DATA, "train")
-    ran_on = split_digest(paths.DATA, "train")
     model = recipe.fresh_model(len(train.classes))
     loader = recipe.train_loader(train)
     log.info(
@@ -53,7 +52,7 @@ def main() -> None:
                 "max_lr": test.max_lr,
                 "curve_sha256": text_digest(curve),
                 "params": ran_with,
-                "train_sha256": ran_on,
+                "train_sha256": train.sha256,
             },
         )
     if test.no_descent:

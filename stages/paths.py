@@ -38,6 +38,10 @@ MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
 # Where no output may go: the code, the tests and tools, git's and DVC's own folders, the
 # environment. A path needs a folder too: a top-level file would be params.yaml, dvc.yaml, ...
 PROTECTED_FOLDERS = {"cifar", "stages", "tests", "bench", "scripts", "docs", ".git", ".dvc", ".ci", ".github", ".venv"}
+# What git and DVC read wherever it is in a repository: never an output's name.
+GIT_AND_DVC_NAMES = {
+    ".git", ".gitignore", ".gitattributes", ".gitmodules", ".dvc", ".dvcignore", "dvc.yaml", "dvc.lock"
+}  # fmt: skip
 
 
 def _refuse(
@@ -126,12 +130,17 @@ def _path_problem(path: object) -> str | None:
     if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
         return "is not a path of printable text"
     parts = PurePosixPath(path).parts
+    if path.endswith("/"):  # DVC takes the path as written, and the stages as the folder: not the same output
+        return "ends in '/'; write it without"
     if path.startswith("/") or ".." in path.split("/") or str(PurePosixPath(path)) != path or "." in parts:
         return "is not a plain relative path inside the repository (no leading /, '..', '.' or '//')"
     if len(parts) < 2 or parts[0] in PROTECTED_FOLDERS:
         return (
             f"is not inside an output folder (a folder of its own, not one of {', '.join(sorted(PROTECTED_FOLDERS))})"
         )
+    read_by_git_or_dvc = next((part for part in parts if part in GIT_AND_DVC_NAMES or part.endswith(".dvc")), None)
+    if read_by_git_or_dvc:  # evaluate wrote its table over plots/.gitignore, and git listed every output as new
+        return f"names {read_by_git_or_dvc!r}, which git or DVC reads (and git may track); pick another name"
     if any(SCRATCH_MARK in part for part in parts):
         return f"names a scratch folder ('{SCRATCH_MARK}'), which each stage run deletes"
     try:

@@ -19,7 +19,7 @@ from torch._dynamo.exc import TorchDynamoException
 from cifar.atomic import replaced_together, write_csv, write_json, write_text
 from cifar.cli import run_stage, stop_signals
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, Params, load_params
-from cifar.dataset import check_same_classes, load_split, recorded_split_problem, split_digest
+from cifar.dataset import Split, check_same_classes, load_split, recorded_split_problem
 from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.params_file import ran_with_other_params
@@ -43,7 +43,7 @@ def main() -> None:
     max_lr, pick = chosen_max_lr(params)
     train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
     # After the split is checked, which names damaged data as such.
-    other_split = pick and recorded_split_problem(pick.get("train_sha256"), paths.DATA, "train")
+    other_split = pick and recorded_split_problem(pick.get("train_sha256"), train, paths.DATA, "train")
     if other_split:
         raise DataError(
             f"{paths.MAX_LR_PICK}: {other_split}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
@@ -72,7 +72,7 @@ def main() -> None:
         len(train_loader),
     )
     trainable = torch.compile(model) if params.train.compile else model
-    checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr))
+    checkpoint = CheckpointFile(Path(paths.CHECKPOINT), run_fingerprint(params, device, precision, max_lr, train, test))
     # SIGXCPU comes shortly before `ulimit -t` kills the stage (stages/__init__.py): a step may
     # take longer, so it stops the step in flight, as in the other stages.
     between_steps = [sig for sig in stop_signals(ctrl_c=True) if sig != signal.SIGXCPU]
@@ -119,7 +119,9 @@ def main() -> None:
     checkpoint.remove()
 
 
-def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr: float) -> dict:
+def run_fingerprint(
+    params: Params, device: torch.device, precision: str, max_lr: float, train: Split, test: Split
+) -> dict:
     """What shapes a training run: a checkpoint with another fingerprint is never resumed from."""
     return {
         "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
@@ -128,8 +130,8 @@ def run_fingerprint(params: Params, device: torch.device, precision: str, max_lr
         "cpu threads": torch.get_num_threads() if device.type == "cpu" else None,
         "precision": precision,
         "max_lr": max_lr,
-        "train data": split_digest(paths.DATA, "train"),
-        "test data": split_digest(paths.DATA, "test"),
+        "train data": train.sha256,
+        "test data": test.sha256,
         "code": loaded_source_digest(("cifar", "stages")),
     }
 

@@ -2,6 +2,7 @@
 the problem and the fix (or, for leftovers, cleaned up), and the previous outputs stay
 byte for byte as they were."""
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -98,8 +99,9 @@ def test_predictions_in_another_row_order_are_read_in_test_split_order(tmp_path)
     images as the first, with exit 0."""
     save_dataset({"test": TEST_SPLIT}, tmp_path / paths.DATA)
     write_predictions(tmp_path, predictions_of(TEST_SPLIT, wrong=5).iloc[::-1])
+    data = tmp_path / paths.DATA
     predictions = load_predictions(
-        tmp_path / paths.PREDICTIONS, tmp_path / paths.PREDICTIONS_DIGEST, TEST_SPLIT, tmp_path / paths.DATA
+        tmp_path / paths.PREDICTIONS, tmp_path / paths.PREDICTIONS_DIGEST, load_split(data, "test"), data
     )
     assert predictions["index"].tolist() == list(range(len(TEST_SPLIT)))
     assert first_misclassified(predictions, 3)["index"].tolist() == [0, 1, 2]
@@ -262,6 +264,34 @@ def test_outputs_killed_while_renamed_into_place_are_all_old_or_all_new_after_th
         f"put back {output}, the previous output, which an interrupted write had moved aside"
         for output in moved_aside.get(kill_at, [])
     ]
+
+
+@pytest.mark.parametrize(("together", "stop_at"), [(True, 1), (True, 2), (True, 3), (True, 4), (False, 2)])
+def test_ctrl_c_while_outputs_are_renamed_into_place_leaves_the_previous_ones(tmp_path, monkeypatch, together, stop_at):
+    """A stop signal among evaluate's renames (SIGTERM, SIGINT, SIGHUP) was held until every new
+    output was in, and the stage then ended in its line that no file was written, exit 143:
+    the caller took the stage for not done, and nothing put the previous outputs back."""
+    data, metrics = tmp_path / paths.DATA, tmp_path / paths.TRAIN_METRICS
+    data.mkdir(parents=True)
+    (data / "train.npz").write_text("previous split")
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("previous metrics")
+    renames, real_replace = [], os.replace
+
+    def interrupted_replace(*arguments):
+        real_replace(*arguments)
+        renames.append(arguments)
+        if len(renames) == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt), replaced_together() if together else contextlib.nullcontext():
+        with atomic_path(data) as folder:
+            folder.mkdir()
+            (folder / "train.npz").write_text("new split")
+        write_text(metrics, "new metrics")
+    assert ((data / "train.npz").read_text(), metrics.read_text()) == ("previous split", "previous metrics")
+    assert not [path for path in tmp_path.rglob("*") if SCRATCH_MARK in path.name]
 
 
 def test_a_new_output_where_there_was_none_is_taken_out_if_its_writer_died_before_the_others(tmp_path, caplog):
@@ -1197,6 +1227,27 @@ def test_predictions_of_a_test_split_imported_since_are_refused(workspace):
     )
 
 
+def test_predictions_made_while_download_replaced_the_test_split_are_refused(workspace, monkeypatch):
+    """download finishing while evaluate predicted (two stages at once in one workspace):
+    evaluate took the split's digest from the manifest as it wrote, so the previous split's
+    predictions were stamped as the new split's, and figures and explain drew them, exit 0."""
+    reencoded = Split(TEST_SPLIT.images.copy(), TEST_SPLIT.labels, TEST_SPLIT.classes)
+    reencoded.images[-1] ^= 1
+    load_split_as_evaluate_does = stages.evaluate.load_split
+
+    def imported_meanwhile(folder, name):
+        split = load_split_as_evaluate_does(folder, name)
+        save_dataset({"train": load_split(folder, "train"), "test": reencoded}, folder)
+        return split
+
+    monkeypatch.setattr(stages.evaluate, "load_split", imported_meanwhile)
+    stages.evaluate.main()
+    assert refusal(stages.explain.main, workspace) == (
+        f"{paths.PREDICTIONS}: evaluate made it from another test split than {paths.DATA}/test.npz holds now "
+        f"({paths.PREDICTIONS_DIGEST}); re-create it with `dvc repro evaluate`"
+    )
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
@@ -2004,6 +2055,19 @@ def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run,
     assert outputs(pipeline_run) == before
 
 
+@pytest.mark.parametrize(("key", "table"), [("max_lr", paths.LR_SCHEDULE), ("at_chance_level", paths.HISTORY)])
+def test_figures_refuses_train_metrics_that_its_tables_contradict(pipeline_run, key, table):
+    """Shown by `dvc metrics show` beside figures drawn with exit 0: a max_lr the schedule does
+    not peak at, a run "at chance" whose test accuracy was not (or the other way round)."""
+    reported = json.loads(Path(paths.TRAIN_METRICS).read_text())
+    edited = 0.05 if key == "max_lr" else not reported[key]
+    Path(paths.TRAIN_METRICS).write_text(json.dumps(reported | {key: edited}))
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{table}: {key} {short_repr(reported[key])}, but {paths.TRAIN_METRICS} reports {short_repr(edited)}; "
+        f"re-create it with `dvc repro train`"
+    )
+
+
 @pytest.mark.parametrize("history", ["absent", "empty"])
 def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(pipeline_run, history):
     """A model saved before train recorded its history (or with an empty one, which figures
@@ -2453,6 +2517,11 @@ def table_entry(name: str, value: str):
             table_entry("confusion", f"plots/{'c' * 231}.csv"),
             "has a file name of 235 bytes: at most 229 leave room for the scratch folder a write makes beside it",
         ),
+        # Pass 40: evaluate wrote its per-class table over git's plots/.gitignore, exit 0; a
+        # trailing '/' was refused as breaking rules it does not break.
+        (table_entry("per_class", "plots/.gitignore"), "names '.gitignore', which git or DVC reads"),
+        (table_entry("per_class", "plots/p/dvc.yaml"), "names 'dvc.yaml', which git or DVC reads"),
+        (table_entry("gradcam_images", f"{paths.GRADCAM_IMAGES}/"), f"= '{paths.GRADCAM_IMAGES}/' ends in '/'"),
     ],
     ids=[
         "no-table",
@@ -2471,6 +2540,9 @@ def table_entry(name: str, value: str):
         "key-twice",
         "under-a-file",
         "name-too-long",
+        "gitignore",
+        "nested-dvc-yaml",
+        "trailing-slash",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

@@ -17,7 +17,7 @@ import stages.train
 from cifar.atomic import STOP_SIGNALS, signal_name
 from cifar.cli import stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
-from cifar.dataset import save_dataset
+from cifar.dataset import load_split, save_dataset
 from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
 from cifar.training.checkpoint import (
@@ -888,7 +888,10 @@ def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_chang
 
     def checkpoint():
         return CheckpointFile(
-            Path(paths.CHECKPOINT), stages.train.run_fingerprint(run["params"], CPU, "fp32", run["max_lr"])
+            Path(paths.CHECKPOINT),
+            stages.train.run_fingerprint(
+                run["params"], CPU, "fp32", run["max_lr"], *(load_split(paths.DATA, name) for name in ("train", "test"))
+            ),
         )
 
     checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
@@ -915,9 +918,9 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     from cifar.config import Params
     from stages import train as train_stage
 
-    monkeypatch.setattr(train_stage, "split_digest", lambda folder, name: f"{name} digest")
-    on_gpu = train_stage.run_fingerprint(Params(), torch.device("cuda"), "bf16", 1e-2)
-    on_cpu = train_stage.run_fingerprint(Params(), CPU, "fp32", 1e-2)
+    data = [replace(random_split(4, seed=0), sha256=f"{name} digest") for name in ("train", "test")]
+    on_gpu = train_stage.run_fingerprint(Params(), torch.device("cuda"), "bf16", 1e-2, *data)
+    on_cpu = train_stage.run_fingerprint(Params(), CPU, "fp32", 1e-2, *data)
     assert (on_gpu["device"], on_gpu["precision"]) == ("cuda", "bf16")
     path = tmp_path / "train.pt"
     with monkeypatch.context() as saving_on_a_gpu:

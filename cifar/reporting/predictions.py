@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cifar.atomic import sha256sum_lines
-from cifar.dataset import Split, split_digest
+from cifar.dataset import Split
 from cifar.errors import DataError, one_line
 from cifar.reading import read_artifact
 from cifar.training.augment import normalize
@@ -94,15 +94,17 @@ def load_predictions(path: str | Path, digest_path: str | Path, test: Split, dat
             f"but the test split says {test.labels[index[row]]}; {fix}"
         )
     # Last, so that a damaged file is told by what is wrong in it.
-    check_digests(contents, path, digest_path, data, fix)
+    check_digests(contents, path, digest_path, test, data, fix)
     # In test-split order, as evaluate writes it: with its rows reversed, the gallery and explain
     # showed the last misclassified images as the first, and figures checked other rows.
     return frame.sort_values("index", kind="stable", ignore_index=True)
 
 
-def check_digests(contents: bytes, path: str | Path, digest_path: str | Path, data: str | Path, fix: str) -> None:
+def check_digests(
+    contents: bytes, path: str | Path, digest_path: str | Path, test: Split, data: str | Path, fix: str
+) -> None:
     """`contents`, read from `path`, is what evaluate wrote, from the test split `data` holds
-    now: `digest_path` holds the lines `sha256sum` writes for both. Misclassified images
+    now (`test`, as loaded): `digest_path` holds the lines `sha256sum` writes for both. Misclassified images
     marked correct past the rows the model is asked about, with tables and metrics edited to
     match, were drawn as a better model's; and predictions of a test split re-imported since,
     alike but for images no model check looked at, as the new split's."""
@@ -111,7 +113,7 @@ def check_digests(contents: bytes, path: str | Path, digest_path: str | Path, da
     except FileNotFoundError:
         raise DataError(f"{digest_path}: not found; {fix}") from None
     folder, split = Path(digest_path).parent, Path(data) / "test.npz"
-    made_of = {str(path): hashlib.sha256(contents).hexdigest(), str(split): split_digest(data, "test")}
+    made_of = {str(path): hashlib.sha256(contents).hexdigest(), str(split): test.sha256}
     if record == sha256sum_lines(made_of, folder).encode():
         return
     named = [os.path.relpath(file, folder) for file in made_of]
