@@ -78,7 +78,7 @@ def _read_table(pipeline: object) -> dict[str, str]:
     table, protected_places = tables[0], _protected_places()
     protected_folders = _protected_folders()
     for name, path in table.items():
-        problem = _path_problem(path)
+        problem = _path_problem(path) or _format_problem(name, path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
         link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
@@ -156,6 +156,28 @@ def _path_problem(path: object) -> str | None:
             f"scratch folder a write makes beside it (`.NAME{SCRATCH_MARK}PID-XXXXXXXX`, 255 bytes in all)"
         )
     return None
+
+
+# The tables DVC draws as plots, written as CSV.
+_PLOT_TABLES = ("lr_find_curve", "history", "lr_schedule", "confusion", "per_class")
+
+
+def _format_problem(name: str, path: str) -> str | None:
+    """Why a file that DVC reads by its suffix (metrics and plots) is named for a format it is
+    not written in, if it is: `loss_image: plots/images/loss.svg` held PNG bytes, which DVC's
+    plots and any SVG viewer took for a broken file."""
+    if name.endswith("_metrics"):
+        written_as = ".json"
+    elif name.endswith("_image"):
+        written_as = ".png"
+    elif name in _PLOT_TABLES:
+        written_as = ".csv"
+    else:
+        return None
+    suffix = PurePosixPath(path).suffix
+    if suffix.lower() == written_as:
+        return None
+    return f"ends in {suffix!r}, but {name} is written as {written_as[1:].upper()} ({written_as})"
 
 
 def _link_problem(path: str, protected_places: list[Path], links_checked: bool) -> tuple[str, str] | None:

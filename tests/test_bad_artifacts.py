@@ -2522,6 +2522,10 @@ def table_entry(name: str, value: str):
         (table_entry("per_class", "plots/.gitignore"), "names '.gitignore', which git or DVC reads"),
         (table_entry("per_class", "plots/p/dvc.yaml"), "names 'dvc.yaml', which git or DVC reads"),
         (table_entry("gradcam_images", f"{paths.GRADCAM_IMAGES}/"), f"= '{paths.GRADCAM_IMAGES}/' ends in '/'"),
+        # Pass 41: PNG bytes under an SVG's name, and CSV under a JSON's, with exit 0.
+        (table_entry("loss_image", "plots/images/loss.svg"), "ends in '.svg', but loss_image is written as PNG (.png)"),
+        (table_entry("per_class", "plots/per_class.json"), "ends in '.json', but per_class is written as CSV (.csv)"),
+        (table_entry("train_metrics", "metrics/train"), "ends in '', but train_metrics is written as JSON (.json)"),
     ],
     ids=[
         "no-table",
@@ -2543,6 +2547,9 @@ def table_entry(name: str, value: str):
         "gitignore",
         "nested-dvc-yaml",
         "trailing-slash",
+        "svg-image",
+        "json-plot-table",
+        "metrics-without-suffix",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
