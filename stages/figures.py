@@ -63,6 +63,7 @@ def main() -> None:
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
+    check_the_models_history_is_of(test, trained)
     history, step_lrs = read_training(params, len(train), test, chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
     predictions, per_class, confusion = read_evaluation(test)
@@ -233,12 +234,24 @@ def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float | None, s
         )
 
 
+def check_the_models_history_is_of(test: Split, trained: TrainedModel) -> None:
+    """The model records the history it was trained along, its test columns measured on the
+    test split drawn beside them: after data.test_limit changed and download ran, train's
+    curves of the previous split were drawn beside the confusion matrix of the new one."""
+    fix = "re-create it with `dvc repro train`"
+    if not trained.history:
+        raise DataError(f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; {fix}")
+    if trained.history_test_sha256 != test.sha256:
+        raise DataError(
+            f"{paths.HISTORY}: its test loss and accuracy were measured on another test split than "
+            f"{paths.DATA}/test.npz holds now (or one {paths.MODEL} does not record); {fix}"
+        )
+
+
 def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel) -> None:
     """Each epoch's row of history.csv is the one the model was trained along: an earlier epoch's
     loss halved kept the last row and the best that train.json reports, and was drawn without a word."""
     fix = "re-create it with `dvc repro train`"
-    if not trained.history:
-        raise DataError(f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; {fix}")
     if len(trained.history) != len(history):
         raise DataError(
             f"{paths.HISTORY}: {len(history)} epochs, but {paths.MODEL} was trained for {len(trained.history)}; {fix}"

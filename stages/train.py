@@ -100,7 +100,7 @@ def main() -> None:
     with replaced_together():
         # Not each epoch's seconds: equal weights make an equal file, so DVC skips what follows.
         curves = [{key: value for key, value in row.items() if key != "seconds"} for row in result.history]
-        save_trained(paths.MODEL, model, params.model, train.classes, curves)
+        save_trained(paths.MODEL, model, params.model, train.classes, curves, test.sha256)
         write_text(paths.MODEL_SUMMARY, f"{summary}\n")
         write_csv(paths.HISTORY, history)
         write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))

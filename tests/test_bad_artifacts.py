@@ -2071,6 +2071,18 @@ def test_figures_refuses_train_metrics_that_its_tables_contradict(pipeline_run, 
     )
 
 
+def test_figures_refuses_curves_measured_on_another_test_split(pipeline_run):
+    """data.test_limit lowered, download and evaluate run again, train not: figures drew train's
+    test curves, of the previous test images, beside the confusion matrix of the new ones, exit 0."""
+    train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    half = len(test) // 2
+    save_dataset({"train": train, "test": Split(test.images[:half], test.labels[:half], test.classes)}, paths.DATA)
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{paths.HISTORY}: its test loss and accuracy were measured on another test split than {paths.DATA}/test.npz "
+        f"holds now (or one {paths.MODEL} does not record); re-create it with `dvc repro train`"
+    )
+
+
 @pytest.mark.parametrize("history", ["absent", "empty"])
 def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(pipeline_run, history):
     """A model saved before train recorded its history (or with an empty one, which figures

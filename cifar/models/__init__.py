@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,11 +46,17 @@ def input_normalization() -> dict[str, list[float]]:
 
 
 def save_trained(
-    path: str | Path, model: nn.Module, config: ModelConfig, classes: tuple[str, ...], history: Sequence[dict] = ()
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    classes: tuple[str, ...],
+    history: Sequence[dict] = (),
+    history_test_sha256: str | None = None,
 ) -> None:
     """Weights plus everything needed to rebuild the model and normalise its input, and the
-    per-epoch history it was trained along (a few numbers an epoch), so that the curves drawn
-    beside it can be checked to be its own."""
+    per-epoch history it was trained along (a few numbers an epoch) with the SHA-256 of the
+    test split its test loss and accuracy were measured on, so that the curves drawn beside it
+    can be checked to be its own, and of the test split drawn beside them."""
     payload = {
         "model": asdict(config),
         "classes": list(classes),
@@ -58,6 +65,7 @@ def save_trained(
         # One string object per key: pickle writes an object it has seen as a reference, so rows
         # restored from a checkpoint (keys of their own) made a resumed run's file differ in bytes.
         "history": [{sys.intern(key): value for key, value in row.items()} for row in history],
+        "history_test_sha256": history_test_sha256,
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -69,6 +77,7 @@ class TrainedModel:
     config: ModelConfig
     classes: tuple[str, ...]
     history: tuple[dict[str, float], ...] | None  # one row per epoch, as save_trained was given it
+    history_test_sha256: str | None  # of the test split the history's test columns were measured on
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
@@ -115,6 +124,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         history = payload.get("history")
         if history is not None and not (isinstance(history, list) and all(_is_history_row(row) for row in history)):
             raise _not_a_model(path, f"history = {short_repr(history)}, not a list of rows of numbers")
+        tested_on = payload.get("history_test_sha256")
+        if tested_on is not None and not (isinstance(tested_on, str) and re.fullmatch("[0-9a-f]{64}", tested_on)):
+            raise _not_a_model(path, f"history_test_sha256 = {short_repr(tested_on)}, not a SHA-256 digest")
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
@@ -133,7 +145,9 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             f"{path}: the weights hold NaN or infinity (first in {broken}); the run that saved them diverged: "
             f"re-create it with `dvc repro train`"
         )
-    return TrainedModel(on_device(model, device).eval(), config, classes, None if history is None else tuple(history))
+    return TrainedModel(
+        on_device(model, device).eval(), config, classes, None if history is None else tuple(history), tested_on
+    )
 
 
 def _is_history_row(row: object) -> bool:
