@@ -2658,20 +2658,21 @@ def test_a_checkpoint_path_into_the_environment_is_refused_where_the_environment
 
 
 def test_two_outputs_that_lead_to_one_file_through_a_link_are_refused(tmp_path):
-    """`plots/images -> .` (a link inside the output's own folder) and `loss_image:
-    plots/images/history.csv`: figures wrote its loss PNG over train's history, exit code 0."""
+    """`plots/images -> .` (a link inside the output's own folder) and a table entry under it
+    named like train's history: figures wrote its loss PNG over train's history, exit code 0
+    (`loss_image: plots/images/history.csv`, refused now for its suffix too)."""
     copy_pipeline(tmp_path)
     images = Path(paths.LOSS_IMAGE).parent
     (tmp_path / images).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / images).symlink_to(".")
     pipeline = tmp_path / "dvc.yaml"
     over_history = f"{images}/{Path(paths.HISTORY).name}"
-    pipeline.write_text(table_entry("loss_image", over_history)(pipeline.read_text()))
+    pipeline.write_text(table_entry("per_class", over_history)(pipeline.read_text()))
     result = stage(tmp_path, "figures", check=False)
     assert (result.returncode, result.stderr.splitlines()) == (
         2,
         [
-            f"error: dvc.yaml's paths table: history = {paths.HISTORY!r} and loss_image = {over_history!r} lead "
+            f"error: dvc.yaml's paths table: history = {paths.HISTORY!r} and per_class = {over_history!r} lead "
             f"through a symbolic link to one place, or one inside the other ({tmp_path.resolve() / paths.HISTORY} "
             f"and {tmp_path.resolve() / paths.HISTORY}); each output needs its own; remove the link, or if "
             f"dvc.yaml's paths table changed, restore it with `git checkout dvc.yaml`"
