@@ -35,15 +35,21 @@ log = logging.getLogger(__name__)
 SCRATCH_MARK = ".partial-"
 _SCRATCH_NAME = re.compile(rf"\.(?P<name>.+){re.escape(SCRATCH_MARK)}(?P<pid>[0-9]+)-[a-z0-9_]{{8}}")
 # The signals that ask a stage to stop: SIGTERM (kill, a job scheduler), SIGHUP (a closed
-# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\), and the others
-# whose default is to end a process without a word (SIGUSR1, SIGALRM, the real-time signals,
-# ...). Renames of outputs hold them back, with Ctrl-C's SIGINT; cifar.cli turns them into one
-# line. (SIGPIPE and SIGXFSZ Python ignores, and turns into errors of the write.)
+# terminal), SIGXCPU (a soft CPU-time limit, `ulimit -t`), SIGQUIT (Ctrl-\), SIGABRT (`timeout
+# -s ABRT`, a watchdog), and the others whose default is to end a process without a word
+# (SIGUSR1, SIGALRM, the real-time signals, ...). Renames of outputs hold them back, with
+# Ctrl-C's SIGINT; cifar.cli turns them into one line. An abort() from C code still ends the
+# process: abort() raises SIGABRT again once the handler returns. Faults (SIGSEGV, SIGBUS,
+# SIGFPE, SIGILL) are left to end it. (SIGPIPE and SIGXFSZ Python ignores, and turns into
+# errors of the write.)
 STOP_SIGNALS = (
     signal.SIGTERM,
     signal.SIGHUP,
     signal.SIGXCPU,
     signal.SIGQUIT,
+    signal.SIGABRT,
+    signal.SIGSYS,
+    signal.SIGTRAP,
     signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGALRM,

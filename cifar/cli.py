@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import resource
@@ -191,10 +192,11 @@ def run_stage(
     output_folders: Iterable[str | Path],
     declared_params: Sequence[str] = (),
     outputs: Sequence[str | Path] = (),
+    inputs: Sequence[str | Path] = (),
 ) -> None:
     """Run main, first clearing what killed writes left in the folders the stages write to and
-    refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`
-    changed while it ran."""
+    refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`,
+    its `inputs` (files or folders) or the project's modules it loaded changed while it ran."""
     # None where the stage was started with stderr closed (`2>&-`): its writes then failed at exit, code 120.
     sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w"))  # noqa: SIM115  kept to the exit
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -202,7 +204,13 @@ def run_stage(
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
     try:
-        _run(lambda: (refuse_linked_outputs(outputs), _with_params_unchanged(main, declared_params)))
+        started_with = _deps_as_they_are(inputs)
+        _run(
+            lambda: (
+                refuse_linked_outputs(outputs),
+                _with_params_unchanged(lambda: _with_deps_unchanged(main, inputs, started_with), declared_params),
+            )
+        )
     finally:
         ignore_stops_from_now()
         call_off_torchs_exit_report()
@@ -249,6 +257,70 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
             f"{PARAMS_FILE}: {key} changed while {stage} ran (from {shown(old)} to {shown(new)}); "
             f"the outputs are from the values it started with, and DVC would record the new ones: run it again"
         )
+
+
+PROJECT_PACKAGES = ("cifar", "stages")
+
+
+def loaded_sources(packages: tuple[str, ...] = PROJECT_PACKAGES) -> dict[str, tuple[str, str | None]]:
+    """{module name: (its source file, the file's SHA-256, None if unreadable)} for every module
+    of these packages imported so far."""
+    files = {
+        name: module.__file__
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] in packages and getattr(module, "__file__", None)
+    }
+    return {name: (file, _file_sha256(file)) for name, file in files.items()}
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as source:
+            return hashlib.file_digest(source, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
+    """{file: its inode, size and modification time} for each file of `inputs` (files or
+    folders): the stages replace their outputs by renames, so a new one is a new inode."""
+    found: dict[str, tuple | None] = {}
+    for top in inputs:
+        walked = os.walk(top) if os.path.isdir(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
+        for folder, _, files in walked:
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    status = os.stat(path)
+                    found[path] = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+                except OSError:
+                    found[path] = None
+    return found
+
+
+def _deps_as_they_are(inputs: Sequence[str | Path]) -> dict[str, object]:
+    """What tells an edit of each file a stage depends on: the SHA-256 of each of the project's
+    modules loaded so far (as DVC hashes them: a file saved unchanged is no edit), and
+    _files_as_they_are of its inputs."""
+    return {file: digest for file, digest in loaded_sources().values()} | _files_as_they_are(inputs)
+
+
+def _with_deps_unchanged(main: Callable[[], None], inputs: Sequence[str | Path], started_with: dict) -> None:
+    """DVC records a stage's deps in dvc.lock as it ends: inference.py edited while evaluate ran
+    was recorded as the code of predictions the old code made, and `dvc repro` then skipped
+    evaluate. A module first loaded meanwhile ran as it is now."""
+    main()
+    now = _files_as_they_are(inputs)
+    for path in sorted(started_with.keys() | now.keys()):
+        was = started_with.get(path)
+        is_now = now[path] if path in now else _file_sha256(path)  # a module's digest
+        if is_now != was:
+            stage = Path(sys.argv[0]).stem
+            shown = os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
+            raise PipelineError(
+                f"{shown} changed while {stage} ran; the outputs are from what it held before, and DVC would "
+                f"record what it holds now: run {stage} again"
+            )
 
 
 def _run(main: Callable[[], None]) -> None:

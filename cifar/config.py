@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 import types
 import typing
@@ -135,6 +136,11 @@ class AugmentConfig:
     cutout: Count = Field(
         8, ge=0, le=IMAGE_SIZE, description=f"an integer from 0 (off) to {IMAGE_SIZE}, the image side"
     )
+
+
+# The least relative rise from one range-test step to the next: far above a float's 2.2e-16,
+# so that rounding never makes two steps' learning rates equal.
+MIN_LR_FIND_RISE = 1e-9
 
 
 @section
@@ -379,6 +385,16 @@ def _check_across_keys(params: Params, source: str) -> None:
         raise ConfigError(
             f"{source}: lr_find.end_lr = {params.lr_find.end_lr} is not allowed; "
             f"it must be larger than lr_find.start_lr = {params.lr_find.start_lr}"
+        )
+    finder = params.lr_find
+    smallest_rise = (
+        math.log(finder.end_lr / finder.start_lr) if finder.step_mode == "exp" else 1 - finder.start_lr / finder.end_lr
+    ) / (finder.num_iter - 1)
+    if smallest_rise < MIN_LR_FIND_RISE:  # the steps' learning rates rounded to equal floats
+        raise ConfigError(
+            f"{source}: lr_find.end_lr = {finder.end_lr} is not allowed with lr_find.start_lr = {finder.start_lr} "
+            f"and lr_find.num_iter = {finder.num_iter}: the learning rate would rise by less than one part in "
+            f"{1 / MIN_LR_FIND_RISE:,.0f} a step, and repeat; widen the range or lower lr_find.num_iter"
         )
     if params.model.name != "resnet18" and params.model.norm != "batch":
         raise ConfigError(

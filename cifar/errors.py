@@ -25,6 +25,14 @@ class TrainingError(PipelineError):
     """Training cannot go on, e.g. the loss became non-finite."""
 
 
+# The tail of a failed stage's line that wrote its outputs to show why: DVC leaves outputs it has
+# not cached in place, and a plain `dvc checkout` refused to replace them.
+KEPT_FOR_INSPECTION = (
+    "its outputs are written for inspection, but the stage is not recorded as done "
+    "(`dvc checkout --force` puts back the recorded ones)"
+)
+
+
 class OutputError(PipelineError):
     """An output cannot be written whole: the disk is full, or a value has no form in the file's format."""
 

@@ -26,4 +26,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("download"), paths.declared_outputs("download"))
+    run_stage(
+        main,
+        paths.output_folders(),
+        paths.declared_params("download"),
+        paths.declared_outputs("download"),
+        paths.declared_inputs("download"),
+    )

@@ -66,7 +66,7 @@ def main() -> None:
     check_the_models_history_is_of(test, trained)
     history, step_lrs = read_training(params, len(train), test, chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
-    predictions, per_class, confusion = read_evaluation(test)
+    predictions, per_class, confusion = read_evaluation(test, params.evaluate.tta)
     gallery = first_misclassified(predictions, params.evaluate.misclassified)
     check_gallery_against_the_model(trained, gallery, predictions, test)
 
@@ -204,6 +204,7 @@ def read_training(
         paths.HISTORY, {"epoch": epoch} | HISTORY_COLUMNS, "train", most_rows=epochs, least_rows=epochs, once="epoch"
     )
     check_counts(history, "epoch", paths.HISTORY, "train")
+    check_reported_names(paths.TRAIN_METRICS, "train", TRAIN_REPORTS)
     check_history_against_metrics(history, params.train.onecycle.max_at_epoch, test)
     steps = epochs * (train_images // params.train.batch_size)  # as many as Recipe.train_loader's batches
     step = Numbers(1, steps, True, f"a step from 1 to {steps}")
@@ -213,17 +214,21 @@ def read_training(
     check_counts(schedule, "step", paths.LR_SCHEDULE, "train")
     step_lrs = schedule["lr"].to_numpy()
     trained_at = picked if params.train.max_lr == "find" else params.train.max_lr
+    if trained_at is None:  # train refuses to run then: these outputs are of another range test's pick
+        raise DataError(
+            f'{paths.LR_FIND_METRICS}: lr_find found no descent, so train.max_lr "find" has no pick to train at, '
+            f"and {paths.HISTORY} and {paths.LR_SCHEDULE} are of another run; widen the range test as lr_find "
+            f"said, or set train.max_lr to a number, then `dvc repro`"
+        )
     check_schedule(step_lrs, params, trained_at, steps // epochs)
     # `dvc metrics show` showed an edited max_lr beside a schedule that peaked elsewhere.
     check_against_metrics(paths.LR_SCHEDULE, {"max_lr": trained_at}, paths.TRAIN_METRICS, "train")
     return history, step_lrs
 
 
-def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float | None, steps_per_epoch: int) -> None:
+def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float, steps_per_epoch: int) -> None:
     """Each step's LR is the one train.onecycle gives at max_lr: an LR halved in mid-schedule
     kept the table's peak, length and order, and was drawn as a schedule train never ran."""
-    if max_lr is None:  # lr_find found no descent, so train cannot have run at its pick
-        return
     planned = planned_lrs(max_lr, params.train.epochs, steps_per_epoch, params.train.onecycle)
     differs = ~np.isclose(step_lrs, planned, rtol=1e-9, atol=0)
     if differs.any():
@@ -284,18 +289,38 @@ def check_against_metrics(path: str, expected: dict, metrics_path: str, stage: s
     """Each of `expected`'s values, read from the table at `path`, is the one the metrics file
     that `stage` wrote beside it reports (to float precision)."""
     fix = f"re-create it with `dvc repro {stage}`"
-    try:
-        with missing_as_data_error(metrics_path, fix):
-            reported = read_json_artifact(metrics_path, MAX_METRICS_BYTES, fix)
-    except ValueError as error:
-        raise DataError(f"{metrics_path}: unreadable ({one_line(error)}); {fix}") from None
+    reported = read_metrics(metrics_path, fix)
     for key, value in expected.items():
         said = reported.get(key) if isinstance(reported, dict) else None
         if not reports(said, value):
             raise DataError(f"{path}: {key} {shown(value)}, but {metrics_path} reports {short_repr(said)}; {fix}")
 
 
-def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def check_reported_names(metrics_path: str, stage: str, names: set[str], condition: str = "") -> dict:
+    """The metrics file holds the values its stage writes, no more and no fewer: a flip-TTA
+    accuracy written into train.json was listed by `dvc metrics show` beside the checked values."""
+    fix = f"re-create it with `dvc repro {stage}`"
+    reported = read_metrics(metrics_path, fix)
+    if not isinstance(reported, dict):
+        raise DataError(f"{metrics_path}: not a JSON object of named values, as {stage} writes; {fix}")
+    unknown = sorted(reported.keys() - names)
+    if unknown:
+        raise DataError(f"{metrics_path}: {short_repr(unknown[0])} is not a value {stage} reports{condition}; {fix}")
+    missing = sorted(names - reported.keys())
+    if missing:
+        raise DataError(f"{metrics_path}: has no {missing[0]}, which {stage} reports{condition}; {fix}")
+    return reported
+
+
+def read_metrics(metrics_path: str, fix: str):
+    try:
+        with missing_as_data_error(metrics_path, fix):
+            return read_json_artifact(metrics_path, MAX_METRICS_BYTES, fix)
+    except ValueError as error:
+        raise DataError(f"{metrics_path}: unreadable ({one_line(error)}); {fix}") from None
+
+
+def read_evaluation(test: Split, tta: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """evaluate's predictions, per-class table and confusion table, each saying the same."""
     predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test, paths.DATA)
     count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
@@ -318,7 +343,23 @@ def read_evaluation(test: Split) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     )
     check_confusion(confusion, predictions, test.classes)
     check_predictions_against_metrics(predictions)
+    check_unchecked_evaluate_metrics(tta)
     return predictions, per_class, confusion
+
+
+def check_unchecked_evaluate_metrics(tta: bool) -> None:
+    """metrics/evaluate.json's values that no table beside it repeats (the loss, the flip-TTA
+    accuracy) are at least of their kind, and the flip-TTA accuracy is there exactly with evaluate.tta."""
+    names = {"accuracy", "loss", "misclassified"} | ({"flip_tta_accuracy"} if tta else set())
+    condition = f" with evaluate.tta {str(tta).lower()}"
+    reported = check_reported_names(paths.EVALUATE_METRICS, "evaluate", names, condition)
+    for name, numbers in (("loss", LOSS), ("flip_tta_accuracy", ACCURACY)):
+        value = reported.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or numbers.bad(np.array([float(value)]))[0]:
+            raise DataError(
+                f"{paths.EVALUATE_METRICS}: {name} = {short_repr(value)} is not {numbers.words}; "
+                f"re-create it with `dvc repro evaluate`"
+            )
 
 
 def reports(said: object, value: float | bool) -> bool:
@@ -386,6 +427,7 @@ HISTORY_COLUMNS = {
     "test_loss": LOSS,
     "test_accuracy": ACCURACY,
 }
+TRAIN_REPORTS = {*HISTORY_COLUMNS, "best_test_accuracy", "best_epoch", "max_lr", "at_chance_level"}
 # A row of these tables is a few numbers or two class names, under 100 bytes: a table over
 # this many bytes per row its writer can write is not one it wrote, and is refused unparsed.
 MAX_BYTES_PER_ROW = 1024
@@ -559,4 +601,10 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("figures"), paths.declared_outputs("figures"))
+    run_stage(
+        main,
+        paths.output_folders(),
+        paths.declared_params("figures"),
+        paths.declared_outputs("figures"),
+        paths.declared_inputs("figures"),
+    )

@@ -12,6 +12,7 @@ from cifar.atomic import replaced_together, text_digest, write_json, write_text
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
+from cifar.errors import KEPT_FOR_INSPECTION, TrainingError
 from cifar.params_file import declared_values
 from cifar.training.lr_find import range_test
 from cifar.training.recipe import Recipe
@@ -58,7 +59,10 @@ def main() -> None:
     if test.no_descent:
         if params.train.max_lr == "find":
             # The outputs above show why; DVC does not record a failed stage as done, so train never runs.
-            test.require_descent()
+            try:
+                test.require_descent()
+            except TrainingError as error:
+                raise TrainingError(f"{error}; {KEPT_FOR_INSPECTION}") from None
         log.warning("WARNING: %s; train runs at its fixed train.max_lr %.3g", test.no_descent, params.train.max_lr)
         return
     log.info(
@@ -73,4 +77,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, paths.output_folders(), paths.declared_params("lr_find"), paths.declared_outputs("lr_find"))
+    run_stage(
+        main,
+        paths.output_folders(),
+        paths.declared_params("lr_find"),
+        paths.declared_outputs("lr_find"),
+        paths.declared_inputs("lr_find"),
+    )

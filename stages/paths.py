@@ -302,6 +302,17 @@ def declared_outputs(stage: str) -> list[str]:
     ]
 
 
+def declared_inputs(stage: str) -> list[str]:
+    """The paths of the table that dvc.yaml declares as `stage`'s deps, whose contents DVC
+    records in dvc.lock as the stage ends (none for a stage it does not define as expected)."""
+    try:
+        deps = _PIPELINE["stages"][stage].get("deps") or []
+    except (KeyError, TypeError, AttributeError):
+        return []
+    named = [re.fullmatch(r"\$\{paths\.(\w+)\}", entry) for entry in deps if isinstance(entry, str)]
+    return [_path(found[1]) for found in named if found]
+
+
 def _path(name: str) -> str:
     if not isinstance(TABLE.get(name), str):
         raise _refuse(f"no path `{name}`")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import types
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -473,6 +474,69 @@ def test_a_params_edit_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch,
         2,
         f"error: params.yaml: {problem}; the outputs are from the values it started with, and DVC would record the "
         f"new ones: run it again\n",
+    )
+
+
+@pytest.mark.parametrize("edit", ["rewritten", "removed"])
+def test_a_module_edited_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch, capsys, edit):
+    """DVC hashes a stage's deps into dvc.lock as it ends: cifar/training/inference.py edited
+    while evaluate ran was recorded as the code of predictions the old code made, and
+    `dvc repro` then skipped evaluate as up to date."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/evaluate.py"])
+    source = tmp_path / "cifar" / "inference.py"
+    source.parent.mkdir()
+    source.write_text("CONFIDENCE = 1.0\n")
+    module = types.ModuleType("cifar.edited_while_running")
+    module.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    change = {"rewritten": lambda: source.write_text("CONFIDENCE = 0.5\n"), "removed": source.unlink}[edit]
+    with pytest.raises(SystemExit) as exited:
+        run_stage(change, [])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: cifar/inference.py changed while evaluate ran; the outputs are from what it held before, and DVC "
+        "would record what it holds now: run evaluate again\n",
+    )
+
+
+@pytest.mark.parametrize("edit", ["replaced", "added", "removed", "saved-unchanged"])
+def test_an_input_replaced_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch, capsys, edit):
+    """download run alone while train ran: DVC recorded the new split's hash for a model trained on the old one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    data = Path(paths.DATA)
+    data.mkdir(parents=True)
+    (data / "train.npz").write_bytes(b"old split")
+    (data / "test.npz").write_bytes(b"test split")
+    source = tmp_path / "module.py"
+    source.write_text("STEPS = 1\n")
+    module = types.ModuleType("cifar.saved_while_running")
+    module.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+    def change() -> None:
+        if edit == "replaced":  # as download writes it: beside, then renamed over
+            (data / "train.npz.new").write_bytes(b"new split")
+            (data / "train.npz.new").rename(data / "train.npz")
+        elif edit == "added":
+            (data / "extra.npz").write_bytes(b"")
+        elif edit == "removed":
+            (data / "test.npz").unlink()
+        else:  # a module saved as it was is no edit to DVC, which hashes contents
+            source.write_bytes(source.read_bytes())
+
+    run = functools.partial(run_stage, change, [], [], [], [str(data)])
+    if edit == "saved-unchanged":
+        run()
+        return
+    with pytest.raises(SystemExit) as exited:
+        run()
+    changed = {"replaced": "train.npz", "added": "extra.npz", "removed": "test.npz"}[edit]
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        f"error: {paths.DATA}/{changed} changed while train ran; the outputs are from what it held before, and DVC "
+        "would record what it holds now: run train again\n",
     )
 
 
@@ -1995,6 +2059,31 @@ def without_last_rows(count: int):
         (paths.LR_FIND_CURVE, doubled_at_the_peak_loss, "not the curve lr_find wrote", "lr_find"),
         # Trained at, and then the schedule blamed, with `dvc repro train` as the fix.
         (paths.MAX_LR_PICK, json_field("max_lr", 0.01), "max_lr = 0.01, but lr_find picked ", "lr_find"),
+        # Listed by `dvc metrics show` beside the checked values, with exit 0: values the stage never writes.
+        (
+            paths.TRAIN_METRICS,
+            json_field("flip_tta_accuracy", 0.91),
+            "'flip_tta_accuracy' is not a value train reports",
+            "train",
+        ),
+        (
+            paths.EVALUATE_METRICS,
+            json_field("flip_tta_accuracy", 0.99),
+            "'flip_tta_accuracy' is not a value evaluate reports with evaluate.tta false",
+            "evaluate",
+        ),
+        (
+            paths.EVALUATE_METRICS,
+            json_without("loss"),
+            "has no loss, which evaluate reports with evaluate.tta",
+            "evaluate",
+        ),
+        (
+            paths.EVALUATE_METRICS,
+            json_field("loss", -1.5),
+            "loss = -1.5 is not a cross-entropy loss from 0",
+            "evaluate",
+        ),
     ],
     ids=[
         "empty-history",
@@ -2044,6 +2133,10 @@ def without_last_rows(count: int):
         "range-test-split-not-recorded",
         "range-test-peak-loss-doubled",
         "handed-pick-edited",
+        "a-key-train-never-writes",
+        "flip-tta-accuracy-without-tta",
+        "evaluate-loss-gone",
+        "negative-evaluate-loss",
     ],
 )
 def test_figures_refuses_a_damaged_csv_or_metrics_file_in_one_line(pipeline_run, path, change, problem, stage):
@@ -2397,12 +2490,13 @@ def catches(pid: int, sig: signal.Signals) -> bool:
 
 @pytest.mark.parametrize(
     "sig",
-    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGRTMIN + 1],
-    ids=["sigterm", "sighup", "sigquit", "sigusr2", "sigrtmin+1"],
+    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR2, signal.SIGRTMIN + 1],
+    ids=["sigterm", "sighup", "sigquit", "sigabrt", "sigusr2", "sigrtmin+1"],
 )
 def test_a_termination_signal_mid_stage_is_one_line_and_leaves_no_scratch(pipeline_run, sig):
     """evaluate, figures and download ended without a word (exit -15, or -1 for SIGHUP; Ctrl-\\'s
-    SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM end a process so by default)."""
+    SIGQUIT, SIGUSR1, SIGUSR2 and SIGALRM end a process so by default; SIGABRT, from `timeout
+    -s ABRT`, also left an output folder in scratch amid the renames)."""
     # As from a terminal, whatever the test runner ignores (nohup ignores SIGHUP).
     stage = subprocess.Popen(
         [sys.executable, "-m", "stages.figures"],

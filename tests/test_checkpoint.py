@@ -525,14 +525,17 @@ def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_pat
 def test_the_signals_that_end_a_process_by_default_stop_a_stage_unless_ignored_as_under_nohup(monkeypatch):
     monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
     assert stop_signals() == list(STOP_SIGNALS)
-    # each signal whose default ends a process without a core dump, but SIGINT (KeyboardInterrupt),
-    # and SIGPIPE and SIGXFSZ, which Python ignores
+    # each signal whose default ends a process, but SIGINT (KeyboardInterrupt), SIGPIPE and
+    # SIGXFSZ, which Python ignores, and the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL)
     assert {signal_name(sig) for sig in STOP_SIGNALS} == {
         *[
             "SIGTERM",
             "SIGHUP",
             "SIGXCPU",
             "SIGQUIT",
+            "SIGABRT",
+            "SIGSYS",
+            "SIGTRAP",
             "SIGUSR1",
             "SIGUSR2",
             "SIGALRM",

@@ -110,6 +110,13 @@ def test_the_defaults_are_the_reference_recipe():
         ("train.precision", "fp16", "train.precision = 'fp16' is not allowed"),
         ("lr_find.end_lr", 1e-8, "lr_find.end_lr = 1e-08 is not allowed; it must be larger than lr_find.start_lr"),
         ("lr_find.end_lr", 1e-7, "lr_find.end_lr = 1e-07 is not allowed; it must be larger than lr_find.start_lr"),
+        # Accepted, and lr_find wrote a curve of repeated learning rates that figures then refused.
+        (
+            "lr_find.end_lr",
+            1.000000000000001e-7,
+            "lr_find.end_lr = 1.000000000000001e-07 is not allowed with lr_find.start_lr = 1e-07 and "
+            "lr_find.num_iter = 100: the learning rate would rise by less than one part in 1,000,000,000 a step",
+        ),
         # null, lists and strings where they do not belong
         ("augment.flip", None, "augment.flip = None is not allowed; expected true or false"),
         ("data.source", ["a.tar.xz"], "data.source = ['a.tar.xz'] is not allowed; expected a string"),

@@ -41,6 +41,19 @@ def test_a_class_folder_archive_imports(tmp_path, class_tree, archive_format):
     assert np.array_equal(train.images[:, 0, 0, 0], train.labels * 25)
 
 
+@pytest.mark.parametrize(
+    ("archive_format", "suffix"), [("xztar", ".txz"), ("bztar", ".tbz"), ("bztar", ".tb2"), ("gztar", ".taz")]
+)
+def test_a_tar_named_by_a_short_suffix_of_gnu_tars_imports(tmp_path, class_tree, archive_format, suffix):
+    """`tar caf export.txz` makes one: it was refused as named for no archive."""
+    made = shutil.make_archive(
+        str(tmp_path / "export"), archive_format, root_dir=class_tree.parent, base_dir=class_tree.name
+    )
+    archive = Path(made).rename(tmp_path / f"export{suffix}")
+    splits = import_dataset(DataConfig(source=str(archive)), seed=0, download_dir=tmp_path / "unused")
+    assert splits["train"].images.shape == (30, 32, 32, 3) and splits["test"].images.shape == (20, 32, 32, 3)
+
+
 def test_a_tree_reached_again_through_a_link_to_itself_imports_once(tmp_path, class_tree):
     """`loop -> .` beside train/ and test/ was refused as three trees (., loop, loop/loop)
     that could not be told apart: one folder, reached three ways."""
@@ -187,6 +200,19 @@ def test_bad_class_trees_name_the_problem(tmp_path, class_tree, break_it, messag
 def test_missing_source_explains_the_expected_layout(tmp_path):
     with pytest.raises(DataError, match=r"no such file or directory; expected the official cifar-10-python.tar.gz"):
         import_dataset(DataConfig(source=str(tmp_path / "nowhere")), 0, tmp_path)
+
+
+@pytest.mark.parametrize("source", ["Synthetic", "OFFICIAL", "synthetic "])
+def test_a_keyword_miswritten_is_named_as_the_keyword(tmp_path, monkeypatch, source):
+    """`data.source: Synthetic` was a missing path, with the layouts a path may have and no word of the keywords."""
+    monkeypatch.chdir(tmp_path)
+    keyword = source.strip().lower()
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=source), 0, tmp_path)
+    assert str(refused.value) == (
+        f"data.source = {source!r}: no such file or directory; for the keyword, write {keyword!r} "
+        "(lowercase, no spaces)"
+    )
 
 
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):

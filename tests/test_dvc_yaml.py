@@ -53,6 +53,16 @@ def test_stage_deps_list_its_script_and_the_modules_it_imports(stage):
     assert code_deps == {MODULES[name].relative_to(REPO).as_posix() for name in imported}
 
 
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_list_every_path_of_the_table_the_stage_reads(stage):
+    """figures read evaluate's metrics without them among its deps: `dvc status` saw nothing to
+    re-run after they changed."""
+    source = MODULES[STAGES[stage]["cmd"].split()[-1]].read_text()
+    named = {getattr(paths, name) for name in re.findall(r"\bpaths\.([A-Z_]+)\b", source)}
+    read = named & OUTPUTS - set(paths.declared_outputs(stage))
+    assert read <= set(STAGES[stage]["deps"])
+
+
 # The pinned packages the stages import (a dep of every stage), and DVC with the test tools.
 STAGE_REQUIREMENTS, TOOL_REQUIREMENTS = "requirements-stages.txt", "requirements.txt"
 

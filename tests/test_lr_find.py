@@ -3,6 +3,8 @@ lr_find stage does without a descent."""
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -287,6 +289,47 @@ def test_valley_ignores_a_noisy_blip_inside_the_descent():
     assert 40 <= valley_index(losses) <= 48
 
 
+def longest_falling_chain_by_every_pair(losses: list[float]) -> int:
+    """valley_index's rule spelled out over every pair of steps, to hold the fast one to."""
+    length = [1] * len(losses)
+    for later in range(len(losses)):
+        for earlier in range(later):
+            if losses[later] < losses[earlier]:
+                length[later] = max(length[later], length[earlier] + 1)
+    end = int(np.argmax(length))
+    start = end - length[end] + 1
+    return start + (end - start) // 2
+
+
+def test_valley_is_the_pairwise_rules_on_noisy_and_tied_curves():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        losses = rng.normal(2, 1, int(rng.integers(1, 60)))
+        losses = list(np.round(losses, 1) if trial % 2 else losses)  # rounded: equal losses, which do not fall
+        assert valley_index(losses) == longest_falling_chain_by_every_pair(losses), losses
+
+
+READ_A_MILLION_STEPS = """
+import numpy as np
+from cifar.config import LRFindConfig
+from cifar.training.lr_find import read_curve
+steps = 1_000_000
+wave = 2.3 - 1.5 * np.sin(np.linspace(0, 2.5, steps))  # falls, then rises
+test = read_curve(np.geomspace(1e-7, 0.1, steps).tolist(), wave.tolist(), LRFindConfig(pick="valley"))
+print(test.reading.verdict)
+"""
+
+
+def test_a_curve_of_a_million_steps_is_read():
+    """lr_find.num_iter: 100000 (1% of its cap) left lr_find, train and figures each reading the
+    curve for 800 s: the valley rule compared every pair of steps."""
+    # The timeout fails a regression here instead of stalling the suite.
+    read = subprocess.run(
+        [sys.executable, "-c", READ_A_MILLION_STEPS], cwd=REPO, timeout=300, capture_output=True, text=True
+    )
+    assert (read.returncode, read.stdout) == (0, "descent\n"), read.stderr
+
+
 def small_range_test(capsys, **config):
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -389,6 +432,7 @@ def test_without_a_descent_lr_find_stops_the_pipeline_before_train(repro, tmp_pa
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: lr_find found no descent: the loss fell by"), log
     assert "or set train.max_lr to a number" in errors[0]
+    assert errors[0].endswith("not recorded as done (`dvc checkout --force` puts back the recorded ones)")
     assert "Running stage 'train'" not in log and (root / paths.MODEL).read_bytes() == model
     assert (root / "dvc.lock").read_text() == lock, "the failed lr_find was recorded as done"
     recorded = json.loads((root / paths.LR_FIND_METRICS).read_text())
@@ -398,6 +442,13 @@ def test_without_a_descent_lr_find_stops_the_pipeline_before_train(repro, tmp_pa
     refused = stage(root, "train", check=False)
     assert refused.returncode != 0 and (root / paths.MODEL).read_bytes() == model
     assert "the range test found no descent (its loss stayed flat), so there is no max_lr" in refused.stderr
+    # figures drew the previous run's training curves as if train had run at this range test's pick.
+    images = {path: (root / path).read_bytes() for path in (paths.LR_FINDER_IMAGE, paths.LOSS_IMAGE)}
+    drawn = stage(root, "figures", check=False)
+    assert drawn.returncode == 2 and drawn.stderr.strip().splitlines()[-1].startswith(
+        f'error: {paths.LR_FIND_METRICS}: lr_find found no descent, so train.max_lr "find" has no pick to train at'
+    ), drawn.stderr
+    assert images == {path: (root / path).read_bytes() for path in images}
 
 
 def test_without_a_descent_a_fixed_max_lr_only_warns(repro, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cifar.dataset import load_split, split_digest
@@ -225,6 +226,30 @@ def test_flip_tta_is_reported_as_its_own_metric(repro, tmp_path):
     assert metrics["flip_tta_accuracy"] == pytest.approx((averaged.argmax(1).numpy() == test.labels).mean())
     assert metrics["accuracy"] == json.loads((source / paths.EVALUATE_METRICS).read_text())["accuracy"]
     assert "flip_tta_accuracy" not in json.loads((source / paths.EVALUATE_METRICS).read_text())
+
+
+def test_a_failed_trains_outputs_give_way_to_the_recorded_ones_with_dvc_checkout_force(repro, tmp_path):
+    """train's and docs/pipeline.md's way back after a run that failed with its outputs kept for
+    inspection: DVC has not cached them, and a plain `dvc checkout` leaves them in place."""
+    source, _ = repro
+    root = tmp_path / "failed"
+    shutil.copytree(source, root, symlinks=True)
+    recorded = {path: (root / path).read_bytes() for path in (paths.MODEL, paths.TRAIN_METRICS)}
+    run_recorded = {name: (root / name).read_bytes() for name in (paths.PARAMS, "dvc.lock")}
+    params = yaml.safe_load((root / paths.PARAMS).read_text())
+    params["train"]["max_lr"] = 1e-9  # too small to move the weights: the model stays at chance
+    (root / paths.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = dvc(root, "repro", check=False)
+    assert failed.returncode != 0 and "is not above chance" in failed.stderr, failed.stdout + failed.stderr
+    assert "outputs are written for inspection" in failed.stderr and "`dvc checkout --force` puts back" in failed.stderr
+    assert (root / paths.MODEL).read_bytes() != recorded[paths.MODEL]
+    for name, content in run_recorded.items():  # as `git checkout params.yaml dvc.lock` would
+        (root / name).write_bytes(content)
+    dvc(root, "checkout", check=False)
+    assert (root / paths.MODEL).read_bytes() != recorded[paths.MODEL], "dvc checkout replaced uncached outputs"
+    dvc(root, "checkout", "--force")
+    assert {path: (root / path).read_bytes() for path in recorded} == recorded
+    assert "up to date" in dvc(root, "status").stdout
 
 
 def test_dvc_plots_show_finds_every_declared_plot(repro):

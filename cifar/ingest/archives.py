@@ -25,7 +25,8 @@ from typing import BinaryIO
 from cifar.errors import DataError, short_repr, unreadable
 from cifar.reading import zip_directory
 
-SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tbz2", ".zip")
+# With the short forms GNU tar's --auto-compress names for the compressions read here.
+SUFFIXES = (".tar", ".tar.gz", ".tgz", ".taz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tbz", ".tb2", ".tz2", ".zip")
 
 # Limits on what an archive may unpack to, checked before each member is read, so a
 # decompression bomb is refused instead of filling memory.

@@ -196,6 +196,12 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
                 f"same letters composed otherwise in Unicode, which print alike; write that spelling in params.yaml, "
                 f"in double quotes (YAML reads the same escapes)"
             ) from None
+        keyword = str(path).strip().lower()
+        if keyword in ("official", "synthetic"):  # `Synthetic` was called a missing path, the keywords unnamed
+            raise DataError(
+                f"data.source = {str(path)!r}: no such file or directory; for the keyword, write {keyword!r} "
+                f"(lowercase, no spaces)"
+            ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
         raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None

@@ -17,7 +17,6 @@ import hashlib
 import io
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
-from cifar.cli import in_a_dvc_workspace_copy, under_dvc
+from cifar.cli import in_a_dvc_workspace_copy, loaded_sources, under_dvc
 from cifar.errors import one_line, short_repr
 from cifar.reading import torch_file_problem
 
@@ -47,14 +46,8 @@ def loaded_source_digest(packages: tuple[str, ...]) -> str:
     an edit to a model or the loop makes an old checkpoint a different run.
     """
     digest = hashlib.sha256()
-    sources = {
-        name: module.__file__
-        for name, module in list(sys.modules.items())
-        if name.split(".")[0] in packages and getattr(module, "__file__", None)
-    }
-    for name in sorted(sources):
-        with open(sources[name], "rb") as source:
-            digest.update(name.encode() + b"\0" + source.read())
+    for name, (_, source_digest) in sorted(loaded_sources(packages).items()):
+        digest.update(f"{name}\0{source_digest}\0".encode())
     return digest.hexdigest()
 
 

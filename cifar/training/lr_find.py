@@ -3,6 +3,7 @@ loss fall beyond its own noise, and if so, which LR to train at."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -295,16 +296,18 @@ def valley_index(losses: list[float]) -> int:
     adjacent (a noisy blip is skipped), over which the loss only falls; halfway along it the
     loss is still falling well, away from both the flat start and the blow-up at the end.
     """
-    count = len(losses)
-    length = [1] * count  # of the longest falling chain ending at each step
-    for later in range(count):
-        for earlier in range(later):
-            if losses[later] < losses[earlier]:
-                length[later] = max(length[later], length[earlier] + 1)
+    # Patience sorting, O(n log n): comparing every pair of steps took 30 s of CPU at 20,000
+    # steps, and lr_find.num_iter goes to 10,000,000.
+    rising_tails: list[float] = []  # [k]: the least -loss that ends a falling chain of k + 1 steps
+    length = np.empty(len(losses), dtype=np.int64)  # of the longest falling chain ending at each step
+    for step, loss in enumerate(losses):
+        place = bisect.bisect_left(rising_tails, -loss)
+        rising_tails[place : place + 1] = [-loss]
+        length[step] = place + 1
     end = int(np.argmax(length))
     # Measured back from its end by its length, the descent never starts in a flat stretch
     # before it, which a step-by-step walk back along the chain could jump to.
-    start = end - length[end] + 1
+    start = end - int(length[end]) + 1
     return start + (end - start) // 2
 
 
