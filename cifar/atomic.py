@@ -24,7 +24,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +91,20 @@ _RENAMED_IN = ".renamed-in"
 _claims: dict[Path, int] = {}
 # The writes inside replaced_together() waiting for its end: (temporary, target, scratch).
 _held: list[tuple[Path, Path, Path]] | None = None
+# (outputs, check): a write of any of these outputs runs check first, which raises to keep the previous ones.
+_landing_checks: list[tuple[frozenset[str], Callable[[], None]]] = []
+
+
+@contextmanager
+def checked_as_outputs_land(outputs: Iterable[str | Path], check: Callable[[], None]) -> Iterator[None]:
+    """Inside, check runs before any of `outputs` is put in place (a stage's own outputs, not
+    its checkpoint); an error it raises leaves every previous output where it was."""
+    entry = (frozenset(os.path.abspath(output) for output in outputs), check)
+    _landing_checks.append(entry)
+    try:
+        yield
+    finally:
+        _landing_checks.remove(entry)
 
 
 @contextmanager
@@ -168,6 +182,10 @@ def _put_in_place(writes: list[tuple[Path, Path, Path]]) -> None:
     with stop_signals_held() as arrived:
         replaced = []
         try:
+            landing = {os.path.abspath(target) for _, target, _ in writes}
+            for outputs, check in list(_landing_checks):
+                if landing & outputs:
+                    check()
             for temporary, target, scratch in writes:
                 with _write_errors_as_output_error(target):
                     replaced.append((target, scratch, _replace(temporary, target, scratch)))

@@ -12,7 +12,13 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cifar.atomic import STOP_SIGNALS, refuse_linked_outputs, remove_stale_scratch, signal_name
+from cifar.atomic import (
+    STOP_SIGNALS,
+    checked_as_outputs_land,
+    refuse_linked_outputs,
+    remove_stale_scratch,
+    signal_name,
+)
 from cifar.errors import (
     ConfigError,
     PipelineError,
@@ -208,7 +214,7 @@ def run_stage(
         _run(
             lambda: (
                 refuse_linked_outputs(outputs),
-                _with_params_unchanged(lambda: _with_deps_unchanged(main, inputs, started_with), declared_params),
+                _with_deps_unchanged(main, declared_params, inputs, outputs, started_with),
             )
         )
     finally:
@@ -229,19 +235,38 @@ def ignore_stops_from_now() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> None:
-    """DVC records a stage's params in dvc.lock as it ends, as params.yaml then says: an edit
-    while train ran was recorded as the values of a model trained with the old ones, and DVC's
-    run cache then restored that model when the new values were asked for."""
+def _with_deps_unchanged(
+    main: Callable[[], None],
+    keys: Sequence[str],
+    inputs: Sequence[str | Path],
+    outputs: Sequence[str | Path],
+    deps_before: dict[str, object],
+) -> None:
+    """DVC records a stage's params and deps in dvc.lock as it ends: weight_decay edited while
+    train ran was recorded for a model trained at the old value (and DVC's run cache restored
+    that model when the new value was asked for), inference.py edited while evaluate ran as the
+    code of the old code's predictions. Checked as the outputs are put in place, so that a
+    refused stage leaves the previous ones, and again at the end."""
     # Here, not at the top: cifar.cli loads before the stages' import hook, with the standard
     # library only (params_file needs yaml, which may be missing or a stray namesake).
+    from cifar.params_file import declared_values
+
+    params_before = declared_values(keys) if keys else {}
+
+    def unchanged() -> None:
+        _check_params_unchanged(keys, params_before)
+        _check_deps_unchanged(inputs, deps_before)
+
+    with checked_as_outputs_land(outputs, unchanged):
+        main()
+    unchanged()
+
+
+def _check_params_unchanged(keys: Sequence[str], before: dict) -> None:
     from cifar.params_file import PARAMS_FILE, declared_values, first_difference, shown
 
     if not keys:
-        main()
         return
-    before = declared_values(keys)
-    main()
     stage = Path(sys.argv[0]).stem
     try:
         after = declared_values(keys)
@@ -254,8 +279,8 @@ def _with_params_unchanged(main: Callable[[], None], keys: Sequence[str]) -> Non
     if changed:
         key, old, new = changed[0]
         raise ConfigError(
-            f"{PARAMS_FILE}: {key} changed while {stage} ran (from {shown(old)} to {shown(new)}); "
-            f"the outputs are from the values it started with, and DVC would record the new ones: run it again"
+            f"{PARAMS_FILE}: {key} changed while {stage} ran (from {shown(old)} to {shown(new)}); DVC would record "
+            f"the new values beside outputs made with the old ones: run it again"
         )
 
 
@@ -305,21 +330,17 @@ def _deps_as_they_are(inputs: Sequence[str | Path]) -> dict[str, object]:
     return {file: digest for file, digest in loaded_sources().values()} | _files_as_they_are(inputs)
 
 
-def _with_deps_unchanged(main: Callable[[], None], inputs: Sequence[str | Path], started_with: dict) -> None:
-    """DVC records a stage's deps in dvc.lock as it ends: inference.py edited while evaluate ran
-    was recorded as the code of predictions the old code made, and `dvc repro` then skipped
-    evaluate. A module first loaded meanwhile ran as it is now."""
-    main()
+def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, object]) -> None:
+    """A module first loaded while the stage ran ran as it is now."""
     now = _files_as_they_are(inputs)
     for path in sorted(started_with.keys() | now.keys()):
-        was = started_with.get(path)
         is_now = now[path] if path in now else _file_sha256(path)  # a module's digest
-        if is_now != was:
+        if is_now != started_with.get(path):
             stage = Path(sys.argv[0]).stem
             shown = os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
             raise PipelineError(
-                f"{shown} changed while {stage} ran; the outputs are from what it held before, and DVC would "
-                f"record what it holds now: run {stage} again"
+                f"{shown} changed while {stage} ran; DVC would record what it holds now beside outputs made from "
+                f"what it held before: run {stage} again"
             )
 
 

@@ -63,7 +63,11 @@ def main() -> None:
     check_same_classes(
         trained.classes, paths.MODEL, test, f"{paths.DATA}/test.npz", "re-run the pipeline with `dvc repro`"
     )
-    check_the_models_history_is_of(test, trained)
+    check_the_models_history_is_of(train, test, trained)
+    # weight_decay changed and lr_find run again alone: another run's curves were drawn as this one's.
+    stale = ran_with_other_params(trained.trained_with, "train", paths.declared_params("train"))
+    if stale:
+        raise DataError(f"{paths.MODEL}: {stale}; re-create it with `dvc repro train`")
     history, step_lrs = read_training(params, len(train), test, chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
     predictions, per_class, confusion = read_evaluation(test, params.evaluate.tta)
@@ -239,18 +243,23 @@ def check_schedule(step_lrs: np.ndarray, params: Params, max_lr: float, steps_pe
         )
 
 
-def check_the_models_history_is_of(test: Split, trained: TrainedModel) -> None:
-    """The model records the history it was trained along, its test columns measured on the
-    test split drawn beside them: after data.test_limit changed and download ran, train's
-    curves of the previous split were drawn beside the confusion matrix of the new one."""
+def check_the_models_history_is_of(train: Split, test: Split, trained: TrainedModel) -> None:
+    """The model records the history it was trained along, its columns measured on the splits
+    drawn beside them: after data.test_limit changed and download ran, train's curves of the
+    previous test split were drawn beside the confusion matrix of the new one (and after
+    data.train_limit changed, beside the new training split's range test)."""
     fix = "re-create it with `dvc repro train`"
     if not trained.history:
         raise DataError(f"{paths.MODEL}: records no training history to check {paths.HISTORY} against; {fix}")
-    if trained.history_test_sha256 != test.sha256:
-        raise DataError(
-            f"{paths.HISTORY}: its test loss and accuracy were measured on another test split than "
-            f"{paths.DATA}/test.npz holds now (or one {paths.MODEL} does not record); {fix}"
-        )
+    for name, file, split, measured_on in (
+        ("training", "train.npz", train, trained.history_train_sha256),
+        ("test", "test.npz", test, trained.history_test_sha256),
+    ):
+        if measured_on != split.sha256:
+            raise DataError(
+                f"{paths.HISTORY}: its {name} loss and accuracy were measured on another {name} split than "
+                f"{paths.DATA}/{file} holds now (or one {paths.MODEL} does not record); {fix}"
+            )
 
 
 def check_history_against_the_model(history: pd.DataFrame, trained: TrainedModel) -> None:

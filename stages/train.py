@@ -22,7 +22,7 @@ from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE,
 from cifar.dataset import Split, check_same_classes, load_split, recorded_split_problem
 from cifar.errors import KEPT_FOR_INSPECTION, DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
-from cifar.params_file import ran_with_other_params
+from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.runtime import device_name, environment
 from cifar.training.chance import at_chance, diverged
@@ -37,6 +37,8 @@ log = logging.getLogger("train")
 
 
 def main() -> None:
+    # As it starts, as lr_find records them: figures checks the curves it draws were trained with today's.
+    ran_with = declared_values(paths.declared_params("train"))
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     device, precision = recipe.device, recipe.precision
@@ -100,7 +102,7 @@ def main() -> None:
     with replaced_together():
         # Not each epoch's seconds: equal weights make an equal file, so DVC skips what follows.
         curves = [{key: value for key, value in row.items() if key != "seconds"} for row in result.history]
-        save_trained(paths.MODEL, model, params.model, train.classes, curves, test.sha256)
+        save_trained(paths.MODEL, model, params.model, train.classes, curves, train.sha256, test.sha256, ran_with)
         write_text(paths.MODEL_SUMMARY, f"{summary}\n")
         write_csv(paths.HISTORY, history)
         write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))

@@ -472,8 +472,8 @@ def test_a_params_edit_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch,
         run()
     assert (exited.value.code, capsys.readouterr().err) == (
         2,
-        f"error: params.yaml: {problem}; the outputs are from the values it started with, and DVC would record the "
-        f"new ones: run it again\n",
+        f"error: params.yaml: {problem}; DVC would record the new values beside outputs made with the old ones: "
+        f"run it again\n",
     )
 
 
@@ -495,8 +495,8 @@ def test_a_module_edited_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatc
         run_stage(change, [])
     assert (exited.value.code, capsys.readouterr().err) == (
         2,
-        "error: cifar/inference.py changed while evaluate ran; the outputs are from what it held before, and DVC "
-        "would record what it holds now: run evaluate again\n",
+        "error: cifar/inference.py changed while evaluate ran; DVC would record what it holds now beside outputs "
+        "made from what it held before: run evaluate again\n",
     )
 
 
@@ -535,9 +535,29 @@ def test_an_input_replaced_while_a_stage_runs_fails_the_stage(tmp_path, monkeypa
     changed = {"replaced": "train.npz", "added": "extra.npz", "removed": "test.npz"}[edit]
     assert (exited.value.code, capsys.readouterr().err) == (
         2,
-        f"error: {paths.DATA}/{changed} changed while train ran; the outputs are from what it held before, and DVC "
-        "would record what it holds now: run train again\n",
+        f"error: {paths.DATA}/{changed} changed while train ran; DVC would record what it holds now beside outputs "
+        "made from what it held before: run train again\n",
     )
+
+
+def test_an_edit_while_a_stage_runs_keeps_the_previous_outputs(tmp_path, monkeypatch, capsys):
+    """Refused only as it ended, evaluate had already put the outputs of the old code in place."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/evaluate.py"])
+    Path("params.yaml").write_text(yaml.safe_dump({"evaluate": {"tta": False}}))
+    Path(paths.EVALUATE_METRICS).parent.mkdir(parents=True)
+    Path(paths.EVALUATE_METRICS).write_text("previous")
+
+    def edit_then_write() -> None:
+        Path("params.yaml").write_text(yaml.safe_dump({"evaluate": {"tta": True}}))
+        with replaced_together():
+            write_json(paths.EVALUATE_METRICS, {"accuracy": 0.5})
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(edit_then_write, [], ["evaluate"], [paths.EVALUATE_METRICS])
+    assert exited.value.code == 2 and "evaluate.tta changed while evaluate ran" in capsys.readouterr().err
+    assert Path(paths.EVALUATE_METRICS).read_text() == "previous"
+    assert [path.name for path in Path(paths.EVALUATE_METRICS).parent.iterdir()] == [Path(paths.EVALUATE_METRICS).name]
 
 
 def test_a_params_file_gone_while_a_stage_runs_is_named_as_gone(tmp_path, monkeypatch, capsys):
@@ -2161,6 +2181,30 @@ def test_figures_refuses_train_metrics_that_its_tables_contradict(pipeline_run, 
     assert refusal(stages.figures.main, pipeline_run) == (
         f"{table}: {key} {short_repr(reported[key])}, but {paths.TRAIN_METRICS} reports {short_repr(edited)}; "
         f"re-create it with `dvc repro train`"
+    )
+
+
+def test_figures_refuses_curves_measured_on_another_training_split(pipeline_run):
+    """data.train_limit lowered, download and lr_find run again, train not (train.max_lr fixed):
+    figures drew train's curves, of the previous training images, beside the new split's range test."""
+    train, test = load_split(paths.DATA, "train"), load_split(paths.DATA, "test")
+    fewer = Split(train.images[:-1], train.labels[:-1], train.classes)
+    save_dataset({"train": fewer, "test": test}, paths.DATA)
+    stages.lr_find.main()
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{paths.HISTORY}: its training loss and accuracy were measured on another training split than "
+        f"{paths.DATA}/train.npz holds now (or one {paths.MODEL} does not record); re-create it with `dvc repro train`"
+    )
+
+
+def test_figures_refuses_curves_trained_with_other_params(pipeline_run):
+    """train.weight_decay changed, lr_find run again alone (its pick the same): figures drew the
+    previous weight decay's curves as this run's, exit 0."""
+    with_params(pipeline_run, {"train": {"weight_decay": 5e-4}})
+    stages.lr_find.main()
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{paths.MODEL}: train ran with train.weight_decay = 1e-07, but {paths.PARAMS} now says 0.0005; "
+        "re-create it with `dvc repro train`"
     )
 
 

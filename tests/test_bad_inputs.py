@@ -329,6 +329,20 @@ def test_an_archive_named_without_its_suffix_is_told_by_its_contents(tree, downl
     )
 
 
+@pytest.mark.parametrize(("compression", "suffix"), [("lzma", ".tar.lzma"), ("zstd", ".tar.zst")])
+def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, compression, suffix):
+    """`tar --zstd` and `tar --lzma` archives were refused as "a file but not an archive"."""
+    plain = archive_of(tree, "tar").read_bytes()
+    zstd_frame_start = b"\x28\xb5\x2f\xfd\x04\x58"  # only the first bytes are read
+    compressed = lzma.compress(plain, format=lzma.FORMAT_ALONE) if compression == "lzma" else zstd_frame_start
+    archive = tree.parent / f"cifar{suffix}"
+    archive.write_bytes(compressed)
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"data.source = '{archive}' is compressed with {compression}, which download does not read; recompress it "
+        f"with gzip, bzip2 or xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
+    )
+
+
 def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
     """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
     dog = io.BytesIO()

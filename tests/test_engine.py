@@ -98,6 +98,13 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
             "the training loss went from 2.4 to 7.93e+03 (highest 7.93e+03; guessing scores 2.3): "
             "it diverged, so lower max_lr (this run's is 0.0483)",
         ),
+        # An untrained network's first epoch at a small LR, then falling every epoch: too small a LR.
+        (
+            [4.03, 2.48],
+            1e-4,
+            "the training loss went from 4.03 to 2.48, still near guessing's 2.3: the model barely moved, so raise "
+            "max_lr (this run's is 0.0001)",
+        ),
         # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
         ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
@@ -132,6 +139,7 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         "falling-at-a-tiny-lr",
         "flat",
         "rising",
+        "an-untrained-first-epoch-then-falling",
         "exploded-then-collapsed",
         "non-finite",
         "stuck-far-above",

@@ -462,7 +462,9 @@ def test_without_a_descent_a_fixed_max_lr_only_warns(repro, tmp_path):
     assert "WARNING: lr_find found no descent" in result.stderr
     assert f"train runs at its fixed train.max_lr {trained_at:.3g}" in result.stderr
     assert json.loads((root / paths.LR_FIND_METRICS).read_text())["descent"] is False
-    # figures draws the curve with nothing chosen (lr_find.json has no max_lr then).
+    # figures draws the curve with nothing chosen (lr_find.json has no max_lr then), beside the
+    # curves of a model trained with these params.
+    stage(root, "train")
     stage(root, "figures")
 
 

@@ -131,6 +131,22 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     return DataError(f"{archive}: the archive is corrupt or truncated ({detail}); download or export it again")
 
 
+# Compressions tar writes that are not read here, by their first bytes.
+_UNREAD_COMPRESSIONS = (
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"LZIP", "lzip"),
+    (b"\x1f\x9d", "compress"),
+    (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def unread_compression(path: Path) -> str | None:
+    """The name of the compression a file's first bytes show, of those not read here."""
+    with path.open("rb") as stream:
+        first = stream.read(4)
+    return next((name for magic, name in _UNREAD_COMPRESSIONS if first.startswith(magic)), None)
+
+
 def suffix_by_contents(path: Path) -> str | None:
     """The suffix that a file's first bytes call for: .zip, .tar, or a compressed tar's (by
     its compression); None where they are none of an archive's."""

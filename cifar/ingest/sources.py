@@ -213,7 +213,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         )
     if not path.name.lower().endswith(archives.SUFFIXES):
         try:
-            by_contents = archives.suffix_by_contents(path)
+            by_contents, compression = archives.suffix_by_contents(path), archives.unread_compression(path)
         except OSError as error:
             raise DataError(
                 f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}"
@@ -222,6 +222,11 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
             raise DataError(
                 f"data.source = {str(path)!r} is a {by_contents} archive by its contents, but its name does not say "
                 f"so; name it (or a link to it) to end in {by_contents}"
+            )
+        if compression:  # a .tar.zst was called no archive at all
+            raise DataError(
+                f"data.source = {str(path)!r} is compressed with {compression}, which download does not read; "
+                f"recompress it with gzip, bzip2 or xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
             )
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)

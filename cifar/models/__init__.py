@@ -51,12 +51,15 @@ def save_trained(
     config: ModelConfig,
     classes: tuple[str, ...],
     history: Sequence[dict] = (),
+    history_train_sha256: str | None = None,
     history_test_sha256: str | None = None,
+    trained_with: dict | None = None,
 ) -> None:
     """Weights plus everything needed to rebuild the model and normalise its input, and the
     per-epoch history it was trained along (a few numbers an epoch) with the SHA-256 of the
-    test split its test loss and accuracy were measured on, so that the curves drawn beside it
-    can be checked to be its own, and of the test split drawn beside them."""
+    splits its training and test columns were measured on, and the params it was trained with
+    (train's declared values), so that the curves drawn beside it can be checked to be its
+    own, of the splits and of the params beside them."""
     payload = {
         "model": asdict(config),
         "classes": list(classes),
@@ -65,7 +68,9 @@ def save_trained(
         # One string object per key: pickle writes an object it has seen as a reference, so rows
         # restored from a checkpoint (keys of their own) made a resumed run's file differ in bytes.
         "history": [{sys.intern(key): value for key, value in row.items()} for row in history],
+        "history_train_sha256": history_train_sha256,
         "history_test_sha256": history_test_sha256,
+        "trained_with": trained_with,
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -77,7 +82,9 @@ class TrainedModel:
     config: ModelConfig
     classes: tuple[str, ...]
     history: tuple[dict[str, float], ...] | None  # one row per epoch, as save_trained was given it
+    history_train_sha256: str | None  # of the training split the history's train columns were measured on
     history_test_sha256: str | None  # of the test split the history's test columns were measured on
+    trained_with: dict | None  # train's declared params, as params_file.declared_values read them
 
 
 def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
@@ -124,9 +131,13 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         history = payload.get("history")
         if history is not None and not (isinstance(history, list) and all(_is_history_row(row) for row in history)):
             raise _not_a_model(path, f"history = {short_repr(history)}, not a list of rows of numbers")
-        tested_on = payload.get("history_test_sha256")
-        if tested_on is not None and not (isinstance(tested_on, str) and re.fullmatch("[0-9a-f]{64}", tested_on)):
-            raise _not_a_model(path, f"history_test_sha256 = {short_repr(tested_on)}, not a SHA-256 digest")
+        measured_on = {split: payload.get(f"history_{split}_sha256") for split in ("train", "test")}
+        for split, digest in measured_on.items():
+            if digest is not None and not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
+                raise _not_a_model(path, f"history_{split}_sha256 = {short_repr(digest)}, not a SHA-256 digest")
+        trained_with = payload.get("trained_with")
+        if trained_with is not None and not isinstance(trained_with, dict):
+            raise _not_a_model(path, f"trained_with = {short_repr(trained_with)}, not the params it was trained with")
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
@@ -146,7 +157,13 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             f"re-create it with `dvc repro train`"
         )
     return TrainedModel(
-        on_device(model, device).eval(), config, classes, None if history is None else tuple(history), tested_on
+        on_device(model, device).eval(),
+        config,
+        classes,
+        None if history is None else tuple(history),
+        measured_on["train"],
+        measured_on["test"],
+        trained_with,
     )
 
 
