@@ -97,8 +97,8 @@ _landing_checks: list[tuple[frozenset[str], Callable[[], None]]] = []
 
 @contextmanager
 def checked_as_outputs_land(outputs: Iterable[str | Path], check: Callable[[], None]) -> Iterator[None]:
-    """Inside, check runs before any of `outputs` is put in place (a stage's own outputs, not
-    its checkpoint); an error it raises leaves every previous output where it was."""
+    """Inside, check runs as any of `outputs` is put in place (a stage's own outputs, not its
+    checkpoint); an error it raises puts every previous output back where it was."""
     entry = (frozenset(os.path.abspath(output) for output in outputs), check)
     _landing_checks.append(entry)
     try:
@@ -182,13 +182,14 @@ def _put_in_place(writes: list[tuple[Path, Path, Path]]) -> None:
     with stop_signals_held() as arrived:
         replaced = []
         try:
-            landing = {os.path.abspath(target) for _, target, _ in writes}
-            for outputs, check in list(_landing_checks):
-                if landing & outputs:
-                    check()
             for temporary, target, scratch in writes:
                 with _write_errors_as_output_error(target):
                     replaced.append((target, scratch, _replace(temporary, target, scratch)))
+            # After the renames, which the previous outputs come back from: an edit during them is seen too.
+            landed = {os.path.abspath(target) for _, target, _ in writes}
+            for outputs, check in list(_landing_checks):
+                if landed & outputs:
+                    check()
             if writes:
                 with _write_errors_as_output_error(writes[0][1]):
                     (writes[0][2] / _FINISHED).touch()
