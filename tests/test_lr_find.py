@@ -442,11 +442,13 @@ def test_without_a_descent_lr_find_stops_the_pipeline_before_train(repro, tmp_pa
     refused = stage(root, "train", check=False)
     assert refused.returncode != 0 and (root / paths.MODEL).read_bytes() == model
     assert "the range test found no descent (its loss stayed flat), so there is no max_lr" in refused.stderr
-    # figures drew the previous run's training curves as if train had run at this range test's pick.
+    # figures ended in a TypeError (no pick to check the schedule against); the model it would
+    # draw the curves of was trained with the range test's previous params.
     images = {path: (root / path).read_bytes() for path in (paths.LR_FINDER_IMAGE, paths.LOSS_IMAGE)}
     drawn = stage(root, "figures", check=False)
-    assert drawn.returncode == 2 and drawn.stderr.strip().splitlines()[-1].startswith(
-        f'error: {paths.LR_FIND_METRICS}: lr_find found no descent, so train.max_lr "find" has no pick to train at'
+    assert drawn.returncode == 2 and drawn.stderr.strip().splitlines()[-1] == (
+        f"error: {paths.MODEL}: train ran with lr_find.start_lr = 1e-07, but {paths.PARAMS} now says 1e-09; "
+        "re-create it with `dvc repro train`"
     ), drawn.stderr
     assert images == {path: (root / path).read_bytes() for path in images}
 
