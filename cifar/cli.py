@@ -210,7 +210,7 @@ def run_stage(
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
     try:
-        started_with = _deps_as_they_are(inputs)
+        started_with = _deps_at_start(inputs)
         _run(
             lambda: (
                 refuse_linked_outputs(outputs),
@@ -323,19 +323,37 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
     return found
 
 
-def _deps_as_they_are(inputs: Sequence[str | Path]) -> dict[str, object]:
+_sources_at_start: dict[str, str] | None = None  # None: not started as a stage (a test calling run_stage)
+
+
+def keep_sources_at_start(digests: dict[str, str]) -> None:
+    """The SHA-256 of each of the project's source files as the stage started, before it
+    imported them (stages/__init__.py): a module edited while torch loaded (seconds) ran as it
+    was, but was checked as the stage began, and recorded by DVC as it ended, as it is now."""
+    global _sources_at_start
+    _sources_at_start = {os.path.realpath(path): digest for path, digest in digests.items()}
+
+
+def _module_at_start(file: str, digest_now: str | None) -> str | None:
+    """A module's SHA-256 as the stage started (None for a file that was not there)."""
+    return digest_now if _sources_at_start is None else _sources_at_start.get(os.path.realpath(file))
+
+
+def _deps_at_start(inputs: Sequence[str | Path]) -> dict[str, object]:
     """What tells an edit of each file a stage depends on: the SHA-256 of each of the project's
-    modules loaded so far (as DVC hashes them: a file saved unchanged is no edit), and
-    _files_as_they_are of its inputs."""
-    return {file: digest for file, digest in loaded_sources().values()} | _files_as_they_are(inputs)
+    modules loaded so far, as the stage started (as DVC hashes them: a file saved unchanged is
+    no edit), and _files_as_they_are of its inputs."""
+    modules = {file: _module_at_start(file, digest) for file, digest in loaded_sources().values()}
+    return modules | _files_as_they_are(inputs)
 
 
 def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, object]) -> None:
-    """A module first loaded while the stage ran ran as it is now."""
-    now = _files_as_they_are(inputs)
-    for path in sorted(started_with.keys() | now.keys()):
-        is_now = now[path] if path in now else _file_sha256(path)  # a module's digest
-        if is_now != started_with.get(path):
+    """A module first loaded while the stage ran is held to the sources as the stage started."""
+    modules = {file: digest for file, digest in loaded_sources().values()}
+    was = {file: _module_at_start(file, digest) for file, digest in modules.items()} | started_with
+    now = modules | _files_as_they_are(inputs)
+    for path in sorted(was.keys() | now.keys()):
+        if now.get(path) != was.get(path):
             stage = Path(sys.argv[0]).stem
             shown = os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
             raise PipelineError(

@@ -32,6 +32,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
+import cifar.cli
 import stages.evaluate
 import stages.explain
 import stages.figures
@@ -51,7 +52,7 @@ from cifar.atomic import (
     write_json,
     write_text,
 )
-from cifar.cli import Stopped, install_stop_handlers, run_stage
+from cifar.cli import Stopped, install_stop_handlers, keep_sources_at_start, run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
 from cifar.errors import DataError, OutputError, one_line, short_repr
@@ -497,6 +498,33 @@ def test_a_module_edited_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatc
         2,
         "error: cifar/inference.py changed while evaluate ran; DVC would record what it holds now beside outputs "
         "made from what it held before: run evaluate again\n",
+    )
+
+
+def test_a_module_first_imported_while_a_stage_runs_is_held_to_the_sources_as_the_stage_started(
+    tmp_path, monkeypatch, capsys
+):
+    """A module a stage imports as it runs (figures' plotting code) edited after the stage started."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/figures.py"])
+    monkeypatch.setattr(cifar.cli, "_sources_at_start", None)
+    source = tmp_path / "cifar" / "plots.py"
+    source.parent.mkdir()
+    source.write_text("DPI = 100\n")
+    keep_sources_at_start({str(source): hashlib.sha256(source.read_bytes()).hexdigest()})
+    source.write_text("DPI = 200\n")
+
+    def import_it() -> None:
+        module = types.ModuleType("cifar.imported_while_running")
+        module.__file__ = str(source)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(import_it, [])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: cifar/plots.py changed while figures ran; DVC would record what it holds now beside outputs "
+        "made from what it held before: run figures again\n",
     )
 
 
@@ -2430,6 +2458,25 @@ def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, si
     stage.send_signal(sig)
     _, stderr = stage.communicate()
     assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
+
+
+def test_a_module_edited_while_the_stage_loads_torch_fails_the_stage(pipeline_run):
+    """cifar/atomic.py edited once evaluate had imported it, while torch loaded: evaluate ran the
+    old code with exit 0 and `dvc repro` recorded the edited file in dvc.lock as its dep."""
+    before = outputs(pipeline_run)
+    stage = subprocess.Popen([sys.executable, "-m", "stages.evaluate"], stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{stage.pid}/maps")
+    while stage.poll() is None and "libtorch" not in maps.read_text():
+        pass
+    with open("cifar/atomic.py", "a") as source:
+        source.write("# edited\n")
+    _, stderr = stage.communicate()
+    assert (stage.returncode, stderr) == (
+        2,
+        "error: cifar/atomic.py changed while evaluate ran; DVC would record what it holds now beside outputs made "
+        "from what it held before: run evaluate again\n",
+    )
+    assert outputs(pipeline_run) == before
 
 
 @pytest.mark.parametrize("setting", ["MPLBACKEND", "MATPLOTLIBRC", "./matplotlibrc"])
