@@ -329,17 +329,24 @@ def test_an_archive_named_without_its_suffix_is_told_by_its_contents(tree, downl
     )
 
 
-@pytest.mark.parametrize(("compression", "suffix"), [("lzma", ".tar.lzma"), ("zstd", ".tar.zst")])
+# Only the first bytes are read, where no suffix is a compression read here.
+FRAME_STARTS = {"zstd": b"\x28\xb5\x2f\xfd\x04\x58", "lzop": b"\x89LZO\x00\r\n\x1a\n\x10\x40"}
+
+
+@pytest.mark.parametrize(
+    ("compression", "suffix"), [("lzma", ".tar.lzma"), ("zstd", ".tar.zst"), ("lzop", ".tar.lzo"), ("zstd", ".tar.gz")]
+)
 def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, compression, suffix):
-    """`tar --zstd` and `tar --lzma` archives were refused as "a file but not an archive"."""
+    """`tar --zstd` and `tar --lzma` archives were refused as "a file but not an archive", a
+    zstd one named .tar.gz as "corrupt or truncated; download or export it again"."""
     plain = archive_of(tree, "tar").read_bytes()
-    zstd_frame_start = b"\x28\xb5\x2f\xfd\x04\x58"  # only the first bytes are read
-    compressed = lzma.compress(plain, format=lzma.FORMAT_ALONE) if compression == "lzma" else zstd_frame_start
+    compressed = lzma.compress(plain, format=lzma.FORMAT_ALONE) if compression == "lzma" else FRAME_STARTS[compression]
     archive = tree.parent / f"cifar{suffix}"
     archive.write_bytes(compressed)
+    named = f"{archive}" if suffix == ".tar.gz" else f"data.source = '{archive}'"
     assert refused(DataError, import_from, archive, downloads) == (
-        f"data.source = '{archive}' is compressed with {compression}, which download does not read; recompress it "
-        f"with gzip, bzip2 or xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
+        f"{named} is compressed with {compression}, which download does not read; recompress it with gzip, bzip2 or "
+        f"xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
     )
 
 
@@ -455,13 +462,14 @@ def test_more_members_or_files_than_the_cap_are_refused(tree, downloads, monkeyp
     if archive_format == "folder":
         assert refused(DataError, import_from, tree, downloads) == (
             f"data.source = {str(tree)!r}: more than 40 files and folders to look through, far more than CIFAR-10's "
-            f"60,000 images; point it at the folder that holds train/ and test/ ({EXPECTED_LAYOUT})"
+            f"60,000 images; point it at a folder that holds only the train/ and test/ trees, 40 files and folders at "
+            f"most ({EXPECTED_LAYOUT})"
         )
         return
     archive = archive_of(tree, archive_format)
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: more than 40 members, far more than CIFAR-10's 60,000 images; if it is genuine, "
-        f"extract it yourself and point data.source at the folder"
+        f"{archive}: more than 40 members, far more than CIFAR-10's 60,000 images; keep only the train/ and test/ "
+        f"trees in it, 40 members at most"
     )
 
 

@@ -127,6 +127,9 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     misnamed = _misnamed(archive)
     if misnamed:
         return DataError(f"{archive}: {misnamed}")
+    compression = unread_compression(archive)
+    if compression:  # a zstd tar named .tar.gz was called corrupt, and downloaded again
+        return DataError(f"{archive} is {compression_not_read(compression)}")
     detail = " ".join(str(error).split())  # some errors span lines
     return DataError(f"{archive}: the archive is corrupt or truncated ({detail}); download or export it again")
 
@@ -136,6 +139,8 @@ _UNREAD_COMPRESSIONS = (
     (b"\x28\xb5\x2f\xfd", "zstd"),
     (b"LZIP", "lzip"),
     (b"\x1f\x9d", "compress"),
+    (b"\x89LZO", "lzop"),
+    (b"\x04\x22\x4d\x18", "lz4"),
     (b"\x5d\x00\x00", "lzma"),
 )
 
@@ -145,6 +150,13 @@ def unread_compression(path: Path) -> str | None:
     with path.open("rb") as stream:
         first = stream.read(4)
     return next((name for magic, name in _UNREAD_COMPRESSIONS if first.startswith(magic)), None)
+
+
+def compression_not_read(compression: str) -> str:
+    return (
+        f"compressed with {compression}, which download does not read; recompress it with gzip, bzip2 or xz "
+        f"(.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
+    )
 
 
 def suffix_by_contents(path: Path) -> str | None:
@@ -607,8 +619,8 @@ def _refuse_a_file_that_is_a_folder(archive: Path, files: dict[str, bytes], fold
 
 def _too_many_members(archive: Path) -> DataError:
     return DataError(
-        f"{archive}: more than {MAX_MEMBERS:,} members, far more than CIFAR-10's 60,000 images; if it is genuine, "
-        f"{_FIX}"
+        f"{archive}: more than {MAX_MEMBERS:,} members, far more than CIFAR-10's 60,000 images; keep only the train/ "
+        f"and test/ trees in it, {MAX_MEMBERS:,} members at most"
     )
 
 

@@ -224,10 +224,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
                 f"so; name it (or a link to it) to end in {by_contents}"
             )
         if compression:  # a .tar.zst was called no archive at all
-            raise DataError(
-                f"data.source = {str(path)!r} is compressed with {compression}, which download does not read; "
-                f"recompress it with gzip, bzip2 or xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"
-            )
+            raise DataError(f"data.source = {str(path)!r} is {archives.compression_not_read(compression)}")
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)
     members = archives.read_members(path)
@@ -314,8 +311,9 @@ class _Listing:
                 if self.room < 0:
                     raise DataError(
                         f"data.source = {str(self.source)!r}: more than {archives.MAX_MEMBERS:,} files and folders to "
-                        f"look through, far more than CIFAR-10's 60,000 images; point it at the folder that holds "
-                        f"train/ and test/ ({EXPECTED_LAYOUT})"
+                        f"look through, far more than CIFAR-10's 60,000 images; point it at a folder that holds only "
+                        f"the train/ and test/ trees, {archives.MAX_MEMBERS:,} files and folders at most "
+                        f"({EXPECTED_LAYOUT})"
                     )
                 entries.append(entry)
         return sorted(entries, key=lambda entry: entry.path)
