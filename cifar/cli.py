@@ -289,10 +289,15 @@ PROJECT_PACKAGES = ("cifar", "stages")
 
 def loaded_sources(packages: tuple[str, ...] = PROJECT_PACKAGES) -> dict[str, tuple[str, str | None]]:
     """{module name: (its source file, the file's SHA-256, None if unreadable)} for every module
-    of these packages imported so far."""
+    of these packages imported so far, the stage's own (`__main__`, which `python -m` runs by
+    its name) among them."""
+    by_name = {
+        getattr(getattr(module, "__spec__", None), "name", None) or name: module
+        for name, module in list(sys.modules.items())
+    }
     files = {
         name: module.__file__
-        for name, module in list(sys.modules.items())
+        for name, module in by_name.items()
         if name.split(".")[0] in packages and getattr(module, "__file__", None)
     }
     return {name: (file, _file_sha256(file)) for name, file in files.items()}

@@ -45,11 +45,15 @@ if sys.argv[:1] == ["-m"]:
     # Such caches are removed (this package's own is read before this line): 1.2 ms for the 22
     # that evaluate leaves (2-core CPU). So is what no cache can be, and what would block or
     # fill memory as it is read: a named pipe, a device, a file of more than 16 MiB (the
-    # project's largest cache takes 40 KB).
+    # project's largest cache takes 40 KB). So is one that Python takes for its source's by the
+    # source's time and size, not its contents: inference.py edited to the same size within
+    # the second (or with its time kept, as `cp -p` and `tar x` do) ran as it was before. The
+    # stage writes its caches checked by contents, below.
     import marshal  # built in, as _signal is
     import stat  # loaded by os as Python starts
 
     _MOST_CACHE_BYTES = 16 << 20
+    _CHECKED_BY_CONTENTS = 0b11  # a cache's flags: its source's hash is in the header, and checked
     _places = [os.path.abspath(f"{os.path.dirname(__path__[0])}/{_package}") for _package in ("stages", "cifar")]
     # A cache prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) keeps the caches in a copy of the
     # source folders' tree under it, not in their __pycache__ folders.
@@ -64,6 +68,8 @@ if sys.argv[:1] == ["-m"]:
                 try:
                     if len(_bytecode) > _MOST_CACHE_BYTES:
                         raise ValueError("larger than any of the project's caches")
+                    if int.from_bytes(_bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
+                        raise ValueError("checked by its source's time and size")
                     marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
                 except (EOFError, ValueError, TypeError):
                     os.remove(_cache)
@@ -76,11 +82,27 @@ from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, star
 if sys.argv[:1] == ["-m"]:
     refuse_namesakes()
     import hashlib
+    import importlib.util
+    import py_compile
     import resource
+
+    # Under a file-size limit (`ulimit -f`) Python would cache cut bytecode for what it compiles
+    # from here on, the environment's modules too (the project's own are checked above).
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        sys.dont_write_bytecode = True
+
+    def _checked_by_contents(cache: str) -> bool:
+        try:
+            with open(os.open(cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as header:
+                return int.from_bytes(header.read(8)[4:], "little") == _CHECKED_BY_CONTENTS
+        except OSError:
+            return False
 
     # The project's sources as the stage starts, before it imports them (cifar.cli keeps them,
     # below): a module edited while torch loaded ran as it was read. Opened as the caches are,
-    # above, and one past 16 MiB is left out, as one not there; 2.5 ms for the 42 files (2-core CPU).
+    # above, and one past 16 MiB is left out, as one not there; 2.5 ms for the 42 files (2-core
+    # CPU). A module without a cache checked by contents (those Python wrote as this package
+    # loaded) gets one (0.2 s for all 42), which Python keeps so, rewriting it as its source changes.
     _sources_at_start = {}
     for _folder, _, _files in (_step for _place in _places[:2] for _step in os.walk(_place)):
         for _source in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".py")):
@@ -88,15 +110,18 @@ if sys.argv[:1] == ["-m"]:
                 with open(os.open(_source, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
                     _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
                     _code = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
-                if _regular and len(_code) <= _MOST_CACHE_BYTES:
-                    _sources_at_start[_source] = hashlib.sha256(_code).hexdigest()
+                if not _regular or len(_code) > _MOST_CACHE_BYTES:
+                    continue
+                _sources_at_start[_source] = hashlib.sha256(_code).hexdigest()
+                _cache = importlib.util.cache_from_source(_source)
+                if not sys.dont_write_bytecode and not _checked_by_contents(_cache):
+                    py_compile.compile(
+                        _source, _cache, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+                    )
             except OSError:  # gone meanwhile, or not this user's: as an import of it would find
                 pass
-
-    # Under a file-size limit (`ulimit -f`) Python would cache cut bytecode for what it compiles
-    # from here on, the environment's modules too (the project's own are checked above).
-    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
-        sys.dont_write_bytecode = True
+            except py_compile.PyCompileError:  # Python says what is wrong with it if the stage imports it
+                pass
 
 # isort: split
 

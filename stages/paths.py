@@ -303,14 +303,18 @@ def declared_outputs(stage: str) -> list[str]:
 
 
 def declared_inputs(stage: str) -> list[str]:
-    """The paths of the table that dvc.yaml declares as `stage`'s deps, whose contents DVC
-    records in dvc.lock as the stage ends (none for a stage it does not define as expected)."""
+    """The files and folders that dvc.yaml declares as `stage`'s deps, whose contents DVC
+    records in dvc.lock as the stage ends, but for its Python modules, which cifar.cli checks by
+    their contents (none for a stage it does not define as expected)."""
     try:
         deps = _PIPELINE["stages"][stage].get("deps") or []
     except (KeyError, TypeError, AttributeError):
         return []
-    named = [re.fullmatch(r"\$\{paths\.(\w+)\}", entry) for entry in deps if isinstance(entry, str)]
-    return [_path(found[1]) for found in named if found]
+    inputs = []
+    for entry in (dep for dep in deps if isinstance(dep, str) and not dep.endswith(".py")):
+        named = re.fullmatch(r"\$\{paths\.(\w+)\}", entry)
+        inputs.append(_path(named[1]) if named else entry)
+    return inputs
 
 
 def _path(name: str) -> str:

@@ -528,6 +528,22 @@ def test_a_module_first_imported_while_a_stage_runs_is_held_to_the_sources_as_th
     )
 
 
+def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypatch, capsys):
+    """requirements-stages.txt, a dep of every stage in dvc.yaml, edited while train ran: DVC
+    recorded the new pins in dvc.lock beside a model trained with the old ones."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    requirements = Path("requirements-stages.txt")
+    requirements.write_text("torch==2.14.1\n")
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: requirements.write_text("torch==2.15.0\n"), [], [], [], paths.declared_inputs("train"))
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: requirements-stages.txt changed while train ran; DVC would record what it holds now beside outputs "
+        "made from what it held before: run train again\n",
+    )
+
+
 @pytest.mark.parametrize("edit", ["replaced", "added", "removed", "saved-unchanged"])
 def test_an_input_replaced_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch, capsys, edit):
     """download run alone while train ran: DVC recorded the new split's hash for a model trained on the old one."""
@@ -2460,20 +2476,22 @@ def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, si
     assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
 
 
-def test_a_module_edited_while_the_stage_loads_torch_fails_the_stage(pipeline_run):
+@pytest.mark.parametrize("module", ["cifar/atomic.py", "stages/evaluate.py"])
+def test_a_module_edited_while_the_stage_loads_torch_fails_the_stage(pipeline_run, module):
     """cifar/atomic.py edited once evaluate had imported it, while torch loaded: evaluate ran the
-    old code with exit 0 and `dvc repro` recorded the edited file in dvc.lock as its dep."""
+    old code with exit 0 and `dvc repro` recorded the edited file in dvc.lock as its dep. The
+    stage's own module, which `python -m` runs as __main__, went unchecked to the end."""
     before = outputs(pipeline_run)
     stage = subprocess.Popen([sys.executable, "-m", "stages.evaluate"], stderr=subprocess.PIPE, text=True)
     maps = Path(f"/proc/{stage.pid}/maps")
     while stage.poll() is None and "libtorch" not in maps.read_text():
         pass
-    with open("cifar/atomic.py", "a") as source:
+    with open(module, "a") as source:
         source.write("# edited\n")
     _, stderr = stage.communicate()
     assert (stage.returncode, stderr) == (
         2,
-        "error: cifar/atomic.py changed while evaluate ran; DVC would record what it holds now beside outputs made "
+        f"error: {module} changed while evaluate ran; DVC would record what it holds now beside outputs made "
         "from what it held before: run evaluate again\n",
     )
     assert outputs(pipeline_run) == before

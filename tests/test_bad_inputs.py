@@ -1438,6 +1438,24 @@ def test_a_cut_bytecode_cache_under_a_cache_prefix_is_no_concern(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr  # no input here
 
 
+def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(tmp_path):
+    """cifar/dataset.py edited to a text of the same size with its modification time kept (as
+    `cp -p` and `tar x` keep it, or as an edit within the second gives): Python took the cache it
+    had written of the old text for the new, by the source's time and size, so the stage ran
+    the old code with exit 0 while DVC recorded the new as its dep."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    compiled = subprocess.run([sys.executable, "-c", "import cifar.dataset"], cwd=pipeline, env=environment(pipeline))
+    assert compiled.returncode == 0
+    source = pipeline / "cifar" / "dataset.py"
+    edits = [("`dvc repro download`", "`dvc repro DOWNLOAD`"), ("`dvc repro DOWNLOAD`", "`dvc repro DOWNLOAd`")]
+    for old, new in edits:  # the second with the stage's own caches in place
+        kept = source.stat()
+        source.write_text(source.read_text().replace(old, new))
+        os.utime(source, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+        result = run_module(pipeline, "stages.figures")
+        assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
+
+
 def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
     """Every stage reads the project's caches as it starts: a named pipe there blocked it for
     good before it said a word (its stop signals wait until it has loaded), and a 3 GiB file
