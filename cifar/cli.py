@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -175,12 +176,19 @@ def leave(code: int) -> None:
     soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     if soft != resource.RLIM_INFINITY and usage.ru_utime + usage.ru_stime >= soft:
-        call_off_torchs_exit_report()
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _end_at_once(code)
     sys.exit(code)
+
+
+def _end_at_once(code: int) -> None:
+    """End the process after its atexit calls, without Python's own exit, which unloads torch."""
+    call_off_torchs_exit_report()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None where it was started with it closed
+            with contextlib.suppress(OSError, ValueError):  # a full or closed one: nothing more to say there
+                stream.flush()
+    os._exit(code)
 
 
 def stopped_line(stopped: Stopped, stage: str) -> str:
@@ -223,6 +231,11 @@ def run_stage(
         # Python opens its prompt after a script that returns with PYTHONINSPECT set, which a
         # library's module could do as it was imported: evaluate waited there with its outputs written.
         os.environ.pop("PYTHONINSPECT", None)
+    if _sources_at_start is not None:  # a stage's own process (stages/__init__.py), not a test's call
+        # DVC hashes a stage's deps once its process has ended, and Python's own exit took 1 to
+        # 1.6 s after the last check (2-core CPU): a module edited then was recorded beside the
+        # outputs of the old one.
+        _end_at_once(0)
 
 
 def ignore_stops_from_now() -> None:
