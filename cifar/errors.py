@@ -60,20 +60,19 @@ def out_of_memory_message(error: BaseException, stage: str) -> str | None:
             f"threads in all; raise it (or stop some of the user's programs), then run it again"
         )
     return (
-        f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit ({_memory_limits_set()}) "
-        f"or stop programs that hold memory, then run it again"
+        f"error: {stage} ran out of memory ({one_line(error)}); raise the memory limit "
+        f"({', '.join(memory_limits_set()) or 'ulimit -v'}) or stop programs that hold memory, then run it again"
     )
 
 
-def _memory_limits_set() -> str:
+def memory_limits_set() -> list[str]:
     """The `ulimit` options that bound the stage's memory: its address space (-v), or its data
     (-d), which an out-of-memory line named as -v when only -d was set."""
-    limits = [
+    return [
         option
         for option, limit in (("ulimit -v", resource.RLIMIT_AS), ("ulimit -d", resource.RLIMIT_DATA))
         if resource.getrlimit(limit)[0] != resource.RLIM_INFINITY
     ]
-    return ", ".join(limits) or "ulimit -v"
 
 
 _CAN_IGNORE_THREADS_LIMIT = (21, 24)  # CAP_SYS_ADMIN, CAP_SYS_RESOURCE
@@ -128,6 +127,8 @@ def is_out_of_memory(error: BaseException) -> bool:
         or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
         or (isinstance(error, (ImportError, OSError)) and "failed to map segment" in text)
         or (isinstance(error, RuntimeError) and "can't start new thread" in text)
+        # Python's threading, as a pool waits for a thread it started: "can't allocate lock"
+        or (isinstance(error, RuntimeError) and "can't allocate lock" in text)
         # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
         or (isinstance(error, RuntimeError) and "can't allocate memory" in text)
     )

@@ -1089,8 +1089,10 @@ def test_a_file_that_is_no_trained_model_is_refused_in_one_line_never_suggesting
             "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
             "to allocate 104857600 bytes. Error code 12 (Cannot allocate memory)"
         ),
+        # which download met under `ulimit -d 327680` as a raw traceback, its pool waiting for a thread
+        RuntimeError("can't allocate lock"),
     ],
-    ids=["thread", "memory-error", "enomem", "torch-allocator"],
+    ids=["thread", "memory-error", "enomem", "torch-allocator", "lock"],
 )
 def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error):
     """A ThreadPoolExecutor that could not start a thread under `ulimit -v 300000` ended the

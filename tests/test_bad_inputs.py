@@ -43,7 +43,7 @@ from torch import nn
 from cifar.config import DataConfig, Params, TrainConfig, load_params, parse_params
 from cifar.dataset import save_dataset
 from cifar.errors import ConfigError, DataError, OutputError, short_repr
-from cifar.ingest import archives
+from cifar.ingest import archives, sources
 from cifar.ingest.images import read_image
 from cifar.ingest.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
 from cifar.training import engine
@@ -69,6 +69,25 @@ def system_temp(tmp_path, monkeypatch):
 @pytest.fixture
 def tree(tmp_path):
     return make_class_tree(tmp_path / "export", {"train": 3, "test": 2})
+
+
+@pytest.mark.parametrize("archive_format", ["gztar", "folder"])
+def test_under_a_memory_limit_no_thread_but_the_stages_own_decodes(tree, downloads, monkeypatch, archive_format):
+    """A decoding thread that ran out of memory as it finished an image left its result unset,
+    and download waited for ever, deaf to SIGTERM (the full mirror under `ulimit -d 262144`,
+    1 run in 6)."""
+    source = tree if archive_format == "folder" else archive_of(tree, archive_format)
+    decoded_by_threads = import_from(source, downloads)
+
+    def no_pool():
+        raise AssertionError("a pool of decoding threads under a memory limit")
+
+    monkeypatch.setattr(sources, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(sources, "memory_limits_set", lambda: ["ulimit -d"])
+    decoded_alone = import_from(source, downloads)
+    for split, data in decoded_by_threads.items():
+        assert np.array_equal(decoded_alone[split].images, data.images), split
+        assert np.array_equal(decoded_alone[split].labels, data.labels), split
 
 
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"), reason="bind-mounts in a namespace")

@@ -25,7 +25,7 @@ from cifar.atomic import scratch_folder, stop_signals_held
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
-from cifar.errors import DataError, printable
+from cifar.errors import DataError, memory_limits_set, printable
 from cifar.ingest import archives
 from cifar.ingest.images import decode_image, read_image
 from cifar.ingest.synthetic import synthetic_split
@@ -601,11 +601,24 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
         rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels[keep])])
         order = keep[np.lexsort((labels[keep], rank_in_class))]
         log.info("decoding %d %s images from %s/%s", len(order), split, tree.root, split)
-        # Pillow decodes with the GIL released, so threads decode on every core. A stop signal
-        # is held back while they do: raised in the main thread as it took a lock of the pool,
-        # it left the workers waiting on that lock for ever. Once one arrives, the images left
-        # are passed over, and it is handled as the pool ends.
-        with stop_signals_held() as arrived, ThreadPoolExecutor() as pool:
-            images = list(pool.map(lambda index: None if arrived else files[index].decode(), order))  # noqa: B023
-        splits[split] = Split(images=np.stack(images), labels=labels[order], classes=names)
+        splits[split] = Split(images=np.stack(_decoded(files, order)), labels=labels[order], classes=names)
     return splits
+
+
+def _decoded(files: list[ImageFile], order: np.ndarray) -> list[np.ndarray]:
+    """The files' images in this order. Pillow decodes with the GIL released, so threads decode
+    on every core. A stop signal is held back while they do: raised in the main thread as it
+    took a lock of the pool, it left the workers waiting on that lock for ever. Once one
+    arrives, the images left are passed over, and it is handled as the pool ends. Under a
+    memory limit (`ulimit -v` or `-d`) the stage's own thread decodes them: a decoding thread
+    that ran out of memory as it finished an image left its result unset and the stage waiting
+    for ever (the full mirror under `ulimit -d 262144`, 1 run in 6)."""
+    with stop_signals_held() as arrived:
+
+        def decode(index: int) -> np.ndarray | None:
+            return None if arrived else files[index].decode()
+
+        if memory_limits_set():
+            return [decode(index) for index in order]
+        with ThreadPoolExecutor() as pool:
+            return list(pool.map(decode, order))
