@@ -342,14 +342,17 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
 
 
 _sources_at_start: dict[str, str] | None = None  # None: not started as a stage (a test calling run_stage)
+_inputs_at_start: tuple[tuple[str | Path, ...], dict[str, tuple | None]] = ((), {})
 
 
-def keep_sources_at_start(digests: dict[str, str]) -> None:
+def keep_state_at_start(sources: dict[str, str], inputs: Sequence[str | Path]) -> None:
     """The SHA-256 of each of the project's source files as the stage started, before it
-    imported them (stages/__init__.py): a module edited while torch loaded (seconds) ran as it
-    was, but was checked as the stage began, and recorded by DVC as it ended, as it is now."""
-    global _sources_at_start
-    _sources_at_start = {os.path.realpath(path): digest for path, digest in digests.items()}
+    imported them, and _files_as_they_are of its inputs as it read dvc.yaml, before it loaded
+    torch (stages/__init__.py): a module edited while torch loaded (seconds) ran as it was, but
+    was checked as run_stage began, and recorded by DVC as the stage ended, as it is now."""
+    global _sources_at_start, _inputs_at_start
+    _sources_at_start = {os.path.realpath(path): digest for path, digest in sources.items()}
+    _inputs_at_start = (tuple(inputs), _files_as_they_are(inputs))
 
 
 def _module_at_start(file: str, digest_now: str | None) -> str | None:
@@ -359,10 +362,11 @@ def _module_at_start(file: str, digest_now: str | None) -> str | None:
 
 def _deps_at_start(inputs: Sequence[str | Path]) -> dict[str, object]:
     """What tells an edit of each file a stage depends on: the SHA-256 of each of the project's
-    modules loaded so far, as the stage started (as DVC hashes them: a file saved unchanged is
-    no edit), and _files_as_they_are of its inputs."""
+    modules loaded so far (as DVC hashes them: a file saved unchanged is no edit), and
+    _files_as_they_are of its inputs, both as the stage started."""
     modules = {file: _module_at_start(file, digest) for file, digest in loaded_sources().values()}
-    return modules | _files_as_they_are(inputs)
+    kept_for, kept = _inputs_at_start
+    return modules | (kept if kept_for == tuple(inputs) else _files_as_they_are(inputs))
 
 
 def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, object]) -> None:

@@ -144,7 +144,7 @@ from cifar.cli import (
     Stopped,
     ignore_stops_from_now,
     install_stop_handlers,
-    keep_sources_at_start,
+    keep_state_at_start,
     leave,
     say,
     stop_that_came,
@@ -699,7 +699,6 @@ def _openmp_stack_problem() -> str | None:
 # `python -m stages.NAME` sets argv[0] to "-m" while it imports this package: only a stage
 # started that way gets the hook, never a notebook or test that imports stages.paths.
 if sys.argv[:1] == ["-m"]:
-    keep_sources_at_start(_sources_at_start)
     sys.excepthook = _one_line_for_a_missing_package_or_ctrl_c
     # Stages draw into files only: a backend the environment names for its own windows (even a
     # misspelt one, which matplotlib refused at import with a raw ValueError) is not theirs.
@@ -743,7 +742,8 @@ if sys.argv[:1] == ["-m"]:
     if _stage_name() in ("lr_find", "figures", "explain"):  # those that import matplotlib (torch-lr-finder does)
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
-    importlib.import_module("stages.paths")
+    _paths = importlib.import_module("stages.paths")
+    keep_state_at_start(_sources_at_start, _paths.declared_inputs(_stage_name()))
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
     if problem:
         _refuse(f"error: {problem}")

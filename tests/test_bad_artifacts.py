@@ -52,7 +52,7 @@ from cifar.atomic import (
     write_json,
     write_text,
 )
-from cifar.cli import Stopped, install_stop_handlers, keep_sources_at_start, run_stage
+from cifar.cli import Stopped, install_stop_handlers, keep_state_at_start, loaded_sources, run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
 from cifar.errors import DataError, OutputError, one_line, short_repr
@@ -508,10 +508,11 @@ def test_a_module_first_imported_while_a_stage_runs_is_held_to_the_sources_as_th
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/figures.py"])
     monkeypatch.setattr(cifar.cli, "_sources_at_start", None)
+    monkeypatch.setattr(cifar.cli, "_inputs_at_start", ((), {}))
     source = tmp_path / "cifar" / "plots.py"
     source.parent.mkdir()
     source.write_text("DPI = 100\n")
-    keep_sources_at_start({str(source): hashlib.sha256(source.read_bytes()).hexdigest()})
+    keep_state_at_start({str(source): hashlib.sha256(source.read_bytes()).hexdigest()}, [])
     source.write_text("DPI = 200\n")
 
     def import_it() -> None:
@@ -528,15 +529,24 @@ def test_a_module_first_imported_while_a_stage_runs_is_held_to_the_sources_as_th
     )
 
 
-def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("edited", ["as torch loaded", "as the stage ran"])
+def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypatch, capsys, edited):
     """requirements-stages.txt, a dep of every stage in dvc.yaml, edited while train ran: DVC
-    recorded the new pins in dvc.lock beside a model trained with the old ones."""
+    recorded the new pins in dvc.lock beside a model trained with the old ones. An input is
+    held to its state as the stage read dvc.yaml, before it loaded torch."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    monkeypatch.setattr(cifar.cli, "_sources_at_start", None)
+    monkeypatch.setattr(cifar.cli, "_inputs_at_start", ((), {}))
     requirements = Path("requirements-stages.txt")
     requirements.write_text("torch==2.14.1\n")
+    inputs = paths.declared_inputs("train")
+    upgrade = functools.partial(requirements.write_text, "torch==2.15.0\ntorchvision==0.30.0\n")
+    if edited == "as torch loaded":
+        keep_state_at_start({file: digest for file, digest in loaded_sources().values()}, inputs)
+        upgrade()
     with pytest.raises(SystemExit) as exited:
-        run_stage(lambda: requirements.write_text("torch==2.15.0\n"), [], [], [], paths.declared_inputs("train"))
+        run_stage(upgrade if edited == "as the stage ran" else lambda: None, [], [], [], inputs)
     assert (exited.value.code, capsys.readouterr().err) == (
         2,
         "error: requirements-stages.txt changed while train ran; DVC would record what it holds now beside outputs "
