@@ -231,7 +231,7 @@ def run_stage(
         # Python opens its prompt after a script that returns with PYTHONINSPECT set, which a
         # library's module could do as it was imported: evaluate waited there with its outputs written.
         os.environ.pop("PYTHONINSPECT", None)
-    if _sources_at_start is not None:  # a stage's own process (stages/__init__.py), not a test's call
+    if _sources_read is not None:  # a stage's own process (stages/__init__.py), not a test's call
         # DVC hashes a stage's deps once its process has ended, and Python's own exit took 1 to
         # 1.6 s after the last check (2-core CPU): a module edited then was recorded beside the
         # outputs of the old one.
@@ -341,30 +341,45 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
     return found
 
 
-_sources_at_start: dict[str, str] | None = None  # None: not started as a stage (a test calling run_stage)
+_sources_read: dict[str, bytes] | None = None  # None: not started as a stage (a test calling run_stage)
 _inputs_at_start: tuple[tuple[str | Path, ...], dict[str, tuple | None]] = ((), {})
 
 
-def keep_state_at_start(sources: dict[str, str], inputs: Sequence[str | Path]) -> None:
-    """The SHA-256 of each of the project's source files as the stage started, before it
-    imported them, and _files_as_they_are of its inputs as it read dvc.yaml, before it loaded
-    torch (stages/__init__.py): a module edited while torch loaded (seconds) ran as it was, but
-    was checked as run_stage began, and recorded by DVC as the stage ended, as it is now."""
-    global _sources_at_start, _inputs_at_start
-    _sources_at_start = {os.path.realpath(path): digest for path, digest in sources.items()}
+def keep_state_at_start(sources_read: dict[str, bytes], inputs: Sequence[str | Path]) -> None:
+    """The source each of the project's modules was run from, as Python read it to import it
+    (stages/__init__.py fills the dict as the stage imports them), and _files_as_they_are of the
+    stage's inputs as it read dvc.yaml, before it loaded torch: a module or an input edited
+    while torch loaded (seconds) was checked as run_stage began, and recorded by DVC as the
+    stage ended, as it is now, beside outputs made from what it was."""
+    global _sources_read, _inputs_at_start
+    _sources_read = sources_read
     _inputs_at_start = (tuple(inputs), _files_as_they_are(inputs))
 
 
-def _module_at_start(file: str, digest_now: str | None) -> str | None:
-    """A module's SHA-256 as the stage started (None for a file that was not there)."""
-    return digest_now if _sources_at_start is None else _sources_at_start.get(os.path.realpath(file))
+def _module_as_run(file: str, digest_now: str | None) -> str | None:
+    """The SHA-256 of the source a module was run from; digest_now for one imported before
+    stages/__init__.py kept them (itself), or in a test."""
+    read = (_sources_read or {}).get(file)
+    return digest_now if read is None else hashlib.sha256(read).hexdigest()
+
+
+def module_changed_since_read() -> str | None:
+    """The first of the project's modules whose file no longer holds what it was run from."""
+    for file, read in list((_sources_read or {}).items()):
+        if _file_sha256(file) != hashlib.sha256(read).hexdigest():
+            return _shown(file)
+    return None
+
+
+def _shown(path: str) -> str:
+    return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
 
 
 def _deps_at_start(inputs: Sequence[str | Path]) -> dict[str, object]:
     """What tells an edit of each file a stage depends on: the SHA-256 of each of the project's
     modules loaded so far (as DVC hashes them: a file saved unchanged is no edit), and
     _files_as_they_are of its inputs, both as the stage started."""
-    modules = {file: _module_at_start(file, digest) for file, digest in loaded_sources().values()}
+    modules = {file: _module_as_run(file, digest) for file, digest in loaded_sources().values()}
     kept_for, kept = _inputs_at_start
     return modules | (kept if kept_for == tuple(inputs) else _files_as_they_are(inputs))
 
@@ -372,15 +387,14 @@ def _deps_at_start(inputs: Sequence[str | Path]) -> dict[str, object]:
 def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, object]) -> None:
     """A module first loaded while the stage ran is held to the sources as the stage started."""
     modules = {file: digest for file, digest in loaded_sources().values()}
-    was = {file: _module_at_start(file, digest) for file, digest in modules.items()} | started_with
+    was = {file: _module_as_run(file, digest) for file, digest in modules.items()} | started_with
     now = modules | _files_as_they_are(inputs)
     for path in sorted(was.keys() | now.keys()):
         if now.get(path) != was.get(path):
             stage = Path(sys.argv[0]).stem
-            shown = os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
             raise PipelineError(
-                f"{shown} changed while {stage} ran; DVC would record what it holds now beside outputs made from "
-                f"what it held before: run {stage} again"
+                f"{_shown(path)} changed while {stage} ran; DVC would record what it holds now beside outputs made "
+                f"from what it held before: run {stage} again"
             )
 
 

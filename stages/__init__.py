@@ -76,12 +76,41 @@ if sys.argv[:1] == ["-m"]:
             except OSError:  # gone meanwhile, or not this user's: Python falls back to the source
                 pass
 
+    import importlib.machinery  # frozen into the interpreter, as _signal is built in
+
+    # The bytes each of the project's modules runs from, as Python reads them to import it (it
+    # reads them to check a cache by contents, too). cifar.cli holds each module to them: one
+    # edited after it was read, while torch loaded (seconds), ran as it was but was checked, and
+    # recorded by DVC, as it is now; one edited before and changed back ran as neither says.
+    _SOURCES_READ: dict[str, bytes] = {}
+
+    class _SourceKeeper(importlib.machinery.SourceFileLoader):
+        def get_data(self, path):
+            data = super().get_data(path)
+            if path == self.path:
+                _SOURCES_READ.setdefault(path, data)  # the first: inspect may ask for it again
+            return data
+
+    class _ProjectModules:
+        """Finds the project's modules as Python would, with a loader that keeps their source."""
+
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name.partition(".")[0] not in ("cifar", "stages"):
+                return None
+            found = importlib.machinery.PathFinder.find_spec(name, path)
+            if found is None or type(found.loader) is not importlib.machinery.SourceFileLoader:
+                return None
+            found.loader = _SourceKeeper(found.loader.name, found.loader.path)
+            return found
+
+    sys.meta_path.insert(0, _ProjectModules)
+
 from stages.namesakes import refuse_namesakes, stand_in_on_the_import_path, started_module
 
 # Before any other import, so that each is of the environment's module, not a namesake's.
 if sys.argv[:1] == ["-m"]:
     refuse_namesakes()
-    import hashlib
     import importlib.util
     import py_compile
     import resource
@@ -98,26 +127,24 @@ if sys.argv[:1] == ["-m"]:
         except OSError:
             return False
 
-    # The project's sources as the stage starts, before it imports them (cifar.cli keeps them,
-    # below): a module edited while torch loaded ran as it was read. Opened as the caches are,
-    # above, and one past 16 MiB is left out, as one not there; 2.5 ms for the 42 files (2-core
-    # CPU). A module without a cache checked by contents (those Python wrote as this package
-    # loaded) gets one (0.2 s for all 42), which Python keeps so, rewriting it as its source changes.
-    _sources_at_start = {}
+    # A module without a cache checked by contents (those Python wrote as this package loaded)
+    # gets one (0.2 s for all 42, 2-core CPU), which Python keeps so, rewriting it as its source
+    # changes. A source that no module can be (a named pipe, over 16 MiB) is left to the import.
     for _folder, _, _files in (_step for _place in _places[:2] for _step in os.walk(_place)):
         for _source in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".py")):
             try:
-                with open(os.open(_source, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
-                    _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
-                    _code = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
-                if not _regular or len(_code) > _MOST_CACHE_BYTES:
-                    continue
-                _sources_at_start[_source] = hashlib.sha256(_code).hexdigest()
+                _status = os.stat(_source)
                 _cache = importlib.util.cache_from_source(_source)
-                if not sys.dont_write_bytecode and not _checked_by_contents(_cache):
-                    py_compile.compile(
-                        _source, _cache, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
-                    )
+                if (
+                    sys.dont_write_bytecode
+                    or not stat.S_ISREG(_status.st_mode)
+                    or _status.st_size > _MOST_CACHE_BYTES
+                    or _checked_by_contents(_cache)
+                ):
+                    continue
+                py_compile.compile(
+                    _source, _cache, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+                )
             except OSError:  # gone meanwhile, or not this user's: as an import of it would find
                 pass
             except py_compile.PyCompileError:  # Python says what is wrong with it if the stage imports it
@@ -146,6 +173,7 @@ from cifar.cli import (
     install_stop_handlers,
     keep_state_at_start,
     leave,
+    module_changed_since_read,
     say,
     stop_that_came,
     stopped_line,
@@ -238,6 +266,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         say(
             f"error: {stage} met a path that is not text under this locale ({ascii(error.object)[:120]}); "
             f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset"
+        )
+        raise SystemExit(2)
+    # a module read half-edited (emptied, a name not yet renamed everywhere) and then restored
+    changed = module_changed_since_read()
+    if changed:
+        say(
+            f"error: {changed} changed while {stage} ran, as it was being loaded ({printable(one_line(error, 200))}); "
+            f"run {stage} again"
         )
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
@@ -743,7 +779,7 @@ if sys.argv[:1] == ["-m"]:
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     _paths = importlib.import_module("stages.paths")
-    keep_state_at_start(_sources_at_start, _paths.declared_inputs(_stage_name()))
+    keep_state_at_start(_SOURCES_READ, _paths.declared_inputs(_stage_name()))
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
     if problem:
         _refuse(f"error: {problem}")

@@ -2001,6 +2001,29 @@ def test_a_stop_signal_that_a_library_turns_into_an_error_of_its_own_is_one_line
     )
 
 
+def test_a_module_read_half_edited_as_a_stage_loads_is_named(tmp_path, monkeypatch, capsys):
+    """cifar/reporting/plots.py emptied (or a name in it renamed) while figures loaded torch, and
+    restored once figures had read it: its import failed, in an ImportError traceback."""
+    import stages
+    from cifar import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stages, "started_module", lambda: "stages.figures")
+    monkeypatch.setattr(stages, "ignore_stops_from_now", lambda: None)  # this test process keeps its handlers
+    source = tmp_path / "cifar" / "reporting" / "plots.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("def loss_figure(history): ...\n")
+    monkeypatch.setattr(cli, "_sources_read", {str(source): b""})  # what Python read as it imported it
+    error = ImportError("cannot import name 'loss_figure' from 'cifar.reporting.plots'")
+    with pytest.raises(SystemExit) as exited:
+        stages._one_line_for_a_missing_package_or_ctrl_c(ImportError, error, None)
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: cifar/reporting/plots.py changed while figures ran, as it was being loaded (cannot import name "
+        "'loss_figure' from 'cifar.reporting.plots'); run figures again\n",
+    )
+
+
 def test_a_file_where_torch_makes_its_compile_cache_is_one_line(pipeline, tmp_path):
     """torch makes its compile-cache folder, TMPDIR/torchinductor_USER, as it loads: a file of
     that name ended explain in a FileExistsError traceback, and evaluate in "...: File exists;
