@@ -25,7 +25,8 @@ from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact
 
-REPO = Path(__file__).resolve().parents[1]
+# Not resolved: stages/ linked to another checkout's read that checkout's dvc.yaml, and wrote there.
+REPO = Path(os.path.abspath(__file__)).parents[1]
 PIPELINE = REPO / "dvc.yaml"
 PARAMS = PARAMS_FILE
 # This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.

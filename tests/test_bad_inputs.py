@@ -49,7 +49,16 @@ from cifar.ingest.sources import EXPECTED_LAYOUT, import_dataset, synthetic_spli
 from cifar.training import engine
 from cifar.training.loader import DeviceLoader
 from generated import CPU, cpu_recipe, make_class_tree, random_split
-from pipeline_repo import REPO, default_params, environment, make_pipeline_repo, merge, stage, stage_with_peak_memory
+from pipeline_repo import (
+    REPO,
+    copy_from_checkout,
+    default_params,
+    environment,
+    make_pipeline_repo,
+    merge,
+    stage,
+    stage_with_peak_memory,
+)
 from stages import paths
 
 SCRATCH = ".extract.partial-"
@@ -1999,6 +2008,22 @@ def test_a_stop_signal_that_a_library_turns_into_an_error_of_its_own_is_one_line
         128 + signal.SIGTERM,
         "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
     )
+
+
+def test_a_stages_folder_linked_to_another_checkouts_reads_this_workspaces_paths_table(tmp_path):
+    """stages/ a link to another checkout's: figures read that checkout's dvc.yaml, drew where
+    its paths table said, and left this workspace's figures as they were, with exit 0."""
+    other = copy_from_checkout(tmp_path / "other", ("stages", "cifar", "dvc.yaml"))
+    here = copy_from_checkout(tmp_path / "here", ("cifar", "dvc.yaml"))
+    (here / "stages").symlink_to(other / "stages")
+    result = subprocess.run(
+        [sys.executable, "-c", "from stages import paths; print(paths.PIPELINE)"],
+        cwd=here,
+        env=environment(here),
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stdout) == (0, f"{here / 'dvc.yaml'}\n"), result.stderr
 
 
 def test_a_module_read_half_edited_as_a_stage_loads_is_named(tmp_path, monkeypatch, capsys):
