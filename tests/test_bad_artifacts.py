@@ -2486,25 +2486,45 @@ def test_a_signal_while_a_stage_loads_its_libraries_is_one_line(pipeline_run, si
     assert (stage.returncode, stderr) == (code, f"{line}; no file is left half-written: run it again\n")
 
 
-@pytest.mark.parametrize("module", ["cifar/atomic.py", "stages/evaluate.py"])
-def test_a_module_edited_while_the_stage_loads_torch_fails_the_stage(pipeline_run, module):
+def test_a_module_edited_while_the_stage_loads_torch_fails_the_stage(pipeline_run):
     """cifar/atomic.py edited once evaluate had imported it, while torch loaded: evaluate ran the
-    old code with exit 0 and `dvc repro` recorded the edited file in dvc.lock as its dep. The
-    stage's own module, which `python -m` runs as __main__, went unchecked to the end."""
+    old code with exit 0 and `dvc repro` recorded the edited file in dvc.lock as its dep."""
     before = outputs(pipeline_run)
     stage = subprocess.Popen([sys.executable, "-m", "stages.evaluate"], stderr=subprocess.PIPE, text=True)
     maps = Path(f"/proc/{stage.pid}/maps")
     while stage.poll() is None and "libtorch" not in maps.read_text():
         pass
-    with open(module, "a") as source:
+    with open("cifar/atomic.py", "a") as source:
         source.write("# edited\n")
     _, stderr = stage.communicate()
     assert (stage.returncode, stderr) == (
         2,
-        f"error: {module} changed while evaluate ran; DVC would record what it holds now beside outputs made "
+        "error: cifar/atomic.py changed while evaluate ran; DVC would record what it holds now beside outputs made "
         "from what it held before: run evaluate again\n",
     )
     assert outputs(pipeline_run) == before
+
+
+def test_the_stages_own_module_edited_while_it_runs_fails_it(tmp_path, monkeypatch, capsys):
+    """stages/train.py edited after epoch 1: `python -m` runs it as __main__, which went
+    unchecked, and train ended with exit 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    source = tmp_path / "stages" / "train.py"
+    source.parent.mkdir()
+    source.write_text("EPOCHS = 4\n")
+    main = types.ModuleType("__main__")
+    # by a name this test process has not imported, as no stage imports its own module
+    main.__spec__ = importlib.machinery.ModuleSpec("stages.train_as_run", None, origin=str(source))
+    main.__file__ = str(source)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: source.write_text("EPOCHS = 40\n"), [])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        2,
+        "error: stages/train.py changed while train ran; DVC would record what it holds now beside outputs "
+        "made from what it held before: run train again\n",
+    )
 
 
 @pytest.mark.parametrize("setting", ["MPLBACKEND", "MATPLOTLIBRC", "./matplotlibrc"])
