@@ -385,7 +385,7 @@ def _deps_at_start(inputs: Sequence[str | Path]) -> dict[str, object]:
 
 
 def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, object]) -> None:
-    """A module first loaded while the stage ran is held to the sources as the stage started."""
+    """A module first loaded while the stage ran is held to the source it was run from."""
     modules = {file: digest for file, digest in loaded_sources().values()}
     was = {file: _module_as_run(file, digest) for file, digest in modules.items()} | started_with
     now = modules | _files_as_they_are(inputs)
