@@ -5,6 +5,7 @@ hang, and must leave nothing behind: no scratch folder in the download cache and
 the system temp folder, which every test here points at an empty folder of its own.
 """
 
+import bz2
 import contextlib
 import dataclasses
 import errno
@@ -639,18 +640,34 @@ def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads):
     )
 
 
-def two_xz_streams(tree: Path, between: bytes) -> Path:
-    """The tree's tar as two xz streams, `between` them: the first holds the tar's first half."""
-    data = archive_of(tree, "tar").read_bytes()
-    archive = tree.parent / "two-streams.tar.xz"
-    archive.write_bytes(lzma.compress(data[: len(data) // 2]) + between + lzma.compress(data[len(data) // 2 :]))
+COMPRESSORS = {".tar.gz": gzip.compress, ".tar.bz2": bz2.compress, ".tar.xz": lzma.compress}
+
+
+def two_streams(tree: Path, between: bytes, suffix: str = ".tar.xz") -> Path:
+    """The tree's tar as two compressed streams, `between` them: the first holds the tar's first half."""
+    data, compress = archive_of(tree, "tar").read_bytes(), COMPRESSORS[suffix]
+    archive = tree.parent / f"two-streams{suffix}"
+    archive.write_bytes(compress(data[: len(data) // 2]) + between + compress(data[len(data) // 2 :]))
     return archive
 
 
-def test_xz_stream_padding_is_read_across(tree, downloads):
-    """Four NUL bytes between two streams are valid xz (`xz -t` accepts them); Python's lzma
-    took them for the end of the file, and the tar was reported cut short."""
-    splits = import_from(two_xz_streams(tree, bytes(4)), downloads)
+@pytest.mark.parametrize(
+    ("suffix", "between"),
+    [(".tar.xz", bytes(4)), (".tar.bz2", b""), (".tar.gz", b"")],
+    ids=["xz-padding", "bzip2", "gzip"],
+)
+def test_a_tar_in_several_streams_is_read_across_them(tree, downloads, suffix, between):
+    """NUL bytes between streams are valid xz (`xz -t` accepts a multiple of four); Python's
+    lzma took them for the end of the file, and the tar was reported cut short."""
+    splits = import_from(two_streams(tree, between, suffix), downloads)
+    assert (len(splits["train"]), len(splits["test"])) == (30, 20)
+
+
+def test_data_after_the_last_bzip2_stream_is_ignored_as_bzip2_does(tree, downloads):
+    """`bzip2 -t` and Python's bz2 ignore trailing garbage; the tar before it is whole and checked."""
+    archive = tree.parent / "export.tar.bz2"
+    archive.write_bytes(bz2.compress(archive_of(tree, "tar").read_bytes()) + b"written by a web server\n")
+    splits = import_from(archive, downloads)
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
@@ -658,17 +675,55 @@ def test_xz_stream_padding_is_read_across(tree, downloads):
     ("between", "detail"),
     [
         (bytes(3), "3 NUL bytes of xz stream padding before byte {at}, not a multiple of 4"),
-        (b"junk", "stray data after an xz stream, at byte {at} of the file"),
+        (b"junk", "stray data after the xz stream that ends at byte {at}"),
     ],
     ids=["odd-padding", "stray-bytes"],
 )
 def test_bad_bytes_between_xz_streams_are_named(tree, downloads, between, detail):
     """lzma.open ignored whatever followed a stream; `xz -t` refuses these."""
-    archive = two_xz_streams(tree, between)
+    archive = two_streams(tree, between)
     data = archive_of(tree, "tar").read_bytes()
     at = len(lzma.compress(data[: len(data) // 2])) + (len(between) if between.strip(b"\0") == b"" else 0)
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: the archive is corrupt or truncated ({detail.format(at=at)}); download or export it again"
+    )
+
+
+def gzip_named(name: bytes, data: bytes) -> bytes:
+    """A gzip member whose header carries an original file name (FNAME), as `gzip` writes one."""
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = deflate.compress(data) + deflate.flush()
+    header = b"\x1f\x8b\x08\x08" + bytes(4) + b"\x00\x03" + name + b"\x00"
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "padding", "padded_out_by"),
+    [
+        (
+            ".tar.gz",
+            gzip_named(b"n" * (3 << 20), b""),
+            "an overlong name or comment in a member's header, or empty members",
+        ),
+        (".tar.gz", gzip.compress(b"") * 200_000, "an overlong name or comment in a member's header, or empty members"),
+        (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams"),
+        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams"),
+    ],
+    ids=["gzip-name", "gzip-members", "bzip2-streams", "xz-streams"],
+)
+def test_a_compressed_tar_padded_out_is_refused_within_its_first_mebibytes(
+    tree, downloads, suffix, padding, padded_out_by
+):
+    """Valid to gzip, bzip2 and xz, and unpacking to nothing: Python's gzip read a 256 MiB
+    name one byte per call, for 24 s of CPU, and 27 million empty members (520 MiB) for
+    114 s, with no size cap to stop either. Refused once 1 MiB more than any data needs is read."""
+    archive = tree.parent / f"export{suffix}"
+    archive.write_bytes(padding + COMPRESSORS[suffix](archive_of(tree, "tar").read_bytes()))
+    compression = {".tar.gz": "gzip", ".tar.bz2": "bzip2", ".tar.xz": "xz"}[suffix]
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: its first 1,114,112 bytes unpack to only 0, far more than {compression} writes for any data: the "
+        f"file is padded out ({padded_out_by}); recompress it, or extract it yourself and point data.source at the "
+        f"folder"
     )
 
 

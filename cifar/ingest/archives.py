@@ -8,7 +8,7 @@ archives", has the measurements), and only the images the run uses are decoded f
 from __future__ import annotations
 
 import bz2
-import gzip
+import functools
 import io
 import lzma
 import re
@@ -17,10 +17,10 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from cifar.errors import DataError, short_repr, unreadable
 from cifar.reading import zip_directory
@@ -52,6 +52,9 @@ MAX_EXTENDED_HEADERS_IN_ALL = 64 << 20
 # zipfile builds a 0.5 KB object for every central-directory entry (46 bytes and the name)
 # before any member can be checked; the JPEG mirror as a zip has about 6 MB of entries.
 MAX_ZIP_DIRECTORY_BYTES = 16 << 20
+# What a compressed tar may hold beyond what it unpacks to: its compression's headers and the
+# stored blocks of data that does not compress, a few bytes in every thousand.
+MAX_COMPRESSED_OVERHEAD = 1 << 20
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
@@ -168,7 +171,7 @@ def suffix_by_contents(path: Path) -> str | None:
         return ".zip"
     if _is_tar_header(first) or first == _EMPTY_BLOCK:
         return ".tar"
-    return next((suffix for magic, _, suffix in _COMPRESSIONS if first.startswith(magic)), None)
+    return next((each.suffix for each in _COMPRESSIONS if first.startswith(each.magic)), None)
 
 
 def _misnamed(archive: Path) -> str | None:
@@ -187,14 +190,14 @@ def _misnamed(archive: Path) -> str | None:
 
 
 def _read_tar(archive: Path, limit: int) -> dict[str, bytes]:
-    with archive.open("rb") as raw, _decompressed(raw) as stream:
+    with archive.open("rb") as raw, _decompressed(raw, archive) as stream:
         # A plain tar holds its members' bytes itself: a size past its end is a tar cut short.
         stored = archive.stat().st_size if stream is raw else None
         return _tar_members(stream, archive, limit, stored)
 
 
 @contextmanager
-def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
+def _decompressed(raw: BinaryIO, archive: Path) -> Iterator[BinaryIO]:
     """The tar inside: the file itself if it starts with a valid tar header, else by its
     compression's magic bytes (gzip, bzip2, xz), as tarfile.open detects them."""
     first = raw.read(BLOCKSIZE)
@@ -202,25 +205,98 @@ def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
     if _is_tar_header(first) or first == _EMPTY_BLOCK:  # a tar of no members starts with its end marker
         yield raw
         return
-    for magic, opener, _ in _COMPRESSIONS:
-        if first.startswith(magic):
-            with opener(raw) as stream:
+    for compression in _COMPRESSIONS:
+        if first.startswith(compression.magic):
+            with io.BufferedReader(_Streams(raw, archive, compression), _CHUNK) as stream:
                 yield stream
             return
     raise _CorruptArchive("not a tar file, plain or compressed with gzip, bzip2 or xz")
 
 
-class _XzStreams(io.RawIOBase):
-    """The data of an .xz file's streams, one after another, across the stream padding
-    between them (NUL bytes, a multiple of four, valid per the xz format and accepted by
-    `xz -t`). lzma.open takes padding, like any bytes after a stream, for the end of the file:
-    the tar inside then looked cut short, and stray bytes at the end went unnoticed."""
+class _Compression(NamedTuple):
+    name: str
+    suffix: str
+    magic: bytes
+    decompressor: Callable[[], Any]  # with the interface of lzma's and bz2's decompressors
+    stream: str  # what the format calls one of the streams a file may hold
+    padded_out_by: str  # what can make a file of this compression far larger than its data
+    # NUL bytes between streams come in multiples of this; 0: data after a stream that is not
+    # another one is ignored, as bzip2 and Python's bz2 read it.
+    padding: int
 
-    def __init__(self, raw: BinaryIO):
+
+class _GzipMember:
+    """zlib's gzip reader, which checks a member's header, data and trailer in C, with the
+    interface of lzma's and bz2's decompressors: they keep the input they have not used."""
+
+    def __init__(self):
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._unused_input = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._inflater.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inflater.unused_data
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._unused_input
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._inflater.decompress(self._unused_input + data, max_length)
+        self._unused_input = self._inflater.unconsumed_tail
+        return out
+
+
+_COMPRESSIONS = (
+    _Compression(
+        "gzip",
+        ".tar.gz",
+        b"\x1f\x8b",
+        _GzipMember,
+        "member",
+        "an overlong name or comment in a member's header, or empty members",
+        1,
+    ),
+    _Compression("bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams", 0),
+    _Compression(
+        "xz",
+        ".tar.xz",
+        b"\xfd7zXZ\x00",
+        functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ),
+        "stream",
+        "empty streams",
+        4,
+    ),
+)
+_CHUNK = 1 << 16
+
+
+class _Streams(io.RawIOBase):
+    """The data of a compressed file's streams (gzip members, bzip2 or xz streams), one after
+    another, as gzip, bzip2 and xz read them, and never far ahead of what they unpack to.
+
+    No compressor writes more than a small fraction over data that does not compress, so a
+    file that holds MAX_COMPRESSED_OVERHEAD bytes and a sixteenth more than it has unpacked
+    to is padded out, and is refused there. Python's readers took any padding: gzip.open
+    parses a member's header in Python, a byte of its name at a time (a 256 MiB name kept
+    download busy for 24 s of CPU with nothing unpacked), and 27 million empty gzip members
+    (520 MiB) took 114 s. lzma.open also took xz stream padding (NUL bytes, a multiple of
+    four, valid per the xz format and accepted by `xz -t`) for the end of the file: the tar
+    inside then looked cut short, and stray bytes at the end went unnoticed.
+    """
+
+    def __init__(self, raw: BinaryIO, archive: Path, compression: _Compression):
         self._raw = raw
-        self._decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._archive = archive
+        self._compression = compression
+        self._decompressor = compression.decompressor()
         self._pending = b""  # read from the file, not yet given to the decompressor
         self._read = 0  # bytes read from the file
+        self._unpacked = 0
         self._ended = False
 
     def readable(self) -> bool:
@@ -234,8 +310,7 @@ class _XzStreams(io.RawIOBase):
             if self._pending:
                 data, self._pending = self._pending, b""
             elif self._decompressor.needs_input:
-                data = self._raw.read(_XZ_CHUNK)
-                self._read += len(data)
+                data = self._read_raw()
                 if not data:  # lzma's own words for it, as gzip's
                     raise EOFError("Compressed file ended before the end-of-stream marker was reached")
             else:
@@ -244,41 +319,49 @@ class _XzStreams(io.RawIOBase):
             out = self._decompressor.decompress(data, len(buffer))
             if out:
                 buffer[: len(out)] = out
+                self._unpacked += len(out)
                 return len(out)
         return 0
 
+    def _read_raw(self) -> bytes:
+        data = self._raw.read(_CHUNK)
+        self._read += len(data)
+        if self._read > MAX_COMPRESSED_OVERHEAD + self._unpacked * 17 // 16:
+            raise DataError(
+                f"{self._archive}: its first {self._read:,} bytes unpack to only {self._unpacked:,}, far more than "
+                f"{self._compression.name} writes for any data: the file is padded out "
+                f"({self._compression.padded_out_by}); recompress it, or {_FIX}"
+            )
+        return data
+
     def _next_stream(self) -> None:
-        rest, padding = self._decompressor.unused_data, 0
+        compression, rest, padding = self._compression, self._decompressor.unused_data, 0
         while True:
-            data = rest.lstrip(b"\0")
-            padding += len(rest) - len(data)
-            rest = data
-            if rest:
+            if compression.padding:
+                kept = rest.lstrip(b"\0")
+                padding, rest = padding + len(rest) - len(kept), kept
+            if len(rest) >= len(compression.magic):
                 break
-            rest = self._raw.read(_XZ_CHUNK)
-            self._read += len(rest)
-            if not rest:
+            more = self._read_raw()
+            if not more:
                 break
+            rest += more
         at = self._read - len(rest)
-        if padding % 4:
-            raise _CorruptArchive(f"{padding} NUL bytes of xz stream padding before byte {at}, not a multiple of 4")
-        if not rest:
-            self._ended = True
-        elif not rest.startswith(_XZ_MAGIC):
-            raise _CorruptArchive(f"stray data after an xz stream, at byte {at} of the file")
+        if compression.padding and padding % compression.padding:
+            raise _CorruptArchive(
+                f"{padding} NUL bytes of {compression.name} stream padding before byte {at}, not a multiple of "
+                f"{compression.padding}"
+            )
+        if rest.startswith(compression.magic):
+            self._decompressor, self._pending = compression.decompressor(), rest
+        elif rest and compression.padding:
+            raise _CorruptArchive(
+                f"stray data after the {compression.name} {compression.stream} that ends at byte {at}"
+            )
         else:
-            self._decompressor, self._pending = lzma.LZMADecompressor(lzma.FORMAT_XZ), rest
+            self._ended = True
 
 
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_XZ_CHUNK = 1 << 16
-
-
-def _open_xz(raw: BinaryIO) -> BinaryIO:
-    return io.BufferedReader(_XzStreams(raw))
-
-
-_COMPRESSIONS = ((b"\x1f\x8b", gzip.open, ".tar.gz"), (b"BZh", bz2.open, ".tar.bz2"), (_XZ_MAGIC, _open_xz, ".tar.xz"))
 # A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
 _ZIP_MAGIC = b"PK\x03\x04"
 
