@@ -29,6 +29,7 @@ from cifar.errors import (
     out_of_open_files,
     printable,
 )
+from cifar.reading import walk
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
     folders): the stages replace their outputs by renames, so a new one is a new inode."""
     found: dict[str, tuple | None] = {}
     for top in inputs:
-        walked = os.walk(top) if os.path.isdir(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
+        walked = walk(top) if os.path.isdir(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
         for folder, _, files in walked:
             for name in files:
                 path = os.path.join(folder, name)

@@ -13,6 +13,7 @@ import os
 import stat
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -165,3 +166,28 @@ _END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", 
 _END_RECORD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record, disks
 _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # signature, its size, versions, disks, entries (2), directory size
+
+
+def walk(top: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top) top-down, without following links, but without recursing: Python 3.11's
+    os.walk recurses once per level (3.12's does not), and a folder nested 1,100 deep in
+    cifar/ ended every stage in RecursionError. A folder that cannot be listed is passed over,
+    and the subfolders list may be pruned in place, as os.walk's."""
+    folders = [os.fspath(top)]
+    while folders:
+        folder = folders.pop()
+        subfolders, files, linked = [], [], set()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        is_folder, is_link = entry.is_dir(), entry.is_symlink()
+                    except OSError:
+                        is_folder = is_link = False
+                    (subfolders if is_folder else files).append(entry.name)
+                    if is_link:
+                        linked.add(entry.name)
+        except OSError:
+            continue
+        yield folder, subfolders, files
+        folders.extend(os.path.join(folder, name) for name in reversed(subfolders) if name not in linked)

@@ -59,22 +59,39 @@ if sys.argv[:1] == ["-m"]:
     # source folders' tree under it, not in their __pycache__ folders.
     if sys.pycache_prefix:
         _places += [os.path.join(sys.pycache_prefix, _place.lstrip(os.sep)) for _place in _places]
-    for _folder, _, _files in (_step for _place in _places for _step in os.walk(_place)):
-        for _cache in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".pyc")):
+
+    def _files_under(places: list[str], suffix: str):
+        """Like cifar.reading.walk, which cannot be imported before its cache is checked: no
+        recursion, as Python 3.11's os.walk recurses once per level (a folder 1,100 deep in
+        cifar/ ended every stage in RecursionError)."""
+        folders = list(places)
+        while folders:
             try:
-                with open(os.open(_cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
-                    _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
-                    _bytecode = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
-                try:
-                    if len(_bytecode) > _MOST_CACHE_BYTES:
-                        raise ValueError("larger than any of the project's caches")
-                    if int.from_bytes(_bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
-                        raise ValueError("checked by its source's time and size")
-                    marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
-                except (EOFError, ValueError, TypeError):
-                    os.remove(_cache)
-            except OSError:  # gone meanwhile, or not this user's: Python falls back to the source
+                with os.scandir(folders.pop()) as entries:
+                    for entry in entries:
+                        if entry.is_dir():
+                            if not entry.is_symlink():
+                                folders.append(entry.path)
+                        elif entry.name.endswith(suffix):
+                            yield entry.path
+            except OSError:  # gone, or not this user's, as os.walk passes it over
                 pass
+
+    for _cache in _files_under(_places, ".pyc"):
+        try:
+            with open(os.open(_cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
+                _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
+                _bytecode = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
+            try:
+                if len(_bytecode) > _MOST_CACHE_BYTES:
+                    raise ValueError("larger than any of the project's caches")
+                if int.from_bytes(_bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
+                    raise ValueError("checked by its source's time and size")
+                marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
+            except (EOFError, ValueError, TypeError):
+                os.remove(_cache)
+        except OSError:  # gone meanwhile, or not this user's: Python falls back to the source
+            pass
 
     import importlib.machinery  # frozen into the interpreter, as _signal is built in
 
@@ -130,25 +147,24 @@ if sys.argv[:1] == ["-m"]:
     # A module without a cache checked by contents (those Python wrote as this package loaded)
     # gets one (0.2 s for all 42, 2-core CPU), which Python keeps so, rewriting it as its source
     # changes. A source that no module can be (a named pipe, over 16 MiB) is left to the import.
-    for _folder, _, _files in (_step for _place in _places[:2] for _step in os.walk(_place)):
-        for _source in (os.path.join(_folder, _name) for _name in _files if _name.endswith(".py")):
-            try:
-                _status = os.stat(_source)
-                _cache = importlib.util.cache_from_source(_source)
-                if (
-                    sys.dont_write_bytecode
-                    or not stat.S_ISREG(_status.st_mode)
-                    or _status.st_size > _MOST_CACHE_BYTES
-                    or _checked_by_contents(_cache)
-                ):
-                    continue
-                py_compile.compile(
-                    _source, _cache, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
-                )
-            except OSError:  # gone meanwhile, or not this user's: as an import of it would find
-                pass
-            except py_compile.PyCompileError:  # Python says what is wrong with it if the stage imports it
-                pass
+    for _source in _files_under(_places[:2], ".py"):
+        try:
+            _status = os.stat(_source)
+            _cache = importlib.util.cache_from_source(_source)
+            if (
+                sys.dont_write_bytecode
+                or not stat.S_ISREG(_status.st_mode)
+                or _status.st_size > _MOST_CACHE_BYTES
+                or _checked_by_contents(_cache)
+            ):
+                continue
+            py_compile.compile(
+                _source, _cache, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+            )
+        except OSError:  # gone meanwhile, or not this user's: as an import of it would find
+            pass
+        except py_compile.PyCompileError:  # Python says what is wrong with it if the stage imports it
+            pass
 
 # isort: split
 

@@ -23,7 +23,7 @@ from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
 from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
-from cifar.reading import read_artifact
+from cifar.reading import read_artifact, walk
 
 # Not resolved: stages/ linked to another checkout's read that checkout's dvc.yaml, and wrote there.
 REPO = Path(os.path.abspath(__file__)).parents[1]
@@ -220,7 +220,7 @@ def _a_repository_folder_among(folder: Path) -> bool:
         with contextlib.suppress(OSError):
             found = place.stat()
             chain.add((found.st_dev, found.st_ino))
-    for place, subfolders, _ in os.walk(REPO):
+    for place, subfolders, _ in walk(REPO):
         try:
             found = os.stat(place)
         except OSError:  # gone since it was listed
@@ -237,8 +237,8 @@ def _protected_folders() -> dict[tuple[int, int], Path]:
     folder; git's and DVC's stores and the environment by their top folder alone."""
     folders = {}
     for name in PROTECTED_FOLDERS:
-        walk = [(str(REPO / name), [], [])] if name in (".git", ".dvc", ".venv") else os.walk(REPO / name)
-        for folder, _, _ in walk:
+        walked = [(str(REPO / name), [], [])] if name in (".git", ".dvc", ".venv") else walk(REPO / name)
+        for folder, _, _ in walked:
             with contextlib.suppress(OSError):  # missing, or gone since it was listed
                 found = os.stat(folder)
                 folders[(found.st_dev, found.st_ino)] = Path(folder)

@@ -1389,6 +1389,19 @@ def test_a_dead_stages_matplotlib_folder_too_deep_for_rmtree_is_left_without_a_t
     assert "Traceback" not in result.stderr and result.stderr.startswith("error: "), result.stderr
 
 
+def test_a_folder_in_the_code_too_deep_for_os_walk_is_passed_over(pipeline):
+    """A notes folder 1,100 levels deep in cifar/ ended every stage in a RecursionError from
+    Python 3.11's os.walk, as the stage looked for stale bytecode and protected folders."""
+    notes = pipeline / "cifar" / "notes"
+    notes.mkdir()
+    try:
+        subprocess.run(["sh", "-c", "for i in $(seq 1100); do mkdir a && cd a; done"], cwd=notes, check=True)
+        result = run_module(pipeline, "stages.figures")
+    finally:
+        subprocess.run(["rm", "-rf", str(notes)], check=True)  # shutil.rmtree recurses too deep for it
+    assert "Traceback" not in result.stderr and result.stderr.startswith("error: "), result.stderr
+
+
 @pytest.mark.parametrize("stderr", ["a pipe whose reader is gone", "/dev/full", "closed"])
 def test_a_refusal_that_stderr_cannot_take_keeps_its_exit_code(pipeline, stderr):
     """With stderr piped into `head`, gone by then, or on /dev/full, a refusal's line could not be
