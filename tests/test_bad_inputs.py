@@ -359,20 +359,42 @@ def test_an_archive_named_without_its_suffix_is_told_by_its_contents(tree, downl
 
 
 # Only the first bytes are read, where no suffix is a compression read here.
-FRAME_STARTS = {"zstd": b"\x28\xb5\x2f\xfd\x04\x58", "lzop": b"\x89LZO\x00\r\n\x1a\n\x10\x40"}
+FRAME_STARTS = {
+    "zstd": b"\x28\xb5\x2f\xfd\x04\x58",
+    "pzstd": b"\x50\x2a\x4d\x18\x04\x00\x00\x00\x5c\x0f\x00\x00\x28\xb5\x2f\xfd\x04\x58",  # a skippable frame first
+    "lzop": b"\x89LZO\x00\r\n\x1a\n\x10\x40",
+    "lz4 -l": b"\x02\x21\x4c\x18\x00\x10\x00\x00",  # the legacy frame
+}
+# xz --format=lzma --lzma1=preset=6,dict=4KiB,lc=0,lp=0,pb=0: no 0x5D to start with
+LZMA_SETTINGS = [{"id": lzma.FILTER_LZMA1, "preset": 6, "dict_size": 4096, "lc": 0, "lp": 0, "pb": 0}]
 
 
 @pytest.mark.parametrize(
-    ("compression", "suffix"), [("lzma", ".tar.lzma"), ("zstd", ".tar.zst"), ("lzop", ".tar.lzo"), ("zstd", ".tar.gz")]
+    ("tool", "suffix"),
+    [
+        ("lzma", ".tar.lzma"),
+        ("lzma with its own settings", ".tar.xz"),
+        ("zstd", ".tar.zst"),
+        ("lzop", ".tar.lzo"),
+        ("zstd", ".tar.gz"),
+        ("pzstd", ".tar.gz"),
+        ("pzstd", ".tar.zst"),
+        ("lz4 -l", ".tar.gz"),
+    ],
 )
-def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, compression, suffix):
+def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, tool, suffix):
     """`tar --zstd` and `tar --lzma` archives were refused as "a file but not an archive", a
-    zstd one named .tar.gz as "corrupt or truncated; download or export it again"."""
+    zstd one named .tar.gz as "corrupt or truncated; download or export it again"; so were
+    pzstd's, `lz4 -l`'s and lzma's with settings of its own after their magic numbers were told."""
     plain = archive_of(tree, "tar").read_bytes()
-    compressed = lzma.compress(plain, format=lzma.FORMAT_ALONE) if compression == "lzma" else FRAME_STARTS[compression]
+    if tool.startswith("lzma"):
+        compressed = lzma.compress(plain, lzma.FORMAT_ALONE, filters=LZMA_SETTINGS if "settings" in tool else None)
+    else:
+        compressed = FRAME_STARTS[tool]
+    compression = {"pzstd": "zstd"}.get(tool.split()[0], tool.split()[0])
     archive = tree.parent / f"cifar{suffix}"
     archive.write_bytes(compressed)
-    named = f"{archive}" if suffix == ".tar.gz" else f"data.source = '{archive}'"
+    named = f"{archive}" if suffix in (".tar.gz", ".tar.xz") else f"data.source = '{archive}'"
     assert refused(DataError, import_from, archive, downloads) == (
         f"{named} is compressed with {compression}, which download does not read; recompress it with gzip, bzip2 or "
         f"xz (.tar.gz, .tar.bz2, .tar.xz), or unpack it and give the folder"

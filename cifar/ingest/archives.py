@@ -144,15 +144,33 @@ _UNREAD_COMPRESSIONS = (
     (b"\x1f\x9d", "compress"),
     (b"\x89LZO", "lzop"),
     (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\x02\x21\x4c\x18", "lz4"),  # `lz4 -l`: the legacy frame, as Linux's kernel images use
     (b"\x5d\x00\x00", "lzma"),
 )
+# zstd's and lz4's skippable frames: a magic number from 0x184D2A50 to 0x184D2A5F, then the
+# frame's size. pzstd starts its files with one, before the first zstd frame.
+_SKIPPABLE_FRAME = re.compile(rb"[\x50-\x5f]\x2a\x4d\x18(....)", re.DOTALL)
 
 
 def unread_compression(path: Path) -> str | None:
     """The name of the compression a file's first bytes show, of those not read here."""
     with path.open("rb") as stream:
-        first = stream.read(4)
-    return next((name for magic, name in _UNREAD_COMPRESSIONS if first.startswith(magic)), None)
+        first = stream.read(_CHUNK)
+    while skippable := _SKIPPABLE_FRAME.match(first):
+        first = first[skippable.end() + int.from_bytes(skippable[1], "little") :]
+    found = next((name for magic, name in _UNREAD_COMPRESSIONS if first.startswith(magic)), None)
+    return found or ("lzma" if _lzma_tar(first) else None)
+
+
+def _lzma_tar(first: bytes) -> bool:
+    """Whether a file starting with `first` is a tar in .lzma's format (`tar --lzma`, `xz
+    --format=lzma`), which has no magic number: its header is the coder's settings, 0x5D by
+    default, and sizes. Told by decoding its start to a tar header."""
+    try:
+        start = lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(first, BLOCKSIZE)
+    except lzma.LZMAError:
+        return False
+    return _is_tar_header(start) or start == _EMPTY_BLOCK
 
 
 def compression_not_read(compression: str) -> str:
