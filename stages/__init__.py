@@ -77,6 +77,7 @@ if sys.argv[:1] == ["-m"]:
             except OSError:  # gone, or not this user's, as os.walk passes it over
                 pass
 
+    _CACHES_LEFT: set[str] = set()  # of those to be removed, where they could not be
     for _cache in _files_under(_places, ".pyc"):
         try:
             with open(os.open(_cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
@@ -89,8 +90,11 @@ if sys.argv[:1] == ["-m"]:
                     raise ValueError("checked by its source's time and size")
                 marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
             except (EOFError, ValueError, TypeError):
-                os.remove(_cache)
-        except OSError:  # gone meanwhile, or not this user's: Python falls back to the source
+                try:
+                    os.remove(_cache)
+                except OSError:  # a read-only folder: the project's loader below passes it over
+                    _CACHES_LEFT.add(os.path.realpath(_cache))
+        except OSError:  # gone meanwhile, or not this user's to read: Python falls back to the source
             pass
 
     import importlib.machinery  # frozen into the interpreter, as _signal is built in
@@ -103,6 +107,10 @@ if sys.argv[:1] == ["-m"]:
 
     class _SourceKeeper(importlib.machinery.SourceFileLoader):
         def get_data(self, path):
+            if path != self.path and os.path.realpath(path) in _CACHES_LEFT:
+                # Python compiles the source instead, as for a cache it cannot read: a stale one
+                # in a read-only folder ran the module's old text, with exit 0.
+                raise OSError(f"{path} is a cache of the source by its time and size, not its contents")
             data = super().get_data(path)
             if path == self.path:
                 _SOURCES_READ.setdefault(path, data)  # the first: inspect may ask for it again

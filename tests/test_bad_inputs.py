@@ -1574,6 +1574,36 @@ def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(t
         assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
 
 
+@pytest.mark.parametrize("read_only", ["cifar", "caches"], ids=["code", "cache-prefix"])
+def test_a_stale_cache_where_the_stage_cannot_remove_it_is_passed_over(tmp_path, read_only):
+    """As above, with the code folder (or PYTHONPYCACHEPREFIX's) a read-only mount: the stage
+    could not remove the cache of the old text, and ran that text with exit 0."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare --mount, as root)")
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    changes = {"PYTHONPYCACHEPREFIX": str(tmp_path / "caches")} if read_only == "caches" else {}
+    source = pipeline / "cifar" / "dataset.py"
+    by_time = "invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP"
+    compile_by_time = f"import py_compile, sys; py_compile.compile(sys.argv[1], {by_time})"
+    env = environment(pipeline) | changes
+    assert subprocess.run([sys.executable, "-c", compile_by_time, str(source)], cwd=pipeline, env=env).returncode == 0
+    kept = source.stat()
+    source.write_text(source.read_text().replace("`dvc repro download`", "`dvc repro DOWNLOAD`"))
+    os.utime(source, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    folder = tmp_path / read_only if read_only == "caches" else pipeline / read_only
+    mount_read_only = (
+        f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$0" -m stages.figures'
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", mount_read_only, sys.executable],
+        cwd=pipeline,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
+
+
 def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
     """Every stage reads the project's caches as it starts: a named pipe there blocked it for
     good before it said a word (its stop signals wait until it has loaded), and a 3 GiB file
