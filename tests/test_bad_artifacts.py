@@ -57,7 +57,7 @@ from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
 from cifar.errors import DataError, OutputError, one_line, short_repr
 from cifar.ingest.sources import synthetic_split
-from cifar.models import build_model, load_trained, save_trained
+from cifar.models import build_model, load_trained, save_trained, weights_sha256
 from cifar.params_file import declared_values
 from cifar.reporting.plots import misclassified_figure
 from cifar.reporting.predictions import first_misclassified, load_predictions
@@ -949,10 +949,15 @@ def test_write_json_refuses_nan_and_infinity_and_keeps_the_previous_file(tmp_pat
 
 
 def with_fc_weight(value: float) -> None:
-    """Set every weight of the saved model's classifier to value."""
+    """Set every weight of the saved model's classifier to value, as a run that ended so would save it."""
     payload = torch.load(paths.MODEL, weights_only=True)
     payload["state_dict"]["fc.weight"].fill_(value)
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload)
+
+
+def save_as_train_would(payload: dict) -> None:
+    """The model file with its weights as changed, and their digest to match: another model."""
+    torch.save(payload | {"weights_sha256": weights_sha256(payload["state_dict"])}, paths.MODEL)
 
 
 @pytest.mark.parametrize(
@@ -2368,7 +2373,7 @@ def test_figures_checks_the_models_predictions_without_a_misclassified_gallery(p
     payload = torch.load(paths.MODEL, weights_only=True)
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= -1000
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload)
     with pytest.raises(DataError, match=rf"^{paths.PREDICTIONS}: test image \d+ is predicted \w+, but "):
         stages.figures.main()
 
@@ -2671,7 +2676,7 @@ def test_explain_refuses_predictions_that_the_model_does_not_make(workspace):
     # The untrained model's outputs are near-uniform, any pick a near-tie: a sharper last layer makes it sure.
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= 1000
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload)
     stages.evaluate.main()
     frame = pd.read_csv(paths.PREDICTIONS)
     frame["predicted"] = (frame["predicted"] + 1) % len(TEST_SPLIT.classes)
@@ -2690,7 +2695,7 @@ def test_figures_refuses_a_misclassified_gallery_of_another_models_predictions(p
     payload = torch.load(paths.MODEL, weights_only=True)
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= -1000  # another model: each image's likeliest class is now its least
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload)
     with pytest.raises(DataError) as refused:
         stages.figures.main()
     assert re.fullmatch(
@@ -2698,6 +2703,35 @@ def test_figures_refuses_a_misclassified_gallery_of_another_models_predictions(p
         r"[0-9.]+ against [0-9.]+\); re-create it with `dvc repro evaluate`",
         str(refused.value),
     ), str(refused.value)
+
+
+EDITED_WEIGHTS = (
+    f"{paths.MODEL}: its weights are not those train saved with it (their SHA-256 differs from the one it recorded): "
+    f"the file was changed since; re-create it with `dvc repro train`"
+)
+
+
+def negate_the_last_layer() -> None:
+    """The model file with its last layer negated, every record kept (history, splits, params)."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
+    payload["state_dict"][last_layer] *= -1
+    torch.save(payload, paths.MODEL)
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "explain"])
+def test_a_model_whose_weights_were_edited_after_training_is_refused(workspace, stage):
+    """evaluate scored such a model at 2% beside train's 23.5%, and explain drew it."""
+    negate_the_last_layer()
+    assert refusal(importlib.import_module(f"stages.{stage}").main, workspace) == EDITED_WEIGHTS
+
+
+def test_figures_refuses_a_model_whose_weights_were_edited_after_training(pipeline_run):
+    """figures drew such a model's confusion matrix beside the curves of the weights train saved."""
+    negate_the_last_layer()
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert str(refused.value) == EDITED_WEIGHTS
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])

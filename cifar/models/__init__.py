@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 import sys
@@ -60,11 +61,13 @@ def save_trained(
     splits its training and test columns were measured on, and the params it was trained with
     (train's declared values), so that the curves drawn beside it can be checked to be its
     own, of the splits and of the params beside them."""
+    weights = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
     payload = {
         "model": asdict(config),
         "classes": list(classes),
         "normalization": input_normalization(),
-        "state_dict": {name: tensor.cpu() for name, tensor in model.state_dict().items()},
+        "state_dict": weights,
+        "weights_sha256": weights_sha256(weights),
         # One string object per key: pickle writes an object it has seen as a reference, so rows
         # restored from a checkpoint (keys of their own) made a resumed run's file differ in bytes.
         "history": [{sys.intern(key): value for key, value in row.items()} for row in history],
@@ -74,6 +77,16 @@ def save_trained(
     }
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of the weights' names, types, shapes and values, in order."""
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -138,10 +151,18 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         trained_with = payload.get("trained_with")
         if trained_with is not None and not isinstance(trained_with, dict):
             raise _not_a_model(path, f"trained_with = {short_repr(trained_with)}, not the params it was trained with")
+        # Weights edited by hand with every record kept (a layer negated) were evaluated,
+        # drawn and explained beside the training curves of the weights train saved.
+        recorded = payload.get("weights_sha256")  # None in a model saved before train recorded it
+        if recorded is not None and recorded != weights_sha256(payload["state_dict"]):
+            raise DataError(
+                f"{path}: its weights are not those train saved with it (their SHA-256 differs from the one it "
+                f"recorded): the file was changed since; re-create it with `dvc repro train`"
+            )
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
-    except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+    except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         if is_out_of_memory(error):
             raise
         raise _not_a_model(path, one_line(error)) from None
