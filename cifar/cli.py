@@ -343,17 +343,21 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
 
 
 _sources_read: dict[str, bytes] | None = None  # None: not started as a stage (a test calling run_stage)
+_sources_at_start: dict[str, tuple[int, int, int]] = {}
 _inputs_at_start: tuple[tuple[str | Path, ...], dict[str, tuple | None]] = ((), {})
 
 
-def keep_state_at_start(sources_read: dict[str, bytes], inputs: Sequence[str | Path]) -> None:
+def keep_state_at_start(
+    sources_read: dict[str, bytes], sources_at_start: dict[str, tuple[int, int, int]], inputs: Sequence[str | Path]
+) -> None:
     """The source each of the project's modules was run from, as Python read it to import it
-    (stages/__init__.py fills the dict as the stage imports them), and _files_as_they_are of the
-    stage's inputs as it read dvc.yaml, before it loaded torch: a module or an input edited
-    while torch loaded (seconds) was checked as run_stage began, and recorded by DVC as the
-    stage ended, as it is now, beside outputs made from what it was."""
-    global _sources_read, _inputs_at_start
-    _sources_read = sources_read
+    (stages/__init__.py fills the dict as the stage imports them), each source's inode, size
+    and modification time as the stage started, and _files_as_they_are of the stage's inputs
+    as it read dvc.yaml, before it loaded torch: a module or an input edited while torch
+    loaded (seconds) was checked as run_stage began, and recorded by DVC as the stage ended,
+    as it is now, beside outputs made from what it was."""
+    global _sources_read, _sources_at_start, _inputs_at_start
+    _sources_read, _sources_at_start = sources_read, sources_at_start
     _inputs_at_start = (tuple(inputs), _files_as_they_are(inputs))
 
 
@@ -365,9 +369,17 @@ def _module_as_run(file: str, digest_now: str | None) -> str | None:
 
 
 def module_changed_since_read() -> str | None:
-    """The first of the project's modules whose file no longer holds what it was run from."""
+    """The first of the project's modules whose file no longer holds what it was run from, or
+    is not the file it was as the stage started (it may have been read so)."""
     for file, read in list((_sources_read or {}).items()):
         if _file_sha256(file) != hashlib.sha256(read).hexdigest():
+            return _shown(file)
+    for file, was in _sources_at_start.items():
+        try:
+            now = os.stat(file)
+        except OSError:
+            return _shown(file)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != was:
             return _shown(file)
     return None
 

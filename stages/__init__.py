@@ -155,9 +155,13 @@ if sys.argv[:1] == ["-m"]:
     # A module without a cache checked by contents (those Python wrote as this package loaded)
     # gets one (0.2 s for all 42, 2-core CPU), which Python keeps so, rewriting it as its source
     # changes. A source that no module can be (a named pipe, over 16 MiB) is left to the import.
+    # Each source's file as the stage starts: one emptied or half-renamed while torch loaded,
+    # then read so, broke the import in a traceback (and may be restored before it is told).
+    _SOURCES_AT_START: dict[str, tuple[int, int, int]] = {}
     for _source in _files_under(_places[:2], ".py"):
         try:
             _status = os.stat(_source)
+            _SOURCES_AT_START[_source] = (_status.st_ino, _status.st_size, _status.st_mtime_ns)
             _cache = importlib.util.cache_from_source(_source)
             if (
                 sys.dont_write_bytecode
@@ -803,7 +807,7 @@ if sys.argv[:1] == ["-m"]:
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     _paths = importlib.import_module("stages.paths")
-    keep_state_at_start(_SOURCES_READ, _paths.declared_inputs(_stage_name()))
+    keep_state_at_start(_SOURCES_READ, _SOURCES_AT_START, _paths.declared_inputs(_stage_name()))
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
     if problem:
         _refuse(f"error: {problem}")

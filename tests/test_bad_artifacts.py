@@ -507,11 +507,12 @@ def test_a_module_first_imported_while_a_stage_runs_is_held_to_the_source_it_ran
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/figures.py"])
     monkeypatch.setattr(cifar.cli, "_sources_read", None)
+    monkeypatch.setattr(cifar.cli, "_sources_at_start", {})
     monkeypatch.setattr(cifar.cli, "_inputs_at_start", ((), {}))
     source = tmp_path / "cifar" / "plots.py"
     source.parent.mkdir()
     source.write_text("DPI = 100\n")
-    keep_state_at_start({str(source): b"DPI = 200\n"}, [])  # as stages/__init__.py keeps what Python read
+    keep_state_at_start({str(source): b"DPI = 200\n"}, {}, [])  # as stages/__init__.py keeps what Python read
 
     def import_it() -> None:
         module = types.ModuleType("cifar.imported_while_running")
@@ -535,13 +536,14 @@ def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/train.py"])
     monkeypatch.setattr(cifar.cli, "_sources_read", None)
+    monkeypatch.setattr(cifar.cli, "_sources_at_start", {})
     monkeypatch.setattr(cifar.cli, "_inputs_at_start", ((), {}))
     requirements = Path("requirements-stages.txt")
     requirements.write_text("torch==2.14.1\n")
     inputs = paths.declared_inputs("train")
     upgrade = functools.partial(requirements.write_text, "torch==2.15.0\ntorchvision==0.30.0\n")
     if edited == "as torch loaded":
-        keep_state_at_start({}, inputs)
+        keep_state_at_start({}, {}, inputs)
         upgrade()
     with pytest.raises(SystemExit) as exited:
         run_stage(upgrade if edited == "as the stage ran" else lambda: None, [], [], [], inputs)

@@ -2146,9 +2146,10 @@ def test_a_stages_folder_linked_to_another_checkouts_reads_this_workspaces_paths
     assert (result.returncode, result.stdout) == (0, f"{here / 'dvc.yaml'}\n"), result.stderr
 
 
-def test_a_module_read_half_edited_as_a_stage_loads_is_named(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("restored", [True, False], ids=["restored-after-it-was-read", "as-it-was-read"])
+def test_a_module_read_half_edited_as_a_stage_loads_is_named(tmp_path, monkeypatch, capsys, restored):
     """cifar/reporting/plots.py emptied (or a name in it renamed) while figures loaded torch, and
-    restored once figures had read it: its import failed, in an ImportError traceback."""
+    restored once figures had read it, or not: its import failed, in an ImportError traceback."""
     import stages
     from cifar import cli
 
@@ -2158,6 +2159,13 @@ def test_a_module_read_half_edited_as_a_stage_loads_is_named(tmp_path, monkeypat
     source = tmp_path / "cifar" / "reporting" / "plots.py"
     source.parent.mkdir(parents=True)
     source.write_text("def loss_figure(history): ...\n")
+    at_start = source.stat()
+    monkeypatch.setattr(
+        cli, "_sources_at_start", {str(source): (at_start.st_ino, at_start.st_size, at_start.st_mtime_ns)}
+    )
+    if not restored:
+        source.write_text("")
+        os.utime(source, ns=(at_start.st_atime_ns, at_start.st_mtime_ns + 1))
     monkeypatch.setattr(cli, "_sources_read", {str(source): b""})  # what Python read as it imported it
     error = ImportError("cannot import name 'loss_figure' from 'cifar.reporting.plots'")
     with pytest.raises(SystemExit) as exited:
