@@ -24,3 +24,6 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$(cd "$venv" && pwd)/bin:$PATH"
+# It leaves the working folder off Python's import path: `python -m stages.NAME`, as dvc.yaml
+# runs each stage, would find no stages package.
+unset PYTHONSAFEPATH
