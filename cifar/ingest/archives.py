@@ -325,12 +325,12 @@ class _Streams(io.RawIOBase):
             if self._decompressor.eof:
                 self._next_stream()
                 continue
+            file_ended = False
             if self._pending:
                 data, self._pending = self._pending, b""
             elif self._decompressor.needs_input:
                 data = self._read_raw()
-                if not data:  # lzma's own words for it, as gzip's
-                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                file_ended = not data  # zlib may still hold output of the input it took, as gzip.py allows
             else:
                 data = b""
             # Bounded by the caller's buffer, so that a bomb never decompresses past what is asked.
@@ -339,6 +339,8 @@ class _Streams(io.RawIOBase):
                 buffer[: len(out)] = out
                 self._unpacked += len(out)
                 return len(out)
+            if file_ended and not self._decompressor.eof:  # lzma's own words for it, as gzip's
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
         return 0
 
     def _read_raw(self) -> bytes:
