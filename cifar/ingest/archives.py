@@ -55,6 +55,12 @@ MAX_ZIP_DIRECTORY_BYTES = 16 << 20
 # What a compressed tar may hold beyond what it unpacks to: its compression's headers and the
 # stored blocks of data that does not compress, a few bytes in every thousand.
 MAX_COMPRESSED_OVERHEAD = 1 << 20
+# Streams (gzip members, bzip2 or xz streams) a compressed tar may hold: each costs a few
+# microseconds of Python. bgzip writes a member per 64 KiB, pbzip2 a stream per 900 KB: at
+# most 32,768 for the 2 GiB an archive may unpack to. NULs after the tar's end unpack a
+# thousandfold, and let as many bytes of empty streams within MAX_COMPRESSED_OVERHEAD's
+# allowance: 52 million of them took 277 s.
+MAX_STREAMS = 100_000
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
@@ -299,7 +305,8 @@ class _Streams(io.RawIOBase):
 
     No compressor writes more than a small fraction over data that does not compress, so a
     file that holds MAX_COMPRESSED_OVERHEAD bytes and a sixteenth more than it has unpacked
-    to is padded out, and is refused there. Python's readers took any padding: gzip.open
+    to is padded out, and is refused there; so is one of more than MAX_STREAMS streams.
+    Python's readers took any padding: gzip.open
     parses a member's header in Python, a byte of its name at a time (a 256 MiB name kept
     download busy for 24 s of CPU with nothing unpacked), and 27 million empty gzip members
     (520 MiB) took 114 s. lzma.open also took xz stream padding (NUL bytes, a multiple of
@@ -315,6 +322,7 @@ class _Streams(io.RawIOBase):
         self._pending = b""  # read from the file, not yet given to the decompressor
         self._read = 0  # bytes read from the file
         self._unpacked = 0
+        self._streams = 1
         self._ended = False
 
     def readable(self) -> bool:
@@ -373,6 +381,13 @@ class _Streams(io.RawIOBase):
                 f"{compression.padding}"
             )
         if rest.startswith(compression.magic):
+            self._streams += 1
+            if self._streams > MAX_STREAMS:
+                raise DataError(
+                    f"{self._archive}: more than {MAX_STREAMS:,} {compression.name} {compression.stream}s, far more "
+                    f"than {compression.name} writes for any data: the file is padded out ({compression.stream}s "
+                    f"that hold little or nothing); recompress it, or {_FIX}"
+                )
             self._decompressor, self._pending = compression.decompressor(), rest
         elif rest and compression.padding:
             raise _CorruptArchive(
