@@ -57,14 +57,14 @@ from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
 from cifar.errors import DataError, OutputError, one_line, short_repr
 from cifar.ingest.sources import synthetic_split
-from cifar.models import build_model, load_trained, save_trained, weights_sha256
+from cifar.models import build_model, load_trained, save_trained
 from cifar.params_file import declared_values
 from cifar.reporting.plots import misclassified_figure
 from cifar.reporting.predictions import first_misclassified, load_predictions
 from cifar.training import engine
 from cifar.training.checkpoint import read_checkpoint
 from cifar.training.lr_find import read_curve
-from generated import CPU, deflate_records
+from generated import CPU, deflate_records, save_as_train_would
 from pipeline_repo import (
     REPO,
     SMALL_SYNTHETIC,
@@ -954,12 +954,7 @@ def with_fc_weight(value: float) -> None:
     """Set every weight of the saved model's classifier to value, as a run that ended so would save it."""
     payload = torch.load(paths.MODEL, weights_only=True)
     payload["state_dict"]["fc.weight"].fill_(value)
-    save_as_train_would(payload)
-
-
-def save_as_train_would(payload: dict) -> None:
-    """The model file with its weights as changed, and their digest to match: another model."""
-    torch.save(payload | {"weights_sha256": weights_sha256(payload["state_dict"])}, paths.MODEL)
+    save_as_train_would(payload, paths.MODEL)
 
 
 @pytest.mark.parametrize(
@@ -2291,7 +2286,7 @@ def test_figures_refuses_a_model_that_records_no_history_and_evaluate_takes_it(p
         del payload["history"]
     else:
         payload["history"] = []
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload, paths.MODEL)
     before = outputs(pipeline_run)
     with pytest.raises(DataError) as refused:
         stages.figures.main()
@@ -2375,7 +2370,7 @@ def test_figures_checks_the_models_predictions_without_a_misclassified_gallery(p
     payload = torch.load(paths.MODEL, weights_only=True)
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= -1000
-    save_as_train_would(payload)
+    save_as_train_would(payload, paths.MODEL)
     with pytest.raises(DataError, match=rf"^{paths.PREDICTIONS}: test image \d+ is predicted \w+, but "):
         stages.figures.main()
 
@@ -2678,7 +2673,7 @@ def test_explain_refuses_predictions_that_the_model_does_not_make(workspace):
     # The untrained model's outputs are near-uniform, any pick a near-tie: a sharper last layer makes it sure.
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= 1000
-    save_as_train_would(payload)
+    save_as_train_would(payload, paths.MODEL)
     stages.evaluate.main()
     frame = pd.read_csv(paths.PREDICTIONS)
     frame["predicted"] = (frame["predicted"] + 1) % len(TEST_SPLIT.classes)
@@ -2697,7 +2692,7 @@ def test_figures_refuses_a_misclassified_gallery_of_another_models_predictions(p
     payload = torch.load(paths.MODEL, weights_only=True)
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= -1000  # another model: each image's likeliest class is now its least
-    save_as_train_would(payload)
+    save_as_train_would(payload, paths.MODEL)
     with pytest.raises(DataError) as refused:
         stages.figures.main()
     assert re.fullmatch(
@@ -2707,33 +2702,51 @@ def test_figures_refuses_a_misclassified_gallery_of_another_models_predictions(p
     ), str(refused.value)
 
 
-EDITED_WEIGHTS = (
-    f"{paths.MODEL}: its weights are not those train saved with it (their SHA-256 differs from the one it recorded): "
-    f"the file was changed since; re-create it with `dvc repro train`"
+EDITED_MODEL = (
+    f"{paths.MODEL}: changed since train saved it (the SHA-256 of its contents is not the one it recorded); "
+    f"re-create it with `dvc repro train`"
 )
 
 
-def negate_the_last_layer() -> None:
-    """The model file with its last layer negated, every record kept (history, splits, params)."""
-    payload = torch.load(paths.MODEL, weights_only=True)
+def negate_the_last_layer(payload: dict) -> None:
     last_layer = [key for key, value in payload["state_dict"].items() if value.ndim == 2][-1]
     payload["state_dict"][last_layer] *= -1
-    torch.save(payload, paths.MODEL)
+
+
+def change_the_config(payload: dict) -> None:
+    """ResNet18's layer4_stride changes no weight's shape: its model scored 13.5% beside train's 15%."""
+    payload["model"]["layer4_stride"] = 3 - payload["model"]["layer4_stride"]
+
+
+def change_the_params_it_was_trained_with(payload: dict) -> None:
+    payload["trained_with"] = (payload["trained_with"] or {}) | {"seed": -1}
+
+
+@pytest.fixture(params=[negate_the_last_layer, change_the_config, change_the_params_it_was_trained_with])
+def edit_the_model(request):
+    """The model file with one thing changed by hand, every other record kept."""
+
+    def edit():
+        payload = torch.load(paths.MODEL, weights_only=True)
+        request.param(payload)
+        torch.save(payload, paths.MODEL)
+
+    return edit
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])
-def test_a_model_whose_weights_were_edited_after_training_is_refused(workspace, stage):
-    """evaluate scored such a model at 2% beside train's 23.5%, and explain drew it."""
-    negate_the_last_layer()
-    assert refusal(importlib.import_module(f"stages.{stage}").main, workspace) == EDITED_WEIGHTS
+def test_a_model_changed_after_training_is_refused(workspace, stage, edit_the_model):
+    """evaluate scored a model with its last layer negated at 2% beside train's 23.5%, and explain drew it."""
+    edit_the_model()
+    assert refusal(importlib.import_module(f"stages.{stage}").main, workspace) == EDITED_MODEL
 
 
-def test_figures_refuses_a_model_whose_weights_were_edited_after_training(pipeline_run):
+def test_figures_refuses_a_model_changed_after_training(pipeline_run, edit_the_model):
     """figures drew such a model's confusion matrix beside the curves of the weights train saved."""
-    negate_the_last_layer()
+    edit_the_model()
     with pytest.raises(DataError) as refused:
         stages.figures.main()
-    assert str(refused.value) == EDITED_WEIGHTS
+    assert str(refused.value) == EDITED_MODEL
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "explain"])
@@ -2741,7 +2754,7 @@ def test_a_model_of_other_classes_is_refused_before_a_label_is_misread(workspace
     """explain drew Grad-CAM for the test split's label ids, which name other classes in such a model."""
     payload = torch.load(paths.MODEL, weights_only=True)
     payload["classes"] = payload["classes"][::-1]
-    torch.save(payload, paths.MODEL)
+    save_as_train_would(payload, paths.MODEL)
     assert refusal(importlib.import_module(f"stages.{stage}").main, workspace) == (
         f"{paths.MODEL} has classes {', '.join(payload['classes'])} but {paths.DATA}/test.npz has "
         f"{', '.join(TEST_SPLIT.classes)}, so each label id would name another class; "

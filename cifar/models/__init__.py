@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import re
 import sys
@@ -67,7 +68,6 @@ def save_trained(
         "classes": list(classes),
         "normalization": input_normalization(),
         "state_dict": weights,
-        "weights_sha256": weights_sha256(weights),
         # One string object per key: pickle writes an object it has seen as a reference, so rows
         # restored from a checkpoint (keys of their own) made a resumed run's file differ in bytes.
         "history": [{sys.intern(key): value for key, value in row.items()} for row in history],
@@ -75,14 +75,17 @@ def save_trained(
         "history_test_sha256": history_test_sha256,
         "trained_with": trained_with,
     }
+    payload["sha256"] = contents_sha256(payload)
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
 
 
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """The SHA-256 of the weights' names, types, shapes and values, in order."""
-    digest = hashlib.sha256()
-    for name, tensor in state_dict.items():
+def contents_sha256(payload: dict) -> str:
+    """The SHA-256 of a saved model's entries but this digest: its records as JSON, then its
+    weights' names, types, shapes and values, in order."""
+    records = {key: value for key, value in payload.items() if key not in ("state_dict", "sha256")}
+    digest = hashlib.sha256(json.dumps(records, default=repr).encode())
+    for name, tensor in payload["state_dict"].items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
@@ -128,6 +131,15 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
             raise  # the stage says so, where "re-create the model" could not help
         raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
     try:
+        # Weights edited by hand with every record kept (a layer negated) were evaluated,
+        # drawn and explained beside the training curves of the weights train saved; so was a
+        # config edited under them (ResNet18's layer4_stride).
+        recorded = payload.get("sha256")  # None in a model saved before train recorded it
+        if recorded is not None and recorded != contents_sha256(payload):
+            raise DataError(
+                f"{path}: changed since train saved it (the SHA-256 of its contents is not the one it recorded); "
+                f"re-create it with `dvc repro train`"
+            )
         config = parse_model_config(payload["model"], source="its model config")
         classes = payload["classes"]
         # The stages print the names and match them to the data's, so a file re-saved with
@@ -151,14 +163,6 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         trained_with = payload.get("trained_with")
         if trained_with is not None and not isinstance(trained_with, dict):
             raise _not_a_model(path, f"trained_with = {short_repr(trained_with)}, not the params it was trained with")
-        # Weights edited by hand with every record kept (a layer negated) were evaluated,
-        # drawn and explained beside the training curves of the weights train saved.
-        recorded = payload.get("weights_sha256")  # None in a model saved before train recorded it
-        if recorded is not None and recorded != weights_sha256(payload["state_dict"]):
-            raise DataError(
-                f"{path}: its weights are not those train saved with it (their SHA-256 differs from the one it "
-                f"recorded): the file was changed since; re-create it with `dvc repro train`"
-            )
         model = build_model(config, len(classes))
         model.load_state_dict(payload["state_dict"])
         normalization = payload["normalization"]
