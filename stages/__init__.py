@@ -18,9 +18,54 @@ if not __package__:  # `python stages/__init__.py`: not a stage, and cifar/ is o
         "train, evaluate, figures, explain"
     )
 
+import _frozen_importlib_external  # Python's own import system, loaded as it starts
+import _imp  # built in, as _signal and marshal are
 import _signal  # built in: no file can stand in for it, as one could for `signal` or its `enum`
+import marshal
 import os  # loaded as Python starts, as sys is: no file can stand in for either
 import sys
+
+if sys.argv[:1] == ["-m"]:
+    _CHECKED_BY_CONTENTS = 0b11  # a cache's flags: its source's hash is in the header, and checked
+
+    def _ran_from_an_older_cache() -> bool:
+        """Whether Python ran this package from a cache of another text than its source's: one
+        with the source's time and size (`cp -p`, `tar x`, an edit within the second), or any
+        cache by its source's hash under `--check-hash-based-pycs never`. Python reads it before
+        any line here can check the caches of the project's other modules, below."""
+        try:
+            with open(__file__, "rb") as source_file, open(__cached__, "rb") as cache_file:
+                source, cache = source_file.read(), cache_file.read(16 << 20)
+                status = os.fstat(source_file.fileno())
+        except (OSError, TypeError):  # no cache (TypeError: __cached__ is None), or not this user's
+            return False
+        flags, checks = int.from_bytes(cache[4:8], "little"), _imp.check_hash_based_pycs
+        source_stamp = b"".join((n & 0xFFFFFFFF).to_bytes(4, "little") for n in (int(status.st_mtime), status.st_size))
+        taken_as_it_is = (
+            (flags == 0 and cache[8:16] == source_stamp)
+            or (flags == 0b01 and checks != "always")
+            or (flags == _CHECKED_BY_CONTENTS and checks == "never")
+        )
+        if cache[:4] != _frozen_importlib_external.MAGIC_NUMBER or not taken_as_it_is:
+            return False
+        try:
+            return marshal.loads(cache[16:]) != compile(source, __file__, "exec", dont_inherit=True)
+        except (EOFError, ValueError, TypeError, SyntaxError):  # Python would not have run either
+            return False
+
+    if _ran_from_an_older_cache():
+        # Before any signal is blocked, which the new process would inherit, or anything is written.
+        try:
+            os.remove(__cached__)
+            os.execv(sys.executable, sys.orig_argv)
+        except OSError as error:
+            sys.stderr.write(
+                f"error: Python ran {__cached__}, a cache of an older stages/__init__.py with the source's time and "
+                f"size, in place of the source, and the stage cannot start over without it ({error.strerror}); remove "
+                f"it and run the stage again\n"
+            )
+            sys.stderr.flush()
+            os._exit(2)
 
 # Signals wait until the stage's handlers are in place, below: Ctrl-C as this package loaded
 # (its first tenth of a second) ended a stage in a KeyboardInterrupt traceback, SIGHUP without
@@ -49,11 +94,9 @@ if sys.argv[:1] == ["-m"]:
     # source's time and size, not its contents: inference.py edited to the same size within
     # the second (or with its time kept, as `cp -p` and `tar x` do) ran as it was before. The
     # stage writes its caches checked by contents, below.
-    import marshal  # built in, as _signal is
     import stat  # loaded by os as Python starts
 
     _MOST_CACHE_BYTES = 16 << 20
-    _CHECKED_BY_CONTENTS = 0b11  # a cache's flags: its source's hash is in the header, and checked
     _places = [os.path.abspath(f"{os.path.dirname(__path__[0])}/{_package}") for _package in ("stages", "cifar")]
     # A cache prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) keeps the caches in a copy of the
     # source folders' tree under it, not in their __pycache__ folders.
@@ -77,24 +120,24 @@ if sys.argv[:1] == ["-m"]:
             except OSError:  # gone, or not this user's, as os.walk passes it over
                 pass
 
-    _CACHES_LEFT: set[str] = set()  # of those to be removed, where they could not be
+    def _cache_bytes(cache: str) -> bytes:
+        """A cache's bytes; b"" for what no cache can be (a named pipe, a device, over 16 MiB)."""
+        with open(os.open(cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            bytecode = file.read(_MOST_CACHE_BYTES + 1) if stat.S_ISREG(os.fstat(file.fileno()).st_mode) else b""
+        return b"" if len(bytecode) > _MOST_CACHE_BYTES else bytecode
+
+    def _is_whole_and_checked_by_contents(bytecode: bytes) -> bool:
+        try:
+            marshal.loads(bytecode[16:])  # after the header: magic, flags, the source's hash
+        except (EOFError, ValueError, TypeError):
+            return False
+        return int.from_bytes(bytecode[4:8], "little") == _CHECKED_BY_CONTENTS
+
     for _cache in _files_under(_places, ".pyc"):
         try:
-            with open(os.open(_cache, os.O_RDONLY | os.O_NONBLOCK), "rb") as _file:
-                _regular = stat.S_ISREG(os.fstat(_file.fileno()).st_mode)
-                _bytecode = _file.read(_MOST_CACHE_BYTES + 1) if _regular else b""
-            try:
-                if len(_bytecode) > _MOST_CACHE_BYTES:
-                    raise ValueError("larger than any of the project's caches")
-                if int.from_bytes(_bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
-                    raise ValueError("checked by its source's time and size")
-                marshal.loads(_bytecode[16:])  # after the header: magic, flags, source's time and size
-            except (EOFError, ValueError, TypeError):
-                try:
-                    os.remove(_cache)
-                except OSError:  # a read-only folder: the project's loader below passes it over
-                    _CACHES_LEFT.add(os.path.realpath(_cache))
-        except OSError:  # gone meanwhile, or not this user's to read: Python falls back to the source
+            if not _is_whole_and_checked_by_contents(_cache_bytes(_cache)):
+                os.remove(_cache)
+        except OSError:  # gone meanwhile, not this user's, or in a read-only folder: the loader below passes it over
             pass
 
     import importlib.machinery  # frozen into the interpreter, as _signal is built in
@@ -107,14 +150,19 @@ if sys.argv[:1] == ["-m"]:
 
     class _SourceKeeper(importlib.machinery.SourceFileLoader):
         def get_data(self, path):
-            if path != self.path and os.path.realpath(path) in _CACHES_LEFT:
-                # Python compiles the source instead, as for a cache it cannot read: a stale one
-                # in a read-only folder ran the module's old text, with exit 0.
-                raise OSError(f"{path} is a cache of the source by its time and size, not its contents")
-            data = super().get_data(path)
             if path == self.path:
+                data = super().get_data(path)
                 _SOURCES_READ.setdefault(path, data)  # the first: inspect may ask for it again
-            return data
+                return data
+            # Only a whole cache of the source as it is now is run; for any other Python compiles
+            # the source, as for a cache it cannot read. A stale one that the sweep above could
+            # not remove (a read-only folder, or one behind a linked __pycache__) ran the module's
+            # old text with exit 0, and so did any under `--check-hash-based-pycs never`.
+            bytecode = _cache_bytes(path)
+            source_hash = _imp.source_hash(_frozen_importlib_external._RAW_MAGIC_NUMBER, self.get_data(self.path))
+            if bytecode[8:16] != source_hash or not _is_whole_and_checked_by_contents(bytecode):
+                raise OSError(f"{path} is not a whole cache of {self.path} as it is now")
+            return bytecode
 
     class _ProjectModules:
         """Finds the project's modules as Python would, with a loader that keeps their source."""

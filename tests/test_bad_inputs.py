@@ -1595,34 +1595,87 @@ def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(t
         assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
 
 
-@pytest.mark.parametrize("read_only", ["cifar", "caches"], ids=["code", "cache-prefix"])
-def test_a_stale_cache_where_the_stage_cannot_remove_it_is_passed_over(tmp_path, read_only):
-    """As above, with the code folder (or PYTHONPYCACHEPREFIX's) a read-only mount: the stage
-    could not remove the cache of the old text, and ran that text with exit 0."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
-        pytest.skip("needs a private mount namespace (unshare --mount, as root)")
-    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
-    changes = {"PYTHONPYCACHEPREFIX": str(tmp_path / "caches")} if read_only == "caches" else {}
-    source = pipeline / "cifar" / "dataset.py"
+def edit_under_a_cache_by_time(source: Path, old: str, new: str, env: dict[str, str]) -> None:
+    """The source compiled to a cache checked by its time and size, then edited to a text of the
+    same size with its time kept: the cache holds the old text, and Python takes it for the new."""
     by_time = "invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP"
     compile_by_time = f"import py_compile, sys; py_compile.compile(sys.argv[1], {by_time})"
-    env = environment(pipeline) | changes
-    assert subprocess.run([sys.executable, "-c", compile_by_time, str(source)], cwd=pipeline, env=env).returncode == 0
+    assert subprocess.run([sys.executable, "-c", compile_by_time, str(source)], env=env).returncode == 0
     kept = source.stat()
-    source.write_text(source.read_text().replace("`dvc repro download`", "`dvc repro DOWNLOAD`"))
+    source.write_text(source.read_text().replace(old, new))
     os.utime(source, ns=(kept.st_atime_ns, kept.st_mtime_ns))
-    folder = tmp_path / read_only if read_only == "caches" else pipeline / read_only
-    mount_read_only = (
-        f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$0" -m stages.figures'
-    )
-    result = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", mount_read_only, sys.executable],
-        cwd=pipeline,
+
+
+def run_with_read_only(folder: Path, root: Path, env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    """`python ARGUMENTS` in root with `folder` a read-only mount; skipped where no private mount
+    namespace can be made."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare --mount, as root)")
+    mount_read_only = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$0" "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", mount_read_only, sys.executable, *arguments],
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.parametrize("read_only", ["cifar", "caches", "linked"], ids=["code", "cache-prefix", "linked-caches"])
+def test_a_stale_cache_where_the_stage_cannot_remove_it_is_passed_over(tmp_path, read_only):
+    """As above, with the code folder (or PYTHONPYCACHEPREFIX's, or the folder a linked
+    cifar/__pycache__ leads to) a read-only mount: the stage could not remove the cache of the
+    old text, and ran that text with exit 0."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    changes = {"PYTHONPYCACHEPREFIX": str(tmp_path / "caches")} if read_only == "caches" else {}
+    if read_only == "linked":
+        (tmp_path / "linked").mkdir()
+        shutil.rmtree(pipeline / "cifar/__pycache__", ignore_errors=True)
+        (pipeline / "cifar/__pycache__").symlink_to(tmp_path / "linked")
+    env = environment(pipeline) | changes
+    edit_under_a_cache_by_time(pipeline / "cifar/dataset.py", "`dvc repro download`", "`dvc repro DOWNLOAD`", env)
+    folder = pipeline / read_only if read_only == "cifar" else tmp_path / read_only
+    result = run_with_read_only(folder, pipeline, env, "-m", "stages.figures")
     assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
+
+
+def test_a_stale_cache_of_the_stages_package_itself_is_not_run(tmp_path):
+    """stages/__init__.py's cache is read by Python before any check of the project's; one of
+    an older text with the source's time and size ran that text, with exit 0. The stage starts
+    over without it; where it cannot be removed it says so."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    env = environment(pipeline)
+    edit_under_a_cache_by_time(pipeline / "stages/__init__.py", "its settings are in", "its SETTINGS are in", env)
+    stage_with_an_argument = ["-m", "stages.figures", "now"]
+    cache = Path("stages/__pycache__") / f"__init__.{sys.implementation.cache_tag}.pyc"
+    in_read_only_code = run_with_read_only(pipeline / "stages", pipeline, env, *stage_with_an_argument)
+    assert (in_read_only_code.returncode, in_read_only_code.stderr) == (
+        2,
+        f"error: Python ran {pipeline / cache}, a cache of an older stages/__init__.py with the source's time and "
+        f"size, in place of the source, and the stage cannot start over without it (Read-only file system); remove "
+        f"it and run the stage again\n",
+    )
+    result = subprocess.run(
+        [sys.executable, *stage_with_an_argument], cwd=pipeline, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "its SETTINGS are in" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("module", ["cifar/dataset.py", "stages/__init__.py"])
+def test_a_module_edited_after_a_run_is_run_as_it_is_under_unchecked_hashes(tmp_path, module):
+    """`python --check-hash-based-pycs never` loads a cache checked by its source's hash
+    without reading the source, and the stages write their caches so: a module edited after a
+    run ran as it was, with exit 0."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    stage = ["--check-hash-based-pycs", "never", "-m", "stages.figures", *(["now"] if "stages" in module else [])]
+    old, new = ("its settings are in", "its SETTINGS are in") if "stages" in module else ("download`", "DOWNLOAD`")
+    assert run_module(pipeline, "stages.figures").returncode == 2  # no input here: its caches are written
+    source = pipeline / module
+    source.write_text(source.read_text().replace(old, new))
+    result = subprocess.run(
+        [sys.executable, *stage], cwd=pipeline, env=environment(pipeline), capture_output=True, text=True
+    )
+    assert result.returncode == 2 and new in result.stderr, result.stderr
 
 
 def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
