@@ -488,12 +488,15 @@ def _import_torch() -> None:
     import torch  # noqa: F401  torch reads its TORCH_LOGS* settings as it loads
 
 
-def _refuse_settings_a_library_fails_on(prefix: str, library: str, use_them, advice: str = "") -> None:
+def _import_numpy() -> None:
+    import numpy  # noqa: F401  numpy reads its NPY_* and NUMPY_* settings as it loads
+
+
+def _refuse_settings_a_library_fails_on(prefixes: tuple[str, ...], library: str, use_them, advice: str = "") -> None:
     """One line and exit code 2 where `use_them` raises on the library's own settings, the
-    variables named `prefix*`. Download imports neither tqdm nor torch: checking would cost it
-    up to 600 MB."""
-    settings = sorted(name for name in os.environ if name.startswith(prefix))
-    if not settings or _stage_name() == "download":
+    variables whose names start with one of `prefixes`."""
+    settings = sorted(name for name in os.environ if name.startswith(prefixes))
+    if not settings:
         return
     try:
         use_them()
@@ -841,13 +844,16 @@ if sys.argv[:1] == ["-m"]:
     problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem() or _threads_limit_problem()
     if problem:  # before numpy starts OpenBLAS's threads as matplotlib or torch loads
         _refuse(f"error: {problem}")
-    # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
-    # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm (all but download)
-    # in a traceback at import; one it cannot use (TQDM_FILE, a string where a stream goes) or
-    # draw (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or
-    # mid-epoch. Their two bars are drawn here first, as they will be, into a buffer.
-    _refuse_settings_a_library_fails_on("TQDM_", "tqdm", _draw_the_stages_progress_bars)
-    if _stage_name() != "download":  # which draws no bar
+    # NPY_ENABLE_CPU_FEATURES naming a feature this CPU lacks, or NUMPY_MADVISE_HUGEPAGE=abc,
+    # ended every stage in a traceback as numpy loaded.
+    _refuse_settings_a_library_fails_on(("NPY_", "NUMPY_"), "numpy", _import_numpy)
+    if _stage_name() != "download":  # which imports neither tqdm nor torch, and draws no bar
+        # tqdm (4.66 on) takes each TQDM_* variable as a default of its own: a value it cannot
+        # convert (TQDM_MININTERVAL=abc) ended the five stages that import tqdm in a traceback
+        # at import; one it cannot use (TQDM_FILE, a string where a stream goes) or draw
+        # (TQDM_BAR_FORMAT='{bogus}') ended lr_find and train at their first bar, or mid-epoch.
+        # Their two bars are drawn here first, as they will be, into a buffer.
+        _refuse_settings_a_library_fails_on(("TQDM_",), "tqdm", _draw_the_stages_progress_bars)
         # tqdm's monitor thread wakes every 10 s for a bar stalled between redraws; the stages'
         # bars redraw at each step, and under a tight `ulimit -u` it was a thread too many.
         importlib.import_module("tqdm").tqdm.monitor_interval = 0
@@ -865,7 +871,10 @@ if sys.argv[:1] == ["-m"]:
         _refuse(f"error: {' and '.join(weights_only_switches)} are both set, and torch then loads no file; unset one")
     # TORCH_LOGS=bogus, an empty one or a TORCH_LOGS_OUT in a missing folder ended every stage
     # but download in a traceback as torch loaded.
-    _refuse_settings_a_library_fails_on("TORCH_LOGS", "torch", _import_torch, " (TORCH_LOGS=help lists the logs)")
+    if _stage_name() != "download":
+        _refuse_settings_a_library_fails_on(
+            ("TORCH_LOGS",), "torch", _import_torch, " (TORCH_LOGS=help lists the logs)"
+        )
     problem = _compile_cache_problem() if _stage_name() in _STAGES_THAT_LOAD_TORCHS_COMPILER else None
     if problem:
         _refuse(f"error: {problem}")

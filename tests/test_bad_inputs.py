@@ -1808,6 +1808,18 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     )
 
 
+@pytest.mark.parametrize("stage", ["download", "evaluate"])
+def test_a_numpy_setting_numpy_cannot_use_is_one_line(pipeline, stage):
+    """numpy reads NUMPY_MADVISE_HUGEPAGE with int() and NPY_ENABLE_CPU_FEATURES against the
+    CPU as it loads: either ended all six stages in a traceback."""
+    result = run_module(pipeline, f"stages.{stage}", {"NUMPY_MADVISE_HUGEPAGE": "abc"})
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: numpy cannot use its environment (NUMPY_MADVISE_HUGEPAGE): ValueError: invalid literal for int() with "
+        "base 10: 'abc'; fix or unset it\n",
+    )
+
+
 @pytest.mark.parametrize(
     "stray",
     [
