@@ -770,6 +770,25 @@ def test_a_compressed_tar_of_more_streams_than_any_compressor_writes_is_refused(
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
+def test_an_xz_tar_whose_dictionary_outgrows_xz_9s_is_refused(tree, downloads):
+    """liblzma keeps the last dictionary's worth of what it unpacks: a tar of 2 GiB with a
+    4 GiB dictionary, valid to `xz -t`, took download to 4.5 GB."""
+    archive = tree.parent / "export.tar.xz"
+    data = bytearray(lzma.compress(archive_of(tree, "tar").read_bytes(), preset=0))
+    # The block header, after the 12-byte stream header: its size in 4-byte units less one,
+    # flags, the LZMA2 filter (id 0x21, one byte of properties: the dictionary's size), a CRC-32.
+    header_size = (data[12] + 1) * 4
+    header = data[12 : 12 + header_size]
+    header[header.index(b"\x21\x01") + 2] = 40  # 4 GiB less a byte, the largest LZMA2 declares
+    header[-4:] = zlib.crc32(bytes(header[:-4])).to_bytes(4, "little")
+    data[12 : 12 + header_size] = header
+    archive.write_bytes(bytes(data))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: its xz stream needs more than 128 MiB of memory to unpack (a dictionary larger than `xz -9`'s "
+        f"64 MiB); recompress it with `xz -9` or less, or extract it yourself and point data.source at the folder"
+    )
+
+
 # 2. Non-finite numbers.
 
 
@@ -1079,12 +1098,15 @@ def zip_with_central_directory_change(path: Path, offset: int, value: bytes) -> 
         (
             10,
             b"\x09\x00",
-            "member 'export/train/airplane/0000.png' uses compression method 'deflate64', which Python cannot read",
+            "member 'export/train/airplane/0000.png' uses compression method 'deflate64', which download does not read",
         ),
+        # zipfile unpacks these with no bound on memory: a 0.8 MB zip took 5.2 GB
+        (10, b"\x0c\x00", "uses compression method 'bzip2', which download does not read"),
+        (10, b"\x0e\x00", "uses compression method 'lzma', which download does not read"),
     ],
-    ids=["encrypted", "deflate64"],
+    ids=["encrypted", "deflate64", "bzip2", "lzma"],
 )
-def test_zips_python_cannot_read_are_named(tmp_path, downloads, offset, value, message):
+def test_zips_download_does_not_read_are_named(tmp_path, downloads, offset, value, message):
     archive = zip_with_central_directory_change(tmp_path / "export.zip", offset, value)
     assert message in refused(DataError, import_from, archive, downloads)
 
@@ -2503,6 +2525,47 @@ def assert_refused_in_bounded_memory(pipeline: Path, message: str) -> None:
     result, peak = stage_with_peak_memory(pipeline, "download")
     assert peak < DOWNLOAD_PEAK_BOUND, f"the download stage peaked at {peak >> 20} MiB"
     assert_refused_with_one_line(result, pipeline, message)
+
+
+def test_a_zip_member_that_unpacks_past_the_size_it_declares_is_refused_in_bounded_memory(pipeline, tmp_path):
+    """zipfile inflated up to 1 GiB in one call for a member that declared 1,000 bytes, then
+    cut it to those: a 2.3 MB zip took 2.1 GB before its CRC failed."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle, bundle.open("export/a.png", "w") as member:
+        zeros = bytes(16 << 20)
+        for _ in range(HOSTILE_BYTES // len(zeros)):
+            member.write(zeros)
+    data = bytearray(archive.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 24 : entry + 28] = (1000).to_bytes(4, "little")  # the size the directory declares
+    archive.write_bytes(bytes(data))
+    set_params(pipeline, {"data": {"source": str(archive)}})
+    assert_refused_in_bounded_memory(pipeline, "(Bad CRC-32 for file 'export/a.png')")
+
+
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".tar.xz"])
+def test_a_compressed_tar_member_is_unpacked_into_its_buffer_without_a_second_copy(pipeline, tree, suffix):
+    """bzip2 and xz unpacked a member in one call beside the buffer it was then copied into:
+    a 2,000 MiB member of zeros in a .tar.bz2 took download to 4.1 GB."""
+    member = 300 << 20
+    zeros = tree.parent / "zeros"
+    with zeros.open("wb") as sparse:
+        sparse.truncate(member)
+    tar = tree.parent / "export.tar"
+    with tarfile.open(tar, "w") as bundle:
+        bundle.add(tree, arcname="export")
+        # Data that does not compress, a fortieth of the member, lets it within the expansion cap.
+        (tree.parent / "noise").write_bytes(os.urandom(member // 40))
+        bundle.add(tree.parent / "noise", arcname="export/train/cat/noise.bin")
+        bundle.add(zeros, arcname="export/train/cat/zeros.bin")
+    archive = tree.parent / f"export{suffix}"
+    with tar.open("rb") as source, (bz2.open if suffix == ".tar.bz2" else lzma.open)(archive, "wb") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+    set_params(pipeline, {"data": {"source": str(archive), "train_limit": None, "test_limit": None}})
+    result, peak = stage_with_peak_memory(pipeline, "download")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert peak < member + DOWNLOAD_PEAK_BOUND, f"the download stage peaked at {peak >> 20} MiB"
+    shutil.rmtree(pipeline / paths.DATA)
 
 
 def test_the_full_synthetic_set_takes_its_images_twice_and_no_more(tmp_path):

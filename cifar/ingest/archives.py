@@ -61,6 +61,10 @@ MAX_COMPRESSED_OVERHEAD = 1 << 20
 # thousandfold, and let as many bytes of empty streams within MAX_COMPRESSED_OVERHEAD's
 # allowance: 52 million of them took 277 s.
 MAX_STREAMS = 100_000
+# The memory xz's decoder may take: its dictionary and about 1 MiB. `xz -9` writes a 64 MiB
+# dictionary; one of 4 GiB, valid to `xz -t`, kept every byte unpacked twice (4.5 GB at the
+# 2 GiB limit).
+MAX_XZ_DECODER_BYTES = 128 << 20
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
@@ -94,7 +98,9 @@ class _CorruptArchive(Exception):
     """The archive's structure is broken: damaged, cut short or not an archive at all."""
 
 
-_READABLE_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+# zipfile unpacks a bzip2 or LZMA member with no bound on what one call unpacks: a 0.8 MB zip
+# whose bzip2 member declared 1,000 bytes took 5.2 GB before its CRC failed.
+_READABLE_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 # What a damaged archive raises while it is read, besides gzip's and bz2's OSErrors without
 # errno: a zip's garbled version field gives NotImplementedError, a garbled name UnicodeDecodeError.
 _CORRUPTION_ERRORS = (
@@ -290,13 +296,17 @@ _COMPRESSIONS = (
         "xz",
         ".tar.xz",
         b"\xfd7zXZ\x00",
-        functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ),
+        functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ, memlimit=MAX_XZ_DECODER_BYTES),
         "stream",
         "empty streams",
         4,
     ),
 )
 _CHUNK = 1 << 16
+# What one call of a decompressor may unpack. Asked for a whole member at once, bzip2 and xz
+# unpacked it beside the buffer it was then copied into (4.1 GB for a 2 GiB member), and
+# zipfile inflated up to 1 GiB for a member that declared 1,000 bytes.
+_MOST_UNPACKED_A_CALL = 1 << 20
 
 
 class _Streams(io.RawIOBase):
@@ -341,8 +351,15 @@ class _Streams(io.RawIOBase):
                 file_ended = not data  # zlib may still hold output of the input it took, as gzip.py allows
             else:
                 data = b""
-            # Bounded by the caller's buffer, so that a bomb never decompresses past what is asked.
-            out = self._decompressor.decompress(data, len(buffer))
+            try:
+                out = self._decompressor.decompress(data, min(len(buffer), _MOST_UNPACKED_A_CALL))
+            except lzma.LZMAError as error:
+                if str(error) != "Memory usage limit exceeded":
+                    raise
+                raise DataError(
+                    f"{self._archive}: its xz stream needs more than {MAX_XZ_DECODER_BYTES >> 20} MiB of memory to "
+                    f"unpack (a dictionary larger than `xz -9`'s 64 MiB); recompress it with `xz -9` or less, or {_FIX}"
+                ) from None
             if out:
                 buffer[: len(out)] = out
                 self._unpacked += len(out)
@@ -661,17 +678,41 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             if member.compress_type not in _READABLE_ZIP_METHODS:
                 method = zipfile.compressor_names.get(member.compress_type, member.compress_type)
                 raise DataError(
-                    f"{archive}: member {member.filename[:200]!r} uses compression method {method!r}, which Python "
-                    f"cannot read; re-create the zip with plain deflate (e.g. `zip -r`)"
+                    f"{archive}: member {member.filename[:200]!r} uses compression method {method!r}, which download "
+                    f"does not read; re-create the zip with plain deflate (e.g. `zip -r`)"
                 )
         _check_size(archive, sum(member.file_size for member in members), limit)
         found: dict[str, bytes] = {}
         for member in members:
             if not member.is_dir():
-                _add_member(found, member.filename, bundle.read(member), archive)
+                _add_member(found, member.filename, _zip_member_data(bundle, member), archive)
         folders = {str(PurePosixPath(member.filename)) for member in members if member.is_dir()}
         _refuse_a_file_that_is_a_folder(archive, found, folders)
         return found
+
+
+def _zip_member_data(bundle: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    """A member's data, unpacked a bounded part at a time into one buffer of its declared size,
+    and its CRC checked."""
+    with bundle.open(member) as opened:
+        data = io.BufferedReader(_BoundedReads(opened)).read(member.file_size)
+        opened.read(1)  # zipfile checks the CRC once the member's end is read, also of an empty one
+    return data
+
+
+class _BoundedReads(io.RawIOBase):
+    """A file read at most _MOST_UNPACKED_A_CALL bytes a call."""
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._source.read(min(len(buffer), _MOST_UNPACKED_A_CALL))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 # Info-ZIP's Unicode Path extra field (APPNOTE.TXT 4.6.9): a second, UTF-8 name for a member.
