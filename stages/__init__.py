@@ -60,9 +60,9 @@ if sys.argv[:1] == ["-m"]:
             os.execv(sys.executable, sys.orig_argv)
         except OSError as error:
             sys.stderr.write(
-                f"error: Python ran {__cached__}, a cache of an older stages/__init__.py with the source's time and "
-                f"size, in place of the source, and the stage cannot start over without it ({error.strerror}); remove "
-                f"it and run the stage again\n"
+                f"error: Python ran {__cached__}, a cache of an older text of stages/__init__.py, in place of the "
+                f"source, and the stage cannot start over without it ({error.strerror}); remove it and run the stage "
+                f"again\n"
             )
             sys.stderr.flush()
             os._exit(2)

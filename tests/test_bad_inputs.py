@@ -1673,9 +1673,9 @@ def test_a_stale_cache_of_the_stages_package_itself_is_not_run(tmp_path):
     in_read_only_code = run_with_read_only(pipeline / "stages", pipeline, env, *stage_with_an_argument)
     assert (in_read_only_code.returncode, in_read_only_code.stderr) == (
         2,
-        f"error: Python ran {pipeline / cache}, a cache of an older stages/__init__.py with the source's time and "
-        f"size, in place of the source, and the stage cannot start over without it (Read-only file system); remove "
-        f"it and run the stage again\n",
+        f"error: Python ran {pipeline / cache}, a cache of an older text of stages/__init__.py, in place of the "
+        f"source, and the stage cannot start over without it (Read-only file system); remove it and run the stage "
+        f"again\n",
     )
     result = subprocess.run(
         [sys.executable, *stage_with_an_argument], cwd=pipeline, env=env, capture_output=True, text=True
