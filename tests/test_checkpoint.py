@@ -90,7 +90,11 @@ def fresh_model():
 @pytest.mark.parametrize(
     ("workspace", "hint"),
     [
-        (".", "the checkpoint holds every completed epoch: run `dvc repro`"),
+        # after `dvc repro -f` a plain `dvc repro` found train up to date and left the checkpoint unused
+        (
+            ".",
+            "the checkpoint holds every completed epoch: run `dvc repro` (`dvc repro -f -s train` where it finds ",
+        ),
         # `dvc exp run --temp`, a queued experiment: DVC 3.67 runs them in a copy inside the
         # project, which it deletes, checkpoint and all
         (

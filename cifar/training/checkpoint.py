@@ -149,9 +149,11 @@ class CheckpointFile:
                 f"the checkpoint holds every completed epoch: run `python -m stages.train` (or `dvc repro -f -s "
                 f"train`) to resume from epoch {epoch}"
             )
+        # After `dvc repro -f` the outputs are still those dvc.lock records, and a plain `dvc repro`
+        # found train up to date and left the checkpoint unused.
         return (
-            f"the checkpoint holds every completed epoch: run `dvc repro` (or `python -m stages.train`) to resume "
-            f"from epoch {epoch}"
+            f"the checkpoint holds every completed epoch: run `dvc repro` (`dvc repro -f -s train` where it finds "
+            f"train up to date) to resume from epoch {epoch}"
         )
 
     def load(self, epochs: int, steps: int = 0) -> TrainingState | None:
