@@ -713,9 +713,18 @@ def test_bad_bytes_between_xz_streams_are_named(tree, downloads, between, detail
 
 def gzip_named(name: bytes, data: bytes) -> bytes:
     """A gzip member whose header carries an original file name (FNAME), as `gzip` writes one."""
+    return gzip_member(b"\x08", name + b"\x00", data)
+
+
+def gzip_with_an_extra_field(extra: bytes, data: bytes) -> bytes:
+    """A gzip member whose header carries `extra` as its extra field (FEXTRA), at most 65,535 bytes."""
+    return gzip_member(b"\x04", struct.pack("<H", len(extra)) + extra, data)
+
+
+def gzip_member(flags: bytes, header_fields: bytes, data: bytes) -> bytes:
     deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     body = deflate.compress(data) + deflate.flush()
-    header = b"\x1f\x8b\x08\x08" + bytes(4) + b"\x00\x03" + name + b"\x00"
+    header = b"\x1f\x8b\x08" + flags + bytes(4) + b"\x00\x03" + header_fields
     return header + body + struct.pack("<II", zlib.crc32(data), len(data))
 
 
@@ -725,13 +734,22 @@ def gzip_named(name: bytes, data: bytes) -> bytes:
         (
             ".tar.gz",
             gzip_named(b"n" * (3 << 20), b""),
-            "an overlong name or comment in a member's header, or empty members",
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
         ),
-        (".tar.gz", gzip.compress(b"") * 200_000, "an overlong name or comment in a member's header, or empty members"),
+        (
+            ".tar.gz",
+            gzip.compress(b"") * 200_000,
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
+        ),
+        (
+            ".tar.gz",
+            gzip_with_an_extra_field(b"x" * 65_535, b"") * 20,
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
+        ),
         (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams"),
-        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams"),
+        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams, or blocks of a few bytes each"),
     ],
-    ids=["gzip-name", "gzip-members", "bzip2-streams", "xz-streams"],
+    ids=["gzip-name", "gzip-members", "gzip-extra-fields", "bzip2-streams", "xz-streams"],
 )
 def test_a_compressed_tar_padded_out_is_refused_within_its_first_mebibytes(
     tree, downloads, suffix, padding, padded_out_by
@@ -743,7 +761,7 @@ def test_a_compressed_tar_padded_out_is_refused_within_its_first_mebibytes(
     archive.write_bytes(padding + COMPRESSORS[suffix](archive_of(tree, "tar").read_bytes()))
     compression = {".tar.gz": "gzip", ".tar.bz2": "bzip2", ".tar.xz": "xz"}[suffix]
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: its first 1,114,112 bytes unpack to only 0, far more than {compression} writes for any data: the "
+        f"{archive}: its first 1,114,112 bytes unpack to only 0, far more than {compression} needs for any data: the "
         f"file is padded out ({padded_out_by}); recompress it, or extract it yourself and point data.source at the "
         f"folder"
     )
@@ -761,7 +779,7 @@ def test_a_compressed_tar_of_more_streams_than_any_compressor_writes_is_refused(
         suffix
     ]
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: more than 100,000 {compression} {stream}s, far more than {compression} writes for any data: the "
+        f"{archive}: more than 100,000 {compression} {stream}s, far more than {compression} needs for any data: the "
         f"file is padded out ({stream}s that hold little or nothing); recompress it, or extract it yourself and point "
         f"data.source at the folder"
     )

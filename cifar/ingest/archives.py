@@ -288,7 +288,7 @@ _COMPRESSIONS = (
         b"\x1f\x8b",
         _GzipMember,
         "member",
-        "an overlong name or comment in a member's header, or empty members",
+        "overlong fields in a member's header (name, comment, extra field), or empty members",
         1,
     ),
     _Compression("bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams", 0),
@@ -298,7 +298,7 @@ _COMPRESSIONS = (
         b"\xfd7zXZ\x00",
         functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ, memlimit=MAX_XZ_DECODER_BYTES),
         "stream",
-        "empty streams",
+        "empty streams, or blocks of a few bytes each",
         4,
     ),
 )
@@ -374,7 +374,7 @@ class _Streams(io.RawIOBase):
         if self._read > MAX_COMPRESSED_OVERHEAD + self._unpacked * 17 // 16:
             raise DataError(
                 f"{self._archive}: its first {self._read:,} bytes unpack to only {self._unpacked:,}, far more than "
-                f"{self._compression.name} writes for any data: the file is padded out "
+                f"{self._compression.name} needs for any data: the file is padded out "
                 f"({self._compression.padded_out_by}); recompress it, or {_FIX}"
             )
         return data
@@ -402,7 +402,7 @@ class _Streams(io.RawIOBase):
             if self._streams > MAX_STREAMS:
                 raise DataError(
                     f"{self._archive}: more than {MAX_STREAMS:,} {compression.name} {compression.stream}s, far more "
-                    f"than {compression.name} writes for any data: the file is padded out ({compression.stream}s "
+                    f"than {compression.name} needs for any data: the file is padded out ({compression.stream}s "
                     f"that hold little or nothing); recompress it, or {_FIX}"
                 )
             self._decompressor, self._pending = compression.decompressor(), rest
