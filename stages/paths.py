@@ -10,6 +10,7 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
     )
 
 import contextlib
+import fnmatch
 import itertools
 import os
 import posixpath
@@ -78,10 +79,14 @@ def _read_table(pipeline: object) -> dict[str, str]:
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     table, protected_places = tables[0], _protected_places()
     protected_folders = _protected_folders()
+    ignored_by_dvc = _dvcignore_patterns()
     for name, path in table.items():
         problem = _path_problem(path) or _format_problem(name, path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
+        pattern = _ignoring_pattern(path, ignored_by_dvc) if name != "checkpoint" else None  # train's scratch
+        if pattern:  # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after
+            raise _refuse(f"{name} = {path!r} lies where .dvcignore has DVC ignore it ({pattern!r}); pick another path")
         link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
         if link_problem:
             # The link is the workspace's, and the usual fix; the table may have changed instead.
@@ -156,6 +161,38 @@ def _path_problem(path: object) -> str | None:
             f"has a file name of {len(parts[-1].encode())} bytes: at most {MAX_OUTPUT_NAME_BYTES} leave room for the "
             f"scratch folder a write makes beside it (`.NAME{SCRATCH_MARK}PID-XXXXXXXX`, 255 bytes in all)"
         )
+    return None
+
+
+# .dvcignore takes 200 bytes here; a pattern list of more is not the project's.
+MAX_DVCIGNORE_BYTES = 64 << 10
+
+
+def _dvcignore_patterns() -> list[str]:
+    """.dvcignore's patterns, but negations (`!`), which only take paths back."""
+    place = REPO / ".dvcignore"
+    if not place.exists():
+        return []
+    text = read_artifact(place, MAX_DVCIGNORE_BYTES, "restore it with `git checkout .dvcignore`")
+    lines = (line.strip() for line in text.decode("utf-8", "replace").splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "!"))]
+
+
+def _ignoring_pattern(path: str, patterns: list[str]) -> str | None:
+    """The first of `patterns` that ignores `path` (or a folder of it), as git's rules read
+    them: one with a '/' but at its end is matched from the repository root, one without
+    against every name on the path; one ending in '/' only a folder."""
+    parts = PurePosixPath(path).parts
+    for pattern in patterns:
+        folders_only = pattern.endswith("/")
+        words = pattern.strip("/").split("/")
+        candidates = parts[:-1] if folders_only else parts
+        if "/" in pattern.rstrip("/"):  # anchored at the repository root
+            depth = len(words)
+            if depth <= len(candidates) and all(map(fnmatch.fnmatchcase, candidates[:depth], words)):
+                return pattern
+        elif any(fnmatch.fnmatchcase(part, words[0]) for part in candidates):
+            return pattern
     return None
 
 

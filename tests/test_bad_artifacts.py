@@ -2824,6 +2824,14 @@ def table_entry(name: str, value: str):
         (table_entry("loss_image", "plots/images/loss.svg"), "ends in '.svg', but loss_image is written as PNG (.png)"),
         (table_entry("per_class", "plots/per_class.json"), "ends in '.json', but per_class is written as CSV (.csv)"),
         (table_entry("train_metrics", "metrics/train"), "ends in '', but train_metrics is written as JSON (.json)"),
+        # Pass 48: where DVC ignores an output, evaluate wrote it with exit 0, and every later
+        # `dvc status` failed ("is ignored by .dvcignore").
+        (
+            table_entry("confusion", "plots/__pycache__/c.csv"),
+            "lies where .dvcignore has DVC ignore it ('__pycache__/')",
+        ),
+        (table_entry("confusion", ".checkpoints/c.csv"), "lies where .dvcignore has DVC ignore it ('/.checkpoints/')"),
+        (table_entry("model_summary", "models/summary.pyc"), "lies where .dvcignore has DVC ignore it ('*.pyc')"),
     ],
     ids=[
         "no-table",
@@ -2848,6 +2856,9 @@ def table_entry(name: str, value: str):
         "svg-image",
         "json-plot-table",
         "metrics-without-suffix",
+        "dvc-ignored-folder",
+        "dvc-ignored-root-folder",
+        "dvc-ignored-name",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
