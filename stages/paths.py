@@ -10,7 +10,6 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
     )
 
 import contextlib
-import fnmatch
 import itertools
 import os
 import posixpath
@@ -18,6 +17,7 @@ import re
 import sys
 from pathlib import Path, PurePosixPath
 
+import pathspec
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
@@ -79,14 +79,17 @@ def _read_table(pipeline: object) -> dict[str, str]:
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     table, protected_places = tables[0], _protected_places()
     protected_folders = _protected_folders()
-    ignored_by_dvc = _dvcignore_patterns()
     for name, path in table.items():
         problem = _path_problem(path) or _format_problem(name, path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
-        pattern = _ignoring_pattern(path, ignored_by_dvc) if name != "checkpoint" else None  # train's scratch
-        if pattern:  # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after
-            raise _refuse(f"{name} = {path!r} lies where .dvcignore has DVC ignore it ({pattern!r}); pick another path")
+        ignored_by = _dvcignore_holding(path) if name != "checkpoint" else None  # train's scratch, ignored
+        if ignored_by:  # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after
+            where = ignored_by.relative_to(REPO)
+            raise _refuse(
+                f"{name} = {path!r} lies where {where} has DVC ignore it",
+                fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",
+            )
         link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
         if link_problem:
             # The link is the workspace's, and the usual fix; the table may have changed instead.
@@ -168,32 +171,25 @@ def _path_problem(path: object) -> str | None:
 MAX_DVCIGNORE_BYTES = 64 << 10
 
 
-def _dvcignore_patterns() -> list[str]:
-    """.dvcignore's patterns, but negations (`!`), which only take paths back."""
-    place = REPO / ".dvcignore"
-    if not place.exists():
-        return []
-    text = read_artifact(place, MAX_DVCIGNORE_BYTES, "restore it with `git checkout .dvcignore`")
-    lines = (line.strip() for line in text.decode("utf-8", "replace").splitlines())
-    return [line for line in lines if line and not line.startswith(("#", "!"))]
-
-
-def _ignoring_pattern(path: str, patterns: list[str]) -> str | None:
-    """The first of `patterns` that ignores `path` (or a folder of it), as git's rules read
-    them: one with a '/' but at its end is matched from the repository root, one without
-    against every name on the path; one ending in '/' only a folder."""
+def _dvcignore_holding(path: str) -> Path | None:
+    """The .dvcignore that has DVC ignore an output at `path`, or what a folder output holds,
+    if one does. DVC reads one in every folder, each by git's rules (pathspec's, as DVC's own)
+    for the paths below it, a deeper one's verdict over a shallower's."""
     parts = PurePosixPath(path).parts
-    for pattern in patterns:
-        folders_only = pattern.endswith("/")
-        words = pattern.strip("/").split("/")
-        candidates = parts[:-1] if folders_only else parts
-        if "/" in pattern.rstrip("/"):  # anchored at the repository root
-            depth = len(words)
-            if depth <= len(candidates) and all(map(fnmatch.fnmatchcase, candidates[:depth], words)):
-                return pattern
-        elif any(fnmatch.fnmatchcase(part, words[0]) for part in candidates):
-            return pattern
-    return None
+    # the path as a file, as a folder, and a file in it (`data/cifar10/**` ignores only that)
+    candidates = [path, f"{path}/", f"{path}/file"]
+    ignoring: dict[str, Path | None] = dict.fromkeys(candidates)
+    for depth in range(len(parts)):
+        place = REPO.joinpath(*parts[:depth], ".dvcignore")
+        if not place.is_file():
+            continue
+        text = read_artifact(place, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {place.relative_to(REPO)}`")
+        spec = pathspec.GitIgnoreSpec.from_lines(text.decode("utf-8", "replace").splitlines())
+        for candidate in candidates:
+            verdict = spec.check_file(candidate[len("/".join(parts[:depth])) + bool(depth) :]).include
+            if verdict is not None:
+                ignoring[candidate] = place if verdict else None
+    return next((place for place in ignoring.values() if place), None)
 
 
 # The tables DVC draws as plots, written as CSV.

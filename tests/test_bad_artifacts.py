@@ -22,7 +22,7 @@ import threading
 import types
 import zipfile
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,9 @@ from pipeline_repo import (
     SMALL_SYNTHETIC,
     copy_pipeline,
     default_params,
+    dvc,
     environment,
+    make_pipeline_repo,
     merge,
     stage,
     stage_with_peak_memory,
@@ -2828,10 +2830,16 @@ def table_entry(name: str, value: str):
         # `dvc status` failed ("is ignored by .dvcignore").
         (
             table_entry("confusion", "plots/__pycache__/c.csv"),
-            "lies where .dvcignore has DVC ignore it ('__pycache__/')",
+            "confusion = 'plots/__pycache__/c.csv' lies where .dvcignore has DVC ignore it",
         ),
-        (table_entry("confusion", ".checkpoints/c.csv"), "lies where .dvcignore has DVC ignore it ('/.checkpoints/')"),
-        (table_entry("model_summary", "models/summary.pyc"), "lies where .dvcignore has DVC ignore it ('*.pyc')"),
+        (
+            table_entry("confusion", ".checkpoints/c.csv"),
+            "confusion = '.checkpoints/c.csv' lies where .dvcignore has DVC ignore it",
+        ),
+        (
+            table_entry("model_summary", "models/summary.pyc"),
+            "model_summary = 'models/summary.pyc' lies where .dvcignore has DVC ignore it",
+        ),
     ],
     ids=[
         "no-table",
@@ -2873,6 +2881,40 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
     assert result.returncode == 2 and peak < 256 << 20, (result.returncode, peak >> 20)
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert named in result.stderr and "`git checkout dvc.yaml`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("ignore_file", "patterns"),
+    [
+        (".dvcignore", "gradcam/\n"),  # a folder's pattern, on a folder output
+        ("plots/images/.dvcignore", "*.png\n"),  # DVC reads one in every folder
+        (".dvcignore", "**/*.png\n"),
+        (".dvcignore", "metrics/**/*.json\n"),  # `**` for no folder at all
+        (".dvcignore", "data/cifar10/**\n"),  # what a folder output holds
+        (".dvcignore", "/plots/images/[^x]*.png\n"),
+        (".dvcignore", "*.csv\n!/plots/*.csv\n!/data/*.csv\n"),  # taken back: DVC ignores no output
+        ("plots/.dvcignore", "!*.csv\n"),
+    ],
+)
+def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file, patterns):
+    """A table whose output DVC ignores let a stage run alone write it with exit 0, and every
+    later `dvc status` failed. The stages read every .dvcignore by DVC's rules: a pattern of
+    their own reading let `**`, folder outputs and a subfolder's .dvcignore through, and
+    refused outputs a later `!` pattern takes back."""
+    root = make_pipeline_repo(tmp_path / "pipeline", {})
+    ignore = root / ignore_file
+    ignore.parent.mkdir(parents=True, exist_ok=True)
+    with ignore.open("a") as lines:
+        lines.write(patterns)
+    table = yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["paths"]
+    outputs = [path for name, path in table.items() if name != "checkpoint"]
+    for folder in (root / path for path in outputs if not PurePosixPath(path).suffix):  # as a run leaves them
+        folder.mkdir(parents=True)
+        (folder / "file").touch()
+    ignored_by_dvc = dvc(root, "check-ignore", *outputs, check=False).returncode == 0
+    result = stage(root, "evaluate", check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)
 
 
 def test_a_users_file_where_an_output_folder_goes_is_named_with_the_fix(tmp_path):
