@@ -802,8 +802,8 @@ def test_an_xz_tar_whose_dictionary_outgrows_xz_9s_is_refused(tree, downloads):
     data[12 : 12 + header_size] = header
     archive.write_bytes(bytes(data))
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: its xz stream needs more than 128 MiB of memory to unpack (a dictionary larger than `xz -9`'s "
-        f"64 MiB); recompress it with `xz -9` or less, or extract it yourself and point data.source at the folder"
+        f"{archive}: its xz stream has a dictionary of more than 128 MiB, which would take as much memory again as it "
+        f"unpacks; recompress it with `xz -9` or less, or extract it yourself and point data.source at the folder"
     )
 
 
@@ -2888,6 +2888,21 @@ def test_two_joined_zips_are_refused_not_read_as_the_second(tree, tmp_path, down
     assert refused(DataError, import_from, joined, downloads) == (
         f"{joined}: {len(first):,} bytes come before its first member (two zips joined into one, or a self-extracting "
         f"stub), and would be skipped unread; re-create the zip from a plain folder of images"
+    )
+
+
+def test_a_zip_whose_end_records_place_its_members_before_the_file_is_named_damaged(tree, downloads):
+    """Info-ZIP's zip64 written to a pipe: unzip and 7z call it damaged; the line said a negative
+    number of bytes came before the first member, "two zips joined into one"."""
+    archive = archive_of(tree, "zip")
+    data = bytearray(archive.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    directory_offset = int.from_bytes(data[end + 16 : end + 20], "little")
+    data[end + 16 : end + 20] = (directory_offset + 1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: its end records place its members 1,000 bytes before the file's start: they are damaged; "
+        f"re-create the zip (written to a file, not a pipe)"
     )
 
 

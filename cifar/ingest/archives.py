@@ -61,10 +61,11 @@ MAX_COMPRESSED_OVERHEAD = 1 << 20
 # thousandfold, and let as many bytes of empty streams within MAX_COMPRESSED_OVERHEAD's
 # allowance: 52 million of them took 277 s.
 MAX_STREAMS = 100_000
-# The memory xz's decoder may take: its dictionary and about 1 MiB. `xz -9` writes a 64 MiB
-# dictionary; one of 4 GiB, valid to `xz -t`, kept every byte unpacked twice (4.5 GB at the
-# 2 GiB limit).
-MAX_XZ_DECODER_BYTES = 128 << 20
+# The memory xz's decoder may take: a dictionary of up to 128 MiB, twice `xz -9`'s, and the
+# decoder's own few MiB. One of 4 GiB, valid to `xz -t`, kept every byte unpacked twice (4.5 GB
+# at the 2 GiB limit).
+MAX_XZ_DICTIONARY_BYTES = 128 << 20
+MAX_XZ_DECODER_BYTES = MAX_XZ_DICTIONARY_BYTES + (8 << 20)
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
@@ -357,8 +358,9 @@ class _Streams(io.RawIOBase):
                 if str(error) != "Memory usage limit exceeded":
                     raise
                 raise DataError(
-                    f"{self._archive}: its xz stream needs more than {MAX_XZ_DECODER_BYTES >> 20} MiB of memory to "
-                    f"unpack (a dictionary larger than `xz -9`'s 64 MiB); recompress it with `xz -9` or less, or {_FIX}"
+                    f"{self._archive}: its xz stream has a dictionary of more than {MAX_XZ_DICTIONARY_BYTES >> 20} "
+                    f"MiB, which would take as much memory again as it unpacks; recompress it with `xz -9` or less, "
+                    f"or {_FIX}"
                 ) from None
             if out:
                 buffer[: len(out)] = out
@@ -656,6 +658,11 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
         # zipfile reads from the end record back and skips whatever precedes the first member:
         # the whole of the first of two joined zips, whose images would go unread.
         skipped = min((member.header_offset for member in members), default=0)
+        if skipped < 0:  # as Info-ZIP writes zip64 to a pipe: unzip and 7z call it damaged
+            raise DataError(
+                f"{archive}: its end records place its members {-skipped:,} bytes before the file's start: they are "
+                f"damaged; re-create the zip (written to a file, not a pipe)"
+            )
         if skipped:
             raise DataError(
                 f"{archive}: {skipped:,} bytes come before its first member (two zips joined into one, or a "
