@@ -164,15 +164,29 @@ if sys.argv[:1] == ["-m"]:
                 raise OSError(f"{path} is not a whole cache of {self.path} as it is now")
             return bytecode
 
+    import importlib.util  # loaded by runpy for `python -m`, as importlib.machinery is
+
     class _ProjectModules:
-        """Finds the project's modules as Python would, with a loader that keeps their source."""
+        """Finds the project's modules as Python would, with a loader that keeps their source,
+        and from their source where something else would stand in for it."""
 
         @staticmethod
         def find_spec(name, path=None, target=None):
             if name.partition(".")[0] not in ("cifar", "stages"):
                 return None
             found = importlib.machinery.PathFinder.find_spec(name, path)
-            if found is None or type(found.loader) is not importlib.machinery.SourceFileLoader:
+            if found is None or not found.has_location:
+                return None
+            # Python takes a package folder, then a compiled extension, before a module's .py:
+            # a stale `cifar/errors/` or `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or
+            # Cython leave one) ran in place of the edited cifar/errors.py, which DVC recorded.
+            folder = os.path.dirname(found.origin)
+            if found.submodule_search_locations is not None:
+                folder = os.path.dirname(folder)
+            source = os.path.join(folder, name.rpartition(".")[2] + ".py")
+            if "." in name and source != found.origin and os.path.isfile(source):
+                return importlib.util.spec_from_file_location(name, source, loader=_SourceKeeper(name, source))
+            if type(found.loader) is not importlib.machinery.SourceFileLoader:
                 return None
             found.loader = _SourceKeeper(found.loader.name, found.loader.path)
             return found

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import errno
 import gzip
+import importlib.machinery
 import io
 import logging
 import lzma
@@ -1633,6 +1634,23 @@ def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(t
         os.utime(source, ns=(kept.st_atime_ns, kept.st_mtime_ns))
         result = run_module(pipeline, "stages.figures")
         assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
+
+
+@pytest.mark.parametrize("stand_in", ["package", "extension"])
+def test_a_module_runs_from_its_source_whatever_stands_in_for_it(tmp_path, stand_in):
+    """Python takes a package folder, then a compiled extension, before a module's .py: a stale
+    `cifar/errors/` or `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or Cython leave one)
+    ran in place of the edited source, which DVC recorded, with exit 0."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    source = pipeline / "cifar/dataset.py"
+    if stand_in == "package":
+        (pipeline / "cifar/dataset").mkdir()
+        shutil.copy(source, pipeline / "cifar/dataset/__init__.py")
+    else:
+        (pipeline / f"cifar/dataset{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
+    source.write_text(source.read_text().replace("`dvc repro download`", "`dvc repro DOWNLOAD`"))
+    result = run_module(pipeline, "stages.figures")
+    assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
 
 
 def edit_under_a_cache_by_time(source: Path, old: str, new: str, env: dict[str, str]) -> None:
