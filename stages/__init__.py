@@ -166,6 +166,9 @@ if sys.argv[:1] == ["-m"]:
 
     import importlib.util  # loaded by runpy for `python -m`, as importlib.machinery is
 
+    class _TwoModulesOfOneName(ImportError):
+        """A module's .py beside a package folder of its name: one line, exit code 2."""
+
     class _ProjectModules:
         """Finds the project's modules as Python would, with a loader that keeps their source,
         and from their source where something else would stand in for it."""
@@ -177,14 +180,21 @@ if sys.argv[:1] == ["-m"]:
             found = importlib.machinery.PathFinder.find_spec(name, path)
             if found is None or not found.has_location:
                 return None
-            # Python takes a package folder, then a compiled extension, before a module's .py:
-            # a stale `cifar/errors/` or `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or
-            # Cython leave one) ran in place of the edited cifar/errors.py, which DVC recorded.
+            # Python takes a package folder, then a compiled extension, before a module's .py: a
+            # stale `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or Cython leave one) ran in
+            # place of the edited cifar/errors.py, which DVC recorded. Of a package folder and a
+            # .py, either may be the stale one.
             folder = os.path.dirname(found.origin)
             if found.submodule_search_locations is not None:
                 folder = os.path.dirname(folder)
             source = os.path.join(folder, name.rpartition(".")[2] + ".py")
             if "." in name and source != found.origin and os.path.isfile(source):
+                if found.submodule_search_locations is not None:
+                    package = os.path.relpath(os.path.dirname(found.origin))
+                    raise _TwoModulesOfOneName(
+                        f"{os.path.relpath(source)} and the package folder {package} both are module {name}; remove "
+                        f"the one that is not the project's (`git status` shows it)"
+                    )
                 return importlib.util.spec_from_file_location(name, source, loader=_SourceKeeper(name, source))
             if type(found.loader) is not importlib.machinery.SourceFileLoader:
                 return None
@@ -314,6 +324,9 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if issubclass(kind, Stopped):
         say(stopped_line(error, stage))
         leave(128 + error.args[0])
+    if issubclass(kind, _TwoModulesOfOneName):
+        say(f"error: {printable(str(error))}")
+        raise SystemExit(2)
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads
         say(f"error: {printable(str(error))}")
         raise SystemExit(2)

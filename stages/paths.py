@@ -10,6 +10,7 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
     )
 
 import contextlib
+import io
 import itertools
 import os
 import posixpath
@@ -177,15 +178,19 @@ def _dvcignore_holding(path: str) -> Path | None:
     if one does. DVC reads one in every folder, each by git's rules (pathspec's, as DVC's own)
     for the paths below it, a deeper one's verdict over a shallower's."""
     parts = PurePosixPath(path).parts
-    # the path as a file, as a folder, and a file in it (`data/cifar10/**` ignores only that)
-    candidates = [path, f"{path}/", f"{path}/file"]
+    # the path as a file, as a folder, and a file in it (`data/cifar10/**` ignores only that),
+    # or what a folder output holds from its last run (`*.npz` ignores data/cifar10's splits)
+    held = sorted(os.listdir(REPO / path))[:1000] if (REPO / path).is_dir() else []
+    candidates = [path, f"{path}/", f"{path}/file", *(f"{path}/{name}" for name in held)]
     ignoring: dict[str, Path | None] = dict.fromkeys(candidates)
     for depth in range(len(parts)):
         place = REPO.joinpath(*parts[:depth], ".dvcignore")
         if not place.is_file():
             continue
         text = read_artifact(place, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {place.relative_to(REPO)}`")
-        spec = pathspec.GitIgnoreSpec.from_lines(text.decode("utf-8", "replace").splitlines())
+        # As DVC reads it: text lines (at \n, \r or \r\n only), stripped, comments left out.
+        lines = (line.strip() for line in io.StringIO(text.decode("utf-8", "replace"), newline=None))
+        spec = pathspec.GitIgnoreSpec.from_lines(line for line in lines if line and not line.startswith("#"))
         for candidate in candidates:
             verdict = spec.check_file(candidate[len("/".join(parts[:depth])) + bool(depth) :]).include
             if verdict is not None:

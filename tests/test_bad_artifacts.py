@@ -2894,6 +2894,9 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
         (".dvcignore", "/plots/images/[^x]*.png\n"),
         (".dvcignore", "*.csv\n!/plots/*.csv\n!/data/*.csv\n"),  # taken back: DVC ignores no output
         ("plots/.dvcignore", "!*.csv\n"),
+        (".dvcignore", "*.npz\n"),  # what a folder output holds
+        (".dvcignore", "  plots/history.csv\n"),  # DVC strips each line
+        (".dvcignore", "plots/history.csv\n#\f!plots/history.csv\n"),  # a comment: lines end at \n and \r only
     ],
 )
 def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file, patterns):
@@ -2908,10 +2911,12 @@ def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file
         lines.write(patterns)
     table = yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["paths"]
     outputs = [path for name, path in table.items() if name != "checkpoint"]
-    for folder in (root / path for path in outputs if not PurePosixPath(path).suffix):  # as a run leaves them
-        folder.mkdir(parents=True)
-        (folder / "file").touch()
-    ignored_by_dvc = dvc(root, "check-ignore", *outputs, check=False).returncode == 0
+    held = []  # what folder outputs hold, as a run leaves them
+    for folder in (path for path in outputs if not PurePosixPath(path).suffix):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "split.npz").touch()
+        held.append(f"{folder}/split.npz")
+    ignored_by_dvc = dvc(root, "check-ignore", *outputs, *held, check=False).returncode == 0
     result = stage(root, "evaluate", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)

@@ -1636,21 +1636,37 @@ def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(t
         assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
 
 
-@pytest.mark.parametrize("stand_in", ["package", "extension"])
-def test_a_module_runs_from_its_source_whatever_stands_in_for_it(tmp_path, stand_in):
-    """Python takes a package folder, then a compiled extension, before a module's .py: a stale
-    `cifar/errors/` or `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or Cython leave one)
-    ran in place of the edited source, which DVC recorded, with exit 0."""
+def test_a_module_runs_from_its_source_where_a_compiled_extension_would_stand_in(tmp_path):
+    """Python takes a compiled extension before a module's .py: a stale
+    `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or Cython leave one) ran in place of the
+    edited source, which DVC recorded, with exit 0."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     source = pipeline / "cifar/dataset.py"
-    if stand_in == "package":
-        (pipeline / "cifar/dataset").mkdir()
-        shutil.copy(source, pipeline / "cifar/dataset/__init__.py")
-    else:
-        (pipeline / f"cifar/dataset{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
+    (pipeline / f"cifar/dataset{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
     source.write_text(source.read_text().replace("`dvc repro download`", "`dvc repro DOWNLOAD`"))
     result = run_module(pipeline, "stages.figures")
     assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
+
+
+@pytest.mark.parametrize("stray", ["package", "module"])
+def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
+    """Python takes the package: a stale `cifar/errors/` ran in place of the edited
+    cifar/errors.py, with exit 0; taking the .py instead ran a stray `cifar/reporting.py` and
+    ended in a traceback."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    if stray == "package":
+        (pipeline / "cifar/dataset").mkdir()
+        shutil.copy(pipeline / "cifar/dataset.py", pipeline / "cifar/dataset/__init__.py")
+        module, package = "cifar/dataset.py", "cifar/dataset"
+    else:
+        (pipeline / "cifar/reporting.py").write_text("stale = True\n")
+        module, package = "cifar/reporting.py", "cifar/reporting"
+    result = run_module(pipeline, "stages.figures")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {module} and the package folder {package} both are module {module[:-3].replace('/', '.')}; remove the "
+        f"one that is not the project's (`git status` shows it)\n",
+    )
 
 
 def edit_under_a_cache_by_time(source: Path, old: str, new: str, env: dict[str, str]) -> None:
