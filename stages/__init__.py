@@ -324,7 +324,7 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if issubclass(kind, Stopped):
         say(stopped_line(error, stage))
         leave(128 + error.args[0])
-    if issubclass(kind, _TwoModulesOfOneName):
+    if kind is globals().get("_TwoModulesOfOneName"):  # defined where a stage runs, as _ProjectModules is
         say(f"error: {printable(str(error))}")
         raise SystemExit(2)
     if issubclass(kind, PipelineError):  # dvc.yaml's paths table, read as stages.paths loads

@@ -2890,13 +2890,13 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
         ("plots/images/.dvcignore", "*.png\n"),  # DVC reads one in every folder
         (".dvcignore", "**/*.png\n"),
         (".dvcignore", "metrics/**/*.json\n"),  # `**` for no folder at all
-        (".dvcignore", "data/cifar10/**\n"),  # what a folder output holds
+        (".dvcignore", f"{paths.DATA}/**\n"),  # what a folder output holds
         (".dvcignore", "/plots/images/[^x]*.png\n"),
         (".dvcignore", "*.csv\n!/plots/*.csv\n!/data/*.csv\n"),  # taken back: DVC ignores no output
         ("plots/.dvcignore", "!*.csv\n"),
         (".dvcignore", "*.npz\n"),  # what a folder output holds
-        (".dvcignore", "  plots/history.csv\n"),  # DVC strips each line
-        (".dvcignore", "plots/history.csv\n#\f!plots/history.csv\n"),  # a comment: lines end at \n and \r only
+        (".dvcignore", f"  {paths.HISTORY}\n"),  # DVC strips each line
+        (".dvcignore", f"{paths.HISTORY}\n#\f!{paths.HISTORY}\n"),  # a comment: lines end at \n and \r only
     ],
 )
 def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file, patterns):
