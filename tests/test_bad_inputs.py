@@ -272,6 +272,34 @@ def test_zeros_after_the_end_of_a_tar_count_towards_the_cap(tree, tmp_path, down
     assert "unpacks to more than 50 times its size" in refused(DataError, import_from, archive, downloads)
 
 
+def pixz_index(tar: bytes) -> bytes:
+    """What pixz writes after a tar (`tar -I pixz`): its magic number, then each member's name
+    and offset, ending in an empty name and the tar's length."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as bundle:
+        entries = [(member.name.encode(), member.offset) for member in bundle.getmembers()] + [(b"", len(tar))]
+    magic = struct.pack("<Q", 0xDBAE14D62E324CA6)
+    return magic + b"".join(name + b"\0" + struct.pack("<Q", at) for name, at in entries)
+
+
+@pytest.mark.parametrize(
+    ("after_the_tar", "accepted"),
+    [(pixz_index, True), (lambda tar: bytes(8) + pixz_index(tar), False), (lambda tar: tar, False)],
+    ids=["pixz-index", "pixz-magic-off-a-block", "a-second-tar"],
+)
+def test_only_pixzs_index_may_follow_a_tars_end(tree, downloads, after_the_tar, accepted):
+    """GNU tar and tarfile stop at the end-of-archive marker. pixz's index after it was refused
+    as stray data; anything else there stays refused: a second tar behind a first (`cat a.tar
+    b.tar`) would be passed over."""
+    tar = archive_of(tree, "tar").read_bytes()
+    archive = tree.parent / "export.tar.xz"
+    archive.write_bytes(lzma.compress(tar + after_the_tar(tar)))
+    if accepted:
+        splits = import_from(archive, downloads)
+        assert (len(splits["train"]), len(splits["test"])) == (30, 20)
+    else:
+        assert "stray data from byte" in refused(DataError, import_from, archive, downloads)
+
+
 def test_an_archive_of_class_folders_is_read_in_memory_and_writes_nothing(tree, downloads):
     splits = import_from(archive_of(tree, "xztar"), downloads)
     assert len(splits["train"]) and not (downloads.exists() and list(downloads.iterdir()))

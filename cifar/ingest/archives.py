@@ -72,6 +72,9 @@ BLOCKSIZE = tarfile.BLOCKSIZE
 _GNU_LONG_NAME = "GNU long name"
 _GNU_LONG_LINK = "GNU long link name"
 _EMPTY_BLOCK = bytes(BLOCKSIZE)
+# pixz (`tar -I pixz`) writes an index of the members after the tar, from a block boundary
+# on, behind this magic number; tar and tarfile stop at the end-of-archive marker before it.
+_PIXZ_INDEX_MAGIC = struct.pack("<Q", 0xDBAE14D62E324CA6)
 # Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
 _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
@@ -605,7 +608,8 @@ def _padded(size: int) -> int:
 
 def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> None:
     """After a tar's first empty block: the second one, then nothing but zeros to the end of
-    the stream (tar pads to 10 KiB records; a bomb could hide there)."""
+    the stream (tar pads to 10 KiB records; a bomb could hide there), or zeros and pixz's
+    index, read to the end within the archive's size limit."""
     second = stream.read(BLOCKSIZE)
     if not second:
         raise _CorruptArchive(
@@ -614,9 +618,14 @@ def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> No
     if second != _EMPTY_BLOCK:
         raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
     end = position + 2 * BLOCKSIZE
+    index_found = False
     while chunk := stream.read(1 << 20):
-        if chunk.strip(b"\0"):
-            raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+        data_at = len(chunk) - len(chunk.lstrip(b"\0"))
+        if not index_found and data_at < len(chunk):
+            # Reads of whole MiBs from a block boundary: an index's magic never spans two chunks.
+            index_found = (end + data_at) % BLOCKSIZE == 0 and chunk.startswith(_PIXZ_INDEX_MAGIC, data_at)
+            if not index_found:
+                raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
         end += len(chunk)
         _check_size(archive, end, limit)
 
