@@ -2836,12 +2836,12 @@ def checksum_with_a_0o_prefix(image: bytes) -> bytes:
         (size_with_an_underscore, "export/train/dog/9999.png", "a size field, b'00000_"),
         (
             gnu_header_with_a_prefix,
-            "export/train/dog/9999.png",
+            "9999.png",  # as GNU tar lists it
             "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not",
         ),
         (
             v7_header_with_a_prefix,
-            "export/train/dog/9999.png",
+            "9999.png",
             "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not",
         ),
         (old_style_folder_with_data, "export/train/dog", "an old-style folder entry that declares "),
@@ -2869,6 +2869,20 @@ def test_a_tar_header_that_gnu_tar_reads_otherwise_is_refused(tree, tmp_path, do
     archive.write_bytes(member(image) + archive_of(tree, "tar").read_bytes())
     message = refused(DataError, import_from, archive, downloads)
     assert message.startswith(f"{archive}: unsafe member {name!r} ({why}") and "tools differ on which file" in message
+
+
+def test_a_gnu_incremental_archive_is_refused_naming_its_members_as_tar_lists_them(tree, tmp_path, downloads):
+    """`tar -g` writes each folder's listing as a member of type D, and times where a POSIX
+    header has its name prefix: the refusal named '15304467504/export/train/', as tarfile reads it."""
+    listing = with_header_bytes(
+        member_bytes("export/train/", b"Ycat\0\0", kind=b"D", tar_format=tarfile.GNU_FORMAT), 345, b"15304467504\0"
+    )
+    archive = tmp_path / "incremental.tar"
+    archive.write_bytes(listing + archive_of(tree, "tar").read_bytes())
+    assert refused(DataError, import_from, archive, downloads).startswith(
+        f"{archive}: unsafe member 'export/train/' (the folder listing of a GNU incremental archive (`tar -g`), "
+        f"which is not supported)"
+    )
 
 
 def test_extended_headers_beyond_their_cap_in_all_are_refused(tree, tmp_path, downloads, monkeypatch):

@@ -81,6 +81,7 @@ _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 # A number field as GNU tar reads one: octal digits after optional spaces, padded with spaces or NULs.
 _OCTAL = re.compile(rb" *[0-7]*[ \0]*")
 _GNU_VOLUME_LABEL = b"V"
+_GNU_INCREMENTAL_FOLDER = b"D"
 _EXTENDED_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -95,6 +96,7 @@ _KINDS = {
     tarfile.BLKTYPE: "a device or named pipe",
     tarfile.FIFOTYPE: "a device or named pipe",
     tarfile.GNUTYPE_SPARSE: "a GNU sparse file, which is not supported",
+    _GNU_INCREMENTAL_FOLDER: "the folder listing of a GNU incremental archive (`tar -g`), which is not supported",
 }
 
 
@@ -459,6 +461,10 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             header = tarfile.TarInfo.frombuf(block, _NAME_ENCODING, _NAME_ERRORS)
         except tarfile.HeaderError:
             raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on") from None
+        if _has_a_prefix_only_tarfile_reads(block) and header.type not in tarfile.GNU_TYPES:
+            # tarfile put those bytes (times, in GNU tar's incremental headers) before the name,
+            # as a POSIX name prefix: messages name the member as GNU tar lists it.
+            header.name = header.name.removeprefix(tarfile.nts(block[345:500], _NAME_ENCODING, _NAME_ERRORS) + "/")
         position += BLOCKSIZE
         for field, what in ((block[124:136], "size"), (block[148:156], "checksum")):
             if not (_OCTAL.fullmatch(field) or (what == "size" and field[0] in (0x80, 0xFF))):  # or base-256
@@ -566,15 +572,19 @@ def _hard_linked_copy(
     return members.get(str(PurePosixPath(target)))
 
 
+def _has_a_prefix_only_tarfile_reads(block: bytes) -> bool:
+    """Only a POSIX ustar header has a name prefix at bytes 345 on; in an old GNU or V7 header
+    those bytes are times or nothing, yet tarfile puts them before the name."""
+    return block[257:263] != b"ustar\0" and block[345] != 0
+
+
 def _read_otherwise_by_gnu_tar(
     block: bytes, header: tarfile.TarInfo, name: str, size: int, named_elsewhere: bool
 ) -> str | None:
     """Where GNU tar reads a member's header otherwise than tarfile, in words (the images
     would land in another class, or none, when extracted): a member tarfile imports as a cat
     that `tar xf` puts beside the tree, or leaves out while tar extracts it."""
-    if not named_elsewhere and block[257:263] != b"ustar\0" and block[345]:
-        # Only a POSIX ustar header has a name prefix there; in an old GNU or V7 header those
-        # bytes are times or nothing, yet tarfile puts them before the name.
+    if not named_elsewhere and _has_a_prefix_only_tarfile_reads(block):
         return "in an old GNU or V7 header, whose bytes 345 on tarfile reads as a folder and GNU tar does not"
     if header.type == tarfile.DIRTYPE and block[156:157] == b"\0" and size:
         # An old-style folder (type NUL, a name ending in '/'): tar skips the data it
