@@ -24,7 +24,7 @@ import yaml
 
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
-from cifar.errors import ConfigError, DataError, one_line
+from cifar.errors import ConfigError, DataError, one_line, short_repr
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
 
@@ -179,10 +179,28 @@ def _dvcignore_spec(place: Path) -> pathspec.GitIgnoreSpec | None:
     """A .dvcignore's patterns, read once for all the table's outputs (1 MiB of them takes 3.3 s)."""
     if not place.is_file():
         return None
-    text = read_artifact(place, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {place.relative_to(REPO)}`")
+    where = place.relative_to(REPO)
+    text = read_artifact(place, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {where}`")
     # As DVC reads it: text lines (at \n, \r or \r\n only), stripped, comments left out.
-    lines = (line.strip() for line in io.StringIO(text.decode("utf-8", "replace"), newline=None))
-    return pathspec.GitIgnoreSpec.from_lines(line for line in lines if line and not line.startswith("#"))
+    lines = enumerate((line.strip() for line in io.StringIO(text.decode("utf-8", "replace"), newline=None)), 1)
+    patterns = [(number, line) for number, line in lines if line and not line.startswith("#")]
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(line for _, line in patterns)
+    except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
+        number, line = next((number, line) for number, line in patterns if not _is_a_pattern(line))
+        why = one_line(error.__cause__ or error).partition(": ")[0].rstrip(".")
+        raise ConfigError(
+            f"{where}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
+            f"fix or remove that line"
+        ) from None
+
+
+def _is_a_pattern(line: str) -> bool:
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except pathspec.patterns.gitignore.GitIgnorePatternError:
+        return False
+    return True
 
 
 def _dvcignore_holding(path: str) -> Path | None:
@@ -190,20 +208,25 @@ def _dvcignore_holding(path: str) -> Path | None:
     if one does. DVC reads one in every folder, each by git's rules (pathspec's, as DVC's own)
     for the paths below it, a deeper one's verdict over a shallower's."""
     parts = PurePosixPath(path).parts
-    # the path as a file, as a folder, and a file in it (`data/cifar10/**` ignores only that),
-    # or what a folder output holds from its last run (`*.npz` ignores data/cifar10's splits)
+    # The folders on the way (DVC walks into no ignored folder: `/data` then `!/data/*` ignores
+    # data/predictions.csv), the path as a file, as a folder, and a file in it (`data/cifar10/**`
+    # ignores only that), and what a folder output holds from its last run (`*.npz` ignores
+    # data/cifar10's splits).
     held = sorted(os.listdir(REPO / path))[:1000] if (REPO / path).is_dir() else []
-    candidates = [path, f"{path}/", f"{path}/file", *(f"{path}/{name}" for name in held)]
+    folders_on_the_way = ["/".join(parts[:depth]) + "/" for depth in range(1, len(parts))]
+    candidates = [*folders_on_the_way, path, f"{path}/", f"{path}/file", *(f"{path}/{name}" for name in held)]
     ignoring: dict[str, Path | None] = dict.fromkeys(candidates)
     for depth in range(len(parts)):
         place = REPO.joinpath(*parts[:depth], ".dvcignore")
         spec = _dvcignore_spec(place)
         if spec is None:
             continue
+        below = "/".join(parts[:depth]) + "/" if depth else ""
         for candidate in candidates:
-            verdict = spec.check_file(candidate[len("/".join(parts[:depth])) + bool(depth) :]).include
-            if verdict is not None:
-                ignoring[candidate] = place if verdict else None
+            if candidate.startswith(below) and candidate != below:  # the patterns are for what lies below
+                verdict = spec.check_file(candidate[len(below) :]).include
+                if verdict is not None:
+                    ignoring[candidate] = place if verdict else None
     return next((place for place in ignoring.values() if place), None)
 
 

@@ -2897,6 +2897,9 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
         (".dvcignore", "*.npz\n"),  # what a folder output holds
         (".dvcignore", f"  {paths.HISTORY}\n"),  # DVC strips each line
         (".dvcignore", f"{paths.HISTORY}\n#\f!{paths.HISTORY}\n"),  # a comment: lines end at \n and \r only
+        # DVC walks into no ignored folder, whatever a later `!` takes back below it
+        (".dvcignore", "/{0}\n!/{0}/*\n".format(PurePosixPath(paths.PREDICTIONS).parts[0])),
+        (".dvcignore", "/plots/\n!/plots/**\n"),
     ],
 )
 def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file, patterns):
@@ -2920,6 +2923,28 @@ def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file
     result = stage(root, "evaluate", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("notes.txt\\ ", "Escape character found with no next character to escape"),  # stripped to `notes.txt\`
+        ("!", "Pattern normalized to nothing"),
+    ],
+    ids=["escape-at-the-end", "bare-negation"],
+)
+def test_a_dvcignore_line_that_dvc_cannot_read_is_named(tmp_path, line, why):
+    """pathspec's error was a traceback; DVC fails on the file too, in every command."""
+    root = make_pipeline_repo(tmp_path / "pipeline", {})
+    lines = (root / ".dvcignore").read_text().splitlines()
+    (root / ".dvcignore").write_text("\n".join([*lines, line, ""]))
+    assert dvc(root, "status", check=False).returncode != 0
+    result = stage(root, "evaluate", check=False)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: .dvcignore: line {len(lines) + 1}, {line.strip()!r}, is not a pattern DVC can read ({why}); fix or "
+        f"remove that line\n",
+    )
 
 
 def test_a_users_file_where_an_output_folder_goes_is_named_with_the_fix(tmp_path):
