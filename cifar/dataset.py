@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from cifar.atomic import atomic_path
 from cifar.config import IMAGE_SIZE, SPLIT_SIZES
 from cifar.errors import DataError, one_line, short_repr, unreadable
-from cifar.reading import kind_of, read_json_artifact
+from cifar.reading import kind_of, read_json_artifact, zip_directory
 
 SPLITS = ("train", "test")
 # CIFAR-10 training-set channel statistics, in [0, 1] units: what every loader normalises by
@@ -127,6 +128,17 @@ def recorded_split_problem(recorded: object, split: Split, folder: str | Path, n
     return None
 
 
+# np.savez writes a stored member per array, listed in 169 bytes here. zipfile makes a Python
+# object of about 0.5 KB of each 46-byte entry: 1.8 million empty members (142 MB) took train
+# 554 MiB more than a split's file of its size.
+MAX_SPLIT_DIRECTORY_BYTES = 64 << 10
+
+
+def _is_a_member_numpy_reads(member: zipfile.ZipInfo) -> bool:
+    encrypted = member.flag_bits & 0x1
+    return not encrypted and member.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
 def load_split(folder: str | Path, name: str) -> Split:
     """Read one split back, checking it is what the download stage wrote."""
     path = Path(folder) / f"{name}.npz"
@@ -153,21 +165,41 @@ def load_split(folder: str | Path, name: str) -> Split:
             raise DataError(
                 f"{path}: contents differ from the download stage's checksum (truncated or modified); {FIX}"
             )
+        directory_size, _ = zip_directory(stream)
+        if directory_size > MAX_SPLIT_DIRECTORY_BYTES:
+            raise DataError(
+                f"{path}: its list of members takes {directory_size:,} bytes, where np.savez's takes about 200; {FIX}"
+            )
         stream.seek(0)
         try:
             with np.load(stream, allow_pickle=False) as stored:
+                members = stored.zip.infolist()
                 # Members may be compressed: what they unpack to is checked before they are.
-                unpacked = sum(member.file_size for member in stored.zip.infolist())
+                unpacked = sum(member.file_size for member in members)
                 if unpacked > most:
                     raise DataError(
                         f"{path}: unpacks to {unpacked:,} bytes, more than the {most:,} of {SPLIT_SIZES[name]:,} "
                         f"images; {FIX}"
                     )
-                classes = tuple(str(c) for c in stored["classes"])
-                split = Split(stored["images"], stored["labels"], classes, digest)
+                unread = next((member for member in members if not _is_a_member_numpy_reads(member)), None)
+                if unread:
+                    raise DataError(
+                        f"{path}: its member {short_repr(unread.filename)} is encrypted or compressed otherwise than "
+                        f"np.savez and np.savez_compressed write; {FIX}"
+                    )
+                arrays = {key: stored[key] for key in ("images", "labels", "classes")}
         # numpy refuses to allocate an array whose header declares more than memory can hold.
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as error:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, MemoryError) as error:
             raise DataError(f"{path}: unreadable or truncated ({one_line(error)}); {FIX}") from None
+    not_arrays = [key for key, array in arrays.items() if not isinstance(array, np.ndarray)]
+    if not_arrays:  # numpy hands over a member without a .npy header as its bytes
+        raise DataError(f"{path}: its member {not_arrays[0]}.npy is not a .npy array; {FIX}")
+    if arrays["classes"].ndim != 1 or arrays["classes"].dtype.kind != "U":
+        raise DataError(
+            f"{path}: class names are {arrays['classes'].dtype} {arrays['classes'].shape}, expected a list of text; "
+            f"{FIX}"
+        )
+    split = Split(arrays["images"], arrays["labels"], tuple(str(c) for c in arrays["classes"]), digest)
     images, labels = split.images, split.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {FIX}")

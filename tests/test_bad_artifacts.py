@@ -1550,6 +1550,68 @@ def test_a_split_whose_class_names_repeat_or_are_empty_is_refused(tmp_path, clas
     )
 
 
+def npy(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
+
+
+def split_members(**replaced: bytes) -> dict[str, bytes]:
+    arrays = {"images": TEST_SPLIT.images, "labels": TEST_SPLIT.labels, "classes": np.array(TEST_SPLIT.classes)}
+    members = {f"{key}.npy": npy(value) for key, value in arrays.items()}
+    return members | {f"{key}.npy": value for key, value in replaced.items()}
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return stream.getvalue()
+
+
+def with_central_field(data: bytes, offset: int, value: bytes) -> bytes:
+    """A zip with a field of each member's central directory entry set (at `offset` from its signature)."""
+    patched = bytearray(data)
+    at = patched.find(b"PK\x01\x02")
+    while at >= 0:
+        patched[at + offset : at + offset + len(value)] = value
+        at = patched.find(b"PK\x01\x02", at + 1)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize(
+    ("contents", "problem"),
+    [
+        (zip_of(split_members(classes=npy(np.array("airplane")))), "class names are <U8 (), expected a list of text"),
+        (zip_of(split_members(images=b"raw pixels")), "its member images.npy is not a .npy array"),
+        (
+            with_central_field(zip_of(split_members()), 8, b"\x01\x00"),  # general purpose flags: encrypted
+            "its member 'images.npy' is encrypted or compressed otherwise than np.savez and np.savez_compressed write",
+        ),
+        (
+            with_central_field(zip_of(split_members()), 10, b"\x09\x00"),  # method: Deflate64
+            "its member 'images.npy' is encrypted or compressed otherwise than np.savez and np.savez_compressed write",
+        ),
+        (
+            zip_of(split_members() | {f"{n}": b"" for n in range(2_000)}),  # 99 KB of directory
+            "its list of members takes 99,059 bytes",
+        ),
+    ],
+    ids=["classes-not-a-list", "member-not-npy", "encrypted", "deflate64", "2000-members"],
+)
+def test_a_split_file_numpy_would_read_otherwise_is_refused(tmp_path, contents, problem):
+    """Each, with the manifest's digest made to match, ended in a traceback (TypeError,
+    AttributeError, RuntimeError, NotImplementedError), or, 1.8 million empty members, took train
+    554 MiB more than the split's file."""
+    save_dataset({"train": TEST_SPLIT}, tmp_path)
+    (tmp_path / "train.npz").write_bytes(contents)
+    (tmp_path / "manifest.json").write_text(json.dumps({"train.npz": hashlib.sha256(contents).hexdigest()}))
+    with pytest.raises(DataError) as refused:
+        load_split(tmp_path, "train")
+    assert str(refused.value).startswith(f"{tmp_path}/train.npz: {problem}"), str(refused.value)
+
+
 def pick_of(max_lr: str) -> str:
     """The text of the pick lr_find hands train after a descent, with max_lr's JSON as given."""
     return f'{{"verdict": "descent", "max_lr": {max_lr}}}'
