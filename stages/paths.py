@@ -10,8 +10,6 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
     )
 
 import contextlib
-import functools
-import io
 import itertools
 import os
 import posixpath
@@ -19,14 +17,14 @@ import re
 import sys
 from pathlib import Path, PurePosixPath
 
-import pathspec
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
 from cifar.config import DOWNLOAD_CACHE
-from cifar.errors import ConfigError, DataError, one_line, short_repr
+from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
+from stages import dvcignore
 
 # Not resolved: stages/ linked to another checkout's read that checkout's dvc.yaml, and wrote there.
 REPO = Path(os.path.abspath(__file__)).parents[1]
@@ -85,13 +83,6 @@ def _read_table(pipeline: object) -> dict[str, str]:
         problem = _path_problem(path) or _format_problem(name, path)
         if problem:
             raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
-        ignored_by = _dvcignore_holding(path) if name != "checkpoint" else None  # train's scratch, ignored
-        if ignored_by:  # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after
-            where = ignored_by.relative_to(REPO)
-            raise _refuse(
-                f"{name} = {path!r} lies where {where} has DVC ignore it",
-                fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",
-            )
         link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
         if link_problem:
             # The link is the workspace's, and the usual fix; the table may have changed instead.
@@ -115,6 +106,15 @@ def _read_table(pipeline: object) -> dict[str, str]:
                 f"move the file away, or if {PIPELINE.name}'s paths table is what changed, restore it with "
                 f"`git checkout dvc.yaml`"
             )
+    # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after.
+    ignored = dvcignore.ignoring_files(REPO, {name: path for name, path in table.items() if name != "checkpoint"})
+    for name, where in ignored.items():  # the checkpoint is train's scratch, ignored on purpose
+        if not where:
+            raise _refuse(f"{name} = {table[name]!r} lies in a folder DVC always ignores (.git, .dvc or .hg)")
+        raise _refuse(
+            f"{name} = {table[name]!r} lies where {where} has DVC ignore it",
+            fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",
+        )
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
     outputs = [*table.items(), ("cache", DOWNLOAD_CACHE)]
     for (name, path), (other_name, other) in itertools.permutations(outputs, 2):
@@ -167,67 +167,6 @@ def _path_problem(path: object) -> str | None:
             f"scratch folder a write makes beside it (`.NAME{SCRATCH_MARK}PID-XXXXXXXX`, 255 bytes in all)"
         )
     return None
-
-
-# .dvcignore takes 200 bytes here; a user's of 72 KB is valid to DVC. Each pattern is a
-# regular expression matched against each output: 1 MiB of them takes seconds.
-MAX_DVCIGNORE_BYTES = 1 << 20
-
-
-@functools.cache
-def _dvcignore_spec(place: Path) -> pathspec.GitIgnoreSpec | None:
-    """A .dvcignore's patterns, read once for all the table's outputs (1 MiB of them takes 3.3 s)."""
-    if not place.is_file():
-        return None
-    where = place.relative_to(REPO)
-    text = read_artifact(place, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {where}`")
-    # As DVC reads it: text lines (at \n, \r or \r\n only), stripped, comments left out.
-    lines = enumerate((line.strip() for line in io.StringIO(text.decode("utf-8", "replace"), newline=None)), 1)
-    patterns = [(number, line) for number, line in lines if line and not line.startswith("#")]
-    try:
-        return pathspec.GitIgnoreSpec.from_lines(line for _, line in patterns)
-    except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
-        number, line = next((number, line) for number, line in patterns if not _is_a_pattern(line))
-        why = one_line(error.__cause__ or error).partition(": ")[0].rstrip(".")
-        raise ConfigError(
-            f"{where}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
-            f"fix or remove that line"
-        ) from None
-
-
-def _is_a_pattern(line: str) -> bool:
-    try:
-        pathspec.GitIgnoreSpec.from_lines([line])
-    except pathspec.patterns.gitignore.GitIgnorePatternError:
-        return False
-    return True
-
-
-def _dvcignore_holding(path: str) -> Path | None:
-    """The .dvcignore that has DVC ignore an output at `path`, or what a folder output holds,
-    if one does. DVC reads one in every folder, each by git's rules (pathspec's, as DVC's own)
-    for the paths below it, a deeper one's verdict over a shallower's."""
-    parts = PurePosixPath(path).parts
-    # The folders on the way (DVC walks into no ignored folder: `/data` then `!/data/*` ignores
-    # data/predictions.csv), the path as a file, as a folder, and a file in it (`data/cifar10/**`
-    # ignores only that), and what a folder output holds from its last run (`*.npz` ignores
-    # data/cifar10's splits).
-    held = sorted(os.listdir(REPO / path))[:1000] if (REPO / path).is_dir() else []
-    folders_on_the_way = ["/".join(parts[:depth]) + "/" for depth in range(1, len(parts))]
-    candidates = [*folders_on_the_way, path, f"{path}/", f"{path}/file", *(f"{path}/{name}" for name in held)]
-    ignoring: dict[str, Path | None] = dict.fromkeys(candidates)
-    for depth in range(len(parts)):
-        place = REPO.joinpath(*parts[:depth], ".dvcignore")
-        spec = _dvcignore_spec(place)
-        if spec is None:
-            continue
-        below = "/".join(parts[:depth]) + "/" if depth else ""
-        for candidate in candidates:
-            if candidate.startswith(below) and candidate != below:  # the patterns are for what lies below
-                verdict = spec.check_file(candidate[len(below) :]).include
-                if verdict is not None:
-                    ignoring[candidate] = place if verdict else None
-    return next((place for place in ignoring.values() if place), None)
 
 
 # The tables DVC draws as plots, written as CSV.

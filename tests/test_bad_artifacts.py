@@ -55,7 +55,7 @@ from cifar.atomic import (
 from cifar.cli import Stopped, install_stop_handlers, keep_state_at_start, run_stage
 from cifar.config import ModelConfig, load_params
 from cifar.dataset import Split, load_split, save_dataset, split_digest
-from cifar.errors import DataError, OutputError, one_line, short_repr
+from cifar.errors import ConfigError, DataError, OutputError, one_line, short_repr
 from cifar.ingest.sources import synthetic_split
 from cifar.models import build_model, load_trained, save_trained
 from cifar.params_file import declared_values
@@ -78,7 +78,7 @@ from pipeline_repo import (
     stage_with_peak_memory,
     workspace_digests,
 )
-from stages import paths
+from stages import dvcignore, paths
 
 
 def predictions_of(test: Split, wrong: int) -> pd.DataFrame:
@@ -2946,34 +2946,44 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
 
 
 @pytest.mark.parametrize(
-    ("ignore_file", "patterns"),
+    "ignore_files",
     [
-        (".dvcignore", "gradcam/\n"),  # a folder's pattern, on a folder output
-        ("plots/images/.dvcignore", "*.png\n"),  # DVC reads one in every folder
-        (".dvcignore", "**/*.png\n"),
-        (".dvcignore", "metrics/**/*.json\n"),  # `**` for no folder at all
-        (".dvcignore", f"{paths.DATA}/**\n"),  # what a folder output holds
-        (".dvcignore", "/plots/images/[^x]*.png\n"),
-        (".dvcignore", "*.csv\n!/plots/*.csv\n!/data/*.csv\n"),  # taken back: DVC ignores no output
-        ("plots/.dvcignore", "!*.csv\n"),
-        (".dvcignore", "*.npz\n"),  # what a folder output holds
-        (".dvcignore", f"  {paths.HISTORY}\n"),  # DVC strips each line
-        (".dvcignore", f"{paths.HISTORY}\n#\f!{paths.HISTORY}\n"),  # a comment: lines end at \n and \r only
+        {".dvcignore": "gradcam/\n"},  # a folder's pattern, on a folder output
+        {"plots/images/.dvcignore": "*.png\n"},  # DVC reads one in every folder
+        {".dvcignore": "**/*.png\n"},
+        {".dvcignore": "metrics/**/*.json\n"},  # `**` for no folder at all
+        {".dvcignore": f"{paths.DATA}/**\n"},  # what a folder output holds
+        {".dvcignore": "/plots/images/[^x]*.png\n"},
+        {".dvcignore": "*.csv\n!/plots/*.csv\n!/data/*.csv\n"},  # taken back: DVC ignores no output
+        {"plots/.dvcignore": "!*.csv\n"},
+        {".dvcignore": "*.npz\n"},  # what a folder output holds
+        {".dvcignore": f"  {paths.HISTORY}\n"},  # DVC strips each line
+        {".dvcignore": f"{paths.HISTORY}\n#\f!{paths.HISTORY}\n"},  # a comment: lines end at \n and \r only
         # DVC walks into no ignored folder, whatever a later `!` takes back below it
-        (".dvcignore", "/{0}\n!/{0}/*\n".format(PurePosixPath(paths.PREDICTIONS).parts[0])),
-        (".dvcignore", "/plots/\n!/plots/**\n"),
+        {".dvcignore": "/{0}\n!/{0}/*\n".format(PurePosixPath(paths.PREDICTIONS).parts[0])},
+        {".dvcignore": "/plots/\n!/plots/**\n"},
+        # A .dvcignore that one above ignores is not read.
+        {".dvcignore": "plots/.dvcignore\n", "plots/.dvcignore": "*.csv\n"},
+        {"plots/.dvcignore": "*.csv\n"},
+        # DVC drops one leading '\\' from a sub-folder's pattern: `\*.csv` is every CSV file there.
+        {"plots/.dvcignore": "\\*.csv\n"},
+        {"plots/.dvcignore": "*.csv\n!\\*.csv\n"},
+        {".dvcignore": "\\*.csv\n"},
+        {"plots/.dvcignore": "/images/\n"},  # anchored to its folder
+        {"plots/.dvcignore": "images/*.png\n!**/loss.png\n"},
     ],
 )
-def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file, patterns):
+def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_files):
     """A table whose output DVC ignores let a stage run alone write it with exit 0, and every
-    later `dvc status` failed. The stages read every .dvcignore by DVC's rules: a pattern of
-    their own reading let `**`, folder outputs and a subfolder's .dvcignore through, and
-    refused outputs a later `!` pattern takes back."""
+    later `dvc status` failed. The stages read every .dvcignore as DVC reads them: a reading of
+    their own let `**`, folder outputs and a subfolder's .dvcignore through, refused outputs a
+    later `!` pattern takes back, and read git's rules where DVC reads its own."""
     root = make_pipeline_repo(tmp_path / "pipeline", {})
-    ignore = root / ignore_file
-    ignore.parent.mkdir(parents=True, exist_ok=True)
-    with ignore.open("a") as lines:
-        lines.write(patterns)
+    for ignore_file, patterns in ignore_files.items():
+        ignore = root / ignore_file
+        ignore.parent.mkdir(parents=True, exist_ok=True)
+        with ignore.open("a") as lines:
+            lines.write(patterns)
     table = yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["paths"]
     outputs = [path for name, path in table.items() if name != "checkpoint"]
     held = []  # what folder outputs hold, as a run leaves them
@@ -2985,6 +2995,17 @@ def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file
     result = stage(root, "evaluate", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)
+
+
+def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu_time_bound(tmp_path, monkeypatch):
+    """1 MiB of `*?*?*?*?*?*?*?*?*?*?*?Z` lines would take about 2,300 s of CPU to match the
+    paths table (20 KiB took 46 s); `dvc status` would take as long."""
+    monkeypatch.setattr(dvcignore, "MAX_CPU_SECONDS", 1)
+    (tmp_path / ".dvcignore").write_text("*?" * 11 + "Z\n")
+    with pytest.raises(ConfigError) as refused:
+        dvcignore.ignoring_files(tmp_path, {"confusion": "plots/" + "c" * 200 + ".csv"})
+    assert str(refused.value).startswith(f"the .dvcignore files in {tmp_path} took more than 1 s of CPU to match ")
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize(

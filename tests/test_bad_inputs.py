@@ -2056,7 +2056,7 @@ def test_a_module_of_the_users_that_a_library_cannot_use_is_named(tmp_path, case
     )
 
 
-@pytest.mark.parametrize("module", ["__init__", "paths", "namesakes"])
+@pytest.mark.parametrize("module", ["__init__", "paths", "namesakes", "dvcignore"])
 def test_a_module_of_stages_that_is_no_stage_run_as_a_script_names_the_stages(pipeline, module):
     result = subprocess.run(
         [sys.executable, f"stages/{module}.py"], cwd=pipeline, env=environment(pipeline), capture_output=True, text=True

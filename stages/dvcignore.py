@@ -1,0 +1,177 @@
+"""What DVC ignores in the repository, read as DVC 3 reads .dvcignore files (dvc/ignore.py and
+dvc/pathspec_math.py), so that a stage run on its own writes no output that DVC then refuses
+("is ignored by .dvcignore") in every later command.
+
+DVC's reading, in short: its own patterns first, then each folder's .dvcignore from the top
+down, every line stripped and each rewritten to hold from the top folder (a sub-folder's
+`*.csv` becomes `plots/**/*.csv`); a .dvcignore that an earlier pattern ignores is not read. A
+path is ignored where the last pattern matching it says so, or where one of its folders is
+ignored: DVC walks into no ignored folder, whatever a later `!` pattern takes back. Patterns
+become regular expressions as pathspec makes them for git's rules, as DVC's do.
+"""
+
+if not __package__:  # `python stages/dvcignore.py`: not a stage, and cifar/ is off sys.path
+    raise SystemExit(
+        "error: run a stage from the repository root as `python -m stages.NAME`, NAME one of download, lr_find, "
+        "train, evaluate, figures, explain"
+    )
+
+import functools
+import io
+import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import groupby
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+
+import pathspec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
+from cifar.errors import ConfigError, short_repr
+from cifar.reading import read_artifact
+
+# What DVC ignores before any .dvcignore.
+_DVC_OWN_PATTERNS = (".hg/", ".git/", ".git", ".dvc/")
+# This repository's .dvcignore takes 200 bytes; a user's of 72 KB is valid to DVC.
+MAX_DVCIGNORE_BYTES = 1 << 20
+# Reading 1 MiB of plain patterns takes a few seconds of CPU. A pattern's regular expression
+# can take time that grows as a power of a name's length (`*?*?*?*?*?*?Z` against a long file
+# name): 20 KiB of them took 46 s, and DVC's own commands would take as long.
+MAX_CPU_SECONDS = 10
+
+
+class _Rules(NamedTuple):
+    """Consecutive patterns of one kind, matched as one expression, as DVC matches them."""
+
+    expression: re.Pattern[str]
+    ignores: bool  # False for `!` patterns, which take paths back
+    folders_only: bool  # patterns ending in '/'
+    source: str  # the .dvcignore they come from ("" for DVC's own)
+
+
+def ignoring_files(repo: Path, outputs: dict[str, str]) -> dict[str, str]:
+    """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
+    it do so: the path as a file or a folder, a file in it, or what it holds from its last run."""
+    with _cpu_time_limit(repo):
+        verdicts = {name: _ignoring_file(repo, path) for name, path in outputs.items()}
+    return {name: source for name, source in verdicts.items() if source is not None}
+
+
+def _ignoring_file(repo: Path, path: str) -> str | None:
+    parts = PurePosixPath(path).parts
+    rules = _rules_of(None, "")
+    # Every folder on the way, and the output's own if it is one: what it holds is checked.
+    for depth in range(len(parts) + (repo / path).is_dir()):
+        folder = "/".join(parts[:depth])
+        ignored_by = _ignored_by(rules, folder, is_folder=True) if folder else None
+        if ignored_by is not None:
+            return ignored_by
+        ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
+        if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
+            rules = rules + _rules_of(repo, ignore_file)
+    held = sorted(child.name for child in (repo / path).iterdir())[:1000] if (repo / path).is_dir() else []
+    candidates = [(path, False), (path, True), (f"{path}/file", False), *((f"{path}/{name}", False) for name in held)]
+    return next((by for by in (_ignored_by(rules, *candidate) for candidate in candidates) if by is not None), None)
+
+
+@functools.cache
+def _rules_of(repo: Path | None, ignore_file: str) -> tuple[_Rules, ...]:
+    """A .dvcignore's patterns (DVC's own for None), read and compiled once per stage."""
+    if repo is None:
+        patterns = _DVC_OWN_PATTERNS
+    else:
+        folder = str(PurePosixPath(ignore_file).parent)
+        folder = "" if folder == "." else folder
+        patterns = [_from_the_top(line, folder) if folder else line for line in _patterns_of(repo, ignore_file)]
+    compiled = []
+    for pattern in patterns:
+        regex, ignores = GitIgnoreSpecPattern.pattern_to_regex(pattern)
+        if regex is not None and ignores is not None:  # None: a pattern git discards (`a[b`)
+            # Named groups would clash once joined into one expression.
+            compiled.append((re.sub(r"\(\?P<[^>]*>", "(?:", regex), ignores, pattern.endswith("/")))
+    rules = []
+    for (ignores, folders_only), group in groupby(compiled, key=lambda entry: entry[1:]):
+        expression = re.compile("|".join(f"(?:{regex})" for regex, *_ in group))
+        rules.append(_Rules(expression, ignores, folders_only, ignore_file))
+    return tuple(rules)
+
+
+def _patterns_of(repo: Path, ignore_file: str) -> list[str]:
+    text = read_artifact(repo / ignore_file, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {ignore_file}`")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{ignore_file}: not UTF-8 text (byte {error.start}), which DVC cannot read either; save it as UTF-8"
+        ) from None
+    patterns = []
+    # Text lines (at \n, \r or \r\n only), stripped, comments left out; numbered as DVC numbers them.
+    for number, line in enumerate((line.strip() for line in io.StringIO(decoded, newline=None)), 1):
+        if not line or line.startswith("#"):
+            continue
+        try:
+            GitIgnoreSpecPattern.pattern_to_regex(line)
+        except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
+            why = str(error.__cause__ or error).partition(": ")[0].rstrip(".")
+            raise ConfigError(
+                f"{ignore_file}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
+                f"fix or remove that line"
+            ) from None
+        patterns.append(line)
+    return patterns
+
+
+def _from_the_top(pattern: str, folder: str) -> str:
+    """A pattern of `folder`'s .dvcignore, rewritten to hold from the top folder as DVC rewrites
+    it: one with a '/' before its end is anchored to the folder, any other matches at every
+    depth below it, and one leading '\\' is dropped (`\\*.csv` then matches every CSV file)."""
+    negated = pattern.startswith("!")
+    pattern = pattern.removeprefix("!")
+    anchored = "/" in pattern[:-1] and not pattern.startswith("**/")
+    pattern = (pattern.removeprefix("/") if anchored else pattern.removeprefix("**/")).removeprefix("\\")
+    rewritten = f"{folder}/{pattern}" if anchored else f"{folder}/**/{pattern}"
+    return f"!/{rewritten}" if negated else rewritten
+
+
+def _ignored_by(rules: tuple[_Rules, ...], path: str, is_folder: bool) -> str | None:
+    """The .dvcignore whose pattern has DVC ignore `path` or a folder on its way, if one does."""
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        deciding = _last_matching(rules, "/".join(parts[:depth]), is_folder or depth < len(parts))
+        if deciding is not None:
+            return deciding
+    return None
+
+
+def _last_matching(rules: tuple[_Rules, ...], path: str, is_folder: bool) -> str | None:
+    """The .dvcignore of the last pattern matching `path` ("" for DVC's own) if it ignores it
+    (not a `!` one)."""
+    forms = [path, f"{path}/"] if is_folder else [path]
+    for group in reversed(rules):
+        if (is_folder or not group.folders_only) and any(map(group.expression.match, forms)):
+            return group.source if group.ignores else None
+    return None
+
+
+@contextmanager
+def _cpu_time_limit(repo: Path) -> Iterator[None]:
+    """At most MAX_CPU_SECONDS of the process's CPU time, then one line."""
+
+    def out_of_time(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGVTALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_VIRTUAL, MAX_CPU_SECONDS)
+    try:
+        yield
+    except TimeoutError:
+        raise ConfigError(
+            f"the .dvcignore files in {repo} took more than {MAX_CPU_SECONDS} s of CPU to match the paths table's "
+            f"outputs, as they would in every DVC command; simplify their patterns (the time one of many `*` and `?` "
+            f"takes grows as a power of a name's length)"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
