@@ -81,6 +81,8 @@ SPLIT_FILE_SLACK_BYTES = 1 << 20
 # A classifier tells apart at least two classes; CIFAR-10 has ten, and a thousand (ImageNet's
 # count) is far beyond any split the download stage writes, whose model would grow with it.
 MAX_CLASSES = 1000
+# CIFAR-10's longest name has 10 characters; evaluate's tables hold two names a row.
+MAX_CLASS_NAME_CHARS = 100
 
 
 def check_same_classes(classes: tuple[str, ...], whose: str, split: Split, split_path: str, fix: str) -> None:
@@ -212,6 +214,12 @@ def load_split(folder: str | Path, name: str) -> Split:
     if not 2 <= len(split.classes) <= MAX_CLASSES:
         raise DataError(
             f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}"
+        )
+    too_long = next((name for name in split.classes if len(name) > MAX_CLASS_NAME_CHARS), None)
+    if too_long:  # a row of evaluate's tables holds two names, and figures refuses rows over 1 KiB
+        raise DataError(
+            f"{path}: class name {short_repr(too_long)} has {len(too_long):,} characters, more than the "
+            f"{MAX_CLASS_NAME_CHARS} a class name may take; {FIX}"
         )
     if not all(split.classes) or len(set(split.classes)) < len(split.classes):
         # Two labels of one name: a model trained on them was saved, and every later stage refused it.

@@ -455,7 +455,9 @@ def read_table(
             path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take"
         )
     try:
-        table = pd.read_csv(io.BytesIO(data))
+        # Class names as text: a class named '0' was read as the number 0, not one of the split's.
+        names = {column: str for column, allowed in columns.items() if not isinstance(allowed, Numbers)}
+        table = pd.read_csv(io.BytesIO(data), dtype=names, keep_default_na=False, na_values=[""])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: unreadable ({one_line(error)}); {fix}") from None
     missing = [column for column in columns if column not in table.columns]

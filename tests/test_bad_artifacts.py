@@ -1612,6 +1612,31 @@ def test_a_split_file_numpy_would_read_otherwise_is_refused(tmp_path, contents, 
     assert str(refused.value).startswith(f"{tmp_path}/train.npz: {problem}"), str(refused.value)
 
 
+def test_a_split_with_a_class_name_over_100_characters_is_refused(tmp_path):
+    """A split whose names took 3,001 characters each trained and was evaluated, then figures
+    refused evaluate's per-class table as too large, and re-running evaluate could not help."""
+    classes = ("x" * 101, *TEST_SPLIT.classes[1:])
+    save_dataset({"train": Split(TEST_SPLIT.images, TEST_SPLIT.labels, classes)}, tmp_path)
+    with pytest.raises(DataError) as refused:
+        load_split(tmp_path, "train")
+    assert str(refused.value).startswith(
+        f"{tmp_path}/train.npz: class name 'xxx"
+    ) and "has 101 characters, more than the 100 a class name may take; re-create it with" in str(refused.value)
+
+
+def test_figures_reads_class_names_of_digits_as_names(tmp_path):
+    """Classes named '0' to '9' were read back from plots/per_class.csv as numbers, and figures
+    blamed evaluate's table: "holds 0 in row 0, not one of the test split's classes"."""
+    classes = tuple(str(digit) for digit in range(10))
+    table = tmp_path / "per_class.csv"
+    pd.DataFrame({"class": classes, "images": 1, "correct": 1, "accuracy": 1.0}).to_csv(table, index=False)
+    count = stages.figures.Numbers(0, 10, True, "a count")
+    read = stages.figures.read_table(
+        str(table), {"class": classes, "images": count, "correct": count}, "evaluate", most_rows=10, once="class"
+    )
+    assert tuple(read["class"]) == classes
+
+
 def pick_of(max_lr: str) -> str:
     """The text of the pick lr_find hands train after a descent, with max_lr's JSON as given."""
     return f'{{"verdict": "descent", "max_lr": {max_lr}}}'

@@ -1,8 +1,10 @@
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from cifar.reporting.plots import misclassified_figure
+from cifar.reporting.plots import confusion_figure, misclassified_figure, per_class_figure
 from cifar.reporting.predictions import first_misclassified
 
 CLASSES = tuple(f"class_{i}" for i in range(10))
@@ -28,3 +30,12 @@ def test_gallery_shows_the_configured_count_or_every_error(errors, limit, expect
     titles = [axis.get_title() for axis in figure.axes if axis.images]
     if expected:
         assert titles[0] == "true: class_0\npred: class_1 (50%)"
+
+
+def test_class_names_are_drawn_as_written_not_as_tex():
+    """A class named `$\\bogus$` ended figures in matplotlib's ParseFatalException: `$...$` is TeX to it."""
+    classes = (r"$\bogus$", "$x$", *CLASSES[2:])
+    per_class = pd.DataFrame({"class": classes, "accuracy": 0.5})
+    for figure in (per_class_figure(per_class), confusion_figure(np.arange(10), np.arange(10), classes)):
+        figure.savefig(io.BytesIO(), format="png")
+    assert [label.get_text() for label in figure.axes[0].get_xticklabels()][:2] == [r"$\bogus$", "$x$"]

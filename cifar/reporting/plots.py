@@ -21,6 +21,8 @@ import numpy as np
 # with `savefig.pad_inches: 60`. A stage loads matplotlib without the user's state at all
 # (stages/__init__.py); this covers a notebook's import.
 matplotlib.rcdefaults()
+# Class names are drawn as written: a name between `$` signs was read as TeX, and `$\bogus$` failed figures.
+matplotlib.rcParams["text.parse_math"] = False
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 8, suptitle: str | None = None):
