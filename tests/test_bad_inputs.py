@@ -2871,6 +2871,26 @@ def test_a_tar_header_that_gnu_tar_reads_otherwise_is_refused(tree, tmp_path, do
     assert message.startswith(f"{archive}: unsafe member {name!r} ({why}") and "tools differ on which file" in message
 
 
+def test_a_file_that_is_both_a_plain_tar_and_a_gzip_file_is_refused(tree, tmp_path, downloads):
+    """Its first tar header starts a gzip header whose extra field holds a second tar: gzip and
+    `tar -z` unpack the tree, GNU tar without -z (and download) read the tar hidden in the extra
+    field, of images filed under other classes, which imported with exit 0."""
+    real = archive_of(tree, "tar").read_bytes()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = compressor.compress(real) + compressor.flush() + struct.pack("<II", zlib.crc32(real), len(real))
+    image = (tree / "train" / "cat" / "0000.png").read_bytes()
+    hidden = member_bytes("export/train/dog/0000.png", image)
+    extra = len(hidden) + 2 * 512 - 12  # the extra field ends where the deflated tree starts
+    gzip_header = b"\x1f\x8b\x08\x04\0\0\0\0\0\x03" + struct.pack("<H", extra)
+    data = member_bytes(gzip_header.decode("utf-8", "surrogateescape"), b"") + hidden + member_bytes("tail", deflated)
+    archive = tmp_path / "both.tar.gz"
+    archive.write_bytes(data + bytes(1024))
+    assert gzip.decompress(archive.read_bytes()[: len(data) - (-len(deflated) % 512)]) == real
+    assert "whose header also starts a gzip file, and tools differ on which archive it is" in refused(
+        DataError, import_from, archive, downloads
+    )
+
+
 def test_a_gnu_incremental_archive_is_refused_naming_its_members_as_tar_lists_them(tree, tmp_path, downloads):
     """`tar -g` writes each folder's listing as a member of type D, and times where a POSIX
     header has its name prefix: the refusal named '15304467504/export/train/', as tarfile reads it."""

@@ -239,6 +239,16 @@ def _decompressed(raw: BinaryIO, archive: Path) -> Iterator[BinaryIO]:
     first = raw.read(BLOCKSIZE)
     raw.seek(0)
     if _is_tar_header(first) or first == _EMPTY_BLOCK:  # a tar of no members starts with its end marker
+        also = next((compression for compression in _COMPRESSIONS if _starts_as(first, compression)), None)
+        if also:
+            # GNU tar takes such a file for a plain tar, `tar -z` and tarfile for a gzip file:
+            # a tar hidden in a gzip header's extra field was imported instead of the one inside.
+            raise _unsafe(
+                archive,
+                tarfile.TarInfo.frombuf(first, _NAME_ENCODING, _NAME_ERRORS).name,
+                f"the first member of a plain tar, whose header also starts a {also.name} file, and tools differ on "
+                f"which archive it is",
+            )
         yield raw
         return
     for compression in _COMPRESSIONS:
@@ -247,6 +257,17 @@ def _decompressed(raw: BinaryIO, archive: Path) -> Iterator[BinaryIO]:
                 yield stream
             return
     raise _CorruptArchive("not a tar file, plain or compressed with gzip, bzip2 or xz")
+
+
+def _starts_as(first: bytes, compression: _Compression) -> bool:
+    """Whether `first`, a file's first bytes, start a file of this compression."""
+    if not first.startswith(compression.magic):
+        return False
+    try:
+        compression.decompressor().decompress(first, 1)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+        return False
+    return True
 
 
 class _Compression(NamedTuple):
