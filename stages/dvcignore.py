@@ -51,15 +51,16 @@ class _Rules(NamedTuple):
     source: str  # the .dvcignore they come from ("" for DVC's own)
 
 
-def ignoring_files(repo: Path, outputs: dict[str, str]) -> dict[str, str]:
+def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, str]) -> dict[str, str]:
     """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
-    it do so: the path as a file or a folder, a file in it, or what it holds from its last run."""
+    it do so: the path as a file or a folder, or for a folder output, what it holds from its
+    last run or the file `contents` names, one it holds after any run."""
     with _cpu_time_limit(repo):
-        verdicts = {name: _ignoring_file(repo, path) for name, path in outputs.items()}
+        verdicts = {name: _ignoring_file(repo, path, contents.get(name)) for name, path in outputs.items()}
     return {name: source for name, source in verdicts.items() if source is not None}
 
 
-def _ignoring_file(repo: Path, path: str) -> str | None:
+def _ignoring_file(repo: Path, path: str, content: str | None) -> str | None:
     parts = PurePosixPath(path).parts
     rules = _rules_of(None, "")
     # Every folder on the way, and the output's own if it is one: what it holds is checked.
@@ -72,7 +73,8 @@ def _ignoring_file(repo: Path, path: str) -> str | None:
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
             rules = rules + _rules_of(repo, ignore_file)
     held = sorted(child.name for child in (repo / path).iterdir())[:1000] if (repo / path).is_dir() else []
-    candidates = [(path, False), (path, True), (f"{path}/file", False), *((f"{path}/{name}", False) for name in held)]
+    held += [content] if content else []
+    candidates = [(path, False), (path, True), *((f"{path}/{name}", False) for name in held)]
     return next((by for by in (_ignored_by(rules, *candidate) for candidate in candidates) if by is not None), None)
 
 

@@ -2927,6 +2927,11 @@ def table_entry(name: str, value: str):
             table_entry("model_summary", "models/summary.pyc"),
             "model_summary = 'models/summary.pyc' lies where .dvcignore has DVC ignore it",
         ),
+        # Pass 51: DVC ignores `.hg/` at any depth, as it does `.git/` and `.dvc/`.
+        (
+            table_entry("confusion", "plots/.hg/c.csv"),
+            "confusion = 'plots/.hg/c.csv' lies in a folder DVC always ignores (.git, .dvc or .hg)",
+        ),
     ],
     ids=[
         "no-table",
@@ -2954,6 +2959,7 @@ def table_entry(name: str, value: str):
         "dvc-ignored-folder",
         "dvc-ignored-root-folder",
         "dvc-ignored-name",
+        "mercurial-folder",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):
@@ -2996,6 +3002,9 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
         {".dvcignore": "\\*.csv\n"},
         {"plots/.dvcignore": "/images/\n"},  # anchored to its folder
         {"plots/.dvcignore": "images/*.png\n!**/loss.png\n"},
+        # what a folder output will hold, before its first run
+        {".dvcignore": "gradcam/*\n"},
+        {f"{PurePosixPath(paths.DATA).parent}/.dvcignore": "cifar10/*\n!cifar10/*.npz\n!cifar10/*.json\n"},
     ],
 )
 def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_files):
@@ -3028,7 +3037,7 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
     monkeypatch.setattr(dvcignore, "MAX_CPU_SECONDS", 1)
     (tmp_path / ".dvcignore").write_text("*?" * 11 + "Z\n")
     with pytest.raises(ConfigError) as refused:
-        dvcignore.ignoring_files(tmp_path, {"confusion": "plots/" + "c" * 200 + ".csv"})
+        dvcignore.ignoring_files(tmp_path, {"confusion": "plots/" + "c" * 200 + ".csv"}, {})
     assert str(refused.value).startswith(f"the .dvcignore files in {tmp_path} took more than 1 s of CPU to match ")
     assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
 
