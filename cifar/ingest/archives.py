@@ -7,6 +7,7 @@ archives", has the measurements), and only the images the run uses are decoded f
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import functools
 import io
@@ -813,14 +814,23 @@ def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path
 def _refuse_a_file_that_is_a_folder(archive: Path, files: dict[str, bytes], folders: set[str]) -> None:
     """A path that is both a file and a folder (a folder member at an image's path, or a file
     where images have their class folder): tools differ on which it is. tar replaced the image
-    with an empty folder, unzip stopped, and the import took the image."""
-    parents = {str(parent) for path in files for parent in PurePosixPath(path).parents}
-    clash = sorted((folders | parents) & files.keys())
+    with an empty folder, unzip stopped, and the import took the image.
+
+    A file that is another's folder is found by where its name and a '/' would sort among the
+    names: a set of every member's folders took memory that grows with the square of a name's
+    depth (2.4 GB for one member 50,000 folders deep, in a 1.2 MB tar)."""
+    names = sorted(files)
+    clash = sorted(folders & files.keys()) or [name for name in names if _holds_a_file(names, name)]
     if clash:
         raise DataError(
             f"{archive}: member {clash[0][:200]!r} is both a file and a folder, and tools differ on which it is; "
             f"re-create the archive from a plain folder of images"
         )
+
+
+def _holds_a_file(sorted_names: list[str], folder: str) -> bool:
+    below = bisect.bisect_left(sorted_names, folder + "/")
+    return below < len(sorted_names) and sorted_names[below].startswith(folder + "/")
 
 
 def _too_many_members(archive: Path) -> DataError:
