@@ -40,14 +40,14 @@ import pytest
 # empty system temp folder.
 import torchvision.datasets  # noqa: F401
 import yaml
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from torch import nn
 
 from cifar.config import DataConfig, Params, TrainConfig, load_params, parse_params
 from cifar.dataset import save_dataset
 from cifar.errors import ConfigError, DataError, OutputError, short_repr
 from cifar.ingest import archives, sources
-from cifar.ingest.images import read_image
+from cifar.ingest.images import decode_image, read_image
 from cifar.ingest.sources import EXPECTED_LAYOUT, import_dataset, synthetic_split
 from cifar.training import engine
 from cifar.training.loader import DeviceLoader
@@ -2886,6 +2886,22 @@ def test_a_member_thousands_of_folders_deep_is_checked_in_memory_linear_in_its_n
         tracemalloc.stop()
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
     assert peak < 8 << 20, peak  # 25 MB with the set of folders
+
+
+@pytest.mark.parametrize(("text_bytes", "accepted"), [(20_000, True), (900_000, False)], ids=["20-kb", "2x900-kb"])
+def test_png_text_chunks_unpack_to_at_most_what_the_file_may_take(text_bytes, accepted):
+    """A 68 KB PNG of zTXt chunks unpacked 64 MiB of text, Pillow's own bound, in each decoding thread."""
+    text = PngImagePlugin.PngInfo()
+    for key in ("Comment", "Description"):
+        text.add_text(key, "a" * text_bytes, zip=True)
+    stream = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(stream, format="PNG", pnginfo=text)
+    assert len(stream.getvalue()) < 10_000
+    if accepted:
+        assert decode_image(stream.getvalue(), "text.png").shape == (32, 32, 3)
+    else:
+        with pytest.raises(DataError, match=r"^text.png: not a readable image \(Too much memory used in text chunks"):
+            decode_image(stream.getvalue(), "text.png")
 
 
 def test_a_file_that_is_both_a_plain_tar_and_a_gzip_file_is_refused(tree, tmp_path, downloads):
