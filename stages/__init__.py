@@ -196,6 +196,12 @@ if sys.argv[:1] == ["-m"]:
                         f"the one that is not the project's (`git status` shows it)"
                     )
                 return importlib.util.spec_from_file_location(name, source, loader=_SourceKeeper(name, source))
+            init = os.path.join(os.path.dirname(found.origin), "__init__.py")
+            if found.submodule_search_locations is not None and found.origin != init and os.path.isfile(init):
+                # A package's compiled `__init__` too: its __init__.py is the project's.
+                return importlib.util.spec_from_file_location(
+                    name, init, loader=_SourceKeeper(name, init), submodule_search_locations=[os.path.dirname(init)]
+                )
             if type(found.loader) is not importlib.machinery.SourceFileLoader:
                 return None
             found.loader = _SourceKeeper(found.loader.name, found.loader.path)

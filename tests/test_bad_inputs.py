@@ -1665,13 +1665,14 @@ def test_a_module_edited_to_the_same_size_with_its_time_kept_runs_as_it_is_now(t
         assert result.returncode == 2 and new in result.stderr, result.stderr  # no input here
 
 
-def test_a_module_runs_from_its_source_where_a_compiled_extension_would_stand_in(tmp_path):
+@pytest.mark.parametrize("compiled", ["cifar/dataset", "cifar/reporting/__init__", "cifar/__init__"])
+def test_a_module_runs_from_its_source_where_a_compiled_extension_would_stand_in(tmp_path, compiled):
     """Python takes a compiled extension before a module's .py: a stale
     `errors.cpython-311-x86_64-linux-gnu.so` (as mypyc or Cython leave one) ran in place of the
-    edited source, which DVC recorded, with exit 0."""
+    edited source, which DVC recorded, with exit 0; so did a package's compiled `__init__`."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     source = pipeline / "cifar/dataset.py"
-    (pipeline / f"cifar/dataset{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
+    (pipeline / f"{compiled}{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
     source.write_text(source.read_text().replace("`dvc repro download`", "`dvc repro DOWNLOAD`"))
     result = run_module(pipeline, "stages.figures")
     assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
