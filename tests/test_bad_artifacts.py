@@ -2353,6 +2353,18 @@ def test_figures_refuses_curves_trained_with_other_params(pipeline_run):
     )
 
 
+def test_figures_names_a_model_that_records_no_params_as_such(pipeline_run):
+    """A model.pt as an older train saved it, without the params it ran with: figures said "train
+    ran with seed = no value, but params.yaml now says 0", blaming a seed that never changed."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    del payload["trained_with"]
+    save_as_train_would(payload, paths.MODEL)
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{paths.MODEL}: train recorded no params it ran with (an older version of it, or an edit, left them out); "
+        "re-create it with `dvc repro train`"
+    )
+
+
 def test_figures_refuses_curves_measured_on_another_test_split(pipeline_run):
     """data.test_limit lowered, download and evaluate run again, train not: figures drew train's
     test curves, of the previous test images, beside the confusion matrix of the new ones, exit 0."""
