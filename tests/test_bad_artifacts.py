@@ -3016,6 +3016,7 @@ def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_p
         {"plots/.dvcignore": "images/*.png\n!**/loss.png\n"},
         # what a folder output will hold, before its first run
         {".dvcignore": "gradcam/*\n"},
+        {".dvcignore": f"{PurePosixPath(paths.CONFUSION).name}/\n"},  # a folder's pattern, on a file output
         {f"{PurePosixPath(paths.DATA).parent}/.dvcignore": "cifar10/*\n!cifar10/*.npz\n!cifar10/*.json\n"},
     ],
 )
