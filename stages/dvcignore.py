@@ -18,6 +18,7 @@ if not __package__:  # `python stages/dvcignore.py`: not a stage, and cifar/ is 
 
 import functools
 import io
+import posixpath
 import re
 import signal
 from collections.abc import Iterator
@@ -84,15 +85,19 @@ def _ignoring_file(repo: Path, path: str, content: str | None) -> str | None:
 @functools.cache
 def _rules_of(repo: Path | None, ignore_file: str) -> tuple[_Rules, ...]:
     """A .dvcignore's patterns (DVC's own for None), read and compiled once per stage."""
-    if repo is None:
-        patterns = _DVC_OWN_PATTERNS
-    else:
-        folder = str(PurePosixPath(ignore_file).parent)
-        folder = "" if folder == "." else folder
-        patterns = [_from_the_top(line, folder) if folder else line for line in _patterns_of(repo, ignore_file)]
+    folder = posixpath.dirname(ignore_file)  # "" for the top folder's
+    lines = enumerate(_DVC_OWN_PATTERNS, 1) if repo is None else _lines_of(repo, ignore_file)
     compiled = []
-    for pattern in patterns:
-        regex, ignores = GitIgnoreSpecPattern.pattern_to_regex(pattern)
+    for number, line in lines:
+        pattern = _from_the_top(line, folder) if folder else line
+        try:
+            regex, ignores = GitIgnoreSpecPattern.pattern_to_regex(pattern)
+        except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
+            why = str(error.__cause__ or error).partition(": ")[0].rstrip(".")
+            raise ConfigError(
+                f"{ignore_file}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
+                f"fix or remove that line"
+            ) from None
         if regex is not None and ignores is not None:  # None: a pattern git discards (`a[b`)
             # Named groups would clash once joined into one expression.
             compiled.append((re.sub(r"\(\?P<[^>]*>", "(?:", regex), ignores, pattern.endswith("/")))
@@ -103,7 +108,8 @@ def _rules_of(repo: Path | None, ignore_file: str) -> tuple[_Rules, ...]:
     return tuple(rules)
 
 
-def _patterns_of(repo: Path, ignore_file: str) -> list[str]:
+def _lines_of(repo: Path, ignore_file: str) -> list[tuple[int, str]]:
+    """A .dvcignore's patterns, numbered by line as DVC numbers them."""
     text = read_artifact(repo / ignore_file, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {ignore_file}`")
     try:
         decoded = text.decode("utf-8")
@@ -111,21 +117,9 @@ def _patterns_of(repo: Path, ignore_file: str) -> list[str]:
         raise ConfigError(
             f"{ignore_file}: not UTF-8 text (byte {error.start}), which DVC cannot read either; save it as UTF-8"
         ) from None
-    patterns = []
-    # Text lines (at \n, \r or \r\n only), stripped, comments left out; numbered as DVC numbers them.
-    for number, line in enumerate((line.strip() for line in io.StringIO(decoded, newline=None)), 1):
-        if not line or line.startswith("#"):
-            continue
-        try:
-            GitIgnoreSpecPattern.pattern_to_regex(line)
-        except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
-            why = str(error.__cause__ or error).partition(": ")[0].rstrip(".")
-            raise ConfigError(
-                f"{ignore_file}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
-                f"fix or remove that line"
-            ) from None
-        patterns.append(line)
-    return patterns
+    # Text lines (at \n, \r or \r\n only), stripped, comments left out.
+    lines = enumerate((line.strip() for line in io.StringIO(decoded, newline=None)), 1)
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 
 def _from_the_top(pattern: str, folder: str) -> str:

@@ -3056,24 +3056,28 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
 
 
 @pytest.mark.parametrize(
-    ("line", "why"),
+    ("ignore_file", "line", "why"),
     [
-        ("notes.txt\\ ", "Escape character found with no next character to escape"),  # stripped to `notes.txt\`
-        ("!", "Pattern normalized to nothing"),
+        # stripped to `notes.txt\`
+        (".dvcignore", "notes.txt\\ ", "Escape character found with no next character to escape"),
+        (".dvcignore", "!", "Pattern normalized to nothing"),
+        ("plots/.dvcignore", "\\\\", "Escape character found with no next character to escape"),
     ],
-    ids=["escape-at-the-end", "bare-negation"],
+    ids=["escape-at-the-end", "bare-negation", "escape-once-dvc-drops-the-first"],
 )
-def test_a_dvcignore_line_that_dvc_cannot_read_is_named(tmp_path, line, why):
-    """pathspec's error was a traceback; DVC fails on the file too, in every command."""
+def test_a_dvcignore_line_that_dvc_cannot_read_is_named(tmp_path, ignore_file, line, why):
+    """pathspec's error was a traceback; DVC fails on the file too, in every command. A
+    sub-folder's `\\\\` (a '\\' file) is one once DVC drops its first '\\'."""
     root = make_pipeline_repo(tmp_path / "pipeline", {})
-    lines = (root / ".dvcignore").read_text().splitlines()
-    (root / ".dvcignore").write_text("\n".join([*lines, line, ""]))
+    (root / ignore_file).parent.mkdir(exist_ok=True)
+    lines = (root / ignore_file).read_text().splitlines() if (root / ignore_file).exists() else []
+    (root / ignore_file).write_text("\n".join([*lines, line, ""]))
     assert dvc(root, "status", check=False).returncode != 0
     result = stage(root, "evaluate", check=False)
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: .dvcignore: line {len(lines) + 1}, {line.strip()!r}, is not a pattern DVC can read ({why}); fix or "
-        f"remove that line\n",
+        f"error: {ignore_file}: line {len(lines) + 1}, {line.strip()!r}, is not a pattern DVC can read ({why}); "
+        f"fix or remove that line\n",
     )
 
 
