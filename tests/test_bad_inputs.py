@@ -489,20 +489,22 @@ def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format,
 
 
 @pytest.mark.parametrize("archive_format", ["tar", "zip"])
-def test_an_image_path_that_is_also_a_folder_is_refused(tree, downloads, archive_format):
+@pytest.mark.parametrize("below", ["", "/sub"], ids=["at-it", "below-it"])
+def test_an_image_path_that_is_also_a_folder_is_refused(tree, downloads, archive_format, below):
     """A folder member at an image's path, after the image: `tar -x` replaced the image with an
-    empty folder and unzip stopped, while the import took the image, exit 0."""
+    empty folder and unzip stopped, while the import took the image, exit 0; so did one below
+    it (`0000.png/sub/`), where tar and unzip fail."""
     archive = archive_of(tree, archive_format)
     name = "export/train/cat/0000.png"
     if archive_format == "tar":
-        folder = tarfile.TarInfo(name)
+        folder = tarfile.TarInfo(name + below)
         folder.type = tarfile.DIRTYPE
         data = archive.read_bytes()
         end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
         archive.write_bytes(data[:end] + folder.tobuf() + bytes(1024))
     else:
         with zipfile.ZipFile(archive, "a") as bundle:
-            bundle.writestr(f"{name}/", b"")
+            bundle.writestr(f"{name}{below}/", b"")
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: member {name!r} is both a file and a folder, and tools differ on which it is; "
         f"re-create the archive from a plain folder of images"

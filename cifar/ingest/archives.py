@@ -816,11 +816,12 @@ def _refuse_a_file_that_is_a_folder(archive: Path, files: dict[str, bytes], fold
     where images have their class folder): tools differ on which it is. tar replaced the image
     with an empty folder, unzip stopped, and the import took the image.
 
-    A file that is another's folder is found by where its name and a '/' would sort among the
-    names: a set of every member's folders took memory that grows with the square of a name's
-    depth (2.4 GB for one member 50,000 folders deep, in a 1.2 MB tar)."""
-    names = sorted(files)
-    clash = sorted(folders & files.keys()) or [name for name in names if _holds_a_file(names, name)]
+    A file that is the folder of another member (`cat/0000.jpg` beside `cat/0000.jpg/sub/`) is
+    found by where its name and a '/' would sort among the names: a set of every member's
+    folders took memory that grows with the square of a name's depth (2.4 GB for one member
+    50,000 folders deep, in a 1.2 MB tar)."""
+    names = sorted(files.keys() | folders)
+    clash = sorted(folders & files.keys()) or [name for name in sorted(files) if _holds_a_member(names, name)]
     if clash:
         raise DataError(
             f"{archive}: member {clash[0][:200]!r} is both a file and a folder, and tools differ on which it is; "
@@ -828,7 +829,8 @@ def _refuse_a_file_that_is_a_folder(archive: Path, files: dict[str, bytes], fold
         )
 
 
-def _holds_a_file(sorted_names: list[str], folder: str) -> bool:
+def _holds_a_member(sorted_names: list[str], folder: str) -> bool:
+    """Whether a name of `sorted_names` (files and folders) lies below `folder`."""
     below = bisect.bisect_left(sorted_names, folder + "/")
     return below < len(sorted_names) and sorted_names[below].startswith(folder + "/")
 
