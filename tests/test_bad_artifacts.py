@@ -2365,6 +2365,31 @@ def test_figures_names_a_model_that_records_no_params_as_such(pipeline_run):
     )
 
 
+def test_a_model_with_a_weight_viewed_beyond_its_data_is_refused_before_it_is_hashed(pipeline_run):
+    """A buffer of one byte viewed 1.5e9 times (stride 0) is a byte in the file: hashing it took
+    evaluate 1.5 GB more, and 1.5e10 would have taken 15 GB."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    payload["state_dict"]["extra.buffer"] = torch.zeros(1, dtype=torch.uint8).expand(10**6)
+    save_as_train_would(payload, paths.MODEL)
+    assert refusal(stages.evaluate.main, pipeline_run) == (
+        f"{paths.MODEL}: not a model saved by the train stage (its weight 'extra.buffer' is larger than the data "
+        "saved for it); re-create it with `dvc repro train`"
+    )
+
+
+def test_a_model_whose_pickled_class_name_is_not_utf8_is_refused(pipeline_run):
+    """torch.load's own UnicodeDecodeError was a traceback."""
+    name = torch.load(paths.MODEL, weights_only=True)["classes"][0].encode()
+    with zipfile.ZipFile(paths.MODEL) as archive:
+        records = [(record.filename, archive.read(record)) for record in archive.infolist()]
+    with zipfile.ZipFile(paths.MODEL, "w") as archive:
+        for record, data in records:
+            archive.writestr(record, data.replace(name, b"\xff" + name[1:]) if record.endswith("data.pkl") else data)
+    assert refusal(stages.evaluate.main, pipeline_run).startswith(
+        f"{paths.MODEL}: not a model saved by the train stage (unreadable or truncated: 'utf-8' codec can't decode"
+    )
+
+
 def test_figures_refuses_curves_measured_on_another_test_split(pipeline_run):
     """data.test_limit lowered, download and evaluate run again, train not: figures drew train's
     test curves, of the previous test images, beside the confusion matrix of the new ones, exit 0."""

@@ -126,7 +126,7 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         raise _not_a_model(
             path, "damaged, or holding Python objects, which are never loaded as they could run code"
         ) from None
-    except (OSError, RuntimeError, EOFError) as error:
+    except (OSError, RuntimeError, EOFError, UnicodeDecodeError) as error:  # a pickled name that is not UTF-8
         if is_out_of_memory(error):
             raise  # the stage says so, where "re-create the model" could not help
         raise _not_a_model(path, f"unreadable or truncated: {one_line(error)}") from None
@@ -135,6 +135,10 @@ def load_trained(path: str | Path, device: torch.device) -> TrainedModel:
         # drawn and explained beside the training curves of the weights train saved; so was a
         # config edited under them (ResNet18's layer4_stride).
         recorded = payload.get("sha256")  # None in a model saved before train recorded it
+        for name, value in payload["state_dict"].items():
+            # One number viewed 1.5e9 times (stride 0) is a byte in the file; its digest took 1.5 GB.
+            if torch.is_tensor(value) and value.numel() * value.element_size() > value.untyped_storage().nbytes():
+                raise _not_a_model(path, f"its weight {short_repr(name)} is larger than the data saved for it")
         if recorded is not None and recorded != contents_sha256(payload):
             raise DataError(
                 f"{path}: changed since train saved it (the SHA-256 of its contents is not the one it recorded); "
