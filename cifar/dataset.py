@@ -201,7 +201,11 @@ def load_split(folder: str | Path, name: str) -> Split:
             f"{path}: class names are {arrays['classes'].dtype} {arrays['classes'].shape}, expected a list of text; "
             f"{FIX}"
         )
-    split = Split(arrays["images"], arrays["labels"], tuple(str(c) for c in arrays["classes"]), digest)
+    names = arrays["classes"]
+    points = names.astype(names.dtype.newbyteorder("<")).view("<u4") if names.dtype.itemsize else np.zeros(0)
+    if ((points > 0x10FFFF) | ((points >= 0xD800) & (points <= 0xDFFF))).any():  # str() of one failed in C
+        raise DataError(f"{path}: class names hold code points that are not Unicode characters; {FIX}")
+    split = Split(arrays["images"], arrays["labels"], tuple(str(name) for name in names), digest)
     images, labels = split.images, split.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise DataError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 N x 32 x 32 x 3; {FIX}")
@@ -221,6 +225,11 @@ def load_split(folder: str | Path, name: str) -> Split:
             f"{path}: class name {short_repr(too_long)} has {len(too_long):,} characters, more than the "
             f"{MAX_CLASS_NAME_CHARS} a class name may take; {FIX}"
         )
+    # A carriage return split evaluate's CSV rows, and a lone surrogate was refused as a path the
+    # locale cannot encode; names are printed, written to CSV and drawn.
+    unprintable = next((name for name in split.classes if not name.isprintable()), None)
+    if unprintable is not None:
+        raise DataError(f"{path}: class name {ascii(unprintable)[:120]} is not printable text; {FIX}")
     if not all(split.classes) or len(set(split.classes)) < len(split.classes):
         # Two labels of one name: a model trained on them was saved, and every later stage refused it.
         raise DataError(

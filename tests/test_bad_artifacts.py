@@ -1624,6 +1624,28 @@ def test_a_split_with_a_class_name_over_100_characters_is_refused(tmp_path):
     ) and "has 101 characters, more than the 100 a class name may take; re-create it with" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        (np.array(["cr\rx", *TEST_SPLIT.classes[1:]]), "class name 'cr\\rx' is not printable text"),
+        (np.array(["\ud800x", *TEST_SPLIT.classes[1:]]), "class names hold code points that are not Unicode"),
+        (np.frombuffer(b"\x00\x00\x11\x00" * 10, "<U1"), "class names hold code points that are not Unicode"),
+    ],
+    ids=["carriage-return", "lone-surrogate", "beyond-unicode"],
+)
+def test_a_split_whose_class_names_are_not_printable_text_is_refused(tmp_path, names, problem):
+    """A carriage return in a name split evaluate's CSV rows, and figures blamed evaluate's
+    table; a lone surrogate was called a path the locale cannot encode; a code point beyond
+    Unicode was a traceback once train had saved a model."""
+    members = split_members(classes=npy(names))
+    contents = zip_of(members)
+    (tmp_path / "train.npz").write_bytes(contents)
+    (tmp_path / "manifest.json").write_text(json.dumps({"train.npz": hashlib.sha256(contents).hexdigest()}))
+    with pytest.raises(DataError) as refused:
+        load_split(tmp_path, "train")
+    assert str(refused.value).startswith(f"{tmp_path}/train.npz: {problem}"), str(refused.value)
+
+
 def test_figures_reads_class_names_of_digits_as_names(tmp_path):
     """Classes named '0' to '9' were read back from plots/per_class.csv as numbers, and figures
     blamed evaluate's table: "holds 0 in row 0, not one of the test split's classes"."""
