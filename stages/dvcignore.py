@@ -39,6 +39,9 @@ _DVC_OWN_PATTERNS = (".hg/", ".git/", ".git", ".dvc/")
 # patterns become one regular expression, as DVC makes them: 1 MiB of `*?*?...Z` lines took
 # 470 MB to compile.
 MAX_DVCIGNORE_BYTES = 256 << 10
+# Rewritten to hold from the top folder, a sub-folder's patterns each gain its path: 256 KiB of
+# one-letter lines 14 folders of 250 characters down took 1.8 GB.
+MAX_REWRITTEN_CHARS = 512 << 10
 # A pattern's regular expression can take time that grows as a power of a name's length
 # (`*?*?*?*?*?*?Z` against a long file name): 20 KiB of them took 46 s of CPU to match, and
 # DVC's own commands would take as long.
@@ -87,25 +90,45 @@ def _rules_of(repo: Path | None, ignore_file: str) -> tuple[_Rules, ...]:
     """A .dvcignore's patterns (DVC's own for None), read and compiled once per stage."""
     folder = posixpath.dirname(ignore_file)  # "" for the top folder's
     lines = enumerate(_DVC_OWN_PATTERNS, 1) if repo is None else _lines_of(repo, ignore_file)
-    compiled = []
+    translated = []
+    rewritten_chars = 0
     for number, line in lines:
         pattern = _from_the_top(line, folder) if folder else line
+        rewritten_chars += len(pattern)
+        if rewritten_chars > MAX_REWRITTEN_CHARS:
+            raise ConfigError(
+                f"{ignore_file}: its patterns take more than {MAX_REWRITTEN_CHARS >> 10} KiB once DVC rewrites them to "
+                f"hold from the top folder (each gains the path of {folder or 'its folder'}); use fewer or move them up"
+            )
         try:
             regex, ignores = GitIgnoreSpecPattern.pattern_to_regex(pattern)
         except pathspec.patterns.gitignore.GitIgnorePatternError as error:  # `dvc status` fails on it too
             why = str(error.__cause__ or error).partition(": ")[0].rstrip(".")
-            raise ConfigError(
-                f"{ignore_file}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
-                f"fix or remove that line"
-            ) from None
+            raise _unreadable_line(ignore_file, number, line, why) from None
         if regex is not None and ignores is not None:  # None: a pattern git discards (`a[b`)
             # Named groups would clash once joined into one expression.
-            compiled.append((re.sub(r"\(\?P<[^>]*>", "(?:", regex), ignores, pattern.endswith("/")))
+            translated.append((re.sub(r"\(\?P<[^>]*>", "(?:", regex), ignores, pattern.endswith("/"), number, line))
     rules = []
-    for (ignores, folders_only), group in groupby(compiled, key=lambda entry: entry[1:]):
-        expression = re.compile("|".join(f"(?:{regex})" for regex, *_ in group))
+    for (ignores, folders_only), group in groupby(translated, key=lambda entry: entry[1:3]):
+        regexes = list(group)
+        try:
+            expression = re.compile("|".join(f"(?:{regex})" for regex, *_ in regexes))
+        except re.error:  # a range backwards, `[z-a]`, which DVC's expression fails on too
+            for regex, _, _, number, line in regexes:
+                try:
+                    re.compile(regex)
+                except re.error as error:
+                    raise _unreadable_line(ignore_file, number, line, error.msg) from None
+            raise
         rules.append(_Rules(expression, ignores, folders_only, ignore_file))
     return tuple(rules)
+
+
+def _unreadable_line(ignore_file: str, number: int, line: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{ignore_file}: line {number}, {short_repr(line)}, is not a pattern DVC can read ({why}); "
+        f"fix or remove that line"
+    )
 
 
 def _lines_of(repo: Path, ignore_file: str) -> list[tuple[int, str]]:

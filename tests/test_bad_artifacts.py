@@ -3091,6 +3091,18 @@ def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file
     assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)
 
 
+def test_a_deep_dvcignore_whose_patterns_dvc_rewrites_beyond_a_bound_is_refused(tmp_path, monkeypatch):
+    """Each pattern of a sub-folder's .dvcignore gains the folder's path: 1 MiB of one-letter
+    lines 14 folders of 250 characters down took 1.8 GB."""
+    monkeypatch.setattr(dvcignore, "MAX_REWRITTEN_CHARS", 1000)
+    folder = tmp_path / "plots" / ("d" * 250)
+    folder.mkdir(parents=True)
+    (folder / ".dvcignore").write_text("a\n" * 10)
+    with pytest.raises(ConfigError) as refused:
+        dvcignore.ignoring_files(tmp_path, {"confusion": f"plots/{'d' * 250}/c.csv"}, {})
+    assert str(refused.value).startswith(f"plots/{'d' * 250}/.dvcignore: its patterns take more than 0 KiB once DVC")
+
+
 def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu_time_bound(tmp_path, monkeypatch):
     """1 MiB of `*?*?*?*?*?*?*?*?*?*?*?Z` lines would take about 2,300 s of CPU to match the
     paths table (20 KiB took 46 s); `dvc status` would take as long."""
@@ -3109,8 +3121,9 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
         (".dvcignore", "notes.txt\\ ", "Escape character found with no next character to escape"),
         (".dvcignore", "!", "Pattern normalized to nothing"),
         ("plots/.dvcignore", "\\\\", "Escape character found with no next character to escape"),
+        (".dvcignore", "[z-a].tmp", "bad character range z-a"),
     ],
-    ids=["escape-at-the-end", "bare-negation", "escape-once-dvc-drops-the-first"],
+    ids=["escape-at-the-end", "bare-negation", "escape-once-dvc-drops-the-first", "range-backwards"],
 )
 def test_a_dvcignore_line_that_dvc_cannot_read_is_named(tmp_path, ignore_file, line, why):
     """pathspec's error was a traceback; DVC fails on the file too, in every command. A
