@@ -2907,6 +2907,42 @@ def test_png_text_chunks_unpack_to_at_most_what_the_file_may_take(text_bytes, ac
             decode_image(stream.getvalue(), "text.png")
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with(chunks: bytes) -> bytes:
+    """A 32x32 PNG with `chunks` after its header (IHDR)."""
+    stream = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(stream, format="PNG")
+    data = stream.getvalue()
+    return data[:33] + chunks + data[33:]  # the signature (8) and IHDR (25)
+
+
+def with_idat_byte_changed(data: bytes) -> bytes:
+    at = data.index(b"IDAT") + 8
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (with_idat_byte_changed(png_with(b"")), "its IDAT chunk fails its CRC check: the file is damaged"),
+        (png_with(png_chunk(b"iCCP", b"a\0\0" + zlib.compress(bytes(1000))) * 2), "2 colour profiles (iCCP chunks)"),
+        (png_with(png_chunk(b"acTL", struct.pack(">II", 1, 0))), "an animated PNG, whose frames Pillow and libpng"),
+        (png_with(png_chunk(b"tEXt", b"a\0b") * 300), "a PNG of more than 256 chunks, far more than an image needs"),
+    ],
+    ids=["idat-crc", "two-colour-profiles", "animated", "300-chunks"],
+)
+def test_png_chunks_pillow_reads_otherwise_than_libpng_or_at_length_are_refused(data, problem):
+    """Pillow decoded a PNG whose pixel data fails its CRC (libpng refuses it), the 16x16 first
+    frame of an animated PNG on a black canvas (libpng: the 32x32 image), and spent 2 s of CPU
+    on an image of 900 colour profiles each inflating 1 MiB."""
+    with pytest.raises(DataError) as refused:
+        decode_image(data, "odd.png")
+    assert str(refused.value).startswith(f"odd.png: {problem}"), str(refused.value)
+
+
 def test_a_file_that_is_both_a_plain_tar_and_a_gzip_file_is_refused(tree, tmp_path, downloads):
     """Its first tar header starts a gzip header whose extra field holds a second tar: gzip and
     `tar -z` unpack the tree, GNU tar without -z (and download) read the tar hidden in the extra

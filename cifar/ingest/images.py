@@ -15,7 +15,7 @@ import simplejpeg
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from cifar.config import IMAGE_SIZE
-from cifar.errors import DataError, unreadable
+from cifar.errors import DataError, printable, unreadable
 from cifar.reading import kind_of
 
 _FIX = f"replace it with a {IMAGE_SIZE}x{IMAGE_SIZE} PNG or JPEG file, or remove it"
@@ -54,6 +54,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
             f"{where}: more than {MAX_IMAGE_FILE_BYTES >> 20} MiB, far more than a {IMAGE_SIZE}x{IMAGE_SIZE} image "
             f"takes; {_FIX}"
         )
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(data, where)
     try:
         with warnings.catch_warnings():
             # Pillow warns of a possible decompression bomb; the size check below refuses it anyway.
@@ -82,6 +84,36 @@ _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _PNG_PALETTE = 3  # the colour type whose samples index a PLTE chunk
 # Adam7 interlacing's seven passes: (first column, first row, column step, row step).
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A 32x32 image's PNG holds a header, a few chunks of colour and text data, and pixel data (in
+# chunks of 8 KiB or more as encoders write it).
+MAX_PNG_CHUNKS = 256
+
+
+def _check_png_chunks(data: bytes, where: str) -> None:
+    """Before Pillow reads a PNG: chunks whose CRC fails (Pillow decoded changed pixels that
+    libpng refuses), more chunks than an image needs, a second colour profile (iCCP; 900 of
+    them, each inflating 1 MiB, took 2 s of CPU an image), or animation (acTL: Pillow decoded
+    a 16x16 first frame on a black canvas, libpng the 32x32 image)."""
+    position, kinds = len(_PNG_SIGNATURE), []
+    while position + 12 <= len(data) and len(kinds) <= MAX_PNG_CHUNKS:
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body_end = position + 8 + length
+        if body_end + 4 <= len(data) and zlib.crc32(data[position + 4 : body_end]) != int.from_bytes(
+            data[body_end : body_end + 4], "big"
+        ):
+            name = printable(kind.decode("latin-1"))
+            raise DataError(f"{where}: its {name} chunk fails its CRC check: the file is damaged; {_FIX}")
+        kinds.append(kind)
+        position = body_end + 4
+    if len(kinds) > MAX_PNG_CHUNKS:
+        raise DataError(f"{where}: a PNG of more than {MAX_PNG_CHUNKS} chunks, far more than an image needs; {_FIX}")
+    if kinds.count(b"iCCP") > 1:
+        raise DataError(f"{where}: {kinds.count(b'iCCP')} colour profiles (iCCP chunks), where PNG allows one; {_FIX}")
+    if b"acTL" in kinds:
+        raise DataError(f"{where}: an animated PNG, whose frames Pillow and libpng read differently; {_FIX}")
 
 
 def _check_png_structure(data: bytes, where: str) -> None:
