@@ -2824,6 +2824,19 @@ def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(
     assert len(import_from(archive, downloads)["train"]) == 31
 
 
+def test_a_hard_link_to_an_images_name_with_a_trailing_slash_is_refused(tree, tmp_path, downloads):
+    """`tar -x` cannot link to `cat/0000.png/` (not a folder); the import dropped the '/' and took
+    the cat image a second time, as a dog."""
+    link = tarfile.TarInfo("export/train/dog/9999.png")
+    link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png/"
+    data = archive_of(tree, "tar").read_bytes()
+    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+    archive = tmp_path / "linked.tar"
+    archive.write_bytes(data[:end] + link.tobuf() + bytes(1024))
+    message = refused(DataError, import_from, archive, downloads)
+    assert "unsafe member 'export/train/dog/9999.png' (a hard link)" in message
+
+
 def checksum_with_a_0o_prefix(image: bytes) -> bytes:
     """int() reads `0o`; GNU tar takes the header for damaged and skips it."""
     member = bytearray(member_bytes("export/train/dog/9999.png", image))

@@ -591,6 +591,8 @@ def _hard_linked_copy(
     if header.type != tarfile.LNKTYPE or size:
         return None
     target = fields.get("linkpath", fields.get(_GNU_LONG_LINK, header.linkname))
+    if target.endswith("/"):  # a folder's name, which tar fails to link to; the lookup would drop the '/'
+        return None
     return members.get(str(PurePosixPath(target)))
 
 
