@@ -239,17 +239,17 @@ def _decompressed(raw: BinaryIO, archive: Path) -> Iterator[BinaryIO]:
     compression's magic bytes (gzip, bzip2, xz), as tarfile.open detects them."""
     first = raw.read(BLOCKSIZE)
     raw.seek(0)
+    also = next((compression for compression in _COMPRESSIONS if _starts_as(first, compression)), None)
+    if also and (_is_tar_header(first) or _gnu_tar_reads_a_header(first)):
+        # GNU tar takes such a file for a plain tar, `tar -z` and tarfile for a gzip file: a tar
+        # hidden in a gzip header's extra field was imported instead of the one inside.
+        raise _unsafe(
+            archive,
+            tarfile.nts(first[:100], _NAME_ENCODING, _NAME_ERRORS),
+            f"the first member of a plain tar, whose header also starts a {also.name} file, and tools differ on "
+            f"which archive it is",
+        )
     if _is_tar_header(first) or first == _EMPTY_BLOCK:  # a tar of no members starts with its end marker
-        also = next((compression for compression in _COMPRESSIONS if _starts_as(first, compression)), None)
-        if also:
-            # GNU tar takes such a file for a plain tar, `tar -z` and tarfile for a gzip file:
-            # a tar hidden in a gzip header's extra field was imported instead of the one inside.
-            raise _unsafe(
-                archive,
-                tarfile.TarInfo.frombuf(first, _NAME_ENCODING, _NAME_ERRORS).name,
-                f"the first member of a plain tar, whose header also starts a {also.name} file, and tools differ on "
-                f"which archive it is",
-            )
         yield raw
         return
     for compression in _COMPRESSIONS:
@@ -258,6 +258,17 @@ def _decompressed(raw: BinaryIO, archive: Path) -> Iterator[BinaryIO]:
                 yield stream
             return
     raise _CorruptArchive("not a tar file, plain or compressed with gzip, bzip2 or xz")
+
+
+def _gnu_tar_reads_a_header(block: bytes) -> bool:
+    """Whether GNU tar takes a block for a tar header by its checksum, which it reads past
+    leading spaces and NULs (tarfile reads a leading NUL as 0, and the block as no header)."""
+    digits = block[148:156].lstrip(b" \0").split(b"\0")[0].split(b" ")[0]
+    if len(block) != BLOCKSIZE or not digits or not _OCTAL.fullmatch(digits):
+        return False
+    unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
+    signed = unsigned - 256 * sum(byte >= 0x80 for byte in block[:148] + block[156:])
+    return int(digits, 8) in (unsigned, signed)
 
 
 def _starts_as(first: bytes, compression: _Compression) -> bool:
