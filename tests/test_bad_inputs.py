@@ -284,13 +284,18 @@ def pixz_index(tar: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     ("after_the_tar", "accepted"),
-    [(pixz_index, True), (lambda tar: bytes(8) + pixz_index(tar), False), (lambda tar: tar, False)],
-    ids=["pixz-index", "pixz-magic-off-a-block", "a-second-tar"],
+    [
+        (pixz_index, True),
+        (lambda tar: bytes(8) + pixz_index(tar), False),
+        (lambda tar: tar, False),
+        (lambda tar: pixz_index(tar) + bytes(-len(pixz_index(tar)) % 512) + tar + pixz_index(tar), False),
+    ],
+    ids=["pixz-index", "pixz-magic-off-a-block", "a-second-tar", "a-second-tar-after-the-index"],
 )
 def test_only_pixzs_index_may_follow_a_tars_end(tree, downloads, after_the_tar, accepted):
     """GNU tar and tarfile stop at the end-of-archive marker. pixz's index after it was refused
     as stray data; anything else there stays refused: a second tar behind a first (`cat a.tar
-    b.tar`) would be passed over."""
+    b.tar`, or of two pixz files, each with its index) would be passed over."""
     tar = archive_of(tree, "tar").read_bytes()
     archive = tree.parent / "export.tar.xz"
     archive.write_bytes(lzma.compress(tar + after_the_tar(tar)))

@@ -76,6 +76,8 @@ _EMPTY_BLOCK = bytes(BLOCKSIZE)
 # pixz (`tar -I pixz`) writes an index of the members after the tar, from a block boundary
 # on, behind this magic number; tar and tarfile stop at the end-of-archive marker before it.
 _PIXZ_INDEX_MAGIC = struct.pack("<Q", 0xDBAE14D62E324CA6)
+# Its members' names and offsets: 200,000 members of 80-byte names take 17 MB.
+MAX_PIXZ_INDEX_BYTES = 32 << 20
 # Member names as tarfile reads them on Linux: UTF-8, undecodable bytes kept as surrogates.
 _NAME_ENCODING, _NAME_ERRORS = "utf-8", "surrogateescape"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
@@ -653,8 +655,8 @@ def _padded(size: int) -> int:
 
 def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> None:
     """After a tar's first empty block: the second one, then nothing but zeros to the end of
-    the stream (tar pads to 10 KiB records; a bomb could hide there), or zeros and pixz's
-    index, read to the end within the archive's size limit."""
+    the stream (tar pads to 10 KiB records; a bomb could hide there), or zeros, pixz's index of
+    the members and zeros."""
     second = stream.read(BLOCKSIZE)
     if not second:
         raise _CorruptArchive(
@@ -663,16 +665,34 @@ def _check_end(stream: BinaryIO, archive: Path, position: int, limit: int) -> No
     if second != _EMPTY_BLOCK:
         raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
     end = position + 2 * BLOCKSIZE
-    index_found = False
+    index: bytearray | None = None
     while chunk := stream.read(1 << 20):
         data_at = len(chunk) - len(chunk.lstrip(b"\0"))
-        if not index_found and data_at < len(chunk):
+        if index is not None:
+            index += chunk
+        elif data_at < len(chunk):
             # Reads of whole MiBs from a block boundary: an index's magic never spans two chunks.
-            index_found = (end + data_at) % BLOCKSIZE == 0 and chunk.startswith(_PIXZ_INDEX_MAGIC, data_at)
-            if not index_found:
+            if (end + data_at) % BLOCKSIZE or not chunk.startswith(_PIXZ_INDEX_MAGIC, data_at):
                 raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+            index = bytearray(chunk[data_at:])
         end += len(chunk)
         _check_size(archive, end, limit)
+        if index is not None and len(index) > MAX_PIXZ_INDEX_BYTES:
+            raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+    if index is not None and not _is_a_pixz_index(index):
+        # A second tar after the index (`cat a.tar.xz b.tar.xz` of pixz's) would be passed over.
+        raise _CorruptArchive(f"a damaged header or stray data from byte {position} of the tar on")
+
+
+def _is_a_pixz_index(data: bytearray) -> bool:
+    """Whether `data` is pixz's index as it writes it: its magic number, each member's name and
+    NUL and 8-byte offset, an empty name and the tar's length, then nothing but zeros."""
+    at = len(_PIXZ_INDEX_MAGIC)
+    while (name_end := data.find(b"\0", at)) >= 0 and name_end + 9 <= len(data):
+        if name_end == at:  # the empty name
+            return not data[name_end + 9 :].strip(b"\0")
+        at = name_end + 9
+    return False
 
 
 def _pax_fields(data: bytes, position: int) -> dict[str, str]:
