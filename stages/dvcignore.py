@@ -185,15 +185,18 @@ def _cpu_time_limit(repo: Path) -> Iterator[None]:
         raise TimeoutError
 
     previous = signal.signal(signal.SIGVTALRM, out_of_time)
+    # A launcher may start the stage with the signal blocked, and the limit then never came.
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGVTALRM})
     signal.setitimer(signal.ITIMER_VIRTUAL, MAX_CPU_SECONDS)
     try:
         yield
     except TimeoutError:
         raise ConfigError(
-            f"the .dvcignore files in {repo} took more than {MAX_CPU_SECONDS} s of CPU to match the paths table's "
-            f"outputs, as they would in every DVC command; simplify their patterns (the time one of many `*` and `?` "
-            f"takes grows as a power of a name's length)"
+            f"the .dvcignore files in {repo} took more than {MAX_CPU_SECONDS} s of CPU to read and match against the "
+            f"paths table's outputs, as they would in every DVC command; use fewer of them or fewer patterns (one of "
+            f"many `*` and `?` can take time that grows as a power of a name's length)"
         ) from None
     finally:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         signal.signal(signal.SIGVTALRM, previous)

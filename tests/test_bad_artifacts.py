@@ -3110,8 +3110,22 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
     (tmp_path / ".dvcignore").write_text("*?" * 11 + "Z\n")
     with pytest.raises(ConfigError) as refused:
         dvcignore.ignoring_files(tmp_path, {"confusion": "plots/" + "c" * 200 + ".csv"}, {})
-    assert str(refused.value).startswith(f"the .dvcignore files in {tmp_path} took more than 1 s of CPU to match ")
+    assert str(refused.value).startswith(f"the .dvcignore files in {tmp_path} took more than 1 s of CPU to read ")
     assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+
+
+def test_the_dvcignore_cpu_time_bound_holds_with_its_signal_blocked(tmp_path, monkeypatch):
+    """A launcher that started the stage with SIGVTALRM blocked (an inherited mask) kept it
+    matching past 150 s of CPU."""
+    monkeypatch.setattr(dvcignore, "MAX_CPU_SECONDS", 1)
+    (tmp_path / ".dvcignore").write_text("*?" * 11 + "Z\n")
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGVTALRM})
+    try:
+        with pytest.raises(ConfigError):
+            dvcignore.ignoring_files(tmp_path, {"confusion": "plots/" + "c" * 200 + ".csv"}, {})
+        assert signal.SIGVTALRM in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # blocked again, as it was
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,10 @@ def lr_schedule_figure(step_lrs: Sequence[float], steps_per_epoch: int):
     return figure
 
 
+# Classes up to which the confusion matrix writes each cell's count; beyond, colour alone tells.
+MAX_COUNTS_DRAWN = 30
+
+
 def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str]):
     """Counts of actual (rows) vs predicted (columns) classes."""
     count = len(classes)
@@ -126,7 +130,8 @@ def confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: Sequenc
     shown = axis.imshow(matrix, cmap="Blues")
     axis.set_xticks(range(count), classes, rotation=45, ha="right")
     axis.set_yticks(range(count), classes)
-    for row in range(count):
+    # Each count is a text of its own: 1,000 classes' million took figures past 3 GB, then a crash.
+    for row in range(count if count <= MAX_COUNTS_DRAWN else 0):
         for col in range(count):
             dark = matrix[row, col] > matrix.max() / 2
             axis.text(
