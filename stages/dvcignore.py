@@ -57,18 +57,18 @@ class _Rules(NamedTuple):
     source: str  # the .dvcignore they come from ("" for DVC's own)
 
 
-def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, str]) -> dict[str, str]:
+def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
-    it do so. A folder output is one that `contents` names a file of, one it holds after any
-    run: it is checked as a folder, with what it holds from its last run and that file."""
+    it do so. A folder output is one that `contents` names files of, those it holds after any
+    run: it is checked as a folder, with what it holds from its last run and those files."""
     with _cpu_time_limit(repo):
         verdicts = {name: _ignoring_file(repo, path, contents.get(name)) for name, path in outputs.items()}
     return {name: source for name, source in verdicts.items() if source is not None}
 
 
-def _ignoring_file(repo: Path, path: str, content: str | None) -> str | None:
+def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> str | None:
     parts = PurePosixPath(path).parts
-    is_folder = content is not None
+    is_folder = contents is not None
     existing = is_folder and (repo / path).is_dir()
     rules = _rules_of(None, "")
     # Every folder on the way, and the output's own if it is one: what it holds is checked.
@@ -80,8 +80,8 @@ def _ignoring_file(repo: Path, path: str, content: str | None) -> str | None:
         ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
             rules = rules + _rules_of(repo, ignore_file)
-    held = [*sorted(child.name for child in (repo / path).iterdir())[:1000], content] if existing else [content]
-    candidates = [(path, is_folder), *((f"{path}/{name}", False) for name in held if name)]
+    held = [*sorted(child.name for child in (repo / path).iterdir())[:1000]] if existing else []
+    candidates = [(path, is_folder), *((f"{path}/{name}", False) for name in [*held, *(contents or ())])]
     return next((by for by in (_ignored_by(rules, *candidate) for candidate in candidates) if by is not None), None)
 
 

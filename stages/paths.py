@@ -108,7 +108,7 @@ def _read_table(pipeline: object) -> dict[str, str]:
             )
     # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after.
     tracked = {name: path for name, path in table.items() if name != "checkpoint"}
-    ignored = dvcignore.ignoring_files(REPO, tracked, _FOLDER_OUTPUTS_HOLD)
+    ignored = dvcignore.ignoring_files(REPO, tracked, FOLDER_OUTPUTS_HOLD)
     for name, where in ignored.items():  # the checkpoint is train's scratch, ignored on purpose
         if not where:
             raise _refuse(f"{name} = {table[name]!r} lies in a folder DVC always ignores (.git, .dvc or .hg)")
@@ -170,8 +170,11 @@ def _path_problem(path: object) -> str | None:
     return None
 
 
-# A file each folder output holds once written, checked against .dvcignore before its first run.
-_FOLDER_OUTPUTS_HOLD = {"data": "train.npz", "gradcam_images": "layer3_correct.png"}
+# Files each folder output holds once written, checked against .dvcignore before its first run.
+FOLDER_OUTPUTS_HOLD = {
+    "data": ("train.npz", "test.npz", "manifest.json"),
+    "gradcam_images": ("layer3_correct.png", "layer3_predicted.png"),
+}
 
 # The tables DVC draws as plots, written as CSV.
 _PLOT_TABLES = ("lr_find_curve", "history", "lr_schedule", "confusion", "per_class")

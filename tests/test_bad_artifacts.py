@@ -3114,6 +3114,15 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
     assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
 
 
+def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_path):
+    """With `*_predicted.png` in .dvcignore, explain's first run wrote two Grad-CAM grids DVC
+    ignores (only `layer3_correct.png` was checked), and its next run refused that state."""
+    (tmp_path / ".dvcignore").write_text("*_predicted.png\n")
+    holds = {"gradcam_images": paths.FOLDER_OUTPUTS_HOLD["gradcam_images"]}
+    ignored = dvcignore.ignoring_files(tmp_path, {"gradcam_images": paths.GRADCAM_IMAGES}, holds)
+    assert ignored == {"gradcam_images": ".dvcignore"}
+
+
 def test_the_dvcignore_cpu_time_bound_holds_with_its_signal_blocked(tmp_path, monkeypatch):
     """A launcher that started the stage with SIGVTALRM blocked (an inherited mask) kept it
     matching past 150 s of CPU."""
