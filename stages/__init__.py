@@ -369,6 +369,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         )
         say(f"error: {sys.executable} has no module {error.name!r}, {because}")
         raise SystemExit(2)
+    if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+        # A module of the project deleted or moved (`rm cifar/ingest/synthetic.py`) was a traceback.
+        module = error.name.replace(".", "/")
+        say(
+            f"error: {stage} needs the project's module {error.name} ({module}.py or {module}/), which is missing; "
+            f"restore it from git (`git status` lists it as deleted)"
+        )
+        raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":
         # Python's C locale without UTF-8 mode (PYTHONUTF8=0) keeps a non-ASCII path's bytes as
         # surrogates, which torch's import cannot encode: the environment's own path, say.

@@ -18,6 +18,7 @@ if not __package__:  # `python stages/dvcignore.py`: not a stage, and cifar/ is 
 
 import functools
 import io
+import os
 import posixpath
 import re
 import signal
@@ -61,9 +62,25 @@ def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, tupl
     """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
     it do so. A folder output is one that `contents` names files of, those it holds after any
     run: it is checked as a folder, with what it holds from its last run and those files."""
+    # DVC reads the .dvcignore files from its repository's root down, which may lie above the
+    # project's folder (DVC's monorepo layout): one there was passed over.
+    root = _dvc_root(repo)
+    below = PurePosixPath(*repo.relative_to(root).parts)
     with _cpu_time_limit(repo):
-        verdicts = {name: _ignoring_file(repo, path, contents.get(name)) for name, path in outputs.items()}
-    return {name: source for name, source in verdicts.items() if source is not None}
+        verdicts = {name: _ignoring_file(root, str(below / path), contents.get(name)) for name, path in outputs.items()}
+    # Named from the project's folder, as the stages name every path; "" for DVC's own patterns.
+    return {name: by and os.path.relpath(root / by, repo) for name, by in verdicts.items() if by is not None}
+
+
+def _dvc_root(repo: Path) -> Path:
+    """The folder DVC takes for the repository's root: the nearest one holding `.dvc`, from
+    `repo` up to the file system's edge."""
+    for folder in (repo, *repo.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+        if os.path.ismount(folder):
+            break
+    return repo
 
 
 def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> str | None:
@@ -77,6 +94,8 @@ def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> s
         ignored_by = _ignored_by(rules, folder, is_folder=True) if folder else None
         if ignored_by is not None:
             return ignored_by
+        if folder and (repo / folder / ".dvc").is_dir():  # a repository of its own, which DVC leaves out
+            return f"{folder}/.dvc"
         ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
             rules = rules + _rules_of(repo, ignore_file)

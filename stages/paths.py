@@ -112,6 +112,12 @@ def _read_table(pipeline: object) -> dict[str, str]:
     for name, where in ignored.items():  # the checkpoint is train's scratch, ignored on purpose
         if not where:
             raise _refuse(f"{name} = {table[name]!r} lies in a folder DVC always ignores (.git, .dvc or .hg)")
+        if where.endswith("/.dvc"):  # plots/images/.dvc: `dvc data status` listed every Grad-CAM grid as deleted
+            raise _refuse(
+                f"{name} = {table[name]!r} lies in {where[:-5]}, a DVC repository of its own, which DVC leaves out "
+                f"of this one",
+                fix=f"remove {where} if it is a stray, or if {PIPELINE.name}'s paths table changed, restore it with",
+            )
         raise _refuse(
             f"{name} = {table[name]!r} lies where {where} has DVC ignore it",
             fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",

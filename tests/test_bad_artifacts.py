@@ -3123,6 +3123,21 @@ def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_p
     assert ignored == {"gradcam_images": ".dvcignore"}
 
 
+def test_dvcignore_files_are_read_from_dvcs_root_down_and_sub_repositories_are_named(tmp_path):
+    """A project in a folder of a DVC repository (its .dvc above) had the root's .dvcignore passed
+    over; a folder holding a .dvc of its own is a repository DVC leaves out of this one's outputs
+    (`dvc data status` listed the Grad-CAM grids in plots/images/.dvc's folder as deleted)."""
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvcignore").write_text("c.csv\n")
+    project = tmp_path / "project"
+    (project / "plots" / "images" / ".dvc").mkdir(parents=True)
+    outputs = {"confusion": "plots/c.csv", "loss_image": "plots/images/loss.png", "history": "plots/h.csv"}
+    assert dvcignore.ignoring_files(project, outputs, {}) == {
+        "confusion": "../.dvcignore",
+        "loss_image": "plots/images/.dvc",
+    }
+
+
 def test_the_dvcignore_cpu_time_bound_holds_with_its_signal_blocked(tmp_path, monkeypatch):
     """A launcher that started the stage with SIGVTALRM blocked (an inherited mask) kept it
     matching past 150 s of CPU."""

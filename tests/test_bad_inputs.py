@@ -1685,6 +1685,18 @@ def test_a_module_runs_from_its_source_where_a_compiled_extension_would_stand_in
     assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
 
 
+def test_a_deleted_module_of_the_project_is_one_line(tmp_path):
+    """`rm cifar/ingest/synthetic.py` ended download in a ModuleNotFoundError traceback."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    (pipeline / "cifar/ingest/synthetic.py").unlink()
+    result = run_module(pipeline, "stages.download")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: download needs the project's module cifar.ingest.synthetic (cifar/ingest/synthetic.py or "
+        "cifar/ingest/synthetic/), which is missing; restore it from git (`git status` lists it as deleted)\n",
+    )
+
+
 @pytest.mark.parametrize("stray", ["package", "module"])
 def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
     """Python takes the package: a stale `cifar/errors/` ran in place of the edited
