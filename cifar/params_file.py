@@ -311,7 +311,7 @@ def ran_with_other_params(recorded: object, stage: str, keys: Sequence[str]) -> 
     """What differs between the params `stage` recorded it ran with (declared_values's, read
     back) and params.yaml's now, in words; None when nothing does. A stage run on its own
     after an edit read an output of the old values as if of the new."""
-    if not isinstance(recorded, dict):  # figures said "train ran with seed = no value", blaming the seed
+    if not isinstance(recorded, dict) or not recorded:  # figures said "train ran with seed = no value"
         return f"{stage} recorded no params it ran with (an older version of it, or an edit, left them out)"
     now = declared_values(keys)
     for name in keys:

@@ -2375,11 +2375,15 @@ def test_figures_refuses_curves_trained_with_other_params(pipeline_run):
     )
 
 
-def test_figures_names_a_model_that_records_no_params_as_such(pipeline_run):
+@pytest.mark.parametrize("recorded", ["absent", "empty"])
+def test_figures_names_a_model_that_records_no_params_as_such(pipeline_run, recorded):
     """A model.pt as an older train saved it, without the params it ran with: figures said "train
     ran with seed = no value, but params.yaml now says 0", blaming a seed that never changed."""
     payload = torch.load(paths.MODEL, weights_only=True)
-    del payload["trained_with"]
+    if recorded == "absent":
+        del payload["trained_with"]
+    else:
+        payload["trained_with"] = {}
     save_as_train_would(payload, paths.MODEL)
     assert refusal(stages.figures.main, pipeline_run) == (
         f"{paths.MODEL}: train recorded no params it ran with (an older version of it, or an edit, left them out); "
