@@ -1647,7 +1647,7 @@ def test_a_split_whose_class_names_are_not_printable_text_is_refused(tmp_path, n
 
 
 def test_figures_reads_class_names_of_digits_as_names(tmp_path):
-    """Classes named '0' to '9' were read back from plots/per_class.csv as numbers, and figures
+    """Classes named '0' to '9' were read back from evaluate's per-class table as numbers, and figures
     blamed evaluate's table: "holds 0 in row 0, not one of the test split's classes"."""
     classes = tuple(str(digit) for digit in range(10))
     table = tmp_path / "per_class.csv"
@@ -3134,11 +3134,12 @@ def test_dvcignore_files_are_read_from_dvcs_root_down_and_sub_repositories_are_n
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvcignore").write_text("c.csv\n")
     project = tmp_path / "project"
-    (project / "plots" / "images" / ".dvc").mkdir(parents=True)
-    outputs = {"confusion": "plots/c.csv", "loss_image": "plots/images/loss.png", "history": "plots/h.csv"}
+    image_folder = PurePosixPath(paths.LOSS_IMAGE).parent
+    (project / image_folder / ".dvc").mkdir(parents=True)
+    outputs = {"confusion": "out/c.csv", "loss_image": paths.LOSS_IMAGE, "history": "out/h.csv"}
     assert dvcignore.ignoring_files(project, outputs, {}) == {
         "confusion": "../.dvcignore",
-        "loss_image": "plots/images/.dvc",
+        "loss_image": f"{image_folder}/.dvc",
     }
 
 
