@@ -239,4 +239,9 @@ def load_split(folder: str | Path, name: str) -> Split:
         raise DataError(
             f"{path}: label ids must lie in 0..{len(split.classes) - 1}, found {labels.min()}..{labels.max()}; {FIX}"
         )
+    # download takes images of every class into both splits; a class without test images made
+    # evaluate write an empty per-class accuracy, which figures then blamed on evaluate.
+    absent = np.flatnonzero(np.bincount(labels, minlength=len(split.classes)) == 0)
+    if len(absent):
+        raise DataError(f"{path}: holds no images of class {short_repr(split.classes[absent[0]])}; {FIX}")
     return split

@@ -1525,6 +1525,21 @@ def test_a_split_without_images_is_refused(workspace):
     )
 
 
+def test_a_test_split_without_images_of_a_class_is_refused(workspace):
+    """evaluate wrote an empty per-class accuracy for the class and exited 0; figures then
+    refused that table and named evaluate, whose rerun wrote the same."""
+    test = synthetic_split(20, seed=1)
+    kept = test.labels != 9
+    save_dataset(
+        {"train": synthetic_split(20, seed=0), "test": Split(test.images[kept], test.labels[kept], test.classes)},
+        paths.DATA,
+    )
+    assert refusal(stages.evaluate.main, workspace) == (
+        f"{paths.DATA}/test.npz: holds no images of class {test.classes[9]!r}; re-create it with `dvc repro download` (or "
+        f"`dvc checkout` to restore it from the cache)"
+    )
+
+
 @pytest.mark.parametrize("classes", [("airplane",), tuple(f"class {n}" for n in range(1001))], ids=["one", "1001"])
 def test_a_split_of_one_class_or_more_than_a_thousand_is_refused(tmp_path, classes):
     """A model's last layer grows with the class count: a million names would fill memory."""
