@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -225,36 +226,6 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     order = stage_order()
     shrink = SMALL if args.small else {}
-    with tempfile.TemporaryDirectory(prefix="gpu-report-") as scratch:
-        base = workspace(Path(scratch) / "data-import", {"data.source": args.data} | shrink)
-        seconds = run_stages(base, order[:1], args.out / "download.log")
-        if "failed" in seconds:
-            print(f"error: the download stage failed; see {args.out / 'download.log'}", file=sys.stderr)
-            return 1
-
-        def one_run(name: str, changes: dict) -> dict:
-            root = workspace(Path(scratch) / name, {"data.source": args.data} | shrink | changes)
-            shutil.copytree(base / paths.DATA, root / paths.DATA)
-            result = {"changes": changes, "seconds": run_stages(root, order[1:], args.out / f"{name}.log")}
-            result["metrics"] = metrics_of(root)
-            print(f"{name}: {result['seconds']} {result['metrics'].get('evaluate', {})}", flush=True)
-            return result
-
-        chosen = {name: changes for name, changes in runs(args.small).items() if not args.only or name in args.only}
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {name: pool.submit(one_run, name, changes) for name, changes in chosen.items()}
-            results = {name: future.result() for name, future in futures.items()}
-        benchmark = (
-            None
-            if args.skip_benchmark
-            else subprocess.run(
-                [sys.executable, "-m", "bench.benchmark", "--data", str(base / paths.DATA)]
-                + (["--epochs", "1", "--batch-size", "128"] if args.small else []),
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-            )
-        )
     environment = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)",
         "torch": torch.__version__,
@@ -264,10 +235,51 @@ def main() -> int:
         "small": args.small,
         "jobs": args.jobs,
     }
-    (args.out / "runs.json").write_text(json.dumps({"environment": environment, "runs": results}, indent=2) + "\n")
-    if benchmark is not None:
-        (args.out / "benchmark.log").write_text(benchmark.stdout + benchmark.stderr)
-    (args.out / "report.md").write_text(report(results, benchmark and benchmark.stdout, environment))
+    results: dict[str, dict] = {}
+    written = threading.Lock()
+
+    def write(benchmark: str | None = None) -> None:
+        """After every run, so that a machine taken back mid-way leaves what was measured."""
+        with written:
+            (args.out / "runs.json").write_text(
+                json.dumps({"environment": environment, "runs": results}, indent=2) + "\n"
+            )
+            (args.out / "report.md").write_text(report(results, benchmark, environment))
+
+    with tempfile.TemporaryDirectory(prefix="gpu-report-") as scratch:
+        base = workspace(Path(scratch) / "data-import", {"data.source": args.data} | shrink)
+        seconds = run_stages(base, order[:1], args.out / "download.log")
+        if "failed" in seconds:
+            print(f"error: the download stage failed; see {args.out / 'download.log'}", file=sys.stderr)
+            return 1
+
+        def one_run(name: str, changes: dict) -> None:
+            root = workspace(Path(scratch) / name, {"data.source": args.data} | shrink | changes)
+            shutil.copytree(base / paths.DATA, root / paths.DATA)
+            result = {"changes": changes, "seconds": run_stages(root, order[1:], args.out / f"{name}.log")}
+            result["metrics"] = metrics_of(root)
+            print(f"{name}: {result['seconds']} {result['metrics'].get('evaluate', {})}", flush=True)
+            results[name] = result
+            write()
+
+        chosen = {name: changes for name, changes in runs(args.small).items() if not args.only or name in args.only}
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(one_run, name, changes) for name, changes in chosen.items()]:
+                future.result()
+        results = {name: results[name] for name in chosen}  # the report's rows in runs()'s order
+        benchmark = None
+        if not args.skip_benchmark:  # into its log as it prints, so that a cut-short lease keeps its rows
+            with (args.out / "benchmark.log").open("w") as log:
+                subprocess.run(
+                    [sys.executable, "-m", "bench.benchmark", "--data", str(base / paths.DATA)]
+                    + (["--epochs", "1", "--batch-size", "128"] if args.small else []),
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                )
+            benchmark = (args.out / "benchmark.log").read_text()
+    write(benchmark)
     print((args.out / "report.md").read_text())
     return 0
 
