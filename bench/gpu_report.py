@@ -14,6 +14,7 @@ params.yaml, on data imported once:
   default-seed-0-again   whether the same params give a byte-identical model.pt twice
   resnet18-gn-find       the GroupNorm reference (8x8 layer4, SGD, batch 128, 20 epochs)
                          with the LR finder choosing max_lr
+  resnet18-gn-max_lr-*   the same at a fixed max_lr: the finder's loss minimum, and ten times it
 then the benchmark (bench/benchmark.py) on the same data. It writes report.md (tables),
 runs.json (every run's metrics) and each run's log to --out.
 
@@ -84,6 +85,9 @@ def runs(small: bool) -> dict[str, dict]:
         "pick-valley": default | {"lr_find.pick": "valley"},
         "nondeterministic": default | {"train.deterministic": False},
         "resnet18-gn-find": gn,
+        # The finder's pick trained SGD on GroupNorm to 0.66 on an H200; fixed rates show what it needs.
+        "resnet18-gn-max_lr-0.00305": gn | {"train.max_lr": 0.00305},
+        "resnet18-gn-max_lr-0.03": gn | {"train.max_lr": 0.03},
     }
 
 
