@@ -2841,11 +2841,12 @@ def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(
     assert len(import_from(archive, downloads)["train"]) == 31
 
 
-def test_a_hard_link_to_an_images_name_with_a_trailing_slash_is_refused(tree, tmp_path, downloads):
-    """`tar -x` cannot link to `cat/0000.png/` (not a folder); the import dropped the '/' and took
-    the cat image a second time, as a dog."""
+@pytest.mark.parametrize("ending", ["/", "/."], ids=["slash", "slash-dot"])
+def test_a_hard_link_to_an_images_name_with_a_trailing_slash_is_refused(tree, tmp_path, downloads, ending):
+    """`tar -x` cannot link to `cat/0000.png/` or `cat/0000.png/.` (not a folder); the import
+    dropped the ending and took the cat image a second time, as a dog."""
     link = tarfile.TarInfo("export/train/dog/9999.png")
-    link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png/"
+    link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png" + ending
     data = archive_of(tree, "tar").read_bytes()
     end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
     archive = tmp_path / "linked.tar"
@@ -2884,6 +2885,11 @@ def checksum_with_a_0o_prefix(image: bytes) -> bytes:
             "export/train/cat/9999.png/",
             "a file whose name ends in '/', which GNU tar extracts as a folder",
         ),
+        (
+            lambda image: member_bytes("export/train/cat/9999.png/.", image),
+            "export/train/cat/9999.png/.",
+            "a file whose name ends in '/.', which GNU tar extracts as a folder",
+        ),
     ],
     ids=[
         "size-after-a-nul",
@@ -2893,6 +2899,7 @@ def checksum_with_a_0o_prefix(image: bytes) -> bytes:
         "v7-header-prefix",
         "old-style-folder-with-data",
         "file-named-like-a-folder",
+        "file-named-like-a-folder-with-a-dot",
     ],
 )
 def test_a_tar_header_that_gnu_tar_reads_otherwise_is_refused(tree, tmp_path, downloads, member, name, why):
@@ -3160,17 +3167,19 @@ def test_an_archive_with_windows_separators_says_so(tree, tmp_path, downloads, w
     )
 
 
-def test_a_zip_member_named_as_a_folder_but_holding_data_is_refused(tree, tmp_path, downloads):
-    """zipfile took `train/cat/0000.png/` for a folder, as unzip does: its image was dropped unseen."""
+@pytest.mark.parametrize("ending", ["/", "/."], ids=["slash", "slash-dot"])
+def test_a_zip_member_named_as_a_folder_but_holding_data_is_refused(tree, tmp_path, downloads, ending):
+    """zipfile took `train/cat/0000.png/` for a folder, as unzip does: its image was dropped
+    unseen. `train/cat/0000.png/.`, which unzip makes an empty folder, was imported as a cat."""
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):
             name = path.relative_to(tree.parent).as_posix()
-            bundle.writestr(name + "/" if name.endswith("train/cat/0000.png") else name, path.read_bytes())
+            bundle.writestr(name + ending if name.endswith("train/cat/0000.png") else name, path.read_bytes())
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: unsafe member 'export/train/cat/0000.png/' (a file whose name ends in '/', which unzip makes a "
-        "folder); the archive may hold only folders and regular files below its own folder: re-create it from a plain "
-        "folder of images"
+        f"{archive}: unsafe member 'export/train/cat/0000.png{ending}' (a file whose name ends in '{ending}', which "
+        "unzip makes a folder); the archive may hold only folders and regular files below its own folder: re-create "
+        "it from a plain folder of images"
     )
 
 

@@ -604,7 +604,7 @@ def _hard_linked_copy(
     if header.type != tarfile.LNKTYPE or size:
         return None
     target = fields.get("linkpath", fields.get(_GNU_LONG_LINK, header.linkname))
-    if target.endswith("/"):  # a folder's name, which tar fails to link to; the lookup would drop the '/'
+    if _folder_ending(target):  # a folder's name, which tar fails to link to; the lookup would drop the '/'
         return None
     return members.get(str(PurePosixPath(target)))
 
@@ -627,8 +627,20 @@ def _read_otherwise_by_gnu_tar(
         # An old-style folder (type NUL, a name ending in '/'): tar skips the data it
         # declares, tarfile reads it as the next headers.
         return f"an old-style folder entry that declares {size:,} bytes of data"
-    if header.type in _FILE_TYPES and name.endswith("/") and PurePosixPath(name).parts:  # not './', nameless
-        return "a file whose name ends in '/', which GNU tar extracts as a folder"
+    ending = _folder_ending(name)
+    if header.type in _FILE_TYPES and ending and PurePosixPath(name).parts:  # not './', nameless
+        return f"a file whose name ends in {ending}, which GNU tar extracts as a folder"
+    return None
+
+
+def _folder_ending(name: str) -> str | None:
+    """How a name ends that makes it a folder's to tar and unzip (the trailing '/' or '/.',
+    quoted), which a path drops: `cat/0000.jpg/.` was imported as cat/0000.jpg, which `tar xf`
+    leaves an empty folder."""
+    if name.endswith("/"):
+        return "'/'"
+    if name.split("/")[-1] == "." and name != ".":
+        return "'/.'"
     return None
 
 
@@ -744,9 +756,12 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             )
         for member in members:
             _check_name(archive, member.filename)
-            if member.is_dir() and member.file_size:
+            ending = _folder_ending(member.filename)
+            if ending and (member.file_size or not member.is_dir()):
                 # zipfile and unzip take a name ending in '/' for a folder and drop its data: an image lost unseen.
-                raise _unsafe(archive, member.filename, "a file whose name ends in '/', which unzip makes a folder")
+                raise _unsafe(
+                    archive, member.filename, f"a file whose name ends in {ending}, which unzip makes a folder"
+                )
             _check_unicode_path_field(archive, member)
             # The unix file type, 0 where the zip's writer did not record one (Windows, Python).
             file_type = stat.S_IFMT(member.external_attr >> 16)
