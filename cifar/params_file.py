@@ -307,12 +307,32 @@ def shown(value: object) -> str:
     return short_repr(value) if value is not None else "no value"
 
 
+def is_plain_data(value: object) -> bool:
+    """Whether `value` holds only what YAML and JSON read: None, bools, numbers, text, lists and
+    dicts of text keys. A weights-only torch.load also hands over tensors, whose `!=` is not a
+    bool: a tensor in a recorded param ended figures and train in a RuntimeError."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif item is not None and not isinstance(item, (bool, int, float, str)):
+            return False
+    return True
+
+
 def ran_with_other_params(recorded: object, stage: str, keys: Sequence[str]) -> str | None:
     """What differs between the params `stage` recorded it ran with (declared_values's, read
     back) and params.yaml's now, in words; None when nothing does. A stage run on its own
     after an edit read an output of the old values as if of the new."""
     if not isinstance(recorded, dict) or not recorded:  # figures said "train ran with seed = no value"
         return f"{stage} recorded no params it ran with (an older version of it, or an edit, left them out)"
+    if not is_plain_data(recorded):
+        return f"{stage} recorded the params it ran with as values no params.yaml holds (an edit put them there)"
     now = declared_values(keys)
     for name in keys:
         if recorded.get(name) != now[name]:

@@ -1535,8 +1535,8 @@ def test_a_test_split_without_images_of_a_class_is_refused(workspace):
         paths.DATA,
     )
     assert refusal(stages.evaluate.main, workspace) == (
-        f"{paths.DATA}/test.npz: holds no images of class {test.classes[9]!r}; re-create it with `dvc repro download` (or "
-        f"`dvc checkout` to restore it from the cache)"
+        f"{paths.DATA}/test.npz: holds no images of class {test.classes[9]!r}; re-create it with "
+        "`dvc repro download` (or `dvc checkout` to restore it from the cache)"
     )
 
 
@@ -2388,6 +2388,18 @@ def test_figures_refuses_curves_trained_with_other_params(pipeline_run):
     assert refusal(stages.figures.main, pipeline_run) == (
         f"{paths.MODEL}: train ran with train.weight_decay = 1e-07, but {paths.PARAMS} now says 0.0005; "
         "re-create it with `dvc repro train`"
+    )
+
+
+def test_figures_names_params_recorded_as_values_no_params_file_holds(pipeline_run):
+    """A tensor recorded as the seed ended figures in "RuntimeError: Boolean value of Tensor with
+    more than one value is ambiguous"."""
+    payload = torch.load(paths.MODEL, weights_only=True)
+    payload["trained_with"]["seed"] = torch.tensor([0, 0])
+    save_as_train_would(payload, paths.MODEL)
+    assert refusal(stages.figures.main, pipeline_run) == (
+        f"{paths.MODEL}: train recorded the params it ran with as values no params.yaml holds (an edit put them "
+        "there); re-create it with `dvc repro train`"
     )
 
 

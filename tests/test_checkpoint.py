@@ -228,6 +228,11 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
     [
         (lambda stored: stored.pop("fingerprint"), "is unreadable ('fingerprint')"),
         (lambda stored: stored.update(fingerprint="run 1"), "is unreadable (its fingerprint is 'run 1', not what"),
+        # compared with `!=`: a tensor's answer, a tensor, ended train in a RuntimeError at every run
+        (
+            lambda stored: stored.update(fingerprint={"run": torch.tensor([1, 1])}),
+            "is unreadable (its fingerprint holds values that are not what train saves)",
+        ),
         (lambda stored: stored["state"].update(epoch="1"), "is unreadable (its epoch is '1', not what train saves)"),
         (lambda stored: stored["state"].update(epoch=True), "is unreadable (its epoch is True, not what train saves)"),
         (lambda stored: stored["state"].update(history=7), "is unreadable (its history is 7, not what train saves)"),
@@ -249,6 +254,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
     ids=[
         "no-fingerprint",
         "text-fingerprint",
+        "tensor-in-fingerprint",
         "text-epoch",
         "bool-epoch",
         "number-history",

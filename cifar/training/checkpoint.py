@@ -29,6 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from cifar.atomic import atomic_path
 from cifar.cli import in_a_dvc_workspace_copy, loaded_sources, under_dvc
 from cifar.errors import one_line, short_repr
+from cifar.params_file import is_plain_data
 from cifar.reading import torch_file_problem
 
 # What a checkpoint's pickled structure may take without counting its epochs and steps, and
@@ -305,6 +306,8 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
     for name, (value, kind) in expected.items():
         if not isinstance(value, kind) or isinstance(value, bool):
             raise TypeError(f"its {name} is {short_repr(value)}, not what train saves")
+    if not is_plain_data(fingerprint):  # compared with `!=`, which a tensor answers with a tensor
+        raise TypeError("its fingerprint holds values that are not what train saves")
     if not all(isinstance(row, dict) for row in state.history):
         raise TypeError("its history holds rows that are not what train saves")
     if state.chance_warning == "":
