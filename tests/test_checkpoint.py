@@ -42,7 +42,7 @@ CONFIG = TrainConfig(epochs=3, batch_size=16, onecycle=OneCycleConfig(max_at_epo
 class SmallNet(nn.Module):
     """Conv + BatchNorm, so running statistics must be restored too."""
 
-    def __init__(self, sigterm_at_step=None):
+    def __init__(self, sigterm_at_step=None, sigterm_at_test_pass=None):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1),
@@ -53,11 +53,15 @@ class SmallNet(nn.Module):
             nn.Linear(8, 10),
         )
         self.sigterm_at_step, self.steps = sigterm_at_step, 0
+        self.sigterm_at_test_pass, self.test_passes = sigterm_at_test_pass, 0
 
     def forward(self, x):
         self.steps += self.training
+        self.test_passes += not self.training  # one batch of the test split per epoch
         if self.training and self.steps == self.sigterm_at_step:
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal, arriving mid-step
+        if not self.training and self.test_passes == self.sigterm_at_test_pass:
+            os.kill(os.getpid(), signal.SIGTERM)
         return self.body(x)
 
 
@@ -118,6 +122,17 @@ def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monke
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
         train(model, CheckpointFile(workspace / ".checkpoints" / "train.pt", {"run": 1}), stop)
     assert str(stopped.value).startswith(f"stopped by SIGTERM after step 2 of epoch 1; {hint}"), str(stopped.value)
+
+
+def test_sigterm_in_the_last_epochs_test_pass_stops_with_the_checkpoint_kept(tmp_path, monkeypatch):
+    """It came after the last step's check: train exited 0 and replaced its outputs, the signal unsaid."""
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    model = SmallNet(sigterm_at_test_pass=CONFIG.epochs)
+    with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
+        train(model, checkpoint, stop)
+    assert str(stopped.value).startswith(f"stopped by SIGTERM after epoch {CONFIG.epochs}; the checkpoint holds")
+    assert read_checkpoint(checkpoint.path)["state"]["epoch"] == CONFIG.epochs
 
 
 def test_sigterm_stops_after_the_step_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path, caplog, monkeypatch):

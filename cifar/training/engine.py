@@ -196,4 +196,9 @@ def fit(
                     chance_warning,
                 )
             )
+    if run.stop.signal_name:  # it came after the last step's check: train exited 0 and replaced its outputs
+        raise TrainingError(
+            f"stopped by {run.stop.signal_name} after epoch {len(history)}; "
+            f"{run.checkpoint.resume_hint(len(history)) if run.checkpoint else 'no checkpoint was kept'}"
+        )
     return FitResult(history, step_lrs, chance_warning)
