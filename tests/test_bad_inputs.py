@@ -2967,9 +2967,14 @@ def with_idat_byte_changed(data: bytes) -> bytes:
         (with_idat_byte_changed(png_with(b"")), "its IDAT chunk fails its CRC check: the file is damaged"),
         (png_with(png_chunk(b"iCCP", b"a\0\0" + zlib.compress(bytes(1000))) * 2), "2 colour profiles (iCCP chunks)"),
         (png_with(png_chunk(b"acTL", struct.pack(">II", 1, 0))), "an animated PNG, whose frames Pillow and libpng"),
+        # a frame's control chunk without acTL: Pillow read the frame, libpng the still image
+        (
+            png_with(png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, 16, 16, 0, 0, 1, 1, 0, 0))),
+            "an animated PNG, whose frames Pillow and libpng",
+        ),
         (png_with(png_chunk(b"tEXt", b"a\0b") * 300), "a PNG of more than 256 chunks, far more than an image needs"),
     ],
-    ids=["idat-crc", "two-colour-profiles", "animated", "300-chunks"],
+    ids=["idat-crc", "two-colour-profiles", "animated", "frame-without-actl", "300-chunks"],
 )
 def test_png_chunks_pillow_reads_otherwise_than_libpng_or_at_length_are_refused(data, problem):
     """Pillow decoded a PNG whose pixel data fails its CRC (libpng refuses it), the 16x16 first

@@ -95,8 +95,8 @@ MAX_PNG_CHUNKS = 256
 def _check_png_chunks(data: bytes, where: str) -> None:
     """Before Pillow reads a PNG: chunks whose CRC fails (Pillow decoded changed pixels that
     libpng refuses), more chunks than an image needs, a second colour profile (iCCP; 900 of
-    them, each inflating 1 MiB, took 2 s of CPU an image), or animation (acTL: Pillow decoded
-    a 16x16 first frame on a black canvas, libpng the 32x32 image)."""
+    them, each inflating 1 MiB, took 2 s of CPU an image), or animation (acTL, fcTL, fdAT: Pillow
+    decoded a 16x16 first frame on a black canvas, libpng the 32x32 image)."""
     position, kinds = len(_PNG_SIGNATURE), []
     while position + 12 <= len(data) and len(kinds) <= MAX_PNG_CHUNKS:
         length, kind = struct.unpack(">I4s", data[position : position + 8])
@@ -112,7 +112,9 @@ def _check_png_chunks(data: bytes, where: str) -> None:
         raise DataError(f"{where}: a PNG of more than {MAX_PNG_CHUNKS} chunks, far more than an image needs; {_FIX}")
     if kinds.count(b"iCCP") > 1:
         raise DataError(f"{where}: {kinds.count(b'iCCP')} colour profiles (iCCP chunks), where PNG allows one; {_FIX}")
-    if b"acTL" in kinds:
+    # Pillow reads a frame from fcTL even without acTL, which libpng (and the PNG standard)
+    # takes to mean a still image; fdAT is a frame's data.
+    if {b"acTL", b"fcTL", b"fdAT"} & set(kinds):
         raise DataError(f"{where}: an animated PNG, whose frames Pillow and libpng read differently; {_FIX}")
 
 
