@@ -2772,6 +2772,25 @@ def test_a_member_named_twice_by_one_kind_of_header_is_refused(tree, tmp_path, d
     )
 
 
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.XGLTYPE], ids=["pax", "pax-global"])
+def test_pax_headers_that_gnu_tar_and_tarfile_combine_differently_are_refused(tree, tmp_path, downloads, kind):
+    """A pax header naming a dog, then one of a time only, before a cat's member: GNU tar reads
+    the last header alone (a cat), tarfile adds the first's path to it, and the stage filed
+    the image as a dog. Global headers likewise: GNU tar's second replaces the first."""
+    image = (tree / "train" / "cat" / "0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/cat/0000.png")
+    member.size = len(image)
+    headers = extended_header(kind, b"34 path=export/train/dog/0050.png\n") + extended_header(kind, b"11 mtime=1\n")
+    archive = tmp_path / "two-pax-headers.tar"
+    archive.write_bytes(headers + member.tobuf() + image + bytes(-len(image) % 512) + bytes(1024))
+    problem = (
+        "two pax headers before the member at byte 2048, which GNU tar and tarfile combine differently"
+        if kind == tarfile.XHDTYPE
+        else "the pax global header at byte 1024 leaves out path of the one before it"
+    )
+    assert refused(DataError, import_from, archive, downloads).startswith(f"{archive}: {problem}")
+
+
 def with_header_bytes(member: bytes, offset: int, value: bytes) -> bytes:
     """A tar member with bytes of its header replaced, and its checksum made right again."""
     header = bytearray(member[:512])

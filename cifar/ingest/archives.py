@@ -528,7 +528,15 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                 )
             data = _read_data(stream, header.size, archive, position, limit, stored)
             if header.type == tarfile.XGLTYPE:
-                global_fields |= _pax_fields(data, position)
+                fields = _pax_fields(data, position)
+                dropped = sorted(global_fields.keys() - fields.keys())
+                if dropped:  # GNU tar's second global header replaces the first, tarfile's adds to it
+                    raise DataError(
+                        f"{archive}: the pax global header at byte {position - BLOCKSIZE} leaves out "
+                        f"{', '.join(dropped)[:200]} of the one before it, which GNU tar then drops and tarfile keeps "
+                        f"for every member after it; {_FIX}"
+                    )
+                global_fields |= fields
             elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
                 fields = _pax_fields(data, position)
                 if pending.get("path", fields.get("path")) != fields.get("path", pending.get("path")):
@@ -537,6 +545,13 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                         archive,
                         fields["path"],
                         f"also named {pending['path'][:200]!r} by a pax header before it, and tools differ on which",
+                    )
+                if pending.keys() - {_GNU_LONG_NAME, _GNU_LONG_LINK}:
+                    # GNU tar reads the last alone, tarfile adds the first's fields (a path, a
+                    # size) to it: a cat filed as a dog, or a member swallowing the next.
+                    raise DataError(
+                        f"{archive}: two pax headers before the member at byte {position + _padded(header.size)}, "
+                        f"which GNU tar and tarfile combine differently, and tools differ on which file it is; {_FIX}"
                     )
                 pending |= fields
             elif header.type == tarfile.GNUTYPE_LONGNAME:
