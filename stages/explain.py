@@ -45,6 +45,8 @@ def main() -> None:
         log.info("no misclassified test images: explaining the %d %s instead", len(chosen), kind)
         titles = [f"{names[t]}\nconfidence {c:.2f}" for t, c in zip(chosen["label"], chosen["confidence"])]
         targets = (("correct", "label"),)  # the predicted class is the same one
+    grids = tuple(f"{layer_name}_{target}.png" for layer_name, _ in layers for target, _ in targets)
+    paths.refuse_files_dvc_would_ignore("gradcam_images", grids, "explain.layers")
     pixels = test.images[chosen["index"].to_numpy()]
     check_the_models_predictions(trained.model, chosen, test, paths.PREDICTIONS, paths.MODEL)
     with atomic_path(paths.GRADCAM_IMAGES) as folder:

@@ -107,21 +107,9 @@ def _read_table(pipeline: object) -> dict[str, str]:
                 f"`git checkout dvc.yaml`"
             )
     # evaluate wrote plots/__pycache__/confusion.csv, and every `dvc status` failed after.
+    # The checkpoint is train's scratch, ignored on purpose.
     tracked = {name: path for name, path in table.items() if name != "checkpoint"}
-    ignored = dvcignore.ignoring_files(REPO, tracked, FOLDER_OUTPUTS_HOLD)
-    for name, where in ignored.items():  # the checkpoint is train's scratch, ignored on purpose
-        if not where:
-            raise _refuse(f"{name} = {table[name]!r} lies in a folder DVC always ignores (.git, .dvc or .hg)")
-        if where.endswith("/.dvc"):  # plots/images/.dvc: `dvc data status` listed every Grad-CAM grid as deleted
-            raise _refuse(
-                f"{name} = {table[name]!r} lies in {where[:-5]}, a DVC repository of its own, which DVC leaves out "
-                f"of this one",
-                fix=f"remove {where} if it is a stray, or if {PIPELINE.name}'s paths table changed, restore it with",
-            )
-        raise _refuse(
-            f"{name} = {table[name]!r} lies where {where} has DVC ignore it",
-            fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",
-        )
+    _refuse_what_dvc_ignores(table, dvcignore.ignoring_files(REPO, tracked, FOLDER_OUTPUTS_HOLD))
     # The download cache is a folder the stages write too (cifar.config.DOWNLOAD_CACHE).
     outputs = [*table.items(), ("cache", DOWNLOAD_CACHE)]
     for (name, path), (other_name, other) in itertools.permutations(outputs, 2):
@@ -177,6 +165,39 @@ def _path_problem(path: object) -> str | None:
 
 
 # Files each folder output holds once written, checked against .dvcignore before its first run.
+
+
+def _refuse_what_dvc_ignores(table: dict[str, str], ignored: dict[str, str]) -> None:
+    for name, where in ignored.items():
+        if not where:
+            raise _refuse(f"{name} = {table[name]!r} lies in a folder DVC always ignores (.git, .dvc or .hg)")
+        if where.endswith("/.dvc"):  # plots/images/.dvc: `dvc data status` listed every Grad-CAM grid as deleted
+            raise _refuse(
+                f"{name} = {table[name]!r} lies in {where[:-5]}, a DVC repository of its own, which DVC leaves out "
+                f"of this one",
+                fix=f"remove {where} if it is a stray, or if {PIPELINE.name}'s paths table changed, restore it with",
+            )
+        raise _refuse(
+            f"{name} = {table[name]!r} lies where {where} has DVC ignore it",
+            fix=f"change {where}, or if {PIPELINE.name}'s paths table changed, restore it with",
+        )
+
+
+def refuse_files_dvc_would_ignore(name: str, files: tuple[str, ...], chosen_by: str) -> None:
+    """Before a stage writes these files into folder output `name`: those its params choose
+    (explain's grids per layer) may be ignored where the table's usual ones are not, and DVC
+    cached the folder without them, exit 0."""
+    where = dvcignore.ignoring_files(REPO, {name: TABLE[name]}, {name: files}).get(name)
+    if where is None:
+        return
+    if not where or where.endswith("/.dvc"):
+        _refuse_what_dvc_ignores(TABLE, {name: where})
+    raise ConfigError(
+        f"{where} has DVC ignore files that {chosen_by.split('.')[0]} would write into {TABLE[name]} for {chosen_by} "
+        f"({', '.join(files)[:300]}), and DVC would cache the folder without them; change {where} or {chosen_by}"
+    )
+
+
 FOLDER_OUTPUTS_HOLD = {
     "data": ("train.npz", "test.npz", "manifest.json"),
     "gradcam_images": ("layer3_correct.png", "layer3_predicted.png"),

@@ -3155,6 +3155,21 @@ def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_p
     assert ignored == {"gradcam_images": ".dvcignore"}
 
 
+def test_grids_explain_layers_choose_are_checked_against_dvcignore_before_they_are_written(tmp_path, monkeypatch):
+    """With `layer2_*` in .dvcignore and no Grad-CAM folder yet, explain wrote the custom ResNet's
+    layer2 grids, which DVC left out of the folder it cached, and exited 0."""
+    monkeypatch.setattr(paths, "REPO", tmp_path)
+    (tmp_path / ".dvcignore").write_text("layer2_*\n")
+    grids = ("layer2_correct.png", "layer2_predicted.png", "layer3_correct.png", "layer3_predicted.png")
+    with pytest.raises(ConfigError) as refused:
+        paths.refuse_files_dvc_would_ignore("gradcam_images", grids, "explain.layers")
+    assert str(refused.value) == (
+        f".dvcignore has DVC ignore files that explain would write into {paths.GRADCAM_IMAGES} for explain.layers "
+        f"({', '.join(grids)}), and DVC would cache the folder without them; change .dvcignore or explain.layers"
+    )
+    paths.refuse_files_dvc_would_ignore("gradcam_images", grids[2:], "explain.layers")  # layer3's are kept
+
+
 def test_dvcignore_files_are_read_from_dvcs_root_down_and_sub_repositories_are_named(tmp_path):
     """A project in a folder of a DVC repository (its .dvc above) had the root's .dvcignore passed
     over; a folder holding a .dvc of its own is a repository DVC leaves out of this one's outputs
