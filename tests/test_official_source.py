@@ -16,7 +16,7 @@ from torchvision.datasets import CIFAR10
 from cifar.config import DataConfig
 from cifar.errors import DataError
 from cifar.ingest import sources
-from cifar.ingest.sources import import_dataset
+from cifar.ingest.sources import MAX_BATCH_FILE_BYTES, import_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 20
@@ -92,6 +92,20 @@ def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
         f"data.source = {str(folder)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
         f"CIFAR-10 batches (data_batch_3 fails the md5 check); use the official cifar-10-python.tar.gz, "
         f"or remove that folder if the class folders beside it are meant"
+    )
+
+
+def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
+    """torchvision md5-hashed a sparse 64 GiB data_batch_1 whole before the refusal: 121 s of CPU."""
+    folder, _ = official
+    with (folder / "data_batch_1").open("r+b") as batch:
+        batch.truncate(MAX_BATCH_FILE_BYTES + 1)  # a hole, no disk
+    with pytest.raises(DataError) as caught:
+        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+    assert str(caught.value) == (
+        f"data.source = {str(folder)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
+        f"CIFAR-10 batches (data_batch_1 larger than the 32 MiB of any official batch); use the official "
+        f"cifar-10-python.tar.gz, or remove that folder if the class folders beside it are meant"
     )
 
 
