@@ -202,6 +202,8 @@ def load_split(folder: str | Path, name: str) -> Split:
             f"{FIX}"
         )
     names = arrays["classes"]
+    if not 2 <= len(names) <= MAX_CLASSES:  # before a string is made of each: 250 million empty names took 2.9 GB
+        raise DataError(f"{path}: {len(names)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}")
     points = names.astype(names.dtype.newbyteorder("<")).view("<u4") if names.dtype.itemsize else np.zeros(0)
     if ((points > 0x10FFFF) | ((points >= 0xD800) & (points <= 0xDFFF))).any():  # str() of one failed in C
         raise DataError(f"{path}: class names hold code points that are not Unicode characters; {FIX}")
@@ -215,10 +217,6 @@ def load_split(folder: str | Path, name: str) -> Split:
         )
     if len(images) == 0:
         raise DataError(f"{path}: holds no images; {FIX}")
-    if not 2 <= len(split.classes) <= MAX_CLASSES:
-        raise DataError(
-            f"{path}: {len(split.classes)} class names, expected 2 to {MAX_CLASSES} (CIFAR-10 has 10); {FIX}"
-        )
     too_long = next((name for name in split.classes if len(name) > MAX_CLASS_NAME_CHARS), None)
     if too_long:  # a row of evaluate's tables holds two names, and figures refuses rows over 1 KiB
         raise DataError(
