@@ -24,6 +24,7 @@ from cifar.training.checkpoint import (
     EPOCH_ROW_KEYS,
     CheckpointFile,
     TrainingState,
+    checkpoint_bound,
     loaded_source_digest,
     read_checkpoint,
     structure_bound,
@@ -491,6 +492,27 @@ def test_a_checkpoint_whose_adam_second_moment_has_zeros_is_resumed(tmp_path, ca
     checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is not None, caplog.messages
+
+
+def test_a_checkpoint_larger_than_its_model_can_take_is_not_read(tmp_path, caplog):
+    """A 2 GiB file of zeros (sparse) in the checkpoint's place took train 3.5 GB more to find
+    it damaged, on every run."""
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = one_cycle(optimizer, 0.1, 3, 2, OneCycleConfig(max_at_epoch=1))
+    generator = torch.Generator()
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    most = checkpoint_bound(model, 3, scheduler.total_steps)
+    with checkpoint.path.open("r+b") as stored:
+        stored.truncate(most + 1)  # a hole, no disk
+    caplog.set_level(logging.INFO)
+    assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
+    assert caplog.messages == [
+        f"not resuming: {checkpoint.path} takes {most + 1:,} bytes, more than the {most:,} a checkpoint of this "
+        "model takes; training from scratch"
+    ]
 
 
 def nan_in(state: TrainingState, part: str) -> None:

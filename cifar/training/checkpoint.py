@@ -157,10 +157,21 @@ class CheckpointFile:
             f"train up to date) to resume from epoch {epoch}"
         )
 
-    def load(self, epochs: int, steps: int = 0) -> TrainingState | None:
+    def load(self, epochs: int, steps: int = 0, most_bytes: int | None = None) -> TrainingState | None:
         """The stored state of this run of `epochs` epochs and `steps` steps, or None (logging
-        why) to start from scratch."""
+        why) to start from scratch; a file over `most_bytes` is not read."""
         if not self.path.is_file():
+            return None
+        size = self.path.stat().st_size
+        if most_bytes is not None and size > most_bytes:
+            # A 2 GiB file of zeros (sparse, 8 KB on disk) took train 3.5 GB more to find it damaged.
+            log.warning(
+                "not resuming: %s takes %s bytes, more than the %s a checkpoint of this model takes; training from "
+                "scratch",
+                self.path,
+                f"{size:,}",
+                f"{most_bytes:,}",
+            )
             return None
         try:
             stored = read_checkpoint(self.path, structure_bound(epochs, steps))
@@ -211,7 +222,7 @@ class CheckpointFile:
     ) -> TrainingState | None:
         """Restore the state to resume from into the run's objects and return it, or return
         None (logging why) with the objects as they were, to train from scratch."""
-        state = self.load(epochs, scheduler.total_steps)
+        state = self.load(epochs, scheduler.total_steps, checkpoint_bound(model, epochs, scheduler.total_steps))
         if state is None:
             return None
         steps = state.epoch * (scheduler.total_steps // epochs)
@@ -273,9 +284,10 @@ def read_checkpoint(path: Path, max_structure_bytes: int = MAX_STRUCTURE_BYTES) 
         and contents.untyped_storage().nbytes() == contents.numel()  # not one byte viewed 2e9 times
     ):
         raise ValueError("its contents are not the bytes train saves")
-    payload = contents.numpy().tobytes()
-    if hashlib.sha256(payload).hexdigest() != stored["sha256"]:
+    if hashlib.sha256(contents.numpy()).hexdigest() != stored["sha256"]:  # hashed in place, not copied
         raise ValueError("its contents do not match the digest saved with them: edited or damaged")
+    payload = contents.numpy().tobytes()
+    del stored, contents  # before the contents are unpickled beside their bytes
     problem = torch_file_problem(payload, max_structure_bytes)
     if problem:
         raise ValueError(f"its saved contents: {problem}")
@@ -287,6 +299,14 @@ def structure_bound(epochs: int, steps: int) -> int:
     steps: the optimizer's and scheduler's own (a few KB), a history row per epoch and a
     learning rate per step (about 150 and 9 bytes), with room to spare."""
     return MAX_STRUCTURE_BYTES + 512 * epochs + 32 * steps
+
+
+def checkpoint_bound(model: nn.Module, epochs: int, steps: int) -> int:
+    """The most bytes a checkpoint of this model's run takes: its weights and buffers and an
+    optimizer's state of at most twice as many (Adam's two moments), a fourth share for room,
+    the pickled structure's bound and 1 MiB for torch's zip headers (ResNet-9's: 80 MB)."""
+    tensors = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    return 4 * tensors + structure_bound(epochs, steps) + (1 << 20)
 
 
 def _check_types(fingerprint: object, state: TrainingState) -> None:
