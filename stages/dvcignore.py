@@ -31,7 +31,7 @@ from typing import NamedTuple
 import pathspec
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
-from cifar.errors import ConfigError, short_repr
+from cifar.errors import ConfigError, short_repr, unreadable
 from cifar.reading import read_artifact
 
 # What DVC ignores before any .dvcignore.
@@ -152,7 +152,12 @@ def _unreadable_line(ignore_file: str, number: int, line: str, why: str) -> Conf
 
 def _lines_of(repo: Path, ignore_file: str) -> list[tuple[int, str]]:
     """A .dvcignore's patterns, numbered by line as DVC numbers them."""
-    text = read_artifact(repo / ignore_file, MAX_DVCIGNORE_BYTES, f"restore it with `git checkout {ignore_file}`")
+    # An untracked one is the user's: `git checkout` would not restore it.
+    fix = f"make it a text file of patterns or remove it (`git checkout {ignore_file}` restores one git tracks)"
+    try:
+        text = read_artifact(repo / ignore_file, MAX_DVCIGNORE_BYTES, fix)
+    except OSError as error:  # a socket or another user's file of mode 600: open() fails
+        raise unreadable(repo / ignore_file, error, fix) from None
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -3189,6 +3190,26 @@ def test_grids_explain_layers_choose_are_checked_against_dvcignore_before_they_a
         f"({', '.join(grids)}), and DVC would cache the folder without them; change .dvcignore or explain.layers"
     )
     paths.refuse_files_dvc_would_ignore("gradcam_images", grids[2:], "explain.layers")  # layer3's are kept
+
+
+@pytest.mark.parametrize("kind", ["socket", "folder"])
+def test_a_dvcignore_that_is_no_file_is_named_with_a_fix_that_works(tmp_path, kind):
+    """A socket in the place of plots/.dvcignore ended every stage in an OSError traceback; for
+    a folder the fix was `git checkout plots/.dvcignore`, which git refuses for a file it never tracked."""
+    (tmp_path / "plots").mkdir()
+    place = tmp_path / "plots" / ".dvcignore"
+    if kind == "socket":
+        with socket.socket(socket.AF_UNIX) as listening:
+            listening.bind(str(place))
+    else:
+        place.mkdir()
+    with pytest.raises(DataError) as refused:
+        dvcignore.ignoring_files(tmp_path, {"confusion": paths.CONFUSION}, {})
+    problem = "cannot read it (No such device or address)" if kind == "socket" else "a folder, not a regular file"
+    assert str(refused.value) == (
+        f"{place}: {problem}; make it a text file of patterns or remove it (`git checkout plots/.dvcignore` "
+        "restores one git tracks)"
+    )
 
 
 def test_dvcignore_files_are_read_from_dvcs_root_down_and_sub_repositories_are_named(tmp_path):
