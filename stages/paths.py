@@ -35,6 +35,8 @@ MAX_PIPELINE_BYTES = 256 << 10
 # Each write makes a scratch folder `.NAME.partial-PID-XXXXXXXX` beside its output (PIDs have
 # up to 7 digits) within the 255 bytes a file name may take: a longer NAME failed after the work.
 MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
+# Linux's limit on a path's bytes, its final NUL included.
+PATH_MAX = 4096
 
 
 # Where no output may go: the code, the tests and tools, git's and DVC's own folders, the
@@ -160,6 +162,16 @@ def _path_problem(path: object) -> str | None:
         return (
             f"has a file name of {len(parts[-1].encode())} bytes: at most {MAX_OUTPUT_NAME_BYTES} leave room for the "
             f"scratch folder a write makes beside it (`.NAME{SCRATCH_MARK}PID-XXXXXXXX`, 255 bytes in all)"
+        )
+    too_long = next((part for part in parts if len(part.encode()) > 255), None)
+    if too_long:
+        return f"has a folder name of {len(too_long.encode())} bytes, more than the 255 a file system takes"
+    # 21 folders of 200 bytes ended every stage in a "File name too long" traceback.
+    whole = len(os.fsencode(REPO / path)) + 255 - MAX_OUTPUT_NAME_BYTES  # with a scratch name's extra bytes
+    if whole >= PATH_MAX:
+        return (
+            f"is too long: with the repository's folder and a scratch name it takes {whole:,} bytes, more than "
+            f"{PATH_MAX - 1:,}; shorten it"
         )
     return None
 

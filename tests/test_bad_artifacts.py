@@ -3017,6 +3017,12 @@ def table_entry(name: str, value: str):
             table_entry("confusion", f"plots/{'c' * 231}.csv"),
             "has a file name of 235 bytes: at most 229 leave room for the scratch folder a write makes beside it",
         ),
+        # Pass 53: names each under the bound, a path longer than Linux takes: a traceback.
+        (
+            table_entry("confusion", "plots/" + "d" * 200 + "/" + "/".join(["e" * 200] * 20) + "/c.csv"),
+            "is too long: with the repository's folder and a scratch name it takes ",
+        ),
+        (table_entry("confusion", f"plots/{'d' * 256}/c.csv"), "has a folder name of 256 bytes, more than the 255"),
         # Pass 40: evaluate wrote its per-class table over git's plots/.gitignore, exit 0; a
         # trailing '/' was refused as breaking rules it does not break.
         (table_entry("per_class", "plots/.gitignore"), "names '.gitignore', which git or DVC reads"),
@@ -3063,6 +3069,8 @@ def table_entry(name: str, value: str):
         "key-twice",
         "under-a-file",
         "name-too-long",
+        "path-too-long",
+        "folder-name-too-long",
         "gitignore",
         "nested-dvc-yaml",
         "trailing-slash",
