@@ -377,6 +377,16 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"restore it from git (`git status` lists it as deleted)"
         )
         raise SystemExit(2)
+    package = (error.name or "").replace(".", "/") if issubclass(kind, ImportError) else ""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if package.partition("/")[0] in ("cifar", "stages") and not os.path.exists(f"{project}/{package}/__init__.py"):
+        # `rm cifar/models/__init__.py` left a namespace package: "cannot import name
+        # 'load_trained' from 'cifar.models' (unknown location)" was a traceback.
+        say(
+            f"error: {stage} needs the project's file {package}/__init__.py, which is missing; restore it from git "
+            f"(`git status` lists it as deleted)"
+        )
+        raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":
         # Python's C locale without UTF-8 mode (PYTHONUTF8=0) keeps a non-ASCII path's bytes as
         # surrogates, which torch's import cannot encode: the environment's own path, say.

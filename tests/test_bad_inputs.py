@@ -1697,6 +1697,19 @@ def test_a_deleted_module_of_the_project_is_one_line(tmp_path):
     )
 
 
+def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path):
+    """`rm cifar/models/__init__.py` left a namespace package: evaluate ended in "ImportError:
+    cannot import name 'load_trained' from 'cifar.models' (unknown location)"."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    (pipeline / "cifar/models/__init__.py").unlink()
+    result = run_module(pipeline, "stages.evaluate")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: evaluate needs the project's file cifar/models/__init__.py, which is missing; restore it from git "
+        "(`git status` lists it as deleted)\n",
+    )
+
+
 @pytest.mark.parametrize("stray", ["package", "module"])
 def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
     """Python takes the package: a stale `cifar/errors/` ran in place of the edited
