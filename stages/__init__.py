@@ -321,6 +321,34 @@ def _refuse(line: str):
     raise SystemExit(2)
 
 
+def _setting_a_library_failed_on(error: BaseException, trace) -> tuple[str, str] | None:
+    """The library an error came from and the environment variable its message names, by
+    name or by its value quoted: a library reads settings of its own as it loads (torch's
+    TORCHINDUCTOR_*, sklearn's SKLEARN_WORKING_MEMORY=1GB, pandas' PANDAS_FUTURE, sympy's
+    SYMPY_DEBUG=yes) and failed on a value it cannot use in a traceback. None where the error
+    came from the project's own code, or names no setting."""
+    innermost = trace
+    while innermost is not None and innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    if innermost is None:
+        return None
+    module = str(innermost.tb_frame.f_globals.get("__name__", ""))
+    library = module.partition(".")[0]
+    if not library or library in ("cifar", "stages", "__main__") or library in sys.stdlib_module_names:
+        return None
+    message = str(error)
+    named = [
+        name
+        for name, value in os.environ.items()
+        if len(name) > 3 and (name in message or (len(value) > 1 and f"{value!r}" in message))
+    ]
+    if len(named) > 1:  # `IS_SANDBOX=yes` beside JOBLIB_MULTIPROCESSING=yes: the library's own
+        named = [name for name in named if library.upper() in name]
+    if not named and type(error).__module__ == "cv2":  # OPENCV_FOR_THREADS_NUM=abc: "cv2.error: stoull"
+        library, named = "OpenCV", sorted(name for name in os.environ if name.startswith("OPENCV_"))
+    return (library, named[0]) if len(named) == 1 else None
+
+
 def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     ignore_stops_from_now()  # the outcome is decided, as in _refuse
     stage = _stage_name()
@@ -393,6 +421,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         say(
             f"error: {stage} met a path that is not text under this locale ({ascii(error.object)[:120]}); "
             f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset"
+        )
+        raise SystemExit(2)
+    setting = _setting_a_library_failed_on(error, trace)
+    if setting:
+        library, name = setting
+        say(
+            f"error: {stage} stopped in {library} ({type(error).__name__}: {printable(one_line(error, 200))}), which "
+            f"read {name}={printable(repr(os.environ[name])[:100])} from the environment; fix or unset {name}"
         )
         raise SystemExit(2)
     # a module read half-edited (emptied, a name not yet renamed everywhere) and then restored

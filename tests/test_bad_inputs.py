@@ -1944,6 +1944,26 @@ def test_a_tqdm_setting_tqdm_cannot_use_is_one_line(pipeline, setting, value, er
     )
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "stage", "library", "error"),
+    [
+        ("TORCHINDUCTOR_MIN_NUM_SPLIT", "abc", "evaluate", "torch", "ValueError: invalid literal for int() with base "),
+        ("SYMPY_DEBUG", "yes", "evaluate", "sympy", "RuntimeError: unrecognized value for SYMPY_DEBUG: yes"),
+        ("PANDAS_FUTURE", "bogus", "evaluate", "pandas", "ValueError: PANDAS_FUTURE environment variable must be "),
+        ("SKLEARN_WORKING_MEMORY", "1GB", "explain", "sklearn", "ValueError: invalid literal for int() with base 10"),
+    ],
+    ids=["torch-inductor", "sympy", "pandas", "sklearn"],
+)
+def test_a_library_failing_on_a_setting_of_its_own_names_the_setting(pipeline, setting, value, stage, library, error):
+    """torch's inductor, sympy (with torch), pandas and sklearn (with pytorch_grad_cam) read
+    settings of their own as they load, and a value each cannot use ended the stage in a traceback."""
+    result = run_module(pipeline, f"stages.{stage}", {setting: value})
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {stage} stopped in {library} ({error}"), (
+        result.stderr[-2000:]
+    )
+    assert result.stderr.endswith(f"which read {setting}={value!r} from the environment; fix or unset {setting}\n")
+
+
 @pytest.mark.parametrize("stage", ["download", "evaluate"])
 def test_a_numpy_setting_numpy_cannot_use_is_one_line(pipeline, stage):
     """numpy reads NUMPY_MADVISE_HUGEPAGE with int() and NPY_ENABLE_CPU_FEATURES against the
