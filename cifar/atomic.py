@@ -215,7 +215,9 @@ def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:
     if not temporary.is_dir() and target.is_dir():  # a folder of the user's, deleted without a word
         raise OutputError(f"{target} is a folder where a file is written; move it elsewhere and re-run")
     renamed_in = temporary.lstat()
-    (scratch / f"{target.name}{_RENAMED_IN}").write_text(" ".join(map(str, _identity(renamed_in))) + "\n")
+    (scratch / f"{target.name}{_RENAMED_IN}").write_text(
+        " ".join(map(str, _identity(renamed_in))) + "\n", encoding="ascii"
+    )
     previous = None
     if target.exists():
         # The previous output goes aside into the scratch folder first, removed with it: a

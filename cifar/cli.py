@@ -157,7 +157,7 @@ class _StderrThatMayFail:
             self._to_nowhere()
 
     def _to_nowhere(self) -> None:
-        self._stream = open(os.devnull, "w")  # noqa: SIM115  stderr from here to the exit, never closed
+        self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  stderr from here to the exit, never closed
 
 
 def say(line: str) -> None:
@@ -167,7 +167,7 @@ def say(line: str) -> None:
     try:
         print(line, file=sys.stderr, flush=True)
     except (OSError, ValueError):  # ValueError: a closed stderr
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  stderr from here to the exit, never closed
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  stderr from here to the exit, never closed
 
 
 def leave(code: int) -> None:
@@ -213,7 +213,7 @@ def run_stage(
     refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`,
     its `inputs` (files or folders) or the project's modules it loaded changed while it ran."""
     # None where the stage was started with stderr closed (`2>&-`): its writes then failed at exit, code 120.
-    sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w"))  # noqa: SIM115  kept to the exit
+    sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115  kept to the exit
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)

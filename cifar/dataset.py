@@ -111,7 +111,7 @@ def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:
         for name, split in splits.items():
             np.savez(scratch / f"{name}.npz", images=split.images, labels=split.labels, classes=np.array(split.classes))
         digests = {f"{name}.npz": file_digest(scratch / f"{name}.npz") for name in splits}
-        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n")
+        (scratch / MANIFEST).write_text(json.dumps(digests, indent=2) + "\n", encoding="utf-8")
 
 
 def split_digest(folder: str | Path, name: str) -> str:

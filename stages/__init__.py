@@ -423,6 +423,15 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"use a UTF-8 locale (export LC_ALL=C.UTF-8) or leave PYTHONUTF8 unset"
         )
         raise SystemExit(2)
+    if issubclass(kind, Warning) and sys.warnoptions:
+        # PYTHONWARNINGS=error (with PYTHONWARNDEFAULTENCODING=1, PEP 597's check) made
+        # matplotlib's own EncodingWarning a traceback as it wrote its font cache.
+        say(
+            f"error: {stage} stopped on a warning ({kind.__name__}: {printable(one_line(error, 200))}), which "
+            f"{' '.join(sys.warnoptions)[:100]!r} in PYTHONWARNINGS or -W makes an error; let warnings be warnings "
+            f"for this run (unset PYTHONWARNINGS)"
+        )
+        raise SystemExit(2)
     setting = _setting_a_library_failed_on(error, trace)
     if setting:
         library, name = setting
@@ -501,7 +510,7 @@ def _import_matplotlib_with_its_own_settings() -> None:
             config_folder = os.path.abspath(tempfile.mkdtemp(prefix=f"{MATPLOTLIB_FOLDER_PREFIX}{os.getpid()}-"))
             atexit.register(shutil.rmtree, config_folder, ignore_errors=True)
         fontconfig_file = Path(config_folder, "fonts.conf")
-        fontconfig_file.write_text("<fontconfig></fontconfig>\n")
+        fontconfig_file.write_text("<fontconfig></fontconfig>\n", encoding="ascii")
     except OSError as error:
         _refuse(
             f"error: {_stage_name()} cannot make a folder for matplotlib's font cache in the system temp "
@@ -878,7 +887,7 @@ def _openmp_stack_problem() -> str | None:
     if not started or (stack <= memory and address_limit == resource.RLIM_INFINITY):
         return None
     try:
-        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        mapped = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:  # no /proc: the stacks are started and a limit that runs out is the usual one line
         mapped = 0
     room = math.inf if address_limit == resource.RLIM_INFINITY else address_limit - mapped

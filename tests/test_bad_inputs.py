@@ -1964,6 +1964,18 @@ def test_a_library_failing_on_a_setting_of_its_own_names_the_setting(pipeline, s
     assert result.stderr.endswith(f"which read {setting}={value!r} from the environment; fix or unset {setting}\n")
 
 
+def test_warnings_made_errors_stop_no_stage_in_the_projects_code_and_a_librarys_in_one_line(pipeline):
+    """Under PEP 597's check as an error (PYTHONWARNDEFAULTENCODING=1 PYTHONWARNINGS=error) the
+    project's own write of data/cifar10's manifest ended download in an EncodingWarning
+    traceback, and matplotlib's font cache did lr_find."""
+    strict = {"PYTHONWARNDEFAULTENCODING": "1", "PYTHONWARNINGS": "error"}
+    downloaded = run_module(pipeline, "stages.download", strict)
+    assert downloaded.returncode == 0, downloaded.stderr[-2000:]
+    found = run_module(pipeline, "stages.lr_find", strict)
+    assert found.returncode == 2 and found.stderr.startswith("error: lr_find stopped on a warning ("), found.stderr
+    assert found.stderr.count("\n") == 1 and found.stderr.endswith("(unset PYTHONWARNINGS)\n"), found.stderr
+
+
 @pytest.mark.parametrize("stage", ["download", "evaluate"])
 def test_a_numpy_setting_numpy_cannot_use_is_one_line(pipeline, stage):
     """numpy reads NUMPY_MADVISE_HUGEPAGE with int() and NPY_ENABLE_CPU_FEATURES against the
