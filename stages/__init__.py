@@ -97,6 +97,10 @@ if sys.argv[:1] == ["-m"]:
     import stat  # loaded by os as Python starts
 
     _MOST_CACHE_BYTES = 16 << 20
+    # The sources compiled ahead, at most 1 MiB each (the project's largest takes 53 KB): a stray
+    # 16.5 MB module no stage imports took every stage 5 GB to compile. One over it that a
+    # stage imports is compiled by the import, as Python does.
+    _MOST_SOURCE_BYTES = 1 << 20
     _places = [os.path.abspath(f"{os.path.dirname(__path__[0])}/{_package}") for _package in ("stages", "cifar")]
     # A cache prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) keeps the caches in a copy of the
     # source folders' tree under it, not in their __pycache__ folders.
@@ -126,16 +130,31 @@ if sys.argv[:1] == ["-m"]:
             bytecode = file.read(_MOST_CACHE_BYTES + 1) if stat.S_ISREG(os.fstat(file.fileno()).st_mode) else b""
         return b"" if len(bytecode) > _MOST_CACHE_BYTES else bytecode
 
-    def _is_whole_and_checked_by_contents(bytecode: bytes) -> bool:
+    def _is_whole_and_checked_by_contents(cache: str, bytecode: bytes) -> bool:
+        """Whether a cache holds the hash of its source as it is now, and all of its code. The
+        hash first: marshal allocates what a length field declares before it finds the data
+        short (a 21-byte cache declaring a tuple of 2**28 items took download 2 GB)."""
+        if int.from_bytes(bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
+            return False
+        try:
+            with open(_frozen_importlib_external.source_from_cache(cache), "rb") as source_file:
+                source = source_file.read(_MOST_CACHE_BYTES + 1)
+        except (OSError, ValueError):  # no source beside it, which no import runs it for
+            return False
+        return bytecode[8:16] == _imp.source_hash(_frozen_importlib_external._RAW_MAGIC_NUMBER, source) and _is_whole(
+            bytecode
+        )
+
+    def _is_whole(bytecode: bytes) -> bool:
         try:
             marshal.loads(bytecode[16:])  # after the header: magic, flags, the source's hash
-        except (EOFError, ValueError, TypeError):
+        except (EOFError, ValueError, TypeError, MemoryError):
             return False
-        return int.from_bytes(bytecode[4:8], "little") == _CHECKED_BY_CONTENTS
+        return True
 
     for _cache in _files_under(_places, ".pyc"):
         try:
-            if not _is_whole_and_checked_by_contents(_cache_bytes(_cache)):
+            if not _is_whole_and_checked_by_contents(_cache, _cache_bytes(_cache)):
                 os.remove(_cache)
         except OSError:  # gone meanwhile, not this user's, or in a read-only folder: the loader below passes it over
             pass
@@ -160,7 +179,8 @@ if sys.argv[:1] == ["-m"]:
             # old text with exit 0, and so did any under `--check-hash-based-pycs never`.
             bytecode = _cache_bytes(path)
             source_hash = _imp.source_hash(_frozen_importlib_external._RAW_MAGIC_NUMBER, self.get_data(self.path))
-            if bytecode[8:16] != source_hash or not _is_whole_and_checked_by_contents(bytecode):
+            checked_by_contents = int.from_bytes(bytecode[4:8], "little") == _CHECKED_BY_CONTENTS
+            if bytecode[8:16] != source_hash or not checked_by_contents or not _is_whole(bytecode):
                 raise OSError(f"{path} is not a whole cache of {self.path} as it is now")
             return bytecode
 
@@ -244,7 +264,7 @@ if sys.argv[:1] == ["-m"]:
             if (
                 sys.dont_write_bytecode
                 or not stat.S_ISREG(_status.st_mode)
-                or _status.st_size > _MOST_CACHE_BYTES
+                or _status.st_size > _MOST_SOURCE_BYTES
                 or _checked_by_contents(_cache)
             ):
                 continue

@@ -1831,6 +1831,22 @@ def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
     assert peak < 1 << 30 and not any(cache.exists() for cache in caches), peak >> 20
 
 
+def test_a_damaged_cache_or_a_huge_stray_module_costs_a_stage_no_memory(tmp_path):
+    """The start-up sweep unmarshalled a 21-byte cache whose tuple declared 2**28 items before it
+    found the data short (2 GB, or a MemoryError traceback under `ulimit -v`), and compiled a
+    stray 16.5 MB module no stage imports on every run (5 GB)."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    cache = pipeline / "cifar/__pycache__" / f"errors.{sys.implementation.cache_tag}.pyc"
+    cache.parent.mkdir(exist_ok=True)
+    damaged = importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little") + bytes(8) + b"(" + (2**28).to_bytes(4, "little")
+    cache.write_bytes(damaged)
+    (pipeline / "cifar/stray.py").write_text("f()" + "(1)" * 600_000 + "\n")  # 1.8 MB, nested calls
+    result, peak = stage_with_peak_memory(pipeline, "download", hang_guard_seconds=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert peak < 512 << 20, peak >> 20  # download's own run: about 106 MiB
+    assert cache.read_bytes() != damaged  # removed, and written again from the source
+
+
 @pytest.mark.parametrize(("stage", "limit_bytes"), [("figures", 0), ("figures", 3), ("figures", 25), ("evaluate", 0)])
 def test_a_file_size_limit_of_next_to_nothing_is_named_as_such(pipeline, stage, limit_bytes):
     """Under `ulimit -f 0` figures could make no folder for matplotlib in the temp folder and
