@@ -61,7 +61,8 @@ class _Rules(NamedTuple):
 def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
     it do so. A folder output is one that `contents` names files of, those it holds after any
-    run: it is checked as a folder, with what it holds from its last run and those files."""
+    run: it is checked as a folder, with those files and the files of their kinds (suffixes)
+    it holds from its last run."""
     # DVC reads the .dvcignore files from its repository's root down, which may lie above the
     # project's folder (DVC's monorepo layout): one there was passed over.
     root = _dvc_root(repo)
@@ -99,7 +100,10 @@ def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> s
         ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
             rules = rules + _rules_of(repo, ignore_file)
+    # The stage's own kinds of file only: Finder's .DS_Store, ignored as a user asked, is no output.
+    kinds = {PurePosixPath(name).suffix for name in contents or ()}
     held = [*sorted(child.name for child in (repo / path).iterdir())[:1000]] if existing else []
+    held = [name for name in held if PurePosixPath(name).suffix in kinds]
     candidates = [(path, is_folder), *((f"{path}/{name}", False) for name in [*held, *(contents or ())])]
     return next((by for by in (_ignored_by(rules, *candidate) for candidate in candidates) if by is not None), None)
 

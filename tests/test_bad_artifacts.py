@@ -3185,6 +3185,21 @@ def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_p
     assert ignored == {"gradcam_images": ".dvcignore"}
 
 
+def test_a_stray_file_dvcignore_ignores_in_a_folder_output_is_no_concern(tmp_path):
+    """`.DS_Store` in .dvcignore, as a macOS user has it, and Finder's one in the Grad-CAM
+    folder: every stage refused, saying .dvcignore had DVC ignore the folder, which it did not."""
+    holds = {"gradcam_images": paths.FOLDER_OUTPUTS_HOLD["gradcam_images"]}
+    verdicts = []
+    for patterns in (".DS_Store\n", ".DS_Store\nlayer2_*\n"):  # a grid of a last run is still checked
+        repo = tmp_path / str(len(verdicts))
+        (repo / paths.GRADCAM_IMAGES).mkdir(parents=True)
+        (repo / ".dvcignore").write_text(patterns)
+        (repo / paths.GRADCAM_IMAGES / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (repo / paths.GRADCAM_IMAGES / "layer2_correct.png").write_bytes(b"")
+        verdicts.append(dvcignore.ignoring_files(repo, {"gradcam_images": paths.GRADCAM_IMAGES}, holds))
+    assert verdicts == [{}, {"gradcam_images": ".dvcignore"}]
+
+
 def test_grids_explain_layers_choose_are_checked_against_dvcignore_before_they_are_written(tmp_path, monkeypatch):
     """With `layer2_*` in .dvcignore and no Grad-CAM folder yet, explain wrote the custom ResNet's
     layer2 grids, which DVC left out of the folder it cached, and exited 0."""
