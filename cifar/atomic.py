@@ -22,6 +22,7 @@ import resource
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -272,6 +273,17 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
                 f"cannot write {target}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not "
                 f"exist; create that folder or remove the link, and re-run"
             ) from None
+        if error.errno == errno.EBUSY:  # renaming over a mount point: `data` itself was writable
+            raise OutputError(
+                f"cannot replace {target} ({error.strerror}): a file system is mounted there; unmount it "
+                f"(`umount {target}`) and re-run"
+            ) from None
+        marked = next((path for path in (target, target.parent) if _immutable_or_append_only(path)), None)
+        if error.errno == errno.EPERM and marked:  # `data` was said to need to be writable, which it was
+            raise OutputError(
+                f"cannot write {target} ({error.strerror}): {marked} is marked immutable or append-only (`lsattr -d "
+                f"{marked}` shows it); clear that with `chattr -i -a {marked}` and re-run"
+            ) from None
         raise OutputError(
             out_of_open_files(error, target)
             or f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
@@ -285,6 +297,24 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
                 f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run"
             ) from None
         raise
+
+
+_FS_IOC_GETFLAGS = 0x80086601  # Linux's ioctl for the flags chattr sets
+_IMMUTABLE_OR_APPEND_ONLY = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL
+
+
+def _immutable_or_append_only(path: Path) -> bool:
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        flags = fcntl.ioctl(descriptor, _FS_IOC_GETFLAGS, b"\0" * 8)
+    except OSError:  # a file system without such flags
+        return False
+    finally:
+        os.close(descriptor)
+    return bool(int.from_bytes(flags[:4], sys.byteorder) & _IMMUTABLE_OR_APPEND_ONLY)
 
 
 def _too_large(target: Path) -> OutputError:

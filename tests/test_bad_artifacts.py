@@ -1894,6 +1894,37 @@ def read_only(monkeypatch, folder: str) -> None:
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
 
 
+def test_an_immutable_output_or_a_mount_point_in_its_place_is_named_as_such(tmp_path, monkeypatch):
+    """`chattr +i data/predictions.csv` and a file system mounted at data/cifar10 were each told
+    to "make data a folder you may write to", which it was."""
+    target = tmp_path / "predictions.csv"
+    target.write_text("old\n")
+    if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode:
+        pytest.skip("chattr +i needs root and a file system with the flag")
+    try:
+        with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:
+            temporary.write_text("new\n")
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert str(refused.value) == (
+        f"cannot write {target} (Operation not permitted): {target} is marked immutable or append-only (`lsattr -d "
+        f"{target}` shows it); clear that with `chattr -i -a {target}` and re-run"
+    )
+
+    def replace_over_a_mount_point(source, destination):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(source), str(destination))
+
+    monkeypatch.setattr(os, "replace", replace_over_a_mount_point)
+    monkeypatch.setattr(os, "rename", replace_over_a_mount_point)
+    with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:
+        temporary.write_text("new\n")
+    assert str(refused.value) == (
+        f"cannot replace {target} (Device or resource busy): a file system is mounted there; unmount it (`umount "
+        f"{target}`) and re-run"
+    )
+    assert target.read_text() == "old\n"
+
+
 @pytest.mark.parametrize(
     ("name", "folder", "target"),
     [
