@@ -120,6 +120,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     with _write_errors_as_output_error(target):
         refuse_linked_outputs([target])
         target.parent.mkdir(parents=True, exist_ok=True)
+        if _immutable_or_append_only(target.parent) or _immutable_or_append_only(target):
+            # Before the scratch, which an append-only folder lets be made and never removed.
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(target))
         scratch = _claimed_scratch(target.parent, target.name)
         temporary = scratch / target.name
         held = False

@@ -1923,6 +1923,16 @@ def test_an_immutable_output_or_a_mount_point_in_its_place_is_named_as_such(tmp_
         f"{target}`) and re-run"
     )
     assert target.read_text() == "old\n"
+    monkeypatch.undo()
+    subprocess.run(["chattr", "+a", str(tmp_path)], check=True)
+    try:  # an append-only folder let the scratch be made, and never removed
+        with pytest.raises(OutputError) as refused, atomic_path(target) as temporary:
+            temporary.write_text("new\n")
+        left = sorted(path.name for path in tmp_path.iterdir())
+    finally:
+        subprocess.run(["chattr", "-a", str(tmp_path)], check=True)
+    assert str(refused.value).startswith(f"cannot write {target} (Operation not permitted): {tmp_path} is marked ")
+    assert left == ["predictions.csv"]
 
 
 @pytest.mark.parametrize(
