@@ -2849,6 +2849,18 @@ def test_a_member_named_twice_by_one_kind_of_header_is_refused(tree, tmp_path, d
     )
 
 
+def test_a_posix_sparse_member_is_named_as_unsupported_not_corrupt(tree, tmp_path, downloads):
+    """`tar -S --format=posix` writes pax GNU.sparse records: a sound archive was called corrupt
+    or truncated, with the advice to download it again."""
+    sparse = extended_header(tarfile.XHDTYPE, b"22 GNU.sparse.major=1\n22 GNU.sparse.minor=0\n")
+    archive = tmp_path / "sparse.tar"
+    archive.write_bytes(sparse + archive_of(tree, "tar").read_bytes())
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: a GNU sparse member (its pax header at byte 0), which is not supported; re-create the tar "
+        "without --sparse (-S)"
+    )
+
+
 @pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.XGLTYPE], ids=["pax", "pax-global"])
 def test_pax_headers_that_gnu_tar_and_tarfile_combine_differently_are_refused(tree, tmp_path, downloads, kind):
     """A pax header naming a dog, then one of a time only, before a cat's member: GNU tar reads

@@ -528,7 +528,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                 )
             data = _read_data(stream, header.size, archive, position, limit, stored)
             if header.type == tarfile.XGLTYPE:
-                fields = _pax_fields(data, position)
+                fields = _pax_fields(data, position, archive)
                 dropped = sorted(global_fields.keys() - fields.keys())
                 if dropped:  # GNU tar's second global header replaces the first, tarfile's adds to it
                     raise DataError(
@@ -538,7 +538,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     )
                 global_fields |= fields
             elif header.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-                fields = _pax_fields(data, position)
+                fields = _pax_fields(data, position, archive)
                 if pending.get("path", fields.get("path")) != fields.get("path", pending.get("path")):
                     # Two pax headers naming one member: tarfile takes one, GNU tar the other.
                     raise _unsafe(
@@ -722,7 +722,7 @@ def _is_a_pixz_index(data: bytearray) -> bool:
     return False
 
 
-def _pax_fields(data: bytes, position: int) -> dict[str, str]:
+def _pax_fields(data: bytes, position: int, archive: Path) -> dict[str, str]:
     """The pax fields that decide a member's name and size, from the "LENGTH KEY=VALUE\n"
     records of a pax header whose data starts at byte `position` of the tar.
 
@@ -740,8 +740,11 @@ def _pax_fields(data: bytes, position: int) -> dict[str, str]:
         key, equals, value = record[len(digits) + 1 : -1].partition(b"=")
         if not (equals and key and len(record) == length and record.endswith(b"\n")):
             raise _CorruptArchive(f"a malformed pax header record at byte {position + start} of the tar")
-        if key.startswith(b"GNU.sparse."):
-            raise _CorruptArchive("a GNU sparse member, which is not supported: re-create the tar without --sparse")
+        if key.startswith(b"GNU.sparse."):  # `tar -S --format=posix`: a sound archive, called corrupt before
+            raise DataError(
+                f"{archive}: a GNU sparse member (its pax header at byte {position - BLOCKSIZE}), which is not "
+                f"supported; re-create the tar without --sparse (-S)"
+            )
         if key == b"size" and not (value.isdigit() and len(value) <= 20):
             raise _CorruptArchive(f"a malformed pax size {short_repr(value)} at byte {position + start} of the tar")
         if key in (b"path", b"size", b"linkpath"):
