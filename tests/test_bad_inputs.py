@@ -685,12 +685,17 @@ def test_a_class_name_that_only_looks_right_is_shown_escaped(tree, downloads, na
     )
 
 
-def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads):
+@pytest.mark.parametrize("stray", ["readme.html", "n" * 300], ids=["readme", "name-of-300-bytes"])
+def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads, stray):
     """A readme.html in cifar-10-batches-py/ made the archive read as official batches, and the
-    error was torchvision's "Dataset not found or corrupted. You can use download=True ..."."""
+    error was torchvision's "Dataset not found or corrupted. You can use download=True ...". A
+    stray named past what a file name may be was "File name too long ... free space there"."""
     (tree / "cifar-10-batches-py").mkdir()
-    (tree / "cifar-10-batches-py" / "readme.html").write_text("<html></html>")
-    archive = archive_of(tree, "gztar")
+    archive = tree.parent / "export.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(tree, arcname=tree.name)
+        member = tarfile.TarInfo(f"{tree.name}/cifar-10-batches-py/{stray}")
+        bundle.addfile(member, io.BytesIO())
     assert refused(DataError, import_from, archive, downloads) == (
         f"data.source = {str(archive)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
         f"CIFAR-10 batches (missing: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, "

@@ -234,8 +234,12 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
             folder = Path(scratch) / OFFICIAL_FOLDER
             try:
                 folder.mkdir()
+                # Only the files torchvision reads: a stray with a 300-byte name failed to be
+                # written, and the line advised freeing space.
+                wanted = {name for name, _ in _official_batch_files()}
                 for name, data in batches.items():
-                    (folder / PurePosixPath(name).name).write_bytes(data)
+                    if PurePosixPath(name).name in wanted:
+                        (folder / PurePosixPath(name).name).write_bytes(data)
             except OSError as error:
                 raise DataError(
                     f"{path}: cannot write its batches into {scratch} ({error.strerror}); free space there "
