@@ -195,6 +195,17 @@ def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(lrs, 
     assert "lower lr_find.start_lr" not in str(caught.value)
 
 
+def test_a_curve_that_rises_from_its_first_step_and_diverges_asks_for_a_lower_start():
+    """Adam from 0.1 to 1000: the loss rose at every step and diverged at the fifth; the advice
+    was to test just below the divergence with start_lr kept at 0.1, which failed alike."""
+    lrs = exponential_lrs(0.1, 1000.0, 8)
+    test = read_curve(lrs, recorded([5.03, 6.45, 10.3, 12.6, 29.2]) + [float("inf")] * 3, LRFindConfig(num_iter=8))
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    assert str(caught.value).startswith("lr_find found no descent: the loss rose from its first step at ")
+    assert str(caught.value).endswith("lower lr_find.start_lr (to about 1e-05) or set train.max_lr to a number")
+
+
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():
     # An inf loss gives inf gradients, which leave nan weights, hence nan losses, at the next steps.
     with pytest.raises(TrainingError) as caught:

@@ -124,6 +124,14 @@ class RangeTest:
 
     def require_descent(self) -> None:
         """Stop when there is no LR to train at, saying what to do."""
+        if self.no_descent and self.diverged_at is not None and int(np.argmin(self.losses)) == 0:
+            # Advice to test below the divergence kept start_lr, and following it failed alike.
+            raise TrainingError(
+                f"lr_find found no descent: the loss rose from its first step at lr_find.start_lr = "
+                f"{self.lrs[0]:.3g} and diverged at lr {self.diverged_at:.3g} (lr {self.lrs[0]:.3g} to "
+                f"{self.lrs[-1]:.3g} in {len(self.lrs)} steps): the range starts above the LRs that learn; lower "
+                f"lr_find.start_lr (to about {self.lrs[0] / 1e4:.2g}) or set train.max_lr to a number"
+            )
         if self.no_descent and self.reading.verdict == "flat" and self.diverged_at is not None:
             # A flat stretch, then a blow-up: the LRs that learn lie just below the divergence,
             # where a range that already reaches its bounds took too few steps.
