@@ -156,8 +156,8 @@ def _unreadable_line(ignore_file: str, number: int, line: str, why: str) -> Conf
 
 def _lines_of(repo: Path, ignore_file: str) -> list[tuple[int, str]]:
     """A .dvcignore's patterns, numbered by line as DVC numbers them."""
-    # An untracked one is the user's: `git checkout` would not restore it.
-    fix = f"make it a text file of patterns or remove it (`git checkout {ignore_file}` restores one git tracks)"
+    # Not "restore it with git checkout": an untracked one is the user's, which git cannot restore.
+    fix = "make it a text file of patterns, or remove it"
     try:
         text = read_artifact(repo / ignore_file, MAX_DVCIGNORE_BYTES, fix)
     except OSError as error:  # a socket or another user's file of mode 600: open() fails
