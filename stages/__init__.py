@@ -137,7 +137,12 @@ if sys.argv[:1] == ["-m"]:
         if int.from_bytes(bytecode[4:8], "little") != _CHECKED_BY_CONTENTS:
             return False
         try:
-            with open(_frozen_importlib_external.source_from_cache(cache), "rb") as source_file:
+            # Unblocking, and a regular file only: a named pipe as cifar/pipe.py blocked every stage for good.
+            with open(
+                os.open(_frozen_importlib_external.source_from_cache(cache), os.O_RDONLY | os.O_NONBLOCK), "rb"
+            ) as source_file:
+                if not stat.S_ISREG(os.fstat(source_file.fileno()).st_mode):
+                    return False
                 source = source_file.read(_MOST_CACHE_BYTES + 1)
         except (OSError, ValueError):  # no source beside it, which no import runs it for
             return False

@@ -1836,6 +1836,18 @@ def test_a_named_pipe_or_a_huge_file_among_the_caches_is_no_concern(tmp_path):
     assert peak < 1 << 30 and not any(cache.exists() for cache in caches), peak >> 20
 
 
+def test_a_named_pipe_as_a_module_beside_its_cache_blocks_no_stage(tmp_path):
+    """The cache sweep opened `cifar/pipe.py`, a named pipe, to hash it against its cache, and
+    blocked for good before the stage said a word, deaf to SIGTERM."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    os.mkfifo(pipeline / "cifar/pipe.py")
+    cache = pipeline / "cifar/__pycache__" / f"pipe.{sys.implementation.cache_tag}.pyc"
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_bytes(importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little") + bytes(8) + b"N")
+    result, _ = stage_with_peak_memory(pipeline, "download", hang_guard_seconds=300)
+    assert result.returncode == 0 and not cache.exists(), result.stderr[-2000:]
+
+
 def test_a_damaged_cache_or_a_huge_stray_module_costs_a_stage_no_memory(tmp_path):
     """The start-up sweep unmarshalled a 21-byte cache whose tuple declared 2**28 items before it
     found the data short (2 GB, or a MemoryError traceback under `ulimit -v`), and compiled a
@@ -2952,6 +2964,19 @@ def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(
     with tarfile.open(archive) as bundle:
         assert len([member for member in bundle if member.islnk()]) == 1
     assert len(import_from(archive, downloads)["train"]) == 31
+
+
+def test_a_hard_link_named_with_a_trailing_slash_dot_is_refused(tree, tmp_path, downloads):
+    """`tar xf` cannot make `dog/zzzz.png/.` (it leaves an empty folder), and the import filed the
+    cat image it links to as a dog."""
+    link = tarfile.TarInfo("export/train/dog/zzzz.png/.")
+    link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png"
+    data = archive_of(tree, "tar").read_bytes()
+    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+    archive = tmp_path / "linked.tar"
+    archive.write_bytes(data[:end] + link.tobuf() + bytes(1024))
+    message = refused(DataError, import_from, archive, downloads)
+    assert "unsafe member 'export/train/dog/zzzz.png/.' (a hard link whose name ends in '/.'" in message
 
 
 @pytest.mark.parametrize("ending", ["/", "/."], ids=["slash", "slash-dot"])

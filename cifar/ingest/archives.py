@@ -586,6 +586,8 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
         linked = _hard_linked_copy(header, fields, size, members)
         if linked is not None:
             _check_name(archive, name)
+            if _folder_ending(name) == "'/.'":  # `tar xf` fails to make the link and leaves an empty folder
+                raise _unsafe(archive, name, "a hard link whose name ends in '/.', which GNU tar cannot make")
             _add_member(members, name, linked, archive)
             continue
         if header.type not in (*_FILE_TYPES, tarfile.DIRTYPE):
