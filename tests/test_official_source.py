@@ -95,6 +95,16 @@ def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
     )
 
 
+def test_an_official_batch_that_is_a_folder_is_named_as_no_file(official, tmp_path):
+    """A folder named data_batch_1 was called missing."""
+    folder, _ = official
+    (folder / "data_batch_1").unlink()
+    (folder / "data_batch_1").mkdir()
+    with pytest.raises(DataError) as caught:
+        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+    assert "CIFAR-10 batches (not files: data_batch_1); use the official" in str(caught.value)
+
+
 def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
     """torchvision md5-hashed a sparse 64 GiB data_batch_1 whole before the refusal: 121 s of CPU."""
     folder, _ = official

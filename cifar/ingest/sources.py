@@ -546,9 +546,12 @@ def _official_batch_files() -> list[list[str]]:
 
 def _batch_files_problem(folder: Path) -> str | None:
     """Which official batch files are missing or larger than any of them, in words."""
-    missing = [name for name, _ in _official_batch_files() if not (folder / name).is_file()]
+    missing = [name for name, _ in _official_batch_files() if not (folder / name).exists()]
     if missing:
         return f"missing: {', '.join(missing)}"
+    not_files = [name for name, _ in _official_batch_files() if not (folder / name).is_file()]
+    if not_files:  # a folder named data_batch_1 was called missing
+        return f"not files: {', '.join(not_files)}"
     too_large = [name for name, _ in _official_batch_files() if (folder / name).stat().st_size > MAX_BATCH_FILE_BYTES]
     if too_large:
         return f"{', '.join(too_large)} larger than the {MAX_BATCH_FILE_BYTES >> 20} MiB of any official batch"
