@@ -432,7 +432,7 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         raise SystemExit(2)
     package = (error.name or "").replace(".", "/") if issubclass(kind, ImportError) else ""
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if package.partition("/")[0] in ("cifar", "stages") and not os.path.exists(f"{project}/{package}/__init__.py"):
+    if package.partition("/")[0] in ("cifar", "stages") and not os.path.isfile(f"{project}/{package}/__init__.py"):
         # `rm cifar/models/__init__.py` left a namespace package: "cannot import name
         # 'load_trained' from 'cifar.models' (unknown location)" was a traceback.
         say(

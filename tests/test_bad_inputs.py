@@ -1702,11 +1702,15 @@ def test_a_deleted_module_of_the_project_is_one_line(tmp_path):
     )
 
 
-def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path):
+@pytest.mark.parametrize("replaced_by", ["nothing", "a folder"])
+def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by):
     """`rm cifar/models/__init__.py` left a namespace package: evaluate ended in "ImportError:
-    cannot import name 'load_trained' from 'cifar.models' (unknown location)"."""
+    cannot import name 'load_trained' from 'cifar.models' (unknown location)", as it did with
+    a folder in the file's place."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     (pipeline / "cifar/models/__init__.py").unlink()
+    if replaced_by == "a folder":
+        (pipeline / "cifar/models/__init__.py").mkdir()
     result = run_module(pipeline, "stages.evaluate")
     assert (result.returncode, result.stderr) == (
         2,

@@ -3,6 +3,7 @@ lr_find stage does without a descent."""
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -204,6 +205,19 @@ def test_a_curve_that_rises_from_its_first_step_and_diverges_asks_for_a_lower_st
         test.require_descent()
     assert str(caught.value).startswith("lr_find found no descent: the loss rose from its first step at ")
     assert str(caught.value).endswith("lower lr_find.start_lr (to about 1e-05) or set train.max_lr to a number")
+
+
+def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss():
+    """1e-29 to 1000 in 16 steps, the lowest loss near lr 3e-6: the advice was to start at 0.1, a
+    ten-thousandth of the divergence, and that range rose from its first step and failed alike."""
+    lrs = exponential_lrs(1e-29, 1000.0, 16)
+    raw = [*(2.3 + 0.05 * np.random.default_rng(1).standard_normal(14)), 9.0, 2121.0]
+    raw[9:14] = [x - 0.03 for x in raw[9:14]]  # a shallow dip, within the noise
+    test = read_curve(lrs, recorded(raw), LRFindConfig(start_lr=1e-29, end_lr=1000.0, num_iter=16))
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    advised = float(re.search(r"lr_find\.start_lr to about ([0-9.e+-]+) ", str(caught.value)).group(1))
+    assert advised <= test.reading.lr_at_lowest / 100 * 1.05, (advised, test.reading.lr_at_lowest)
 
 
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():
