@@ -711,7 +711,7 @@ def test_a_rename_that_fails_midway_puts_the_outputs_renamed_before_it_back(tmp_
         real_replace(source, destination)
 
     monkeypatch.setattr(os, "replace", busy_at_the_last)
-    busy = f"cannot write {targets[2]} \\(Device or resource busy\\)"
+    busy = f"cannot replace {targets[2]} \\(Device or resource busy\\): a file system is mounted there"
     with pytest.raises(OutputError, match=busy), replaced_together():
         write_text(targets[0], "new")
         with atomic_path(targets[1]) as folder:
@@ -1895,8 +1895,8 @@ def read_only(monkeypatch, folder: str) -> None:
 
 
 def test_an_immutable_output_or_a_mount_point_in_its_place_is_named_as_such(tmp_path, monkeypatch):
-    """`chattr +i data/predictions.csv` and a file system mounted at data/cifar10 were each told
-    to "make data a folder you may write to", which it was."""
+    """`chattr +i` on evaluate's predictions and a file system mounted where download writes
+    its splits were each told to make their folder one "you may write to", which it was."""
     target = tmp_path / "predictions.csv"
     target.write_text("old\n")
     if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode:

@@ -2001,10 +2001,11 @@ def test_a_library_failing_on_a_setting_of_its_own_names_the_setting(pipeline, s
     assert result.stderr.endswith(f"which read {setting}={value!r} from the environment; fix or unset {setting}\n")
 
 
-def test_warnings_made_errors_stop_no_stage_in_the_projects_code_and_a_librarys_in_one_line(pipeline):
+def test_warnings_made_errors_stop_no_stage_in_the_projects_code_and_a_librarys_in_one_line(tmp_path):
     """Under PEP 597's check as an error (PYTHONWARNDEFAULTENCODING=1 PYTHONWARNINGS=error) the
-    project's own write of data/cifar10's manifest ended download in an EncodingWarning
+    project's own write of the splits' manifest ended download in an EncodingWarning
     traceback, and matplotlib's font cache did lr_find."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)  # its own: download writes its data
     strict = {"PYTHONWARNDEFAULTENCODING": "1", "PYTHONWARNINGS": "error"}
     downloaded = run_module(pipeline, "stages.download", strict)
     assert downloaded.returncode == 0, downloaded.stderr[-2000:]
@@ -2710,9 +2711,10 @@ def assert_refused_in_bounded_memory(pipeline: Path, message: str) -> None:
     assert_refused_with_one_line(result, pipeline, message)
 
 
-def test_an_archives_long_path_is_not_held_once_per_member(pipeline, tree):
+def test_an_archives_long_path_is_not_held_once_per_member(tmp_path, tree):
     """Each of 200,000 members held the archive's whole path in the name messages give it: a
     3.6 KB path took download 849 MiB, the same archive by a short path 162 MiB."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)  # its own: download writes its data
     folder = tree.parent.joinpath(*(f"{index:02d}" * 120 for index in range(15)))  # 3.6 KB
     folder.mkdir(parents=True)
     archive = folder / "export.tar"
