@@ -2972,16 +2972,21 @@ def test_a_hard_linked_duplicate_image_in_a_tar_imports_as_the_file_it_links(
     assert len(import_from(archive, downloads)["train"]) == 31
 
 
+def tar_with(tree: Path, tmp_path: Path, link: tarfile.TarInfo) -> Path:
+    """The tree's tar with one more member, a link, after its last."""
+    data = archive_of(tree, "tar").read_bytes()
+    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
+    archive = tmp_path / "linked.tar"
+    archive.write_bytes(data[:end] + link.tobuf() + bytes(1024))
+    return archive
+
+
 def test_a_hard_link_named_with_a_trailing_slash_dot_is_refused(tree, tmp_path, downloads):
     """`tar xf` cannot make `dog/zzzz.png/.` (it leaves an empty folder), and the import filed the
     cat image it links to as a dog."""
     link = tarfile.TarInfo("export/train/dog/zzzz.png/.")
     link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png"
-    data = archive_of(tree, "tar").read_bytes()
-    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
-    archive = tmp_path / "linked.tar"
-    archive.write_bytes(data[:end] + link.tobuf() + bytes(1024))
-    message = refused(DataError, import_from, archive, downloads)
+    message = refused(DataError, import_from, tar_with(tree, tmp_path, link), downloads)
     assert "unsafe member 'export/train/dog/zzzz.png/.' (a hard link whose name ends in '/.'" in message
 
 
@@ -2991,11 +2996,7 @@ def test_a_hard_link_to_an_images_name_with_a_trailing_slash_is_refused(tree, tm
     dropped the ending and took the cat image a second time, as a dog."""
     link = tarfile.TarInfo("export/train/dog/9999.png")
     link.type, link.linkname = tarfile.LNKTYPE, "export/train/cat/0000.png" + ending
-    data = archive_of(tree, "tar").read_bytes()
-    end = len(data.rstrip(b"\0")) + -len(data.rstrip(b"\0")) % 512  # the end of the last member
-    archive = tmp_path / "linked.tar"
-    archive.write_bytes(data[:end] + link.tobuf() + bytes(1024))
-    message = refused(DataError, import_from, archive, downloads)
+    message = refused(DataError, import_from, tar_with(tree, tmp_path, link), downloads)
     assert "unsafe member 'export/train/dog/9999.png' (a hard link)" in message
 
 

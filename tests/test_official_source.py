@@ -7,6 +7,7 @@ import pickle
 import shutil
 import tarfile
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,12 +84,18 @@ def test_a_local_official_copy_imports_with_class_names(official, tmp_path, form
     assert list(splits["train"].classes) == CLASSES
 
 
+def refusal_of(folder: Path, tmp_path: Path) -> str:
+    """The line importing the batches in `folder` is refused with."""
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+    return str(refused.value)
+
+
 def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
     folder, _ = official
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:-10])
-    with pytest.raises(DataError) as caught:
-        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
-    assert str(caught.value) == (
+    caught = refusal_of(folder, tmp_path)
+    assert caught == (
         f"data.source = {str(folder)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
         f"CIFAR-10 batches (data_batch_3 fails the md5 check); use the official cifar-10-python.tar.gz, "
         f"or remove that folder if the class folders beside it are meant"
@@ -100,9 +107,8 @@ def test_an_official_batch_that_is_a_folder_is_named_as_no_file(official, tmp_pa
     folder, _ = official
     (folder / "data_batch_1").unlink()
     (folder / "data_batch_1").mkdir()
-    with pytest.raises(DataError) as caught:
-        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
-    assert "CIFAR-10 batches (not files: data_batch_1); use the official" in str(caught.value)
+    caught = refusal_of(folder, tmp_path)
+    assert "CIFAR-10 batches (not files: data_batch_1); use the official" in caught
 
 
 def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
@@ -110,9 +116,8 @@ def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed
     folder, _ = official
     with (folder / "data_batch_1").open("r+b") as batch:
         batch.truncate(MAX_BATCH_FILE_BYTES + 1)  # a hole, no disk
-    with pytest.raises(DataError) as caught:
-        import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
-    assert str(caught.value) == (
+    caught = refusal_of(folder, tmp_path)
+    assert caught == (
         f"data.source = {str(folder)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
         f"CIFAR-10 batches (data_batch_1 larger than the 32 MiB of any official batch); use the official "
         f"cifar-10-python.tar.gz, or remove that folder if the class folders beside it are meant"
