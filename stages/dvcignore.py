@@ -60,9 +60,8 @@ class _Rules(NamedTuple):
 
 def ignoring_files(repo: Path, outputs: dict[str, str], contents: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """For each output (name: path relative to `repo`) that DVC ignores, the .dvcignore that has
-    it do so. A folder output is one that `contents` names files of, those it holds after any
-    run: it is checked as a folder, with those files and the files of their kinds (suffixes)
-    it holds from its last run."""
+    it do so. A folder output is one that `contents` names files of, those its next run
+    writes: it is checked as a folder, with those files."""
     # DVC reads the .dvcignore files from its repository's root down, which may lie above the
     # project's folder (DVC's monorepo layout): one there was passed over.
     root = _dvc_root(repo)
@@ -89,7 +88,7 @@ def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> s
     is_folder = contents is not None
     existing = is_folder and (repo / path).is_dir()
     rules = _rules_of(None, "")
-    # Every folder on the way, and the output's own if it is one: what it holds is checked.
+    # Every folder on the way, and the output's own if it is one and exists: its .dvcignore is read.
     for depth in range(len(parts) + existing):
         folder = "/".join(parts[:depth])
         ignored_by = _ignored_by(rules, folder, is_folder=True) if folder else None
@@ -100,11 +99,10 @@ def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> s
         ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:
             rules = rules + _rules_of(repo, ignore_file)
-    # The stage's own kinds of file only: Finder's .DS_Store, ignored as a user asked, is no output.
-    kinds = {PurePosixPath(name).suffix for name in contents or ()}
-    held = [*sorted(child.name for child in (repo / path).iterdir())[:1000]] if existing else []
-    held = [name for name in held if PurePosixPath(name).suffix in kinds]
-    candidates = [(path, is_folder), *((f"{path}/{name}", False) for name in [*held, *(contents or ())])]
+    # What the next run writes, not what the folder holds: the stage replaces it whole, so
+    # neither Finder's .DS_Store nor a grid of a layer no longer explained (ignored as a user
+    # asked) is in the output DVC caches.
+    candidates = [(path, is_folder), *((f"{path}/{name}", False) for name in contents or ())]
     return next((by for by in (_ignored_by(rules, *candidate) for candidate in candidates) if by is not None), None)
 
 

@@ -176,9 +176,6 @@ def _path_problem(path: object) -> str | None:
     return None
 
 
-# Files each folder output holds once written, checked against .dvcignore before its first run.
-
-
 def _refuse_what_dvc_ignores(table: dict[str, str], ignored: dict[str, str]) -> None:
     for name, where in ignored.items():
         if not where:
@@ -210,6 +207,8 @@ def refuse_files_dvc_would_ignore(name: str, files: tuple[str, ...], chosen_by: 
     )
 
 
+# Files each folder output holds once written, checked against .dvcignore before a run writes
+# them (explain checks the grids its params choose as it starts).
 FOLDER_OUTPUTS_HOLD = {
     "data": ("train.npz", "test.npz", "manifest.json"),
     "gradcam_images": ("layer3_correct.png", "layer3_predicted.png"),

@@ -3183,12 +3183,13 @@ def test_an_output_is_refused_exactly_where_dvc_ignores_it(tmp_path, ignore_file
             lines.write(patterns)
     table = yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["paths"]
     outputs = [path for name, path in table.items() if name != "checkpoint"]
-    held = []  # what folder outputs hold, as a run leaves them
-    for folder in (path for path in outputs if not PurePosixPath(path).suffix):
-        (root / folder).mkdir(parents=True)
-        (root / folder / "split.npz").touch()
-        held.append(f"{folder}/split.npz")
-    ignored_by_dvc = dvc(root, "check-ignore", *outputs, *held, check=False).returncode == 0
+    written = []  # what folder outputs hold, as a run leaves them
+    for name, files in paths.FOLDER_OUTPUTS_HOLD.items():
+        (root / table[name]).mkdir(parents=True)
+        for file in files:
+            (root / table[name] / file).touch()
+            written.append(f"{table[name]}/{file}")
+    ignored_by_dvc = dvc(root, "check-ignore", *outputs, *written, check=False).returncode == 0
     result = stage(root, "evaluate", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert ("has DVC ignore it" in result.stderr) == ignored_by_dvc, (ignored_by_dvc, result.stderr)
@@ -3226,19 +3227,17 @@ def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_p
     assert ignored == {"gradcam_images": ".dvcignore"}
 
 
-def test_a_stray_file_dvcignore_ignores_in_a_folder_output_is_no_concern(tmp_path):
+def test_a_stray_or_stale_file_dvcignore_ignores_in_a_folder_output_is_no_concern(tmp_path):
     """`.DS_Store` in .dvcignore, as a macOS user has it, and Finder's one in the Grad-CAM
-    folder: every stage refused, saying .dvcignore had DVC ignore the folder, which it did not."""
+    folder: every stage refused, saying .dvcignore had DVC ignore the folder, which it did not.
+    So did a layer2 grid left by the last run once `layer2_*` was ignored and explain.layers
+    was [layer3]: explain's next run replaces the folder without it."""
     holds = {"gradcam_images": paths.FOLDER_OUTPUTS_HOLD["gradcam_images"]}
-    verdicts = []
-    for patterns in (".DS_Store\n", ".DS_Store\nlayer2_*\n"):  # a grid of a last run is still checked
-        repo = tmp_path / str(len(verdicts))
-        (repo / paths.GRADCAM_IMAGES).mkdir(parents=True)
-        (repo / ".dvcignore").write_text(patterns)
-        (repo / paths.GRADCAM_IMAGES / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-        (repo / paths.GRADCAM_IMAGES / "layer2_correct.png").write_bytes(b"")
-        verdicts.append(dvcignore.ignoring_files(repo, {"gradcam_images": paths.GRADCAM_IMAGES}, holds))
-    assert verdicts == [{}, {"gradcam_images": ".dvcignore"}]
+    (tmp_path / paths.GRADCAM_IMAGES).mkdir(parents=True)
+    (tmp_path / ".dvcignore").write_text(".DS_Store\nlayer2_*\n")
+    (tmp_path / paths.GRADCAM_IMAGES / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / paths.GRADCAM_IMAGES / "layer2_correct.png").write_bytes(b"")
+    assert dvcignore.ignoring_files(tmp_path, {"gradcam_images": paths.GRADCAM_IMAGES}, holds) == {}
 
 
 def test_grids_explain_layers_choose_are_checked_against_dvcignore_before_they_are_written(tmp_path, monkeypatch):
