@@ -3,6 +3,7 @@ lr_find stage does without a descent."""
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -171,12 +172,13 @@ def test_a_curve_cut_to_two_steps_is_too_short_to_read():
 
 
 @pytest.mark.parametrize(
-    ("lrs", "raw", "diverged_at"),
+    ("step_mode", "lrs", "raw", "diverged_at"),
     [
         # Linear steps from 1e-30 to 1000: the second step is already at 52.6, the third diverges.
-        (list(np.linspace(1e-30, 1000, 20))[:3], [5.25, 5.22, 34665.0], "105"),
+        ("linear", list(np.linspace(1e-30, 1000, 20))[:3], [5.25, 5.22, 34665.0], "105"),
         # A flat stretch to 0.1, then a blow-up in the last two steps only, which no median of 5 steps sees.
         (
+            "exp",
             exponential_lrs(1e-30, 1000, 20),
             [*(4.8 + 0.3 * np.random.default_rng(0).standard_normal(18)), 9.1, 2121.0],
             "1e+03",
@@ -184,8 +186,8 @@ def test_a_curve_cut_to_two_steps_is_too_short_to_read():
     ],
     ids=["linear-range-diverges-at-its-third-step", "exponential-range-diverges-in-its-last-step"],
 )
-def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(lrs, raw, diverged_at):
-    config = LRFindConfig(start_lr=1e-30, end_lr=1000.0, num_iter=20, step_mode="exp")
+def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(step_mode, lrs, raw, diverged_at):
+    config = LRFindConfig(start_lr=1e-30, end_lr=1000.0, num_iter=20, step_mode=step_mode)
     test = read_curve(lrs, recorded(raw), config)
     assert test.reading.verdict == "flat" and f"then diverged at lr {diverged_at} (above 5 times its lowest)" in (
         test.no_descent
@@ -194,6 +196,8 @@ def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(lrs, 
         test.require_descent()
     assert f"; test more steps just below lr {diverged_at}: set lr_find.end_lr to about " in str(caught.value)
     assert "lower lr_find.start_lr" not in str(caught.value)
+    # Linear steps over four decades would leave all but the top one almost without a step.
+    assert ("with lr_find.step_mode = 'exp'" in str(caught.value)) == (step_mode == "linear")
 
 
 def test_a_curve_that_rises_from_its_first_step_and_diverges_asks_for_a_lower_start():
@@ -207,9 +211,10 @@ def test_a_curve_that_rises_from_its_first_step_and_diverges_asks_for_a_lower_st
     assert str(caught.value).endswith("lower lr_find.start_lr (to about 1e-05) or set train.max_lr to a number")
 
 
-def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss():
+def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss_with_steps_as_dense_as_the_default():
     """1e-29 to 1000 in 16 steps, the lowest loss near lr 3e-6: the advice was to start at 0.1, a
-    ten-thousandth of the divergence, and that range rose from its first step and failed alike."""
+    ten-thousandth of the divergence, and that range rose from its first step and failed alike.
+    Advised to start at 3e-8 with num_iter kept at 16 (11 decades), lr_find found no descent again."""
     lrs = exponential_lrs(1e-29, 1000.0, 16)
     raw = [*(2.3 + 0.05 * np.random.default_rng(1).standard_normal(14)), 9.0, 2121.0]
     raw[9:14] = [x - 0.03 for x in raw[9:14]]  # a shallow dip, within the noise
@@ -218,6 +223,9 @@ def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss():
         test.require_descent()
     advised = float(re.search(r"lr_find\.start_lr to about ([0-9.e+-]+) ", str(caught.value)).group(1))
     assert advised <= test.reading.lr_at_lowest / 100 * 1.05, (advised, test.reading.lr_at_lowest)
+    steps = int(re.search(r"lr_find\.num_iter to ([0-9]+) or more", str(caught.value)).group(1))
+    default = LRFindConfig()
+    assert steps / math.log10(1000 / advised) >= default.num_iter / math.log10(default.end_lr / default.start_lr)
 
 
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():

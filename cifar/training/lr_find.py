@@ -7,6 +7,7 @@ import bisect
 import contextlib
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,10 @@ LEVEL_STEPS, CLEAR_BEYOND = 5, 4.0
 # torch-lr-finder's default, passed explicitly: the test stops where the smoothed loss passes
 # this many times its lowest so far, and the verdict names that LR.
 DIVERGE_TH = 5
+# The default range's density of steps, which advice for a finer range keeps: 16 steps over
+# 11 decades, advised without a number of steps, found no descent again.
+_DEFAULT_RANGE = LRFindConfig()
+STEPS_PER_DECADE = _DEFAULT_RANGE.num_iter / math.log10(_DEFAULT_RANGE.end_lr / _DEFAULT_RANGE.start_lr)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class RangeTest:
     at_range_end: bool  # the pick lies in the last tenth of the range: the range may be too short
     past_descent: bool  # the loss no longer falls at the pick: the edge of divergence
     diverged_at: float | None  # the LR where the loss passed DIVERGE_TH times its lowest, or was not finite
+    step_mode: str  # lr_find.step_mode: advice for a finer range counts steps per decade with "exp"
 
     def metrics(self) -> dict[str, float | bool]:
         """What metrics/lr_find.json records of it; figures re-reads the curve and expects the same."""
@@ -141,10 +147,14 @@ class RangeTest:
             # A flat stretch, then a blow-up: the LRs that learn lie just below the divergence,
             # where a range that already reaches its bounds took too few steps.
             highest = self.diverged_at
+            start = float(f"{self._start_below(highest):.2g}")
+            steps = max(len(self.lrs), math.ceil(STEPS_PER_DECADE * math.log10(highest / start)))
+            # Linear steps over decades leave all but the last without a step: 0.011 to 105 in 67.
+            spacing = " with lr_find.step_mode = 'exp'" if self.step_mode != "exp" else ""
             raise TrainingError(
                 f"{self.no_descent}; test more steps just below lr {highest:.3g}: set lr_find.end_lr to about "
-                f"{highest:.3g} and lr_find.start_lr to about {self._start_below(highest):.2g} "
-                f"(or raise lr_find.num_iter), or set train.max_lr to a number"
+                f"{highest:.3g}, lr_find.start_lr to about {start:.2g} and lr_find.num_iter to {steps} or more"
+                f"{spacing}, or set train.max_lr to a number"
             )
         if self.no_descent:
             raise TrainingError(
@@ -228,6 +238,7 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         at_range_end=fell and bool(in_last_tenth(chosen, config)),
         past_descent=fell and not loss_falls_at(chosen, lrs, losses),
         diverged_at=float(diverged[0]) if diverged else None,
+        step_mode=config.step_mode,
     )
 
 
