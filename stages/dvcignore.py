@@ -86,15 +86,16 @@ def _dvc_root(repo: Path) -> Path:
 def _ignoring_file(repo: Path, path: str, contents: tuple[str, ...] | None) -> str | None:
     parts = PurePosixPath(path).parts
     is_folder = contents is not None
-    existing = is_folder and (repo / path).is_dir()
     rules = _rules_of(None, "")
-    # Every folder on the way, and the output's own if it is one and exists: its .dvcignore is read.
-    for depth in range(len(parts) + existing):
+    # Every folder on the way, not the output's own: a run replaces it, with the .dvcignore
+    # or .dvc it holds (a `!*.npz` there took back a top `*.npz` only until download ran).
+    for depth in range(len(parts)):
         folder = "/".join(parts[:depth])
         ignored_by = _ignored_by(rules, folder, is_folder=True) if folder else None
         if ignored_by is not None:
             return ignored_by
-        if folder and (repo / folder / ".dvc").is_dir():  # a repository of its own, which DVC leaves out
+        # A repository of its own, which DVC leaves out: a file named .dvc makes one too.
+        if folder and os.path.lexists(repo / folder / ".dvc"):
             return f"{folder}/.dvc"
         ignore_file = f"{folder}/.dvcignore" if folder else ".dvcignore"
         if (repo / ignore_file).exists() and _ignored_by(rules, ignore_file, is_folder=False) is None:

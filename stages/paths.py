@@ -208,11 +208,9 @@ def refuse_files_dvc_would_ignore(name: str, files: tuple[str, ...], chosen_by: 
 
 
 # Files each folder output holds once written, checked against .dvcignore before a run writes
-# them (explain checks the grids its params choose as it starts).
-FOLDER_OUTPUTS_HOLD = {
-    "data": ("train.npz", "test.npz", "manifest.json"),
-    "gradcam_images": ("layer3_correct.png", "layer3_predicted.png"),
-}
+# them. Explain's grids are named by explain.layers, and explain checks those as it starts: a
+# guess here (layer3's) had every stage refuse where only layer3's were ignored and layer2 explained.
+FOLDER_OUTPUTS_HOLD = {"data": ("train.npz", "test.npz", "manifest.json"), "gradcam_images": ()}
 
 # The tables DVC draws as plots, written as CSV.
 _PLOT_TABLES = ("lr_find_curve", "history", "lr_schedule", "confusion", "per_class")
