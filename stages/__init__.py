@@ -332,6 +332,23 @@ def _command_line_problem() -> str | None:
     return None
 
 
+def _working_folder_problem() -> str | None:
+    """A stage reads and writes its paths in the working folder, and checks them against the
+    repository its code lies in: run from another folder with PYTHONPATH naming the code,
+    evaluate wrote plots that folder's .dvcignore had DVC ignore, exit 0."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        if os.path.samefile(os.getcwd(), project):
+            return None
+        here = os.getcwd()
+    except OSError as error:  # a working folder removed, or one this user may not search
+        return f"the working folder cannot be read ({one_line(error)}); run the stage from {printable(project)}"
+    return (
+        f"a stage runs in the repository that holds its code, {printable(project)}, not in {printable(here)}; "
+        f"run it from there"
+    )
+
+
 def _stage_name() -> str:
     """`figures` for `python -m stages.figures`, also while this package loads, when argv[0]
     is still "-m"."""
@@ -959,7 +976,7 @@ if sys.argv[:1] == ["-m"]:
     # a signal that came meanwhile acts here; SIGXCPU left blocked by the parent, like ignored, would wait for the kill
     _under_a_cpu_limit = resource.getrlimit(resource.RLIMIT_CPU)[1] != resource.RLIM_INFINITY
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start - ({_signal.SIGXCPU} if _under_a_cpu_limit else set()))
-    problem = _command_line_problem() or _cpu_time_problem()
+    problem = _command_line_problem() or _working_folder_problem() or _cpu_time_problem()
     if problem:
         _refuse(f"error: {problem}")
     problem = _memory_limit_problem() or _stack_limit_problem() or _open_files_problem() or _threads_limit_problem()

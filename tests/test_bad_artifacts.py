@@ -2866,6 +2866,27 @@ def test_a_namesake_of_what_torchs_exit_report_imports_is_refused_once(pipeline_
     assert result.stderr.startswith(f"error: evaluate would import 'tabulate' from {tmp_path / 'tabulate.py'}, ")
 
 
+def test_a_stage_run_from_another_folder_than_its_codes_repository_is_refused(tmp_path):
+    """From a folder of params.yaml, data and model but no code, with PYTHONPATH naming a clone,
+    evaluate wrote its metrics and plots there, where that folder's .dvcignore had DVC ignore
+    the plots, and exited 0: the paths were checked in the clone."""
+    pipeline, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    copy_pipeline(pipeline)
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=elsewhere,
+        env=os.environ | {"PYTHONPATH": str(pipeline)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr == (
+        f"error: a stage runs in the repository that holds its code, {pipeline}, not in {elsewhere}; run it from "
+        f"there\n"
+    )
+    assert not any(elsewhere.iterdir())
+
+
 def catches(pid: int, sig: signal.Signals) -> bool:
     """Whether the process has a handler of its own for the signal (/proc's SigCgt mask)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -3220,11 +3241,39 @@ def test_dvcignore_patterns_that_take_too_long_to_match_are_refused_within_a_cpu
 
 def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_path):
     """With `*_predicted.png` in .dvcignore, explain's first run wrote two Grad-CAM grids DVC
-    ignores (only `layer3_correct.png` was checked), and its next run refused that state."""
-    (tmp_path / ".dvcignore").write_text("*_predicted.png\n")
+    ignores (only `layer3_correct.png` was checked), and its next run refused that state. The
+    data folder's files are checked before download writes them."""
+    (tmp_path / ".dvcignore").write_text("manifest.*\n")
+    ignored = dvcignore.ignoring_files(tmp_path, {"data": paths.DATA}, {"data": paths.FOLDER_OUTPUTS_HOLD["data"]})
+    assert ignored == {"data": ".dvcignore"}
+
+
+def test_what_a_folder_output_holds_itself_takes_nothing_back_that_its_run_writes(tmp_path):
+    """`*.npz` in .dvcignore and `!*.npz` in data/cifar10/.dvcignore: download ran, replaced the
+    folder (its .dvcignore with it), and DVC cached data/cifar10 without either split, exit 0.
+    So did a .dvc there, and a file named .dvc above, which DVC takes for a repository of its own."""
+    data = tmp_path / paths.DATA
+    data.mkdir(parents=True)
+    (tmp_path / ".dvcignore").write_text("*.npz\n")
+    (data / ".dvcignore").write_text("!*.npz\n")
+    holds = {"data": paths.FOLDER_OUTPUTS_HOLD["data"]}
+    assert dvcignore.ignoring_files(tmp_path, {"data": paths.DATA}, holds) == {"data": ".dvcignore"}
+    (tmp_path / ".dvcignore").unlink()
+    (data / ".dvcignore").unlink()
+    (data.parent / ".dvc").touch()
+    assert dvcignore.ignoring_files(tmp_path, {"data": paths.DATA}, holds) == {"data": f"{data.parent.name}/.dvc"}
+
+
+def test_grids_of_a_layer_explain_no_longer_draws_may_be_ignored(tmp_path, monkeypatch):
+    """`gradcam/layer3_*` in plots/images/.dvcignore and explain.layers [layer2]: every stage refused, as if
+    the Grad-CAM folder were ignored, though explain would write layer2's grids only."""
+    monkeypatch.setattr(paths, "REPO", tmp_path)
+    grids = PurePosixPath(paths.GRADCAM_IMAGES)
+    (tmp_path / grids.parent).mkdir(parents=True)
+    (tmp_path / grids.parent / ".dvcignore").write_text(f"{grids.name}/layer3_*\n")
     holds = {"gradcam_images": paths.FOLDER_OUTPUTS_HOLD["gradcam_images"]}
-    ignored = dvcignore.ignoring_files(tmp_path, {"gradcam_images": paths.GRADCAM_IMAGES}, holds)
-    assert ignored == {"gradcam_images": ".dvcignore"}
+    assert dvcignore.ignoring_files(tmp_path, {"gradcam_images": paths.GRADCAM_IMAGES}, holds) == {}
+    paths.refuse_files_dvc_would_ignore("gradcam_images", ("layer2_correct.png", "layer2_predicted.png"), "layers")
 
 
 def test_a_stray_or_stale_file_dvcignore_ignores_in_a_folder_output_is_no_concern(tmp_path):
