@@ -13,7 +13,7 @@ import stat
 import sys
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -61,7 +61,17 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
         splits = download_official(download_dir)
     else:
         splits = import_local(_local_path(config.source), limits, download_dir)
-    return {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
+    splits = {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
+    for name, split in splits.items():
+        # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
+        # download again, which wrote the same one (53,000 train images of a tree with copies).
+        if len(split.labels) > SPLIT_SIZES[name]:
+            raise DataError(
+                f"data.source = {config.source!r}: its {name} split holds {len(split.labels):,} images, more than "
+                f"CIFAR-10's {SPLIT_SIZES[name]:,}, the most the stages read; set data.{name}_limit to at most "
+                f"{SPLIT_SIZES[name]:,}, or remove the extra images (copies, or another data set's)"
+            )
+    return splits
 
 
 def _local_path(source: str) -> Path:
@@ -283,6 +293,9 @@ class ImageFile:
 
     name: str  # its path, or its name in the archive (ClassTree.named_within comes before it)
     decode: Callable[[], np.ndarray]
+    # Alike for files that hold the same bytes, each decoded once: a folder's file by device and
+    # inode, an archive's member by its data (hard links share their target's).
+    contents: Hashable
 
 
 @dataclass(frozen=True)
@@ -375,10 +388,20 @@ def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
                 if entry.name.startswith("._") and entry.is_file() and _starts_apple_double(path):
                     continue  # as in an archive: macOS's tar extracts one beside each file
                 if path.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(ImageFile(str(path), partial(read_image, path)))
+                    images.append(ImageFile(str(path), partial(read_image, path), _file_identity(entry)))
                 else:
                     skipped.append(entry.path)
     return ClassTree(str(root), files, tuple(sorted(skipped)))
+
+
+def _file_identity(entry: os.DirEntry) -> Hashable:
+    """A file's device and inode, alike for its hard links; its path where it cannot be read
+    (a dangling link), which reading it then names."""
+    try:
+        stat = entry.stat()
+    except OSError:
+        return ("path", entry.path)
+    return ("inode", stat.st_dev, stat.st_ino)
 
 
 def _nested_folder(name: str, class_folder: str) -> DataError:
@@ -401,7 +424,6 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     trees: dict[tuple[str, ...], dict[str, dict[str, list[ImageFile]]]] = {}
     skipped: dict[tuple[str, ...], list[str]] = {}  # by tree, as ClassTree.skipped
     nested: dict[tuple[str, ...], tuple[str, str]] = {}  # by tree: a member inside a class folder's subfolder
-    decoders: dict[int, partial[np.ndarray]] = {}  # by member data: hard links share their target's
     for name in sorted(members):
         parts = PurePosixPath(name).parts
         if _macos_metadata(parts, members[name]):
@@ -419,8 +441,8 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
             else:
                 images = trees.setdefault(prefix, {name: {} for name in SPLITS})[split].setdefault(folder, [])
                 if PurePosixPath(file[0]).suffix.lower() in IMAGE_SUFFIXES:
-                    decoder = decoders.setdefault(id(members[name]), partial(_decode_member, members, name, archive))
-                    images.append(ImageFile(name, decoder))
+                    decoder = partial(_decode_member, members, name, archive)
+                    images.append(ImageFile(name, decoder, ("member", id(members[name]))))
                 else:
                     skipped.setdefault(prefix, []).append(name)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
@@ -651,18 +673,21 @@ def _decoded(files: list[ImageFile], order: np.ndarray) -> list[np.ndarray]:
     memory limit (`ulimit -v` or `-d`) the stage's own thread decodes them: a decoding thread
     that ran out of memory as it finished an image left its result unset and the stage waiting
     for ever (the full mirror under `ulimit -d 262144`, 1 run in 6)."""
-    # Files that share a decoder (an archive's hard links to one member) are decoded once:
-    # 200,000 links to one PNG holding 1 MB of text would have taken about 860 s of CPU.
-    decoders = list(dict.fromkeys(files[index].decode for index in order))
+    # Files of the same contents (hard links) are decoded once, by the first of them chosen, which
+    # a failure names: 200,000 links to one PNG holding 1 MB of text took about 860 s of CPU.
+    by_contents: dict[Hashable, ImageFile] = {}
+    for index in order:
+        by_contents.setdefault(files[index].contents, files[index])
+    first_chosen = list(by_contents.values())
     with stop_signals_held() as arrived:
 
-        def decode(decoder: Callable[[], np.ndarray]) -> np.ndarray | None:
-            return None if arrived else decoder()
+        def decode(file: ImageFile) -> np.ndarray | None:
+            return None if arrived else file.decode()
 
         if memory_limits_set():
-            images = [decode(decoder) for decoder in decoders]
+            images = [decode(file) for file in first_chosen]
         else:
             with ThreadPoolExecutor() as pool:
-                images = list(pool.map(decode, decoders))
-        decoded = dict(zip(decoders, images))
-        return [decoded[files[index].decode] for index in order]
+                images = list(pool.map(decode, first_chosen))
+        decoded = {file.contents: image for file, image in zip(first_chosen, images)}
+        return [decoded[files[index].contents] for index in order]
