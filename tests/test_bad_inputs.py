@@ -44,7 +44,7 @@ from PIL import Image, PngImagePlugin
 from torch import nn
 
 from cifar.config import DataConfig, Params, TrainConfig, load_params, parse_params
-from cifar.dataset import save_dataset
+from cifar.dataset import SPLITS, save_dataset
 from cifar.errors import ConfigError, DataError, OutputError, short_repr
 from cifar.ingest import archives, sources
 from cifar.ingest.images import decode_image, read_image
@@ -3026,6 +3026,21 @@ def test_a_split_larger_than_cifar10s_is_refused_as_download_writes_it(tree, dow
         f"data.source = {str(tree)!r}: its test split holds 20 images, more than CIFAR-10's 15, the most the "
         f"stages read; set data.test_limit to at most 15, or remove the extra images (copies, or another data set's)"
     )
+
+
+def test_a_train_and_test_pair_of_folders_without_an_image_is_no_second_tree(tree, tmp_path, downloads):
+    """A project's configs/train/ and configs/test/ beside its data/ tree: refused as two trees."""
+    project = tmp_path / "project"
+    project.mkdir()
+    tree.rename(project / "data")
+    for split in SPLITS:
+        (project / "configs" / split / "base").mkdir(parents=True)
+        (project / "configs" / split / "base" / "config.yaml").write_text("lr: 0.1\n")
+    archive = tmp_path / "project.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(project, "project")
+    for source in (project, archive):
+        assert len(import_from(source, downloads)["train"]) == 30
 
 
 def tar_with(tree: Path, tmp_path: Path, link: tarfile.TarInfo) -> Path:

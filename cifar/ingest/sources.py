@@ -267,6 +267,8 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
             return _load_official_batches(official[0].parent, source)
         found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
         trees = [folder for folder in found if all(_is_folder(folder / name) for name in SPLITS)]
+        # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
+        trees = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)] or trees
         if not trees:
             raise DataError(
                 f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
@@ -446,6 +448,8 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
                 else:
                     skipped.setdefault(prefix, []).append(name)
     complete = [prefix for prefix, files in trees.items() if all(files[split] for split in SPLITS)]
+    # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
+    complete = [prefix for prefix in complete if _holds_images(trees[prefix])] or complete
     if not complete:
         raise DataError(
             f"data.source = {str(archive)!r}: no train/ and test/ folders found at its root or up to "
@@ -455,17 +459,17 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     _check_one_tree(
         archive,
         ["/".join(prefix) or "." for prefix in complete],
-        sorted(
-            "/".join(prefix) or "."
-            for prefix in trees.keys() - complete
-            if any(images for folders in trees[prefix].values() for images in folders.values())
-        ),
+        sorted("/".join(prefix) or "." for prefix in trees.keys() - complete if _holds_images(trees[prefix])),
     )
     prefix = complete[0]
     if prefix in nested:
         raise _nested_folder(*nested[prefix])
     root = f"{archive}:{'/'.join(prefix)}".rstrip("/:") if prefix else str(archive)
     return ClassTree(root, trees[prefix], tuple(skipped.get(prefix, ())), f"{archive}:")
+
+
+def _holds_images(tree: dict[str, dict[str, list[ImageFile]]]) -> bool:
+    return any(images for folders in tree.values() for images in folders.values())
 
 
 def _decode_member(members: dict[str, bytes], name: str, archive: Path) -> np.ndarray:
