@@ -128,8 +128,12 @@ def run_fingerprint(
     return {
         "params": {key: asdict(getattr(params, key)) for key in ("model", "augment", "train")} | {"seed": params.seed},
         "device": str(device),
-        # A CPU's sums run in another order on another number of threads.
+        # A CPU's sums run in another order on another number of threads, with other kernels
+        # (ATEN_CPU_CAPABILITY=default, or another machine's: a run resumed with AVX-512 after an
+        # epoch without matched neither run), and in another torch.
         "cpu threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "cpu kernels": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
+        "torch": str(torch.__version__),  # a TorchVersion, which weights-only loading refuses
         "precision": precision,
         "max_lr": max_lr,
         "train data": train.sha256,

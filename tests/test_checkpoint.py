@@ -915,6 +915,16 @@ def change_cpu_threads(run, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
 
 
+def change_cpu_kernels(run, tmp_path, monkeypatch):
+    """Kernels of another instruction set sum in another order: a run resumed with AVX-512 after
+    an epoch under ATEN_CPU_CAPABILITY=default matched neither run."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "a CPU of other kernels")
+
+
+def change_torch(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "an upgraded torch")
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
@@ -927,6 +937,8 @@ def change_cpu_threads(run, tmp_path, monkeypatch):
         (change_seed, "params"),
         (change_max_lr, "max_lr"),
         (change_cpu_threads, "cpu threads"),
+        (change_cpu_kernels, "cpu kernels"),
+        (change_torch, "torch"),
     ],
 )
 def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_changed(
@@ -981,7 +993,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))
     assert (
-        f"not resuming: {path} is from a run with different cpu threads, device, precision; training from scratch"
-        in caplog.messages
+        f"not resuming: {path} is from a run with different cpu kernels, cpu threads, device, precision; training "
+        f"from scratch" in caplog.messages
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
