@@ -194,21 +194,76 @@ def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(step_
     )
     with pytest.raises(TrainingError) as caught:
         test.require_descent()
-    assert f"; test more steps just below lr {diverged_at}: set lr_find.end_lr to about " in str(caught.value)
+    assert f"; test more steps just below lr {diverged_at}: set lr_find.start_lr to about " in str(caught.value)
     assert "lower lr_find.start_lr" not in str(caught.value)
     # Linear steps over four decades would leave all but the top one almost without a step.
     assert ("with lr_find.step_mode = 'exp'" in str(caught.value)) == (step_mode == "linear")
 
 
-def test_a_curve_that_rises_from_its_first_step_and_diverges_asks_for_a_lower_start():
-    """Adam from 0.1 to 1000: the loss rose at every step and diverged at the fifth; the advice
-    was to test just below the divergence with start_lr kept at 0.1, which failed alike."""
-    lrs = exponential_lrs(0.1, 1000.0, 8)
-    test = read_curve(lrs, recorded([5.03, 6.45, 10.3, 12.6, 29.2]) + [float("inf")] * 3, LRFindConfig(num_iter=8))
+def advised_range(message: str) -> tuple[float, float, int]:
+    """The start_lr, end_lr and num_iter an lr_find message advises."""
+    found = re.search(
+        r"set lr_find\.start_lr to about ([0-9.e+-]+), lr_find\.end_lr to about ([0-9.e+-]+) and "
+        r"lr_find\.num_iter to ([0-9]+) or more",
+        message,
+    )
+    assert found, message
+    return float(found[1]), float(found[2]), int(found[3])
+
+
+def as_dense_as_the_default(start: float, end: float, steps: int) -> bool:
+    default = LRFindConfig()
+    return steps / math.log10(end / start) >= default.num_iter / math.log10(default.end_lr / default.start_lr)
+
+
+@pytest.mark.parametrize(
+    ("step_mode", "lrs", "raw"),
+    [
+        # Adam from 0.1 to 1000: the loss rose at every step and diverged at the fifth; the advice
+        # was to test just below the divergence with start_lr kept at 0.1, which failed alike.
+        ("exp", exponential_lrs(0.1, 1000.0, 8)[:6], [5.03, 6.45, 10.3, 12.6, 29.2]),
+        # From 100: the advised start, a ten-thousandth of it (0.01), rose from its first step again.
+        ("exp", exponential_lrs(100.0, 1000.0, 20)[:5], [5.0, 5.6, 9.0, 30.0]),
+        # Linear steps put the second at 5.26 whatever the start: each lower start advised failed alike.
+        ("linear", list(np.linspace(1e-7, 100.0, 20))[:4], [2.3, 2.5, 4.0]),
+        # SGD from 0.01: the loss rose from its second step on, and "raise lr_find.end_lr" was advised at its most.
+        ("exp", exponential_lrs(0.01, 1000.0, 20)[:12], [5.03, 5.024, 5.2, 5.91, 7, 9, 12, 16, 20, 24, 27.96]),
+    ],
+    ids=["adam-from-0.1", "from-100", "linear-steps", "rises-from-the-second-step"],
+)
+def test_a_curve_that_rises_from_its_start_asks_for_a_range_that_starts_where_the_recipe_learns(step_mode, lrs, raw):
+    config = LRFindConfig(start_lr=lrs[0], end_lr=1000.0, num_iter=20, step_mode=step_mode)
+    test = read_curve(lrs, [*recorded(raw), float("inf")], config)  # torch-lr-finder's last: where it diverged
     with pytest.raises(TrainingError) as caught:
         test.require_descent()
-    assert str(caught.value).startswith("lr_find found no descent: the loss rose from its first step at ")
-    assert str(caught.value).endswith("lower lr_find.start_lr (to about 1e-05) or set train.max_lr to a number")
+    message = str(caught.value)
+    assert "the range starts above the LRs that learn; " in message, message
+    start, end, steps = advised_range(message)
+    assert start <= LRFindConfig().start_lr and end <= lrs[-1] * 1.005 and as_dense_as_the_default(start, end, steps)
+    assert ("with lr_find.step_mode = 'exp'" in message) == (step_mode == "linear")
+
+
+def test_too_few_steps_to_read_a_descent_are_named_with_a_number_of_steps():
+    """num_iter 5, which params allow: one median of 5 steps was both the start and the lowest, so
+    the loss "fell by 0" where each step's own loss halved, and the advice named no number."""
+    test = read_curve(exponential_lrs(1e-4, 0.1, 5), recorded([5.03, 4.1, 3.2, 2.6, 2.4]), LRFindConfig(num_iter=5))
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    assert str(caught.value).startswith("lr_find found no descent: 5 steps, lr 0.0001 to 0.1, are too few to tell")
+    start, end, steps = advised_range(str(caught.value))
+    assert (start, end) == (1e-4, 0.1) and as_dense_as_the_default(start, end, steps)
+
+
+def test_a_flat_curve_over_the_widest_range_advises_only_what_params_allow():
+    """1e-30 to 1000, the bounds params allow: "lower lr_find.start_lr or raise lr_find.end_lr"
+    was advised, and params refuses either."""
+    raw = 2.3 + 0.05 * np.random.default_rng(2).standard_normal(20)
+    test = read_curve(exponential_lrs(1e-30, 1000.0, 20), recorded(raw), LRFindConfig(num_iter=20))
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    assert str(caught.value).endswith(
+        "; test a longer or wider range (raise lr_find.num_iter) or set train.max_lr to a number"
+    )
 
 
 def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss_with_steps_as_dense_as_the_default():
@@ -221,11 +276,9 @@ def test_the_advice_after_a_flat_curve_diverges_starts_below_its_lowest_loss_wit
     test = read_curve(lrs, recorded(raw), LRFindConfig(start_lr=1e-29, end_lr=1000.0, num_iter=16))
     with pytest.raises(TrainingError) as caught:
         test.require_descent()
-    advised = float(re.search(r"lr_find\.start_lr to about ([0-9.e+-]+) ", str(caught.value)).group(1))
-    assert advised <= test.reading.lr_at_lowest / 100 * 1.05, (advised, test.reading.lr_at_lowest)
-    steps = int(re.search(r"lr_find\.num_iter to ([0-9]+) or more", str(caught.value)).group(1))
-    default = LRFindConfig()
-    assert steps / math.log10(1000 / advised) >= default.num_iter / math.log10(default.end_lr / default.start_lr)
+    start, end, steps = advised_range(str(caught.value))
+    assert start <= test.reading.lr_at_lowest / 100 * 1.05, (start, test.reading.lr_at_lowest)
+    assert as_dense_as_the_default(start, end, steps)
 
 
 def test_a_loss_that_is_not_finite_from_the_first_step_says_which_lr():
@@ -247,6 +300,12 @@ def test_steepest_needs_17_steps_and_says_so():
     lrs, losses = steady_descent(16)
     with pytest.raises(TrainingError) as caught:
         read_curve(lrs, losses, LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=16, pick="steepest"))
+    assert str(caught.value) == (
+        "lr_find.pick = 'steepest' needs at least 17 recorded steps, but lr_find.num_iter is 16; raise "
+        "lr_find.num_iter to 17 or more or use lr_find.pick = 'valley'"
+    )
+    with pytest.raises(TrainingError) as caught:  # 20 steps asked for, the loss diverged at the 17th
+        read_curve([*lrs, 2.0], [*losses, float("inf")], LRFindConfig(num_iter=20, pick="steepest"))
     assert str(caught.value) == (
         "lr_find.pick = 'steepest' needs at least 17 recorded steps, but the range test stopped after 16 "
         "(the loss diverged); lower lr_find.end_lr or use lr_find.pick = 'valley'"
@@ -450,7 +509,7 @@ def without_descent(repro, tmp_path, max_lr):
     model (a flat curve), with train.max_lr as given."""
     root = copy_of(repro, tmp_path / "flat")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["lr_find"] |= {"start_lr": 1e-9, "end_lr": 2e-9, "num_iter": 6}
+    params["lr_find"] |= {"start_lr": 1e-9, "end_lr": 2e-9, "num_iter": 10}
     params["train"]["max_lr"] = max_lr
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

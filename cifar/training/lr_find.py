@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-from cifar.config import LRFindConfig
+from cifar.config import MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, LRFindConfig
 from cifar.errors import DataError, TrainingError
 from cifar.training.loader import DeviceLoader
 from cifar.training.recipe import Recipe, loss_function
@@ -133,34 +133,70 @@ class RangeTest:
         of 0.1 was advised where the lowest loss lay at 2.9e-6, and that range failed alike)."""
         return max(min(highest / 1e4, self.reading.lr_at_lowest / 100), self.lrs[0])
 
+    def _finer_range(self, start: float, end: float) -> str:
+        """The settings of a range from about start to end, its exponential steps as dense as the
+        default range's: 16 steps over the 11 decades advised found no descent again, and linear
+        steps leave all decades but the last without one."""
+        start = max(float(f"{start:.2g}"), MIN_LEARNING_RATE)
+        steps = max(2 * LEVEL_STEPS, len(self.lrs), math.ceil(STEPS_PER_DECADE * math.log10(end / start)))
+        spacing = " with lr_find.step_mode = 'exp'" if self.step_mode != "exp" else ""
+        return (
+            f"set lr_find.start_lr to about {start:.2g}, lr_find.end_lr to about {end:.3g} and lr_find.num_iter to "
+            f"{steps} or more{spacing}"
+        )
+
     def require_descent(self) -> None:
-        """Stop when there is no LR to train at, saying what to do."""
-        if self.no_descent and self.diverged_at is not None and int(np.argmin(self.losses)) == 0:
-            # Advice to test below the divergence kept start_lr, and following it failed alike.
+        """Stop when there is no LR to train at, saying what to do: each advice, followed, tests a
+        range that has learnt with this recipe (docs/lr-finder.md)."""
+        if not self.no_descent:
+            return
+        tested = f"lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g} in {len(self.lrs)} steps"
+        diverged_from_the_start = self.diverged_at is not None and int(np.argmin(self.losses)) == 0
+        # Not a rise after a fall within the noise: ResNet18-GN's loss rose after 7.85e-6 on
+        # 20 steps to 0.1, and trained to 0.83 at 0.03.
+        rose_from_the_start = self.reading.verdict == "rising" and self.reading.fall <= 0
+        if (diverged_from_the_start or rose_from_the_start) and self.lrs[0] > MIN_LEARNING_RATE:
+            # The LRs that learn lie below the range. A ten-thousandth of a start of 100 rose from
+            # its first step again; the default start learns with every recipe here.
+            start = min(self.lrs[0] / 1e4, _DEFAULT_RANGE.start_lr)
+            if diverged_from_the_start:
+                rose_at = self.diverged_at
+                what = (
+                    f"lr_find found no descent: the loss rose from its first step at lr_find.start_lr = "
+                    f"{self.lrs[0]:.3g} and diverged at lr {rose_at:.3g} ({tested})"
+                )
+            else:
+                rose_at, what = self.reading.lr_at_highest, self.no_descent
             raise TrainingError(
-                f"lr_find found no descent: the loss rose from its first step at lr_find.start_lr = "
-                f"{self.lrs[0]:.3g} and diverged at lr {self.diverged_at:.3g} (lr {self.lrs[0]:.3g} to "
-                f"{self.lrs[-1]:.3g} in {len(self.lrs)} steps): the range starts above the LRs that learn; lower "
-                f"lr_find.start_lr (to about {self.lrs[0] / 1e4:.2g}) or set train.max_lr to a number"
+                f"{what}: the range starts above the LRs that learn; {self._finer_range(start, rose_at)}, or set "
+                f"train.max_lr to a number"
             )
-        if self.no_descent and self.reading.verdict == "flat" and self.diverged_at is not None:
+        if self.reading.verdict == "flat" and self.diverged_at is not None:
             # A flat stretch, then a blow-up: the LRs that learn lie just below the divergence,
             # where a range that already reaches its bounds took too few steps.
             highest = self.diverged_at
-            start = float(f"{self._start_below(highest):.2g}")
-            steps = max(len(self.lrs), math.ceil(STEPS_PER_DECADE * math.log10(highest / start)))
-            # Linear steps over decades leave all but the last without a step: 0.011 to 105 in 67.
-            spacing = " with lr_find.step_mode = 'exp'" if self.step_mode != "exp" else ""
             raise TrainingError(
-                f"{self.no_descent}; test more steps just below lr {highest:.3g}: set lr_find.end_lr to about "
-                f"{highest:.3g}, lr_find.start_lr to about {start:.2g} and lr_find.num_iter to {steps} or more"
-                f"{spacing}, or set train.max_lr to a number"
+                f"{self.no_descent}; test more steps just below lr {highest:.3g}: "
+                f"{self._finer_range(self._start_below(highest), highest)}, or set train.max_lr to a number"
             )
-        if self.no_descent:
+        if len(self.lrs) < 2 * LEVEL_STEPS:
+            # One median of 5 steps at the start is also the lowest: the loss "fell by 0".
             raise TrainingError(
-                f"{self.no_descent}; test a longer or wider range (raise lr_find.num_iter, lower lr_find.start_lr "
-                f"or raise lr_find.end_lr) or set train.max_lr to a number"
+                f"lr_find found no descent: {len(self.lrs)} steps, lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g}, are "
+                f"too few to tell one from noise (it compares medians of {LEVEL_STEPS} steps at the start and at the "
+                f"lowest); "
+                f"{self._finer_range(self.lrs[0], self.lrs[-1])}, or set train.max_lr to a number"
             )
+        # Only what params.yaml allows: "raise lr_find.end_lr" was advised at its most, 1,000.
+        options = [
+            "raise lr_find.num_iter",
+            *(["lower lr_find.start_lr"] if self.lrs[0] > MIN_LEARNING_RATE else []),
+            *(["raise lr_find.end_lr"] if self.lrs[-1] < MAX_OPTIMIZER_FACTOR else []),
+        ]
+        listed = " or ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else options)
+        raise TrainingError(
+            f"{self.no_descent}; test a longer or wider range ({listed}) or set train.max_lr to a number"
+        )
 
 
 def range_test(recipe: Recipe, model: nn.Module, loader: DeviceLoader) -> RangeTest:
@@ -219,10 +255,14 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
     best = int(np.argmin(losses))
     candidates = rule_picks(lrs, losses)
     if config.pick == "steepest" and candidates["steepest"] is None and fell:
+        needed = SKIP_START + SKIP_END + 2
+        if len(lrs) < config.num_iter:
+            why, fix = f"the range test stopped after {len(lrs)} (the loss diverged)", "lower lr_find.end_lr"
+        else:  # "the loss diverged" was said of 16 steps that never did, and lowering end_lr failed alike
+            why, fix = f"lr_find.num_iter is {config.num_iter}", f"raise lr_find.num_iter to {needed} or more"
         raise TrainingError(
-            f"lr_find.pick = 'steepest' needs at least {SKIP_START + SKIP_END + 2} recorded steps, "
-            f"but the range test stopped after {len(lrs)} (the loss diverged); "
-            f"lower lr_find.end_lr or use lr_find.pick = 'valley'"
+            f"lr_find.pick = 'steepest' needs at least {needed} recorded steps, but {why}; {fix} or use "
+            f"lr_find.pick = 'valley'"
         )
     chosen = candidates[config.pick] if fell else None
     return RangeTest(
