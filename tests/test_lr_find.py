@@ -198,6 +198,9 @@ def test_a_flat_curve_that_diverges_says_where_and_asks_for_steps_below_it(step_
     assert "lower lr_find.start_lr" not in str(caught.value)
     # Linear steps over four decades would leave all but the top one almost without a step.
     assert ("with lr_find.step_mode = 'exp'" in str(caught.value)) == (step_mode == "linear")
+    # Linear steps from 1e-7 to 1,000 in 12 had 0.018 advised: that range picked 0.157, where training diverged.
+    start, end, steps = advised_range(str(caught.value))
+    assert start <= LRFindConfig().start_lr and as_dense_as_the_default(start, end, steps)
 
 
 def advised_range(message: str) -> tuple[float, float, int]:

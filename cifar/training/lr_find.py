@@ -130,8 +130,10 @@ class RangeTest:
 
     def _start_below(self, highest: float) -> float:
         """Where a finer range should start: below the divergence and the lowest loss seen (a start
-        of 0.1 was advised where the lowest loss lay at 2.9e-6, and that range failed alike)."""
-        return max(min(highest / 1e4, self.reading.lr_at_lowest / 100), self.lrs[0])
+        of 0.1 was advised where the lowest loss lay at 2.9e-6, and that range failed alike), and
+        at most the default start (linear steps from 1e-7 to 1,000 in 12 had 0.018 advised, whose
+        range picked 0.157, where training diverged)."""
+        return min(max(min(highest / 1e4, self.reading.lr_at_lowest / 100), self.lrs[0]), _DEFAULT_RANGE.start_lr)
 
     def _finer_range(self, start: float, end: float) -> str:
         """The settings of a range from about start to end, its exponential steps as dense as the
