@@ -73,6 +73,20 @@ if sys.argv[:1] == ["-m"]:
 if sys.argv[:1] == ["-m"]:
     _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
+
+    def _a_missing_project_module_in_one_line(kind, error, trace):
+        """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py,
+        which this package imports first, ended every stage in a traceback."""
+        if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+            sys.stderr.write(
+                f"error: the stages need the project's module {error.name}, which is missing; restore it from git "
+                f"(`git status` lists it as deleted)\n"
+            )
+            sys.stderr.flush()
+            os._exit(2)
+        sys.__excepthook__(kind, error, trace)
+
+    sys.excepthook = _a_missing_project_module_in_one_line
     # Python opens its prompt once the stage ends under -i, or PYTHONINSPECT (which -E ignores),
     # and shows any exit as a traceback: a stage that had written its outputs waited there, as
     # did one refused or stopped as it loaded. Nothing is loaded or written yet, so it ends at
@@ -116,9 +130,10 @@ if sys.argv[:1] == ["-m"]:
             try:
                 with os.scandir(folders.pop()) as entries:
                     for entry in entries:
-                        if entry.is_dir():
-                            if not entry.is_symlink():
-                                folders.append(entry.path)
+                        # Not followed: a link that loops (ELOOP) ended the folder's listing, and a
+                        # stale cache after it was left to run.
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(entry.path)
                         elif entry.name.endswith(suffix):
                             yield entry.path
             except OSError:  # gone, or not this user's, as os.walk passes it over
@@ -228,7 +243,9 @@ if sys.argv[:1] == ["-m"]:
                     name, init, loader=_SourceKeeper(name, init), submodule_search_locations=[os.path.dirname(init)]
                 )
             if type(found.loader) is not importlib.machinery.SourceFileLoader:
-                return None
+                # The project is all source: a stale compiled module (.so) or bare .pyc of a
+                # deleted one ran in its place, exit 0, every label shifted.
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             found.loader = _SourceKeeper(found.loader.name, found.loader.path)
             return found
 
@@ -285,6 +302,7 @@ if sys.argv[:1] == ["-m"]:
 
 import atexit
 import errno
+import glob
 import importlib
 import importlib.util
 import io
@@ -324,6 +342,10 @@ def _command_line_problem() -> str | None:
             f"`python -m {printable(started)[:100]}` runs no stage; run one as `python -m stages.NAME`, NAME one of "
             f"{', '.join(STAGES)}, or the whole pipeline with `dvc repro`"
         )
+    stage_file = f"stages/{started.partition('.')[2]}.py"
+    if not os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stage_file)):
+        # runpy said "No module named stages.download", or with a folder in its place "is a package".
+        return f"the stage's module {stage_file} is missing; restore it from git (`git status` lists it as deleted)"
     if sys.argv[1:]:
         return (
             f"a stage takes no arguments ({printable(' '.join(sys.argv[1:]))[:100]}); its settings are in "
@@ -452,9 +474,13 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
     if package.partition("/")[0] in ("cifar", "stages") and not os.path.isfile(f"{project}/{package}/__init__.py"):
         # `rm cifar/models/__init__.py` left a namespace package: "cannot import name
         # 'load_trained' from 'cifar.models' (unknown location)" was a traceback.
+        if glob.glob(f"{glob.escape(project)}/{glob.escape(package)}/*.py"):
+            missing = f"file {package}/__init__.py"
+        else:  # an empty folder where a deleted module was: its __init__.py was never the project's
+            missing = f"module {error.name} ({package}.py or {package}/__init__.py; {package}/ is a folder of neither)"
         say(
-            f"error: {stage} needs the project's file {package}/__init__.py, which is missing; restore it from git "
-            f"(`git status` lists it as deleted)"
+            f"error: {stage} needs the project's {missing}, which is missing; restore it from git (`git status` "
+            f"lists it as deleted)"
         )
         raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":

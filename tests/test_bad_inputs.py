@@ -11,9 +11,11 @@ import dataclasses
 import errno
 import gzip
 import importlib.machinery
+import importlib.util
 import io
 import logging
 import lzma
+import marshal
 import os
 import resource
 import shutil
@@ -1700,6 +1702,87 @@ def test_a_deleted_module_of_the_project_is_one_line(tmp_path):
         "error: download needs the project's module cifar.ingest.synthetic (cifar/ingest/synthetic.py or "
         "cifar/ingest/synthetic/), which is missing; restore it from git (`git status` lists it as deleted)\n",
     )
+
+
+DELETED_SYNTHETIC = (
+    "error: download needs the project's module cifar.ingest.synthetic (cifar/ingest/synthetic.py or "
+    "cifar/ingest/synthetic/), which is missing; restore it from git (`git status` lists it as deleted)\n"
+)
+
+
+def a_stale_compiled_module(ingest: Path) -> None:
+    (ingest / f"synthetic{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF stale")
+
+
+@pytest.mark.parametrize(
+    ("deleted", "in_its_place", "stage_name", "line"),
+    [
+        (
+            "stages/download.py",
+            None,
+            "download",
+            "error: the stage's module stages/download.py is missing; restore "
+            "it from git (`git status` lists it as deleted)\n",
+        ),
+        (
+            "stages/download.py",
+            "folder",
+            "download",
+            "error: the stage's module stages/download.py is missing; "
+            "restore it from git (`git status` lists it as deleted)\n",
+        ),
+        (
+            "cifar/ingest/synthetic.py",
+            "folder",
+            "download",
+            "error: download needs the project's module "
+            "cifar.ingest.synthetic (cifar/ingest/synthetic.py or cifar/ingest/synthetic/__init__.py; "
+            "cifar/ingest/synthetic/ is a folder of neither), which is missing; restore it from git (`git status` "
+            "lists it as deleted)\n",
+        ),
+        ("cifar/ingest/synthetic.py", a_stale_compiled_module, "download", DELETED_SYNTHETIC),
+        (
+            "cifar/cli.py",
+            None,
+            "evaluate",
+            "error: the stages need the project's module cifar.cli, which is missing; "
+            "restore it from git (`git status` lists it as deleted)\n",
+        ),
+    ],
+    ids=["stage-module", "stage-module-a-folder", "module-an-empty-folder", "stale-compiled", "early"],
+)
+def test_a_deleted_module_is_one_line_whatever_stands_in_its_place(tmp_path, deleted, in_its_place, stage_name, line):
+    """Python's own "No module named stages.download" (or "is a package"), with no fix; an empty
+    folder named as a package missing its __init__.py; a stale compiled module run in the
+    deleted one's place with exit 0, every label shifted; a traceback for a module this package
+    imports before its handler is in place."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    (pipeline / deleted).unlink()
+    if in_its_place == "folder":
+        (pipeline / deleted).with_suffix("").mkdir()
+    elif in_its_place:
+        in_its_place((pipeline / deleted).parent)
+    result = run_module(pipeline, f"stages.{stage_name}")
+    assert (result.returncode, result.stderr) == (2, line)
+
+
+def test_a_bare_cache_where_a_deleted_module_was_is_swept_past_a_link_that_loops(tmp_path):
+    """A link that loops in cifar/ingest/ ended the sweep's listing of the folder, and the .pyc
+    left where synthetic.py was deleted ran as the module: exit 0, every label shifted."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    ingest = pipeline / "cifar/ingest"
+    (ingest / "synthetic.py").unlink()
+    bare_cache = ingest / "synthetic.pyc"
+    bare_cache.write_bytes(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(compile("", "", "exec")))
+    for number in range(1000):  # a link the folder lists before the cache, where the listing ended
+        link = ingest / f"loop{number}"
+        link.symlink_to(link.name)
+        listed = [entry.name for entry in os.scandir(ingest)]
+        if listed.index(link.name) < listed.index(bare_cache.name):
+            break
+    result = run_module(pipeline, "stages.download")
+    assert (result.returncode, result.stderr) == (2, DELETED_SYNTHETIC)
+    assert not bare_cache.exists()
 
 
 @pytest.mark.parametrize("replaced_by", ["nothing", "a folder"])
