@@ -111,6 +111,15 @@ def test_an_official_batch_that_is_a_folder_is_named_as_no_file(official, tmp_pa
     assert "CIFAR-10 batches (not files: data_batch_1); use the official" in caught
 
 
+def test_an_official_batch_that_is_a_link_that_loops_is_named_as_such(official, tmp_path):
+    """`ln -s data_batch_1 data_batch_1` was called missing, where `ls` showed it."""
+    folder, _ = official
+    (folder / "data_batch_1").unlink()
+    (folder / "data_batch_1").symlink_to("data_batch_1")
+    caught = refusal_of(folder, tmp_path)
+    assert "CIFAR-10 batches (links that lead to no file: data_batch_1); use the official" in caught
+
+
 def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
     """torchvision md5-hashed a sparse 64 GiB data_batch_1 whole before the refusal: 121 s of CPU."""
     folder, _ = official

@@ -574,9 +574,13 @@ def _official_batch_files() -> list[list[str]]:
 
 def _batch_files_problem(folder: Path) -> str | None:
     """Which official batch files are missing or larger than any of them, in words."""
-    missing = [name for name, _ in _official_batch_files() if not (folder / name).exists()]
+    missing = [name for name, _ in _official_batch_files() if not os.path.lexists(folder / name)]
     if missing:
         return f"missing: {', '.join(missing)}"
+    # A link that loops, or leads nowhere, was called missing where `ls` showed it.
+    broken = [name for name, _ in _official_batch_files() if not (folder / name).exists()]
+    if broken:
+        return f"links that lead to no file: {', '.join(broken)}"
     not_files = [name for name, _ in _official_batch_files() if not (folder / name).is_file()]
     if not_files:  # a folder named data_batch_1 was called missing
         return f"not files: {', '.join(not_files)}"
