@@ -438,6 +438,25 @@ def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, tool, s
     )
 
 
+@pytest.mark.parametrize(
+    ("start", "kind", "suffix"),
+    [
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7-Zip", ".zip"),
+        (b"Rar!\x1a\x07\x01\x00", "RAR", ".zip"),
+        (b"070701" + b"0" * 104, "cpio", ".tar"),  # bsdtar --format=cpio, GNU cpio -H newc
+    ],
+)
+def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, kind, suffix):
+    """A sound 7-Zip archive named .zip was called "corrupt or truncated; download or export it
+    again", which repeated it; so was a cpio archive named .tar."""
+    archive = tree.parent / f"cifar{suffix}"
+    archive.write_bytes(start + bytes(1024))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive} is a {kind} archive, which download does not read; pack its files as .zip or .tar.gz instead, or "
+        f"unpack it and give the folder"
+    )
+
+
 def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
     """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
     dog = io.BytesIO()

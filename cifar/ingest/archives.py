@@ -151,6 +151,14 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     misnamed = _misnamed(archive)
     if misnamed:
         return DataError(f"{archive}: {misnamed}")
+    with archive.open("rb") as stream:
+        first = stream.read(8)
+    kind = next((name for magic, name in _UNREAD_ARCHIVES if first.startswith(magic)), None)
+    if kind:  # a 7-Zip archive named .zip was called corrupt, and "download or export it again" repeated it
+        return DataError(
+            f"{archive} is a {kind} archive, which download does not read; pack its files as .zip or .tar.gz "
+            f"instead, or unpack it and give the folder"
+        )
     compression = unread_compression(archive)
     if compression:  # a zstd tar named .tar.gz was called corrupt, and downloaded again
         return DataError(f"{archive} is {compression_not_read(compression)}")
@@ -167,6 +175,12 @@ _UNREAD_COMPRESSIONS = (
     (b"\x04\x22\x4d\x18", "lz4"),
     (b"\x02\x21\x4c\x18", "lz4"),  # `lz4 -l`: the legacy frame, as Linux's kernel images use
     (b"\x5d\x00\x00", "lzma"),
+)
+# Archive formats that are not read here, by their first bytes.
+_UNREAD_ARCHIVES = (
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip"),
+    (b"Rar!\x1a\x07", "RAR"),
+    *((magic, "cpio") for magic in (b"070701", b"070702", b"070707", b"\xc7\x71", b"\x71\xc7")),
 )
 # zstd's and lz4's skippable frames: a magic number from 0x184D2A50 to 0x184D2A5F, then the
 # frame's size. pzstd starts its files with one, before the first zstd frame.
