@@ -458,6 +458,17 @@ def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, 
     )
 
 
+def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads):
+    """A split of another run's data/cifar10 (a zip by its contents) was to be renamed .zip,
+    which then found no train/ and test/ folders."""
+    arrays = tmp_path / "cifar10.npz"
+    np.savez(arrays, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
+    assert refused(DataError, import_from, arrays, downloads) == (
+        f"data.source = {str(arrays)!r} is a NumPy .npz file of arrays, which download does not import; "
+        f"{EXPECTED_LAYOUT}"
+    )
+
+
 def test_a_zip_of_utf8_names_without_the_utf8_flag_is_read_as_unzip_reads_it(tree, downloads):
     """`zip -r` on Linux stores UTF-8 names without the UTF-8 flag; zipfile read them in DOS's
     code page ('caf├⌐.png'), which sorts elsewhere, so data.test_limit chose other images than

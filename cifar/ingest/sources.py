@@ -221,6 +221,11 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
         )
+    if path.suffix.lower() == ".npz":  # a zip by its contents, but "name it .zip" was advised in vain
+        raise DataError(
+            f"data.source = {str(path)!r} is a NumPy .npz file of arrays, which download does not import; "
+            f"{EXPECTED_LAYOUT}"
+        )
     if not path.name.lower().endswith(archives.SUFFIXES):
         try:
             by_contents, compression = archives.suffix_by_contents(path), archives.unread_compression(path)
