@@ -15,6 +15,14 @@ import os
 import posixpath
 import re
 import sys
+
+# Every stage reads its paths here. Without stages/__init__.py, stages is a namespace package:
+# download ran without its start-up checks and handlers, and DVC then found a dependency gone.
+if getattr(sys.modules[__package__], "__file__", None) is None:
+    raise SystemExit(
+        "error: the stages need stages/__init__.py, which is missing; restore it from git (`git status` lists it as "
+        "deleted)"
+    )
 from pathlib import Path, PurePosixPath
 
 import yaml

@@ -1813,6 +1813,20 @@ def test_a_deleted_module_is_one_line_whatever_stands_in_its_place(tmp_path, del
     assert (result.returncode, result.stderr) == (2, line)
 
 
+def test_a_deleted_stages_package_init_is_one_line(tmp_path):
+    """Without stages/__init__.py, download ran without its start-up checks and handlers, exit 0,
+    and DVC then found one of its dependencies gone."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    (pipeline / "stages/__init__.py").unlink()
+    result = run_module(pipeline, "stages.download")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "error: the stages need stages/__init__.py, which is missing; restore it from git (`git status` lists it as "
+        "deleted)\n",
+    )
+    assert not (pipeline / paths.DATA).exists()
+
+
 def test_a_bare_cache_where_a_deleted_module_was_is_swept_past_a_link_that_loops(tmp_path):
     """A link that loops in cifar/ingest/ ended the sweep's listing of the folder, and the .pyc
     left where synthetic.py was deleted ran as the module: exit 0, every label shifted."""
