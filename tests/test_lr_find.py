@@ -231,8 +231,14 @@ def as_dense_as_the_default(start: float, end: float, steps: int) -> bool:
         ("linear", list(np.linspace(1e-7, 100.0, 20))[:4], [2.3, 2.5, 4.0]),
         # SGD from 0.01: the loss rose from its second step on, and "raise lr_find.end_lr" was advised at its most.
         ("exp", exponential_lrs(0.01, 1000.0, 20)[:12], [5.03, 5.024, 5.2, 5.91, 7, 9, 12, 16, 20, 24, 27.96]),
+        # Adam from 0.005: a fall within the noise, then a rise; the advice was to raise end_lr, at its most.
+        (
+            "exp",
+            exponential_lrs(0.005, 1000.0, 30)[:15],
+            [5.03, 5.0, 5.1, 4.9, 4.84, 4.9, 5.6, 7, 9, 14, 20, 28, 40, 46.6],
+        ),
     ],
-    ids=["adam-from-0.1", "from-100", "linear-steps", "rises-from-the-second-step"],
+    ids=["adam-from-0.1", "from-100", "linear-steps", "rises-from-the-second-step", "a-dip-within-the-noise"],
 )
 def test_a_curve_that_rises_from_its_start_asks_for_a_range_that_starts_where_the_recipe_learns(step_mode, lrs, raw):
     config = LRFindConfig(start_lr=lrs[0], end_lr=1000.0, num_iter=20, step_mode=step_mode)
@@ -261,7 +267,8 @@ def test_a_flat_curve_over_the_widest_range_advises_only_what_params_allow():
     """1e-30 to 1000, the bounds params allow: "lower lr_find.start_lr or raise lr_find.end_lr"
     was advised, and params refuses either."""
     raw = 2.3 + 0.05 * np.random.default_rng(2).standard_normal(20)
-    test = read_curve(exponential_lrs(1e-30, 1000.0, 20), recorded(raw), LRFindConfig(num_iter=20))
+    widest = LRFindConfig(start_lr=1e-30, end_lr=1000.0, num_iter=20)
+    test = read_curve(exponential_lrs(1e-30, 1000.0, 20), recorded(raw), widest)
     with pytest.raises(TrainingError) as caught:
         test.require_descent()
     assert str(caught.value).endswith(

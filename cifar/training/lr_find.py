@@ -69,7 +69,7 @@ class RangeTest:
     at_range_end: bool  # the pick lies in the last tenth of the range: the range may be too short
     past_descent: bool  # the loss no longer falls at the pick: the edge of divergence
     diverged_at: float | None  # the LR where the loss passed DIVERGE_TH times its lowest, or was not finite
-    step_mode: str  # lr_find.step_mode: advice for a finer range counts steps per decade with "exp"
+    tested: LRFindConfig  # the range asked for, which advice for another starts from
 
     def metrics(self) -> dict[str, float | bool]:
         """What metrics/lr_find.json records of it; figures re-reads the curve and expects the same."""
@@ -141,7 +141,7 @@ class RangeTest:
         steps leave all decades but the last without one."""
         start = max(float(f"{start:.2g}"), MIN_LEARNING_RATE)
         steps = max(2 * LEVEL_STEPS, len(self.lrs), math.ceil(STEPS_PER_DECADE * math.log10(end / start)))
-        spacing = " with lr_find.step_mode = 'exp'" if self.step_mode != "exp" else ""
+        spacing = " with lr_find.step_mode = 'exp'" if self.tested.step_mode != "exp" else ""
         return (
             f"set lr_find.start_lr to about {start:.2g}, lr_find.end_lr to about {end:.3g} and lr_find.num_iter to "
             f"{steps} or more{spacing}"
@@ -154,9 +154,11 @@ class RangeTest:
             return
         tested = f"lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g} in {len(self.lrs)} steps"
         diverged_from_the_start = self.diverged_at is not None and int(np.argmin(self.losses)) == 0
-        # Not a rise after a fall within the noise: ResNet18-GN's loss rose after 7.85e-6 on
-        # 20 steps to 0.1, and trained to 0.83 at 0.03.
-        rose_from_the_start = self.reading.verdict == "rising" and self.reading.fall <= 0
+        # A rise after a fall within the noise is no sign where the default range was tested:
+        # ResNet18-GN's loss rose after 7.85e-6 on 20 steps to 0.1, and trained to 0.83 at 0.03.
+        rose_from_the_start = self.reading.verdict == "rising" and (
+            self.reading.fall <= 0 or self.lrs[0] > _DEFAULT_RANGE.start_lr
+        )
         if (diverged_from_the_start or rose_from_the_start) and self.lrs[0] > MIN_LEARNING_RATE:
             # The LRs that learn lie below the range. A ten-thousandth of a start of 100 rose from
             # its first step again; the default start learns with every recipe here.
@@ -192,8 +194,8 @@ class RangeTest:
         # Only what params.yaml allows: "raise lr_find.end_lr" was advised at its most, 1,000.
         options = [
             "raise lr_find.num_iter",
-            *(["lower lr_find.start_lr"] if self.lrs[0] > MIN_LEARNING_RATE else []),
-            *(["raise lr_find.end_lr"] if self.lrs[-1] < MAX_OPTIMIZER_FACTOR else []),
+            *(["lower lr_find.start_lr"] if self.tested.start_lr > MIN_LEARNING_RATE else []),
+            *(["raise lr_find.end_lr"] if self.tested.end_lr < MAX_OPTIMIZER_FACTOR else []),
         ]
         listed = " or ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else options)
         raise TrainingError(
@@ -280,7 +282,7 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         at_range_end=fell and bool(in_last_tenth(chosen, config)),
         past_descent=fell and not loss_falls_at(chosen, lrs, losses),
         diverged_at=float(diverged[0]) if diverged else None,
-        step_mode=config.step_mode,
+        tested=config,
     )
 
 
