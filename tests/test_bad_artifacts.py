@@ -3249,8 +3249,8 @@ def test_a_folder_output_is_checked_against_dvcignore_before_its_first_run(tmp_p
 
 
 def test_what_a_folder_output_holds_itself_takes_nothing_back_that_its_run_writes(tmp_path):
-    """`*.npz` in .dvcignore and `!*.npz` in data/cifar10/.dvcignore: download ran, replaced the
-    folder (its .dvcignore with it), and DVC cached data/cifar10 without either split, exit 0.
+    """`*.npz` in .dvcignore and `!*.npz` in the data folder's own .dvcignore: download ran,
+    replaced the folder (its .dvcignore with it), and DVC cached it without either split, exit 0.
     So did a .dvc there, and a file named .dvc above, which DVC takes for a repository of its own."""
     data = tmp_path / paths.DATA
     data.mkdir(parents=True)

@@ -459,7 +459,7 @@ def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, 
 
 
 def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads):
-    """A split of another run's data/cifar10 (a zip by its contents) was to be renamed .zip,
+    """A split of another run's data folder (a zip by its contents) was to be renamed .zip,
     which then found no train/ and test/ folders."""
     arrays = tmp_path / "cifar10.npz"
     np.savez(arrays, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))

@@ -148,8 +148,10 @@ def test_a_stop_signal_while_images_decode_ends_the_import_without_decoding_the_
             os.kill(os.getpid(), signal.SIGTERM)
         return np.zeros((32, 32, 3), np.uint8)
 
-    images = [ImageFile(f"image-{index}", decode) for index in range(per_class)]
-    tree = ClassTree("tree", {split: {name: images for name in CLASSES} for split in ("train", "test")})
+    def images(split: str, name: str) -> list[ImageFile]:
+        return [ImageFile(f"{split}/{name}/{index}.png", decode, (split, name, index)) for index in range(per_class)]
+
+    tree = ClassTree("tree", {split: {name: images(split, name) for name in CLASSES} for split in ("train", "test")})
     with pytest.raises(Stopped) as stopped:
         read_class_folders(tree, {"train": None, "test": None})
     assert stopped.value.args == (signal.SIGTERM,)
