@@ -75,12 +75,14 @@ if sys.argv[:1] == ["-m"]:
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
 
     def _a_missing_project_module_in_one_line(kind, error, trace):
-        """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py,
-        which this package imports first, ended every stage in a traceback."""
-        if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+        """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py
+        (or a folder in its place), which this package imports first, ended every stage in a
+        traceback."""
+        if issubclass(kind, ImportError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+            module = error.name.replace(".", "/")
             sys.stderr.write(
-                f"error: the stages need the project's module {error.name}, which is missing; restore it from git "
-                f"(`git status` lists it as deleted)\n"
+                f"error: the stages need the project's module {error.name} ({module}.py or {module}/__init__.py), "
+                f"which is missing; restore it from git (`git status` lists it as deleted)\n"
             )
             sys.stderr.flush()
             os._exit(2)
@@ -218,6 +220,11 @@ if sys.argv[:1] == ["-m"]:
             if name.partition(".")[0] not in ("cifar", "stages"):
                 return None
             found = importlib.machinery.PathFinder.find_spec(name, path)
+            if found is not None and found.loader is None and found.submodule_search_locations is not None:
+                # A folder without __init__.py, which Python imports as an empty namespace package:
+                # one in place of a deleted module (or of a package's __init__.py) ended in an
+                # AttributeError traceback, or ran without its code. The project has none.
+                raise ImportError(f"{name} is a folder without __init__.py", name=name)
             if found is None or not found.has_location:
                 return None
             # Python takes a package folder, then a compiled extension, before a module's .py: a

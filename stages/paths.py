@@ -16,9 +16,10 @@ import posixpath
 import re
 import sys
 
-# Every stage reads its paths here. Without stages/__init__.py, stages is a namespace package:
-# download ran without its start-up checks and handlers, and DVC then found a dependency gone.
-if getattr(sys.modules[__package__], "__file__", None) is None:
+# Every stage reads its paths here. Without stages/__init__.py, stages is a namespace package
+# (or a bare __init__.pyc left beside it): download ran without its start-up checks and
+# handlers, or with old ones, and DVC then found a dependency gone.
+if not (getattr(sys.modules[__package__], "__file__", None) or "").endswith("__init__.py"):
     raise SystemExit(
         "error: the stages need stages/__init__.py, which is missing; restore it from git (`git status` lists it as "
         "deleted)"

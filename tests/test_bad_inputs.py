@@ -1792,11 +1792,50 @@ def a_stale_compiled_module(ingest: Path) -> None:
             "cifar/cli.py",
             None,
             "evaluate",
-            "error: the stages need the project's module cifar.cli, which is missing; "
+            "error: the stages need the project's module cifar.cli (cifar/cli.py or cifar/cli/__init__.py), which is "
+            "missing; restore it from git (`git status` lists it as deleted)\n",
+        ),
+        (
+            "stages/namesakes.py",
+            "folder",
+            "evaluate",
+            "error: the stages need the project's module stages.namesakes (stages/namesakes.py or "
+            "stages/namesakes/__init__.py), which is missing; restore it from git (`git status` lists it as deleted)\n",
+        ),
+        (
+            "stages/paths.py",
+            "folder",
+            "evaluate",
+            "error: evaluate needs the project's module stages.paths (stages/paths.py or stages/paths/__init__.py; "
+            "stages/paths/ is a folder of neither), which is missing; restore it from git (`git status` lists it as "
+            "deleted)\n",
+        ),
+        (
+            "cifar/__init__.py",
+            None,
+            "download",
+            "error: the stages need the project's module cifar (cifar.py or cifar/__init__.py), which is missing; "
             "restore it from git (`git status` lists it as deleted)\n",
         ),
+        (
+            "cifar/training/__init__.py",
+            None,
+            "lr_find",
+            "error: lr_find needs the project's file cifar/training/__init__.py, which is missing; restore it from git "
+            "(`git status` lists it as deleted)\n",
+        ),
     ],
-    ids=["stage-module", "stage-module-a-folder", "module-an-empty-folder", "stale-compiled", "early"],
+    ids=[
+        "stage-module",
+        "stage-module-a-folder",
+        "module-an-empty-folder",
+        "stale-compiled",
+        "early",
+        "early-an-empty-folder",
+        "paths-an-empty-folder",
+        "top-package-init",
+        "package-init",
+    ],
 )
 def test_a_deleted_module_is_one_line_whatever_stands_in_its_place(tmp_path, deleted, in_its_place, stage_name, line):
     """Python's own "No module named stages.download" (or "is a package"), with no fix; an empty
