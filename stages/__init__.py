@@ -78,7 +78,7 @@ if sys.argv[:1] == ["-m"]:
         """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py
         (or a folder in its place), which this package imports first, ended every stage in a
         traceback."""
-        if issubclass(kind, ImportError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+        if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
             module = error.name.replace(".", "/")
             sys.stderr.write(
                 f"error: the stages need the project's module {error.name} ({module}.py or {module}/__init__.py), "
@@ -224,7 +224,7 @@ if sys.argv[:1] == ["-m"]:
                 # A folder without __init__.py, which Python imports as an empty namespace package:
                 # one in place of a deleted module (or of a package's __init__.py) ended in an
                 # AttributeError traceback, or ran without its code. The project has none.
-                raise ImportError(f"{name} is a folder without __init__.py", name=name)
+                raise ModuleNotFoundError(f"{name} is a folder without __init__.py", name=name)
             if found is None or not found.has_location:
                 return None
             # Python takes a package folder, then a compiled extension, before a module's .py: a
@@ -468,17 +468,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         )
         say(f"error: {sys.executable} has no module {error.name!r}, {because}")
         raise SystemExit(2)
-    if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
-        # A module of the project deleted or moved (`rm cifar/ingest/synthetic.py`) was a traceback.
-        module = error.name.replace(".", "/")
-        say(
-            f"error: {stage} needs the project's module {error.name} ({module}.py or {module}/), which is missing; "
-            f"restore it from git (`git status` lists it as deleted)"
-        )
-        raise SystemExit(2)
     package = (error.name or "").replace(".", "/") if issubclass(kind, ImportError) else ""
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if package.partition("/")[0] in ("cifar", "stages") and not os.path.isfile(f"{project}/{package}/__init__.py"):
+    in_the_project = package.partition("/")[0] in ("cifar", "stages")
+    if (
+        in_the_project
+        and os.path.isdir(f"{project}/{package}")
+        and not os.path.isfile(f"{project}/{package}/__init__.py")
+    ):
         # `rm cifar/models/__init__.py` left a namespace package: "cannot import name
         # 'load_trained' from 'cifar.models' (unknown location)" was a traceback.
         if glob.glob(f"{glob.escape(project)}/{glob.escape(package)}/*.py"):
@@ -488,6 +485,14 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         say(
             f"error: {stage} needs the project's {missing}, which is missing; restore it from git (`git status` "
             f"lists it as deleted)"
+        )
+        raise SystemExit(2)
+    if issubclass(kind, ModuleNotFoundError) and in_the_project:
+        # A module of the project deleted or moved (`rm cifar/ingest/synthetic.py`) was a traceback.
+        module = error.name.replace(".", "/")
+        say(
+            f"error: {stage} needs the project's module {error.name} ({module}.py or {module}/), which is missing; "
+            f"restore it from git (`git status` lists it as deleted)"
         )
         raise SystemExit(2)
     if issubclass(kind, UnicodeEncodeError) and error.reason == "surrogates not allowed":

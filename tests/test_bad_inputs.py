@@ -17,6 +17,7 @@ import logging
 import lzma
 import marshal
 import os
+import py_compile
 import re
 import resource
 import shutil
@@ -1739,18 +1740,6 @@ def test_a_module_runs_from_its_source_where_a_compiled_extension_would_stand_in
     assert result.returncode == 2 and "`dvc repro DOWNLOAD`" in result.stderr, result.stderr  # no input here
 
 
-def test_a_deleted_module_of_the_project_is_one_line(tmp_path):
-    """`rm cifar/ingest/synthetic.py` ended download in a ModuleNotFoundError traceback."""
-    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
-    (pipeline / "cifar/ingest/synthetic.py").unlink()
-    result = run_module(pipeline, "stages.download")
-    assert (result.returncode, result.stderr) == (
-        2,
-        "error: download needs the project's module cifar.ingest.synthetic (cifar/ingest/synthetic.py or "
-        "cifar/ingest/synthetic/), which is missing; restore it from git (`git status` lists it as deleted)\n",
-    )
-
-
 DELETED_SYNTHETIC = (
     "error: download needs the project's module cifar.ingest.synthetic (cifar/ingest/synthetic.py or "
     "cifar/ingest/synthetic/), which is missing; restore it from git (`git status` lists it as deleted)\n"
@@ -1787,6 +1776,7 @@ def a_stale_compiled_module(ingest: Path) -> None:
             "cifar/ingest/synthetic/ is a folder of neither), which is missing; restore it from git (`git status` "
             "lists it as deleted)\n",
         ),
+        ("cifar/ingest/synthetic.py", None, "download", DELETED_SYNTHETIC),
         ("cifar/ingest/synthetic.py", a_stale_compiled_module, "download", DELETED_SYNTHETIC),
         (
             "cifar/cli.py",
@@ -1828,6 +1818,7 @@ def a_stale_compiled_module(ingest: Path) -> None:
     ids=[
         "stage-module",
         "stage-module-a-folder",
+        "module",
         "module-an-empty-folder",
         "stale-compiled",
         "early",
@@ -1852,11 +1843,15 @@ def test_a_deleted_module_is_one_line_whatever_stands_in_its_place(tmp_path, del
     assert (result.returncode, result.stderr) == (2, line)
 
 
-def test_a_deleted_stages_package_init_is_one_line(tmp_path):
+@pytest.mark.parametrize("left_in_its_place", [None, "a bare cache"])
+def test_a_deleted_stages_package_init_is_one_line(tmp_path, left_in_its_place):
     """Without stages/__init__.py, download ran without its start-up checks and handlers, exit 0,
-    and DVC then found one of its dependencies gone."""
+    and DVC then found one of its dependencies gone; a bare stages/__init__.pyc ran in its place."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
-    (pipeline / "stages/__init__.py").unlink()
+    init = pipeline / "stages/__init__.py"
+    if left_in_its_place:
+        py_compile.compile(str(init), cfile=str(init.with_suffix(".pyc")), doraise=True)
+    init.unlink()
     result = run_module(pipeline, "stages.download")
     assert (result.returncode, result.stderr) == (
         1,
