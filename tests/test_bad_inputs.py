@@ -486,6 +486,24 @@ def test_a_zip_of_utf8_names_without_the_utf8_flag_is_read_as_unzip_reads_it(tre
     assert np.array_equal(zipped.images, unzipped.images)
 
 
+def test_a_zip_of_latin1_names_from_unix_is_read_as_unzip_reads_it(tree, downloads):
+    """A Linux zip of Latin-1 names (not UTF-8, no flag) was read in DOS's code page: 'x░.png'
+    sorted after 'xα.png', where the unzipped folder lists b'x\\xb0' first, so the import took
+    its test images in another order than from the folder."""
+    cat = tree / "test" / "cat"
+    (cat / "0000.png").rename(cat / "xA.png")
+    (cat / "0001.png").rename(cat / "xB.png")
+    archive = archive_of(tree, "zip")
+    latin1 = {b"/xA.png": b"/x\xb0.png", b"/xB.png": b"/x\xe0.png"}  # names of the same length
+    data = archive.read_bytes()
+    for placeholder, name in latin1.items():
+        data = data.replace(placeholder, name)
+        (cat / os.fsdecode(placeholder[1:])).rename(cat / os.fsdecode(name[1:]))
+    archive.write_bytes(data)
+    zipped, unzipped = import_from(archive, downloads)["test"], import_from(tree, downloads)["test"]
+    assert np.array_equal(zipped.images, unzipped.images)
+
+
 def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
     """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
     dog = io.BytesIO()

@@ -825,13 +825,11 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
 def _name_as_unzip_reads(member: zipfile.ZipInfo) -> str:
     """A member's name as unzip reads it on Linux: `zip -r` there stores UTF-8 names without the
     UTF-8 flag, which zipfile decodes as DOS's code page ('cafÃ©.jpg' for 'café.jpg', sorted
-    elsewhere, so data.test_limit chose other images)."""
+    elsewhere, so data.test_limit chose other images). Bytes that are not UTF-8 (a Latin-1
+    name) are kept as the folder import lists them once unzipped: as surrogates."""
     if member.flag_bits & 0x800 or member.create_system != _UNIX:
         return member.filename
-    try:
-        return member.filename.encode("cp437").decode("utf-8")
-    except UnicodeError:  # not UTF-8: a name in the DOS code page after all
-        return member.filename
+    return member.filename.encode("cp437").decode("utf-8", "surrogateescape")
 
 
 # The `create_system` of a zip member written on Unix (APPNOTE.TXT 4.4.2).
