@@ -86,6 +86,43 @@ def environment(device: torch.device, precision: str) -> dict:
     }
 
 
+# Settings that choose the CPU kernels of ATen, oneDNN (convolutions) and MKL (matmuls), each
+# of which sums in its own order: a checkpoint written under ONEDNN_MAX_CPU_ISA=AVX2 was
+# resumed without it (ATen's level the same), and the model matched neither run.
+CPU_KERNEL_SETTINGS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ONEDNN_DEFAULT_FPMATH_MODE",
+    "DNNL_DEFAULT_FPMATH_MODE",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
+)
+
+
+def cpu_kernels() -> dict:
+    """What picks the CPU's kernels: ATen's level, the settings above, and the processor, whose
+    instructions (AMX, say) oneDNN picks by without any setting."""
+    return {
+        "aten": torch.backends.cpu.get_cpu_capability(),
+        "processor": processor_model(),
+        "settings": {name: os.environ[name] for name in CPU_KERNEL_SETTINGS if name in os.environ},
+    }
+
+
+def processor_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

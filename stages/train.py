@@ -24,7 +24,7 @@ from cifar.errors import KEPT_FOR_INSPECTION, DataError, TrainingError, one_line
 from cifar.models import save_trained
 from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
-from cifar.runtime import device_name, environment
+from cifar.runtime import cpu_kernels, device_name, environment
 from cifar.training.chance import at_chance, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
@@ -132,7 +132,7 @@ def run_fingerprint(
         # (ATEN_CPU_CAPABILITY=default, or another machine's: a run resumed with AVX-512 after an
         # epoch without matched neither run), and in another torch.
         "cpu threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "cpu kernels": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
+        "cpu kernels": cpu_kernels() if device.type == "cpu" else None,
         "torch": str(torch.__version__),  # a TorchVersion, which weights-only loading refuses
         "precision": precision,
         "max_lr": max_lr,

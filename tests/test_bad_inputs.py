@@ -487,8 +487,8 @@ def test_a_zip_of_utf8_names_without_the_utf8_flag_is_read_as_unzip_reads_it(tre
 
 
 def test_a_zip_of_latin1_names_from_unix_is_read_as_unzip_reads_it(tree, downloads):
-    """A Linux zip of Latin-1 names (not UTF-8, no flag) was read in DOS's code page: 'x░.png'
-    sorted after 'xα.png', where the unzipped folder lists b'x\\xb0' first, so the import took
+    """A Linux zip of Latin-1 names (not UTF-8, no flag) was read in DOS's code page, which
+    sorts b'x\\xb0' after b'x\\xe0' where the unzipped folder lists it first, so the import took
     its test images in another order than from the folder."""
     cat = tree / "test" / "cat"
     (cat / "0000.png").rename(cat / "xA.png")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+import cifar.runtime
 import stages.train
 from cifar.atomic import STOP_SIGNALS, signal_name
 from cifar.cli import stop_signals
@@ -921,6 +922,16 @@ def change_cpu_kernels(run, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "a CPU of other kernels")
 
 
+def change_onednn_kernels(run, tmp_path, monkeypatch):
+    """oneDNN picks its convolution kernels apart from ATen: a checkpoint written under
+    ONEDNN_MAX_CPU_ISA=AVX2 was resumed without it, and the model matched neither run."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+
+def change_processor(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar.runtime, "processor_model", lambda: "another processor")
+
+
 def change_torch(run, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "__version__", "an upgraded torch")
 
@@ -938,6 +949,8 @@ def change_torch(run, tmp_path, monkeypatch):
         (change_max_lr, "max_lr"),
         (change_cpu_threads, "cpu threads"),
         (change_cpu_kernels, "cpu kernels"),
+        (change_onednn_kernels, "cpu kernels"),
+        (change_processor, "cpu kernels"),
         (change_torch, "torch"),
     ],
 )
