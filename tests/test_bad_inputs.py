@@ -440,30 +440,41 @@ def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, tool, s
     )
 
 
+CPIO = b"070701" + b"0" * 104  # bsdtar --format=cpio, GNU cpio -H newc
+
+
 @pytest.mark.parametrize(
     ("start", "kind", "suffix"),
     [
         (b"7z\xbc\xaf\x27\x1c\x00\x04", "7-Zip", ".zip"),
         (b"Rar!\x1a\x07\x01\x00", "RAR", ".zip"),
-        (b"070701" + b"0" * 104, "cpio", ".tar"),  # bsdtar --format=cpio, GNU cpio -H newc
+        (CPIO, "cpio", ".tar"),
+        (gzip.compress(CPIO + bytes(1024)), "gzip-compressed cpio", ".tar.gz"),  # find | cpio -o | gzip
+        (b"7z\xbc\xaf\x27\x1c\x00\x04", "7-Zip", ".7z"),
+        (CPIO, "cpio", ".cpio"),
     ],
+    ids=["7z-named-zip", "rar-named-zip", "cpio-named-tar", "gzipped-cpio-named-tar-gz", "7z", "cpio"],
 )
 def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, kind, suffix):
     """A sound 7-Zip archive named .zip was called "corrupt or truncated; download or export it
-    again", which repeated it; so was a cpio archive named .tar."""
+    again", which repeated it; so was a cpio archive named .tar, or gzipped and named .tar.gz.
+    Named as they are, each was "a file but not an archive"."""
     archive = tree.parent / f"cifar{suffix}"
     archive.write_bytes(start + bytes(1024))
+    named_as_read = suffix in (".zip", ".tar", ".tar.gz")
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive} is a {kind} archive, which download does not read; pack its files as .zip or .tar.gz instead, or "
-        f"unpack it and give the folder"
+        f"{archive if named_as_read else f'data.source = {str(archive)!r}'} is a {kind} archive, which download does "
+        f"not read; pack its files as .zip or .tar.gz instead, or unpack it and give the folder"
     )
 
 
-def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads):
+@pytest.mark.parametrize("name", ["cifar10.npz", "cifar10_arrays"])
+def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads, name):
     """A split of another run's data folder (a zip by its contents) was to be renamed .zip,
-    which then found no train/ and test/ folders."""
-    arrays = tmp_path / "cifar10.npz"
-    np.savez(arrays, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
+    which then found no train/ and test/ folders; so was one without its suffix."""
+    arrays = tmp_path / name
+    with arrays.open("wb") as stream:  # np.savez adds .npz to a name without it
+        np.savez(stream, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
     assert refused(DataError, import_from, arrays, downloads) == (
         f"data.source = {str(arrays)!r} is a NumPy .npz file of arrays, which download does not import; "
         f"{EXPECTED_LAYOUT}"

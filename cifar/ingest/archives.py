@@ -151,14 +151,9 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     misnamed = _misnamed(archive)
     if misnamed:
         return DataError(f"{archive}: {misnamed}")
-    with archive.open("rb") as stream:
-        first = stream.read(8)
-    kind = next((name for magic, name in _UNREAD_ARCHIVES if first.startswith(magic)), None)
+    kind = unread_archive(archive)
     if kind:  # a 7-Zip archive named .zip was called corrupt, and "download or export it again" repeated it
-        return DataError(
-            f"{archive} is a {kind} archive, which download does not read; pack its files as .zip or .tar.gz "
-            f"instead, or unpack it and give the folder"
-        )
+        return DataError(f"{archive} is {archive_not_read(kind)}")
     compression = unread_compression(archive)
     if compression:  # a zstd tar named .tar.gz was called corrupt, and downloaded again
         return DataError(f"{archive} is {compression_not_read(compression)}")
@@ -185,6 +180,48 @@ _UNREAD_ARCHIVES = (
 # zstd's and lz4's skippable frames: a magic number from 0x184D2A50 to 0x184D2A5F, then the
 # frame's size. pzstd starts its files with one, before the first zstd frame.
 _SKIPPABLE_FRAME = re.compile(rb"[\x50-\x5f]\x2a\x4d\x18(....)", re.DOTALL)
+
+
+def unread_archive(path: Path) -> str | None:
+    """The format of archive a file's first bytes show, of those not read here, also under
+    gzip, bzip2 or xz ('gzip-compressed cpio', as `find | cpio -o | gzip` makes): a gzipped
+    cpio named .tar.gz was called corrupt, and downloaded again."""
+    with path.open("rb") as raw:
+        first = raw.read(BLOCKSIZE)
+        compression = next((each for each in _COMPRESSIONS if _starts_as(first, each)), None)
+        if compression:
+            raw.seek(0)
+            try:
+                with io.BufferedReader(_Streams(raw, path, compression), _CHUNK) as stream:
+                    first = stream.read(8)
+            except (DataError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+                return None  # damaged: the caller's own reading names it
+    kind = next((name for magic, name in _UNREAD_ARCHIVES if first.startswith(magic)), None)
+    if compression and first.startswith(_ZIP_MAGIC):
+        kind = "zip"
+    return f"{compression.name}-compressed {kind}" if compression and kind else kind
+
+
+def archive_not_read(kind: str) -> str:
+    return (
+        f"a {kind} archive, which download does not read; pack its files as .zip or .tar.gz instead, or unpack it "
+        f"and give the folder"
+    )
+
+
+def numpy_arrays(path: Path) -> bool:
+    """Whether a file is a NumPy .npz by its first bytes: a zip whose first member is an array
+    (`name.npy`), as np.savez writes. One without its suffix was to be renamed .zip, in vain."""
+    with path.open("rb") as stream:
+        header = stream.read(_LOCAL_HEADER_SIZE)
+        if len(header) < _LOCAL_HEADER_SIZE or not header.startswith(_ZIP_MAGIC):
+            return False
+        name_length = int.from_bytes(header[26:28], "little")
+        return stream.read(name_length).endswith(b".npy")
+
+
+# A zip member's local header before its name (APPNOTE.TXT 4.3.7).
+_LOCAL_HEADER_SIZE = 30
 
 
 def unread_compression(path: Path) -> str | None:

@@ -221,18 +221,27 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
         )
-    if path.suffix.lower() == ".npz":  # a zip by its contents, but "name it .zip" was advised in vain
+    named_an_archive = path.name.lower().endswith(archives.SUFFIXES)
+    try:
+        # a zip by its contents, but "name it .zip" was advised in vain
+        numpy_arrays = path.suffix.lower() == ".npz" or (not named_an_archive and archives.numpy_arrays(path))
+    except OSError as error:
+        raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None
+    if numpy_arrays:
         raise DataError(
             f"data.source = {str(path)!r} is a NumPy .npz file of arrays, which download does not import; "
             f"{EXPECTED_LAYOUT}"
         )
-    if not path.name.lower().endswith(archives.SUFFIXES):
+    if not named_an_archive:
         try:
+            kind = archives.unread_archive(path)
             by_contents, compression = archives.suffix_by_contents(path), archives.unread_compression(path)
         except OSError as error:
             raise DataError(
                 f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}"
             ) from None
+        if kind:  # a .7z or .cpio was called a file but not an archive
+            raise DataError(f"data.source = {str(path)!r} is {archives.archive_not_read(kind)}")
         if by_contents:  # a gzip tar saved or linked without its suffix was called no archive
             raise DataError(
                 f"data.source = {str(path)!r} is a {by_contents} archive by its contents, but its name does not say "
