@@ -58,10 +58,16 @@ def first_of_each_class(labels: np.ndarray, classes: tuple[str, ...], limit: int
         if len(indices) < quota:
             raise DataError(
                 f"{what} = {limit} asks for {quota} images of class {classes[label]!r} "
-                f"but the source has {len(indices)}; lower {what} or set it to null"
+                f"but the source has {len(indices)}; lower {what} to at most "
+                f"{largest_balanced_subset(labels, len(classes)):,}, or set it to null to take every image"
             )
         chosen.append(indices[:quota])
     return np.sort(np.concatenate(chosen))
+
+
+def largest_balanced_subset(labels: np.ndarray, num_classes: int) -> int:
+    """The most images a class-balanced subset takes: as many of each class as the smallest has."""
+    return num_classes * int(np.bincount(labels, minlength=num_classes).min())
 
 
 def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:

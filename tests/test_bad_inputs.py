@@ -3235,6 +3235,18 @@ def test_a_split_larger_than_cifar10s_is_refused_as_download_writes_it(tree, dow
     )
 
 
+def test_the_size_advised_for_a_split_larger_than_cifar10s_takes_as_many_of_each_class(tree, downloads, monkeypatch):
+    """With one class short, CIFAR-10's size was advised, then refused as asking for more of that
+    class than it holds, and its advice (null) led back to the first refusal."""
+    monkeypatch.setitem(sources.SPLIT_SIZES, "test", 15)
+    (tree / "test" / "airplane" / "0001.png").unlink()
+    assert refused(DataError, import_from, tree, downloads).endswith(
+        "set data.test_limit to at most 10, or remove the extra images (copies, or another data set's)"
+    )
+    followed = import_dataset(DataConfig(source=str(tree), test_limit=10), 0, downloads)
+    assert len(followed["test"].labels) == 10
+
+
 def test_a_train_and_test_pair_of_folders_without_an_image_is_no_second_tree(tree, tmp_path, downloads):
     """A project's configs/train/ and configs/test/ beside its data/ tree: refused as two trees."""
     project = tmp_path / "project"

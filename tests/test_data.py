@@ -160,8 +160,12 @@ def test_a_stop_signal_while_images_decode_ends_the_import_without_decoding_the_
     assert next(decoded) - 1 < per_class * len(CLASSES)
 
 
-def test_limit_larger_than_the_source_is_refused(tmp_path, class_tree):
-    with pytest.raises(DataError, match=r"data.train_limit = 40 asks for 4 images of class 'airplane'"):
+def test_limit_larger_than_the_source_is_refused_with_the_largest_that_fits(tmp_path, class_tree):
+    with pytest.raises(
+        DataError,
+        match=r"data.train_limit = 40 asks for 4 images of class 'airplane' but the source has 3; lower "
+        r"data.train_limit to at most 30, or set it to null to take every image$",
+    ):
         import_dataset(DataConfig(source=str(class_tree), train_limit=40), 0, tmp_path)
 
 

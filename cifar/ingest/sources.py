@@ -24,7 +24,7 @@ import numpy as np
 from cifar.atomic import scratch_folder, stop_signals_held
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import SPLIT_SIZES, DataConfig
-from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class
+from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, largest_balanced_subset
 from cifar.errors import DataError, memory_limits_set, printable
 from cifar.ingest import archives
 from cifar.ingest.images import decode_image, read_image
@@ -66,10 +66,13 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
         # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
         # download again, which wrote the same one (53,000 train images of a tree with copies).
         if len(split.labels) > SPLIT_SIZES[name]:
+            # At most what a class-balanced subset can take: CIFAR-10's size was advised where one
+            # class held fewer than a tenth of it, and that limit was refused in turn.
+            fitting = min(SPLIT_SIZES[name], largest_balanced_subset(split.labels, len(split.classes)))
             raise DataError(
                 f"data.source = {config.source!r}: its {name} split holds {len(split.labels):,} images, more than "
                 f"CIFAR-10's {SPLIT_SIZES[name]:,}, the most the stages read; set data.{name}_limit to at most "
-                f"{SPLIT_SIZES[name]:,}, or remove the extra images (copies, or another data set's)"
+                f"{fitting:,}, or remove the extra images (copies, or another data set's)"
             )
     return splits
 
