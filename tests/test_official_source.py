@@ -120,6 +120,29 @@ def test_an_official_batch_that_is_a_link_that_loops_is_named_as_such(official, 
     assert "CIFAR-10 batches (links that lead to no file: data_batch_1); use the official" in caught
 
 
+def test_an_official_batch_whose_read_fails_is_named(official, tmp_path):
+    """A read that fails after the file opened (a bad sector; /proc/self/mem here) raises an
+    OSError without a file name: the line named the file `None`."""
+    folder, _ = official
+    (folder / "data_batch_1").unlink()
+    (folder / "data_batch_1").symlink_to("/proc/self/mem")  # a regular file whose read fails with EIO
+    assert refusal_of(folder, tmp_path) == (
+        f"{folder / 'data_batch_1'}: cannot read it (Input/output error) while importing data.source = {str(folder)!r}"
+    )
+
+
+def test_an_official_folder_that_is_a_link_to_no_folder_is_named(tmp_path):
+    """A cifar-10-batches-py link to a folder since moved was passed over, and the line named that
+    very folder as what was expected."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "cifar-10-batches-py").symlink_to(tmp_path / "moved" / "cifar-10-batches-py")
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {source / 'cifar-10-batches-py'} is a symbolic link that leads to no folder; "
+        f"point it at the folder it stands for, or data.source at that folder"
+    )
+
+
 def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
     """torchvision md5-hashed a sparse 64 GiB data_batch_1 whole before the refusal: 121 s of CPU."""
     folder, _ = official

@@ -287,6 +287,12 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
         trees = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)] or trees
         if not trees:
+            broken = _links_to_no_folder(root, listing)
+            if broken:  # a cifar-10-batches-py link to a moved folder was passed over, then named as expected
+                raise DataError(
+                    f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
+                    f"at the folder it stands for, or data.source at that folder"
+                )
             raise DataError(
                 f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
                 f"it; {EXPECTED_LAYOUT}"
@@ -304,6 +310,32 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         raise DataError(
             f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
         ) from None
+
+
+def _links_to_no_folder(root: Path, listing: _Listing) -> list[Path]:
+    """Links named as what the search looks for (cifar-10-batches-py, train, test), in root or up
+    to two folders below it, that lead nowhere or loop."""
+    folders = [root, *_subfolders(root, listing)]
+    folders += [each for folder in folders[1:] for each in _subfolders(folder, listing)]
+    wanted = (OFFICIAL_FOLDER, *SPLITS)
+    return [
+        path for folder in folders for path in _entries_named(folder, wanted) if path.is_symlink() and not path.exists()
+    ]
+
+
+def _entries_named(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    return [folder / name for name in names if os.path.lexists(folder / name)]
+
+
+def _first_unreadable_batch(folder: Path) -> Path | None:
+    for name, _ in _official_batch_files():
+        try:
+            with open(folder / name, "rb") as batch:
+                while batch.read(1 << 20):
+                    pass
+        except OSError:
+            return folder / name
+    return None
 
 
 @dataclass(frozen=True)
@@ -572,6 +604,14 @@ def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
         try:
             splits = {name: CIFAR10(str(root), train=name == "train", download=False) for name in SPLITS}
             return {name: _from_torchvision(dataset) for name, dataset in splits.items()}
+        except OSError as error:
+            if error.filename:
+                raise
+            # A read that failed (a bad sector, a network file system) names no file: the batch was "None".
+            unreadable = _first_unreadable_batch(root / OFFICIAL_FOLDER) or root / OFFICIAL_FOLDER
+            raise DataError(
+                f"{unreadable}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
+            ) from None
         except RuntimeError:
             # torchvision's own text ("Dataset not found or corrupted. You can use download=True")
             # neither says which file nor fits a local source: name them here.
