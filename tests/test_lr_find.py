@@ -263,6 +263,20 @@ def test_too_few_steps_to_read_a_descent_are_named_with_a_number_of_steps():
     assert (start, end) == (1e-4, 0.1) and as_dense_as_the_default(start, end, steps)
 
 
+def test_a_flat_curve_of_a_range_that_ends_below_the_default_end_advises_the_default_end():
+    """1e-9 to 1e-6 (end_lr typed 1e-6 for 1e-1): "raise lr_find.num_iter, lower lr_find.start_lr
+    or raise lr_find.end_lr", and 20 steps found no descent again."""
+    raw = 4.8 + 0.05 * np.random.default_rng(3).standard_normal(10)
+    test = read_curve(
+        exponential_lrs(1e-9, 1e-6, 10), recorded(raw), LRFindConfig(start_lr=1e-9, end_lr=1e-6, num_iter=10)
+    )
+    with pytest.raises(TrainingError) as caught:
+        test.require_descent()
+    assert ": the range ends below the LRs that learn; set lr_find.start_lr" in str(caught.value)
+    start, end, steps = advised_range(str(caught.value))
+    assert (start, end) == (1e-7, 0.1) and as_dense_as_the_default(start, end, steps)
+
+
 def test_a_flat_curve_over_the_widest_range_advises_only_what_params_allow():
     """1e-30 to 1000, the bounds params allow: "lower lr_find.start_lr or raise lr_find.end_lr"
     was advised, and params refuses either."""

@@ -183,6 +183,14 @@ class RangeTest:
                 f"{self.no_descent}; test more steps just below lr {highest:.3g}: "
                 f"{self._finer_range(self._start_below(highest), highest)}, or set train.max_lr to a number"
             )
+        if self.diverged_at is None and self.tested.end_lr < _DEFAULT_RANGE.end_lr:
+            # A range that ends below the default end (1e-6 typed for 1e-1) was told to take more
+            # steps, which found no descent again; the default range learns with every recipe here.
+            start = max(self.lrs[0], _DEFAULT_RANGE.start_lr)
+            raise TrainingError(
+                f"{self.no_descent}: the range ends below the LRs that learn; "
+                f"{self._finer_range(start, _DEFAULT_RANGE.end_lr)}, or set train.max_lr to a number"
+            )
         if len(self.lrs) < 2 * LEVEL_STEPS:
             # One median of 5 steps at the start is also the lowest: the loss "fell by 0".
             raise TrainingError(
