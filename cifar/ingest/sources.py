@@ -421,7 +421,7 @@ def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
     skipped = []
     # The folders by device and inode: `train/dog` a bind mount of `train/cat` (no link to
     # refuse) imported the cat images labelled dog.
-    folders: dict[tuple[int, int], str] = {}
+    folders: dict[tuple[int, ...], str] = {}
     for split in SPLITS:
         if (root / split).is_symlink():
             _refuse_link(root / split, listing.source)
@@ -446,13 +446,23 @@ def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
 
 
 def _file_identity(entry: os.DirEntry) -> Hashable:
-    """A file's device and inode, alike for its hard links; its path where it cannot be read
-    (a dangling link), which reading it then names."""
+    """A file's inode, alike for its hard links; its path for a file of one link, and where it
+    cannot be read (a dangling link), which reading it then names. A share whose inode numbers
+    repeat across its folders (CIFS `serverino`, 9p over several file systems) handed one
+    image's pixels to hundreds of other files, each of one link."""
     try:
-        stat = entry.stat()
+        status = entry.stat()
     except OSError:
         return ("path", entry.path)
-    return ("inode", stat.st_dev, stat.st_ino)
+    if status.st_nlink < 2:
+        return ("path", entry.path)
+    return ("inode", *_identity(status))
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """Device and inode, and what a share whose inode numbers repeat tells apart by: a bind
+    mount's folder and its source agree on all of it."""
+    return status.st_dev, status.st_ino, status.st_mtime_ns, status.st_ctime_ns
 
 
 def _nested_folder(name: str, class_folder: str) -> DataError:
@@ -549,7 +559,7 @@ def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
     for folder in candidates:
         if matches(folder):
             found_stat = folder.stat()
-            identity = found_stat.st_dev, found_stat.st_ino
+            identity = _identity(found_stat)
             if identity not in seen:
                 seen.add(identity)
                 found.append(folder)
@@ -674,8 +684,8 @@ def _folder_names(names: list[str], most: int = 10) -> str:
     return shown + more if names else "none"
 
 
-def _refuse_a_folder_seen_before(path: str, status: os.stat_result, folders: dict[tuple[int, int], str]) -> None:
-    identity = status.st_dev, status.st_ino
+def _refuse_a_folder_seen_before(path: str, status: os.stat_result, folders: dict[tuple[int, ...], str]) -> None:
+    identity = _identity(status)
     if identity in folders:
         raise DataError(
             f"{folders[identity]} and {path} are one folder reached by two paths (a bind mount), so its images would "
