@@ -18,6 +18,7 @@ from cifar.config import DataConfig
 from cifar.errors import DataError
 from cifar.ingest import sources
 from cifar.ingest.sources import MAX_BATCH_FILE_BYTES, import_dataset
+from generated import make_class_tree
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 20
@@ -118,6 +119,39 @@ def test_an_official_batch_that_is_a_link_that_loops_is_named_as_such(official, 
     (folder / "data_batch_1").symlink_to("data_batch_1")
     caught = refusal_of(folder, tmp_path)
     assert "CIFAR-10 batches (links that lead to no file: data_batch_1); use the official" in caught
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_official_batches_beside_a_class_tree_are_refused_as_two_sources(official, tmp_path, packed):
+    """An old cifar-10-batches-py one folder below a class tree was imported in the tree's place,
+    exit 0: 100 train images where the tree held 500."""
+    folder, _ = official
+    export = tmp_path / "export"
+    make_class_tree(export, {"train": 2, "test": 1})
+    shutil.copytree(folder, export / "old" / folder.name)
+    source = export
+    if packed:
+        source = tmp_path / "export.tar.gz"
+        with tarfile.open(source, "w:gz") as bundle:
+            bundle.add(export, arcname="export")
+    caught = refusal_of(source, tmp_path)
+    batches, tree = (
+        (f"{source}:export/old/cifar-10-batches-py", f"{source}:export")
+        if packed
+        else (export / "old" / folder.name, export)
+    )
+    assert caught == (
+        f"data.source = {str(source)!r} holds both the official batches ({batches}) and a class-folder tree ({tree}), "
+        f"and which one is meant cannot be told; keep only one of them in data.source"
+    )
+
+
+def test_a_class_tree_in_a_folder_named_as_the_official_one_is_imported(tmp_path):
+    """It was taken for an incomplete set of batches, and the advice to remove that folder would
+    have removed data.source itself."""
+    tree = make_class_tree(tmp_path / "cifar-10-batches-py", {"train": 2, "test": 1})
+    splits = import_dataset(DataConfig(source=str(tree)), 0, tmp_path / "dl")
+    assert (len(splits["train"].labels), len(splits["test"].labels)) == (20, 10)
 
 
 def test_an_official_batch_whose_read_fails_is_named(official, tmp_path):

@@ -257,6 +257,11 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     members = archives.read_members(path)
     batches = {name: data for name, data in members.items() if PurePosixPath(name).parent.name == OFFICIAL_FOLDER}
     if batches:
+        batch_names = {PurePosixPath(name).name for name in batches}
+        tree = next((name for name in members if name not in batches and _an_image_of_a_class_tree(name)), None)
+        if tree and batch_names >= {name for name, _ in _official_batch_files()}:
+            folder, tree_root = PurePosixPath(next(iter(batches))).parent, PurePosixPath(tree).parents[2]
+            _refuse_batches_beside_a_tree(path, f"{path}:{folder}", f"{path}:{tree_root}")
         with scratch_folder(scratch_parent, "extract") as scratch:
             folder = Path(scratch) / OFFICIAL_FOLDER
             try:
@@ -279,13 +284,21 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
     listing = _Listing(source)
     try:
-        official = _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
-        if official:
-            return _load_official_batches(official[0].parent, source)
+        # A class tree kept in a folder named cifar-10-batches-py is no set of batches.
+        official = [
+            folder
+            for folder in _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
+            if not _is_a_tree(folder)
+        ]
         found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
-        trees = [folder for folder in found if all(_is_folder(folder / name) for name in SPLITS)]
+        trees = [folder for folder in found if _is_a_tree(folder)]
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
-        trees = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)] or trees
+        with_images = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)]
+        trees = with_images or trees
+        if official:
+            if with_images and not _batch_files_problem(official[0]):
+                _refuse_batches_beside_a_tree(source, official[0], with_images[0])
+            return _load_official_batches(official[0].parent, source)
         if not trees:
             broken = _links_to_no_folder(root, listing)
             if broken:  # a cifar-10-batches-py link to a moved folder was passed over, then named as expected
@@ -310,6 +323,24 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         raise DataError(
             f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
         ) from None
+
+
+def _is_a_tree(folder: Path) -> bool:
+    return all(_is_folder(folder / name) for name in SPLITS)
+
+
+def _an_image_of_a_class_tree(name: str) -> bool:
+    """Whether an archive member is an image in a class folder of train/ or test/."""
+    parts = PurePosixPath(name).parts
+    return len(parts) >= 3 and parts[-3] in SPLITS and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _refuse_batches_beside_a_tree(source: Path, batches: object, tree: object) -> None:
+    """An old cifar-10-batches-py below a class tree was imported in its place, without a word."""
+    raise DataError(
+        f"data.source = {str(source)!r} holds both the official batches ({batches}) and a class-folder tree "
+        f"({tree}), and which one is meant cannot be told; keep only one of them in data.source"
+    )
 
 
 def _links_to_no_folder(root: Path, listing: _Listing) -> list[Path]:
