@@ -154,6 +154,38 @@ def test_a_class_tree_in_a_folder_named_as_the_official_one_is_imported(tmp_path
     assert (len(splits["train"].labels), len(splits["test"].labels)) == (20, 10)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_official_batches_in_a_folder_of_another_name_are_named(official, tmp_path, packed):
+    """The batch files in a folder renamed cifar10 (or packed without their folder) got the
+    generic line, which named as expected the very folder given."""
+    folder, _ = official
+    source = folder.rename(folder.with_name("cifar10"))
+    fix = "rename that folder to cifar-10-batches-py"
+    where = source
+    if packed:
+        source, fix = tmp_path / "batches.tar.gz", "pack them in a folder named cifar-10-batches-py"
+        with tarfile.open(source, "w:gz") as bundle:
+            for batch in sorted(where.iterdir()):
+                bundle.add(batch, arcname=batch.name)
+        where = source
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {where} holds official batch files (data_batch_1 ...), which are read only "
+        f"from a folder named cifar-10-batches-py, as in the official archive; {fix}, or use the official "
+        f"cifar-10-python.tar.gz"
+    )
+
+
+def test_a_folder_holding_an_archive_names_it(official, tmp_path):
+    """The folder that holds cifar-10-python.tar.gz was answered "expected the official
+    cifar-10-python.tar.gz"."""
+    _, archive = official
+    shutil.rmtree(archive.parent / "cifar-10-batches-py")
+    assert refusal_of(archive.parent, tmp_path) == (
+        f"data.source = {str(archive.parent)!r}: no train/ and test/ folders found in it or up to two folders below "
+        f"it, but it holds 'cifar-10-python.tar.gz'; set data.source to the archive itself"
+    )
+
+
 def test_an_official_batch_whose_read_fails_is_named(official, tmp_path):
     """A read that fails after the file opened (a bad sector; /proc/self/mem here) raises an
     OSError without a file name: the line named the file `None`."""

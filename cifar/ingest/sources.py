@@ -306,6 +306,21 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
                     f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
                     f"at the folder it stands for, or data.source at that folder"
                 )
+            # The official batches in a folder of another name, or an archive beside them, were
+            # answered with the generic line, which names as expected what lies there.
+            searched = [root, *_subfolders(root, listing)]
+            batches = next((folder for folder in searched if (folder / "data_batch_1").is_file()), None)
+            if batches:
+                raise DataError(
+                    f"data.source = {str(source)!r}: "
+                    f"{_batches_elsewhere(str(batches), f'rename that folder to {OFFICIAL_FOLDER}')}"
+                )
+            packed = [path.name for path in listing(root) if path.name.lower().endswith(archives.SUFFIXES)]
+            if packed:
+                raise DataError(
+                    f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
+                    f"below it, but it holds {_folder_names(packed, 3)}; set data.source to the archive itself"
+                )
             raise DataError(
                 f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
                 f"it; {EXPECTED_LAYOUT}"
@@ -323,6 +338,13 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         raise DataError(
             f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
         ) from None
+
+
+def _batches_elsewhere(folder: str, fix: str) -> str:
+    return (
+        f"{folder} holds official batch files (data_batch_1 ...), which are read only from a folder named "
+        f"{OFFICIAL_FOLDER}, as in the official archive; {fix}, or use the official cifar-10-python.tar.gz"
+    )
 
 
 def _is_a_tree(folder: Path) -> bool:
@@ -541,6 +563,13 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
     # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
     complete = [prefix for prefix in complete if _holds_images(trees[prefix])] or complete
     if not complete:
+        batch = next((name for name in members if PurePosixPath(name).name == "data_batch_1"), None)
+        if batch:
+            where = f"{archive}:{PurePosixPath(batch).parent}".removesuffix(":.")
+            raise DataError(
+                f"data.source = {str(archive)!r}: "
+                f"{_batches_elsewhere(where, f'pack them in a folder named {OFFICIAL_FOLDER}')}"
+            )
         raise DataError(
             f"data.source = {str(archive)!r}: no train/ and test/ folders found at its root or up to "
             f"{ARCHIVE_TREE_DEPTH} folders below it; {EXPECTED_LAYOUT}"
