@@ -92,8 +92,14 @@ def user_threads_limit() -> int | None:
     return None if any(capabilities >> bit & 1 for bit in _CAN_IGNORE_THREADS_LIMIT) else limit
 
 
+READ_ACCESS_FIX = "give the user who runs the stage read access to it (`chmod u+r`, or ask its owner)"
+
+
 def unreadable(path, error: OSError, fix: str) -> DataError:
-    """The one-line error for a file that could not be opened or read."""
+    """The one-line error for a file that could not be opened or read. Where the user may not
+    read it, so is every fix that reads it ("extract it yourself", for an archive of mode 000)."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        fix = READ_ACCESS_FIX
     return DataError(out_of_open_files(error, path) or f"{path}: cannot read it ({error.strerror}); {fix}")
 
 

@@ -440,6 +440,23 @@ def test_a_tar_of_a_compression_not_read_is_named_by_it(tree, downloads, tool, s
     )
 
 
+def test_an_archive_the_user_may_not_read_is_not_to_be_extracted(tree, monkeypatch):
+    """An archive of mode 000 was to be extracted by hand, which fails the same way."""
+    archive = archive_of(tree, "gztar")
+    real_open = Path.open
+
+    def denied(path, *args, **kwargs):
+        if path == archive:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert refused(DataError, archives.read_members, archive) == (
+        f"{archive}: cannot read it (Permission denied); give the user who runs the stage read access to it "
+        f"(`chmod u+r`, or ask its owner)"
+    )
+
+
 CPIO = b"070701" + b"0" * 104  # bsdtar --format=cpio, GNU cpio -H newc
 
 

@@ -1,6 +1,7 @@
 """The official-archive paths (download and local copy), on a generated archive in the
 official format whose md5s stand in for the real ones: no network, torchvision's own checks."""
 
+import errno
 import hashlib
 import os
 import pickle
@@ -183,6 +184,32 @@ def test_a_folder_holding_an_archive_names_it(official, tmp_path):
     assert refusal_of(archive.parent, tmp_path) == (
         f"data.source = {str(archive.parent)!r}: no train/ and test/ folders found in it or up to two folders below "
         f"it, but it holds 'cifar-10-python.tar.gz'; set data.source to the archive itself"
+    )
+
+
+def deny_reading(monkeypatch, module, function: str, folder: Path) -> None:
+    """`chmod 000 folder` as a user without root's override, which the tests may run as."""
+    real = getattr(module, function)
+
+    def denied(path="."):
+        if Path(path) == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path)
+
+    monkeypatch.setattr(module, function, denied)
+
+
+@pytest.mark.parametrize("unreadable", ["data.source", "cifar-10-batches-py"])
+def test_a_folder_the_user_may_not_read_is_named(official, tmp_path, monkeypatch, unreadable):
+    """data.source of mode 000 was "no train/ and test/ folders found in it", and a
+    cifar-10-batches-py of mode 000 had its seven files called missing, advised removed."""
+    folder, _ = official
+    source = folder.parent
+    denied = source if unreadable == "data.source" else folder
+    deny_reading(monkeypatch, os, "scandir" if unreadable == "data.source" else "listdir", denied)
+    assert refusal_of(source, tmp_path) == (
+        f"{denied}: cannot read it (Permission denied) while importing data.source = {str(source)!r}; give the user "
+        f"who runs the stage read access to it (`chmod u+r`, or ask its owner)"
     )
 
 

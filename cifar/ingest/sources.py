@@ -7,6 +7,7 @@ one), or a generated synthetic set.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -25,7 +26,7 @@ from cifar.atomic import scratch_folder, stop_signals_held
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, largest_balanced_subset
-from cifar.errors import DataError, memory_limits_set, printable
+from cifar.errors import READ_ACCESS_FIX, DataError, memory_limits_set, printable
 from cifar.ingest import archives
 from cifar.ingest.images import decode_image, read_image
 from cifar.ingest.synthetic import synthetic_split
@@ -284,6 +285,9 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
 def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
     listing = _Listing(source)
     try:
+        # The search passes over folders it cannot read, as in /proc: data.source of mode 000
+        # was "no train/ and test/ folders found in it".
+        listing(root)
         # A class tree kept in a folder named cifar-10-batches-py is no set of batches.
         official = [
             folder
@@ -335,8 +339,9 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         )
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
+        fix = f"; {READ_ACCESS_FIX}" if error.errno in (errno.EACCES, errno.EPERM) else ""
         raise DataError(
-            f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}"
+            f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
         ) from None
 
 
@@ -700,7 +705,9 @@ def _official_batch_files() -> list[list[str]]:
 
 
 def _batch_files_problem(folder: Path) -> str | None:
-    """Which official batch files are missing or larger than any of them, in words."""
+    """Which official batch files are missing or larger than any of them, in words. A folder that
+    cannot be read raises: its seven files were called missing."""
+    os.listdir(folder)
     missing = [name for name, _ in _official_batch_files() if not os.path.lexists(folder / name)]
     if missing:
         return f"missing: {', '.join(missing)}"
