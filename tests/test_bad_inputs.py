@@ -485,6 +485,24 @@ def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, 
     )
 
 
+@pytest.mark.parametrize(
+    ("outer", "inner", "suffix"),
+    [("gzip", "gztar", ".tar.gz"), ("bzip2", "gztar", ".tar.bz2"), ("gzip", "zip", ".tar.gz")],
+)
+def test_an_archive_compressed_twice_is_named_as_such(tree, downloads, outer, inner, suffix):
+    """What curl saves of a .tar.gz served with `Content-Encoding: gzip`, unless told
+    --compressed: "corrupt or truncated; download or export it again", which repeated it."""
+    compress = {"gzip": gzip.compress, "bzip2": bz2.compress}[outer]
+    archive = tree.parent / f"twice{suffix}"
+    archive.write_bytes(compress(archive_of(tree, inner).read_bytes()))
+    inside = "a gzip file" if inner == "gztar" else "a zip archive"
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive} is compressed twice: a {outer} file that holds {inside} (as a download saved without undoing the "
+        f"server's own compression is); decompress it once (`{outer} -dc` it into a new file) and give that file, "
+        f"named as its contents are"
+    )
+
+
 @pytest.mark.parametrize("name", ["cifar10.npz", "cifar10_arrays"])
 def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads, name):
     """A split of another run's data folder (a zip by its contents) was to be renamed .zip,

@@ -151,9 +151,9 @@ def _corrupt(archive: Path, error: Exception) -> DataError:
     misnamed = _misnamed(archive)
     if misnamed:
         return DataError(f"{archive}: {misnamed}")
-    kind = unread_archive(archive)
-    if kind:  # a 7-Zip archive named .zip was called corrupt, and "download or export it again" repeated it
-        return DataError(f"{archive} is {archive_not_read(kind)}")
+    described = format_not_read(archive)
+    if described:  # a 7-Zip archive named .zip was called corrupt, and "download or export it again" repeated it
+        return DataError(f"{archive} is {described}")
     compression = unread_compression(archive)
     if compression:  # a zstd tar named .tar.gz was called corrupt, and downloaded again
         return DataError(f"{archive} is {compression_not_read(compression)}")
@@ -182,10 +182,11 @@ _UNREAD_ARCHIVES = (
 _SKIPPABLE_FRAME = re.compile(rb"[\x50-\x5f]\x2a\x4d\x18(....)", re.DOTALL)
 
 
-def unread_archive(path: Path) -> str | None:
-    """The format of archive a file's first bytes show, of those not read here, also under
-    gzip, bzip2 or xz ('gzip-compressed cpio', as `find | cpio -o | gzip` makes): a gzipped
-    cpio named .tar.gz was called corrupt, and downloaded again."""
+def format_not_read(path: Path) -> str | None:
+    """What a file is by its first bytes, where download does not read it: an archive of another
+    format, also under gzip, bzip2 or xz (`find | cpio -o | gzip`, named .tar.gz, was called
+    corrupt, and downloaded again), or a file compressed twice, as a download saved without
+    undoing the server's `Content-Encoding: gzip` is. None where it is none of these."""
     with path.open("rb") as raw:
         first = raw.read(BLOCKSIZE)
         compression = next((each for each in _COMPRESSIONS if _starts_as(first, each)), None)
@@ -193,19 +194,23 @@ def unread_archive(path: Path) -> str | None:
             raw.seek(0)
             try:
                 with io.BufferedReader(_Streams(raw, path, compression), _CHUNK) as stream:
-                    first = stream.read(8)
+                    first = stream.read(BLOCKSIZE)
             except (DataError, EOFError, ValueError, lzma.LZMAError, zlib.error):
                 return None  # damaged: the caller's own reading names it
+    inner = next((each for each in _COMPRESSIONS if _starts_as(first, each)), None)
+    if compression and (inner or first.startswith(_ZIP_MAGIC)):
+        inside = f"a {inner.name} file" if inner else "a zip archive"
+        return (
+            f"compressed twice: a {compression.name} file that holds {inside} (as a download saved without undoing "
+            f"the server's own compression is); decompress it once (`{compression.name} -dc` it into a new file) and "
+            f"give that file, named as its contents are"
+        )
     kind = next((name for magic, name in _UNREAD_ARCHIVES if first.startswith(magic)), None)
-    if compression and first.startswith(_ZIP_MAGIC):
-        kind = "zip"
-    return f"{compression.name}-compressed {kind}" if compression and kind else kind
-
-
-def archive_not_read(kind: str) -> str:
+    if kind is None:
+        return None
     return (
-        f"a {kind} archive, which download does not read; pack its files as .zip or .tar.gz instead, or unpack it "
-        f"and give the folder"
+        f"a {f'{compression.name}-compressed ' if compression else ''}{kind} archive, which download does not read; "
+        f"pack its files as .zip or .tar.gz instead, or unpack it and give the folder"
     )
 
 

@@ -238,14 +238,14 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         )
     if not named_an_archive:
         try:
-            kind = archives.unread_archive(path)
+            described = archives.format_not_read(path)
             by_contents, compression = archives.suffix_by_contents(path), archives.unread_compression(path)
         except OSError as error:
             raise DataError(
                 f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}"
             ) from None
-        if kind:  # a .7z or .cpio was called a file but not an archive
-            raise DataError(f"data.source = {str(path)!r} is {archives.archive_not_read(kind)}")
+        if described:  # a .7z or .cpio was called a file but not an archive
+            raise DataError(f"data.source = {str(path)!r} is {described}")
         if by_contents:  # a gzip tar saved or linked without its suffix was called no archive
             raise DataError(
                 f"data.source = {str(path)!r} is a {by_contents} archive by its contents, but its name does not say "
