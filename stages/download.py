@@ -9,6 +9,7 @@ from pathlib import Path
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import save_dataset
+from cifar.errors import DataError
 from cifar.ingest.sources import import_dataset
 from stages import paths
 
@@ -17,6 +18,14 @@ log = logging.getLogger("download")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
+    source = params.data.source
+    output = paths.output_holding(source) if source not in ("official", "synthetic") else None
+    if output:
+        raise DataError(
+            f"data.source = {source!r} lies in {output}, which the pipeline writes: a run replaces it, and the source "
+            f"with it (`dvc repro` removes it before download runs); move the source elsewhere and point data.source "
+            f"there"
+        )
     splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())

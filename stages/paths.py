@@ -414,6 +414,18 @@ MISCLASSIFIED_IMAGE = _path("misclassified_image")
 GRADCAM_IMAGES = _path("gradcam_images")
 
 
+def output_holding(path: str) -> str | None:
+    """The pipeline's output that is path or holds it, as the paths resolve: a source kept in
+    data/cifar10 (where fast.ai's cifar10.tgz unpacks) was imported, then replaced by download's
+    output, and DVC removes that folder before download runs."""
+    try:
+        resolved = os.path.realpath(os.path.expanduser(path))
+        outputs = {output: os.path.realpath(REPO / output) for output in TABLE.values()}
+    except (ValueError, OSError, RuntimeError):  # a path that cannot be one: download names it
+        return None
+    return next((output for output, at in outputs.items() if os.path.commonpath((at, resolved)) == at), None)
+
+
 def output_folders() -> list[str]:
     """The folders the stages write into, where an interrupted write leaves its scratch: the
     parents of every path in the table, and the download cache, where downloads and imports

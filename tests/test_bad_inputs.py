@@ -1437,6 +1437,28 @@ def assert_refused_with_one_line(result, root: Path, message: str) -> None:
     assert not list((root / "data" / "downloads").glob(f"{SCRATCH}*"))
 
 
+@pytest.mark.parametrize("kept_as", ["tree", "archive"])
+def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it(tmp_path, tree, kept_as):
+    """A class tree unpacked into download's output folder (where fast.ai's cifar10.tgz unpacks)
+    was imported, then deleted with the folder download replaces, exit 0; so was an archive there."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    kept = pipeline / paths.DATA
+    shutil.copytree(tree, kept)
+    source = paths.DATA
+    if kept_as == "archive":
+        source = f"{paths.DATA}/{archive_of(tree, 'gztar').name}"
+        shutil.copy(tree.parent / "export.tar.gz", pipeline / source)
+    set_params(pipeline, {"data": {"source": source}})
+    result = stage(pipeline, "download", check=False)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: data.source = {source!r} lies in {paths.DATA}, which the pipeline writes: a run replaces it, and the "
+        f"source with it (`dvc repro` removes it before download runs); move the source elsewhere and point "
+        f"data.source there\n",
+    )
+    assert (pipeline / source).exists() and list(kept.rglob("*.png"))
+
+
 def test_stage_refuses_a_corrupted_archive(pipeline, tree):
     archive = archive_of(tree, "xztar")
     flip(archive, at=archive.stat().st_size * 98 // 100)
