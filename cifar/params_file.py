@@ -131,6 +131,12 @@ class Yaml12Loader(yaml.SafeLoader):
             mapping[key] = value
 
     def construct_yaml_float(self, node):
+        if ":" in self.construct_scalar(node):  # `!!float 1:40`: 100.0 here, no number to DVC's reader
+            raise _UnsupportedYaml(
+                f"{short_repr(node.value)} is a base-60 number to YAML 1.1 and no number to DVC's reader; write it "
+                f"in base 10",
+                node.start_mark,
+            )
         try:
             return super().construct_yaml_float(node)
         except ValueError:  # `._` matches YAML 1.2's float pattern yet holds no digit

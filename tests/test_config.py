@@ -476,6 +476,19 @@ def test_a_scalar_dvc_reads_as_a_string_is_refused_as_one(tmp_path, line, messag
     assert str(refused.value) == f"{path}: {message}"
 
 
+def test_a_base_60_float_forced_by_its_tag_is_refused(tmp_path):
+    """`!!float 1:40` was 100.0 to the stages, and DVC could not read the file at all."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  onecycle:\n    div_factor: !!float 1:40\n")
+    with pytest.raises(ConfigError) as refused:
+        load_params(path)
+    assert "'1:40' is a base-60 number to YAML 1.1 and no number to DVC's reader; write it in base 10" in str(
+        refused.value
+    )
+    with pytest.raises(Exception, match="could not convert string to float"):
+        parse_yaml(path.read_text(), str(path))
+
+
 def test_an_ordered_mapping_is_a_mapping_as_in_dvc(tmp_path):
     """PyYAML builds `!!omap` as a list of pairs: the stages refused a section DVC reads as a mapping."""
     path = tmp_path / "params.yaml"
