@@ -211,6 +211,8 @@ if sys.argv[:1] == ["-m"]:
     class _TwoModulesOfOneName(ImportError):
         """A module's .py beside a package folder of its name: one line, exit code 2."""
 
+    _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
     class _ProjectModules:
         """Finds the project's modules as Python would, with a loader that keeps their source,
         and from their source where something else would stand in for it."""
@@ -219,7 +221,9 @@ if sys.argv[:1] == ["-m"]:
         def find_spec(name, path=None, target=None):
             if name.partition(".")[0] not in ("cifar", "stages"):
                 return None
-            found = importlib.machinery.PathFinder.find_spec(name, path)
+            # `cifar` from the project's folder alone: without cifar/__init__.py, Python took a
+            # whole other clone's cifar from PYTHONPATH over the namespace package left here.
+            found = importlib.machinery.PathFinder.find_spec(name, path if path is not None else [_PROJECT])
             if found is not None and found.loader is None and found.submodule_search_locations is not None:
                 # A folder without __init__.py, which Python imports as an empty namespace package:
                 # one in place of a deleted module (or of a package's __init__.py) ended in an
@@ -372,6 +376,12 @@ def _working_folder_problem() -> str | None:
         here = os.getcwd()
     except OSError as error:  # a working folder removed, or one this user may not search
         return f"the working folder cannot be read ({one_line(error)}); run the stage from {printable(project)}"
+    if os.path.isdir("stages") and not os.path.isfile("stages/__init__.py"):
+        # Python took another clone's stages from PYTHONPATH over the namespace package left here.
+        return (
+            f"the stages need stages/__init__.py in {printable(here)}, which is missing, so Python ran those of "
+            f"{printable(project)} (on PYTHONPATH); restore it from git (`git status` lists it as deleted)"
+        )
     return (
         f"a stage runs in the repository that holds its code, {printable(project)}, not in {printable(here)}; "
         f"run it from there"

@@ -2887,6 +2887,35 @@ def test_a_stage_run_from_another_folder_than_its_codes_repository_is_refused(tm
     assert not any(elsewhere.iterdir())
 
 
+@pytest.mark.parametrize("deleted", ["cifar/__init__.py", "stages/__init__.py"])
+def test_a_deleted_package_init_with_another_clone_on_pythonpath_is_named(tmp_path, deleted):
+    """Python takes a package from PYTHONPATH over the namespace package a deleted __init__.py
+    leaves: another clone's cifar ran here, exit 0; another clone's stages blamed the working
+    folder, and its fix ran that clone's code."""
+    pipeline, other = tmp_path / "clone", tmp_path / "other"
+    copy_pipeline(pipeline)
+    copy_pipeline(other)
+    (pipeline / deleted).unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=pipeline,
+        env=os.environ | {"PYTHONPATH": str(other)},
+        capture_output=True,
+        text=True,
+    )
+    if deleted == "cifar/__init__.py":
+        line = (
+            "error: the stages need the project's module cifar (cifar.py or cifar/__init__.py), which is missing; "
+            "restore it from git (`git status` lists it as deleted)\n"
+        )
+    else:
+        line = (
+            f"error: the stages need stages/__init__.py in {pipeline}, which is missing, so Python ran those of "
+            f"{other} (on PYTHONPATH); restore it from git (`git status` lists it as deleted)\n"
+        )
+    assert (result.returncode, result.stderr) == (2, line)
+
+
 def catches(pid: int, sig: signal.Signals) -> bool:
     """Whether the process has a handler of its own for the signal (/proc's SigCgt mask)."""
     status = Path(f"/proc/{pid}/status").read_text()
