@@ -453,7 +453,7 @@ def test_an_archive_the_user_may_not_read_is_not_to_be_extracted(tree, monkeypat
     monkeypatch.setattr(Path, "open", denied)
     assert refused(DataError, archives.read_members, archive) == (
         f"{archive}: cannot read it (Permission denied); give the user who runs the stage read access to it "
-        f"(`chmod u+r`, or ask its owner)"
+        f"(`chmod u+rX`, or ask its owner)"
     )
 
 

@@ -209,7 +209,7 @@ def test_a_folder_the_user_may_not_read_is_named(official, tmp_path, monkeypatch
     deny_reading(monkeypatch, os, "scandir" if unreadable == "data.source" else "listdir", denied)
     assert refusal_of(source, tmp_path) == (
         f"{denied}: cannot read it (Permission denied) while importing data.source = {str(source)!r}; give the user "
-        f"who runs the stage read access to it (`chmod u+r`, or ask its owner)"
+        f"who runs the stage read access to it (`chmod u+rX`, or ask its owner)"
     )
 
 
