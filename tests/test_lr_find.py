@@ -277,6 +277,19 @@ def test_a_flat_curve_of_a_range_that_ends_below_the_default_end_advises_the_def
     assert (start, end) == (1e-7, 0.1) and as_dense_as_the_default(start, end, steps)
 
 
+def test_a_flat_curve_of_batches_of_one_image_asks_for_larger_batches():
+    """train.batch_size 1: a step-to-step noise of 2.1 hid any descent, and following "raise
+    lr_find.num_iter" (200) and "raise lr_find.end_lr" (1.0) stopped at the same line."""
+    raw = 2.3 + 2.1 * np.random.default_rng(4).standard_normal(20)
+    curve = read_curve(exponential_lrs(1e-7, 0.1, 20), recorded(raw), LRFindConfig(num_iter=20))
+    with pytest.raises(TrainingError) as caught:
+        dataclasses.replace(curve, images_a_step=1).require_descent()
+    assert str(caught.value).endswith(
+        "; each step's loss is that of 1 image(s), whose noise hides a descent: raise train.batch_size, which lr_find "
+        "runs at, to 16 or more, or set train.max_lr to a number"
+    )
+
+
 def test_a_flat_curve_over_the_widest_range_advises_only_what_params_allow():
     """1e-30 to 1000, the bounds params allow: "lower lr_find.start_lr or raise lr_find.end_lr"
     was advised, and params refuses either."""

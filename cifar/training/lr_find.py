@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ DIVERGE_TH = 5
 # The default range's density of steps, which advice for a finer range keeps: 16 steps over
 # 11 decades, advised without a number of steps, found no descent again.
 _DEFAULT_RANGE = LRFindConfig()
+# Below this many images a step, the loss of one step says little of the LR it ran at.
+STEADY_BATCH = 16
 STEPS_PER_DECADE = _DEFAULT_RANGE.num_iter / math.log10(_DEFAULT_RANGE.end_lr / _DEFAULT_RANGE.start_lr)
 
 
@@ -70,6 +72,7 @@ class RangeTest:
     past_descent: bool  # the loss no longer falls at the pick: the edge of divergence
     diverged_at: float | None  # the LR where the loss passed DIVERGE_TH times its lowest, or was not finite
     tested: LRFindConfig  # the range asked for, which advice for another starts from
+    images_a_step: int | None = None  # train.batch_size where the test ran here; None for a recorded curve
 
     def metrics(self) -> dict[str, float | bool]:
         """What metrics/lr_find.json records of it; figures re-reads the curve and expects the same."""
@@ -152,6 +155,14 @@ class RangeTest:
         range that has learnt with this recipe (docs/lr-finder.md)."""
         if not self.no_descent:
             return
+        if self.images_a_step is not None and self.images_a_step < STEADY_BATCH:
+            # Batches of 1 image: a step-to-step noise of 2.1 hid any descent, and more steps or a
+            # wider range, as advised, stopped at the same line.
+            raise TrainingError(
+                f"{self.no_descent}; each step's loss is that of {self.images_a_step} image(s), whose noise hides a "
+                f"descent: raise train.batch_size, which lr_find runs at, to {STEADY_BATCH} or more, or set "
+                f"train.max_lr to a number"
+            )
         tested = f"lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g} in {len(self.lrs)} steps"
         diverged_from_the_start = self.diverged_at is not None and int(np.argmin(self.losses)) == 0
         # A rise after a fall within the noise is no sign where the default range was tested:
@@ -237,7 +248,7 @@ def range_test(recipe: Recipe, model: nn.Module, loader: DeviceLoader) -> RangeT
         )
     lrs, losses = finder.history["lr"], finder.history["loss"]
     finder.reset()
-    return read_curve(lrs, losses, config)
+    return replace(read_curve(lrs, losses, config), images_a_step=recipe.params.train.batch_size)
 
 
 def check_handed_curve(curve_path: str, curve: bytes, record_path: str, recorded_sha256: object, fix: str) -> None:
