@@ -357,6 +357,16 @@ def _command_line_problem() -> str | None:
     if not os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stage_file)):
         # runpy said "No module named stages.download", or with a folder in its place "is a package".
         return f"the stage's module {stage_file} is missing; restore it from git (`git status` lists it as deleted)"
+    package = stage_file.removesuffix(".py")
+    if os.path.isfile(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package, "__init__.py")
+    ):
+        # runpy's own "Error while finding module specification", exit code 1, where the
+        # project's modules get this line
+        return (
+            f"{stage_file} and the package folder {package} both are module {started}; remove the one that is not "
+            f"the project's (`git status` shows it)"
+        )
     if sys.argv[1:]:
         return (
             f"a stage takes no arguments ({printable(' '.join(sys.argv[1:]))[:100]}); its settings are in "

@@ -1983,16 +1983,17 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
     )
 
 
-@pytest.mark.parametrize("stray", ["package", "module"])
+@pytest.mark.parametrize("stray", ["package", "module", "stage package"])
 def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
     """Python takes the package: a stale `cifar/errors/` ran in place of the edited
     cifar/errors.py, with exit 0; taking the .py instead ran a stray `cifar/reporting.py` and
-    ended in a traceback."""
+    ended in a traceback. A package beside the stage's own module was runpy's line, exit 1."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
-    if stray == "package":
-        (pipeline / "cifar/dataset").mkdir()
-        shutil.copy(pipeline / "cifar/dataset.py", pipeline / "cifar/dataset/__init__.py")
-        module, package = "cifar/dataset.py", "cifar/dataset"
+    if stray != "module":
+        module = "stages/figures.py" if stray == "stage package" else "cifar/dataset.py"
+        package = module.removesuffix(".py")
+        (pipeline / package).mkdir()
+        shutil.copy(pipeline / module, pipeline / package / "__init__.py")
     else:
         (pipeline / "cifar/reporting.py").write_text("stale = True\n")
         module, package = "cifar/reporting.py", "cifar/reporting"
