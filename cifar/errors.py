@@ -92,7 +92,7 @@ def user_threads_limit() -> int | None:
     return None if any(capabilities >> bit & 1 for bit in _CAN_IGNORE_THREADS_LIMIT) else limit
 
 
-READ_ACCESS_FIX = "give the user who runs the stage read access to it (`chmod u+rX`, or ask its owner)"
+READ_ACCESS_FIX = "give the user who runs the stage read access to it (`chmod -R u+rX`, or ask its owner)"
 
 
 def unreadable(path, error: OSError, fix: str) -> DataError:

@@ -209,7 +209,69 @@ def test_a_folder_the_user_may_not_read_is_named(official, tmp_path, monkeypatch
     deny_reading(monkeypatch, os, "scandir" if unreadable == "data.source" else "listdir", denied)
     assert refusal_of(source, tmp_path) == (
         f"{denied}: cannot read it (Permission denied) while importing data.source = {str(source)!r}; give the user "
-        f"who runs the stage read access to it (`chmod u+rX`, or ask its owner)"
+        f"who runs the stage read access to it (`chmod -R u+rX`, or ask its owner)"
+    )
+
+
+def deny_searching(monkeypatch, folder: Path) -> None:
+    """`chmod 644 folder` (as `chmod -R 644` leaves folders) for a user without root's override:
+    its names can be listed, but nothing in it can be reached."""
+    real = os.stat
+
+    def denied(path, *args, **kwargs):
+        if os.fspath(path).startswith(f"{folder}/"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+
+
+ACCESS_FIX = "give the user who runs the stage read access to it (`chmod -R u+rX`, or ask its owner)"
+
+
+@pytest.mark.parametrize("not_searchable", ["data.source", "cifar-10-batches-py"])
+def test_a_folder_that_cannot_be_searched_is_named(official, tmp_path, monkeypatch, not_searchable):
+    """After `chmod -R 644`, a file inside data.source that does not exist was named, and `chmod
+    u+rX` on it failed again; the seven batch files `ls` lists were called missing."""
+    folder, _ = official
+    source = folder.parent
+    denied = source if not_searchable == "data.source" else folder
+    if not_searchable == "data.source":
+        shutil.rmtree(folder)
+        make_class_tree(source, {"train": 2, "test": 1})
+    deny_searching(monkeypatch, denied)
+    assert refusal_of(source, tmp_path) == (
+        f"{denied}: cannot read it (Permission denied) while importing data.source = {str(source)!r}; {ACCESS_FIX}"
+    )
+
+
+def test_an_archive_in_a_folder_that_cannot_be_searched_names_the_folder(official, tmp_path, monkeypatch):
+    """The readable archive was named, with the layouts for a fix."""
+    _, archive = official
+    deny_searching(monkeypatch, archive.parent)
+    assert refusal_of(archive, tmp_path) == (
+        f"data.source = {str(archive)!r}: cannot read {archive.parent} (Permission denied); {ACCESS_FIX}"
+    )
+
+
+def test_batches_and_empty_split_folders_in_the_official_folder_are_read_as_batches(official, tmp_path):
+    """Empty train/ and test/ beside the seven batch files (a conversion script's `mkdir -p`) made
+    the folder a class tree: "train: no class folders"."""
+    folder, _ = official
+    for split in ("train", "test"):
+        (folder / split).mkdir()
+    splits = import_dataset(DataConfig(source=str(folder)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 5 * PER_BATCH
+
+
+def test_batches_and_a_class_tree_in_the_official_folder_are_two_sources(official, tmp_path):
+    """The tree was imported and the batches passed over without a word, where the same folder
+    packed as a tar.gz was refused as two sources."""
+    folder, _ = official
+    make_class_tree(folder, {"train": 2, "test": 1})
+    assert refusal_of(folder, tmp_path) == (
+        f"data.source = {str(folder)!r} holds both the official batches ({folder}) and a class-folder tree "
+        f"({folder}), and which one is meant cannot be told; keep only one of them in data.source"
     )
 
 

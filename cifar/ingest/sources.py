@@ -218,7 +218,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
             ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
-        raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None
+        raise _cannot_read_source(path, error) from None
     if stat.S_ISDIR(mode):
         return _import_folder(path, path, limits)
     if not stat.S_ISREG(mode):
@@ -227,10 +227,10 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         )
     named_an_archive = path.name.lower().endswith(archives.SUFFIXES)
     try:
-        # a zip by its contents, but "name it .zip" was advised in vain
-        numpy_arrays = path.suffix.lower() == ".npz" or (not named_an_archive and archives.numpy_arrays(path))
+        # a zip by its contents, but "name it .zip" (or, named .tar.gz, ".zip") was advised in vain
+        numpy_arrays = path.suffix.lower() == ".npz" or archives.numpy_arrays(path)
     except OSError as error:
-        raise DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}") from None
+        raise _cannot_read_source(path, error) from None
     if numpy_arrays:
         raise DataError(
             f"data.source = {str(path)!r} is a NumPy .npz file of arrays, which download does not import; "
@@ -241,9 +241,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
             described = archives.format_not_read(path)
             by_contents, compression = archives.suffix_by_contents(path), archives.unread_compression(path)
         except OSError as error:
-            raise DataError(
-                f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}"
-            ) from None
+            raise _cannot_read_source(path, error) from None
         if described:  # a .7z or .cpio was called a file but not an archive
             raise DataError(f"data.source = {str(path)!r} is {described}")
         if by_contents:  # a gzip tar saved or linked without its suffix was called no archive
@@ -292,7 +290,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         official = [
             folder
             for folder in _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
-            if not _is_a_tree(folder)
+            if not _is_a_tree(folder) or (folder / "data_batch_1").is_file()
         ]
         found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
         trees = [folder for folder in found if _is_a_tree(folder)]
@@ -339,10 +337,36 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         )
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
-        fix = f"; {READ_ACCESS_FIX}" if error.errno in (errno.EACCES, errno.EPERM) else ""
+        where, fix = error.filename, ""
+        if error.errno in (errno.EACCES, errno.EPERM):
+            # Where a folder cannot be searched (`chmod -R 644`), the file it holds was named,
+            # and `chmod u+rX` on it failed the same way.
+            where = _first_folder_not_searchable(root, Path(error.filename)) or where
+            fix = f"; {READ_ACCESS_FIX}"
         raise DataError(
-            f"{error.filename}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
+            f"{where}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
         ) from None
+
+
+def _first_folder_not_searchable(top: Path, path: Path) -> Path | None:
+    """The first folder from top down to path's own folder whose files cannot be reached."""
+    ancestors = [folder for folder in reversed(path.parents) if folder == top or top in folder.parents]
+    for folder in [*ancestors, path]:
+        try:
+            os.stat(os.path.join(folder, "."))
+        except NotADirectoryError:
+            return None
+        except OSError:
+            return folder
+    return None
+
+
+def _cannot_read_source(path: Path, error: OSError) -> DataError:
+    if error.errno not in (errno.EACCES, errno.EPERM):
+        return DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}")
+    # A folder on the way that cannot be searched: the readable archive in it was named.
+    where = _first_folder_not_searchable(Path(path.anchor or "."), path.absolute() if path.anchor else path) or path
+    return DataError(f"data.source = {str(path)!r}: cannot read {where} ({error.strerror}); {READ_ACCESS_FIX}")
 
 
 def _batches_elsewhere(folder: str, fix: str) -> str:
@@ -575,6 +599,13 @@ def _archive_tree(members: dict[str, bytes], archive: Path) -> ClassTree:
                 f"data.source = {str(archive)!r}: "
                 f"{_batches_elsewhere(where, f'pack them in a folder named {OFFICIAL_FOLDER}')}"
             )
+        packed = [name for name in members if name.lower().endswith(archives.SUFFIXES)]
+        if packed:  # a dataset site's zip of cifar-10-python.tar.gz was told that archive was expected
+            raise DataError(
+                f"data.source = {str(archive)!r}: no train/ and test/ folders found at its root or up to "
+                f"{ARCHIVE_TREE_DEPTH} folders below it, but it holds {_folder_names(packed, 3)}; unpack that "
+                f"archive and set data.source to it"
+            )
         raise DataError(
             f"data.source = {str(archive)!r}: no train/ and test/ folders found at its root or up to "
             f"{ARCHIVE_TREE_DEPTH} folders below it; {EXPECTED_LAYOUT}"
@@ -706,8 +737,9 @@ def _official_batch_files() -> list[list[str]]:
 
 def _batch_files_problem(folder: Path) -> str | None:
     """Which official batch files are missing or larger than any of them, in words. A folder that
-    cannot be read raises: its seven files were called missing."""
+    cannot be read or searched raises: its seven files were called missing."""
     os.listdir(folder)
+    os.stat(os.path.join(folder, "."))
     missing = [name for name, _ in _official_batch_files() if not os.path.lexists(folder / name)]
     if missing:
         return f"missing: {', '.join(missing)}"
