@@ -22,9 +22,9 @@ def main() -> None:
     output = paths.output_holding(source) if source not in ("official", "synthetic") else None
     if output:
         raise DataError(
-            f"data.source = {source!r} lies in {output}, which the pipeline writes: a run replaces it, and the source "
-            f"with it (`dvc repro` removes it before download runs); move the source elsewhere and point data.source "
-            f"there"
+            f"data.source = {source!r} is or holds files in {output}, which the pipeline writes: a run replaces it, "
+            f"and the source with it (`dvc repro` removes it before download runs); move the source out of {output} "
+            f"and point data.source there"
         )
     splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
     save_dataset(splits, paths.DATA)

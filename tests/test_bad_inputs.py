@@ -453,7 +453,7 @@ def test_an_archive_the_user_may_not_read_is_not_to_be_extracted(tree, monkeypat
     monkeypatch.setattr(Path, "open", denied)
     assert refused(DataError, archives.read_members, archive) == (
         f"{archive}: cannot read it (Permission denied); give the user who runs the stage read access to it "
-        f"(`chmod u+rX`, or ask its owner)"
+        f"(`chmod -R u+rX`, or ask its owner)"
     )
 
 
@@ -487,11 +487,12 @@ def test_an_archive_of_a_format_not_read_is_named_by_it(tree, downloads, start, 
 
 @pytest.mark.parametrize(
     ("outer", "inner", "suffix"),
-    [("gzip", "gztar", ".tar.gz"), ("bzip2", "gztar", ".tar.bz2"), ("gzip", "zip", ".tar.gz")],
+    [("gzip", "gztar", ".tar.gz"), ("bzip2", "gztar", ".tar.bz2"), ("gzip", "zip", ".tar.gz"), ("gzip", "zip", ".zip")],
 )
 def test_an_archive_compressed_twice_is_named_as_such(tree, downloads, outer, inner, suffix):
     """What curl saves of a .tar.gz served with `Content-Encoding: gzip`, unless told
-    --compressed: "corrupt or truncated; download or export it again", which repeated it."""
+    --compressed: "corrupt or truncated; download or export it again", which repeated it. A
+    gzipped zip named .zip was to be renamed .tar.gz."""
     compress = {"gzip": gzip.compress, "bzip2": bz2.compress}[outer]
     archive = tree.parent / f"twice{suffix}"
     archive.write_bytes(compress(archive_of(tree, inner).read_bytes()))
@@ -503,10 +504,10 @@ def test_an_archive_compressed_twice_is_named_as_such(tree, downloads, outer, in
     )
 
 
-@pytest.mark.parametrize("name", ["cifar10.npz", "cifar10_arrays"])
+@pytest.mark.parametrize("name", ["cifar10.npz", "cifar10_arrays", "cifar10.tar.gz"])
 def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads, name):
     """A split of another run's data folder (a zip by its contents) was to be renamed .zip,
-    which then found no train/ and test/ folders; so was one without its suffix."""
+    which then found no train/ and test/ folders; so was one without its suffix, or named .tar.gz."""
     arrays = tmp_path / name
     with arrays.open("wb") as stream:  # np.savez adds .npz to a name without it
         np.savez(stream, images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
@@ -1437,7 +1438,7 @@ def assert_refused_with_one_line(result, root: Path, message: str) -> None:
     assert not list((root / "data" / "downloads").glob(f"{SCRATCH}*"))
 
 
-@pytest.mark.parametrize("kept_as", ["tree", "archive"])
+@pytest.mark.parametrize("kept_as", ["tree", "archive", "tree, given as the folder above"])
 def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it(tmp_path, tree, kept_as):
     """A class tree unpacked into download's output folder (where fast.ai's cifar10.tgz unpacks)
     was imported, then deleted with the folder download replaces, exit 0; so was an archive there."""
@@ -1448,15 +1449,29 @@ def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it
     if kept_as == "archive":
         source = f"{paths.DATA}/{archive_of(tree, 'gztar').name}"
         shutil.copy(tree.parent / "export.tar.gz", pipeline / source)
+    elif kept_as != "tree":  # the search finds the tree one folder down, in the output
+        source = str(Path(paths.DATA).parent)
     set_params(pipeline, {"data": {"source": source}})
     result = stage(pipeline, "download", check=False)
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: data.source = {source!r} lies in {paths.DATA}, which the pipeline writes: a run replaces it, and the "
-        f"source with it (`dvc repro` removes it before download runs); move the source elsewhere and point "
-        f"data.source there\n",
+        f"error: data.source = {source!r} is or holds files in {paths.DATA}, which the pipeline writes: a run replaces "
+        f"it, and the source with it (`dvc repro` removes it before download runs); move the source out of "
+        f"{paths.DATA} and point data.source there\n",
     )
-    assert (pipeline / source).exists() and list(kept.rglob("*.png"))
+    assert list(kept.rglob("*.png"))
+
+
+def test_a_zip_that_holds_only_an_archive_names_it(tree, downloads):
+    """A dataset site's zip of cifar-10-python.tar.gz was told that very archive was expected."""
+    inner = archive_of(tree, "gztar")
+    bundle = tree.parent / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as packed:
+        packed.write(inner, inner.name)
+    assert refused(DataError, import_from, bundle, downloads) == (
+        f"data.source = {str(bundle)!r}: no train/ and test/ folders found at its root or up to 8 folders below it, "
+        f"but it holds 'export.tar.gz'; unpack that archive and set data.source to it"
+    )
 
 
 def test_stage_refuses_a_corrupted_archive(pipeline, tree):

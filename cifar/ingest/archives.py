@@ -148,12 +148,13 @@ def read_members(archive: Path) -> dict[str, bytes]:
 
 
 def _corrupt(archive: Path, error: Exception) -> DataError:
-    misnamed = _misnamed(archive)
-    if misnamed:
-        return DataError(f"{archive}: {misnamed}")
+    # Before a name that does not fit: a gzipped zip named .zip was to be renamed .tar.gz.
     described = format_not_read(archive)
     if described:  # a 7-Zip archive named .zip was called corrupt, and "download or export it again" repeated it
         return DataError(f"{archive} is {described}")
+    misnamed = _misnamed(archive)
+    if misnamed:
+        return DataError(f"{archive}: {misnamed}")
     compression = unread_compression(archive)
     if compression:  # a zstd tar named .tar.gz was called corrupt, and downloaded again
         return DataError(f"{archive} is {compression_not_read(compression)}")
