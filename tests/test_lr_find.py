@@ -371,6 +371,18 @@ def test_min_loss_picks_where_the_loss_no_longer_falls_and_says_so():
     ]
 
 
+def test_a_pick_below_the_range_tested_says_so_and_not_that_it_sits_at_the_edge_of_divergence():
+    """min_loss_div10 of a range narrower than a decade (0.05 to 0.09) picked 0.005, where nothing
+    was recorded, and was called "the edge of divergence", with min_loss_div10 itself advised."""
+    lrs = exponential_lrs(0.05, 0.09, 20)
+    test = read_curve(lrs, recorded(np.linspace(5.0, 1.6, 20)), LRFindConfig(start_lr=0.05, end_lr=0.09, num_iter=20))
+    assert test.max_lr < lrs[0] and not test.past_descent
+    assert test.warnings == [
+        f"the chosen max_lr {test.max_lr:.3g} lies below the range tested (lr 0.05 to 0.09), where the curve says "
+        f"nothing of how training goes; lower lr_find.start_lr to about {test.max_lr / 10:.2g}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("lr", "start_lr", "end_lr", "step_mode", "in_it"),
     [

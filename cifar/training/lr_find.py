@@ -106,9 +106,16 @@ class RangeTest:
                 f"the loss may not have turned yet: raise lr_find.end_lr or lr_find.num_iter"
             )
         if self.past_descent:
+            inside = " or ".join(f"{pick!r}" for pick in ("valley", "min_loss_div10") if pick != self.pick)
             found.append(
                 f"the smoothed loss no longer falls at the chosen max_lr {self.max_lr:.3g}: training there sits at "
-                f"the edge of divergence; lr_find.pick = 'valley' or 'min_loss_div10' picks inside the descent"
+                f"the edge of divergence; lr_find.pick = {inside} picks inside the descent"
+            )
+        if self.max_lr is not None and self.max_lr < self.lrs[0]:
+            found.append(
+                f"the chosen max_lr {self.max_lr:.3g} lies below the range tested (lr {self.lrs[0]:.3g} to "
+                f"{self.lrs[-1]:.3g}), where the curve says nothing of how training goes; lower lr_find.start_lr to "
+                f"about {self.max_lr / 10:.2g}"
             )
         return found
 
@@ -299,7 +306,9 @@ def read_curve(lrs: list[float], losses: list[float], config: LRFindConfig) -> R
         candidates["steepest"],
         candidates["valley"],
         at_range_end=fell and bool(in_last_tenth(chosen, config)),
-        past_descent=fell and not loss_falls_at(chosen, lrs, losses),
+        # A pick below the range (min_loss_div10 of a lowest loss in its first decade) lies where
+        # nothing was recorded: "the edge of divergence" was said of it.
+        past_descent=fell and chosen >= lrs[0] and not loss_falls_at(chosen, lrs, losses),
         diverged_at=float(diverged[0]) if diverged else None,
         tested=config,
     )
