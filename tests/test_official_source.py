@@ -147,11 +147,18 @@ def test_official_batches_beside_a_class_tree_are_refused_as_two_sources(officia
     )
 
 
-def test_a_class_tree_in_a_folder_named_as_the_official_one_is_imported(tmp_path):
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_a_class_tree_in_a_folder_named_as_the_official_one_is_imported(tmp_path, packed):
     """It was taken for an incomplete set of batches, and the advice to remove that folder would
-    have removed data.source itself."""
+    have removed data.source itself; packed with a README beside train/ and test/, likewise."""
     tree = make_class_tree(tmp_path / "cifar-10-batches-py", {"train": 2, "test": 1})
-    splits = import_dataset(DataConfig(source=str(tree)), 0, tmp_path / "dl")
+    (tree / "README.txt").write_text("converted from the official batches\n")
+    source = tree
+    if packed:
+        source = tmp_path / "tree.tar.gz"
+        with tarfile.open(source, "w:gz") as bundle:
+            bundle.add(tree, arcname=tree.name)
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert (len(splits["train"].labels), len(splits["test"].labels)) == (20, 10)
 
 

@@ -255,11 +255,16 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     log.info("reading and checking %s", path)
     members = archives.read_members(path)
     batches = {name: data for name, data in members.items() if PurePosixPath(name).parent.name == OFFICIAL_FOLDER}
+    batch_names = {PurePosixPath(name).name for name in batches}
+    official_names = {name for name, _ in _official_batch_files()}
+    tree = next((name for name in members if name not in batches and _an_image_of_a_class_tree(name)), None)
+    tree_root = PurePosixPath(tree).parents[2] if tree else None
+    if batches and tree_root is not None and tree_root.name == OFFICIAL_FOLDER and not batch_names & official_names:
+        # A class tree kept in a folder of that name, a README beside its train/ and test/
+        batches = {}
     if batches:
-        batch_names = {PurePosixPath(name).name for name in batches}
-        tree = next((name for name in members if name not in batches and _an_image_of_a_class_tree(name)), None)
-        if tree and batch_names >= {name for name, _ in _official_batch_files()}:
-            folder, tree_root = PurePosixPath(next(iter(batches))).parent, PurePosixPath(tree).parents[2]
+        if tree and batch_names >= official_names:
+            folder = PurePosixPath(next(iter(batches))).parent
             _refuse_batches_beside_a_tree(path, f"{path}:{folder}", f"{path}:{tree_root}")
         with scratch_folder(scratch_parent, "extract") as scratch:
             folder = Path(scratch) / OFFICIAL_FOLDER
