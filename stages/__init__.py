@@ -74,10 +74,39 @@ if sys.argv[:1] == ["-m"]:
     _faults = (_signal.SIGILL, _signal.SIGTRAP, _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGSEGV)
     _mask_at_start = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals() - {*_faults, _signal.SIGSYS})
 
+    def _a_damaged_project_module(kind, error) -> str | None:
+        """A module of the project with a syntax error (merge-conflict markers left in it), or one
+        that lacks a name another imports from it (emptied to 0 bytes): a traceback each, where a
+        deleted module was one line. None for anything else."""
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+        code = tuple(f"{project}{package}{os.sep}" for package in ("cifar", "stages"))
+        if issubclass(kind, SyntaxError) and os.path.abspath(error.filename or "/").startswith(code):
+            module = os.path.relpath(error.filename, project)
+            marker = (
+                " (a merge-conflict marker)" if (error.text or "").startswith(("<<<<<<<", "=======", ">>>>>>>")) else ""
+            )
+            return (
+                f"{module} line {error.lineno}: {error.msg}{marker}; fix it, or restore it from git (`git diff "
+                f"{module}` shows what changed)"
+            )
+        project_import = issubclass(kind, ImportError) and not issubclass(kind, ModuleNotFoundError)
+        if project_import and os.path.abspath(error.path or "/").startswith(code):
+            module = os.path.relpath(error.path, project)
+            return (
+                f"{module} lacks what the stages import from it ({error.msg}); restore it from git (`git diff "
+                f"{module}` shows what changed)"
+            )
+        return None
+
     def _a_missing_project_module_in_one_line(kind, error, trace):
         """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py
         (or a folder in its place), which this package imports first, ended every stage in a
         traceback."""
+        damaged = _a_damaged_project_module(kind, error)
+        if damaged:
+            sys.stderr.write(f"error: {damaged}\n")
+            sys.stderr.flush()
+            os._exit(2)
         if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
             module = error.name.replace(".", "/")
             sys.stderr.write(
@@ -547,6 +576,11 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
             f"error: {changed} changed while {stage} ran, as it was being loaded ({printable(one_line(error, 200))}); "
             f"run {stage} again"
         )
+        raise SystemExit(2)
+    damaged_module = globals().get("_a_damaged_project_module")  # defined where a stage runs
+    damaged = damaged_module and damaged_module(kind, error)
+    if damaged:
+        say(f"error: {printable(damaged)}")
         raise SystemExit(2)
     sys.__excepthook__(kind, error, trace)
 

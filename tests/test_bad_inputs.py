@@ -1998,6 +1998,44 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
     )
 
 
+@pytest.mark.parametrize(
+    ("module", "damage", "stage_name", "line"),
+    [
+        (
+            "cifar/runtime.py",
+            "",
+            "evaluate",
+            "error: cifar/runtime.py lacks what the stages import from it (cannot import name 'autocast' from "
+            "'cifar.runtime' ({pipeline}/cifar/runtime.py)); restore it from git (`git diff cifar/runtime.py` shows "
+            "what changed)\n",
+        ),
+        (
+            "cifar/runtime.py",
+            "<<<<<<< HEAD\n",
+            "evaluate",
+            "error: cifar/runtime.py line 1: invalid syntax (a merge-conflict marker); fix it, or restore it from git "
+            "(`git diff cifar/runtime.py` shows what changed)\n",
+        ),
+        (
+            "cifar/cli.py",
+            "<<<<<<< HEAD\n",
+            "download",
+            "error: cifar/cli.py line 1: invalid syntax (a merge-conflict marker); fix it, or restore it from git "
+            "(`git diff cifar/cli.py` shows what changed)\n",
+        ),
+    ],
+    ids=["emptied", "merge-conflict", "merge-conflict-in-a-module-imported-early"],
+)
+def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, stage_name, line):
+    """A module emptied to 0 bytes, or left with merge-conflict markers, ended in an ImportError
+    or SyntaxError traceback, where a deleted one was one line."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    source = pipeline / module
+    source.write_text(damage + source.read_text() if damage else "")
+    result = run_module(pipeline, f"stages.{stage_name}")
+    assert (result.returncode, result.stderr) == (2, line.format(pipeline=pipeline))
+
+
 @pytest.mark.parametrize("stray", ["package", "module", "stage package"])
 def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
     """Python takes the package: a stale `cifar/errors/` ran in place of the edited
