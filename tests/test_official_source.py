@@ -147,6 +147,21 @@ def test_official_batches_beside_a_class_tree_are_refused_as_two_sources(officia
     )
 
 
+def test_official_batches_packed_beside_images_of_no_tree_are_read(official, tmp_path):
+    """A `docs/test/figures/plot.jpg` beside the batches was taken for a class tree, and the
+    archive refused as two sources; the same folder unpacked was read."""
+    folder, _ = official
+    figure = folder.parent / "docs" / "test" / "figures" / "plot.jpg"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"\xff\xd8 a figure")
+    packed = tmp_path / "with-docs.tar.gz"
+    with tarfile.open(packed, "w:gz") as bundle:
+        bundle.add(folder, arcname=folder.name)
+        bundle.add(folder.parent / "docs", arcname="docs")
+    splits = import_dataset(DataConfig(source=str(packed)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 5 * PER_BATCH
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
 def test_a_class_tree_in_a_folder_named_as_the_official_one_is_imported(tmp_path, packed):
     """It was taken for an incomplete set of batches, and the advice to remove that folder would

@@ -14,7 +14,7 @@ import stat
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -254,16 +254,19 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)
     members = archives.read_members(path)
-    batches = {name: data for name, data in members.items() if PurePosixPath(name).parent.name == OFFICIAL_FOLDER}
+    batches = {
+        name: data
+        for name, data in members.items()
+        if PurePosixPath(name).parent.name == OFFICIAL_FOLDER and not _macos_metadata(PurePosixPath(name).parts, data)
+    }
     batch_names = {PurePosixPath(name).name for name in batches}
     official_names = {name for name, _ in _official_batch_files()}
-    tree = next((name for name in members if name not in batches and _an_image_of_a_class_tree(name)), None)
-    tree_root = PurePosixPath(tree).parents[2] if tree else None
+    tree_root = next(iter(_class_tree_roots(name for name in members if name not in batches)), None)
     if batches and tree_root is not None and tree_root.name == OFFICIAL_FOLDER and not batch_names & official_names:
         # A class tree kept in a folder of that name, a README beside its train/ and test/
         batches = {}
     if batches:
-        if tree and batch_names >= official_names:
+        if tree_root is not None and batch_names >= official_names:
             folder = PurePosixPath(next(iter(batches))).parent
             _refuse_batches_beside_a_tree(path, f"{path}:{folder}", f"{path}:{tree_root}")
         with scratch_folder(scratch_parent, "extract") as scratch:
@@ -385,10 +388,15 @@ def _is_a_tree(folder: Path) -> bool:
     return all(_is_folder(folder / name) for name in SPLITS)
 
 
-def _an_image_of_a_class_tree(name: str) -> bool:
-    """Whether an archive member is an image in a class folder of train/ or test/."""
-    parts = PurePosixPath(name).parts
-    return len(parts) >= 3 and parts[-3] in SPLITS and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+def _class_tree_roots(names: Iterable[str]) -> list[PurePosixPath]:
+    """The folders of an archive that hold images in class folders of both train/ and test/ (a
+    `docs/test/figures/plot.jpg` beside the official batches is no tree)."""
+    splits_by_root: dict[PurePosixPath, set[str]] = {}
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if len(parts) >= 3 and parts[-3] in SPLITS and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+            splits_by_root.setdefault(PurePosixPath(*parts[:-3]), set()).add(parts[-3])
+    return [root for root, splits in splits_by_root.items() if splits == set(SPLITS)]
 
 
 def _refuse_batches_beside_a_tree(source: Path, batches: object, tree: object) -> None:
