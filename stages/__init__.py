@@ -98,6 +98,11 @@ if sys.argv[:1] == ["-m"]:
             )
         return None
 
+    class _FolderWithoutInit(ImportError):
+        """A folder without __init__.py where a project module goes. Not a ModuleNotFoundError,
+        which `from stages import dvcignore` turns into runpy's "cannot import name ... from
+        partially initialized module", exit code 1."""
+
     def _a_missing_project_module_in_one_line(kind, error, trace):
         """Until the handler below is in place: a deleted stages/namesakes.py or cifar/cli.py
         (or a folder in its place), which this package imports first, ended every stage in a
@@ -107,7 +112,8 @@ if sys.argv[:1] == ["-m"]:
             sys.stderr.write(f"error: {damaged}\n")
             sys.stderr.flush()
             os._exit(2)
-        if issubclass(kind, ModuleNotFoundError) and (error.name or "").partition(".")[0] in ("cifar", "stages"):
+        missing = issubclass(kind, (ModuleNotFoundError, _FolderWithoutInit))
+        if missing and (error.name or "").partition(".")[0] in ("cifar", "stages"):
             module = error.name.replace(".", "/")
             sys.stderr.write(
                 f"error: the stages need the project's module {error.name} ({module}.py or {module}/__init__.py), "
@@ -257,7 +263,7 @@ if sys.argv[:1] == ["-m"]:
                 # A folder without __init__.py, which Python imports as an empty namespace package:
                 # one in place of a deleted module (or of a package's __init__.py) ended in an
                 # AttributeError traceback, or ran without its code. The project has none.
-                raise ModuleNotFoundError(f"{name} is a folder without __init__.py", name=name)
+                raise _FolderWithoutInit(f"{name} is a folder without __init__.py", name=name)
             if found is None or not found.has_location:
                 return None
             # Python takes a package folder, then a compiled extension, before a module's .py: a

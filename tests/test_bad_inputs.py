@@ -1894,6 +1894,14 @@ def a_stale_compiled_module(ingest: Path) -> None:
             "stages/namesakes/__init__.py), which is missing; restore it from git (`git status` lists it as deleted)\n",
         ),
         (
+            "stages/dvcignore.py",
+            "folder",
+            "download",
+            "error: download needs the project's module stages.dvcignore (stages/dvcignore.py or "
+            "stages/dvcignore/__init__.py; stages/dvcignore/ is a folder of neither), which is missing; restore it "
+            "from git (`git status` lists it as deleted)\n",
+        ),
+        (
             "stages/paths.py",
             "folder",
             "evaluate",
@@ -1924,6 +1932,7 @@ def a_stale_compiled_module(ingest: Path) -> None:
         "stale-compiled",
         "early",
         "early-an-empty-folder",
+        "imported-from-the-package-an-empty-folder",
         "paths-an-empty-folder",
         "top-package-init",
         "package-init",
