@@ -93,6 +93,11 @@ def refusal_of(folder: Path, tmp_path: Path) -> str:
     return str(refused.value)
 
 
+def test_the_official_file_names_are_torchvisions():
+    listed = [name for name, _ in [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], ""]]]
+    assert tuple(listed) == sources.OFFICIAL_BATCH_NAMES
+
+
 def test_a_tampered_official_batch_fails_its_md5(official, tmp_path):
     folder, _ = official
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:-10])

@@ -260,7 +260,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
         if PurePosixPath(name).parent.name == OFFICIAL_FOLDER and not _macos_metadata(PurePosixPath(name).parts, data)
     }
     batch_names = {PurePosixPath(name).name for name in batches}
-    official_names = {name for name, _ in _official_batch_files()}
+    official_names = set(OFFICIAL_BATCH_NAMES)
     tree_root = next(iter(_class_tree_roots(name for name in members if name not in batches)), None)
     if batches and tree_root is not None and tree_root.name == OFFICIAL_FOLDER and not batch_names & official_names:
         # A class tree kept in a folder of that name, a README beside its train/ and test/
@@ -275,7 +275,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
                 folder.mkdir()
                 # Only the files torchvision reads: a stray with a 300-byte name failed to be
                 # written, and the line advised freeing space.
-                wanted = {name for name, _ in _official_batch_files()}
+                wanted = set(OFFICIAL_BATCH_NAMES)
                 for name, data in batches.items():
                     if PurePosixPath(name).name in wanted:
                         (folder / PurePosixPath(name).name).write_bytes(data)
@@ -423,7 +423,7 @@ def _entries_named(folder: Path, names: tuple[str, ...]) -> list[Path]:
 
 
 def _first_unreadable_batch(folder: Path) -> Path | None:
-    for name, _ in _official_batch_files():
+    for name in OFFICIAL_BATCH_NAMES:
         try:
             with open(folder / name, "rb") as batch:
                 while batch.read(1 << 20):
@@ -742,6 +742,11 @@ def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
     )
 
 
+# The official archive's file names, as torchvision lists them (tests/test_official_source.py
+# checks the two agree): importing torchvision to read them took 690 MiB for every archive.
+OFFICIAL_BATCH_NAMES = (*(f"data_batch_{number}" for number in range(1, 6)), "test_batch", "batches.meta")
+
+
 def _official_batch_files() -> list[list[str]]:
     from torchvision.datasets import CIFAR10
 
@@ -753,17 +758,17 @@ def _batch_files_problem(folder: Path) -> str | None:
     cannot be read or searched raises: its seven files were called missing."""
     os.listdir(folder)
     os.stat(os.path.join(folder, "."))
-    missing = [name for name, _ in _official_batch_files() if not os.path.lexists(folder / name)]
+    missing = [name for name in OFFICIAL_BATCH_NAMES if not os.path.lexists(folder / name)]
     if missing:
         return f"missing: {', '.join(missing)}"
     # A link that loops, or leads nowhere, was called missing where `ls` showed it.
-    broken = [name for name, _ in _official_batch_files() if not (folder / name).exists()]
+    broken = [name for name in OFFICIAL_BATCH_NAMES if not (folder / name).exists()]
     if broken:
         return f"links that lead to no file: {', '.join(broken)}"
-    not_files = [name for name, _ in _official_batch_files() if not (folder / name).is_file()]
+    not_files = [name for name in OFFICIAL_BATCH_NAMES if not (folder / name).is_file()]
     if not_files:  # a folder named data_batch_1 was called missing
         return f"not files: {', '.join(not_files)}"
-    too_large = [name for name, _ in _official_batch_files() if (folder / name).stat().st_size > MAX_BATCH_FILE_BYTES]
+    too_large = [name for name in OFFICIAL_BATCH_NAMES if (folder / name).stat().st_size > MAX_BATCH_FILE_BYTES]
     if too_large:
         return f"{', '.join(too_large)} larger than the {MAX_BATCH_FILE_BYTES >> 20} MiB of any official batch"
     return None
