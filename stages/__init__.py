@@ -225,6 +225,14 @@ if sys.argv[:1] == ["-m"]:
     _SOURCES_READ: dict[str, bytes] = {}
 
     class _SourceKeeper(importlib.machinery.SourceFileLoader):
+        def source_to_code(self, data, path, *, _optimize=-1):
+            try:
+                return super().source_to_code(data, path, _optimize=_optimize)
+            except SyntaxError as error:
+                if error.filename is None:  # NUL bytes (what a crash leaves): Python names no file
+                    error.filename, error.lineno = path, data.count(b"\n", 0, max(data.find(b"\0"), 0)) + 1
+                raise
+
         def get_data(self, path):
             if path == self.path:
                 data = super().get_data(path)
@@ -389,18 +397,27 @@ def _command_line_problem() -> str | None:
             f"{', '.join(STAGES)}, or the whole pipeline with `dvc repro`"
         )
     stage_file = f"stages/{started.partition('.')[2]}.py"
-    if not os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stage_file)):
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(project, stage_file)):
         # runpy said "No module named stages.download", or with a folder in its place "is a package".
         return f"the stage's module {stage_file} is missing; restore it from git (`git status` lists it as deleted)"
     package = stage_file.removesuffix(".py")
-    if os.path.isfile(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package, "__init__.py")
-    ):
+    if os.path.isfile(os.path.join(project, package, "__init__.py")):
         # runpy's own "Error while finding module specification", exit code 1, where the
         # project's modules get this line
         return (
             f"{stage_file} and the package folder {package} both are module {started}; remove the one that is not "
             f"the project's (`git status` shows it)"
+        )
+    try:
+        with open(os.path.join(project, stage_file), "rb") as module:
+            runs_the_stage = b"\n    run_stage(" in module.read(1 << 20)
+    except OSError:
+        runs_the_stage = True  # Python's own reading of it names what is wrong
+    if not runs_the_stage:  # emptied, or cut short: it ran nothing, exit code 0
+        return (
+            f"{stage_file} does not run the stage (no run_stage call at its end: emptied or cut short?); restore it "
+            f"from git (`git diff {stage_file}` shows what changed)"
         )
     if sys.argv[1:]:
         return (

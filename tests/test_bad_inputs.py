@@ -2032,12 +2032,27 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
             "error: cifar/cli.py line 1: invalid syntax (a merge-conflict marker); fix it, or restore it from git "
             "(`git diff cifar/cli.py` shows what changed)\n",
         ),
+        (
+            "cifar/runtime.py",
+            "\0" * 4096,
+            "evaluate",
+            "error: cifar/runtime.py line 1: source code string cannot contain null bytes; fix it, or restore it from "
+            "git (`git diff cifar/runtime.py` shows what changed)\n",
+        ),
+        (
+            "stages/evaluate.py",
+            "",
+            "evaluate",
+            "error: stages/evaluate.py does not run the stage (no run_stage call at its end: emptied or cut short?); "
+            "restore it from git (`git diff stages/evaluate.py` shows what changed)\n",
+        ),
     ],
-    ids=["emptied", "merge-conflict", "merge-conflict-in-a-module-imported-early"],
+    ids=["emptied", "merge-conflict", "merge-conflict-in-a-module-imported-early", "nul-bytes", "stage-emptied"],
 )
 def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, stage_name, line):
-    """A module emptied to 0 bytes, or left with merge-conflict markers, ended in an ImportError
-    or SyntaxError traceback, where a deleted one was one line."""
+    """A module emptied to 0 bytes, left with merge-conflict markers or NUL bytes (what a crash
+    leaves), ended in an ImportError or SyntaxError traceback, where a deleted one was one line;
+    an emptied stage module ran nothing, exit 0."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     source = pipeline / module
     source.write_text(damage + source.read_text() if damage else "")
