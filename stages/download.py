@@ -22,11 +22,11 @@ def main() -> None:
     output = paths.output_holding(source) if source not in ("official", "synthetic") else None
     if output:
         raise DataError(
-            f"data.source = {source!r} is or holds files in {output}, which the pipeline writes: a run replaces it, "
-            f"and the source with it (`dvc repro` removes it before download runs); move the source out of {output} "
-            f"and point data.source there"
+            f"data.source = {source!r} lies in {output}, one of the pipeline's outputs: a run replaces it, and the "
+            f"data with it (`dvc repro` removes it before download runs); move the data out of {output} and point "
+            f"data.source there"
         )
-    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE))
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), paths.output_paths())
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     log.info(

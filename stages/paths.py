@@ -415,23 +415,19 @@ GRADCAM_IMAGES = _path("gradcam_images")
 
 
 def output_holding(path: str) -> str | None:
-    """The pipeline's output that is path or holds it, or a folder output inside path that holds
-    files no stage writes there, as the paths resolve: a source kept in data/cifar10 (where
-    fast.ai's cifar10.tgz unpacks), given as itself or as data/, was imported, then replaced by
-    download's output, and DVC removes that folder before download runs."""
+    """The pipeline's output that is path or holds it, as the paths resolve: a source kept in
+    data/cifar10 (where fast.ai's cifar10.tgz unpacks) was imported, then replaced by download's
+    output, and DVC removes that folder before download runs."""
     try:
         resolved = os.path.realpath(os.path.expanduser(path))
-        outputs = {name: os.path.realpath(REPO / output) for name, output in TABLE.items()}
-        for name, at in outputs.items():
-            if os.path.commonpath((at, resolved)) == at:
-                return TABLE[name]
-            held = FOLDER_OUTPUTS_HOLD.get(name)  # those of fixed names: explain's grids are named by its params
-            inside = held and os.path.commonpath((at, resolved)) == resolved
-            if inside and os.path.isdir(at) and set(os.listdir(at)) - set(held):
-                return TABLE[name]
+        outputs = {output: os.path.realpath(REPO / output) for output in TABLE.values()}
     except (ValueError, OSError, RuntimeError):  # a path that cannot be one: download names it
         return None
-    return None
+    return next((output for output, at in outputs.items() if os.path.commonpath((at, resolved)) == at), None)
+
+
+def output_paths() -> tuple[Path, ...]:
+    return tuple(REPO / output for output in TABLE.values())
 
 
 def output_folders() -> list[str]:

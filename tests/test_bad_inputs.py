@@ -1438,10 +1438,11 @@ def assert_refused_with_one_line(result, root: Path, message: str) -> None:
     assert not list((root / "data" / "downloads").glob(f"{SCRATCH}*"))
 
 
-@pytest.mark.parametrize("kept_as", ["tree", "archive", "tree, given as the folder above"])
+@pytest.mark.parametrize("kept_as", ["tree", "archive", "tree, given as the folder above", "tree, behind a link"])
 def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it(tmp_path, tree, kept_as):
     """A class tree unpacked into download's output folder (where fast.ai's cifar10.tgz unpacks)
-    was imported, then deleted with the folder download replaces, exit 0; so was an archive there."""
+    was imported, then deleted with the folder download replaces, exit 0; so was an archive there,
+    and a tree there that data.source reached from the folder above or through a link."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     kept = pipeline / paths.DATA
     shutil.copytree(tree, kept)
@@ -1449,16 +1450,27 @@ def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it
     if kept_as == "archive":
         source = f"{paths.DATA}/{archive_of(tree, 'gztar').name}"
         shutil.copy(tree.parent / "export.tar.gz", pipeline / source)
-    elif kept_as != "tree":  # the search finds the tree one folder down, in the output
-        source = str(Path(paths.DATA).parent)
     set_params(pipeline, {"data": {"source": source}})
-    result = stage(pipeline, "download", check=False)
-    assert (result.returncode, result.stderr) == (
-        2,
-        f"error: data.source = {source!r} is or holds files in {paths.DATA}, which the pipeline writes: a run replaces "
-        f"it, and the source with it (`dvc repro` removes it before download runs); move the source out of "
-        f"{paths.DATA} and point data.source there\n",
+    line = (
+        f"error: data.source = {source!r} lies in {paths.DATA}, one of the pipeline's outputs: a run replaces it, and "
+        f"the data with it (`dvc repro` removes it before download runs); move the data out of {paths.DATA} and "
+        f"point data.source there\n"
     )
+    if kept_as.startswith("tree, "):
+        if kept_as.endswith("link"):
+            (tmp_path / "elsewhere").mkdir()
+            (tmp_path / "elsewhere" / "cifar").symlink_to(kept)
+            source, found = str(tmp_path / "elsewhere"), tmp_path / "elsewhere" / "cifar"
+        else:  # the search finds the tree one folder down, in the output
+            source, found = str(Path(paths.DATA).parent), paths.DATA
+        set_params(pipeline, {"data": {"source": source}})
+        line = (
+            f"error: data.source = {source!r} leads to {found}, in {paths.DATA}, one of the pipeline's outputs: a run "
+            f"replaces it, and the data with it (`dvc repro` removes it before download runs); move the data out of "
+            f"{paths.DATA} and point data.source there\n"
+        )
+    result = stage(pipeline, "download", check=False)
+    assert (result.returncode, result.stderr) == (2, line)
     assert list(kept.rglob("*.png"))
 
 

@@ -46,11 +46,14 @@ EXPECTED_LAYOUT = (
 )
 
 
-def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[str, Split]:
+def import_dataset(
+    config: DataConfig, seed: int, download_dir: Path, keep_out: tuple[Path, ...] = ()
+) -> dict[str, Split]:
     """Both splits from the configured source, limited as configured.
 
     download_dir holds the official archive and the scratch folders of downloads and
     official-batch imports (cifar.atomic.scratch_folder; the stages sweep what a killed run left).
+    A folder source's tree may not lie in `keep_out`, the pipeline's outputs, which a run replaces.
     """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
@@ -61,7 +64,7 @@ def import_dataset(config: DataConfig, seed: int, download_dir: Path) -> dict[st
     if config.source == "official":
         splits = download_official(download_dir)
     else:
-        splits = import_local(_local_path(config.source), limits, download_dir)
+        splits = import_local(_local_path(config.source), limits, download_dir, keep_out)
     splits = {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
     for name, split in splits.items():
         # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
@@ -188,7 +191,9 @@ def other_unicode_spelling(path: Path) -> Path | None:
     return None
 
 
-def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path) -> dict[str, Split]:
+def import_local(
+    path: Path, limits: dict[str, int | None], scratch_parent: Path, keep_out: tuple[Path, ...] = ()
+) -> dict[str, Split]:
     """A folder, or an archive read whole into memory and checked (see cifar.ingest.archives).
 
     An archive of the official batches is written into a scratch folder inside
@@ -220,7 +225,7 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     except OSError as error:
         raise _cannot_read_source(path, error) from None
     if stat.S_ISDIR(mode):
-        return _import_folder(path, path, limits)
+        return _import_folder(path, path, limits, keep_out)
     if not stat.S_ISREG(mode):
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
@@ -288,7 +293,9 @@ def import_local(path: Path, limits: dict[str, int | None], scratch_parent: Path
     return read_class_folders(_archive_tree(members, path), limits)
 
 
-def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> dict[str, Split]:
+def _import_folder(
+    root: Path, source: Path, limits: dict[str, int | None], keep_out: tuple[Path, ...] = ()
+) -> dict[str, Split]:
     listing = _Listing(source)
     try:
         # The search passes over folders it cannot read, as in /proc: data.source of mode 000
@@ -308,6 +315,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         if official:
             if with_images and not _batch_files_problem(official[0]):
                 _refuse_batches_beside_a_tree(source, official[0], with_images[0])
+            _refuse_a_tree_in_an_output(official[0], source, keep_out)
             return _load_official_batches(official[0].parent, source)
         if not trees:
             broken = _links_to_no_folder(root, listing)
@@ -343,6 +351,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None]) -> d
         _check_one_tree(
             source, [str(tree.relative_to(root)) for tree in trees], [str(half.relative_to(root)) for half in halves]
         )
+        _refuse_a_tree_in_an_output(trees[0], source, keep_out)
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         where, fix = error.filename, ""
@@ -382,6 +391,21 @@ def _batches_elsewhere(folder: str, fix: str) -> str:
         f"{folder} holds official batch files (data_batch_1 ...), which are read only from a folder named "
         f"{OFFICIAL_FOLDER}, as in the official archive; {fix}, or use the official cifar-10-python.tar.gz"
     )
+
+
+def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: tuple[Path, ...]) -> None:
+    """A tree unpacked into data/cifar10, reached from data/ or through a link, was imported,
+    then replaced with the folder download writes, exit 0: the user's images were gone."""
+    where = os.path.realpath(found)
+    for output in outputs:
+        at = os.path.realpath(output)
+        if os.path.commonpath((at, where)) == at:
+            output = os.path.relpath(output)
+            raise DataError(
+                f"data.source = {str(source)!r} leads to {found}, in {output}, one of the pipeline's outputs: a run "
+                f"replaces it, and the data with it (`dvc repro` removes it before download runs); move the data out "
+                f"of {output} and point data.source there"
+            )
 
 
 def _is_a_tree(folder: Path) -> bool:
