@@ -802,21 +802,27 @@ def test_a_class_name_that_only_looks_right_is_shown_escaped(tree, downloads, na
 
 @pytest.mark.parametrize("stray", ["readme.html", "n" * 300], ids=["readme", "name-of-300-bytes"])
 def test_a_stray_batches_folder_beside_class_folders_is_named(tree, downloads, stray):
-    """A readme.html in cifar-10-batches-py/ made the archive read as official batches, and the
-    error was torchvision's "Dataset not found or corrupted. You can use download=True ...". A
-    stray named past what a file name may be was "File name too long ... free space there"."""
+    """A readme.html beside a batch file in cifar-10-batches-py/ made the archive read as official
+    batches, and the error was torchvision's "Dataset not found or corrupted. You can use
+    download=True ...". A stray named past what a file name may be was "File name too long ...
+    free space there". (Without a batch file, the folder is none of the official ones.)"""
     (tree / "cifar-10-batches-py").mkdir()
     archive = tree.parent / "export.tar.gz"
     with tarfile.open(archive, "w:gz") as bundle:
         bundle.add(tree, arcname=tree.name)
-        member = tarfile.TarInfo(f"{tree.name}/cifar-10-batches-py/{stray}")
-        bundle.addfile(member, io.BytesIO())
+        for name in ("data_batch_1", stray):
+            bundle.addfile(tarfile.TarInfo(f"{tree.name}/cifar-10-batches-py/{name}"), io.BytesIO())
     assert refused(DataError, import_from, archive, downloads) == (
         f"data.source = {str(archive)!r} has a cifar-10-batches-py folder that is not a complete set of the official "
-        f"CIFAR-10 batches (missing: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, "
+        f"CIFAR-10 batches (missing: data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, "
         f"batches.meta); use the official cifar-10-python.tar.gz, or remove that folder if the class folders beside "
         f"it are meant"
     )
+    without_a_batch_file = tree.parent / "stray.tar.gz"
+    with tarfile.open(without_a_batch_file, "w:gz") as bundle:
+        bundle.add(tree, arcname=tree.name)
+        bundle.addfile(tarfile.TarInfo(f"{tree.name}/cifar-10-batches-py/{stray}"), io.BytesIO())
+    assert len(import_from(without_a_batch_file, downloads)["test"].labels) == 20
 
 
 COMPRESSORS = {".tar.gz": gzip.compress, ".tar.bz2": bz2.compress, ".tar.xz": lzma.compress}

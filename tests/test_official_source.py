@@ -152,6 +152,35 @@ def test_official_batches_beside_a_class_tree_are_refused_as_two_sources(officia
     )
 
 
+def test_a_class_tree_below_a_folder_named_as_the_official_one_is_imported(tmp_path):
+    """cifar-10-batches-py/export/{train,test} with no batch file was called an incomplete set of
+    batches, and the advice to remove that folder would have removed the tree."""
+    make_class_tree(tmp_path / "cifar-10-batches-py" / "export", {"train": 2, "test": 1})
+    splits = import_dataset(DataConfig(source=str(tmp_path)), 0, tmp_path / "dl")
+    assert len(splits["test"].labels) == 10
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_two_official_folders_are_refused_as_two_sources(official, tmp_path, packed):
+    """An old partial copy beside the complete one: the line said "remove that folder" of one
+    it did not name; packed, the two folders' files were merged by name."""
+    folder, _ = official
+    source = tmp_path / "two"
+    shutil.copytree(folder, source / "b" / folder.name)
+    (source / "a" / folder.name).mkdir(parents=True)
+    shutil.copy(folder / "data_batch_1", source / "a" / folder.name)
+    folders = [source / "a" / folder.name, source / "b" / folder.name]
+    if packed:
+        packed_source = tmp_path / "two.tar.gz"
+        with tarfile.open(packed_source, "w:gz") as bundle:
+            bundle.add(source, arcname="two")
+        source, folders = packed_source, [f"{packed_source}:two/{each.parent.name}/{each.name}" for each in folders]
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r} holds 2 cifar-10-batches-py folders ({folders[0]}, {folders[1]}), and which "
+        f"one is meant cannot be told; keep only one of them in data.source"
+    )
+
+
 def test_official_batches_packed_beside_images_of_no_tree_are_read(official, tmp_path):
     """A `docs/test/figures/plot.jpg` beside the batches was taken for a class tree, and the
     archive refused as two sources; the same folder unpacked was read."""

@@ -267,9 +267,11 @@ def import_local(
     batch_names = {PurePosixPath(name).name for name in batches}
     official_names = set(OFFICIAL_BATCH_NAMES)
     tree_root = next(iter(_class_tree_roots(name for name in members if name not in batches)), None)
-    if batches and tree_root is not None and tree_root.name == OFFICIAL_FOLDER and not batch_names & official_names:
-        # A class tree kept in a folder of that name, a README beside its train/ and test/
+    if not batch_names & official_names:  # a class tree kept in a folder of that name, a README beside it
         batches = {}
+    batch_folders = sorted({str(PurePosixPath(name).parent) for name in batches})
+    if len(batch_folders) > 1:  # their files were merged by name
+        _refuse_two_official_folders(path, [f"{path}:{folder}" for folder in batch_folders])
     if batches:
         if tree_root is not None and batch_names >= official_names:
             folder = PurePosixPath(next(iter(batches))).parent
@@ -302,11 +304,11 @@ def _import_folder(
         # was "no train/ and test/ folders found in it".
         listing(root)
         # A class tree kept in a folder named cifar-10-batches-py is no set of batches.
-        official = [
-            folder
-            for folder in _find_folders(root, lambda folder: folder.name == OFFICIAL_FOLDER, listing)
-            if not _is_a_tree(folder) or (folder / "data_batch_1").is_file()
-        ]
+        # A folder of that name without any of the batch files (a class tree kept in one, or in
+        # one of its folders) is none.
+        official = _find_folders(root, _holds_official_batches, listing)
+        if len(official) > 1:  # an old copy beside the genuine one: which was read went unsaid
+            _refuse_two_official_folders(source, [str(folder) for folder in official])
         found = _find_folders(root, lambda folder: any(_is_folder(folder / name) for name in SPLITS), listing)
         trees = [folder for folder in found if _is_a_tree(folder)]
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
@@ -406,6 +408,17 @@ def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: tuple[Path, 
                 f"replaces it, and the data with it (`dvc repro` removes it before download runs); move the data out "
                 f"of {output} and point data.source there"
             )
+
+
+def _holds_official_batches(folder: Path) -> bool:
+    return folder.name == OFFICIAL_FOLDER and any(os.path.lexists(folder / name) for name in OFFICIAL_BATCH_NAMES)
+
+
+def _refuse_two_official_folders(source: Path, folders: list[str]) -> None:
+    raise DataError(
+        f"data.source = {str(source)!r} holds {len(folders)} {OFFICIAL_FOLDER} folders ({', '.join(folders[:4])}), "
+        f"and which one is meant cannot be told; keep only one of them in data.source"
+    )
 
 
 def _is_a_tree(folder: Path) -> bool:
