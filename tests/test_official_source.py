@@ -354,6 +354,14 @@ def test_an_official_folder_that_is_a_link_to_no_folder_is_named(tmp_path):
     )
 
 
+def test_an_empty_official_batch_is_refused_before_it_is_read(official, tmp_path):
+    """A batch that says it is empty is none of the official ones, and may still read without end:
+    a link to /proc/self/pagemap (size 0, 256 GiB to read) kept the md5 check busy for 1,100 s."""
+    folder, _ = official
+    (folder / "data_batch_1").write_bytes(b"")
+    assert "CIFAR-10 batches (empty: data_batch_1); use the official" in refusal_of(folder, tmp_path)
+
+
 def test_an_official_batch_larger_than_any_is_refused_before_its_md5_is_computed(official, tmp_path):
     """torchvision md5-hashed a sparse 64 GiB data_batch_1 whole before the refusal: 121 s of CPU."""
     folder, _ = official

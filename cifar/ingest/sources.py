@@ -805,6 +805,11 @@ def _batch_files_problem(folder: Path) -> str | None:
     not_files = [name for name in OFFICIAL_BATCH_NAMES if not (folder / name).is_file()]
     if not_files:  # a folder named data_batch_1 was called missing
         return f"not files: {', '.join(not_files)}"
+    # A file that says it is empty may still read without end: /proc/self/pagemap (256 GiB) kept
+    # torchvision's md5 check busy for 1,100 s of CPU. No official batch is empty.
+    empty = [name for name in OFFICIAL_BATCH_NAMES if (folder / name).stat().st_size == 0]
+    if empty:
+        return f"empty: {', '.join(empty)}"
     too_large = [name for name in OFFICIAL_BATCH_NAMES if (folder / name).stat().st_size > MAX_BATCH_FILE_BYTES]
     if too_large:
         return f"{', '.join(too_large)} larger than the {MAX_BATCH_FILE_BYTES >> 20} MiB of any official batch"
