@@ -7,6 +7,7 @@ import re
 import reprlib
 import resource
 import sys
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -95,11 +96,26 @@ def user_threads_limit() -> int | None:
 READ_ACCESS_FIX = "give the user who runs the stage read access to it (`chmod -R u+rX`, or ask its owner)"
 
 
+def first_folder_not_searchable(top: Path, path: Path) -> Path | None:
+    """The first folder from top down to path's own folder whose files cannot be reached."""
+    ancestors = [folder for folder in reversed(path.parents) if folder == top or top in folder.parents]
+    for folder in [*ancestors, path]:
+        try:
+            os.stat(os.path.join(folder, "."))
+        except NotADirectoryError:
+            return None
+        except OSError:
+            return folder
+    return None
+
+
 def unreadable(path, error: OSError, fix: str) -> DataError:
     """The one-line error for a file that could not be opened or read. Where the user may not
     read it, so is every fix that reads it ("extract it yourself", for an archive of mode 000)."""
     if error.errno in (errno.EACCES, errno.EPERM):
-        fix = READ_ACCESS_FIX
+        # A folder on the way that cannot be searched (`chmod -R 644`): `chmod u+rX` on the file failed alike.
+        folder = first_folder_not_searchable(Path("/"), Path(os.path.abspath(path)))
+        fix = f"{folder} cannot be searched: {READ_ACCESS_FIX}" if folder else READ_ACCESS_FIX
     return DataError(out_of_open_files(error, path) or f"{path}: cannot read it ({error.strerror}); {fix}")
 
 

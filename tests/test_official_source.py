@@ -301,6 +301,20 @@ def test_a_folder_that_cannot_be_searched_is_named(official, tmp_path, monkeypat
     )
 
 
+def test_an_image_in_a_class_folder_that_cannot_be_searched_names_the_folder(tmp_path, monkeypatch):
+    """`chmod -R 644 train/cat`: the line named train/cat/0000.jpg, and `chmod -R u+rX` on it
+    failed the same way."""
+    from cifar.errors import unreadable
+
+    cat = tmp_path / "train" / "cat"
+    cat.mkdir(parents=True)
+    deny_searching(monkeypatch, cat)
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(cat / "0000.jpg"))
+    assert str(unreadable(cat / "0000.jpg", denied, "replace it")) == (
+        f"{cat / '0000.jpg'}: cannot read it (Permission denied); {cat} cannot be searched: {ACCESS_FIX}"
+    )
+
+
 def test_an_archive_in_a_folder_that_cannot_be_searched_names_the_folder(official, tmp_path, monkeypatch):
     """The readable archive was named, with the layouts for a fix."""
     _, archive = official

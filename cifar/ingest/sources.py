@@ -26,7 +26,7 @@ from cifar.atomic import scratch_folder, stop_signals_held
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, largest_balanced_subset
-from cifar.errors import READ_ACCESS_FIX, DataError, memory_limits_set, printable
+from cifar.errors import READ_ACCESS_FIX, DataError, first_folder_not_searchable, memory_limits_set, printable
 from cifar.ingest import archives
 from cifar.ingest.images import decode_image, read_image
 from cifar.ingest.synthetic import synthetic_split
@@ -360,31 +360,18 @@ def _import_folder(
         if error.errno in (errno.EACCES, errno.EPERM):
             # Where a folder cannot be searched (`chmod -R 644`), the file it holds was named,
             # and `chmod u+rX` on it failed the same way.
-            where = _first_folder_not_searchable(root, Path(error.filename)) or where
+            where = first_folder_not_searchable(root, Path(error.filename)) or where
             fix = f"; {READ_ACCESS_FIX}"
         raise DataError(
             f"{where}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
         ) from None
 
 
-def _first_folder_not_searchable(top: Path, path: Path) -> Path | None:
-    """The first folder from top down to path's own folder whose files cannot be reached."""
-    ancestors = [folder for folder in reversed(path.parents) if folder == top or top in folder.parents]
-    for folder in [*ancestors, path]:
-        try:
-            os.stat(os.path.join(folder, "."))
-        except NotADirectoryError:
-            return None
-        except OSError:
-            return folder
-    return None
-
-
 def _cannot_read_source(path: Path, error: OSError) -> DataError:
     if error.errno not in (errno.EACCES, errno.EPERM):
         return DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}")
     # A folder on the way that cannot be searched: the readable archive in it was named.
-    where = _first_folder_not_searchable(Path(path.anchor or "."), path.absolute() if path.anchor else path) or path
+    where = first_folder_not_searchable(Path(path.anchor or "."), path.absolute() if path.anchor else path) or path
     return DataError(f"data.source = {str(path)!r}: cannot read {where} ({error.strerror}); {READ_ACCESS_FIX}")
 
 
