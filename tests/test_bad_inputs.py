@@ -504,6 +504,17 @@ def test_an_archive_compressed_twice_is_named_as_such(tree, downloads, outer, in
     )
 
 
+def test_a_zip_of_a_class_tree_with_an_array_first_is_imported(tree, downloads):
+    """A mean.npy as the first member made a class tree's zip "a NumPy .npz file of arrays"."""
+    archive = tree.parent / "with-mean.zip"
+    np.save(tree / "mean.npy", np.zeros(3))
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(tree / "mean.npy", "mean.npy")
+        for image in sorted(tree.rglob("*.png")):
+            bundle.write(image, str(image.relative_to(tree)))
+    assert len(import_from(archive, downloads)["test"].labels) == 20
+
+
 @pytest.mark.parametrize("name", ["cifar10.npz", "cifar10_arrays", "cifar10.tar.gz"])
 def test_a_numpy_npz_as_the_source_is_named_as_such(tmp_path, downloads, name):
     """A split of another run's data folder (a zip by its contents) was to be renamed .zip,

@@ -216,18 +216,25 @@ def format_not_read(path: Path) -> str | None:
 
 
 def numpy_arrays(path: Path) -> bool:
-    """Whether a file is a NumPy .npz by its first bytes: a zip whose first member is an array
-    (`name.npy`), as np.savez writes. One without its suffix was to be renamed .zip, in vain."""
+    """Whether a file is a NumPy .npz: a zip of arrays (`name.npy`) alone, as np.savez writes, its
+    list of members small. One without its suffix was to be renamed .zip, in vain; a zip of a
+    class tree with a mean.npy first is none."""
     with path.open("rb") as stream:
-        header = stream.read(_LOCAL_HEADER_SIZE)
-        if len(header) < _LOCAL_HEADER_SIZE or not header.startswith(_ZIP_MAGIC):
+        if stream.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
             return False
-        name_length = int.from_bytes(header[26:28], "little")
-        return stream.read(name_length).endswith(b".npy")
+        directory_size, _ = zip_directory(stream)
+        if not 0 < directory_size <= _MOST_NPZ_DIRECTORY_BYTES:
+            return False
+        stream.seek(0)
+        try:
+            with zipfile.ZipFile(stream) as bundle:
+                return all(name.endswith(".npy") for name in bundle.namelist())
+        except (zipfile.BadZipFile, ValueError, EOFError):
+            return False
 
 
-# A zip member's local header before its name (APPNOTE.TXT 4.3.7).
-_LOCAL_HEADER_SIZE = 30
+# A split file's list of arrays takes a few hundred bytes.
+_MOST_NPZ_DIRECTORY_BYTES = 64 << 10
 
 
 def unread_compression(path: Path) -> str | None:
