@@ -504,6 +504,17 @@ def test_an_archive_compressed_twice_is_named_as_such(tree, downloads, outer, in
     )
 
 
+def test_a_source_that_is_a_link_to_nothing_is_named_as_such(tmp_path, downloads):
+    """A link to an archive on a drive since unmounted was "no such file or directory", which `ls`
+    contradicts, with the layouts for a fix."""
+    link = tmp_path / "cifar.tar.gz"
+    link.symlink_to(tmp_path / "usb" / "cifar.tar.gz")
+    assert refused(DataError, import_from, link, downloads) == (
+        f"data.source = {str(link)!r} is a symbolic link to {tmp_path / 'usb' / 'cifar.tar.gz'}, which does not "
+        f"exist (a drive not mounted, or the data moved); mount it, or point data.source at where the data is"
+    )
+
+
 def test_a_zip_of_a_class_tree_with_an_array_first_is_imported(tree, downloads):
     """A mean.npy as the first member made a class tree's zip "a NumPy .npz file of arrays"."""
     archive = tree.parent / "with-mean.zip"

@@ -221,6 +221,11 @@ def import_local(
                 f"data.source = {str(path)!r}: no such file or directory; for the keyword, write {keyword!r} "
                 f"(lowercase, no spaces)"
             ) from None
+        if path.is_symlink():  # `ls` lists it: "no such file" with the layouts was no fix
+            raise DataError(
+                f"data.source = {str(path)!r} is a symbolic link to {os.readlink(path)}, which does not exist (a drive "
+                f"not mounted, or the data moved); mount it, or point data.source at where the data is"
+            ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
         raise _cannot_read_source(path, error) from None
