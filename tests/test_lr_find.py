@@ -379,7 +379,8 @@ def test_a_pick_below_the_range_tested_says_so_and_not_that_it_sits_at_the_edge_
     assert test.max_lr < lrs[0] and not test.past_descent
     assert test.warnings == [
         f"the chosen max_lr {test.max_lr:.3g} lies below the range tested (lr 0.05 to 0.09), where the curve says "
-        f"nothing of how training goes; lower lr_find.start_lr to about {test.max_lr / 10:.2g}"
+        f"nothing of how training goes; test a range from below it: set lr_find.start_lr to about 1e-07, "
+        f"lr_find.end_lr to about 0.09 and lr_find.num_iter to 100 or more"
     ]
 
 

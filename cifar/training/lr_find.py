@@ -112,10 +112,13 @@ class RangeTest:
                 f"the edge of divergence; lr_find.pick = {inside} picks inside the descent"
             )
         if self.max_lr is not None and self.max_lr < self.lrs[0]:
+            # A start a tenth of the pick was advised, and the loss fell within its first steps,
+            # before any median could show it: start from the default start, as densely.
+            start = min(self.max_lr / 10, _DEFAULT_RANGE.start_lr)
             found.append(
                 f"the chosen max_lr {self.max_lr:.3g} lies below the range tested (lr {self.lrs[0]:.3g} to "
-                f"{self.lrs[-1]:.3g}), where the curve says nothing of how training goes; lower lr_find.start_lr to "
-                f"about {self.max_lr / 10:.2g}"
+                f"{self.lrs[-1]:.3g}), where the curve says nothing of how training goes; test a range from below it: "
+                f"{self._finer_range(start, self.lrs[-1])}"
             )
         return found
 
