@@ -113,9 +113,10 @@ def unreadable(path, error: OSError, fix: str) -> DataError:
     """The one-line error for a file that could not be opened or read. Where the user may not
     read it, so is every fix that reads it ("extract it yourself", for an archive of mode 000)."""
     if error.errno in (errno.EACCES, errno.EPERM):
-        # A folder on the way that cannot be searched (`chmod -R 644`): `chmod u+rX` on the file failed alike.
-        folder = first_folder_not_searchable(Path("/"), Path(os.path.abspath(path)))
-        fix = f"{folder} cannot be searched: {READ_ACCESS_FIX}" if folder else READ_ACCESS_FIX
+        # The folder on the way that cannot be searched (`chmod -R 644`), not the file in it, on
+        # which `chmod -R u+rX` failed alike
+        path = first_folder_not_searchable(Path("/"), Path(os.path.abspath(path))) or path
+        fix = READ_ACCESS_FIX
     return DataError(out_of_open_files(error, path) or f"{path}: cannot read it ({error.strerror}); {fix}")
 
 

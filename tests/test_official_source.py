@@ -311,7 +311,7 @@ def test_an_image_in_a_class_folder_that_cannot_be_searched_names_the_folder(tmp
     deny_searching(monkeypatch, cat)
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(cat / "0000.jpg"))
     assert str(unreadable(cat / "0000.jpg", denied, "replace it")) == (
-        f"{cat / '0000.jpg'}: cannot read it (Permission denied); {cat} cannot be searched: {ACCESS_FIX}"
+        f"{cat}: cannot read it (Permission denied); {ACCESS_FIX}"
     )
 
 
