@@ -371,6 +371,20 @@ def test_min_loss_picks_where_the_loss_no_longer_falls_and_says_so():
     ]
 
 
+def test_a_pick_where_the_loss_is_above_its_start_says_so():
+    """valley over a linear range picked 0.632, where the smoothed loss was twice its start, with
+    no warning, and training diverged."""
+    lrs = list(np.linspace(1e-4, 1.0, 20))
+    raw = [5.0, 3.0, 2.0, 1.5, 1.4, 1.6, 2.5, 4.0, 6.0, 8.0, 9.0, 9.5, 9.8, 9.9, 9.9, 10.0, 10.0, 10.1, 10.1, 10.2]
+    test = read_curve(lrs, recorded(raw), LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=20, step_mode="linear"))
+    with_a_pick = dataclasses.replace(test, max_lr=lrs[12], past_descent=False, at_range_end=False)
+    assert with_a_pick.warnings == [
+        f"the smoothed loss at the chosen max_lr {lrs[12]:.3g} ({test.losses[12]:.3g}) is above the range's first "
+        f"({test.losses[0]:.3g}): training there may diverge; lr_find.pick = 'valley', or lr_find.step_mode = "
+        f"'exp', reads the descent otherwise"
+    ]
+
+
 def test_a_pick_below_the_range_tested_says_so_and_not_that_it_sits_at_the_edge_of_divergence():
     """min_loss_div10 of a range narrower than a decade (0.05 to 0.09) picked 0.005, where nothing
     was recorded, and was called "the edge of divergence", with min_loss_div10 itself advised."""

@@ -111,6 +111,15 @@ class RangeTest:
                 f"the smoothed loss no longer falls at the chosen max_lr {self.max_lr:.3g}: training there sits at "
                 f"the edge of divergence; lr_find.pick = {inside} picks inside the descent"
             )
+        if self.max_lr is not None and self.max_lr >= self.lrs[0]:
+            at = int(np.argmin(np.abs(np.log(self.lrs) - np.log(self.max_lr))))
+            if self.losses[at] > self.losses[0]:  # valley over a linear range picked 0.632, at twice the start's loss
+                others = " or ".join(f"{pick!r}" for pick in ("min_loss_div10", "valley") if pick != self.pick)
+                found.append(
+                    f"the smoothed loss at the chosen max_lr {self.max_lr:.3g} ({self.losses[at]:.3g}) is above the "
+                    f"range's first ({self.losses[0]:.3g}): training there may diverge; lr_find.pick = {others}, or "
+                    f"lr_find.step_mode = 'exp', reads the descent otherwise"
+                )
         if self.max_lr is not None and self.max_lr < self.lrs[0]:
             # A start a tenth of the pick was advised, and the loss fell within its first steps,
             # before any median could show it: start from the default start, as densely.
