@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision.datasets.cifar
 import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
 
@@ -345,14 +346,24 @@ def test_batches_and_a_class_tree_in_the_official_folder_are_two_sources(officia
     )
 
 
-def test_an_official_batch_whose_read_fails_is_named(official, tmp_path):
-    """A read that fails after the file opened (a bad sector; /proc/self/mem here) raises an
+def test_an_official_batch_whose_read_fails_is_named(official, tmp_path, monkeypatch):
+    """A read that fails after the file opened (a bad sector, an NFS or FUSE failure) raises an
     OSError without a file name: the line named the file `None`."""
     folder, _ = official
-    (folder / "data_batch_1").unlink()
-    (folder / "data_batch_1").symlink_to("/proc/self/mem")  # a regular file whose read fails with EIO
+    failing = folder / "data_batch_1"
+
+    def read_fails(path, *args, **kwargs):
+        if Path(path) == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # as a read() of a bad sector: no file name
+        return open(path, *args, **kwargs)
+
+    def md5_check_fails(path, md5=None):
+        return read_fails(path).close() or True
+
+    monkeypatch.setattr(sources, "open", read_fails, raising=False)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", md5_check_fails)
     assert refusal_of(folder, tmp_path) == (
-        f"{folder / 'data_batch_1'}: cannot read it (Input/output error) while importing data.source = {str(folder)!r}"
+        f"{failing}: cannot read it (Input/output error) while importing data.source = {str(folder)!r}"
     )
 
 
