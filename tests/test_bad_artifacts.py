@@ -2866,6 +2866,17 @@ def test_a_namesake_of_what_torchs_exit_report_imports_is_refused_once(pipeline_
     assert result.stderr.startswith(f"error: evaluate would import 'tabulate' from {tmp_path / 'tabulate.py'}, ")
 
 
+def evaluate_in(folder: Path, code: Path) -> subprocess.CompletedProcess:
+    """`python -m stages.evaluate` run in folder with PYTHONPATH naming a clone's code."""
+    return subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=folder,
+        env=os.environ | {"PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_a_stage_run_from_another_folder_than_its_codes_repository_is_refused(tmp_path):
     """From a folder of params.yaml, data and model but no code, with PYTHONPATH naming a clone,
     evaluate wrote its metrics and plots there, where that folder's .dvcignore had DVC ignore
@@ -2873,13 +2884,7 @@ def test_a_stage_run_from_another_folder_than_its_codes_repository_is_refused(tm
     pipeline, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
     copy_pipeline(pipeline)
     elsewhere.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"],
-        cwd=elsewhere,
-        env=os.environ | {"PYTHONPATH": str(pipeline)},
-        capture_output=True,
-        text=True,
-    )
+    result = evaluate_in(elsewhere, pipeline)
     assert result.returncode == 2 and result.stderr == (
         f"error: a stage runs in the repository that holds its code, {pipeline}, not in {elsewhere}; run it from "
         f"there\n"
@@ -2896,13 +2901,7 @@ def test_a_deleted_package_init_with_another_clone_on_pythonpath_is_named(tmp_pa
     copy_pipeline(pipeline)
     copy_pipeline(other)
     (pipeline / deleted).unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"],
-        cwd=pipeline,
-        env=os.environ | {"PYTHONPATH": str(other)},
-        capture_output=True,
-        text=True,
-    )
+    result = evaluate_in(pipeline, other)
     if deleted == "cifar/__init__.py":
         line = (
             "error: the stages need the project's module cifar (cifar.py or cifar/__init__.py), which is missing; "
