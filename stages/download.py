@@ -9,7 +9,6 @@ from pathlib import Path
 from cifar.cli import run_stage
 from cifar.config import load_params
 from cifar.dataset import save_dataset
-from cifar.errors import DataError
 from cifar.ingest.sources import import_dataset
 from stages import paths
 
@@ -18,14 +17,6 @@ log = logging.getLogger("download")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    source = params.data.source
-    output = paths.output_holding(source) if source not in ("official", "synthetic") else None
-    if output:
-        raise DataError(
-            f"data.source = {source!r} lies in {output}, one of the pipeline's outputs: a run replaces it, and the "
-            f"data with it (`dvc repro` removes it before download runs); move the data out of {output} and point "
-            f"data.source there"
-        )
     splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), paths.output_paths())
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())

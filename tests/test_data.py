@@ -221,6 +221,18 @@ def test_a_keyword_miswritten_is_named_as_the_keyword(tmp_path, monkeypatch, sou
     )
 
 
+def test_a_tracked_link_to_nothing_in_dvcs_copy_of_the_workspace_is_named_as_such(tmp_path, monkeypatch):
+    """A link git tracks is in DVC's copy: "track it with git" was advised for it."""
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
+    copy.mkdir(parents=True)
+    (copy / "src").symlink_to(tmp_path / "not-mounted")
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="src"), 0, tmp_path)
+    assert str(refused.value).startswith(f"data.source = 'src' is a symbolic link to {tmp_path / 'not-mounted'},")
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

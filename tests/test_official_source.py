@@ -272,15 +272,28 @@ def test_a_folder_the_user_may_not_read_is_named(official, tmp_path, monkeypatch
 
 def deny_searching(monkeypatch, folder: Path) -> None:
     """`chmod 644 folder` (as `chmod -R 644` leaves folders) for a user without root's override:
-    its names can be listed, but nothing in it can be reached."""
-    real = os.stat
+    its names can be listed, but nothing in it can be reached, also through a link."""
+    real_stat = os.stat
+    resolving = []  # os.path.realpath's own calls, which the kernel makes unchecked
 
-    def denied(path, *args, **kwargs):
-        if os.fspath(path).startswith(f"{folder}/"):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-        return real(path, *args, **kwargs)
+    def denied(path, *args, follow_symlinks=True, **kwargs):
+        spelled = os.fspath(path)
+        if not resolving:
+            resolving.append(spelled)
+            try:
+                resolved = (
+                    os.path.realpath(spelled)
+                    if follow_symlinks
+                    else os.path.join(os.path.realpath(os.path.dirname(spelled)), os.path.basename(spelled))
+                )
+            finally:
+                resolving.clear()
+            if any(place.startswith(f"{folder}/") for place in (spelled, resolved)):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), spelled)
+        return real_stat(path, *args, follow_symlinks=follow_symlinks, **kwargs)
 
     monkeypatch.setattr(os, "stat", denied)
+    monkeypatch.setattr(os, "lstat", lambda path, *args, **kwargs: denied(path, *args, follow_symlinks=False, **kwargs))
 
 
 ACCESS_FIX = "give the user who runs the stage read access to it (`chmod -R u+rX`, or ask its owner)"
@@ -432,3 +445,164 @@ def test_a_verified_archive_is_not_downloaded_again(official, tmp_path, monkeypa
     attempts = fake_network(monkeypatch, [urllib.error.URLError("offline")])
     import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
     assert attempts == []
+
+
+def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_path):
+    """A folder of links to the batches kept in data/cifar10 (`cp -rs`) was imported, then the
+    run replaced that folder: the links led nowhere, the batches were gone."""
+    folder, _ = official
+    output = tmp_path / "output"
+    shutil.copytree(folder, output / folder.name)
+    links = tmp_path / "links" / folder.name
+    links.mkdir(parents=True)
+    for batch in sorted((output / folder.name).iterdir()):
+        (links / batch.name).symlink_to(batch)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(links.parent)), 0, tmp_path / "dl", keep_out=(output,))
+    assert str(refused.value).startswith(
+        f"data.source = {str(links.parent)!r} leads to {links / 'data_batch_1'}, in {os.path.relpath(output)}, one of "
+        f"the pipeline's outputs"
+    )
+    assert (output / folder.name / "data_batch_1").is_file()
+
+
+@pytest.mark.parametrize("given", ["the output", "the tree above"])
+def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, monkeypatch, given):
+    """data/ mounted again elsewhere (two docker volumes of one folder): no link tells the
+    source is data/cifar10, which the run then replaced, the user's tree with it."""
+    output = make_class_tree(tmp_path / "data" / "cifar10", {"train": 1, "test": 1})
+    mounted = tmp_path / "mnt"
+    shutil.copytree(tmp_path / "data", mounted)  # what the mount shows, under its own device and inode
+    real = os.stat
+
+    def as_mounted(path, *args, **kwargs):
+        return real(str(output) if os.fspath(path) == str(mounted / "cifar10") else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", as_mounted)
+    source = mounted / "cifar10" if given == "the output" else mounted
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
+    held = f"in {os.path.relpath(output)}, one of the pipeline's outputs"
+    start = "lies " if given == "the output" else f"leads to {mounted / 'cifar10'}, "
+    assert str(refused.value).startswith(f"data.source = {str(source)!r} {start}{held}")
+
+
+def test_a_link_into_a_folder_that_cannot_be_searched_names_that_folder(tmp_path, monkeypatch):
+    """data.source a link to a tree inside a folder of mode 644: the link was named, and `chmod -R
+    u+rX` on it failed alike."""
+    disk = tmp_path / "disk"
+    make_class_tree(disk / "cifar", {"train": 1, "test": 1})
+    (tmp_path / "home").mkdir()
+    link = tmp_path / "home" / "cifar"
+    link.symlink_to(disk / "cifar")
+    deny_searching(monkeypatch, disk)
+    assert (
+        refusal_of(link, tmp_path)
+        == f"data.source = {str(link)!r}: cannot read {disk} (Permission denied); {ACCESS_FIX}"
+    )
+
+
+def test_a_link_in_data_source_to_a_folder_that_cannot_be_searched_names_that_folder(tmp_path, monkeypatch):
+    """The tree behind the link was passed over and called missing: "no train/ and test/ folders"."""
+    disk = tmp_path / "disk"
+    make_class_tree(disk / "cifar", {"train": 1, "test": 1})
+    source = tmp_path / "home"
+    source.mkdir()
+    (source / "cifar").symlink_to(disk / "cifar")
+    deny_searching(monkeypatch, disk)
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below it, but "
+        f"{disk}, which may hold them, cannot be searched; {ACCESS_FIX}"
+    )
+
+
+@pytest.mark.parametrize("kept", ["official batches", "a second tree"])
+def test_a_folder_beside_a_tree_that_cannot_be_searched_is_named(official, tmp_path, monkeypatch, kept):
+    """A cifar-10-batches-py, or a second export, of mode 644 beside a tree was passed over and
+    the tree imported without a word, where the same folder readable was refused as two sources."""
+    folder, _ = official
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    if kept == "official batches":
+        hidden = source / folder.name
+        shutil.copytree(folder, hidden)
+        line = f"{hidden}: cannot read it (Permission denied) while importing data.source = {str(source)!r}; "
+    else:
+        hidden = source / "old"
+        make_class_tree(hidden, {"train": 1, "test": 1})
+        line = (
+            f"data.source = {str(source)!r}: {hidden} lists cifar-10-batches-py, train or test folders but cannot be "
+            f"searched, so whether it holds another copy of the data cannot be told; "
+        )
+    deny_searching(monkeypatch, hidden)
+    assert refusal_of(source, tmp_path) == line + ACCESS_FIX
+
+
+@pytest.mark.parametrize("link", ["train", "cifar-10-batches-py"])
+def test_a_link_to_no_folder_beside_another_tree_is_named(tmp_path, link):
+    """train/ and test/ links to a drive not mounted (the tree meant) beside an old export: the
+    old export was imported without a word."""
+    source = tmp_path / "export"
+    make_class_tree(source / "old", {"train": 1, "test": 1})
+    (source / link).symlink_to(tmp_path / "not-mounted" / link)
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {source / link} is a symbolic link that leads to no folder; point it at the "
+        f"folder it stands for, or data.source at that folder"
+    )
+
+
+def test_a_packed_official_folder_without_a_batch_file_is_no_second_set(official, tmp_path):
+    """backup/cifar-10-batches-py holding only Finder's .DS_Store beside the genuine batches was
+    refused as two sets, where the same folder unpacked was read."""
+    folder, _ = official
+    backup = tmp_path / "backup" / folder.name
+    backup.mkdir(parents=True)
+    (backup / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    packed = tmp_path / "with-backup.tar.gz"
+    with tarfile.open(packed, "w:gz") as bundle:
+        bundle.add(folder, arcname=folder.name)
+        bundle.add(backup.parent, arcname="backup")
+    splits = import_dataset(DataConfig(source=str(packed)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 5 * PER_BATCH
+
+
+@pytest.mark.parametrize("missing_at", ["data.source", "a folder on the way"])
+def test_a_source_past_a_link_to_nothing_names_the_link(tmp_path, missing_at):
+    """`~/usb/cifar-10-python.tar.gz` with the drive `~/usb` leads to not mounted was "no such
+    file or directory", and the layouts named as expected what was given."""
+    (tmp_path / "home").mkdir()
+    usb = tmp_path / "home" / "usb"
+    usb.symlink_to(tmp_path / "media" / "USB")
+    source = usb if missing_at == "data.source" else usb / "cifar-10-python.tar.gz"
+    said = "is a symbolic link to" if missing_at == "data.source" else f"is reached through {usb}, a symbolic link to"
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r} {said} {tmp_path / 'media' / 'USB'}, which does not exist (a drive not "
+        f"mounted, or the data moved); mount it, or point data.source at where the data is"
+    )
+
+
+def test_an_address_is_named_as_one(tmp_path):
+    """The official archive's address was "no such file or directory", its `//` made one `/`."""
+    address = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert refusal_of(address, tmp_path) == (
+        f"data.source = {address!r} is an address (https://), and download reads files and folders only; write "
+        f"'official' for CIFAR-10 from its site, or download the file yourself and give its path"
+    )
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_a_tree_converted_inside_the_official_folder_is_not_advised_removed(official, tmp_path, packed):
+    """A tree exported in place into cifar-10-batches-py, its batches.meta left: "remove that
+    folder if the class folders beside it are meant" would have deleted the tree."""
+    folder, _ = official
+    source = tmp_path / "export"
+    converted = source / folder.name
+    make_class_tree(converted, {"train": 1, "test": 1})
+    shutil.copy(folder / "batches.meta", converted)
+    if packed:
+        with tarfile.open(tmp_path / "export.tar.gz", "w:gz") as bundle:
+            bundle.add(source, arcname="export")
+        source = tmp_path / "export.tar.gz"
+    assert refusal_of(source, tmp_path).endswith(
+        "use the official cifar-10-python.tar.gz, or remove the batch files from it (batches.meta) if the class "
+        "folders in it are meant"
+    )

@@ -7,9 +7,11 @@ one), or a generated synthetic set.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import re
 import stat
 import sys
 import time
@@ -53,7 +55,8 @@ def import_dataset(
 
     download_dir holds the official archive and the scratch folders of downloads and
     official-batch imports (cifar.atomic.scratch_folder; the stages sweep what a killed run left).
-    A folder source's tree may not lie in `keep_out`, the pipeline's outputs, which a run replaces.
+    A local source, or the tree or batches a folder source leads to, may not lie in `keep_out`, the
+    pipeline's outputs, which a run replaces.
     """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
@@ -64,7 +67,15 @@ def import_dataset(
     if config.source == "official":
         splits = download_official(download_dir)
     else:
-        splits = import_local(_local_path(config.source), limits, download_dir, keep_out)
+        path = _local_path(config.source)
+        output = _output_holding(path, keep_out)
+        if output:  # a source kept in data/cifar10 (where fast.ai's cifar10.tgz unpacks)
+            raise DataError(
+                f"data.source = {config.source!r} lies in {output}, one of the pipeline's outputs: a run replaces it, "
+                f"and the data with it (`dvc repro` removes it before download runs); move the data out of {output} "
+                f"and point data.source there"
+            )
+        splits = import_local(path, limits, download_dir, keep_out)
     splits = {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
     for name, split in splits.items():
         # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
@@ -82,6 +93,12 @@ def import_dataset(
 
 
 def _local_path(source: str) -> Path:
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source)
+    if scheme and not os.path.lexists(source):  # the address was called a missing file, its `//` made one `/`
+        raise DataError(
+            f"data.source = {source!r} is an address ({scheme[0]}), and download reads files and folders only; "
+            f"write 'official' for CIFAR-10 from its site, or download the file yourself and give its path"
+        )
     try:
         path = Path(source).expanduser()
     except RuntimeError:  # `~name/...` where no user is called name
@@ -202,6 +219,15 @@ def import_local(
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        # `ls` lists it: "no such file" with the layouts was no fix, nor, in DVC's copy of the
+        # workspace, which holds a link git tracks, "track it with git".
+        link = _link_to_nothing_on_the_way(path)
+        if link:
+            what = "is a symbolic link to" if link == path else f"is reached through {link}, a symbolic link to"
+            raise DataError(
+                f"data.source = {str(path)!r} {what} {os.readlink(link)}, which does not exist (a drive not mounted, "
+                f"or the data moved); mount it, or point data.source at where the data is"
+            ) from None
         if not path.is_absolute() and in_a_dvc_workspace_copy():
             raise DataError(
                 f"data.source = {str(path)!r}: no such file or directory in the copy of the workspace that DVC runs "
@@ -220,11 +246,6 @@ def import_local(
             raise DataError(
                 f"data.source = {str(path)!r}: no such file or directory; for the keyword, write {keyword!r} "
                 f"(lowercase, no spaces)"
-            ) from None
-        if path.is_symlink():  # `ls` lists it: "no such file" with the layouts was no fix
-            raise DataError(
-                f"data.source = {str(path)!r} is a symbolic link to {os.readlink(path)}, which does not exist (a drive "
-                f"not mounted, or the data moved); mount it, or point data.source at where the data is"
             ) from None
         raise DataError(f"data.source = {str(path)!r}: no such file or directory; {EXPECTED_LAYOUT}") from None
     except OSError as error:
@@ -264,39 +285,38 @@ def import_local(
         raise DataError(f"data.source = {str(path)!r} is a file but not an archive; {EXPECTED_LAYOUT}")
     log.info("reading and checking %s", path)
     members = archives.read_members(path)
+    # Only the batch files, which torchvision reads: a stray with a 300-byte name failed to be
+    # written, and the line advised freeing space. A folder of that name without one (a class
+    # tree kept in it, a README beside it; a copy emptied in Finder, its .DS_Store left) is none.
     batches = {
         name: data
         for name, data in members.items()
-        if PurePosixPath(name).parent.name == OFFICIAL_FOLDER and not _macos_metadata(PurePosixPath(name).parts, data)
+        if PurePosixPath(name).parent.name == OFFICIAL_FOLDER
+        and PurePosixPath(name).name in OFFICIAL_BATCH_NAMES
+        and not _macos_metadata(PurePosixPath(name).parts, data)
     }
     batch_names = {PurePosixPath(name).name for name in batches}
-    official_names = set(OFFICIAL_BATCH_NAMES)
     tree_root = next(iter(_class_tree_roots(name for name in members if name not in batches)), None)
-    if not batch_names & official_names:  # a class tree kept in a folder of that name, a README beside it
-        batches = {}
     batch_folders = sorted({str(PurePosixPath(name).parent) for name in batches})
     if len(batch_folders) > 1:  # their files were merged by name
         _refuse_two_official_folders(path, [f"{path}:{folder}" for folder in batch_folders])
     if batches:
-        if tree_root is not None and batch_names >= official_names:
+        if tree_root is not None and batch_names >= set(OFFICIAL_BATCH_NAMES):
             folder = PurePosixPath(next(iter(batches))).parent
             _refuse_batches_beside_a_tree(path, f"{path}:{folder}", f"{path}:{tree_root}")
         with scratch_folder(scratch_parent, "extract") as scratch:
             folder = Path(scratch) / OFFICIAL_FOLDER
             try:
                 folder.mkdir()
-                # Only the files torchvision reads: a stray with a 300-byte name failed to be
-                # written, and the line advised freeing space.
-                wanted = set(OFFICIAL_BATCH_NAMES)
                 for name, data in batches.items():
-                    if PurePosixPath(name).name in wanted:
-                        (folder / PurePosixPath(name).name).write_bytes(data)
+                    (folder / PurePosixPath(name).name).write_bytes(data)
             except OSError as error:
                 raise DataError(
                     f"{path}: cannot write its batches into {scratch} ({error.strerror}); free space there "
                     f"or extract it yourself and point data.source at the folder"
                 ) from None
-            return _load_official_batches(Path(scratch), path)
+            tree_inside = tree_root is not None and f"{tree_root}/".startswith(f"{batch_folders[0]}/")
+            return _load_official_batches(Path(scratch), path, tree_inside)
     return read_class_folders(_archive_tree(members, path), limits)
 
 
@@ -305,9 +325,10 @@ def _import_folder(
 ) -> dict[str, Split]:
     listing = _Listing(source)
     try:
-        # The search passes over folders it cannot read, as in /proc: data.source of mode 000
-        # was "no train/ and test/ folders found in it".
+        # The search passes over folders it cannot read, as in /proc, but not data.source itself:
+        # of mode 000 (or 644, listed but not searched), it was "no train/ and test/ folders found in it".
         listing(root)
+        os.stat(os.path.join(root, "."))
         # A class tree kept in a folder named cifar-10-batches-py is no set of batches.
         # A folder of that name without any of the batch files (a class tree kept in one, or in
         # one of its folders) is none.
@@ -319,17 +340,31 @@ def _import_folder(
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
         with_images = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)]
         trees = with_images or trees
+        broken = _links_to_no_folder(root, listing)
+        if broken:  # a cifar-10-batches-py or train/ link to a moved folder was passed over, and another copy read
+            raise DataError(
+                f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
+                f"at the folder it stands for, or data.source at that folder"
+            )
+        blocked = _folders_not_searched(root, listing, (OFFICIAL_FOLDER, *SPLITS)) if official or trees else []
+        if blocked:  # a second tree there, which the user may not search, was passed over
+            raise DataError(
+                f"data.source = {str(source)!r}: {blocked[0]} lists {OFFICIAL_FOLDER}, train or test folders but "
+                f"cannot be searched, so whether it holds another copy of the data cannot be told; {READ_ACCESS_FIX}"
+            )
         if official:
             if with_images and not _batch_files_problem(official[0]):
                 _refuse_batches_beside_a_tree(source, official[0], with_images[0])
-            _refuse_a_tree_in_an_output(official[0], source, keep_out)
-            return _load_official_batches(official[0].parent, source)
+            _refuse_a_tree_in_an_output(
+                official[0], source, keep_out, [official[0] / name for name in OFFICIAL_BATCH_NAMES]
+            )
+            return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
-            broken = _links_to_no_folder(root, listing)
-            if broken:  # a cifar-10-batches-py link to a moved folder was passed over, then named as expected
+            blocked = _folders_not_searched(root, listing)
+            if blocked:  # a link to a folder the user may not search was passed over: "no train/ and test/"
                 raise DataError(
-                    f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
-                    f"at the folder it stands for, or data.source at that folder"
+                    f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
+                    f"below it, but {blocked[0]}, which may hold them, cannot be searched; {READ_ACCESS_FIX}"
                 )
             # The official batches in a folder of another name, or an archive beside them, were
             # answered with the generic line, which names as expected what lies there.
@@ -372,11 +407,25 @@ def _import_folder(
         ) from None
 
 
+def _link_to_nothing_on_the_way(path: Path) -> Path | None:
+    """The first folder on the way to path, or path itself, that is a link to nothing: `~/usb`
+    with the drive it leads to not mounted made the archive inside "no such file"."""
+    on_the_way = [folder for folder in reversed(path.parents) if folder != Path(".")]
+    try:
+        return next((each for each in [*on_the_way, path] if each.is_symlink() and not each.exists()), None)
+    except OSError:  # a folder on the way that cannot be searched: the generic line
+        return None
+
+
 def _cannot_read_source(path: Path, error: OSError) -> DataError:
     if error.errno not in (errno.EACCES, errno.EPERM):
         return DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}")
-    # A folder on the way that cannot be searched: the readable archive in it was named.
-    where = first_folder_not_searchable(Path(path.anchor or "."), path.absolute() if path.anchor else path) or path
+    # A folder on the way that cannot be searched: the readable archive in it was named. Where
+    # that is a link, the folder on the way it leads: `chmod -R u+rX` on the link failed alike.
+    where = first_folder_not_searchable(Path(path.anchor or "."), path.absolute() if path.anchor else path)
+    if where is None or where.is_symlink():
+        where = first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or where
+    where = where or path
     return DataError(f"data.source = {str(path)!r}: cannot read {where} ({error.strerror}); {READ_ACCESS_FIX}")
 
 
@@ -387,23 +436,85 @@ def _batches_elsewhere(folder: str, fix: str) -> str:
     )
 
 
-def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: tuple[Path, ...]) -> None:
+def _refuse_a_tree_in_an_output(
+    found: Path, source: Path, outputs: tuple[Path, ...], files: Iterable[Path] = ()
+) -> None:
     """A tree unpacked into data/cifar10, reached from data/ or through a link, was imported,
-    then replaced with the folder download writes, exit 0: the user's images were gone."""
-    where = os.path.realpath(found)
-    for output in outputs:
-        at = os.path.realpath(output)
-        if os.path.commonpath((at, where)) == at:
-            output = os.path.relpath(output)
+    then replaced with the folder download writes, exit 0: the user's images were gone. So were
+    the batches that a folder of links to them (`cp -rs`) led to."""
+    for path in (found, *files):
+        output = _output_holding(path, outputs)
+        if output:
             raise DataError(
-                f"data.source = {str(source)!r} leads to {found}, in {output}, one of the pipeline's outputs: a run "
+                f"data.source = {str(source)!r} leads to {path}, in {output}, one of the pipeline's outputs: a run "
                 f"replaces it, and the data with it (`dvc repro` removes it before download runs); move the data out "
                 f"of {output} and point data.source there"
             )
 
 
+def _output_holding(path: Path, outputs: tuple[Path, ...]) -> str | None:
+    """The output that is path or holds it, as links resolve, or by device and inode: a bind
+    mount of data/ (two docker volumes of one folder) showed data/cifar10 under another path."""
+    where = os.path.realpath(path)
+    places = [(output, os.path.realpath(output)) for output in outputs]
+    held = next((output for output, at in places if os.path.commonpath((at, where)) == at), None)
+    if held is None:
+        by_identity = {}
+        for output, at in places:
+            with contextlib.suppress(OSError):
+                status = os.stat(at)
+                by_identity[status.st_dev, status.st_ino] = output
+        for folder in (where, *map(str, Path(where).parents)):
+            with contextlib.suppress(OSError):
+                status = os.stat(folder)
+                held = held or by_identity.get((status.st_dev, status.st_ino))
+    return os.path.relpath(held) if held else None
+
+
 def _holds_official_batches(folder: Path) -> bool:
-    return folder.name == OFFICIAL_FOLDER and any(os.path.lexists(folder / name) for name in OFFICIAL_BATCH_NAMES)
+    """By the names it lists; one that cannot be read counts, and reading it names the fix: one of
+    mode 644 (listed, not searched) was passed over, and a tree beside it imported."""
+    if folder.name != OFFICIAL_FOLDER:
+        return False
+    try:
+        return not set(os.listdir(folder)).isdisjoint(OFFICIAL_BATCH_NAMES)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+
+
+def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] = ()) -> list[Path]:
+    """The folders the search looks in (root and up to two below it, as _find_folders) that the
+    user may not search, also where a link leads, each as the first folder on the way that
+    refuses. With `named`, only those listing an entry of one of those names."""
+    blocked, level = [], [root]
+    for depth in range(3):
+        below = []
+        for folder in level:
+            try:
+                os.stat(os.path.join(folder, "."))
+            except PermissionError:
+                try:
+                    listed = set(os.listdir(folder))
+                except OSError:
+                    listed = set()
+                if not named or not listed.isdisjoint(named):
+                    blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(folder))) or folder)
+                continue
+            except OSError:
+                continue
+            for path in listing(folder) if depth < 2 else []:
+                try:
+                    if path.is_dir() and path.name != "__MACOSX":
+                        below.append(path)
+                except PermissionError:  # a link on to a folder that cannot be searched
+                    if not named or path.name in named:
+                        blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
+                except OSError:
+                    pass
+        level = below
+    return blocked
 
 
 def _refuse_two_official_folders(source: Path, folders: list[str]) -> None:
@@ -442,9 +553,15 @@ def _links_to_no_folder(root: Path, listing: _Listing) -> list[Path]:
     folders = [root, *_subfolders(root, listing)]
     folders += [each for folder in folders[1:] for each in _subfolders(folder, listing)]
     wanted = (OFFICIAL_FOLDER, *SPLITS)
-    return [
-        path for folder in folders for path in _entries_named(folder, wanted) if path.is_symlink() and not path.exists()
-    ]
+    return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
+
+
+def _leads_nowhere(path: Path) -> bool:
+    """A link to nothing, or one that loops; not one to a folder the user may not search."""
+    try:
+        return path.is_symlink() and not path.exists()
+    except PermissionError:
+        return False
 
 
 def _entries_named(folder: Path, names: tuple[str, ...]) -> list[Path]:
@@ -742,8 +859,9 @@ def _is_folder(path: Path) -> bool:
 MAX_BATCH_FILE_BYTES = 32 << 20
 
 
-def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
-    """torchvision reads the pickled batches and checks every file's md5."""
+def _load_official_batches(root: Path, source: Path, tree_inside: bool = False) -> dict[str, Split]:
+    """torchvision reads the pickled batches and checks every file's md5. tree_inside: the
+    folder holds class folders too, which removing it as advised would delete."""
     from torchvision.datasets import CIFAR10
 
     # Before torchvision md5-hashes them: a sparse 64 GiB data_batch_1 took 121 s of CPU.
@@ -764,10 +882,15 @@ def _load_official_batches(root: Path, source: Path) -> dict[str, Split]:
             # torchvision's own text ("Dataset not found or corrupted. You can use download=True")
             # neither says which file nor fits a local source: name them here.
             problem = _batches_problem(root / OFFICIAL_FOLDER)
+    present = [name for name in OFFICIAL_BATCH_NAMES if os.path.lexists(root / OFFICIAL_FOLDER / name)]
+    tree_fix = (
+        f"remove the batch files from it ({', '.join(present)}) if the class folders in it are meant"
+        if tree_inside
+        else "remove that folder if the class folders beside it are meant"
+    )
     raise DataError(
         f"data.source = {str(source)!r} has a {OFFICIAL_FOLDER} folder that is not a complete set of the official "
-        f"CIFAR-10 batches ({problem}); use the official cifar-10-python.tar.gz, or remove that folder if the class "
-        f"folders beside it are meant"
+        f"CIFAR-10 batches ({problem}); use the official cifar-10-python.tar.gz, or {tree_fix}"
     )
 
 
