@@ -89,6 +89,15 @@ if sys.argv[:1] == ["-m"]:
                 f"{module} line {error.lineno}: {error.msg}{marker}; fix it, or restore it from git (`git diff "
                 f"{module}` shows what changed)"
             )
+        # cut short at a line: the names it lost are missed where they are used
+        attribute_of = getattr(error, "obj", None) if issubclass(kind, AttributeError) else None
+        module_file = getattr(attribute_of, "__file__", None) if isinstance(attribute_of, type(sys)) else None
+        if module_file and os.path.abspath(module_file).startswith(code):
+            module = os.path.relpath(module_file, project)
+            return (
+                f"{module} lacks {error.name}, which the stages use (cut short, or edited?); restore it from git "
+                f"(`git diff {module}` shows what changed)"
+            )
         project_import = issubclass(kind, ImportError) and not issubclass(kind, ModuleNotFoundError)
         if project_import and os.path.abspath(error.path or "/").startswith(code):
             module = os.path.relpath(error.path, project)
@@ -411,7 +420,9 @@ def _command_line_problem() -> str | None:
         )
     try:
         with open(os.path.join(project, stage_file), "rb") as module:
-            runs_the_stage = b"\n    run_stage(" in module.read(1 << 20)
+            # indented, as under `if __name__ == "__main__":`, at any depth: wrapped in a `with`
+            # block, it was refused
+            runs_the_stage = re.search(rb"\n[ \t]+run_stage\(", module.read(1 << 20)) is not None
     except OSError:
         runs_the_stage = True  # Python's own reading of it names what is wrong
     if not runs_the_stage:  # emptied, or cut short: it ran nothing, exit code 0

@@ -20,10 +20,19 @@ import sys
 # (or a bare __init__.pyc left beside it): download ran without its start-up checks and
 # handlers, or with old ones, and DVC then found a dependency gone.
 if not (getattr(sys.modules[__package__], "__file__", None) or "").endswith("__init__.py"):
-    raise SystemExit(
+    sys.stderr.write(
         "error: the stages need stages/__init__.py, which is missing; restore it from git (`git status` lists it as "
-        "deleted)"
+        "deleted)\n"
     )
+    raise SystemExit(2)
+# Emptied, it ran a stage without them too, exit 0. _stage_name is defined there before this
+# module is first imported.
+if not hasattr(sys.modules[__package__], "_stage_name"):
+    sys.stderr.write(
+        "error: stages/__init__.py lacks the stages' start-up checks (emptied, or cut short?); restore it from git "
+        "(`git diff stages/__init__.py` shows what changed)\n"
+    )
+    raise SystemExit(2)
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -412,18 +421,6 @@ CONFUSION_IMAGE = _path("confusion_image")
 PER_CLASS_IMAGE = _path("per_class_image")
 MISCLASSIFIED_IMAGE = _path("misclassified_image")
 GRADCAM_IMAGES = _path("gradcam_images")
-
-
-def output_holding(path: str) -> str | None:
-    """The pipeline's output that is path or holds it, as the paths resolve: a source kept in
-    data/cifar10 (where fast.ai's cifar10.tgz unpacks) was imported, then replaced by download's
-    output, and DVC removes that folder before download runs."""
-    try:
-        resolved = os.path.realpath(os.path.expanduser(path))
-        outputs = {output: os.path.realpath(REPO / output) for output in TABLE.values()}
-    except (ValueError, OSError, RuntimeError):  # a path that cannot be one: download names it
-        return None
-    return next((output for output, at in outputs.items() if os.path.commonpath((at, resolved)) == at), None)
 
 
 def output_paths() -> tuple[Path, ...]:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import threading
 import tracemalloc
 import typing
@@ -2004,7 +2005,7 @@ def test_a_deleted_stages_package_init_is_one_line(tmp_path, left_in_its_place):
     init.unlink()
     result = run_module(pipeline, "stages.download")
     assert (result.returncode, result.stderr) == (
-        1,
+        2,
         "error: the stages need stages/__init__.py, which is missing; restore it from git (`git status` lists it as "
         "deleted)\n",
     )
@@ -2086,18 +2087,63 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
             "error: stages/evaluate.py does not run the stage (no run_stage call at its end: emptied or cut short?); "
             "restore it from git (`git diff stages/evaluate.py` shows what changed)\n",
         ),
+        (
+            "stages/paths.py",
+            lambda text: text[: text.index("\ndef output_folders(")],
+            "evaluate",
+            "error: stages/paths.py lacks output_folders, which the stages use (cut short, or edited?); restore it "
+            "from git (`git diff stages/paths.py` shows what changed)\n",
+        ),
+        (
+            "stages/dvcignore.py",
+            "",
+            "evaluate",
+            "error: stages/dvcignore.py lacks ignoring_files, which the stages use (cut short, or edited?); restore it "
+            "from git (`git diff stages/dvcignore.py` shows what changed)\n",
+        ),
+        (
+            "stages/__init__.py",
+            "",
+            "evaluate",
+            "error: stages/__init__.py lacks the stages' start-up checks (emptied, or cut short?); restore it from git "
+            "(`git diff stages/__init__.py` shows what changed)\n",
+        ),
     ],
-    ids=["emptied", "merge-conflict", "merge-conflict-in-a-module-imported-early", "nul-bytes", "stage-emptied"],
+    ids=[
+        "emptied",
+        "merge-conflict",
+        "merge-conflict-in-a-module-imported-early",
+        "nul-bytes",
+        "stage-emptied",
+        "cut-short",
+        "emptied-module-imported-early",
+        "package-init-emptied",
+    ],
 )
 def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, stage_name, line):
     """A module emptied to 0 bytes, left with merge-conflict markers or NUL bytes (what a crash
-    leaves), ended in an ImportError or SyntaxError traceback, where a deleted one was one line;
-    an emptied stage module ran nothing, exit 0."""
+    leaves), or cut short at a line, ended in an ImportError, SyntaxError or AttributeError
+    traceback, where a deleted one was one line; an emptied stage module ran nothing, exit 0."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     source = pipeline / module
-    source.write_text(damage + source.read_text() if damage else "")
+    text = source.read_text()
+    source.write_text(damage(text) if callable(damage) else damage + text if damage else "")
     result = run_module(pipeline, f"stages.{stage_name}")
     assert (result.returncode, result.stderr) == (2, line.format(pipeline=pipeline))
+
+
+def test_a_stage_whose_run_stage_call_lies_deeper_runs(tmp_path):
+    """Its run_stage call wrapped in a `with` block, one level deeper, was taken for a module
+    emptied or cut short and refused."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    module = pipeline / "stages" / "evaluate.py"
+    text = module.read_text()
+    call = text.index("    run_stage(")
+    wrapped = textwrap.indent(text[call:], "    ")
+    module.write_text(f"import contextlib\n{text[:call]}    with contextlib.nullcontext():\n{wrapped}")
+    result = run_module(pipeline, "stages.evaluate")
+    # past the start-up checks, in the stage's own work
+    assert result.stderr == f"error: {paths.MODEL}: not found; train a model first with `dvc repro train`\n"
 
 
 @pytest.mark.parametrize("stray", ["package", "module", "stage package"])
