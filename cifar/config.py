@@ -169,6 +169,9 @@ class OneCycleConfig:
     final_div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     three_phase: StrictBool = False
     anneal_strategy: Literal["linear", "cos"] = "linear"
+    # torch's OneCycleLR default: SGD's momentum (Adam's first beta) cycles from 0.95 down to
+    # 0.85 at the peak and back, whatever train.momentum says; false keeps the optimizer's own.
+    cycle_momentum: StrictBool = True
 
 
 @section
@@ -405,6 +408,14 @@ def _check_across_keys(params: Params, source: str) -> None:
         raise ConfigError(
             f"{source}: model.layer4_stride = {params.model.layer4_stride} is not allowed with model.name = "
             f"{params.model.name!r}; only resnet18 has a layer4 (leave it at 2)"
+        )
+    unused_momentum = params.train.momentum != TrainConfig().momentum
+    if params.train.optimizer == "sgd" and params.train.onecycle.cycle_momentum and unused_momentum:
+        # Two momentums trained alike to the last digit: OneCycle had set its own.
+        raise ConfigError(
+            f"{source}: train.momentum = {params.train.momentum} is not used while train.onecycle.cycle_momentum is "
+            f"true: OneCycle sets SGD's momentum itself, from 0.95 down to 0.85 and back; set "
+            f"train.onecycle.cycle_momentum to false to train at train.momentum"
         )
     if params.train.nesterov and (params.train.optimizer != "sgd" or params.train.momentum == 0):
         raise ConfigError(f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0")

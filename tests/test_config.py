@@ -359,7 +359,7 @@ OVERRIDES = {
     "train.batch_size": (["train.batch_size=256"], 256),
     "train.weight_decay": (["train.weight_decay=5e-4"], 5e-4),
     "train.optimizer": (["train.optimizer=sgd"], "sgd"),
-    "train.momentum": (["train.optimizer=sgd", "train.momentum=0.5"], 0.5),
+    "train.momentum": (["train.optimizer=sgd", "train.momentum=0.5", "train.onecycle.cycle_momentum=false"], 0.5),
     "train.nesterov": (["train.optimizer=sgd", "train.nesterov=true"], True),
     "train.max_lr": (["train.max_lr=0.01"], 0.01),
     "train.onecycle.max_at_epoch": (["train.onecycle.max_at_epoch=3"], 3),
@@ -367,6 +367,7 @@ OVERRIDES = {
     "train.onecycle.final_div_factor": (["train.onecycle.final_div_factor=1e4"], 1e4),
     "train.onecycle.three_phase": (["train.onecycle.three_phase=true"], True),
     "train.onecycle.anneal_strategy": (["train.onecycle.anneal_strategy=cos"], "cos"),
+    "train.onecycle.cycle_momentum": (["train.onecycle.cycle_momentum=false"], False),
     "train.device": (["train.device=cpu"], "cpu"),
     "train.precision": (["train.precision=fp32"], "fp32"),
     "train.compile": (["train.compile=true"], True),
@@ -513,8 +514,19 @@ def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
         ({"model.layer4_stride": 4}, "model.layer4_stride = 4 is not allowed; expected one of 1, 2"),
         ({"model.layer4_stride": 1}, "only resnet18 has a layer4"),
         (
-            {"train.optimizer": "sgd", "train.nesterov": True, "train.momentum": 0},
+            {
+                "train.optimizer": "sgd",
+                "train.nesterov": True,
+                "train.momentum": 0,
+                "train.onecycle.cycle_momentum": False,
+            },
             "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0",
+        ),
+        (  # two momentums trained alike to the last digit
+            {"train.optimizer": "sgd", "train.momentum": 0.5},
+            "train.momentum = 0.5 is not used while train.onecycle.cycle_momentum is true: OneCycle sets SGD's "
+            "momentum itself, from 0.95 down to 0.85 and back; set train.onecycle.cycle_momentum to false to train at "
+            "train.momentum",
         ),
     ],
 )

@@ -106,3 +106,17 @@ def test_a_restored_schedule_goes_on_where_it_stopped():
         for _ in range(10):
             stepped.step()
     assert restored.get_last_lr() == scheduler.get_last_lr() and restored.last_epoch == 3 * 4 - 1
+
+
+@pytest.mark.parametrize("cycle_momentum", [True, False])
+def test_momentum_is_cycled_only_where_asked(cycle_momentum):
+    """OneCycle set SGD's momentum itself: train.momentum 0 and 0.5 trained alike to the last digit."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.5)
+    schedule = one_cycle(optimizer, 0.1, 4, 5, OneCycleConfig(max_at_epoch=2, cycle_momentum=cycle_momentum))
+    momentums = set()
+    for _ in range(20):
+        momentums.add(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        schedule.step()
+    assert (momentums == {0.5}) is not cycle_momentum
+    assert max(momentums) == (0.95 if cycle_momentum else 0.5)

@@ -54,6 +54,7 @@ def one_cycle(
         final_div_factor=config.final_div_factor,
         three_phase=config.three_phase,
         anneal_strategy=config.anneal_strategy,
+        cycle_momentum=config.cycle_momentum,
     )
 
 
