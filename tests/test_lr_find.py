@@ -367,8 +367,22 @@ def test_min_loss_picks_where_the_loss_no_longer_falls_and_says_so():
     assert test.max_lr == test.lr_at_min_loss and test.past_descent and not test.at_range_end
     assert test.warnings == [
         f"the smoothed loss no longer falls at the chosen max_lr {test.max_lr:.3g}: training there sits at the edge "
-        "of divergence; lr_find.pick = 'valley' or 'min_loss_div10' picks inside the descent"
+        f"of divergence; lr_find.pick = 'min_loss_div10' ({test.max_lr / 10:.3g} on this curve) or 'steepest' "
+        f"({test.steepest_lr:.3g} on this curve) or 'valley' ({test.valley_lr:.3g} on this curve) picks inside the "
+        f"descent"
     ]
+
+
+def test_min_loss_div10_between_two_steps_of_a_coarse_range_is_judged_by_the_step_before_it():
+    """A linear range of 20 steps from 1e-4 to 1: min_loss_div10 picked 0.00527, between the first
+    two steps, and was judged by the second, past the lowest: "the edge of divergence", with
+    valley advised, which the next warning advised against. Trained there, it learned."""
+    lrs = list(np.linspace(1e-4, 1.0, 20))
+    smoothed = [5.03, 4.899, 5.767, 7.788, 10.245, 11.514, 11.775, 11.612, 11.158, 11.0, 10.586, 10.297, 9.887]
+    smoothed += [9.526, 9.159, 8.826, 8.485, 8.172, 7.86, 7.563]  # as recorded on the small synthetic run
+    config = LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=20, step_mode="linear", pick="min_loss_div10")
+    test = read_curve(lrs, smoothed, config)
+    assert lrs[0] < test.max_lr < lrs[1] and not test.past_descent
 
 
 def test_a_pick_where_the_loss_is_above_its_start_says_so():
@@ -380,9 +394,21 @@ def test_a_pick_where_the_loss_is_above_its_start_says_so():
     with_a_pick = dataclasses.replace(test, max_lr=lrs[12], past_descent=False, at_range_end=False)
     assert with_a_pick.warnings == [
         f"the smoothed loss at the chosen max_lr {lrs[12]:.3g} ({test.losses[12]:.3g}) is above the range's first "
-        f"({test.losses[0]:.3g}): training there may diverge; lr_find.pick = 'valley', or lr_find.step_mode = "
-        f"'exp', reads the descent otherwise"
+        f"({test.losses[0]:.3g}): training there may diverge; lr_find.pick = 'valley' ({test.valley_lr:.3g} on this "
+        f"curve) picks inside the descent"
     ]
+
+
+def test_where_no_pick_rule_picks_inside_the_descent_none_is_advised():
+    """Each warning named the other rules unchecked, and following one led to the other warning."""
+    lrs = list(np.linspace(1e-4, 1.0, 20))
+    raw = [5.0, 3.0, 2.0, 1.5, 1.4, 1.6, 2.5, 4.0, 6.0, 8.0, 9.0, 9.5, 9.8, 9.9, 9.9, 10.0, 10.0, 10.1, 10.1, 10.2]
+    test = read_curve(lrs, recorded(raw), LRFindConfig(start_lr=1e-4, end_lr=1.0, num_iter=20, step_mode="linear"))
+    rising = list(np.linspace(2.0, 5.0, 20))
+    nowhere = dataclasses.replace(test, losses=rising, pick="min_loss", max_lr=lrs[7], past_descent=True)
+    assert nowhere.warnings[0].endswith(
+        "no pick rule picks inside the descent on this curve; set train.max_lr to an LR where it falls"
+    )
 
 
 def test_a_pick_below_the_range_tested_says_so_and_not_that_it_sits_at_the_edge_of_divergence():

@@ -106,19 +106,16 @@ class RangeTest:
                 f"the loss may not have turned yet: raise lr_find.end_lr or lr_find.num_iter"
             )
         if self.past_descent:
-            inside = " or ".join(f"{pick!r}" for pick in ("valley", "min_loss_div10") if pick != self.pick)
             found.append(
                 f"the smoothed loss no longer falls at the chosen max_lr {self.max_lr:.3g}: training there sits at "
-                f"the edge of divergence; lr_find.pick = {inside} picks inside the descent"
+                f"the edge of divergence; {self._inside_the_descent()}"
             )
         if self.max_lr is not None and self.max_lr >= self.lrs[0]:
-            at = int(np.argmin(np.abs(np.log(self.lrs) - np.log(self.max_lr))))
+            at = step_at(self.max_lr, self.lrs)
             if self.losses[at] > self.losses[0]:  # valley over a linear range picked 0.632, at twice the start's loss
-                others = " or ".join(f"{pick!r}" for pick in ("min_loss_div10", "valley") if pick != self.pick)
                 found.append(
                     f"the smoothed loss at the chosen max_lr {self.max_lr:.3g} ({self.losses[at]:.3g}) is above the "
-                    f"range's first ({self.losses[0]:.3g}): training there may diverge; lr_find.pick = {others}, or "
-                    f"lr_find.step_mode = 'exp', reads the descent otherwise"
+                    f"range's first ({self.losses[0]:.3g}): training there may diverge; {self._inside_the_descent()}"
                 )
         if self.max_lr is not None and self.max_lr < self.lrs[0]:
             # A start a tenth of the pick was advised, and the loss fell within its first steps,
@@ -130,6 +127,23 @@ class RangeTest:
                 f"{self._finer_range(start, self.lrs[-1])}"
             )
         return found
+
+    def _inside_the_descent(self) -> str:
+        """The other pick rules whose pick on this curve lies where the smoothed loss still falls,
+        below its first: rules named without checking them sent a user from one warning to the
+        other, and back."""
+        sound = [
+            f"{rule!r} ({lr:.3g} on this curve)"
+            for rule, lr in rule_picks(self.lrs, self.losses).items()
+            if rule != self.pick
+            and lr is not None
+            and lr >= self.lrs[0]
+            and loss_falls_at(lr, self.lrs, self.losses)
+            and self.losses[step_at(lr, self.lrs)] <= self.losses[0]
+        ]
+        if sound:
+            return f"lr_find.pick = {' or '.join(sound)} picks inside the descent"
+        return "no pick rule picks inside the descent on this curve; set train.max_lr to an LR where it falls"
 
     @property
     def no_descent(self) -> str | None:
@@ -391,9 +405,15 @@ def in_last_tenth(lr: float, config: LRFindConfig) -> bool:
     return scale(lr) > scale(config.start_lr) + 0.9 * (scale(config.end_lr) - scale(config.start_lr))
 
 
+def step_at(lr: float, lrs: list[float]) -> int:
+    """The recorded step from which the range reached lr: min_loss_div10 between two steps of a
+    coarse linear range was judged by the step after it, nearer on a log scale, past the lowest."""
+    return max(0, int(np.searchsorted(lrs, lr, side="right")) - 1)
+
+
 def loss_falls_at(lr: float, lrs: list[float], losses: list[float]) -> bool:
-    """Whether the smoothed loss still falls from the recorded step nearest lr to the next."""
-    index = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
+    """Whether the smoothed loss still falls over the steps between which lr lies."""
+    index = step_at(lr, lrs)
     return index + 1 < len(losses) and losses[index + 1] < losses[index]
 
 
