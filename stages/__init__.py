@@ -264,6 +264,20 @@ if sys.argv[:1] == ["-m"]:
         """A module's .py beside a package folder of its name: one line, exit code 2."""
 
     _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Imported before any stage code ran, by a sitecustomize, usercustomize or .pth file on the
+    # path (a notebook helper adding an older clone): that clone's cifar ran, exit 0.
+    _imported_elsewhere = [
+        module.__file__
+        for name, module in list(sys.modules.items())
+        if name.partition(".")[0] == "cifar"
+        and not os.path.abspath(getattr(module, "__file__", None) or "/").startswith(_PROJECT + os.sep)
+    ]
+    if _imported_elsewhere:
+        sys.stderr.write(
+            f"error: {_imported_elsewhere[0]} was imported as Python started (by a sitecustomize, usercustomize or "
+            f".pth file on its path), in place of this checkout's cifar in {_PROJECT}; remove that import\n"
+        )
+        raise SystemExit(2)
 
     class _ProjectModules:
         """Finds the project's modules as Python would, with a loader that keeps their source,

@@ -2132,6 +2132,24 @@ def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, s
     assert (result.returncode, result.stderr) == (2, line.format(pipeline=pipeline))
 
 
+def test_another_clones_cifar_imported_as_python_starts_is_refused(tmp_path):
+    """A sitecustomize on PYTHONPATH that imports cifar from an older clone (a notebook helper):
+    that clone's code ran in every stage, exit 0."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    shutil.copytree(pipeline / "cifar", tmp_path / "older" / "cifar")
+    (tmp_path / "startup").mkdir()
+    (tmp_path / "startup" / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.append({str(tmp_path / 'older')!r})\nimport cifar\n"
+    )
+    result = run_module(pipeline, "stages.evaluate", {"PYTHONPATH": str(tmp_path / "startup")})
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {tmp_path / 'older' / 'cifar' / '__init__.py'} was imported as Python started (by a sitecustomize, "
+        f"usercustomize or .pth file on its path), in place of this checkout's cifar in {pipeline}; remove that "
+        f"import\n",
+    )
+
+
 def test_a_stage_whose_run_stage_call_lies_deeper_runs(tmp_path):
     """Its run_stage call wrapped in a `with` block, one level deeper, was taken for a module
     emptied or cut short and refused."""
