@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
-from cifar.config import DOWNLOAD_CACHE
+from cifar.config import DOWNLOAD_CACHE, Params
 from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
@@ -354,9 +354,19 @@ def declared_params(stage: str) -> list[str]:
     dvc.lock as the stage ends (none for a stage it does not define as expected)."""
     try:
         declared = _PIPELINE["stages"][stage].get("params") or []
-        return [key for key in declared if isinstance(key, str)]
     except (KeyError, TypeError, AttributeError):
         return []
+    keys = []
+    for entry in declared if isinstance(declared, list) else []:
+        if isinstance(entry, str):
+            keys.append(entry)
+        # DVC's form naming the file, `- params.yaml: [seed, model]`, or the whole file with no
+        # keys: lr_find recorded no params, and train refused its pick
+        elif isinstance(entry, dict) and PARAMS_FILE in entry:
+            named = entry[PARAMS_FILE]
+            whole = list(Params.__dataclass_fields__)
+            keys += [key for key in named if isinstance(key, str)] if isinstance(named, list) and named else whole
+    return keys
 
 
 def declared_outputs(stage: str) -> list[str]:

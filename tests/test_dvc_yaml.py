@@ -202,3 +202,20 @@ def test_resume_checkpoints_are_ignored_by_git_and_dvc():
     folder = "/" + paths.CHECKPOINT.split("/")[0] + "/"
     assert folder in (REPO / ".gitignore").read_text().splitlines()
     assert folder in (REPO / ".dvcignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        (["seed", "train.optimizer"], ["seed", "train.optimizer"]),
+        ([{"params.yaml": ["seed", "train.optimizer"]}], ["seed", "train.optimizer"]),
+        ([{"params.yaml": None}], ["seed", "model", "data", "augment", "lr_find", "train", "evaluate", "explain"]),
+        ([{"other.yaml": ["seed"]}], []),
+    ],
+    ids=["keys", "file-and-keys", "whole-file", "another-file"],
+)
+def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, read):
+    """`- params.yaml: [seed, model]`, valid in DVC, was read as no params: lr_find recorded none,
+    and train refused its pick with advice to re-run lr_find, which recorded none again."""
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": {"params": written}}})
+    assert paths.declared_params("lr_find") == read
