@@ -62,10 +62,25 @@ def test_three_phase_returns_to_the_start_before_annealing():
     assert min(lrs) > 0
 
 
-def test_a_single_warm_up_step_is_refused_with_the_fix():
+@pytest.mark.parametrize(
+    ("epochs", "three_phase", "later_peak"),
+    [
+        (3, False, "set train.onecycle.max_at_epoch to 2"),
+        # raising the peak alone was refused in turn: it needs an epoch after it
+        (2, False, "set train.onecycle.max_at_epoch to 2 and train.epochs to 3 or more"),
+        (4, True, "set train.onecycle.max_at_epoch to 2 and train.epochs to 5 or more"),
+    ],
+)
+def test_a_single_warm_up_step_is_refused_with_a_fix_that_works(epochs, three_phase, later_peak):
     optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
-    with pytest.raises(ConfigError, match=r"no room to warm up; lower train.batch_size"):
-        one_cycle(optimizer, 0.01, 3, 1, OneCycleConfig(max_at_epoch=1))
+    with pytest.raises(ConfigError) as refused:
+        one_cycle(optimizer, 0.01, epochs, 1, OneCycleConfig(max_at_epoch=1, three_phase=three_phase))
+    assert str(refused.value) == (
+        "train.onecycle.max_at_epoch = 1 with 1 step per epoch leaves OneCycle no room to warm up; lower "
+        f"train.batch_size to at most half the training images, or {later_peak}"
+    )
+    fixed = OneCycleConfig(max_at_epoch=2, three_phase=three_phase)
+    one_cycle(optimizer, 0.01, max(epochs, 5 if three_phase else 3), 1, fixed)
 
 
 def test_steps_past_the_end_leave_the_last_lr_in_place():

@@ -40,10 +40,17 @@ def one_cycle(
     """
     total_steps = epochs * steps_per_epoch
     if config.max_at_epoch * steps_per_epoch < 2:
-        # OneCycleLR divides by the length of the warm-up phase, which is then zero.
+        # OneCycleLR divides by the length of the warm-up phase, which is then zero. A later peak
+        # needs epochs after it (two, with three_phase): raising it alone was refused in turn.
+        peak = 2
+        epochs_needed = 2 * peak + 1 if config.three_phase else peak + 1
+        later_peak = f"set train.onecycle.max_at_epoch to {peak}" + (
+            f" and train.epochs to {epochs_needed} or more" if epochs < epochs_needed else ""
+        )
         raise ConfigError(
             f"train.onecycle.max_at_epoch = {config.max_at_epoch} with {steps_per_epoch} step per epoch leaves "
-            f"OneCycle no room to warm up; lower train.batch_size or raise train.onecycle.max_at_epoch"
+            f"OneCycle no room to warm up; lower train.batch_size to at most half the training images, or "
+            f"{later_peak}"
         )
     return FiniteOneCycleLR(
         optimizer,
