@@ -485,9 +485,10 @@ def _holds_official_batches(folder: Path) -> bool:
 
 
 def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] = ()) -> list[Path]:
-    """The folders the search looks in (root and up to two below it, as _find_folders) that the
-    user may not search, also where a link leads, each as the first folder on the way that
-    refuses. With `named`, only those listing an entry of one of those names."""
+    """Where the search (root and up to two folders below it, as _find_folders) could not look:
+    a user's link on to a folder that cannot be searched, named as the first folder on the way
+    that refuses, and with `named`, a folder that cannot be searched but lists an entry of one
+    of those names. Not /proc's own (`/proc/1/cwd`), whose links cannot even be read."""
     blocked, level = [], [root]
     for depth in range(3):
         below = []
@@ -499,18 +500,24 @@ def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] 
                     listed = set(os.listdir(folder))
                 except OSError:
                     listed = set()
-                if not named or not listed.isdisjoint(named):
-                    blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(folder))) or folder)
+                if named and not listed.isdisjoint(named):
+                    blocked.append(folder)
                 continue
             except OSError:
                 continue
-            for path in listing(folder) if depth < 2 else []:
+            try:
+                entries = listing(folder) if depth < 2 else []
+            except OSError:
+                continue
+            for path in entries:
                 try:
                     if path.is_dir() and path.name != "__MACOSX":
                         below.append(path)
-                except PermissionError:  # a link on to a folder that cannot be searched
-                    if not named or path.name in named:
-                        blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
+                except PermissionError:
+                    with contextlib.suppress(OSError):
+                        os.readlink(path)
+                        if not named or path.name in named:
+                            blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
                 except OSError:
                     pass
         level = below
