@@ -511,8 +511,8 @@ def test_a_link_in_data_source_to_a_folder_that_cannot_be_searched_names_that_fo
     (source / "cifar").symlink_to(disk / "cifar")
     deny_searching(monkeypatch, disk)
     assert refusal_of(source, tmp_path) == (
-        f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below it, but "
-        f"{disk}, which may hold them, cannot be searched; {ACCESS_FIX}"
+        f"data.source = {str(source)!r}: {disk} cannot be searched, and the train/ and test/ folders, found nowhere "
+        f"else, may lie in it; {ACCESS_FIX}"
     )
 
 

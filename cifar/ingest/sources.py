@@ -363,8 +363,8 @@ def _import_folder(
             blocked = _folders_not_searched(root, listing)
             if blocked:  # a link to a folder the user may not search was passed over: "no train/ and test/"
                 raise DataError(
-                    f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
-                    f"below it, but {blocked[0]}, which may hold them, cannot be searched; {READ_ACCESS_FIX}"
+                    f"data.source = {str(source)!r}: {blocked[0]} cannot be searched, and the train/ and test/ "
+                    f"folders, found nowhere else, may lie in it; {READ_ACCESS_FIX}"
                 )
             # The official batches in a folder of another name, or an archive beside them, were
             # answered with the generic line, which names as expected what lies there.
