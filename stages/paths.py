@@ -349,11 +349,24 @@ _PIPELINE = _read_pipeline()
 TABLE = _read_table(_PIPELINE)
 
 
+def _definition(stage: str) -> dict:
+    """dvc.yaml's definition of the stage: by its name, or by the command that runs it, where a
+    user renamed it (`find_lr:` ran with no params recorded, and train refused its pick)."""
+    stages = _PIPELINE["stages"]
+    if stage in stages:
+        return stages[stage]
+    command = f"python -m stages.{stage}"
+    return next(
+        (each for each in stages.values() if isinstance(each, dict) and str(each.get("cmd", "")).strip() == command),
+        {},
+    )
+
+
 def declared_params(stage: str) -> list[str]:
     """The params.yaml keys dvc.yaml declares for `stage`, whose values DVC records in
     dvc.lock as the stage ends (none for a stage it does not define as expected)."""
     try:
-        declared = _PIPELINE["stages"][stage].get("params") or []
+        declared = _definition(stage).get("params") or []
     except (KeyError, TypeError, AttributeError):
         return []
     keys = []
@@ -373,9 +386,7 @@ def declared_outputs(stage: str) -> list[str]:
     """The paths dvc.yaml declares as `stage`'s outputs, metrics and plots, each `${paths.NAME}`
     read from the table (none for a stage it does not define as expected)."""
     try:
-        entries = [
-            entry for kind in ("outs", "metrics", "plots") for entry in _PIPELINE["stages"][stage].get(kind) or []
-        ]
+        entries = [entry for kind in ("outs", "metrics", "plots") for entry in _definition(stage).get(kind) or []]
     except (KeyError, TypeError, AttributeError):
         return []
     named = [next(iter(entry), None) if isinstance(entry, dict) else entry for entry in entries]
@@ -389,7 +400,7 @@ def declared_inputs(stage: str) -> list[str]:
     records in dvc.lock as the stage ends, but for its Python modules, which cifar.cli checks by
     their contents (none for a stage it does not define as expected)."""
     try:
-        deps = _PIPELINE["stages"][stage].get("deps") or []
+        deps = _definition(stage).get("deps") or []
     except (KeyError, TypeError, AttributeError):
         return []
     inputs = []

@@ -219,3 +219,10 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
     and train refused its pick with advice to re-run lr_find, which recorded none again."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": {"params": written}}})
     assert paths.declared_params("lr_find") == read
+
+
+def test_a_renamed_stage_is_found_by_its_command(monkeypatch):
+    """`lr_find:` renamed `find_lr:` in dvc.yaml: lr_find recorded no params, and checked none."""
+    renamed = {"find_lr": {"cmd": "python -m stages.lr_find", "params": ["seed"], "deps": ["stages/lr_find.py"]}}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": renamed})
+    assert paths.declared_params("lr_find") == ["seed"]

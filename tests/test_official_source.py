@@ -448,8 +448,8 @@ def test_a_verified_archive_is_not_downloaded_again(official, tmp_path, monkeypa
 
 
 def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_path):
-    """A folder of links to the batches kept in data/cifar10 (`cp -rs`) was imported, then the
-    run replaced that folder: the links led nowhere, the batches were gone."""
+    """A folder of links to the batches kept in download's output (`cp -rs`) was imported, then
+    the run replaced that folder: the links led nowhere, the batches were gone."""
     folder, _ = official
     output = tmp_path / "output"
     shutil.copytree(folder, output / folder.name)
@@ -468,22 +468,22 @@ def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_
 
 @pytest.mark.parametrize("given", ["the output", "the tree above"])
 def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, monkeypatch, given):
-    """data/ mounted again elsewhere (two docker volumes of one folder): no link tells the
-    source is data/cifar10, which the run then replaced, the user's tree with it."""
-    output = make_class_tree(tmp_path / "data" / "cifar10", {"train": 1, "test": 1})
+    """The output's parent mounted again elsewhere (two docker volumes of one folder): no link
+    tells the source is download's output, which the run then replaced, the user's tree with it."""
+    output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
     mounted = tmp_path / "mnt"
-    shutil.copytree(tmp_path / "data", mounted)  # what the mount shows, under its own device and inode
+    shutil.copytree(tmp_path / "outputs", mounted)  # what the mount shows, under its own device and inode
     real = os.stat
 
     def as_mounted(path, *args, **kwargs):
-        return real(str(output) if os.fspath(path) == str(mounted / "cifar10") else path, *args, **kwargs)
+        return real(str(output) if os.fspath(path) == str(mounted / "images") else path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", as_mounted)
-    source = mounted / "cifar10" if given == "the output" else mounted
+    source = mounted / "images" if given == "the output" else mounted
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
     held = f"in {os.path.relpath(output)}, one of the pipeline's outputs"
-    start = "lies " if given == "the output" else f"leads to {mounted / 'cifar10'}, "
+    start = "lies " if given == "the output" else f"leads to {mounted / 'images'}, "
     assert str(refused.value).startswith(f"data.source = {str(source)!r} {start}{held}")
 
 
