@@ -466,24 +466,35 @@ def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_
     assert (output / folder.name / "data_batch_1").is_file()
 
 
-@pytest.mark.parametrize("given", ["the output", "the tree above"])
-def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, monkeypatch, given):
-    """The output's parent mounted again elsewhere (two docker volumes of one folder): no link
-    tells the source is download's output, which the run then replaced, the user's tree with it."""
+@pytest.mark.parametrize("mounted", ["the output's folder", "each split folder", "an archive in the output"])
+def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, monkeypatch, mounted):
+    """The output's folder, or each of its split folders or an archive in it, mounted again
+    elsewhere (docker volumes of one folder): no link tells the source is download's output,
+    which the run then replaced, the user's tree with it."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
-    mounted = tmp_path / "mnt"
-    shutil.copytree(tmp_path / "outputs", mounted)  # what the mount shows, under its own device and inode
-    real = os.stat
-
-    def as_mounted(path, *args, **kwargs):
-        return real(str(output) if os.fspath(path) == str(mounted / "images") else path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", as_mounted)
-    source = mounted / "images" if given == "the output" else mounted
+    source = tmp_path / "mnt"
+    mounts = [("8:1", "/", "/")]
+    if mounted == "an archive in the output":
+        shutil.make_archive(str(output / "export"), "gztar", output)
+        source.mkdir()
+        shutil.copy(output / "export.tar.gz", source)  # what the mount shows
+        mounts.append(("8:1", str(output / "export.tar.gz"), str(source / "export.tar.gz")))
+        source = source / "export.tar.gz"
+    elif mounted == "each split folder":
+        shutil.copytree(output, source)
+        mounts += [("8:1", str(output / split), str(source / split)) for split in ("train", "test")]
+    else:
+        shutil.copytree(output, source / "images")
+        mounts.append(("8:1", str(output), str(source / "images")))
+    monkeypatch.setattr(sources, "mount_table", lambda: mounts)
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
     held = f"in {os.path.relpath(output)}, one of the pipeline's outputs"
-    start = "lies " if given == "the output" else f"leads to {mounted / 'images'}, "
+    start = {
+        "an archive in the output": "lies ",
+        "each split folder": f"leads to {source / 'train'}, ",
+        "the output's folder": f"leads to {source / 'images'}, ",
+    }[mounted]
     assert str(refused.value).startswith(f"data.source = {str(source)!r} {start}{held}")
 
 
@@ -606,3 +617,18 @@ def test_a_tree_converted_inside_the_official_folder_is_not_advised_removed(offi
         "use the official cifar-10-python.tar.gz, or remove the batch files from it (batches.meta) if the class "
         "folders in it are meant"
     )
+
+
+def test_a_folder_of_the_official_name_is_judged_without_listing_it(official, tmp_path, monkeypatch):
+    """A cifar-10-batches-py of 1,500,000 entries and no batch file was listed whole: 531 MiB,
+    past the 200,000 entries any source may hold."""
+    folder, _ = official
+    empty = tmp_path / "elsewhere" / folder.name
+    empty.mkdir(parents=True)
+
+    def never(path="."):
+        raise AssertionError(f"listed {path}")
+
+    monkeypatch.setattr(os, "listdir", never)
+    monkeypatch.setattr(os, "scandir", never)
+    assert sources._holds_official_batches(folder) and not sources._holds_official_batches(empty)
