@@ -218,6 +218,14 @@ def run_stage(
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
+    started_as = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if started_as is not None and started_as.name.startswith("stages.") and not _started_up:
+        # stages/__init__.py cut short ran the stage without the checks past the cut, exit 0
+        say(
+            "error: stages/__init__.py ended before the stages' start-up checks did (cut short, or edited?); "
+            "restore it from git (`git diff stages/__init__.py` shows what changed)"
+        )
+        raise SystemExit(2)
     try:
         started_with = _deps_at_start(inputs)
         _run(
@@ -343,6 +351,14 @@ def _files_as_they_are(inputs: Sequence[str | Path]) -> dict[str, tuple | None]:
 
 
 _sources_read: dict[str, bytes] | None = None  # None: not started as a stage (a test calling run_stage)
+_started_up = False  # set as stages/__init__.py ends, its checks all run
+
+
+def start_up_done() -> None:
+    global _started_up
+    _started_up = True
+
+
 _sources_at_start: dict[str, tuple[int, int, int]] = {}
 _inputs_at_start: tuple[tuple[str | Path, ...], dict[str, tuple | None]] = ((), {})
 

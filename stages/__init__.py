@@ -89,10 +89,16 @@ if sys.argv[:1] == ["-m"]:
                 f"{module} line {error.lineno}: {error.msg}{marker}; fix it, or restore it from git (`git diff "
                 f"{module}` shows what changed)"
             )
-        # cut short at a line: the names it lost are missed where they are used
+        # cut short at a line: the names it lost are missed where they are used, by another
+        # module (an AttributeError) or by its own code (a NameError)
         attribute_of = getattr(error, "obj", None) if issubclass(kind, AttributeError) else None
         module_file = getattr(attribute_of, "__file__", None) if isinstance(attribute_of, type(sys)) else None
-        if module_file and os.path.abspath(module_file).startswith(code):
+        if issubclass(kind, NameError) and not issubclass(kind, UnboundLocalError) and error.__traceback__:
+            innermost = error.__traceback__
+            while innermost.tb_next:
+                innermost = innermost.tb_next
+            module_file = innermost.tb_frame.f_code.co_filename
+        if module_file and os.path.abspath(module_file).startswith(code) and getattr(error, "name", None):
             module = os.path.relpath(module_file, project)
             return (
                 f"{module} lacks {error.name}, which the stages use (cut short, or edited?); restore it from git "
@@ -401,6 +407,7 @@ from cifar.cli import (
     leave,
     module_changed_since_read,
     say,
+    start_up_done,
     stop_that_came,
     stopped_line,
 )
@@ -1156,3 +1163,5 @@ if sys.argv[:1] == ["-m"]:
     problem = _compile_cache_problem() if _stage_name() in _STAGES_THAT_LOAD_TORCHS_COMPILER else None
     if problem:
         _refuse(f"error: {problem}")
+# Last: run_stage refuses a stage whose start-up ended before here (this file cut short).
+start_up_done()

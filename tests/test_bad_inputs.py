@@ -2108,6 +2108,20 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
             "error: stages/__init__.py lacks the stages' start-up checks (emptied, or cut short?); restore it from git "
             "(`git diff stages/__init__.py` shows what changed)\n",
         ),
+        (
+            "cifar/runtime.py",
+            lambda text: f"{text}\nread_levels()\n",
+            "evaluate",
+            "error: cifar/runtime.py lacks read_levels, which the stages use (cut short, or edited?); restore it from "
+            "git (`git diff cifar/runtime.py` shows what changed)\n",
+        ),
+        (
+            "stages/__init__.py",
+            lambda text: text[: text.rindex('\nif sys.argv[:1] == ["-m"]:')],
+            "evaluate",
+            "error: stages/__init__.py ended before the stages' start-up checks did (cut short, or edited?); restore "
+            "it from git (`git diff stages/__init__.py` shows what changed)\n",
+        ),
     ],
     ids=[
         "emptied",
@@ -2118,6 +2132,8 @@ def test_a_deleted_package_init_of_the_project_is_one_line(tmp_path, replaced_by
         "cut-short",
         "emptied-module-imported-early",
         "package-init-emptied",
+        "a-name-its-own-code-uses",
+        "package-init-cut-short",
     ],
 )
 def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, stage_name, line):
