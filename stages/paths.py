@@ -375,8 +375,8 @@ def declared_params(stage: str) -> list[str]:
             keys.append(entry)
         # DVC's form naming the file, `- params.yaml: [seed, model]`, or the whole file with no
         # keys: lr_find recorded no params, and train refused its pick
-        elif isinstance(entry, dict) and PARAMS_FILE in entry:
-            named = entry[PARAMS_FILE]
+        elif isinstance(entry, dict) and any(posixpath.normpath(str(file)) == PARAMS_FILE for file in entry):
+            named = next(keys for file, keys in entry.items() if posixpath.normpath(str(file)) == PARAMS_FILE)
             whole = list(Params.__dataclass_fields__)
             keys += [key for key in named if isinstance(key, str)] if isinstance(named, list) and named else whole
     return keys

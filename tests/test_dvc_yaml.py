@@ -210,9 +210,10 @@ def test_resume_checkpoints_are_ignored_by_git_and_dvc():
         (["seed", "train.optimizer"], ["seed", "train.optimizer"]),
         ([{"params.yaml": ["seed", "train.optimizer"]}], ["seed", "train.optimizer"]),
         ([{"params.yaml": None}], ["seed", "model", "data", "augment", "lr_find", "train", "evaluate", "explain"]),
+        ([{"./params.yaml": ["seed"]}], ["seed"]),
         ([{"other.yaml": ["seed"]}], []),
     ],
-    ids=["keys", "file-and-keys", "whole-file", "another-file"],
+    ids=["keys", "file-and-keys", "whole-file", "file-spelt-otherwise", "another-file"],
 )
 def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, read):
     """`- params.yaml: [seed, model]`, valid in DVC, was read as no params: lr_find recorded none,
