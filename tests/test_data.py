@@ -233,6 +233,23 @@ def test_a_tracked_link_to_nothing_in_dvcs_copy_of_the_workspace_is_named_as_suc
     assert str(refused.value).startswith(f"data.source = 'src' is a symbolic link to {tmp_path / 'not-mounted'},")
 
 
+def test_a_tracked_relative_link_leading_out_of_dvcs_copy_of_the_workspace_is_named(tmp_path, monkeypatch):
+    """`cifar.tar.gz -> ../outside/cifar.tar.gz`, tracked, imports in the workspace; in DVC's copy it
+    leads nowhere, and "a drive not mounted" was said of it."""
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
+    copy.mkdir(parents=True)
+    (copy / "cifar.tar.gz").symlink_to("../outside/cifar.tar.gz")
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="cifar.tar.gz"), 0, tmp_path)
+    assert str(refused.value) == (
+        "data.source = 'cifar.tar.gz': cifar.tar.gz is a symbolic link to ../outside/cifar.tar.gz, relative to where "
+        "it lies, and in the copy of the workspace that DVC runs this experiment in it leads nowhere; make the link "
+        "absolute, or give data.source as an absolute path"
+    )
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

@@ -223,6 +223,13 @@ def import_local(
         # `ls` lists it: "no such file" with the layouts was no fix, nor, in DVC's copy of the
         # workspace, which holds a link git tracks, "track it with git".
         link = _link_to_nothing_on_the_way(path)
+        if link and not os.path.isabs(os.readlink(link)) and in_a_dvc_workspace_copy():
+            # a link git tracks, to data beside the workspace: "a drive not mounted" was said of it
+            raise DataError(
+                f"data.source = {str(path)!r}: {link} is a symbolic link to {os.readlink(link)}, relative to where "
+                f"it lies, and in the copy of the workspace that DVC runs this experiment in it leads nowhere; "
+                f"make the link absolute, or give data.source as an absolute path"
+            ) from None
         if link:
             what = "is a symbolic link to" if link == path else f"is reached through {link}, a symbolic link to"
             raise DataError(
