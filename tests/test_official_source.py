@@ -513,6 +513,17 @@ def test_a_link_into_a_folder_that_cannot_be_searched_names_that_folder(tmp_path
     )
 
 
+def test_a_folder_two_down_that_cannot_be_searched_but_lists_a_tree_is_named(tmp_path, monkeypatch):
+    """The only tree in export/a/b, b of mode 644: "no train/ and test/ folders found"."""
+    source = tmp_path / "export"
+    hidden = make_class_tree(source / "a" / "b", {"train": 1, "test": 1})
+    deny_searching(monkeypatch, hidden)
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {hidden} cannot be searched, and the train/ and test/ folders, found nowhere "
+        f"else, may lie in it; {ACCESS_FIX}"
+    )
+
+
 def test_a_link_in_data_source_to_a_folder_that_cannot_be_searched_names_that_folder(tmp_path, monkeypatch):
     """The tree behind the link was passed over and called missing: "no train/ and test/ folders"."""
     disk = tmp_path / "disk"
@@ -574,6 +585,20 @@ def test_a_packed_official_folder_without_a_batch_file_is_no_second_set(official
         bundle.add(backup.parent, arcname="backup")
     splits = import_dataset(DataConfig(source=str(packed)), 0, tmp_path / "dl")
     assert len(splits["train"].labels) == 5 * PER_BATCH
+
+
+def test_a_chain_of_links_to_nothing_names_where_it_ends(tmp_path):
+    """`~/data -> ~/usb -> drive`: the line said ~/usb, which `ls` lists, does not exist."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "usb").symlink_to(tmp_path / "media" / "USB")
+    (home / "data").symlink_to(home / "usb")
+    source = home / "data" / "cifar-10-python.tar.gz"
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r} is reached through {home / 'data'}, a symbolic link to {home / 'usb'}, then "
+        f"{tmp_path / 'media' / 'USB'}, which does not exist (a drive not mounted, or the data moved); mount it, or "
+        f"point data.source at where the data is"
+    )
 
 
 @pytest.mark.parametrize("missing_at", ["data.source", "a folder on the way"])

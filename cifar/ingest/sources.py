@@ -232,9 +232,12 @@ def import_local(
             ) from None
         if link:
             what = "is a symbolic link to" if link == path else f"is reached through {link}, a symbolic link to"
+            target, end = os.readlink(link), os.path.realpath(link)
+            # `~/data -> ~/usb -> /media/usb`: the link in between, which exists, was said not to
+            leads = target if os.path.normpath(os.path.join(link.parent, target)) == end else f"{target}, then {end}"
             raise DataError(
-                f"data.source = {str(path)!r} {what} {os.readlink(link)}, which does not exist (a drive not mounted, "
-                f"or the data moved); mount it, or point data.source at where the data is"
+                f"data.source = {str(path)!r} {what} {leads}, which does not exist (a drive not mounted, or the data "
+                f"moved); mount it, or point data.source at where the data is"
             ) from None
         if not path.is_absolute() and in_a_dvc_workspace_copy():
             raise DataError(
@@ -354,7 +357,7 @@ def _import_folder(
                 f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
                 f"at the folder it stands for, or data.source at that folder"
             )
-        blocked = _folders_not_searched(root, listing, (OFFICIAL_FOLDER, *SPLITS)) if official or trees else []
+        blocked = _folders_not_searched(root, listing, any_link=False) if official or trees else []
         if blocked:  # a second tree there, which the user may not search, was passed over
             raise DataError(
                 f"data.source = {str(source)!r}: {blocked[0]} lists {OFFICIAL_FOLDER}, train or test folders but "
@@ -368,7 +371,7 @@ def _import_folder(
             )
             return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
-            blocked = _folders_not_searched(root, listing)
+            blocked = _folders_not_searched(root, listing, any_link=True)
             if blocked:  # a link to a folder the user may not search was passed over: "no train/ and test/"
                 raise DataError(
                     f"data.source = {str(source)!r}: {blocked[0]} cannot be searched, and the train/ and test/ "
@@ -530,11 +533,13 @@ def _lists_one_of(folder: Path, names: tuple[str, ...]) -> bool:
         return False
 
 
-def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] = ()) -> list[Path]:
+def _folders_not_searched(root: Path, listing: _Listing, any_link: bool) -> list[Path]:
     """Where the search (root and up to two folders below it, as _find_folders) could not look:
-    a user's link on to a folder that cannot be searched, named as the first folder on the way
-    that refuses, and with `named`, a folder that cannot be searched but lists an entry of one
-    of those names. Not /proc's own (`/proc/1/cwd`), whose links cannot even be read."""
+    a folder that cannot be searched but lists cifar-10-batches-py, train or test, and a user's
+    link on to a folder that cannot be searched, named as the first folder on the way that
+    refuses (any link, or only one of those names). Not /proc's own (`/proc/1/cwd`), whose
+    links cannot even be read."""
+    wanted = (OFFICIAL_FOLDER, *SPLITS)
     blocked, level = [], [root]
     for depth in range(3):
         below = []
@@ -542,7 +547,7 @@ def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] 
             try:
                 os.stat(os.path.join(folder, "."))
             except PermissionError:
-                if named and _lists_one_of(folder, named):
+                if _lists_one_of(folder, wanted):
                     blocked.append(folder)
                 continue
             except OSError:
@@ -558,7 +563,7 @@ def _folders_not_searched(root: Path, listing: _Listing, named: tuple[str, ...] 
                 except PermissionError:
                     with contextlib.suppress(OSError):
                         os.readlink(path)
-                        if not named or path.name in named:
+                        if any_link or path.name in wanted:
                             blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
                 except OSError:
                     pass
