@@ -441,9 +441,9 @@ def _command_line_problem() -> str | None:
         )
     try:
         with open(os.path.join(project, stage_file), "rb") as module:
-            # indented, as under `if __name__ == "__main__":`, at any depth: wrapped in a `with`
-            # block, it was refused
-            runs_the_stage = re.search(rb"\n[ \t]+run_stage\(", module.read(1 << 20)) is not None
+            # a call at any depth, or after `if __name__ == "__main__":` on one line: wrapped in a
+            # `with` block, or so, it was refused
+            runs_the_stage = re.search(rb"(?m)^(?:[^#\n]*[ \t:])?run_stage\(", module.read(1 << 20)) is not None
     except OSError:
         runs_the_stage = True  # Python's own reading of it names what is wrong
     if not runs_the_stage:  # emptied, or cut short: it ran nothing, exit code 0

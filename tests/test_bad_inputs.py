@@ -2166,15 +2166,20 @@ def test_another_clones_cifar_imported_as_python_starts_is_refused(tmp_path):
     )
 
 
-def test_a_stage_whose_run_stage_call_lies_deeper_runs(tmp_path):
-    """Its run_stage call wrapped in a `with` block, one level deeper, was taken for a module
-    emptied or cut short and refused."""
+@pytest.mark.parametrize("written", ["in a with block", "on the guard's line"])
+def test_a_stage_whose_run_stage_call_is_written_otherwise_runs(tmp_path, written):
+    """Its run_stage call wrapped in a `with` block, one level deeper, or joined to the line of
+    `if __name__ == "__main__":`, was taken for a module emptied or cut short and refused."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
     module = pipeline / "stages" / "evaluate.py"
     text = module.read_text()
     call = text.index("    run_stage(")
-    wrapped = textwrap.indent(text[call:], "    ")
-    module.write_text(f"import contextlib\n{text[:call]}    with contextlib.nullcontext():\n{wrapped}")
+    if written == "in a with block":
+        wrapped = textwrap.indent(text[call:], "    ")
+        module.write_text(f"import contextlib\n{text[:call]}    with contextlib.nullcontext():\n{wrapped}")
+    else:
+        guard = text.rindex("if __name__", 0, call)
+        module.write_text(f"{text[:guard]}if __name__ == '__main__': {text[call:].strip()}\n")
     result = run_module(pipeline, "stages.evaluate")
     # past the start-up checks, in the stage's own work
     assert result.stderr == f"error: {paths.MODEL}: not found; train a model first with `dvc repro train`\n"
