@@ -657,3 +657,15 @@ def test_a_folder_of_the_official_name_is_judged_without_listing_it(official, tm
     monkeypatch.setattr(os, "listdir", never)
     monkeypatch.setattr(os, "scandir", never)
     assert sources._holds_official_batches(folder) and not sources._holds_official_batches(empty)
+
+
+def test_files_beside_a_tree_count_once_toward_the_listing_limit(tmp_path, monkeypatch):
+    """50,000 flat files beside the tree (of 200,000 allowed) were counted once per search over
+    the folder, four times, and the source refused as more than 200,000."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    (source / "raw").mkdir()
+    for index in range(40):
+        (source / "raw" / f"{index}.bin").touch()
+    monkeypatch.setattr(sources.archives, "MAX_MEMBERS", 100)  # the tree, raw/ and its files: 85 entries
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 10

@@ -665,11 +665,19 @@ class _Listing:
     def __init__(self, source: Path):
         self.source = source
         self.room = archives.MAX_MEMBERS
+        # Each folder listed once: the searches that look again (for links to nothing, folders
+        # that cannot be searched) counted a 50,000-file folder beside the tree four times.
+        self.listed: dict[str, list[os.DirEntry]] = {}
 
     def __call__(self, folder: Path) -> list[Path]:
         return [Path(entry.path) for entry in self.entries(folder)]
 
     def entries(self, folder: Path) -> list[os.DirEntry]:
+        if str(folder) not in self.listed:
+            self.listed[str(folder)] = self._read(folder)
+        return self.listed[str(folder)]
+
+    def _read(self, folder: Path) -> list[os.DirEntry]:
         entries = []
         with os.scandir(folder) as scan:
             for entry in scan:
