@@ -407,7 +407,8 @@ def test_where_no_pick_rule_picks_inside_the_descent_none_is_advised():
     rising = list(np.linspace(2.0, 5.0, 20))
     nowhere = dataclasses.replace(test, losses=rising, pick="min_loss", max_lr=lrs[7], past_descent=True)
     assert nowhere.warnings[0].endswith(
-        "no pick rule picks inside the descent on this curve; set train.max_lr to an LR where it falls"
+        "no pick rule picks inside the descent on this curve; test a range from lower LRs: set lr_find.start_lr to "
+        "about 1e-07, lr_find.end_lr to about 1 and lr_find.num_iter to 117 or more with lr_find.step_mode = 'exp'"
     )
 
 

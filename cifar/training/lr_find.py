@@ -143,7 +143,13 @@ class RangeTest:
         ]
         if sound:
             return f"lr_find.pick = {' or '.join(sound)} picks inside the descent"
-        return "no pick rule picks inside the descent on this curve; set train.max_lr to an LR where it falls"
+        # "set train.max_lr to an LR where it falls", followed at the curve's first fall, diverged:
+        # the descent lies below the range
+        lower = min(self.lrs[0] / 10, _DEFAULT_RANGE.start_lr)
+        return (
+            f"no pick rule picks inside the descent on this curve; test a range from lower LRs: "
+            f"{self._finer_range(lower, self.lrs[-1])}"
+        )
 
     @property
     def no_descent(self) -> str | None:
