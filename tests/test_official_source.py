@@ -669,3 +669,16 @@ def test_files_beside_a_tree_count_once_toward_the_listing_limit(tmp_path, monke
     monkeypatch.setattr(sources.archives, "MAX_MEMBERS", 100)  # the tree, raw/ and its files: 85 entries
     splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert len(splits["train"].labels) == 10
+
+
+@pytest.mark.parametrize("loops_at", ["data.source", "a folder on the way"])
+def test_a_link_that_loops_on_the_way_is_named(tmp_path, loops_at):
+    """ "cannot read it (Too many levels of symbolic links)", with the layouts for a fix, named
+    no link."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    source = loop if loops_at == "data.source" else loop / "cifar-10-python.tar.gz"
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {loop} is a symbolic link that loops (it leads back to itself); point it at "
+        f"the data, or data.source at where the data is"
+    )

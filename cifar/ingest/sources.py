@@ -432,6 +432,13 @@ def _link_to_nothing_on_the_way(path: Path) -> Path | None:
 
 
 def _cannot_read_source(path: Path, error: OSError) -> DataError:
+    if error.errno == errno.ELOOP:  # "Too many levels of symbolic links", with the layouts for a fix
+        on_the_way = [*(folder for folder in reversed(path.parents) if folder != Path(".")), path]
+        looping = next((each for each in on_the_way if each.is_symlink() and _loops(each)), path)
+        return DataError(
+            f"data.source = {str(path)!r}: {looping} is a symbolic link that loops (it leads back to itself); point "
+            f"it at the data, or data.source at where the data is"
+        )
     if error.errno not in (errno.EACCES, errno.EPERM):
         return DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}")
     # A folder on the way that cannot be searched: the readable archive in it was named. Where
@@ -441,6 +448,14 @@ def _cannot_read_source(path: Path, error: OSError) -> DataError:
         where = first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or where
     where = where or path
     return DataError(f"data.source = {str(path)!r}: cannot read {where} ({error.strerror}); {READ_ACCESS_FIX}")
+
+
+def _loops(link: Path) -> bool:
+    try:
+        os.stat(link)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def _batches_elsewhere(folder: str, fix: str) -> str:
