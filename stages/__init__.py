@@ -273,7 +273,8 @@ if sys.argv[:1] == ["-m"]:
     # Imported before any stage code ran, by a sitecustomize, usercustomize or .pth file on the
     # path (a notebook helper adding an older clone): that clone's cifar ran, exit 0.
     _imported_elsewhere = [
-        module.__file__
+        # a folder named cifar without __init__.py (data) is a namespace package of no file
+        getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", None) or []), repr(module))
         for name, module in list(sys.modules.items())
         if name.partition(".")[0] == "cifar"
         and not os.path.abspath(getattr(module, "__file__", None) or "/").startswith(_PROJECT + os.sep)

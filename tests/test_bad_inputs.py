@@ -2148,11 +2148,18 @@ def test_a_damaged_module_of_the_project_is_one_line(tmp_path, module, damage, s
     assert (result.returncode, result.stderr) == (2, line.format(pipeline=pipeline))
 
 
-def test_another_clones_cifar_imported_as_python_starts_is_refused(tmp_path):
+@pytest.mark.parametrize("imported", ["another clone's", "a folder of data"])
+def test_another_clones_cifar_imported_as_python_starts_is_refused(tmp_path, imported):
     """A sitecustomize on PYTHONPATH that imports cifar from an older clone (a notebook helper):
-    that clone's code ran in every stage, exit 0."""
+    that clone's code ran in every stage, exit 0. A folder named cifar without __init__.py was
+    named as None."""
     pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
-    shutil.copytree(pipeline / "cifar", tmp_path / "older" / "cifar")
+    if imported == "a folder of data":
+        (tmp_path / "older" / "cifar").mkdir(parents=True)
+    else:
+        shutil.copytree(pipeline / "cifar", tmp_path / "older" / "cifar")
+    shown = tmp_path / "older" / "cifar"
+    shown = shown / "__init__.py" if imported == "another clone's" else shown
     (tmp_path / "startup").mkdir()
     (tmp_path / "startup" / "sitecustomize.py").write_text(
         f"import sys\nsys.path.append({str(tmp_path / 'older')!r})\nimport cifar\n"
@@ -2160,7 +2167,7 @@ def test_another_clones_cifar_imported_as_python_starts_is_refused(tmp_path):
     result = run_module(pipeline, "stages.evaluate", {"PYTHONPATH": str(tmp_path / "startup")})
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: {tmp_path / 'older' / 'cifar' / '__init__.py'} was imported as Python started (by a sitecustomize, "
+        f"error: {shown} was imported as Python started (by a sitecustomize, "
         f"usercustomize or .pth file on its path), in place of this checkout's cifar in {pipeline}; remove that "
         f"import\n",
     )
