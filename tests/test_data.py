@@ -250,6 +250,27 @@ def test_a_tracked_relative_link_leading_out_of_dvcs_copy_of_the_workspace_is_na
     )
 
 
+@pytest.mark.parametrize("kept", ["a link in the copy leading on to a drive", "a relative link outside the copy"])
+def test_links_that_do_not_leave_dvcs_copy_of_the_workspace_get_the_drive_line(tmp_path, monkeypatch, kept):
+    """Only a relative link in the copy that leads out of it is named as one; a link in the copy on
+    to an absolute link to a drive not mounted, or a relative link in the user's home, were not."""
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
+    copy.mkdir(parents=True)
+    if kept.startswith("a link in the copy"):
+        (copy / "external").symlink_to(tmp_path / "media" / "USB")
+        (copy / "cifar.tar.gz").symlink_to("external/cifar.tar.gz")
+        source = "cifar.tar.gz"
+    else:
+        (tmp_path / "home").mkdir()
+        (tmp_path / "home" / "datasets").symlink_to("../media/USB")
+        source = str(tmp_path / "home" / "datasets" / "cifar.tar.gz")
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=source), 0, tmp_path)
+    assert "which does not exist (a drive not mounted, or the data moved)" in str(refused.value)
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

@@ -552,8 +552,8 @@ def test_a_folder_beside_a_tree_that_cannot_be_searched_is_named(official, tmp_p
         hidden = source / "old"
         make_class_tree(hidden, {"train": 1, "test": 1})
         line = (
-            f"data.source = {str(source)!r}: {hidden} lists cifar-10-batches-py, train or test folders but cannot be "
-            f"searched, so whether it holds another copy of the data cannot be told; "
+            f"data.source = {str(source)!r}: {hidden} cannot be searched, so whether it holds another copy of the "
+            f"data cannot be told; "
         )
     deny_searching(monkeypatch, hidden)
     assert refusal_of(source, tmp_path) == line + ACCESS_FIX
@@ -682,3 +682,39 @@ def test_a_link_that_loops_on_the_way_is_named(tmp_path, loops_at):
         f"data.source = {str(source)!r}: {loop} is a symbolic link that loops (it leads back to itself); point it at "
         f"the data, or data.source at where the data is"
     )
+
+
+def test_a_folder_reached_again_through_a_link_counts_once_toward_the_listing_limit(tmp_path, monkeypatch):
+    """`latest -> raw` beside the tree: raw's files were counted once for each path to them."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    (source / "raw").mkdir()
+    for index in range(40):
+        (source / "raw" / f"{index}.bin").touch()
+    (source / "latest").symlink_to(source / "raw")
+    monkeypatch.setattr(sources.archives, "MAX_MEMBERS", 100)  # the tree, raw/, latest and raw's files: 86
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 10
+
+
+def test_stacked_mounts_are_read_by_the_one_on_top(tmp_path, monkeypatch):
+    """A bind mount of the output's split folders over an automount's tmpfs: the tmpfs, mounted
+    first, was taken for what the folder shows, and the user's tree was imported and replaced."""
+    output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
+    source = tmp_path / "mnt"
+    shutil.copytree(output, source)
+    mounts = [("8:1", "/", "/")]
+    for split in ("train", "test"):
+        mounts += [("0:50", "/", str(source / split)), ("8:1", str(output / split), str(source / split))]
+    monkeypatch.setattr(sources, "mount_table", lambda: mounts)
+    with pytest.raises(DataError, match="one of the pipeline's outputs"):
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
+
+
+def test_a_link_beside_a_tree_on_to_a_folder_that_cannot_be_searched_is_named(tmp_path, monkeypatch):
+    """`old -> /disk/old`, /disk of mode 644, beside the tree: passed over without a word."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    disk = tmp_path / "disk"
+    make_class_tree(disk / "old", {"train": 1, "test": 1})
+    (source / "old").symlink_to(disk / "old")
+    deny_searching(monkeypatch, disk)
+    assert refusal_of(source, tmp_path).startswith(f"data.source = {str(source)!r}: {disk} cannot be searched, so")

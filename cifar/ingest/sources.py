@@ -223,7 +223,7 @@ def import_local(
         # `ls` lists it: "no such file" with the layouts was no fix, nor, in DVC's copy of the
         # workspace, which holds a link git tracks, "track it with git".
         link = _link_to_nothing_on_the_way(path)
-        if link and not os.path.isabs(os.readlink(link)) and in_a_dvc_workspace_copy():
+        if link and in_a_dvc_workspace_copy() and _leads_out_of_the_copy(link):
             # a link git tracks, to data beside the workspace: "a drive not mounted" was said of it
             raise DataError(
                 f"data.source = {str(path)!r}: {link} is a symbolic link to {os.readlink(link)}, relative to where "
@@ -357,11 +357,11 @@ def _import_folder(
                 f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
                 f"at the folder it stands for, or data.source at that folder"
             )
-        blocked = _folders_not_searched(root, listing, any_link=False) if official or trees else []
+        blocked = _folders_not_searched(root, listing) if official or trees else []
         if blocked:  # a second tree there, which the user may not search, was passed over
             raise DataError(
-                f"data.source = {str(source)!r}: {blocked[0]} lists {OFFICIAL_FOLDER}, train or test folders but "
-                f"cannot be searched, so whether it holds another copy of the data cannot be told; {READ_ACCESS_FIX}"
+                f"data.source = {str(source)!r}: {blocked[0]} cannot be searched, so whether it holds another copy "
+                f"of the data cannot be told; {READ_ACCESS_FIX}"
             )
         if official:
             if with_images and not _batch_files_problem(official[0]):
@@ -371,7 +371,7 @@ def _import_folder(
             )
             return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
-            blocked = _folders_not_searched(root, listing, any_link=True)
+            blocked = _folders_not_searched(root, listing)
             if blocked:  # a link to a folder the user may not search was passed over: "no train/ and test/"
                 raise DataError(
                     f"data.source = {str(source)!r}: {blocked[0]} cannot be searched, and the train/ and test/ "
@@ -419,6 +419,15 @@ def _import_folder(
         raise DataError(
             f"{where}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
         ) from None
+
+
+def _leads_out_of_the_copy(link: Path) -> bool:
+    """A link inside DVC's copy of the workspace (the working folder) whose relative target leaves
+    it: from the workspace it led to data beside it (`../outside/cifar.tar.gz`)."""
+    copy, target = os.getcwd(), os.readlink(link)
+    inside = os.path.commonpath((copy, os.path.abspath(link))) == copy
+    leads_to = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(link)), target))
+    return inside and not os.path.isabs(target) and os.path.commonpath((copy, leads_to)) != copy
 
 
 def _link_to_nothing_on_the_way(path: Path) -> Path | None:
@@ -518,7 +527,8 @@ def _on_its_file_system(path: str, mounts: list[tuple[str, str, str]]) -> tuple[
     mounted = [(device, shown, at) for device, shown, at in mounts if os.path.commonpath((at, path)) == at]
     if not mounted:
         return "", path
-    device, shown, at = max(mounted, key=lambda mount: len(mount[2]))
+    # of mounts stacked on one point (a bind mount over an automount's), the last is the one seen
+    device, shown, at = max(reversed(mounted), key=lambda mount: len(mount[2]))
     return device, os.path.normpath(os.path.join(shown, os.path.relpath(path, at)))
 
 
@@ -548,12 +558,11 @@ def _lists_one_of(folder: Path, names: tuple[str, ...]) -> bool:
         return False
 
 
-def _folders_not_searched(root: Path, listing: _Listing, any_link: bool) -> list[Path]:
+def _folders_not_searched(root: Path, listing: _Listing) -> list[Path]:
     """Where the search (root and up to two folders below it, as _find_folders) could not look:
     a folder that cannot be searched but lists cifar-10-batches-py, train or test, and a user's
     link on to a folder that cannot be searched, named as the first folder on the way that
-    refuses (any link, or only one of those names). Not /proc's own (`/proc/1/cwd`), whose
-    links cannot even be read."""
+    refuses. Not /proc's own (`/proc/1/cwd`), whose links cannot even be read."""
     wanted = (OFFICIAL_FOLDER, *SPLITS)
     blocked, level = [], [root]
     for depth in range(3):
@@ -578,8 +587,7 @@ def _folders_not_searched(root: Path, listing: _Listing, any_link: bool) -> list
                 except PermissionError:
                     with contextlib.suppress(OSError):
                         os.readlink(path)
-                        if any_link or path.name in wanted:
-                            blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
+                        blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
                 except OSError:
                     pass
         level = below
@@ -683,6 +691,7 @@ class _Listing:
         # Each folder listed once: the searches that look again (for links to nothing, folders
         # that cannot be searched) counted a 50,000-file folder beside the tree four times.
         self.listed: dict[str, list[os.DirEntry]] = {}
+        self.counted: set[tuple[int, int]] = set()  # a folder reached again through a link (`latest -> raw`)
 
     def __call__(self, folder: Path) -> list[Path]:
         return [Path(entry.path) for entry in self.entries(folder)]
@@ -694,9 +703,12 @@ class _Listing:
 
     def _read(self, folder: Path) -> list[os.DirEntry]:
         entries = []
+        status = os.stat(folder)
+        again = (status.st_dev, status.st_ino) in self.counted
+        self.counted.add((status.st_dev, status.st_ino))
         with os.scandir(folder) as scan:
             for entry in scan:
-                self.room -= 1
+                self.room -= not again
                 if self.room < 0:
                     raise DataError(
                         f"data.source = {str(self.source)!r}: more than {archives.MAX_MEMBERS:,} files and folders to "
