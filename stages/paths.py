@@ -355,11 +355,9 @@ def _definition(stage: str) -> dict:
     stages = _PIPELINE["stages"]
     if stage in stages:
         return stages[stage]
-    command = f"python -m stages.{stage}"
-    return next(
-        (each for each in stages.values() if isinstance(each, dict) and str(each.get("cmd", "")).strip() == command),
-        {},
-    )
+    # `python3 -m stages.lr_find` too, or another interpreter's path
+    runs = re.compile(rf"(?:^|\s)-m\s+stages\.{re.escape(stage)}(?:\s|$)")
+    return next((each for each in stages.values() if isinstance(each, dict) and runs.search(str(each.get("cmd")))), {})
 
 
 def declared_params(stage: str) -> list[str]:
