@@ -97,10 +97,11 @@ def diverged(history: list[dict], num_classes: int, max_lr: float) -> str | None
     last = losses[-1]
     if last <= BLOWN_UP * guessing:
         return None
-    # Falling every epoch from an untrained start, and learning on the test set: a short run
-    # (4 steps of SGD: 4.71, then 3.86) was told to lower max_lr, and at a lower one to raise it.
-    falling = all(later < earlier for earlier, later in itertools.pairwise(losses))
-    if len(losses) > 1 and falling and last <= FIRST_EPOCH_BLOWN_UP * guessing:
+    # Not rising from an untrained start, and learning on the test set: a short run (4 steps of
+    # SGD: 4.71, then 3.86, or 4.705 then 4.733) was told to lower max_lr, and at a lower one to
+    # raise it.
+    rose = any(later - earlier > (1 - LEARNING) * guessing for earlier, later in itertools.pairwise(losses))
+    if len(losses) > 1 and not rose and last <= FIRST_EPOCH_BLOWN_UP * guessing:
         return None
     return (
         f"training diverged: the last epoch's training loss is {last:.3g}, above {BLOWN_UP:g} times guessing's "
