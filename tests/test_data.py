@@ -221,26 +221,31 @@ def test_a_keyword_miswritten_is_named_as_the_keyword(tmp_path, monkeypatch, sou
     )
 
 
-def test_a_tracked_link_to_nothing_in_dvcs_copy_of_the_workspace_is_named_as_such(tmp_path, monkeypatch):
-    """A link git tracks is in DVC's copy: "track it with git" was advised for it."""
+@pytest.fixture
+def dvc_copy(tmp_path, monkeypatch) -> Path:
+    """The working folder as `dvc exp run --temp` runs a stage: DVC's copy of the workspace, as
+    DVC 3.67 makes it, which holds only the files git and DVC track."""
     copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
-    (copy / "src").symlink_to(tmp_path / "not-mounted")
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    return copy
+
+
+def test_a_tracked_link_to_nothing_in_dvcs_copy_of_the_workspace_is_named_as_such(tmp_path, dvc_copy):
+    """A link git tracks is in DVC's copy: "track it with git" was advised for it."""
+    copy = dvc_copy
+    (copy / "src").symlink_to(tmp_path / "not-mounted")
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="src"), 0, tmp_path)
     assert str(refused.value).startswith(f"data.source = 'src' is a symbolic link to {tmp_path / 'not-mounted'},")
 
 
-def test_a_tracked_relative_link_leading_out_of_dvcs_copy_of_the_workspace_is_named(tmp_path, monkeypatch):
+def test_a_tracked_relative_link_leading_out_of_dvcs_copy_of_the_workspace_is_named(tmp_path, dvc_copy):
     """`cifar.tar.gz -> ../outside/cifar.tar.gz`, tracked, imports in the workspace; in DVC's copy it
     leads nowhere, and "a drive not mounted" was said of it."""
-    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
-    copy.mkdir(parents=True)
+    copy = dvc_copy
     (copy / "cifar.tar.gz").symlink_to("../outside/cifar.tar.gz")
-    monkeypatch.chdir(copy)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="cifar.tar.gz"), 0, tmp_path)
     assert str(refused.value) == (
@@ -251,11 +256,10 @@ def test_a_tracked_relative_link_leading_out_of_dvcs_copy_of_the_workspace_is_na
 
 
 @pytest.mark.parametrize("kept", ["a link in the copy leading on to a drive", "a relative link outside the copy"])
-def test_links_that_do_not_leave_dvcs_copy_of_the_workspace_get_the_drive_line(tmp_path, monkeypatch, kept):
+def test_links_that_do_not_leave_dvcs_copy_of_the_workspace_get_the_drive_line(tmp_path, dvc_copy, kept):
     """Only a relative link in the copy that leads out of it is named as one; a link in the copy on
     to an absolute link to a drive not mounted, or a relative link in the user's home, were not."""
-    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
-    copy.mkdir(parents=True)
+    copy = dvc_copy
     if kept.startswith("a link in the copy"):
         (copy / "external").symlink_to(tmp_path / "media" / "USB")
         (copy / "cifar.tar.gz").symlink_to("external/cifar.tar.gz")
@@ -264,20 +268,14 @@ def test_links_that_do_not_leave_dvcs_copy_of_the_workspace_get_the_drive_line(t
         (tmp_path / "home").mkdir()
         (tmp_path / "home" / "datasets").symlink_to("../media/USB")
         source = str(tmp_path / "home" / "datasets" / "cifar.tar.gz")
-    monkeypatch.chdir(copy)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=source), 0, tmp_path)
     assert "which does not exist (a drive not mounted, or the data moved)" in str(refused.value)
 
 
-def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, monkeypatch):
+def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, dvc_copy):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""
-    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"  # as DVC 3.67 makes it
-    copy.mkdir(parents=True)
-    monkeypatch.chdir(copy)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="archives/cifar.tar.xz"), 0, tmp_path)
     assert str(refused.value) == (
