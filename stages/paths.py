@@ -373,11 +373,19 @@ def declared_params(stage: str) -> list[str]:
             keys.append(entry)
         # DVC's form naming the file, `- params.yaml: [seed, model]`, or the whole file with no
         # keys: lr_find recorded no params, and train refused its pick
-        elif isinstance(entry, dict) and any(posixpath.normpath(str(file)) == PARAMS_FILE for file in entry):
-            named = next(keys for file, keys in entry.items() if posixpath.normpath(str(file)) == PARAMS_FILE)
+        elif isinstance(entry, dict) and any(_is_the_params_file(file) for file in entry):
+            named = next(keys for file, keys in entry.items() if _is_the_params_file(file))
             whole = list(Params.__dataclass_fields__)
             keys += [key for key in named if isinstance(key, str)] if isinstance(named, list) and named else whole
     return keys
+
+
+def _is_the_params_file(file) -> bool:
+    """`params.yaml`, `./params.yaml`, or the checkout's params.yaml by its absolute path, which
+    DVC reads as well: lr_find read it as another file, recorded no params, and train refused its pick."""
+    if posixpath.isabs(str(file)):
+        return os.path.realpath(str(file)) == os.path.realpath(REPO / PARAMS_FILE)
+    return posixpath.normpath(str(file)) == PARAMS_FILE
 
 
 def declared_outputs(stage: str) -> list[str]:

@@ -212,12 +212,18 @@ def test_resume_checkpoints_are_ignored_by_git_and_dvc():
         ([{"params.yaml": None}], ["seed", "model", "data", "augment", "lr_find", "train", "evaluate", "explain"]),
         ([{"./params.yaml": ["seed"]}], ["seed"]),
         ([{"other.yaml": ["seed"]}], []),
+        ([{"{repo}/params.yaml": ["seed"]}], ["seed"]),
+        ([{"/elsewhere/params.yaml": ["seed"]}], []),
     ],
-    ids=["keys", "file-and-keys", "whole-file", "file-spelt-otherwise", "another-file"],
+    ids=["keys", "file-and-keys", "whole-file", "file-spelt-otherwise", "another-file", "absolute", "absolute-other"],
 )
 def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, read):
     """`- params.yaml: [seed, model]`, valid in DVC, was read as no params: lr_find recorded none,
     and train refused its pick with advice to re-run lr_find, which recorded none again."""
+    written = [
+        {file.format(repo=paths.REPO): keys for file, keys in entry.items()} if isinstance(entry, dict) else entry
+        for entry in written
+    ]
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": {"params": written}}})
     assert paths.declared_params("lr_find") == read
 
