@@ -273,6 +273,35 @@ def test_links_that_do_not_leave_dvcs_copy_of_the_workspace_get_the_drive_line(t
     assert "which does not exist (a drive not mounted, or the data moved)" in str(refused.value)
 
 
+def test_a_tracked_relative_link_below_the_source_leading_out_of_dvcs_copy_is_named(tmp_path, dvc_copy):
+    """`raw/cifar10 -> ../../datasets/cifar10` imports in the workspace; in DVC's copy the search
+    passed over it, and "no train/ and test/ folders" named as expected the layout the user has."""
+    (dvc_copy / "raw").mkdir()
+    (dvc_copy / "raw" / "README.md").write_text("CIFAR-10 lives beside the repository\n")
+    (dvc_copy / "raw" / "cifar10").symlink_to("../../datasets/cifar10")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path)
+    assert str(refused.value) == (
+        "data.source = 'raw': raw/cifar10 is a symbolic link to ../../datasets/cifar10, relative to where it lies, "
+        "and in the copy of the workspace that DVC runs this experiment in it leads nowhere; make the link absolute, "
+        "or give data.source as an absolute path"
+    )
+
+
+def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):
+    """`raw/cifar10 -> /media/usb/cifar10`, the drive not mounted: "no train/ and test/ folders"."""
+    source = tmp_path / "raw"
+    source.mkdir()
+    (source / "cifar10").symlink_to(tmp_path / "media" / "usb" / "cifar10")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert str(refused.value) == (
+        f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below it, and "
+        f"{source / 'cifar10'}, where they may lie, is a symbolic link that leads to no folder (a drive not mounted, "
+        f"or the data moved); point it at the folder it stands for, or data.source at that folder"
+    )
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, dvc_copy):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

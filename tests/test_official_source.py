@@ -684,6 +684,18 @@ def test_a_link_that_loops_on_the_way_is_named(tmp_path, loops_at):
     )
 
 
+def test_a_link_into_a_loop_names_the_link_that_loops(tmp_path):
+    """`data -> nas/cifar` with `nas -> nas`: data, which leads into the loop, was named as looping,
+    and nas, which loops, went unnamed."""
+    (tmp_path / "nas").symlink_to(tmp_path / "nas")
+    (tmp_path / "data").symlink_to(tmp_path / "nas" / "cifar")
+    source = tmp_path / "data" / "cifar-10-python.tar.gz"
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: {tmp_path / 'nas'} is a symbolic link that loops (it leads back to itself), "
+        f"and {tmp_path / 'data'} leads into it; point it at the data, or data.source at where the data is"
+    )
+
+
 def test_a_folder_reached_again_through_a_link_counts_once_toward_the_listing_limit(tmp_path, monkeypatch):
     """`latest -> raw` beside the tree: raw's files were counted once for each path to them."""
     source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})

@@ -223,13 +223,9 @@ def import_local(
         # `ls` lists it: "no such file" with the layouts was no fix, nor, in DVC's copy of the
         # workspace, which holds a link git tracks, "track it with git".
         link = _link_to_nothing_on_the_way(path)
-        if link and in_a_dvc_workspace_copy() and _leads_out_of_the_copy(link):
-            # a link git tracks, to data beside the workspace: "a drive not mounted" was said of it
-            raise DataError(
-                f"data.source = {str(path)!r}: {link} is a symbolic link to {os.readlink(link)}, relative to where "
-                f"it lies, and in the copy of the workspace that DVC runs this experiment in it leads nowhere; "
-                f"make the link absolute, or give data.source as an absolute path"
-            ) from None
+        out_of_the_copy = link and _leads_out_of_dvcs_copy(path, link)
+        if out_of_the_copy:
+            raise out_of_the_copy from None
         if link:
             what = "is a symbolic link to" if link == path else f"is reached through {link}, a symbolic link to"
             target, end = os.readlink(link), os.path.realpath(link)
@@ -351,9 +347,9 @@ def _import_folder(
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
         with_images = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)]
         trees = with_images or trees
-        broken = _links_to_no_folder(root, listing)
+        broken = _links_to_no_folder(root, listing, (OFFICIAL_FOLDER, *SPLITS))
         if broken:  # a cifar-10-batches-py or train/ link to a moved folder was passed over, and another copy read
-            raise DataError(
+            raise _leads_out_of_dvcs_copy(source, broken[0]) or DataError(
                 f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
                 f"at the folder it stands for, or data.source at that folder"
             )
@@ -376,6 +372,16 @@ def _import_folder(
                 raise DataError(
                     f"data.source = {str(source)!r}: {blocked[0]} cannot be searched, and the train/ and test/ "
                     f"folders, found nowhere else, may lie in it; {READ_ACCESS_FIX}"
+                )
+            # `raw/cifar10 -> ../../datasets/cifar10`, a drive not mounted or, in DVC's copy of the
+            # workspace, a relative link that leaves it: "no train/ and test/", the layout the user has
+            stray = _links_to_no_folder(root, listing)
+            if stray:
+                raise _leads_out_of_dvcs_copy(source, stray[0]) or DataError(
+                    f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
+                    f"below it, and {stray[0]}, where they may lie, is a symbolic link that leads to no folder (a "
+                    f"drive not mounted, or the data moved); point it at the folder it stands for, or data.source "
+                    f"at that folder"
                 )
             # The official batches in a folder of another name, or an archive beside them, were
             # answered with the generic line, which names as expected what lies there.
@@ -420,6 +426,18 @@ def _import_folder(
         ) from None
 
 
+def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
+    """The refusal for a link git tracks, to data beside the workspace, where DVC runs the stage
+    in a copy of the workspace: "a drive not mounted" was said of it."""
+    if not (in_a_dvc_workspace_copy() and _leads_out_of_the_copy(link)):
+        return None
+    return DataError(
+        f"data.source = {str(source)!r}: {link} is a symbolic link to {os.readlink(link)}, relative to where it "
+        f"lies, and in the copy of the workspace that DVC runs this experiment in it leads nowhere; make the link "
+        f"absolute, or give data.source as an absolute path"
+    )
+
+
 def _leads_out_of_the_copy(link: Path) -> bool:
     """A link inside DVC's copy of the workspace (the working folder) whose relative target leaves
     it: from the workspace it led to data beside it (`../outside/cifar.tar.gz`)."""
@@ -441,11 +459,12 @@ def _link_to_nothing_on_the_way(path: Path) -> Path | None:
 
 def _cannot_read_source(path: Path, error: OSError) -> DataError:
     if error.errno == errno.ELOOP:  # "Too many levels of symbolic links", with the layouts for a fix
-        on_the_way = [*(folder for folder in reversed(path.parents) if folder != Path(".")), path]
-        looping = next((each for each in on_the_way if each.is_symlink() and _loops(each)), path)
+        first = _first_link_that_loops(path)
+        looping = _the_loop_it_leads_into(first) if first else path
+        through = f", and {first} leads into it" if first and looping != first else ""
         return DataError(
-            f"data.source = {str(path)!r}: {looping} is a symbolic link that loops (it leads back to itself); point "
-            f"it at the data, or data.source at where the data is"
+            f"data.source = {str(path)!r}: {looping} is a symbolic link that loops (it leads back to itself)"
+            f"{through}; point it at the data, or data.source at where the data is"
         )
     if error.errno not in (errno.EACCES, errno.EPERM):
         return DataError(f"data.source = {str(path)!r}: cannot read it ({error.strerror}); {EXPECTED_LAYOUT}")
@@ -456,6 +475,27 @@ def _cannot_read_source(path: Path, error: OSError) -> DataError:
         where = first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or where
     where = where or path
     return DataError(f"data.source = {str(path)!r}: cannot read {where} ({error.strerror}); {READ_ACCESS_FIX}")
+
+
+def _first_link_that_loops(path: Path) -> Path | None:
+    on_the_way = [*(folder for folder in reversed(path.parents) if folder != Path(".")), path]
+    return next((each for each in on_the_way if each.is_symlink() and _loops(each)), None)
+
+
+def _the_loop_it_leads_into(link: Path) -> Path:
+    """The link that leads back to itself, followed from `link`: `data -> nas/cifar` with `nas -> nas`
+    named data, which does not loop, and never nas, which does."""
+    seen = []
+    while link not in seen and len(seen) < 64:  # the kernel gives up after 40 links
+        seen.append(link)
+        try:
+            further = _first_link_that_loops(Path(os.path.join(link.parent, os.readlink(link))))
+        except OSError:  # a folder on the way that may not be searched: the link as far as it was followed
+            return link
+        if further is None:
+            return link
+        link = further
+    return link
 
 
 def _loops(link: Path) -> bool:
@@ -623,13 +663,31 @@ def _refuse_batches_beside_a_tree(source: Path, batches: object, tree: object) -
     )
 
 
-def _links_to_no_folder(root: Path, listing: _Listing) -> list[Path]:
-    """Links named as what the search looks for (cifar-10-batches-py, train, test), in root or up
-    to two folders below it, that lead nowhere or loop."""
-    folders = [root, *_subfolders(root, listing)]
-    folders += [each for folder in folders[1:] for each in _subfolders(folder, listing)]
-    wanted = (OFFICIAL_FOLDER, *SPLITS)
+def _links_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] | None = None) -> list[Path]:
+    """Links that lead nowhere or loop: named as one of `wanted`, in root or up to two folders
+    below it; or, where wanted is None, of any name in root or one folder below it, where a tree
+    inside them would have been found (but /proc's, which cannot be read)."""
+    level_one = _subfolders(root, listing)
+    if wanted is None:
+        links = [path for folder in [root, *level_one] for path in _listed_or_none(folder, listing)]
+        return [path for path in links if _leads_nowhere(path) and _can_read_link(path)]
+    folders = [root, *level_one, *(each for folder in level_one for each in _subfolders(folder, listing))]
     return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
+
+
+def _listed_or_none(folder: Path, listing: _Listing) -> list[Path]:
+    try:
+        return listing(folder)
+    except OSError:  # unreadable: named by the search for folders that cannot be searched
+        return []
+
+
+def _can_read_link(path: Path) -> bool:
+    try:
+        os.readlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def _leads_nowhere(path: Path) -> bool:
