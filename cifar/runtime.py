@@ -111,6 +111,14 @@ def cpu_kernels() -> dict:
     }
 
 
+def gpu_kernels(device: torch.device) -> dict:
+    return {
+        "gpu": torch.cuda.get_device_name(device),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
 def processor_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:

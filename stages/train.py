@@ -24,7 +24,7 @@ from cifar.errors import KEPT_FOR_INSPECTION, DataError, TrainingError, one_line
 from cifar.models import save_trained
 from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
-from cifar.runtime import cpu_kernels, device_name, environment
+from cifar.runtime import cpu_kernels, device_name, environment, gpu_kernels
 from cifar.training.chance import at_chance, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
@@ -133,6 +133,9 @@ def run_fingerprint(
         # epoch without matched neither run), and in another torch.
         "cpu threads": torch.get_num_threads() if device.type == "cpu" else None,
         "cpu kernels": cpu_kernels() if device.type == "cpu" else None,
+        # A GPU's kernels are picked by its model and cuDNN's version: a run resumed on an H100
+        # after epochs on an A100 matched neither run.
+        "gpu kernels": gpu_kernels(device) if device.type == "cuda" else None,
         "torch": str(torch.__version__),  # a TorchVersion, which weights-only loading refuses
         "precision": precision,
         "max_lr": max_lr,

@@ -986,6 +986,24 @@ def test_modules_without_a_source_file_leave_the_code_digest_alone(monkeypatch):
     assert loaded_source_digest(("cifar",)) == before
 
 
+def fingerprint_on_a_gpu(monkeypatch, model: str, data: list) -> dict:
+    from cifar.config import Params
+    from stages import train as train_stage
+
+    with monkeypatch.context() as on_a_gpu:
+        on_a_gpu.setattr(torch.cuda, "get_device_name", lambda device: model)
+        on_a_gpu.setattr(torch.backends.cudnn, "version", lambda: 91002)
+        return train_stage.run_fingerprint(Params(), torch.device("cuda"), "bf16", 1e-2, *data)
+
+
+def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_another_gpu_model(monkeypatch):
+    """An H100 picks other kernels than an A100 (cuDNN's choice by the GPU model): a run resumed
+    on one after epochs on the other matched neither run."""
+    data = [replace(random_split(4, seed=0), sha256=f"{name} digest") for name in ("train", "test")]
+    on_a100, on_h100 = (fingerprint_on_a_gpu(monkeypatch, model, data) for model in ("NVIDIA A100", "NVIDIA H100"))
+    assert [key for key in on_a100 if on_a100[key] != on_h100[key]] == ["gpu kernels"]
+
+
 def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_clean(tmp_path, caplog, monkeypatch):
     """The fingerprint holds the resolved device and precision, not `auto`: a bf16 CUDA run's
     checkpoint (its tensors on the GPU, a generator state a CPU generator cannot take) is
@@ -994,7 +1012,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     from stages import train as train_stage
 
     data = [replace(random_split(4, seed=0), sha256=f"{name} digest") for name in ("train", "test")]
-    on_gpu = train_stage.run_fingerprint(Params(), torch.device("cuda"), "bf16", 1e-2, *data)
+    on_gpu = fingerprint_on_a_gpu(monkeypatch, "NVIDIA H200", data)
     on_cpu = train_stage.run_fingerprint(Params(), CPU, "fp32", 1e-2, *data)
     assert (on_gpu["device"], on_gpu["precision"]) == ("cuda", "bf16")
     path = tmp_path / "train.pt"
@@ -1006,7 +1024,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))
     assert (
-        f"not resuming: {path} is from a run with different cpu kernels, cpu threads, device, precision; training "
-        f"from scratch" in caplog.messages
+        f"not resuming: {path} is from a run with different cpu kernels, cpu threads, device, gpu kernels, precision; "
+        f"training from scratch" in caplog.messages
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
