@@ -355,9 +355,17 @@ def _definition(stage: str) -> dict:
     stages = _PIPELINE["stages"]
     if stage in stages:
         return stages[stage]
-    # `python3 -m stages.lr_find` too, or another interpreter's path
-    runs = re.compile(rf"(?:^|\s)-m\s+stages\.{re.escape(stage)}(?:\s|$)")
-    return next((each for each in stages.values() if isinstance(each, dict) and runs.search(str(each.get("cmd")))), {})
+    # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, or
+    # commands in DVC's list form
+    runs = re.compile(rf"(?:^|\s)-m\s*stages\.{re.escape(stage)}(?![\w.])")
+
+    def commands(definition: dict) -> list[str]:
+        cmd = definition.get("cmd")
+        return [str(each) for each in cmd] if isinstance(cmd, list) else [str(cmd)]
+
+    return next(
+        (each for each in stages.values() if isinstance(each, dict) and any(map(runs.search, commands(each)))), {}
+    )
 
 
 def declared_params(stage: str) -> list[str]:

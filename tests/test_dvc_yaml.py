@@ -229,10 +229,19 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
 
 
 @pytest.mark.parametrize(
-    "command", ["python -m stages.lr_find", "python3 -m stages.lr_find", ".venv/bin/python -m stages.lr_find"]
+    "command",
+    [
+        "python -m stages.lr_find",
+        "python3 -m stages.lr_find",
+        ".venv/bin/python -m stages.lr_find",
+        ["python -m stages.lr_find"],
+        ["echo start", "python -mstages.lr_find; echo done"],
+    ],
+    ids=["python", "python3", "venv", "list", "list-of-two"],
 )
 def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
-    """`lr_find:` renamed `find_lr:` in dvc.yaml: lr_find recorded no params, and checked none."""
+    """`lr_find:` renamed `find_lr:` in dvc.yaml: lr_find recorded no params, and checked none
+    (its command in DVC's list form too)."""
     renamed = {"find_lr": {"cmd": command, "params": ["seed"], "deps": ["stages/lr_find.py"]}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": renamed})
     assert paths.declared_params("lr_find") == ["seed"]
