@@ -1,11 +1,14 @@
 """The official-archive paths (download and local copy), on a generated archive in the
 official format whose md5s stand in for the real ones: no network, torchvision's own checks."""
 
+import collections
 import errno
 import hashlib
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -17,10 +20,12 @@ import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
 
 from cifar.config import DataConfig
+from cifar.dataset import SPLITS
 from cifar.errors import DataError
 from cifar.ingest import sources
 from cifar.ingest.sources import MAX_BATCH_FILE_BYTES, import_dataset
 from generated import make_class_tree
+from pipeline_repo import REPO
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 20
@@ -466,36 +471,103 @@ def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_
     assert (output / folder.name / "data_batch_1").is_file()
 
 
-@pytest.mark.parametrize("mounted", ["the output's folder", "each split folder", "an archive in the output"])
-def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, monkeypatch, mounted):
-    """The output's folder, or each of its split folders or an archive in it, mounted again
-    elsewhere (docker volumes of one folder): no link tells the source is download's output,
-    which the run then replaced, the user's tree with it."""
+def import_in_a_mount_namespace(mounting: str, source: Path, output: Path) -> str:
+    """What importing source says, with output as the pipeline's output, after the shell commands
+    `mounting` ran in a mount namespace of its own (real mounts, gone when it ends)."""
+    importing = (
+        "from pathlib import Path; from cifar.config import DataConfig; from cifar.errors import DataError; "
+        "from cifar.ingest.sources import import_dataset\n"
+        f"try: import_dataset(DataConfig(source={str(source)!r}), 0, Path({str(source.parent / 'dl')!r}), "
+        f"keep_out=(Path({str(output)!r}),)); print('imported')\n"
+        "except DataError as error: print(error)"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-ec", f'{mounting}\nexec "$0" -c "$1"', sys.executable, importing],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def bind(folder: Path, where: Path) -> str:
+    return f"mount --bind '{folder}' '{where}'\n"
+
+
+needs_mounts = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"), reason="mounts in a namespace")
+
+
+@needs_mounts
+@pytest.mark.parametrize(
+    "mounted",
+    [
+        "the output's folder",
+        "each split folder",
+        "each class folder",
+        "an archive in the output",
+        "the output's folder moved over a tmpfs",
+        "each split folder over a tmpfs",
+    ],
+)
+def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
+    """The output's folder, or each of its split or class folders or an archive in it, mounted
+    again elsewhere (docker volumes of one folder): no link tells the source is download's
+    output, which the run then replaced, the user's tree with it. The mount table's order
+    misled where a mount was moved over another, or stacked on an automount's tmpfs."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
     source = tmp_path / "mnt"
-    mounts = [("8:1", "/", "/")]
+    shutil.copytree(output, source)  # the folders to mount on
+    classes = [folder.relative_to(output) for split in SPLITS for folder in sorted((output / split).iterdir())]
+    tmpfs = "mount -t tmpfs none '{}'\n".format
+    mounting, leads_to = {
+        "the output's folder": (bind(output, source), None),
+        "each split folder": ("".join(bind(output / s, source / s) for s in SPLITS), source / "train"),
+        "each class folder": ("".join(bind(output / c, source / c) for c in classes), source / classes[0]),
+        "the output's folder moved over a tmpfs": (
+            # mounted before the tmpfs, so listed before it in the mount table
+            f"mkdir '{tmp_path}/b'\n{bind(output, tmp_path / 'b')}{tmpfs(source)}"
+            f"mount --move '{tmp_path}/b' '{source}'",
+            None,
+        ),
+        "each split folder over a tmpfs": (
+            "".join(tmpfs(source / s) + bind(output / s, source / s) for s in SPLITS),
+            source / "train",
+        ),
+        "an archive in the output": ("", None),
+    }[mounted]
     if mounted == "an archive in the output":
         shutil.make_archive(str(output / "export"), "gztar", output)
-        source.mkdir()
-        shutil.copy(output / "export.tar.gz", source)  # what the mount shows
-        mounts.append(("8:1", str(output / "export.tar.gz"), str(source / "export.tar.gz")))
-        source = source / "export.tar.gz"
-    elif mounted == "each split folder":
-        shutil.copytree(output, source)
-        mounts += [("8:1", str(output / split), str(source / split)) for split in ("train", "test")]
+        shutil.copy(output / "export.tar.gz", tmp_path / "export.tar.gz")  # what the mount shows
+        source = tmp_path / "export.tar.gz"
+        mounting = bind(output / "export.tar.gz", source)
+    said = import_in_a_mount_namespace(mounting, source, output)
+    held = f"in {os.path.relpath(output, REPO)}, one of the pipeline's outputs"
+    if leads_to is None:  # data.source itself
+        assert said.startswith(f"data.source = {str(source)!r} lies {held}"), said
     else:
-        shutil.copytree(output, source / "images")
-        mounts.append(("8:1", str(output), str(source / "images")))
-    monkeypatch.setattr(sources, "mount_table", lambda: mounts)
-    with pytest.raises(DataError) as refused:
-        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
-    held = f"in {os.path.relpath(output)}, one of the pipeline's outputs"
-    start = {
-        "an archive in the output": "lies ",
-        "each split folder": f"leads to {source / 'train'}, ",
-        "the output's folder": f"leads to {source / 'images'}, ",
-    }[mounted]
-    assert str(refused.value).startswith(f"data.source = {str(source)!r} {start}{held}")
+        assert said.startswith(f"data.source = {str(source)!r} leads to {leads_to}, {held}"), said
+
+
+@needs_mounts
+@pytest.mark.parametrize("kept", ["a bind mount hidden beneath a tmpfs", "a hard link to an output's archive"])
+def test_what_only_seems_to_reach_an_output_is_imported(tmp_path, kept):
+    """A stale bind mount of the output's split folder under a tmpfs that holds the user's own
+    tree, which the mount table lists, was refused; a hard link outlives the run that replaces
+    the output, so the archive it leads to is no output's."""
+    output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
+    if kept == "a bind mount hidden beneath a tmpfs":
+        source = tmp_path / "mnt"
+        (source / "train").mkdir(parents=True)
+        mounting = (
+            f"{bind(output / 'train', source / 'train')}mount -t tmpfs none '{source}'\ncp -r '{output}'/* '{source}'"
+        )
+    else:
+        shutil.make_archive(str(output / "export"), "gztar", output)
+        source = tmp_path / "export.tar.gz"
+        os.link(output / "export.tar.gz", source)
+        mounting = "true"
+    assert import_in_a_mount_namespace(mounting, source, output) == "imported"
 
 
 def test_a_link_into_a_folder_that_cannot_be_searched_names_that_folder(tmp_path, monkeypatch):
@@ -684,6 +756,52 @@ def test_a_link_that_loops_on_the_way_is_named(tmp_path, loops_at):
     )
 
 
+def scans_counted(monkeypatch) -> collections.Counter:
+    """How many times each folder, as links resolve, is listed."""
+    scans, real_scandir = collections.Counter(), os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scans.update([os.path.realpath(path)]) or real_scandir(path))
+    return scans
+
+
+def test_a_folder_reached_through_many_links_is_searched_once(tmp_path, monkeypatch):
+    """`raw-1 ... raw-30 -> raw`, raw of 190,000 files, beside the tree: raw listed, and each of
+    its files examined, once for each link (four minutes)."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    (source / "raw").mkdir()
+    for index in range(40):
+        (source / "raw" / f"{index}.bin").touch()
+    for index in range(30):
+        (source / f"raw-{index}").symlink_to(source / "raw")
+    scans = scans_counted(monkeypatch)
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 10
+    assert scans[str(source / "raw")] == 1
+
+
+def test_a_folder_that_cannot_be_searched_reached_through_many_links_is_listed_once(tmp_path, monkeypatch):
+    """2,000 links beside the tree to one folder of 190,000 files, of mode 644 (listed, not
+    searched): listed once for each link to see whether it held train/ or test/ (minutes)."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    big = tmp_path / "big"
+    big.mkdir()
+    for index in range(40):
+        (big / f"{index}.bin").touch()
+    for index in range(30):
+        (source / f"d{index}").symlink_to(big)
+    real_stat = os.stat
+
+    def searching(path, *args, **kwargs):  # `chmod 644 big` for a user without root's override
+        if os.fspath(path).endswith("/.") and os.path.realpath(path) == str(big):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", searching)
+    scans = scans_counted(monkeypatch)
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert len(splits["train"].labels) == 10
+    assert scans[str(big)] <= 2  # by the search, and to see whether it lists train/ or test/
+
+
 def test_a_link_into_a_loop_names_the_link_that_loops(tmp_path):
     """`data -> nas/cifar` with `nas -> nas`: data, which leads into the loop, was named as looping,
     and nas, which loops, went unnamed."""
@@ -708,20 +826,6 @@ def test_a_folder_reached_again_through_a_link_counts_once_toward_the_listing_li
     assert len(splits["train"].labels) == 10
 
 
-def test_stacked_mounts_are_read_by_the_one_on_top(tmp_path, monkeypatch):
-    """A bind mount of the output's split folders over an automount's tmpfs: the tmpfs, mounted
-    first, was taken for what the folder shows, and the user's tree was imported and replaced."""
-    output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
-    source = tmp_path / "mnt"
-    shutil.copytree(output, source)
-    mounts = [("8:1", "/", "/")]
-    for split in ("train", "test"):
-        mounts += [("0:50", "/", str(source / split)), ("8:1", str(output / split), str(source / split))]
-    monkeypatch.setattr(sources, "mount_table", lambda: mounts)
-    with pytest.raises(DataError, match="one of the pipeline's outputs"):
-        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
-
-
 def test_a_link_beside_a_tree_on_to_a_folder_that_cannot_be_searched_is_named(tmp_path, monkeypatch):
     """`old -> /disk/old`, /disk of mode 644, beside the tree: passed over without a word."""
     source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
@@ -739,7 +843,7 @@ def test_the_output_check_reads_the_mount_table_a_few_times_whatever_the_class_f
     for index in range(200):
         (source / "train" / f"identity{index:03d}").mkdir()
     reads = []
-    monkeypatch.setattr(sources, "mount_table", lambda: reads.append(1) or [("8:1", "/", "/")])
+    monkeypatch.setattr(sources, "mount_points", lambda: reads.append(1) or {"/"})
     with pytest.raises(DataError):
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(tmp_path / "out",))
     assert len(reads) <= 4

@@ -69,14 +69,15 @@ def import_dataset(
         splits = download_official(download_dir)
     else:
         path = _local_path(config.source)
-        output = _output_holding(path, keep_out)
+        outputs = _Outputs(keep_out)
+        output = outputs.holding(path)
         if output:  # a source kept in data/cifar10 (where fast.ai's cifar10.tgz unpacks)
             raise DataError(
                 f"data.source = {config.source!r} lies in {output}, one of the pipeline's outputs: a run replaces it, "
                 f"and the data with it (`dvc repro` removes it before download runs); move the data out of {output} "
                 f"and point data.source there"
             )
-        splits = import_local(path, limits, download_dir, keep_out)
+        splits = import_local(path, limits, download_dir, outputs)
     splits = {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
     for name, split in splits.items():
         # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
@@ -210,7 +211,7 @@ def other_unicode_spelling(path: Path) -> Path | None:
 
 
 def import_local(
-    path: Path, limits: dict[str, int | None], scratch_parent: Path, keep_out: tuple[Path, ...] = ()
+    path: Path, limits: dict[str, int | None], scratch_parent: Path, outputs: _Outputs | None = None
 ) -> dict[str, Split]:
     """A folder, or an archive read whole into memory and checked (see cifar.ingest.archives).
 
@@ -258,7 +259,7 @@ def import_local(
     except OSError as error:
         raise _cannot_read_source(path, error) from None
     if stat.S_ISDIR(mode):
-        return _import_folder(path, path, limits, keep_out)
+        return _import_folder(path, path, limits, outputs or _Outputs(()))
     if not stat.S_ISREG(mode):
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
@@ -327,9 +328,7 @@ def import_local(
     return read_class_folders(_archive_tree(members, path), limits)
 
 
-def _import_folder(
-    root: Path, source: Path, limits: dict[str, int | None], keep_out: tuple[Path, ...] = ()
-) -> dict[str, Split]:
+def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outputs: _Outputs) -> dict[str, Split]:
     listing = _Listing(source)
     try:
         # The search passes over folders it cannot read, as in /proc, but not data.source itself:
@@ -363,7 +362,7 @@ def _import_folder(
             if with_images and not _batch_files_problem(official[0]):
                 _refuse_batches_beside_a_tree(source, official[0], with_images[0])
             _refuse_a_tree_in_an_output(
-                official[0], source, keep_out, [official[0] / name for name in OFFICIAL_BATCH_NAMES]
+                official[0], source, outputs, [official[0] / name for name in OFFICIAL_BATCH_NAMES]
             )
             return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
@@ -410,9 +409,12 @@ def _import_folder(
         _check_one_tree(
             source, [str(tree.relative_to(root)) for tree in trees], [str(half.relative_to(root)) for half in halves]
         )
-        # and each split folder, which a bind mount of an output's may stand in for (`-v
-        # data/cifar10/train:/src/train`); not each class folder: 150,000 of them took minutes
-        _refuse_a_tree_in_an_output(trees[0], source, keep_out, [trees[0] / split for split in SPLITS])
+        # and each split and class folder, which a bind mount of an output's may stand in for (`-v
+        # data/cifar10/train:/src/train`, or one for each class folder)
+        splits = [trees[0] / split for split in SPLITS]
+        _refuse_a_tree_in_an_output(
+            trees[0], source, outputs, [*splits, *(each for split in splits for each in _subfolders(split, listing))]
+        )
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         where, fix = error.filename, ""
@@ -513,14 +515,11 @@ def _batches_elsewhere(folder: str, fix: str) -> str:
     )
 
 
-def _refuse_a_tree_in_an_output(
-    found: Path, source: Path, outputs: tuple[Path, ...], files: Iterable[Path] = ()
-) -> None:
+def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: _Outputs, within: Iterable[Path] = ()) -> None:
     """A tree unpacked into data/cifar10, reached from data/ or through a link, was imported,
     then replaced with the folder download writes, exit 0: the user's images were gone. So were
     the batches that a folder of links to them (`cp -rs`) led to."""
-    for path in (found, *files):
-        output = _output_holding(path, outputs)
+    for path, output in ((path, outputs.holding(path, path == found)) for path in (found, *within)):
         if output:
             raise DataError(
                 f"data.source = {str(source)!r} leads to {path}, in {output}, one of the pipeline's outputs: a run "
@@ -529,46 +528,66 @@ def _refuse_a_tree_in_an_output(
             )
 
 
-def _output_holding(path: Path, outputs: tuple[Path, ...]) -> str | None:
-    """The output that is path or holds it, as links resolve, or as bind mounts do: data/ or
-    data/cifar10/train mounted again elsewhere (docker volumes of one folder) showed an output
-    under another path, which only the mount table tells."""
-    where = os.path.realpath(path)
-    places = [(output, os.path.realpath(output)) for output in outputs]
-    held = next((output for output, at in places if os.path.commonpath((at, where)) == at), None)
-    if held is None:
-        mounts = mount_table()
-        device, inside = _on_its_file_system(where, mounts)
-        for output, at in places:
-            output_device, output_inside = _on_its_file_system(at, mounts)
-            if device == output_device and os.path.commonpath((output_inside, inside)) == output_inside:
-                held = held or output
-    return os.path.relpath(held) if held else None
+class _Outputs:
+    """The pipeline's outputs, which a run replaces, and whether a source reaches into one: by
+    path, as links resolve; or by device and inode, as a bind mount shows an output's folder
+    under another path (docker `-v data/cifar10/train:/src/train`). The mount table was read for
+    this before, and misled where mounts were stacked or moved (`mount --move` over a tmpfs)."""
+
+    def __init__(self, paths: tuple[Path, ...]):
+        self.paths = paths
+        self._held: dict[tuple[int, ...], str] | None = None
+
+    def holding(self, path: Path, with_folders_above: bool = True) -> str | None:
+        """The output that path lies in. A file counts by its inode only where it is itself a
+        mount point: a hard link to an output's file outlives the run."""
+        where = os.path.realpath(path)
+        for output in self.paths:
+            at = os.path.realpath(output)
+            if os.path.commonpath((at, where)) == at:
+                return os.path.relpath(output)
+        places = [Path(where), *(Path(where).parents if with_folders_above else ())]
+        for place in places:
+            try:
+                status = os.stat(place)
+            except OSError:
+                continue
+            if stat.S_ISDIR(status.st_mode) or (place == Path(where) and where in mount_points()):
+                held = self._identities().get(_identity(status))
+                if held:
+                    return held
+        return None
+
+    def _identities(self) -> dict[tuple[int, ...], str]:
+        """The identity of each output and of what it holds (not through links), at most
+        archives.MAX_MEMBERS of them, each naming its output; read once."""
+        if self._held is None:
+            self._held = {}
+            for output in self.paths:
+                pending = [os.path.realpath(output)]
+                while pending and len(self._held) < archives.MAX_MEMBERS:
+                    place = pending.pop()
+                    try:
+                        status = os.lstat(place)
+                    except OSError:
+                        continue
+                    self._held.setdefault(_identity(status), os.path.relpath(output))
+                    if stat.S_ISDIR(status.st_mode):
+                        with contextlib.suppress(OSError), os.scandir(place) as entries:
+                            pending += [entry.path for entry in itertools.islice(entries, archives.MAX_MEMBERS)]
+        return self._held
 
 
-def mount_table() -> list[tuple[str, str, str]]:
-    """Each mount's device, the folder of its file system it shows, and where: /proc/self/mountinfo
-    (none where it cannot be read, off Linux)."""
+def mount_points() -> set[str]:
+    """Where each mount is mounted, from /proc/self/mountinfo (none where it cannot be read, off
+    Linux)."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
             lines = table.read(1 << 22).splitlines()
     except OSError:
-        return []
+        return set()
     unescaped = partial(re.sub, r"\\([0-7]{3})", lambda code: chr(int(code[1], 8)))
-    return [
-        (fields[2], unescaped(fields[3]), unescaped(fields[4])) for fields in map(str.split, lines) if len(fields) > 4
-    ]
-
-
-def _on_its_file_system(path: str, mounts: list[tuple[str, str, str]]) -> tuple[str, str]:
-    """The device a resolved path lies on and its path within that device's file system, by the
-    mount nearest it: a bind mount's files are its source's."""
-    mounted = [(device, shown, at) for device, shown, at in mounts if os.path.commonpath((at, path)) == at]
-    if not mounted:
-        return "", path
-    # of mounts stacked on one point (a bind mount over an automount's), the last is the one seen
-    device, shown, at = max(reversed(mounted), key=lambda mount: len(mount[2]))
-    return device, os.path.normpath(os.path.join(shown, os.path.relpath(path, at)))
+    return {unescaped(fields[4]) for fields in map(str.split, lines) if len(fields) > 4}
 
 
 def _holds_official_batches(folder: Path) -> bool:
@@ -603,13 +622,19 @@ def _folders_not_searched(root: Path, listing: _Listing) -> list[Path]:
     link on to a folder that cannot be searched, named as the first folder on the way that
     refuses. Not /proc's own (`/proc/1/cwd`), whose links cannot even be read."""
     wanted = (OFFICIAL_FOLDER, *SPLITS)
-    blocked, level = [], [root]
+    blocked, level, seen = [], [root], set()
     for depth in range(3):
         below = []
         for folder in level:
             try:
                 os.stat(os.path.join(folder, "."))
             except PermissionError:
+                # each such folder listed once: 2,000 links to one of 190,000 files took minutes
+                with contextlib.suppress(OSError):
+                    identity = _identity(os.stat(folder))
+                    if identity in seen:
+                        continue
+                    seen.add(identity)
                 if _lists_one_of(folder, wanted):
                     blocked.append(folder)
                 continue
@@ -749,8 +774,14 @@ class _Listing:
         # that cannot be searched) counted a 50,000-file folder beside the tree four times.
         self.listed: dict[str, list[os.DirEntry]] = {}
         self.counted: set[tuple[int, int]] = set()  # a folder reached again through a link (`latest -> raw`)
+        self.searched_as: dict[tuple[int, ...], str] = {}
 
     def __call__(self, folder: Path) -> list[Path]:
+        """Its entries, for the searches; none for a folder they listed before under another
+        path, where they looked through it: thirty links to a folder of 190,000 files beside the
+        tree took four minutes of examining the same files again."""
+        if self.searched_as.setdefault(_identity(os.stat(folder)), str(folder)) != str(folder):
+            return []
         return [Path(entry.path) for entry in self.entries(folder)]
 
     def entries(self, folder: Path) -> list[os.DirEntry]:
