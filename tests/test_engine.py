@@ -105,6 +105,13 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
             "the training loss went from 4.03 to 2.48, still near guessing's 2.3: the model barely moved, so raise "
             "max_lr (this run's is 0.0001)",
         ),
+        # Adam at max_lr 1e-6: falling from an untrained start, still far above guessing's.
+        (
+            [4.85, 4.62],
+            1e-6,
+            "the training loss went from 4.85 to 4.62, falling from an untrained network's start far above "
+            "guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-06)",
+        ),
         # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
         ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
@@ -140,6 +147,7 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         "flat",
         "rising",
         "an-untrained-first-epoch-then-falling",
+        "falling-from-an-untrained-start-far-above",
         "exploded-then-collapsed",
         "non-finite",
         "stuck-far-above",
@@ -278,8 +286,22 @@ def test_a_training_step_builds_no_tensor_from_python_numbers(monkeypatch):
 
 @pytest.mark.parametrize(
     ("losses", "failed"),
-    [([4.71, 3.86], False), ([4.705, 4.733], False), ([30.0, 24.0], True), ([4.71, 3.86, 4.5], True), ([3.86], True)],
-    ids=["falling-from-an-untrained-start", "flat-from-it", "falling-but-blown-up", "rising-at-the-end", "one-epoch"],
+    [
+        ([4.71, 3.86], False),
+        ([4.705, 4.733], False),
+        ([30.0, 24.0], True),
+        ([4.71, 3.86, 4.5], True),
+        ([3.86], True),
+        ([4.71, float("nan")], True),
+    ],
+    ids=[
+        "falling-from-an-untrained-start",
+        "flat-from-it",
+        "falling-but-blown-up",
+        "rising-at-the-end",
+        "one-epoch",
+        "not-finite",
+    ],
 )
 def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
     """Four steps of SGD: 4.71, then 3.86, above 1.5 times guessing's, with test accuracy above

@@ -72,10 +72,18 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
             f"delete that file and run again, else raise max_lr (this run's is {max_lr:.3g})"
         )
     blown_up = highest > (BLOWN_UP if losses.index(highest) > 0 else FIRST_EPOCH_BLOWN_UP) * guessing
-    if not all(map(math.isfinite, losses)) or rose or blown_up or last > BLOWN_UP * guessing:
+    # Falling every epoch from an untrained network's start, still far above guessing's (Adam at
+    # max_lr 1e-6: 4.85, then 4.62) was called diverged, and "lower max_lr" advised.
+    still_falling = _fell_from_an_untrained_start(losses, guessing)
+    if not all(map(math.isfinite, losses)) or rose or blown_up or (last > BLOWN_UP * guessing and not still_falling):
         return (
             f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it diverged, "
             f"so lower max_lr (this run's is {max_lr:.3g})"
+        )
+    if last > BLOWN_UP * guessing:
+        return (
+            f"{went}, falling from an untrained network's start far above guessing's {guessing:.3g}: the model "
+            f"barely moved, so raise max_lr (this run's is {max_lr:.3g})"
         )
     if last > LEARNING * guessing:
         return (
@@ -86,6 +94,14 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
         f"{went}, below guessing's {guessing:.3g}: the model fits its training batches, but {steps} steps in all "
         f"were too few: raise train.epochs or data.train_limit, or lower train.batch_size"
     )
+
+
+def _fell_from_an_untrained_start(losses: list[float], guessing: float) -> bool:
+    """More than one epoch, none above an untrained network's start, none rising by more than the
+    rest of guessing's loss: a small max_lr's run, not a blown-up one."""
+    rose = any(later - earlier > (1 - LEARNING) * guessing for earlier, later in itertools.pairwise(losses))
+    finite = all(map(math.isfinite, losses))
+    return finite and len(losses) > 1 and not rose and max(losses) <= FIRST_EPOCH_BLOWN_UP * guessing
 
 
 def diverged(history: list[dict], num_classes: int, max_lr: float) -> str | None:
@@ -100,8 +116,7 @@ def diverged(history: list[dict], num_classes: int, max_lr: float) -> str | None
     # Not rising from an untrained start, and learning on the test set: a short run (4 steps of
     # SGD: 4.71, then 3.86, or 4.705 then 4.733) was told to lower max_lr, and at a lower one to
     # raise it.
-    rose = any(later - earlier > (1 - LEARNING) * guessing for earlier, later in itertools.pairwise(losses))
-    if len(losses) > 1 and not rose and last <= FIRST_EPOCH_BLOWN_UP * guessing:
+    if _fell_from_an_untrained_start(losses, guessing):
         return None
     return (
         f"training diverged: the last epoch's training loss is {last:.3g}, above {BLOWN_UP:g} times guessing's "
