@@ -302,6 +302,21 @@ def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):
     )
 
 
+def test_a_tracked_relative_link_that_leads_elsewhere_from_dvcs_copy_is_named(tmp_path, dvc_copy):
+    """`cifar-data -> ../../../../../data/cifar10`, made with `ln -sr` from a workspace five
+    folders deep: from DVC's copy, five folders deeper, it led to the workspace's own data/,
+    and "no train/ and test/ folders" named as expected the layout the user has."""
+    (tmp_path / "project" / "data").mkdir()
+    (dvc_copy / "cifar-data").symlink_to("../../../../../data")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="cifar-data"), 0, tmp_path)
+    assert str(refused.value) == (
+        f"data.source = 'cifar-data': cifar-data is a symbolic link to ../../../../../data, relative to where it "
+        f"lies, and in the copy of the workspace that DVC runs this experiment in it leads to "
+        f"{tmp_path / 'project' / 'data'} instead; make the link absolute, or give data.source as an absolute path"
+    )
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, dvc_copy):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

@@ -218,15 +218,15 @@ def import_local(
     An archive of the official batches is written into a scratch folder inside
     scratch_parent for torchvision, which reads and md5-checks them from disk.
     """
+    leaving = _link_leaving_dvcs_copy(path)
+    if leaving:  # wherever it leads from the copy, it is not where it led from the workspace
+        raise _leads_out_of_dvcs_copy(path, leaving)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         # `ls` lists it: "no such file" with the layouts was no fix, nor, in DVC's copy of the
         # workspace, which holds a link git tracks, "track it with git".
         link = _link_to_nothing_on_the_way(path)
-        out_of_the_copy = link and _leads_out_of_dvcs_copy(path, link)
-        if out_of_the_copy:
-            raise out_of_the_copy from None
         if link:
             what = "is a symbolic link to" if link == path else f"is reached through {link}, a symbolic link to"
             target, end = os.readlink(link), os.path.realpath(link)
@@ -430,14 +430,27 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
 
 def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
     """The refusal for a link git tracks, to data beside the workspace, where DVC runs the stage
-    in a copy of the workspace: "a drive not mounted" was said of it."""
+    in a copy of the workspace: "a drive not mounted" was said of it, or, where the copy lies
+    deeper, "no train/ and test/" of the folder it then led to (the workspace's own data/)."""
     if not (in_a_dvc_workspace_copy() and _leads_out_of_the_copy(link)):
         return None
+    leads = f"to {os.path.realpath(link)} instead" if os.path.exists(link) else "nowhere"
     return DataError(
         f"data.source = {str(source)!r}: {link} is a symbolic link to {os.readlink(link)}, relative to where it "
-        f"lies, and in the copy of the workspace that DVC runs this experiment in it leads nowhere; make the link "
+        f"lies, and in the copy of the workspace that DVC runs this experiment in it leads {leads}; make the link "
         f"absolute, or give data.source as an absolute path"
     )
+
+
+def _link_leaving_dvcs_copy(path: Path) -> Path | None:
+    """The first link on the way to path, or path itself, that git tracks with a relative target
+    leading out of DVC's copy of the workspace, wherever it then leads."""
+    if not in_a_dvc_workspace_copy():
+        return None
+    on_the_way = [*(folder for folder in reversed(path.parents) if folder != Path(".")), path]
+    with contextlib.suppress(OSError):
+        return next((each for each in on_the_way if each.is_symlink() and _leads_out_of_the_copy(each)), None)
+    return None
 
 
 def _leads_out_of_the_copy(link: Path) -> bool:
