@@ -17,7 +17,7 @@ import stat
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -333,7 +333,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
     try:
         # The search passes over folders it cannot read, as in /proc, but not data.source itself:
         # of mode 000 (or 644, listed but not searched), it was "no train/ and test/ folders found in it".
-        listing(root)
+        listing.names(root)
         os.stat(os.path.join(root, "."))
         # A class tree kept in a folder named cifar-10-batches-py is no set of batches.
         # A folder of that name without any of the batch files (a class tree kept in one, or in
@@ -391,7 +391,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
                     f"data.source = {str(source)!r}: "
                     f"{_batches_elsewhere(str(batches), f'rename that folder to {OFFICIAL_FOLDER}')}"
                 )
-            packed = [path.name for path in listing(root) if path.name.lower().endswith(archives.SUFFIXES)]
+            packed = [name for name in listing.names(root) if name.lower().endswith(archives.SUFFIXES)]
             if packed:
                 raise DataError(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
@@ -707,17 +707,17 @@ def _links_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] |
     inside them would have been found (but /proc's, which cannot be read)."""
     level_one = _subfolders(root, listing)
     if wanted is None:
-        links = [path for folder in [root, *level_one] for path in _listed_or_none(folder, listing)]
-        return [path for path in links if _leads_nowhere(path) and _can_read_link(path)]
+        listed = (path for folder in [root, *level_one] for path in _listed_or_none(folder, listing))
+        return [path for path in listed if _leads_nowhere(path) and _can_read_link(path)]
     folders = [root, *level_one, *(each for folder in level_one for each in _subfolders(folder, listing))]
     return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
 
 
-def _listed_or_none(folder: Path, listing: _Listing) -> list[Path]:
+def _listed_or_none(folder: Path, listing: _Listing) -> Iterable[Path]:
     try:
         return listing(folder)
     except OSError:  # unreadable: named by the search for folders that cannot be searched
-        return []
+        return ()
 
 
 def _can_read_link(path: Path) -> bool:
@@ -784,26 +784,27 @@ class _Listing:
         self.source = source
         self.room = archives.MAX_MEMBERS
         # Each folder listed once: the searches that look again (for links to nothing, folders
-        # that cannot be searched) counted a 50,000-file folder beside the tree four times.
-        self.listed: dict[str, list[os.DirEntry]] = {}
+        # that cannot be searched) counted a 50,000-file folder beside the tree four times. By
+        # name: the entries' full paths, 190,000 of them 3.8 KB long, took 1.6 GB.
+        self.listed: dict[str, list[str]] = {}
         self.counted: set[tuple[int, int]] = set()  # a folder reached again through a link (`latest -> raw`)
         self.searched_as: dict[tuple[int, ...], str] = {}
 
-    def __call__(self, folder: Path) -> list[Path]:
-        """Its entries, for the searches; none for a folder they listed before under another
-        path, where they looked through it: thirty links to a folder of 190,000 files beside the
-        tree took four minutes of examining the same files again."""
+    def __call__(self, folder: Path) -> Iterator[Path]:
+        """Its entries, for the searches, one at a time; none for a folder they listed before
+        under another path, where they looked through it: thirty links to a folder of 190,000
+        files beside the tree took four minutes of examining the same files again."""
         if self.searched_as.setdefault(_identity(os.stat(folder)), str(folder)) != str(folder):
-            return []
-        return [Path(entry.path) for entry in self.entries(folder)]
+            return iter(())
+        # Path's child of folder shares its parts: Path(entry.path) held a copy of them each
+        return (folder / name for name in self.names(folder))
 
-    def entries(self, folder: Path) -> list[os.DirEntry]:
+    def names(self, folder: Path) -> list[str]:
         if str(folder) not in self.listed:
-            self.listed[str(folder)] = self._read(folder)
+            self.listed[str(folder)] = sorted(entry.name for entry in self._read(folder))
         return self.listed[str(folder)]
 
-    def _read(self, folder: Path) -> list[os.DirEntry]:
-        entries = []
+    def _read(self, folder: Path) -> Iterator[os.DirEntry]:
         status = os.stat(folder)
         again = (status.st_dev, status.st_ino) in self.counted
         self.counted.add((status.st_dev, status.st_ino))
@@ -817,13 +818,12 @@ class _Listing:
                         f"the train/ and test/ trees, {archives.MAX_MEMBERS:,} files and folders at most "
                         f"({EXPECTED_LAYOUT})"
                     )
-                entries.append(entry)
-        return sorted(entries, key=lambda entry: entry.path)
+                yield entry
 
     def tree_entries(self, folder: Path) -> list[os.DirEntry]:
-        """A folder of the class tree, whose links are refused: `train/dog -> cat`, or
+        """A folder of the class tree, sorted, whose links are refused: `train/dog -> cat`, or
         `train/dog/x.png -> ../cat/0000.png`, imported cat images labelled dog."""
-        entries = self.entries(folder)
+        entries = sorted(self._read(folder), key=lambda entry: entry.name)
         for entry in entries:
             if entry.is_symlink():
                 _refuse_link(Path(entry.path), self.source)
