@@ -855,6 +855,23 @@ def test_a_link_beside_a_tree_on_to_a_folder_that_cannot_be_searched_is_named(tm
     assert refusal_of(source, tmp_path).startswith(f"data.source = {str(source)!r}: {disk} cannot be searched, so")
 
 
+def test_a_split_linked_two_folders_down_on_to_a_folder_that_cannot_be_searched_is_named(tmp_path, monkeypatch):
+    """export/a/b holds test/ and `train -> /disk/train` (kept on another disk), /disk of mode 644:
+    "no train/ and test/ folders found", the layout named as expected that export/a/b has."""
+    tree = make_class_tree(tmp_path / "tree", {"train": 1, "test": 1})
+    source, disk = tmp_path / "export", tmp_path / "disk"
+    (source / "a" / "b").mkdir(parents=True)
+    shutil.move(tree / "test", source / "a" / "b" / "test")
+    disk.mkdir()
+    shutil.move(tree / "train", disk / "train")
+    (source / "a" / "b" / "train").symlink_to(disk / "train")
+    deny_searching(monkeypatch, disk)
+    assert refusal_of(source, tmp_path).startswith(
+        f"data.source = {str(source)!r}: {disk} cannot be searched, and the train/ and test/ folders, found nowhere "
+        f"else, may lie in it"
+    )
+
+
 def test_the_output_check_reads_the_mount_table_a_few_times_whatever_the_class_folders(tmp_path, monkeypatch):
     """150,000 class folders (one per identity, as in a faces data set) each went through the
     mount table: 180 s of CPU before the tree's own line."""

@@ -653,13 +653,13 @@ def _folders_not_searched(root: Path, listing: _Listing) -> list[Path]:
                 continue
             except OSError:
                 continue
-            try:
-                entries = listing(folder) if depth < 2 else []
+            try:  # two folders below, only where train/ and test/ would be found
+                entries = listing(folder) if depth < 2 else _entries_named(folder, wanted)
             except OSError:
                 continue
             for path in entries:
                 try:
-                    if path.is_dir() and path.name != "__MACOSX":
+                    if path.is_dir() and path.name != "__MACOSX" and depth < 2:
                         below.append(path)
                 except PermissionError:
                     with contextlib.suppress(OSError):
