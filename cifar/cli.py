@@ -127,6 +127,11 @@ def in_a_dvc_workspace_copy() -> bool:
     return project is not None and project / ".dvc" / "tmp" / "exps" in Path.cwd().resolve().parents
 
 
+def workspace_copied() -> Path | None:
+    """The workspace of which DVC runs this stage in a copy, if it does."""
+    return _dvc_project() if in_a_dvc_workspace_copy() else None
+
+
 def _dvc_project() -> Path | None:
     project = os.environ.get("DVC_ROOT")
     return Path(project).resolve() if project else None

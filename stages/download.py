@@ -6,7 +6,7 @@ if not __package__:  # `python stages/download.py` leaves the repository root, a
 import logging
 from pathlib import Path
 
-from cifar.cli import run_stage
+from cifar.cli import run_stage, workspace_copied
 from cifar.config import load_params
 from cifar.dataset import save_dataset
 from cifar.ingest.sources import import_dataset
@@ -17,7 +17,10 @@ log = logging.getLogger("download")
 
 def main() -> None:
     params = load_params(paths.PARAMS)
-    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), paths.output_paths())
+    outputs, workspace = paths.output_paths(), workspace_copied()
+    if workspace:  # `dvc exp apply` puts the copy's outputs in the workspace's place, and its data with them
+        outputs += tuple(workspace / output.relative_to(paths.REPO) for output in outputs)
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), outputs)
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     log.info(

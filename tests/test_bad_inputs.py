@@ -1503,6 +1503,27 @@ def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it
     assert list(kept.rglob("*.png"))
 
 
+def test_a_source_in_the_workspaces_output_is_refused_in_dvcs_copy_of_the_workspace(tmp_path, tree):
+    """data.source the absolute path of the workspace's data/cifar10, holding the user's tree:
+    refused in the workspace, imported under `dvc exp run --temp`, whose copy's outputs alone were
+    kept out, and `dvc exp apply` then put the copy's data/cifar10 in its place."""
+    workspace = make_pipeline_repo(tmp_path / "workspace", SMALL_DATA)
+    kept = workspace / paths.DATA
+    shutil.copytree(tree, kept)
+    copy = workspace / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
+    shutil.copytree(workspace, copy, ignore=shutil.ignore_patterns(".dvc", ".git", "data"))
+    (copy / ".dvc").mkdir()  # DVC's copy is a repository of its own
+    set_params(copy, {"data": {"source": str(kept)}})
+    result = run_module(copy, "stages.download", {"DVC_ROOT": str(workspace)})
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: data.source = {str(kept)!r} lies in {kept}, one of the pipeline's outputs: a run replaces it, and "
+        f"the data with it (`dvc repro` removes it before download runs); move the data out of {kept} and point "
+        f"data.source there\n",
+    )
+    assert list(kept.rglob("*.png"))
+
+
 def test_a_zip_that_holds_only_an_archive_names_it(tree, downloads):
     """A dataset site's zip of cifar-10-python.tar.gz was told that very archive was expected."""
     inner = archive_of(tree, "gztar")

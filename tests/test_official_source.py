@@ -466,7 +466,7 @@ def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(links.parent)), 0, tmp_path / "dl", keep_out=(output,))
     assert str(refused.value).startswith(
-        f"data.source = {str(links.parent)!r} leads to {links / 'data_batch_1'}, in {os.path.relpath(output)}, one of "
+        f"data.source = {str(links.parent)!r} leads to {links / 'data_batch_1'}, in {output}, one of "
         f"the pipeline's outputs"
     )
     assert (output / folder.name / "data_batch_1").is_file()
@@ -543,7 +543,7 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         source = tmp_path / "export.tar.gz"
         mounting = bind(output / "export.tar.gz", source)
     said = import_in_a_mount_namespace(mounting, source, output)
-    held = f"in {os.path.relpath(output, REPO)}, one of the pipeline's outputs"
+    held = f"in {output}, one of the pipeline's outputs"
     if leads_to is None:  # data.source itself
         assert said.startswith(f"data.source = {str(source)!r} lies {held}"), said
     else:

@@ -558,7 +558,7 @@ class _Outputs:
         for output in self.paths:
             at = os.path.realpath(output)
             if os.path.commonpath((at, where)) == at:
-                return os.path.relpath(output)
+                return _named(output)
         places = [Path(where), *(Path(where).parents if with_folders_above else ())]
         for place in places:
             try:
@@ -584,11 +584,18 @@ class _Outputs:
                         status = os.lstat(place)
                     except OSError:
                         continue
-                    self._held.setdefault(_identity(status), os.path.relpath(output))
+                    self._held.setdefault(_identity(status), _named(output))
                     if stat.S_ISDIR(status.st_mode):
                         with contextlib.suppress(OSError), os.scandir(place) as entries:
                             pending += [entry.path for entry in itertools.islice(entries, archives.MAX_MEMBERS)]
         return self._held
+
+
+def _named(output: Path) -> str:
+    """As the user knows it: data/cifar10, or, outside the working folder (the workspace of DVC's
+    copy of it), its absolute path."""
+    relative = os.path.relpath(output)
+    return str(output) if relative.startswith("..") else relative
 
 
 def mount_points() -> set[str]:
