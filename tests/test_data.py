@@ -306,10 +306,11 @@ def test_a_tracked_relative_link_that_leads_elsewhere_from_dvcs_copy_is_named(tm
     """`cifar-data -> ../../../../../data/cifar10`, made with `ln -sr` from a workspace five
     folders deep: from DVC's copy, five folders deeper, it led to the workspace's own data/,
     and "no train/ and test/ folders" named as expected the layout the user has."""
-    (tmp_path / "project" / "data").mkdir()
+    workspace_output = tmp_path / "project" / "data"
+    workspace_output.mkdir()
     (dvc_copy / "cifar-data").symlink_to("../../../../../data")
     with pytest.raises(DataError) as refused:
-        import_dataset(DataConfig(source="cifar-data"), 0, tmp_path)
+        import_dataset(DataConfig(source="cifar-data"), 0, tmp_path, keep_out=(workspace_output,))
     assert str(refused.value) == (
         f"data.source = 'cifar-data': cifar-data is a symbolic link to ../../../../../data, relative to where it "
         f"lies, and in the copy of the workspace that DVC runs this experiment in it leads to "

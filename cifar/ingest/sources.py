@@ -69,6 +69,11 @@ def import_dataset(
         splits = download_official(download_dir)
     else:
         path = _local_path(config.source)
+        leaving = _link_leaving_dvcs_copy(path)
+        # Wherever it leads from the copy (the workspace's own data/cifar10, which was then named
+        # as the output the source lies in), it is not where it led from the workspace.
+        if leaving:
+            raise _leads_out_of_dvcs_copy(path, leaving)
         outputs = _Outputs(keep_out)
         output = outputs.holding(path)
         if output:  # a source kept in data/cifar10 (where fast.ai's cifar10.tgz unpacks)
@@ -218,9 +223,6 @@ def import_local(
     An archive of the official batches is written into a scratch folder inside
     scratch_parent for torchvision, which reads and md5-checks them from disk.
     """
-    leaving = _link_leaving_dvcs_copy(path)
-    if leaving:  # wherever it leads from the copy, it is not where it led from the workspace
-        raise _leads_out_of_dvcs_copy(path, leaving)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
