@@ -509,6 +509,7 @@ needs_mounts = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"
         "an archive in the output",
         "the output's folder moved over a tmpfs",
         "each split folder over a tmpfs",
+        "an overlay over the output's folder",
     ],
 )
 def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
@@ -534,6 +535,11 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         "each split folder over a tmpfs": (
             "".join(tmpfs(source / s) + bind(output / s, source / s) for s in SPLITS),
             source / "train",
+        ),
+        "an overlay over the output's folder": (
+            f"mkdir '{tmp_path}/upper' '{tmp_path}/work'\nmount -t overlay overlay -o "
+            f"lowerdir='{output}',upperdir='{tmp_path}/upper',workdir='{tmp_path}/work' '{source}'",
+            None,
         ),
         "an archive in the output": ("", None),
     }[mounted]

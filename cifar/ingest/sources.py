@@ -546,8 +546,9 @@ def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: _Outputs, wi
 class _Outputs:
     """The pipeline's outputs, which a run replaces, and whether a source reaches into one: by
     path, as links resolve; or by device and inode, as a bind mount shows an output's folder
-    under another path (docker `-v data/cifar10/train:/src/train`). The mount table was read for
-    this before, and misled where mounts were stacked or moved (`mount --move` over a tmpfs)."""
+    under another path (docker `-v data/cifar10/train:/src/train`); or as an overlay mount shows
+    an output's folder that is one of its layers. The mount table's order misled where mounts were
+    stacked or moved (`mount --move` over a tmpfs)."""
 
     def __init__(self, paths: tuple[Path, ...]):
         self.paths = paths
@@ -557,10 +558,9 @@ class _Outputs:
         """The output that path lies in. A file counts by its inode only where it is itself a
         mount point: a hard link to an output's file outlives the run."""
         where = os.path.realpath(path)
-        for output in self.paths:
-            at = os.path.realpath(output)
-            if os.path.commonpath((at, where)) == at:
-                return _named(output)
+        held = self._by_path(where) or (with_folders_above and self._through_an_overlay(where))
+        if held:
+            return held
         places = [Path(where), *(Path(where).parents if with_folders_above else ())]
         for place in places:
             try:
@@ -571,6 +571,22 @@ class _Outputs:
                 held = self._identities().get(_identity(status))
                 if held:
                     return held
+        return None
+
+    def _through_an_overlay(self, where: str) -> str | None:
+        layers = [
+            os.path.join(layer, os.path.relpath(where, point))
+            for point, overlaid in overlays()
+            if os.path.commonpath((point, where)) == point
+            for layer in overlaid
+        ]
+        return next(filter(None, map(self._by_path, layers)), None)
+
+    def _by_path(self, where: str) -> str | None:
+        for output in self.paths:
+            at = os.path.realpath(output)
+            if os.path.commonpath((at, where)) == at:
+                return _named(output)
         return None
 
     def _identities(self) -> dict[tuple[int, ...], str]:
@@ -601,15 +617,35 @@ def _named(output: Path) -> str:
 
 
 def mount_points() -> set[str]:
-    """Where each mount is mounted, from /proc/self/mountinfo (none where it cannot be read, off
-    Linux)."""
+    """Where each mount is mounted (none where the mount table cannot be read, off Linux)."""
+    return {point for point, _, _ in mount_table()}
+
+
+def overlays() -> list[tuple[str, list[str]]]:
+    """Each overlay mount's folder and the folders it shows, its lower and upper layers."""
+    found = []
+    for point, kind, options in mount_table():
+        if kind == "overlay":
+            layers = re.findall(r"(?:^|,)(?:lowerdir|upperdir)=((?:\\.|[^,])*)", options)
+            found.append((point, [folder for layer in layers for folder in re.split(r"(?<!\\):", layer) if folder]))
+    return found
+
+
+def mount_table() -> list[tuple[str, str, str]]:
+    """Each mount's folder, file system type and options, from /proc/self/mountinfo."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
-            lines = table.read(1 << 22).splitlines()
+            lines = table.read().splitlines()
     except OSError:
-        return set()
+        return []
     unescaped = partial(re.sub, r"\\([0-7]{3})", lambda code: chr(int(code[1], 8)))
-    return {unescaped(fields[4]) for fields in map(str.split, lines) if len(fields) > 4}
+    mounts = []
+    for line in lines:
+        fields, _, after = line.partition(" - ")
+        fields, after = fields.split(), after.split()
+        if len(fields) > 4 and len(after) > 2:
+            mounts.append((unescaped(fields[4]), after[0], unescaped(after[2])))
+    return mounts
 
 
 def _holds_official_batches(folder: Path) -> bool:
