@@ -112,6 +112,8 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
             "the training loss went from 4.85 to 4.62, falling from an untrained network's start far above "
             "guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-06)",
         ),
+        # Adam at max_lr 0.3: blown up in the first epoch, then below guessing's: not "too few steps".
+        ([17.8, 2.19], 0.3, "(highest 17.8; guessing scores 2.3): it diverged, so lower max_lr (this run's is 0.3)"),
         # Blown up in the first epoch, then collapsed to guessing's loss: falling, but diverged.
         ([812.0, 2.35, 2.3], 1.0, "(highest 812; guessing scores 2.3): it diverged, so lower max_lr (this run's is 1)"),
         ([2.4, float("nan")], 0.5, "it diverged, so lower max_lr (this run's is 0.5)"),
@@ -148,6 +150,7 @@ def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, im
         "rising",
         "an-untrained-first-epoch-then-falling",
         "falling-from-an-untrained-start-far-above",
+        "blown-up-in-the-first-epoch-then-below-guessing",
         "exploded-then-collapsed",
         "non-finite",
         "stuck-far-above",
