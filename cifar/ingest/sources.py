@@ -834,6 +834,7 @@ class _Listing:
         self.listed: dict[str, list[str]] = {}
         self.counted: set[tuple[int, int]] = set()  # a folder reached again through a link (`latest -> raw`)
         self.searched_as: dict[tuple[int, ...], str] = {}
+        self.subfolders: dict[str, list[Path]] = {}
 
     def __call__(self, folder: Path) -> Iterator[Path]:
         """Its entries, for the searches, one at a time; none for a folder they listed before
@@ -1075,10 +1076,14 @@ def _check_one_tree(source: Path, trees: list[str], halves: list[str]) -> None:
 def _subfolders(folder: Path, listing: _Listing) -> list[Path]:
     """Its folders, but for the __MACOSX/ copy of a tree that unzipping a Finder zip leaves,
     which holds file attributes, not images."""
-    try:
-        return [path for path in listing(folder) if _is_folder(path) and path.name != "__MACOSX"]
-    except OSError:  # unreadable: the search goes on elsewhere
-        return []
+    # once for each folder: the searches that look again examined 150,000 class folders eight times
+    if str(folder) not in listing.subfolders:
+        try:
+            found = [path for path in listing(folder) if _is_folder(path) and path.name != "__MACOSX"]
+        except OSError:  # unreadable: the search goes on elsewhere
+            found = []
+        listing.subfolders[str(folder)] = found
+    return listing.subfolders[str(folder)]
 
 
 def _is_folder(path: Path) -> bool:
