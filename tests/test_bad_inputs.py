@@ -1504,9 +1504,9 @@ def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it
 
 
 def test_a_source_in_the_workspaces_output_is_refused_in_dvcs_copy_of_the_workspace(tmp_path, tree):
-    """data.source the absolute path of the workspace's data/cifar10, holding the user's tree:
+    """data.source the absolute path of the workspace's download output, holding the user's tree:
     refused in the workspace, imported under `dvc exp run --temp`, whose copy's outputs alone were
-    kept out, and `dvc exp apply` then put the copy's data/cifar10 in its place."""
+    kept out, and `dvc exp apply` then put the copy's output in its place."""
     workspace = make_pipeline_repo(tmp_path / "workspace", SMALL_DATA)
     kept = workspace / paths.DATA
     shutil.copytree(tree, kept)
