@@ -506,6 +506,7 @@ needs_mounts = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"
         "the output's folder",
         "each split folder",
         "each class folder",
+        "each class folder, beside links to the splits",
         "an archive in the output",
         "the output's folder moved over a tmpfs",
         "each split folder over a tmpfs",
@@ -526,6 +527,8 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         "the output's folder": (bind(output, source), None),
         "each split folder": ("".join(bind(output / s, source / s) for s in SPLITS), source / "train"),
         "each class folder": ("".join(bind(output / c, source / c) for c in classes), source / classes[0]),
+        # links to the split folders sorting before them, through which the search first reached them
+        "each class folder, beside links to the splits": ("", tmp_path / "beside" / "z" / classes[0]),
         "the output's folder moved over a tmpfs": (
             # mounted before the tmpfs, so listed before it in the mount table
             f"mkdir '{tmp_path}/b'\n{bind(output, tmp_path / 'b')}{tmpfs(source)}"
@@ -543,6 +546,12 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         ),
         "an archive in the output": ("", None),
     }[mounted]
+    if mounted == "each class folder, beside links to the splits":
+        source = tmp_path / "beside"
+        shutil.copytree(output, source / "z")
+        (source / "a").symlink_to(source / "z" / "train")
+        (source / "b").symlink_to(source / "z" / "test")
+        mounting = "".join(bind(output / c, source / "z" / c) for c in classes)
     if mounted == "an archive in the output":
         shutil.make_archive(str(output / "export"), "gztar", output)
         shutil.copy(output / "export.tar.gz", tmp_path / "export.tar.gz")  # what the mount shows
@@ -783,6 +792,33 @@ def test_a_folder_reached_through_many_links_is_searched_once(tmp_path, monkeypa
     splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert len(splits["train"].labels) == 10
     assert scans[str(source / "raw")] == 1
+
+
+@pytest.mark.parametrize("beside", ["a folder of configs named train/ and test/", "a train/ folder of more images"])
+def test_links_to_a_trees_folders_sorting_first_leave_the_search_as_it_was(tmp_path, beside):
+    """`a -> z/train` and `b -> z/test` beside the tree at z: the search, which looked through each
+    folder once under the first path to reach it, found z/train empty (listed as a), called
+    cfg/ a second tree, and passed over h/train's images without a word."""
+    source = tmp_path / "export"
+    make_class_tree(source / "z", {"train": 1, "test": 1})
+    if beside.startswith("a folder of configs"):
+        for split in ("train", "test"):
+            (source / "cfg" / split / "base").mkdir(parents=True)
+            (source / "cfg" / split / "base" / "config.yaml").write_text("lr: 0.1\n")
+    else:
+        make_class_tree(tmp_path / "more", {"train": 1, "test": 1})
+        (source / "h").mkdir()
+        shutil.move(tmp_path / "more" / "train", source / "h" / "train")
+    (source / "a").symlink_to(source / ("z" if beside.startswith("a folder of configs") else "h") / "train")
+    (source / "b").symlink_to(source / "z" / "test")
+    if beside.startswith("a folder of configs"):
+        splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+        assert len(splits["train"].labels) == 10
+    else:
+        assert refusal_of(source, tmp_path).startswith(
+            f"data.source = {str(source)!r} holds the train/ and test/ tree at z and, at h, a train/ or test/ folder "
+            f"without the other"
+        )
 
 
 def test_a_folder_that_cannot_be_searched_reached_through_many_links_is_listed_once(tmp_path, monkeypatch):

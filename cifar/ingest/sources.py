@@ -698,18 +698,16 @@ def _folders_not_searched(root: Path, listing: _Listing) -> list[Path]:
                 continue
             except OSError:
                 continue
-            try:  # two folders below, only where train/ and test/ would be found
-                entries = listing(folder) if depth < 2 else _entries_named(folder, wanted)
-            except OSError:
+            if depth < 2:
+                kinds = _kinds_or_none(folder, listing)
+                below += [folder / name for name in kinds.folders]
+                blocked += kinds.blocked
                 continue
-            for path in entries:
+            for path in _entries_named(folder, wanted):  # two folders below, only where train/ and test/ would be found
                 try:
-                    if path.is_dir() and path.name != "__MACOSX" and depth < 2:
-                        below.append(path)
+                    path.is_dir()
                 except PermissionError:
-                    with contextlib.suppress(OSError):
-                        os.readlink(path)
-                        blocked.append(first_folder_not_searchable(Path("/"), Path(os.path.realpath(path))) or path)
+                    blocked += filter(None, [_refusing_on_the_way(path)])
                 except OSError:
                     pass
         level = below
@@ -752,17 +750,26 @@ def _links_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] |
     inside them would have been found (but /proc's, which cannot be read)."""
     level_one = _subfolders(root, listing)
     if wanted is None:
-        listed = (path for folder in [root, *level_one] for path in _listed_or_none(folder, listing))
-        return [path for path in listed if _leads_nowhere(path) and _can_read_link(path)]
+        return [folder / name for folder in [root, *level_one] for name in _kinds_or_none(folder, listing).to_nothing]
     folders = [root, *level_one, *(each for folder in level_one for each in _subfolders(folder, listing))]
     return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
 
 
-def _listed_or_none(folder: Path, listing: _Listing) -> Iterable[Path]:
+def _refusing_on_the_way(link: Path) -> Path | None:
+    """The first folder that cannot be searched on the way of a user's link on to one; none for
+    /proc's own links (`/proc/1/cwd`), which cannot even be read."""
     try:
-        return listing(folder)
+        os.readlink(link)
+    except OSError:
+        return None
+    return first_folder_not_searchable(Path("/"), Path(os.path.realpath(link))) or link
+
+
+def _kinds_or_none(folder: Path, listing: _Listing) -> _Kinds:
+    try:
+        return listing.kinds_of(folder)
     except OSError:  # unreadable: named by the search for folders that cannot be searched
-        return ()
+        return _Kinds([], [], [])
 
 
 def _can_read_link(path: Path) -> bool:
@@ -821,6 +828,13 @@ class ClassTree:
     named_within: str = ""
 
 
+@dataclass(frozen=True)
+class _Kinds:
+    folders: list[str]
+    to_nothing: list[str]
+    blocked: list[Path]
+
+
 class _Listing:
     """Sorted folder listings, at most archives.MAX_MEMBERS entries in all: a tree of millions
     of files is refused before its listing fills memory (Path.iterdir lists a folder whole)."""
@@ -831,24 +845,42 @@ class _Listing:
         # Each folder listed once: the searches that look again (for links to nothing, folders
         # that cannot be searched) counted a 50,000-file folder beside the tree four times. By
         # name: the entries' full paths, 190,000 of them 3.8 KB long, took 1.6 GB.
-        self.listed: dict[str, list[str]] = {}
-        self.counted: set[tuple[int, int]] = set()  # a folder reached again through a link (`latest -> raw`)
-        self.searched_as: dict[tuple[int, ...], str] = {}
-        self.subfolders: dict[str, list[Path]] = {}
+        # A folder reached again (`raw-1 ... raw-30 -> raw`, bind mounts) is listed, and what its
+        # entries are found, once: thirty links to a folder of 190,000 files beside the tree took
+        # four minutes of examining the same files again.
+        self.listed: dict[tuple[int, ...], list[str]] = {}
+        self.kinds: dict[tuple[int, ...], _Kinds] = {}
+        self.counted: set[tuple[int, int]] = set()
 
     def __call__(self, folder: Path) -> Iterator[Path]:
-        """Its entries, for the searches, one at a time; none for a folder they listed before
-        under another path, where they looked through it: thirty links to a folder of 190,000
-        files beside the tree took four minutes of examining the same files again."""
-        if self.searched_as.setdefault(_identity(os.stat(folder)), str(folder)) != str(folder):
-            return iter(())
-        # Path's child of folder shares its parts: Path(entry.path) held a copy of them each
+        """Its entries, for the searches, one at a time: Path's child of folder shares its parts,
+        where Path(entry.path) held a copy of them each."""
         return (folder / name for name in self.names(folder))
 
     def names(self, folder: Path) -> list[str]:
-        if str(folder) not in self.listed:
-            self.listed[str(folder)] = sorted(entry.name for entry in self._read(folder))
-        return self.listed[str(folder)]
+        identity = _identity(os.stat(folder))
+        if identity not in self.listed:
+            self.listed[identity] = sorted(entry.name for entry in self._read(folder))
+        return self.listed[identity]
+
+    def kinds_of(self, folder: Path) -> _Kinds:
+        """What the folder's entries are, by name: folders (through links too), links that lead
+        nowhere, and the first folder that cannot be searched on the way of a link on to one."""
+        identity = _identity(os.stat(folder))
+        if identity not in self.kinds:
+            kinds = self.kinds[identity] = _Kinds([], [], [])
+            for path in self(folder):
+                try:
+                    if path.is_dir():
+                        if path.name != "__MACOSX":  # unzipping a Finder zip leaves a copy of attributes
+                            kinds.folders.append(path.name)
+                    elif _leads_nowhere(path) and _can_read_link(path):  # not /proc's, which cannot be read
+                        kinds.to_nothing.append(path.name)
+                except PermissionError:
+                    kinds.blocked.extend(filter(None, [_refusing_on_the_way(path)]))
+                except OSError:
+                    pass
+        return self.kinds[identity]
 
     def _read(self, folder: Path) -> Iterator[os.DirEntry]:
         status = os.stat(folder)
@@ -1076,14 +1108,10 @@ def _check_one_tree(source: Path, trees: list[str], halves: list[str]) -> None:
 def _subfolders(folder: Path, listing: _Listing) -> list[Path]:
     """Its folders, but for the __MACOSX/ copy of a tree that unzipping a Finder zip leaves,
     which holds file attributes, not images."""
-    # once for each folder: the searches that look again examined 150,000 class folders eight times
-    if str(folder) not in listing.subfolders:
-        try:
-            found = [path for path in listing(folder) if _is_folder(path) and path.name != "__MACOSX"]
-        except OSError:  # unreadable: the search goes on elsewhere
-            found = []
-        listing.subfolders[str(folder)] = found
-    return listing.subfolders[str(folder)]
+    try:
+        return [folder / name for name in listing.kinds_of(folder).folders]
+    except OSError:  # unreadable: the search goes on elsewhere
+        return []
 
 
 def _is_folder(path: Path) -> bool:
