@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -472,12 +473,13 @@ def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_
     assert (output / folder.name / "data_batch_1").is_file()
 
 
-def import_in_a_mount_namespace(mounting: str, source: Path, output: Path) -> str:
+def import_in_a_mount_namespace(mounting: str, source: Path, output: Path, before: str = "") -> str:
     """What importing source says, with output as the pipeline's output, after the shell commands
-    `mounting` ran in a mount namespace of its own (real mounts, gone when it ends)."""
+    `mounting` ran in a mount namespace of its own (real mounts, gone when it ends), and the
+    Python code `before`."""
     importing = (
         "from pathlib import Path; from cifar.config import DataConfig; from cifar.errors import DataError; "
-        "from cifar.ingest.sources import import_dataset\n"
+        f"from cifar.ingest.sources import import_dataset\n{before}\n"
         f"try: import_dataset(DataConfig(source={str(source)!r}), 0, Path({str(source.parent / 'dl')!r}), "
         f"keep_out=(Path({str(output)!r}),)); print('imported')\n"
         "except DataError as error: print(error)"
@@ -494,6 +496,15 @@ def import_in_a_mount_namespace(mounting: str, source: Path, output: Path) -> st
 
 def bind(folder: Path, where: Path) -> str:
     return f"mount --bind '{folder}' '{where}'\n"
+
+
+def overlay(layer: str, where: Path, option: str = "lowerdir") -> str:
+    """An overlay mount showing the folder `layer` (as the mount option spells it) at `where`."""
+    spare = where.parent / f"{where.name}.overlay"
+    return (
+        f"mkdir -p '{spare}/upper' '{spare}/work'\n"
+        f"mount -t overlay overlay -o '{option}={layer},upperdir={spare}/upper,workdir={spare}/work' '{where}'\n"
+    )
 
 
 needs_mounts = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"), reason="mounts in a namespace")
@@ -566,13 +577,79 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
 
 
 @needs_mounts
-@pytest.mark.parametrize("kept", ["a bind mount hidden beneath a tmpfs", "a hard link to an output's archive"])
+@pytest.mark.parametrize(
+    "mounted",
+    [
+        "each split folder",
+        "a layer named through a link",
+        "a layer that is a bind mount of the output",
+        "one layer an option, as Linux 6.8 allows",
+        "a layer whose path holds a colon",
+        "each split folder, the output holding another data set",
+    ],
+)
+def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted):
+    """An overlay mount whose layer is the output's folder or one of its splits (a container's
+    writable view of read-only data) was imported, then the run replaced the user's tree, whatever
+    the layer's spelling: through a link, a bind mount, `lowerdir+=`, a `:` escaped. With another
+    data set kept beside the tree in the output, its split folders were never reached."""
+    folder = "run:1" if mounted == "a layer whose path holds a colon" else "outputs"  # a time stamp's
+    output = make_class_tree(tmp_path / folder / "images", {"train": 1, "test": 1})
+    source, before = tmp_path / "mnt", ""
+    shutil.copytree(output, source)  # the folders to mount on
+    if mounted.startswith("each split folder"):
+        mounting = "".join(overlay(str(output / split), source / split) for split in SPLITS)
+        if mounted.endswith("another data set"):
+            (output / "cinic").mkdir()
+            for index in range(120):
+                (output / "cinic" / f"{index}.png").touch()
+            before = "from cifar.ingest import archives; archives.MAX_MEMBERS = 100"
+    elif mounted == "a layer named through a link":
+        (tmp_path / "named").symlink_to(output)
+        mounting = overlay(str(tmp_path / "named"), source)
+    elif mounted == "a layer that is a bind mount of the output":
+        (tmp_path / "volume").mkdir()
+        mounting = bind(output, tmp_path / "volume") + overlay(str(tmp_path / "volume"), source)
+    elif mounted == "one layer an option, as Linux 6.8 allows":
+        if tuple(map(int, re.findall(r"\d+", os.uname().release)[:2])) < (6, 8):
+            pytest.skip("lowerdir+= needs Linux 6.8")
+        mounting = overlay(str(output), source, option="lowerdir+")
+    else:
+        mounting = overlay(str(output).replace(":", "\\:"), source)
+    said = import_in_a_mount_namespace(mounting, source, output, before)
+    assert "one of the pipeline's outputs" in said and str(output) in said, said
+
+
+@needs_mounts
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "a bind mount hidden beneath a tmpfs",
+        "an overlay hidden beneath a tmpfs",
+        "an overlay of the user's own data by relative layers",
+        "a hard link to an output's archive",
+    ],
+)
 def test_what_only_seems_to_reach_an_output_is_imported(tmp_path, kept):
-    """A stale bind mount of the output's split folder under a tmpfs that holds the user's own
-    tree, which the mount table lists, was refused; a hard link outlives the run that replaces
-    the output, so the archive it leads to is no output's."""
+    """A stale bind mount (or overlay) of the output's folders under a tmpfs that holds the user's
+    own tree, which the mount table lists, was refused; an overlay given relative layers ended in
+    a traceback; a hard link outlives the run that replaces the output, so the archive it leads to
+    is no output's."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
-    if kept == "a bind mount hidden beneath a tmpfs":
+    if kept == "an overlay hidden beneath a tmpfs":
+        source = tmp_path / "mnt"
+        source.mkdir()
+        mounting = overlay(str(output), source) + f"mount -t tmpfs none '{source}'\ncp -r '{output}'/* '{source}'"
+    elif kept == "an overlay of the user's own data by relative layers":
+        mine = make_class_tree(tmp_path / "mine", {"train": 1, "test": 1})
+        source = tmp_path / "mnt"
+        source.mkdir()
+        (tmp_path / "upper").mkdir()
+        (tmp_path / "work").mkdir()
+        mounting = (
+            f"(cd '{tmp_path}' && mount -t overlay overlay -o lowerdir={mine.name},upperdir=upper,workdir=work mnt)"
+        )
+    elif kept == "a bind mount hidden beneath a tmpfs":
         source = tmp_path / "mnt"
         (source / "train").mkdir(parents=True)
         mounting = (
@@ -921,7 +998,7 @@ def test_the_output_check_reads_the_mount_table_a_few_times_whatever_the_class_f
     for index in range(200):
         (source / "train" / f"identity{index:03d}").mkdir()
     reads = []
-    monkeypatch.setattr(sources, "mount_points", lambda: reads.append(1) or {"/"})
+    monkeypatch.setattr(sources, "mount_table", lambda: reads.append(1) or [])
     with pytest.raises(DataError):
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(tmp_path / "out",))
     assert len(reads) <= 4

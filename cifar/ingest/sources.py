@@ -7,6 +7,7 @@ one), or a generated synthetic set.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import itertools
@@ -534,7 +535,7 @@ def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: _Outputs, wi
     """A tree unpacked into data/cifar10, reached from data/ or through a link, was imported,
     then replaced with the folder download writes, exit 0: the user's images were gone. So were
     the batches that a folder of links to them (`cp -rs`) led to."""
-    for path, output in ((path, outputs.holding(path, path == found)) for path in (found, *within)):
+    for path, output in ((path, outputs.holding(path, with_folders_above=path == found)) for path in (found, *within)):
         if output:
             raise DataError(
                 f"data.source = {str(source)!r} leads to {path}, in {output}, one of the pipeline's outputs: a run "
@@ -545,42 +546,45 @@ def _refuse_a_tree_in_an_output(found: Path, source: Path, outputs: _Outputs, wi
 
 class _Outputs:
     """The pipeline's outputs, which a run replaces, and whether a source reaches into one: by
-    path, as links resolve; or by device and inode, as a bind mount shows an output's folder
-    under another path (docker `-v data/cifar10/train:/src/train`); or as an overlay mount shows
-    an output's folder that is one of its layers. The mount table's order misled where mounts were
-    stacked or moved (`mount --move` over a tmpfs)."""
+    path, as links resolve; by device and inode, as a bind mount shows an output's folder under
+    another path (docker `-v data/cifar10/train:/src/train`); or through an overlay mount one of
+    whose layers is in an output. The mount table's order misled where mounts were stacked or
+    moved (`mount --move` over a tmpfs)."""
 
     def __init__(self, paths: tuple[Path, ...]):
         self.paths = paths
         self._held: dict[tuple[int, ...], str] | None = None
+        self._mounts: list[_Mount] | None = None
 
-    def holding(self, path: Path, with_folders_above: bool = True) -> str | None:
+    def holding(self, path: Path, with_folders_above: bool = True, through_overlays: bool = True) -> str | None:
         """The output that path lies in. A file counts by its inode only where it is itself a
         mount point: a hard link to an output's file outlives the run."""
         where = os.path.realpath(path)
-        held = self._by_path(where) or (with_folders_above and self._through_an_overlay(where))
-        if held:
-            return held
+        held = self._by_path(where)
         places = [Path(where), *(Path(where).parents if with_folders_above else ())]
-        for place in places:
+        for place in places if not held else ():
             try:
                 status = os.stat(place)
             except OSError:
                 continue
-            if stat.S_ISDIR(status.st_mode) or (place == Path(where) and where in mount_points()):
+            mounted_file = place == Path(where) and any(mount.point == where for mount in self.mounts())
+            if stat.S_ISDIR(status.st_mode) or mounted_file:
                 held = self._identities().get(_identity(status))
                 if held:
-                    return held
-        return None
+                    break
+        if not held and through_overlays:
+            held = next(filter(None, (self.holding(Path(layer), False, False) for layer in self._layers(where))), None)
+        return held
 
-    def _through_an_overlay(self, where: str) -> str | None:
-        layers = [
-            os.path.join(layer, os.path.relpath(where, point))
-            for point, overlaid in overlays()
-            if os.path.commonpath((point, where)) == point
-            for layer in overlaid
+    def _layers(self, where: str) -> list[str]:
+        """Where an overlay mount that shows `where` has it from: the same path in each layer, of
+        the overlays mounted on it or a folder above it that are not hidden under another mount."""
+        return [
+            os.path.join(layer, os.path.relpath(where, mount.point))
+            for mount in self.mounts()
+            if mount.layers and os.path.commonpath((mount.point, where)) == mount.point and _on_top(mount)
+            for layer in mount.layers
         ]
-        return next(filter(None, map(self._by_path, layers)), None)
 
     def _by_path(self, where: str) -> str | None:
         for output in self.paths:
@@ -589,24 +593,46 @@ class _Outputs:
                 return _named(output)
         return None
 
+    def mounts(self) -> list[_Mount]:
+        if self._mounts is None:
+            self._mounts = mount_table()
+        return self._mounts
+
     def _identities(self) -> dict[tuple[int, ...], str]:
-        """The identity of each output and of what it holds (not through links), at most
-        archives.MAX_MEMBERS of them, each naming its output; read once."""
+        """The identity of each output and of what it holds (not through links), each naming its
+        output; read once, breadth first, at most twice archives.MAX_MEMBERS entries: a data set of
+        200,001 files kept beside the tree in data/cifar10 used up a budget of MAX_MEMBERS before
+        the tree's own folders."""
         if self._held is None:
-            self._held = {}
-            for output in self.paths:
-                pending = [os.path.realpath(output)]
-                while pending and len(self._held) < archives.MAX_MEMBERS:
-                    place = pending.pop()
-                    try:
-                        status = os.lstat(place)
-                    except OSError:
-                        continue
-                    self._held.setdefault(_identity(status), _named(output))
-                    if stat.S_ISDIR(status.st_mode):
-                        with contextlib.suppress(OSError), os.scandir(place) as entries:
-                            pending += [entry.path for entry in itertools.islice(entries, archives.MAX_MEMBERS)]
+            self._held, room = {}, 2 * archives.MAX_MEMBERS
+            pending = collections.deque((os.path.realpath(output), _named(output)) for output in self.paths)
+            while pending and room > 0:
+                place, output = pending.popleft()
+                room -= 1
+                try:
+                    status = os.lstat(place)
+                except OSError:
+                    continue
+                self._held.setdefault(_identity(status), output)
+                if stat.S_ISDIR(status.st_mode):
+                    with contextlib.suppress(OSError), os.scandir(place) as entries:
+                        pending += [(entry.path, output) for entry in itertools.islice(entries, room)]
         return self._held
+
+
+@dataclass(frozen=True)
+class _Mount:
+    point: str
+    device: int
+    layers: tuple[str, ...]  # an overlay's lower and upper folders, absolute (none for other mounts)
+
+
+def _on_top(mount: _Mount) -> bool:
+    """Whether the mount is the one its folder shows, not one hidden under a later mount there."""
+    try:
+        return os.stat(mount.point).st_dev == mount.device
+    except OSError:
+        return False
 
 
 def _named(output: Path) -> str:
@@ -616,36 +642,38 @@ def _named(output: Path) -> str:
     return str(output) if relative.startswith("..") else relative
 
 
-def mount_points() -> set[str]:
-    """Where each mount is mounted (none where the mount table cannot be read, off Linux)."""
-    return {point for point, _, _ in mount_table()}
-
-
-def overlays() -> list[tuple[str, list[str]]]:
-    """Each overlay mount's folder and the folders it shows, its lower and upper layers."""
-    found = []
-    for point, kind, options in mount_table():
-        if kind == "overlay":
-            layers = re.findall(r"(?:^|,)(?:lowerdir|upperdir)=((?:\\.|[^,])*)", options)
-            found.append((point, [folder for layer in layers for folder in re.split(r"(?<!\\):", layer) if folder]))
-    return found
-
-
-def mount_table() -> list[tuple[str, str, str]]:
-    """Each mount's folder, file system type and options, from /proc/self/mountinfo."""
+def mount_table() -> list[_Mount]:
+    """Each mount in /proc/self/mountinfo (none where it cannot be read, off Linux)."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
             lines = table.read().splitlines()
     except OSError:
         return []
-    unescaped = partial(re.sub, r"\\([0-7]{3})", lambda code: chr(int(code[1], 8)))
     mounts = []
     for line in lines:
-        fields, _, after = line.partition(" - ")
-        fields, after = fields.split(), after.split()
-        if len(fields) > 4 and len(after) > 2:
-            mounts.append((unescaped(fields[4]), after[0], unescaped(after[2])))
+        fields, _, after = (part.split() for part in line.partition(" - "))
+        device = re.fullmatch(r"(\d+):(\d+)", fields[2]) if len(fields) > 4 else None
+        if device and len(after) > 2:
+            layers = _overlay_layers(after[2]) if after[0] == "overlay" else ()
+            mounts.append(_Mount(_unescaped(fields[4]), os.makedev(int(device[1]), int(device[2])), layers))
     return mounts
+
+
+def _overlay_layers(options: str) -> tuple[str, ...]:
+    """`lowerdir=/a:/b,upperdir=/c`, or Linux 6.8's `lowerdir+=/a,lowerdir+=/b`, with `:` and `,`
+    in a folder's name escaped by a backslash (the table's own escapes, `\\134` for one, undone
+    first); a layer given by a relative path, which the table cannot place, left out."""
+    values = re.findall(r"(?:^|,)(lowerdir|upperdir|datadir)(\+?)=((?:\\.|[^,\\])*)", _unescaped(options))
+    layers = [
+        re.sub(r"\\(.)", r"\1", layer)
+        for _, one_each, value in values
+        for layer in ([value] if one_each else re.split(r"(?<!\\):", value))
+    ]
+    return tuple(layer for layer in layers if os.path.isabs(layer))
+
+
+def _unescaped(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda code: chr(int(code[1], 8)), field)
 
 
 def _holds_official_batches(folder: Path) -> bool:
