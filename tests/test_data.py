@@ -318,6 +318,22 @@ def test_a_tracked_relative_link_that_leads_elsewhere_from_dvcs_copy_is_named(tm
     )
 
 
+def test_a_tracked_relative_link_below_the_source_leading_elsewhere_from_dvcs_copy_is_named(tmp_path, dvc_copy):
+    """`datasets/cifar -> ../../../../../../data/cifar10` from a workspace eight folders deep: from
+    DVC's copy it led to the workspace's own download output, which holds no tree, and "no train/
+    and test/ folders" named as expected the layout the user has."""
+    (tmp_path / "project" / "data").mkdir()
+    (dvc_copy / "datasets").mkdir()
+    (dvc_copy / "datasets" / "cifar").symlink_to("../../../../../../data")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="datasets"), 0, tmp_path)
+    assert str(refused.value).startswith(
+        "data.source = 'datasets': datasets/cifar is a symbolic link to ../../../../../../data, relative to where it "
+        f"lies, and in the copy of the workspace that DVC runs this experiment in it leads to "
+        f"{tmp_path / 'project' / 'data'} instead"
+    )
+
+
 def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_path, dvc_copy):
     """Under `dvc exp run --temp` a relative data.source of an untracked file was 'no such file
     or directory' beside the file the user could see: DVC's copy holds only tracked files."""

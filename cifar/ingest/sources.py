@@ -377,7 +377,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
                 )
             # `raw/cifar10 -> ../../datasets/cifar10`, a drive not mounted or, in DVC's copy of the
             # workspace, a relative link that leaves it: "no train/ and test/", the layout the user has
-            stray = _links_to_no_folder(root, listing)
+            stray = _links_leaving_dvcs_copy(root, listing) or _links_to_no_folder(root, listing)
             if stray:
                 raise _leads_out_of_dvcs_copy(source, stray[0]) or DataError(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
@@ -781,6 +781,24 @@ def _links_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] |
         return [folder / name for folder in [root, *level_one] for name in _kinds_or_none(folder, listing).to_nothing]
     folders = [root, *level_one, *(each for folder in level_one for each in _subfolders(folder, listing))]
     return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
+
+
+def _links_leaving_dvcs_copy(root: Path, listing: _Listing) -> list[Path]:
+    """In DVC's copy of the workspace, links git tracks in root or one folder below it whose
+    relative target leaves the copy: one that then led to the workspace's own data/ was passed
+    over, and "no train/ and test/" said."""
+    if not in_a_dvc_workspace_copy():
+        return []
+    folders = [root, *_subfolders(root, listing)]
+    listed = (path for folder in folders for path in _listed_or_none(folder, listing))
+    return [path for path in listed if _can_read_link(path) and _leads_out_of_the_copy(path)]
+
+
+def _listed_or_none(folder: Path, listing: _Listing) -> Iterator[Path]:
+    try:
+        return listing(folder)
+    except OSError:
+        return iter(())
 
 
 def _refusing_on_the_way(link: Path) -> Path | None:
