@@ -166,6 +166,24 @@ def test_the_chance_alarm_advises_from_the_training_loss(train_losses, max_lr, a
 
 
 @pytest.mark.parametrize(
+    ("losses", "max_lr", "advice"),
+    [
+        ([(5.57, 206_630.0), (5.52, 150_000.0)], 0.07, "but the test loss reached 2.07e+05"),
+        ([(4.24, 7_976.0), (2.24, 313.0)], 0.025, "but the test loss reached 7.98e+03"),
+        ([(2.41, 2.4), (2.31, 2.35)], 3.36e-6, "the model barely moved, so raise max_lr"),
+        ([(7.9e3, 8e3), (7.9e3, 8e3)], 1e-30, "the model began far off and never moved"),
+    ],
+    ids=["flat-training-loss", "falling-training-loss", "no-blow-up", "began-far-off"],
+)
+def test_the_chance_alarm_reads_a_test_loss_blown_up_as_divergence(losses, max_lr, advice):
+    """Adam at max_lr 0.07 (5.57, then 5.52; test loss 206,630) was told the model "never moved",
+    and at 0.025 (4.24, then 2.24; test loss 7,976) "barely moved, so raise max_lr": BatchNorm's
+    statistics blown up show in the test loss first."""
+    history = [{"train_loss": train, "test_loss": test} for train, test in losses]
+    assert advice in likely_cause(history, 10, max_lr, 14)
+
+
+@pytest.mark.parametrize(
     ("last_loss", "failed"), [(1.37e6, True), (3.5, True), (3.4, False), (1.9, False)], ids=["1e6", "3.5", "3.4", "1.9"]
 )
 def test_a_run_whose_last_training_loss_stays_far_above_guessing_has_diverged(last_loss, failed):

@@ -64,7 +64,13 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     went = f"the training loss went from {first:.3g} to {last:.3g}"
     rose = last - first > (1 - LEARNING) * guessing
     flat = highest - min(losses) <= (1 - LEARNING) * guessing
-    if all(map(math.isfinite, losses)) and flat and last > BLOWN_UP * guessing:
+    # A test loss blown up from an untrained start while the training loss is not (Adam at max_lr
+    # 0.07: 5.57, then 5.52, test loss 206,630) was read as "never moved" or "barely moved, raise
+    # max_lr", and a max_lr raised as told was told the same.
+    test_blown_up = first <= FIRST_EPOCH_BLOWN_UP * guessing and any(
+        not row.get("test_loss", 0.0) <= FIRST_EPOCH_BLOWN_UP * guessing for row in history
+    )
+    if all(map(math.isfinite, losses)) and flat and last > BLOWN_UP * guessing and not test_blown_up:
         # No step moved it, up or down: it began far off, which a LR (even a huge one) does
         # not do within its first epoch without moving on; weights edited in a checkpoint do.
         return (
@@ -79,6 +85,12 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     if not all(map(math.isfinite, losses)) or rose or blown_up or (last > BLOWN_UP * guessing and not still_falling):
         return (
             f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it diverged, "
+            f"so lower max_lr (this run's is {max_lr:.3g})"
+        )
+    if test_blown_up:
+        highest_test = max(row.get("test_loss", 0.0) for row in history)
+        return (
+            f"{went}, but the test loss reached {highest_test:.3g} (guessing scores {guessing:.3g}): it diverged, "
             f"so lower max_lr (this run's is {max_lr:.3g})"
         )
     if last > BLOWN_UP * guessing:
