@@ -355,9 +355,9 @@ def _definition(stage: str) -> dict:
     stages = _PIPELINE["stages"]
     if stage in stages:
         return stages[stage]
-    # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, or
-    # commands in DVC's list form
-    runs = re.compile(rf"(?:^|\s)-m\s*stages\.{re.escape(stage)}(?![\w.])")
+    # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
+    # clustered (`-Bm`), the module quoted, or commands in DVC's list form
+    runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
 
     def commands(definition: dict) -> list[str]:
         cmd = definition.get("cmd")

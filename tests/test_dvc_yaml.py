@@ -236,8 +236,11 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
         ".venv/bin/python -m stages.lr_find",
         ["python -m stages.lr_find"],
         ["echo start", "python -mstages.lr_find; echo done"],
+        "python -Bm stages.lr_find",
+        "python -m 'stages.lr_find'",
+        'python -m "stages.lr_find"',
     ],
-    ids=["python", "python3", "venv", "list", "list-of-two"],
+    ids=["python", "python3", "venv", "list", "list-of-two", "flags-clustered", "quoted", "double-quoted"],
 )
 def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
     """`lr_find:` renamed `find_lr:` in dvc.yaml: lr_find recorded no params, and checked none
