@@ -368,6 +368,19 @@ def _definition(stage: str) -> dict:
     )
 
 
+def repro(stage: str) -> str:
+    """The command that runs `stage` again, as dvc.yaml has it: by the name it gives the stage (one
+    renamed was advised by its old name, which DVC does not know), and unfrozen (`frozen: true`,
+    which `dvc repro` passes over, "didn't change")."""
+    try:
+        name = next(name for name, each in _PIPELINE["stages"].items() if each is _definition(stage))
+        frozen = _definition(stage).get("frozen") is True
+    except (StopIteration, KeyError, TypeError, AttributeError):
+        return f"`dvc repro {stage}`"
+    unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
+    return f"`dvc repro {name}`{unfreeze}"
+
+
 def declared_params(stage: str) -> list[str]:
     """The params.yaml keys dvc.yaml declares for `stage`, whose values DVC records in
     dvc.lock as the stage ends (none for a stage it does not define as expected)."""

@@ -248,3 +248,22 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
     renamed = {"find_lr": {"cmd": command, "params": ["seed"], "deps": ["stages/lr_find.py"]}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": renamed})
     assert paths.declared_params("lr_find") == ["seed"]
+
+
+@pytest.mark.parametrize(
+    ("definition", "advised"),
+    [
+        ({"lr_find": {"cmd": "python -m stages.lr_find"}}, "`dvc repro lr_find`"),
+        ({"find_lr": {"cmd": "python -m stages.lr_find"}}, "`dvc repro find_lr`"),
+        (
+            {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}},
+            "`dvc repro lr_find` (after removing `frozen: true` from it in dvc.yaml)",
+        ),
+    ],
+    ids=["as-shipped", "renamed", "frozen"],
+)
+def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
+    """`frozen: true` on lr_find: train advised `dvc repro lr_find`, which DVC passes over ("didn't
+    change"), and refused the same pick again; renamed, DVC knew no stage by the name advised."""
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": definition})
+    assert paths.repro("lr_find") == advised
