@@ -713,11 +713,11 @@ def _folders_not_searched(root: Path, listing: _Listing) -> list[Path]:
         below = []
         for folder in level:
             try:
-                os.stat(os.path.join(folder, "."))
+                os.stat(os.path.join(_spelled(folder), "."))
             except PermissionError:
                 # each such folder listed once: 2,000 links to one of 190,000 files took minutes
                 with contextlib.suppress(OSError):
-                    identity = _identity(os.stat(folder))
+                    identity = _identity(os.stat(_spelled(folder)))
                     if identity in seen:
                         continue
                     seen.add(identity)
@@ -799,6 +799,12 @@ def _listed_or_none(folder: Path, listing: _Listing) -> Iterator[Path]:
         return listing(folder)
     except OSError:
         return iter(())
+
+
+def _spelled(folder: Path) -> str:
+    """The folder's path as a string that the Path does not keep: 190,000 folders at a 3.8 KB
+    path, each keeping its own once looked at, took 870 MB."""
+    return os.path.join(*folder.parts)
 
 
 def _refusing_on_the_way(link: Path) -> Path | None:
@@ -904,7 +910,7 @@ class _Listing:
         return (folder / name for name in self.names(folder))
 
     def names(self, folder: Path) -> list[str]:
-        identity = _identity(os.stat(folder))
+        identity = _identity(os.stat(_spelled(folder)))
         if identity not in self.listed:
             self.listed[identity] = sorted(entry.name for entry in self._read(folder))
         return self.listed[identity]
@@ -912,7 +918,7 @@ class _Listing:
     def kinds_of(self, folder: Path) -> _Kinds:
         """What the folder's entries are, by name: folders (through links too), links that lead
         nowhere, and the first folder that cannot be searched on the way of a link on to one."""
-        identity = _identity(os.stat(folder))
+        identity = _identity(os.stat(_spelled(folder)))
         if identity not in self.kinds:
             kinds = self.kinds[identity] = _Kinds([], [], [])
             for path in self(folder):
@@ -929,10 +935,10 @@ class _Listing:
         return self.kinds[identity]
 
     def _read(self, folder: Path) -> Iterator[os.DirEntry]:
-        status = os.stat(folder)
+        status = os.stat(_spelled(folder))
         again = (status.st_dev, status.st_ino) in self.counted
         self.counted.add((status.st_dev, status.st_ino))
-        with os.scandir(folder) as scan:
+        with os.scandir(_spelled(folder)) as scan:
             for entry in scan:
                 self.room -= not again
                 if self.room < 0:
