@@ -127,6 +127,20 @@ def in_a_dvc_workspace_copy() -> bool:
     return project is not None and project / ".dvc" / "tmp" / "exps" in Path.cwd().resolve().parents
 
 
+def kept_for_inspection() -> str:
+    """What became of a failed run's outputs: under `dvc exp run --temp` (or a queued run) in a
+    copy DVC deletes, where `dvc checkout --force` was advised for a workspace it never touched."""
+    if in_a_dvc_workspace_copy():
+        return (
+            "its outputs were written in the copy of the workspace that DVC runs this experiment in, which DVC "
+            "deletes; the workspace's own outputs are untouched, and the experiment is not recorded"
+        )
+    return (
+        "its outputs are written for inspection, but the stage is not recorded as done "
+        "(`dvc checkout --force` puts back the recorded ones)"
+    )
+
+
 def workspace_copied() -> Path | None:
     """The workspace of which DVC runs this stage in a copy, if it does."""
     return _dvc_project() if in_a_dvc_workspace_copy() else None

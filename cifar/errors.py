@@ -28,10 +28,6 @@ class TrainingError(PipelineError):
 
 # The tail of a failed stage's line that wrote its outputs to show why: DVC leaves outputs it has
 # not cached in place, and a plain `dvc checkout` refused to replace them.
-KEPT_FOR_INSPECTION = (
-    "its outputs are written for inspection, but the stage is not recorded as done "
-    "(`dvc checkout --force` puts back the recorded ones)"
-)
 
 
 class OutputError(PipelineError):

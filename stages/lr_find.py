@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from cifar.atomic import replaced_together, text_digest, write_json, write_text
-from cifar.cli import run_stage
+from cifar.cli import kept_for_inspection, run_stage
 from cifar.config import load_params
 from cifar.dataset import load_split
-from cifar.errors import KEPT_FOR_INSPECTION, TrainingError
+from cifar.errors import TrainingError
 from cifar.params_file import declared_values
 from cifar.training.lr_find import range_test
 from cifar.training.recipe import Recipe
@@ -62,7 +62,7 @@ def main() -> None:
             try:
                 test.require_descent()
             except TrainingError as error:
-                raise TrainingError(f"{error}; {KEPT_FOR_INSPECTION}") from None
+                raise TrainingError(f"{error}; {kept_for_inspection()}") from None
         log.warning("WARNING: %s; train runs at its fixed train.max_lr %.3g", test.no_descent, params.train.max_lr)
         return
     log.info(

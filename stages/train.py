@@ -17,10 +17,10 @@ import torchinfo
 from torch._dynamo.exc import TorchDynamoException
 
 from cifar.atomic import replaced_together, write_csv, write_json, write_text
-from cifar.cli import run_stage, stop_signals
+from cifar.cli import kept_for_inspection, run_stage, stop_signals
 from cifar.config import LEARNING_RATE, MAX_OPTIMIZER_FACTOR, MIN_LEARNING_RATE, Params, load_params
 from cifar.dataset import Split, check_same_classes, load_split, recorded_split_problem
-from cifar.errors import KEPT_FOR_INSPECTION, DataError, TrainingError, one_line, short_repr
+from cifar.errors import DataError, TrainingError, one_line, short_repr
 from cifar.models import save_trained
 from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
@@ -114,11 +114,11 @@ def main() -> None:
     if at_chance(final_accuracy, len(train.classes), len(test)):
         raise TrainingError(
             f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
-            f"{KEPT_FOR_INSPECTION}. {result.chance_warning}"
+            f"{kept_for_inspection()}. {result.chance_warning}"
         )
     divergence = diverged(result.history, len(train.classes), max_lr)
     if divergence:
-        raise TrainingError(f"{divergence}; {KEPT_FOR_INSPECTION}")
+        raise TrainingError(f"{divergence}; {kept_for_inspection()}")
     checkpoint.remove()
 
 

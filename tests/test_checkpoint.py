@@ -16,7 +16,7 @@ from torch import nn
 import cifar.runtime
 import stages.train
 from cifar.atomic import STOP_SIGNALS, signal_name
-from cifar.cli import stop_signals
+from cifar.cli import kept_for_inspection, stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import load_split, save_dataset
 from cifar.errors import TrainingError
@@ -124,6 +124,24 @@ def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monke
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
         train(model, CheckpointFile(workspace / ".checkpoints" / "train.pt", {"run": 1}), stop)
     assert str(stopped.value).startswith(f"stopped by SIGTERM after step 2 of epoch 1; {hint}"), str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    ("workspace", "said"),
+    [
+        (".", "(`dvc checkout --force` puts back the recorded ones)"),
+        (".dvc/tmp/exps/standalone/tmp5y1ox2ab", "the workspace's own outputs are untouched"),
+    ],
+    ids=["dvc-repro", "dvc-exp-run-temp"],
+)
+def test_a_failed_run_says_where_its_outputs_went_where_dvc_ran_the_stage(tmp_path, monkeypatch, workspace, said):
+    """Under `dvc exp run --temp` a failed train advised `dvc checkout --force` to put back the
+    recorded outputs, of a workspace it never touched: its outputs were in DVC's copy, deleted."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    (tmp_path / workspace).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path / workspace)
+    assert said in kept_for_inspection()
+    assert ("checkout" in kept_for_inspection()) == (workspace == ".")
 
 
 def test_sigterm_in_the_last_epochs_test_pass_stops_with_the_checkpoint_kept(tmp_path, monkeypatch):
