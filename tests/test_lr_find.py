@@ -446,7 +446,8 @@ def test_the_loss_falls_at_a_step_when_the_next_one_is_lower():
     lrs = [1e-4, 1e-3, 1e-2, 1e-1]
     assert loss_falls_at(1e-3, lrs, [2.0, 1.9, 1.8, 1.7])
     assert loss_falls_at(1e-2, lrs, [2.0, 1.9, 1.8, 1.7])  # the last step is the next one
-    assert not loss_falls_at(1e-1, lrs, [2.0, 1.9, 1.8, 1.7])  # nothing after the last step
+    assert loss_falls_at(1e-1, lrs, [2.0, 1.9, 1.8, 1.7])  # the last step: falling into it
+    assert not loss_falls_at(1e-1, lrs, [2.0, 1.9, 1.8, 1.85])
     assert not loss_falls_at(1e-3, lrs, [2.0, 1.9, 1.9, 1.7])  # level is not falling
     assert not loss_falls_at(1e-3, lrs, [2.0, 1.9, 2.0, 1.8])
     assert loss_falls_at(1.2e-3, lrs, [2.0, 1.9, 1.8, 1.9])  # the recorded step nearest the LR
@@ -660,3 +661,12 @@ def test_a_new_train_max_lr_reruns_lr_find(repro, tmp_path):
     params["train"]["max_lr"] = 0.002
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "train.max_lr" in json.dumps(json.loads(dvc(root, "status", "lr_find", "--json").stdout).get("lr_find"))
+
+
+def test_a_pick_at_the_last_step_of_a_curve_still_falling_is_not_past_the_descent():
+    """min_loss on a curve that had not turned picked its last step, and was warned both that the
+    loss may not have turned and that it "no longer falls" there."""
+    lrs = [1e-7 * 10 ** (6 * step / 39) for step in range(40)]
+    losses = [2.3 - 0.4 * step / 39 for step in range(40)]
+    assert loss_falls_at(lrs[-1], lrs, losses)
+    assert not loss_falls_at(lrs[-1], lrs, [*losses[:-1], losses[-2] + 0.1])

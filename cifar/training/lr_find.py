@@ -418,9 +418,13 @@ def step_at(lr: float, lrs: list[float]) -> int:
 
 
 def loss_falls_at(lr: float, lrs: list[float], losses: list[float]) -> bool:
-    """Whether the smoothed loss still falls over the steps between which lr lies."""
+    """Whether the smoothed loss still falls over the steps between which lr lies; at the range's
+    last step, into it (min_loss's pick on a curve that has not turned was said to lie where the
+    loss "no longer falls", beside the warning that it may not have turned)."""
     index = step_at(lr, lrs)
-    return index + 1 < len(losses) and losses[index + 1] < losses[index]
+    if index + 1 < len(losses):
+        return losses[index + 1] < losses[index]
+    return index > 0 and losses[index] < losses[index - 1]
 
 
 def valley_index(losses: list[float]) -> int:
