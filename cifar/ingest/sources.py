@@ -553,6 +553,8 @@ class _Outputs:
 
     def __init__(self, paths: tuple[Path, ...]):
         self.paths = paths
+        # resolved once: each class folder's check resolved all 27 outputs again
+        self._resolved = [(_named(output), os.path.realpath(output)) for output in paths]
         self._held: dict[tuple[int, ...], str] | None = None
         self._mounts: list[_Mount] | None = None
 
@@ -567,8 +569,9 @@ class _Outputs:
                 status = os.stat(place)
             except OSError:
                 continue
-            mounted_file = place == Path(where) and any(mount.point == where for mount in self.mounts())
-            if stat.S_ISDIR(status.st_mode) or mounted_file:
+            if stat.S_ISDIR(status.st_mode) or (
+                place == Path(where) and any(mount.point == where for mount in self.mounts())
+            ):
                 held = self._identities().get(_identity(status))
                 if held:
                     break
@@ -587,11 +590,7 @@ class _Outputs:
         ]
 
     def _by_path(self, where: str) -> str | None:
-        for output in self.paths:
-            at = os.path.realpath(output)
-            if os.path.commonpath((at, where)) == at:
-                return _named(output)
-        return None
+        return next((named for named, at in self._resolved if os.path.commonpath((at, where)) == at), None)
 
     def mounts(self) -> list[_Mount]:
         if self._mounts is None:
