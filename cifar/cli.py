@@ -227,10 +227,13 @@ def run_stage(
     declared_params: Sequence[str] = (),
     outputs: Sequence[str | Path] = (),
     inputs: Sequence[str | Path] = (),
+    reword: Callable[[str], str] = str,
 ) -> None:
     """Run main, first clearing what killed writes left in the folders the stages write to and
     refusing `outputs` that are links; fail it if params.yaml's values of its `declared_params`,
-    its `inputs` (files or folders) or the project's modules it loaded changed while it ran."""
+    its `inputs` (files or folders) or the project's modules it loaded changed while it ran.
+    Its refusal's line is passed through `reword` (the stages name their fixes' stages as
+    dvc.yaml does)."""
     # None where the stage was started with stderr closed (`2>&-`): its writes then failed at exit, code 120.
     sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115  kept to the exit
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -251,7 +254,8 @@ def run_stage(
             lambda: (
                 refuse_linked_outputs(outputs),
                 _with_deps_unchanged(main, declared_params, inputs, outputs, started_with),
-            )
+            ),
+            reword,
         )
     finally:
         ignore_stops_from_now()
@@ -446,14 +450,14 @@ def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, 
             )
 
 
-def _run(main: Callable[[], None]) -> None:
+def _run(main: Callable[[], None], reword: Callable[[str], str]) -> None:
     try:
         main()
     except Stopped as stopped:
         say(stopped_line(stopped, Path(sys.argv[0]).stem))
         leave(128 + stopped.args[0])
     except PipelineError as error:
-        say(f"error: {printable(str(error))}")
+        say(f"error: {printable(reword(str(error)))}")
         leave(2)
     except (MemoryError, ImportError, OSError, RuntimeError) as error:
         if stop_that_came() is not None:  # stages/__init__.py's hook says it in one line

@@ -29,10 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("download"),
-        paths.declared_outputs("download"),
-        paths.declared_inputs("download"),
-    )
+    run_stage(main, **paths.as_declared("download"))

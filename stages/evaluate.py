@@ -66,10 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("evaluate"),
-        paths.declared_outputs("evaluate"),
-        paths.declared_inputs("evaluate"),
-    )
+    run_stage(main, **paths.as_declared("evaluate"))

@@ -73,10 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("explain"),
-        paths.declared_outputs("explain"),
-        paths.declared_inputs("explain"),
-    )
+    run_stage(main, **paths.as_declared("explain"))

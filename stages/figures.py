@@ -133,7 +133,7 @@ def read_range_test(params: Params, train: Split) -> tuple[pd.DataFrame, dict]:
         row = int(np.flatnonzero(~rises)[0]) + 1
         raise DataError(
             f"{paths.LR_FIND_CURVE}: column lr holds {shown(curve['lr'].iloc[row])} in row {row}, not above the row "
-            f"before: the range test steps its learning rate up; re-create it with {paths.repro('lr_find')}"
+            f"before: the range test steps its learning rate up; re-create it with `dvc repro lr_find`"
         )
     chosen = read_lr_find_metrics(curve["lr"].min(), curve["lr"].max())
     handed = check_curve_record(train)
@@ -143,7 +143,7 @@ def read_range_test(params: Params, train: Split) -> tuple[pd.DataFrame, dict]:
     if handed.get("max_lr") != chosen.get("max_lr"):
         raise DataError(
             f"{paths.MAX_LR_PICK}: max_lr = {short_repr(handed.get('max_lr'))}, but lr_find picked "
-            f"{short_repr(chosen.get('max_lr'))} off {paths.LR_FIND_CURVE}; re-create it with {paths.repro('lr_find')}"
+            f"{short_repr(chosen.get('max_lr'))} off {paths.LR_FIND_CURVE}; re-create it with `dvc repro lr_find`"
         )
     return curve, chosen
 
@@ -151,7 +151,7 @@ def read_range_test(params: Params, train: Split) -> tuple[pd.DataFrame, dict]:
 def check_range_test_metrics(curve: pd.DataFrame, chosen: dict, config: LRFindConfig) -> None:
     """Every number metrics/lr_find.json reports is the one lr_find reads off the curve beside
     it: an edited steepest_lr was marked on the figure where the curve is not steepest."""
-    fix = f"re-create it with {paths.repro('lr_find')}"
+    fix = "re-create it with `dvc repro lr_find`"
     try:
         expected = read_curve(curve["lr"].tolist(), curve["loss"].tolist(), config).metrics()
     except TrainingError as error:  # a curve lr_find could not have read, and so not written
@@ -178,7 +178,7 @@ def check_curve_record(train: Split) -> dict:
     mid-curve kept its minimum and the picks that lr_find.json reports, and was drawn), of a
     range test with today's params (the figure names the optimizer and the range). Returns
     what the file hands on."""
-    fix = f"re-create it with {paths.repro('lr_find')}"
+    fix = "re-create it with `dvc repro lr_find`"
     try:
         with missing_as_data_error(paths.MAX_LR_PICK, fix):
             handed = read_json_artifact(paths.MAX_LR_PICK, MAX_METRICS_BYTES, fix)
@@ -567,7 +567,7 @@ def shown(value) -> str:
 def read_lr_find_metrics(lowest_tested: float, highest_tested: float) -> dict:
     """lr_find's picks, each within the LRs its curve tested (min_loss_div10 a tenth below)."""
     path = Path(paths.LR_FIND_METRICS)
-    fix = f"re-create it with {paths.repro('lr_find')}"
+    fix = "re-create it with `dvc repro lr_find`"
     # Python floats: an integer of 400 digits compares with them, where numpy's overflowed.
     lowest_tested, highest_tested = float(lowest_tested), float(highest_tested)
     try:
@@ -612,10 +612,4 @@ def augmented_samples(train: Split, params: Params):
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("figures"),
-        paths.declared_outputs("figures"),
-        paths.declared_inputs("figures"),
-    )
+    run_stage(main, **paths.as_declared("figures"))

@@ -77,10 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("lr_find"),
-        paths.declared_outputs("lr_find"),
-        paths.declared_inputs("lr_find"),
-    )
+    run_stage(main, **paths.as_declared("lr_find"))

@@ -368,6 +368,27 @@ def _definition(stage: str) -> dict:
     )
 
 
+def as_declared(stage: str) -> dict:
+    """How cifar.cli.run_stage runs `stage`: with what dvc.yaml declares of it, and its fixes
+    worded by the names dvc.yaml gives the stages."""
+    return {
+        "output_folders": output_folders(),
+        "declared_params": declared_params(stage),
+        "outputs": declared_outputs(stage),
+        "inputs": declared_inputs(stage),
+        "reword": as_this_pipeline_names_them,
+    }
+
+
+_RERUN = re.compile(r"`dvc repro (download|lr_find|train|evaluate|figures|explain)`")
+
+
+def as_this_pipeline_names_them(message: str) -> str:
+    """A message's `dvc repro STAGE` advice, as this dvc.yaml has the stage (see repro): the
+    stages and the cifar package word their fixes by the stages' own names."""
+    return _RERUN.sub(lambda found: repro(found.group(1)), message)
+
+
 def repro(stage: str) -> str:
     """The command that runs `stage` again, as dvc.yaml has it: by the name it gives the stage (one
     renamed was advised by its old name, which DVC does not know), and unfrozen (`frozen: true`,

@@ -48,8 +48,7 @@ def main() -> None:
     other_split = pick and recorded_split_problem(pick.get("train_sha256"), train, paths.DATA, "train")
     if other_split:
         raise DataError(
-            f"{paths.MAX_LR_PICK}: {other_split}; re-run it with {paths.repro('lr_find')}, or set train.max_lr to "
-            f"a number"
+            f"{paths.MAX_LR_PICK}: {other_split}; re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
         )
     fix = "re-create both with `dvc repro download`"
     check_same_classes(train.classes, f"{paths.DATA}/train.npz", test, f"{paths.DATA}/test.npz", fix)
@@ -151,7 +150,7 @@ def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
     if params.train.max_lr != "find":
         return params.train.max_lr, None
     path = Path(paths.MAX_LR_PICK)
-    fix = f"run the lr_find stage first ({paths.repro('lr_find')}) or set train.max_lr to a number"
+    fix = "run the lr_find stage first (`dvc repro lr_find`) or set train.max_lr to a number"
     try:
         found = read_json_artifact(path, MAX_METRICS_BYTES, fix)
     except (OSError, ValueError) as error:
@@ -169,7 +168,7 @@ def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
         or not MIN_LEARNING_RATE <= max_lr <= MAX_OPTIMIZER_FACTOR
     ):
         raise DataError(f"{path}: max_lr = {short_repr(max_lr)} is not a learning rate ({LEARNING_RATE}); {fix}")
-    rerun = f"re-run it with {paths.repro('lr_find')}, or set train.max_lr to a number"
+    rerun = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
     stale = ran_with_other_params(found.get("params"), "lr_find", paths.declared_params("lr_find"))
     if stale:
         raise DataError(f"{path}: {stale}; {rerun}")
@@ -197,7 +196,7 @@ def chosen_max_lr(params: Params) -> tuple[float, dict | None]:
 
 def range_test_handed_on(curve_sha256: object, params: Params) -> RangeTest:
     """lr_find's reading of the curve whose digest its record holds."""
-    fix = f"re-run it with {paths.repro('lr_find')}, or set train.max_lr to a number"
+    fix = "re-run it with `dvc repro lr_find`, or set train.max_lr to a number"
     # A row is three floats, under 80 characters.
     try:
         curve = read_artifact(paths.LR_FIND_CURVE, 256 * (params.lr_find.num_iter + 1), fix)
@@ -238,10 +237,4 @@ def speed_metrics(history: pd.DataFrame, images_per_epoch: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(
-        main,
-        paths.output_folders(),
-        paths.declared_params("train"),
-        paths.declared_outputs("train"),
-        paths.declared_inputs("train"),
-    )
+    run_stage(main, **paths.as_declared("train"))

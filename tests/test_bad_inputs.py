@@ -2213,6 +2213,21 @@ def test_a_stage_whose_run_stage_call_is_written_otherwise_runs(tmp_path, writte
     assert result.stderr == f"error: {paths.MODEL}: not found; train a model first with `dvc repro train`\n"
 
 
+def test_a_stages_advice_to_run_another_again_names_it_as_dvc_yaml_does(tmp_path):
+    """train renamed `fit:` and frozen in dvc.yaml: evaluate, like every stage but train and
+    figures, still advised `dvc repro train`, a stage DVC did not know."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    definition = pipeline / "dvc.yaml"
+    text = definition.read_text()
+    assert text.count("\n  train:\n") == 1
+    definition.write_text(text.replace("\n  train:\n", "\n  fit:\n    frozen: true\n"))
+    result = run_module(pipeline, "stages.evaluate")
+    assert result.stderr == (
+        f"error: {paths.MODEL}: not found; train a model first with `dvc repro fit` (after removing `frozen: true` "
+        f"from it in dvc.yaml)\n"
+    )
+
+
 @pytest.mark.parametrize("stray", ["package", "module", "stage package"])
 def test_a_module_and_a_package_folder_of_one_name_are_one_line(tmp_path, stray):
     """Python takes the package: a stale `cifar/errors/` ran in place of the edited
