@@ -25,7 +25,7 @@ from cifar.config import DataConfig
 from cifar.dataset import SPLITS
 from cifar.errors import DataError
 from cifar.ingest import sources
-from cifar.ingest.sources import MAX_BATCH_FILE_BYTES, import_dataset
+from cifar.ingest.sources import EXPECTED_LAYOUT, MAX_BATCH_FILE_BYTES, import_dataset
 from generated import make_class_tree
 from pipeline_repo import REPO
 
@@ -519,6 +519,8 @@ needs_mounts = pytest.mark.skipif(os.getuid() != 0 or not shutil.which("unshare"
         "each class folder",
         "each class folder, beside links to the splits",
         "an archive in the output",
+        "each class folder, the output holding another data set",
+        "each class folder, the output holding more than can be looked through",
         "the output's folder moved over a tmpfs",
         "each split folder over a tmpfs",
         "an overlay over the output's folder",
@@ -528,7 +530,9 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
     """The output's folder, or each of its split or class folders or an archive in it, mounted
     again elsewhere (docker volumes of one folder): no link tells the source is download's
     output, which the run then replaced, the user's tree with it. The mount table's order
-    misled where a mount was moved over another, or stacked on an automount's tmpfs."""
+    misled where a mount was moved over another, or stacked on an automount's tmpfs. Another data
+    set kept in the output used up the look through it before its class folders, and then more
+    than could be looked through was passed over without a word."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
     source = tmp_path / "mnt"
     shutil.copytree(output, source)  # the folders to mount on
@@ -556,7 +560,11 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
             None,
         ),
         "an archive in the output": ("", None),
-    }[mounted]
+        "each class folder, the output holding another data set": (
+            "".join(bind(output / c, source / c) for c in classes),
+            source / classes[0],
+        ),
+    }[mounted.replace("more than can be looked through", "another data set")]
     if mounted == "each class folder, beside links to the splits":
         source = tmp_path / "beside"
         shutil.copytree(output, source / "z")
@@ -568,7 +576,20 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         shutil.copy(output / "export.tar.gz", tmp_path / "export.tar.gz")  # what the mount shows
         source = tmp_path / "export.tar.gz"
         mounting = bind(output / "export.tar.gz", source)
-    said = import_in_a_mount_namespace(mounting, source, output)
+    before = ""
+    if mounted.startswith("each class folder, the output holding"):  # listed with train/ and test/
+        for index in range(300 if mounted.endswith("another data set") else 450):
+            (output / f"cinic-{index}.png").touch()
+        before = "from cifar.ingest import archives, sources; archives.MAX_MEMBERS = 100; "
+        before += "sources.OUTPUT_ENTRIES_LOOKED_AT = 400"
+    said = import_in_a_mount_namespace(mounting, source, output, before)
+    if mounted.endswith("more than can be looked through"):
+        assert said == (
+            f"{output}, one of the pipeline's outputs, holds more than 400 files and folders, far more than a run "
+            f"writes there, so whether data.source leads into it (through a mount) cannot be told; move what you "
+            f"keep there out of {output} (a run replaces it) and run again"
+        )
+        return
     held = f"in {output}, one of the pipeline's outputs"
     if leads_to is None:  # data.source itself
         assert said.startswith(f"data.source = {str(source)!r} lies {held}"), said
@@ -869,6 +890,26 @@ def test_a_folder_reached_through_many_links_is_searched_once(tmp_path, monkeypa
     splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert len(splits["train"].labels) == 10
     assert scans[str(source / "raw")] == 1
+
+
+@pytest.mark.parametrize("raw_holds", ["folders", "links back to itself"])
+def test_paths_through_links_count_toward_the_limit(tmp_path, monkeypatch, raw_holds):
+    """Each folder was listed once, but looked in by every path that reached it: 30 links to a
+    folder of 190,000 folders were 5.9 million paths to search, 3,000 links to a folder of 3,000
+    links 9 million (2 GB), for minutes. A cap of 150 stands for the real 200,000."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    (source / "raw").mkdir()
+    for index in range(40):
+        entry = source / "raw" / f"{index}"
+        entry.mkdir() if raw_holds == "folders" else entry.symlink_to(source / "raw")
+    for index in range(30):
+        (source / f"raw-{index}").symlink_to(source / "raw")
+    monkeypatch.setattr(sources.archives, "MAX_MEMBERS", 150)  # about 115 entries, each listed once
+    assert refusal_of(source, tmp_path) == (
+        f"data.source = {str(source)!r}: more than 150 files and folders to look through, far more than CIFAR-10's "
+        f"60,000 images; point it at a folder that holds only the train/ and test/ trees, 150 files and folders at "
+        f"most ({EXPECTED_LAYOUT})"
+    )
 
 
 @pytest.mark.parametrize("beside", ["a folder of configs named train/ and test/", "a train/ folder of more images"])

@@ -349,10 +349,10 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
         # A train/ and test/ pair without an image (configs/train/base/config.yaml) is no second tree.
         with_images = [tree for tree in trees if any(_holds_class_images(tree / name, listing) for name in SPLITS)]
         trees = with_images or trees
-        broken = _links_to_no_folder(root, listing, (OFFICIAL_FOLDER, *SPLITS))
+        broken = _link_to_no_folder(root, listing, (OFFICIAL_FOLDER, *SPLITS))
         if broken:  # a cifar-10-batches-py or train/ link to a moved folder was passed over, and another copy read
-            raise _leads_out_of_dvcs_copy(source, broken[0]) or DataError(
-                f"data.source = {str(source)!r}: {broken[0]} is a symbolic link that leads to no folder; point it "
+            raise _leads_out_of_dvcs_copy(source, broken) or DataError(
+                f"data.source = {str(source)!r}: {broken} is a symbolic link that leads to no folder; point it "
                 f"at the folder it stands for, or data.source at that folder"
             )
         blocked = _folders_not_searched(root, listing) if official or trees else []
@@ -377,11 +377,11 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
                 )
             # `raw/cifar10 -> ../../datasets/cifar10`, a drive not mounted or, in DVC's copy of the
             # workspace, a relative link that leaves it: "no train/ and test/", the layout the user has
-            stray = _links_leaving_dvcs_copy(root, listing) or _links_to_no_folder(root, listing)
+            stray = _first_link_out_of_dvcs_copy(root, listing) or _link_to_no_folder(root, listing)
             if stray:
-                raise _leads_out_of_dvcs_copy(source, stray[0]) or DataError(
+                raise _leads_out_of_dvcs_copy(source, stray) or DataError(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
-                    f"below it, and {stray[0]}, where they may lie, is a symbolic link that leads to no folder (a "
+                    f"below it, and {stray}, where they may lie, is a symbolic link that leads to no folder (a "
                     f"drive not mounted, or the data moved); point it at the folder it stands for, or data.source "
                     f"at that folder"
                 )
@@ -598,25 +598,54 @@ class _Outputs:
         return self._mounts
 
     def _identities(self) -> dict[tuple[int, ...], str]:
-        """The identity of each output and of what it holds (not through links), each naming its
-        output; read once, breadth first, at most twice archives.MAX_MEMBERS entries: a data set of
-        200,001 files kept beside the tree in data/cifar10 used up a budget of MAX_MEMBERS before
-        the tree's own folders."""
+        """The identity of each output, of each folder in one (not through links) and of each of
+        its files that a mount shows elsewhere, each naming its output; read once, breadth first,
+        its other files passed over: a data set of 400,001 files kept beside the tree in
+        data/cifar10 used up a budget of entries before the tree's own folders were reached."""
         if self._held is None:
-            self._held, room = {}, 2 * archives.MAX_MEMBERS
+            self._held, room = {}, OUTPUT_ENTRIES_LOOKED_AT
+            mounted_files = self._files_mounted()
             pending = collections.deque((os.path.realpath(output), _named(output)) for output in self.paths)
-            while pending and room > 0:
+            while pending:
                 place, output = pending.popleft()
-                room -= 1
                 try:
                     status = os.lstat(place)
                 except OSError:
                     continue
                 self._held.setdefault(_identity(status), output)
-                if stat.S_ISDIR(status.st_mode):
-                    with contextlib.suppress(OSError), os.scandir(place) as entries:
-                        pending += [(entry.path, output) for entry in itertools.islice(entries, room)]
+                if not stat.S_ISDIR(status.st_mode):
+                    continue
+                with contextlib.suppress(OSError), os.scandir(place) as entries:
+                    for entry in entries:
+                        room -= 1
+                        if room < 0:
+                            raise _too_much_in_an_output(output)
+                        if entry.is_dir(follow_symlinks=False) or entry.inode() in mounted_files:
+                            pending.append((entry.path, output))
         return self._held
+
+    def _files_mounted(self) -> set[int]:
+        """The inode numbers of the files that a mount shows (a docker `-v` of one file)."""
+        inodes = set()
+        for mount in self.mounts():
+            with contextlib.suppress(OSError):
+                status = os.stat(mount.point)
+                if not stat.S_ISDIR(status.st_mode):
+                    inodes.add(status.st_ino)
+        return inodes
+
+
+# What an output may hold for the check that a source does not lead into it: a run writes three
+# files in data/cifar10, one in each other output; data kept there is refused before this many.
+OUTPUT_ENTRIES_LOOKED_AT = 4 * archives.MAX_MEMBERS
+
+
+def _too_much_in_an_output(output: str) -> DataError:
+    return DataError(
+        f"{output}, one of the pipeline's outputs, holds more than {OUTPUT_ENTRIES_LOOKED_AT:,} files and folders, "
+        f"far more than a run writes there, so whether data.source leads into it (through a mount) cannot be told; "
+        f"move what you keep there out of {output} (a run replaces it) and run again"
+    )
 
 
 @dataclass(frozen=True)
@@ -771,26 +800,39 @@ def _refuse_batches_beside_a_tree(source: Path, batches: object, tree: object) -
     )
 
 
-def _links_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] | None = None) -> list[Path]:
-    """Links that lead nowhere or loop: named as one of `wanted`, in root or up to two folders
-    below it; or, where wanted is None, of any name in root or one folder below it, where a tree
-    inside them would have been found (but /proc's, which cannot be read)."""
-    level_one = _subfolders(root, listing)
+def _link_to_no_folder(root: Path, listing: _Listing, wanted: tuple[str, ...] | None = None) -> Path | None:
+    """The first link that leads nowhere or loops: named as one of `wanted`, in root or up to two
+    folders below it; or, where wanted is None, of any name in root or one folder below it, where
+    a tree inside them would have been found (but /proc's, which cannot be read). The first only:
+    3,000 links to a folder of 3,000 links to nothing are 9 million paths."""
     if wanted is None:
-        return [folder / name for folder in [root, *level_one] for name in _kinds_or_none(folder, listing).to_nothing]
-    folders = [root, *level_one, *(each for folder in level_one for each in _subfolders(folder, listing))]
-    return [path for folder in folders for path in _entries_named(folder, wanted) if _leads_nowhere(path)]
+        folders = _root_and_level_one(root, listing)
+        links = (folder / name for folder in folders for name in _kinds_or_none(folder, listing).to_nothing)
+    else:
+        links = (path for folder in listing.searched(root) for path in _entries_named(folder, wanted))
+    return next((link for link in links if wanted is None or _leads_nowhere(link)), None)
 
 
-def _links_leaving_dvcs_copy(root: Path, listing: _Listing) -> list[Path]:
-    """In DVC's copy of the workspace, links git tracks in root or one folder below it whose
-    relative target leaves the copy: one that then led to the workspace's own data/ was passed
-    over, and "no train/ and test/" said."""
+def _first_link_out_of_dvcs_copy(root: Path, listing: _Listing) -> Path | None:
+    """In DVC's copy of the workspace, the first link git tracks in root or one folder below it
+    whose relative target leaves the copy: one that then led to the workspace's own data/ was
+    passed over, and "no train/ and test/" said."""
     if not in_a_dvc_workspace_copy():
-        return []
-    folders = [root, *_subfolders(root, listing)]
-    listed = (path for folder in folders for path in _listed_or_none(folder, listing))
-    return [path for path in listed if _can_read_link(path) and _leads_out_of_the_copy(path)]
+        return None
+    listed = (path for folder in _root_and_level_one(root, listing) for path in _listed_or_none(folder, listing))
+    return next((path for path in listed if _can_read_link(path) and _leads_out_of_the_copy(path)), None)
+
+
+def _root_and_level_one(root: Path, listing: _Listing) -> Iterator[Path]:
+    """root and the folders in it, each folder once, by the first path to it: one reached again by
+    another (3,000 links to a folder of 3,000 entries) holds the same links, looked at once."""
+    seen = set()
+    for folder in [root, *_subfolders(root, listing)]:
+        with contextlib.suppress(OSError):
+            identity = _identity(os.stat(_spelled(folder)))
+            if identity not in seen:
+                seen.add(identity)
+                yield folder
 
 
 def _listed_or_none(folder: Path, listing: _Listing) -> Iterator[Path]:
@@ -902,6 +944,22 @@ class _Listing:
         self.listed: dict[tuple[int, ...], list[str]] = {}
         self.kinds: dict[tuple[int, ...], _Kinds] = {}
         self.counted: set[tuple[int, int]] = set()
+        self.search: list[Path] | None = None
+
+    def searched(self, root: Path) -> list[Path]:
+        """root and its folders up to two levels below it, by every path that leads to them, at
+        most archives.MAX_MEMBERS: a folder listed once may be reached by many (3,000 links to a
+        folder of 3,000 links made 9 million paths to look in, 2 GB and minutes)."""
+        if self.search is None:
+            level_one = _subfolders(root, self)
+            search = [root, *level_one]
+            for folder in level_one:
+                below = _subfolders(folder, self)
+                if len(search) + len(below) > archives.MAX_MEMBERS:
+                    raise self._too_many()
+                search += below
+            self.search = search
+        return self.search
 
     def __call__(self, folder: Path) -> Iterator[Path]:
         """Its entries, for the searches, one at a time: Path's child of folder shares its parts,
@@ -941,13 +999,15 @@ class _Listing:
             for entry in scan:
                 self.room -= not again
                 if self.room < 0:
-                    raise DataError(
-                        f"data.source = {str(self.source)!r}: more than {archives.MAX_MEMBERS:,} files and folders to "
-                        f"look through, far more than CIFAR-10's 60,000 images; point it at a folder that holds only "
-                        f"the train/ and test/ trees, {archives.MAX_MEMBERS:,} files and folders at most "
-                        f"({EXPECTED_LAYOUT})"
-                    )
+                    raise self._too_many()
                 yield entry
+
+    def _too_many(self) -> DataError:
+        return DataError(
+            f"data.source = {str(self.source)!r}: more than {archives.MAX_MEMBERS:,} files and folders to look "
+            f"through, far more than CIFAR-10's 60,000 images; point it at a folder that holds only the train/ and "
+            f"test/ trees, {archives.MAX_MEMBERS:,} files and folders at most ({EXPECTED_LAYOUT})"
+        )
 
     def tree_entries(self, folder: Path) -> list[os.DirEntry]:
         """A folder of the class tree, sorted, whose links are refused: `train/dog -> cat`, or
@@ -1127,10 +1187,8 @@ def _starts_apple_double(path: Path) -> bool:
 def _find_folders(root: Path, matches, listing: _Listing) -> list[Path]:
     """root itself and the folders up to two levels below it that match, nearest first; one
     folder reached again through a link (`loop -> .`) once, not as trees that cannot be told apart."""
-    candidates = [root, *_subfolders(root, listing)]
-    candidates += [p for c in candidates[1:] for p in _subfolders(c, listing)]
     found, seen = [], set()
-    for folder in candidates:
+    for folder in listing.searched(root):
         if matches(folder):
             found_stat = folder.stat()
             identity = _identity(found_stat)
