@@ -604,6 +604,7 @@ def test_an_output_reached_through_a_bind_mount_is_refused(tmp_path, mounted):
         "each split folder",
         "a layer named through a link",
         "a layer that is a bind mount of the output",
+        "a layer that is an overlay of the output",
         "one layer an option, as Linux 6.8 allows",
         "a layer whose path holds a colon",
         "each split folder, the output holding another data set",
@@ -613,7 +614,8 @@ def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted
     """An overlay mount whose layer is the output's folder or one of its splits (a container's
     writable view of read-only data) was imported, then the run replaced the user's tree, whatever
     the layer's spelling: through a link, a bind mount, `lowerdir+=`, a `:` escaped. With another
-    data set kept beside the tree in the output, its split folders were never reached."""
+    data set kept beside the tree in the output, its split folders were never reached. A layer
+    that is itself an overlay of the output was looked at only as a folder."""
     folder = "run:1" if mounted == "a layer whose path holds a colon" else "outputs"  # a time stamp's
     output = make_class_tree(tmp_path / folder / "images", {"train": 1, "test": 1})
     source, before = tmp_path / "mnt", ""
@@ -631,6 +633,9 @@ def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted
     elif mounted == "a layer that is a bind mount of the output":
         (tmp_path / "volume").mkdir()
         mounting = bind(output, tmp_path / "volume") + overlay(str(tmp_path / "volume"), source)
+    elif mounted == "a layer that is an overlay of the output":
+        (tmp_path / "volume").mkdir()
+        mounting = overlay(str(output), tmp_path / "volume") + overlay(str(tmp_path / "volume"), source)
     elif mounted == "one layer an option, as Linux 6.8 allows":
         if tuple(map(int, re.findall(r"\d+", os.uname().release)[:2])) < (6, 8):
             pytest.skip("lowerdir+= needs Linux 6.8")
@@ -639,6 +644,23 @@ def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted
         mounting = overlay(str(output).replace(":", "\\:"), source)
     said = import_in_a_mount_namespace(mounting, source, output, before)
     assert "one of the pipeline's outputs" in said and str(output) in said, said
+
+
+@needs_mounts
+def test_an_overlay_whose_layer_moved_since_it_was_mounted_is_refused(tmp_path):
+    """The project renamed after an overlay of its output was mounted: the mount table still
+    names the layer where it was, where nothing is, and the source was imported; the run then
+    replaced the user's tree."""
+    output = make_class_tree(tmp_path / "project" / "images", {"train": 1, "test": 1})
+    source = tmp_path / "mnt"
+    shutil.copytree(output, source)  # the folder to mount on
+    renamed = tmp_path / "renamed" / "images"
+    mounting = overlay(str(output), source) + f"mv '{tmp_path / 'project'}' '{renamed.parent}'\n"
+    assert import_in_a_mount_namespace(mounting, source, renamed) == (
+        f"the overlay mounted at {source} has {output} as a layer, which is no longer there (moved since it was "
+        f"mounted?), so whether data.source shows one of the pipeline's outputs through it cannot be told; mount the "
+        f"overlay again with its layers where they are now"
+    )
 
 
 @needs_mounts

@@ -557,8 +557,9 @@ class _Outputs:
         self._resolved = [(_named(output), os.path.realpath(output)) for output in paths]
         self._held: dict[tuple[int, ...], str] | None = None
         self._mounts: list[_Mount] | None = None
+        self._layers_seen: set[str] = set()
 
-    def holding(self, path: Path, with_folders_above: bool = True, through_overlays: bool = True) -> str | None:
+    def holding(self, path: Path, with_folders_above: bool = True) -> str | None:
         """The output that path lies in. A file counts by its inode only where it is itself a
         mount point: a hard link to an output's file outlives the run."""
         where = os.path.realpath(path)
@@ -575,19 +576,31 @@ class _Outputs:
                 held = self._identities().get(_identity(status))
                 if held:
                     break
-        if not held and through_overlays:
-            held = next(filter(None, (self.holding(Path(layer), False, False) for layer in self._layers(where))), None)
+        if not held:
+            # through the layers' own overlays too (an overlay of an overlay of data/cifar10), each once
+            layers = [layer for layer in self._layers(where) if layer not in self._layers_seen]
+            self._layers_seen.update(layers)
+            held = next(filter(None, (self.holding(Path(layer), False) for layer in layers)), None)
         return held
 
     def _layers(self, where: str) -> list[str]:
         """Where an overlay mount that shows `where` has it from: the same path in each layer, of
-        the overlays mounted on it or a folder above it that are not hidden under another mount."""
-        return [
-            os.path.join(layer, os.path.relpath(where, mount.point))
-            for mount in self.mounts()
-            if mount.layers and os.path.commonpath((mount.point, where)) == mount.point and _on_top(mount)
-            for layer in mount.layers
-        ]
+        the overlays mounted on it or a folder above it that are not hidden under another mount.
+        The mount table keeps a layer's path as it was mounted: a folder above it renamed since
+        (the project's) left the check looking where the layer no longer is."""
+        layers = []
+        for mount in self.mounts():
+            if mount.layers and os.path.commonpath((mount.point, where)) == mount.point and _on_top(mount):
+                for layer in mount.layers:
+                    if not _there(layer):
+                        raise DataError(
+                            f"the overlay mounted at {mount.point} has {layer} as a layer, which is no longer there "
+                            f"(moved since it was mounted?), so whether data.source shows one of the pipeline's "
+                            f"outputs through it cannot be told; mount the overlay again with its layers where they "
+                            f"are now"
+                        )
+                    layers.append(os.path.join(layer, os.path.relpath(where, mount.point)))
+        return layers
 
     def _by_path(self, where: str) -> str | None:
         return next((named for named, at in self._resolved if os.path.commonpath((at, where)) == at), None)
@@ -661,6 +674,17 @@ def _on_top(mount: _Mount) -> bool:
         return os.stat(mount.point).st_dev == mount.device
     except OSError:
         return False
+
+
+def _there(path: str) -> bool:
+    """Whether path names something, though perhaps in a folder this user may not search."""
+    try:
+        os.lstat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _named(output: Path) -> str:
