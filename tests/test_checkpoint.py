@@ -242,11 +242,18 @@ def history_of(epochs: int) -> list[dict]:
     return [dict.fromkeys(EPOCH_ROW_KEYS, 0.5) | {"epoch": epoch} for epoch in range(1, epochs + 1)]
 
 
+# The untrained network's loss at the first step, which a checkpoint holds once an epoch is done.
+START_LOSS = 2.4
+
+
 @pytest.mark.parametrize(("epoch", "resumed"), [(-1, False), (0, True), (3, True), (4, False)])
 def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_path, caplog, epoch, resumed):
     """A damaged or hand-made file may claim any count; a run has 0 to train.epochs done."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch)))
+    start_loss = START_LOSS if epoch > 0 else None
+    checkpoint.save(
+        TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch), [], None, start_loss)
+    )
     caplog.set_level(logging.INFO)
     state = checkpoint.load(epochs=3)
     if resumed:
@@ -306,7 +313,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
 def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, caplog, damage, reason):
     """Each ended in a raw KeyError, AttributeError or TypeError in the train stage."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
     stored = read_checkpoint(checkpoint.path)
     damage(stored)
     write_checkpoint(checkpoint.path, stored)
@@ -351,7 +358,7 @@ def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     generator = torch.Generator()
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history, step_lrs))
+    checkpoint.save(TrainingState(1, *state, history, step_lrs, start_loss=START_LOSS))
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
@@ -400,7 +407,7 @@ def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(t
         scheduler.step()
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
     model, optimizer, scheduler, generator = run_objects()
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
@@ -484,7 +491,13 @@ def test_a_checkpoint_whose_optimizer_or_schedule_state_is_not_its_runs_is_not_r
         optimizer.step()
         scheduler.step()
     state = TrainingState(
-        1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state(), history_of(1)
+        1,
+        model.state_dict(),
+        optimizer.state_dict(),
+        scheduler.state_dict(),
+        generator.get_state(),
+        history_of(1),
+        start_loss=START_LOSS,
     )
     state.step_lrs = [0.1, 0.1]
     damage(state)
@@ -508,7 +521,7 @@ def test_a_checkpoint_whose_adam_second_moment_has_zeros_is_resumed(tmp_path, ca
     generator = torch.Generator()
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is not None, caplog.messages
 
@@ -522,7 +535,7 @@ def test_a_checkpoint_larger_than_its_model_can_take_is_not_read(tmp_path, caplo
     generator = torch.Generator()
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1]))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
     most = checkpoint_bound(model, 3, scheduler.total_steps)
     with checkpoint.path.open("r+b") as stored:
         stored.truncate(most + 1)  # a hole, no disk
@@ -563,7 +576,13 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
     optimizer.step()
     scheduler.step()
     state = TrainingState(
-        1, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state(), history_of(1)
+        1,
+        model.state_dict(),
+        optimizer.state_dict(),
+        scheduler.state_dict(),
+        generator.get_state(),
+        history_of(1),
+        start_loss=START_LOSS,
     )
     nan_in(state, part)
     checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
@@ -582,7 +601,7 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
 
 def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_path):
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
     checkpoint.remove()
     assert not checkpoint.path.exists()
     checkpoint.remove()
@@ -648,10 +667,56 @@ def test_a_signal_stops_only_the_run_given_its_request():
 
 def test_training_state_round_trips(tmp_path):
     model = SmallNet()
-    state = TrainingState(1, model.state_dict(), {}, {}, torch.Generator().get_state(), history_of(1), [0.1], None)
+    state = TrainingState(
+        1, model.state_dict(), {}, {}, torch.Generator().get_state(), history_of(1), [0.1], None, START_LOSS
+    )
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
     assert checkpoint.load(epochs=3).history == history_of(1)
+
+
+def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_from(tmp_path):
+    """The start is the loss of the run's first step: a resumed run keeps the one its checkpoint
+    holds, and does not take its own first step's (an epoch into training) for it."""
+    uninterrupted = train(fresh_model())
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    assert read_checkpoint(checkpoint.path)["state"]["start_loss"] == uninterrupted.start_loss
+    resumed = train(fresh_model(), checkpoint)
+    assert resumed.start_loss == uninterrupted.start_loss
+    assert without_time(resumed.history) == without_time(uninterrupted.history)
+
+    checkpoint = interrupted_run(tmp_path / "edited.pt")
+    stored = read_checkpoint(checkpoint.path)
+    stored["state"]["start_loss"] = 7.5
+    write_checkpoint(checkpoint.path, stored)
+    assert train(fresh_model(), checkpoint).start_loss == 7.5
+
+
+@pytest.mark.parametrize(
+    ("epoch", "damage", "reason"),
+    [
+        (1, lambda state: state.pop("start_loss"), "holds a start loss (the untrained network's) of None for 1 epochs"),
+        (1, lambda state: state.update(start_loss=float("nan")), "holds a start loss (the untrained network's) of nan"),
+        (1, lambda state: state.update(start_loss=float("inf")), "holds a start loss (the untrained network's) of inf"),
+        (1, lambda state: state.update(start_loss=0.0), "holds a start loss (the untrained network's) of 0.0 for 1"),
+        (1, lambda state: state.update(start_loss=-2.4), "holds a start loss (the untrained network's) of -2.4 for"),
+        (1, lambda state: state.update(start_loss="2.4"), "is unreadable (its start_loss is '2.4', not what train"),
+        (1, lambda state: state.update(start_loss=True), "is unreadable (its start_loss is True, not what train"),
+        (0, lambda state: state.update(start_loss=2.4), "holds a start loss of 2.4 for 0 epochs done, before any"),
+    ],
+    ids=["none", "nan", "infinity", "zero", "negative", "text", "bool", "before-any-step"],
+)
+def test_a_checkpoint_without_a_finite_positive_start_loss_is_not_resumed(tmp_path, caplog, epoch, damage, reason):
+    """Resumed without it, a run would read its losses against a guess at where they began, and
+    could advise the other way from the run it continues."""
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch)))
+    stored = read_checkpoint(checkpoint.path)
+    damage(stored["state"])
+    write_checkpoint(checkpoint.path, stored)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
 
 
 def interrupted_run(path, fingerprint=None) -> CheckpointFile:
@@ -987,7 +1052,7 @@ def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_chang
             ),
         )
 
-    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
+    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
     assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
     change(run, tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)
@@ -1037,7 +1102,9 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     with monkeypatch.context() as saving_on_a_gpu:
         saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         CheckpointFile(path, on_gpu).save(
-            TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), history_of(1), [0.1])
+            TrainingState(
+                1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), history_of(1), [0.1], start_loss=START_LOSS
+            )
         )
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -328,3 +329,129 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
     """Four steps of SGD: 4.71, then 3.86, above 1.5 times guessing's, with test accuracy above
     chance, was called diverged ("lower max_lr"), and at a lower max_lr "barely moved"."""
     assert (diverged([{"train_loss": loss} for loss in losses], 10, 0.01) is not None) == failed
+
+
+@pytest.mark.parametrize(
+    ("start", "train_losses", "max_lr", "advice"),
+    [
+        # ResNet18-GN at Adam max_lr 0.035: the untrained network's 2.45 at the first step, then
+        # epochs of 5.38 and 4.74, falling but above where the loss began: "raise max_lr" was advised.
+        (
+            2.45,
+            [5.38, 4.74],
+            0.035,
+            "the training loss went from 2.45 at the first step to 4.74 in the last epoch (highest 5.38; guessing "
+            "scores 2.3): it diverged, so lower max_lr (this run's is 0.035)",
+        ),
+        # The custom ResNet at Adam max_lr 1e-6 starts about as high as its epochs end.
+        (
+            4.9,
+            [4.85, 4.62],
+            1e-6,
+            "the training loss went from 4.9 at the first step to 4.62 in the last epoch, falling from an untrained "
+            "network's start far above guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-06)",
+        ),
+        # One batch's loss below its network's: within ROSE_FROM_START of the start is no rise.
+        (4.5, [4.85, 4.62], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
+        # ResNet-9 at max_lr 1e-4.
+        (4.1, [4.03, 2.48], 1e-4, "still near guessing's 2.3: the model barely moved, so raise max_lr"),
+        # A network that starts far above 4 x guessing's and falls from there was called blown up.
+        (12.0, [11.5, 11.0], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
+        (2.4, [17.8, 2.19], 0.3, "(highest 17.8; guessing scores 2.3): it diverged, so lower max_lr"),
+        # Flat at guessing's from the start: the start says nothing new.
+        (2.4, [2.41, 2.42, 2.42], 1e-7, "still near guessing's 2.3: the model barely moved, so raise max_lr"),
+        # Blown up within the first epoch and stuck there: not weights that began far off.
+        (2.4, [7.9e3, 7.9e3, 7.9e3], 1.0, "(highest 7.9e+03; guessing scores 2.3): it diverged, so lower max_lr"),
+        # Far off from the very start and never moved.
+        (7.9e3, [7.9e3, 7.9e3, 7.9e3], 1e-30, "the model began far off and never moved"),
+        (2.3, [2.2, 1.9], 0.002, "below guessing's 2.3: the model fits its training batches, but 30 steps"),
+        (2.3, [2.0, 2.3], 0.05, "(highest 2.3; guessing scores 2.3): it diverged, so lower max_lr"),
+    ],
+    ids=[
+        "rose-above-the-start-then-fell",
+        "falling-from-its-start-far-above",
+        "a-start-batch-below-its-network",
+        "resnet9-falling-from-its-start",
+        "falling-from-a-start-above-4x",
+        "blown-up-in-the-first-epoch",
+        "flat-from-the-start",
+        "blown-up-and-stuck",
+        "began-far-off",
+        "too-few-steps",
+        "rising-below-the-start",
+    ],
+)
+def test_the_chance_alarm_reads_the_training_loss_against_the_untrained_networks_start(
+    start, train_losses, max_lr, advice
+):
+    """The epochs' means alone cannot tell a loss that blew up from where it began (ResNet18-GN
+    at Adam max_lr 0.035: 2.45, then epochs of 5.38 and 4.74) from one that began that high (the
+    custom ResNet at 1e-6: about 4.9, then 4.85 and 4.62): the first step's loss can."""
+    history = [{"train_loss": loss} for loss in train_losses]
+    assert advice in likely_cause(history, 10, max_lr, 30, start)
+    warning = not_learning_warning(
+        [row | {"epoch": epoch, "test_accuracy": 0.1} for epoch, row in enumerate(history, 1)],
+        10,
+        tested_on=500,
+        peak_epoch=0,
+        max_lr=max_lr,
+        steps=30,
+        start=start,
+    )
+    assert warning.endswith(likely_cause(history, 10, max_lr, 30, start))
+
+
+@pytest.mark.parametrize(
+    ("start", "losses", "failed"),
+    [
+        (2.45, [5.38, 4.74], True),
+        (2.45, [30.0, 24.0], True),
+        (4.71, [4.71, 3.86, 4.5], True),
+        (4.71, [4.71, float("nan")], True),
+        (4.9, [4.85, 4.62], False),
+        (4.71, [3.86], False),
+        (12.0, [11.5, 11.0], False),
+        (30.5, [30.0, 24.0], False),
+    ],
+    ids=[
+        "rose-above-the-start-then-fell",
+        "blown-up",
+        "rising-at-the-end",
+        "not-finite",
+        "falling-from-its-start",
+        "one-epoch-below-its-start",
+        "falling-from-a-start-above-4x",
+        "falling-from-a-start-far-above",
+    ],
+)
+def test_a_run_diverged_when_its_loss_rose_above_the_untrained_networks_start(start, losses, failed):
+    """ResNet18-GN at Adam max_lr 0.035 (2.45 at the first step, then 5.38 and 4.74) passed as a
+    run falling from an untrained start; one that began far above 4 x guessing's and fell from
+    there was called diverged."""
+    found = diverged([{"train_loss": loss} for loss in losses], 10, 0.035, start)
+    assert (found is not None) == failed
+    if losses == [5.38, 4.74]:
+        assert found == (
+            "training diverged: the last epoch's training loss is 4.74, above 1.5 times guessing's 2.3 and the "
+            "untrained network's 2.45 at the first step, so lower train.max_lr (this run's is 0.035) or pick it with "
+            "lr_find"
+        )
+
+
+def test_the_start_is_the_untrained_networks_loss_on_the_first_steps_batch():
+    """Read off the first step's forward pass, before its update: not another forward pass."""
+    model, train = tiny_model(), random_split(48, 3)
+    untrained = copy.deepcopy(model)
+    images, labels = next(iter(DeviceLoader(train, 16, CPU, shuffle=True, seed=5)))
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    result = fit(
+        cpu_recipe(train=config(epochs=2)),
+        model,
+        DeviceLoader(train, 16, CPU, shuffle=True, seed=5),
+        DeviceLoader(train, 48, CPU),
+        max_lr=1e-2,
+        num_classes=10,
+    )
+    assert result.start_loss == pytest.approx(nn.functional.cross_entropy(untrained(images), labels).item(), rel=1e-6)
+    assert calls == [True] * 3 + [False] + [True] * 3 + [False]  # 3 steps and a test pass per epoch

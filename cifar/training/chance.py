@@ -15,7 +15,17 @@ LEARNING, BLOWN_UP = 0.95, 1.5
 # A first epoch's mean above BLOWN_UP times guessing's is an untrained network's start at a
 # small LR too (ResNet-9 at max_lr 1e-4: 4.03, then 2.48; Adam at 1e-6: 4.85, then 4.62); one
 # this far above is a blow-up (Adam at max_lr 0.3: 17.8, then 2.19, was told to train longer).
+# Where the untrained network's own loss (the start, below) is known, it replaces this guess
+# for the training loss; the test loss is read against this multiple still.
 FIRST_EPOCH_BLOWN_UP = 4
+# The start is one batch's loss, the loss of the first step's batch before any update, and an
+# epoch's mean is above it "clearly" (the loss rose from where it began) by more than this
+# share of it, and by more than the rest of guessing's. An untrained network's losses spread
+# by 0.2 (ResNet18-GN) to 0.45 (the custom ResNet) of their mean, image to image (on random
+# images): one batch of 512's mean lies within 2% of the network's, of 128 within 4% (one
+# standard deviation). A blow-up goes far past it (ResNet18-GN at Adam max_lr 0.035: from
+# 2.45 to 5.38, then 4.74).
+ROSE_FROM_START = 0.1
 
 
 def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
@@ -37,40 +47,58 @@ def binomial_tail(successes: int, trials: int, probability: float) -> float:
 
 
 def not_learning_warning(
-    history: list[dict], num_classes: int, tested_on: int, peak_epoch: int, max_lr: float, steps: int
+    history: list[dict],
+    num_classes: int,
+    tested_on: int,
+    peak_epoch: int,
+    max_lr: float,
+    steps: int,
+    start: float | None = None,
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
-    accuracy on `tested_on` images is still at chance; None otherwise."""
+    accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
+    network's loss, at the first step (likely_cause)."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]
     if epoch <= peak_epoch or not at_chance(accuracy, num_classes, tested_on):
         return None
     return (
         f"test accuracy {accuracy:.3f} on {tested_on} images is not above chance ({1 / num_classes:.3f}) "
         f"at epoch {epoch}, after the OneCycle peak at epoch {peak_epoch}: the model is not "
-        f"learning; {likely_cause(history, num_classes, max_lr, steps)}"
+        f"learning; {likely_cause(history, num_classes, max_lr, steps, start)}"
     )
 
 
-def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int) -> str:
+def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int, start: float | None = None) -> str:
     """Which way to move, read from the training loss per epoch against guessing's loss
-    (uniform probabilities, ln(num_classes)): a loss that rose, blew up or stopped being
-    finite means max_lr was too large; one that fell or stayed flat but never went clearly
-    below guessing's means it was too small to move the model; one that went clearly below
-    guessing's while the test set stays at chance means the model fits its batches but
-    trained too briefly."""
+    (uniform probabilities, ln(num_classes)) and, where given, against `start`, the untrained
+    network's loss (its first step's, before the update): a loss that rose (from epoch to
+    epoch, or clearly above the start), blew up or stopped being finite means max_lr was too
+    large; one that fell or stayed flat but never went clearly below guessing's means it was
+    too small to move the model; one that went clearly below guessing's while the test set
+    stays at chance means the model fits its batches but trained too briefly. Without the
+    start, the first epoch's mean stands in for it."""
     guessing = math.log(num_classes)
     losses = [row["train_loss"] for row in history]
     first, last, highest = losses[0], losses[-1], max(losses)
-    went = f"the training loss went from {first:.3g} to {last:.3g}"
+    went = (
+        f"the training loss went from {first:.3g} to {last:.3g}"
+        if start is None
+        else f"the training loss went from {start:.3g} at the first step to {last:.3g} in the last epoch"
+    )
     rose = last - first > (1 - LEARNING) * guessing
+    # Above the untrained network's own loss: the first epoch's mean ran from 2.45 to 5.38
+    # (ResNet18-GN at Adam max_lr 0.035), which "falling from an untrained network's start" read
+    # as too small a max_lr.
+    rose_from_start = start is not None and _rose_from(start, losses, guessing)
     flat = highest - min(losses) <= (1 - LEARNING) * guessing
     # A test loss blown up from an untrained start while the training loss is not (Adam at max_lr
     # 0.07: 5.57, then 5.52, test loss 206,630) was read as "never moved" or "barely moved, raise
     # max_lr", and a max_lr raised as told was told the same.
-    test_blown_up = first <= FIRST_EPOCH_BLOWN_UP * guessing and any(
+    test_blown_up = (first if start is None else start) <= FIRST_EPOCH_BLOWN_UP * guessing and any(
         not row.get("test_loss", 0.0) <= FIRST_EPOCH_BLOWN_UP * guessing for row in history
     )
-    if all(map(math.isfinite, losses)) and flat and last > BLOWN_UP * guessing and not test_blown_up:
+    stuck = flat and last > BLOWN_UP * guessing and not test_blown_up and not rose_from_start
+    if all(map(math.isfinite, losses)) and stuck:
         # No step moved it, up or down: it began far off, which a LR (even a huge one) does
         # not do within its first epoch without moving on; weights edited in a checkpoint do.
         return (
@@ -78,10 +106,13 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
             f"the model began far off and never moved: if it resumed from a checkpoint (its log says which), "
             f"delete that file and run again, else raise max_lr (this run's is {max_lr:.3g})"
         )
-    blown_up = highest > (BLOWN_UP if losses.index(highest) > 0 else FIRST_EPOCH_BLOWN_UP) * guessing
+    if start is None:
+        blown_up = highest > (BLOWN_UP if losses.index(highest) > 0 else FIRST_EPOCH_BLOWN_UP) * guessing
+    else:  # the start says where the first epoch began: no guess at it
+        blown_up = rose_from_start
     # Falling every epoch from an untrained network's start, still far above guessing's (Adam at
     # max_lr 1e-6: 4.85, then 4.62) was called diverged, and "lower max_lr" advised.
-    still_falling = _fell_from_an_untrained_start(losses, guessing)
+    still_falling = _fell_from_an_untrained_start(losses, guessing, start)
     if not all(map(math.isfinite, losses)) or rose or blown_up or (last > BLOWN_UP * guessing and not still_falling):
         return (
             f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it diverged, "
@@ -109,19 +140,30 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     )
 
 
-def _fell_from_an_untrained_start(losses: list[float], guessing: float) -> bool:
-    """More than one epoch, none above an untrained network's start, none rising by more than the
-    rest of guessing's loss: a small max_lr's run, not a blown-up one."""
+def _rose_from(start: float, losses: list[float], guessing: float) -> bool:
+    """Some epoch's mean is clearly above the untrained network's loss at the first step: by
+    more than ROSE_FROM_START of it and more than the rest of guessing's."""
+    return max(losses) - start > max(ROSE_FROM_START * start, (1 - LEARNING) * guessing)
+
+
+def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: float | None = None) -> bool:
+    """None rising from one epoch to the next by more than the rest of guessing's loss, none
+    above the untrained network's start: a small max_lr's run, not a blown-up one. Without
+    `start`, more than one epoch and none above FIRST_EPOCH_BLOWN_UP times guessing's stand in
+    for it."""
     rose = any(later - earlier > (1 - LEARNING) * guessing for earlier, later in itertools.pairwise(losses))
     finite = all(map(math.isfinite, losses))
-    return finite and len(losses) > 1 and not rose and max(losses) <= FIRST_EPOCH_BLOWN_UP * guessing
+    if start is None:
+        return finite and len(losses) > 1 and not rose and max(losses) <= FIRST_EPOCH_BLOWN_UP * guessing
+    return finite and not rose and not _rose_from(start, losses, guessing)
 
 
-def diverged(history: list[dict], num_classes: int, max_lr: float) -> str | None:
+def diverged(history: list[dict], num_classes: int, max_lr: float, start: float | None = None) -> str | None:
     """Why a run failed though its test accuracy ended above chance, if it did: its last
-    epoch's training loss stayed far above guessing's. At train.max_lr 1000 the loss was 1e6
-    and the test loss 1e8, while 37 of 200 test images landed in the right class (0.185),
-    and the run was recorded as an experiment."""
+    epoch's training loss stayed far above guessing's, and (where `start`, the untrained
+    network's loss at the first step, is given) it rose above that start or from one epoch to
+    the next. At train.max_lr 1000 the loss was 1e6 and the test loss 1e8, while 37 of 200 test
+    images landed in the right class (0.185), and the run was recorded as an experiment."""
     guessing, losses = math.log(num_classes), [row["train_loss"] for row in history]
     last = losses[-1]
     if last <= BLOWN_UP * guessing:
@@ -129,9 +171,11 @@ def diverged(history: list[dict], num_classes: int, max_lr: float) -> str | None
     # Not rising from an untrained start, and learning on the test set: a short run (4 steps of
     # SGD: 4.71, then 3.86, or 4.705 then 4.733) was told to lower max_lr, and at a lower one to
     # raise it.
-    if _fell_from_an_untrained_start(losses, guessing):
+    if _fell_from_an_untrained_start(losses, guessing, start):
         return None
+    above_start = start is not None and _rose_from(start, [last], guessing)
+    also = f" and the untrained network's {start:.3g} at the first step" if above_start else ""
     return (
         f"training diverged: the last epoch's training loss is {last:.3g}, above {BLOWN_UP:g} times guessing's "
-        f"{guessing:.3g}, so lower train.max_lr (this run's is {max_lr:.3g}) or pick it with lr_find"
+        f"{guessing:.3g}{also}, so lower train.max_lr (this run's is {max_lr:.3g}) or pick it with lr_find"
     )

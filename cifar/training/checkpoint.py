@@ -1,13 +1,15 @@
 """End-of-epoch training checkpoints, so a killed run resumes instead of starting over.
 
 A checkpoint holds everything the next epoch depends on: weights and BatchNorm buffers,
-optimizer and scheduler state, the loader's random generator (shuffling and augmentation)
-and the history so far. With these restored, a resumed CPU run ends bit-identical to an
-uninterrupted one. It also holds a fingerprint of what shaped the run (params, max_lr,
-both splits, device, precision and the code); a checkpoint of a different run is never
-resumed from, nor one whose weights or optimizer state hold NaN or infinity. The train
-stage removes it only once every output is written, so a run that finished training but
-failed to write (a full disk) writes its outputs from it on the next try.
+optimizer and scheduler state, the loader's random generator (shuffling and augmentation),
+the history so far and the untrained network's loss at the first step, which the diagnosis
+of a run at chance or diverged reads the history against. With these restored, a resumed
+CPU run ends bit-identical to an uninterrupted one, and is diagnosed as that one would be.
+It also holds a fingerprint of what shaped the run (params, max_lr, both splits, device,
+precision and the code); a checkpoint of a different run is never resumed from, nor one
+whose weights or optimizer state hold NaN or infinity. The train stage removes it only
+once every output is written, so a run that finished training but failed to write (a full
+disk) writes its outputs from it on the next try.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class TrainingState:
     history: list[dict] = field(default_factory=list)
     step_lrs: list[float] = field(default_factory=list)
     chance_warning: str | None = None
+    # The loss of the first step's batch, before the update: the untrained network's, which
+    # chance.py reads the epochs' losses against. None only before the first epoch is done.
+    start_loss: float | None = None
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator
@@ -322,6 +327,7 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
         "history": (state.history, list),
         "step_lrs": (state.step_lrs, list),
         "chance_warning": (state.chance_warning, (str, type(None))),
+        "start_loss": (state.start_loss, (float, type(None))),
     }
     for name, (value, kind) in expected.items():
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -358,7 +364,8 @@ def _progress_problem(state: TrainingState, steps: int) -> str | None:
 
 def _inconsistency(state: TrainingState) -> str | None:
     """What in the state disagrees with itself, in words; None when it is as fit() saves it:
-    one history row of finite numbers per epoch done, counted from 1, and positive step LRs."""
+    one history row of finite numbers per epoch done, counted from 1, positive step LRs, and
+    a start loss, a finite number above 0, once an epoch is done."""
     if len(state.history) != state.epoch:
         return f"holds {len(state.history)} epochs of history for {state.epoch} epochs done"
     for number, row in enumerate(state.history, 1):
@@ -366,6 +373,15 @@ def _inconsistency(state: TrainingState) -> str | None:
             return f"holds a history row {number} that train did not write ({short_repr(row)})"
     if not all(_is_number(lr) and lr > 0 for lr in state.step_lrs):
         return "holds step learning rates that are not finite numbers above 0"
+    # Without it a resumed run would read its losses against a guess at the start, and could
+    # advise the other way from the run it continues.
+    if state.epoch and not (_is_number(state.start_loss) and state.start_loss > 0):
+        return (
+            f"holds a start loss (the untrained network's) of {short_repr(state.start_loss)} for {state.epoch} "
+            f"epochs done, not a finite number above 0"
+        )
+    if not state.epoch and state.start_loss is not None:
+        return f"holds a start loss of {short_repr(state.start_loss)} for 0 epochs done, before any step"
     return None
 
 

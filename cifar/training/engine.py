@@ -51,6 +51,7 @@ class EpochStats:
     accuracy: float
     seconds: float
     step_lrs: list[float]
+    first_loss: float  # the first step's batch, in the forward pass before the update
 
 
 def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStats:
@@ -94,7 +95,13 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
                 )
     synchronize(run.device)
     seconds = time.perf_counter() - started
-    return EpochStats(step_losses.mean().item(), correct.item() / run.loader.images_per_epoch, seconds, step_lrs)
+    return EpochStats(
+        step_losses.mean().item(),
+        correct.item() / run.loader.images_per_epoch,
+        seconds,
+        step_lrs,
+        step_losses[0].item(),
+    )
 
 
 def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
@@ -114,6 +121,9 @@ class FitResult:
     history: list[dict]  # one row per epoch
     step_lrs: list[float]  # the LR each optimizer step ran at
     chance_warning: str | None
+    # The untrained network's loss: its first step's batch's, before the update (chance.py reads
+    # the epochs' losses against it).
+    start_loss: float
 
 
 def fit(
@@ -151,8 +161,11 @@ def fit(
     history = state.history if state else []
     step_lrs = state.step_lrs if state else []
     chance_warning = state.chance_warning if state else None
+    start_loss = state.start_loss if state else None
     for epoch in range(len(history) + 1, config.epochs + 1):
         stats = train_epoch(run, epoch)
+        if start_loss is None:
+            start_loss = stats.first_loss
         tested = predict(model, test_loader, device, precision)
         history.append(
             {
@@ -179,7 +192,13 @@ def fit(
         )
         if chance_warning is None:
             chance_warning = not_learning_warning(
-                history, num_classes, test_loader.images_per_epoch, config.onecycle.max_at_epoch, max_lr, len(step_lrs)
+                history,
+                num_classes,
+                test_loader.images_per_epoch,
+                config.onecycle.max_at_epoch,
+                max_lr,
+                len(step_lrs),
+                start_loss,
             )
             if chance_warning:
                 log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
@@ -194,6 +213,7 @@ def fit(
                     history,
                     step_lrs,
                     chance_warning,
+                    start_loss,
                 )
             )
     if run.stop.signal_name:  # it came after the last step's check: train exited 0 and replaced its outputs
@@ -201,4 +221,4 @@ def fit(
             f"stopped by {run.stop.signal_name} after epoch {len(history)}; "
             f"{run.checkpoint.resume_hint(len(history)) if run.checkpoint else 'no checkpoint was kept'}"
         )
-    return FitResult(history, step_lrs, chance_warning)
+    return FitResult(history, step_lrs, chance_warning, start_loss)
