@@ -115,7 +115,7 @@ def main() -> None:
             f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
             f"{kept_for_inspection()}. {result.chance_warning}"
         )
-    divergence = diverged(result.history, len(train.classes), max_lr, result.start_loss)
+    divergence = diverged(result.history, len(train.classes), max_lr, result.start)
     if divergence:
         raise TrainingError(f"{divergence}; {kept_for_inspection()}")
     checkpoint.remove()

@@ -21,6 +21,7 @@ from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import load_split, save_dataset
 from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
+from cifar.training.chance import Start
 from cifar.training.checkpoint import (
     EPOCH_ROW_KEYS,
     CheckpointFile,
@@ -242,18 +243,18 @@ def history_of(epochs: int) -> list[dict]:
     return [dict.fromkeys(EPOCH_ROW_KEYS, 0.5) | {"epoch": epoch} for epoch in range(1, epochs + 1)]
 
 
-# The untrained network's loss at the first step, which a checkpoint holds once an epoch is done.
-START_LOSS = 2.4
+# The untrained network's loss at the first step and its standard error, which a checkpoint
+# holds once an epoch is done.
+START = {"start_loss": 2.4, "start_error": 0.05}
 
 
 @pytest.mark.parametrize(("epoch", "resumed"), [(-1, False), (0, True), (3, True), (4, False)])
 def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_path, caplog, epoch, resumed):
     """A damaged or hand-made file may claim any count; a run has 0 to train.epochs done."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    start_loss = START_LOSS if epoch > 0 else None
-    checkpoint.save(
-        TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch), [], None, start_loss)
-    )
+    start = START if epoch > 0 else {}
+    saved = TrainingState(epoch, {}, {}, {}, torch.Generator().get_state(), history_of(epoch), [], None, **start)
+    checkpoint.save(saved)
     caplog.set_level(logging.INFO)
     state = checkpoint.load(epochs=3)
     if resumed:
@@ -313,7 +314,7 @@ def test_a_checkpoint_claiming_epochs_the_run_does_not_have_is_not_resumed(tmp_p
 def test_a_checkpoint_not_laid_out_as_train_saves_it_is_not_resumed(tmp_path, caplog, damage, reason):
     """Each ended in a raw KeyError, AttributeError or TypeError in the train stage."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), **START))
     stored = read_checkpoint(checkpoint.path)
     damage(stored)
     write_checkpoint(checkpoint.path, stored)
@@ -358,7 +359,7 @@ def test_a_checkpoint_that_disagrees_with_itself_is_not_resumed(tmp_path, caplog
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     generator = torch.Generator()
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history, step_lrs, start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, *state, history, step_lrs, **START))
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
@@ -407,7 +408,7 @@ def test_a_checkpoint_whose_optimizer_settings_are_not_the_runs_is_not_resumed(t
         scheduler.step()
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], **START))
     model, optimizer, scheduler, generator = run_objects()
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is None
@@ -497,7 +498,7 @@ def test_a_checkpoint_whose_optimizer_or_schedule_state_is_not_its_runs_is_not_r
         scheduler.state_dict(),
         generator.get_state(),
         history_of(1),
-        start_loss=START_LOSS,
+        **START,
     )
     state.step_lrs = [0.1, 0.1]
     damage(state)
@@ -521,7 +522,7 @@ def test_a_checkpoint_whose_adam_second_moment_has_zeros_is_resumed(tmp_path, ca
     generator = torch.Generator()
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], **START))
     caplog.set_level(logging.INFO)
     assert checkpoint.resume(3, model, optimizer, scheduler, generator) is not None, caplog.messages
 
@@ -535,7 +536,7 @@ def test_a_checkpoint_larger_than_its_model_can_take_is_not_read(tmp_path, caplo
     generator = torch.Generator()
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = [model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), generator.get_state()]
-    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, *state, history_of(1), [0.1, 0.1], **START))
     most = checkpoint_bound(model, 3, scheduler.total_steps)
     with checkpoint.path.open("r+b") as stored:
         stored.truncate(most + 1)  # a hole, no disk
@@ -582,7 +583,7 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
         scheduler.state_dict(),
         generator.get_state(),
         history_of(1),
-        start_loss=START_LOSS,
+        **START,
     )
     nan_in(state, part)
     checkpoint = CheckpointFile(tmp_path / "train.pt", {"run": 1})
@@ -601,7 +602,7 @@ def test_a_checkpoint_holding_nan_or_infinity_is_removed_not_resumed(tmp_path, c
 
 def test_a_finished_run_removes_its_checkpoint_and_removing_none_is_fine(tmp_path):
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
-    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), **START))
     checkpoint.remove()
     assert not checkpoint.path.exists()
     checkpoint.remove()
@@ -668,7 +669,7 @@ def test_a_signal_stops_only_the_run_given_its_request():
 def test_training_state_round_trips(tmp_path):
     model = SmallNet()
     state = TrainingState(
-        1, model.state_dict(), {}, {}, torch.Generator().get_state(), history_of(1), [0.1], None, START_LOSS
+        1, model.state_dict(), {}, {}, torch.Generator().get_state(), history_of(1), [0.1], None, **START
     )
     checkpoint = CheckpointFile(tmp_path / "c.pt", {"run": 1})
     checkpoint.save(state)
@@ -680,16 +681,17 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
     holds, and does not take its own first step's (an epoch into training) for it."""
     uninterrupted = train(fresh_model())
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
-    assert read_checkpoint(checkpoint.path)["state"]["start_loss"] == uninterrupted.start_loss
+    stored = read_checkpoint(checkpoint.path)["state"]
+    assert Start(stored["start_loss"], stored["start_error"]) == uninterrupted.start
     resumed = train(fresh_model(), checkpoint)
-    assert resumed.start_loss == uninterrupted.start_loss
+    assert resumed.start == uninterrupted.start
     assert without_time(resumed.history) == without_time(uninterrupted.history)
 
     checkpoint = interrupted_run(tmp_path / "edited.pt")
     stored = read_checkpoint(checkpoint.path)
     stored["state"]["start_loss"] = 7.5
     write_checkpoint(checkpoint.path, stored)
-    assert train(fresh_model(), checkpoint).start_loss == 7.5
+    assert train(fresh_model(), checkpoint).start.loss == 7.5
 
 
 @pytest.mark.parametrize(
@@ -703,8 +705,23 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
         (1, lambda state: state.update(start_loss="2.4"), "is unreadable (its start_loss is '2.4', not what train"),
         (1, lambda state: state.update(start_loss=True), "is unreadable (its start_loss is True, not what train"),
         (0, lambda state: state.update(start_loss=2.4), "holds a start loss of 2.4 for 0 epochs done, before any"),
+        (1, lambda state: state.update(start_loss=2.4), "holds a start loss's standard error of None for 1 epochs"),
+        (1, lambda state: state.update(START, start_error=-0.1), "holds a start loss's standard error of -0.1 for"),
+        (1, lambda state: state.update(START, start_error=float("nan")), "holds a start loss's standard error of nan"),
     ],
-    ids=["none", "nan", "infinity", "zero", "negative", "text", "bool", "before-any-step"],
+    ids=[
+        "none",
+        "nan",
+        "infinity",
+        "zero",
+        "negative",
+        "text",
+        "bool",
+        "before-any-step",
+        "no-error",
+        "negative-error",
+        "nan-error",
+    ],
 )
 def test_a_checkpoint_without_a_finite_positive_start_loss_is_not_resumed(tmp_path, caplog, epoch, damage, reason):
     """Resumed without it, a run would read its losses against a guess at where they began, and
@@ -1052,7 +1069,7 @@ def test_the_checkpoint_of_a_killed_run_is_not_resumed_once_what_shaped_it_chang
             ),
         )
 
-    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), start_loss=START_LOSS))
+    checkpoint().save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1), **START))
     assert checkpoint().load(epochs=3) is not None, "unchanged, the run would resume"
     change(run, tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)
@@ -1102,9 +1119,7 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
     with monkeypatch.context() as saving_on_a_gpu:
         saving_on_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         CheckpointFile(path, on_gpu).save(
-            TrainingState(
-                1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), history_of(1), [0.1], start_loss=START_LOSS
-            )
+            TrainingState(1, {}, {}, {}, torch.zeros(16, dtype=torch.uint8), history_of(1), [0.1], **START)
         )
     caplog.set_level(logging.INFO)
     result = train(fresh_model(), CheckpointFile(path, on_cpu))

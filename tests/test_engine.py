@@ -8,7 +8,7 @@ from torch import nn
 
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.errors import ConfigError, TrainingError
-from cifar.training.chance import at_chance, binomial_tail, diverged, likely_cause, not_learning_warning
+from cifar.training.chance import Start, at_chance, binomial_tail, diverged, likely_cause, not_learning_warning
 from cifar.training.checkpoint import EPOCH_ROW_KEYS
 from cifar.training.engine import TrainingRun, fit, train_epoch
 from cifar.training.inference import predict
@@ -351,8 +351,10 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
             "the training loss went from 4.9 at the first step to 4.62 in the last epoch, falling from an untrained "
             "network's start far above guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-06)",
         ),
-        # One batch's loss below its network's: within ROSE_FROM_START of the start is no rise.
+        # One batch's loss below its network's: within ROSE_FROM_START of the start is no rise,
+        # nor within three standard errors of a small batch's mean (32 images at a spread of 0.45).
         (4.5, [4.85, 4.62], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
+        ((4.2, 0.33), [4.85, 4.62], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
         # ResNet-9 at max_lr 1e-4.
         (4.1, [4.03, 2.48], 1e-4, "still near guessing's 2.3: the model barely moved, so raise max_lr"),
         # A network that starts far above 4 x guessing's and falls from there was called blown up.
@@ -371,6 +373,7 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
         "rose-above-the-start-then-fell",
         "falling-from-its-start-far-above",
         "a-start-batch-below-its-network",
+        "a-small-start-batch-below-its-network",
         "resnet9-falling-from-its-start",
         "falling-from-a-start-above-4x",
         "blown-up-in-the-first-epoch",
@@ -387,6 +390,7 @@ def test_the_chance_alarm_reads_the_training_loss_against_the_untrained_networks
     """The epochs' means alone cannot tell a loss that blew up from where it began (ResNet18-GN
     at Adam max_lr 0.035: 2.45, then epochs of 5.38 and 4.74) from one that began that high (the
     custom ResNet at 1e-6: about 4.9, then 4.85 and 4.62): the first step's loss can."""
+    start = Start(*start) if isinstance(start, tuple) else Start(start)
     history = [{"train_loss": loss} for loss in train_losses]
     assert advice in likely_cause(history, 10, max_lr, 30, start)
     warning = not_learning_warning(
@@ -428,7 +432,7 @@ def test_a_run_diverged_when_its_loss_rose_above_the_untrained_networks_start(st
     """ResNet18-GN at Adam max_lr 0.035 (2.45 at the first step, then 5.38 and 4.74) passed as a
     run falling from an untrained start; one that began far above 4 x guessing's and fell from
     there was called diverged."""
-    found = diverged([{"train_loss": loss} for loss in losses], 10, 0.035, start)
+    found = diverged([{"train_loss": loss} for loss in losses], 10, 0.035, Start(start))
     assert (found is not None) == failed
     if losses == [5.38, 4.74]:
         assert found == (
@@ -453,5 +457,7 @@ def test_the_start_is_the_untrained_networks_loss_on_the_first_steps_batch():
         max_lr=1e-2,
         num_classes=10,
     )
-    assert result.start_loss == pytest.approx(nn.functional.cross_entropy(untrained(images), labels).item(), rel=1e-6)
+    losses = nn.functional.cross_entropy(untrained(images), labels, reduction="none")
+    assert result.start.loss == pytest.approx(losses.mean().item(), rel=1e-6)
+    assert result.start.error == pytest.approx(losses.std().item() / 4, rel=1e-5)  # of 16 images
     assert calls == [True] * 3 + [False] + [True] * 3 + [False]  # 3 steps and a test pass per epoch

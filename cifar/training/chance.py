@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 # A model is "at chance" unless guessing would score as well as it did less than once in
 # this many tries: strict enough that a real model on a few hundred test images passes.
@@ -20,12 +21,27 @@ LEARNING, BLOWN_UP = 0.95, 1.5
 FIRST_EPOCH_BLOWN_UP = 4
 # The start is one batch's loss, the loss of the first step's batch before any update, and an
 # epoch's mean is above it "clearly" (the loss rose from where it began) by more than this
-# share of it, and by more than the rest of guessing's. An untrained network's losses spread
-# by 0.2 (ResNet18-GN) to 0.45 (the custom ResNet) of their mean, image to image (on random
-# images): one batch of 512's mean lies within 2% of the network's, of 128 within 4% (one
-# standard deviation). A blow-up goes far past it (ResNet18-GN at Adam max_lr 0.035: from
-# 2.45 to 5.38, then 4.74).
-ROSE_FROM_START = 0.1
+# share of it, more than START_ERRORS standard errors of that batch's mean, and more than the
+# rest of guessing's. An untrained network's losses spread by 0.2 (ResNet18-GN) to 0.45 (the
+# custom ResNet) of their mean, image to image (on random images): one batch of 512's mean
+# lies within 2% of the network's, of 32 within 8%, of 8 within 16% (one standard error),
+# which a share alone read as a rise one run in four. A blow-up goes far past it (ResNet18-GN
+# at Adam max_lr 0.035: from 2.45 to 5.38, then 4.74).
+ROSE_FROM_START, START_ERRORS = 0.1, 3
+
+
+@dataclass(frozen=True)
+class Start:
+    """The untrained network's loss: the mean over the first step's batch, before its update,
+    and that mean's standard error (one image's loss differs from another's)."""
+
+    loss: float
+    error: float = 0.0
+
+    def risen_above(self, losses: list[float], guessing: float) -> bool:
+        """Whether some epoch's mean is clearly above it."""
+        margin = max(ROSE_FROM_START * self.loss, START_ERRORS * self.error, (1 - LEARNING) * guessing)
+        return max(losses) - self.loss > margin
 
 
 def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
@@ -53,7 +69,7 @@ def not_learning_warning(
     peak_epoch: int,
     max_lr: float,
     steps: int,
-    start: float | None = None,
+    start: Start | None = None,
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
@@ -68,7 +84,7 @@ def not_learning_warning(
     )
 
 
-def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int, start: float | None = None) -> str:
+def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int, start: Start | None = None) -> str:
     """Which way to move, read from the training loss per epoch against guessing's loss
     (uniform probabilities, ln(num_classes)) and, where given, against `start`, the untrained
     network's loss (its first step's, before the update): a loss that rose (from epoch to
@@ -83,18 +99,18 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     went = (
         f"the training loss went from {first:.3g} to {last:.3g}"
         if start is None
-        else f"the training loss went from {start:.3g} at the first step to {last:.3g} in the last epoch"
+        else f"the training loss went from {start.loss:.3g} at the first step to {last:.3g} in the last epoch"
     )
     rose = last - first > (1 - LEARNING) * guessing
     # Above the untrained network's own loss: the first epoch's mean ran from 2.45 to 5.38
     # (ResNet18-GN at Adam max_lr 0.035), which "falling from an untrained network's start" read
     # as too small a max_lr.
-    rose_from_start = start is not None and _rose_from(start, losses, guessing)
+    rose_from_start = start is not None and start.risen_above(losses, guessing)
     flat = highest - min(losses) <= (1 - LEARNING) * guessing
     # A test loss blown up from an untrained start while the training loss is not (Adam at max_lr
     # 0.07: 5.57, then 5.52, test loss 206,630) was read as "never moved" or "barely moved, raise
     # max_lr", and a max_lr raised as told was told the same.
-    test_blown_up = (first if start is None else start) <= FIRST_EPOCH_BLOWN_UP * guessing and any(
+    test_blown_up = (first if start is None else start.loss) <= FIRST_EPOCH_BLOWN_UP * guessing and any(
         not row.get("test_loss", 0.0) <= FIRST_EPOCH_BLOWN_UP * guessing for row in history
     )
     stuck = flat and last > BLOWN_UP * guessing and not test_blown_up and not rose_from_start
@@ -140,13 +156,7 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     )
 
 
-def _rose_from(start: float, losses: list[float], guessing: float) -> bool:
-    """Some epoch's mean is clearly above the untrained network's loss at the first step: by
-    more than ROSE_FROM_START of it and more than the rest of guessing's."""
-    return max(losses) - start > max(ROSE_FROM_START * start, (1 - LEARNING) * guessing)
-
-
-def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: float | None = None) -> bool:
+def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: Start | None = None) -> bool:
     """None rising from one epoch to the next by more than the rest of guessing's loss, none
     above the untrained network's start: a small max_lr's run, not a blown-up one. Without
     `start`, more than one epoch and none above FIRST_EPOCH_BLOWN_UP times guessing's stand in
@@ -155,10 +165,10 @@ def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: f
     finite = all(map(math.isfinite, losses))
     if start is None:
         return finite and len(losses) > 1 and not rose and max(losses) <= FIRST_EPOCH_BLOWN_UP * guessing
-    return finite and not rose and not _rose_from(start, losses, guessing)
+    return finite and not rose and not start.risen_above(losses, guessing)
 
 
-def diverged(history: list[dict], num_classes: int, max_lr: float, start: float | None = None) -> str | None:
+def diverged(history: list[dict], num_classes: int, max_lr: float, start: Start | None = None) -> str | None:
     """Why a run failed though its test accuracy ended above chance, if it did: its last
     epoch's training loss stayed far above guessing's, and (where `start`, the untrained
     network's loss at the first step, is given) it rose above that start or from one epoch to
@@ -173,8 +183,8 @@ def diverged(history: list[dict], num_classes: int, max_lr: float, start: float 
     # raise it.
     if _fell_from_an_untrained_start(losses, guessing, start):
         return None
-    above_start = start is not None and _rose_from(start, [last], guessing)
-    also = f" and the untrained network's {start:.3g} at the first step" if above_start else ""
+    above_start = start is not None and start.risen_above([last], guessing)
+    also = f" and the untrained network's {start.loss:.3g} at the first step" if above_start else ""
     return (
         f"training diverged: the last epoch's training loss is {last:.3g}, above {BLOWN_UP:g} times guessing's "
         f"{guessing:.3g}{also}, so lower train.max_lr (this run's is {max_lr:.3g}) or pick it with lr_find"

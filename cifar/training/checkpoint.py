@@ -83,8 +83,10 @@ class TrainingState:
     step_lrs: list[float] = field(default_factory=list)
     chance_warning: str | None = None
     # The loss of the first step's batch, before the update: the untrained network's, which
-    # chance.py reads the epochs' losses against. None only before the first epoch is done.
+    # chance.py reads the epochs' losses against, and its standard error. None only before the
+    # first epoch is done.
     start_loss: float | None = None
+    start_error: float | None = None
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRScheduler, generator: torch.Generator
@@ -328,6 +330,7 @@ def _check_types(fingerprint: object, state: TrainingState) -> None:
         "step_lrs": (state.step_lrs, list),
         "chance_warning": (state.chance_warning, (str, type(None))),
         "start_loss": (state.start_loss, (float, type(None))),
+        "start_error": (state.start_error, (float, type(None))),
     }
     for name, (value, kind) in expected.items():
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -380,7 +383,12 @@ def _inconsistency(state: TrainingState) -> str | None:
             f"holds a start loss (the untrained network's) of {short_repr(state.start_loss)} for {state.epoch} "
             f"epochs done, not a finite number above 0"
         )
-    if not state.epoch and state.start_loss is not None:
+    if state.epoch and not (_is_number(state.start_error) and state.start_error >= 0):
+        return (
+            f"holds a start loss's standard error of {short_repr(state.start_error)} for {state.epoch} epochs done, "
+            f"not a finite number of 0 or more"
+        )
+    if not state.epoch and (state.start_loss, state.start_error) != (None, None):
         return f"holds a start loss of {short_repr(state.start_loss)} for 0 epochs done, before any step"
     return None
 

@@ -9,6 +9,7 @@ epoch, so the GPU is never stalled by a per-step `.item()`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from cifar.config import MAX_STEPS
 from cifar.errors import ConfigError, TrainingError
 from cifar.runtime import autocast, synchronize
-from cifar.training.chance import not_learning_warning
+from cifar.training.chance import Start, not_learning_warning
 from cifar.training.checkpoint import CheckpointFile, TrainingState
 from cifar.training.inference import predict
 from cifar.training.loader import DeviceLoader
@@ -51,7 +52,7 @@ class EpochStats:
     accuracy: float
     seconds: float
     step_lrs: list[float]
-    first_loss: float  # the first step's batch, in the forward pass before the update
+    first_step: Start  # the first step's batch, in the forward pass before the update
 
 
 def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStats:
@@ -72,6 +73,8 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
             with autocast(run.device, run.precision):
                 logits = run.model(images)
                 loss = criterion(logits, labels)
+            if step == 0:
+                first_step = _loss_before_the_update(logits, labels)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -100,8 +103,18 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
         correct.item() / run.loader.images_per_epoch,
         seconds,
         step_lrs,
-        step_losses[0].item(),
+        first_step,
     )
+
+
+def _loss_before_the_update(logits: torch.Tensor, labels: torch.Tensor) -> Start:
+    """The batch's mean loss and its standard error, from the images' own losses (one image says
+    nothing of the spread: its loss is taken as its own error)."""
+    with torch.no_grad():
+        losses = loss_function("none")(logits.float(), labels)
+    mean = losses.mean().item()
+    error = (losses.std() / math.sqrt(len(losses))).item() if len(losses) > 1 else mean
+    return Start(mean, error)
 
 
 def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
@@ -123,7 +136,7 @@ class FitResult:
     chance_warning: str | None
     # The untrained network's loss: its first step's batch's, before the update (chance.py reads
     # the epochs' losses against it).
-    start_loss: float
+    start: Start
 
 
 def fit(
@@ -161,11 +174,10 @@ def fit(
     history = state.history if state else []
     step_lrs = state.step_lrs if state else []
     chance_warning = state.chance_warning if state else None
-    start_loss = state.start_loss if state else None
+    start = Start(state.start_loss, state.start_error) if state and state.start_loss is not None else None
     for epoch in range(len(history) + 1, config.epochs + 1):
         stats = train_epoch(run, epoch)
-        if start_loss is None:
-            start_loss = stats.first_loss
+        start = start or stats.first_step
         tested = predict(model, test_loader, device, precision)
         history.append(
             {
@@ -198,7 +210,7 @@ def fit(
                 config.onecycle.max_at_epoch,
                 max_lr,
                 len(step_lrs),
-                start_loss,
+                start,
             )
             if chance_warning:
                 log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
@@ -213,7 +225,8 @@ def fit(
                     history,
                     step_lrs,
                     chance_warning,
-                    start_loss,
+                    start.loss,
+                    start.error,
                 )
             )
     if run.stop.signal_name:  # it came after the last step's check: train exited 0 and replaced its outputs
@@ -221,4 +234,4 @@ def fit(
             f"stopped by {run.stop.signal_name} after epoch {len(history)}; "
             f"{run.checkpoint.resume_hint(len(history)) if run.checkpoint else 'no checkpoint was kept'}"
         )
-    return FitResult(history, step_lrs, chance_warning, start_loss)
+    return FitResult(history, step_lrs, chance_warning, start)
