@@ -647,6 +647,79 @@ def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted
 
 
 @needs_mounts
+@pytest.mark.parametrize("layers", ["the output's", "the user's own"])
+def test_an_overlay_of_relative_layers_is_refused(tmp_path, layers):
+    """Relative layers (`cd data/cifar10 && mount -o lowerdir=export`) cannot be placed from the
+    mount table: passed over, an overlay of the output's own folder was imported, and the run
+    replaced the user's tree. Which of the two it shows cannot be told."""
+    output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
+    layer = output if layers == "the output's" else make_class_tree(tmp_path / "mine", {"train": 1, "test": 1})
+    source = tmp_path / "mnt"
+    source.mkdir()
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    relative = os.path.relpath(layer, tmp_path)
+    mounting = f"(cd '{tmp_path}' && mount -t overlay overlay -o lowerdir={relative},upperdir=upper,workdir=work mnt)"
+    assert import_in_a_mount_namespace(mounting, source, output) == (
+        f"the overlay mounted at {source} names its layer {relative} by a relative path, which the mount table cannot "
+        f"place, so whether data.source shows one of the pipeline's outputs through it cannot be told; mount the "
+        f"overlay again with its layers' absolute paths"
+    )
+
+
+@pytest.mark.parametrize(
+    "overlay_at",
+    ["/, of layers outside it (a container's)", "/, of layers inside it", "a folder above a volume the data is on"],
+)
+def test_an_overlay_is_looked_through_only_where_it_shows_the_data_and_its_layers_can_be_seen(
+    tmp_path, monkeypatch, overlay_at
+):
+    """In a container, / is an overlay whose layers lie on the host: every data.source was refused
+    as shown through a layer "no longer there", even one on a volume mounted over it; where the
+    layers lie inside / (Ubuntu's overlayroot), looking through one led back to / without end."""
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    (tmp_path / "lower").mkdir()
+    hidden = ("/nonexistent/lower", "/nonexistent/upper")
+    mounts = {
+        "/, of layers outside it (a container's)": [sources._Mount("/", os.stat("/").st_dev, hidden)],
+        "/, of layers inside it": [sources._Mount("/", os.stat("/").st_dev, (str(tmp_path / "lower"),))],
+        "a folder above a volume the data is on": [
+            sources._Mount(str(tmp_path.parent), os.stat(tmp_path.parent).st_dev, hidden),
+            sources._Mount(str(tmp_path), os.stat(tmp_path).st_dev, ()),
+        ],
+    }[overlay_at]
+    monkeypatch.setattr(sources, "mount_table", lambda: mounts)
+    splits = import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(tmp_path / "outputs",))
+    assert len(splits["train"].labels) == 10
+
+
+@pytest.mark.parametrize("problem", [errno.EACCES, errno.ENAMETOOLONG])
+def test_a_folder_in_an_output_that_cannot_be_looked_through_is_refused(tmp_path, monkeypatch, problem):
+    """A folder in data/cifar10 of mode 311, or past the longest path the system takes, was passed
+    over: class folders inside it that a bind mount showed as the source were imported, and the
+    run then replaced them."""
+    output = tmp_path / "outputs" / "images"
+    (output / "private").mkdir(parents=True)
+    source = make_class_tree(tmp_path / "export", {"train": 1, "test": 1})
+    real_scandir, private = os.scandir, str(output / "private")
+
+    def scandir(path="."):
+        if os.fspath(path) == private:
+            raise OSError(problem, os.strerror(problem), private)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl", keep_out=(output,))
+    readable = ", or give the user who runs the stage read access to it" if problem == errno.EACCES else ""
+    assert str(refused.value).startswith(
+        f"{private}: cannot be looked through ({os.strerror(problem)}), so whether data.source leads into {output}, "
+        f"one of the pipeline's outputs, cannot be told; move what you keep there out of {output} (a run replaces "
+        f"it){readable}"
+    )
+
+
+@needs_mounts
 def test_an_overlay_whose_layer_moved_since_it_was_mounted_is_refused(tmp_path):
     """The project renamed after an overlay of its output was mounted: the mount table still
     names the layer where it was, where nothing is, and the source was imported; the run then
@@ -669,29 +742,18 @@ def test_an_overlay_whose_layer_moved_since_it_was_mounted_is_refused(tmp_path):
     [
         "a bind mount hidden beneath a tmpfs",
         "an overlay hidden beneath a tmpfs",
-        "an overlay of the user's own data by relative layers",
         "a hard link to an output's archive",
     ],
 )
 def test_what_only_seems_to_reach_an_output_is_imported(tmp_path, kept):
     """A stale bind mount (or overlay) of the output's folders under a tmpfs that holds the user's
-    own tree, which the mount table lists, was refused; an overlay given relative layers ended in
-    a traceback; a hard link outlives the run that replaces the output, so the archive it leads to
-    is no output's."""
+    own tree, which the mount table lists, was refused; a hard link outlives the run that replaces
+    the output, so the archive it leads to is no output's."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
     if kept == "an overlay hidden beneath a tmpfs":
         source = tmp_path / "mnt"
         source.mkdir()
         mounting = overlay(str(output), source) + f"mount -t tmpfs none '{source}'\ncp -r '{output}'/* '{source}'"
-    elif kept == "an overlay of the user's own data by relative layers":
-        mine = make_class_tree(tmp_path / "mine", {"train": 1, "test": 1})
-        source = tmp_path / "mnt"
-        source.mkdir()
-        (tmp_path / "upper").mkdir()
-        (tmp_path / "work").mkdir()
-        mounting = (
-            f"(cd '{tmp_path}' && mount -t overlay overlay -o lowerdir={mine.name},upperdir=upper,workdir=work mnt)"
-        )
     elif kept == "a bind mount hidden beneath a tmpfs":
         source = tmp_path / "mnt"
         (source / "train").mkdir(parents=True)

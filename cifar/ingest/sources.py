@@ -557,11 +557,11 @@ class _Outputs:
         self._resolved = [(_named(output), os.path.realpath(output)) for output in paths]
         self._held: dict[tuple[int, ...], str] | None = None
         self._mounts: list[_Mount] | None = None
-        self._layers_seen: set[str] = set()
 
-    def holding(self, path: Path, with_folders_above: bool = True) -> str | None:
+    def holding(self, path: Path, with_folders_above: bool = True, through: frozenset[str] = frozenset()) -> str | None:
         """The output that path lies in. A file counts by its inode only where it is itself a
-        mount point: a hard link to an output's file outlives the run."""
+        mount point: a hard link to an output's file outlives the run. `through`: the overlays
+        on the way here (see _layers)."""
         where = os.path.realpath(path)
         held = self._by_path(where)
         places = [Path(where), *(Path(where).parents if with_folders_above else ())]
@@ -576,34 +576,22 @@ class _Outputs:
                 held = self._identities().get(_identity(status))
                 if held:
                     break
-        if not held:
-            # through the layers' own overlays too (an overlay of an overlay of data/cifar10), each once
-            layers = [layer for layer in self._layers(where) if layer not in self._layers_seen]
-            self._layers_seen.update(layers)
-            held = next(filter(None, (self.holding(Path(layer), False) for layer in layers)), None)
+        mount = self._showing(where)
+        if not held and mount is not None and mount.layers and mount.point not in through:
+            through |= {mount.point}
+            looked_in = (self.holding(Path(layer), False, through) for layer in _layers(mount, where))
+            held = next(filter(None, looked_in), None)
         return held
-
-    def _layers(self, where: str) -> list[str]:
-        """Where an overlay mount that shows `where` has it from: the same path in each layer, of
-        the overlays mounted on it or a folder above it that are not hidden under another mount.
-        The mount table keeps a layer's path as it was mounted: a folder above it renamed since
-        (the project's) left the check looking where the layer no longer is."""
-        layers = []
-        for mount in self.mounts():
-            if mount.layers and os.path.commonpath((mount.point, where)) == mount.point and _on_top(mount):
-                for layer in mount.layers:
-                    if not _there(layer):
-                        raise DataError(
-                            f"the overlay mounted at {mount.point} has {layer} as a layer, which is no longer there "
-                            f"(moved since it was mounted?), so whether data.source shows one of the pipeline's "
-                            f"outputs through it cannot be told; mount the overlay again with its layers where they "
-                            f"are now"
-                        )
-                    layers.append(os.path.join(layer, os.path.relpath(where, mount.point)))
-        return layers
 
     def _by_path(self, where: str) -> str | None:
         return next((named for named, at in self._resolved if os.path.commonpath((at, where)) == at), None)
+
+    def _showing(self, where: str) -> _Mount | None:
+        """The mount that shows `where`: the innermost one on it or a folder above it that no
+        later mount hides."""
+        holding = [mount for mount in self.mounts() if os.path.commonpath((mount.point, where)) == mount.point]
+        on_top = [mount for mount in holding if _on_top(mount)]
+        return max(reversed(on_top), key=lambda mount: len(mount.point), default=None)
 
     def mounts(self) -> list[_Mount]:
         if self._mounts is None:
@@ -621,20 +609,23 @@ class _Outputs:
             pending = collections.deque((os.path.realpath(output), _named(output)) for output in self.paths)
             while pending:
                 place, output = pending.popleft()
+                # A folder passed over (one the user may not read, or at a path past the system's
+                # longest) hid the class folders in it that a bind mount showed as the source.
                 try:
                     status = os.lstat(place)
-                except OSError:
-                    continue
-                self._held.setdefault(_identity(status), output)
-                if not stat.S_ISDIR(status.st_mode):
-                    continue
-                with contextlib.suppress(OSError), os.scandir(place) as entries:
-                    for entry in entries:
-                        room -= 1
-                        if room < 0:
-                            raise _too_much_in_an_output(output)
-                        if entry.is_dir(follow_symlinks=False) or entry.inode() in mounted_files:
-                            pending.append((entry.path, output))
+                    self._held.setdefault(_identity(status), output)
+                    if not stat.S_ISDIR(status.st_mode):
+                        continue
+                    with os.scandir(place) as entries:
+                        for entry in entries:
+                            room -= 1
+                            if room < 0:
+                                raise _too_much_in_an_output(output)
+                            if entry.is_dir(follow_symlinks=False) or entry.inode() in mounted_files:
+                                pending.append((entry.path, output))
+                except OSError as error:
+                    if error.errno not in (errno.ENOENT, errno.ENOTDIR):  # not there (yet), or gone meanwhile
+                        raise _cannot_look_through(place, output, error) from None
         return self._held
 
     def _files_mounted(self) -> set[int]:
@@ -651,6 +642,15 @@ class _Outputs:
 # What an output may hold for the check that a source does not lead into it: a run writes three
 # files in data/cifar10, one in each other output; data kept there is refused before this many.
 OUTPUT_ENTRIES_LOOKED_AT = 4 * archives.MAX_MEMBERS
+
+
+def _cannot_look_through(place: str, output: str, error: OSError) -> DataError:
+    readable = error.errno in (errno.EACCES, errno.EPERM)
+    return DataError(
+        f"{place}: cannot be looked through ({error.strerror}), so whether data.source leads into {output}, one of "
+        f"the pipeline's outputs, cannot be told; move what you keep there out of {output} (a run replaces it)"
+        f"{', or ' + READ_ACCESS_FIX if readable else ''}"
+    )
 
 
 def _too_much_in_an_output(output: str) -> DataError:
@@ -674,6 +674,31 @@ def _on_top(mount: _Mount) -> bool:
         return os.stat(mount.point).st_dev == mount.device
     except OSError:
         return False
+
+
+def _layers(mount: _Mount, where: str) -> list[str]:
+    """Where the overlay `mount`, which shows `where`, has it from: the same path in each of its
+    layers, looked at in turn (through a layer that is itself an overlay of an output too). Only
+    the mount that shows `where`: a container's root overlay, whose layers lie outside it, was
+    looked through for data on a volume mounted over it, and refused. The mount table keeps a
+    layer's path as it was given: relative (placed from a folder it does not name) or since
+    moved (the project renamed), it cannot be looked in; but the root's own layers (a container's
+    image), which hold no output a run replaces, are passed over where they cannot be seen."""
+    for layer in mount.layers if mount.point != "/" else ():
+        if not os.path.isabs(layer):
+            raise DataError(
+                f"the overlay mounted at {mount.point} names its layer {layer} by a relative path, which the mount "
+                f"table cannot place, so whether data.source shows one of the pipeline's outputs through it cannot "
+                f"be told; mount the overlay again with its layers' absolute paths"
+            )
+        if not _there(layer):
+            raise DataError(
+                f"the overlay mounted at {mount.point} has {layer} as a layer, which is no longer there (moved since "
+                f"it was mounted?), so whether data.source shows one of the pipeline's outputs through it cannot be "
+                f"told; mount the overlay again with its layers where they are now"
+            )
+    placed = [layer for layer in mount.layers if os.path.isabs(layer) and _there(layer)]
+    return [os.path.join(layer, os.path.relpath(where, mount.point)) for layer in placed]
 
 
 def _there(path: str) -> bool:
@@ -714,14 +739,14 @@ def mount_table() -> list[_Mount]:
 def _overlay_layers(options: str) -> tuple[str, ...]:
     """`lowerdir=/a:/b,upperdir=/c`, or Linux 6.8's `lowerdir+=/a,lowerdir+=/b`, with `:` and `,`
     in a folder's name escaped by a backslash (the table's own escapes, `\\134` for one, undone
-    first); a layer given by a relative path, which the table cannot place, left out."""
+    first)."""
     values = re.findall(r"(?:^|,)(lowerdir|upperdir|datadir)(\+?)=((?:\\.|[^,\\])*)", _unescaped(options))
     layers = [
         re.sub(r"\\(.)", r"\1", layer)
         for _, one_each, value in values
         for layer in ([value] if one_each else re.split(r"(?<!\\):", value))
     ]
-    return tuple(layer for layer in layers if os.path.isabs(layer))
+    return tuple(layers)
 
 
 def _unescaped(field: str) -> str:
