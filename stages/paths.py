@@ -350,11 +350,11 @@ TABLE = _read_table(_PIPELINE)
 
 
 def _definition(stage: str) -> dict:
-    """dvc.yaml's definition of the stage: by its name, or by the command that runs it, where a
-    user renamed it (`find_lr:` ran with no params recorded, and train refused its pick)."""
+    """dvc.yaml's definition of the stage: the one whose command runs it, where a user renamed it
+    (`find_lr:` ran with no params recorded, and train refused its pick), and not a stage of the
+    user's that took its name (`download:` running a script of theirs, which `dvc repro download`
+    was then advised to run); else the one of its name."""
     stages = _PIPELINE["stages"]
-    if stage in stages:
-        return stages[stage]
     # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
     # clustered (`-Bm`), the module quoted, or commands in DVC's list form
     runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
@@ -363,9 +363,8 @@ def _definition(stage: str) -> dict:
         cmd = definition.get("cmd")
         return [str(each) for each in cmd] if isinstance(cmd, list) else [str(cmd)]
 
-    return next(
-        (each for each in stages.values() if isinstance(each, dict) and any(map(runs.search, commands(each)))), {}
-    )
+    running = (each for each in stages.values() if isinstance(each, dict) and any(map(runs.search, commands(each))))
+    return next(running, stages.get(stage, {}))
 
 
 def as_declared(stage: str) -> dict:

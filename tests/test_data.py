@@ -288,6 +288,20 @@ def test_a_tracked_relative_link_below_the_source_leading_out_of_dvcs_copy_is_na
     )
 
 
+def test_a_folder_whose_data_git_ignores_is_named_as_dvcs_copy_in_dvcs_copy(tmp_path, dvc_copy):
+    """raw/ tracked by its .gitignore alone (`*`, `!.gitignore`) is empty in DVC's copy: "no train/ and
+    test/ folders" named as expected the layout raw/ has in the workspace."""
+    (dvc_copy / "raw").mkdir()
+    (dvc_copy / "raw" / ".gitignore").write_text("*\n!.gitignore\n")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path)
+    assert str(refused.value) == (
+        "data.source = 'raw': no train/ and test/ folders found in it or up to two folders below it in the copy of "
+        "the workspace that DVC runs this experiment in, which holds only the files git and DVC track; give its "
+        "absolute path, or track the data with git or DVC"
+    )
+
+
 def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):
     """`raw/cifar10 -> /media/usb/cifar10`, the drive not mounted: "no train/ and test/ folders"."""
     source = tmp_path / "raw"

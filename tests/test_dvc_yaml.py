@@ -259,11 +259,16 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
             {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}},
             "`dvc repro lr_find` (after removing `frozen: true` from it in dvc.yaml)",
         ),
+        (
+            {"lr_find": {"cmd": "python scripts/my_lr_sweep.py"}, "find_lr": {"cmd": "python -m stages.lr_find"}},
+            "`dvc repro find_lr`",
+        ),
     ],
-    ids=["as-shipped", "renamed", "frozen"],
+    ids=["as-shipped", "renamed", "frozen", "renamed, its name another stage's"],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
     """`frozen: true` on lr_find: train advised `dvc repro lr_find`, which DVC passes over ("didn't
-    change"), and refused the same pick again; renamed, DVC knew no stage by the name advised."""
+    change"), and refused the same pick again; renamed, DVC knew no stage by the name advised, or
+    ran a stage of the user's that took the name."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": definition})
     assert paths.repro("lr_find") == advised

@@ -649,7 +649,7 @@ def test_an_output_reached_through_an_overlay_mount_is_refused(tmp_path, mounted
 @needs_mounts
 @pytest.mark.parametrize("layers", ["the output's", "the user's own"])
 def test_an_overlay_of_relative_layers_is_refused(tmp_path, layers):
-    """Relative layers (`cd data/cifar10 && mount -o lowerdir=export`) cannot be placed from the
+    """Relative layers (`cd data && mount -o lowerdir=export`) cannot be placed from the
     mount table: passed over, an overlay of the output's own folder was imported, and the run
     replaced the user's tree. Which of the two it shows cannot be told."""
     output = make_class_tree(tmp_path / "outputs" / "images", {"train": 1, "test": 1})
@@ -695,7 +695,7 @@ def test_an_overlay_is_looked_through_only_where_it_shows_the_data_and_its_layer
 
 @pytest.mark.parametrize("problem", [errno.EACCES, errno.ENAMETOOLONG])
 def test_a_folder_in_an_output_that_cannot_be_looked_through_is_refused(tmp_path, monkeypatch, problem):
-    """A folder in data/cifar10 of mode 311, or past the longest path the system takes, was passed
+    """A folder in download's output of mode 311, or past the longest path the system takes, was passed
     over: class folders inside it that a bind mount showed as the source were imported, and the
     run then replaced them."""
     output = tmp_path / "outputs" / "images"

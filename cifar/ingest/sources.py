@@ -400,6 +400,12 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
                     f"below it, but it holds {_folder_names(packed, 3)}; set data.source to the archive itself"
                 )
+            if not source.is_absolute() and in_a_dvc_workspace_copy():  # its data git-ignored, so not copied
+                raise DataError(
+                    f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
+                    f"below it in the copy of the workspace that DVC runs this experiment in, which holds only the "
+                    f"files git and DVC track; give its absolute path, or track the data with git or DVC"
+                )
             raise DataError(
                 f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
                 f"it; {EXPECTED_LAYOUT}"
