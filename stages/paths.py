@@ -379,26 +379,26 @@ def as_declared(stage: str) -> dict:
     }
 
 
-_RERUN = re.compile(r"`dvc repro (download|lr_find|train|evaluate|figures|explain)`")
+_RERUN = re.compile(r"`dvc repro((?: -[a-z])*) (download|lr_find|train|evaluate|figures|explain)`")
 
 
 def as_this_pipeline_names_them(message: str) -> str:
-    """A message's `dvc repro STAGE` advice, as this dvc.yaml has the stage (see repro): the
-    stages and the cifar package word their fixes by the stages' own names."""
-    return _RERUN.sub(lambda found: repro(found.group(1)), message)
+    """A message's `dvc repro [-f -s] STAGE` advice, as this dvc.yaml has the stage (see repro):
+    the stages and the cifar package word their fixes by the stages' own names."""
+    return _RERUN.sub(lambda found: repro(found.group(2), found.group(1)), message)
 
 
-def repro(stage: str) -> str:
+def repro(stage: str, options: str = "") -> str:
     """The command that runs `stage` again, as dvc.yaml has it: by the name it gives the stage (one
     renamed was advised by its old name, which DVC does not know), and unfrozen (`frozen: true`,
-    which `dvc repro` passes over, "didn't change")."""
+    which `dvc repro` passes over, "didn't change", even with -f)."""
     try:
         name = next(name for name, each in _PIPELINE["stages"].items() if each is _definition(stage))
         frozen = _definition(stage).get("frozen") is True
     except (StopIteration, KeyError, TypeError, AttributeError):
-        return f"`dvc repro {stage}`"
+        return f"`dvc repro{options} {stage}`"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
-    return f"`dvc repro {name}`{unfreeze}"
+    return f"`dvc repro{options} {name}`{unfreeze}"
 
 
 def declared_params(stage: str) -> list[str]:

@@ -100,7 +100,7 @@ def fresh_model():
         # after `dvc repro -f` a plain `dvc repro` found train up to date and left the checkpoint unused
         (
             ".",
-            "the checkpoint holds every completed epoch: run `dvc repro` (`dvc repro -f -s train` where it finds ",
+            "the checkpoint holds every completed epoch: run `dvc repro` (or `dvc repro -f -s train` where `dvc ",
         ),
         # `dvc exp run --temp`, a queued experiment: DVC 3.67 runs them in a copy inside the
         # project, which it deletes, checkpoint and all
@@ -146,13 +146,17 @@ def test_a_failed_run_says_where_its_outputs_went_where_dvc_ran_the_stage(tmp_pa
 
 
 def test_sigterm_in_the_last_epochs_test_pass_stops_with_the_checkpoint_kept(tmp_path, monkeypatch):
-    """It came after the last step's check: train exited 0 and replaced its outputs, the signal unsaid."""
+    """It came after the last step's check: train exited 0 and replaced its outputs, the signal unsaid.
+    Then the line said to resume from the last epoch, which was done: the rerun only writes the outputs."""
     monkeypatch.delenv("DVC_ROOT", raising=False)
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     model = SmallNet(sigterm_at_test_pass=CONFIG.epochs)
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
         train(model, checkpoint, stop)
-    assert str(stopped.value).startswith(f"stopped by SIGTERM after epoch {CONFIG.epochs}; the checkpoint holds")
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM after epoch {CONFIG.epochs}; the checkpoint holds every completed epoch: run `python -m "
+        f"stages.train` (or `dvc repro -f -s train`) to write the outputs from its {CONFIG.epochs} epochs"
+    )
     assert read_checkpoint(checkpoint.path)["state"]["epoch"] == CONFIG.epochs
 
 

@@ -272,3 +272,12 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
     ran a stage of the user's that took the name."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": definition})
     assert paths.repro("lr_find") == advised
+
+
+def test_advice_with_options_names_the_stage_as_dvc_yaml_does(monkeypatch):
+    """train renamed `fit:` and frozen: the stop line's `dvc repro -f -s train` named a stage DVC
+    did not know, and, once renamed, one it passes over even with -f."""
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"fit": {"cmd": "python -m stages.train", "frozen": True}}})
+    assert paths.as_this_pipeline_names_them("run `dvc repro` (or `dvc repro -f -s train` where ...)") == (
+        "run `dvc repro` (or `dvc repro -f -s fit` (after removing `frozen: true` from it in dvc.yaml) where ...)"
+    )

@@ -143,25 +143,28 @@ class CheckpointFile:
         """Forget a finished run's state: the next run with the same fingerprint starts afresh."""
         self.path.unlink(missing_ok=True)
 
-    def resume_hint(self, epoch: int) -> str:
-        """How a stopped run goes on from `epoch`: in a copy of the workspace DVC deletes with the
-        checkpoint, `dvc repro` in the project would not resume that run; and after a run
-        outside DVC, whose outputs stay those dvc.lock records, it finds nothing to do."""
+    def resume_hint(self, epoch: int, epochs: int) -> str:
+        """How a run stopped before its epoch `epoch` of `epochs` goes on (past the last, to write
+        its outputs): in a copy of the workspace DVC deletes with the checkpoint, `dvc repro` in the
+        project would not resume that run; and after a run outside DVC, whose outputs stay those
+        dvc.lock records, it finds nothing to do. Each command names the stage as cifar.cli's
+        rewording finds it: "finds train up to date" named a renamed stage by its old name."""
         if in_a_dvc_workspace_copy():
             return (
                 "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC "
                 "deletes: run the experiment again, which trains from epoch 1"
             )
+        goes_on = f"resume from epoch {epoch}" if epoch <= epochs else f"write the outputs from its {epochs} epochs"
         if not under_dvc():
             return (
                 f"the checkpoint holds every completed epoch: run `python -m stages.train` (or `dvc repro -f -s "
-                f"train`) to resume from epoch {epoch}"
+                f"train`) to {goes_on}"
             )
         # After `dvc repro -f` the outputs are still those dvc.lock records, and a plain `dvc repro`
         # found train up to date and left the checkpoint unused.
         return (
-            f"the checkpoint holds every completed epoch: run `dvc repro` (`dvc repro -f -s train` where it finds "
-            f"train up to date) to resume from epoch {epoch}"
+            f"the checkpoint holds every completed epoch: run `dvc repro` (or `dvc repro -f -s train` where `dvc "
+            f"repro` finds nothing to run) to {goes_on}"
         )
 
     def load(self, epochs: int, steps: int = 0, most_bytes: int | None = None) -> TrainingState | None:

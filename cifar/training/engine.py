@@ -85,7 +85,7 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
             if run.stop.signal_name:
                 raise TrainingError(
                     f"stopped by {run.stop.signal_name} after step {step + 1} of epoch {epoch}; "
-                    f"{run.checkpoint.resume_hint(epoch) if run.checkpoint else 'no checkpoint was kept'}"
+                    f"{run.checkpoint.resume_hint(epoch, run.epochs) if run.checkpoint else 'no checkpoint was kept'}"
                 )
             if (step + 1) % sync_every == 0 or step + 1 == steps:
                 _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
@@ -230,8 +230,7 @@ def fit(
                 )
             )
     if run.stop.signal_name:  # it came after the last step's check: train exited 0 and replaced its outputs
-        raise TrainingError(
-            f"stopped by {run.stop.signal_name} after epoch {len(history)}; "
-            f"{run.checkpoint.resume_hint(len(history)) if run.checkpoint else 'no checkpoint was kept'}"
-        )
+        hint = run.checkpoint.resume_hint(len(history) + 1, config.epochs) if run.checkpoint else None
+        stopped = f"stopped by {run.stop.signal_name} after epoch {len(history)}"
+        raise TrainingError(f"{stopped}; {hint or 'no checkpoint was kept'}")
     return FitResult(history, step_lrs, chance_warning, start)
