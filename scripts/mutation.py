@@ -119,6 +119,8 @@ def main() -> int:
     )
     targets = chosen_targets(parser)
     LOG.parent.mkdir(exist_ok=True)
+    # mutmut copies .dvc/config there (pyproject.toml's also_copy) but makes no folder for it
+    (LOG.parent / ".dvc").mkdir(exist_ok=True)
     started = time.monotonic()
     with LOG.open("w") as log:
         mutmut = subprocess.run(
