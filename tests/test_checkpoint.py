@@ -21,7 +21,6 @@ from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import load_split, save_dataset
 from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
-from cifar.training.chance import Start
 from cifar.training.checkpoint import (
     EPOCH_ROW_KEYS,
     CheckpointFile,
@@ -686,7 +685,7 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
     uninterrupted = train(fresh_model())
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
     stored = read_checkpoint(checkpoint.path)["state"]
-    assert Start(stored["start_loss"], stored["start_error"]) == uninterrupted.start
+    assert (stored["start_loss"], stored["start_error"]) == (uninterrupted.start.loss, uninterrupted.start.error)
     resumed = train(fresh_model(), checkpoint)
     assert resumed.start == uninterrupted.start
     assert without_time(resumed.history) == without_time(uninterrupted.history)
@@ -712,6 +711,8 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
         (1, lambda state: state.update(start_loss=2.4), "holds a start loss's standard error of None for 1 epochs"),
         (1, lambda state: state.update(START, start_error=-0.1), "holds a start loss's standard error of -0.1 for"),
         (1, lambda state: state.update(START, start_error=float("nan")), "holds a start loss's standard error of nan"),
+        (1, lambda state: state.update(START, start_loss=1e300), "holds a start loss (the untrained network's) of 1e"),
+        (1, lambda state: state.update(START, start_error=3.0), "holds a start loss's standard error of 3.0 for 1"),
     ],
     ids=[
         "none",
@@ -725,6 +726,8 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
         "no-error",
         "negative-error",
         "nan-error",
+        "past-float32",
+        "error-above-the-loss",
     ],
 )
 def test_a_checkpoint_without_a_finite_positive_start_loss_is_not_resumed(tmp_path, caplog, epoch, damage, reason):

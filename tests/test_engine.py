@@ -405,6 +405,26 @@ def test_the_chance_alarm_reads_the_training_loss_against_the_untrained_networks
     assert warning.endswith(likely_cause(history, 10, max_lr, 30, start))
 
 
+def test_epochs_of_few_images_are_read_against_their_own_noise():
+    """300 images in batches of 8 at Adam max_lr 1e-7: two epochs of a network that did not move
+    (4.722, then 4.838) differ by more than the rest of guessing's loss, and "lower max_lr" was
+    advised, again at 1e-8. The first batch's spread gives an epoch's noise."""
+    history = [{"train_loss": 4.7219}, {"train_loss": 4.8383}]
+    start = Start(4.72, 0.74, 0.74 * (8 / 300) ** 0.5)
+    assert "raise max_lr (this run's is 1e-07)" in likely_cause(history, 10, 1e-7, 75, start)
+    assert diverged(history, 10, 1e-7, start) is None
+
+
+def test_a_loss_falling_in_few_steps_is_advised_more_of_them():
+    """4 steps in all (300 images in batches of 150, 2 epochs) at max_lr 0.001: 4.38, then epochs
+    of 4.54 and 3.04, were told only to raise max_lr, and a raised one ended higher."""
+    advice = likely_cause([{"train_loss": 4.54}, {"train_loss": 3.04}], 10, 0.001, 4, Start(4.38, 0.1, 0.07))
+    assert advice.endswith(
+        "raise max_lr (this run's is 0.001), or, as it fell in only 4 steps in all, train longer: raise train.epochs "
+        "or data.train_limit, or lower train.batch_size"
+    )
+
+
 @pytest.mark.parametrize(
     ("start", "losses", "failed"),
     [

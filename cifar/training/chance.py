@@ -28,20 +28,35 @@ FIRST_EPOCH_BLOWN_UP = 4
 # which a share alone read as a rise one run in four. A blow-up goes far past it (ResNet18-GN
 # at Adam max_lr 0.035: from 2.45 to 5.38, then 4.74).
 ROSE_FROM_START, START_ERRORS = 0.1, 3
+# Fewer optimizer steps than this may teach a network little at any max_lr: 4 steps (300 images
+# in batches of 150, 2 epochs) at 0.001 went from 4.38 to 3.04 and were told to raise max_lr,
+# and at 0.003 to 0.005 ended higher; 75 steps at 0.001 (batches of 8) learned. A loss that fell
+# clearly in fewer is also advised more of them.
+FEW_STEPS = 50
 
 
 @dataclass(frozen=True)
 class Start:
     """The untrained network's loss: the mean over the first step's batch, before its update,
-    and that mean's standard error (one image's loss differs from another's)."""
+    and that mean's standard error (one image's loss differs from another's); and, from the same
+    spread, the standard error of an epoch's mean, by which two epochs of a network that does
+    not move differ."""
 
     loss: float
     error: float = 0.0
+    epoch_error: float = 0.0
 
     def risen_above(self, losses: list[float], guessing: float) -> bool:
         """Whether some epoch's mean is clearly above it."""
         margin = max(ROSE_FROM_START * self.loss, START_ERRORS * self.error, (1 - LEARNING) * guessing)
         return max(losses) - self.loss > margin
+
+
+def _epoch_to_epoch(guessing: float, start: Start | None) -> float:
+    """How far two epochs' means may lie apart and be one: the rest of guessing's loss, or, on
+    few images, START_ERRORS standard errors of their difference (300 images in batches of 8:
+    a network that did not move went from 4.722 to 4.838 and was told to lower max_lr 1e-7)."""
+    return max((1 - LEARNING) * guessing, START_ERRORS * math.sqrt(2) * (start.epoch_error if start else 0.0))
 
 
 def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
@@ -101,12 +116,13 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
         if start is None
         else f"the training loss went from {start.loss:.3g} at the first step to {last:.3g} in the last epoch"
     )
-    rose = last - first > (1 - LEARNING) * guessing
+    apart = _epoch_to_epoch(guessing, start)
+    rose = last - first > apart
     # Above the untrained network's own loss: the first epoch's mean ran from 2.45 to 5.38
     # (ResNet18-GN at Adam max_lr 0.035), which "falling from an untrained network's start" read
     # as too small a max_lr.
     rose_from_start = start is not None and start.risen_above(losses, guessing)
-    flat = highest - min(losses) <= (1 - LEARNING) * guessing
+    flat = highest - min(losses) <= apart
     # A test loss blown up from an untrained start while the training loss is not (Adam at max_lr
     # 0.07: 5.57, then 5.52, test loss 206,630) was read as "never moved" or "barely moved, raise
     # max_lr", and a max_lr raised as told was told the same.
@@ -140,15 +156,22 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
             f"{went}, but the test loss reached {highest_test:.3g} (guessing scores {guessing:.3g}): it diverged, "
             f"so lower max_lr (this run's is {max_lr:.3g})"
         )
+    # A loss falling clearly in a few steps may need more of them rather than a larger max_lr.
+    longer = (
+        f", or, as it fell in only {steps} steps in all, train longer: raise train.epochs or data.train_limit, or "
+        f"lower train.batch_size"
+        if steps < FEW_STEPS and (start.loss if start else first) - last > apart
+        else ""
+    )
     if last > BLOWN_UP * guessing:
         return (
             f"{went}, falling from an untrained network's start far above guessing's {guessing:.3g}: the model "
-            f"barely moved, so raise max_lr (this run's is {max_lr:.3g})"
+            f"barely moved, so raise max_lr (this run's is {max_lr:.3g}){longer}"
         )
     if last > LEARNING * guessing:
         return (
             f"{went}, still near guessing's {guessing:.3g}: the model barely moved, so raise max_lr "
-            f"(this run's is {max_lr:.3g})"
+            f"(this run's is {max_lr:.3g}){longer}"
         )
     return (
         f"{went}, below guessing's {guessing:.3g}: the model fits its training batches, but {steps} steps in all "
@@ -161,7 +184,8 @@ def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: S
     above the untrained network's start: a small max_lr's run, not a blown-up one. Without
     `start`, more than one epoch and none above FIRST_EPOCH_BLOWN_UP times guessing's stand in
     for it."""
-    rose = any(later - earlier > (1 - LEARNING) * guessing for earlier, later in itertools.pairwise(losses))
+    apart = _epoch_to_epoch(guessing, start)
+    rose = any(later - earlier > apart for earlier, later in itertools.pairwise(losses))
     finite = all(map(math.isfinite, losses))
     if start is None:
         return finite and len(losses) > 1 and not rose and max(losses) <= FIRST_EPOCH_BLOWN_UP * guessing

@@ -56,6 +56,7 @@ def loaded_source_digest(packages: tuple[str, ...]) -> str:
 
 # The columns of a history row, as fit() writes them (tests/test_engine.py holds the two equal).
 EPOCH_ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"}
+FLOAT32_MAX = torch.finfo(torch.float32).max
 # Optimizer settings that the constructors and OneCycle set once and no step changes.
 FIXED_SETTINGS = (
     "weight_decay",
@@ -381,15 +382,17 @@ def _inconsistency(state: TrainingState) -> str | None:
         return "holds step learning rates that are not finite numbers above 0"
     # Without it a resumed run would read its losses against a guess at the start, and could
     # advise the other way from the run it continues.
-    if state.epoch and not (_is_number(state.start_loss) and state.start_loss > 0):
+    # A float32 loss, as training computes it (1e300 flipped the advice from "lower max_lr" to "raise");
+    # the standard error of a mean of losses, none below 0, is at most that mean.
+    if state.epoch and not (_is_number(state.start_loss) and 0 < state.start_loss <= FLOAT32_MAX):
         return (
             f"holds a start loss (the untrained network's) of {short_repr(state.start_loss)} for {state.epoch} "
-            f"epochs done, not a finite number above 0"
+            f"epochs done, not a number above 0 and at most float32's {FLOAT32_MAX:.4g}"
         )
-    if state.epoch and not (_is_number(state.start_error) and state.start_error >= 0):
+    if state.epoch and not (_is_number(state.start_error) and 0 <= state.start_error <= state.start_loss):
         return (
             f"holds a start loss's standard error of {short_repr(state.start_error)} for {state.epoch} epochs done, "
-            f"not a finite number of 0 or more"
+            f"not a number from 0 to the start loss's {state.start_loss:.4g}"
         )
     if not state.epoch and (state.start_loss, state.start_error) != (None, None):
         return f"holds a start loss of {short_repr(state.start_loss)} for 0 epochs done, before any step"

@@ -74,7 +74,7 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
                 logits = run.model(images)
                 loss = criterion(logits, labels)
             if step == 0:
-                first_step = _loss_before_the_update(logits, labels)
+                first_step = _loss_before_the_update(logits, labels, run.loader)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -107,14 +107,19 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
     )
 
 
-def _loss_before_the_update(logits: torch.Tensor, labels: torch.Tensor) -> Start:
+def _loss_before_the_update(logits: torch.Tensor, labels: torch.Tensor, loader: DeviceLoader) -> Start:
     """The batch's mean loss and its standard error, from the images' own losses (one image says
     nothing of the spread: its loss is taken as its own error)."""
     with torch.no_grad():
         losses = loss_function("none")(logits.float(), labels)
     mean = losses.mean().item()
     error = (losses.std() / math.sqrt(len(losses))).item() if len(losses) > 1 else mean
-    return Start(mean, error)
+    return _start(mean, error, loader)
+
+
+def _start(loss: float, error: float, loader: DeviceLoader) -> Start:
+    """With the standard error of an epoch's mean, from the same spread over an epoch's images."""
+    return Start(loss, error, error * math.sqrt(loader.batch_size / loader.images_per_epoch))
 
 
 def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
@@ -174,7 +179,8 @@ def fit(
     history = state.history if state else []
     step_lrs = state.step_lrs if state else []
     chance_warning = state.chance_warning if state else None
-    start = Start(state.start_loss, state.start_error) if state and state.start_loss is not None else None
+    resumed = state and state.start_loss is not None
+    start = _start(state.start_loss, state.start_error, train_loader) if resumed else None
     for epoch in range(len(history) + 1, config.epochs + 1):
         stats = train_epoch(run, epoch)
         start = start or stats.first_step
