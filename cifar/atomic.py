@@ -276,6 +276,11 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
                 f"cannot write {target}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not "
                 f"exist; create that folder or remove the link, and re-run"
             ) from None
+        if error.errno == errno.EXDEV:  # an overlay that cannot rename a folder of its lower layer
+            raise OutputError(
+                f"cannot replace {target} ({error.strerror}): this file system cannot rename it in place (an overlay "
+                f"without redirect_dir, as in a container's image); remove it (`rm -r {target}`) and re-run"
+            ) from None
         if error.errno == errno.EBUSY:  # renaming over a mount point: `data` itself was writable
             raise OutputError(
                 f"cannot replace {target} ({error.strerror}): a file system is mounted there; unmount it "

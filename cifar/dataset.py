@@ -7,8 +7,11 @@ so that damage is caught on load. Where the images come from is `cifar.ingest.so
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
+import os
 import re
 import zipfile
 import zlib
@@ -104,6 +107,30 @@ def check_same_classes(classes: tuple[str, ...], whose: str, split: Split, split
 def file_digest(path: Path) -> str:
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def refuse_to_replace_what_it_did_not_write(folder: str | Path) -> None:
+    """Refuse a dataset folder holding anything save_dataset does not write: the run replaces the
+    folder whole, and a tree kept there went with it, however it reached the import (through
+    bind and overlay mounts of it whose layers the mount table names otherwise, a FUSE view)."""
+    written = {f"{name}.npz" for name in SPLIT_SIZES} | {MANIFEST}
+    try:
+        with os.scandir(folder) as entries:  # the first hundred named are enough to say what is there
+            others = sorted(entry.name for entry in itertools.islice(entries, 100) if entry.name not in written)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):  # none yet, or a file, which writing it names
+            return
+        raise DataError(
+            f"{folder}: cannot be listed ({error.strerror}), so whether it holds more than what download writes "
+            f"there cannot be told; move it out of the way (a run replaces it) and run again"
+        ) from None
+    if others:
+        named = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise DataError(
+            f"{folder} holds {named}, which download did not write: a run replaces the folder, and what it holds "
+            f"with it (`dvc repro` removes it before download runs); move that out of {folder} (point data.source "
+            f"there if it is the data) and run again"
+        )
 
 
 def save_dataset(splits: dict[str, Split], folder: str | Path) -> None:

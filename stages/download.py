@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cifar.cli import run_stage, workspace_copied
 from cifar.config import load_params
-from cifar.dataset import save_dataset
+from cifar.dataset import refuse_to_replace_what_it_did_not_write, save_dataset
 from cifar.ingest.sources import import_dataset
 from stages import paths
 
@@ -21,6 +21,7 @@ def main() -> None:
     if workspace:  # `dvc exp apply` puts the copy's outputs in the workspace's place, and its data with them
         outputs += tuple(workspace / output.relative_to(paths.REPO) for output in outputs)
     splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), outputs)
+    refuse_to_replace_what_it_did_not_write(paths.DATA)
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     log.info(

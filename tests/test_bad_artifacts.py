@@ -3654,3 +3654,26 @@ def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_
     result = stage(tmp_path, "evaluate", check=False)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith(f"error: {paths.PARAMS}: file not found")
+
+
+def test_a_folder_that_cannot_be_renamed_in_place_says_to_remove_it(tmp_path, monkeypatch):
+    """In a container's image (an overlay without redirect_dir) download's folder of the lower
+    layer cannot be renamed: "make data a folder you may write to" was said of a writable data/."""
+    target = tmp_path / "cifar10"
+    target.mkdir()
+    (target / "train.npz").write_bytes(b"old")
+    real_replace = os.replace
+
+    def across_layers(source, destination):
+        if os.fspath(source) == str(target):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source), str(destination))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", across_layers)
+    with pytest.raises(OutputError) as refused, atomic_path(target) as scratch:
+        scratch.mkdir()
+    assert str(refused.value) == (
+        f"cannot replace {target} (Invalid cross-device link): this file system cannot rename it in place (an overlay "
+        f"without redirect_dir, as in a container's image); remove it (`rm -r {target}`) and re-run"
+    )
+    assert (target / "train.npz").read_bytes() == b"old"

@@ -1503,6 +1503,26 @@ def test_a_source_kept_in_downloads_output_is_refused_before_the_run_replaces_it
     assert list(kept.rglob("*.png"))
 
 
+def test_download_does_not_replace_an_output_folder_holding_what_it_did_not_write(tmp_path, tree):
+    """A tree kept in download's output folder that the source reached in a way the checks on the
+    source cannot see (a bind mount under an overlay of itself, a FUSE view, an overlay layer
+    since repointed) was imported, then replaced with the folder: the user's data was gone."""
+    pipeline = make_pipeline_repo(tmp_path / "pipeline", SMALL_DATA)
+    kept = pipeline / paths.DATA / "export"
+    shutil.copytree(tree, kept)
+    (pipeline / paths.DATA / "notes.txt").write_text("where export came from\n")
+    set_params(pipeline, {"data": {"source": str(tree), "train_limit": None, "test_limit": None}})
+    result = stage(pipeline, "download", check=False)
+    assert (result.returncode, result.stderr.splitlines(keepends=True)[-1]) == (
+        2,
+        f"error: {paths.DATA} holds export, notes.txt, which download did not write: a run replaces the folder, and "
+        f"what it holds with it (`dvc repro` removes it before download runs); move that out of {paths.DATA} (point "
+        f"data.source there if it is the data) and run again\n",
+    )
+    assert sorted(path.name for path in (pipeline / paths.DATA).iterdir()) == ["export", "notes.txt"]
+    assert list(kept.rglob("*.png"))
+
+
 def test_a_source_in_the_workspaces_output_is_refused_in_dvcs_copy_of_the_workspace(tmp_path, tree):
     """data.source the absolute path of the workspace's download output, holding the user's tree:
     refused in the workspace, imported under `dvc exp run --temp`, whose copy's outputs alone were
