@@ -20,7 +20,7 @@ def main() -> None:
     outputs, workspace = paths.output_paths(), workspace_copied()
     if workspace:  # `dvc exp apply` puts the copy's outputs in the workspace's place, and its data with them
         outputs += tuple(workspace / output.relative_to(paths.REPO) for output in outputs)
-    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), outputs)
+    splits = import_dataset(params.data, params.seed, Path(paths.DOWNLOAD_CACHE), outputs, workspace)
     refuse_to_replace_what_it_did_not_write(paths.DATA)
     save_dataset(splits, paths.DATA)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())

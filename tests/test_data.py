@@ -302,6 +302,27 @@ def test_a_folder_whose_data_git_ignores_is_named_as_dvcs_copy_in_dvcs_copy(tmp_
     )
 
 
+@pytest.mark.parametrize("workspace_has", ["images not yet committed", "a git-ignored class folder"])
+def test_a_folder_source_that_dvcs_copy_holds_only_in_part_is_refused(tmp_path, dvc_copy, workspace_has):
+    """Images added but not committed were left out of DVC's copy, and the import took 190 of 200
+    without a word; a git-ignored class folder was refused as train/ and test/ disagreeing."""
+    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    if workspace_has == "images not yet committed":
+        shutil.copy(workspace / "raw/train/cat/0000.png", workspace / "raw/train/cat/9999.png")
+        first = "raw/train/cat/9999.png"
+    else:
+        shutil.rmtree(dvc_copy / "raw/test/truck")
+        first = "raw/test/truck/0000.png"
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value).startswith(
+        f"data.source = 'raw' differs in the copy of the workspace that DVC runs this experiment in from the "
+        f"workspace's in 1 file ({first} first), as the copy holds only what git and DVC track; commit the data"
+    )
+
+
 def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):
     """`raw/cifar10 -> /media/usb/cifar10`, the drive not mounted: "no train/ and test/ folders"."""
     source = tmp_path / "raw"

@@ -51,14 +51,14 @@ EXPECTED_LAYOUT = (
 
 
 def import_dataset(
-    config: DataConfig, seed: int, download_dir: Path, keep_out: tuple[Path, ...] = ()
+    config: DataConfig, seed: int, download_dir: Path, keep_out: tuple[Path, ...] = (), workspace: Path | None = None
 ) -> dict[str, Split]:
     """Both splits from the configured source, limited as configured.
 
     download_dir holds the official archive and the scratch folders of downloads and
     official-batch imports (cifar.atomic.scratch_folder; the stages sweep what a killed run left).
     A local source, or the tree or batches a folder source leads to, may not lie in `keep_out`, the
-    pipeline's outputs, which a run replaces.
+    pipeline's outputs, which a run replaces. `workspace`: the one DVC runs this stage in a copy of.
     """
     limits = {"train": config.train_limit, "test": config.test_limit}
     if config.source == "synthetic":
@@ -75,6 +75,8 @@ def import_dataset(
         # as the output the source lies in), it is not where it led from the workspace.
         if leaving:
             raise _leads_out_of_dvcs_copy(path, leaving)
+        if workspace is not None and not path.is_absolute():
+            _refuse_what_the_copy_lacks(path, workspace / path)
         outputs = _Outputs(keep_out)
         output = outputs.holding(path)
         if output:  # a source kept in data/cifar10 (where fast.ai's cifar10.tgz unpacks)
@@ -435,6 +437,34 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
         raise DataError(
             f"{where}: cannot read it ({error.strerror}) while importing data.source = {str(source)!r}{fix}"
         ) from None
+
+
+def _refuse_what_the_copy_lacks(source: Path, in_workspace: Path) -> None:
+    """A folder source in DVC's copy of the workspace, which holds only what git and DVC track,
+    against the workspace's: images not yet committed were left out without a word (190 of 200
+    imported), and a git-ignored class folder was refused as train/ and test/ disagreeing."""
+    if not (_is_folder(source) and _is_folder(in_workspace)):
+        return  # a missing source or an archive is named as such
+    copied, there = _files_by_size(source), _files_by_size(in_workspace)
+    differing = sorted(name for name in copied.keys() | there.keys() if copied.get(name) != there.get(name))
+    if differing:
+        files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(source, differing[0])} first)"
+        raise DataError(
+            f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
+            f"from the workspace's in {files}, as the copy holds only what git and DVC track; commit the data (`git "
+            f"add` or `dvc add`) or give data.source as an absolute path"
+        )
+
+
+def _files_by_size(folder: Path) -> dict[str, int]:
+    """The files below folder (not through links), each by its path in it, with their sizes; at
+    most archives.MAX_MEMBERS, beyond which the search refuses the source anyway."""
+    files = {}
+    for place, _, names in itertools.islice(os.walk(folder), archives.MAX_MEMBERS):
+        for name in itertools.islice(names, archives.MAX_MEMBERS - len(files)):
+            with contextlib.suppress(OSError):
+                files[os.path.relpath(os.path.join(place, name), folder)] = os.lstat(os.path.join(place, name)).st_size
+    return files
 
 
 def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
