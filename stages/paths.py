@@ -14,6 +14,7 @@ import itertools
 import os
 import posixpath
 import re
+import shlex
 import sys
 
 # Every stage reads its paths here. Without stages/__init__.py, stages is a namespace package
@@ -350,11 +351,22 @@ TABLE = _read_table(_PIPELINE)
 
 
 def _definition(stage: str) -> dict:
-    """dvc.yaml's definition of the stage: the one whose command runs it, where a user renamed it
-    (`find_lr:` ran with no params recorded, and train refused its pick), and not a stage of the
-    user's that took its name (`download:` running a script of theirs, which `dvc repro download`
-    was then advised to run); else the one of its name."""
+    """dvc.yaml's definition of the stage (see _named_definition)."""
+    return _named_definition(stage)[1]
+
+
+def _named_definition(stage: str) -> tuple[str, dict]:
+    """dvc.yaml's name and definition of the stage: the one whose command runs it, where a user
+    renamed it (`find_lr:` ran with no params recorded, and train refused its pick), and not a
+    stage of the user's that took its name (`download:` running a script of theirs, which `dvc
+    repro download` was then advised to run); else the one of its name. A `foreach` stage's
+    definition is its `do:`, where DVC reads its cmd, params, outs and `frozen` (read at the
+    top, lr_find under `foreach` recorded no params, and train refused its pick again)."""
     stages = _PIPELINE["stages"]
+    definitions = {
+        name: each.get("do") if isinstance(each, dict) and "foreach" in each else each for name, each in stages.items()
+    }
+    definitions = {name: each for name, each in definitions.items() if isinstance(each, dict)}
     # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
     # clustered (`-Bm`), the module quoted, or commands in DVC's list form
     runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
@@ -363,8 +375,8 @@ def _definition(stage: str) -> dict:
         cmd = definition.get("cmd")
         return [str(each) for each in cmd] if isinstance(cmd, list) else [str(cmd)]
 
-    running = (each for each in stages.values() if isinstance(each, dict) and any(map(runs.search, commands(each))))
-    return next(running, stages.get(stage, {}))
+    running = ((name, each) for name, each in definitions.items() if any(map(runs.search, commands(each))))
+    return next(running, (stage, definitions.get(stage, {})))
 
 
 def as_declared(stage: str) -> dict:
@@ -393,12 +405,13 @@ def repro(stage: str, options: str = "") -> str:
     renamed was advised by its old name, which DVC does not know), and unfrozen (`frozen: true`,
     which `dvc repro` passes over, "didn't change", even with -f)."""
     try:
-        name = next(name for name, each in _PIPELINE["stages"].items() if each is _definition(stage))
-        frozen = _definition(stage).get("frozen") is True
-    except (StopIteration, KeyError, TypeError, AttributeError):
+        name, definition = _named_definition(stage)
+        frozen = definition.get("frozen") is True
+    except (KeyError, TypeError, AttributeError):
         return f"`dvc repro{options} {stage}`"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
-    return f"`dvc repro{options} {name}`{unfreeze}"
+    # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted
+    return f"`dvc repro{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
 
 
 def declared_params(stage: str) -> list[str]:

@@ -263,8 +263,22 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
             {"lr_find": {"cmd": "python scripts/my_lr_sweep.py"}, "find_lr": {"cmd": "python -m stages.lr_find"}},
             "`dvc repro find_lr`",
         ),
+        (
+            {"lr_find": {"foreach": ["a"], "do": {"cmd": "python -m stages.lr_find", "frozen": True}}},
+            "`dvc repro lr_find` (after removing `frozen: true` from it in dvc.yaml)",
+        ),
+        ({"find lr": {"cmd": "python -m stages.lr_find"}}, "`dvc repro 'find lr'`"),
+        ({"-find": {"cmd": "python -m stages.lr_find"}}, "`dvc repro -- -find`"),
     ],
-    ids=["as-shipped", "renamed", "frozen", "renamed, its name another stage's"],
+    ids=[
+        "as-shipped",
+        "renamed",
+        "frozen",
+        "renamed, its name another stage's",
+        "frozen under foreach",
+        "a name with a space",
+        "a name like an option",
+    ],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
     """`frozen: true` on lr_find: train advised `dvc repro lr_find`, which DVC passes over ("didn't
@@ -281,3 +295,11 @@ def test_advice_with_options_names_the_stage_as_dvc_yaml_does(monkeypatch):
     assert paths.as_this_pipeline_names_them("run `dvc repro` (or `dvc repro -f -s train` where ...)") == (
         "run `dvc repro` (or `dvc repro -f -s fit` (after removing `frozen: true` from it in dvc.yaml) where ...)"
     )
+
+
+def test_a_foreach_stage_declares_what_its_do_holds(monkeypatch):
+    """lr_find under `foreach:`/`do:` recorded no params, and train refused its pick, again after
+    the advised `dvc repro lr_find`."""
+    definition = {"foreach": ["a"], "do": {"cmd": "python -m stages.lr_find", "params": ["seed", "lr_find"]}}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition}})
+    assert paths.declared_params("lr_find") == ["seed", "lr_find"]
