@@ -1,4 +1,5 @@
 import copy
+import logging
 import math
 
 import numpy as np
@@ -59,6 +60,25 @@ def test_chance_level_after_the_peak_is_reported():
     assert result.chance_warning is not None
     assert "on 200 images is not above chance (0.100)" in result.chance_warning
     assert "after the OneCycle peak at epoch 1" in result.chance_warning
+
+
+def test_the_chance_warning_reads_the_last_epoch_and_is_said_once(caplog):
+    """The failure's line after the run named the first epoch at chance after the peak ("2.64 in
+    the last epoch", which ended at 2.04) and the advice for it."""
+    train, test = random_split(64, 1), random_split(200, 2)
+    caplog.set_level(logging.WARNING)
+    result = fit(
+        cpu_recipe(train=config(epochs=4)),
+        tiny_model(),
+        DeviceLoader(train, 16, CPU, shuffle=True),
+        DeviceLoader(test, 100, CPU),
+        max_lr=1e-4,
+        num_classes=10,
+    )
+    assert "at epoch 4, after the OneCycle peak at epoch 1" in result.chance_warning
+    last = result.history[-1]["train_loss"]
+    assert f"to {last:.3g} in the last epoch" in result.chance_warning
+    assert sum("not above chance" in message for message in caplog.messages) == 1
 
 
 @pytest.mark.parametrize(
@@ -422,6 +442,16 @@ def test_a_loss_falling_in_few_steps_is_advised_more_of_them():
     assert advice.endswith(
         "raise max_lr (this run's is 0.001), or, as it fell in only 4 steps in all, train longer: raise train.epochs "
         "or data.train_limit, or lower train.batch_size"
+    )
+
+
+def test_a_run_whose_test_loss_blew_up_diverged_though_its_rise_lay_within_the_noise():
+    """300 images in batches of 8 at Adam max_lr 0.01: 3.71, then 3.94, within the few images'
+    noise, but the test loss reached 51.9 at the peak; the run passed."""
+    history = [{"train_loss": 3.708, "test_loss": 51.9}, {"train_loss": 3.936, "test_loss": 8.1}]
+    assert diverged(history, 10, 0.01, Start(3.9, 0.55, 0.55 * (8 / 300) ** 0.5)) == (
+        "training diverged: the last epoch's training loss is 3.94, above 1.5 times guessing's 2.3, and the test "
+        "loss reached 51.9, so lower train.max_lr (this run's is 0.01) or pick it with lr_find"
     )
 
 

@@ -208,8 +208,11 @@ def fit(
             stats.step_lrs[-1],
             stats.seconds,
         )
-        if chance_warning is None:
-            chance_warning = not_learning_warning(
+        # Said once, and kept as the last epoch reads: the failure's line after the run named an
+        # earlier epoch's loss ("2.64 in the last epoch", which ended at 2.04) and its advice.
+        warned, chance_warning = (
+            chance_warning,
+            not_learning_warning(
                 history,
                 num_classes,
                 test_loader.images_per_epoch,
@@ -217,9 +220,10 @@ def fit(
                 max_lr,
                 len(step_lrs),
                 start,
-            )
-            if chance_warning:
-                log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
+            ),
+        )
+        if chance_warning and not warned:
+            log.warning("\n%s\nWARNING: %s\n%s", "!" * 80, chance_warning, "!" * 80)
         if checkpoint:
             checkpoint.save(
                 TrainingState(
