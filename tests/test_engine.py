@@ -435,10 +435,39 @@ def test_epochs_of_few_images_are_read_against_their_own_noise():
     assert diverged(history, 10, 1e-7, start) is None
 
 
+def test_a_rise_from_epoch_to_epoch_on_few_images_is_read_as_one():
+    """200 images in batches of 16 at SGD max_lr 0.001: 4.85 at the first step, then epochs of 3.83
+    and 4.43, read within the images' spread as a network that never moved, and "raise max_lr"
+    advised; raised to 0.003 it ended at 4.63, lowered to 0.0001 at 2.81."""
+    history = [{"train_loss": 3.83}, {"train_loss": 4.43}]
+    start = Start(4.85, 0.55, 0.55 * (16 / 200) ** 0.5)
+    assert "it diverged, so lower max_lr (this run's is 0.001)" in likely_cause(history, 10, 0.001, 26, start)
+
+
+def test_a_short_run_whose_test_loss_blew_up_is_also_advised_more_steps():
+    """24 steps at Adam max_lr 0.005: 4.85, then 3.65 and 2.58, with a test loss of 52 at the peak,
+    were told only to lower max_lr, and lowered ones to raise it; 48 steps at 0.005 learned."""
+    history = [{"train_loss": 3.65, "test_loss": 52.4}, {"train_loss": 2.58, "test_loss": 6.36}]
+    assert likely_cause(history, 10, 0.005, 24, Start(4.85, 0.55)).endswith(
+        "it diverged, so lower max_lr (this run's is 0.005), or, as it fell in only 24 steps in all, train "
+        "longer: raise train.epochs or data.train_limit, or lower train.batch_size"
+    )
+
+
+@pytest.mark.parametrize("test_losses", [[float("nan"), 9.0], [9.0, float("nan")], [3.0, float("inf")]])
+def test_a_test_loss_not_finite_in_any_epoch_is_divergence(test_losses):
+    """The test loss was read by its maximum, which a NaN in any epoch but the first hides."""
+    history = [{"train_loss": 4.0, "test_loss": loss} for loss in test_losses]
+    found = diverged(history, 10, 0.01, Start(4.6, 0.5))
+    bad = next(loss for loss in test_losses if not math.isfinite(loss))
+    assert found is not None and f"the test loss reached {bad:.3g}" in found
+    assert f"the test loss reached {bad:.3g}" in likely_cause(history, 10, 0.01, 60, Start(4.6, 0.5))
+
+
 def test_a_loss_falling_in_few_steps_is_advised_more_of_them():
     """4 steps in all (300 images in batches of 150, 2 epochs) at max_lr 0.001: 4.38, then epochs
     of 4.54 and 3.04, were told only to raise max_lr, and a raised one ended higher."""
-    advice = likely_cause([{"train_loss": 4.54}, {"train_loss": 3.04}], 10, 0.001, 4, Start(4.38, 0.1, 0.07))
+    advice = likely_cause([{"train_loss": 4.54}, {"train_loss": 3.04}], 10, 0.001, 4, Start(4.38, 0.1))
     assert advice.endswith(
         "raise max_lr (this run's is 0.001), or, as it fell in only 4 steps in all, train longer: raise train.epochs "
         "or data.train_limit, or lower train.batch_size"
@@ -449,7 +478,7 @@ def test_a_run_whose_test_loss_blew_up_diverged_though_its_rise_lay_within_the_n
     """300 images in batches of 8 at Adam max_lr 0.01: 3.71, then 3.94, within the few images'
     noise, but the test loss reached 51.9 at the peak; the run passed."""
     history = [{"train_loss": 3.708, "test_loss": 51.9}, {"train_loss": 3.936, "test_loss": 8.1}]
-    assert diverged(history, 10, 0.01, Start(3.9, 0.55, 0.55 * (8 / 300) ** 0.5)) == (
+    assert diverged(history, 10, 0.01, Start(3.9, 0.55)) == (
         "training diverged: the last epoch's training loss is 3.94, above 1.5 times guessing's 2.3, and the test "
         "loss reached 51.9, so lower train.max_lr (this run's is 0.01) or pick it with lr_find"
     )
