@@ -122,7 +122,7 @@ def under_dvc() -> bool:
 def in_a_dvc_workspace_copy() -> bool:
     """Whether DVC runs this stage in a copy of the workspace (`dvc exp run --temp`, a queued
     experiment), which DVC 3 makes under the project's .dvc/tmp/exps and deletes when the run
-    ends; it holds only the files git and DVC track."""
+    ends; it holds the files git tracks, and of the data DVC tracks only the stages' dependencies."""
     project = _dvc_project()
     return project is not None and project / ".dvc" / "tmp" / "exps" in Path.cwd().resolve().parents
 

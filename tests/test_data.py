@@ -224,7 +224,7 @@ def test_a_keyword_miswritten_is_named_as_the_keyword(tmp_path, monkeypatch, sou
 @pytest.fixture
 def dvc_copy(tmp_path, monkeypatch) -> Path:
     """The working folder as `dvc exp run --temp` runs a stage: DVC's copy of the workspace, as
-    DVC 3.67 makes it, which holds only the files git and DVC track."""
+    DVC 3.67 makes it, which holds the files git tracks and the data of the stages' dependencies."""
     copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
@@ -297,30 +297,56 @@ def test_a_folder_whose_data_git_ignores_is_named_as_dvcs_copy_in_dvcs_copy(tmp_
         import_dataset(DataConfig(source="raw"), 0, tmp_path)
     assert str(refused.value) == (
         "data.source = 'raw': no train/ and test/ folders found in it or up to two folders below it in the copy of "
-        "the workspace that DVC runs this experiment in, which holds only the files git and DVC track; give its "
-        "absolute path, or track the data with git or DVC"
+        "the workspace that DVC runs this experiment in, which holds the files git tracks, and of the data DVC tracks "
+        "only what a stage depends on; give data.source as an absolute path, or commit the data with git"
     )
 
 
-@pytest.mark.parametrize("workspace_has", ["images not yet committed", "a git-ignored class folder"])
+@pytest.mark.parametrize(
+    "workspace_has", ["images not yet committed", "a git-ignored class folder", "images behind a link not committed"]
+)
 def test_a_folder_source_that_dvcs_copy_holds_only_in_part_is_refused(tmp_path, dvc_copy, workspace_has):
     """Images added but not committed were left out of DVC's copy, and the import took 190 of 200
-    without a word; a git-ignored class folder was refused as train/ and test/ disagreeing."""
-    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    without a word, also where a committed link (`raw/cifar -> ../pool/cifar`) led to them; a
+    git-ignored class folder was refused as train/ and test/ disagreeing."""
     workspace = tmp_path / "project"
-    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    if workspace_has == "images behind a link not committed":
+        make_class_tree(dvc_copy / "pool/cifar", {"train": 2, "test": 1})
+        shutil.copytree(dvc_copy / "pool", workspace / "pool")
+        for tree in (dvc_copy, workspace):
+            (tree / "raw").mkdir()
+            (tree / "raw/cifar").symlink_to("../pool/cifar")
+        shutil.copy(workspace / "pool/cifar/train/cat/0000.png", workspace / "pool/cifar/train/cat/9999.png")
+        first = "raw/cifar/train/cat/9999.png"
+    else:
+        make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+        shutil.copytree(dvc_copy / "raw", workspace / "raw")
     if workspace_has == "images not yet committed":
         shutil.copy(workspace / "raw/train/cat/0000.png", workspace / "raw/train/cat/9999.png")
         first = "raw/train/cat/9999.png"
-    else:
+    elif workspace_has == "a git-ignored class folder":
         shutil.rmtree(dvc_copy / "raw/test/truck")
         first = "raw/test/truck/0000.png"
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value).startswith(
         f"data.source = 'raw' differs in the copy of the workspace that DVC runs this experiment in from the "
-        f"workspace's in 1 file ({first} first), as the copy holds only what git and DVC track; commit the data"
+        f"workspace's in 1 file ({first} first), as the copy holds the files git tracks, and of the data DVC tracks "
+        f"only what a stage depends on; give data.source as an absolute path, or commit the data with git"
     )
+
+
+def test_files_the_import_passes_over_may_differ_in_dvcs_copy(tmp_path, dvc_copy):
+    """A git-ignored .DS_Store (or a notebook's checkpoints) in the workspace's tree, which the
+    import passes over, was refused, and `git add` advised, which git refuses for ignored files."""
+    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    (workspace / "raw/train/cat/.DS_Store").write_bytes(b"Bud1")
+    (workspace / "raw/.ipynb_checkpoints").mkdir()
+    (workspace / "raw/.ipynb_checkpoints/look-checkpoint.ipynb").write_text("{}")
+    splits = import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert {name: len(split.labels) for name, split in splits.items()} == {"train": 20, "test": 10}
 
 
 def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):
@@ -376,8 +402,8 @@ def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_
         import_dataset(DataConfig(source="archives/cifar.tar.xz"), 0, tmp_path)
     assert str(refused.value) == (
         "data.source = 'archives/cifar.tar.xz': no such file or directory in the copy of the workspace that DVC runs "
-        "this experiment in, which holds only the files git and DVC track; give its absolute path, or track it with "
-        "git or DVC"
+        "this experiment in, which holds the files git tracks, and of the data DVC tracks only what a stage depends "
+        "on; give data.source as an absolute path, or commit the data with git"
     )
 
 

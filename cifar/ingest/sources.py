@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 OFFICIAL_FOLDER = "cifar-10-batches-py"
+# What `dvc exp run --temp` copies: a folder `dvc add` tracked, committed, was missing there, and
+# tracking it with DVC was advised.
+DVC_COPY_HOLDS = "the files git tracks, and of the data DVC tracks only what a stage depends on"
+DVC_COPY_FIX = "give data.source as an absolute path, or commit the data with git"
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -244,8 +248,7 @@ def import_local(
         if not path.is_absolute() and in_a_dvc_workspace_copy():
             raise DataError(
                 f"data.source = {str(path)!r}: no such file or directory in the copy of the workspace that DVC runs "
-                f"this experiment in, which holds only the files git and DVC track; give its absolute path, or track "
-                f"it with git or DVC"
+                f"this experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
             ) from None
         respelled = other_unicode_spelling(path)
         if respelled:
@@ -405,8 +408,8 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
             if not source.is_absolute() and in_a_dvc_workspace_copy():  # its data git-ignored, so not copied
                 raise DataError(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
-                    f"below it in the copy of the workspace that DVC runs this experiment in, which holds only the "
-                    f"files git and DVC track; give its absolute path, or track the data with git or DVC"
+                    f"below it in the copy of the workspace that DVC runs this experiment in, which holds "
+                    f"{DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
                 )
             raise DataError(
                 f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders below "
@@ -440,7 +443,7 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
 
 
 def _refuse_what_the_copy_lacks(source: Path, in_workspace: Path) -> None:
-    """A folder source in DVC's copy of the workspace, which holds only what git and DVC track,
+    """A folder source in DVC's copy of the workspace, which holds only what git and DVC check out,
     against the workspace's: images not yet committed were left out without a word (190 of 200
     imported), and a git-ignored class folder was refused as train/ and test/ disagreeing."""
     if not (_is_folder(source) and _is_folder(in_workspace)):
@@ -451,20 +454,46 @@ def _refuse_what_the_copy_lacks(source: Path, in_workspace: Path) -> None:
         files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(source, differing[0])} first)"
         raise DataError(
             f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
-            f"from the workspace's in {files}, as the copy holds only what git and DVC track; commit the data (`git "
-            f"add` or `dvc add`) or give data.source as an absolute path"
+            f"from the workspace's in {files}, as the copy holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
         )
 
 
 def _files_by_size(folder: Path) -> dict[str, int]:
-    """The files below folder (not through links), each by its path in it, with their sizes; at
-    most archives.MAX_MEMBERS, beyond which the search refuses the source anyway."""
-    files = {}
-    for place, _, names in itertools.islice(os.walk(folder), archives.MAX_MEMBERS):
-        for name in itertools.islice(names, archives.MAX_MEMBERS - len(files)):
-            with contextlib.suppress(OSError):
-                files[os.path.relpath(os.path.join(place, name), folder)] = os.lstat(os.path.join(place, name)).st_size
+    """The files below folder that an import may read (images, archives, the official batches),
+    each by its path in it, with their sizes; through links, as the search goes (a committed link
+    to a tree with images not yet committed imported 190 of 200); at most archives.MAX_MEMBERS,
+    beyond which the search refuses the source anyway. Others are passed over: a git-ignored
+    .DS_Store was refused, and `git add` advised, which git refuses for an ignored file."""
+    files, seen = {}, set()
+    for place, folders, names in os.walk(folder, followlinks=True):
+        try:
+            identity = (os.stat(place).st_dev, os.stat(place).st_ino)
+        except OSError:
+            identity = None
+        # A link back up, or a second to one folder, is looked through once, in the same order in
+        # both trees.
+        if identity in seen or len(seen) == archives.MAX_MEMBERS:
+            folders.clear()
+            continue
+        seen.add(identity)
+        folders.sort()
+        for name in names:
+            if len(files) == archives.MAX_MEMBERS:
+                return files
+            path = os.path.join(place, name)
+            if _may_be_read(place, name):
+                with contextlib.suppress(OSError):
+                    files[os.path.relpath(path, folder)] = os.stat(path).st_size
     return files
+
+
+def _may_be_read(place: str, name: str) -> bool:
+    lowered = name.lower()
+    return (
+        os.path.splitext(lowered)[1] in IMAGE_SUFFIXES
+        or lowered.endswith(archives.SUFFIXES)
+        or os.path.basename(place) == OFFICIAL_FOLDER
+    )
 
 
 def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
