@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import stat
@@ -279,23 +280,25 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         if error.errno == errno.EXDEV:  # an overlay that cannot rename a folder of its lower layer
             raise OutputError(
                 f"cannot replace {target} ({error.strerror}): this file system cannot rename it in place (an overlay "
-                f"without redirect_dir, as in a container's image); remove it (`rm -r {target}`) and re-run"
+                f"without redirect_dir, as in a container's image); remove it (`rm -r {shlex.quote(str(target))}`) "
+                f"and re-run"
             ) from None
         if error.errno == errno.EBUSY:  # renaming over a mount point: `data` itself was writable
             raise OutputError(
                 f"cannot replace {target} ({error.strerror}): a file system is mounted there; unmount it "
-                f"(`umount {target}`) and re-run"
+                f"(`umount {shlex.quote(str(target))}`) and re-run"
             ) from None
         marked = next((path for path in (target, target.parent) if _immutable_or_append_only(path)), None)
         if error.errno == errno.EPERM and marked:  # `data` was said to need to be writable, which it was
             raise OutputError(
                 f"cannot write {target} ({error.strerror}): {marked} is marked immutable or append-only (`lsattr -d "
-                f"{marked}` shows it); clear that with `chattr -i -a {marked}` and re-run"
+                f"{shlex.quote(str(marked))}` shows it); clear that with `chattr -i -a {shlex.quote(str(marked))}` and "
+                f"re-run"
             ) from None
         raise OutputError(
             out_of_open_files(error, target)
-            or f"cannot write {target} ({error.strerror or one_line(error)}); make {target.parent} a folder "
-            f"you may write to, and re-run"
+            or f"cannot write {target} ({error.strerror or one_line(error)}); make {_not_writable(target)} a "
+            f"folder you may write to, and re-run"
         ) from None
     except RuntimeError as error:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
@@ -305,6 +308,12 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
                 f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run"
             ) from None
         raise
+
+
+def _not_writable(target: Path) -> Path:
+    """The folder to make writable: the one replaced, where it is there and read-only (`data` was
+    named, which was writable, for a `chmod 555` data/cifar10), else the one it is written in."""
+    return target if target.is_dir() and not os.access(target, os.W_OK) else target.parent
 
 
 _FS_IOC_GETFLAGS = 0x80086601  # Linux's ioctl for the flags chattr sets

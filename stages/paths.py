@@ -110,13 +110,15 @@ def _read_table(pipeline: object) -> dict[str, str]:
             problem, link = link_problem
             raise _refuse(
                 f"{name} = {path!r} {problem}",
-                fix=f"remove the link (`rm {link}`), or if {PIPELINE.name}'s paths table changed, restore it with",
+                fix=f"remove the link (`rm {shlex.quote(str(link))}`), or if {PIPELINE.name}'s paths table changed, "
+                f"restore it with",
             )
         mounted = _a_protected_folder_among(path, protected_folders)
         if mounted:
             raise _refuse(
                 f"{name} = {path!r} is in {mounted[0]}, which is {mounted[1]} reached by another path (a bind mount)",
-                fix=f"unmount it (`umount {mounted[0]}`), or if {PIPELINE.name}'s paths table changed, restore it with",
+                fix=f"unmount it (`umount {shlex.quote(str(mounted[0]))}`), or if {PIPELINE.name}'s paths table "
+                f"changed, restore it with",
             )
         # A user's file where an output folder goes (notes in `plots/images`), or a table edited
         # to put one under a file: either may have changed, and the line says which fix is which.

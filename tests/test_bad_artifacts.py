@@ -3658,9 +3658,10 @@ def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_
 
 def test_a_folder_that_cannot_be_renamed_in_place_says_to_remove_it(tmp_path, monkeypatch):
     """In a container's image (an overlay without redirect_dir) download's folder of the lower
-    layer cannot be renamed: "make data a folder you may write to" was said of a writable data/."""
-    target = tmp_path / "cifar10"
-    target.mkdir()
+    layer cannot be renamed: "make data a folder you may write to" was said of a writable data/.
+    The command is one a shell runs as is: `rm -r my data/cifar10` removed data/cifar10."""
+    target = tmp_path / "my data" / "cifar10"
+    target.mkdir(parents=True)
     (target / "train.npz").write_bytes(b"old")
     real_replace = os.replace
 
@@ -3674,6 +3675,32 @@ def test_a_folder_that_cannot_be_renamed_in_place_says_to_remove_it(tmp_path, mo
         scratch.mkdir()
     assert str(refused.value) == (
         f"cannot replace {target} (Invalid cross-device link): this file system cannot rename it in place (an overlay "
-        f"without redirect_dir, as in a container's image); remove it (`rm -r {target}`) and re-run"
+        f"without redirect_dir, as in a container's image); remove it (`rm -r '{target}'`) and re-run"
     )
     assert (target / "train.npz").read_bytes() == b"old"
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="drops root's override of permissions")
+def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
+    """`chmod 555` on download's folder, in a folder the user may write to: "make data a folder
+    you may write to" was said, which it was, and `chmod u+w data` changed nothing."""
+    target = tmp_path / "data" / "cifar10"
+    target.mkdir(parents=True)
+    (target / "train.npz").write_bytes(b"old")
+    target.chmod(0o555)
+    replace = (
+        "import sys; from pathlib import Path; from cifar.atomic import atomic_path; from cifar.errors import "
+        "OutputError\ntry:\n    with atomic_path(Path(sys.argv[1])) as scratch:\n        scratch.mkdir()\n"
+        "except OutputError as error:\n    print(error)"
+    )
+    without_override = "--inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search"
+    said = subprocess.run(
+        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    target.chmod(0o755)
+    assert said == f"cannot write {target} (Permission denied); make {target} a folder you may write to, and re-run\n"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["cifar10", "data", "train.npz"]
