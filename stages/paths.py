@@ -364,11 +364,12 @@ def _named_definition(stage: str) -> tuple[str, dict]:
     repro download` was then advised to run); else the one of its name. A `foreach` stage's
     definition is its `do:`, where DVC reads its cmd, params, outs and `frozen` (read at the
     top, lr_find under `foreach` recorded no params, and train refused its pick again)."""
-    stages = _PIPELINE["stages"]
-    definitions = {
-        name: each.get("do") if isinstance(each, dict) and "foreach" in each else each for name, each in stages.items()
-    }
-    definitions = {name: each for name, each in definitions.items() if isinstance(each, dict)}
+    definitions = {}
+    for name, each in _PIPELINE["stages"].items():
+        if isinstance(each, dict) and "foreach" in each:
+            definitions.update(_generated(name, each["foreach"], each.get("do")))
+        elif isinstance(each, dict):
+            definitions[name] = each
     # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
     # clustered (`-Bm`), the module quoted, or commands in DVC's list form
     runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
@@ -379,6 +380,34 @@ def _named_definition(stage: str) -> tuple[str, dict]:
 
     running = ((name, each) for name, each in definitions.items() if any(map(runs.search, commands(each))))
     return next(running, (stage, definitions.get(stage, {})))
+
+
+def _generated(group: str, items, do) -> dict[str, dict]:
+    """The stages DVC generates from a `foreach`, by the names it gives them (`find@lr_find`), with
+    `${item}`, `${key}` and `${item.FIELD}` filled in (`cmd: python -m stages.${item}` was not
+    found: lr_find recorded no params, and `dvc repro lr_find` was advised, a stage DVC lacks). A
+    foreach of a vars entry, which only DVC resolves, stands as its group, `do:` as it is."""
+    if not isinstance(do, dict):
+        return {}
+    if isinstance(items, dict):
+        keyed = items.items()
+    elif isinstance(items, list):
+        keyed = ((item if isinstance(item, str | int | float) else index, item) for index, item in enumerate(items))
+    else:
+        return {group: do}
+
+    def filled(value, key, item):
+        if isinstance(value, str):
+            fields = item if isinstance(item, dict) else {}
+            value = re.sub(r"\$\{\s*item\.(\w+)\s*\}", lambda found: str(fields.get(found[1], found[0])), value)
+            return re.sub(r"\$\{\s*item\s*\}", str(item), re.sub(r"\$\{\s*key\s*\}", str(key), value))
+        if isinstance(value, list):
+            return [filled(each, key, item) for each in value]
+        if isinstance(value, dict):
+            return {name: filled(each, key, item) for name, each in value.items()}
+        return value
+
+    return {f"{group}@{key}": filled(do, key, item) for key, item in keyed}
 
 
 def as_declared(stage: str) -> dict:
@@ -413,6 +442,9 @@ def repro(stage: str, options: str = "") -> str:
         return f"`dvc repro{options} {stage}`"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
     # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted
+    # a name DVC reads as a file (`score.dvc`, `dvc.yaml`, which targets every stage) by the file
+    if name.endswith(".dvc") or name == PIPELINE.name:
+        name = f"{PIPELINE.name}:{name}"
     return f"`dvc repro{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
 
 

@@ -3659,7 +3659,7 @@ def test_a_second_vars_entry_beside_the_paths_table_is_read_as_dvc_reads_it(tmp_
 def test_a_folder_that_cannot_be_renamed_in_place_says_to_remove_it(tmp_path, monkeypatch):
     """In a container's image (an overlay without redirect_dir) download's folder of the lower
     layer cannot be renamed: "make data a folder you may write to" was said of a writable data/.
-    The command is one a shell runs as is: `rm -r my data/cifar10` removed data/cifar10."""
+    The command is one a shell runs as is: `rm -r my data/NAME` removed data/NAME, another folder."""
     target = tmp_path / "my data" / "cifar10"
     target.mkdir(parents=True)
     (target / "train.npz").write_bytes(b"old")

@@ -265,10 +265,17 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         ),
         (
             {"lr_find": {"foreach": ["a"], "do": {"cmd": "python -m stages.lr_find", "frozen": True}}},
-            "`dvc repro lr_find` (after removing `frozen: true` from it in dvc.yaml)",
+            "`dvc repro lr_find@a` (after removing `frozen: true` from it in dvc.yaml)",
+        ),
+        ({"find": {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.${item}"}}}, "`dvc repro find@lr_find`"),
+        (
+            {"find": {"foreach": {"one": {"module": "lr_find"}}, "do": {"cmd": "python -m stages.${ item.module }"}}},
+            "`dvc repro find@one`",
         ),
         ({"find lr": {"cmd": "python -m stages.lr_find"}}, "`dvc repro 'find lr'`"),
         ({"-find": {"cmd": "python -m stages.lr_find"}}, "`dvc repro -- -find`"),
+        ({"find.dvc": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:find.dvc`"),
+        ({"dvc.yaml": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:dvc.yaml`"),
     ],
     ids=[
         "as-shipped",
@@ -276,14 +283,19 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "frozen",
         "renamed, its name another stage's",
         "frozen under foreach",
+        "foreach with its item in the command",
+        "foreach of a dict with a field in the command",
         "a name with a space",
         "a name like an option",
+        "a name like a .dvc file",
+        "a name like the pipeline file",
     ],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
     """`frozen: true` on lr_find: train advised `dvc repro lr_find`, which DVC passes over ("didn't
     change"), and refused the same pick again; renamed, DVC knew no stage by the name advised, or
-    ran a stage of the user's that took the name."""
+    ran a stage of the user's that took the name, or read it as a file (`score.dvc`, `dvc.yaml`,
+    which ran every stage)."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": definition})
     assert paths.repro("lr_find") == advised
 
@@ -303,3 +315,6 @@ def test_a_foreach_stage_declares_what_its_do_holds(monkeypatch):
     definition = {"foreach": ["a"], "do": {"cmd": "python -m stages.lr_find", "params": ["seed", "lr_find"]}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition}})
     assert paths.declared_params("lr_find") == ["seed", "lr_find"]
+    interpolated = {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.${item}", "params": ["${item}"]}}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"find": interpolated}})
+    assert paths.declared_params("lr_find") == ["lr_find"]
