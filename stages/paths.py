@@ -422,16 +422,16 @@ def as_declared(stage: str) -> dict:
     }
 
 
-_RERUN = re.compile(r"`dvc repro((?: -[a-z])*) (download|lr_find|train|evaluate|figures|explain)`")
+_RERUN = re.compile(r"`dvc (repro|exp run)((?: -[a-z])*) (download|lr_find|train|evaluate|figures|explain)`")
 
 
 def as_this_pipeline_names_them(message: str) -> str:
-    """A message's `dvc repro [-f -s] STAGE` advice, as this dvc.yaml has the stage (see repro):
-    the stages and the cifar package word their fixes by the stages' own names."""
-    return _RERUN.sub(lambda found: repro(found.group(2), found.group(1)), message)
+    """A message's `dvc repro [-f -s] STAGE` (or `dvc exp run ...`) advice, as this dvc.yaml has the
+    stage (see repro): the stages and the cifar package word their fixes by the stages' own names."""
+    return _RERUN.sub(lambda found: repro(found.group(3), found.group(2), found.group(1)), message)
 
 
-def repro(stage: str, options: str = "") -> str:
+def repro(stage: str, options: str = "", command: str = "repro") -> str:
     """The command that runs `stage` again, as dvc.yaml has it: by the name it gives the stage (one
     renamed was advised by its old name, which DVC does not know), and unfrozen (`frozen: true`,
     which `dvc repro` passes over, "didn't change", even with -f)."""
@@ -439,13 +439,13 @@ def repro(stage: str, options: str = "") -> str:
         name, definition = _named_definition(stage)
         frozen = definition.get("frozen") is True
     except (KeyError, TypeError, AttributeError):
-        return f"`dvc repro{options} {stage}`"
+        return f"`dvc {command}{options} {stage}`"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
     # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted
     # a name DVC reads as a file (`score.dvc`, `dvc.yaml`, which targets every stage) by the file
     if name.endswith(".dvc") or name == PIPELINE.name:
         name = f"{PIPELINE.name}:{name}"
-    return f"`dvc repro{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
+    return f"`dvc {command}{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
 
 
 def declared_params(stage: str) -> list[str]:

@@ -109,12 +109,22 @@ def fresh_model():
         ),
         # run by hand from another DVC project's stage, whose DVC_ROOT it inherits
         ("checkout", "the checkpoint holds every completed epoch: run `python -m stages.train`"),
+        # `dvc exp run` in the workspace, which names the experiment in DVC_EXP_NAME
+        (
+            "exp-run",
+            "the checkpoint holds every completed epoch: run `dvc exp run` (no -S: params.yaml holds what it set; or "
+            "`dvc exp run -f -s train` where it finds nothing to run) to resume from epoch 1 and record the experiment",
+        ),
     ],
-    ids=["dvc-repro", "dvc-exp-run-temp", "inherited-dvc-root"],
+    ids=["dvc-repro", "dvc-exp-run-temp", "inherited-dvc-root", "dvc-exp-run"],
 )
 def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monkeypatch, workspace, hint):
     """Under `dvc exp run --temp` the line said `dvc repro` resumes, but the checkpoint was in
-    DVC's temporary copy, which DVC deleted: the next run trained from epoch 1."""
+    DVC's temporary copy, which DVC deleted: the next run trained from epoch 1. After `dvc exp
+    run` in the workspace, `dvc repro` resumed it but recorded no experiment."""
+    if workspace == "exp-run":
+        monkeypatch.setenv("DVC_EXP_NAME", "bushy-tarn")
+        workspace = "."
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     workspace = tmp_path / workspace
     workspace.mkdir(parents=True, exist_ok=True)

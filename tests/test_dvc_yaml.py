@@ -307,6 +307,9 @@ def test_advice_with_options_names_the_stage_as_dvc_yaml_does(monkeypatch):
     assert paths.as_this_pipeline_names_them("run `dvc repro` (or `dvc repro -f -s train` where ...)") == (
         "run `dvc repro` (or `dvc repro -f -s fit` (after removing `frozen: true` from it in dvc.yaml) where ...)"
     )
+    assert paths.as_this_pipeline_names_them("(or `dvc exp run -f -s train` where ...)") == (
+        "(or `dvc exp run -f -s fit` (after removing `frozen: true` from it in dvc.yaml) where ...)"
+    )
 
 
 def test_a_foreach_stage_declares_what_its_do_holds(monkeypatch):

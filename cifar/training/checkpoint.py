@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,6 +161,13 @@ class CheckpointFile:
             return (
                 f"the checkpoint holds every completed epoch: run `python -m stages.train` (or `dvc repro -f -s "
                 f"train`) to {goes_on}"
+            )
+        if os.environ.get("DVC_EXP_NAME"):  # DVC's mark of `dvc exp run` in the workspace
+            # `dvc repro` resumed it, but recorded no experiment; params.yaml holds what -S set.
+            return (
+                f"the checkpoint holds every completed epoch: run `dvc exp run` (no -S: params.yaml holds what it "
+                f"set; or `dvc exp run -f -s train` where it finds nothing to run) to {goes_on} and record the "
+                f"experiment"
             )
         # After `dvc repro -f` the outputs are still those dvc.lock records, and a plain `dvc repro`
         # found train up to date and left the checkpoint unused.
