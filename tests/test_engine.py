@@ -454,6 +454,96 @@ def test_a_short_run_whose_test_loss_blew_up_is_also_advised_more_steps():
     )
 
 
+GUESSING = "guessing's 2.3"
+BARELY_MOVED = "the model barely moved, so raise max_lr"
+LONGER = "train longer: raise train.epochs or data.train_limit, or lower train.batch_size"
+
+
+@pytest.mark.parametrize(
+    ("train_losses", "max_lr", "steps", "start", "advice"),
+    [
+        (
+            [4.85, 4.62],
+            1e-6,
+            50,
+            Start(4.9),
+            f"the training loss went from 4.9 at the first step to 4.62 in the last epoch, falling from an untrained "
+            f"network's start far above {GUESSING}: {BARELY_MOVED} (this run's is 1e-06)",
+        ),
+        (
+            [2.41, 2.42, 2.42],
+            1e-7,
+            30,
+            Start(2.4),
+            f"the training loss went from 2.4 at the first step to 2.42 in the last epoch, still near {GUESSING}: "
+            f"{BARELY_MOVED} (this run's is 1e-07)",
+        ),
+        (
+            [4.62, 4.60],
+            1e-6,
+            30,
+            Start(4.9),
+            f"the training loss went from 4.9 at the first step to 4.6 in the last epoch, falling from an untrained "
+            f"network's start far above {GUESSING}: {BARELY_MOVED} (this run's is 1e-06), or, as it fell in only 30 "
+            f"steps in all, {LONGER}",
+        ),
+        (
+            [2.0],
+            0.002,
+            30,
+            None,
+            f"the training loss went from 2 to 2, below {GUESSING}: the model fits its training batches, but 30 steps "
+            f"in all were too few: raise train.epochs or data.train_limit, or lower train.batch_size",
+        ),
+        (
+            [2.3, 4.0, 2.3],
+            0.01,
+            30,
+            None,
+            "the training loss went from 2.3 to 2.3 (highest 4; guessing scores 2.3): it diverged, so lower max_lr "
+            "(this run's is 0.01)",
+        ),
+        (
+            [3.83, 4.08],
+            0.001,
+            26,
+            Start(4.85, 0.55, 0.55 * (16 / 200) ** 0.5),
+            "the training loss went from 4.85 at the first step to 4.08 in the last epoch (highest 4.08; guessing "
+            "scores 2.3): it diverged, so lower max_lr (this run's is 0.001)",
+        ),
+    ],
+    ids=[
+        "fell-in-enough-steps",
+        "flat-in-few-steps",
+        "fell-in-the-first-epoch",
+        "one-epoch-below-guessing",
+        "a-peak-between",
+        "a-rise-just-past-one-standard-error",
+    ],
+)
+def test_the_chance_advice_in_full(train_losses, max_lr, steps, start, advice):
+    """Whole messages: "train longer" only for a loss that fell clearly in under 50 steps (the
+    first epoch's 4.62 after a start of 4.9 was said never to have moved), a peak in the middle
+    epoch is a blow-up, and two epochs one standard error of their difference apart differ."""
+    assert likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, steps, start) == advice
+
+
+def test_a_start_far_above_guessing_whose_test_loss_blew_up_diverged():
+    """A test loss blown up is read against the start, not the first epoch's mean: 9.0 at the
+    first step, then 9.5 and 9.4, test loss 50: "began far off and never moved" was said."""
+    history = [{"train_loss": 9.5, "test_loss": 50.0}, {"train_loss": 9.4, "test_loss": 40.0}]
+    assert likely_cause(history, 10, 0.01, 60, Start(9.0)) == (
+        "the training loss went from 9 at the first step to 9.4 in the last epoch, but the test loss reached 50 "
+        "(guessing scores 2.3): it diverged, so lower max_lr (this run's is 0.01)"
+    )
+
+
+def test_a_rise_above_a_low_start_is_read_against_guessings_loss_too():
+    """A start below guessing's rises clearly only past 5% of guessing's, not 10% of the start."""
+    assert not Start(1.0).risen_above([1.11], math.log(10))
+    assert Start(1.0).risen_above([1.12], math.log(10))
+
+
 @pytest.mark.parametrize("test_losses", [[float("nan"), 9.0], [9.0, float("nan")], [3.0, float("inf")]])
 def test_a_test_loss_not_finite_in_any_epoch_is_divergence(test_losses):
     """The test loss was read by its maximum, which a NaN in any epoch but the first hides."""

@@ -142,7 +142,10 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     test_blown_up = (first if start is None else start.loss) <= FIRST_EPOCH_BLOWN_UP * guessing and (
         highest_test is not None
     )
-    stuck = flat and last > BLOWN_UP * guessing and not test_blown_up and not rose_from_start
+    # A start clearly above every epoch moved in the first one (4.9, then 4.62 and 4.60 was said
+    # never to have moved).
+    fell_in_the_first_epoch = start is not None and start.loss - min(losses) > max(apart, START_ERRORS * start.error)
+    stuck = flat and last > BLOWN_UP * guessing and not (test_blown_up or rose_from_start or fell_in_the_first_epoch)
     if all(map(math.isfinite, losses)) and stuck:
         # No step moved it, up or down: it began far off, which a LR (even a huge one) does
         # not do within its first epoch without moving on; weights edited in a checkpoint do.
