@@ -23,6 +23,7 @@ from cifar.errors import TrainingError
 from cifar.ingest.sources import import_dataset
 from cifar.training.checkpoint import (
     EPOCH_ROW_KEYS,
+    FLOAT32_MAX,
     CheckpointFile,
     TrainingState,
     checkpoint_bound,
@@ -105,7 +106,8 @@ def fresh_model():
         # project, which it deletes, checkpoint and all
         (
             ".dvc/tmp/exps/standalone/tmp5y1ox2ab",
-            "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC ",
+            "the checkpoint was in the copy of the workspace that DVC ran this experiment in, which DVC deletes: run "
+            "the experiment again, which trains from epoch 1",
         ),
         # run by hand from another DVC project's stage, whose DVC_ROOT it inherits
         ("checkout", "the checkpoint holds every completed epoch: run `python -m stages.train`"),
@@ -134,6 +136,16 @@ def test_the_stop_line_says_how_to_go_on_where_dvc_ran_the_stage(tmp_path, monke
     with StopRequest().on_signals(signal.SIGTERM) as stop, pytest.raises(TrainingError) as stopped:
         train(model, CheckpointFile(workspace / ".checkpoints" / "train.pt", {"run": 1}), stop)
     assert str(stopped.value).startswith(f"stopped by SIGTERM after step 2 of epoch 1; {hint}"), str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "goes_on"), [(3, "resume from epoch 3"), (4, "write the outputs from its 3 epochs")], ids=["last", "past"]
+)
+def test_a_run_stopped_in_or_after_its_last_epoch_is_told_what_is_left(tmp_path, monkeypatch, epoch, goes_on):
+    """Stopped in its last epoch it resumes that epoch; stopped after it, only the outputs are left."""
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert CheckpointFile(tmp_path / "train.pt", {"run": 1}).resume_hint(epoch, 3).endswith(f") to {goes_on}")
 
 
 @pytest.mark.parametrize(
@@ -723,6 +735,7 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
         (1, lambda state: state.update(START, start_error=float("nan")), "holds a start loss's standard error of nan"),
         (1, lambda state: state.update(START, start_loss=1e300), "holds a start loss (the untrained network's) of 1e"),
         (1, lambda state: state.update(START, start_error=3.0), "holds a start loss's standard error of 3.0 for 1"),
+        (1, lambda state: state.update(START, start_error="0.05"), "is unreadable (its start_error is '0.05', not"),
     ],
     ids=[
         "none",
@@ -738,6 +751,7 @@ def test_a_resumed_run_reads_its_losses_against_the_untrained_start_it_began_fro
         "nan-error",
         "past-float32",
         "error-above-the-loss",
+        "error-as-text",
     ],
 )
 def test_a_checkpoint_without_a_finite_positive_start_loss_is_not_resumed(tmp_path, caplog, epoch, damage, reason):
@@ -751,6 +765,22 @@ def test_a_checkpoint_without_a_finite_positive_start_loss_is_not_resumed(tmp_pa
     caplog.set_level(logging.INFO)
     assert checkpoint.load(epochs=3) is None
     assert caplog.messages[-1].startswith(f"not resuming: {checkpoint.path} {reason}"), caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("start_loss", "start_error"),
+    [(0.5, 0.01), (2.4, 0.0), (2.4, 2.4), (FLOAT32_MAX, 1.0)],
+    ids=["below-one", "no-spread", "one-image-its-own-error", "float32-max"],
+)
+def test_a_checkpoint_with_any_start_train_can_record_is_resumed(tmp_path, start_loss, start_error):
+    """A first batch of one image takes its loss as its own standard error, and one of images with
+    equal losses has none: either is a start train records, and resumes from."""
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    checkpoint.save(TrainingState(1, {}, {}, {}, torch.Generator().get_state(), history_of(1)))
+    stored = read_checkpoint(checkpoint.path)
+    stored["state"].update(start_loss=start_loss, start_error=start_error)
+    write_checkpoint(checkpoint.path, stored)
+    assert (checkpoint.load(epochs=3).start_loss, checkpoint.load(epochs=3).start_error) == (start_loss, start_error)
 
 
 def interrupted_run(path, fingerprint=None) -> CheckpointFile:
@@ -859,12 +889,14 @@ def test_a_checkpoint_of_compressed_records_is_not_inflated_nor_resumed(tmp_path
     assert without_time(resumed.history) == without_time(train(fresh_model()).history)
 
 
-def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_path, caplog):
+@pytest.mark.parametrize("viewed", [(1, (3000, 1000)), (4, (2, 4))], ids=["one-number-3e6-times", "four-twice"])
+def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_path, caplog, viewed):
     """One number viewed 3e9 times (stride 0) is 4 bytes saved; checking its values for NaN
-    took train to 19 GB and the kernel's OOM killer."""
+    took train to 19 GB and the kernel's OOM killer. Four numbers viewed twice are too."""
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
     stored = read_checkpoint(checkpoint.path)
-    stored["state"]["model"]["extra"] = torch.zeros(1).expand(3000, 1000)
+    numbers, shape = viewed
+    stored["state"]["model"]["extra"] = torch.zeros(numbers).expand(*shape)
     write_checkpoint(checkpoint.path, stored)
     caplog.set_level(logging.INFO)
     assert checkpoint.load(epochs=3) is None
@@ -939,6 +971,10 @@ def adam_moment_of_booleans(state):
     state["optimizer"]["state"][0]["exp_avg"] = state["optimizer"]["state"][0]["exp_avg"] > 0
 
 
+def adam_moment_as_a_number(state):
+    state["optimizer"]["state"][0]["exp_avg"] = 0.5
+
+
 def optimizer_state_as_a_list(state):
     state["optimizer"]["state"] = [state["optimizer"]["state"][0]]
 
@@ -954,6 +990,7 @@ DOES_NOT_LOAD = "matches this run but does not load into it"
         (adam_moment_of_another_shape, DOES_NOT_LOAD, "optimizer state exp_avg is (5,) for a parameter of (8, 3, 3,"),
         (adam_moment_of_no_dimension, DOES_NOT_LOAD, "optimizer state exp_avg is () for a parameter of (8, 3, 3, 3)"),
         (adam_moment_of_booleans, DOES_NOT_LOAD, "optimizer state exp_avg is of torch.bool, which train never saves"),
+        (adam_moment_as_a_number, DOES_NOT_LOAD, "(optimizer state exp_avg is 0.5 for a parameter of (8, 3, 3, 3))"),
         # A traceback as the step counts were read.
         (
             optimizer_state_as_a_list,

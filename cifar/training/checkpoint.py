@@ -115,7 +115,8 @@ class TrainingState:
         for group, own in zip(optimizer.param_groups, settings):
             group.update(own)
         # torch checks only the number of parameters; a moment of another shape (a 0-dim one
-        # too) failed at the first step, one of another dtype (bool) trained on silently.
+        # too) failed at the first step. (It casts a floating one to its parameter's dtype; one of
+        # another kind, bool, is refused above.)
         for parameter, moments in optimizer.state.items():
             for name, value in moments.items():
                 if name == "step" or value is None:  # a count, checked against the steps done; SGD without momentum
@@ -123,8 +124,6 @@ class TrainingState:
                 if not torch.is_tensor(value) or value.shape != parameter.shape:
                     shown = tuple(value.shape) if torch.is_tensor(value) else short_repr(value)
                     raise ValueError(f"optimizer state {name} is {shown} for a parameter of {tuple(parameter.shape)}")
-                if value.dtype != parameter.dtype:
-                    raise ValueError(f"optimizer state {name} is of {value.dtype} for a parameter of {parameter.dtype}")
         scheduler.load_state_dict(self.scheduler)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns of get_lr() called outside step()
