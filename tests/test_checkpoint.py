@@ -906,6 +906,20 @@ def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_p
     )
 
 
+def test_a_checkpoint_whose_contents_are_not_one_row_of_bytes_is_not_loaded(tmp_path, caplog):
+    """The saved bytes as a table (their digest the same) are not what train saves."""
+    checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
+    stored = torch.load(checkpoint.path, weights_only=True)
+    stored["contents"] = stored["contents"].reshape(1, -1)
+    torch.save(stored, checkpoint.path)
+    caplog.set_level(logging.INFO)
+    assert checkpoint.load(epochs=3) is None
+    assert caplog.messages[-1] == (
+        f"not resuming: {checkpoint.path} is unreadable (its contents are not the bytes train saves); training from "
+        "scratch"
+    )
+
+
 def test_a_checkpoint_whose_contents_are_one_byte_viewed_many_times_is_not_loaded(tmp_path, caplog):
     """Copied out as bytes, one byte viewed 2e9 times (a stride of 0) took train to 2.7 GB."""
     path = tmp_path / "checkpoint.pt"
