@@ -337,16 +337,37 @@ def test_a_folder_source_that_dvcs_copy_holds_only_in_part_is_refused(tmp_path, 
 
 
 def test_files_the_import_passes_over_may_differ_in_dvcs_copy(tmp_path, dvc_copy):
-    """A git-ignored .DS_Store (or a notebook's checkpoints) in the workspace's tree, which the
-    import passes over, was refused, and `git add` advised, which git refuses for ignored files."""
+    """Git-ignored files beside the images that the import passes over were refused, and `git add`
+    advised, which git refuses for ignored files: a .DS_Store, macOS's ._ files, previews or the
+    archive the tree came from beside it, a notebook's checkpoints, folders git cannot hold (empty
+    ones)."""
     make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
     workspace = tmp_path / "project"
     shutil.copytree(dvc_copy / "raw", workspace / "raw")
     (workspace / "raw/train/cat/.DS_Store").write_bytes(b"Bud1")
+    (workspace / "raw/train/cat/._0000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    make_class_tree(workspace / "raw/previews", {"train": 1})
+    (workspace / "raw/raw.tar.gz").write_bytes(b"not read")
     (workspace / "raw/.ipynb_checkpoints").mkdir()
     (workspace / "raw/.ipynb_checkpoints/look-checkpoint.ipynb").write_text("{}")
+    (workspace / "raw/empty/one").mkdir(parents=True)
     splits = import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert {name: len(split.labels) for name, split in splits.items()} == {"train": 20, "test": 10}
+
+
+def test_a_source_in_the_workspace_that_dvcs_copy_lacks_is_named_as_such(tmp_path, dvc_copy):
+    """A committed link to git-ignored data leads nowhere in DVC's copy: "a drive not mounted" was said."""
+    workspace = tmp_path / "project"
+    make_class_tree(workspace / "pool", {"train": 1, "test": 1})
+    (workspace / "raw").symlink_to("pool")
+    (dvc_copy / "raw").symlink_to("pool")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value) == (
+        "data.source = 'raw' is in the workspace but not in the copy of it that DVC runs this experiment in, which "
+        "holds the files git tracks, and of the data DVC tracks only what a stage depends on; give data.source as "
+        "an absolute path, or commit the data with git"
+    )
 
 
 def test_a_link_to_nothing_below_a_source_without_a_tree_is_named(tmp_path):

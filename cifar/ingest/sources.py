@@ -79,8 +79,13 @@ def import_dataset(
         # as the output the source lies in), it is not where it led from the workspace.
         if leaving:
             raise _leads_out_of_dvcs_copy(path, leaving)
-        if workspace is not None and not path.is_absolute():
-            _refuse_what_the_copy_lacks(path, workspace / path)
+        in_workspace = workspace / path if workspace is not None and not path.is_absolute() else None
+        if in_workspace is not None and not os.path.exists(path) and os.path.exists(in_workspace):
+            # a committed link to git-ignored data was "a drive not mounted"
+            raise DataError(
+                f"data.source = {config.source!r} is in the workspace but not in the copy of it that DVC runs this "
+                f"experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
+            )
         outputs = _Outputs(keep_out)
         output = outputs.holding(path)
         if output:  # a source kept in data/cifar10 (where fast.ai's cifar10.tgz unpacks)
@@ -89,7 +94,7 @@ def import_dataset(
                 f"and the data with it (`dvc repro` removes it before download runs); move the data out of {output} "
                 f"and point data.source there"
             )
-        splits = import_local(path, limits, download_dir, outputs)
+        splits = import_local(path, limits, download_dir, outputs, in_workspace)
     splits = {name: class_balanced_subset(splits[name], limits[name], f"data.{name}_limit") for name in SPLITS}
     for name, split in splits.items():
         # Every later stage refuses a split file beyond CIFAR-10's size, and advised running
@@ -223,12 +228,17 @@ def other_unicode_spelling(path: Path) -> Path | None:
 
 
 def import_local(
-    path: Path, limits: dict[str, int | None], scratch_parent: Path, outputs: _Outputs | None = None
+    path: Path,
+    limits: dict[str, int | None],
+    scratch_parent: Path,
+    outputs: _Outputs | None = None,
+    in_workspace: Path | None = None,
 ) -> dict[str, Split]:
     """A folder, or an archive read whole into memory and checked (see cifar.ingest.archives).
 
     An archive of the official batches is written into a scratch folder inside
-    scratch_parent for torchvision, which reads and md5-checks them from disk.
+    scratch_parent for torchvision, which reads and md5-checks them from disk. `in_workspace`:
+    where a folder `path` in DVC's copy of the workspace lies in the workspace.
     """
     try:
         mode = path.stat().st_mode
@@ -267,7 +277,7 @@ def import_local(
     except OSError as error:
         raise _cannot_read_source(path, error) from None
     if stat.S_ISDIR(mode):
-        return _import_folder(path, path, limits, outputs or _Outputs(()))
+        return _import_folder(path, path, limits, outputs or _Outputs(()), in_workspace)
     if not stat.S_ISREG(mode):
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
@@ -336,7 +346,9 @@ def import_local(
     return read_class_folders(_archive_tree(members, path), limits)
 
 
-def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outputs: _Outputs) -> dict[str, Split]:
+def _import_folder(
+    root: Path, source: Path, limits: dict[str, int | None], outputs: _Outputs, in_workspace: Path | None
+) -> dict[str, Split]:
     listing = _Listing(source)
     try:
         # The search passes over folders it cannot read, as in /proc, but not data.source itself:
@@ -372,6 +384,8 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
             _refuse_a_tree_in_an_output(
                 official[0], source, outputs, [official[0] / name for name in OFFICIAL_BATCH_NAMES]
             )
+            if in_workspace is not None:
+                _refuse_what_the_copy_lacks(source, official[0], in_workspace / official[0].relative_to(root))
             return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
             blocked = _folders_not_searched(root, listing)
@@ -429,6 +443,8 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
         _refuse_a_tree_in_an_output(
             trees[0], source, outputs, [*splits, *(each for split in splits for each in _subfolders(split, listing))]
         )
+        if in_workspace is not None:
+            _refuse_what_the_copy_lacks(source, trees[0], in_workspace / trees[0].relative_to(root))
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         where, fix = error.filename, ""
@@ -442,58 +458,54 @@ def _import_folder(root: Path, source: Path, limits: dict[str, int | None], outp
         ) from None
 
 
-def _refuse_what_the_copy_lacks(source: Path, in_workspace: Path) -> None:
-    """A folder source in DVC's copy of the workspace, which holds only what git and DVC check out,
-    against the workspace's: images not yet committed were left out without a word (190 of 200
-    imported), and a git-ignored class folder was refused as train/ and test/ disagreeing."""
-    if not (_is_folder(source) and _is_folder(in_workspace)):
-        return  # a missing source or an archive is named as such
-    copied, there = _files_by_size(source), _files_by_size(in_workspace)
+def _refuse_what_the_copy_lacks(source: Path, found: Path, in_workspace: Path) -> None:
+    """The tree (or official batches) the search found in DVC's copy of the workspace, which
+    holds only what git and DVC check out, against the same folder in the workspace, in the files
+    the import reads: images not yet committed were left out without a word (190 of 200
+    imported), also behind a link; a git-ignored class folder was refused as train/ and test/
+    disagreeing. Files it does not read (`.DS_Store`, macOS's `._` files, an archive or previews
+    beside the tree, folders a link leads to elsewhere) may differ."""
+    copied, there = _files_read(found), _files_read(in_workspace)
     differing = sorted(name for name in copied.keys() | there.keys() if copied.get(name) != there.get(name))
     if differing:
-        files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(source, differing[0])} first)"
+        files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(found, differing[0])} first)"
         raise DataError(
             f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
             f"from the workspace's in {files}, as the copy holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
         )
 
 
-def _files_by_size(folder: Path) -> dict[str, int]:
-    """The files below folder that an import may read (images, archives, the official batches),
-    each by its path in it, with their sizes; through links, as the search goes (a committed link
-    to a tree with images not yet committed imported 190 of 200); at most archives.MAX_MEMBERS,
-    beyond which the search refuses the source anyway. Others are passed over: a git-ignored
-    .DS_Store was refused, and `git add` advised, which git refuses for an ignored file."""
-    files, seen = {}, set()
-    for place, folders, names in os.walk(folder, followlinks=True):
-        try:
-            identity = (os.stat(place).st_dev, os.stat(place).st_ino)
-        except OSError:
-            identity = None
-        # A link back up, or a second to one folder, is looked through once, in the same order in
-        # both trees.
-        if identity in seen or len(seen) == archives.MAX_MEMBERS:
-            folders.clear()
-            continue
-        seen.add(identity)
-        folders.sort()
-        for name in names:
-            if len(files) == archives.MAX_MEMBERS:
-                return files
-            path = os.path.join(place, name)
-            if _may_be_read(place, name):
-                with contextlib.suppress(OSError):
-                    files[os.path.relpath(path, folder)] = os.stat(path).st_size
+def _files_read(found: Path) -> dict[str, int]:
+    """The sizes of the files an import of `found` reads, by their paths in it: the official
+    batches, or a tree's class folders' images; at most archives.MAX_MEMBERS + 1 of them (more
+    are refused as too many)."""
+    if found.name == OFFICIAL_FOLDER:
+        wanted = [found / name for name in OFFICIAL_BATCH_NAMES]
+    else:
+        wanted = (
+            Path(image.path)
+            for split in SPLITS
+            for folder in _entries(found / split)
+            if folder.is_dir()
+            for image in _entries(Path(folder.path))
+            if Path(image.name).suffix.lower() in IMAGE_SUFFIXES
+            and not (image.name.startswith("._") and _starts_apple_double(Path(image.path)))
+        )
+    files = {}
+    for path in itertools.islice(wanted, archives.MAX_MEMBERS + 1):
+        with contextlib.suppress(OSError):
+            files[str(path.relative_to(found))] = path.stat().st_size
     return files
 
 
-def _may_be_read(place: str, name: str) -> bool:
-    lowered = name.lower()
-    return (
-        os.path.splitext(lowered)[1] in IMAGE_SUFFIXES
-        or lowered.endswith(archives.SUFFIXES)
-        or os.path.basename(place) == OFFICIAL_FOLDER
-    )
+def _entries(folder: Path) -> Iterator[os.DirEntry]:
+    """A folder's entries, up to archives.MAX_MEMBERS + 1; none where it cannot be listed (the
+    import names that itself)."""
+    try:
+        with os.scandir(folder) as entries:
+            yield from itertools.islice(entries, archives.MAX_MEMBERS + 1)
+    except OSError:
+        return
 
 
 def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
