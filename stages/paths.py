@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
+from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import DOWNLOAD_CACHE, Params
 from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
@@ -348,6 +349,26 @@ def _protected_places() -> list[Path]:
     return places
 
 
+def _refuse_what_only_dvc_resolves(stages: dict) -> None:
+    """A stage whose command runs a module of stages/ and that uses what only DVC resolves:
+    `matrix:`, a `foreach` over a vars entry, `${...}` beyond the paths table and a foreach's
+    item and key. Read otherwise, lr_find recorded no params (or another key's, for `${knobs.sd}`)
+    and train refused its pick, naming a stage DVC lacks."""
+    for name, definition in _definitions(stages).items():
+        cmd = definition.get("cmd")
+        if "stages" not in str(cmd):
+            continue
+        unresolved = re.findall(r"\$\{(?!paths\.\w+\})[^}]*\}?", str(definition))
+        if "matrix" in definition or unresolved:
+            what = "`matrix:`" if "matrix" in definition else f"`{unresolved[0]}`"
+            raise _refuse(
+                f"stage {name!r} runs {cmd!r} with {what}, which only DVC resolves, while the stages read what it "
+                f"declares (params, outs) from dvc.yaml as written",
+                where=PIPELINE.name,
+                fix="write its definition out, naming paths by the paths table (`${paths.NAME}`), or restore it with",
+            )
+
+
 _PIPELINE = _read_pipeline()
 TABLE = _read_table(_PIPELINE)
 
@@ -364,12 +385,7 @@ def _named_definition(stage: str) -> tuple[str, dict]:
     repro download` was then advised to run); else the one of its name. A `foreach` stage's
     definition is its `do:`, where DVC reads its cmd, params, outs and `frozen` (read at the
     top, lr_find under `foreach` recorded no params, and train refused its pick again)."""
-    definitions = {}
-    for name, each in _PIPELINE["stages"].items():
-        if isinstance(each, dict) and "foreach" in each:
-            definitions.update(_generated(name, each["foreach"], each.get("do")))
-        elif isinstance(each, dict):
-            definitions[name] = each
+    definitions = _definitions(_PIPELINE["stages"])
     # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
     # clustered (`-Bm`), the module quoted, or commands in DVC's list form
     runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
@@ -380,6 +396,17 @@ def _named_definition(stage: str) -> tuple[str, dict]:
 
     running = ((name, each) for name, each in definitions.items() if any(map(runs.search, commands(each))))
     return next(running, (stage, definitions.get(stage, {})))
+
+
+def _definitions(stages: dict) -> dict[str, dict]:
+    """Each stage's definition by its name, a `foreach`'s as DVC generates them."""
+    definitions = {}
+    for name, each in stages.items():
+        if isinstance(each, dict) and "foreach" in each:
+            definitions.update(_generated(name, each["foreach"], each.get("do")))
+        elif isinstance(each, dict):
+            definitions[str(name)] = each
+    return definitions
 
 
 def _generated(group: str, items, do) -> dict[str, dict]:
@@ -395,6 +422,7 @@ def _generated(group: str, items, do) -> dict[str, dict]:
         keyed = ((item if isinstance(item, str | int | float) else index, item) for index, item in enumerate(items))
     else:
         return {group: do}
+    keyed = [(str(key).lower() if isinstance(key, bool) else key, item) for key, item in keyed]  # DVC's `find@true`
 
     def filled(value, key, item):
         if isinstance(value, str):
@@ -440,10 +468,12 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
         frozen = definition.get("frozen") is True
     except (KeyError, TypeError, AttributeError):
         return f"`dvc {command}{options} {stage}`"
+    if frozen and in_a_dvc_workspace_copy():  # `dvc repro` in the workspace found it unchanged
+        return f"`dvc exp run` (after removing `frozen: true` from {name} in dvc.yaml)"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
-    # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted
-    # a name DVC reads as a file (`score.dvc`, `dvc.yaml`, which targets every stage) by the file
-    if name.endswith(".dvc") or name == PIPELINE.name:
+    # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted; one
+    # DVC may read as a file (`score.dvc`, `dvc.lock`, `dvc.yaml`, which targets every stage) by the file
+    if "." in name:
         name = f"{PIPELINE.name}:{name}"
     return f"`dvc {command}{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
 
@@ -510,6 +540,7 @@ def _path(name: str) -> str:
     return TABLE[name]
 
 
+_refuse_what_only_dvc_resolves(_PIPELINE["stages"])
 DATA = _path("data")
 LR_FIND_METRICS = _path("lr_find_metrics")
 LR_FIND_CURVE = _path("lr_find_curve")

@@ -13,6 +13,7 @@ import sys
 import pytest
 from gto.constants import assert_name_is_valid
 
+from cifar.errors import ConfigError
 from code_graph import MODULES, REPO, reachable, third_party_imports
 from dvc_internals import resolved_pipeline
 
@@ -276,6 +277,9 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         ({"-find": {"cmd": "python -m stages.lr_find"}}, "`dvc repro -- -find`"),
         ({"find.dvc": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:find.dvc`"),
         ({"dvc.yaml": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:dvc.yaml`"),
+        ({"dvc.lock": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:dvc.lock`"),
+        ({2: {"cmd": "python -m stages.lr_find"}}, "`dvc repro 2`"),
+        ({"find": {"foreach": [True], "do": {"cmd": "python -m stages.lr_find"}}}, "`dvc repro find@true`"),
     ],
     ids=[
         "as-shipped",
@@ -289,6 +293,9 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a name like an option",
         "a name like a .dvc file",
         "a name like the pipeline file",
+        "a name like the lock file",
+        "a number for a name",
+        "foreach of a boolean",
     ],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
@@ -298,6 +305,45 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
     which ran every stage)."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": definition})
     assert paths.repro("lr_find") == advised
+
+
+def test_a_frozen_stage_in_dvcs_copy_of_the_workspace_is_advised_an_experiment(monkeypatch, tmp_path):
+    """Under `dvc exp run --temp`, `dvc repro lr_find` in the workspace found it unchanged."""
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    frozen = {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": frozen})
+    assert paths.repro("lr_find") == "`dvc exp run` (after removing `frozen: true` from lr_find in dvc.yaml)"
+
+
+NESTED = {"foreach": [{"s": {"n": "lr_find"}}], "do": {"cmd": "python -m stages.${item.s.n}"}}
+
+
+@pytest.mark.parametrize(
+    ("definition", "name", "what"),
+    [
+        ({"find": {"matrix": {"module": ["lr_find"]}, "cmd": "python -m stages.${item.module}"}}, "find", "`matrix:`"),
+        ({"find": {"foreach": "${prep}", "do": {"cmd": "python -m stages.${item}"}}}, "find", "`${item}`"),
+        ({"find": NESTED}, "find@0", "`${item.s.n}`"),
+        ({"lr_find": {"cmd": "python -m stages.lr_find", "params": ["${knobs.sd}"]}}, "lr_find", "`${knobs.sd}`"),
+    ],
+    ids=["matrix", "foreach-of-vars", "nested-field", "vars-in-params"],
+)
+def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, name, what):
+    """lr_find as a `matrix:` stage, under `foreach: ${prep}`, with `${item.s.n}`, or with
+    `${knobs.sd}` (DVC's `seed`) among its params recorded none (or another key), and train
+    refused its pick, advising a stage DVC lacks, or trained on a pick made with another seed."""
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_what_only_dvc_resolves(definition)
+    assert str(refused.value).startswith(f"dvc.yaml: stage {name!r} runs 'python -m stages."), str(refused.value)
+    assert f" with {what}, which only DVC resolves, while the stages read what it declares" in str(refused.value)
+
+
+def test_a_stage_of_the_users_with_a_matrix_is_read(monkeypatch):
+    """A user's own sweep stage may use anything DVC resolves."""
+    paths._refuse_what_only_dvc_resolves({"sweep": {"matrix": {"lr": [1, 2]}, "cmd": "python sweep.py ${item.lr}"}})
 
 
 def test_advice_with_options_names_the_stage_as_dvc_yaml_does(monkeypatch):
