@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -297,8 +298,7 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
             ) from None
         raise OutputError(
             out_of_open_files(error, target)
-            or f"cannot write {target} ({error.strerror or one_line(error)}); make {_not_writable(target)} a "
-            f"folder you may write to, and re-run"
+            or f"cannot write {target} ({error.strerror or one_line(error)}); {_make_writable(target)}, and re-run"
         ) from None
     except RuntimeError as error:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
@@ -310,10 +310,13 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         raise
 
 
-def _not_writable(target: Path) -> Path:
-    """The folder to make writable: the one replaced, where it is there and read-only (`data` was
-    named, which was writable, for a `chmod 555` data/cifar10), else the one it is written in."""
-    return target if target.is_dir() and not os.access(target, os.W_OK) else target.parent
+def _make_writable(target: Path) -> str:
+    """The folders to make writable: the one replaced, where it is there and read-only (`data` was
+    named, which was writable, for a `chmod 555` data/cifar10), and the one it is written in,
+    where that is read-only too (naming one, then the other, took two runs); else the latter."""
+    folders = [folder for folder in (target, target.parent) if folder.is_dir() and not os.access(folder, os.W_OK)]
+    folders = folders or [target.parent]
+    return f"make {' and '.join(map(str, folders))} {'folders' if len(folders) > 1 else 'a folder'} you may write to"
 
 
 _FS_IOC_GETFLAGS = 0x80086601  # Linux's ioctl for the flags chattr sets
@@ -332,6 +335,13 @@ def _immutable_or_append_only(path: Path) -> bool:
     finally:
         os.close(descriptor)
     return bool(int.from_bytes(flags[:4], sys.byteorder) & _IMMUTABLE_OR_APPEND_ONLY)
+
+
+def _first_marked(folder: Path) -> Path | None:
+    """The first file or folder in `folder` (itself included) marked immutable or append-only,
+    of the first 10,000 looked at."""
+    places = (Path(place) / name for place, folders, files in os.walk(folder) for name in (".", *folders, *files))
+    return next((path for path in itertools.islice(places, 10_000) if _immutable_or_append_only(path)), None)
 
 
 def _too_large(target: Path) -> OutputError:
@@ -537,8 +547,13 @@ def remove_scratch(scratch: Path) -> bool:
     except FileNotFoundError:
         pass
     except (OSError, RecursionError) as error:  # RecursionError: a tree deeper than rmtree recurses
+        # `rm -r` failed alike on an immutable file in it (the previous outputs, `chattr +i`)
+        marked = _first_marked(scratch) if isinstance(error, PermissionError) else None
+        how = f"`rm -r {shlex.quote(str(scratch))}`"
+        if marked:
+            how = f"`chattr -i -a {shlex.quote(str(marked))}`, then {how}: {marked} is marked immutable or append-only"
         log.warning(
-            "WARNING: could not remove %s, a stage's scratch folder (%s); remove it by hand", scratch, one_line(error)
+            "WARNING: could not remove %s, a stage's scratch folder (%s); remove it: %s", scratch, one_line(error), how
         )
     finally:
         claim = _claims.pop(scratch, None)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -662,12 +663,34 @@ def test_a_scratch_folder_that_will_not_go_is_named_and_never_logged_as_removed(
         temporary.mkdir()
     (left,) = tmp_path.glob(".gradcam.partial-*")
     assert f"WARNING: could not remove {left}, a stage's scratch folder (" in caplog.text
-    assert caplog.text.endswith("; remove it by hand\n")
+    assert caplog.text.endswith(f"; remove it: `rm -r {left}`\n")
     dead = tmp_path / ".images.partial-99999999999999999999-abcdefgh"
     dead.mkdir()
     caplog.clear()
     assert remove_stale_scratch([tmp_path]) == []
     assert f"WARNING: could not remove {dead}, a stage's scratch folder (" in caplog.text
+
+
+def test_a_scratch_folder_an_immutable_file_keeps_names_it(tmp_path, caplog):
+    """An immutable file in the previous outputs: "remove it by hand" was said of a folder `rm -r`
+    cannot remove either."""
+    target = tmp_path / "it's data" / "cifar 10"
+    target.mkdir(parents=True)
+    (target / "train.npz").write_bytes(b"old")
+    if subprocess.run(["chattr", "+i", str(target / "train.npz")], capture_output=True).returncode:
+        pytest.skip("chattr +i needs root and a file system with the flag")
+    try:
+        with atomic_path(target) as scratch:
+            scratch.mkdir()
+        (left,) = target.parent.glob(".cifar 10.partial-*")
+    finally:
+        for marked in target.parent.rglob("train.npz"):
+            subprocess.run(["chattr", "-i", str(marked)], check=True)
+    marked = left / "cifar 10.previous" / "train.npz"
+    assert caplog.text.endswith(
+        f"; remove it: `chattr -i -a {shlex.quote(str(marked))}`, then `rm -r {shlex.quote(str(left))}`: {marked} is "
+        "marked immutable or append-only\n"
+    )
 
 
 def test_the_scratch_of_a_write_in_progress_is_kept(tmp_path):
@@ -3704,3 +3727,18 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
     target.chmod(0o755)
     assert said == f"cannot write {target} (Permission denied); make {target} a folder you may write to, and re-run\n"
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["cifar10", "data", "train.npz"]
+    target.chmod(0o555)
+    target.parent.chmod(0o555)
+    said = subprocess.run(
+        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    target.parent.chmod(0o755)
+    target.chmod(0o755)
+    assert said == (
+        f"cannot write {target} (Permission denied); make {target} and {target.parent} folders you may write to, "
+        "and re-run\n"
+    )
