@@ -471,6 +471,8 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if frozen and in_a_dvc_workspace_copy():  # `dvc repro` in the workspace found it unchanged
         return f"`dvc exp run` (after removing `frozen: true` from {name} in dvc.yaml)"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
+    if ":" in name or not name.isprintable():  # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`
+        return f"`dvc {command}` (DVC's command line cannot name a stage {name!r}: rename it to run it alone){unfreeze}"
     # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted; one
     # DVC may read as a file (`score.dvc`, `dvc.lock`, `dvc.yaml`, which targets every stage) by the file
     if "." in name:

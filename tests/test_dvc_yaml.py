@@ -280,6 +280,14 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         ({"dvc.lock": {"cmd": "python -m stages.lr_find"}}, "`dvc repro dvc.yaml:dvc.lock`"),
         ({2: {"cmd": "python -m stages.lr_find"}}, "`dvc repro 2`"),
         ({"find": {"foreach": [True], "do": {"cmd": "python -m stages.lr_find"}}}, "`dvc repro find@true`"),
+        (
+            {"fit:x": {"cmd": "python -m stages.lr_find"}},
+            "`dvc repro` (DVC's command line cannot name a stage 'fit:x': rename it to run it alone)",
+        ),
+        (
+            {"find\tlr": {"cmd": "python -m stages.lr_find"}},
+            "`dvc repro` (DVC's command line cannot name a stage 'find\\tlr': rename it to run it alone)",
+        ),
     ],
     ids=[
         "as-shipped",
@@ -296,6 +304,8 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a name like the lock file",
         "a number for a name",
         "foreach of a boolean",
+        "a colon in the name",
+        "a tab in the name",
     ],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
