@@ -906,6 +906,38 @@ def test_a_checkpoint_holding_a_tensor_larger_than_its_data_is_not_resumed(tmp_p
     )
 
 
+class MakesAFolder:
+    """Unpickled by a loader that runs any callable, it makes a folder: what a checkpoint planted
+    by someone else could do with any command."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.folder),)
+
+
+def test_a_checkpoint_is_read_without_running_what_it_names(tmp_path, caplog):
+    """torch.load runs the callables a pickle names unless it loads weights only, the file's
+    wrapper as much as the contents within it."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"sha256": "0" * 64, "contents": MakesAFolder(tmp_path / "ran")}, path)
+    caplog.set_level(logging.INFO)
+    assert CheckpointFile(path, {"run": 1}).load(epochs=3) is None
+    assert not (tmp_path / "ran").exists()
+    assert caplog.messages[-1].startswith(f"not resuming: {path} is unreadable (")
+
+
+def test_the_checkpoint_of_a_long_run_is_read(tmp_path):
+    """Its history and per-step learning rates grow with the epochs and steps, and so does the
+    bound its structure is read within: 2,000 epochs of 100 steps each."""
+    epochs, steps = 2_000, 200_000
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
+    state = TrainingState(epochs, {}, {}, {}, torch.Generator().get_state(), history_of(epochs), [0.1] * steps)
+    checkpoint.save(TrainingState(**vars(state) | START))
+    assert checkpoint.load(epochs, steps).epoch == epochs
+
+
 def test_a_checkpoint_whose_contents_are_not_one_row_of_bytes_is_not_loaded(tmp_path, caplog):
     """The saved bytes as a table (their digest the same) are not what train saves."""
     checkpoint = interrupted_run(tmp_path / "checkpoint.pt")
