@@ -30,8 +30,9 @@ FIRST_EPOCH_BLOWN_UP = 4
 ROSE_FROM_START, START_ERRORS = 0.1, 3
 # Fewer optimizer steps than this may teach a network little at any max_lr: 4 steps (300 images
 # in batches of 150, 2 epochs) at 0.001 went from 4.38 to 3.04 and were told to raise max_lr,
-# and at 0.003 to 0.005 ended higher; 75 steps at 0.001 (batches of 8) learned. A loss that fell
-# clearly in fewer is also advised more of them.
+# and at 0.003 to 0.005 ended higher; 75 steps at 0.001 (batches of 8) learned. A run of fewer
+# that did not blow up is advised more of them, or lr_find, not a larger max_lr; one that did,
+# and fell clearly all the same, more of them besides a smaller max_lr.
 FEW_STEPS = 50
 
 
@@ -180,15 +181,24 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
             f"{went}, but the test loss reached {highest_test:.3g} (guessing scores {guessing:.3g}): it diverged, "
             f"so lower max_lr (this run's is {max_lr:.3g}){longer}"
         )
+    # In fewer steps a loss that fell, stayed or rose a little cannot tell a max_lr too small
+    # from one too large: 24 steps of SGD at 0.003 went from 4.85 to 4.76, "raise" was advised,
+    # and 0.01 ended at 8.76 ("lower"), 0.001 at 4.25; 4 epochs at 0.003 learned.
+    if last > LEARNING * guessing and steps < FEW_STEPS:
+        return (
+            f"{went} (guessing scores {guessing:.3g}) in only {steps} steps in all, too few to tell whether max_lr "
+            f"(this run's is {max_lr:.3g}) is too small or too large: train longer (raise train.epochs or "
+            f"data.train_limit, or lower train.batch_size), or let lr_find pick max_lr (train.max_lr: find)"
+        )
     if last > BLOWN_UP * guessing:
         return (
             f"{went}, falling from an untrained network's start far above guessing's {guessing:.3g}: the model "
-            f"barely moved, so raise max_lr (this run's is {max_lr:.3g}){longer}"
+            f"barely moved, so raise max_lr (this run's is {max_lr:.3g})"
         )
     if last > LEARNING * guessing:
         return (
             f"{went}, still near guessing's {guessing:.3g}: the model barely moved, so raise max_lr "
-            f"(this run's is {max_lr:.3g}){longer}"
+            f"(this run's is {max_lr:.3g})"
         )
     return (
         f"{went}, below guessing's {guessing:.3g}: the model fits its training batches, but {steps} steps in all "
