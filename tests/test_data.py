@@ -364,9 +364,9 @@ def test_a_source_in_the_workspace_that_dvcs_copy_lacks_is_named_as_such(tmp_pat
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value) == (
-        "data.source = 'raw' is in the workspace but not in the copy of it that DVC runs this experiment in, which "
-        "holds the files git tracks, and of the data DVC tracks only what a stage depends on; give data.source as "
-        "an absolute path, or commit the data with git"
+        "data.source = 'raw' is in the workspace but not in the copy of the workspace that DVC runs this experiment "
+        "in, which holds the files git tracks, and of the data DVC tracks only what a stage depends on; give "
+        "data.source as an absolute path, or commit the data with git"
     )
 
 

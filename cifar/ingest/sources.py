@@ -83,8 +83,8 @@ def import_dataset(
         if in_workspace is not None and not os.path.exists(path) and os.path.exists(in_workspace):
             # a committed link to git-ignored data was "a drive not mounted"
             raise DataError(
-                f"data.source = {config.source!r} is in the workspace but not in the copy of it that DVC runs this "
-                f"experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
+                f"data.source = {config.source!r} is in the workspace but not in the copy of the workspace that DVC "
+                f"runs this experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
             )
         outputs = _Outputs(keep_out)
         output = outputs.holding(path)
