@@ -928,10 +928,10 @@ def test_a_checkpoint_is_read_without_running_what_it_names(tmp_path, caplog):
     assert caplog.messages[-1].startswith(f"not resuming: {path} is unreadable (")
 
 
-def test_the_checkpoint_of_a_long_run_is_read(tmp_path):
+@pytest.mark.parametrize(("epochs", "steps"), [(2_000, 200_000), (2_000, 2_000)], ids=["many-steps", "many-epochs"])
+def test_the_checkpoint_of_a_long_run_is_read(tmp_path, epochs, steps):
     """Its history and per-step learning rates grow with the epochs and steps, and so does the
-    bound its structure is read within: 2,000 epochs of 100 steps each."""
-    epochs, steps = 2_000, 200_000
+    bound its structure is read within: 2,000 epochs of 100 steps each, or of one."""
     checkpoint = CheckpointFile(tmp_path / "checkpoint.pt", {"run": 1})
     state = TrainingState(epochs, {}, {}, {}, torch.Generator().get_state(), history_of(epochs), [0.1] * steps)
     checkpoint.save(TrainingState(**vars(state) | START))
