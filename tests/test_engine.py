@@ -552,6 +552,24 @@ def test_the_chance_advice_in_full(train_losses, max_lr, steps, start, advice):
     assert likely_cause([{"train_loss": loss} for loss in train_losses], 10, max_lr, steps, start) == advice
 
 
+@pytest.mark.parametrize(
+    ("train_losses", "steps", "longer"),
+    [([3.65, 2.58], 50, False), ([4.9, 4.8], 24, False), ([2.6, 2.58], 24, True)],
+    ids=["fell-in-enough-steps", "did-not-fall-in-few-steps", "fell-from-the-start-in-few-steps"],
+)
+def test_a_run_whose_test_loss_blew_up_is_advised_more_steps_only_where_it_fell_in_few(train_losses, steps, longer):
+    """More steps besides a smaller max_lr where the training loss fell clearly from the start
+    (not from the first epoch's mean) in under 50 steps; not where it did not fall, nor in 50."""
+    history = [{"train_loss": loss, "test_loss": test} for loss, test in zip(train_losses, [52.4, 6.36])]
+    advice = likely_cause(history, 10, 0.005, steps, Start(4.85, 0.55))
+    assert advice.startswith(
+        f"the training loss went from 4.85 at the first step to {train_losses[-1]:.3g} in the last epoch, but the test "
+        "loss reached 52.4 (guessing scores 2.3): it diverged, so lower max_lr (this run's is 0.005)"
+    )
+    assert advice.endswith(f", or, as it fell in only {steps} steps in all, {LONGER}") == longer
+    assert advice.endswith("(this run's is 0.005)") != longer
+
+
 def test_a_start_far_above_guessing_whose_test_loss_blew_up_diverged():
     """A test loss blown up is read against the start, not the first epoch's mean: 9.0 at the
     first step, then 9.5 and 9.4, test loss 50: "began far off and never moved" was said."""
