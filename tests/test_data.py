@@ -346,13 +346,57 @@ def test_files_the_import_passes_over_may_differ_in_dvcs_copy(tmp_path, dvc_copy
     shutil.copytree(dvc_copy / "raw", workspace / "raw")
     (workspace / "raw/train/cat/.DS_Store").write_bytes(b"Bud1")
     (workspace / "raw/train/cat/._0000.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
-    make_class_tree(workspace / "raw/previews", {"train": 1})
+    (workspace / "raw/previews").mkdir()
+    shutil.copy(workspace / "raw/train/cat/0000.png", workspace / "raw/previews/cat.png")
     (workspace / "raw/raw.tar.gz").write_bytes(b"not read")
     (workspace / "raw/.ipynb_checkpoints").mkdir()
     (workspace / "raw/.ipynb_checkpoints/look-checkpoint.ipynb").write_text("{}")
     (workspace / "raw/empty/one").mkdir(parents=True)
     splits = import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert {name: len(split.labels) for name, split in splits.items()} == {"train": 20, "test": 10}
+
+
+@pytest.mark.parametrize(
+    ("ignored", "said"),
+    [
+        ("a second tree", "data.source = 'raw' holds "),
+        ("the official batches", "data.source = 'raw': the workspace's raw/cifar-10-batches-py is not in the copy "),
+    ],
+)
+def test_what_the_workspace_refuses_is_refused_in_dvcs_copy(tmp_path, dvc_copy, ignored, said):
+    """A git-ignored second tree (or batches folder) beside the committed one: the workspace
+    refused the source as holding two (or read the batches), while DVC's copy imported the
+    committed tree without a word."""
+    make_class_tree(dvc_copy / "raw/v1", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    if ignored == "a second tree":
+        make_class_tree(workspace / "raw/v2", {"train": 2, "test": 1})
+    else:
+        batches = workspace / "raw/cifar-10-batches-py"
+        batches.mkdir()
+        for name in ("data_batch_1", "test_batch", "batches.meta"):
+            (batches / name).write_bytes(b"batch")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value).startswith(said)
+
+
+def test_a_tree_only_the_workspace_holds_is_named_in_dvcs_copy(tmp_path, dvc_copy):
+    """A committed archive beside a git-ignored tree: "set data.source to the archive itself" was
+    said in DVC's copy, and following it imported the archive's images, not the tree's."""
+    workspace = tmp_path / "project"
+    make_class_tree(workspace / "raw/tree", {"train": 2, "test": 1})
+    shutil.make_archive(str(workspace / "raw/old"), "gztar", root_dir=workspace / "raw/tree")
+    (dvc_copy / "raw").mkdir()
+    shutil.copy(workspace / "raw/old.tar.gz", dvc_copy / "raw/old.tar.gz")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value) == (
+        "data.source = 'raw': the workspace's raw/tree is not in the copy of the workspace that DVC runs this "
+        "experiment in, which holds the files git tracks, and of the data DVC tracks only what a stage depends on; "
+        "give data.source as an absolute path, or commit the data with git"
+    )
 
 
 def test_a_source_in_the_workspace_that_dvcs_copy_lacks_is_named_as_such(tmp_path, dvc_copy):

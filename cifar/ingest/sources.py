@@ -347,8 +347,18 @@ def import_local(
 
 
 def _import_folder(
-    root: Path, source: Path, limits: dict[str, int | None], outputs: _Outputs, in_workspace: Path | None
-) -> dict[str, Split]:
+    root: Path,
+    source: Path,
+    limits: dict[str, int | None],
+    outputs: _Outputs,
+    in_workspace: Path | None,
+    find_only: bool = False,
+) -> dict[str, Split] | Path:
+    """The splits of the tree (or official batches) the search finds in `root`; with `find_only`,
+    that folder. In DVC's copy of the workspace `in_workspace` is where `root` is in the workspace,
+    where the search must find the same (see _refuse_what_the_copy_lacks)."""
+    if in_workspace is not None:
+        _refuse_what_the_copy_lacks(root, source, outputs, in_workspace)
     listing = _Listing(source)
     try:
         # The search passes over folders it cannot read, as in /proc, but not data.source itself:
@@ -384,8 +394,8 @@ def _import_folder(
             _refuse_a_tree_in_an_output(
                 official[0], source, outputs, [official[0] / name for name in OFFICIAL_BATCH_NAMES]
             )
-            if in_workspace is not None:
-                _refuse_what_the_copy_lacks(source, official[0], in_workspace / official[0].relative_to(root))
+            if find_only:
+                return official[0]
             return _load_official_batches(official[0].parent, source, bool(_subfolders(official[0], listing)))
         if not trees:
             blocked = _folders_not_searched(root, listing)
@@ -443,8 +453,8 @@ def _import_folder(
         _refuse_a_tree_in_an_output(
             trees[0], source, outputs, [*splits, *(each for split in splits for each in _subfolders(split, listing))]
         )
-        if in_workspace is not None:
-            _refuse_what_the_copy_lacks(source, trees[0], in_workspace / trees[0].relative_to(root))
+        if find_only:
+            return trees[0]
         return read_class_folders(_folder_tree(trees[0], listing), limits)
     except OSError as error:
         where, fix = error.filename, ""
@@ -458,15 +468,28 @@ def _import_folder(
         ) from None
 
 
-def _refuse_what_the_copy_lacks(source: Path, found: Path, in_workspace: Path) -> None:
-    """The tree (or official batches) the search found in DVC's copy of the workspace, which
-    holds only what git and DVC check out, against the same folder in the workspace, in the files
-    the import reads: images not yet committed were left out without a word (190 of 200
-    imported), also behind a link; a git-ignored class folder was refused as train/ and test/
-    disagreeing. Files it does not read (`.DS_Store`, macOS's `._` files, an archive or previews
-    beside the tree, folders a link leads to elsewhere) may differ."""
-    copied, there = _files_read(found), _files_read(in_workspace)
-    differing = sorted(name for name in copied.keys() | there.keys() if copied.get(name) != there.get(name))
+def _refuse_what_the_copy_lacks(root: Path, source: Path, outputs: _Outputs, in_workspace: Path) -> None:
+    """A folder source in DVC's copy of the workspace (`root`), which holds only what git and DVC
+    check out, against the same folder in the workspace: the search must find the same tree (or
+    official batches) in both, with the same files the import reads. Images not yet committed
+    were left out without a word (190 of 200 imported), also behind a link; a git-ignored second
+    tree, refused in the workspace, was passed over in the copy; a git-ignored class folder was
+    refused as train/ and test/ disagreeing. Files the import does not read (`.DS_Store`, macOS's
+    `._` files, an archive or previews beside the tree) may differ. What the workspace's search
+    refuses is refused as a run there refuses it."""
+    there = _import_folder(in_workspace, source, {}, _Outputs(()), None, find_only=True)
+    in_the_workspace = there.relative_to(in_workspace)
+    try:
+        found = _import_folder(root, source, {}, outputs, None, find_only=True)
+    except DataError:
+        found = None
+    if found is None or found.relative_to(root) != in_the_workspace:
+        raise DataError(
+            f"data.source = {str(source)!r}: the workspace's {root / in_the_workspace} is not in the copy of the "
+            f"workspace that DVC runs this experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
+        )
+    copied, workspaces = _files_read(found), _files_read(there)
+    differing = sorted(name for name in copied.keys() | workspaces.keys() if copied.get(name) != workspaces.get(name))
     if differing:
         files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(found, differing[0])} first)"
         raise DataError(
