@@ -289,7 +289,7 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
                 f"cannot replace {target} ({error.strerror}): a file system is mounted there; unmount it "
                 f"(`umount {shlex.quote(str(target))}`) and re-run"
             ) from None
-        marked = next((path for path in (target, target.parent) if _immutable_or_append_only(path)), None)
+        marked = next((path for path in (target, _existing(target.parent)) if _immutable_or_append_only(path)), None)
         if error.errno == errno.EPERM and marked:  # `data` was said to need to be writable, which it was
             raise OutputError(
                 f"cannot write {target} ({error.strerror}): {marked} is marked immutable or append-only (`lsattr -d "
@@ -314,9 +314,16 @@ def _make_writable(target: Path) -> str:
     """The folders to make writable: the one replaced, where it is there and read-only (`data` was
     named, which was writable, for a `chmod 555` data/cifar10), and the one it is written in,
     where that is read-only too (naming one, then the other, took two runs); else the latter."""
-    folders = [folder for folder in (target, target.parent) if folder.is_dir() and not os.access(folder, os.W_OK)]
-    folders = folders or [target.parent]
+    above = _existing(target.parent)
+    folders = [folder for folder in (target, above) if folder.is_dir() and not os.access(folder, os.W_OK)]
+    folders = folders or [above]
     return f"make {' and '.join(map(str, folders))} {'folders' if len(folders) > 1 else 'a folder'} you may write to"
+
+
+def _existing(folder: Path) -> Path:
+    """The folder, or the nearest one above it that exists: `data/sub`, not made yet, was named
+    as the folder to make writable, where `data` was read-only."""
+    return next((each for each in (folder, *folder.parents) if os.path.lexists(each)), folder)
 
 
 _FS_IOC_GETFLAGS = 0x80086601  # Linux's ioctl for the flags chattr sets

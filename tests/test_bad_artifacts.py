@@ -671,6 +671,21 @@ def test_a_scratch_folder_that_will_not_go_is_named_and_never_logged_as_removed(
     assert f"WARNING: could not remove {dead}, a stage's scratch folder (" in caplog.text
 
 
+def test_an_immutable_folder_above_one_not_made_yet_is_named(tmp_path):
+    """A paths table naming data/sub/NAME, data/sub not made yet and data immutable: "make data/sub
+    a folder you may write to" named a folder that did not exist."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if subprocess.run(["chattr", "+i", str(data)], capture_output=True).returncode:
+        pytest.skip("chattr +i needs root and a file system with the flag")
+    try:
+        with pytest.raises(OutputError) as refused, atomic_path(data / "sub" / "splits") as scratch:
+            scratch.mkdir()
+    finally:
+        subprocess.run(["chattr", "-i", str(data)], check=True)
+    assert str(refused.value).endswith(f"clear that with `chattr -i -a {data}` and re-run")
+
+
 def test_a_scratch_folder_an_immutable_file_keeps_names_it(tmp_path, caplog):
     """An immutable file in the previous outputs: "remove it by hand" was said of a folder `rm -r`
     cannot remove either."""
@@ -3741,4 +3756,17 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
     assert said == (
         f"cannot write {target} (Permission denied); make {target} and {target.parent} folders you may write to, "
         "and re-run\n"
+    )
+    target.parent.chmod(0o555)
+    not_made = target.parent / "sub" / "cifar10"  # a paths table naming a folder not made yet
+    said = subprocess.run(
+        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(not_made)],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    target.parent.chmod(0o755)
+    assert said == (
+        f"cannot write {not_made} (Permission denied); make {target.parent} a folder you may write to, and re-run\n"
     )
