@@ -356,7 +356,9 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
     and train refused its pick, naming a stage DVC lacks."""
     for name, definition in _definitions(stages).items():
         cmd = definition.get("cmd")
-        if "stages" not in str(cmd):
+        # `python -m stages.NAME`, whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused)
+        command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
+        if not re.search(r"(?:^|\s)-[A-Za-z]*m\s*['\"]?stages\.", command):
             continue
         unresolved = re.findall(r"\$\{(?!paths\.\w+\})[^}]*\}?", str(definition))
         if "matrix" in definition or unresolved:
@@ -366,6 +368,14 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
                 f"declares (params, outs) from dvc.yaml as written",
                 where=PIPELINE.name,
                 fix="write its definition out, naming paths by the paths table (`${paths.NAME}`), or restore it with",
+            )
+        # DVC ran train in models/ (`wdir: models`), where it found no stages/train.py
+        if str(definition.get("wdir", ".")).strip("/") not in ("", "."):
+            raise _refuse(
+                f"stage {name!r} runs {cmd!r} in wdir {definition['wdir']!r}, and the stages run from the "
+                f"repository's root, where their paths table places what they write",
+                where=PIPELINE.name,
+                fix="remove its wdir, or restore it with",
             )
 
 
@@ -428,7 +438,9 @@ def _generated(group: str, items, do) -> dict[str, dict]:
         if isinstance(value, str):
             fields = item if isinstance(item, dict) else {}
             value = re.sub(r"\$\{\s*item\.(\w+)\s*\}", lambda found: str(fields.get(found[1], found[0])), value)
-            return re.sub(r"\$\{\s*item\s*\}", str(item), re.sub(r"\$\{\s*key\s*\}", str(key), value))
+            value = re.sub(r"\$\{\s*item\s*\}", str(item), value)
+            # DVC gives a list's foreach no key (`Could not find 'key'`): left for the check to refuse
+            return re.sub(r"\$\{\s*key\s*\}", str(key), value) if isinstance(items, dict) else value
         if isinstance(value, list):
             return [filled(each, key, item) for each in value]
         if isinstance(value, dict):
@@ -469,9 +481,13 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     except (KeyError, TypeError, AttributeError):
         return f"`dvc {command}{options} {stage}`"
     if frozen and in_a_dvc_workspace_copy():  # `dvc repro` in the workspace found it unchanged
-        return f"`dvc exp run` (after removing `frozen: true` from {name} in dvc.yaml)"
+        # and the -S values lived in DVC's copy only: `dvc exp run` alone ran with params.yaml's
+        return (
+            f"`dvc exp run` with this experiment's -S options (after removing `frozen: true` from {name} in dvc.yaml)"
+        )
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
-    if ":" in name or not name.isprintable():  # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`
+    # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`; DVC finds `fit@1` only as a foreach's
+    if ":" in name or not name.isprintable() or ("@" in name and name in map(str, _PIPELINE["stages"])):
         return f"`dvc {command}` (DVC's command line cannot name a stage {name!r}: rename it to run it alone){unfreeze}"
     # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted; one
     # DVC may read as a file (`score.dvc`, `dvc.lock`, `dvc.yaml`, which targets every stage) by the file

@@ -285,6 +285,10 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
             "`dvc repro` (DVC's command line cannot name a stage 'fit:x': rename it to run it alone)",
         ),
         (
+            {"fit@1": {"cmd": "python -m stages.lr_find"}},
+            "`dvc repro` (DVC's command line cannot name a stage 'fit@1': rename it to run it alone)",
+        ),
+        (
             {"find\tlr": {"cmd": "python -m stages.lr_find"}},
             "`dvc repro` (DVC's command line cannot name a stage 'find\\tlr': rename it to run it alone)",
         ),
@@ -305,6 +309,7 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a number for a name",
         "foreach of a boolean",
         "a colon in the name",
+        "a foreach's mark in a plain stage's name",
         "a tab in the name",
     ],
 )
@@ -318,14 +323,17 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
 
 
 def test_a_frozen_stage_in_dvcs_copy_of_the_workspace_is_advised_an_experiment(monkeypatch, tmp_path):
-    """Under `dvc exp run --temp`, `dvc repro lr_find` in the workspace found it unchanged."""
+    """Under `dvc exp run --temp`, `dvc repro lr_find` in the workspace found it unchanged, and
+    `dvc exp run` alone ran without the -S values, which lived in DVC's copy only."""
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     frozen = {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": frozen})
-    assert paths.repro("lr_find") == "`dvc exp run` (after removing `frozen: true` from lr_find in dvc.yaml)"
+    assert paths.repro("lr_find") == (
+        "`dvc exp run` with this experiment's -S options (after removing `frozen: true` from lr_find in dvc.yaml)"
+    )
 
 
 NESTED = {"foreach": [{"s": {"n": "lr_find"}}], "do": {"cmd": "python -m stages.${item.s.n}"}}
@@ -351,9 +359,38 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
     assert f" with {what}, which only DVC resolves, while the stages read what it declares" in str(refused.value)
 
 
-def test_a_stage_of_the_users_with_a_matrix_is_read(monkeypatch):
-    """A user's own sweep stage may use anything DVC resolves."""
-    paths._refuse_what_only_dvc_resolves({"sweep": {"matrix": {"lr": [1, 2]}, "cmd": "python sweep.py ${item.lr}"}})
+@pytest.mark.parametrize(
+    "definition",
+    [
+        {"sweep": {"matrix": {"lr": [1, 2]}, "cmd": "python sweep.py ${item.lr}"}},
+        {"notes": {"cmd": "./my_stages.sh ${train.epochs}"}},
+        {"fit": {"cmd": "python my_fit.py", "wdir": "models"}},
+    ],
+    ids=["a-matrix", "vars-and-stages-in-a-script-name", "a-wdir"],
+)
+def test_a_stage_of_the_users_may_use_what_dvc_resolves(definition):
+    """A user's own stages may use anything DVC does: `./my_stages.sh ${train.epochs}` was refused."""
+    paths._refuse_what_only_dvc_resolves(definition)
+
+
+@pytest.mark.parametrize(
+    ("definition", "said"),
+    [
+        ({"train": {"cmd": "python -m stages.train", "wdir": "models"}}, "in wdir 'models', and the stages run from"),
+        (
+            {"find": {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.lr_find", "params": ["${key}"]}}},
+            "with `${key}`, which only DVC resolves",
+        ),
+    ],
+    ids=["a-wdir", "a-key-of-a-lists-foreach"],
+)
+def test_a_pipeline_stage_that_runs_elsewhere_or_names_what_dvc_lacks_is_refused(definition, said):
+    """`wdir: models` on train: DVC ran it in models/, where it found no stages/train.py, and it
+    was advised `dvc repro train`; `${key}` in a list's foreach, which DVC does not define, was
+    filled in and advised."""
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_what_only_dvc_resolves(definition)
+    assert said in str(refused.value)
 
 
 def test_advice_with_options_names_the_stage_as_dvc_yaml_does(monkeypatch):
