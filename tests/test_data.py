@@ -382,6 +382,19 @@ def test_what_the_workspace_refuses_is_refused_in_dvcs_copy(tmp_path, dvc_copy, 
     assert str(refused.value).startswith(said)
 
 
+def test_a_tree_too_deep_for_the_search_is_not_blamed_on_dvcs_copy(tmp_path, dvc_copy):
+    """Committed three folders below data.source, the tree was said to be missing from DVC's copy,
+    and the fixes given (an absolute path, committing it) failed alike."""
+    make_class_tree(dvc_copy / "raw/a/b/tree", {"train": 1, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value).startswith(
+        "data.source = 'raw': no train/ and test/ folders found in it or up to two folders below it; expected "
+    )
+
+
 def test_a_tree_only_the_workspace_holds_is_named_in_dvcs_copy(tmp_path, dvc_copy):
     """A committed archive beside a git-ignored tree: "set data.source to the archive itself" was
     said in DVC's copy, and following it imported the archive's images, not the tree's."""

@@ -429,7 +429,7 @@ def _import_folder(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
                     f"below it, but it holds {_folder_names(packed, 3)}; set data.source to the archive itself"
                 )
-            if not source.is_absolute() and in_a_dvc_workspace_copy():  # its data git-ignored, so not copied
+            if not root.is_absolute() and in_a_dvc_workspace_copy():  # its data git-ignored, so not copied
                 raise DataError(
                     f"data.source = {str(source)!r}: no train/ and test/ folders found in it or up to two folders "
                     f"below it in the copy of the workspace that DVC runs this experiment in, which holds "
