@@ -371,10 +371,21 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
             "the training loss went from 4.9 at the first step to 4.62 in the last epoch, falling from an untrained "
             "network's start far above guessing's 2.3: the model barely moved, so raise max_lr (this run's is 1e-06)",
         ),
-        # One batch's loss below its network's: within ROSE_FROM_START of the start is no rise,
-        # nor within three standard errors of a small batch's mean (32 images at a spread of 0.45).
-        (4.5, [4.85, 4.62], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
-        ((4.2, 0.33), [4.85, 4.62], 1e-6, "the model barely moved, so raise max_lr (this run's is 1e-06)"),
+        # One batch's loss below its network's: within ROSE_FROM_START of the start, or three
+        # standard errors of a small batch's mean (32 images at a spread of 0.45), is no blow-up;
+        # but above it and back is what a max_lr too small or too large can each do (ResNet18-GN
+        # at SGD 0.003: 2.54, then 2.72 and 2.54, was told to raise it, and 0.01 ended higher).
+        (4.5, [4.85, 4.62], 1e-6, "it rose above the first step's loss and fell back, as a max_lr too small or"),
+        ((4.2, 0.33), [4.85, 4.62], 1e-6, "it rose above the first step's loss and fell back, as a max_lr too"),
+        (
+            (2.54, 0.13),
+            [2.72, 2.54],
+            0.003,
+            "the training loss went from 2.54 at the first step to 2.54 in the last epoch (highest 2.72; guessing "
+            "scores 2.3): it rose above the first step's loss and fell back, as a max_lr too small or too large can "
+            "each make it (this run's is 0.003): let lr_find pick max_lr (train.max_lr: find), or train longer (raise "
+            "train.epochs or data.train_limit, or lower train.batch_size)",
+        ),
         # ResNet-9 at max_lr 1e-4.
         (4.1, [4.03, 2.48], 1e-4, "still near guessing's 2.3: the model barely moved, so raise max_lr"),
         # A network that starts far above 4 x guessing's and falls from there was called blown up.
@@ -394,6 +405,7 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
         "falling-from-its-start-far-above",
         "a-start-batch-below-its-network",
         "a-small-start-batch-below-its-network",
+        "above-the-start-and-back-in-enough-steps",
         "resnet9-falling-from-its-start",
         "falling-from-a-start-above-4x",
         "blown-up-in-the-first-epoch",
