@@ -486,8 +486,11 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
             f"`dvc exp run` with this experiment's -S options (after removing `frozen: true` from {name} in dvc.yaml)"
         )
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
-    # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`; DVC finds `fit@1` only as a foreach's
-    if ":" in name or not name.isprintable() or ("@" in name and name in map(str, _PIPELINE["stages"])):
+    if "@" in name and name in map(str, _PIPELINE["stages"]):  # `dvc repro`, whole, failed on it too
+        renamed = f"after renaming stage {name!r} in dvc.yaml (DVC finds a name with @ only as a foreach's)"
+        return f"`dvc {command}` {renamed}"
+    # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`
+    if ":" in name or not name.isprintable():
         return f"`dvc {command}` (DVC's command line cannot name a stage {name!r}: rename it to run it alone){unfreeze}"
     # a name DVC takes for an option (`-fit`) after `--`; one with a space (`fit me`) quoted; one
     # DVC may read as a file (`score.dvc`, `dvc.lock`, `dvc.yaml`, which targets every stage) by the file

@@ -286,7 +286,7 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         ),
         (
             {"fit@1": {"cmd": "python -m stages.lr_find"}},
-            "`dvc repro` (DVC's command line cannot name a stage 'fit@1': rename it to run it alone)",
+            "`dvc repro` after renaming stage 'fit@1' in dvc.yaml (DVC finds a name with @ only as a foreach's)",
         ),
         (
             {"find\tlr": {"cmd": "python -m stages.lr_find"}},
