@@ -11,6 +11,7 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
 
 import contextlib
 import itertools
+import json
 import os
 import posixpath
 import re
@@ -39,7 +40,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
-from cifar.cli import in_a_dvc_workspace_copy
+from cifar.cli import in_a_dvc_workspace_copy, workspace_copied
 from cifar.config import DOWNLOAD_CACHE, Params
 from cifar.errors import ConfigError, DataError, one_line
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
@@ -482,9 +483,7 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
         return f"`dvc {command}{options} {stage}`"
     if frozen and in_a_dvc_workspace_copy():  # `dvc repro` in the workspace found it unchanged
         # and the -S values lived in DVC's copy only: `dvc exp run` alone ran with params.yaml's
-        return (
-            f"`dvc exp run` with this experiment's -S options (after removing `frozen: true` from {name} in dvc.yaml)"
-        )
+        return f"`dvc exp run{_set_here()}` (after removing `frozen: true` from {name} in dvc.yaml)"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
     if "@" in name and name in map(str, _PIPELINE["stages"]):  # `dvc repro`, whole, failed on it too
         renamed = f"after renaming stage {name!r} in dvc.yaml (DVC finds a name with @ only as a foreach's)"
@@ -497,6 +496,27 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if "." in name:
         name = f"{PIPELINE.name}:{name}"
     return f"`dvc {command}{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
+
+
+def _set_here() -> str:
+    """The `-S` options that make the workspace's params.yaml this copy's, for the params it
+    differs in (those `dvc exp run -S` set); none where either cannot be read."""
+
+    def flat(params, prefix=""):
+        if not isinstance(params, dict):
+            return {prefix[:-1]: params}
+        return {key: value for name, each in params.items() for key, value in flat(each, f"{prefix}{name}.").items()}
+
+    try:
+        here, there = (yaml.safe_load(Path(folder, PARAMS_FILE).read_text()) for folder in (REPO, workspace_copied()))
+    except (OSError, TypeError, yaml.YAMLError):
+        return ""
+
+    def as_yaml(value) -> str:  # as DVC reads -S values: a string that reads back as itself bare
+        return value if isinstance(value, str) and yaml.safe_load(value) == value else json.dumps(value)
+
+    differing = [(key, value) for key, value in flat(here).items() if flat(there).get(key, object()) != value]
+    return "".join(f" -S {shlex.quote(f'{key}={as_yaml(value)}')}" for key, value in differing)
 
 
 def declared_params(stage: str) -> list[str]:

@@ -323,16 +323,20 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
 
 
 def test_a_frozen_stage_in_dvcs_copy_of_the_workspace_is_advised_an_experiment(monkeypatch, tmp_path):
-    """Under `dvc exp run --temp`, `dvc repro lr_find` in the workspace found it unchanged, and
-    `dvc exp run` alone ran without the -S values, which lived in DVC's copy only."""
+    """Under `dvc exp run --temp -S lr_find.num_iter=25`, `dvc repro lr_find` in the workspace found
+    it unchanged, and `dvc exp run` alone ran without the -S values, which lived in DVC's copy only."""
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
+    (tmp_path / "params.yaml").write_text("lr_find:\n  num_iter: 20\ntrain:\n  optimizer: adam\n  epochs: 3\n")
+    (copy / "params.yaml").write_text("lr_find:\n  num_iter: 25\ntrain:\n  optimizer: sgd\n  epochs: 3\n")
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(paths, "REPO", copy)
     frozen = {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": frozen})
     assert paths.repro("lr_find") == (
-        "`dvc exp run` with this experiment's -S options (after removing `frozen: true` from lr_find in dvc.yaml)"
+        "`dvc exp run -S lr_find.num_iter=25 -S train.optimizer=sgd` (after removing `frozen: true` from lr_find in "
+        "dvc.yaml)"
     )
 
 

@@ -386,6 +386,8 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
             "each make it (this run's is 0.003): let lr_find pick max_lr (train.max_lr: find), or train longer (raise "
             "train.epochs or data.train_limit, or lower train.batch_size)",
         ),
+        # Above the start and back below guessing's: it fits its batches.
+        ((2.3, 0.05), [2.5, 1.9], 0.002, "below guessing's 2.3: the model fits its training batches, but 60 steps"),
         # ResNet-9 at max_lr 1e-4.
         (4.1, [4.03, 2.48], 1e-4, "still near guessing's 2.3: the model barely moved, so raise max_lr"),
         # A network that starts far above 4 x guessing's and falls from there was called blown up.
@@ -406,6 +408,7 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
         "a-start-batch-below-its-network",
         "a-small-start-batch-below-its-network",
         "above-the-start-and-back-in-enough-steps",
+        "above-the-start-and-below-guessings",
         "resnet9-falling-from-its-start",
         "falling-from-a-start-above-4x",
         "blown-up-in-the-first-epoch",
