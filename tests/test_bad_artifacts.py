@@ -3726,31 +3726,13 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
     target.mkdir(parents=True)
     (target / "train.npz").write_bytes(b"old")
     target.chmod(0o555)
-    replace = (
-        "import sys; from pathlib import Path; from cifar.atomic import atomic_path; from cifar.errors import "
-        "OutputError\ntry:\n    with atomic_path(Path(sys.argv[1])) as scratch:\n        scratch.mkdir()\n"
-        "except OutputError as error:\n    print(error)"
-    )
-    without_override = "--inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search"
-    said = subprocess.run(
-        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    said = replaced_without_roots_override(target)
     target.chmod(0o755)
     assert said == f"cannot write {target} (Permission denied); make {target} a folder you may write to, and re-run\n"
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["cifar10", "data", "train.npz"]
     target.chmod(0o555)
     target.parent.chmod(0o555)
-    said = subprocess.run(
-        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    said = replaced_without_roots_override(target)
     target.parent.chmod(0o755)
     target.chmod(0o755)
     assert said == (
@@ -3759,14 +3741,26 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
     )
     target.parent.chmod(0o555)
     not_made = target.parent / "sub" / "cifar10"  # a paths table naming a folder not made yet
-    said = subprocess.run(
-        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(not_made)],
+    said = replaced_without_roots_override(not_made)
+    target.parent.chmod(0o755)
+    assert said == (
+        f"cannot write {not_made} (Permission denied); make {target.parent} a folder you may write to, and re-run\n"
+    )
+
+
+def replaced_without_roots_override(target: Path) -> str:
+    """What atomic_path says, replacing `target` with a folder, as root without its override of
+    file permissions (as a user without root would)."""
+    replace = (
+        "import sys; from pathlib import Path; from cifar.atomic import atomic_path; from cifar.errors import "
+        "OutputError\ntry:\n    with atomic_path(Path(sys.argv[1])) as scratch:\n        scratch.mkdir()\n"
+        "except OutputError as error:\n    print(error)"
+    )
+    without_override = "--inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search"
+    return subprocess.run(
+        ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
         cwd=Path(__file__).parents[1],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    target.parent.chmod(0o755)
-    assert said == (
-        f"cannot write {not_made} (Permission denied); make {target.parent} a folder you may write to, and re-run\n"
-    )
