@@ -221,6 +221,15 @@ def test_a_keyword_miswritten_is_named_as_the_keyword(tmp_path, monkeypatch, sou
     )
 
 
+# What every line about DVC's copy of the workspace ends with: a queued experiment's copy is made
+# when it is queued, and "commit the data with git" alone was advised for data committed since.
+DVC_COPY_HOLDS_AND_FIX = (
+    "the files git tracked when the experiment was run or queued, and of the data DVC tracks only what a stage "
+    "depends on; give data.source as an absolute path, or commit the data with git and run or queue the experiment "
+    "again"
+)
+
+
 @pytest.fixture
 def dvc_copy(tmp_path, monkeypatch) -> Path:
     """The working folder as `dvc exp run --temp` runs a stage: DVC's copy of the workspace, as
@@ -297,8 +306,7 @@ def test_a_folder_whose_data_git_ignores_is_named_as_dvcs_copy_in_dvcs_copy(tmp_
         import_dataset(DataConfig(source="raw"), 0, tmp_path)
     assert str(refused.value) == (
         "data.source = 'raw': no train/ and test/ folders found in it or up to two folders below it in the copy of "
-        "the workspace that DVC runs this experiment in, which holds the files git tracks, and of the data DVC tracks "
-        "only what a stage depends on; give data.source as an absolute path, or commit the data with git"
+        f"the workspace that DVC runs this experiment in, which holds {DVC_COPY_HOLDS_AND_FIX}"
     )
 
 
@@ -331,8 +339,119 @@ def test_a_folder_source_that_dvcs_copy_holds_only_in_part_is_refused(tmp_path, 
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value).startswith(
         f"data.source = 'raw' differs in the copy of the workspace that DVC runs this experiment in from the "
-        f"workspace's in 1 file ({first} first), as the copy holds the files git tracks, and of the data DVC tracks "
-        f"only what a stage depends on; give data.source as an absolute path, or commit the data with git"
+        f"workspace's in 1 file ({first} first), as the copy holds {DVC_COPY_HOLDS_AND_FIX}"
+    )
+
+
+def test_a_folder_source_whose_images_differ_in_dvcs_copy_only_in_content_is_refused(tmp_path, dvc_copy):
+    """cat/ and dog/ swapped and committed after `dvc exp run --queue`, whose copy is made as it
+    is queued: every image of the same size, a comparison of sizes passed it, and the queued run
+    imported the old labels, exit 0."""
+    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    (workspace / "raw/train/cat").rename(workspace / "raw/train/kept")
+    (workspace / "raw/train/dog").rename(workspace / "raw/train/cat")
+    (workspace / "raw/train/kept").rename(workspace / "raw/train/dog")
+    assert {path.stat().st_size for path in (workspace / "raw/train").glob("*/*.png")} == {
+        path.stat().st_size for path in (dvc_copy / "raw/train").glob("*/*.png")
+    }
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value) == (
+        "data.source = 'raw' differs in the copy of the workspace that DVC runs this experiment in from the "
+        f"workspace's in 4 files (raw/train/cat/0000.png first), as the copy holds {DVC_COPY_HOLDS_AND_FIX}"
+    )
+
+
+def test_an_archive_source_that_differs_in_dvcs_copy_is_refused(tmp_path, dvc_copy, class_tree):
+    """An archive exported again after `dvc exp run --queue`: the queued run imported the one it
+    was queued with, while a folder changed alike was refused."""
+    workspace = tmp_path / "project"
+    (workspace / "raw").mkdir(parents=True)
+    shutil.make_archive(str(workspace / "raw/cifar"), "gztar", root_dir=class_tree)
+    (dvc_copy / "raw").mkdir()
+    shutil.make_archive(str(dvc_copy / "raw/cifar"), "zip", root_dir=class_tree)
+    (dvc_copy / "raw/cifar.zip").rename(dvc_copy / "raw/cifar.tar.gz")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw/cifar.tar.gz"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value) == (
+        "data.source = 'raw/cifar.tar.gz' differs in the copy of the workspace that DVC runs this experiment in from "
+        f"the workspace's in 1 file (raw/cifar.tar.gz first), as the copy holds {DVC_COPY_HOLDS_AND_FIX}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("workspace_has", "said"),
+    [
+        ("a folder inside a class folder", "/project/raw/train/cat/more: a folder inside class folder "),
+        ("a class folder that is another's", "/project/raw/train/dog -> cat: a symbolic link inside data.source"),
+    ],
+)
+def test_a_tree_the_workspace_refuses_is_refused_in_dvcs_copy(tmp_path, dvc_copy, workspace_has, said):
+    """A git-ignored folder of images inside a class folder, or a class folder bind-mounted on
+    another's (which DVC copies as files, as it does what a link leads to): the workspace refused
+    its tree, while DVC's copy left the folder's images out, or imported the cat images labelled
+    dog too, exit 0."""
+    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    if workspace_has == "a folder inside a class folder":
+        shutil.copytree(workspace / "raw/train/dog", workspace / "raw/train/cat/more")
+    else:
+        shutil.rmtree(workspace / "raw/train/dog")
+        (workspace / "raw/train/dog").symlink_to("cat")
+        shutil.rmtree(dvc_copy / "raw/train/dog")
+        shutil.copytree(dvc_copy / "raw/train/cat", dvc_copy / "raw/train/dog")
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert said in str(refused.value)
+
+
+GIT_LFS_POINTER = (
+    b"version https://git-lfs.github.com/spec/v1\n"
+    b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 3172\n"
+)
+
+
+@pytest.mark.parametrize("pointer", ["an image", "an archive"])
+def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
+    """A clone made without Git LFS holds pointer files: an image was "not a readable PNG or JPEG
+    image ... or remove it", an archive "corrupt or truncated ... download or export it again"."""
+    if pointer == "an archive":
+        source = named = tmp_path / "cifar.tar.gz"
+        said = "is a Git LFS pointer file"
+    else:
+        source, named = class_tree, class_tree / "train/cat/0000.png"
+        said = ": a Git LFS pointer file"
+    named.write_bytes(GIT_LFS_POINTER)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    assert str(refused.value) == (
+        f"{named}{' ' * (pointer == 'an archive')}{said}, not the file it stands for; fetch it with `git lfs pull` "
+        f"(Git LFS installed)"
+    )
+
+
+@pytest.mark.parametrize("pointers_in", ["the copy", "the workspace"])
+def test_git_lfs_pointer_files_in_dvcs_copy_are_named_as_such(tmp_path, dvc_copy, pointers_in):
+    """DVC (3.67, Git LFS 3.3) left the workspace's images as Git LFS pointers as it made its copy
+    of the workspace: the images were said to differ from the workspace's, and "commit the data
+    with git" advised for data committed."""
+    workspace = tmp_path / "project"
+    make_class_tree(workspace / "raw", {"train": 2, "test": 1})
+    shutil.copytree(workspace / "raw", dvc_copy / "raw")
+    in_pointers = dvc_copy if pointers_in == "the copy" else workspace
+    for image in (in_pointers / "raw").glob("*/*/*.png"):
+        image.write_bytes(GIT_LFS_POINTER)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    named = "raw" if pointers_in == "the copy" else workspace / "raw"
+    assert str(refused.value) == (
+        f"data.source = 'raw': {named}/test/airplane/0000.png is a Git LFS pointer file, not the file it stands "
+        "for: DVC fetches no Git LFS file into the copy of the workspace that it runs this experiment in, and may "
+        "leave the workspace's as pointers too (`git lfs checkout` restores them); move the data out of the "
+        "repository and give data.source as its absolute path"
     )
 
 
@@ -407,8 +526,7 @@ def test_a_tree_only_the_workspace_holds_is_named_in_dvcs_copy(tmp_path, dvc_cop
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value) == (
         "data.source = 'raw': the workspace's raw/tree is not in the copy of the workspace that DVC runs this "
-        "experiment in, which holds the files git tracks, and of the data DVC tracks only what a stage depends on; "
-        "give data.source as an absolute path, or commit the data with git"
+        f"experiment in, which holds {DVC_COPY_HOLDS_AND_FIX}"
     )
 
 
@@ -422,8 +540,7 @@ def test_a_source_in_the_workspace_that_dvcs_copy_lacks_is_named_as_such(tmp_pat
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value) == (
         "data.source = 'raw' is in the workspace but not in the copy of the workspace that DVC runs this experiment "
-        "in, which holds the files git tracks, and of the data DVC tracks only what a stage depends on; give "
-        "data.source as an absolute path, or commit the data with git"
+        f"in, which holds {DVC_COPY_HOLDS_AND_FIX}"
     )
 
 
@@ -480,8 +597,7 @@ def test_a_relative_source_missing_from_dvcs_copy_of_the_workspace_says_why(tmp_
         import_dataset(DataConfig(source="archives/cifar.tar.xz"), 0, tmp_path)
     assert str(refused.value) == (
         "data.source = 'archives/cifar.tar.xz': no such file or directory in the copy of the workspace that DVC runs "
-        "this experiment in, which holds the files git tracks, and of the data DVC tracks only what a stage depends "
-        "on; give data.source as an absolute path, or commit the data with git"
+        f"this experiment in, which holds {DVC_COPY_HOLDS_AND_FIX}"
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
 from cifar.errors import DataError, short_repr, unreadable
+from cifar.ingest.images import git_lfs_pointer
 from cifar.reading import zip_directory
 
 # With the short forms GNU tar's --auto-compress names for the compressions read here.
@@ -187,9 +188,13 @@ def format_not_read(path: Path) -> str | None:
     """What a file is by its first bytes, where download does not read it: an archive of another
     format, also under gzip, bzip2 or xz (`find | cpio -o | gzip`, named .tar.gz, was called
     corrupt, and downloaded again), or a file compressed twice, as a download saved without
-    undoing the server's `Content-Encoding: gzip` is. None where it is none of these."""
+    undoing the server's `Content-Encoding: gzip` is, or a Git LFS pointer file. None where it is
+    none of these."""
     with path.open("rb") as raw:
         first = raw.read(BLOCKSIZE)
+        pointer = git_lfs_pointer(first)
+        if pointer:
+            return pointer
         compression = next((each for each in _COMPRESSIONS if _starts_as(first, each)), None)
         if compression:
             raw.seek(0)

@@ -14,6 +14,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import IMAGE_SIZE
 from cifar.errors import DataError, printable, unreadable
 from cifar.reading import kind_of
@@ -29,6 +30,25 @@ MAX_IMAGE_FILE_BYTES = 1 << 20
 # a 68 KB file of zTXt chunks took 64 MiB and 0.2 s of CPU in each decoding thread. No more
 # text than the file may take is unpacked here.
 PngImagePlugin.MAX_TEXT_MEMORY = MAX_IMAGE_FILE_BYTES
+# What Git LFS leaves in place of a file it has not fetched (in a clone made without Git LFS, or
+# in DVC's copy of the workspace for an experiment): a few lines of text, which were called an
+# unreadable image ("remove it") or a corrupt archive ("download it again").
+_GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
+def git_lfs_pointer(start: bytes) -> str | None:
+    """What a file that begins with `start` is, and the fix, where it is a Git LFS pointer; else None."""
+    if not start.startswith(_GIT_LFS_POINTER):
+        return None
+    if in_a_dvc_workspace_copy():
+        # DVC also turned the workspace's images into pointers as it made its copy (DVC 3.67):
+        # `git lfs pull` there, as advised, was undone by the next run.
+        return (
+            "a Git LFS pointer file, not the file it stands for: DVC fetches no Git LFS file into the copy of the "
+            "workspace that it runs this experiment in, and may leave the workspace's as pointers too (`git lfs "
+            "checkout` restores them); move the data out of the repository and give data.source as its absolute path"
+        )
+    return "a Git LFS pointer file, not the file it stands for; fetch it with `git lfs pull` (Git LFS installed)"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -72,6 +92,9 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
                     _check_jpeg_data(data, where)
                 return _as_rgb8(image)
     except UnidentifiedImageError:
+        pointer = git_lfs_pointer(data)
+        if pointer:
+            raise DataError(f"{where}: {pointer}") from None
         raise DataError(f"{where}: not a readable PNG or JPEG image, the only formats read; {_FIX}") from None
     except Image.DecompressionBombError as error:
         raise DataError(f"{where}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import os
@@ -32,7 +33,7 @@ from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, largest_balanced_subset
 from cifar.errors import READ_ACCESS_FIX, DataError, first_folder_not_searchable, memory_limits_set, printable
 from cifar.ingest import archives
-from cifar.ingest.images import decode_image, read_image
+from cifar.ingest.images import MAX_IMAGE_FILE_BYTES, decode_image, git_lfs_pointer, read_image
 from cifar.ingest.synthetic import synthetic_split
 from cifar.reading import kind_of
 
@@ -44,8 +45,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 OFFICIAL_FOLDER = "cifar-10-batches-py"
 # What `dvc exp run --temp` copies: a folder `dvc add` tracked, committed, was missing there, and
 # tracking it with DVC was advised.
-DVC_COPY_HOLDS = "the files git tracks, and of the data DVC tracks only what a stage depends on"
-DVC_COPY_FIX = "give data.source as an absolute path, or commit the data with git"
+# A queued experiment's copy is made when it is queued: committing later changes nothing in it.
+DVC_COPY_HOLDS = (
+    "the files git tracked when the experiment was run or queued, and of the data DVC tracks only what a stage "
+    "depends on"
+)
+DVC_COPY_FIX = "give data.source as an absolute path, or commit the data with git and run or queue the experiment again"
 
 EXPECTED_LAYOUT = (
     "expected the official cifar-10-python.tar.gz (or its extracted cifar-10-batches-py "
@@ -238,7 +243,7 @@ def import_local(
 
     An archive of the official batches is written into a scratch folder inside
     scratch_parent for torchvision, which reads and md5-checks them from disk. `in_workspace`:
-    where a folder `path` in DVC's copy of the workspace lies in the workspace.
+    where `path`, in DVC's copy of the workspace, lies in the workspace, whose must be the same.
     """
     try:
         mode = path.stat().st_mode
@@ -281,6 +286,12 @@ def import_local(
     if not stat.S_ISREG(mode):
         raise DataError(
             f"data.source = {str(path)!r} is {kind_of(mode)}, not an archive or a folder; {EXPECTED_LAYOUT}"
+        )
+    if in_workspace is not None:  # an archive replaced after `dvc exp run --queue` imported the queued one
+        _refuse_a_differing_copy(
+            path,
+            (path.parent, {path.name: _fingerprint(path, archives.MAX_UNPACKED_BYTES)}),
+            (in_workspace.parent, {path.name: _fingerprint(in_workspace, archives.MAX_UNPACKED_BYTES)}),
         )
     named_an_archive = path.name.lower().endswith(archives.SUFFIXES)
     try:
@@ -471,14 +482,17 @@ def _import_folder(
 def _refuse_what_the_copy_lacks(root: Path, source: Path, outputs: _Outputs, in_workspace: Path) -> None:
     """A folder source in DVC's copy of the workspace (`root`), which holds only what git and DVC
     check out, against the same folder in the workspace: the search must find the same tree (or
-    official batches) in both, with the same files the import reads. Images not yet committed
-    were left out without a word (190 of 200 imported), also behind a link; a git-ignored second
-    tree, refused in the workspace, was passed over in the copy; a git-ignored class folder was
-    refused as train/ and test/ disagreeing. Files the import does not read (`.DS_Store`, macOS's
-    `._` files, an archive or previews beside the tree) may differ. What the workspace's search
-    refuses is refused as a run there refuses it."""
+    official batches) in both, with the same files the import reads, byte for byte. Images not yet
+    committed were left out without a word (190 of 200 imported), also behind a link; a git-ignored
+    second tree, refused in the workspace, was passed over in the copy; a git-ignored class folder
+    was refused as train/ and test/ disagreeing; cat/ and dog/ swapped after `dvc exp run --queue`
+    (every image of the same size) imported the old labels. Files the import does not read
+    (`.DS_Store`, macOS's `._` files, an archive or previews beside the tree) may differ. What the
+    workspace's import refuses (a folder inside a class folder, a bind mount of one class folder on
+    another, which DVC copies as files) is refused as a run there refuses it."""
     there = _import_folder(in_workspace, source, {}, _Outputs(()), None, find_only=True)
     in_the_workspace = there.relative_to(in_workspace)
+    workspaces = _files_read(there, source)
     try:
         found = _import_folder(root, source, {}, outputs, None, find_only=True)
     except DataError:
@@ -488,47 +502,73 @@ def _refuse_what_the_copy_lacks(root: Path, source: Path, outputs: _Outputs, in_
             f"data.source = {str(source)!r}: the workspace's {root / in_the_workspace} is not in the copy of the "
             f"workspace that DVC runs this experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
         )
-    copied, workspaces = _files_read(found), _files_read(there)
-    differing = sorted(name for name in copied.keys() | workspaces.keys() if copied.get(name) != workspaces.get(name))
-    if differing:
-        files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({os.path.join(found, differing[0])} first)"
-        raise DataError(
-            f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
-            f"from the workspace's in {files}, as the copy holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
-        )
+    _refuse_a_differing_copy(source, (found, _files_read(found, source)), (there, workspaces))
 
 
-def _files_read(found: Path) -> dict[str, int]:
-    """The sizes of the files an import of `found` reads, by their paths in it: the official
-    batches, or a tree's class folders' images; at most archives.MAX_MEMBERS + 1 of them (more
-    are refused as too many)."""
-    if found.name == OFFICIAL_FOLDER:
-        wanted = [found / name for name in OFFICIAL_BATCH_NAMES]
-    else:
-        wanted = (
-            Path(image.path)
-            for split in SPLITS
-            for folder in _entries(found / split)
-            if folder.is_dir()
-            for image in _entries(Path(folder.path))
-            if Path(image.name).suffix.lower() in IMAGE_SUFFIXES
-            and not (image.name.startswith("._") and _starts_apple_double(Path(image.path)))
-        )
-    files = {}
-    for path in itertools.islice(wanted, archives.MAX_MEMBERS + 1):
-        with contextlib.suppress(OSError):
-            files[str(path.relative_to(found))] = path.stat().st_size
-    return files
+# Files by their paths in a folder, each with its size and a digest of its contents (_fingerprint).
+_Fingerprints = dict[str, tuple[int, bytes]]
 
 
-def _entries(folder: Path) -> Iterator[os.DirEntry]:
-    """A folder's entries, up to archives.MAX_MEMBERS + 1; none where it cannot be listed (the
-    import names that itself)."""
-    try:
-        with os.scandir(folder) as entries:
-            yield from itertools.islice(entries, archives.MAX_MEMBERS + 1)
-    except OSError:
+def _refuse_a_differing_copy(
+    source: Path, copied: tuple[Path, _Fingerprints], workspaces: tuple[Path, _Fingerprints]
+) -> None:
+    """The files an import reads, each with its size and digest by its path in a folder, in DVC's
+    copy of the workspace (`copied`) and in the workspace, must agree."""
+    (found, ours), (there, theirs) = copied, workspaces
+    differing = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
+    if not differing:
         return
+    first = found / differing[0]
+    # DVC checks out no Git LFS file into its copy, and left the workspace's as pointers too (DVC
+    # 3.67): neither fix below would help.
+    for path in (first, there / differing[0]):
+        pointer = git_lfs_pointer(_start(path))
+        if pointer:
+            raise DataError(f"data.source = {str(source)!r}: {path} is {pointer}")
+    files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({first} first)"
+    raise DataError(
+        f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
+        f"from the workspace's in {files}, as the copy holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
+    )
+
+
+def _files_read(found: Path, source: Path) -> _Fingerprints:
+    """The files an import of `found` reads, by their paths in it, each with its size and a digest
+    of what the import may read of it: the official batches, or the images of the class tree as
+    the import builds it (refusing what it refuses)."""
+    if found.name == OFFICIAL_FOLDER:
+        read, most = [found / name for name in OFFICIAL_BATCH_NAMES], MAX_BATCH_FILE_BYTES
+    else:
+        tree = _folder_tree(found, _Listing(source))
+        read = [Path(image.name) for split in tree.files.values() for folder in split.values() for image in folder]
+        most = MAX_IMAGE_FILE_BYTES
+    return {str(path.relative_to(found)): _fingerprint(path, most) for path in read}
+
+
+def _fingerprint(path: Path, most: int) -> tuple[int, bytes]:
+    """A file's size and the digest of its first `most` + 1 bytes, past which the import reads
+    nothing (it refuses the file). Where it is no plain file or cannot be read, which the import
+    names, its size alone: opening a named pipe would wait for a writer."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            return -1, b""
+        with path.open("rb") as stream:
+            while chunk := stream.read(min(1 << 20, most + 1 - stream.tell())):
+                digest.update(chunk)
+    except OSError:
+        return -1, b""
+    return status.st_size, digest.digest()
+
+
+def _start(path: Path) -> bytes:
+    """A plain file's first bytes, enough to tell what it is; none where it is no such file."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(path.stat().st_mode):
+            with path.open("rb") as stream:
+                return stream.read(archives.BLOCKSIZE)
+    return b""
 
 
 def _leads_out_of_dvcs_copy(source: Path, link: Path) -> DataError | None:
