@@ -11,7 +11,6 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
 
 import contextlib
 import itertools
-import json
 import os
 import posixpath
 import re
@@ -40,10 +39,10 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from cifar.atomic import SCRATCH_MARK
-from cifar.cli import in_a_dvc_workspace_copy, workspace_copied
+from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import DOWNLOAD_CACHE, Params
 from cifar.errors import ConfigError, DataError, one_line
-from cifar.params_file import PARAMS_FILE, Yaml12Loader
+from cifar.params_file import MAX_PARAMS_FILE_BYTES, PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
 from stages import dvcignore
 
@@ -356,11 +355,9 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
     item and key. Read otherwise, lr_find recorded no params (or another key's, for `${knobs.sd}`)
     and train refused its pick, naming a stage DVC lacks."""
     for name, definition in _definitions(stages).items():
-        cmd = definition.get("cmd")
-        # `python -m stages.NAME`, whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused)
-        command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
-        if not re.search(r"(?:^|\s)-[A-Za-z]*m\s*['\"]?stages\.", command):
+        if not _runs_a_stage(definition):
             continue
+        cmd = definition.get("cmd")
         unresolved = re.findall(r"\$\{(?!paths\.\w+\})[^}]*\}?", str(definition))
         if "matrix" in definition or unresolved:
             what = "`matrix:`" if "matrix" in definition else f"`{unresolved[0]}`"
@@ -378,6 +375,46 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
                 where=PIPELINE.name,
                 fix="remove its wdir, or restore it with",
             )
+
+
+def _runs_a_stage(definition: dict) -> bool:
+    """Whether a stage's command runs a module of stages/ (`python -m stages.NAME`), whatever
+    follows: a user's `./my_stages.sh ${train.epochs}` was refused."""
+    cmd = definition.get("cmd")
+    command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
+    return re.search(r"(?:^|\s)-[A-Za-z]*m\s*['\"]?stages\.", command) is not None
+
+
+def _refuse_params_from_another_file(stages: dict) -> None:
+    """A stage of stages/ whose params dvc.yaml declares from another file (`- lr.yaml: [lr_find]`),
+    which DVC reads and records, while the stages read params.yaml alone: lr_find ran with its
+    defaults (100 steps for lr.yaml's 20)."""
+    for name, definition in _definitions(stages).items():
+        declared = definition.get("params")
+        if not _runs_a_stage(definition) or not isinstance(declared, list):
+            continue
+        for file, keys in (item for entry in declared if isinstance(entry, dict) for item in entry.items()):
+            if _is_the_params_file(file):
+                continue
+            if not keys:  # the whole file, as DVC reads it
+                keys = list(_top_level_keys(Path(REPO, str(file))))
+            ours = [key for key in keys if isinstance(key, str) and key.split(".")[0] in Params.__dataclass_fields__]
+            if ours:
+                raise _refuse(
+                    f"stage {name!r} declares its params {', '.join(ours)} from {file}, while the stages read every "
+                    f"param from {PARAMS_FILE}",
+                    where=PIPELINE.name,
+                    fix=f"move them into {PARAMS_FILE} and declare them there, or restore it with",
+                )
+
+
+def _top_level_keys(file: Path) -> list:
+    """The keys at the top of a YAML file of at most params.yaml's size; none where it is no such file."""
+    with contextlib.suppress(OSError, yaml.YAMLError), file.open("rb") as stream:
+        text = stream.read(MAX_PARAMS_FILE_BYTES + 1)
+        data = yaml.load(text, Yaml12Loader) if len(text) <= MAX_PARAMS_FILE_BYTES else None
+        return list(data) if isinstance(data, dict) else []
+    return []
 
 
 _PIPELINE = _read_pipeline()
@@ -480,13 +517,25 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
         name, definition = _named_definition(stage)
         frozen = definition.get("frozen") is True
     except (KeyError, TypeError, AttributeError):
+        name, frozen = None, False
+    if in_a_dvc_workspace_copy():
+        # `dvc repro` in the workspace found the stage unchanged: the -S values lived in DVC's copy
+        # only. Spelled out again for DVC's -S parser (Hydra's grammar), a value with a comma ran
+        # two experiments, one with `é`, `'` or `(` none.
+        unfreeze = f" (after removing `frozen: true` from {name} in dvc.yaml)" if frozen else ""
+        force = " -f" * ("-f" in options.split())
+        return f"`dvc exp run{force}` with this experiment's -S options, for the whole pipeline (no -s){unfreeze}"
+    if name is None:
         return f"`dvc {command}{options} {stage}`"
-    if frozen and in_a_dvc_workspace_copy():  # `dvc repro` in the workspace found it unchanged
-        # and the -S values lived in DVC's copy only: `dvc exp run` alone ran with params.yaml's
-        return f"`dvc exp run{_set_here()}` (after removing `frozen: true` from {name} in dvc.yaml)"
     unfreeze = " (after removing `frozen: true` from it in dvc.yaml)" if frozen else ""
     if "@" in name and name in map(str, _PIPELINE["stages"]):  # `dvc repro`, whole, failed on it too
         renamed = f"after renaming stage {name!r} in dvc.yaml (DVC finds a name with @ only as a foreach's)"
+        return f"`dvc {command}` {renamed}"
+    if name.count("@") > 1:  # a foreach key `a@b`: DVC found no `find@a@b`, nor ran `dvc repro` whole
+        group, key = name.split("@", 1)
+        renamed = (
+            f"after renaming {key!r} in the foreach of stage {group!r} in dvc.yaml (DVC finds none by a key with @)"
+        )
         return f"`dvc {command}` {renamed}"
     # `dvc repro fit:x` read `fit` as a file; a tab was printed `\t`
     if ":" in name or not name.isprintable():
@@ -496,27 +545,6 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if "." in name:
         name = f"{PIPELINE.name}:{name}"
     return f"`dvc {command}{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
-
-
-def _set_here() -> str:
-    """The `-S` options that make the workspace's params.yaml this copy's, for the params it
-    differs in (those `dvc exp run -S` set); none where either cannot be read."""
-
-    def flat(params, prefix=""):
-        if not isinstance(params, dict):
-            return {prefix[:-1]: params}
-        return {key: value for name, each in params.items() for key, value in flat(each, f"{prefix}{name}.").items()}
-
-    try:
-        here, there = (yaml.safe_load(Path(folder, PARAMS_FILE).read_text()) for folder in (REPO, workspace_copied()))
-    except (OSError, TypeError, yaml.YAMLError):
-        return ""
-
-    def as_yaml(value) -> str:  # as DVC reads -S values: a string that reads back as itself bare
-        return value if isinstance(value, str) and yaml.safe_load(value) == value else json.dumps(value)
-
-    differing = [(key, value) for key, value in flat(here).items() if flat(there).get(key, object()) != value]
-    return "".join(f" -S {shlex.quote(f'{key}={as_yaml(value)}')}" for key, value in differing)
 
 
 def declared_params(stage: str) -> list[str]:
@@ -582,6 +610,7 @@ def _path(name: str) -> str:
 
 
 _refuse_what_only_dvc_resolves(_PIPELINE["stages"])
+_refuse_params_from_another_file(_PIPELINE["stages"])
 DATA = _path("data")
 LR_FIND_METRICS = _path("lr_find_metrics")
 LR_FIND_CURVE = _path("lr_find_curve")

@@ -292,6 +292,11 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
             {"find\tlr": {"cmd": "python -m stages.lr_find"}},
             "`dvc repro` (DVC's command line cannot name a stage 'find\\tlr': rename it to run it alone)",
         ),
+        (
+            {"find": {"foreach": {"a@b": "lr_find"}, "do": {"cmd": "python -m stages.${item}"}}},
+            "`dvc repro` after renaming 'a@b' in the foreach of stage 'find' in dvc.yaml (DVC finds none by a key "
+            "with @)",
+        ),
     ],
     ids=[
         "as-shipped",
@@ -311,6 +316,7 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a colon in the name",
         "a foreach's mark in a plain stage's name",
         "a tab in the name",
+        "a foreach's mark in a foreach key",
     ],
 )
 def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, definition, advised):
@@ -322,22 +328,41 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
     assert paths.repro("lr_find") == advised
 
 
-def test_a_frozen_stage_in_dvcs_copy_of_the_workspace_is_advised_an_experiment(monkeypatch, tmp_path):
-    """Under `dvc exp run --temp -S lr_find.num_iter=25`, `dvc repro lr_find` in the workspace found
-    it unchanged, and `dvc exp run` alone ran without the -S values, which lived in DVC's copy only."""
+@pytest.mark.parametrize(
+    ("definition", "options", "advised"),
+    [
+        (
+            {"cmd": "python -m stages.lr_find", "frozen": True},
+            "",
+            "`dvc exp run` with this experiment's -S options, for the whole pipeline (no -s) (after removing "
+            "`frozen: true` from lr_find in dvc.yaml)",
+        ),
+        (
+            {"cmd": "python -m stages.lr_find"},
+            "",
+            "`dvc exp run` with this experiment's -S options, for the whole pipeline (no -s)",
+        ),
+        (
+            {"cmd": "python -m stages.lr_find"},
+            " -f -s",
+            "`dvc exp run -f` with this experiment's -S options, for the whole pipeline (no -s)",
+        ),
+    ],
+)
+def test_a_stage_in_dvcs_copy_of_the_workspace_is_advised_the_experiment_again(
+    monkeypatch, tmp_path, definition, options, advised
+):
+    """Under `dvc exp run --temp -S lr_find.num_iter=25` with lr_find frozen, or with `-s train`,
+    `dvc repro lr_find` in the workspace found it unchanged (the 25 lived in DVC's copy only), and
+    `dvc exp run` alone ran without it; the -S options spelled out again broke on a comma (two
+    experiments), `é`, `'` or `(` (none), or a leading `@` (a traceback), and left out a key the
+    experiment removed (`-S '~lr_find.num_iter'`)."""
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
-    (tmp_path / "params.yaml").write_text("lr_find:\n  num_iter: 20\ntrain:\n  optimizer: adam\n  epochs: 3\n")
-    (copy / "params.yaml").write_text("lr_find:\n  num_iter: 25\ntrain:\n  optimizer: sgd\n  epochs: 3\n")
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(paths, "REPO", copy)
-    frozen = {"lr_find": {"cmd": "python -m stages.lr_find", "frozen": True}}
-    monkeypatch.setattr(paths, "_PIPELINE", {"stages": frozen})
-    assert paths.repro("lr_find") == (
-        "`dvc exp run -S lr_find.num_iter=25 -S train.optimizer=sgd` (after removing `frozen: true` from lr_find in "
-        "dvc.yaml)"
-    )
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition}})
+    assert paths.repro("lr_find", options) == advised
 
 
 NESTED = {"foreach": [{"s": {"n": "lr_find"}}], "do": {"cmd": "python -m stages.${item.s.n}"}}
@@ -361,6 +386,36 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
         paths._refuse_what_only_dvc_resolves(definition)
     assert str(refused.value).startswith(f"dvc.yaml: stage {name!r} runs 'python -m stages."), str(refused.value)
     assert f" with {what}, which only DVC resolves, while the stages read what it declares" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("declared", "refused_for"),
+    [
+        ([{"lr.yaml": ["lr_find"]}], "lr_find"),
+        ([{"lr.yaml": ["lr_find.num_iter", "notes"]}], "lr_find.num_iter"),
+        ([{"lr.yaml": None}], "lr_find"),
+        ([{"notes.yaml": ["author"]}, "lr_find", {"params.yaml": ["seed"]}], None),
+        ([{"missing.yaml": None}], None),
+    ],
+    ids=["a-section", "a-key", "the-whole-file", "a-file-of-the-users-own", "a-file-it-lacks"],
+)
+def test_params_of_the_stages_declared_from_another_file_are_refused(monkeypatch, tmp_path, declared, refused_for):
+    """lr_find's section moved to lr.yaml and declared `- lr.yaml: [lr_find]`, which DVC reads and
+    records: the stages read params.yaml alone, and lr_find ran with its defaults (100 steps for
+    lr.yaml's 20)."""
+    (tmp_path / "lr.yaml").write_text("lr_find:\n  num_iter: 20\nnotes: fast\n")
+    monkeypatch.setattr(paths, "REPO", tmp_path)
+    stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
+    if refused_for is None:
+        paths._refuse_params_from_another_file(stages)
+        return
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_params_from_another_file(stages)
+    assert str(refused.value) == (
+        f"dvc.yaml: stage 'lr_find' declares its params {refused_for} from lr.yaml, while the stages read every param "
+        f"from params.yaml; move them into params.yaml and declare them there, or restore it with `git checkout "
+        f"dvc.yaml`"
+    )
 
 
 @pytest.mark.parametrize(
