@@ -775,6 +775,21 @@ def test_a_symbolic_link_in_a_class_tree_is_refused(tree, downloads, make_link, 
     )
 
 
+def test_links_into_dvcs_cache_are_named_with_dvc_unprotect(tree, downloads, tmp_path):
+    """A tree tracked by `dvc add` under `cache.type: symlink` is links into DVC's cache: "point
+    data.source at the real tree" named one that does not exist, the cache being files by their
+    contents' hash."""
+    cached = tmp_path / ".dvc/cache/files/md5/6a/01bb5e2b2e5d4f1a0c3a1d1e6f7a8b"
+    cached.parent.mkdir(parents=True)
+    (tree / "train/cat/0000.png").rename(cached)
+    (tree / "train/cat/0000.png").symlink_to(cached)
+    assert refused(DataError, import_from, tree, downloads) == (
+        f"{tree / 'train/cat/0000.png'} -> {cached}: a symbolic link into DVC's cache (`cache.type: symlink`) inside "
+        f"data.source = {str(tree)!r}, which the import does not follow; turn the links into copies with `dvc "
+        f"unprotect {tree}` and re-run"
+    )
+
+
 @pytest.mark.parametrize("archive_format", ["gztar", "zip", "folder"])
 def test_a_folder_inside_a_class_folder_is_refused(tree, downloads, archive_format):
     """train/cat/more/x.png was left out without a word."""

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import re
+import shlex
 import stat
 import sys
 import time
@@ -1219,10 +1220,22 @@ def _holds_class_images(split: Path, listing: _Listing) -> bool:
 
 
 def _refuse_link(link: Path, source: Path) -> None:
+    if _DVC_CACHE_FILE.search(os.path.realpath(link)):
+        # `dvc add` under `cache.type: symlink`: "point data.source at the real tree" named one
+        # that does not exist, DVC's cache being files by their contents' hash
+        raise DataError(
+            f"{link} -> {os.readlink(link)}: a symbolic link into DVC's cache (`cache.type: symlink`) inside "
+            f"data.source = {str(source)!r}, which the import does not follow; turn the links into copies with "
+            f"`dvc unprotect {shlex.quote(str(source))}` and re-run"
+        )
     raise DataError(
         f"{link} -> {os.readlink(link)}: a symbolic link inside data.source = {str(source)!r}, which could file one "
         f"class's images under another's label; copy the files in, or point data.source at the real tree"
     )
+
+
+# A file of DVC 3's cache, named by the MD5 of its contents (DVC 2's lacks `files/md5/`).
+_DVC_CACHE_FILE = re.compile(r"/(?:files/md5/)?[0-9a-f]{2}/[0-9a-f]{30}$")
 
 
 def _folder_tree(root: Path, listing: _Listing) -> ClassTree:
