@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import pwd
 import re
 import resource
 import shlex
@@ -266,7 +267,7 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         yield
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputError(f"disk full while writing {target}; free space and re-run") from None
+            raise _disk_full(target) from None
         if error.errno == errno.EFBIG:
             raise _too_large(target) from None
         # mkdir's own word for a dangling link among the folders is "File exists".
@@ -304,10 +305,18 @@ def _write_errors_as_output_error(target: Path) -> Iterator[None]:
         if any(failure in str(error) for failure in TORCH_WRITE_FAILURES):
             if _file_size_limited(target.parent):
                 raise _too_large(target) from None
-            raise OutputError(
-                f"disk full while writing {target} (torch: {one_line(error)}); free space and re-run"
-            ) from None
+            raise _disk_full(target, f" (torch: {one_line(error)})") from None
         raise
+
+
+def _disk_full(target: Path, detail: str = "") -> OutputError:
+    """A file system out of space, or out of inodes, which `df -h` shows with room left: "free
+    space" alone named no cause there (by the time this is said, the failed write's scratch is
+    gone, and with it the last inode it took)."""
+    return OutputError(
+        f"disk full while writing {target}{detail}: no space or no inodes left there (`df -h` and `df -i` show "
+        f"which); free some, and re-run"
+    )
 
 
 def _make_writable(target: Path) -> str:
@@ -315,9 +324,32 @@ def _make_writable(target: Path) -> str:
     named, which was writable, for a `chmod 555` data/cifar10), and the one it is written in,
     where that is read-only too (naming one, then the other, took two runs); else the latter."""
     above = _existing(target.parent)
+    if os.access(above, os.W_OK) and _sticky_and_not_ours(above, target):  # `chmod u+w data` failed: not its owner
+        owner = _user(target.lstat().st_uid)
+        return (
+            f"{above} is sticky (only an entry's owner may replace it there) and {target} belongs to {owner}: remove "
+            f"it as {owner} or root"
+        )
     folders = [folder for folder in (target, above) if folder.is_dir() and not os.access(folder, os.W_OK)]
     folders = folders or [above]
     return f"make {' and '.join(map(str, folders))} {'folders' if len(folders) > 1 else 'a folder'} you may write to"
+
+
+def _sticky_and_not_ours(folder: Path, entry: Path) -> bool:
+    """Whether `folder` has the sticky bit (mode 1777, as /tmp) and neither it nor `entry` in it is this user's."""
+    try:
+        folder_status, entry_status = folder.stat(), entry.lstat()
+    except OSError:
+        return False
+    mine = os.geteuid()
+    return bool(folder_status.st_mode & stat.S_ISVTX) and mine not in (folder_status.st_uid, entry_status.st_uid)
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"user ID {uid}"
 
 
 def _existing(folder: Path) -> Path:

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import pwd
 import re
 import resource
 import shlex
@@ -404,7 +405,10 @@ def test_a_full_disk_at_the_finished_mark_is_named_as_such(tmp_path, monkeypatch
     with pytest.raises(OutputError) as refused, replaced_together():
         for target in targets:
             write_text(target, "new")
-    assert str(refused.value) == f"disk full while writing {targets[0]}; free space and re-run"
+    assert str(refused.value) == (
+        f"disk full while writing {targets[0]}: no space or no inodes left there (`df -h` and `df -i` show which); "
+        f"free some, and re-run"
+    )
     assert [target.read_text() for target in targets] == ["old", "old"]
 
 
@@ -971,7 +975,7 @@ def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_output(
         write()
     message = str(refused.value)
     assert message.startswith(f"disk full while writing {target}{detail}") and message.endswith(
-        "; free space and re-run"
+        ": no space or no inodes left there (`df -h` and `df -i` show which); free some, and re-run"
     )
     assert "\n" not in message
     assert [path.name for path in Path(target).parent.iterdir()] == [Path(target).name]
@@ -3748,6 +3752,27 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
     )
 
 
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="drops root's override of permissions")
+def test_an_output_in_a_sticky_folder_that_is_another_users_is_named_as_such(tmp_path):
+    """data/ of mode 1777 and data/cifar10 another user's: "make data a folder you may write to"
+    was said of a folder anyone may write to, and `chmod u+w data` failed (not its owner)."""
+    target = tmp_path / "data" / "cifar10"
+    target.mkdir(parents=True)
+    nobody = 65534
+    os.chown(target, nobody, nobody)
+    os.chown(target.parent, nobody, nobody)
+    target.parent.chmod(0o1777)
+    said = replaced_without_roots_override(target)
+    try:
+        owner = f"user {pwd.getpwuid(nobody).pw_name}"
+    except KeyError:
+        owner = f"user ID {nobody}"
+    assert said == (
+        f"cannot write {target} (Operation not permitted); {target.parent} is sticky (only an entry's owner may "
+        f"replace it there) and {target} belongs to {owner}: remove it as {owner} or root, and re-run\n"
+    )
+
+
 def replaced_without_roots_override(target: Path) -> str:
     """What atomic_path says, replacing `target` with a folder, as root without its override of
     file permissions (as a user without root would)."""
@@ -3756,7 +3781,8 @@ def replaced_without_roots_override(target: Path) -> str:
         "OutputError\ntry:\n    with atomic_path(Path(sys.argv[1])) as scratch:\n        scratch.mkdir()\n"
         "except OutputError as error:\n    print(error)"
     )
-    without_override = "--inh-caps=-dac_override,-dac_read_search --bounding-set=-dac_override,-dac_read_search"
+    dropped = "-dac_override,-dac_read_search,-fowner"  # fowner: the sticky bit's override
+    without_override = f"--inh-caps={dropped} --bounding-set={dropped}"
     return subprocess.run(
         ["setpriv", *without_override.split(), sys.executable, "-c", replace, str(target)],
         cwd=Path(__file__).parents[1],

@@ -1359,7 +1359,10 @@ def test_disk_full_while_saving_names_the_data_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", no_space_left)
     folder = tmp_path / "data" / "cifar10"
     message = refused(OutputError, save_dataset, {"train": synthetic_split(20, 0)}, folder)
-    assert message == f"disk full while writing {folder}; free space and re-run"
+    assert message == (
+        f"disk full while writing {folder}: no space or no inodes left there (`df -h` and `df -i` show which); free "
+        f"some, and re-run"
+    )
     assert os.listdir(folder.parent) == []
 
 
