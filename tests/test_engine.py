@@ -522,6 +522,14 @@ TOO_FEW_TO_TELL = (
             f"only 14 steps in all, {TOO_FEW_TO_TELL.format(max_lr='0.003')}",
         ),
         (
+            [4.6851, 4.5622, 4.4207],
+            1e-6,
+            45,
+            Start(5.25, 0.42, 0.42 * (32 / 500) ** 0.5),
+            f"the training loss went from 5.25 at the first step to 4.42 in the last epoch, falling from an untrained "
+            f"network's start far above {GUESSING}: {BARELY_MOVED} (this run's is 1e-06)",
+        ),
+        (
             [2.0],
             0.002,
             30,
@@ -552,6 +560,7 @@ TOO_FEW_TO_TELL = (
         "fell-in-the-first-epoch",
         "too-few-steps-to-tell",
         "too-few-steps-to-tell-a-rise-within-the-noise",
+        "few-steps-falling-clearly-far-above-guessing",
         "one-epoch-below-guessing",
         "a-peak-between",
         "a-rise-just-past-one-standard-error",

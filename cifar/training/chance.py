@@ -185,10 +185,14 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
             f"{went}, but the test loss reached {highest_test:.3g} (guessing scores {guessing:.3g}): it diverged, "
             f"so lower max_lr (this run's is {max_lr:.3g}){longer}"
         )
-    # In fewer steps a loss that fell, stayed or rose a little cannot tell a max_lr too small
-    # from one too large: 24 steps of SGD at 0.003 went from 4.85 to 4.76, "raise" was advised,
-    # and 0.01 ended at 8.76 ("lower"), 0.001 at 4.25; 4 epochs at 0.003 learned.
-    if last > LEARNING * guessing and steps < FEW_STEPS:
+    # In fewer steps a loss that fell a little, stayed or rose a little cannot tell a max_lr too
+    # small from one too large: 24 steps of SGD at 0.003 went from 4.85 to 4.76, "raise" was
+    # advised, and 0.01 ended at 8.76 ("lower"), 0.001 at 4.25; 4 epochs at 0.003 learned. One
+    # that fell clearly in every epoch and stayed far above guessing's can: 45 steps of Adam at
+    # 1e-6 went from 5.25 to 4.69, 4.56, 4.42, were told to train longer, and in 93 stayed at
+    # chance; 45 at 0.001 learned.
+    barely_moved = still_falling and (first if start is None else start.loss) - last > apart
+    if last > LEARNING * guessing and steps < FEW_STEPS and not (barely_moved and last > BLOWN_UP * guessing):
         return (
             f"{went} (guessing scores {guessing:.3g}) in only {steps} steps in all, too few to tell whether max_lr "
             f"(this run's is {max_lr:.3g}) is too small or too large: {TRAIN_LONGER}, or {LR_FIND}"
