@@ -9,7 +9,15 @@ from torch import nn
 
 from cifar.config import AugmentConfig, OneCycleConfig, TrainConfig
 from cifar.errors import ConfigError, TrainingError
-from cifar.training.chance import Start, at_chance, binomial_tail, diverged, likely_cause, not_learning_warning
+from cifar.training.chance import (
+    STRONG_WEIGHT_DECAY,
+    Start,
+    at_chance,
+    binomial_tail,
+    diverged,
+    likely_cause,
+    not_learning_warning,
+)
 from cifar.training.checkpoint import EPOCH_ROW_KEYS
 from cifar.training.engine import TrainingRun, fit, train_epoch
 from cifar.training.inference import predict
@@ -438,6 +446,26 @@ def test_the_chance_alarm_reads_the_training_loss_against_the_untrained_networks
         start=start,
     )
     assert warning.endswith(likely_cause(history, 10, max_lr, 60, start))
+
+
+def test_a_run_at_chance_under_strong_weight_decay_is_told_to_lower_it():
+    """SGD at weight decay 1 (its bound) and max_lr 0.01 collapsed onto uniform outputs, train and
+    test loss ln 10 (5.25 at the first step, then 3.05, 2.34, 2.304, 2.3028), and was told to raise
+    max_lr; raised, lr_find and lowered again went round in circles, while weight decay 5e-4 learned."""
+    history = [
+        {"epoch": epoch, "train_loss": loss, "test_accuracy": 0.1}
+        for epoch, loss in enumerate([3.05, 2.34, 2.304, 2.3028], 1)
+    ]
+    start = Start(5.25, 0.42, 0.42 * (32 / 500) ** 0.5)
+    told = [
+        not_learning_warning(history, 10, 200, 1, 0.01, 60, start, weight_decay)
+        for weight_decay in (1.0, STRONG_WEIGHT_DECAY)
+    ]
+    assert told[0].endswith(
+        "the model is not learning; train.weight_decay = 1 is far above the 1e-7 to 5e-4 of the recipes in use, and "
+        "decay that strong can hold the weights near zero whatever max_lr: lower it (to 5e-4, say) and run again"
+    )
+    assert told[1].endswith(likely_cause(history, 10, 0.01, 60, start))
 
 
 def test_epochs_of_few_images_are_read_against_their_own_noise():

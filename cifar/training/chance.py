@@ -36,6 +36,12 @@ ROSE_FROM_START, START_ERRORS = 0.1, 3
 FEW_STEPS = 50
 
 
+# Weight decay past this (twenty times the 5e-4 of the strongest recipe in use) can hold the
+# weights near zero whatever max_lr: SGD at weight decay 1 collapsed onto uniform outputs
+# (train and test loss ln 10) at max_lr 0.01, was told to raise it, and at 0.03 and 0.1 to
+# lower it again; at 5e-4 it learned.
+STRONG_WEIGHT_DECAY = 0.01
+
 TRAIN_LONGER = "train longer (raise train.epochs or data.train_limit, or lower train.batch_size)"
 LR_FIND = "let lr_find pick max_lr (train.max_lr: find)"
 
@@ -102,17 +108,24 @@ def not_learning_warning(
     max_lr: float,
     steps: int,
     start: Start | None = None,
+    weight_decay: float = 0.0,
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
-    network's loss, at the first step (likely_cause)."""
+    network's loss, at the first step (likely_cause); past STRONG_WEIGHT_DECAY, `weight_decay`
+    is named first, as no max_lr may help."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]
     if epoch <= peak_epoch or not at_chance(accuracy, num_classes, tested_on):
         return None
+    cause = (
+        f"train.weight_decay = {weight_decay:g} is far above the 1e-7 to 5e-4 of the recipes in use, and decay that "
+        f"strong can hold the weights near zero whatever max_lr: lower it (to 5e-4, say) and run again"
+        if weight_decay > STRONG_WEIGHT_DECAY
+        else likely_cause(history, num_classes, max_lr, steps, start)
+    )
     return (
         f"test accuracy {accuracy:.3f} on {tested_on} images is not above chance ({1 / num_classes:.3f}) "
-        f"at epoch {epoch}, after the OneCycle peak at epoch {peak_epoch}: the model is not "
-        f"learning; {likely_cause(history, num_classes, max_lr, steps, start)}"
+        f"at epoch {epoch}, after the OneCycle peak at epoch {peak_epoch}: the model is not learning; {cause}"
     )
 
 

@@ -220,6 +220,7 @@ def fit(
                 max_lr,
                 len(step_lrs),
                 start,
+                config.weight_decay,
             ),
         )
         if chance_warning and not warned:
