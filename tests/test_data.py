@@ -414,6 +414,19 @@ GIT_LFS_POINTER = (
 )
 
 
+def test_git_lfs_pointer_files_in_an_archive_are_named_as_such(tmp_path, class_tree):
+    """An archive packed from a checkout whose Git LFS files were not fetched: `git lfs pull`, as
+    advised for a pointer file, changed nothing inside the archive."""
+    (class_tree / "train/cat/0000.png").write_bytes(GIT_LFS_POINTER)
+    archive = Path(shutil.make_archive(str(tmp_path / "cifar"), "gztar", root_dir=class_tree))
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(archive)), 0, tmp_path / "dl")
+    assert str(refused.value) == (
+        f"{archive}:train/cat/0000.png: a Git LFS pointer file, not the image it stands for: {archive} was packed "
+        f"from a checkout whose Git LFS files were not fetched; pack it again after `git lfs pull` there"
+    )
+
+
 @pytest.mark.parametrize("pointer", ["an image", "an archive"])
 def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
     """A clone made without Git LFS holds pointer files: an image was "not a readable PNG or JPEG
@@ -452,6 +465,68 @@ def test_git_lfs_pointer_files_in_dvcs_copy_are_named_as_such(tmp_path, dvc_copy
         "for: DVC fetches no Git LFS file into the copy of the workspace that it runs this experiment in, and may "
         "leave the workspace's as pointers too (`git lfs checkout` restores them); move the data out of the "
         "repository and give data.source as its absolute path"
+    )
+
+
+@pytest.mark.parametrize("workspace_has", ["a named pipe", "an image of 100 GB"])
+def test_an_image_the_workspace_refuses_is_refused_as_such_in_dvcs_copy(tmp_path, dvc_copy, workspace_has):
+    """A named pipe or a sparse 100 GB file named .png in the workspace's tree only: DVC's copy
+    said the data differs and advised committing it, which git cannot (a pipe) or should not."""
+    make_class_tree(dvc_copy / "raw", {"train": 2, "test": 1})
+    workspace = tmp_path / "project"
+    shutil.copytree(dvc_copy / "raw", workspace / "raw")
+    extra = workspace / "raw/train/cat/live.png"
+    if workspace_has == "a named pipe":
+        os.mkfifo(extra)
+        said = f"{extra}: a named pipe (FIFO), not an image file; "
+    else:
+        with extra.open("wb") as sparse:
+            sparse.truncate(100 << 30)
+        said = f"{extra}: more than 1 MiB, far more than a 32x32 image takes; "
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value).startswith(said)
+
+
+def test_a_source_that_leads_out_of_the_repository_is_named_in_dvcs_copy(tmp_path, dvc_copy):
+    """`data.source: ../beside`, beside the repository: from DVC's copy, deeper, it led elsewhere,
+    and "commit the data with git" was advised, which git refuses for a path outside it."""
+    make_class_tree(tmp_path / "beside", {"train": 1, "test": 1})
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="../beside"), 0, tmp_path / "dl", workspace=tmp_path / "project")
+    assert str(refused.value) == (
+        f"data.source = '../beside' leads out of the repository, to {tmp_path / 'beside'}, and from the copy of the "
+        f"workspace that DVC runs this experiment in (inside .dvc/tmp/exps) it leads elsewhere; give data.source as "
+        f"an absolute path"
+    )
+
+
+def test_a_source_in_a_git_submodule_is_named_in_dvcs_copy(tmp_path, dvc_copy):
+    """A tree committed in a submodule, which DVC leaves empty in its copy: "the workspace's raw is
+    not in the copy ...; commit the data with git" was said of data committed."""
+    workspace = tmp_path / "project"
+    make_class_tree(workspace / "raw", {"train": 1, "test": 1})
+    (workspace / "raw/.git").write_text("gitdir: ../.git/modules/raw\n")
+    (dvc_copy / "raw").mkdir()
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
+    assert str(refused.value) == (
+        "data.source = 'raw' lies in raw, a git submodule, which DVC leaves empty in the copy of the workspace that "
+        f"it runs this experiment in; give data.source as an absolute path ({workspace / 'raw'})"
+    )
+
+
+def test_a_source_gone_from_the_workspace_since_queueing_is_named_in_dvcs_copy(tmp_path, dvc_copy):
+    """Removed from the workspace after `dvc exp run --queue`: the queued run said the workspace's
+    folder "cannot be read (No such file or directory)", with no fix."""
+    make_class_tree(dvc_copy / "raw", {"train": 1, "test": 1})
+    (tmp_path / "project").mkdir(exist_ok=True)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=tmp_path / "project")
+    assert str(refused.value) == (
+        "data.source = 'raw' is in the copy of the workspace that DVC runs this queued experiment in, but no longer "
+        "in the workspace (moved or removed since it was queued); put it back, or queue the experiment again with "
+        "data.source where the data is now"
     )
 
 

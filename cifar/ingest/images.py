@@ -67,8 +67,9 @@ def read_image(path: Path) -> np.ndarray:
     return decode_image(data, str(path))
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """The pixels of an image file's bytes; `where` names the file in messages."""
+def decode_image(data: bytes, where: str, archive: Path | None = None) -> np.ndarray:
+    """The pixels of an image file's bytes; `where` names the file in messages, a member of
+    `archive` where it is one."""
     if len(data) > MAX_IMAGE_FILE_BYTES:
         raise DataError(
             f"{where}: more than {MAX_IMAGE_FILE_BYTES >> 20} MiB, far more than a {IMAGE_SIZE}x{IMAGE_SIZE} image "
@@ -92,6 +93,11 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
                     _check_jpeg_data(data, where)
                 return _as_rgb8(image)
     except UnidentifiedImageError:
+        if archive and data.startswith(_GIT_LFS_POINTER):  # `git lfs pull` changed nothing inside the archive
+            raise DataError(
+                f"{where}: a Git LFS pointer file, not the image it stands for: {archive} was packed from a "
+                f"checkout whose Git LFS files were not fetched; pack it again after `git lfs pull` there"
+            ) from None
         pointer = git_lfs_pointer(data)
         if pointer:
             raise DataError(f"{where}: {pointer}") from None

@@ -86,6 +86,8 @@ def import_dataset(
         if leaving:
             raise _leads_out_of_dvcs_copy(path, leaving)
         in_workspace = workspace / path if workspace is not None and not path.is_absolute() else None
+        if in_workspace is not None:
+            _refuse_what_the_copy_cannot_hold(path, workspace, in_workspace)
         if in_workspace is not None and not os.path.exists(path) and os.path.exists(in_workspace):
             # a committed link to git-ignored data was "a drive not mounted"
             raise DataError(
@@ -115,6 +117,52 @@ def import_dataset(
                 f"{fitting:,}, or remove the extra images (copies, or another data set's)"
             )
     return splits
+
+
+def _refuse_what_the_copy_cannot_hold(path: Path, workspace: Path, in_workspace: Path) -> None:
+    """A relative data.source in DVC's copy of `workspace` that leads out of the repository
+    (`../beside`, which git cannot hold), lies in a git submodule (which DVC leaves empty), or is
+    gone from the workspace since the experiment was queued: each was "commit the data with git",
+    or no fix at all."""
+    beside = os.path.normpath(in_workspace)
+    if not beside.startswith(f"{workspace}{os.sep}"):
+        raise DataError(
+            f"data.source = {str(path)!r} leads out of the repository, to {beside}, and from the copy of the "
+            f"workspace that DVC runs this experiment in (inside .dvc/tmp/exps) it leads elsewhere; give data.source "
+            f"as an absolute path"
+        )
+    submodule = next(
+        (
+            folder
+            for folder in itertools.takewhile(lambda each: each != workspace, (Path(beside), *Path(beside).parents))
+            if os.path.lexists(folder / ".git")
+        ),
+        None,
+    )
+    copied = Path(os.path.relpath(submodule, workspace)) if submodule else None
+    if copied and not _holds_anything(copied):
+        raise DataError(
+            f"data.source = {str(path)!r} lies in {copied}, a git submodule, which DVC leaves empty in the copy of "
+            f"the workspace that it runs this experiment in; give data.source as an absolute path ({beside})"
+        )
+    if os.path.lexists(path) and not os.path.lexists(in_workspace):
+        raise DataError(
+            f"data.source = {str(path)!r} is in the copy of the workspace that DVC runs this queued experiment in, "
+            f"but no longer in the workspace (moved or removed since it was queued); put it back, or queue the "
+            f"experiment again with data.source where the data is now"
+        )
+
+
+def _holds_anything(folder: Path) -> bool:
+    """Whether `folder` is one with an entry; one that cannot be listed counts as holding some (the
+    import names what it cannot read)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
 
 
 def _local_path(source: str) -> Path:
@@ -526,6 +574,9 @@ def _refuse_a_differing_copy(
         pointer = git_lfs_pointer(_start(path))
         if pointer:
             raise DataError(f"data.source = {str(source)!r}: {path} is {pointer}")
+    if first.suffix.lower() in IMAGE_SUFFIXES and os.path.lexists(there / differing[0]):
+        # what the workspace refuses the image for (a named pipe, 100 GB), not "commit it", which git cannot
+        read_image(there / differing[0])
     files = f"{len(differing):,} file{'s' * (len(differing) > 1)} ({first} first)"
     raise DataError(
         f"data.source = {str(source)!r} differs in the copy of the workspace that DVC runs this experiment in "
@@ -1368,7 +1419,7 @@ def _holds_images(tree: dict[str, dict[str, list[ImageFile]]]) -> bool:
 
 
 def _decode_member(members: dict[str, bytes], name: str, archive: Path) -> np.ndarray:
-    return decode_image(members[name], f"{archive}:{name}")
+    return decode_image(members[name], f"{archive}:{name}", archive)
 
 
 def _macos_metadata(parts: tuple[str, ...], data: bytes) -> bool:
