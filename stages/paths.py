@@ -10,12 +10,14 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
     )
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import posixpath
 import re
 import shlex
 import sys
+import typing
 
 # Every stage reads its paths here. Without stages/__init__.py, stages is a namespace package
 # (or a bare __init__.pyc left beside it): download ran without its start-up checks and
@@ -42,7 +44,7 @@ from cifar.atomic import SCRATCH_MARK
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import DOWNLOAD_CACHE, Params
 from cifar.errors import ConfigError, DataError, one_line
-from cifar.params_file import MAX_PARAMS_FILE_BYTES, PARAMS_FILE, Yaml12Loader
+from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
 from stages import dvcignore
 
@@ -386,9 +388,11 @@ def _runs_a_stage(definition: dict) -> bool:
 
 
 def _refuse_params_from_another_file(stages: dict) -> None:
-    """A stage of stages/ whose params dvc.yaml declares from another file (`- lr.yaml: [lr_find]`),
-    which DVC reads and records, while the stages read params.yaml alone: lr_find ran with its
-    defaults (100 steps for lr.yaml's 20)."""
+    """A stage of stages/ whose params dvc.yaml declares from another file, which DVC reads and
+    records, while the stages read params.yaml alone: `- lr.yaml: [lr_find]` ran lr_find with its
+    defaults (100 steps for lr.yaml's 20). Keys the stages do not read (`notes.yaml: [author]`)
+    may come from anywhere; a whole file, which DVC reads in formats of its own (TOML, Python),
+    is refused unread (a named pipe would block every stage)."""
     for name, definition in _definitions(stages).items():
         declared = definition.get("params")
         if not _runs_a_stage(definition) or not isinstance(declared, list):
@@ -396,9 +400,15 @@ def _refuse_params_from_another_file(stages: dict) -> None:
         for file, keys in (item for entry in declared if isinstance(entry, dict) for item in entry.items()):
             if _is_the_params_file(file):
                 continue
-            if not keys:  # the whole file, as DVC reads it
-                keys = list(_top_level_keys(Path(REPO, str(file))))
-            ours = [key for key in keys if isinstance(key, str) and key.split(".")[0] in Params.__dataclass_fields__]
+            if not keys:
+                raise _refuse(
+                    f"stage {name!r} declares the whole of {file} as its params, while the stages read every param "
+                    f"from {PARAMS_FILE}",
+                    where=PIPELINE.name,
+                    fix=f"name the keys it takes from {file} (`- {file}: [KEY]`), those of {PARAMS_FILE}'s sections "
+                    f"in {PARAMS_FILE}, or restore it with",
+                )
+            ours = [key for key in keys if isinstance(key, str) and _read_by_the_stages(key)]
             if ours:
                 raise _refuse(
                     f"stage {name!r} declares its params {', '.join(ours)} from {file}, while the stages read every "
@@ -408,13 +418,16 @@ def _refuse_params_from_another_file(stages: dict) -> None:
                 )
 
 
-def _top_level_keys(file: Path) -> list:
-    """The keys at the top of a YAML file of at most params.yaml's size; none where it is no such file."""
-    with contextlib.suppress(OSError, yaml.YAMLError), file.open("rb") as stream:
-        text = stream.read(MAX_PARAMS_FILE_BYTES + 1)
-        data = yaml.load(text, Yaml12Loader) if len(text) <= MAX_PARAMS_FILE_BYTES else None
-        return list(data) if isinstance(data, dict) else []
-    return []
+def _read_by_the_stages(key: str) -> bool:
+    """Whether a dotted params key names a section or a param of params.yaml (`train.notes`,
+    which no stage reads, was refused, and moved into params.yaml, refused as unknown there)."""
+    section = Params
+    for part in key.split("."):
+        fields = typing.get_type_hints(section) if dataclasses.is_dataclass(section) else {}
+        if part not in fields:
+            return False
+        section = fields[part]
+    return True
 
 
 _PIPELINE = _read_pipeline()
@@ -467,7 +480,11 @@ def _generated(group: str, items, do) -> dict[str, dict]:
     if isinstance(items, dict):
         keyed = items.items()
     elif isinstance(items, list):
-        keyed = ((item if isinstance(item, str | int | float) else index, item) for index, item in enumerate(items))
+        # DVC's key: a plain item's text (`find@None` for null), else its index
+        keyed = (
+            (item if isinstance(item, str | int | float) or item is None else index, item)
+            for index, item in enumerate(items)
+        )
     else:
         return {group: do}
     keyed = [(str(key).lower() if isinstance(key, bool) else key, item) for key, item in keyed]  # DVC's `find@true`
@@ -521,8 +538,14 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if in_a_dvc_workspace_copy():
         # `dvc repro` in the workspace found the stage unchanged: the -S values lived in DVC's copy
         # only. Spelled out again for DVC's -S parser (Hydra's grammar), a value with a comma ran
-        # two experiments, one with `é`, `'` or `(` none.
-        unfreeze = f" (after removing `frozen: true` from {name} in dvc.yaml)" if frozen else ""
+        # two experiments, one with `é`, `'` or `(` none. Every frozen stage is named: the whole
+        # pipeline runs again, and one frozen below lr_find (train) failed it the same way.
+        frozen_ones = [
+            each for each, definition in _definitions(_PIPELINE["stages"]).items() if definition.get("frozen") is True
+        ]
+        unfreeze = (
+            f" (after removing `frozen: true` from {' and '.join(frozen_ones)} in dvc.yaml)" if frozen_ones else ""
+        )
         force = " -f" * ("-f" in options.split())
         return f"`dvc exp run{force}` with this experiment's -S options, for the whole pipeline (no -s){unfreeze}"
     if name is None:
@@ -531,8 +554,10 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if "@" in name and name in map(str, _PIPELINE["stages"]):  # `dvc repro`, whole, failed on it too
         renamed = f"after renaming stage {name!r} in dvc.yaml (DVC finds a name with @ only as a foreach's)"
         return f"`dvc {command}` {renamed}"
-    if name.count("@") > 1:  # a foreach key `a@b`: DVC found no `find@a@b`, nor ran `dvc repro` whole
-        group, key = name.split("@", 1)
+    # a foreach key `a@b`: DVC, which takes the last @ for the key's, found no `find@a@b`, nor ran
+    # `dvc repro` whole (a group `fi@nd` it finds)
+    group, key = _foreach_group_and_key(name)
+    if "@" in key:
         renamed = (
             f"after renaming {key!r} in the foreach of stage {group!r} in dvc.yaml (DVC finds none by a key with @)"
         )
@@ -545,6 +570,13 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
     if "." in name:
         name = f"{PIPELINE.name}:{name}"
     return f"`dvc {command}{options} {'-- ' * name.startswith('-')}{shlex.quote(name)}`{unfreeze}"
+
+
+def _foreach_group_and_key(name: str) -> tuple[str, str]:
+    """The foreach stage that generates `name` and its key there; ("", "") for a plain stage."""
+    groups = (str(group) for group, each in _PIPELINE["stages"].items() if isinstance(each, dict) and "foreach" in each)
+    group = next((group for group in groups if name.startswith(f"{group}@")), "")
+    return group, name[len(group) + 1 :] if group else ""
 
 
 def declared_params(stage: str) -> list[str]:

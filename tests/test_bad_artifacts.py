@@ -3754,7 +3754,7 @@ def test_a_read_only_folder_that_is_replaced_is_the_one_named(tmp_path):
 
 @pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="drops root's override of permissions")
 def test_an_output_in_a_sticky_folder_that_is_another_users_is_named_as_such(tmp_path):
-    """data/ of mode 1777 and data/cifar10 another user's: "make data a folder you may write to"
+    """data/ of mode 1777 and download's output in it another user's: "make data a folder you may write to"
     was said of a folder anyone may write to, and `chmod u+w data` failed (not its owner)."""
     target = tmp_path / "data" / "cifar10"
     target.mkdir(parents=True)

@@ -7,6 +7,7 @@ import ast
 import fnmatch
 import importlib.metadata
 import itertools
+import os
 import re
 import sys
 
@@ -292,6 +293,8 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
             {"find\tlr": {"cmd": "python -m stages.lr_find"}},
             "`dvc repro` (DVC's command line cannot name a stage 'find\\tlr': rename it to run it alone)",
         ),
+        ({"find": {"foreach": [None], "do": {"cmd": "python -m stages.lr_find"}}}, "`dvc repro find@None`"),
+        ({"fi@nd": {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.${item}"}}}, "`dvc repro fi@nd@lr_find`"),
         (
             {"find": {"foreach": {"a@b": "lr_find"}, "do": {"cmd": "python -m stages.${item}"}}},
             "`dvc repro` after renaming 'a@b' in the foreach of stage 'find' in dvc.yaml (DVC finds none by a key "
@@ -316,6 +319,8 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a colon in the name",
         "a foreach's mark in a plain stage's name",
         "a tab in the name",
+        "foreach of a null",
+        "a foreach's mark in a foreach group's name",
         "a foreach's mark in a foreach key",
     ],
 )
@@ -338,6 +343,12 @@ def test_the_advice_to_run_a_stage_again_works_as_dvc_yaml_has_it(monkeypatch, d
             "`frozen: true` from lr_find in dvc.yaml)",
         ),
         (
+            {"cmd": "python -m stages.lr_find", "frozen": True, "train_frozen": True},
+            "",
+            "`dvc exp run` with this experiment's -S options, for the whole pipeline (no -s) (after removing "
+            "`frozen: true` from lr_find and train in dvc.yaml)",
+        ),
+        (
             {"cmd": "python -m stages.lr_find"},
             "",
             "`dvc exp run` with this experiment's -S options, for the whole pipeline (no -s)",
@@ -356,12 +367,13 @@ def test_a_stage_in_dvcs_copy_of_the_workspace_is_advised_the_experiment_again(
     `dvc repro lr_find` in the workspace found it unchanged (the 25 lived in DVC's copy only), and
     `dvc exp run` alone ran without it; the -S options spelled out again broke on a comma (two
     experiments), `é`, `'` or `(` (none), or a leading `@` (a traceback), and left out a key the
-    experiment removed (`-S '~lr_find.num_iter'`)."""
+    experiment removed (`-S '~lr_find.num_iter'`). With train frozen too, only lr_find was named."""
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp5y1ox2ab"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition}})
+    train = {"cmd": "python -m stages.train", "frozen": definition.pop("train_frozen", False)}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition, "train": train}})
     assert paths.repro("lr_find", options) == advised
 
 
@@ -393,18 +405,15 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
     [
         ([{"lr.yaml": ["lr_find"]}], "lr_find"),
         ([{"lr.yaml": ["lr_find.num_iter", "notes"]}], "lr_find.num_iter"),
-        ([{"lr.yaml": None}], "lr_find"),
-        ([{"notes.yaml": ["author"]}, "lr_find", {"params.yaml": ["seed"]}], None),
-        ([{"missing.yaml": None}], None),
+        ([{"notes.yaml": ["author", "train.notes", "lr_finder"]}, "lr_find", {"params.yaml": ["seed"]}], None),
     ],
-    ids=["a-section", "a-key", "the-whole-file", "a-file-of-the-users-own", "a-file-it-lacks"],
+    ids=["a-section", "a-param", "keys-the-stages-do-not-read"],
 )
-def test_params_of_the_stages_declared_from_another_file_are_refused(monkeypatch, tmp_path, declared, refused_for):
+def test_params_of_the_stages_declared_from_another_file_are_refused(declared, refused_for):
     """lr_find's section moved to lr.yaml and declared `- lr.yaml: [lr_find]`, which DVC reads and
     records: the stages read params.yaml alone, and lr_find ran with its defaults (100 steps for
-    lr.yaml's 20)."""
-    (tmp_path / "lr.yaml").write_text("lr_find:\n  num_iter: 20\nnotes: fast\n")
-    monkeypatch.setattr(paths, "REPO", tmp_path)
+    lr.yaml's 20). A key no stage reads (`train.notes`) was refused too, and moved into
+    params.yaml, refused there as unknown."""
     stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
     if refused_for is None:
         paths._refuse_params_from_another_file(stages)
@@ -415,6 +424,23 @@ def test_params_of_the_stages_declared_from_another_file_are_refused(monkeypatch
         f"dvc.yaml: stage 'lr_find' declares its params {refused_for} from lr.yaml, while the stages read every param "
         f"from params.yaml; move them into params.yaml and declare them there, or restore it with `git checkout "
         f"dvc.yaml`"
+    )
+
+
+@pytest.mark.parametrize("file", ["lr.yaml", "lr.toml", "missing.yaml"])
+def test_a_whole_params_file_of_another_name_is_refused_unread(tmp_path, monkeypatch, file):
+    """`- lr.yaml:` with lr.yaml over 64 KiB, in TOML or Python (which DVC reads too), was read as
+    holding none of the stages' keys, and lr_find ran with its defaults; as a named pipe, reading it
+    blocked every stage."""
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "lr.yaml")
+    stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": [{file: None}]}}
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_params_from_another_file(stages)
+    assert str(refused.value) == (
+        f"dvc.yaml: stage 'lr_find' declares the whole of {file} as its params, while the stages read every param "
+        f"from params.yaml; name the keys it takes from {file} (`- {file}: [KEY]`), those of params.yaml's sections "
+        f"in params.yaml, or restore it with `git checkout dvc.yaml`"
     )
 
 
