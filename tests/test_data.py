@@ -488,17 +488,35 @@ def test_an_image_the_workspace_refuses_is_refused_as_such_in_dvcs_copy(tmp_path
     assert str(refused.value).startswith(said)
 
 
-def test_a_source_that_leads_out_of_the_repository_is_named_in_dvcs_copy(tmp_path, dvc_copy):
-    """`data.source: ../beside`, beside the repository: from DVC's copy, deeper, it led elsewhere,
-    and "commit the data with git" was advised, which git refuses for a path outside it."""
+@pytest.mark.parametrize("source", ["../beside", "../project/raw"])
+def test_a_source_that_climbs_out_of_the_repository_is_named_in_dvcs_copy(tmp_path, dvc_copy, source):
+    """`data.source: ../beside`, beside the repository, or `../project/raw`, back into it by its
+    folder's name: from DVC's copy, deeper, each led elsewhere, and "commit the data with git" was
+    advised, which git refuses for a path outside it, and had done for the other."""
     make_class_tree(tmp_path / "beside", {"train": 1, "test": 1})
+    make_class_tree(tmp_path / "project/raw", {"train": 1, "test": 1})
     with pytest.raises(DataError) as refused:
-        import_dataset(DataConfig(source="../beside"), 0, tmp_path / "dl", workspace=tmp_path / "project")
+        import_dataset(DataConfig(source=source), 0, tmp_path / "dl", workspace=tmp_path / "project")
     assert str(refused.value) == (
-        f"data.source = '../beside' leads out of the repository, to {tmp_path / 'beside'}, and from the copy of the "
-        f"workspace that DVC runs this experiment in (inside .dvc/tmp/exps) it leads elsewhere; give data.source as "
-        f"an absolute path"
+        f"data.source = {source!r} climbs out of the repository with `..`, and from the copy of the workspace that "
+        f"DVC runs this experiment in (inside .dvc/tmp/exps) it leads to {os.path.realpath(dvc_copy / source)}, not "
+        f"to {os.path.realpath(tmp_path / 'project' / source)}; give data.source as an absolute path"
     )
+
+
+def test_a_source_whose_dots_stay_in_dvcs_copy_is_imported(tmp_path, dvc_copy):
+    """`d/../../raw` through a committed link `d -> sub/deeper` stays in the repository, and `.`
+    is the repository itself: "leads out of the repository" was said of both, by their text."""
+    make_class_tree(dvc_copy / "raw", {"train": 1, "test": 1})
+    (dvc_copy / "sub/deeper").mkdir(parents=True)
+    (dvc_copy / "d").symlink_to("sub/deeper")
+    workspace = tmp_path / "project"
+    for each in ("raw", "sub"):
+        shutil.copytree(dvc_copy / each, workspace / each)
+    (workspace / "d").symlink_to("sub/deeper")
+    for source in ("d/../../raw", "."):
+        splits = import_dataset(DataConfig(source=source), 0, tmp_path / "dl", workspace=workspace)
+        assert {name: len(split.labels) for name, split in splits.items()} == {"train": 10, "test": 10}
 
 
 def test_a_source_in_a_git_submodule_is_named_in_dvcs_copy(tmp_path, dvc_copy):
@@ -511,22 +529,69 @@ def test_a_source_in_a_git_submodule_is_named_in_dvcs_copy(tmp_path, dvc_copy):
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=workspace)
     assert str(refused.value) == (
-        "data.source = 'raw' lies in raw, a git submodule, which DVC leaves empty in the copy of the workspace that "
-        f"it runs this experiment in; give data.source as an absolute path ({workspace / 'raw'})"
+        "data.source = 'raw' lies in raw, a git repository of its own (a submodule, or a clone inside this one), which "
+        "DVC leaves empty in the copy of the workspace that it runs this experiment in; give data.source as an "
+        f"absolute path ({workspace / 'raw'})"
     )
 
 
-def test_a_source_gone_from_the_workspace_since_queueing_is_named_in_dvcs_copy(tmp_path, dvc_copy):
-    """Removed from the workspace after `dvc exp run --queue`: the queued run said the workspace's
-    folder "cannot be read (No such file or directory)", with no fix."""
+@pytest.mark.parametrize(
+    ("now", "make"),
+    [
+        ("gone", lambda raw: None),
+        ("a symbolic link to nothing", lambda raw: raw.symlink_to("moved")),
+        ("a file, not a folder", lambda raw: raw.write_text("notes")),
+    ],
+)
+def test_a_source_changed_in_the_workspace_since_queueing_is_named_in_dvcs_copy(tmp_path, dvc_copy, now, make):
+    """Removed, moved (a link left behind) or replaced by a file in the workspace after `dvc exp run
+    --queue`: the queued run said the workspace's folder "cannot be read", with no fix."""
     make_class_tree(dvc_copy / "raw", {"train": 1, "test": 1})
     (tmp_path / "project").mkdir(exist_ok=True)
+    make(tmp_path / "project/raw")
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=tmp_path / "project")
     assert str(refused.value) == (
-        "data.source = 'raw' is in the copy of the workspace that DVC runs this queued experiment in, but no longer "
-        "in the workspace (moved or removed since it was queued); put it back, or queue the experiment again with "
-        "data.source where the data is now"
+        f"data.source = 'raw' is in the copy of the workspace that DVC runs this queued experiment in, but the "
+        f"workspace's is {now} (moved, removed or replaced since it was queued); put the data back, or queue the "
+        f"experiment again with data.source where the data is now"
+    )
+
+
+def test_a_source_that_the_workspace_lacks_too_is_not_blamed_on_dvcs_copy(tmp_path, dvc_copy):
+    """A committed folder deleted in the workspace (not committed), then `dvc exp run --temp`:
+    "commit the data with git" was said of data that was nowhere."""
+    (tmp_path / "project").mkdir(exist_ok=True)
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="raw"), 0, tmp_path / "dl", workspace=tmp_path / "project")
+    assert str(refused.value).startswith("data.source = 'raw': no such file or directory; expected ")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_official_batches_that_are_git_lfs_pointers_are_named_as_such(tmp_path, packed):
+    """The official batch files committed with Git LFS, in a clone without it: "fail the md5 check
+    ... or remove that folder", which would have deleted the data."""
+    batches = tmp_path / "raw" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        (batches / name).write_bytes(GIT_LFS_POINTER)
+    (batches / "batches.meta").write_bytes(GIT_LFS_POINTER)
+    source = (
+        Path(shutil.make_archive(str(tmp_path / "cifar"), "gztar", root_dir=tmp_path / "raw"))
+        if packed
+        else (tmp_path / "raw")
+    )
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
+    fix = (
+        f"pack {source} again after `git lfs pull` in the checkout it came from"
+        if packed
+        else ("fetch them with `git lfs pull` (Git LFS installed)")
+    )
+    assert str(refused.value) == (
+        f"data.source = {str(source)!r}: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, "
+        f"test_batch, batches.meta in its cifar-10-batches-py are Git LFS pointer files, not the batches they stand "
+        f"for; {fix}"
     )
 
 

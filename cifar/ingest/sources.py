@@ -120,36 +120,50 @@ def import_dataset(
 
 
 def _refuse_what_the_copy_cannot_hold(path: Path, workspace: Path, in_workspace: Path) -> None:
-    """A relative data.source in DVC's copy of `workspace` that leads out of the repository
-    (`../beside`, which git cannot hold), lies in a git submodule (which DVC leaves empty), or is
-    gone from the workspace since the experiment was queued: each was "commit the data with git",
-    or no fix at all."""
-    beside = os.path.normpath(in_workspace)
-    if not beside.startswith(f"{workspace}{os.sep}"):
+    """A relative data.source in DVC's copy of `workspace` that leads elsewhere from there than
+    from the workspace through `..` (`../beside`, which git cannot hold), lies in a git repository
+    of its own (a submodule, which DVC leaves empty), or is gone from the workspace since the
+    experiment was queued: each was "commit the data with git", or no fix at all."""
+    copy, there = Path.cwd().resolve(), os.path.realpath(in_workspace)
+    leads_to = os.path.realpath(path)
+    if ".." in path.parts and not f"{leads_to}{os.sep}".startswith(f"{copy}{os.sep}") and leads_to != there:
         raise DataError(
-            f"data.source = {str(path)!r} leads out of the repository, to {beside}, and from the copy of the "
-            f"workspace that DVC runs this experiment in (inside .dvc/tmp/exps) it leads elsewhere; give data.source "
-            f"as an absolute path"
+            f"data.source = {str(path)!r} climbs out of the repository with `..`, and from the copy of the workspace "
+            f"that DVC runs this experiment in (inside .dvc/tmp/exps) it leads to {leads_to}, not to {there}; give "
+            f"data.source as an absolute path"
         )
-    submodule = next(
+    inside = Path(os.path.normpath(in_workspace))
+    nested = next(
         (
             folder
-            for folder in itertools.takewhile(lambda each: each != workspace, (Path(beside), *Path(beside).parents))
+            for folder in itertools.takewhile(lambda each: each != workspace, (inside, *inside.parents))
             if os.path.lexists(folder / ".git")
         ),
         None,
     )
-    copied = Path(os.path.relpath(submodule, workspace)) if submodule else None
+    copied = Path(os.path.relpath(nested, workspace)) if nested else None
     if copied and not _holds_anything(copied):
         raise DataError(
-            f"data.source = {str(path)!r} lies in {copied}, a git submodule, which DVC leaves empty in the copy of "
-            f"the workspace that it runs this experiment in; give data.source as an absolute path ({beside})"
+            f"data.source = {str(path)!r} lies in {copied}, a git repository of its own (a submodule, or a clone "
+            f"inside this one), which DVC leaves empty in the copy of the workspace that it runs this experiment in; "
+            f"give data.source as an absolute path ({inside})"
         )
-    if os.path.lexists(path) and not os.path.lexists(in_workspace):
+    if os.path.exists(path) and (
+        not os.path.exists(in_workspace) or os.path.isdir(path) != os.path.isdir(in_workspace)
+    ):
+        now = (
+            "gone"
+            if not os.path.lexists(in_workspace)
+            else "a symbolic link to nothing"
+            if not os.path.exists(in_workspace)
+            else "a folder, not a file"
+            if os.path.isdir(in_workspace)
+            else "a file, not a folder"
+        )
         raise DataError(
             f"data.source = {str(path)!r} is in the copy of the workspace that DVC runs this queued experiment in, "
-            f"but no longer in the workspace (moved or removed since it was queued); put it back, or queue the "
-            f"experiment again with data.source where the data is now"
+            f"but the workspace's is {now} (moved, removed or replaced since it was queued); put the data back, or "
+            f"queue the experiment again with data.source where the data is now"
         )
 
 
@@ -309,7 +323,12 @@ def import_local(
                 f"data.source = {str(path)!r} {what} {leads}, which does not exist (a drive not mounted, or the data "
                 f"moved); mount it, or point data.source at where the data is"
             ) from None
-        if not path.is_absolute() and in_a_dvc_workspace_copy():
+        # where the workspace lacks it too (a committed folder deleted), the workspace's own line
+        if (
+            not path.is_absolute()
+            and in_a_dvc_workspace_copy()
+            and (in_workspace is None or os.path.lexists(in_workspace))
+        ):
             raise DataError(
                 f"data.source = {str(path)!r}: no such file or directory in the copy of the workspace that DVC runs "
                 f"this experiment in, which holds {DVC_COPY_HOLDS}; {DVC_COPY_FIX}"
@@ -1086,7 +1105,7 @@ def _listed_or_none(folder: Path, listing: _Listing) -> Iterator[Path]:
 def _spelled(folder: Path) -> str:
     """The folder's path as a string that the Path does not keep: 190,000 folders at a 3.8 KB
     path, each keeping its own once looked at, took 870 MB."""
-    return os.path.join(*folder.parts)
+    return os.path.join(*folder.parts) if folder.parts else "."  # data.source `.` has none
 
 
 def _refusing_on_the_way(link: Path) -> Path | None:
@@ -1512,6 +1531,17 @@ def _load_official_batches(root: Path, source: Path, tree_inside: bool = False) 
             # torchvision's own text ("Dataset not found or corrupted. You can use download=True")
             # neither says which file nor fits a local source: name them here.
             problem = _batches_problem(root / OFFICIAL_FOLDER)
+    pointers = [name for name in OFFICIAL_BATCH_NAMES if git_lfs_pointer(_start(root / OFFICIAL_FOLDER / name))]
+    if pointers:  # "fail the md5 check ... or remove that folder" would have deleted the data
+        fix = (
+            f"pack {source} again after `git lfs pull` in the checkout it came from"
+            if os.path.isfile(source)
+            else "fetch them with `git lfs pull` (Git LFS installed)"
+        )
+        raise DataError(
+            f"data.source = {str(source)!r}: {', '.join(pointers)} in its {OFFICIAL_FOLDER} are Git LFS pointer "
+            f"files, not the batches they stand for; {fix}"
+        )
     present = [name for name in OFFICIAL_BATCH_NAMES if os.path.lexists(root / OFFICIAL_FOLDER / name)]
     tree_fix = (
         f"remove the batch files from it ({', '.join(present)}) if the class folders in it are meant"
