@@ -92,6 +92,9 @@ def _read_pipeline() -> object:
         raise _refuse(f"{line}{error.problem}", where=PIPELINE.name) from None
     except Exception as error:  # PyYAML's constructors raise KeyError, ValueError, ... on a tagged value
         raise _refuse(f"unreadable ({type(error).__name__}: {one_line(error)})", where=PIPELINE.name) from None
+    stages = pipeline.get("stages") if isinstance(pipeline, dict) else None
+    if not isinstance(stages, dict):  # `stages:` empty or missing, which DVC accepts, was a traceback
+        raise _refuse("no `stages:` mapping of the pipeline's stages", where=PIPELINE.name)
     return pipeline
 
 
@@ -387,17 +390,30 @@ def _runs_a_stage(definition: dict) -> bool:
     return re.search(r"(?:^|\s)-[A-Za-z]*m\s*['\"]?stages\.", command) is not None
 
 
-def _refuse_params_from_another_file(stages: dict) -> None:
-    """A stage of stages/ whose params dvc.yaml declares from another file, which DVC reads and
-    records, while the stages read params.yaml alone: `- lr.yaml: [lr_find]` ran lr_find with its
-    defaults (100 steps for lr.yaml's 20). Keys the stages do not read (`notes.yaml: [author]`)
-    may come from anywhere; a whole file, which DVC reads in formats of its own (TOML, Python),
-    is refused unread (a named pipe would block every stage)."""
+def _refuse_params_dvc_reads_otherwise(stages: dict) -> None:
+    """A stage of stages/ whose params dvc.yaml declares as keys DVC reads as patterns, or from
+    another file, which DVC reads and records, while the stages read params.yaml alone: `- lr.yaml:
+    [lr_find]` ran lr_find with its defaults (100 steps for lr.yaml's 20). Keys the stages do not
+    read (`notes.yaml: [author]`) may come from anywhere; a whole file, which DVC reads in formats
+    of its own (TOML, Python), is refused unread (a named pipe would block every stage)."""
     for name, definition in _definitions(stages).items():
         declared = definition.get("params")
         if not _runs_a_stage(definition) or not isinstance(declared, list):
             continue
-        for file, keys in (item for entry in declared if isinstance(entry, dict) for item in entry.items()):
+        named = [(PARAMS_FILE, [entry]) for entry in declared if isinstance(entry, str)]
+        named += [item for entry in declared if isinstance(entry, dict) for item in entry.items()]
+        # DVC looks keys up as patterns and list indices (`lr_fin?` was lr_find's section, `explain.layers.0`
+        # its first layer), which the stages read as written: lr_find ran with its defaults, and recorded
+        # `lr_fin?: null`, so train took a stale pick
+        patterns = [key for _, keys in named if isinstance(keys, list) for key in keys if _a_pattern(key)]
+        if patterns:
+            raise _refuse(
+                f"stage {name!r} declares the params key {patterns[0]!r}, a pattern or list index that DVC resolves "
+                f"while the stages read keys as written",
+                where=PIPELINE.name,
+                fix="name the key itself (`- lr_find`, `- explain.layers`), or restore it with",
+            )
+        for file, keys in named:
             if _is_the_params_file(file):
                 continue
             if not keys:
@@ -416,6 +432,11 @@ def _refuse_params_from_another_file(stages: dict) -> None:
                     where=PIPELINE.name,
                     fix=f"move them into {PARAMS_FILE} and declare them there, or restore it with",
                 )
+
+
+def _a_pattern(key: object) -> bool:
+    """Whether DVC reads a params key as a glob pattern or with a list index in it."""
+    return isinstance(key, str) and (re.search(r"[*?\[\]]", key) is not None or any(map(str.isdigit, key.split("."))))
 
 
 def _read_by_the_stages(key: str) -> bool:
@@ -573,9 +594,10 @@ def repro(stage: str, options: str = "", command: str = "repro") -> str:
 
 
 def _foreach_group_and_key(name: str) -> tuple[str, str]:
-    """The foreach stage that generates `name` and its key there; ("", "") for a plain stage."""
-    groups = (str(group) for group, each in _PIPELINE["stages"].items() if isinstance(each, dict) and "foreach" in each)
-    group = next((group for group in groups if name.startswith(f"{group}@")), "")
+    """The foreach stage that generates `name` and its key there (the longest group's name it
+    begins with: `fi@nd` before `fi`); ("", "") for a plain stage."""
+    groups = [str(group) for group, each in _PIPELINE["stages"].items() if isinstance(each, dict) and "foreach" in each]
+    group = max((group for group in groups if name.startswith(f"{group}@")), key=len, default="")
     return group, name[len(group) + 1 :] if group else ""
 
 
@@ -600,11 +622,10 @@ def declared_params(stage: str) -> list[str]:
 
 
 def _is_the_params_file(file) -> bool:
-    """`params.yaml`, `./params.yaml`, or the checkout's params.yaml by its absolute path, which
-    DVC reads as well: lr_find read it as another file, recorded no params, and train refused its pick."""
-    if posixpath.isabs(str(file)):
-        return os.path.realpath(str(file)) == os.path.realpath(REPO / PARAMS_FILE)
-    return posixpath.normpath(str(file)) == PARAMS_FILE
+    """`params.yaml`, `./params.yaml`, or the checkout's params.yaml by another path that leads to
+    it (absolute, or through a link: `conf/params.yaml -> ../params.yaml`), which DVC reads as
+    well: lr_find read it as another file, recorded no params, and train refused its pick."""
+    return os.path.realpath(REPO / str(file)) == os.path.realpath(REPO / PARAMS_FILE)
 
 
 def declared_outputs(stage: str) -> list[str]:
@@ -642,7 +663,7 @@ def _path(name: str) -> str:
 
 
 _refuse_what_only_dvc_resolves(_PIPELINE["stages"])
-_refuse_params_from_another_file(_PIPELINE["stages"])
+_refuse_params_dvc_reads_otherwise(_PIPELINE["stages"])
 DATA = _path("data")
 LR_FIND_METRICS = _path("lr_find_metrics")
 LR_FIND_CURVE = _path("lr_find_curve")

@@ -3134,6 +3134,9 @@ def table_entry(name: str, value: str):
         (table_entry("data", "data/downloads"), "data = 'data/downloads' is cache's path or inside it"),
         (table_entry("predictions", "plots/.x.partial-1/p.csv"), "names a scratch folder ('.partial-')"),
         (table_entry("data", "!!bool maybe"), "dvc.yaml: unreadable (KeyError: 'maybe')"),
+        # Pass 73: `stages:` left empty or removed, which DVC accepts: a traceback.
+        (lambda text: re.sub(r"(?ms)^stages:\n.*", "stages:\n", text), "dvc.yaml: no `stages:` mapping"),
+        (lambda text: re.sub(r"(?ms)^stages:\n.*", "", text), "dvc.yaml: no `stages:` mapping"),
         # Pass 12: a key written twice, which DVC refuses, wrote where the second said; a path
         # under a file was refused with the advice to make pyproject.toml a folder.
         (
@@ -3198,6 +3201,8 @@ def table_entry(name: str, value: str):
         "download-cache",
         "scratch",
         "tagged",
+        "empty-stages",
+        "no-stages",
         "key-twice",
         "under-a-file",
         "name-too-long",

@@ -296,6 +296,13 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         ({"find": {"foreach": [None], "do": {"cmd": "python -m stages.lr_find"}}}, "`dvc repro find@None`"),
         ({"fi@nd": {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.${item}"}}}, "`dvc repro fi@nd@lr_find`"),
         (
+            {
+                "fi": {"foreach": ["x"], "do": {"cmd": "python other.py"}},
+                "fi@nd": {"foreach": ["lr_find"], "do": {"cmd": "python -m stages.${item}"}},
+            },
+            "`dvc repro fi@nd@lr_find`",
+        ),
+        (
             {"find": {"foreach": {"a@b": "lr_find"}, "do": {"cmd": "python -m stages.${item}"}}},
             "`dvc repro` after renaming 'a@b' in the foreach of stage 'find' in dvc.yaml (DVC finds none by a key "
             "with @)",
@@ -321,6 +328,7 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "a tab in the name",
         "foreach of a null",
         "a foreach's mark in a foreach group's name",
+        "a foreach's mark in a group's name that another group's begins",
         "a foreach's mark in a foreach key",
     ],
 )
@@ -416,15 +424,44 @@ def test_params_of_the_stages_declared_from_another_file_are_refused(declared, r
     params.yaml, refused there as unknown."""
     stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
     if refused_for is None:
-        paths._refuse_params_from_another_file(stages)
+        paths._refuse_params_dvc_reads_otherwise(stages)
         return
     with pytest.raises(ConfigError) as refused:
-        paths._refuse_params_from_another_file(stages)
+        paths._refuse_params_dvc_reads_otherwise(stages)
     assert str(refused.value) == (
         f"dvc.yaml: stage 'lr_find' declares its params {refused_for} from lr.yaml, while the stages read every param "
         f"from params.yaml; move them into params.yaml and declare them there, or restore it with `git checkout "
         f"dvc.yaml`"
     )
+
+
+@pytest.mark.parametrize(
+    "declared", [["lr_fin?"], [{"lr.yaml": ["lr_fin?"]}], [{"ex.yaml": ["explain.layers.0"]}], ["lr_find.num_*"]]
+)
+def test_params_keys_that_dvc_resolves_as_patterns_are_refused(declared):
+    """DVC looks params keys up as patterns and list indices: `lr_fin?` from lr.yaml was lr_find's
+    section to DVC and none to the stages (lr_find ran with its defaults); `- "lr_fin?"` in
+    params.yaml itself recorded `lr_fin?: null`, and train took a stale pick; `explain.layers.0`
+    drew params.yaml's layers where DVC recorded another file's."""
+    stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_params_dvc_reads_otherwise(stages)
+    assert str(refused.value).startswith("dvc.yaml: stage 'lr_find' declares the params key ")
+    assert str(refused.value).endswith(
+        ", a pattern or list index that DVC resolves while the stages read keys as written; name the key itself "
+        "(`- lr_find`, `- explain.layers`), or restore it with `git checkout dvc.yaml`"
+    )
+
+
+def test_the_params_file_through_a_link_is_the_params_file(tmp_path, monkeypatch):
+    """`- conf/params.yaml: [lr_find]`, a link to ../params.yaml, was refused as another file and
+    "move them into params.yaml" advised, where they were (the same by its absolute path passed)."""
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/params.yaml").symlink_to("../params.yaml")
+    monkeypatch.setattr(paths, "REPO", tmp_path)
+    stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": [{"conf/params.yaml": ["lr_find"]}]}}
+    paths._refuse_params_dvc_reads_otherwise(stages)
 
 
 @pytest.mark.parametrize("file", ["lr.yaml", "lr.toml", "missing.yaml"])
@@ -436,7 +473,7 @@ def test_a_whole_params_file_of_another_name_is_refused_unread(tmp_path, monkeyp
     os.mkfifo(tmp_path / "lr.yaml")
     stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": [{file: None}]}}
     with pytest.raises(ConfigError) as refused:
-        paths._refuse_params_from_another_file(stages)
+        paths._refuse_params_dvc_reads_otherwise(stages)
     assert str(refused.value) == (
         f"dvc.yaml: stage 'lr_find' declares the whole of {file} as its params, while the stages read every param "
         f"from params.yaml; name the keys it takes from {file} (`- {file}: [KEY]`), those of params.yaml's sections "
