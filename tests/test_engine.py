@@ -448,24 +448,36 @@ def test_the_chance_alarm_reads_the_training_loss_against_the_untrained_networks
     assert warning.endswith(likely_cause(history, 10, max_lr, 60, start))
 
 
-def test_a_run_at_chance_under_strong_weight_decay_is_told_to_lower_it():
+@pytest.mark.parametrize(
+    ("train_losses", "max_lr", "weight_decay", "decay_named"),
+    [
+        ([3.05, 2.34, 2.304, 2.3028], 0.01, 1.0, True),
+        ([3.05, 2.34, 2.304, 2.3028], 0.01, STRONG_WEIGHT_DECAY, False),
+        ([514.92, 23729.13], 3.0, 0.02, False),
+        ([4.6851, 4.5623, 4.4208], 1e-6, 0.02, False),
+    ],
+    ids=["collapsed-under-strong-decay", "collapsed-under-the-bound", "blown-up", "barely-moved"],
+)
+def test_weight_decay_is_named_for_a_collapse_onto_guessing_under_strong_decay(
+    train_losses, max_lr, weight_decay, decay_named
+):
     """SGD at weight decay 1 (its bound) and max_lr 0.01 collapsed onto uniform outputs, train and
     test loss ln 10 (5.25 at the first step, then 3.05, 2.34, 2.304, 2.3028), and was told to raise
-    max_lr; raised, lr_find and lowered again went round in circles, while weight decay 5e-4 learned."""
-    history = [
-        {"epoch": epoch, "train_loss": loss, "test_accuracy": 0.1}
-        for epoch, loss in enumerate([3.05, 2.34, 2.304, 2.3028], 1)
-    ]
+    max_lr; raised, lr_find and lowered again went round in circles, while weight decay 5e-4
+    learned. Named for any run past 0.01, a run that blew up (SGD at 3) or barely moved (Adam at
+    1e-6) was told to lower the decay, which changed nothing."""
+    history = [{"epoch": epoch, "train_loss": loss, "test_accuracy": 0.1} for epoch, loss in enumerate(train_losses, 1)]
     start = Start(5.25, 0.42, 0.42 * (32 / 500) ** 0.5)
-    told = [
-        not_learning_warning(history, 10, 200, 1, 0.01, 60, start, weight_decay)
-        for weight_decay in (1.0, STRONG_WEIGHT_DECAY)
-    ]
-    assert told[0].endswith(
-        "the model is not learning; train.weight_decay = 1 is far above the 1e-7 to 5e-4 of the recipes in use, and "
-        "decay that strong can hold the weights near zero whatever max_lr: lower it (to 5e-4, say) and run again"
-    )
-    assert told[1].endswith(likely_cause(history, 10, 0.01, 60, start))
+    steps = 15 * len(train_losses)
+    told = not_learning_warning(history, 10, 200, 1, max_lr, steps, start, weight_decay)
+    if decay_named:
+        assert told.endswith(
+            "the model is not learning; the training loss ended at 2.303, guessing's 2.303 (uniform outputs), under "
+            "train.weight_decay = 1, far above the 1e-7 to 5e-4 of the recipes in use: decay that strong can hold the "
+            "weights near zero whatever max_lr, so lower it (to 5e-4, say) and run again"
+        )
+    else:
+        assert told.endswith(likely_cause(history, 10, max_lr, steps, start))
 
 
 def test_epochs_of_few_images_are_read_against_their_own_noise():

@@ -38,9 +38,13 @@ FEW_STEPS = 50
 
 # Weight decay past this (twenty times the 5e-4 of the strongest recipe in use) can hold the
 # weights near zero whatever max_lr: SGD at weight decay 1 collapsed onto uniform outputs
-# (train and test loss ln 10) at max_lr 0.01, was told to raise it, and at 0.03 and 0.1 to
-# lower it again; at 5e-4 it learned.
+# (train and test loss ln 10 to four digits) at max_lr 0.01, was told to raise it, and at 0.03
+# and 0.1 to lower it again; at 5e-4 it learned. Named only for such a collapse: a run that blew
+# up (SGD at 3, weight decay 0.02) or barely moved (Adam at 1e-6) was told to lower the decay,
+# which changed nothing, and Adam learned at 0.02 as at 5e-4.
 STRONG_WEIGHT_DECAY = 0.01
+# How near guessing's loss the last epoch's must lie to read as uniform outputs (a collapse).
+COLLAPSED = 0.005
 
 TRAIN_LONGER = "train longer (raise train.epochs or data.train_limit, or lower train.batch_size)"
 LR_FIND = "let lr_find pick max_lr (train.max_lr: find)"
@@ -112,15 +116,17 @@ def not_learning_warning(
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
-    network's loss, at the first step (likely_cause); past STRONG_WEIGHT_DECAY, `weight_decay`
-    is named first, as no max_lr may help."""
+    network's loss, at the first step (likely_cause); a loss collapsed onto guessing's under a
+    `weight_decay` past STRONG_WEIGHT_DECAY names the decay, as no max_lr may help."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]
     if epoch <= peak_epoch or not at_chance(accuracy, num_classes, tested_on):
         return None
+    guessing, last = math.log(num_classes), history[-1]["train_loss"]
     cause = (
-        f"train.weight_decay = {weight_decay:g} is far above the 1e-7 to 5e-4 of the recipes in use, and decay that "
-        f"strong can hold the weights near zero whatever max_lr: lower it (to 5e-4, say) and run again"
-        if weight_decay > STRONG_WEIGHT_DECAY
+        f"the training loss ended at {last:.4g}, guessing's {guessing:.4g} (uniform outputs), under "
+        f"train.weight_decay = {weight_decay:g}, far above the 1e-7 to 5e-4 of the recipes in use: decay that strong "
+        f"can hold the weights near zero whatever max_lr, so lower it (to 5e-4, say) and run again"
+        if weight_decay > STRONG_WEIGHT_DECAY and abs(last - guessing) <= COLLAPSED * guessing
         else likely_cause(history, num_classes, max_lr, steps, start)
     )
     return (
