@@ -435,8 +435,22 @@ def _refuse_params_dvc_reads_otherwise(stages: dict) -> None:
 
 
 def _a_pattern(key: object) -> bool:
-    """Whether DVC reads a params key as a glob pattern or with a list index in it."""
-    return isinstance(key, str) and (re.search(r"[*?\[\]]", key) is not None or any(map(str.isdigit, key.split("."))))
+    """Whether DVC reads a params key of the stages' sections as a glob pattern or with a list
+    index in it (any part int() reads: `-1`, ` 1`, `0_1`); a key of the user's own (`runs.2026`)
+    is theirs to write."""
+    if not isinstance(key, str):
+        return False
+    parts = key.split(".")
+    patterned = [re.search(r"[*?\[\]]", part) is not None or _an_index(part) for part in parts]
+    return any(patterned) and (patterned[0] or parts[0] in Params.__dataclass_fields__)
+
+
+def _an_index(part: str) -> bool:
+    try:
+        int(part)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_by_the_stages(key: str) -> bool:
@@ -625,7 +639,10 @@ def _is_the_params_file(file) -> bool:
     """`params.yaml`, `./params.yaml`, or the checkout's params.yaml by another path that leads to
     it (absolute, or through a link: `conf/params.yaml -> ../params.yaml`), which DVC reads as
     well: lr_find read it as another file, recorded no params, and train refused its pick."""
-    return os.path.realpath(REPO / str(file)) == os.path.realpath(REPO / PARAMS_FILE)
+    try:
+        return os.path.realpath(REPO / str(file)) == os.path.realpath(REPO / PARAMS_FILE)
+    except (ValueError, UnicodeError):  # a NUL byte, or a name the locale cannot encode: another file
+        return False
 
 
 def declared_outputs(stage: str) -> list[str]:

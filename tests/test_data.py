@@ -541,6 +541,7 @@ def test_a_source_in_a_git_submodule_is_named_in_dvcs_copy(tmp_path, dvc_copy):
         ("gone", lambda raw: None),
         ("a symbolic link to nothing", lambda raw: raw.symlink_to("moved")),
         ("a file, not a folder", lambda raw: raw.write_text("notes")),
+        ("a named pipe (FIFO), not a folder", os.mkfifo),
     ],
 )
 def test_a_source_changed_in_the_workspace_since_queueing_is_named_in_dvcs_copy(tmp_path, dvc_copy, now, make):

@@ -414,8 +414,10 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
         ([{"lr.yaml": ["lr_find"]}], "lr_find"),
         ([{"lr.yaml": ["lr_find.num_iter", "notes"]}], "lr_find.num_iter"),
         ([{"notes.yaml": ["author", "train.notes", "lr_finder"]}, "lr_find", {"params.yaml": ["seed"]}], None),
+        ([{"notes.yaml": ["runs.2026", "runs.0.name"]}], None),
+        ([{"notes\0.yaml": ["author"]}], None),
     ],
-    ids=["a-section", "a-param", "keys-the-stages-do-not-read"],
+    ids=["a-section", "a-param", "keys-the-stages-do-not-read", "numbers-in-keys-of-the-users-own", "a-nul-byte"],
 )
 def test_params_of_the_stages_declared_from_another_file_are_refused(declared, refused_for):
     """lr_find's section moved to lr.yaml and declared `- lr.yaml: [lr_find]`, which DVC reads and
@@ -436,7 +438,14 @@ def test_params_of_the_stages_declared_from_another_file_are_refused(declared, r
 
 
 @pytest.mark.parametrize(
-    "declared", [["lr_fin?"], [{"lr.yaml": ["lr_fin?"]}], [{"ex.yaml": ["explain.layers.0"]}], ["lr_find.num_*"]]
+    "declared",
+    [
+        ["lr_fin?"],
+        [{"lr.yaml": ["lr_fin?"]}],
+        [{"ex.yaml": ["explain.layers.0"]}],
+        [{"ex.yaml": ["explain.layers.-1"]}],
+        ["lr_find.num_*"],
+    ],
 )
 def test_params_keys_that_dvc_resolves_as_patterns_are_refused(declared):
     """DVC looks params keys up as patterns and list indices: `lr_fin?` from lr.yaml was lr_find's

@@ -159,6 +159,8 @@ def _refuse_what_the_copy_cannot_hold(path: Path, workspace: Path, in_workspace:
             else "a folder, not a file"
             if os.path.isdir(in_workspace)
             else "a file, not a folder"
+            if os.path.isfile(in_workspace)
+            else f"{kind_of(os.stat(in_workspace).st_mode)}, not a folder"
         )
         raise DataError(
             f"data.source = {str(path)!r} is in the copy of the workspace that DVC runs this queued experiment in, "
