@@ -433,7 +433,7 @@ def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
     image ... or remove it", an archive "corrupt or truncated ... download or export it again"."""
     if pointer == "an archive":
         source = named = tmp_path / "cifar.tar.gz"
-        said = "is a Git LFS pointer file"
+        said = " is a Git LFS pointer file"
     else:
         source, named = class_tree, class_tree / "train/cat/0000.png"
         said = ": a Git LFS pointer file"
@@ -441,8 +441,7 @@ def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert str(refused.value) == (
-        f"{named}{' ' * (pointer == 'an archive')}{said}, not the file it stands for; fetch it with `git lfs pull` "
-        f"(Git LFS installed)"
+        f"{named}{said}, not the file it stands for; fetch it with `git lfs pull` (Git LFS installed)"
     )
 
 
