@@ -3540,7 +3540,9 @@ def test_hard_links_to_one_image_in_a_tar_decode_it_once(tree, tmp_path, downloa
     with tarfile.open(archive, "w") as bundle:
         bundle.add(tree, "export")
     decoded = []
-    monkeypatch.setattr(sources, "decode_image", lambda data, name: decoded.append(name) or decode_image(data, name))
+    monkeypatch.setattr(
+        sources, "decode_image", lambda data, name, archive: decoded.append(name) or decode_image(data, name, archive)
+    )
     splits = import_from(archive, downloads)
     assert len(splits["train"]) == 30 + 20 and len(splits["test"]) == 20
     assert len(decoded) == 30 + 20, "the links were decoded one by one"
