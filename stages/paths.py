@@ -355,15 +355,17 @@ def _protected_places() -> list[Path]:
 
 
 def _refuse_what_only_dvc_resolves(stages: dict) -> None:
-    """A stage whose command runs a module of stages/ and that uses what only DVC resolves:
-    `matrix:`, a `foreach` over a vars entry, `${...}` beyond the paths table and a foreach's
-    item and key. Read otherwise, lr_find recorded no params (or another key's, for `${knobs.sd}`)
-    and train refused its pick, naming a stage DVC lacks."""
+    """A stage of stages/ whose definition uses what only DVC resolves: `matrix:`, a `foreach` over
+    a vars entry, `${...}` beyond the paths table and a foreach's item and key. Read otherwise,
+    lr_find recorded no params (or another key's, for `${knobs.sd}`) and train refused its pick,
+    naming a stage DVC lacks. The command of a stage a script of the user's runs (`sh run.sh
+    lr_find`) is theirs to write."""
     for name, definition in _definitions(stages).items():
         if not _runs_a_stage(definition):
             continue
         cmd = definition.get("cmd")
-        unresolved = re.findall(r"\$\{(?!paths\.\w+\})[^}]*\}?", str(definition))
+        read = definition if _runs_by_its_command(definition) else {**definition, "cmd": None}
+        unresolved = [found[0] for found in _REFERENCE.finditer(str(read)) if _table_name(found[0]) is None]
         if "matrix" in definition or unresolved:
             what = "`matrix:`" if "matrix" in definition else f"`{unresolved[0]}`"
             raise _refuse(
@@ -382,12 +384,68 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
             )
 
 
-def _runs_a_stage(definition: dict) -> bool:
-    """Whether a stage's command runs a module of stages/ (`python -m stages.NAME`), whatever
-    follows: a user's `./my_stages.sh ${train.epochs}` was refused."""
+# A `${...}` as DVC finds one (`\${HOME}`, escaped, is the shell's); one left unclosed is refused.
+_REFERENCE = re.compile(r"(?<!\\)\$\{[^}]*\}?")
+
+
+def _table_name(reference: str) -> str | None:
+    """The paths table's name a `${...}` reads, as DVC parses it (`${ paths.model }`, refused as
+    only DVC's, and `${paths[model]}`), else None."""
+    if not reference.endswith("}"):
+        return None
+    parts = [part.strip() for part in reference[2:-1].replace("[", ".").replace("]", "").split(".")]
+    return parts[1] if len(parts) == 2 and parts[0] == "paths" else None
+
+
+def _resolved(entry: str) -> str:
+    r"""A path dvc.yaml declares, as DVC resolves it: each `${paths.NAME}` from the table, `\${` as `${`."""
+
+    def from_the_table(found: re.Match) -> str:
+        name = _table_name(found[0])
+        return found[0] if name is None else _path(name)
+
+    return _REFERENCE.sub(from_the_table, entry).replace(r"\${", "${")
+
+
+def _commands(definition: dict) -> list[str]:
+    r"""A stage's command lines as the shell reads them, a `\`-newline joining two: `python -m \`
+    over `stages.lr_find` ran lr_find unseen, with its defaults, while DVC recorded lr.yaml's."""
     cmd = definition.get("cmd")
-    command = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
-    return re.search(r"(?:^|\s)-[A-Za-z]*m\s*['\"]?stages\.", command) is not None
+    return [str(each).replace("\\\n", "") for each in (cmd if isinstance(cmd, list) else [cmd])]
+
+
+def _runs_by_its_command(definition: dict, stage: str | None = None) -> bool:
+    """Whether a stage's command runs a module of stages/ (`python -m stages.NAME`, `stage` where
+    named), whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused): by `python3
+    -m` too, another interpreter's path, `-mstages.lr_find`, flags clustered (`-Bm`), the module
+    quoted, or commands in DVC's list form."""
+    module = rf"(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])" if stage else r"['\"]?stages\."
+    runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*{module}")
+    return any(map(runs.search, _commands(definition)))
+
+
+# The output each stage is known by where a script of the user's runs it: `sh run.sh lr_find`
+# hid lr_find's params declared from lr.yaml, and it ran its defaults while DVC recorded lr.yaml's.
+_KNOWN_BY = {
+    "download": "data",
+    "lr_find": "max_lr_pick",
+    "train": "model",
+    "evaluate": "evaluate_metrics",
+    "figures": "loss_image",
+    "explain": "gradcam_images",
+}
+
+
+def _runs_by_its_outputs(definition: dict, stage: str | None = None) -> bool:
+    """Whether a stage declares the output a stage of stages/ is known by (`stage`'s where named),
+    which no other stage can declare: DVC refuses an output two stages declare."""
+    known_by = [_KNOWN_BY[stage]] if stage in _KNOWN_BY else [] if stage else list(_KNOWN_BY.values())
+    outputs = _outputs_declared(definition)
+    return any(TABLE.get(name) in outputs for name in known_by)
+
+
+def _runs_a_stage(definition: dict) -> bool:
+    return _runs_by_its_command(definition) or _runs_by_its_outputs(definition)
 
 
 def _refuse_params_dvc_reads_otherwise(stages: dict) -> None:
@@ -476,22 +534,16 @@ def _definition(stage: str) -> dict:
 
 def _named_definition(stage: str) -> tuple[str, dict]:
     """dvc.yaml's name and definition of the stage: the one whose command runs it, where a user
-    renamed it (`find_lr:` ran with no params recorded, and train refused its pick), and not a
+    renamed it (`find_lr:` ran with no params recorded, and train refused its pick), else the one
+    declaring its outputs (a script of the user's runs it: `sh run.sh lr_find`), and not a
     stage of the user's that took its name (`download:` running a script of theirs, which `dvc
     repro download` was then advised to run); else the one of its name. A `foreach` stage's
     definition is its `do:`, where DVC reads its cmd, params, outs and `frozen` (read at the
     top, lr_find under `foreach` recorded no params, and train refused its pick again)."""
-    definitions = _definitions(_PIPELINE["stages"])
-    # `python3 -m stages.lr_find` too, another interpreter's path, `-mstages.lr_find`, flags
-    # clustered (`-Bm`), the module quoted, or commands in DVC's list form
-    runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])")
-
-    def commands(definition: dict) -> list[str]:
-        cmd = definition.get("cmd")
-        return [str(each) for each in cmd] if isinstance(cmd, list) else [str(cmd)]
-
-    running = ((name, each) for name, each in definitions.items() if any(map(runs.search, commands(each))))
-    return next(running, (stage, definitions.get(stage, {})))
+    definitions = _definitions(_PIPELINE["stages"]).items()
+    running = (item for item in definitions if _runs_by_its_command(item[1], stage))
+    writing = (item for item in definitions if _runs_by_its_outputs(item[1], stage))
+    return next(running, None) or next(writing, None) or (stage, dict(definitions).get(stage, {}))
 
 
 def _definitions(stages: dict) -> dict[str, dict]:
@@ -648,14 +700,16 @@ def _is_the_params_file(file) -> bool:
 def declared_outputs(stage: str) -> list[str]:
     """The paths dvc.yaml declares as `stage`'s outputs, metrics and plots, each `${paths.NAME}`
     read from the table (none for a stage it does not define as expected)."""
+    return _outputs_declared(_definition(stage))
+
+
+def _outputs_declared(definition: dict) -> list[str]:
     try:
-        entries = [entry for kind in ("outs", "metrics", "plots") for entry in _definition(stage).get(kind) or []]
+        entries = [entry for kind in ("outs", "metrics", "plots") for entry in definition.get(kind) or []]
     except (KeyError, TypeError, AttributeError):
         return []
     named = [next(iter(entry), None) if isinstance(entry, dict) else entry for entry in entries]
-    return [
-        re.sub(r"\$\{paths\.(\w+)\}", lambda found: _path(found[1]), entry) for entry in named if isinstance(entry, str)
-    ]
+    return [_resolved(entry) for entry in named if isinstance(entry, str)]
 
 
 def declared_inputs(stage: str) -> list[str]:
@@ -666,11 +720,7 @@ def declared_inputs(stage: str) -> list[str]:
         deps = _definition(stage).get("deps") or []
     except (KeyError, TypeError, AttributeError):
         return []
-    inputs = []
-    for entry in (dep for dep in deps if isinstance(dep, str) and not dep.endswith(".py")):
-        named = re.fullmatch(r"\$\{paths\.(\w+)\}", entry)
-        inputs.append(_path(named[1]) if named else entry)
-    return inputs
+    return [_resolved(dep) for dep in deps if isinstance(dep, str) and not dep.endswith(".py")]
 
 
 def _path(name: str) -> str:

@@ -241,15 +241,51 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
         "python -Bm stages.lr_find",
         "python -m 'stages.lr_find'",
         'python -m "stages.lr_find"',
+        "python -m \\\n  stages.lr_find\n",
+        "python -m\\\nstages.lr_find",
     ],
-    ids=["python", "python3", "venv", "list", "list-of-two", "flags-clustered", "quoted", "double-quoted"],
+    ids=[
+        "python",
+        "python3",
+        "venv",
+        "list",
+        "list-of-two",
+        "flags-clustered",
+        "quoted",
+        "double-quoted",
+        "continued-on-the-next-line",
+        "continued-with-no-space",
+    ],
 )
 def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
     """`lr_find:` renamed `find_lr:` in dvc.yaml: lr_find recorded no params, and checked none
-    (its command in DVC's list form too)."""
+    (its command in DVC's list form too, or continued over two lines, as the shell reads it)."""
     renamed = {"find_lr": {"cmd": command, "params": ["seed"], "deps": ["stages/lr_find.py"]}}
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": renamed})
     assert paths.declared_params("lr_find") == ["seed"]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "${paths.max_lr_pick}",
+        "${ paths.max_lr_pick }",
+        "${paths[max_lr_pick]}",
+        paths.MAX_LR_PICK,
+    ],
+    ids=["as-shipped", "spaces-in-the-braces", "brackets", "spelled-out"],
+)
+def test_a_stage_a_script_of_the_users_runs_is_found_by_its_outputs(monkeypatch, output):
+    """`find_lr:` running `sh run.sh lr_find`, a wrapper script: lr_find recorded no params, and
+    train refused its pick, advising `dvc repro lr_find`, a stage DVC lacks, again and again."""
+    wrapped = {
+        "lr_find": {"cmd": "python scripts/my_lr_sweep.py", "params": ["model"], "outs": ["sweep.json"]},
+        "find_lr": {"cmd": "sh run.sh lr_find", "params": ["seed"], "outs": [output]},
+    }
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": wrapped})
+    assert paths.declared_params("lr_find") == ["seed"]
+    assert paths.declared_outputs("lr_find") == [paths.MAX_LR_PICK]
+    assert paths.repro("lr_find") == "`dvc repro find_lr`"
 
 
 @pytest.mark.parametrize(
@@ -395,8 +431,13 @@ NESTED = {"foreach": [{"s": {"n": "lr_find"}}], "do": {"cmd": "python -m stages.
         ({"find": {"foreach": "${prep}", "do": {"cmd": "python -m stages.${item}"}}}, "find", "`${item}`"),
         ({"find": NESTED}, "find@0", "`${item.s.n}`"),
         ({"lr_find": {"cmd": "python -m stages.lr_find", "params": ["${knobs.sd}"]}}, "lr_find", "`${knobs.sd}`"),
+        (
+            {"find_lr": {"cmd": "sh run.sh ${knobs.sd}", "params": ["${knobs.sd}"], "outs": ["${paths.max_lr_pick}"]}},
+            "find_lr",
+            "`${knobs.sd}`",
+        ),
     ],
-    ids=["matrix", "foreach-of-vars", "nested-field", "vars-in-params"],
+    ids=["matrix", "foreach-of-vars", "nested-field", "vars-in-params", "vars-in-params-of-a-stage-a-script-runs"],
 )
 def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, name, what):
     """lr_find as a `matrix:` stage, under `foreach: ${prep}`, with `${item.s.n}`, or with
@@ -404,8 +445,26 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
     refused its pick, advising a stage DVC lacks, or trained on a pick made with another seed."""
     with pytest.raises(ConfigError) as refused:
         paths._refuse_what_only_dvc_resolves(definition)
-    assert str(refused.value).startswith(f"dvc.yaml: stage {name!r} runs 'python -m stages."), str(refused.value)
+    assert str(refused.value).startswith(f"dvc.yaml: stage {name!r} runs "), str(refused.value)
     assert f" with {what}, which only DVC resolves, while the stages read what it declares" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        {"cmd": "OMP_NUM_THREADS=\\${TRAIN_THREADS:-2} python -m stages.train", "outs": ["${paths.model}"]},
+        {"cmd": "python -m stages.train", "outs": ["${ paths.model }", "${paths[model_summary]}"]},
+        {"cmd": "sh run.sh train ${train.epochs}", "params": ["train"], "outs": ["${paths.model}"]},
+    ],
+    ids=["the-shells-own-variable-escaped", "paths-as-dvc-parses-them", "vars-in-the-command-of-a-script-of-the-users"],
+)
+def test_what_dvc_leaves_to_the_shell_or_resolves_from_the_paths_table_is_accepted(monkeypatch, definition):
+    """`\\${TRAIN_THREADS:-2}`, which DVC leaves for the shell, and `${ paths.model }`, which it
+    reads from the paths table, were refused as what only DVC resolves; so was a `${...}` in the
+    command of a script of the user's that runs train, theirs to write."""
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"train": definition}})
+    paths._refuse_what_only_dvc_resolves({"train": definition})
+    assert paths.declared_outputs("train")[0] == paths.MODEL
 
 
 @pytest.mark.parametrize(
@@ -425,6 +484,24 @@ def test_params_of_the_stages_declared_from_another_file_are_refused(declared, r
     lr.yaml's 20). A key no stage reads (`train.notes`) was refused too, and moved into
     params.yaml, refused there as unknown."""
     stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
+    _refused_as_declared_from_another_file(stages, refused_for)
+
+
+@pytest.mark.parametrize(
+    "lr_find",
+    [
+        {"cmd": "sh run.sh lr_find", "outs": ["${paths.max_lr_pick}"]},
+        {"cmd": "python -m \\\n  stages.lr_find\n"},
+    ],
+    ids=["a-script-of-the-users-runs-it", "its-command-continued-on-the-next-line"],
+)
+def test_params_of_the_stages_declared_from_another_file_are_refused_however_the_stage_runs(lr_find):
+    """lr_find run by `sh run.sh lr_find` or `python -m \\` over `stages.lr_find` went unseen: it
+    ran with its defaults (100 steps), while DVC recorded lr.yaml's 20."""
+    _refused_as_declared_from_another_file({"lr_find": {**lr_find, "params": [{"lr.yaml": ["lr_find"]}]}}, "lr_find")
+
+
+def _refused_as_declared_from_another_file(stages: dict, refused_for: str | None) -> None:
     if refused_for is None:
         paths._refuse_params_dvc_reads_otherwise(stages)
         return
