@@ -423,14 +423,16 @@ def test_git_lfs_pointer_files_in_an_archive_are_named_as_such(tmp_path, class_t
         import_dataset(DataConfig(source=str(archive)), 0, tmp_path / "dl")
     assert str(refused.value) == (
         f"{archive}:train/cat/0000.png: a Git LFS pointer file, not the image it stands for: {archive} was packed "
-        f"from a checkout whose Git LFS files were not fetched; pack it again after `git lfs pull` there"
+        f"from a checkout whose Git LFS files were not fetched; pack it again after `git lfs pull --include= "
+        f"--exclude=` there"
     )
 
 
 @pytest.mark.parametrize("pointer", ["an image", "an archive"])
 def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
     """A clone made without Git LFS holds pointer files: an image was "not a readable PNG or JPEG
-    image ... or remove it", an archive "corrupt or truncated ... download or export it again"."""
+    image ... or remove it", an archive "corrupt or truncated ... download or export it again".
+    Where .lfsconfig's fetchexclude leaves the data out, a plain `git lfs pull` fetched nothing."""
     if pointer == "an archive":
         source = named = tmp_path / "cifar.tar.gz"
         said = " is a Git LFS pointer file"
@@ -441,7 +443,8 @@ def test_a_git_lfs_pointer_file_is_named_as_such(tmp_path, class_tree, pointer):
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     assert str(refused.value) == (
-        f"{named}{said}, not the file it stands for; fetch it with `git lfs pull` (Git LFS installed)"
+        f"{named}{said}, not the file it stands for; fetch it with `git lfs pull --include= --exclude=` (Git LFS "
+        f"installed)"
     )
 
 
@@ -584,9 +587,9 @@ def test_official_batches_that_are_git_lfs_pointers_are_named_as_such(tmp_path, 
     with pytest.raises(DataError) as refused:
         import_dataset(DataConfig(source=str(source)), 0, tmp_path / "dl")
     fix = (
-        f"pack {source} again after `git lfs pull` in the checkout it came from"
+        f"pack {source} again after `git lfs pull --include= --exclude=` in the checkout it came from"
         if packed
-        else ("fetch them with `git lfs pull` (Git LFS installed)")
+        else ("fetch them with `git lfs pull --include= --exclude=` (Git LFS installed)")
     )
     assert str(refused.value) == (
         f"data.source = {str(source)!r}: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, "

@@ -34,6 +34,10 @@ PngImagePlugin.MAX_TEXT_MEMORY = MAX_IMAGE_FILE_BYTES
 # in DVC's copy of the workspace for an experiment): a few lines of text, which were called an
 # unreadable image ("remove it") or a corrupt archive ("download it again").
 _GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+# The files fetched whatever .lfsconfig's lfs.fetchinclude and lfs.fetchexclude say (the empty
+# lists override them): where a repository leaves its data out of default fetches, the plain
+# `git lfs pull` advised fetched nothing, and the same line came back.
+GIT_LFS_PULL = "`git lfs pull --include= --exclude=`"
 
 
 def git_lfs_pointer(start: bytes) -> str | None:
@@ -48,7 +52,7 @@ def git_lfs_pointer(start: bytes) -> str | None:
             "workspace that it runs this experiment in, and may leave the workspace's as pointers too (`git lfs "
             "checkout` restores them); move the data out of the repository and give data.source as its absolute path"
         )
-    return "a Git LFS pointer file, not the file it stands for; fetch it with `git lfs pull` (Git LFS installed)"
+    return f"a Git LFS pointer file, not the file it stands for; fetch it with {GIT_LFS_PULL} (Git LFS installed)"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -93,10 +97,10 @@ def decode_image(data: bytes, where: str, archive: Path | None = None) -> np.nda
                     _check_jpeg_data(data, where)
                 return _as_rgb8(image)
     except UnidentifiedImageError:
-        if archive and data.startswith(_GIT_LFS_POINTER):  # `git lfs pull` changed nothing inside the archive
+        if archive and data.startswith(_GIT_LFS_POINTER):  # fetching changed nothing inside the archive
             raise DataError(
                 f"{where}: a Git LFS pointer file, not the image it stands for: {archive} was packed from a "
-                f"checkout whose Git LFS files were not fetched; pack it again after `git lfs pull` there"
+                f"checkout whose Git LFS files were not fetched; pack it again after {GIT_LFS_PULL} there"
             ) from None
         pointer = git_lfs_pointer(data)
         if pointer:

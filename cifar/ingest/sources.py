@@ -34,7 +34,7 @@ from cifar.config import SPLIT_SIZES, DataConfig
 from cifar.dataset import SPLITS, Split, class_balanced_subset, first_of_each_class, largest_balanced_subset
 from cifar.errors import READ_ACCESS_FIX, DataError, first_folder_not_searchable, memory_limits_set, printable
 from cifar.ingest import archives
-from cifar.ingest.images import MAX_IMAGE_FILE_BYTES, decode_image, git_lfs_pointer, read_image
+from cifar.ingest.images import GIT_LFS_PULL, MAX_IMAGE_FILE_BYTES, decode_image, git_lfs_pointer, read_image
 from cifar.ingest.synthetic import synthetic_split
 from cifar.reading import kind_of
 
@@ -1536,9 +1536,9 @@ def _load_official_batches(root: Path, source: Path, tree_inside: bool = False) 
     pointers = [name for name in OFFICIAL_BATCH_NAMES if git_lfs_pointer(_start(root / OFFICIAL_FOLDER / name))]
     if pointers:  # "fail the md5 check ... or remove that folder" would have deleted the data
         fix = (
-            f"pack {source} again after `git lfs pull` in the checkout it came from"
+            f"pack {source} again after {GIT_LFS_PULL} in the checkout it came from"
             if os.path.isfile(source)
-            else "fetch them with `git lfs pull` (Git LFS installed)"
+            else f"fetch them with {GIT_LFS_PULL} (Git LFS installed)"
         )
         raise DataError(
             f"data.source = {str(source)!r}: {', '.join(pointers)} in its {OFFICIAL_FOLDER} are Git LFS pointer "
