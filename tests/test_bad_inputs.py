@@ -195,6 +195,53 @@ def test_a_corrupted_compressed_archive_is_refused(tree, downloads, archive_form
     assert message.endswith("; download or export it again")
 
 
+@pytest.mark.parametrize("named", ["cifar.tar.bz2", "cifar"], ids=["named-as-it-is", "without-a-suffix"])
+def test_a_bzip2_archive_damaged_in_its_first_block_is_named_as_such(tree, tmp_path, downloads, named):
+    """bz2's own OSError ("Invalid data stream", no errno) escaped the look at what the file is:
+    "Invalid data stream; check that it exists and that you may read and write it", or, with no
+    suffix, "cannot read it (None)", of a file that could be read."""
+    archive = tmp_path / named
+    archive.write_bytes(archive_of(tree, "bztar").read_bytes())
+    flip(archive, at=40, count=1)
+    message = refused(DataError, import_from, archive, downloads)
+    if named == "cifar":
+        assert message == (
+            f"data.source = {str(archive)!r} is a .tar.bz2 archive by its contents, but its name does not say so; "
+            f"name it (or a link to it) to end in .tar.bz2"
+        )
+    else:
+        assert message == (
+            f"{archive}: the archive is corrupt or truncated (Invalid data stream); download or export it again"
+        )
+
+
+def test_a_zip_member_without_a_name_is_refused(tree, downloads):
+    """zipfile's is_dir() indexes the name's last character: IndexError, a traceback."""
+    archive = archive_of(tree, "zip")
+    with zipfile.ZipFile(archive, "a") as bundle:
+        bundle.writestr(zipfile.ZipInfo(""), b"")
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member '' (a file without a name); the archive may hold only folders and regular files "
+        f"below its own folder: re-create it from a plain folder of images"
+    )
+
+
+@pytest.mark.parametrize("named", ["cifar.zip", "cifar"], ids=["named-as-it-is", "without-a-suffix"])
+def test_a_zip_of_a_version_zipfile_does_not_read_is_named_as_damaged(tree, tmp_path, downloads, named):
+    """ "Version needed to extract" 6.4 in the central directory: NotImplementedError, a traceback
+    from the look at whether the file is a NumPy .npz."""
+    archive = tmp_path / named
+    data = bytearray(archive_of(tree, "zip").read_bytes())
+    data[data.index(b"PK\x01\x02") + 6] = 64
+    archive.write_bytes(bytes(data))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"data.source = {str(archive)!r} is a .zip archive by its contents, but its name does not say so; name it (or "
+        f"a link to it) to end in .zip"
+        if named == "cifar"
+        else f"{archive}: the archive is corrupt or truncated (zip file version 6.4); download or export it again"
+    )
+
+
 def test_a_damaged_header_in_a_plain_tar_is_not_taken_for_its_end(tree, downloads):
     archive = archive_of(tree, "tar")
     with tarfile.open(archive) as bundle:
@@ -578,20 +625,23 @@ def a_dog_as_a_cat(archive: Path, archive_format: str, name: str) -> None:
     """The tree's archive with a second member of the name: a dog image, labelled cat by its folder."""
     dog = io.BytesIO()
     Image.new("RGB", (32, 32), (120, 80, 40)).save(dog, format="PNG")
+    with_a_second_member(archive, archive_format, name, dog.getvalue())
+
+
+def with_a_second_member(archive: Path, archive_format: str, name: str, data: bytes) -> None:
     if archive_format == "zip":
         with warnings.catch_warnings(), zipfile.ZipFile(archive, "a") as bundle:
             warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name, and writes it
-            bundle.writestr(name, dog.getvalue())
+            bundle.writestr(name, data)
         return
-    data = archive.read_bytes()
-    with tarfile.open(fileobj=io.BytesIO(data)) as bundle:
+    with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as bundle:
         ends = max(member.offset_data + -(-member.size // 512) * 512 for member in bundle.getmembers())
     member = tarfile.TarInfo(name)
-    member.size = len(dog.getvalue())
+    member.size = len(data)
     with archive.open("r+b") as stream:  # appended after the last member, before the end marker
         stream.seek(ends)
         stream.truncate()
-        stream.write(member.tobuf() + dog.getvalue() + bytes(-member.size % 512) + bytes(1024))
+        stream.write(member.tobuf() + data + bytes(-member.size % 512) + bytes(1024))
 
 
 def test_a_folder_header_that_declares_a_size_hides_no_member(tree, tmp_path, downloads):
@@ -626,9 +676,23 @@ def test_a_member_that_appears_twice_is_refused(tree, downloads, archive_format,
     archive = archive_of(tree, archive_format)
     a_dog_as_a_cat(archive, archive_format, name)
     assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: member {name!r} appears twice, and which copy is meant cannot be told; "
+        f"{archive}: member {name!r} appears twice, with other contents, and which copy is meant cannot be told; "
         f"re-create the archive from a plain folder of images"
     )
+
+
+@pytest.mark.parametrize("archive_format", ["tar", "zip"])
+def test_a_member_that_appears_twice_with_the_same_bytes_is_one_image(tree, downloads, archive_format):
+    """`tar -czf x.tar.gz train test train/cat` packs train/cat twice, byte for byte, which `tar -x`
+    extracts as one folder: refused as "which copy is meant cannot be told"."""
+    archive = archive_of(tree, archive_format)
+    with_a_second_member(
+        archive, archive_format, "export/train/cat/0000.png", (tree / "train/cat/0000.png").read_bytes()
+    )
+    train = import_from(archive, downloads)["train"]
+    assert len(train) == 30
+    cat = read_image(tree / "train/cat/0000.png")
+    assert sum(np.array_equal(image, cat) for image in train.images) == 1
 
 
 @pytest.mark.parametrize("archive_format", ["tar", "zip"])
@@ -3381,9 +3445,10 @@ def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, 
     )
 
 
-def extended_header(kind: bytes, data: bytes) -> bytes:
+def extended_header(kind: bytes, data: bytes, declared: int | None = None) -> bytes:
+    """The header and its data, declaring `declared` bytes of it (all of them by default)."""
     header = tarfile.TarInfo("././@extended")
-    header.type, header.size = kind, len(data)
+    header.type, header.size = kind, len(data) if declared is None else declared
     return header.tobuf() + data + bytes(-len(data) % 512)
 
 
@@ -3427,6 +3492,58 @@ def test_a_member_named_twice_by_one_kind_of_header_is_refused(tree, tmp_path, d
     assert refused(DataError, import_from, archive, downloads).startswith(
         f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by "
         f"{named_by} before it, and tools differ on which)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["file", "hard-link"])
+def test_a_gnu_long_name_that_runs_past_its_declared_size_is_refused(tree, tmp_path, downloads, kind):
+    """GNU tar and tarfile read a GNU long name on to its NUL, past the size its header declares;
+    cut there, `export/train/cat/0020.png` was a stray `exp`, an image dropped unseen, and a hard
+    link to `export/a.png.cat` one to `export/a.png`: a dog's pixels filed as a cat."""
+    dog, cat = (tree / "train/dog/0000.png").read_bytes(), (tree / "train/cat/0000.png").read_bytes()
+    members = b""
+    for name, image in (("export/a.png", dog), ("export/a.png.cat", cat)):
+        member = tarfile.TarInfo(name)
+        member.size = len(image)
+        members += member.tobuf() + image + bytes(-len(image) % 512)
+    if kind == "file":
+        named, long_name = "export/train/cat/0020.png", extended_header(tarfile.GNUTYPE_LONGNAME, b"", 3)
+        member = tarfile.TarInfo("export/train/cat/0020.png")
+        member.size = len(cat)
+        member_bytes = member.tobuf() + cat + bytes(-len(cat) % 512)
+    else:
+        named, long_name = "export/a.png.cat", extended_header(tarfile.GNUTYPE_LONGLINK, b"", len("export/a.png"))
+        member = tarfile.TarInfo("export/train/cat/0020.png")
+        member.type, member.linkname = tarfile.LNKTYPE, "export/a.png"
+        member_bytes = member.tobuf()
+    long_name += f"{named}\0".encode().ljust(512, b"\0")  # the name's block, past the size declared
+    archive = tmp_path / "cut.tar"
+    data = archive_of(tree, "tar").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as bundle:
+        ends = max(each.offset_data + -(-each.size // 512) * 512 for each in bundle.getmembers())
+    archive.write_bytes(data[:ends] + members + long_name + member_bytes + bytes(1024))
+    with tarfile.open(archive) as bundle:  # where tarfile reads the name to
+        assert named in (bundle.getnames() if kind == "file" else [each.linkname for each in bundle.getmembers()])
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member {named!r} (a GNU long name that runs past the {3 if kind == 'file' else 12} bytes "
+        f"its header declares, where tools differ on where it ends, and so on which file it is); the archive may hold "
+        f"only folders and regular files below its own folder: re-create it from a plain folder of images"
+    )
+
+
+def test_an_empty_gnu_long_name_names_no_file(tree, tmp_path, downloads):
+    """tarfile names the member after an empty GNU long name '' and GNU tar '.', and neither
+    extracts it; the stage took the header's own name, and imported a dog as a 21st cat."""
+    dog = (tree / "train/dog/0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/cat/0020.png")
+    member.size = len(dog)
+    archive = tmp_path / "nameless.tar"
+    archive.write_bytes(
+        extended_header(tarfile.GNUTYPE_LONGNAME, b"") + member.tobuf() + dog + bytes(-len(dog) % 512) + bytes(1024)
+    )
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member '' (a file without a name, where only folders may be '.'); the archive may hold "
+        f"only folders and regular files below its own folder: re-create it from a plain folder of images"
     )
 
 
@@ -4117,10 +4234,10 @@ def test_a_png_with_a_second_header_is_refused(tree, tmp_path):
     )
 
 
-def unicode_path_field(name: str) -> bytes:
+def unicode_path_field(name: str, crc: int = 0) -> bytes:
     """Info-ZIP's Unicode Path extra field naming `name`: tag, size, version 1, the CRC-32 of
-    the member's own name (here, as tools check it, of the name stored), then the UTF-8 name."""
-    data = b"\x01" + struct.pack("<I", 0) + name.encode()
+    the member's own name as stored (0 unless given), then the UTF-8 name."""
+    data = b"\x01" + struct.pack("<I", crc) + name.encode()
     return struct.pack("<HH", 0x7075, len(data)) + data
 
 
@@ -4140,6 +4257,37 @@ def test_a_zip_member_with_a_second_name_of_another_path_is_refused(tree, tmp_pa
     assert refused(DataError, import_from, archive, tmp_path / "downloads") == (
         f"{archive}: member 'test/airplane/0000.png' also calls itself {second_name!r} (its Unicode Path field), "
         f"and tools disagree on which name, so on which class; re-create the zip from a plain folder of images"
+    )
+
+
+@pytest.mark.parametrize(
+    ("top", "class_folder"), [("数据集", "cat"), ("export", "dog")], ids=["gbk-folder-above", "another-class"]
+)
+def test_a_zip_members_unicode_path_field_for_its_header_name_is_read_as_unzip_reads_it(
+    tree, tmp_path, top, class_folder
+):
+    """Info-ZIP on a Chinese Windows stores `数据集/train/cat/0000.png` in GBK, no UTF-8 flag, and
+    the UTF-8 name in the Unicode Path field with the CRC-32 of the header's name: unzip takes the
+    field, zipfile the header; refused as "tools disagree ... on which class", the zip written
+    again by the same tool was refused again. A field that moves the image to another class is
+    refused whatever its CRC."""
+    archive = tmp_path / "export.zip"
+    stored = "X" * len(top.encode("gbk"))  # zipfile writes names in UTF-8: the GBK bytes go in after
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tree.rglob("*.png")):
+            name = path.relative_to(tree).as_posix()
+            field_name = f"{top}/{name}".replace("/cat/", f"/{class_folder}/")
+            member = zipfile.ZipInfo(f"{stored}/{name}")
+            member.extra = unicode_path_field(field_name, zlib.crc32(f"{top}/{name}".encode("gbk")))
+            bundle.writestr(member, path.read_bytes())
+    archive.write_bytes(archive.read_bytes().replace(stored.encode() + b"/", top.encode("gbk") + b"/"))
+    if class_folder == "cat":
+        splits = import_from(archive, tmp_path / "downloads")
+        assert (len(splits["train"]), len(splits["test"])) == (30, 20)
+        assert splits["train"].images.tolist() == import_from(tree, tmp_path / "folder")["train"].images.tolist()
+        return
+    assert "also calls itself 'export/test/dog/0000.png' (its Unicode Path field)" in refused(
+        DataError, import_from, archive, tmp_path / "downloads"
     )
 
 

@@ -203,6 +203,10 @@ def format_not_read(path: Path) -> str | None:
                     first = stream.read(BLOCKSIZE)
             except (DataError, EOFError, ValueError, lzma.LZMAError, zlib.error):
                 return None  # damaged: the caller's own reading names it
+            except OSError as error:
+                if error.errno is not None:  # the disk's; bz2's and gzip's own ("Invalid data stream") have none
+                    raise
+                return None
     inner = next((each for each in _COMPRESSIONS if _starts_as(first, each)), None)
     if compression and (inner or first.startswith(_ZIP_MAGIC)):
         inside = f"a {inner.name} file" if inner else "a zip archive"
@@ -234,7 +238,7 @@ def numpy_arrays(path: Path) -> bool:
         try:
             with zipfile.ZipFile(stream) as bundle:
                 return all(name.endswith(".npy") for name in bundle.namelist())
-        except (zipfile.BadZipFile, ValueError, EOFError):
+        except (*_CORRUPTION_ERRORS, ValueError):  # a damaged zip: the caller's own reading names it
             return False
 
 
@@ -595,7 +599,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     f"{MAX_EXTENDED_HEADERS_IN_ALL >> 20} MiB in all, about ten times what names and times of "
                     f"60,000 images need; the archive is damaged or hostile: {_FIX}"
                 )
-            data = _read_data(stream, header.size, archive, position, limit, stored)
+            data, padding = _read_padded(stream, header.size, archive, position, limit, stored)
             if header.type == tarfile.XGLTYPE:
                 fields = _pax_fields(data, position, archive)
                 dropped = sorted(global_fields.keys() - fields.keys())
@@ -624,7 +628,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     )
                 pending |= fields
             elif header.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
+                long_name = _gnu_long_name(data, padding, archive)
                 if pending.get(_GNU_LONG_NAME, long_name) != long_name:
                     # GNU tar takes the last, tarfile the first: which class cannot be told.
                     raise _unsafe(
@@ -635,7 +639,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     )
                 pending[_GNU_LONG_NAME] = long_name
             elif header.type == tarfile.GNUTYPE_LONGLINK:
-                pending[_GNU_LONG_LINK] = data.split(b"\0", 1)[0].decode(_NAME_ENCODING, _NAME_ERRORS)
+                pending[_GNU_LONG_LINK] = _gnu_long_name(data, padding, archive)
             position += _padded(header.size)
             continue
         fields, pending = global_fields | pending, {}
@@ -646,7 +650,9 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             raise _unsafe(
                 archive, long_name, f"also named {fields['path'][:200]!r} by a pax header, and tools differ on which"
             )
-        name, size = fields.get("path", long_name or header.name), int(fields.get("size", header.size))
+        # an empty long name names no file (tarfile's '', GNU tar's '.'): the header's name was imported
+        name = fields.get("path", header.name if long_name is None else long_name)
+        size = int(fields.get("size", header.size))
         count += 1
         if count > MAX_MEMBERS:
             raise _too_many_members(archive)
@@ -731,7 +737,13 @@ def _folder_ending(name: str) -> str | None:
 
 
 def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit: int, stored: int | None) -> bytes:
-    """A member's data and the padding to the next 512-byte block, within the size limit."""
+    """A member's data, read with the padding to the next 512-byte block, within the size limit."""
+    return _read_padded(stream, size, archive, position, limit, stored)[0]
+
+
+def _read_padded(
+    stream: BinaryIO, size: int, archive: Path, position: int, limit: int, stored: int | None
+) -> tuple[bytes, bytes]:
     if stored is not None and position + size > stored:
         raise _CorruptArchive(
             f"a member at byte {position} declares {size:,} bytes, more than the {stored - position:,} left in the "
@@ -744,7 +756,22 @@ def _read_data(stream: BinaryIO, size: int, archive: Path, position: int, limit:
         raise _CorruptArchive(
             f"it ends at byte {position + len(data) + len(padding)}, inside a member: it was cut short"
         )
-    return data
+    return data, padding
+
+
+def _gnu_long_name(data: bytes, padding: bytes, archive: Path) -> str:
+    """A GNU long name or link name, up to its NUL. GNU tar and tarfile read on into the padding
+    where the header declares fewer bytes than the name takes (`tra` for train/cat/0020.png),
+    other tools stop there: an image dropped unseen, or a hard link to a dog filed as a cat."""
+    declared, read_on = data.split(b"\0", 1)[0], (data + padding).split(b"\0", 1)[0]
+    if declared != read_on:
+        raise _unsafe(
+            archive,
+            read_on.decode(_NAME_ENCODING, _NAME_ERRORS),
+            f"a GNU long name that runs past the {len(data)} bytes its header declares, where tools differ on where "
+            f"it ends, and so on which file it is",
+        )
+    return declared.decode(_NAME_ENCODING, _NAME_ERRORS)
 
 
 def _padded(size: int) -> int:
@@ -846,6 +873,8 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
         for member in members:
             member.filename = _name_as_unzip_reads(member)
             _check_name(archive, member.filename)
+            if not member.filename:  # zipfile's is_dir() below raised IndexError
+                raise _unsafe(archive, member.filename, "a file without a name")
             ending = _folder_ending(member.filename)
             if ending and (member.file_size or not member.is_dir()):
                 # zipfile and unzip take a name ending in '/' for a folder and drop its data: an image lost unseen.
@@ -921,21 +950,41 @@ _UNICODE_PATH_FIELD = 0x7075
 
 def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
     """Refuse a member whose Unicode Path extra field names another path: zipfile ignores the
-    field and `unzip` uses it, so the two would file the image under different classes.
-    Hand-written because zipfile leaves extra fields unparsed."""
+    field and `unzip` uses it, so the two would file the image under different classes. One that
+    differs only in the parts not in ASCII, its CRC-32 that of the header's name, is the name
+    unzip reads, and taken: Info-ZIP on Windows writes the header's name in the OEM code page
+    (`数据集/train/cat` in GBK) and the field's in UTF-8, and the same folders and classes follow
+    either way (refused, "re-create the zip" wrote the same zip again). Hand-written because
+    zipfile leaves extra fields unparsed."""
     extra, position = member.extra, 0
     while position + 4 <= len(extra):
         tag, size = struct.unpack("<HH", extra[position : position + 4])
         field = extra[position + 4 : position + 4 + size]
         if tag == _UNICODE_PATH_FIELD and len(field) > 5:  # a version byte and the name's CRC-32 come first
             other = field[5:].decode("utf-8", "replace")
-            if other != member.filename:
+            header_name = member.orig_filename.encode("utf-8" if member.flag_bits & 0x800 else "cp437")
+            if other == member.filename:
+                pass
+            elif _alike_in_ascii(member.filename, other) and field[1:5] == zlib.crc32(header_name).to_bytes(
+                4, "little"
+            ):
+                _check_name(archive, other)
+                member.filename = other
+            else:
                 raise DataError(
                     f"{archive}: member {member.filename[:200]!r} also calls itself {other[:200]!r} (its Unicode "
                     f"Path field), and tools disagree on which name, so on which class; re-create the zip from a "
                     f"plain folder of images"
                 )
         position += 4 + size
+
+
+def _alike_in_ascii(name: str, other: str) -> bool:
+    """Whether two names hold the same folders, but for those either writes in other than ASCII."""
+    parts, others = name.split("/"), other.split("/")
+    return len(parts) == len(others) and all(
+        part == another or not (part.isascii() or another.isascii()) for part, another in zip(parts, others)
+    )
 
 
 def _check_zip_directory(archive: Path) -> None:
@@ -951,13 +1000,15 @@ def _check_zip_directory(archive: Path) -> None:
 
 
 def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:
-    """A second member of the same path would silently replace the first: a poisoned label."""
+    """A second member of the same path, other bytes, would silently replace the first: a poisoned
+    label. The same bytes again (`tar -czf x.tar.gz train train/cat`) are the same image."""
     if not PurePosixPath(name).parts:  # '', '.' or './' name the archive's own folder, never a file
         raise _unsafe(archive, name, "a file without a name, where only folders may be '.'")
     path = str(PurePosixPath(name))
-    if path in members:
+    if members.get(path, data) != data:
         raise DataError(
-            f"{archive}: member {name[:200]!r} appears twice, and which copy is meant cannot be told; "
+            f"{archive}: member {name[:200]!r} appears twice, with other contents, and which copy is meant cannot be "
+            f"told; "
             f"re-create the archive from a plain folder of images"
         )
     members[path] = data
