@@ -410,6 +410,13 @@ def _check_across_keys(params: Params, source: str) -> None:
             f"{params.model.name!r}; only resnet18 has a layer4 (leave it at 2)"
         )
     unused_momentum = params.train.momentum != TrainConfig().momentum
+    if params.train.optimizer != "sgd" and unused_momentum:
+        # Two lr_find curves, momentum 0.5 and 0.9, alike to the last digit: Adam's first beta is its own.
+        raise ConfigError(
+            f"{source}: train.momentum = {params.train.momentum} is not used by train.optimizer = "
+            f"{params.train.optimizer!r}, whose first beta OneCycle cycles (or Adam's default 0.9 holds); leave it "
+            f"at {TrainConfig().momentum}, or set train.optimizer to 'sgd'"
+        )
     if params.train.optimizer == "sgd" and params.train.onecycle.cycle_momentum and unused_momentum:
         # Two momentums trained alike to the last digit: OneCycle had set its own.
         raise ConfigError(

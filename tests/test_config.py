@@ -522,6 +522,11 @@ def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
             },
             "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0",
         ),
+        (  # two lr_find curves alike to the last digit
+            {"train.optimizer": "adam", "train.momentum": 0.5},
+            "train.momentum = 0.5 is not used by train.optimizer = 'adam', whose first beta OneCycle cycles (or "
+            "Adam's default 0.9 holds); leave it at 0.9, or set train.optimizer to 'sgd'",
+        ),
         (  # two momentums trained alike to the last digit
             {"train.optimizer": "sgd", "train.momentum": 0.5},
             "train.momentum = 0.5 is not used while train.onecycle.cycle_momentum is true: OneCycle sets SGD's "
