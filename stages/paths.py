@@ -165,6 +165,8 @@ def _path_problem(path: object) -> str | None:
     if not isinstance(path, str) or not path.isprintable():  # NUL, a newline, an unpaired surrogate
         return "is not a path of printable text"
     parts = PurePosixPath(path).parts
+    if "${" in path:  # DVC refuses the file ("interpolating is not allowed"); the stages wrote a folder `${dirs.out}`
+        return "holds `${`, which DVC does not resolve inside `vars:`; write the path out"
     if path.endswith("/"):  # DVC takes the path as written, and the stages as the folder: not the same output
         return "ends in '/'; write it without"
     if path.startswith("/") or ".." in path.split("/") or str(PurePosixPath(path)) != path or "." in parts:
@@ -364,8 +366,7 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
         if not _runs_a_stage(definition):
             continue
         cmd = definition.get("cmd")
-        read = definition if _runs_by_its_command(definition) else {**definition, "cmd": None}
-        unresolved = [found[0] for found in _REFERENCE.finditer(str(read)) if _table_name(found[0]) is None]
+        unresolved = [found[0] for found in _REFERENCE.finditer(str(_read_of(definition))) if not _table_name(found[0])]
         if "matrix" in definition or unresolved:
             what = "`matrix:`" if "matrix" in definition else f"`{unresolved[0]}`"
             raise _refuse(
@@ -384,6 +385,22 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
             )
 
 
+def _read_of(definition: dict) -> list:
+    """What the stages read of a stage's definition: its params, deps, the paths of its outs,
+    metrics and plots, `frozen`, and the module its command runs (`python -m stages.${item}`);
+    not the rest of its command (`OMP_NUM_THREADS=${threads} python -m stages.train`) or a
+    plot's title (`over ${train.epochs} epochs`), which DVC resolves for itself: both refused."""
+    entries = [definition.get(kind) for kind in ("outs", "metrics", "plots")]
+    paths = [
+        next(iter(entry), None) if isinstance(entry, dict) else entry
+        for each in entries
+        if isinstance(each, list)
+        for entry in each
+    ]
+    modules = [module for command in _commands(definition) for module in re.findall(r"stages\.\S*", command)]
+    return [definition.get("params"), definition.get("deps"), definition.get("frozen"), paths, modules]
+
+
 # A `${...}` as DVC finds one (`\${HOME}`, escaped, is the shell's); one left unclosed is refused.
 _REFERENCE = re.compile(r"(?<!\\)\$\{[^}]*\}?")
 
@@ -397,12 +414,16 @@ def _table_name(reference: str) -> str | None:
     return parts[1] if len(parts) == 2 and parts[0] == "paths" else None
 
 
-def _resolved(entry: str) -> str:
-    r"""A path dvc.yaml declares, as DVC resolves it: each `${paths.NAME}` from the table, `\${` as `${`."""
+def _resolved(entry: str, strict: bool = True) -> str:
+    r"""A path dvc.yaml declares, as DVC resolves it: each `${paths.NAME}` from the table, `\${` as `${`;
+    a name the table lacks refused where `strict`, else left as written (a user's stage may add
+    its own in a `vars:` of its own, which DVC merges in)."""
 
     def from_the_table(found: re.Match) -> str:
         name = _table_name(found[0])
-        return found[0] if name is None else _path(name)
+        if name is None or (not strict and name not in TABLE):
+            return found[0]
+        return _path(name)
 
     return _REFERENCE.sub(from_the_table, entry).replace(r"\${", "${")
 
@@ -424,24 +445,44 @@ def _runs_by_its_command(definition: dict, stage: str | None = None) -> bool:
     return any(map(runs.search, _commands(definition)))
 
 
-# The output each stage is known by where a script of the user's runs it: `sh run.sh lr_find`
-# hid lr_find's params declared from lr.yaml, and it ran its defaults while DVC recorded lr.yaml's.
-_KNOWN_BY = {
-    "download": "data",
-    "lr_find": "max_lr_pick",
-    "train": "model",
-    "evaluate": "evaluate_metrics",
-    "figures": "loss_image",
-    "explain": "gradcam_images",
+# What each stage writes, by the paths table's names (train's checkpoint is its scratch, no
+# output): each must be among its declared outputs (evaluate's predictions declared by another
+# path were written where DVC found none, after the whole run), and by them the stage is found
+# where a script of the user's runs it (`sh run.sh lr_find` hid lr_find's params declared from
+# lr.yaml: it ran its defaults while DVC recorded lr.yaml's).
+_WRITES = {
+    "download": ("data",),
+    "lr_find": ("max_lr_pick", "lr_find_metrics", "lr_find_curve"),
+    "train": (
+        "model",
+        "model_summary",
+        "train_environment",
+        "train_metrics",
+        "speed_metrics",
+        "history",
+        "lr_schedule",
+    ),
+    "evaluate": ("evaluate_metrics", "confusion", "per_class", "predictions", "predictions_digest"),
+    "figures": (
+        "lr_finder_image",
+        "samples_image",
+        "loss_image",
+        "accuracy_image",
+        "lr_schedule_image",
+        "confusion_image",
+        "per_class_image",
+        "misclassified_image",
+    ),
+    "explain": ("gradcam_images",),
 }
 
 
 def _runs_by_its_outputs(definition: dict, stage: str | None = None) -> bool:
-    """Whether a stage declares the output a stage of stages/ is known by (`stage`'s where named),
+    """Whether a stage declares an output of a stage of stages/ (of `stage`'s where named),
     which no other stage can declare: DVC refuses an output two stages declare."""
-    known_by = [_KNOWN_BY[stage]] if stage in _KNOWN_BY else [] if stage else list(_KNOWN_BY.values())
-    outputs = _outputs_declared(definition)
-    return any(TABLE.get(name) in outputs for name in known_by)
+    written = _WRITES.get(stage, ()) if stage else [name for names in _WRITES.values() for name in names]
+    outputs = _outputs_declared(definition, strict=False)
+    return any(TABLE.get(name) in outputs for name in written)
 
 
 def _runs_a_stage(definition: dict) -> bool:
@@ -533,17 +574,18 @@ def _definition(stage: str) -> dict:
 
 
 def _named_definition(stage: str) -> tuple[str, dict]:
-    """dvc.yaml's name and definition of the stage: the one whose command runs it, where a user
-    renamed it (`find_lr:` ran with no params recorded, and train refused its pick), else the one
-    declaring its outputs (a script of the user's runs it: `sh run.sh lr_find`), and not a
-    stage of the user's that took its name (`download:` running a script of theirs, which `dvc
+    """dvc.yaml's name and definition of the stage: the one declaring its outputs, which DVC ties
+    to one stage (a script of the user's runs it: `sh run.sh lr_find`; a stage of the user's,
+    `mypy -m stages.lr_find` or a profiler's, was taken for it), else the one whose command runs
+    it, where a user renamed it (`find_lr:` ran with no params recorded, and train refused its
+    pick), and not a stage of the user's that took its name (`download:` running a script of theirs, which `dvc
     repro download` was then advised to run); else the one of its name. A `foreach` stage's
     definition is its `do:`, where DVC reads its cmd, params, outs and `frozen` (read at the
     top, lr_find under `foreach` recorded no params, and train refused its pick again)."""
     definitions = _definitions(_PIPELINE["stages"]).items()
-    running = (item for item in definitions if _runs_by_its_command(item[1], stage))
     writing = (item for item in definitions if _runs_by_its_outputs(item[1], stage))
-    return next(running, None) or next(writing, None) or (stage, dict(definitions).get(stage, {}))
+    running = (item for item in definitions if _runs_by_its_command(item[1], stage))
+    return next(writing, None) or next(running, None) or (stage, dict(definitions).get(stage, {}))
 
 
 def _definitions(stages: dict) -> dict[str, dict]:
@@ -602,6 +644,24 @@ def as_declared(stage: str) -> dict:
         "inputs": declared_inputs(stage),
         "reword": as_this_pipeline_names_them,
     }
+
+
+def refuse_outputs_left_undeclared(stage: str) -> None:
+    """An output the stage writes that dvc.yaml does not declare for it (`- data/test_predictions.csv`
+    for evaluate's `${paths.predictions}`): DVC failed after the whole run, finding its own path
+    missing, and a stage run alone wrote where DVC never looks."""
+    name, definition = _named_definition(stage)
+    if not definition:  # none in dvc.yaml: run by hand, DVC checks nothing
+        return
+    declared = declared_outputs(stage)
+    undeclared = [each for each in _WRITES.get(stage, ()) if TABLE[each] not in declared]
+    if undeclared:
+        raise _refuse(
+            f"stage {name!r} writes {TABLE[undeclared[0]]} (the paths table's {undeclared[0]}), which it does not "
+            f"declare among its outs, metrics or plots, so DVC would find it missing after the run",
+            where=PIPELINE.name,
+            fix=f"declare it as `${{paths.{undeclared[0]}}}`, or restore it with",
+        )
 
 
 _RERUN = re.compile(r"`dvc (repro|exp run)((?: -[a-z])*) (download|lr_find|train|evaluate|figures|explain)`")
@@ -703,13 +763,18 @@ def declared_outputs(stage: str) -> list[str]:
     return _outputs_declared(_definition(stage))
 
 
-def _outputs_declared(definition: dict) -> list[str]:
+def _outputs_declared(definition: dict, strict: bool = True) -> list[str]:
+    """A definition's outputs, metrics and plots, as DVC resolves their paths: from its wdir, and
+    normalised (`./models/max_lr.json` was no lr_find's)."""
     try:
         entries = [entry for kind in ("outs", "metrics", "plots") for entry in definition.get(kind) or []]
     except (KeyError, TypeError, AttributeError):
         return []
     named = [next(iter(entry), None) if isinstance(entry, dict) else entry for entry in entries]
-    return [_resolved(entry) for entry in named if isinstance(entry, str)]
+    wdir = str(definition.get("wdir") or ".")
+    return [
+        posixpath.normpath(posixpath.join(wdir, _resolved(entry, strict))) for entry in named if isinstance(entry, str)
+    ]
 
 
 def declared_inputs(stage: str) -> list[str]:

@@ -3186,6 +3186,19 @@ def table_entry(name: str, value: str):
             table_entry("confusion", "plots/.hg/c.csv"),
             "confusion = 'plots/.hg/c.csv' lies in a folder DVC always ignores (.git, .dvc or .hg)",
         ),
+        # Pass 75: a path built from another vars entry, which DVC refuses to read, wrote into a
+        # folder named `${dirs.out}`; an output declared by a path of its own was written at the
+        # table's, where DVC found none after the whole run.
+        (
+            table_entry("predictions", "${dirs.out}/predictions.csv"),
+            "predictions = '${dirs.out}/predictions.csv' holds `${`, which DVC does not resolve inside `vars:`",
+        ),
+        (
+            lambda text: re.sub(r"(?m)^(    outs:\n)      - \$\{paths\.predictions\}$", r"\1      - data/p.csv", text),
+            f"stage 'evaluate' writes {paths.PREDICTIONS} (the paths table's predictions), which it does not declare "
+            "among its outs, metrics or plots, so DVC would find it missing after the run; declare it as "
+            "`${paths.predictions}`",
+        ),
     ],
     ids=[
         "no-table",
@@ -3218,6 +3231,8 @@ def table_entry(name: str, value: str):
         "dvc-ignored-root-folder",
         "dvc-ignored-name",
         "mercurial-folder",
+        "a-reference-in-the-table",
+        "an-output-declared-by-another-path",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

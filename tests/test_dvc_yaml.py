@@ -272,8 +272,9 @@ def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
         "${ paths.max_lr_pick }",
         "${paths[max_lr_pick]}",
         paths.MAX_LR_PICK,
+        f"./{paths.MAX_LR_PICK}",
     ],
-    ids=["as-shipped", "spaces-in-the-braces", "brackets", "spelled-out"],
+    ids=["as-shipped", "spaces-in-the-braces", "brackets", "spelled-out", "spelled-from-dot"],
 )
 def test_a_stage_a_script_of_the_users_runs_is_found_by_its_outputs(monkeypatch, output):
     """`find_lr:` running `sh run.sh lr_find`, a wrapper script: lr_find recorded no params, and
@@ -286,6 +287,41 @@ def test_a_stage_a_script_of_the_users_runs_is_found_by_its_outputs(monkeypatch,
     assert paths.declared_params("lr_find") == ["seed"]
     assert paths.declared_outputs("lr_find") == [paths.MAX_LR_PICK]
     assert paths.repro("lr_find") == "`dvc repro find_lr`"
+
+
+def test_a_stage_run_from_a_wdir_is_found_by_its_outputs_as_dvc_resolves_them(monkeypatch):
+    """`wdir: tools` with `../${paths.max_lr_pick}`: DVC's lr_find, the stages' none; it recorded
+    no params, and train's advice to run it again recorded none again. Found, its wdir is refused."""
+    wrapped = {"find_lr": {"cmd": "sh run.sh lr_find", "wdir": "tools", "outs": ["../${paths.max_lr_pick}"]}}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": wrapped})
+    assert paths.declared_outputs("lr_find") == [paths.MAX_LR_PICK]
+    with pytest.raises(ConfigError, match=re.escape("stage 'find_lr' runs 'sh run.sh lr_find' in wdir 'tools'")):
+        paths._refuse_what_only_dvc_resolves(wrapped)
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["mypy -m stages.download -m stages.lr_find -m stages.train", "python -m cProfile -o prof.out -m stages.lr_find"],
+    ids=["a-type-checker", "a-profiler"],
+)
+def test_a_stage_of_the_users_that_names_a_module_of_stages_is_not_taken_for_it(monkeypatch, command):
+    """A type-check stage first in dvc.yaml, or a profiler's, was taken for lr_find: lr_find
+    recorded its params (none), and train refused its pick, advising `dvc repro typecheck`."""
+    stages = {
+        "typecheck": {"cmd": command, "deps": ["stages"]},
+        "lr_find": {"cmd": "python -m stages.lr_find", "params": ["seed"], "outs": ["${paths.max_lr_pick}"]},
+    }
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": stages})
+    assert paths.declared_params("lr_find") == ["seed"]
+    assert paths.repro("lr_find") == "`dvc repro lr_find`"
+
+
+def test_each_stage_declares_every_output_it_writes():
+    """evaluate's `- data/test_predictions.csv` for `${paths.predictions}`: it wrote the table's
+    path, and DVC failed after the whole run, finding its own missing."""
+    for stage, written in paths._WRITES.items():
+        assert sorted(paths.declared_outputs(stage)) == sorted(paths.TABLE[name] for name in written), stage
+        paths.refuse_outputs_left_undeclared(stage)
 
 
 @pytest.mark.parametrize(
@@ -455,16 +491,44 @@ def test_a_stage_declared_with_what_only_dvc_resolves_is_refused(definition, nam
         {"cmd": "OMP_NUM_THREADS=\\${TRAIN_THREADS:-2} python -m stages.train", "outs": ["${paths.model}"]},
         {"cmd": "python -m stages.train", "outs": ["${ paths.model }", "${paths[model_summary]}"]},
         {"cmd": "sh run.sh train ${train.epochs}", "params": ["train"], "outs": ["${paths.model}"]},
+        {"cmd": "OMP_NUM_THREADS=${threads} python -m stages.train", "outs": ["${paths.model}"]},
+        {
+            "cmd": "python -m stages.train",
+            "outs": ["${paths.model}"],
+            "plots": [{"${paths.history}": {"title": "${x}"}}],
+        },
     ],
-    ids=["the-shells-own-variable-escaped", "paths-as-dvc-parses-them", "vars-in-the-command-of-a-script-of-the-users"],
+    ids=[
+        "the-shells-own-variable-escaped",
+        "paths-as-dvc-parses-them",
+        "vars-in-the-command-of-a-script-of-the-users",
+        "vars-in-the-command-beside-the-module",
+        "vars-in-a-plots-title",
+    ],
 )
 def test_what_dvc_leaves_to_the_shell_or_resolves_from_the_paths_table_is_accepted(monkeypatch, definition):
     """`\\${TRAIN_THREADS:-2}`, which DVC leaves for the shell, and `${ paths.model }`, which it
-    reads from the paths table, were refused as what only DVC resolves; so was a `${...}` in the
-    command of a script of the user's that runs train, theirs to write."""
+    reads from the paths table, were refused as what only DVC resolves; so were a `${...}` in the
+    command of a script of the user's that runs train, theirs to write, in the command beside the
+    module (`OMP_NUM_THREADS=${threads}`), and in a plot's title: none is what the stages read."""
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"train": definition}})
     paths._refuse_what_only_dvc_resolves({"train": definition})
     assert paths.declared_outputs("train")[0] == paths.MODEL
+
+
+def test_a_stage_of_the_users_with_paths_of_its_own_is_left_to_dvc(monkeypatch):
+    """A user's `report:` stage with its own `vars: [{paths: {report: ...}}]`, which DVC merges in,
+    and outs `${paths.report}`: every stage refused it as "paths table: no path `report`", and
+    adding it to the table made DVC refuse the file (the name defined twice)."""
+    stages = {
+        "report": {"vars": [{"paths": {"report": "reports/summary.md"}}], "cmd": "python report.py"}
+        | {"deps": ["${paths.evaluate_metrics}"], "outs": ["${paths.report}"], "params": [{"notes.yaml": ["train"]}]},
+        "evaluate": {"cmd": "python -m stages.evaluate", "outs": ["${paths.evaluate_metrics}"]},
+    }
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": stages})
+    paths._refuse_what_only_dvc_resolves(stages)
+    paths._refuse_params_dvc_reads_otherwise(stages)
+    assert paths.declared_outputs("evaluate") == [paths.EVALUATE_METRICS]
 
 
 @pytest.mark.parametrize(
