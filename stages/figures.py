@@ -43,7 +43,7 @@ from cifar.reporting.predictions import (
 )
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
-from cifar.training.chance import at_chance
+from cifar.training.chance import at_chance_after_the_peak
 from cifar.training.loader import DeviceLoader
 from cifar.training.lr_find import check_handed_curve, read_curve
 from cifar.training.schedule import planned_lrs
@@ -285,11 +285,11 @@ def check_history_against_metrics(history: pd.DataFrame, peak_epoch: int, test: 
     after the OneCycle peak (as train's warning reads it) are those metrics/train.json reports:
     train writes both from one run, and another run's history of as many epochs was drawn without a word."""
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
-    after_the_peak = history[history["epoch"] > peak_epoch]["test_accuracy"]
+    rows = history.to_dict("records")
     expected = {column: last[column] for column in HISTORY_COLUMNS} | {
         "best_test_accuracy": best["test_accuracy"],
         "best_epoch": best["epoch"],
-        "at_chance_level": any(at_chance(accuracy, len(test.classes), len(test)) for accuracy in after_the_peak),
+        "at_chance_level": at_chance_after_the_peak(rows, peak_epoch, len(test.classes), len(test)),
     }
     check_against_metrics(paths.HISTORY, expected, paths.TRAIN_METRICS, "train")
 

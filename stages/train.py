@@ -25,7 +25,7 @@ from cifar.models import save_trained
 from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.runtime import cpu_kernels, device_name, environment, gpu_kernels
-from cifar.training.chance import at_chance, diverged
+from cifar.training.chance import at_chance, at_chance_after_the_peak, diverged
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
 from cifar.training.lr_find import RangeTest, check_handed_curve, read_curve
@@ -106,7 +106,10 @@ def main() -> None:
         write_text(paths.MODEL_SUMMARY, f"{summary}\n")
         write_csv(paths.HISTORY, history)
         write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
-        write_json(paths.TRAIN_METRICS, quality_metrics(history, result.chance_warning, max_lr))
+        at_chance_level = at_chance_after_the_peak(
+            result.history, params.train.onecycle.max_at_epoch, len(train.classes), len(test)
+        )
+        write_json(paths.TRAIN_METRICS, quality_metrics(history, at_chance_level, max_lr))
         write_json(paths.SPEED_METRICS, speed_metrics(history, train_loader.images_per_epoch))
         write_json(paths.TRAIN_ENVIRONMENT, environment(device, precision))
     final_accuracy = result.history[-1]["test_accuracy"]
@@ -115,7 +118,7 @@ def main() -> None:
             f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
             f"{kept_for_inspection()}. {result.chance_warning}"
         )
-    divergence = diverged(result.history, len(train.classes), max_lr, result.start)
+    divergence = diverged(result.history, len(train.classes), max_lr, result.start, params.train.max_lr == "find")
     if divergence:
         raise TrainingError(f"{divergence}; {kept_for_inspection()}")
     checkpoint.remove()
@@ -210,7 +213,7 @@ def range_test_handed_on(curve_sha256: object, params: Params) -> RangeTest:
         raise DataError(f"{paths.LR_FIND_CURVE}: not a curve lr_find reads ({one_line(error)}); {fix}") from None
 
 
-def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: float) -> dict:
+def quality_metrics(history: pd.DataFrame, at_chance_level: bool, max_lr: float) -> dict:
     """What the model is worth: equal for equal weights, whatever the machine or its speed."""
     last, best = history.iloc[-1], history.loc[history["test_accuracy"].idxmax()]
     return {
@@ -221,7 +224,7 @@ def quality_metrics(history: pd.DataFrame, chance_warning: str | None, max_lr: f
         "best_test_accuracy": float(best["test_accuracy"]),
         "best_epoch": int(best["epoch"]),
         "max_lr": max_lr,
-        "at_chance_level": chance_warning is not None,
+        "at_chance_level": at_chance_level,
     }
 
 

@@ -13,6 +13,7 @@ from cifar.training.chance import (
     STRONG_WEIGHT_DECAY,
     Start,
     at_chance,
+    at_chance_after_the_peak,
     binomial_tail,
     diverged,
     likely_cause,
@@ -29,11 +30,19 @@ def tiny_model():
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
 
 
-def config(epochs=3, max_at_epoch=1):
-    return TrainConfig(epochs=epochs, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=max_at_epoch))
+def config(epochs=3, max_at_epoch=1, max_lr="find"):
+    return TrainConfig(epochs=epochs, batch_size=16, onecycle=OneCycleConfig(max_at_epoch=max_at_epoch), max_lr=max_lr)
 
 
-def test_non_finite_loss_stops_with_epoch_step_and_lr():
+@pytest.mark.parametrize(
+    ("max_lr", "advice"),
+    [
+        ("find", "set train.max_lr to a number below lr_find's pick, 0.001"),
+        (1e-3, "lower train.max_lr (this run's is 0.001) or pick it with lr_find"),
+    ],
+    ids=["lr_finds-pick", "a-number"],
+)
+def test_non_finite_loss_stops_with_epoch_step_and_lr(max_lr, advice):
     class Exploding(nn.Module):
         def __init__(self):
             super().__init__()
@@ -47,11 +56,11 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr():
 
     loader = DeviceLoader(random_split(64, 0), 16, CPU, shuffle=True)
     with pytest.raises(TrainingError) as caught:
-        fit(cpu_recipe(train=config()), Exploding(), loader, loader, max_lr=1e-3, num_classes=10)
+        fit(cpu_recipe(train=config(max_lr=max_lr)), Exploding(), loader, loader, max_lr=1e-3, num_classes=10)
     message = str(caught.value)
     # 4 training steps per epoch: the 7th is epoch 2, step 3.
     assert "loss became nan at epoch 2, step 3 (global step 7), learning rate" in message
-    assert "lower train.max_lr" in message
+    assert message.endswith(f"training diverged: {advice}")
 
 
 def test_chance_level_after_the_peak_is_reported():
@@ -227,6 +236,38 @@ def test_a_run_whose_last_training_loss_stays_far_above_guessing_has_diverged(la
 
 
 @pytest.mark.parametrize(
+    ("accuracies", "expected"),
+    [([0.3, 0.1, 0.3], True), ([0.1, 0.3, 0.3], False), ([0.3, 0.3, 0.1], True), ([0.3, 0.3, 0.3], False)],
+    ids=["after-the-peak-and-recovered", "only-at-the-peak", "at-the-end", "never"],
+)
+def test_at_chance_level_is_any_epoch_after_the_peak_at_chance(accuracies, expected):
+    """metrics/train.json's at_chance_level: train wrote the last epoch's alone, figures read any
+    epoch's after the peak, and refused a run that recovered, advising `dvc repro train`, which
+    wrote the same again."""
+    history = [{"epoch": epoch, "test_accuracy": accuracy} for epoch, accuracy in enumerate(accuracies, 1)]
+    assert at_chance_after_the_peak(history, 1, 10, 200) is expected
+
+
+def test_a_max_lr_lr_find_picked_is_never_advised_to_lr_find():
+    """A run at chance at lr_find's pick was told to "let lr_find pick max_lr (train.max_lr: find)",
+    as params.yaml said already, and a diverged one to "pick it with lr_find": neither changed a
+    thing. Where lr_find picked it, the advice is a number in its place."""
+    too_short, rose_and_fell = [{"train_loss": 2.38}], [{"train_loss": 2.72}, {"train_loss": 2.54}]
+    assert likely_cause(too_short, 10, 0.00113, 6, Start(5.0), picked=True).endswith(
+        "too few to tell whether max_lr (this run's is 0.00113) is too small or too large: train longer (raise "
+        "train.epochs or data.train_limit, or lower train.batch_size), or set train.max_lr to a number other than "
+        "lr_find's pick"
+    )
+    assert likely_cause(rose_and_fell, 10, 0.003, 60, Start(2.54, 0.13), picked=True).endswith(
+        "(this run's is 0.003): train longer (raise train.epochs or data.train_limit, or lower train.batch_size), or "
+        "set train.max_lr to a number other than lr_find's pick"
+    )
+    assert diverged([{"train_loss": 2.2}, {"train_loss": 3.5}], 10, 0.02, picked=True).endswith(
+        "so set train.max_lr to a number below lr_find's pick, 0.02"
+    )
+
+
+@pytest.mark.parametrize(
     ("epoch", "accuracy", "warned"),
     # The OneCycle peak at epoch 2; 0.1 on 500 images is guessing, 0.9 is learning.
     [(3, 0.1, True), (2, 0.1, False), (1, 0.1, False), (3, 0.9, False)],
@@ -391,8 +432,8 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
             0.003,
             "the training loss went from 2.54 at the first step to 2.54 in the last epoch (highest 2.72; guessing "
             "scores 2.3): it rose above the first step's loss and fell back, as a max_lr too small or too large can "
-            "each make it (this run's is 0.003): let lr_find pick max_lr (train.max_lr: find), or train longer (raise "
-            "train.epochs or data.train_limit, or lower train.batch_size)",
+            "each make it (this run's is 0.003): train longer (raise train.epochs or data.train_limit, or lower "
+            "train.batch_size), or let lr_find pick max_lr (train.max_lr: find)",
         ),
         # Above the start and back below guessing's: it fits its batches.
         ((2.3, 0.05), [2.5, 1.9], 0.002, "below guessing's 2.3: the model fits its training batches, but 60 steps"),

@@ -50,6 +50,21 @@ TRAIN_LONGER = "train longer (raise train.epochs or data.train_limit, or lower t
 LR_FIND = "let lr_find pick max_lr (train.max_lr: find)"
 
 
+def lower_max_lr(max_lr: float, picked: bool) -> str:
+    """The advice for a max_lr too large, `picked` where lr_find picked it: "pick it with lr_find"
+    was advised of its pick."""
+    if picked:
+        return f"set train.max_lr to a number below lr_find's pick, {max_lr:.3g}"
+    return f"lower train.max_lr (this run's is {max_lr:.3g}) or pick it with lr_find"
+
+
+def _train_longer_or_lr_find(picked: bool) -> str:
+    """For a run too short to tell a max_lr too small from one too large: lr_find's pick was
+    advised "let lr_find pick max_lr", which changed nothing."""
+    other = "set train.max_lr to a number other than lr_find's pick" if picked else LR_FIND
+    return f"{TRAIN_LONGER}, or {other}"
+
+
 @dataclass(frozen=True)
 class Start:
     """The untrained network's loss: the mean over the first step's batch, before its update,
@@ -91,6 +106,13 @@ def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
     return binomial_tail(round(accuracy * num_images), num_images, 1 / num_classes) >= CHANCE_SIGNIFICANCE
 
 
+def at_chance_after_the_peak(history: list[dict], peak_epoch: int, num_classes: int, num_images: int) -> bool:
+    """Whether any epoch after the OneCycle peak tested at chance, a later one above it too
+    (metrics/train.json's at_chance_level): train wrote the last epoch's alone, and figures,
+    reading any, refused the outputs of a run that recovered, advising the same run again."""
+    return any(at_chance(row["test_accuracy"], num_classes, num_images) for row in history if row["epoch"] > peak_epoch)
+
+
 def binomial_tail(successes: int, trials: int, probability: float) -> float:
     """P(X >= successes) for X ~ Binomial(trials, probability), summed in log space."""
     log_p, log_q = math.log(probability), math.log1p(-probability)
@@ -113,11 +135,13 @@ def not_learning_warning(
     steps: int,
     start: Start | None = None,
     weight_decay: float = 0.0,
+    picked: bool = False,
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
     network's loss, at the first step (likely_cause); a loss collapsed onto guessing's under a
-    `weight_decay` past STRONG_WEIGHT_DECAY names the decay, as no max_lr may help."""
+    `weight_decay` past STRONG_WEIGHT_DECAY names the decay, as no max_lr may help; `picked`
+    where lr_find picked max_lr."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]
     if epoch <= peak_epoch or not at_chance(accuracy, num_classes, tested_on):
         return None
@@ -127,7 +151,7 @@ def not_learning_warning(
         f"train.weight_decay = {weight_decay:g}, far above the 1e-7 to 5e-4 of the recipes in use: decay that strong "
         f"can hold the weights near zero whatever max_lr, so lower it (to 5e-4, say) and run again"
         if weight_decay > STRONG_WEIGHT_DECAY and abs(last - guessing) <= COLLAPSED * guessing
-        else likely_cause(history, num_classes, max_lr, steps, start)
+        else likely_cause(history, num_classes, max_lr, steps, start, picked)
     )
     return (
         f"test accuracy {accuracy:.3f} on {tested_on} images is not above chance ({1 / num_classes:.3f}) "
@@ -135,7 +159,9 @@ def not_learning_warning(
     )
 
 
-def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: int, start: Start | None = None) -> str:
+def likely_cause(
+    history: list[dict], num_classes: int, max_lr: float, steps: int, start: Start | None = None, picked: bool = False
+) -> str:
     """Which way to move, read from the training loss per epoch against guessing's loss
     (uniform probabilities, ln(num_classes)) and, where given, against `start`, the untrained
     network's loss (its first step's, before the update): a loss that rose (from epoch to
@@ -214,7 +240,7 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
     if last > LEARNING * guessing and steps < FEW_STEPS and not (barely_moved and last > BLOWN_UP * guessing):
         return (
             f"{went} (guessing scores {guessing:.3g}) in only {steps} steps in all, too few to tell whether max_lr "
-            f"(this run's is {max_lr:.3g}) is too small or too large: {TRAIN_LONGER}, or {LR_FIND}"
+            f"(this run's is {max_lr:.3g}) is too small or too large: {_train_longer_or_lr_find(picked)}"
         )
     # Above the start by more than the flat margin, though within its noise, and back: ResNet18-GN
     # at SGD 0.003 went from 2.54 to 2.72 and back to 2.54 in 50 steps and was told to raise
@@ -223,7 +249,7 @@ def likely_cause(history: list[dict], num_classes: int, max_lr: float, steps: in
         return (
             f"{went} (highest {highest:.3g}; guessing scores {guessing:.3g}): it rose above the first step's loss "
             f"and fell back, as a max_lr too small or too large can each make it (this run's is {max_lr:.3g}): "
-            f"{LR_FIND}, or {TRAIN_LONGER}"
+            f"{_train_longer_or_lr_find(picked)}"
         )
     if last > BLOWN_UP * guessing:
         return (
@@ -254,7 +280,9 @@ def _fell_from_an_untrained_start(losses: list[float], guessing: float, start: S
     return finite and not rose and not start.risen_above(losses, guessing)
 
 
-def diverged(history: list[dict], num_classes: int, max_lr: float, start: Start | None = None) -> str | None:
+def diverged(
+    history: list[dict], num_classes: int, max_lr: float, start: Start | None = None, picked: bool = False
+) -> str | None:
     """Why a run failed though its test accuracy ended above chance, if it did: its last
     epoch's training loss stayed far above guessing's, and (where `start`, the untrained
     network's loss at the first step, is given) it rose above that start or from one epoch to
@@ -277,5 +305,5 @@ def diverged(history: list[dict], num_classes: int, max_lr: float, start: Start 
     also += f", and the test loss reached {highest_test:.3g}" if highest_test is not None else ""
     return (
         f"training diverged: the last epoch's training loss is {last:.3g}, above {BLOWN_UP:g} times guessing's "
-        f"{guessing:.3g}{also}, so lower train.max_lr (this run's is {max_lr:.3g}) or pick it with lr_find"
+        f"{guessing:.3g}{also}, so {lower_max_lr(max_lr, picked)}"
     )

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cifar.config import MAX_STEPS
 from cifar.errors import ConfigError, TrainingError
 from cifar.runtime import autocast, synchronize
-from cifar.training.chance import Start, not_learning_warning
+from cifar.training.chance import Start, lower_max_lr, not_learning_warning
 from cifar.training.checkpoint import CheckpointFile, TrainingState
 from cifar.training.inference import predict
 from cifar.training.loader import DeviceLoader
@@ -44,6 +44,8 @@ class TrainingRun:
     epochs: int
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint: CheckpointFile | None = None
+    # the advice for a loss that stops being finite
+    too_large: str = "lower train.max_lr or pick it with lr_find"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,9 @@ def train_epoch(run: TrainingRun, epoch: int, sync_every: int = 20) -> EpochStat
                     f"{run.checkpoint.resume_hint(epoch, run.epochs) if run.checkpoint else 'no checkpoint was kept'}"
                 )
             if (step + 1) % sync_every == 0 or step + 1 == steps:
-                _check_finite(step_losses, checked, step + 1, step_lrs, epoch, first_step=(epoch - 1) * steps)
+                _check_finite(
+                    step_losses, checked, step + 1, step_lrs, epoch, (epoch - 1) * steps, too_large=run.too_large
+                )
                 checked = step + 1
                 seen = (step + 1) * run.loader.batch_size
                 bar.set_postfix(
@@ -122,7 +126,7 @@ def _start(loss: float, error: float, loader: DeviceLoader) -> Start:
     return Start(loss, error, error * math.sqrt(loader.batch_size / loader.images_per_epoch))
 
 
-def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None:
+def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step, too_large) -> None:
     window = step_losses[start:stop]
     bad = torch.nonzero(~torch.isfinite(window))
     if len(bad):
@@ -130,7 +134,7 @@ def _check_finite(step_losses, start, stop, step_lrs, epoch, first_step) -> None
         raise TrainingError(
             f"loss became {window[int(bad[0])].item()} at epoch {epoch}, step {step + 1} "
             f"(global step {first_step + step + 1}), learning rate {step_lrs[step]:.3g}; "
-            f"training diverged: lower train.max_lr or pick it with lr_find"
+            f"training diverged: {too_large}"
         )
 
 
@@ -170,8 +174,18 @@ def fit(
         )
     optimizer = recipe.optimizer(model, max_lr)
     scheduler = recipe.schedule(optimizer, max_lr, len(train_loader))
+    picked = config.max_lr == "find"
     run = TrainingRun(
-        model, optimizer, scheduler, train_loader, device, precision, config.epochs, stop or StopRequest(), checkpoint
+        model,
+        optimizer,
+        scheduler,
+        train_loader,
+        device,
+        precision,
+        config.epochs,
+        stop or StopRequest(),
+        checkpoint,
+        lower_max_lr(max_lr, picked),
     )
     state = (
         checkpoint.resume(config.epochs, model, optimizer, scheduler, train_loader.generator) if checkpoint else None
@@ -221,6 +235,7 @@ def fit(
                 len(step_lrs),
                 start,
                 config.weight_decay,
+                picked,
             ),
         )
         if chance_warning and not warned:
