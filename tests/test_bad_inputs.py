@@ -958,6 +958,18 @@ def test_data_after_the_last_bzip2_stream_is_ignored_as_bzip2_does(tree, downloa
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
+def test_an_archive_joined_after_the_last_bzip2_stream_is_refused(tree, downloads):
+    """A .tar.gz of more images behind a .tar.bz2: bzip2 and tar warn of it and skip it, and the
+    stage skipped it without a word."""
+    archive = tree.parent / "export.tar.bz2"
+    tar = archive_of(tree, "tar").read_bytes()
+    archive.write_bytes(bz2.compress(tar) + gzip.compress(tar))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: the archive is corrupt or truncated (stray data after the bzip2 stream that ends at byte "
+        f"{len(bz2.compress(tar))}); download or export it again"
+    )
+
+
 @pytest.mark.parametrize(
     ("between", "detail"),
     [
@@ -3531,6 +3543,47 @@ def test_a_gnu_long_name_that_runs_past_its_declared_size_is_refused(tree, tmp_p
     )
 
 
+@pytest.mark.parametrize(
+    ("second", "named_by"),
+    [(tarfile.GNUTYPE_LONGLINK, "a GNU long link name before it"), (tarfile.XHDTYPE, "a pax header")],
+    ids=["two-gnu-long-links", "a-gnu-long-link-and-a-pax-linkpath"],
+)
+def test_a_hard_link_whose_target_two_headers_name_differently_is_refused(tree, tmp_path, downloads, second, named_by):
+    """Two GNU long link names (GNU tar takes the last, tarfile the first), or one and a pax
+    linkpath, before a hard link in train/cat: one named a cat, the other a dog, and the stage
+    took one of them without a word."""
+    members = b""
+    for name, image in (("export/a.png", "train/dog/0000.png"), ("export/b.png", "train/cat/0000.png")):
+        data = (tree / image).read_bytes()
+        member = tarfile.TarInfo(name)
+        member.size = len(data)
+        members += member.tobuf() + data + bytes(-len(data) % 512)
+    link = tarfile.TarInfo("export/train/cat/0020.png")
+    link.type, link.linkname = tarfile.LNKTYPE, "export/a.png"
+    first = extended_header(tarfile.GNUTYPE_LONGLINK, b"export/b.png\0")
+    other = b"export/a.png\0" if second == tarfile.GNUTYPE_LONGLINK else b"25 linkpath=export/a.png\n"
+    archive = tmp_path / "linked.tar"
+    archive.write_bytes(members + first + extended_header(second, other) + link.tobuf() + bytes(1024))
+    message = refused(DataError, import_from, archive, downloads)
+    assert "a link target also named " in message and f"by {named_by}, and tools differ on which" in message
+
+
+def test_pax_records_past_the_size_a_pax_header_declares_are_refused(tree, tmp_path, downloads):
+    """tarfile reads a pax header's whole blocks, GNU tar the bytes declared: a path in the padding
+    filed a dog as a cat for tarfile alone."""
+    dog = (tree / "train/dog/0000.png").read_bytes()
+    member = tarfile.TarInfo("export/train/dog/0000.png")
+    member.size = len(dog)
+    pax = extended_header(tarfile.XHDTYPE, b"11 mtime=1\n34 path=export/train/cat/0050.png\n", declared=11)
+    archive = tmp_path / "hidden.tar"
+    archive.write_bytes(pax + member.tobuf() + dog + bytes(-len(dog) % 512) + bytes(1024))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: unsafe member '././@extended' (a pax header with records past the 11 bytes it declares, which "
+        f"tarfile reads and GNU tar does not, and tools differ on which file it is); the archive may hold only folders "
+        f"and regular files below its own folder: re-create it from a plain folder of images"
+    )
+
+
 def test_an_empty_gnu_long_name_names_no_file(tree, tmp_path, downloads):
     """tarfile names the member after an empty GNU long name '' and GNU tar '.', and neither
     extracts it; the stage took the header's own name, and imported a dog as a 21st cat."""
@@ -4234,10 +4287,10 @@ def test_a_png_with_a_second_header_is_refused(tree, tmp_path):
     )
 
 
-def unicode_path_field(name: str, crc: int = 0) -> bytes:
-    """Info-ZIP's Unicode Path extra field naming `name`: tag, size, version 1, the CRC-32 of
-    the member's own name as stored (0 unless given), then the UTF-8 name."""
-    data = b"\x01" + struct.pack("<I", crc) + name.encode()
+def unicode_path_field(name: str, crc: int = 0, version: int = 1) -> bytes:
+    """Info-ZIP's Unicode Path extra field naming `name`: tag, size, version, the CRC-32 of the
+    member's own name as stored (0 unless given), then the UTF-8 name."""
+    data = bytes([version]) + struct.pack("<I", crc) + name.encode()
     return struct.pack("<HH", 0x7075, len(data)) + data
 
 
@@ -4261,32 +4314,40 @@ def test_a_zip_member_with_a_second_name_of_another_path_is_refused(tree, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("top", "class_folder"), [("数据集", "cat"), ("export", "dog")], ids=["gbk-folder-above", "another-class"]
+    ("top", "field_top", "class_folder", "version"),
+    [
+        ("数据集", "数据集", "cat", 1),
+        ("export", "export", "dog", 1),
+        ("废弃", "数据", "cat", 1),
+        ("数据集", "数据集", "cat", 2),
+    ],
+    ids=["gbk-folder-above", "another-class", "another-folder-above", "a-version-unzip-ignores"],
 )
 def test_a_zip_members_unicode_path_field_for_its_header_name_is_read_as_unzip_reads_it(
-    tree, tmp_path, top, class_folder
+    tree, tmp_path, top, field_top, class_folder, version
 ):
     """Info-ZIP on a Chinese Windows stores `数据集/train/cat/0000.png` in GBK, no UTF-8 flag, and
     the UTF-8 name in the Unicode Path field with the CRC-32 of the header's name: unzip takes the
     field, zipfile the header; refused as "tools disagree ... on which class", the zip written
-    again by the same tool was refused again. A field that moves the image to another class is
-    refused whatever its CRC."""
+    again by the same tool was refused again. A field naming another path is refused whatever
+    its CRC: another class, or another folder above (`废弃`, discarded, for `数据`, data), which
+    put an image in the tree for one tool alone; so is one of a version unzip ignores."""
     archive = tmp_path / "export.zip"
     stored = "X" * len(top.encode("gbk"))  # zipfile writes names in UTF-8: the GBK bytes go in after
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):
             name = path.relative_to(tree).as_posix()
-            field_name = f"{top}/{name}".replace("/cat/", f"/{class_folder}/")
+            field_name = f"{field_top}/{name}".replace("/cat/", f"/{class_folder}/")
             member = zipfile.ZipInfo(f"{stored}/{name}")
-            member.extra = unicode_path_field(field_name, zlib.crc32(f"{top}/{name}".encode("gbk")))
+            member.extra = unicode_path_field(field_name, zlib.crc32(f"{top}/{name}".encode("gbk")), version)
             bundle.writestr(member, path.read_bytes())
     archive.write_bytes(archive.read_bytes().replace(stored.encode() + b"/", top.encode("gbk") + b"/"))
-    if class_folder == "cat":
+    if (top, field_top, class_folder, version) == ("数据集", "数据集", "cat", 1):
         splits = import_from(archive, tmp_path / "downloads")
         assert (len(splits["train"]), len(splits["test"])) == (30, 20)
         assert splits["train"].images.tolist() == import_from(tree, tmp_path / "folder")["train"].images.tolist()
         return
-    assert "also calls itself 'export/test/dog/0000.png' (its Unicode Path field)" in refused(
+    assert "(its Unicode Path field), and tools disagree on which name, so on which class" in refused(
         DataError, import_from, archive, tmp_path / "downloads"
     )
 

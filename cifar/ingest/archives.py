@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import bz2
+import contextlib
 import functools
 import io
 import lzma
@@ -86,13 +87,8 @@ _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _OCTAL = re.compile(rb" *[0-7]*[ \0]*")
 _GNU_VOLUME_LABEL = b"V"
 _GNU_INCREMENTAL_FOLDER = b"D"
-_EXTENDED_TYPES = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+_EXTENDED_TYPES = (*_PAX_TYPES, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _KINDS = {
     tarfile.SYMTYPE: "a symbolic link",
     tarfile.LNKTYPE: "a hard link",
@@ -521,7 +517,9 @@ class _Streams(io.RawIOBase):
                     f"that hold little or nothing); recompress it, or {_FIX}"
                 )
             self._decompressor, self._pending = compression.decompressor(), rest
-        elif rest and compression.padding:
+        elif rest and (compression.padding or _starts_an_archive(rest)):
+            # bzip2 passes over whatever follows its last stream (a web server's text), but a
+            # .tar.gz joined behind a .tar.bz2 held images that went unread without a word.
             raise _CorruptArchive(
                 f"stray data after the {compression.name} {compression.stream} that ends at byte {at}"
             )
@@ -531,6 +529,12 @@ class _Streams(io.RawIOBase):
 
 # A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _starts_an_archive(data: bytes) -> bool:
+    """Whether bytes begin as a compressed file or a zip does."""
+    magics = (_ZIP_MAGIC, *(each.magic for each in _COMPRESSIONS), *(magic for magic, _ in _UNREAD_COMPRESSIONS))
+    return data.startswith(magics)
 
 
 def _is_tar_header(block: bytes) -> bool:
@@ -600,6 +604,15 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     f"60,000 images need; the archive is damaged or hostile: {_FIX}"
                 )
             data, padding = _read_padded(stream, header.size, archive, position, limit, stored)
+            if header.type in _PAX_TYPES and padding.strip(b"\0"):
+                # tarfile parses the whole blocks, GNU tar the size declared: a path hidden in the
+                # padding filed a dog as a cat for one tool alone.
+                raise _unsafe(
+                    archive,
+                    header.name,
+                    f"a pax header with records past the {len(data)} bytes it declares, which tarfile reads and GNU "
+                    f"tar does not, and tools differ on which file it is",
+                )
             if header.type == tarfile.XGLTYPE:
                 fields = _pax_fields(data, position, archive)
                 dropped = sorted(global_fields.keys() - fields.keys())
@@ -639,7 +652,16 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                     )
                 pending[_GNU_LONG_NAME] = long_name
             elif header.type == tarfile.GNUTYPE_LONGLINK:
-                pending[_GNU_LONG_LINK] = _gnu_long_name(data, padding, archive)
+                long_link = _gnu_long_name(data, padding, archive)
+                if pending.get(_GNU_LONG_LINK, long_link) != long_link:
+                    # GNU tar takes the last, tarfile the first: a hard link to a dog or to a cat.
+                    raise _unsafe(
+                        archive,
+                        long_link,
+                        f"a link target also named {pending[_GNU_LONG_LINK][:200]!r} by a GNU long link name before "
+                        f"it, and tools differ on which",
+                    )
+                pending[_GNU_LONG_LINK] = long_link
             position += _padded(header.size)
             continue
         fields, pending = global_fields | pending, {}
@@ -649,6 +671,13 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             # cannot decide the image's class.
             raise _unsafe(
                 archive, long_name, f"also named {fields['path'][:200]!r} by a pax header, and tools differ on which"
+            )
+        long_link = fields.get(_GNU_LONG_LINK)
+        if long_link is not None and fields.get("linkpath", long_link) != long_link:
+            raise _unsafe(
+                archive,
+                long_link,
+                f"a link target also named {fields['linkpath'][:200]!r} by a pax header, and tools differ on which",
             )
         # an empty long name names no file (tarfile's '', GNU tar's '.'): the header's name was imported
         name = fields.get("path", header.name if long_name is None else long_name)
@@ -950,24 +979,20 @@ _UNICODE_PATH_FIELD = 0x7075
 
 def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
     """Refuse a member whose Unicode Path extra field names another path: zipfile ignores the
-    field and `unzip` uses it, so the two would file the image under different classes. One that
-    differs only in the parts not in ASCII, its CRC-32 that of the header's name, is the name
-    unzip reads, and taken: Info-ZIP on Windows writes the header's name in the OEM code page
-    (`数据集/train/cat` in GBK) and the field's in UTF-8, and the same folders and classes follow
-    either way (refused, "re-create the zip" wrote the same zip again). Hand-written because
-    zipfile leaves extra fields unparsed."""
+    field and `unzip` uses it, so the two would file the image under different classes. A field
+    that names the header's own name, written in a DOS code page (`数据集/train/cat` in GBK, as
+    Info-ZIP writes it on a Windows whose code page is not UTF-8: version 1, the CRC-32 of the
+    header's name, no UTF-8 flag), is that name in Unicode, and read so (refused, "re-create the
+    zip" wrote the same zip again). Hand-written because zipfile leaves extra fields unparsed."""
     extra, position = member.extra, 0
     while position + 4 <= len(extra):
         tag, size = struct.unpack("<HH", extra[position : position + 4])
         field = extra[position + 4 : position + 4 + size]
         if tag == _UNICODE_PATH_FIELD and len(field) > 5:  # a version byte and the name's CRC-32 come first
             other = field[5:].decode("utf-8", "replace")
-            header_name = member.orig_filename.encode("utf-8" if member.flag_bits & 0x800 else "cp437")
             if other == member.filename:
                 pass
-            elif _alike_in_ascii(member.filename, other) and field[1:5] == zlib.crc32(header_name).to_bytes(
-                4, "little"
-            ):
+            elif _the_same_name(member, field):
                 _check_name(archive, other)
                 member.filename = other
             else:
@@ -979,12 +1004,27 @@ def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
         position += 4 + size
 
 
-def _alike_in_ascii(name: str, other: str) -> bool:
-    """Whether two names hold the same folders, but for those either writes in other than ASCII."""
-    parts, others = name.split("/"), other.split("/")
-    return len(parts) == len(others) and all(
-        part == another or not (part.isascii() or another.isascii()) for part, another in zip(parts, others)
-    )
+# The DOS code pages a zip's header names are written in where not in UTF-8.
+_DOS_CODE_PAGES = (
+    "cp437", "cp737", "cp775", "cp850", "cp852", "cp855", "cp857", "cp858", "cp860", "cp861", "cp862", "cp863",
+    "cp864", "cp865", "cp866", "cp869", "cp874", "cp932", "cp936", "cp949", "cp950", "gbk", "gb18030", "big5",
+)  # fmt: skip
+
+
+def _the_same_name(member: zipfile.ZipInfo, field: bytes) -> bool:
+    """Whether a version 1 Unicode Path field names the header's own name, which it was written
+    beside, in a DOS code page (unzip ignores one of another version, or beside a UTF-8 name)."""
+    if field[0] != 1 or member.flag_bits & 0x800:
+        return False
+    header_name = member.orig_filename.encode("cp437")  # zipfile's decoding, where the UTF-8 flag is off
+    if field[1:5] != zlib.crc32(header_name).to_bytes(4, "little"):
+        return False
+    name = field[5:].decode("utf-8", "replace")
+    for page in _DOS_CODE_PAGES:
+        with contextlib.suppress(UnicodeEncodeError):
+            if name.encode(page) == header_name:
+                return True
+    return False
 
 
 def _check_zip_directory(archive: Path) -> None:
