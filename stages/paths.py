@@ -391,12 +391,7 @@ def _read_of(definition: dict) -> list:
     not the rest of its command (`OMP_NUM_THREADS=${threads} python -m stages.train`) or a
     plot's title (`over ${train.epochs} epochs`), which DVC resolves for itself: both refused."""
     entries = [definition.get(kind) for kind in ("outs", "metrics", "plots")]
-    paths = [
-        next(iter(entry), None) if isinstance(entry, dict) else entry
-        for each in entries
-        if isinstance(each, list)
-        for entry in each
-    ]
+    paths = [key for each in entries if isinstance(each, list) for entry in each for key in _keys(entry)]
     modules = [module for command in _commands(definition) for module in re.findall(r"stages\.\S*", command)]
     return [definition.get("params"), definition.get("deps"), definition.get("frozen"), paths, modules]
 
@@ -436,12 +431,15 @@ def _commands(definition: dict) -> list[str]:
 
 
 def _runs_by_its_command(definition: dict, stage: str | None = None) -> bool:
-    """Whether a stage's command runs a module of stages/ (`python -m stages.NAME`, `stage` where
-    named), whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused): by `python3
-    -m` too, another interpreter's path, `-mstages.lr_find`, flags clustered (`-Bm`), the module
-    quoted, or commands in DVC's list form."""
+    """Whether a stage's command has Python run a module of stages/ (`python -m stages.NAME`,
+    `stage` where named), whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused):
+    by `python3 -m` too, another interpreter's path, `-mstages.lr_find`, flags clustered (`-Bm`),
+    the module quoted, or commands in DVC's list form."""
     module = rf"(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])" if stage else r"['\"]?stages\."
-    runs = re.compile(rf"(?:^|\s)-[A-Za-z]*m\s*{module}")
+    # Python's own -m, after its options (`-W ignore`, `-X dev`): mypy's `-m stages.train` runs
+    # nothing of ours, and a user's type-check `matrix:` stage was refused as one of ours.
+    python = r"(?:^|[\s;&|(])(?:\S*/)?python[\d.]*(?:\s+-(?:[WX]\s*\S+|[A-Za-z]+))*?"
+    runs = re.compile(rf"{python}\s+-[A-Za-z]*m\s*{module}")
     return any(map(runs.search, _commands(definition)))
 
 
@@ -621,8 +619,10 @@ def _generated(group: str, items, do) -> dict[str, dict]:
     def filled(value, key, item):
         if isinstance(value, str):
             fields = item if isinstance(item, dict) else {}
-            value = re.sub(r"\$\{\s*item\.(\w+)\s*\}", lambda found: str(fields.get(found[1], found[0])), value)
-            value = re.sub(r"\$\{\s*item\s*\}", str(item), value)
+            value = re.sub(
+                r"\$\{\s*item\.(\w+)\s*\}", lambda found: _as_dvc_writes(fields.get(found[1]), found[0]), value
+            )
+            value = re.sub(r"\$\{\s*item\s*\}", lambda found: _as_dvc_writes(item, found[0]), value)
             # DVC gives a list's foreach no key (`Could not find 'key'`): left for the check to refuse
             return re.sub(r"\$\{\s*key\s*\}", str(key), value) if isinstance(items, dict) else value
         if isinstance(value, list):
@@ -632,6 +632,17 @@ def _generated(group: str, items, do) -> dict[str, dict]:
         return value
 
     return {f"{group}@{key}": filled(do, key, item) for key, item in keyed}
+
+
+def _as_dvc_writes(value, reference: str) -> str:
+    """A foreach item's value as DVC writes it into text (`true`); a list or mapping, which DVC
+    refuses there ("Cannot interpolate data of type 'list'"), is left as its reference, for the
+    check of what only DVC resolves: written as Python's text, it read as the whole params file."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or isinstance(value, str | int | float):
+        return str(value)
+    return reference
 
 
 def as_declared(stage: str) -> dict:
@@ -646,19 +657,39 @@ def as_declared(stage: str) -> dict:
     }
 
 
-def refuse_outputs_left_undeclared(stage: str) -> None:
-    """An output the stage writes that dvc.yaml does not declare for it (`- data/test_predictions.csv`
-    for evaluate's `${paths.predictions}`): DVC failed after the whole run, finding its own path
-    missing, and a stage run alone wrote where DVC never looks."""
+def _defined(stage: str) -> tuple[str, dict]:
+    """dvc.yaml's name and definition of a stage of stages/, refused where it has none: one in
+    another dvc.yaml (training/dvc.yaml), which DVC reads and the stages do not, had its params
+    go unrecorded, train's advice name a stage DVC could not find, and figures draw from a model
+    trained with other params."""
     name, definition = _named_definition(stage)
-    if not definition:  # none in dvc.yaml: run by hand, DVC checks nothing
-        return
+    if stage in _WRITES and not definition:
+        raise _refuse(
+            f"no stage runs {stage} (none declares its outputs, runs `python -m stages.{stage}` or is named "
+            f"{stage}), and the stages read their params and outputs from the definition there",
+            where=PIPELINE.name,
+            fix=f"define it in the repository's own {PIPELINE.name} (not another dvc.yaml), or restore it with",
+        )
+    return name, definition
+
+
+def refuse_outputs_left_undeclared(stage: str) -> None:
+    """A stage dvc.yaml does not define, or an output it writes that dvc.yaml does not declare for
+    it, itself or in a folder (`- data/test_predictions.csv` for evaluate's `${paths.predictions}`):
+    DVC failed after the whole run, finding its own path missing, and a stage run alone wrote
+    where DVC never looks."""
+    name = _defined(stage)[0]
     declared = declared_outputs(stage)
-    undeclared = [each for each in _WRITES.get(stage, ()) if TABLE[each] not in declared]
+    undeclared = [
+        each
+        for each in _WRITES.get(stage, ())
+        if not any(PurePosixPath(TABLE[each]).is_relative_to(output) for output in declared)
+    ]
     if undeclared:
         raise _refuse(
             f"stage {name!r} writes {TABLE[undeclared[0]]} (the paths table's {undeclared[0]}), which it does not "
-            f"declare among its outs, metrics or plots, so DVC would find it missing after the run",
+            f"declare among its outs, metrics or plots, or in a folder among them: DVC would neither cache nor "
+            f"restore it",
             where=PIPELINE.name,
             fix=f"declare it as `${{paths.{undeclared[0]}}}`, or restore it with",
         )
@@ -731,7 +762,7 @@ def declared_params(stage: str) -> list[str]:
     """The params.yaml keys dvc.yaml declares for `stage`, whose values DVC records in
     dvc.lock as the stage ends (none for a stage it does not define as expected)."""
     try:
-        declared = _definition(stage).get("params") or []
+        declared = _defined(stage)[1].get("params") or []
     except (KeyError, TypeError, AttributeError):
         return []
     keys = []
@@ -770,11 +801,24 @@ def _outputs_declared(definition: dict, strict: bool = True) -> list[str]:
         entries = [entry for kind in ("outs", "metrics", "plots") for entry in definition.get(kind) or []]
     except (KeyError, TypeError, AttributeError):
         return []
-    named = [next(iter(entry), None) if isinstance(entry, dict) else entry for entry in entries]
+    # every key of a mapping entry, as DVC reads one (`- a.csv: {}` / `b.csv: {}` declares both)
+    named = [key for entry in entries for key in _keys(entry)]
     wdir = str(definition.get("wdir") or ".")
     return [
-        posixpath.normpath(posixpath.join(wdir, _resolved(entry, strict))) for entry in named if isinstance(entry, str)
+        _in_the_repository(posixpath.join(wdir, _resolved(entry, strict))) for entry in named if isinstance(entry, str)
     ]
+
+
+def _keys(entry) -> list:
+    return list(entry) if isinstance(entry, dict) else [entry]
+
+
+def _in_the_repository(path: str) -> str:
+    """A path as DVC resolves it: normalised, and relative to the repository where it is an
+    absolute one inside it (`/home/me/cifar-dvc/models/max_lr.json` was no lr_find's output)."""
+    if posixpath.isabs(path) and posixpath.normpath(path).startswith(f"{REPO}/"):
+        return posixpath.relpath(path, REPO)
+    return posixpath.normpath(path)
 
 
 def declared_inputs(stage: str) -> list[str]:

@@ -3196,8 +3196,8 @@ def table_entry(name: str, value: str):
         (
             lambda text: re.sub(r"(?m)^(    outs:\n)      - \$\{paths\.predictions\}$", r"\1      - data/p.csv", text),
             f"stage 'evaluate' writes {paths.PREDICTIONS} (the paths table's predictions), which it does not declare "
-            "among its outs, metrics or plots, so DVC would find it missing after the run; declare it as "
-            "`${paths.predictions}`",
+            "among its outs, metrics or plots, or in a folder among them: DVC would neither cache nor restore it; "
+            "declare it as `${paths.predictions}`",
         ),
     ],
     ids=[

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import sys
+from pathlib import PurePosixPath
 
 import pytest
 from gto.constants import assert_name_is_valid
@@ -243,6 +244,7 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
         'python -m "stages.lr_find"',
         "python -m \\\n  stages.lr_find\n",
         "python -m\\\nstages.lr_find",
+        "python -W ignore -X dev -m stages.lr_find",
     ],
     ids=[
         "python",
@@ -255,6 +257,7 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
         "double-quoted",
         "continued-on-the-next-line",
         "continued-with-no-space",
+        "options-with-arguments",
     ],
 )
 def test_a_renamed_stage_is_found_by_its_command(monkeypatch, command):
@@ -314,6 +317,62 @@ def test_a_stage_of_the_users_that_names_a_module_of_stages_is_not_taken_for_it(
     monkeypatch.setattr(paths, "_PIPELINE", {"stages": stages})
     assert paths.declared_params("lr_find") == ["seed"]
     assert paths.repro("lr_find") == "`dvc repro lr_find`"
+
+
+@pytest.mark.parametrize(
+    "outs",
+    [
+        [str(PurePosixPath(paths.MAX_LR_PICK).parent)],
+        [{"${paths.lr_find_curve}": {"cache": True}, "${paths.max_lr_pick}": {"cache": True}}],
+        [str(paths.REPO / paths.MAX_LR_PICK)],
+    ],
+    ids=["a-folder-that-holds-it", "a-mapping-of-two", "its-absolute-path"],
+)
+def test_an_output_declared_as_dvc_reads_it_is_declared(monkeypatch, outs):
+    """A folder output holding lr_find's pick, every key of a mapping entry, and the checkout's
+    own absolute path each declare it to DVC; each was refused as undeclared."""
+    definition = {"cmd": "python -m stages.lr_find", "outs": outs, "metrics": ["${paths.lr_find_metrics}"]}
+    definition["plots"] = ["${paths.lr_find_curve}"]
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": definition}})
+    paths.refuse_outputs_left_undeclared("lr_find")
+
+
+def test_a_stage_dvc_yaml_does_not_define_is_refused(monkeypatch):
+    """train defined in training/dvc.yaml, which DVC reads: the stages found none in dvc.yaml, and
+    ran it with no params declared; figures then drew from a model trained with other params."""
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"evaluate": {"cmd": "python -m stages.evaluate"}}})
+    with pytest.raises(ConfigError) as refused:
+        paths.refuse_outputs_left_undeclared("train")
+    assert str(refused.value) == (
+        "dvc.yaml: no stage runs train (none declares its outputs, runs `python -m stages.train` or is named train), "
+        "and the stages read their params and outputs from the definition there; define it in the repository's own "
+        "dvc.yaml (not another dvc.yaml), or restore it with `git checkout dvc.yaml`"
+    )
+
+
+def test_a_matrix_stage_of_the_users_that_names_modules_of_stages_is_theirs():
+    """`typecheck: {matrix: {module: [...]}, cmd: mypy -m stages.${item.module}}` was refused as a
+    stage of ours that only DVC resolves: mypy's `-m` runs nothing of ours."""
+    typecheck = {"matrix": {"module": ["lr_find", "train"]}, "cmd": "mypy -m stages.${item.module}"}
+    paths._refuse_what_only_dvc_resolves({"typecheck": typecheck})
+
+
+@pytest.mark.parametrize(
+    ("item", "refused"),
+    [(["seed", "model"], True), ({"seed": 0}, True), ("seed", False)],
+    ids=["a-list", "a-mapping", "a-string"],
+)
+def test_a_foreach_item_dvc_cannot_write_into_text_is_refused(item, refused):
+    """A list item as lr_find's params (`- params.yaml: ${item}`), which DVC refuses ("Cannot
+    interpolate data of type 'list'"), was filled in as Python's text, and read as the whole
+    params file."""
+    stages = {"lr_find": {"foreach": [item], "do": {"cmd": "python -m stages.lr_find"}}}
+    stages["lr_find"]["do"]["params"] = [{"params.yaml": "${item}"}]
+    if not refused:
+        paths._refuse_what_only_dvc_resolves(stages)
+        return
+    with pytest.raises(ConfigError, match=re.escape("with `${item}`, which only DVC resolves")):
+        paths._refuse_what_only_dvc_resolves(stages)
 
 
 def test_each_stage_declares_every_output_it_writes():

@@ -241,7 +241,7 @@ def test_a_run_whose_last_training_loss_stays_far_above_guessing_has_diverged(la
     ids=["after-the-peak-and-recovered", "only-at-the-peak", "at-the-end", "never"],
 )
 def test_at_chance_level_is_any_epoch_after_the_peak_at_chance(accuracies, expected):
-    """metrics/train.json's at_chance_level: train wrote the last epoch's alone, figures read any
+    """The at_chance_level of train's metrics: train wrote the last epoch's alone, figures read any
     epoch's after the peak, and refused a run that recovered, advising `dvc repro train`, which
     wrote the same again."""
     history = [{"epoch": epoch, "test_accuracy": accuracy} for epoch, accuracy in enumerate(accuracies, 1)]
