@@ -43,7 +43,7 @@ from cifar.reporting.predictions import (
 )
 from cifar.runtime import resolve_device
 from cifar.training.augment import denormalize
-from cifar.training.chance import at_chance_after_the_peak
+from cifar.training.chance import at_chance_after_the_peak, guessing_accuracy
 from cifar.training.loader import DeviceLoader
 from cifar.training.lr_find import check_handed_curve, read_curve
 from cifar.training.schedule import planned_lrs
@@ -289,7 +289,9 @@ def check_history_against_metrics(history: pd.DataFrame, peak_epoch: int, test: 
     expected = {column: last[column] for column in HISTORY_COLUMNS} | {
         "best_test_accuracy": best["test_accuracy"],
         "best_epoch": best["epoch"],
-        "at_chance_level": at_chance_after_the_peak(rows, peak_epoch, len(test.classes), len(test)),
+        "at_chance_level": at_chance_after_the_peak(
+            rows, peak_epoch, guessing_accuracy(test.labels, len(test.classes)), len(test)
+        ),
     }
     check_against_metrics(paths.HISTORY, expected, paths.TRAIN_METRICS, "train")
 

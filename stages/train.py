@@ -25,7 +25,7 @@ from cifar.models import save_trained
 from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.runtime import cpu_kernels, device_name, environment, gpu_kernels
-from cifar.training.chance import at_chance, at_chance_after_the_peak, diverged
+from cifar.training.chance import at_chance, at_chance_after_the_peak, diverged, guessing_accuracy
 from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
 from cifar.training.engine import fit
 from cifar.training.lr_find import RangeTest, check_handed_curve, read_curve
@@ -106,14 +106,13 @@ def main() -> None:
         write_text(paths.MODEL_SUMMARY, f"{summary}\n")
         write_csv(paths.HISTORY, history)
         write_csv(paths.LR_SCHEDULE, pd.DataFrame({"step": range(1, len(result.step_lrs) + 1), "lr": result.step_lrs}))
-        at_chance_level = at_chance_after_the_peak(
-            result.history, params.train.onecycle.max_at_epoch, len(train.classes), len(test)
-        )
+        guess = guessing_accuracy(test.labels, len(test.classes))
+        at_chance_level = at_chance_after_the_peak(result.history, params.train.onecycle.max_at_epoch, guess, len(test))
         write_json(paths.TRAIN_METRICS, quality_metrics(history, at_chance_level, max_lr))
         write_json(paths.SPEED_METRICS, speed_metrics(history, train_loader.images_per_epoch))
         write_json(paths.TRAIN_ENVIRONMENT, environment(device, precision))
     final_accuracy = result.history[-1]["test_accuracy"]
-    if at_chance(final_accuracy, len(train.classes), len(test)):
+    if at_chance(final_accuracy, guess, len(test)):
         raise TrainingError(
             f"training failed: the final test accuracy {final_accuracy:.3f} on {len(test)} images is not above chance; "
             f"{kept_for_inspection()}. {result.chance_warning}"

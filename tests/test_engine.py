@@ -16,6 +16,7 @@ from cifar.training.chance import (
     at_chance_after_the_peak,
     binomial_tail,
     diverged,
+    guessing_accuracy,
     likely_cause,
     not_learning_warning,
 )
@@ -75,7 +76,8 @@ def test_chance_level_after_the_peak_is_reported():
         num_classes=10,
     )
     assert result.chance_warning is not None
-    assert "on 200 images is not above chance (0.100)" in result.chance_warning
+    largest = np.bincount(test.labels, minlength=10).max() / len(test)  # random labels: not ten equal classes
+    assert f"on 200 images is not above chance ({largest:.3f}, its largest class's share)" in result.chance_warning
     assert "after the OneCycle peak at epoch 1" in result.chance_warning
 
 
@@ -112,7 +114,7 @@ def test_the_chance_warning_reads_the_last_epoch_and_is_said_once(caplog):
     ],
 )
 def test_chance_is_a_significance_test_on_the_number_of_test_images(accuracy, images, at_chance_level):
-    assert at_chance(accuracy, 10, images) is at_chance_level
+    assert at_chance(accuracy, 0.1, images) is at_chance_level
 
 
 @pytest.mark.parametrize(
@@ -245,7 +247,25 @@ def test_at_chance_level_is_any_epoch_after_the_peak_at_chance(accuracies, expec
     epoch's after the peak, and refused a run that recovered, advising `dvc repro train`, which
     wrote the same again."""
     history = [{"epoch": epoch, "test_accuracy": accuracy} for epoch, accuracy in enumerate(accuracies, 1)]
-    assert at_chance_after_the_peak(history, 1, 10, 200) is expected
+    assert at_chance_after_the_peak(history, 1, 0.1, 200) is expected
+
+
+def test_chance_on_an_unbalanced_test_split_is_guessing_its_largest_class():
+    """100 of 190 test images of one class: a model that learned only that class's share (0.468,
+    noise data) passed against 1 / 10, and train recorded it as a success."""
+    labels = np.array([0] * 100 + [cls for cls in range(1, 10) for _ in range(10)])
+    assert guessing_accuracy(labels, 10) == pytest.approx(100 / 190)
+    assert guessing_accuracy(np.repeat(np.arange(10), 20), 10) == pytest.approx(0.1)
+    assert at_chance(0.468, guessing_accuracy(labels, 10), 190)
+    assert not at_chance(0.468, 0.1, 190)
+    history = [
+        {"epoch": 1, "test_accuracy": 0.4, "train_loss": 2.0},
+        {"epoch": 2, "test_accuracy": 0.468, "train_loss": 1.9},
+    ]
+    warning = not_learning_warning(history, 10, 190, 1, 0.01, 60, guess=guessing_accuracy(labels, 10))
+    assert warning.startswith(
+        "test accuracy 0.468 on 190 images is not above chance (0.526, its largest class's share) at epoch 2"
+    )
 
 
 def test_a_max_lr_lr_find_picked_is_never_advised_to_lr_find():

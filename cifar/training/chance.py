@@ -6,6 +6,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 # A model is "at chance" unless guessing would score as well as it did less than once in
 # this many tries: strict enough that a real model on a few hundred test images passes.
 CHANCE_SIGNIFICANCE = 1e-3
@@ -101,16 +103,25 @@ def _test_loss_blown_up(history: list[dict], guessing: float) -> float | None:
     return next((loss for loss in test_losses if not math.isfinite(loss)), max(test_losses))
 
 
-def at_chance(accuracy: float, num_classes: int, num_images: int) -> bool:
-    """Not significantly better than guessing, by a one-sided binomial test on the test set."""
-    return binomial_tail(round(accuracy * num_images), num_images, 1 / num_classes) >= CHANCE_SIGNIFICANCE
+def guessing_accuracy(labels, num_classes: int) -> float:
+    """The test accuracy of always guessing the test split's largest class: 1 / num_classes on a
+    balanced split. Against 1 / num_classes alone, a model that learned only which class is most
+    common passed on an unbalanced one (0.468 on 190 images, 100 of them of one class)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return max(float(counts.max() / counts.sum()), 1 / num_classes) if counts.sum() else 1 / num_classes
 
 
-def at_chance_after_the_peak(history: list[dict], peak_epoch: int, num_classes: int, num_images: int) -> bool:
+def at_chance(accuracy: float, guessing: float, num_images: int) -> bool:
+    """Not significantly better than guessing (`guessing`, its accuracy: guessing_accuracy), by a
+    one-sided binomial test on the test set."""
+    return binomial_tail(round(accuracy * num_images), num_images, guessing) >= CHANCE_SIGNIFICANCE
+
+
+def at_chance_after_the_peak(history: list[dict], peak_epoch: int, guessing: float, num_images: int) -> bool:
     """Whether any epoch after the OneCycle peak tested at chance, a later one above it too
     (metrics/train.json's at_chance_level): train wrote the last epoch's alone, and figures,
     reading any, refused the outputs of a run that recovered, advising the same run again."""
-    return any(at_chance(row["test_accuracy"], num_classes, num_images) for row in history if row["epoch"] > peak_epoch)
+    return any(at_chance(row["test_accuracy"], guessing, num_images) for row in history if row["epoch"] > peak_epoch)
 
 
 def binomial_tail(successes: int, trials: int, probability: float) -> float:
@@ -136,15 +147,19 @@ def not_learning_warning(
     start: Start | None = None,
     weight_decay: float = 0.0,
     picked: bool = False,
+    guess: float | None = None,
 ) -> str | None:
     """The warning for the last epoch of `history` when, after the OneCycle peak, its test
     accuracy on `tested_on` images is still at chance; None otherwise. `start` is the untrained
     network's loss, at the first step (likely_cause); a loss collapsed onto guessing's under a
     `weight_decay` past STRONG_WEIGHT_DECAY names the decay, as no max_lr may help; `picked`
-    where lr_find picked max_lr."""
+    where lr_find picked max_lr; `guess` the accuracy of always guessing the test split's largest
+    class (guessing_accuracy; 1 / num_classes unless given)."""
     epoch, accuracy = history[-1]["epoch"], history[-1]["test_accuracy"]
-    if epoch <= peak_epoch or not at_chance(accuracy, num_classes, tested_on):
+    chance = guess or 1 / num_classes
+    if epoch <= peak_epoch or not at_chance(accuracy, chance, tested_on):
         return None
+    largest = ", its largest class's share" if chance > 1 / num_classes else ""
     guessing, last = math.log(num_classes), history[-1]["train_loss"]
     cause = (
         f"the training loss ended at {last:.4g}, guessing's {guessing:.4g} (uniform outputs), under "
@@ -154,7 +169,7 @@ def not_learning_warning(
         else likely_cause(history, num_classes, max_lr, steps, start, picked)
     )
     return (
-        f"test accuracy {accuracy:.3f} on {tested_on} images is not above chance ({1 / num_classes:.3f}) "
+        f"test accuracy {accuracy:.3f} on {tested_on} images is not above chance ({chance:.3f}{largest}) "
         f"at epoch {epoch}, after the OneCycle peak at epoch {peak_epoch}: the model is not learning; {cause}"
     )
 

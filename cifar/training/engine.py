@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cifar.config import MAX_STEPS
 from cifar.errors import ConfigError, TrainingError
 from cifar.runtime import autocast, synchronize
-from cifar.training.chance import Start, lower_max_lr, not_learning_warning
+from cifar.training.chance import Start, guessing_accuracy, lower_max_lr, not_learning_warning
 from cifar.training.checkpoint import CheckpointFile, TrainingState
 from cifar.training.inference import predict
 from cifar.training.loader import DeviceLoader
@@ -175,6 +175,7 @@ def fit(
     optimizer = recipe.optimizer(model, max_lr)
     scheduler = recipe.schedule(optimizer, max_lr, len(train_loader))
     picked = config.max_lr == "find"
+    guess = guessing_accuracy(test_loader.labels.cpu().numpy(), num_classes)
     run = TrainingRun(
         model,
         optimizer,
@@ -236,6 +237,7 @@ def fit(
                 start,
                 config.weight_decay,
                 picked,
+                guess,
             ),
         )
         if chance_warning and not warned:
