@@ -409,13 +409,17 @@ def _check_across_keys(params: Params, source: str) -> None:
             f"{source}: model.layer4_stride = {params.model.layer4_stride} is not allowed with model.name = "
             f"{params.model.name!r}; only resnet18 has a layer4 (leave it at 2)"
         )
+    # Nesterov's first: told to stop OneCycle cycling a momentum of 0, a Nesterov run was then refused for it.
+    if params.train.nesterov and (params.train.optimizer != "sgd" or params.train.momentum == 0):
+        raise ConfigError(f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0")
     unused_momentum = params.train.momentum != TrainConfig().momentum
     if params.train.optimizer != "sgd" and unused_momentum:
         # Two lr_find curves, momentum 0.5 and 0.9, alike to the last digit: Adam's first beta is its own.
+        also = " and train.onecycle.cycle_momentum to false" if params.train.onecycle.cycle_momentum else ""
         raise ConfigError(
             f"{source}: train.momentum = {params.train.momentum} is not used by train.optimizer = "
             f"{params.train.optimizer!r}, whose first beta OneCycle cycles (or Adam's default 0.9 holds); leave it "
-            f"at {TrainConfig().momentum}, or set train.optimizer to 'sgd'"
+            f"at {TrainConfig().momentum}, or set train.optimizer to 'sgd'{also}"
         )
     if params.train.optimizer == "sgd" and params.train.onecycle.cycle_momentum and unused_momentum:
         # Two momentums trained alike to the last digit: OneCycle had set its own.
@@ -424,5 +428,3 @@ def _check_across_keys(params: Params, source: str) -> None:
             f"true: OneCycle sets SGD's momentum itself, from 0.95 down to 0.85 and back; set "
             f"train.onecycle.cycle_momentum to false to train at train.momentum"
         )
-    if params.train.nesterov and (params.train.optimizer != "sgd" or params.train.momentum == 0):
-        raise ConfigError(f"{source}: train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0")

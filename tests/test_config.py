@@ -525,7 +525,12 @@ def test_a_leading_zero_is_decimal_as_in_dvc(tmp_path):
         (  # two lr_find curves alike to the last digit
             {"train.optimizer": "adam", "train.momentum": 0.5},
             "train.momentum = 0.5 is not used by train.optimizer = 'adam', whose first beta OneCycle cycles (or "
-            "Adam's default 0.9 holds); leave it at 0.9, or set train.optimizer to 'sgd'",
+            "Adam's default 0.9 holds); leave it at 0.9, or set train.optimizer to 'sgd' and "
+            "train.onecycle.cycle_momentum to false",
+        ),
+        (  # told first to stop OneCycle cycling a momentum of 0, then refused for it
+            {"train.optimizer": "sgd", "train.momentum": 0.0, "train.nesterov": True},
+            "train.nesterov = true needs train.optimizer = 'sgd' and train.momentum > 0",
         ),
         (  # two momentums trained alike to the last digit
             {"train.optimizer": "sgd", "train.momentum": 0.5},

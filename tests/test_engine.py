@@ -268,6 +268,21 @@ def test_chance_on_an_unbalanced_test_split_is_guessing_its_largest_class():
     )
 
 
+def test_a_test_split_too_small_to_tell_learning_from_chance_is_named():
+    """data.test_limit 10: 0.2, 0.4, 0.4 (the test loss falling from 2.33 to 1.58) was "the model is
+    not learning", and train longer advised: any model under 6 of 10 right fails there."""
+    history = [{"epoch": epoch, "test_accuracy": accuracy, "train_loss": loss} for epoch, accuracy, loss in
+               [(1, 0.2, 2.76), (2, 0.4, 1.98), (3, 0.4, 1.68)]]  # fmt: skip
+    warning = not_learning_warning(history, 10, 10, 1, 0.001, 45, Start(2.5))
+    assert (
+        "after the OneCycle peak at epoch 1: 10 test images are too few to tell a model that learned from chance, as "
+        "only 6 or more right (0.60) count as above it: raise data.test_limit; else the training loss went from"
+    ) in warning
+    assert "the model is not learning" in not_learning_warning(
+        [{**row, "test_accuracy": 0.12} for row in history], 10, 200, 1, 0.001, 45, Start(2.5)
+    )
+
+
 def test_a_max_lr_lr_find_picked_is_never_advised_to_lr_find():
     """A run at chance at lr_find's pick was told to "let lr_find pick max_lr (train.max_lr: find)",
     as params.yaml said already, and a diverged one to "pick it with lr_find": neither changed a
@@ -453,7 +468,7 @@ def test_a_loss_that_never_rose_from_its_start_has_not_diverged(losses, failed):
             "the training loss went from 2.54 at the first step to 2.54 in the last epoch (highest 2.72; guessing "
             "scores 2.3): it rose above the first step's loss and fell back, as a max_lr too small or too large can "
             "each make it (this run's is 0.003): train longer (raise train.epochs or data.train_limit, or lower "
-            "train.batch_size), or let lr_find pick max_lr (train.max_lr: find)",
+            "train.batch_size), or let lr_find pick max_lr (train.max_lr: find), unless this is its pick",
         ),
         # Above the start and back below guessing's: it fits its batches.
         ((2.3, 0.05), [2.5, 1.9], 0.002, "below guessing's 2.3: the model fits its training batches, but 60 steps"),
@@ -575,7 +590,8 @@ BARELY_MOVED = "the model barely moved, so raise max_lr"
 LONGER = "train longer: raise train.epochs or data.train_limit, or lower train.batch_size"
 TOO_FEW_TO_TELL = (
     "too few to tell whether max_lr (this run's is {max_lr}) is too small or too large: train longer (raise "
-    "train.epochs or data.train_limit, or lower train.batch_size), or let lr_find pick max_lr (train.max_lr: find)"
+    "train.epochs or data.train_limit, or lower train.batch_size), or let lr_find pick max_lr (train.max_lr: find), "
+    "unless this is its pick"
 )
 
 
