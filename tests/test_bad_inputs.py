@@ -3457,6 +3457,13 @@ def test_a_pax_header_of_200000_digits_is_refused_at_its_first_record(pipeline, 
     )
 
 
+def tar_member(name: str, data: bytes) -> bytes:
+    """A plain tar member: its header, data and padding."""
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return member.tobuf() + data + bytes(-len(data) % 512)
+
+
 def extended_header(kind: bytes, data: bytes, declared: int | None = None) -> bytes:
     """The header and its data, declaring `declared` bytes of it (all of them by default)."""
     header = tarfile.TarInfo("././@extended")
@@ -3469,13 +3476,11 @@ def test_a_member_named_two_ways_by_pax_and_a_gnu_long_name_is_refused(tree, tmp
     """The stage took the later name, GNU tar and tarfile the pax path: a dog image trained as
     a dog that `tar tf` lists as a cat."""
     image = (tree / "train" / "dog" / "0000.png").read_bytes()
-    member = tarfile.TarInfo("export/train/dog/0000.png")
-    member.size = len(image)
     pax = extended_header(tarfile.XHDTYPE, b"34 path=export/train/cat/0050.png\n")
     long_name = extended_header(tarfile.GNUTYPE_LONGNAME, b"export/train/dog/0000.png\0")
     headers = pax + long_name if pax_first else long_name + pax
     archive = tmp_path / "named-twice.tar"
-    archive.write_bytes(headers + member.tobuf() + image + bytes(-len(image) % 512) + bytes(1024))
+    archive.write_bytes(headers + tar_member("export/train/dog/0000.png", image) + bytes(1024))
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: unsafe member 'export/train/dog/0000.png' (also named 'export/train/cat/0050.png' by a pax "
         f"header, and tools differ on which); the archive may hold only folders and regular files below its own "
@@ -3513,16 +3518,10 @@ def test_a_gnu_long_name_that_runs_past_its_declared_size_is_refused(tree, tmp_p
     cut there, `export/train/cat/0020.png` was a stray `exp`, an image dropped unseen, and a hard
     link to `export/a.png.cat` one to `export/a.png`: a dog's pixels filed as a cat."""
     dog, cat = (tree / "train/dog/0000.png").read_bytes(), (tree / "train/cat/0000.png").read_bytes()
-    members = b""
-    for name, image in (("export/a.png", dog), ("export/a.png.cat", cat)):
-        member = tarfile.TarInfo(name)
-        member.size = len(image)
-        members += member.tobuf() + image + bytes(-len(image) % 512)
+    members = tar_member("export/a.png", dog) + tar_member("export/a.png.cat", cat)
     if kind == "file":
         named, long_name = "export/train/cat/0020.png", extended_header(tarfile.GNUTYPE_LONGNAME, b"", 3)
-        member = tarfile.TarInfo("export/train/cat/0020.png")
-        member.size = len(cat)
-        member_bytes = member.tobuf() + cat + bytes(-len(cat) % 512)
+        member_bytes = tar_member("export/train/cat/0020.png", cat)
     else:
         named, long_name = "export/a.png.cat", extended_header(tarfile.GNUTYPE_LONGLINK, b"", len("export/a.png"))
         member = tarfile.TarInfo("export/train/cat/0020.png")
@@ -3552,12 +3551,8 @@ def test_a_hard_link_whose_target_two_headers_name_differently_is_refused(tree, 
     """Two GNU long link names (GNU tar takes the last, tarfile the first), or one and a pax
     linkpath, before a hard link in train/cat: one named a cat, the other a dog, and the stage
     took one of them without a word."""
-    members = b""
-    for name, image in (("export/a.png", "train/dog/0000.png"), ("export/b.png", "train/cat/0000.png")):
-        data = (tree / image).read_bytes()
-        member = tarfile.TarInfo(name)
-        member.size = len(data)
-        members += member.tobuf() + data + bytes(-len(data) % 512)
+    members = tar_member("export/a.png", (tree / "train/dog/0000.png").read_bytes())
+    members += tar_member("export/b.png", (tree / "train/cat/0000.png").read_bytes())
     link = tarfile.TarInfo("export/train/cat/0020.png")
     link.type, link.linkname = tarfile.LNKTYPE, "export/a.png"
     first = extended_header(tarfile.GNUTYPE_LONGLINK, b"export/b.png\0")
@@ -3572,11 +3567,9 @@ def test_pax_records_past_the_size_a_pax_header_declares_are_refused(tree, tmp_p
     """tarfile reads a pax header's whole blocks, GNU tar the bytes declared: a path in the padding
     filed a dog as a cat for tarfile alone."""
     dog = (tree / "train/dog/0000.png").read_bytes()
-    member = tarfile.TarInfo("export/train/dog/0000.png")
-    member.size = len(dog)
     pax = extended_header(tarfile.XHDTYPE, b"11 mtime=1\n34 path=export/train/cat/0050.png\n", declared=11)
     archive = tmp_path / "hidden.tar"
-    archive.write_bytes(pax + member.tobuf() + dog + bytes(-len(dog) % 512) + bytes(1024))
+    archive.write_bytes(pax + tar_member("export/train/dog/0000.png", dog) + bytes(1024))
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: unsafe member '././@extended' (a pax header with records past the 11 bytes it declares, which "
         f"tarfile reads and GNU tar does not, and tools differ on which file it is); the archive may hold only folders "
@@ -3588,11 +3581,9 @@ def test_an_empty_gnu_long_name_names_no_file(tree, tmp_path, downloads):
     """tarfile names the member after an empty GNU long name '' and GNU tar '.', and neither
     extracts it; the stage took the header's own name, and imported a dog as a 21st cat."""
     dog = (tree / "train/dog/0000.png").read_bytes()
-    member = tarfile.TarInfo("export/train/cat/0020.png")
-    member.size = len(dog)
     archive = tmp_path / "nameless.tar"
     archive.write_bytes(
-        extended_header(tarfile.GNUTYPE_LONGNAME, b"") + member.tobuf() + dog + bytes(-len(dog) % 512) + bytes(1024)
+        extended_header(tarfile.GNUTYPE_LONGNAME, b"") + tar_member("export/train/cat/0020.png", dog) + bytes(1024)
     )
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: unsafe member '' (a file without a name, where only folders may be '.'); the archive may hold "

@@ -74,6 +74,12 @@ BLOCKSIZE = tarfile.BLOCKSIZE
 # Where a GNU long name waits for its member beside the pax fields; no pax key has a space.
 _GNU_LONG_NAME = "GNU long name"
 _GNU_LONG_LINK = "GNU long link name"
+# Each GNU long name header: its key among the fields before a member, and how a second one that
+# names another is told.
+_GNU_LONG_HEADERS = {
+    tarfile.GNUTYPE_LONGNAME: (_GNU_LONG_NAME, "also named {} by a GNU long name before it"),
+    tarfile.GNUTYPE_LONGLINK: (_GNU_LONG_LINK, "a link target also named {} by a GNU long link name before it"),
+}
 _EMPTY_BLOCK = bytes(BLOCKSIZE)
 # pixz (`tar -I pixz`) writes an index of the members after the tar, from a block boundary
 # on, behind this magic number; tar and tarfile stop at the end-of-archive marker before it.
@@ -640,28 +646,16 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
                         f"which GNU tar and tarfile combine differently, and tools differ on which file it is; {_FIX}"
                     )
                 pending |= fields
-            elif header.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = _gnu_long_name(data, padding, archive)
-                if pending.get(_GNU_LONG_NAME, long_name) != long_name:
-                    # GNU tar takes the last, tarfile the first: which class cannot be told.
+            else:
+                key, twice = _GNU_LONG_HEADERS[header.type]
+                named = _gnu_long_name(data, padding, archive)
+                if pending.get(key, named) != named:
+                    # GNU tar takes the last, tarfile the first: which class, or which image a hard
+                    # link copies (a dog or a cat), cannot be told.
                     raise _unsafe(
-                        archive,
-                        long_name,
-                        f"also named {pending[_GNU_LONG_NAME][:200]!r} by a GNU long name before it, and tools "
-                        f"differ on which",
+                        archive, named, f"{twice.format(repr(pending[key][:200]))}, and tools differ on which"
                     )
-                pending[_GNU_LONG_NAME] = long_name
-            elif header.type == tarfile.GNUTYPE_LONGLINK:
-                long_link = _gnu_long_name(data, padding, archive)
-                if pending.get(_GNU_LONG_LINK, long_link) != long_link:
-                    # GNU tar takes the last, tarfile the first: a hard link to a dog or to a cat.
-                    raise _unsafe(
-                        archive,
-                        long_link,
-                        f"a link target also named {pending[_GNU_LONG_LINK][:200]!r} by a GNU long link name before "
-                        f"it, and tools differ on which",
-                    )
-                pending[_GNU_LONG_LINK] = long_link
+                pending[key] = named
             position += _padded(header.size)
             continue
         fields, pending = global_fields | pending, {}
