@@ -19,6 +19,7 @@ from cifar.training.chance import (
     guessing_accuracy,
     likely_cause,
     not_learning_warning,
+    right_to_pass,
 )
 from cifar.training.checkpoint import EPOCH_ROW_KEYS
 from cifar.training.engine import TrainingRun, fit, train_epoch
@@ -266,6 +267,14 @@ def test_chance_on_an_unbalanced_test_split_is_guessing_its_largest_class():
     assert warning.startswith(
         "test accuracy 0.468 on 190 images is not above chance (0.526, its largest class's share) at epoch 2"
     )
+
+
+@pytest.mark.parametrize(("guessing", "images"), [(0.1, 10), (0.1, 200), (0.526, 190), (0.1, 1000)])
+def test_the_images_right_to_pass_are_the_fewest_that_test_above_chance(guessing, images):
+    """Bisected: counted up one at a time, 10,000 test images took seconds each epoch."""
+    right = right_to_pass(guessing, images)
+    assert not at_chance(right / images, guessing, images)
+    assert at_chance((right - 1) / images, guessing, images)
 
 
 def test_a_test_split_too_small_to_tell_learning_from_chance_is_named():

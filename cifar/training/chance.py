@@ -176,7 +176,7 @@ def not_learning_warning(
         if weight_decay > STRONG_WEIGHT_DECAY and abs(last - guessing) <= COLLAPSED * guessing
         else likely_cause(history, num_classes, max_lr, steps, start, picked)
     )
-    needed = _right_to_pass(chance, tested_on)
+    needed = right_to_pass(chance, tested_on)
     if needed >= FEW_TEST_IMAGES * chance * tested_on:
         # 10 test images at 0.2, 0.4, 0.4 (the test loss falling from 2.33 to 1.58) were told the
         # model was not learning, and to train longer: any model under 6 of 10 fails there.
@@ -192,11 +192,18 @@ def not_learning_warning(
     )
 
 
-def _right_to_pass(guessing: float, num_images: int) -> int:
-    """How many test images a model must get right to test above chance."""
-    return next(
-        right for right in range(num_images + 1) if binomial_tail(right, num_images, guessing) < CHANCE_SIGNIFICANCE
-    )
+def right_to_pass(guessing: float, num_images: int) -> int:
+    """How many test images a model must get right to test above chance (num_images + 1 where
+    none do). Bisected, as the tail falls with each more right: counted up one at a time, it took
+    5 to 28 s of CPU each epoch on 10,000 test images."""
+    low, high = 0, num_images + 1
+    while low < high:
+        middle = (low + high) // 2
+        if binomial_tail(middle, num_images, guessing) < CHANCE_SIGNIFICANCE:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def likely_cause(
