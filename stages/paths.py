@@ -104,7 +104,8 @@ def _read_table(pipeline: object) -> dict[str, str]:
     tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
     if len(tables) != 1 or not isinstance(tables[0], dict):
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
-    table, protected_places = tables[0], _protected_places()
+    # A name YAML reads as a number (`2026: reports/run.txt`, a user's own, which DVC takes) as its text.
+    table, protected_places = {str(name): path for name, path in tables[0].items()}, _protected_places()
     protected_folders = _protected_folders()
     for name, path in table.items():
         problem = _path_problem(path) or _format_problem(name, path)
@@ -487,6 +488,30 @@ def _runs_a_stage(definition: dict) -> bool:
     return _runs_by_its_command(definition) or _runs_by_its_outputs(definition)
 
 
+def _refuse_shapes_dvc_refuses(stages: dict) -> None:
+    """A stage's deps, outs, metrics or plots that are no list, or a params entry naming a file
+    with keys that are no list (`deps: 5`, `- notes.yaml: 5`), which DVC's schema refuses: the
+    stages, iterating them, ended in a traceback."""
+    for name, definition in _definitions(stages).items():
+        for kind in ("deps", "outs", "metrics", "plots", "params"):
+            if definition.get(kind) is not None and not isinstance(definition[kind], list):
+                raise _refuse(
+                    f"stage {name!r} has `{kind}: {str(definition[kind])[:100]}`, where DVC takes a list",
+                    where=PIPELINE.name,
+                    fix=f"write its {kind} as a list (`- ...` lines), or restore it with",
+                )
+        for entry in definition.get("params") or []:
+            files = entry.items() if isinstance(entry, dict) else []
+            keys = next(((file, keys) for file, keys in files if keys is not None and not isinstance(keys, list)), None)
+            if keys:
+                raise _refuse(
+                    f"stage {name!r} declares `{keys[0]}: {str(keys[1])[:100]}` among its params, where DVC takes a "
+                    f"list of keys",
+                    where=PIPELINE.name,
+                    fix=f"write them as a list (`- {keys[0]}: [KEY]`), or restore it with",
+                )
+
+
 def _refuse_params_dvc_reads_otherwise(stages: dict) -> None:
     """A stage of stages/ whose params dvc.yaml declares as keys DVC reads as patterns, or from
     another file, which DVC reads and records, while the stages read params.yaml alone: `- lr.yaml:
@@ -838,6 +863,7 @@ def _path(name: str) -> str:
     return TABLE[name]
 
 
+_refuse_shapes_dvc_refuses(_PIPELINE["stages"])
 _refuse_what_only_dvc_resolves(_PIPELINE["stages"])
 _refuse_params_dvc_reads_otherwise(_PIPELINE["stages"])
 DATA = _path("data")

@@ -3199,6 +3199,11 @@ def table_entry(name: str, value: str):
             "among its outs, metrics or plots, or in a folder among them: DVC would neither cache nor restore it; "
             "declare it as `${paths.predictions}`",
         ),
+        # Pass 77: a name YAML reads as a number (a user's own, which DVC takes) was a traceback.
+        (
+            lambda text: text.replace("  - paths:\n", "  - paths:\n      2026: reports/run/../x.txt\n", 1),
+            "2026 = 'reports/run/../x.txt' is not a plain relative path",
+        ),
     ],
     ids=[
         "no-table",
@@ -3233,6 +3238,7 @@ def table_entry(name: str, value: str):
         "mercurial-folder",
         "a-reference-in-the-table",
         "an-output-declared-by-another-path",
+        "a-number-for-a-name",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

@@ -375,6 +375,24 @@ def test_a_foreach_item_dvc_cannot_write_into_text_is_refused(item, refused):
         paths._refuse_what_only_dvc_resolves(stages)
 
 
+@pytest.mark.parametrize(
+    ("definition", "said"),
+    [
+        ({"cmd": "python -m stages.evaluate", "deps": 5}, "stage 'evaluate' has `deps: 5`, where DVC takes a list"),
+        (
+            {"cmd": "python -m stages.evaluate", "params": [{"notes.yaml": 5}]},
+            "stage 'evaluate' declares `notes.yaml: 5` among its params, where DVC takes a list of keys",
+        ),
+    ],
+    ids=["deps-a-number", "params-keys-a-number"],
+)
+def test_a_definition_of_shapes_dvc_refuses_is_refused_in_one_line(definition, said):
+    """`deps: 5` and `- notes.yaml: 5`, which DVC's schema refuses: a traceback as every stage loaded."""
+    with pytest.raises(ConfigError) as refused:
+        paths._refuse_shapes_dvc_refuses({"evaluate": definition})
+    assert str(refused.value).startswith(f"dvc.yaml: {said}; ")
+
+
 def test_each_stage_declares_every_output_it_writes():
     """evaluate's `- data/test_predictions.csv` for `${paths.predictions}`: it wrote the table's
     path, and DVC failed after the whole run, finding its own missing."""
