@@ -391,10 +391,14 @@ def _read_of(definition: dict) -> list:
     metrics and plots, `frozen`, and the module its command runs (`python -m stages.${item}`);
     not the rest of its command (`OMP_NUM_THREADS=${threads} python -m stages.train`) or a
     plot's title (`over ${train.epochs} epochs`), which DVC resolves for itself: both refused."""
-    entries = [definition.get(kind) for kind in ("outs", "metrics", "plots")]
-    paths = [key for each in entries if isinstance(each, list) for entry in each for key in _keys(entry)]
     modules = [module for command in _commands(definition) for module in re.findall(r"stages\.\S*", command)]
-    return [definition.get("params"), definition.get("deps"), definition.get("frozen"), paths, modules]
+    return [
+        definition.get("params"),
+        definition.get("deps"),
+        definition.get("frozen"),
+        _output_names(definition),
+        modules,
+    ]
 
 
 # A `${...}` as DVC finds one (`\${HOME}`, escaped, is the shell's); one left unclosed is refused.
@@ -822,20 +826,22 @@ def declared_outputs(stage: str) -> list[str]:
 def _outputs_declared(definition: dict, strict: bool = True) -> list[str]:
     """A definition's outputs, metrics and plots, as DVC resolves their paths: from its wdir, and
     normalised (`./models/max_lr.json` was no lr_find's)."""
+    wdir = str(definition.get("wdir") or ".")
+    return [
+        _in_the_repository(posixpath.join(wdir, _resolved(name, strict)))
+        for name in _output_names(definition)
+        if isinstance(name, str)
+    ]
+
+
+def _output_names(definition: dict) -> list:
+    """The paths a definition's outs, metrics and plots name as written: every key of a mapping
+    entry, as DVC reads one (`- a.csv: {}` / `b.csv: {}` declares both)."""
     try:
         entries = [entry for kind in ("outs", "metrics", "plots") for entry in definition.get(kind) or []]
     except (KeyError, TypeError, AttributeError):
         return []
-    # every key of a mapping entry, as DVC reads one (`- a.csv: {}` / `b.csv: {}` declares both)
-    named = [key for entry in entries for key in _keys(entry)]
-    wdir = str(definition.get("wdir") or ".")
-    return [
-        _in_the_repository(posixpath.join(wdir, _resolved(entry, strict))) for entry in named if isinstance(entry, str)
-    ]
-
-
-def _keys(entry) -> list:
-    return list(entry) if isinstance(entry, dict) else [entry]
+    return [key for entry in entries for key in (entry if isinstance(entry, dict) else [entry])]
 
 
 def _in_the_repository(path: str) -> str:

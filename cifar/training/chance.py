@@ -116,7 +116,7 @@ def guessing_accuracy(labels, num_classes: int) -> float:
     balanced split. Against 1 / num_classes alone, a model that learned only which class is most
     common passed on an unbalanced one (0.468 on 190 images, 100 of them of one class)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    return max(float(counts.max() / counts.sum()), 1 / num_classes) if counts.sum() else 1 / num_classes
+    return float(counts.max() / counts.sum()) if counts.sum() else 1 / num_classes
 
 
 def at_chance(accuracy: float, guessing: float, num_images: int) -> bool:
