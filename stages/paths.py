@@ -54,6 +54,10 @@ PIPELINE = REPO / "dvc.yaml"
 PARAMS = PARAMS_FILE
 # This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.
 MAX_PIPELINE_BYTES = 256 << 10
+# What the stages may walk once anchors, aliases and each foreach's `do:` are written out; a
+# 256 KB file holds at most 128 Ki values written out. 1.3 KB of aliases of aliases in a user's
+# foreach grew past 3.7 GB in 300 s as every stage filled `do:` in.
+MAX_PIPELINE_VALUES = 1 << 20
 # Each write makes a scratch folder `.NAME.partial-PID-XXXXXXXX` beside its output (PIDs have
 # up to 7 digits) within the 255 bytes a file name may take: a longer NAME failed after the work.
 MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
@@ -95,7 +99,32 @@ def _read_pipeline() -> object:
     stages = pipeline.get("stages") if isinstance(pipeline, dict) else None
     if not isinstance(stages, dict):  # `stages:` empty or missing, which DVC accepts, was a traceback
         raise _refuse("no `stages:` mapping of the pipeline's stages", where=PIPELINE.name)
+    if _values_written_out(pipeline) > MAX_PIPELINE_VALUES:
+        raise _refuse(
+            f"its anchors and aliases (&name, *name), with each foreach's `do:` written out for every item, make "
+            f"more than {MAX_PIPELINE_VALUES:,} values (aliases of aliases multiply)",
+            where=PIPELINE.name,
+            fix="cut what they repeat, or restore it with",
+        )
     return pipeline
+
+
+def _values_written_out(pipeline: dict) -> int:
+    """How many values the pipeline holds with its aliases, and each foreach's `do:` for every
+    item, written out, counted up to past MAX_PIPELINE_VALUES (PyYAML shares an alias's value,
+    so a small file can stand for a huge one)."""
+    counted, pending = 0, [(pipeline, 1)]
+    while pending and counted <= MAX_PIPELINE_VALUES:
+        value, times = pending.pop()
+        counted += times
+        if isinstance(value, dict) and "foreach" in value and isinstance(value["foreach"], list | dict):
+            pending.append((value.get("do"), times * max(len(value["foreach"]), 1)))
+            value = {key: each for key, each in value.items() if key != "do"}
+        if isinstance(value, dict):
+            pending += [(each, times) for each in itertools.chain(value.keys(), value.values())]
+        elif isinstance(value, list):
+            pending += [(each, times) for each in value]
+    return counted
 
 
 def _read_table(pipeline: object) -> dict[str, str]:
@@ -485,7 +514,13 @@ def _runs_by_its_outputs(definition: dict, stage: str | None = None) -> bool:
     which no other stage can declare: DVC refuses an output two stages declare."""
     written = _WRITES.get(stage, ()) if stage else [name for names in _WRITES.values() for name in names]
     outputs = _outputs_declared(definition, strict=False)
-    return any(TABLE.get(name) in outputs for name in written)
+    return any(_declared_among(TABLE[name], outputs) for name in written if isinstance(TABLE.get(name), str))
+
+
+def _declared_among(path: str, outputs: list[str]) -> bool:
+    """Whether an output is declared, itself or in a folder among the outputs (DVC refuses two
+    stages' outputs where one holds the other)."""
+    return any(PurePosixPath(path).is_relative_to(output) for output in outputs)
 
 
 def _runs_a_stage(definition: dict) -> bool:
@@ -538,6 +573,16 @@ def _refuse_params_dvc_reads_otherwise(stages: dict) -> None:
                 f"while the stages read keys as written",
                 where=PIPELINE.name,
                 fix="name the key itself (`- lr_find`, `- explain.layers`), or restore it with",
+            )
+        # DVC records one spelling's keys (`params.yaml` and its absolute path in one mapping: the
+        # last's), the stages read the first's, and figures drew from a model trained with other params
+        spellings = list(dict.fromkeys(str(file) for file, _ in named if _is_the_params_file(file)))
+        if len(spellings) > 1:
+            raise _refuse(
+                f"stage {name!r} names {PARAMS_FILE} by {len(spellings)} spellings ({', '.join(spellings)}), of which "
+                f"DVC records the keys of one",
+                where=PIPELINE.name,
+                fix=f"declare its keys under one (`- {PARAMS_FILE}: [KEY]`, or each as `- KEY`), or restore it with",
             )
         for file, keys in named:
             if _is_the_params_file(file):
@@ -690,12 +735,13 @@ def _defined(stage: str) -> tuple[str, dict]:
     """dvc.yaml's name and definition of a stage of stages/, refused where it has none: one in
     another dvc.yaml (training/dvc.yaml), which DVC reads and the stages do not, had its params
     go unrecorded, train's advice name a stage DVC could not find, and figures draw from a model
-    trained with other params."""
+    trained with other params; a stage of the user's that only shares its name (`train:` writing
+    notes) declared no params, and figures drew from that model without a word."""
     name, definition = _named_definition(stage)
-    if stage in _WRITES and not definition:
+    if stage in _WRITES and not (_runs_by_its_outputs(definition, stage) or _runs_by_its_command(definition, stage)):
         raise _refuse(
-            f"no stage runs {stage} (none declares its outputs, runs `python -m stages.{stage}` or is named "
-            f"{stage}), and the stages read their params and outputs from the definition there",
+            f"no stage runs {stage} (none declares its outputs or runs `python -m stages.{stage}`), and the stages "
+            f"read their params and outputs from the definition there",
             where=PIPELINE.name,
             fix=f"define it in the repository's own {PIPELINE.name} (not another dvc.yaml), or restore it with",
         )
@@ -709,11 +755,7 @@ def refuse_outputs_left_undeclared(stage: str) -> None:
     where DVC never looks."""
     name = _defined(stage)[0]
     declared = declared_outputs(stage)
-    undeclared = [
-        each
-        for each in _WRITES.get(stage, ())
-        if not any(PurePosixPath(TABLE[each]).is_relative_to(output) for output in declared)
-    ]
+    undeclared = [each for each in _WRITES.get(stage, ()) if not _declared_among(TABLE[each], declared)]
     if undeclared:
         raise _refuse(
             f"stage {name!r} writes {TABLE[undeclared[0]]} (the paths table's {undeclared[0]}), which it does not "

@@ -3115,6 +3115,14 @@ def table_entry(name: str, value: str):
     return lambda text: re.sub(rf"(?m)^(      {name}: ).*$", lambda found: found[1] + value, text, count=1)
 
 
+# A user's foreach stage whose `meta:` holds 10^9 values once its aliases are written out.
+_AN_ALIAS_BOMB = (
+    "\n  notes:\n    foreach: [a]\n    do:\n      cmd: 'true'\n      meta:"
+    + "\n        l0: &l0 [x, x, x, x, x, x, x, x, x, x]"
+    + "".join(f"\n        l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]" for level in range(1, 10))
+)
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
@@ -3204,6 +3212,8 @@ def table_entry(name: str, value: str):
             lambda text: text.replace("  - paths:\n", "  - paths:\n      2026: reports/run/../x.txt\n", 1),
             "2026 = 'reports/run/../x.txt' is not a plain relative path",
         ),
+        # Pass 77: 1.3 KB of aliases of aliases in a user's foreach grew past 3.7 GB in 300 s.
+        (lambda text: text.replace("\nplots:", _AN_ALIAS_BOMB + "\nplots:", 1), "make more than 1,048,576 values"),
     ],
     ids=[
         "no-table",
@@ -3239,6 +3249,7 @@ def table_entry(name: str, value: str):
         "a-reference-in-the-table",
         "an-output-declared-by-another-path",
         "a-number-for-a-name",
+        "an-alias-bomb",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

@@ -227,7 +227,8 @@ def test_declared_params_are_read_in_each_of_dvcs_forms(monkeypatch, written, re
         {file.format(repo=paths.REPO): keys for file, keys in entry.items()} if isinstance(entry, dict) else entry
         for entry in written
     ]
-    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": {"params": written}}})
+    lr_find = {"cmd": "python -m stages.lr_find", "params": written}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"lr_find": lr_find}})
     assert paths.declared_params("lr_find") == read
 
 
@@ -344,10 +345,20 @@ def test_a_stage_dvc_yaml_does_not_define_is_refused(monkeypatch):
     with pytest.raises(ConfigError) as refused:
         paths.refuse_outputs_left_undeclared("train")
     assert str(refused.value) == (
-        "dvc.yaml: no stage runs train (none declares its outputs, runs `python -m stages.train` or is named train), "
-        "and the stages read their params and outputs from the definition there; define it in the repository's own "
-        "dvc.yaml (not another dvc.yaml), or restore it with `git checkout dvc.yaml`"
+        "dvc.yaml: no stage runs train (none declares its outputs or runs `python -m stages.train`), and the stages "
+        "read their params and outputs from the definition there; define it in the repository's own dvc.yaml (not "
+        "another dvc.yaml), or restore it with `git checkout dvc.yaml`"
     )
+
+
+def test_a_stage_of_the_users_that_only_shares_a_stages_name_is_not_taken_for_it(monkeypatch):
+    """train defined in training/dvc.yaml and a stage of the user's named train in dvc.yaml: the
+    stages took the user's for it, found no params declared, and figures drew from a model trained
+    with other params."""
+    notes = {"cmd": "mkdir -p notes && echo notes > notes/train.txt", "outs": ["notes/train.txt"]}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"train": notes}})
+    with pytest.raises(ConfigError, match=re.escape("dvc.yaml: no stage runs train (none declares its outputs")):
+        paths.declared_params("train")
 
 
 def test_a_matrix_stage_of_the_users_that_names_modules_of_stages_is_theirs():
@@ -626,6 +637,27 @@ def test_params_of_the_stages_declared_from_another_file_are_refused(declared, r
     params.yaml, refused there as unknown."""
     stages = {"lr_find": {"cmd": "python -m stages.lr_find", "params": declared}}
     _refused_as_declared_from_another_file(stages, refused_for)
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        [{"params.yaml": ["seed", "model"], "{repo}/params.yaml": ["train", "lr_find"]}],
+        ["seed", {"./params.yaml": ["train"]}],
+    ],
+    ids=["one-mapping", "two-entries"],
+)
+def test_params_yaml_named_by_two_spellings_is_refused(declared):
+    """`- params.yaml: [seed, model]` and `/path/to/params.yaml: [train, lr_find]` in one mapping:
+    DVC recorded the second's keys, the stages checked the first's, and figures drew from a model
+    trained with other params."""
+    declared = [
+        {file.format(repo=paths.REPO): keys for file, keys in entry.items()} if isinstance(entry, dict) else entry
+        for entry in declared
+    ]
+    stages = {"train": {"cmd": "python -m stages.train", "params": declared}}
+    with pytest.raises(ConfigError, match=r"^dvc.yaml: stage 'train' names params.yaml by 2 spellings \(params.yaml, "):
+        paths._refuse_params_dvc_reads_otherwise(stages)
 
 
 @pytest.mark.parametrize(
