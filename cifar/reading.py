@@ -137,7 +137,7 @@ def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
     end = tail.rfind(_END_SIGNATURE, 0, len(tail) - _END_RECORD.size + len(_END_SIGNATURE))
     if end < 0:
         return 0, True
-    size, offset = _END_RECORD.unpack_from(tail, end)[5:7]
+    entries, size, offset = _END_RECORD.unpack_from(tail, end)[4:7]
     end_offset = stream.tell() - len(tail) + end
     locator = end - _ZIP64_LOCATOR.size
     if not (locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator)):
@@ -149,14 +149,20 @@ def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
         stream.seek(max(position, 0))
         record = stream.read(_ZIP64_END_RECORD.size)
         if len(record) == _ZIP64_END_RECORD.size and record.startswith(_ZIP64_END_SIGNATURE):
-            records[position] = _ZIP64_END_RECORD.unpack(record)[8:10]
-    largest = max([size, *(record[0] for record in records.values())])
-    size64, offset64 = records.get(before_locator, (None, None))
+            records[position] = _ZIP64_END_RECORD.unpack(record)[7:10]
+    # 0xFFFFFFFF says "see the zip64 record" (a genuine zip64 zip was refused as a 4 GiB directory)
+    stated = 0 if size == 0xFFFFFFFF and records else size
+    largest = max([stated, *(record[1] for record in records.values())])
+    entries64, size64, offset64 = records.get(before_locator, (None, None, None))
+    # Each field of the end record is the zip64 record's or says "see the zip64 record": a zip64
+    # record of 301 members and an end record of 300 had zipfile read 301 and unzip 300.
     alike = (
         pointed == before_locator
         and offset64 is not None
         and offset64 + size64 == before_locator
-        and (size, offset) in ((size64, offset64), (0xFFFFFFFF, 0xFFFFFFFF))
+        and entries in (entries64, 0xFFFF)
+        and size in (size64, 0xFFFFFFFF)
+        and offset in (offset64, 0xFFFFFFFF)
     )
     return largest, alike
 

@@ -810,6 +810,45 @@ def test_a_zip_directory_hidden_behind_zip64_records_is_measured_as_zipfile_read
     )
 
 
+def with_a_zip64_end_record(tree: Path, archive: Path, classic_fields: typing.Callable) -> None:
+    """A zip of the tree and a dog's image as one more cat, its central entry first, a zip64 end
+    record listing every entry and a classic end record whose entries, size and offset are
+    classic_fields(entries, size, offset) of the zip64 record's."""
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for image in sorted(tree.rglob("*.png")):
+            bundle.write(image, image.relative_to(tree.parent).as_posix())
+        bundle.writestr(f"{tree.name}/train/cat/extra.png", next((tree / "train" / "dog").iterdir()).read_bytes())
+    data = archive.read_bytes()
+    _, _, _, _, count, size, offset, _ = struct.unpack_from("<4s4H2LH", data, data.rfind(b"PK\x05\x06"))
+    directory = data[offset : offset + size]
+    last = directory.rindex(b"PK\x01\x02")
+    directory = directory[last:] + directory[:last]
+    zip64_end = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + size, 1)
+    classic = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, *classic_fields(count, size, offset), 0)
+    archive.write_bytes(data[:offset] + directory + zip64_end + locator + classic)
+
+
+def test_a_zip64_end_record_that_says_what_the_end_record_defers_to_it_is_read(tree, tmp_path, downloads):
+    archive = tmp_path / "export.zip"
+    with_a_zip64_end_record(tree, archive, lambda count, size, offset: (0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+    assert len(import_from(archive, downloads)["train"]) == 31
+
+
+def test_a_zip64_end_record_that_disagrees_with_the_end_record_is_refused(tree, tmp_path, downloads):
+    """A zip64 end record of 31 members and an end record of the 30 after the first: zipfile
+    imported a dog as one more cat, which unzip does not list, exit 0."""
+    archive = tmp_path / "export.zip"
+    last_entry = 46 + len(f"{tree.name}/train/cat/extra.png")
+    with_a_zip64_end_record(
+        tree, archive, lambda count, size, offset: (count - 1, count - 1, size - last_entry, offset + last_entry)
+    )
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: its end records disagree on its list of members (how many, or where), and unzip and Python's "
+        f"zipfile read different members from it; re-create the zip from a plain folder of images"
+    )
+
+
 # 1c. What a class tree could silently mislabel, leave out or hide in a look-alike name.
 
 
@@ -950,20 +989,29 @@ def test_a_tar_in_several_streams_is_read_across_them(tree, downloads, suffix, b
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
-def test_data_after_the_last_bzip2_stream_is_ignored_as_bzip2_does(tree, downloads):
+@pytest.mark.parametrize(
+    "after", [b"written by a web server\n", bytes(10240 - 37)], ids=["a-web-servers-text", "a-tapes-nul-padding"]
+)
+def test_data_after_the_last_bzip2_stream_is_ignored_as_bzip2_does(tree, downloads, after):
     """`bzip2 -t` and Python's bz2 ignore trailing garbage; the tar before it is whole and checked."""
     archive = tree.parent / "export.tar.bz2"
-    archive.write_bytes(bz2.compress(archive_of(tree, "tar").read_bytes()) + b"written by a web server\n")
+    archive.write_bytes(bz2.compress(archive_of(tree, "tar").read_bytes()) + after)
     splits = import_from(archive, downloads)
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
-def test_an_archive_joined_after_the_last_bzip2_stream_is_refused(tree, downloads):
-    """A .tar.gz of more images behind a .tar.bz2: bzip2 and tar warn of it and skip it, and the
-    stage skipped it without a word."""
+@pytest.mark.parametrize(
+    ("padding", "joined"),
+    [(0, gzip.compress), (0, lambda tar: tar), (512, gzip.compress), (10240, lambda tar: tar)],
+    ids=["a-tar-gz", "a-plain-tar", "a-tar-gz-after-nul-padding", "a-plain-tar-after-nul-padding"],
+)
+def test_an_archive_joined_after_the_last_bzip2_stream_is_refused(tree, downloads, padding, joined):
+    """A .tar.gz or a plain tar of more images behind a .tar.bz2, after NUL padding to a block or
+    not: bzip2 and tar warn of it and skip it, and the stage skipped it without a word."""
     archive = tree.parent / "export.tar.bz2"
     tar = archive_of(tree, "tar").read_bytes()
-    archive.write_bytes(bz2.compress(tar) + gzip.compress(tar))
+    compressed = bz2.compress(tar)
+    archive.write_bytes(compressed + bytes(-len(compressed) % padding if padding else 0) + joined(tar))
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: the archive is corrupt or truncated (stray data after the bzip2 stream that ends at byte "
         f"{len(bz2.compress(tar))}); download or export it again"

@@ -523,14 +523,26 @@ class _Streams(io.RawIOBase):
                     f"that hold little or nothing); recompress it, or {_FIX}"
                 )
             self._decompressor, self._pending = compression.decompressor(), rest
-        elif rest and (compression.padding or _starts_an_archive(rest)):
+        elif rest and (compression.padding or self._an_archive_follows(rest)):
             # bzip2 passes over whatever follows its last stream (a web server's text), but a
-            # .tar.gz joined behind a .tar.bz2 held images that went unread without a word.
+            # .tar.gz or a plain tar joined behind a .tar.bz2, after NUL padding or not, held
+            # images that went unread without a word.
             raise _CorruptArchive(
                 f"stray data after the {compression.name} {compression.stream} that ends at byte {at}"
             )
         else:
             self._ended = True
+
+    def _an_archive_follows(self, rest: bytes) -> bool:
+        """Whether a compressed file, a zip or a tar header follows, past any NUL bytes (a tape's
+        blocking pads a file out with them)."""
+        while len(rest.lstrip(b"\0")) < tarfile.BLOCKSIZE:
+            more = self._read_raw()
+            if not more:
+                break
+            rest = rest.lstrip(b"\0") + more
+        rest = rest.lstrip(b"\0")
+        return _starts_an_archive(rest) or _is_tar_header(rest[: tarfile.BLOCKSIZE])
 
 
 # A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
@@ -875,7 +887,7 @@ def _pax_fields(data: bytes, position: int, archive: Path) -> dict[str, str]:
 
 
 def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
-    _check_zip_directory(archive)
+    located_alike = _check_zip_directory(archive)
     with zipfile.ZipFile(archive) as bundle:
         members = bundle.infolist()
         if len(members) > MAX_MEMBERS:
@@ -892,6 +904,11 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             raise DataError(
                 f"{archive}: {skipped:,} bytes come before its first member (two zips joined into one, or a "
                 f"self-extracting stub), and would be skipped unread; re-create the zip from a plain folder of images"
+            )
+        if not located_alike:  # a zip64 end record of 301 members: zipfile imported one unzip does not list
+            raise DataError(
+                f"{archive}: its end records disagree on its list of members (how many, or where), and unzip and "
+                f"Python's zipfile read different members from it; re-create the zip from a plain folder of images"
             )
         for member in members:
             member.filename = _name_as_unzip_reads(member)
@@ -1021,16 +1038,17 @@ def _the_same_name(member: zipfile.ZipInfo, field: bytes) -> bool:
     return False
 
 
-def _check_zip_directory(archive: Path) -> None:
+def _check_zip_directory(archive: Path) -> bool:
     """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES before
-    zipfile parses that directory."""
+    zipfile parses that directory; whether every reader finds the directory in one place."""
     with archive.open("rb") as stream:
-        directory_size, _ = zip_directory(stream)
+        directory_size, located_alike = zip_directory(stream)
     if directory_size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
             f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
             f"a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
         )
+    return located_alike
 
 
 def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:
