@@ -371,10 +371,18 @@ def _check_across_keys(params: Params, source: str) -> None:
     if onecycle.max_at_epoch > last_peak:
         phases = "three_phase = true" if onecycle.three_phase else "two phases"
         if last_peak < 1:
+            # epochs enough for this peak, or the shortest run with the earliest peak: "2 or more"
+            # alone was refused again, the peak at epoch 5 needing 6
+            needed = 2 * onecycle.max_at_epoch + 1 if onecycle.three_phase else onecycle.max_at_epoch + 1
+            shortest = 3 if onecycle.three_phase else 2
             problem = (
-                f"OneCycle needs epochs after its peak to anneal in ({phases}); "
-                f"set train.epochs to {3 if onecycle.three_phase else 2} or more"
+                f"OneCycle needs epochs after its peak to anneal in ({phases}); set train.epochs to {needed} or more"
             )
+            if needed > shortest:
+                problem += (
+                    f", or train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} "
+                    f"-S train.onecycle.max_at_epoch=1)"
+                )
         else:
             problem = (
                 f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "

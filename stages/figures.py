@@ -70,7 +70,7 @@ def main() -> None:
         raise DataError(f"{paths.MODEL}: {stale}; re-create it with `dvc repro train`")
     history, step_lrs = read_training(params, len(train), test, chosen.get("max_lr"))
     check_history_against_the_model(history, trained)
-    predictions, per_class, confusion = read_evaluation(test, params.evaluate.tta)
+    predictions, per_class, confusion = read_evaluation(test, params.evaluate.tta, trained)
     gallery = first_misclassified(predictions, params.evaluate.misclassified)
     check_gallery_against_the_model(trained, gallery, predictions, test)
 
@@ -331,8 +331,9 @@ def read_metrics(metrics_path: str, fix: str):
         raise DataError(f"{metrics_path}: unreadable ({one_line(error)}); {fix}") from None
 
 
-def read_evaluation(test: Split, tta: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """evaluate's predictions, per-class table and confusion table, each saying the same."""
+def read_evaluation(test: Split, tta: bool, trained: TrainedModel) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """evaluate's predictions, per-class table and confusion table, each saying the same, and
+    of the trained model."""
     predictions = load_predictions(paths.PREDICTIONS, paths.PREDICTIONS_DIGEST, test, paths.DATA)
     count = Numbers(0, len(test), True, f"a count of test images from 0 to {len(test)}")
     per_class = read_table(
@@ -354,11 +355,40 @@ def read_evaluation(test: Split, tta: bool) -> tuple[pd.DataFrame, pd.DataFrame,
     )
     check_confusion(confusion, predictions, test.classes)
     check_predictions_against_metrics(predictions)
-    check_unchecked_evaluate_metrics(tta)
+    reported = check_unchecked_evaluate_metrics(tta)
+    check_evaluation_against_the_model(predictions, reported["loss"], trained)
     return predictions, per_class, confusion
 
 
-def check_unchecked_evaluate_metrics(tta: bool) -> None:
+# How far evaluate's accuracy and loss may lie from what train measured on the same test split
+# at its last epoch: the same model and data, but maybe another device or precision (bfloat16
+# on a GPU, float32 on a CPU) or a compiled model, which flip a few near-tied predictions.
+MOST_ACCURACY_APART = 0.01
+MOST_LOSS_APART = 0.05
+
+
+def check_evaluation_against_the_model(predictions: pd.DataFrame, loss: float, trained: TrainedModel) -> None:
+    """evaluate's accuracy and loss are those the model measured on the test split at its last
+    epoch, within what another device or precision changes: tables and metrics of another
+    model, consistent among themselves and agreeing with it on the images checked through it,
+    were drawn beside its curves."""
+    last = trained.history[-1]
+    measured_accuracy, measured_loss = last.get("test_accuracy", math.nan), last.get("test_loss", math.nan)
+    accuracy = float((predictions["label"] == predictions["predicted"]).mean())
+    images_apart = abs(accuracy - measured_accuracy) * len(predictions)
+    alike = (
+        images_apart <= max(2, MOST_ACCURACY_APART * len(predictions))
+        and abs(loss - measured_loss) <= MOST_LOSS_APART * measured_loss + 0.001
+    )
+    if not alike:
+        raise DataError(
+            f"{paths.EVALUATE_METRICS}: accuracy {accuracy:.4f} and loss {loss:.4g}, but {paths.MODEL} measured "
+            f"{short_repr(measured_accuracy)} and {short_repr(measured_loss)} on the same test split "
+            f"at its last epoch: evaluate's results are another model's; re-create them with `dvc repro evaluate`"
+        )
+
+
+def check_unchecked_evaluate_metrics(tta: bool) -> dict:
     """metrics/evaluate.json's values that no table beside it repeats (the loss, the flip-TTA
     accuracy) are at least of their kind, and the flip-TTA accuracy is there exactly with evaluate.tta."""
     names = {"accuracy", "loss", "misclassified"} | ({"flip_tta_accuracy"} if tta else set())
@@ -371,6 +401,7 @@ def check_unchecked_evaluate_metrics(tta: bool) -> None:
                 f"{paths.EVALUATE_METRICS}: {name} = {short_repr(value)} is not {numbers.words}; "
                 f"re-create it with `dvc repro evaluate`"
             )
+    return reported
 
 
 def reports(said: object, value: float | bool) -> bool:

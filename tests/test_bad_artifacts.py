@@ -2635,6 +2635,25 @@ def test_predictions_edited_past_the_rows_the_model_checks_are_refused_by_their_
     )
 
 
+def test_figures_refuses_another_models_evaluation_whose_digest_was_recomputed(pipeline_run):
+    """Predictions, tables and metrics edited together past the rows the model checks, the digest
+    recomputed: figures drew them beside the model's curves, with exit 0. The model records what
+    it measured on the test split at its last epoch."""
+    with_params(pipeline_run, {"evaluate": {"misclassified": 2}, "explain": {"images": 2}})
+    mark_errors_correct_past_the_checked_rows()
+    write_predictions(Path(), pd.read_csv(paths.PREDICTIONS))
+    before = outputs(pipeline_run)
+    with pytest.raises(DataError) as refused:
+        stages.figures.main()
+    assert re.fullmatch(
+        rf"{re.escape(paths.EVALUATE_METRICS)}: accuracy [\d.]+ and loss [\d.]+, but {re.escape(paths.MODEL)} "
+        r"measured [\d.]+ and [\d.]+ on the same test split at its last epoch: evaluate's results are another "
+        r"model's; re-create them with `dvc repro evaluate`",
+        str(refused.value),
+    ), str(refused.value)
+    assert outputs(pipeline_run) == before
+
+
 def test_figures_refuses_a_gallery_confidence_the_model_does_not_give(pipeline_run):
     """The gallery's titles print each image's confidence: rows raised to 0.999 were drawn."""
     frame = pd.read_csv(paths.PREDICTIONS)

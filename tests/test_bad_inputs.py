@@ -849,6 +849,30 @@ def test_a_zip64_end_record_that_disagrees_with_the_end_record_is_refused(tree, 
     )
 
 
+@pytest.mark.parametrize(
+    ("copy_to", "problem", "fix"),
+    [
+        ("test/cat/0009.png", "the same image more than once (copies: 1", "remove the copies"),
+        ("train/cat/0009.png", "images its train split holds too (images: 1", "remove them from one of the splits"),
+    ],
+    ids=["twice-in-the-test-split", "in-the-train-split-too"],
+)
+def test_a_test_image_held_twice_is_refused(tree, downloads, copy_to, problem, fix):
+    """Copies of test images were each counted as one more independent test of the model, and
+    train's check that a model learned more than chance passed one at chance."""
+    shutil.copy(tree / "test" / "cat" / "0000.png", tree / copy_to)
+    assert refused(DataError, import_from, tree, downloads) == (
+        f"data.source = {str(tree)!r}: its test split holds {problem}; a cat's among them): the test accuracy, and "
+        f"train's check that the model learned more than chance, would count each as an independent test on an "
+        f"image it never saw; {fix}"
+    )
+
+
+def test_a_training_image_held_twice_is_imported_twice(tree, downloads):
+    shutil.copy(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "0009.png")
+    assert len(import_from(tree, downloads)["train"]) == 31
+
+
 # 1c. What a class tree could silently mislabel, leave out or hide in a look-alike name.
 
 

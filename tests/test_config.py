@@ -158,8 +158,9 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
         (
             1,
             False,
-            "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 2 "
-            "or more",
+            "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 6 "
+            "or more, or train.epochs to 2 and train.onecycle.max_at_epoch to 1 (-S train.epochs=2 -S "
+            "train.onecycle.max_at_epoch=1)",
         ),
         (
             2,
@@ -171,7 +172,7 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
             2,
             True,
             "train.epochs = 2: OneCycle needs epochs after its peak to anneal in (three_phase = true); set "
-            "train.epochs to 3 or more",
+            "train.epochs to 11 or more, or train.epochs to 3 and train.onecycle.max_at_epoch to 1",
         ),
     ],
 )
@@ -180,6 +181,20 @@ def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
     with pytest.raises(ConfigError) as caught:
         parse_params(raw)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
+def test_each_fix_for_too_few_epochs_after_the_peak_is_accepted(three_phase):
+    """ "set train.epochs to 2 or more" was refused again: the peak at epoch 5 needs 6."""
+    raw = set_key(with_change("train.epochs", 1), "train.onecycle.three_phase", three_phase)
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    fixes = re.findall(r"set train.epochs to (\d+) or more, or train.epochs to (\d+) and", str(caught.value))
+    assert len(fixes) == 1
+    enough, shortest = map(int, fixes[0])
+    parse_params(set_key(with_change("train.epochs", enough), "train.onecycle.three_phase", three_phase))
+    shorter = set_key(with_change("train.epochs", shortest), "train.onecycle.three_phase", three_phase)
+    parse_params(set_key(shorter, "train.onecycle.max_at_epoch", 1))
 
 
 def test_the_last_epoch_that_leaves_room_to_anneal_is_accepted():

@@ -116,7 +116,40 @@ def import_dataset(
                 f"CIFAR-10's {SPLIT_SIZES[name]:,}, the most the stages read; set data.{name}_limit to at most "
                 f"{fitting:,}, or remove the extra images (copies, or another data set's)"
             )
+    _refuse_repeated_test_images(splits, config.source)
     return splits
+
+
+def _refuse_repeated_test_images(splits: dict[str, Split], source: str) -> None:
+    """A test image the test split holds twice, or the training split holds too: each copy
+    counted as one more independent test of the model (its accuracy, and train's check that it
+    learned more than chance), and one it trained on as a test of what it never saw. CIFAR-10
+    repeats none (checked on its 60,000 images); a training split may repeat its own."""
+    test = splits["test"]
+    trained_on = {_pixels_digest(image) for image in splits["train"].images}
+    seen: set[bytes] = set()
+    repeated, in_training = [], []
+    for image, label in zip(test.images, test.labels):
+        digest = _pixels_digest(image)
+        if digest in seen:
+            repeated.append(label)
+        if digest in trained_on:
+            in_training.append(label)
+        seen.add(digest)
+    for labels, problem, fix in (
+        (repeated, "the same image more than once (copies: {:,}", "remove the copies"),
+        (in_training, "images its train split holds too (images: {:,}", "remove them from one of the splits"),
+    ):
+        if labels:
+            raise DataError(
+                f"data.source = {source!r}: its test split holds {problem.format(len(labels))}; a "
+                f"{test.classes[labels[0]]}'s among them): the test accuracy, and train's check that the model "
+                f"learned more than chance, would count each as an independent test on an image it never saw; {fix}"
+            )
+
+
+def _pixels_digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
 
 
 def _refuse_what_the_copy_cannot_hold(path: Path, workspace: Path, in_workspace: Path) -> None:

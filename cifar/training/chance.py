@@ -184,6 +184,14 @@ def not_learning_warning(
             f"{tested_on} test images are too few to tell a model that learned from chance, as only {needed} or more "
             f"right ({needed / tested_on:.2f}) count as above it: raise data.test_limit; else {cause}"
         )
+    elif chance > 1 / num_classes and not at_chance(accuracy, 1 / num_classes, tested_on):
+        # A test split of 9 cats to 1 of each other class: a model that learned (0.35, where a
+        # random class scores 0.1) was told it was not, and to raise max_lr.
+        cause = (
+            f"the test split is unbalanced ({chance:.0%} of it one class), and the model scores above a class "
+            f"picked at random ({1 / num_classes:.3f}) but not above always guessing that class: give the test split "
+            f"as many images of each class (data.test_limit takes a class-balanced subset); else {cause}"
+        )
     else:
         cause = f"the model is not learning; {cause}"
     return (
