@@ -40,6 +40,8 @@ class Split:
     # The SHA-256 of the file load_split read it from, taken as it read it: the manifest, read
     # again later, may be of a split that download wrote meanwhile. None for a split made in memory.
     sha256: str | None = None
+    # Each image's file, where download read it from a class tree (a refusal names them).
+    files: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -76,7 +78,8 @@ def largest_balanced_subset(labels: np.ndarray, num_classes: int) -> int:
 def class_balanced_subset(split: Split, limit: int | None, what: str) -> Split:
     """The first images of each class, `limit` in all, in their original order."""
     keep = first_of_each_class(split.labels, split.classes, limit, what)
-    return Split(split.images[keep], split.labels[keep], split.classes)
+    files = tuple(split.files[index] for index in keep) if split.files else None
+    return Split(split.images[keep], split.labels[keep], split.classes, files=files)
 
 
 MANIFEST = "manifest.json"
@@ -200,7 +203,7 @@ def load_split(folder: str | Path, name: str) -> Split:
             raise DataError(
                 f"{path}: contents differ from the download stage's checksum (truncated or modified); {FIX}"
             )
-        directory_size, _ = zip_directory(stream)
+        directory_size = zip_directory(stream).size
         if directory_size > MAX_SPLIT_DIRECTORY_BYTES:
             raise DataError(
                 f"{path}: its list of members takes {directory_size:,} bytes, where np.savez's takes about 200; {FIX}"

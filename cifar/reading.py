@@ -15,7 +15,7 @@ import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from cifar.errors import DataError, one_line, printable
 
@@ -89,10 +89,10 @@ def torch_file_problem(source: Path | bytes, max_structure_bytes: int) -> str | 
     here first, a load takes little more memory than the file's size.
     """
     with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as stream:
-        directory_size, located_alike = zip_directory(stream)
-        if directory_size > MAX_TORCH_DIRECTORY_BYTES:
-            return f"its list of records takes {directory_size:,} bytes, where torch.save's take about 12 KB"
-        if not located_alike:
+        directory = zip_directory(stream)
+        if directory.size > MAX_TORCH_DIRECTORY_BYTES:
+            return f"its list of records takes {directory.size:,} bytes, where torch.save's take about 12 KB"
+        if not directory.located_alike:
             return "its list of records is not where its end records say, so readers differ on which records it has"
         try:
             with zipfile.ZipFile(stream) as archive:
@@ -117,10 +117,16 @@ def torch_file_problem(source: Path | bytes, max_structure_bytes: int) -> str | 
     return None
 
 
-def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
-    """The size of a zip's central directory (its list of members), from its end records
-    alone (APPNOTE.TXT 4.3.14-4.3.16), and whether every reader finds it in one place; 0 and
-    True without a readable end record, which zipfile refuses.
+class ZipDirectory(NamedTuple):
+    size: int  # of the central directory (the list of members), in bytes
+    located_alike: bool  # whether every reader finds the directory in one place
+    data_after_it: bool  # whether bytes but NULs follow the end record and its comment
+
+
+def zip_directory(stream: BinaryIO) -> ZipDirectory:
+    """A zip's central directory (its list of members), from its end records alone
+    (APPNOTE.TXT 4.3.14-4.3.16); of size 0, located alike, without a readable end record,
+    which zipfile refuses.
 
     Hand-written because zipfile has no public way to read the end record alone, and parses
     the whole directory into Python objects before it says how many members there are.
@@ -136,12 +142,14 @@ def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
     # a signature's bytes inside the end record itself (its directory offset) are none.
     end = tail.rfind(_END_SIGNATURE, 0, len(tail) - _END_RECORD.size + len(_END_SIGNATURE))
     if end < 0:
-        return 0, True
-    entries, size, offset = _END_RECORD.unpack_from(tail, end)[4:7]
+        return ZipDirectory(0, True, False)
+    entries, size, offset, comment_length = _END_RECORD.unpack_from(tail, end)[4:8]
+    # zipfile and unzip pass over what follows the comment: an archive joined there went unread.
+    data_after_it = bool(tail[end + _END_RECORD.size + comment_length :].strip(b"\0"))
     end_offset = stream.tell() - len(tail) + end
     locator = end - _ZIP64_LOCATOR.size
     if not (locator >= 0 and tail.startswith(_ZIP64_LOCATOR_SIGNATURE, locator)):
-        return size, offset + size == end_offset
+        return ZipDirectory(size, offset + size == end_offset, data_after_it)
     before_locator = end_offset - _ZIP64_LOCATOR.size - _ZIP64_END_RECORD.size
     pointed = _ZIP64_LOCATOR.unpack_from(tail, locator)[2]
     records = {}
@@ -164,7 +172,7 @@ def zip_directory(stream: BinaryIO) -> tuple[int, bool]:
         and size in (size64, 0xFFFFFFFF)
         and offset in (offset64, 0xFFFFFFFF)
     )
-    return largest, alike
+    return ZipDirectory(largest, alike, data_after_it)
 
 
 _END_SIGNATURE, _ZIP64_LOCATOR_SIGNATURE, _ZIP64_END_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"

@@ -810,6 +810,27 @@ def test_a_zip_directory_hidden_behind_zip64_records_is_measured_as_zipfile_read
     )
 
 
+@pytest.mark.parametrize("joined", [gzip.compress, lambda tar: tar], ids=["a-tar-gz", "a-plain-tar"])
+def test_an_archive_joined_after_a_zips_end_record_is_refused(tree, downloads, joined):
+    """`cat export.zip more.tar.gz > export.zip`: zipfile and unzip pass over what follows the
+    end record and its comment, and the joined archive's images went unread without a word."""
+    archive = archive_of(tree, "zip")
+    more = io.BytesIO()
+    with tarfile.open(fileobj=more, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(tree / "train" / "dog" / "0000.png", f"{tree.name}/train/cat/0100.png")
+    archive.write_bytes(archive.read_bytes() + joined(more.getvalue()))
+    assert refused(DataError, import_from, archive, downloads) == (
+        f"{archive}: data follows the zip's end record (another archive joined after it?), which unzip and zipfile "
+        f"pass over unread; re-create the zip from a plain folder of images"
+    )
+
+
+def test_nul_padding_after_a_zips_end_record_is_passed_over(tree, downloads):
+    archive = archive_of(tree, "zip")
+    archive.write_bytes(archive.read_bytes() + bytes(10240))
+    assert len(import_from(archive, downloads)["train"]) == 30
+
+
 def with_a_zip64_end_record(tree: Path, archive: Path, classic_fields: typing.Callable) -> None:
     """A zip of the tree and a dog's image as one more cat, its central entry first, a zip64 end
     record listing every entry and a classic end record whose entries, size and offset are
@@ -852,18 +873,30 @@ def test_a_zip64_end_record_that_disagrees_with_the_end_record_is_refused(tree, 
 @pytest.mark.parametrize(
     ("copy_to", "problem", "fix"),
     [
-        ("test/cat/0009.png", "the same image more than once (copies: 1", "remove the copies"),
-        ("train/cat/0009.png", "images its train split holds too (images: 1", "remove them from one of the splits"),
+        (
+            "test/cat/0009.png",
+            "the same image more than once (1, as {tree}/test/cat/0000.png and {copy})",
+            "remove the copies",
+        ),
+        (
+            "train/cat/0009.png",
+            "images its train split holds too (1, as {copy} and {tree}/test/cat/0000.png)",
+            "remove them from one of the splits",
+        ),
     ],
     ids=["twice-in-the-test-split", "in-the-train-split-too"],
 )
 def test_a_test_image_held_twice_is_refused(tree, downloads, copy_to, problem, fix):
     """Copies of test images were each counted as one more independent test of the model, and
-    train's check that a model learned more than chance passed one at chance."""
-    shutil.copy(tree / "test" / "cat" / "0000.png", tree / copy_to)
+    train's check that a model learned more than chance passed one at chance. The same pixels
+    in other bytes (another compression level) are the same image."""
+    copy = tree / copy_to
+    with Image.open(tree / "test" / "cat" / "0000.png") as image:
+        image.save(copy, compress_level=1)
+    assert copy.read_bytes() != (tree / "test" / "cat" / "0000.png").read_bytes()
     assert refused(DataError, import_from, tree, downloads) == (
-        f"data.source = {str(tree)!r}: its test split holds {problem}; a cat's among them): the test accuracy, and "
-        f"train's check that the model learned more than chance, would count each as an independent test on an "
+        f"data.source = {str(tree)!r}: its test split holds {problem.format(tree=tree, copy=copy)}: the test accuracy, "
+        f"and train's check that the model learned more than chance, would count each as an independent test on an "
         f"image it never saw; {fix}"
     )
 
@@ -1013,29 +1046,42 @@ def test_a_tar_in_several_streams_is_read_across_them(tree, downloads, suffix, b
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
-@pytest.mark.parametrize(
-    "after", [b"written by a web server\n", bytes(10240 - 37)], ids=["a-web-servers-text", "a-tapes-nul-padding"]
-)
-def test_data_after_the_last_bzip2_stream_is_ignored_as_bzip2_does(tree, downloads, after):
-    """`bzip2 -t` and Python's bz2 ignore trailing garbage; the tar before it is whole and checked."""
+def test_nul_padding_after_the_last_bzip2_stream_is_passed_over_as_bzip2_does(tree, downloads):
+    """A tape's blocking pads a file out with NUL bytes; `bzip2 -t` and Python's bz2 pass over them."""
     archive = tree.parent / "export.tar.bz2"
-    archive.write_bytes(bz2.compress(archive_of(tree, "tar").read_bytes()) + after)
+    archive.write_bytes(bz2.compress(archive_of(tree, "tar").read_bytes()) + bytes(10240 - 37))
     splits = import_from(archive, downloads)
     assert (len(splits["train"]), len(splits["test"])) == (30, 20)
 
 
 @pytest.mark.parametrize(
-    ("padding", "joined"),
-    [(0, gzip.compress), (0, lambda tar: tar), (512, gzip.compress), (10240, lambda tar: tar)],
-    ids=["a-tar-gz", "a-plain-tar", "a-tar-gz-after-nul-padding", "a-plain-tar-after-nul-padding"],
+    ("between", "joined"),
+    [
+        (0, gzip.compress),
+        (0, lambda tar: tar),
+        (512, gzip.compress),
+        (10240, lambda tar: tar),
+        (b"\r\n", gzip.compress),
+        (b"\n", lambda tar: tar),
+    ],
+    ids=[
+        "a-tar-gz",
+        "a-plain-tar",
+        "a-tar-gz-after-nul-padding",
+        "a-plain-tar-after-nul-padding",
+        "a-tar-gz-after-a-line-end",
+        "a-plain-tar-after-a-line-end",
+    ],
 )
-def test_an_archive_joined_after_the_last_bzip2_stream_is_refused(tree, downloads, padding, joined):
-    """A .tar.gz or a plain tar of more images behind a .tar.bz2, after NUL padding to a block or
-    not: bzip2 and tar warn of it and skip it, and the stage skipped it without a word."""
+def test_an_archive_joined_after_the_last_bzip2_stream_is_refused(tree, downloads, between, joined):
+    """A .tar.gz or a plain tar of more images behind a .tar.bz2, after NUL padding to a block, a
+    line end or nothing: bzip2 warns of trailing garbage and skips it, as of any, and the stage
+    skipped it without a word."""
     archive = tree.parent / "export.tar.bz2"
     tar = archive_of(tree, "tar").read_bytes()
     compressed = bz2.compress(tar)
-    archive.write_bytes(compressed + bytes(-len(compressed) % padding if padding else 0) + joined(tar))
+    padding = between if isinstance(between, bytes) else bytes(-len(compressed) % between if between else 0)
+    archive.write_bytes(compressed + padding + joined(tar))
     assert refused(DataError, import_from, archive, downloads) == (
         f"{archive}: the archive is corrupt or truncated (stray data after the bzip2 stream that ends at byte "
         f"{len(bz2.compress(tar))}); download or export it again"
@@ -1083,20 +1129,20 @@ def gzip_member(flags: bytes, header_fields: bytes, data: bytes) -> bytes:
         (
             ".tar.gz",
             gzip_named(b"n" * (3 << 20), b""),
-            "overlong fields in a member's header (name, comment, extra field), or empty members",
+            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
         ),
         (
             ".tar.gz",
             gzip.compress(b"") * 200_000,
-            "overlong fields in a member's header (name, comment, extra field), or empty members",
+            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
         ),
         (
             ".tar.gz",
             gzip_with_an_extra_field(b"x" * 65_535, b"") * 20,
-            "overlong fields in a member's header (name, comment, extra field), or empty members",
+            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
         ),
-        (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams"),
-        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams, or blocks of a few bytes each"),
+        (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams, or NUL bytes after them"),
+        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams, blocks of a few bytes each, or NUL bytes after them"),
     ],
     ids=["gzip-name", "gzip-members", "gzip-extra-fields", "bzip2-streams", "xz-streams"],
 )

@@ -233,8 +233,7 @@ def numpy_arrays(path: Path) -> bool:
     with path.open("rb") as stream:
         if stream.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
             return False
-        directory_size, _ = zip_directory(stream)
-        if not 0 < directory_size <= _MOST_NPZ_DIRECTORY_BYTES:
+        if not 0 < zip_directory(stream).size <= _MOST_NPZ_DIRECTORY_BYTES:
             return False
         stream.seek(0)
         try:
@@ -366,8 +365,8 @@ class _Compression(NamedTuple):
     decompressor: Callable[[], Any]  # with the interface of lzma's and bz2's decompressors
     stream: str  # what the format calls one of the streams a file may hold
     padded_out_by: str  # what can make a file of this compression far larger than its data
-    # NUL bytes between streams come in multiples of this; 0: data after a stream that is not
-    # another one is ignored, as bzip2 and Python's bz2 read it.
+    # NUL bytes between streams come in multiples of this; 0: NUL bytes of any number may follow
+    # the last stream, as bzip2 and Python's bz2 read it.
     padding: int
 
 
@@ -404,17 +403,19 @@ _COMPRESSIONS = (
         b"\x1f\x8b",
         _GzipMember,
         "member",
-        "overlong fields in a member's header (name, comment, extra field), or empty members",
+        "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
         1,
     ),
-    _Compression("bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams", 0),
+    _Compression(
+        "bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams, or NUL bytes after them", 0
+    ),
     _Compression(
         "xz",
         ".tar.xz",
         b"\xfd7zXZ\x00",
         functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ, memlimit=MAX_XZ_DECODER_BYTES),
         "stream",
-        "empty streams, or blocks of a few bytes each",
+        "empty streams, blocks of a few bytes each, or NUL bytes after them",
         4,
     ),
 )
@@ -523,26 +524,23 @@ class _Streams(io.RawIOBase):
                     f"that hold little or nothing); recompress it, or {_FIX}"
                 )
             self._decompressor, self._pending = compression.decompressor(), rest
-        elif rest and (compression.padding or self._an_archive_follows(rest)):
-            # bzip2 passes over whatever follows its last stream (a web server's text), but a
-            # .tar.gz or a plain tar joined behind a .tar.bz2, after NUL padding or not, held
-            # images that went unread without a word.
+        elif rest and (compression.padding or self._more_than_padding_follows(rest)):
+            # bzip2 passes over whatever follows its last stream, with a warning: a .tar.gz or a
+            # plain tar joined there, after NUL padding or a line of text, held images that went
+            # unread without a word.
             raise _CorruptArchive(
                 f"stray data after the {compression.name} {compression.stream} that ends at byte {at}"
             )
         else:
             self._ended = True
 
-    def _an_archive_follows(self, rest: bytes) -> bool:
-        """Whether a compressed file, a zip or a tar header follows, past any NUL bytes (a tape's
-        blocking pads a file out with them)."""
-        while len(rest.lstrip(b"\0")) < tarfile.BLOCKSIZE:
-            more = self._read_raw()
-            if not more:
-                break
-            rest = rest.lstrip(b"\0") + more
-        rest = rest.lstrip(b"\0")
-        return _starts_an_archive(rest) or _is_tar_header(rest[: tarfile.BLOCKSIZE])
+    def _more_than_padding_follows(self, rest: bytes) -> bool:
+        """Whether anything but NUL bytes follows, as a tape's blocking pads a file out with them."""
+        while not rest.strip(b"\0"):
+            rest = self._read_raw()
+            if not rest:
+                return False
+        return True
 
 
 # A zip's first local file header; a self-extracting one, with a stub before it, is refused anyway.
@@ -1040,15 +1038,21 @@ def _the_same_name(member: zipfile.ZipInfo, field: bytes) -> bool:
 
 def _check_zip_directory(archive: Path) -> bool:
     """Refuse a zip whose central directory is larger than MAX_ZIP_DIRECTORY_BYTES before
-    zipfile parses that directory; whether every reader finds the directory in one place."""
+    zipfile parses that directory, or one followed by more than NUL padding; whether every
+    reader finds the directory in one place."""
     with archive.open("rb") as stream:
-        directory_size, located_alike = zip_directory(stream)
-    if directory_size > MAX_ZIP_DIRECTORY_BYTES:
+        directory = zip_directory(stream)
+    if directory.size > MAX_ZIP_DIRECTORY_BYTES:
         raise DataError(
-            f"{archive}: its list of members takes {directory_size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
+            f"{archive}: its list of members takes {directory.size:,} bytes, more than the {MAX_ZIP_DIRECTORY_BYTES:,} "
             f"a zip of at most {MAX_MEMBERS:,} members needs; if it is genuine, {_FIX}"
         )
-    return located_alike
+    if directory.data_after_it:  # a .tar.gz joined after the zip: its images went unread without a word
+        raise DataError(
+            f"{archive}: data follows the zip's end record (another archive joined after it?), which unzip and "
+            f"zipfile pass over unread; re-create the zip from a plain folder of images"
+        )
+    return directory.located_alike
 
 
 def _add_member(members: dict[str, bytes], name: str, data: bytes, archive: Path) -> None:

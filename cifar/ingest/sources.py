@@ -124,28 +124,33 @@ def _refuse_repeated_test_images(splits: dict[str, Split], source: str) -> None:
     """A test image the test split holds twice, or the training split holds too: each copy
     counted as one more independent test of the model (its accuracy, and train's check that it
     learned more than chance), and one it trained on as a test of what it never saw. CIFAR-10
-    repeats none (checked on its 60,000 images); a training split may repeat its own."""
-    test = splits["test"]
-    trained_on = {_pixels_digest(image) for image in splits["train"].images}
-    seen: set[bytes] = set()
+    repeats none (checked on its 60,000 images); a training split may repeat its own. Told by
+    pixels: a PNG of a JPEG's pixels is the same image."""
+    test, train = splits["test"], splits["train"]
+    trained_on = {_pixels_digest(image): index for index, image in enumerate(train.images)}
+    seen: dict[bytes, int] = {}
     repeated, in_training = [], []
-    for image, label in zip(test.images, test.labels):
+    for index, image in enumerate(test.images):
         digest = _pixels_digest(image)
         if digest in seen:
-            repeated.append(label)
+            repeated.append((_image_named(test, "test", seen[digest]), _image_named(test, "test", index)))
         if digest in trained_on:
-            in_training.append(label)
-        seen.add(digest)
-    for labels, problem, fix in (
-        (repeated, "the same image more than once (copies: {:,}", "remove the copies"),
-        (in_training, "images its train split holds too (images: {:,}", "remove them from one of the splits"),
+            in_training.append((_image_named(train, "train", trained_on[digest]), _image_named(test, "test", index)))
+        seen.setdefault(digest, index)
+    for pairs, problem, fix in (
+        (repeated, "the same image more than once", "remove the copies"),
+        (in_training, "images its train split holds too", "remove them from one of the splits"),
     ):
-        if labels:
+        if pairs:
             raise DataError(
-                f"data.source = {source!r}: its test split holds {problem.format(len(labels))}; a "
-                f"{test.classes[labels[0]]}'s among them): the test accuracy, and train's check that the model "
-                f"learned more than chance, would count each as an independent test on an image it never saw; {fix}"
+                f"data.source = {source!r}: its test split holds {problem} ({len(pairs):,}, as {pairs[0][0]} and "
+                f"{pairs[0][1]}): the test accuracy, and train's check that the model learned more than chance, "
+                f"would count each as an independent test on an image it never saw; {fix}"
             )
+
+
+def _image_named(split: Split, name: str, index: int) -> str:
+    return split.files[index] if split.files else f"{name} image {index} (a {split.classes[split.labels[index]]})"
 
 
 def _pixels_digest(image: np.ndarray) -> bytes:
@@ -1705,7 +1710,12 @@ def read_class_folders(tree: ClassTree, limits: dict[str, int | None]) -> dict[s
         rank_in_class = np.concatenate([np.arange(count) for count in np.bincount(labels[keep])])
         order = keep[np.lexsort((labels[keep], rank_in_class))]
         log.info("decoding %d %s images from %s/%s", len(order), split, tree.root, split)
-        splits[split] = Split(images=np.stack(_decoded(files, order)), labels=labels[order], classes=names)
+        splits[split] = Split(
+            images=np.stack(_decoded(files, order)),
+            labels=labels[order],
+            classes=names,
+            files=tuple(printable(tree.named_within + files[index].name) for index in order),
+        )
     return splits
 
 
