@@ -1129,22 +1129,28 @@ def gzip_member(flags: bytes, header_fields: bytes, data: bytes) -> bytes:
         (
             ".tar.gz",
             gzip_named(b"n" * (3 << 20), b""),
-            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
         ),
         (
             ".tar.gz",
             gzip.compress(b"") * 200_000,
-            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
         ),
         (
             ".tar.gz",
             gzip_with_an_extra_field(b"x" * 65_535, b"") * 20,
-            "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
+            "overlong fields in a member's header (name, comment, extra field), or empty members",
         ),
-        (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams, or NUL bytes after them"),
-        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams, blocks of a few bytes each, or NUL bytes after them"),
+        (".tar.bz2", bz2.compress(b"") * 100_000, "empty streams"),
+        (".tar.xz", lzma.compress(b"") * 100_000, "empty streams, or blocks of a few bytes each"),
     ],
-    ids=["gzip-name", "gzip-members", "gzip-extra-fields", "bzip2-streams", "xz-streams"],
+    ids=[
+        "gzip-name",
+        "gzip-members",
+        "gzip-extra-fields",
+        "bzip2-streams",
+        "xz-streams",
+    ],
 )
 def test_a_compressed_tar_padded_out_is_refused_within_its_first_mebibytes(
     tree, downloads, suffix, padding, padded_out_by
@@ -1159,6 +1165,18 @@ def test_a_compressed_tar_padded_out_is_refused_within_its_first_mebibytes(
         f"{archive}: its first 1,114,112 bytes unpack to only 0, far more than {compression} needs for any data: the "
         f"file is padded out ({padded_out_by}); recompress it, or extract it yourself and point data.source at the "
         f"folder"
+    )
+
+
+@pytest.mark.parametrize(("suffix", "stream"), [(".tar.gz", "member"), (".tar.bz2", "stream"), (".tar.xz", "stream")])
+def test_nul_padding_past_the_overhead_bound_is_named_as_such(tree, downloads, suffix, stream):
+    """NUL padding after the last stream to 4 MiB, as `dd obs=4M conv=sync` writes it, was
+    refused as padded out by empty streams, which the file did not hold."""
+    archive = tree.parent / f"export{suffix}"
+    archive.write_bytes(COMPRESSORS[suffix](archive_of(tree, "tar").read_bytes()) + bytes(4 << 20))
+    assert refused(DataError, import_from, archive, downloads).endswith(
+        f"the file is padded out (NUL bytes after a {stream}); recompress it, or extract it yourself and point "
+        f"data.source at the folder"
     )
 
 

@@ -403,19 +403,17 @@ _COMPRESSIONS = (
         b"\x1f\x8b",
         _GzipMember,
         "member",
-        "overlong fields in a member's header (name, comment, extra field), empty members, or NUL bytes after them",
+        "overlong fields in a member's header (name, comment, extra field), or empty members",
         1,
     ),
-    _Compression(
-        "bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams, or NUL bytes after them", 0
-    ),
+    _Compression("bzip2", ".tar.bz2", b"BZh", bz2.BZ2Decompressor, "stream", "empty streams", 0),
     _Compression(
         "xz",
         ".tar.xz",
         b"\xfd7zXZ\x00",
         functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ, memlimit=MAX_XZ_DECODER_BYTES),
         "stream",
-        "empty streams, blocks of a few bytes each, or NUL bytes after them",
+        "empty streams, or blocks of a few bytes each",
         4,
     ),
 )
@@ -486,14 +484,18 @@ class _Streams(io.RawIOBase):
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")
         return 0
 
-    def _read_raw(self) -> bytes:
+    def _read_raw(self, in_padding: bool = False) -> bytes:
+        """The file's next bytes; `in_padding` where they are to be NUL bytes after a stream, which
+        a refusal then names (NUL padding to 4 MiB was called empty streams)."""
         data = self._raw.read(_CHUNK)
         self._read += len(data)
         if self._read > MAX_COMPRESSED_OVERHEAD + self._unpacked * 17 // 16:
+            compression = self._compression
+            padded_out_by = f"NUL bytes after a {compression.stream}" if in_padding else compression.padded_out_by
             raise DataError(
                 f"{self._archive}: its first {self._read:,} bytes unpack to only {self._unpacked:,}, far more than "
-                f"{self._compression.name} needs for any data: the file is padded out "
-                f"({self._compression.padded_out_by}); recompress it, or {_FIX}"
+                f"{compression.name} needs for any data: the file is padded out ({padded_out_by}); recompress it, "
+                f"or {_FIX}"
             )
         return data
 
@@ -505,7 +507,7 @@ class _Streams(io.RawIOBase):
                 padding, rest = padding + len(rest) - len(kept), kept
             if len(rest) >= len(compression.magic):
                 break
-            more = self._read_raw()
+            more = self._read_raw(in_padding=padding > 0)
             if not more:
                 break
             rest += more
@@ -537,7 +539,7 @@ class _Streams(io.RawIOBase):
     def _more_than_padding_follows(self, rest: bytes) -> bool:
         """Whether anything but NUL bytes follows, as a tape's blocking pads a file out with them."""
         while not rest.strip(b"\0"):
-            rest = self._read_raw()
+            rest = self._read_raw(in_padding=True)
             if not rest:
                 return False
         return True
