@@ -375,14 +375,13 @@ def _check_across_keys(params: Params, source: str) -> None:
             # alone was refused again, the peak at epoch 5 needing 6
             needed = 2 * onecycle.max_at_epoch + 1 if onecycle.three_phase else onecycle.max_at_epoch + 1
             shortest = 3 if onecycle.three_phase else 2
-            problem = (
-                f"OneCycle needs epochs after its peak to anneal in ({phases}); set train.epochs to {needed} or more"
+            earliest = (
+                f"train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} -S "
+                f"train.onecycle.max_at_epoch=1)"
             )
-            if needed > shortest:
-                problem += (
-                    f", or train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} "
-                    f"-S train.onecycle.max_at_epoch=1)"
-                )
+            fixes = [f"train.epochs to {needed} or more"] if needed <= MAX_EPOCHS else []  # past the cap: refused
+            fixes += [earliest] if needed > shortest else []
+            problem = f"OneCycle needs epochs after its peak to anneal in ({phases}); set {', or '.join(fixes)}"
         else:
             problem = (
                 f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "

@@ -2654,6 +2654,22 @@ def test_figures_refuses_another_models_evaluation_whose_digest_was_recomputed(p
     assert outputs(pipeline_run) == before
 
 
+@pytest.mark.parametrize(("right", "accepted"), [(59, True), (57, True), (65, True), (56, False), (70, False)])
+def test_evaluates_accuracy_may_differ_from_the_models_by_a_few_near_tied_images(right, accepted):
+    """Another device or precision than train's flips a few near-tied predictions: 2 of 200 apart
+    (0.295 against 0.305) were refused as another model's, read as 2.0000000000000018 images."""
+    predictions = pd.DataFrame(
+        {"label": np.zeros(200, dtype=int), "predicted": np.repeat([0, 1], [right, 200 - right])}
+    )
+    trained = types.SimpleNamespace(history=[{"test_accuracy": 0.305, "test_loss": 1.86}])
+    check = functools.partial(stages.figures.check_evaluation_against_the_model, predictions, 1.86, trained)
+    if accepted:
+        check()
+    else:
+        with pytest.raises(DataError, match="evaluate's results are another model's"):
+            check()
+
+
 def test_figures_refuses_a_gallery_confidence_the_model_does_not_give(pipeline_run):
     """The gallery's titles print each image's confidence: rows raised to 0.999 were drawn."""
     frame = pd.read_csv(paths.PREDICTIONS)

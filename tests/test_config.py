@@ -184,6 +184,20 @@ def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
 
 
 @pytest.mark.parametrize("three_phase", [False, True])
+def test_a_peak_too_late_for_any_allowed_epochs_is_advised_the_earliest(three_phase):
+    """max_at_epoch 100,000 was advised 100,001 epochs, which the cap on epochs refused."""
+    raw = set_key(with_change("train.epochs", 1), "train.onecycle.three_phase", three_phase)
+    with pytest.raises(ConfigError) as caught:
+        parse_params(set_key(raw, "train.onecycle.max_at_epoch", 100_000))
+    shortest = 3 if three_phase else 2
+    assert str(caught.value).endswith(
+        f"needs epochs after its peak to anneal in ({'three_phase = true' if three_phase else 'two phases'}); set "
+        f"train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} -S "
+        f"train.onecycle.max_at_epoch=1)"
+    )
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
 def test_each_fix_for_too_few_epochs_after_the_peak_is_accepted(three_phase):
     """ "set train.epochs to 2 or more" was refused again: the peak at epoch 5 needs 6."""
     raw = set_key(with_change("train.epochs", 1), "train.onecycle.three_phase", three_phase)
