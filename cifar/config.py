@@ -370,10 +370,10 @@ def _check_across_keys(params: Params, source: str) -> None:
     last_peak = (epochs - 1) // 2 if onecycle.three_phase else epochs - 1
     if onecycle.max_at_epoch > last_peak:
         phases = "three_phase = true" if onecycle.three_phase else "two phases"
+        needed = 2 * onecycle.max_at_epoch + 1 if onecycle.three_phase else onecycle.max_at_epoch + 1
         if last_peak < 1:
             # epochs enough for this peak, or the shortest run with the earliest peak: "2 or more"
             # alone was refused again, the peak at epoch 5 needing 6
-            needed = 2 * onecycle.max_at_epoch + 1 if onecycle.three_phase else onecycle.max_at_epoch + 1
             shortest = 3 if onecycle.three_phase else 2
             earliest = (
                 f"train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} -S "
@@ -383,10 +383,11 @@ def _check_across_keys(params: Params, source: str) -> None:
             fixes += [earliest] if needed > shortest else []
             problem = f"OneCycle needs epochs after its peak to anneal in ({phases}); set {', or '.join(fixes)}"
         else:
+            # or more epochs: with one step an epoch, train refuses an earlier peak (no room to warm up)
             problem = (
                 f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "
                 f"train.onecycle.max_at_epoch to {last_peak} or less (-S train.onecycle.max_at_epoch={last_peak})"
-            )
+            ) + (f", or train.epochs to {needed} or more" if needed <= MAX_EPOCHS else "")
         raise ConfigError(
             f"{source}: train.onecycle.max_at_epoch = {onecycle.max_at_epoch} is not allowed with "
             f"train.epochs = {epochs}: {problem}"

@@ -166,7 +166,7 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
             2,
             False,
             "train.epochs = 2: the OneCycle peak must come at epoch 1 or earlier (two phases); also set "
-            "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1)",
+            "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1), or train.epochs to 6 or more",
         ),
         (
             2,

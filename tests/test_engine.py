@@ -289,7 +289,8 @@ def test_a_test_split_too_small_to_tell_learning_from_chance_is_named():
     warning = not_learning_warning(history, 10, 10, 1, 0.001, 45, Start(2.5))
     assert (
         "after the OneCycle peak at epoch 1: 10 test images are too few to tell a model that learned from chance, as "
-        "only 6 or more right (0.60) count as above it: raise data.test_limit; else the training loss went from"
+        "only 6 or more right (0.60) count as above it: raise data.test_limit (where it takes every test image "
+        "already, give the test split more); else the training loss went from"
     ) in warning
     assert "the model is not learning" in not_learning_warning(
         [{**row, "test_accuracy": 0.12} for row in history], 10, 200, 1, 0.001, 45, Start(2.5)

@@ -182,7 +182,8 @@ def not_learning_warning(
         # model was not learning, and to train longer: any model under 6 of 10 fails there.
         cause = (
             f"{tested_on} test images are too few to tell a model that learned from chance, as only {needed} or more "
-            f"right ({needed / tested_on:.2f}) count as above it: raise data.test_limit; else {cause}"
+            f"right ({needed / tested_on:.2f}) count as above it: raise data.test_limit (where it takes every test "
+            f"image already, give the test split more); else {cause}"
         )
     elif chance > 1 / num_classes and not at_chance(accuracy, 1 / num_classes, tested_on):
         # A test split of 9 cats to 1 of each other class: a model that learned (0.35, where a
