@@ -363,34 +363,50 @@ def _describe(hint) -> str:
     return " or ".join(words)
 
 
+def _epochs_for_peak(peak: int, three_phase: bool) -> int:
+    return 2 * peak + 1 if three_phase else peak + 1
+
+
+def _peak_fixes(params: Params, last_peak: int) -> str:
+    """Why a OneCycle peak at train.onecycle.max_at_epoch is too late for train.epochs, and the
+    fixes that each run: an earlier peak, epochs enough for this one (none past the cap on
+    epochs: 100,001 were advised), or the shortest run with the earliest peak that warms up.
+    OneCycle warms up over two steps at least (cifar.training.schedule): a peak at epoch 1 of
+    one step an epoch (batches the size of data.train_limit), advised, was refused in turn."""
+    onecycle, limit = params.train.onecycle, params.data.train_limit
+    earliest = math.ceil(2 / math.ceil(limit / params.train.batch_size)) if limit else 1
+    needed = _epochs_for_peak(onecycle.max_at_epoch, onecycle.three_phase)
+    shortest = _epochs_for_peak(earliest, onecycle.three_phase)
+    fixes = []
+    if last_peak >= earliest:
+        fixes.append(
+            f"set train.onecycle.max_at_epoch to {last_peak} or less (-S train.onecycle.max_at_epoch={last_peak})"
+        )
+    if needed <= MAX_EPOCHS:
+        fixes.append(f"set train.epochs to {needed} or more (-S train.epochs={needed})")
+    if not fixes or (last_peak < earliest and needed > shortest):
+        fixes.append(
+            f"set train.epochs to {shortest} and train.onecycle.max_at_epoch to {earliest} (-S train.epochs={shortest} "
+            f"-S train.onecycle.max_at_epoch={earliest})"
+        )
+    phases = "three_phase = true" if onecycle.three_phase else "two phases"
+    late = (
+        f"the OneCycle peak must come at epoch {last_peak} or earlier"
+        if last_peak
+        else "OneCycle needs epochs after its peak to anneal in"
+    )
+    return f"{late} ({phases}); {', or '.join(fixes)}"
+
+
 def _check_across_keys(params: Params, source: str) -> None:
     onecycle, epochs = params.train.onecycle, params.train.epochs
     # OneCycle needs steps after the peak to anneal; three_phase also climbs back down
     # over as many epochs as it took to rise, before the final anneal.
     last_peak = (epochs - 1) // 2 if onecycle.three_phase else epochs - 1
     if onecycle.max_at_epoch > last_peak:
-        phases = "three_phase = true" if onecycle.three_phase else "two phases"
-        needed = 2 * onecycle.max_at_epoch + 1 if onecycle.three_phase else onecycle.max_at_epoch + 1
-        if last_peak < 1:
-            # epochs enough for this peak, or the shortest run with the earliest peak: "2 or more"
-            # alone was refused again, the peak at epoch 5 needing 6
-            shortest = 3 if onecycle.three_phase else 2
-            earliest = (
-                f"train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} -S "
-                f"train.onecycle.max_at_epoch=1)"
-            )
-            fixes = [f"train.epochs to {needed} or more"] if needed <= MAX_EPOCHS else []  # past the cap: refused
-            fixes += [earliest] if needed > shortest else []
-            problem = f"OneCycle needs epochs after its peak to anneal in ({phases}); set {', or '.join(fixes)}"
-        else:
-            # or more epochs: with one step an epoch, train refuses an earlier peak (no room to warm up)
-            problem = (
-                f"the OneCycle peak must come at epoch {last_peak} or earlier ({phases}); also set "
-                f"train.onecycle.max_at_epoch to {last_peak} or less (-S train.onecycle.max_at_epoch={last_peak})"
-            ) + (f", or train.epochs to {needed} or more" if needed <= MAX_EPOCHS else "")
         raise ConfigError(
             f"{source}: train.onecycle.max_at_epoch = {onecycle.max_at_epoch} is not allowed with "
-            f"train.epochs = {epochs}: {problem}"
+            f"train.epochs = {epochs}: {_peak_fixes(params, last_peak)}"
         )
     if params.lr_find.end_lr <= params.lr_find.start_lr:
         raise ConfigError(

@@ -4,6 +4,7 @@ params.yaml holds the defaults is checked by CI on a clean clone (.ci/params_are
 
 import dataclasses
 import datetime
+import math
 import re
 import typing
 from typing import Literal
@@ -150,8 +151,8 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
             3,
             False,
             "params.yaml: train.onecycle.max_at_epoch = 5 is not allowed with train.epochs = 3: the OneCycle "
-            "peak must come at epoch 2 or earlier (two phases); also set train.onecycle.max_at_epoch to 2 "
-            "or less (-S train.onecycle.max_at_epoch=2)",
+            "peak must come at epoch 2 or earlier (two phases); set train.onecycle.max_at_epoch to 2 or less (-S "
+            "train.onecycle.max_at_epoch=2), or set train.epochs to 6 or more (-S train.epochs=6)",
         ),
         (5, False, "the OneCycle peak must come at epoch 4 or earlier (two phases)"),
         (10, True, "the OneCycle peak must come at epoch 4 or earlier (three_phase = true)"),
@@ -159,20 +160,15 @@ def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
             1,
             False,
             "train.epochs = 1: OneCycle needs epochs after its peak to anneal in (two phases); set train.epochs to 6 "
-            "or more, or train.epochs to 2 and train.onecycle.max_at_epoch to 1 (-S train.epochs=2 -S "
-            "train.onecycle.max_at_epoch=1)",
-        ),
-        (
-            2,
-            False,
-            "train.epochs = 2: the OneCycle peak must come at epoch 1 or earlier (two phases); also set "
-            "train.onecycle.max_at_epoch to 1 or less (-S train.onecycle.max_at_epoch=1), or train.epochs to 6 or more",
+            "or more (-S train.epochs=6), or set train.epochs to 2 and train.onecycle.max_at_epoch to 1 (-S "
+            "train.epochs=2 -S train.onecycle.max_at_epoch=1)",
         ),
         (
             2,
             True,
             "train.epochs = 2: OneCycle needs epochs after its peak to anneal in (three_phase = true); set "
-            "train.epochs to 11 or more, or train.epochs to 3 and train.onecycle.max_at_epoch to 1",
+            "train.epochs to 11 or more (-S train.epochs=11), or set train.epochs to 3 and train.onecycle.max_at_epoch "
+            "to 1",
         ),
     ],
 )
@@ -183,32 +179,37 @@ def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("three_phase", [False, True])
-def test_a_peak_too_late_for_any_allowed_epochs_is_advised_the_earliest(three_phase):
-    """max_at_epoch 100,000 was advised 100,001 epochs, which the cap on epochs refused."""
-    raw = set_key(with_change("train.epochs", 1), "train.onecycle.three_phase", three_phase)
-    with pytest.raises(ConfigError) as caught:
-        parse_params(set_key(raw, "train.onecycle.max_at_epoch", 100_000))
-    shortest = 3 if three_phase else 2
-    assert str(caught.value).endswith(
-        f"needs epochs after its peak to anneal in ({'three_phase = true' if three_phase else 'two phases'}); set "
-        f"train.epochs to {shortest} and train.onecycle.max_at_epoch to 1 (-S train.epochs={shortest} -S "
-        f"train.onecycle.max_at_epoch=1)"
-    )
-
-
-@pytest.mark.parametrize("three_phase", [False, True])
-def test_each_fix_for_too_few_epochs_after_the_peak_is_accepted(three_phase):
-    """ "set train.epochs to 2 or more" was refused again: the peak at epoch 5 needs 6."""
-    raw = set_key(with_change("train.epochs", 1), "train.onecycle.three_phase", three_phase)
+@pytest.mark.parametrize(
+    ("changes", "fixes"),
+    [
+        ({"train.epochs": 1}, 2),
+        ({"train.epochs": 1, "train.onecycle.three_phase": True}, 2),
+        ({"train.epochs": 3}, 2),
+        # more than the cap on epochs (100,000) was advised, and refused in turn
+        ({"train.epochs": 1, "train.onecycle.max_at_epoch": 100_000}, 1),
+        # one step an epoch: a peak at epoch 1 has no room to warm up, and train refused it in turn
+        ({"train.epochs": 2, "train.onecycle.max_at_epoch": 2, "data.train_limit": 1000, "train.batch_size": 1000}, 1),
+        ({"train.epochs": 1, "data.train_limit": 1000, "train.batch_size": 1000}, 2),
+    ],
+    ids=["epochs-1", "three-phase", "epochs-3", "a-peak-past-the-cap", "one-step-an-epoch", "one-step-from-1-epoch"],
+)
+def test_each_fix_for_a_peak_too_late_is_accepted_and_warms_up(changes, fixes):
+    """ "set train.epochs to 2 or more" was refused again (the peak at epoch 5 needs 6), and so
+    were 100,001 epochs, and a peak at epoch 1 with one step an epoch (no room to warm up)."""
+    raw = with_change("train.epochs", 1)
+    for key, value in changes.items():
+        raw = set_key(raw, key, value)
     with pytest.raises(ConfigError) as caught:
         parse_params(raw)
-    fixes = re.findall(r"set train.epochs to (\d+) or more, or train.epochs to (\d+) and", str(caught.value))
-    assert len(fixes) == 1
-    enough, shortest = map(int, fixes[0])
-    parse_params(set_key(with_change("train.epochs", enough), "train.onecycle.three_phase", three_phase))
-    shorter = set_key(with_change("train.epochs", shortest), "train.onecycle.three_phase", three_phase)
-    parse_params(set_key(shorter, "train.onecycle.max_at_epoch", 1))
+    advised = re.findall(r"\((-S [^)]*)\)", str(caught.value))
+    assert len(advised) == fixes, str(caught.value)
+    for fix in advised:
+        followed = raw
+        for key, value in re.findall(r"-S ([\w.]+)=(\d+)", fix):
+            followed = set_key(followed, key, int(value))
+        params = parse_params(followed)
+        steps = math.ceil((params.data.train_limit or 50_000) / params.train.batch_size)
+        assert params.train.onecycle.max_at_epoch * steps >= 2, fix
 
 
 def test_the_last_epoch_that_leaves_room_to_anneal_is_accepted():
