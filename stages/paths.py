@@ -11,6 +11,7 @@ if not __package__:  # `python stages/paths.py`: not a stage, and cifar/ is off 
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import posixpath
@@ -55,9 +56,13 @@ PARAMS = PARAMS_FILE
 # This pipeline's dvc.yaml takes 11 KB; PyYAML parses up to 35 s of CPU per MiB of dense YAML.
 MAX_PIPELINE_BYTES = 256 << 10
 # What the stages may walk once anchors, aliases and each foreach's `do:` are written out; a
-# 256 KB file holds at most 128 Ki values written out. 1.3 KB of aliases of aliases in a user's
-# foreach grew past 3.7 GB in 300 s as every stage filled `do:` in.
-MAX_PIPELINE_VALUES = 1 << 20
+# 256 KB file holds at most 128 Ki values written out, this pipeline's about 400. 1.3 KB of
+# aliases of aliases in a user's foreach grew past 3.7 GB in 300 s as every stage filled `do:`
+# in, and 1,000 items of 1,000 outs each (51 KB) kept every stage reading for minutes.
+MAX_PIPELINE_VALUES = 1 << 17
+# What filling in each foreach item may write: 1,000 aliases of a string of 1,000 `${item}`,
+# filled with a 10 KB item, grew past 3 GB (of 10 GB) in 15 s.
+MAX_FILLED_BYTES = 1 << 20
 # Each write makes a scratch folder `.NAME.partial-PID-XXXXXXXX` beside its output (PIDs have
 # up to 7 digits) within the 255 bytes a file name may take: a longer NAME failed after the work.
 MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
@@ -468,13 +473,48 @@ def _runs_by_its_command(definition: dict, stage: str | None = None) -> bool:
     """Whether a stage's command has Python run a module of stages/ (`python -m stages.NAME`,
     `stage` where named), whatever follows (a user's `./my_stages.sh ${train.epochs}` was refused):
     by `python3 -m` too, another interpreter's path, `-mstages.lr_find`, flags clustered (`-Bm`),
-    the module quoted, or commands in DVC's list form."""
-    module = rf"(['\"]?)stages\.{re.escape(stage)}\1(?![\w.])" if stage else r"['\"]?stages\."
-    # Python's own -m, after its options (`-W ignore`, `-X dev`): mypy's `-m stages.train` runs
-    # nothing of ours, and a user's type-check `matrix:` stage was refused as one of ours.
-    python = r"(?:^|[\s;&|(])(?:\S*/)?python[\d.]*(?:\s+-(?:[WX]\s*\S+|[A-Za-z]+))*?"
-    runs = re.compile(rf"{python}\s+-[A-Za-z]*m\s*{module}")
-    return any(map(runs.search, _commands(definition)))
+    the module quoted, or commands in DVC's list form. Python's own -m only, after its options
+    (`-W ignore`, `-X dev`): mypy's `-m stages.train` runs nothing of ours, and a user's
+    type-check `matrix:` stage was refused as one of ours."""
+    modules = [module for command in _commands(definition) for module in _modules_python_runs(command)]
+    return any(module == f"stages.{stage}" if stage else module.startswith("stages.") for module in modules)
+
+
+@functools.lru_cache(maxsize=1024)
+def _modules_python_runs(command: str) -> tuple[str, ...]:
+    """The modules a shell command has Python run with -m, read word by word: a pattern that
+    matched the command took time exponential in a user's `python -Wd -Wd ...` and quadratic in
+    a run of 200,000 `(`, and every stage hung reading dvc.yaml."""
+    if "python" not in command:
+        return ()
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+    except ValueError:  # an unbalanced quote: its words as the shell would start them
+        words = [word.strip("'\"") for word in command.split()]
+    modules = []
+    for at, word in enumerate(words):
+        if re.fullmatch(r"python[\d.]*", word.rsplit("/", 1)[-1]):
+            module = _module_after_options(iter(words[at + 1 :]))
+            modules += [module] if module else []
+    return tuple(modules)
+
+
+def _module_after_options(words) -> str | None:
+    """The module of -m among Python's options (`-Bm`, `-mNAME`, `-W ignore`, `-Xdev`), else None."""
+    for word in words:
+        if not word.startswith("-") or word in ("-", "--") or word.startswith("--"):
+            return None
+        for at, flag in enumerate(word[1:], start=1):
+            if flag in "mWX":  # each takes the rest of the word, or the next word
+                argument = word[at + 1 :] or next(words, "")
+                if flag == "m":
+                    return argument
+                break
+            if flag == "c":
+                return None
+    return None
 
 
 # What each stage writes, by the paths table's names (train's checkpoint is its scratch, no
@@ -513,14 +553,16 @@ def _runs_by_its_outputs(definition: dict, stage: str | None = None) -> bool:
     """Whether a stage declares an output of a stage of stages/ (of `stage`'s where named),
     which no other stage can declare: DVC refuses an output two stages declare."""
     written = _WRITES.get(stage, ()) if stage else [name for names in _WRITES.values() for name in names]
-    outputs = _outputs_declared(definition, strict=False)
+    outputs = set(_outputs_declared(definition, strict=False))
     return any(_declared_among(TABLE[name], outputs) for name in written if isinstance(TABLE.get(name), str))
 
 
-def _declared_among(path: str, outputs: list[str]) -> bool:
+def _declared_among(path: str, outputs: set[str]) -> bool:
     """Whether an output is declared, itself or in a folder among the outputs (DVC refuses two
-    stages' outputs where one holds the other)."""
-    return any(PurePosixPath(path).is_relative_to(output) for output in outputs)
+    stages' outputs where one holds the other): looked up, as 1,000,000 outputs compared one by
+    one took minutes."""
+    written = PurePosixPath(path)
+    return any(str(folder) in outputs for folder in (written, *written.parents))
 
 
 def _runs_a_stage(definition: dict) -> bool:
@@ -660,22 +702,32 @@ def _named_definition(stage: str) -> tuple[str, dict]:
     return next(writing, None) or next(running, None) or (stage, dict(definitions).get(stage, {}))
 
 
+# The definitions of each `stages:` mapping read, by its id, with the mapping (kept alive, its id
+# is never another's): generated again for each question, 1,000 foreach items took minutes.
+_DEFINITIONS_OF: dict[int, tuple[dict, dict[str, dict]]] = {}
+
+
 def _definitions(stages: dict) -> dict[str, dict]:
     """Each stage's definition by its name, a `foreach`'s as DVC generates them."""
-    definitions = {}
+    known = _DEFINITIONS_OF.get(id(stages))
+    if known and known[0] is stages:
+        return known[1]
+    definitions, budget = {}, [MAX_FILLED_BYTES]
     for name, each in stages.items():
         if isinstance(each, dict) and "foreach" in each:
-            definitions.update(_generated(name, each["foreach"], each.get("do")))
+            definitions.update(_generated(name, each["foreach"], each.get("do"), budget))
         elif isinstance(each, dict):
             definitions[str(name)] = each
+    _DEFINITIONS_OF[id(stages)] = (stages, definitions)
     return definitions
 
 
-def _generated(group: str, items, do) -> dict[str, dict]:
+def _generated(group: str, items, do, budget: list[int]) -> dict[str, dict]:
     """The stages DVC generates from a `foreach`, by the names it gives them (`find@lr_find`), with
     `${item}`, `${key}` and `${item.FIELD}` filled in (`cmd: python -m stages.${item}` was not
     found: lr_find recorded no params, and `dvc repro lr_find` was advised, a stage DVC lacks). A
-    foreach of a vars entry, which only DVC resolves, stands as its group, `do:` as it is."""
+    foreach of a vars entry, which only DVC resolves, stands as its group, `do:` as it is. What
+    filling writes is taken from `budget` (bytes), and refused past it."""
     if not isinstance(do, dict):
         return {}
     if isinstance(items, dict):
@@ -690,22 +742,30 @@ def _generated(group: str, items, do) -> dict[str, dict]:
         return {group: do}
     keyed = [(str(key).lower() if isinstance(key, bool) else key, item) for key, item in keyed]  # DVC's `find@true`
 
-    def filled(value, key, item):
-        if isinstance(value, str):
+    def filled(value, key, item, most_written: int):
+        if isinstance(value, str) and "${" in value:
+            budget[0] -= len(value) + value.count("${") * most_written  # before writing: one string took 10 MB
+            if budget[0] < 0:
+                raise _refuse(
+                    f"filling in foreach {group!r}'s items writes more than {MAX_FILLED_BYTES:,} bytes",
+                    where=PIPELINE.name,
+                    fix="shorten its items or what repeats them, or restore it with",
+                )
             fields = item if isinstance(item, dict) else {}
             value = re.sub(
                 r"\$\{\s*item\.(\w+)\s*\}", lambda found: _as_dvc_writes(fields.get(found[1]), found[0]), value
             )
             value = re.sub(r"\$\{\s*item\s*\}", lambda found: _as_dvc_writes(item, found[0]), value)
             # DVC gives a list's foreach no key (`Could not find 'key'`): left for the check to refuse
-            return re.sub(r"\$\{\s*key\s*\}", str(key), value) if isinstance(items, dict) else value
+            return re.sub(r"\$\{\s*key\s*\}", lambda _: str(key), value) if isinstance(items, dict) else value
         if isinstance(value, list):
-            return [filled(each, key, item) for each in value]
+            return [filled(each, key, item, most_written) for each in value]
         if isinstance(value, dict):
-            return {name: filled(each, key, item) for name, each in value.items()}
+            return {name: filled(each, key, item, most_written) for name, each in value.items()}
         return value
 
-    return {f"{group}@{key}": filled(do, key, item) for key, item in keyed}
+    # an item's text, or its key's, is at least as long as any of its fields written out
+    return {f"{group}@{key}": filled(do, key, item, len(str(item)) + len(str(key))) for key, item in keyed}
 
 
 def _as_dvc_writes(value, reference: str) -> str:
@@ -754,7 +814,7 @@ def refuse_outputs_left_undeclared(stage: str) -> None:
     DVC failed after the whole run, finding its own path missing, and a stage run alone wrote
     where DVC never looks."""
     name = _defined(stage)[0]
-    declared = declared_outputs(stage)
+    declared = set(declared_outputs(stage))
     undeclared = [each for each in _WRITES.get(stage, ()) if not _declared_among(TABLE[each], declared)]
     if undeclared:
         raise _refuse(

@@ -3158,6 +3158,16 @@ _AN_ALIAS_BOMB = (
 )
 
 
+# A user's foreach of 1,000 items, each with 200 outs.
+_MANY_OUTS = (
+    "\n  notes:\n    foreach: [" + ", ".join(f"i{item}" for item in range(1000)) + "]\n    do:\n      cmd: 'true'"
+)
+_MANY_OUTS += "\n      outs: [" + ", ".join(f"'notes/${{item}}/f{index}.txt'" for index in range(200)) + "]"
+# A user's foreach of one 10 KB item, and 1,000 aliases of a string of 1,000 `${item}`.
+_FILLED_AT_LENGTH = f"\n  notes:\n    foreach:\n      k: {'x' * 10_000}\n    do:\n      cmd: 'true'\n      meta:"
+_FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" * 1000
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
@@ -3248,7 +3258,14 @@ _AN_ALIAS_BOMB = (
             "2026 = 'reports/run/../x.txt' is not a plain relative path",
         ),
         # Pass 77: 1.3 KB of aliases of aliases in a user's foreach grew past 3.7 GB in 300 s.
-        (lambda text: text.replace("\nplots:", _AN_ALIAS_BOMB + "\nplots:", 1), "make more than 1,048,576 values"),
+        (lambda text: text.replace("\nplots:", _AN_ALIAS_BOMB + "\nplots:", 1), "make more than 131,072 values"),
+        # Pass 78: 1,000 foreach items of 1,000 outs each (51 KB) kept every stage reading for minutes,
+        # and aliases of a string of 1,000 `${item}` filled with a 10 KB item grew past 3 GB.
+        (lambda text: text.replace("\nplots:", _MANY_OUTS + "\nplots:", 1), "make more than 131,072 values"),
+        (
+            lambda text: text.replace("\nplots:", _FILLED_AT_LENGTH + "\nplots:", 1),
+            "filling in foreach 'notes''s items writes more than 1,048,576 bytes",
+        ),
     ],
     ids=[
         "no-table",
@@ -3285,6 +3302,8 @@ _AN_ALIAS_BOMB = (
         "an-output-declared-by-another-path",
         "a-number-for-a-name",
         "an-alias-bomb",
+        "a-foreach-of-many-outs",
+        "a-foreach-filled-at-length",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

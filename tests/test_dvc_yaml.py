@@ -305,6 +305,20 @@ def test_a_stage_run_from_a_wdir_is_found_by_its_outputs_as_dvc_resolves_them(mo
 
 @pytest.mark.parametrize(
     "command",
+    [
+        "python " + "-Wd " * 30 + '-c \'open("notes.txt", "w")\'',
+        "mkdir -p notes && echo '" + "(" * 200_000 + "' > notes.txt",
+    ],
+    ids=["thirty-options-of-pythons-own", "a-run-of-parentheses"],
+)
+def test_a_users_command_that_runs_no_stage_is_read_in_one_pass(command):
+    """A pattern that matched commands took time exponential in `python -Wd -Wd ...` (30: about
+    450 s) and quadratic in a run of `(` (200,000: about 50 s), for every stage as it read dvc.yaml."""
+    assert not paths._runs_by_its_command({"cmd": command})
+
+
+@pytest.mark.parametrize(
+    "command",
     ["mypy -m stages.download -m stages.lr_find -m stages.train", "python -m cProfile -o prof.out -m stages.lr_find"],
     ids=["a-type-checker", "a-profiler"],
 )
