@@ -106,10 +106,10 @@ def _read_pipeline() -> object:
         raise _refuse("no `stages:` mapping of the pipeline's stages", where=PIPELINE.name)
     if _values_written_out(pipeline) > MAX_PIPELINE_VALUES:
         raise _refuse(
-            f"its anchors and aliases (&name, *name), with each foreach's `do:` written out for every item, make "
-            f"more than {MAX_PIPELINE_VALUES:,} values (aliases of aliases multiply)",
+            f"written out (the values its anchors' aliases stand for, and each foreach's `do:` for every item), it "
+            f"holds more than {MAX_PIPELINE_VALUES:,} values",
             where=PIPELINE.name,
-            fix="cut what they repeat, or restore it with",
+            fix="cut what repeats, or restore it with",
         )
     return pipeline
 

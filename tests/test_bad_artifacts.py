@@ -3258,10 +3258,10 @@ _FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" *
             "2026 = 'reports/run/../x.txt' is not a plain relative path",
         ),
         # Pass 77: 1.3 KB of aliases of aliases in a user's foreach grew past 3.7 GB in 300 s.
-        (lambda text: text.replace("\nplots:", _AN_ALIAS_BOMB + "\nplots:", 1), "make more than 131,072 values"),
+        (lambda text: text.replace("\nplots:", _AN_ALIAS_BOMB + "\nplots:", 1), "holds more than 131,072 values"),
         # Pass 78: 1,000 foreach items of 1,000 outs each (51 KB) kept every stage reading for minutes,
         # and aliases of a string of 1,000 `${item}` filled with a 10 KB item grew past 3 GB.
-        (lambda text: text.replace("\nplots:", _MANY_OUTS + "\nplots:", 1), "make more than 131,072 values"),
+        (lambda text: text.replace("\nplots:", _MANY_OUTS + "\nplots:", 1), "holds more than 131,072 values"),
         (
             lambda text: text.replace("\nplots:", _FILLED_AT_LENGTH + "\nplots:", 1),
             "filling in foreach 'notes''s items writes more than 1,048,576 bytes",
