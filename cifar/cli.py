@@ -240,6 +240,8 @@ def run_stage(
     for scratch in remove_stale_scratch(output_folders):
         log.info("removed %s, left by an interrupted write", scratch)
     install_stop_handlers()
+    # held since stages/__init__.py, while the stage's libraries loaded: one that came meanwhile acts here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *STOP_SIGNALS})
     started_as = getattr(sys.modules.get("__main__"), "__spec__", None)
     if started_as is not None and started_as.name.startswith("stages.") and not _started_up:
         # stages/__init__.py cut short ran the stage without the checks past the cut, exit 0

@@ -399,7 +399,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from cifar.atomic import process_alive, stop_signals_held
+from cifar.atomic import STOP_SIGNALS, process_alive, stop_signals_held
 from cifar.cli import (
     Stopped,
     ignore_stops_from_now,
@@ -1121,9 +1121,15 @@ if sys.argv[:1] == ["-m"]:
         _signal.signal(_signal.SIGXCPU, _signal.SIG_DFL)
     # A stop signal while torch still loads is one line too, not a silent death.
     install_stop_handlers()
-    # a signal that came meanwhile acts here; SIGXCPU left blocked by the parent, like ignored, would wait for the kill
+    # Ctrl-C and the stop signals wait on until run_stage, with the stage's libraries loaded: one
+    # that came as numpy or torch imported was taken by the library (numpy left without `matrix`,
+    # a traceback), lost (exit 0, every output written) or ended in pybind11's abort. SIGXCPU,
+    # under a CPU-time limit, may not wait: the kill at the hard limit would come first.
     _under_a_cpu_limit = resource.getrlimit(resource.RLIMIT_CPU)[1] != resource.RLIM_INFINITY
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, _mask_at_start - ({_signal.SIGXCPU} if _under_a_cpu_limit else set()))
+    _signal.pthread_sigmask(
+        _signal.SIG_SETMASK,
+        (_mask_at_start | {_signal.SIGINT, *STOP_SIGNALS}) - ({_signal.SIGXCPU} if _under_a_cpu_limit else set()),
+    )
     problem = _command_line_problem() or _working_folder_problem() or _cpu_time_problem()
     if problem:
         _refuse(f"error: {problem}")
