@@ -205,6 +205,7 @@ def _put_in_place(writes: list[tuple[Path, Path, Path]]) -> None:
                     f"stopped by {signal_name(arrived[0])} while putting the outputs in place; the previous ones are "
                     f"back: run it again"
                 )
+            _landed.update(os.path.abspath(target) for _, target, _ in writes)
         except BaseException:
             if writes:  # first: a kill while they go back leaves the start-up sweep to finish it
                 (writes[0][2] / _FINISHED).unlink(missing_ok=True)
@@ -213,6 +214,16 @@ def _put_in_place(writes: list[tuple[Path, Path, Path]]) -> None:
                 if previous is not None:
                     os.replace(previous, target)
             raise
+
+
+# Where writes have been put in place in this process, for the stop line (landed_among).
+_landed: set[str] = set()
+
+
+def landed_among(outputs: Iterable[str | Path]) -> bool:
+    """Whether a write has been put in place at one of `outputs` or inside one (a folder)."""
+    folders = [Path(os.path.abspath(output)) for output in outputs]
+    return any(Path(target).is_relative_to(folder) for target in _landed for folder in folders)
 
 
 def _replace(temporary: Path, target: Path, scratch: Path) -> Path | None:

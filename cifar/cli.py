@@ -16,6 +16,7 @@ from pathlib import Path
 from cifar.atomic import (
     STOP_SIGNALS,
     checked_as_outputs_land,
+    landed_among,
     refuse_linked_outputs,
     remove_stale_scratch,
     signal_name,
@@ -211,7 +212,16 @@ def _end_at_once(code: int) -> None:
     os._exit(code)
 
 
-def stopped_line(stopped: Stopped, stage: str) -> str:
+def stopped_line(stopped: Stopped, stage: str, outputs_in_place: bool = False) -> str:
+    """The stop's line; `outputs_in_place` where the stage had put its new outputs in place
+    (a SIGTERM as download logged its import said "before download finished", the previous
+    data gone)."""
+    if outputs_in_place:
+        return (
+            f"error: stopped by {signal_name(stopped.args[0])} after {stage} put its new outputs in place, before "
+            f"it finished its checks: DVC has not recorded them; run it again (or `dvc checkout` puts back the "
+            f"recorded ones)"
+        )
     if stopped.args[0] == signal.SIGXCPU:  # the same limit would stop a second run too
         return (
             f"error: stopped by SIGXCPU: its CPU-time limit (`ulimit -t`) ran out before {stage} finished; "
@@ -258,6 +268,7 @@ def run_stage(
                 _with_deps_unchanged(main, declared_params, inputs, outputs, started_with),
             ),
             reword,
+            outputs,
         )
     finally:
         ignore_stops_from_now()
@@ -452,11 +463,11 @@ def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, 
             )
 
 
-def _run(main: Callable[[], None], reword: Callable[[str], str]) -> None:
+def _run(main: Callable[[], None], reword: Callable[[str], str], outputs: Sequence[str | Path]) -> None:
     try:
         main()
     except Stopped as stopped:
-        say(stopped_line(stopped, Path(sys.argv[0]).stem))
+        say(stopped_line(stopped, Path(sys.argv[0]).stem, landed_among(outputs)))
         leave(128 + stopped.args[0])
     except PipelineError as error:
         say(f"error: {printable(reword(str(error)))}")

@@ -1168,6 +1168,26 @@ def test_running_out_of_memory_in_a_stage_is_one_line(monkeypatch, capsys, error
     )
 
 
+def test_a_stop_after_the_outputs_are_in_place_says_so(tmp_path, monkeypatch, capsys):
+    """SIGTERM as download logged its import said "stopped before download finished; no file is
+    left half-written", the new data in place and the previous gone."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/download.py"])
+
+    def main():
+        with atomic_path(tmp_path / "data" / "cifar10") as folder:
+            folder.mkdir()
+        raise Stopped(signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [tmp_path / "data"], outputs=[tmp_path / "data" / "cifar10"])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        143,
+        "error: stopped by SIGTERM after download put its new outputs in place, before it finished its checks: DVC "
+        "has not recorded them; run it again (or `dvc checkout` puts back the recorded ones)\n",
+    )
+
+
 def test_a_thread_that_the_users_threads_limit_keeps_from_starting_names_that_limit(monkeypatch, capsys):
     """Under `ulimit -u 4` download's decoding threads could not all start, and it was told to
     raise the memory limit (ulimit -v), which was not set."""
