@@ -473,6 +473,10 @@ TRAIN_REPORTS = {*HISTORY_COLUMNS, "best_test_accuracy", "best_epoch", "max_lr",
 # A row of these tables is a few numbers or two class names, under 100 bytes: a table over
 # this many bytes per row its writer can write is not one it wrote, and is refused unparsed.
 MAX_BYTES_PER_ROW = 1024
+# A number as pandas writes it takes at most 24 characters and a comma; a table of numbers
+# has a column or two besides those read (lr_find's log10_lr, train's seconds). At 1 KiB a row,
+# lr_find's curve could take 10 GB at its cap on rows, and 1.2 GB of it took 5 GB to refuse.
+NUMBER_BYTES, MORE_COLUMNS = 32, 4
 
 
 def read_table(
@@ -483,14 +487,24 @@ def read_table(
     from a tuple, each value of column `once` in one row only; else a one-line DataError, not
     a hang, a traceback or a chart of text, NaN, an accuracy of 500% or a bar drawn twice."""
     fix = f"re-create it with `dvc repro {stage}`"
+    # Class names as text: a class named '0' was read as the number 0, not one of the split's.
+    names = {column: str for column, allowed in columns.items() if not isinstance(allowed, Numbers)}
+    per_row = MAX_BYTES_PER_ROW if names else NUMBER_BYTES * (len(columns) + MORE_COLUMNS)
     with missing_as_data_error(path, fix):
-        data = read_artifact(
-            path, MAX_BYTES_PER_ROW * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take"
-        )
+        data = read_artifact(path, per_row * (most_rows + 1), fix, too_large=f"far more than {most_rows:,} rows take")
+    # Counted in the header before pandas parses a byte: a row of a million columns took 2.8 GB.
+    header_fields = data[: data.find(b"\n")].count(b",") + 1 if b"\n" in data else 1
+    if header_fields > len(columns) + MORE_COLUMNS:
+        raise DataError(f"{path}: {header_fields:,} columns, far more than {stage} writes; {fix}")
     try:
-        # Class names as text: a class named '0' was read as the number 0, not one of the split's.
-        names = {column: str for column, allowed in columns.items() if not isinstance(allowed, Numbers)}
-        table = pd.read_csv(io.BytesIO(data), dtype=names, keep_default_na=False, na_values=[""])
+        table = pd.read_csv(
+            io.BytesIO(data),
+            dtype=names,
+            keep_default_na=False,
+            na_values=[""],
+            usecols=lambda column: column in columns,
+            nrows=most_rows + 1,  # one more is enough to refuse: parsed whole, 80 million took 5 GB
+        )
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: unreadable ({one_line(error)}); {fix}") from None
     missing = [column for column in columns if column not in table.columns]
@@ -520,7 +534,7 @@ def read_table(
         row = int(np.flatnonzero(repeated)[0])
         raise DataError(f"{path}: column {once} holds {shown(table[once].iloc[row])} again in row {row}; {fix}")
     if len(table) > most_rows:
-        raise DataError(f"{path}: {len(table)} rows, more than the {most_rows} that {stage} writes; {fix}")
+        raise DataError(f"{path}: more than the {most_rows} rows that {stage} writes; {fix}")
     return table
 
 

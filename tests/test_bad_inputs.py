@@ -1601,7 +1601,7 @@ def test_limits_beyond_the_splits_are_refused(key, value, allowed):
     ("key", "value", "largest", "allowed"),
     [
         ("train.epochs", 10**9, 100_000, "an integer from 1 to 100000, about a GPU-day of epochs"),
-        ("lr_find.num_iter", 10**9, 10_000_000, "an integer from 2 to 10000000, about a GPU-day of steps"),
+        ("lr_find.num_iter", 10**9, 100_000, "an integer from 2 to 100000, a thousand times the default"),
         ("explain.images", 10**9, 500, "an integer from 1 to 500, the most a gallery shows"),
         ("evaluate.misclassified", 10**9, 500, "an integer from 0 to 500, the most a gallery shows"),
         (

@@ -435,7 +435,7 @@ def valley_index(losses: list[float]) -> int:
     loss is still falling well, away from both the flat start and the blow-up at the end.
     """
     # Patience sorting, O(n log n): comparing every pair of steps took 30 s of CPU at 20,000
-    # steps, and lr_find.num_iter goes to 10,000,000.
+    # steps, and lr_find.num_iter goes to 100,000.
     rising_tails: list[float] = []  # [k]: the least -loss that ends a falling chain of k + 1 steps
     length = np.empty(len(losses), dtype=np.int64)  # of the longest falling chain ending at each step
     for step, loss in enumerate(losses):
