@@ -44,7 +44,7 @@ import yaml
 from cifar.atomic import SCRATCH_MARK
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import DOWNLOAD_CACHE, Params
-from cifar.errors import ConfigError, DataError, one_line
+from cifar.errors import ConfigError, DataError, one_line, short_repr
 from cifar.params_file import PARAMS_FILE, Yaml12Loader
 from cifar.reading import read_artifact, walk
 from stages import dvcignore
@@ -62,7 +62,7 @@ MAX_PIPELINE_BYTES = 256 << 10
 MAX_PIPELINE_VALUES = 1 << 17
 # What filling in each foreach item may write: 1,000 aliases of a string of 1,000 `${item}`,
 # filled with a 10 KB item, grew past 3 GB (of 10 GB) in 15 s.
-MAX_FILLED_BYTES = 1 << 20
+MAX_FILLED_BYTES = 4 << 20
 # Each write makes a scratch folder `.NAME.partial-PID-XXXXXXXX` beside its output (PIDs have
 # up to 7 digits) within the 255 bytes a file name may take: a longer NAME failed after the work.
 MAX_OUTPUT_NAME_BYTES = 255 - len(f".{SCRATCH_MARK}1234567-abcdefgh")
@@ -144,7 +144,7 @@ def _read_table(pipeline: object) -> dict[str, str]:
     for name, path in table.items():
         problem = _path_problem(path) or _format_problem(name, path)
         if problem:
-            raise _refuse(f"{name} = {ascii(path)[:200]} {problem}")
+            raise _refuse(f"{name} = {_shown(path)!a} {problem}")
         link_problem = _link_problem(path, protected_places, links_checked=name != "checkpoint")
         if link_problem:
             # The link is the workspace's, and the usual fix; the table may have changed instead.
@@ -401,7 +401,8 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
         if not _runs_a_stage(definition):
             continue
         cmd = definition.get("cmd")
-        unresolved = [found[0] for found in _REFERENCE.finditer(str(_read_of(definition))) if not _table_name(found[0])]
+        read = _strings_within(_read_of(definition))
+        unresolved = [found[0] for text in read for found in _REFERENCE.finditer(text) if not _table_name(found[0])]
         if "matrix" in definition or unresolved:
             what = "`matrix:`" if "matrix" in definition else f"`{unresolved[0]}`"
             raise _refuse(
@@ -437,6 +438,30 @@ def _read_of(definition: dict) -> list:
 
 # A `${...}` as DVC finds one (`\${HOME}`, escaped, is the shell's); one left unclosed is refused.
 _REFERENCE = re.compile(r"(?<!\\)\$\{[^}]*\}?")
+
+
+def _strings_within(value) -> list[str]:
+    """The texts a value holds, each text once however many aliases name it: written out whole
+    (`str()`), 125,000 aliases of a 100 KB string took 2.5 GB."""
+    texts, seen, pending = [], set(), [value]
+    while pending:
+        each = pending.pop()
+        if id(each) in seen:
+            continue
+        seen.add(id(each))
+        if isinstance(each, str):
+            texts.append(each)
+        elif isinstance(each, dict):
+            pending += [*each.keys(), *each.values()]
+        elif isinstance(each, list):
+            pending += each
+    return texts
+
+
+def _shown(value) -> str:
+    """A value as a one-line refusal quotes it, cut short before it is written out (an aliased
+    list written out whole took 2.5 GB)."""
+    return value[:200] if isinstance(value, str) else short_repr(value)
 
 
 def _table_name(reference: str) -> str | None:
@@ -493,28 +518,36 @@ def _modules_python_runs(command: str) -> tuple[str, ...]:
         words = list(lexer)
     except ValueError:  # an unbalanced quote: its words as the shell would start them
         words = [word.strip("'\"") for word in command.split()]
-    modules = []
-    for at, word in enumerate(words):
-        if re.fullmatch(r"python[\d.]*", word.rsplit("/", 1)[-1]):
-            module = _module_after_options(iter(words[at + 1 :]))
+    modules, at = [], 0
+    while at < len(words):
+        at += 1
+        if re.fullmatch(r"python[\d.]*", words[at - 1].rsplit("/", 1)[-1]):
+            # on from the word after its options: `python -W python -W ...` read again from each
+            # `python` took time quadratic in the command
+            module, at = _module_after_options(words, at)
             modules += [module] if module else []
     return tuple(modules)
 
 
-def _module_after_options(words) -> str | None:
-    """The module of -m among Python's options (`-Bm`, `-mNAME`, `-W ignore`, `-Xdev`), else None."""
-    for word in words:
-        if not word.startswith("-") or word in ("-", "--") or word.startswith("--"):
-            return None
-        for at, flag in enumerate(word[1:], start=1):
+def _module_after_options(words: list[str], at: int) -> tuple[str | None, int]:
+    """The module of -m among Python's options from words[at] on (`-Bm`, `-mNAME`, `-W ignore`,
+    `-Xdev`), else None; and where its options end."""
+    while at < len(words):
+        word = words[at]
+        at += 1
+        if not word.startswith("-") or word == "-" or word.startswith("--"):
+            return None, at - 1
+        for place, flag in enumerate(word[1:], start=1):
             if flag in "mWX":  # each takes the rest of the word, or the next word
-                argument = word[at + 1 :] or next(words, "")
+                argument = word[place + 1 :]
+                if not argument and at < len(words):
+                    argument, at = words[at], at + 1
                 if flag == "m":
-                    return argument
+                    return argument, at
                 break
             if flag == "c":
-                return None
-    return None
+                return None, at
+    return None, at
 
 
 # What each stage writes, by the paths table's names (train's checkpoint is its scratch, no
@@ -577,7 +610,7 @@ def _refuse_shapes_dvc_refuses(stages: dict) -> None:
         for kind in ("deps", "outs", "metrics", "plots", "params"):
             if definition.get(kind) is not None and not isinstance(definition[kind], list):
                 raise _refuse(
-                    f"stage {name!r} has `{kind}: {str(definition[kind])[:100]}`, where DVC takes a list",
+                    f"stage {name!r} has `{kind}: {_shown(definition[kind])}`, where DVC takes a list",
                     where=PIPELINE.name,
                     fix=f"write its {kind} as a list (`- ...` lines), or restore it with",
                 )
@@ -586,7 +619,7 @@ def _refuse_shapes_dvc_refuses(stages: dict) -> None:
             keys = next(((file, keys) for file, keys in files if keys is not None and not isinstance(keys, list)), None)
             if keys:
                 raise _refuse(
-                    f"stage {name!r} declares `{keys[0]}: {str(keys[1])[:100]}` among its params, where DVC takes a "
+                    f"stage {name!r} declares `{keys[0]}: {_shown(keys[1])}` among its params, where DVC takes a "
                     f"list of keys",
                     where=PIPELINE.name,
                     fix=f"write them as a list (`- {keys[0]}: [KEY]`), or restore it with",
@@ -742,9 +775,9 @@ def _generated(group: str, items, do, budget: list[int]) -> dict[str, dict]:
         return {group: do}
     keyed = [(str(key).lower() if isinstance(key, bool) else key, item) for key, item in keyed]  # DVC's `find@true`
 
-    def filled(value, key, item, most_written: int):
+    def filled(value, key, item):
         if isinstance(value, str) and "${" in value:
-            budget[0] -= len(value) + value.count("${") * most_written  # before writing: one string took 10 MB
+            budget[0] -= _filled_length(value, key, item, isinstance(items, dict))  # before writing: one took 10 MB
             if budget[0] < 0:
                 raise _refuse(
                     f"filling in foreach {group!r}'s items writes more than {MAX_FILLED_BYTES:,} bytes",
@@ -759,13 +792,30 @@ def _generated(group: str, items, do, budget: list[int]) -> dict[str, dict]:
             # DVC gives a list's foreach no key (`Could not find 'key'`): left for the check to refuse
             return re.sub(r"\$\{\s*key\s*\}", lambda _: str(key), value) if isinstance(items, dict) else value
         if isinstance(value, list):
-            return [filled(each, key, item, most_written) for each in value]
+            return [filled(each, key, item) for each in value]
         if isinstance(value, dict):
-            return {name: filled(each, key, item, most_written) for name, each in value.items()}
+            return {name: filled(each, key, item) for name, each in value.items()}
         return value
 
-    # an item's text, or its key's, is at least as long as any of its fields written out
-    return {f"{group}@{key}": filled(do, key, item, len(str(item)) + len(str(key))) for key, item in keyed}
+    return {f"{group}@{key}": filled(do, key, item) for key, item in keyed}
+
+
+_ITEM_REFERENCE = re.compile(r"\$\{\s*(item(?:\.(\w+))?|key)\s*\}")
+
+
+def _filled_length(text: str, key, item, keyed: bool) -> int:
+    """How long a text of a foreach's `do:` is once its item and key are filled in, counted
+    without writing it (an item's text written out whole, `str(item)`, took 2.5 GB for aliases;
+    charged at the item's length for each reference, 660 KB of a 5,200-file foreach were refused)."""
+    fields = item if isinstance(item, dict) else {}
+    length = len(text)
+    for found in _ITEM_REFERENCE.finditer(text):
+        if found[1] == "key":
+            filled_in = str(key) if keyed else found[0]
+        else:
+            filled_in = _as_dvc_writes(fields.get(found[2]) if found[2] else item, found[0])
+        length += len(filled_in) - len(found[0])
+    return length
 
 
 def _as_dvc_writes(value, reference: str) -> str:

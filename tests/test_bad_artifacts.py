@@ -3180,6 +3180,16 @@ _AN_ALIAS_BOMB = (
 )
 
 
+# 125,000 aliases of a 100 KB text (12.5 GB written out) in 115 KB of YAML: `*many` names them.
+_MANY_ALIASES = (
+    f"\n  texts:\n    cmd: 'true'\n    meta:\n      text: &text '{'x' * 100_000}'"
+    + f"\n      fifty: &fifty [{', '.join(['*text'] * 50)}]"
+    + f"\n      many: &many [{', '.join(['*fifty'] * 50)}]"
+)
+
+
+# 2,500 aliases of a 100 KB text (250 MB written out) in one flow sequence.
+_ALIASES_IN_A_LINE = f"[&fifty [&text '{'x' * 100_000}', {', '.join(['*text'] * 49)}], {', '.join(['*fifty'] * 49)}]"
 # A user's foreach of 1,000 items, each with 200 outs.
 _MANY_OUTS = (
     "\n  notes:\n    foreach: [" + ", ".join(f"i{item}" for item in range(1000)) + "]\n    do:\n      cmd: 'true'"
@@ -3284,9 +3294,19 @@ _FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" *
         # Pass 78: 1,000 foreach items of 1,000 outs each (51 KB) kept every stage reading for minutes,
         # and aliases of a string of 1,000 `${item}` filled with a 10 KB item grew past 3 GB.
         (lambda text: text.replace("\nplots:", _MANY_OUTS + "\nplots:", 1), "holds more than 131,072 values"),
+        # Pass 79: aliases written out whole to quote them took 2.5 GB: a stage's deps given as
+        # a mapping, and a path of the table.
+        (
+            lambda text: text.replace("\nplots:", _MANY_ALIASES + "\n    deps: {all: *fifty}\nplots:", 1),
+            "stage 'texts' has `deps: {'all': [",
+        ),
+        (
+            lambda text: text.replace("  - paths:\n", f"  - paths:\n      notes: {_ALIASES_IN_A_LINE}\n", 1),
+            "notes = \"[['xxxx",
+        ),
         (
             lambda text: text.replace("\nplots:", _FILLED_AT_LENGTH + "\nplots:", 1),
-            "filling in foreach 'notes''s items writes more than 1,048,576 bytes",
+            "filling in foreach 'notes''s items writes more than 4,194,304 bytes",
         ),
     ],
     ids=[
@@ -3325,6 +3345,8 @@ _FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" *
         "a-number-for-a-name",
         "an-alias-bomb",
         "a-foreach-of-many-outs",
+        "deps-a-mapping-of-many-aliases",
+        "a-path-of-many-aliases",
         "a-foreach-filled-at-length",
     ],
 )

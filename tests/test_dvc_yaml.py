@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import sys
+import tracemalloc
 from pathlib import PurePosixPath
 
 import pytest
@@ -313,8 +314,33 @@ def test_a_stage_run_from_a_wdir_is_found_by_its_outputs_as_dvc_resolves_them(mo
 )
 def test_a_users_command_that_runs_no_stage_is_read_in_one_pass(command):
     """A pattern that matched commands took time exponential in `python -Wd -Wd ...` (30: about
-    450 s) and quadratic in a run of `(` (200,000: about 50 s), for every stage as it read dvc.yaml."""
+    450 s) and quadratic in a run of `(` (200,000: about 50 s), for every stage as it read dvc.yaml;
+    read word by word from each `python`, `python -W python -W ...` was quadratic (1 MB: 2,000 s)."""
     assert not paths._runs_by_its_command({"cmd": command})
+    assert not paths._runs_by_its_command({"cmd": " ".join(["python -W"] * 100_000)})
+
+
+def test_a_foreach_item_of_many_aliases_is_never_written_out():
+    """An item of 125,000 aliases of a 100 KB text (12.5 GB written out) was written out to
+    measure what filling it in writes: 2.5 GB before the stage was killed."""
+    text = "x" * 100_000
+    many = [[text] * 50] * 50 * 50
+    tracemalloc.start()
+    try:
+        paths._definitions({"notes": {"foreach": [many], "do": {"cmd": "echo ${item} ${item.name}"}}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak:,} bytes"
+
+
+def test_a_per_file_foreach_of_thousands_of_items_is_read():
+    """5,200 files (660 KB filled in) were refused as writing more than 1 MiB: each `${item}` was
+    charged the item and its key, and its own text besides."""
+    files = [f"images/{index:05d}-of-a-camera-roll.png" for index in range(5200)]
+    do = {"cmd": "convert ${item} out/${item}", "deps": ["${item}"], "outs": ["out/${item}"]}
+    definitions = paths._definitions({"convert": {"foreach": files, "do": do}})
+    assert definitions[f"convert@{files[-1]}"]["outs"] == [f"out/{files[-1]}"]
 
 
 @pytest.mark.parametrize(
