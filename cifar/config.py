@@ -381,7 +381,9 @@ def _peak_fixes(params: Params, last_peak: int) -> str:
     OneCycle warms up over two steps at least (cifar.training.schedule): a peak at epoch 1 of
     one step an epoch (batches the size of data.train_limit), advised, was refused in turn."""
     onecycle, limit = params.train.onecycle, params.data.train_limit
-    earliest = math.ceil(2 / math.ceil(limit / params.train.batch_size)) if limit else 1
+    # an epoch's steps as the loader counts them, its last partial batch dropped (rounded up, a
+    # peak at epoch 1 was advised with 600 of 1,000 images a batch, and train refused it)
+    earliest = math.ceil(2 / max(limit // params.train.batch_size, 1)) if limit else 1
     needed = _epochs_for_peak(onecycle.max_at_epoch, onecycle.three_phase)
     shortest = _epochs_for_peak(earliest, onecycle.three_phase)
     fixes = []
@@ -389,7 +391,7 @@ def _peak_fixes(params: Params, last_peak: int) -> str:
         fixes.append(
             f"set train.onecycle.max_at_epoch to {last_peak} or less (-S train.onecycle.max_at_epoch={last_peak})"
         )
-    if needed <= MAX_EPOCHS:
+    if needed <= MAX_EPOCHS and onecycle.max_at_epoch >= earliest:  # this peak warms up, given the epochs
         fixes.append(f"set train.epochs to {needed} or more (-S train.epochs={needed})")
     if not fixes or (last_peak < earliest and needed > shortest):
         fixes.append(

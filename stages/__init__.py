@@ -399,7 +399,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from cifar.atomic import STOP_SIGNALS, process_alive, stop_signals_held
+from cifar.atomic import STOP_SIGNALS, landed_among, process_alive, stop_signals_held
 from cifar.cli import (
     Stopped,
     ignore_stops_from_now,
@@ -555,7 +555,12 @@ def _one_line_for_a_missing_package_or_ctrl_c(kind, error, trace):
         say(f"error: {stage} imported {stand_in}")
         raise SystemExit(2)
     if issubclass(kind, KeyboardInterrupt):
-        say(f"error: interrupted before {stage} finished; no file is left half-written: run it again")
+        # after its outputs went in place, "no file is left half-written" hid that they had
+        loaded_paths = sys.modules.get("stages.paths")
+        if loaded_paths is not None and landed_among(loaded_paths.output_paths()):
+            say(stopped_line(Stopped(_signal.SIGINT), stage, outputs_in_place=True))
+        else:
+            say(f"error: interrupted before {stage} finished; no file is left half-written: run it again")
         raise SystemExit(130)
     if compiled_code:
         say(

@@ -2284,6 +2284,9 @@ def without_last_rows(count: int):
         (paths.LR_SCHEDULE, repeated(10), f"more than the {STEPS} rows that train writes", "train"),
         # Pass 78: a row of a million columns took figures 2.8 GB before its refusal; counted in the header now.
         (paths.LR_FIND_CURVE, lambda text: "lr,loss" + ",c" * 100 + "\n1e-3,2.0\n", "102 columns, far more", "lr_find"),
+        # Pass 79: ended by a lone `\r`, which pandas takes for a line end, 191,950 kept figures past 300 s.
+        (paths.LR_FIND_CURVE, lambda text: "lr,loss" + ",a" * 100 + "\r1e-3,2.0\r", "102 columns, far more", "lr_find"),
+        (paths.LR_FIND_CURVE, lambda text: 'lr,loss,"a\nb"\n1e-3,2.0,0\n', "a quoted column name", "lr_find"),
         (
             paths.CONFUSION,
             another_class_in_the_first_row("predicted"),
@@ -2442,6 +2445,8 @@ def without_last_rows(count: int):
         "confusion-twice",
         "schedule-ten-times",
         "columns-far-more",
+        "columns-far-more-ended-by-a-carriage-return",
+        "a-quoted-column-name",
         "confusion-against-predictions",
         "per-class-accuracy-against-counts",
         "per-class-images-against-predictions",

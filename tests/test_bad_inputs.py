@@ -3182,6 +3182,24 @@ def test_a_stop_signal_that_a_library_turns_into_an_error_of_its_own_is_one_line
     )
 
 
+def test_ctrl_c_after_the_outputs_are_in_place_says_so(monkeypatch, capsys):
+    """Ctrl-C as download swept its scratch, the new data in place: "interrupted before download
+    finished; no file is left half-written", while DVC had recorded the previous data."""
+    import stages
+    from cifar import atomic
+
+    monkeypatch.setattr(stages, "started_module", lambda: "stages.download")
+    monkeypatch.setattr(stages, "ignore_stops_from_now", lambda: None)  # this test process keeps its handlers
+    monkeypatch.setattr(atomic, "_landed", {os.path.abspath(paths.DATA)})
+    with pytest.raises(SystemExit) as exited:
+        stages._one_line_for_a_missing_package_or_ctrl_c(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert (exited.value.code, capsys.readouterr().err) == (
+        130,
+        "error: stopped by SIGINT after download put its new outputs in place, before it finished its checks: DVC "
+        "has not recorded them; run it again (or `dvc checkout` puts back the recorded ones)\n",
+    )
+
+
 def test_a_stages_folder_linked_to_another_checkouts_reads_this_workspaces_paths_table(tmp_path):
     """stages/ a link to another checkout's: figures read that checkout's dvc.yaml, drew where
     its paths table said, and left this workspace's figures as they were, with exit 0."""
