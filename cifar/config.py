@@ -8,6 +8,7 @@ value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import math
 import operator
@@ -171,7 +172,9 @@ DIV_FACTOR = f"a number from 1 to {MAX_DIV_FACTOR:,}"
 
 @section
 class OneCycleConfig:
-    max_at_epoch: Count = Field(5, ge=1, description="an integer >= 1")
+    max_at_epoch: Count = Field(
+        5, ge=1, le=MAX_EPOCHS - 1, description=f"an integer from 1 to {MAX_EPOCHS - 1}, before the last epoch"
+    )
     div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     final_div_factor: StrictFloat = Field(100.0, ge=1, le=MAX_DIV_FACTOR, description=DIV_FACTOR)
     three_phase: StrictBool = False
@@ -318,6 +321,16 @@ def _one_line(errors: list[dict], raw: dict) -> str:
         expected = field.description
     else:
         expected = _describe(typing.get_type_hints(section)[key[-1]])
+    if (
+        error["type"] == "string_type"
+        and isinstance(value, datetime.date | int | float)
+        and not isinstance(value, bool)
+    ):
+        # `source: 2024-01-15` or `-S data.source=1e5`: the user wrote text, YAML read a date or a number
+        read_as = "a date" if isinstance(value, datetime.date) else "a number"
+        expected += (
+            f" (YAML reads this as {read_as}; quote it for text: {key[-1]}: '...', or -S \"{'.'.join(key)}='...'\")"
+        )
     # Escaped outside ASCII: 'adam' with a Cyrillic first letter read "'adam' is not allowed; expected one of 'adam'".
     shown = short_repr(value).encode("ascii", "backslashreplace").decode()
     return f"{'.'.join(key)} = {shown} is not allowed; expected {expected}"

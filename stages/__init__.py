@@ -1158,7 +1158,7 @@ if sys.argv[:1] == ["-m"]:
         _import_matplotlib_with_its_own_settings()
     # dvc.yaml's paths table is checked before a stage loads torch (2 to 6 s, up to 1 GB).
     _paths = importlib.import_module("stages.paths")
-    _paths.refuse_outputs_left_undeclared(_stage_name())
+    _paths.check_definition(_stage_name())
     keep_state_at_start(_SOURCES_READ, _SOURCES_AT_START, _paths.declared_inputs(_stage_name()))
     problem = _openmp_stack_problem() if _stage_name() != "download" else None  # download runs no torch
     if problem:

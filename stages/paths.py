@@ -136,6 +136,14 @@ def _read_table(pipeline: object) -> dict[str, str]:
     entries = pipeline.get("vars") if isinstance(pipeline, dict) else None
     entries = entries if isinstance(entries, list) else []
     tables = [entry["paths"] for entry in entries if isinstance(entry, dict) and "paths" in entry]
+    if len(tables) > 1:  # DVC merges them; one table is one place to read and edit
+        raise _refuse(f"{len(tables)} `vars:` entries hold `paths:`", fix="merge them into one, or restore it with")
+    if not tables and any(isinstance(entry, str) for entry in entries):
+        raise _refuse(
+            "no `vars:` entry holds `paths:`, and the stages read the table from dvc.yaml only, not from a file "
+            "`vars:` names",
+            fix="write it in dvc.yaml as one `- paths:` entry of `vars:`, or restore it with",
+        )
     if len(tables) != 1 or not isinstance(tables[0], dict):
         raise _refuse("no `vars:` entry holds one mapping `paths:` of names to paths")
     # A name YAML reads as a number (`2026: reports/run.txt`, a user's own, which DVC takes) as its text.
@@ -293,8 +301,10 @@ def _format_problem(name: str, path: str) -> str | None:
     else:
         return None
     suffix = PurePosixPath(path).suffix
-    if suffix.lower() == written_as:
+    if suffix == written_as:
         return None
+    if suffix.lower() == written_as:  # DVC's plots match suffixes case and all: `dvc plots show` left out a .CSV
+        return f"ends in {suffix!r}, and DVC reads {name} by its suffix in lower case ({written_as})"
     return f"ends in {suffix!r}, but {name} is written as {written_as[1:].upper()} ({written_as})"
 
 
@@ -412,7 +422,7 @@ def _refuse_what_only_dvc_resolves(stages: dict) -> None:
                 fix="write its definition out, naming paths by the paths table (`${paths.NAME}`), or restore it with",
             )
         # DVC ran train in models/ (`wdir: models`), where it found no stages/train.py
-        if str(definition.get("wdir", ".")).strip("/") not in ("", "."):
+        if _runs_from(definition) != ".":
             raise _refuse(
                 f"stage {name!r} runs {cmd!r} in wdir {definition['wdir']!r}, and the stages run from the "
                 f"repository's root, where their paths table places what they write",
@@ -858,6 +868,98 @@ def _defined(stage: str) -> tuple[str, dict]:
     return name, definition
 
 
+# The params.yaml keys each stage reads, a section standing for every key in it, as dvc.yaml
+# declares them (tests/test_stage_params.py records each read). evaluate without `- evaluate.tta`
+# ran with TTA on while DVC held it up to date, and figures' advice to run it again did nothing.
+_READS = {
+    "download": ("seed", "data"),
+    "lr_find": (
+        "seed",
+        "model",
+        "augment",
+        "lr_find",
+        "train.batch_size",
+        "train.max_lr",
+        "train.weight_decay",
+        "train.optimizer",
+        "train.momentum",
+        "train.nesterov",
+        "train.device",
+        "train.precision",
+        "train.deterministic",
+    ),
+    "train": ("seed", "model", "augment", "train", "lr_find"),
+    "evaluate": ("evaluate.tta", "train.device", "train.precision", "train.deterministic"),
+    "figures": (
+        "seed",
+        "augment",
+        "lr_find",
+        "train.epochs",
+        "train.batch_size",
+        "train.max_lr",
+        "train.optimizer",
+        "train.device",
+        "train.onecycle",
+        "evaluate.misclassified",
+        "evaluate.tta",
+    ),
+    "explain": ("explain", "train.device"),
+}
+
+
+def check_definition(stage: str) -> None:
+    """Before a stage starts: dvc.yaml defines it, with every output it writes and param it
+    reads declared, and DVC runs it as that stage."""
+    refuse_outputs_left_undeclared(stage)
+    # every stage's: figures found evaluate's metrics without TTA, and DVC held evaluate up to date
+    for each in _READS:
+        if each == stage or _runs_by_its_outputs(_definition(each), each):
+            refuse_params_left_undeclared(each)
+    refuse_running_as_another_stage(stage)
+
+
+def refuse_params_left_undeclared(stage: str) -> None:
+    name, declared = _defined(stage)[0], declared_params(stage)
+    undeclared = [
+        key
+        for key in _READS.get(stage, ())
+        if not all(any(leaf == each or leaf.startswith(f"{each}.") for each in declared) for leaf in _leaf_keys(key))
+    ]
+    if undeclared:
+        raise _refuse(
+            f"stage {name!r} reads {undeclared[0]} from {PARAMS_FILE}, which it does not declare among its params: "
+            f"DVC would not run it again when that changes",
+            where=PIPELINE.name,
+            fix=f"declare `- {undeclared[0]}` among its params, or restore it with",
+        )
+
+
+def _leaf_keys(key: str) -> list[str]:
+    """params.yaml's keys at or under a dotted key (`train.onecycle` stands for each of its own)."""
+    section = Params
+    for part in key.split("."):
+        section = typing.get_type_hints(section)[part]
+    if not dataclasses.is_dataclass(section):
+        return [key]
+    return [leaf for field in dataclasses.fields(section) for leaf in _leaf_keys(f"{key}.{field.name}")]
+
+
+def refuse_running_as_another_stage(stage: str) -> None:
+    """DVC runs a stage of the user's (`evaluate_tta:`, a copy running `python -m stages.evaluate`
+    with outputs of its own) whose command runs this one: it wrote over evaluate's outputs, and
+    DVC failed after the whole run, finding the copy's own missing. DVC names the stage it runs
+    in $DVC_STAGE (`train@1` for a foreach's)."""
+    run_as, name = os.environ.get("DVC_STAGE"), _defined(stage)[0]
+    if run_as is not None and run_as != name:
+        raise _refuse(
+            f"DVC runs stage {run_as!r}, whose command runs {stage}, while stage {name!r} declares what {stage} "
+            f"writes: it would write over the outputs of {name!r}, and leave its own unwritten",
+            where=PIPELINE.name,
+            fix=f"run {stage} as stage {name!r} (`dvc exp run -S KEY=VALUE` for other params) and remove "
+            f"{run_as!r}, or restore it with",
+        )
+
+
 def refuse_outputs_left_undeclared(stage: str) -> None:
     """A stage dvc.yaml does not define, or an output it writes that dvc.yaml does not declare for
     it, itself or in a folder (`- data/test_predictions.csv` for evaluate's `${paths.predictions}`):
@@ -978,12 +1080,18 @@ def declared_outputs(stage: str) -> list[str]:
 def _outputs_declared(definition: dict, strict: bool = True) -> list[str]:
     """A definition's outputs, metrics and plots, as DVC resolves their paths: from its wdir, and
     normalised (`./models/max_lr.json` was no lr_find's)."""
-    wdir = str(definition.get("wdir") or ".")
+    wdir = _runs_from(definition)
     return [
         _in_the_repository(posixpath.join(wdir, _resolved(name, strict)))
         for name in _output_names(definition)
         if isinstance(name, str)
     ]
+
+
+def _runs_from(definition: dict) -> str:
+    """A definition's wdir as a path from the repository's root, as DVC resolves it: `.` for
+    the root however spelled (`models/..`, its absolute path), and `/` no root's."""
+    return os.path.relpath(os.path.normpath(os.path.join(REPO, str(definition.get("wdir") or "."))), REPO)
 
 
 def _output_names(definition: dict) -> list:

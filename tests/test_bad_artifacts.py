@@ -3313,6 +3313,34 @@ _FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" *
             lambda text: text.replace("\nplots:", _FILLED_AT_LENGTH + "\nplots:", 1),
             "filling in foreach 'notes''s items writes more than 4,194,304 bytes",
         ),
+        # Pass 80: a plot table named `.CSV`, which `dvc plots show` left out with exit 0; two
+        # tables DVC merges and a table in a file DVC reads, refused as "no entry holds one"; a
+        # wdir of `/`, refused as an undeclared output; a param evaluate reads left undeclared,
+        # which DVC held up to date, and figures' advice to run it again did nothing.
+        (table_entry("per_class", "plots/per_class.CSV"), "DVC reads per_class by its suffix in lower case (.csv)"),
+        (
+            lambda text: text.replace("      gradcam_images: ", "  - paths:\n      gradcam_images: ", 1),
+            "2 `vars:` entries hold `paths:`; merge them into one",
+        ),
+        (
+            lambda text: text.replace("  - paths:\n", "  - paths.yaml\n  - kept:\n", 1),
+            "the stages read the table from dvc.yaml only, not from a file `vars:` names",
+        ),
+        (
+            lambda text: text.replace(
+                "cmd: python -m stages.evaluate\n", "cmd: python -m stages.evaluate\n    wdir: /\n"
+            ),
+            "stage 'evaluate' runs 'python -m stages.evaluate' in wdir '/'",
+        ),
+        (
+            lambda text: text.replace("    params:\n      - evaluate.tta\n", "    params:\n", 1),
+            "stage 'evaluate' reads evaluate.tta from params.yaml, which it does not declare among its params: DVC "
+            "would not run it again when that changes; declare `- evaluate.tta`",
+        ),
+        (
+            lambda text: text.replace("      - explain\n", "      - explain.images\n", 1),
+            "stage 'explain' reads explain from params.yaml, which it does not declare among its params",
+        ),
     ],
     ids=[
         "no-table",
@@ -3353,6 +3381,12 @@ _FILLED_AT_LENGTH += f"\n        - &c '{'${item}' * 1000}'" + "\n        - *c" *
         "deps-a-mapping-of-many-aliases",
         "a-path-of-many-aliases",
         "a-foreach-filled-at-length",
+        "a-plot-table-suffix-in-capitals",
+        "two-tables",
+        "a-table-in-a-file",
+        "wdir-the-filesystem-root",
+        "a-param-it-reads-left-undeclared",
+        "a-param-another-stage-reads-left-undeclared",
     ],
 )
 def test_a_stage_run_alone_under_a_damaged_paths_table_says_so_in_one_line(tmp_path, damage, named):

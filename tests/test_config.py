@@ -133,6 +133,21 @@ def test_the_defaults_are_the_reference_recipe():
             "/data/\ud800",
             "data.source = '/data/\\ud800' is not allowed; expected text without an unpaired surrogate",
         ),
+        # A folder named as YAML writes a date or a number: "expected a string", of a string written.
+        (
+            "data.source",
+            datetime.date(2024, 1, 15),
+            "expected a string (YAML reads this as a date; quote it for text: source: '...', or -S "
+            "\"data.source='...'\")",
+        ),
+        ("data.source", 1e5, "data.source = 100000.0 is not allowed; expected a string (YAML reads this as a number;"),
+        # 4,001 digits, printed whole (4,233 characters) by the check across keys
+        (
+            "train.onecycle.max_at_epoch",
+            10**4000,
+            "train.onecycle.max_at_epoch = 100000000000000000...0000000000000000000 is not allowed; expected an "
+            "integer from 1 to 99999",
+        ),
     ],
 )
 def test_each_bad_value_is_named_with_what_is_allowed(key, value, message):
@@ -185,7 +200,7 @@ def test_peak_epoch_must_leave_room_to_anneal(epochs, three_phase, message):
         ({"train.epochs": 1, "train.onecycle.three_phase": True}, 2),
         ({"train.epochs": 3}, 2),
         # more than the cap on epochs (100,000) was advised, and refused in turn
-        ({"train.epochs": 1, "train.onecycle.max_at_epoch": 100_000}, 1),
+        ({"train.epochs": 1, "train.onecycle.max_at_epoch": 60_000, "train.onecycle.three_phase": True}, 1),
         # one step an epoch: a peak at epoch 1 has no room to warm up, and train refused it in turn
         ({"train.epochs": 2, "train.onecycle.max_at_epoch": 2, "data.train_limit": 1000, "train.batch_size": 1000}, 1),
         ({"train.epochs": 1, "data.train_limit": 1000, "train.batch_size": 1000}, 2),

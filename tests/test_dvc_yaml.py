@@ -304,6 +304,42 @@ def test_a_stage_run_from_a_wdir_is_found_by_its_outputs_as_dvc_resolves_them(mo
         paths._refuse_what_only_dvc_resolves(wrapped)
 
 
+@pytest.mark.parametrize("wdir", ["models/..", str(REPO), "."], ids=["up-and-back", "absolute", "dot"])
+def test_a_wdir_that_is_the_repository_root_is_the_root(monkeypatch, wdir):
+    """`wdir: models/..` and the checkout's absolute path, where DVC runs the stage from the root,
+    were refused as running elsewhere."""
+    evaluate = {"cmd": "python -m stages.evaluate", "wdir": wdir, "metrics": ["${paths.evaluate_metrics}"]}
+    monkeypatch.setattr(paths, "_PIPELINE", {"stages": {"evaluate": evaluate}})
+    paths._refuse_what_only_dvc_resolves({"evaluate": evaluate})
+    assert paths.declared_outputs("evaluate") == [paths.EVALUATE_METRICS]
+
+
+@pytest.mark.parametrize(
+    ("run_as", "refused"),
+    [("evaluate", False), ("evaluate_tta", True), ("evaluation@tta", True), ("sub/dvc.yaml:evaluate", True)],
+    ids=["itself", "a-copy", "a-foreach-item", "a-stage-of-another-dvc-yaml"],
+)
+def test_a_stage_run_by_dvc_as_another_stage_is_refused_before_it_writes(monkeypatch, run_as, refused):
+    """`evaluate_tta:` running `python3 -m stages.evaluate` with metrics of its own: the stage wrote
+    over evaluate's outputs, and DVC failed after the whole run, finding the copy's missing."""
+    evaluate = {"cmd": "python -m stages.evaluate", "metrics": ["${paths.evaluate_metrics}"]}
+    copy = {"cmd": "python3 -m stages.evaluate", "metrics": ["metrics/evaluate_tta.json"]}
+    each = {"foreach": ["tta"], "do": {"cmd": "python -m stages.evaluate", "metrics": ["m/${item}.json"]}}
+    monkeypatch.setattr(
+        paths, "_PIPELINE", {"stages": {"evaluate": evaluate, "evaluate_tta": copy, "evaluation": each}}
+    )
+    monkeypatch.setenv("DVC_STAGE", run_as)
+    if not refused:
+        paths.refuse_running_as_another_stage("evaluate")
+        return
+    with pytest.raises(ConfigError) as caught:
+        paths.refuse_running_as_another_stage("evaluate")
+    assert str(caught.value).startswith(
+        f"dvc.yaml: DVC runs stage {run_as!r}, whose command runs evaluate, while stage 'evaluate' declares what "
+        f"evaluate writes: it would write over the outputs of 'evaluate', and leave its own unwritten; "
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -139,6 +139,8 @@ def test_each_stage_declares_exactly_the_params_it_reads(keys_read, stage):
         f"{stage} reads but does not declare {sorted(keys_read[stage] - declared)}; "
         f"declares but never reads {sorted(declared - keys_read[stage])}"
     )
+    # what a stage refuses to run without, where a user's dvc.yaml leaves one out
+    assert {leaf for key in paths._READS[stage] for leaf in paths._leaf_keys(key)} == keys_read[stage]
 
 
 def test_the_dvc_yaml_stages_are_the_ones_run_here():
