@@ -1275,6 +1275,51 @@ def test_only_png_and_jpeg_are_decoded_whatever_the_file_is_named(tree, tmp_path
     )
 
 
+def test_padding_after_a_pngs_end_is_not_read_as_a_chunk():
+    """NUL bytes after IEND, as block-wise copies pad: "its \\x00\\x00\\x00\\x00 chunk fails its CRC check"."""
+    assert np.array_equal(decode_image(png_with(b"") + bytes(4000), "padded.png"), decode_image(png_with(b""), "p.png"))
+
+
+def test_a_jpeg_is_read_turned_as_its_exif_orientation_says():
+    """Orientation 6, as phones write: the pixels were imported unturned, a picture no viewer shows."""
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the stored image is turned 90 degrees anticlockwise: turn it clockwise
+    stream = io.BytesIO()
+    Image.fromarray(pixels).save(stream, format="JPEG", exif=exif.tobytes(), quality=95)
+    stored = np.asarray(Image.open(io.BytesIO(stream.getvalue())).convert("RGB"))
+    assert np.array_equal(decode_image(stream.getvalue(), "turned.jpg"), np.rot90(stored, -1))
+
+
+@pytest.mark.parametrize(
+    ("mode", "transparency", "refused"),
+    [("RGBA", 0, True), ("RGBA", 255, False), ("P", bytes([0] + [255] * 15), True), ("P", bytes([255] * 16), False)],
+    ids=["rgba-transparent", "rgba-opaque", "palette-with-a-transparent-colour", "palette-opaque"],
+)
+def test_an_image_with_transparent_pixels_is_refused(mode, transparency, refused):
+    """Alpha 0 everywhere over noise: the colours no viewer shows were imported as a dog. An
+    image whose every pixel is opaque reads as its colours, without Pillow's warnings."""
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    stream = io.BytesIO()
+    if mode == "RGBA":
+        alpha = np.full((32, 32, 1), transparency, dtype=np.uint8)
+        Image.fromarray(np.concatenate([pixels, alpha], axis=2), "RGBA").save(stream, format="PNG")
+    else:
+        Image.fromarray(pixels).quantize(16).save(stream, format="PNG", transparency=transparency)
+    if not refused:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            decoded = decode_image(stream.getvalue(), "opaque.png")
+        assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(stream.getvalue())).convert("RGBA"))[..., :3])
+        return
+    with pytest.raises(DataError) as caught:
+        decode_image(stream.getvalue(), "see-through.png")
+    assert str(caught.value) == (
+        "see-through.png: has transparent pixels, whose hidden colours an import of its RGB would show; flatten it "
+        "onto a background colour and save it without transparency, or remove it"
+    )
+
+
 def test_a_jpeg_named_png_is_read_by_its_content(tree, tmp_path):
     path = tree / "train" / "airplane" / "0000.png"
     Image.new("RGB", (32, 32), (200, 0, 0)).save(path, format="JPEG", quality=100)
@@ -4079,6 +4124,13 @@ def png_with(chunks: bytes) -> bytes:
     return data[:33] + chunks + data[33:]  # the signature (8) and IHDR (25)
 
 
+def with_chunk_before_its_end(chunk: bytes) -> bytes:
+    """A 32x32 PNG with `chunk` after its pixel data, before its end (IEND)."""
+    data = png_with(b"")
+    at = data.rindex(b"IEND") - 4
+    return data[:at] + chunk + data[at:]
+
+
 def with_idat_byte_changed(data: bytes) -> bytes:
     at = data.index(b"IDAT") + 8
     return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
@@ -4096,8 +4148,10 @@ def with_idat_byte_changed(data: bytes) -> bytes:
             "an animated PNG, whose frames Pillow and libpng",
         ),
         (png_with(png_chunk(b"tEXt", b"a\0b") * 300), "a PNG of more than 256 chunks, far more than an image needs"),
+        # Pillow read it as it finished decoding: a traceback (IndexError)
+        (with_chunk_before_its_end(png_chunk(b"iCCP", b"ICC Profile\0")), "a colour profile (iCCP chunk) after its"),
     ],
-    ids=["idat-crc", "two-colour-profiles", "animated", "frame-without-actl", "300-chunks"],
+    ids=["idat-crc", "two-colour-profiles", "animated", "frame-without-actl", "300-chunks", "colour-profile-last"],
 )
 def test_png_chunks_pillow_reads_otherwise_than_libpng_or_at_length_are_refused(data, problem):
     """Pillow decoded a PNG whose pixel data fails its CRC (libpng refuses it), the 16x16 first
@@ -4289,10 +4343,23 @@ def test_an_archive_with_windows_separators_says_so(tree, tmp_path, downloads, w
     archive = tmp_path / f"windows.{suffix}"
     write(tree, archive, beside_the_tree)
     first = "export\\train\\dog\\9999.png" if beside_the_tree else zipfile.ZipFile(archive).namelist()[0]
-    assert refused(DataError, import_from, archive, downloads) == (
-        f"{archive}: member {first!r} separates folders with '\\' (some Windows tools write them so); re-create the "
-        "archive with '/' between folders, as `zip -r` and `tar -c` do"
+    problem = (
+        "holds '\\', which unzip reads as a folder separator (some Windows tools write them so); re-create the zip "
+        "with '/' between folders, as `zip -r` does, and no '\\' in a file or folder name"
+        if suffix == "zip"
+        else "holds '\\' outside the file names in class folders, where some Windows tools write it between folders "
+        "and tar reads it as part of a name; re-create the archive with '/' between folders, as `tar -c` does, and "
+        "no '\\' in a folder name"
     )
+    assert refused(DataError, import_from, archive, downloads) == f"{archive}: member {first!r} {problem}"
+
+
+def test_a_tar_of_a_file_whose_name_holds_a_backslash_imports_it_in_its_class(tree, tmp_path, downloads):
+    """`train/cat/cat\\0019.png`, a name Linux allows, written by `tar -c` and kept whole by `tar -x`:
+    refused with the advice to re-create the archive as `tar -c` does, which wrote it."""
+    (tree / "train" / "dog" / "0000.png").rename(tree / "train" / "dog" / "dog\\0000.png")
+    labels = import_from(archive_of(tree, "tar"), downloads)["train"].labels.tolist()
+    assert len(labels) == 30 and labels == import_from(tree, downloads)["train"].labels.tolist()
 
 
 @pytest.mark.parametrize("ending", ["/", "/."], ids=["slash", "slash-dot"])

@@ -454,6 +454,25 @@ def test_a_verified_archive_is_not_downloaded_again(official, tmp_path, monkeypa
     assert attempts == []
 
 
+@pytest.mark.parametrize("size", [sources.OFFICIAL_ARCHIVE_BYTES + 1, 200 << 30], ids=["a-byte-more", "200-gib"])
+def test_a_cached_archive_larger_than_the_official_one_is_fetched_again_unread(official, tmp_path, monkeypatch, size):
+    """A sparse 200 GiB file in the download cache: torchvision's md5 check read it for over 300 s."""
+    _, archive = official
+    (tmp_path / "dl").mkdir()
+    with (tmp_path / "dl" / archive.name).open("wb") as cached:
+        cached.truncate(size)
+    checked, check_integrity = [], tv_utils.check_integrity
+
+    def sizes_checked(path, md5=None):
+        checked.append(os.path.getsize(path) if os.path.exists(path) else None)
+        return check_integrity(path, md5)
+
+    monkeypatch.setattr(tv_utils, "check_integrity", sizes_checked)
+    attempts = fake_network(monkeypatch, [archive.read_bytes()])
+    import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
+    assert len(attempts) == 1 and size not in checked
+
+
 def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_path):
     """A folder of links to the batches kept in download's output (`cp -rs`) was imported, then
     the run replaced that folder: the links led nowhere, the batches were gone."""

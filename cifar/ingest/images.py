@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import IMAGE_SIZE
@@ -95,7 +95,7 @@ def decode_image(data: bytes, where: str, archive: Path | None = None) -> np.nda
                     _check_palette_indices(image, where)
                 else:
                     _check_jpeg_data(data, where)
-                return _as_rgb8(image)
+                return _as_rgb8(ImageOps.exif_transpose(image), where)
     except UnidentifiedImageError:
         if archive and data.startswith(_GIT_LFS_POINTER):  # fetching changed nothing inside the archive
             raise DataError(
@@ -110,6 +110,10 @@ def decode_image(data: bytes, where: str, archive: Path | None = None) -> np.nda
         raise DataError(f"{where}: image is far larger than {IMAGE_SIZE}x{IMAGE_SIZE} ({error}); {_FIX}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
+    except DataError:
+        raise
+    except Exception as error:  # Pillow's chunk and EXIF readers raise what they meet (IndexError, struct.error)
+        raise DataError(f"{where}: not a readable image ({type(error).__name__}: {error}); {_FIX}") from None
 
 
 # PNG colour type -> samples per pixel (PNG spec, 11.2.2).
@@ -141,10 +145,17 @@ def _check_png_chunks(data: bytes, where: str) -> None:
             raise DataError(f"{where}: its {name} chunk fails its CRC check: the file is damaged; {_FIX}")
         kinds.append(kind)
         position = body_end + 4
+        if kind == b"IEND":  # what follows is no chunk: NUL padding was read as one that failed its CRC
+            break
     if len(kinds) > MAX_PNG_CHUNKS:
         raise DataError(f"{where}: a PNG of more than {MAX_PNG_CHUNKS} chunks, far more than an image needs; {_FIX}")
     if kinds.count(b"iCCP") > 1:
         raise DataError(f"{where}: {kinds.count(b'iCCP')} colour profiles (iCCP chunks), where PNG allows one; {_FIX}")
+    if b"iCCP" in kinds and b"IDAT" in kinds and kinds.index(b"iCCP") > kinds.index(b"IDAT"):
+        # Pillow reads it as it finishes decoding, and failed in a traceback on a short one
+        raise DataError(
+            f"{where}: a colour profile (iCCP chunk) after its pixel data, where PNG requires it before; {_FIX}"
+        )
     # Pillow reads a frame from fcTL even without acTL, which libpng (and the PNG standard)
     # takes to mean a still image; fdAT is a frame's data.
     if {b"acTL", b"fcTL", b"fdAT"} & set(kinds):
@@ -160,7 +171,7 @@ def _check_png_structure(data: bytes, where: str) -> None:
     data (decoded black, or with another palette than libpng's). Hand-written because Pillow
     has no strict mode; the check inflates at most one image's bytes."""
     chunks, position = [], 8
-    while position + 8 <= len(data):
+    while position + 8 <= len(data) and (not chunks or chunks[-1][0] != b"IEND"):
         length, kind = struct.unpack(">I4s", data[position : position + 8])
         chunks.append((kind, data[position + 8 : position + 8 + length]))
         position += 12 + length  # length, type, data, CRC
@@ -222,7 +233,18 @@ def _check_palette_indices(image: Image.Image, where: str) -> None:
         )
 
 
-def _as_rgb8(image: Image.Image) -> np.ndarray:
+def _as_rgb8(image: Image.Image, where: str) -> np.ndarray:
+    """The pixels as a viewer shows them (turned as EXIF orientation says, by the caller), or
+    refused where a viewer shows what RGB drops: an image with transparent pixels had the
+    colours they hide imported, a picture no viewer shows."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        with_alpha = image.convert("RGBA")
+        if with_alpha.getextrema()[3][0] < 255:
+            raise DataError(
+                f"{where}: has transparent pixels, whose hidden colours an import of its RGB would show; flatten it "
+                f"onto a background colour and save it without transparency, or remove it"
+            )
+        return np.asarray(with_alpha.convert("RGB"))
     if image.mode.startswith("I;16"):
         # 16-bit greyscale (a 16-bit grey PNG): convert("RGB") would clip 0..65535 to 0..255,
         # turning nearly every pixel white, so scale it down instead.
