@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import contextlib
 import hashlib
@@ -10,6 +11,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -67,6 +69,49 @@ def stop_that_came() -> BaseException | None:
     return _stopped_by
 
 
+def _raise_the_stop_again(signal_number, frame) -> None:
+    if _in_the_hook:  # raised here it would be lost again ("Exception ignored in sys.unraisablehook")
+        _call_it_again(signal_number)
+        return
+    signal.signal(signal_number, _ignore)
+    raise _stopped_by
+
+
+def _call_it_again(signal_number: int) -> None:
+    """Has the main thread call signal_number's handler a moment later, where it is then: from a
+    thread of its own, as the main thread's interrupt_main calls the handler at once, inside the
+    hook; one not waited for (threading's start() waits, and the handler ran in that wait)."""
+    with contextlib.suppress(RuntimeError):  # no thread to be had (`ulimit -u`): _run stops it once main returns
+        _thread.start_new_thread(_interrupt_main_soon, (signal_number,))
+
+
+def _interrupt_main_soon(signal_number: int) -> None:
+    time.sleep(0.001)  # the main thread leaves the hook meanwhile (should it not, the handler calls again)
+    _thread.interrupt_main(signal_number)
+
+
+def _raise_where_python_can(unraisable) -> None:
+    """sys.unraisablehook while a stage runs. A stop raised in a finalizer (a weak reference's
+    callback as matplotlib drew), where Python cannot raise it, was written as "Exception ignored
+    in ..." with a traceback, and the stage ran on to exit 0: it is raised again where the stage
+    is, through its signal's handler, at once."""
+    if unraisable.exc_value is None or unraisable.exc_value is not _stopped_by:
+        _hook_before(unraisable)
+    elif not _outcome_decided:
+        global _in_the_hook
+        number = _stopped_by.args[0] if isinstance(_stopped_by, Stopped) else signal.SIGINT
+        signal.signal(number, _raise_the_stop_again)
+        _in_the_hook = True
+        try:
+            _call_it_again(number)
+        finally:
+            _in_the_hook = False
+
+
+_hook_before = sys.unraisablehook
+_outcome_decided = _in_the_hook = False
+
+
 def _first_stop() -> bool:
     """Whether this is the first stop signal or Ctrl-C; the others are ignored from then on. A
     stage that stops undoes its writes in flight: a second signal meanwhile (20 SIGTERMs 2 ms
@@ -82,7 +127,12 @@ def _first_stop() -> bool:
 
 def _ignore_further_stops() -> None:
     for sig in (signal.SIGINT, *STOP_SIGNALS):
-        if signal.getsignal(sig) in (_raise_stopped, _raise_interrupted, signal.default_int_handler):
+        if signal.getsignal(sig) in (
+            _raise_stopped,
+            _raise_interrupted,
+            _raise_the_stop_again,
+            signal.default_int_handler,
+        ):
             signal.signal(sig, _ignore)
 
 
@@ -105,8 +155,10 @@ def install_stop_handlers() -> None:
     """From here on the stop signals raise Stopped wherever the stage is, Ctrl-C (unless it is
     ignored) KeyboardInterrupt as Python's own handler does. By default the stop signals end a
     process without a word, and leave its scratch behind."""
-    global _stopping, _stopped_by
-    _stopping, _stopped_by = False, None
+    global _stopping, _stopped_by, _outcome_decided, _hook_before
+    _stopping, _stopped_by, _outcome_decided = False, None, False
+    if sys.unraisablehook is not _raise_where_python_can:
+        _hook_before, sys.unraisablehook = sys.unraisablehook, _raise_where_python_can
     for sig in stop_signals():
         signal.signal(sig, _raise_stopped)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -287,6 +339,8 @@ def ignore_stops_from_now() -> None:
     """Once a stage's outcome is decided and said: a signal from there to the exit (a CPU-time
     limit that keeps sending SIGXCPU, a late Ctrl-C while torch unloads) could only end it in a
     traceback, or in another exit code after its line (130 after its outputs are written)."""
+    global _outcome_decided
+    _outcome_decided = True
     _ignore_further_stops()
     for sig in (signal.SIGINT, *STOP_SIGNALS):  # those that did not come meanwhile
         if signal.getsignal(sig) is _ignore:
@@ -466,6 +520,8 @@ def _check_deps_unchanged(inputs: Sequence[str | Path], started_with: dict[str, 
 def _run(main: Callable[[], None], reword: Callable[[str], str], outputs: Sequence[str | Path]) -> None:
     try:
         main()
+        if stop_that_came() is not None:  # a library's bare `except:` kept it, and the stage ran on
+            raise stop_that_came()
     except Stopped as stopped:
         say(stopped_line(stopped, Path(sys.argv[0]).stem, landed_among(outputs)))
         leave(128 + stopped.args[0])

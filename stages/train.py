@@ -26,7 +26,7 @@ from cifar.params_file import declared_values, ran_with_other_params
 from cifar.reading import MAX_METRICS_BYTES, read_artifact, read_json_artifact
 from cifar.runtime import cpu_kernels, device_name, environment, gpu_kernels
 from cifar.training.chance import at_chance, at_chance_after_the_peak, diverged, guessing_accuracy
-from cifar.training.checkpoint import CheckpointFile, loaded_source_digest
+from cifar.training.checkpoint import CheckpointFile, loaded_source_digest, refuse_a_linked_checkpoint
 from cifar.training.engine import fit
 from cifar.training.lr_find import RangeTest, check_handed_curve, read_curve
 from cifar.training.recipe import Recipe
@@ -39,6 +39,7 @@ log = logging.getLogger("train")
 def main() -> None:
     # As it starts, as lr_find records them: figures checks the curves it draws were trained with today's.
     ran_with = declared_values(paths.declared_params("train"))
+    refuse_a_linked_checkpoint(Path(paths.CHECKPOINT))
     params = load_params(paths.PARAMS)
     recipe = Recipe.from_params(params)
     device, precision = recipe.device, recipe.precision

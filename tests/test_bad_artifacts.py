@@ -24,6 +24,7 @@ import tempfile
 import threading
 import tracemalloc
 import types
+import weakref
 import zipfile
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
@@ -1186,6 +1187,55 @@ def test_a_stop_after_the_outputs_are_in_place_says_so(tmp_path, monkeypatch, ca
         "error: stopped by SIGTERM after download put its new outputs in place, before it finished its checks: DVC "
         "has not recorded them; run it again (or `dvc checkout` puts back the recorded ones)\n",
     )
+
+
+def swallowed_in_a_finalizer() -> None:
+    """SIGTERM raised in a weak reference's callback, where Python cannot raise it."""
+
+    class Drawn:
+        pass
+
+    def callback(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs at the loop's next step, in here
+            pass
+
+    drawn = Drawn()
+    reference = weakref.ref(drawn, callback)
+    del drawn
+    assert reference() is None
+
+
+def swallowed_by_a_bare_except() -> None:
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    except BaseException:  # as a library's bare `except:` does
+        pass
+
+
+@pytest.mark.parametrize("swallow", [swallowed_in_a_finalizer, swallowed_by_a_bare_except], ids=["finalizer", "except"])
+def test_a_stop_a_library_swallowed_still_stops_the_stage(monkeypatch, capsys, swallow):
+    """SIGTERM as figures drew, raised in a weak reference's callback: "Exception ignored in ...",
+    a traceback, and in 5 of 55 runs figures ran on to exit 0. Raised again where the stage is,
+    it stops it there; one that a library's bare `except:` kept stops it once main returns."""
+    monkeypatch.setattr(sys, "argv", ["stages/figures.py"])
+    steps = []
+
+    def main():
+        swallow()
+        for step in range(10**7):
+            steps.append(step)
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage(main, [])
+    assert (exited.value.code, capsys.readouterr().err) == (
+        143,
+        "error: stopped by SIGTERM before figures finished; no file is left half-written: run it again\n",
+    )
+    if swallow is swallowed_in_a_finalizer:
+        assert len(steps) < 10**7
 
 
 def test_a_thread_that_the_users_threads_limit_keeps_from_starting_names_that_limit(monkeypatch, capsys):

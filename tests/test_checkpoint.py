@@ -3,7 +3,9 @@ import hashlib
 import io
 import logging
 import os
+import re
 import signal
+import subprocess
 import sys
 import types
 from dataclasses import replace
@@ -19,7 +21,7 @@ from cifar.atomic import STOP_SIGNALS, signal_name
 from cifar.cli import kept_for_inspection, stop_signals
 from cifar.config import DataConfig, OneCycleConfig, Params, TrainConfig
 from cifar.dataset import load_split, save_dataset
-from cifar.errors import TrainingError
+from cifar.errors import OutputError, TrainingError
 from cifar.ingest.sources import import_dataset
 from cifar.training.checkpoint import (
     EPOCH_ROW_KEYS,
@@ -29,6 +31,7 @@ from cifar.training.checkpoint import (
     checkpoint_bound,
     loaded_source_digest,
     read_checkpoint,
+    refuse_a_linked_checkpoint,
     structure_bound,
     write_checkpoint,
 )
@@ -1228,3 +1231,23 @@ def test_a_checkpoint_of_a_gpu_run_is_not_resumed_on_a_cpu_and_training_starts_c
         f"training from scratch" in caplog.messages
     )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("link", ["../kept/train.pt", "absolute"], ids=["relative", "absolute"])
+def test_a_checkpoint_linked_from_elsewhere_is_refused_before_training_with_a_fix_that_keeps_it(
+    tmp_path, monkeypatch, link
+):
+    """Moved to another disk and linked back: train resumed from it, trained an epoch, and was
+    refused as it replaced it, advised to remove the link, and with it the epochs it held."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "train.pt").write_bytes(b"epochs")
+    checkpoint = Path(".checkpoints/train.pt")
+    checkpoint.parent.mkdir()
+    checkpoint.symlink_to(tmp_path / "kept" / "train.pt" if link == "absolute" else link)
+    with pytest.raises(OutputError) as refused:
+        refuse_a_linked_checkpoint(checkpoint)
+    advised = re.search(r"\(`(mv [^`]*)`\)", str(refused.value))[1]
+    subprocess.run(advised, shell=True, check=True)
+    refuse_a_linked_checkpoint(checkpoint)
+    assert checkpoint.read_bytes() == b"epochs" and not checkpoint.is_symlink()

@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import os
+import shlex
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from cifar.atomic import atomic_path
 from cifar.cli import in_a_dvc_workspace_copy, loaded_sources, under_dvc
-from cifar.errors import one_line, short_repr
+from cifar.errors import OutputError, one_line, short_repr
 from cifar.params_file import is_plain_data
 from cifar.reading import torch_file_problem
 
@@ -130,6 +131,19 @@ class TrainingState:
             for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
                 group["lr"] = lr
         generator.set_state(self.generator)
+
+
+def refuse_a_linked_checkpoint(path: Path) -> None:
+    """A checkpoint moved elsewhere and linked back: train resumed from it, trained an epoch, and
+    was refused as it replaced it, with the advice to remove the link (and the epochs it held)."""
+    if path.is_symlink():
+        target = path.parent / os.readlink(path)
+        raise OutputError(
+            f"{path} is a symbolic link (to {target}), and train replaces its checkpoint whole after each epoch; "
+            f"move the file back in its place to resume from it (`mv {shlex.quote(str(target))} "
+            f"{shlex.quote(str(path))}`), or link its folder {path.parent} instead, which may lead out of the "
+            f"repository"
+        )
 
 
 @dataclass(frozen=True)
