@@ -299,8 +299,12 @@ def run_stage(
     # None where the stage was started with stderr closed (`2>&-`): its writes then failed at exit, code 120.
     sys.stderr = _StderrThatMayFail(sys.stderr or open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115  kept to the exit
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for scratch in remove_stale_scratch(output_folders):
+    swept = remove_stale_scratch(output_folders)
+    for scratch in swept:
         log.info("removed %s, left by an interrupted write", scratch)
+    if swept:  # a previous output put back may be an input, kept as it was before: "changed while it ran"
+        global _inputs_at_start
+        _inputs_at_start = ((), {})
     install_stop_handlers()
     # held since stages/__init__.py, while the stage's libraries loaded: one that came meanwhile acts here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *STOP_SIGNALS})

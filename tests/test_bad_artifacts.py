@@ -564,6 +564,22 @@ def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypat
     )
 
 
+def test_an_input_the_sweep_puts_back_is_held_to_its_state_after_the_sweep(tmp_path, monkeypatch, capsys):
+    """download killed while renaming its data in: train kept the data's state, its own sweep
+    then put the previous data back, and after every epoch train failed with "data/cifar10
+    changed while train ran; run train again", which nothing had changed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["stages/train.py"])
+    for kept in ("_sources_at_start", "_inputs_at_start"):  # put back after the test
+        monkeypatch.setattr(cifar.cli, kept, getattr(cifar.cli, kept))
+    data, _ = killed_while_renaming(tmp_path, 2)  # the new data folder in, the previous one aside
+    keep_state_at_start({}, {}, [paths.DATA])
+    monkeypatch.setattr(cifar.cli, "_sources_read", None)  # a test's call: no stage process to end
+    read = []
+    run_stage(lambda: read.append((data / "train.npz").read_text()), [data.parent], [], [], [paths.DATA])
+    assert (read, capsys.readouterr().err) == (["previous split"], "")
+
+
 @pytest.mark.parametrize("edit", ["replaced", "added", "removed", "saved-unchanged"])
 def test_an_input_replaced_while_a_stage_runs_fails_the_stage(tmp_path, monkeypatch, capsys, edit):
     """download run alone while train ran: DVC recorded the new split's hash for a model trained on the old one."""
