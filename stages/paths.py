@@ -948,9 +948,11 @@ def refuse_running_as_another_stage(stage: str) -> None:
     """DVC runs a stage of the user's (`evaluate_tta:`, a copy running `python -m stages.evaluate`
     with outputs of its own) whose command runs this one: it wrote over evaluate's outputs, and
     DVC failed after the whole run, finding the copy's own missing. DVC names the stage it runs
-    in $DVC_STAGE (`train@1` for a foreach's)."""
+    in $DVC_STAGE (`train@1` for a foreach's), after the dvc.yaml that holds it where that is
+    not the one in the folder DVC was started from (`../dvc.yaml:evaluate` from a subfolder:
+    which dvc.yaml, the stage cannot tell; stages/ reads the repository's own)."""
     run_as, name = os.environ.get("DVC_STAGE"), _defined(stage)[0]
-    if run_as is not None and run_as != name:
+    if run_as is not None and run_as.rpartition(":")[2] != name:
         raise _refuse(
             f"DVC runs stage {run_as!r}, whose command runs {stage}, while stage {name!r} declares what {stage} "
             f"writes: it would write over the outputs of {name!r}, and leave its own unwritten",

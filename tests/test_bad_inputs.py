@@ -1320,6 +1320,65 @@ def test_an_image_with_transparent_pixels_is_refused(mode, transparency, refused
     )
 
 
+def grey_or_colour_png(depth: int, colour: int, samples: list[list[int]], extra: bytes = b"") -> bytes:
+    """A 32x32 PNG of these samples, a row of 32 (grey) or 96 (colour) each, `extra` chunks before its pixels."""
+    if depth < 8:
+        per_byte = 8 // depth
+        rows = [
+            bytes(
+                sum(sample << (8 - depth * (index + 1)) for index, sample in enumerate(row[at : at + per_byte]))
+                for at in range(0, len(row), per_byte)
+            )
+            for row in samples
+        ]
+    else:
+        rows = [np.array(row, dtype=">u2" if depth == 16 else np.uint8).tobytes() for row in samples]
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, depth, colour, 0, 0, 0))
+    pixels = png_chunk(b"IDAT", zlib.compress(b"".join(b"\0" + row for row in rows)))
+    return b"\x89PNG\r\n\x1a\n" + header + extra + pixels + png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("depth", "colour", "top", "rest", "named", "refused"),
+    [
+        (16, 0, 0x1234, 0x5678, 0x1234, True),
+        (16, 0, 0x1234, 0x5678, 0x0001, False),
+        (2, 0, 3, 1, 3, True),  # Pillow compared 3 with its 255, and imported the rows white
+        (2, 0, 3, 1, 2, False),
+        (8, 2, 10, 1, 10, True),
+        (8, 2, 10, 1, 11, False),
+    ],
+    ids=["16-bit-grey", "16-bit-grey-unused", "2-bit-grey", "2-bit-grey-unused", "colour", "colour-unused"],
+)
+def test_a_grey_or_colour_pngs_transparent_value_is_matched_as_stored(depth, colour, top, rest, named, refused):
+    """Its tRNS chunk names one transparent sample value of the PNG's bit depth, which Pillow
+    compares with its 8-bit pixels: transparent 2-bit and 16-bit grey rows were imported."""
+    width = 32 if colour == 0 else 96
+    samples = [[top] * width] * 8 + [[rest] * width] * 24
+    data = grey_or_colour_png(depth, colour, samples, png_chunk(b"tRNS", struct.pack(">H", named) * (width // 32)))
+    if refused:
+        with pytest.raises(DataError, match="has transparent pixels, whose hidden colours"):
+            decode_image(data, "grey.png")
+    else:
+        assert np.array_equal(
+            decode_image(data, "grey.png"), decode_image(grey_or_colour_png(depth, colour, samples), "g")
+        )
+
+
+def test_a_16_bit_colour_png_with_a_transparent_colour_is_refused():
+    """Pillow keeps 16-bit colour to 8 bits: (255, 255, 255) transparent matched white, 0xffff."""
+    data = grey_or_colour_png(16, 2, [[0xFFFF] * 96] * 32, png_chunk(b"tRNS", struct.pack(">HHH", 255, 255, 255)))
+    with pytest.raises(DataError, match="a 16-bit colour PNG with a transparent colour"):
+        decode_image(data, "deep.png")
+
+
+def test_exif_that_pillow_cannot_parse_is_passed_over():
+    """An eXIf chunk that holds no TIFF, which libpng passes over: "not a readable image"."""
+    samples = [[value % 256 for value in range(row, row + 96)] for row in range(32)]
+    damaged = grey_or_colour_png(8, 2, samples, png_chunk(b"eXIf", b"garbage!garbage!"))
+    assert np.array_equal(decode_image(damaged, "odd.png"), decode_image(grey_or_colour_png(8, 2, samples), "p.png"))
+
+
 def test_a_jpeg_named_png_is_read_by_its_content(tree, tmp_path):
     path = tree / "train" / "airplane" / "0000.png"
     Image.new("RGB", (32, 32), (200, 0, 0)).save(path, format="JPEG", quality=100)

@@ -316,8 +316,8 @@ def test_a_wdir_that_is_the_repository_root_is_the_root(monkeypatch, wdir):
 
 @pytest.mark.parametrize(
     ("run_as", "refused"),
-    [("evaluate", False), ("evaluate_tta", True), ("evaluation@tta", True), ("sub/dvc.yaml:evaluate", True)],
-    ids=["itself", "a-copy", "a-foreach-item", "a-stage-of-another-dvc-yaml"],
+    [("evaluate", False), ("../dvc.yaml:evaluate", False), ("evaluate_tta", True), ("evaluation@tta", True)],
+    ids=["itself", "itself-from-a-subfolder", "a-copy", "a-foreach-item"],
 )
 def test_a_stage_run_by_dvc_as_another_stage_is_refused_before_it_writes(monkeypatch, run_as, refused):
     """`evaluate_tta:` running `python3 -m stages.evaluate` with metrics of its own: the stage wrote

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import stat
 import struct
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from cifar.cli import in_a_dvc_workspace_copy
 from cifar.config import IMAGE_SIZE
@@ -91,11 +92,12 @@ def decode_image(data: bytes, where: str, archive: Path | None = None) -> np.nda
                     width, height = image.size
                     raise DataError(f"{where}: image is {width}x{height}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; {_FIX}")
                 if image.format == "PNG":
-                    _check_png_structure(data, where)
+                    chunks = _check_png_structure(data, where)
                     _check_palette_indices(image, where)
+                    _refuse_transparent_pixels(image, chunks, where)
                 else:
                     _check_jpeg_data(data, where)
-                return _as_rgb8(ImageOps.exif_transpose(image), where)
+                return _as_rgb8(_as_shown(image))
     except UnidentifiedImageError:
         if archive and data.startswith(_GIT_LFS_POINTER):  # fetching changed nothing inside the archive
             raise DataError(
@@ -162,7 +164,7 @@ def _check_png_chunks(data: bytes, where: str) -> None:
         raise DataError(f"{where}: an animated PNG, whose frames Pillow and libpng read differently; {_FIX}")
 
 
-def _check_png_structure(data: bytes, where: str) -> None:
+def _check_png_structure(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
     """Refuse what the PNG standard forbids and Pillow (13.0) decodes anyway without a word:
     a first chunk other than the header (IHDR), which hid the rest from this check, or a second
     header, by which Pillow decodes the pixels; pixel data
@@ -182,7 +184,7 @@ def _check_png_structure(data: bytes, where: str) -> None:
         raise DataError(f"{where}: a second image header (IHDR), where PNG allows one; {_FIX}")
     width, height, depth, colour, interlaced = struct.unpack(">IIBB2xB", chunks[0][1])
     if colour not in _PNG_SAMPLES:
-        return  # Pillow has refused it already
+        return chunks  # Pillow has refused it already
     kinds = [kind for kind, _ in chunks]
     before_pixels = chunks[: kinds.index(b"IDAT")] if b"IDAT" in kinds else chunks
     palettes = [body for kind, body in before_pixels if kind == b"PLTE"]
@@ -206,6 +208,43 @@ def _check_png_structure(data: bytes, where: str) -> None:
         raise DataError(f"{where}: not a readable image ({error}); {_FIX}") from None
     if found < expected:
         raise DataError(f"{where}: its pixel data ends early ({found:,} of {expected:,} bytes); {_FIX}")
+    return chunks
+
+
+_PNG_GREY, _PNG_COLOUR = 0, 2  # the colour types whose tRNS chunk names one transparent grey or colour
+_TRANSPARENT = (
+    "has transparent pixels, whose hidden colours an import of its RGB would show; flatten it onto a background "
+    "colour and save it without transparency, or remove it"
+)
+
+
+def _refuse_transparent_pixels(image: Image.Image, chunks: list[tuple[bytes, bytes]], where: str) -> None:
+    """Refuse a PNG with transparent pixels: the colours they hide, which no viewer shows, were
+    imported (alpha 0 over noise came in as a dog). A grey or colour PNG names one transparent
+    value in its tRNS chunk, as a sample of its bit depth, which Pillow compares with its 8-bit
+    pixels (a 2-bit white left opaque, a 16-bit colour matched by its high byte): compared here
+    with the samples as stored; 16-bit colour, which Pillow keeps only to 8 bits, is refused."""
+    depth, colour = struct.unpack(">8xBB3x", chunks[0][1])
+    before_pixels = itertools.takewhile(lambda chunk: chunk[0] != b"IDAT", chunks)
+    named = next((body for kind, body in before_pixels if kind == b"tRNS"), None)
+    if colour in (_PNG_GREY, _PNG_COLOUR) and named is not None:
+        if colour == _PNG_COLOUR and depth == 16:
+            raise DataError(
+                f"{where}: a 16-bit colour PNG with a transparent colour (tRNS chunk), which is not read exactly here; "
+                f"save it without transparency (or at 8 bits), or remove it"
+            )
+        samples = 1 if colour == _PNG_GREY else 3
+        value = np.frombuffer(named[: 2 * samples], dtype=">u2").astype(np.int64)
+        if depth < 8:  # Pillow scales 1-, 2- and 4-bit grey to 0..255
+            value = value * (255 // (2**depth - 1))
+        pixels = np.asarray(image.convert("L") if depth < 8 else image).astype(np.int64)
+        transparent = (pixels == value[0]) if samples == 1 else (pixels == value).all(axis=-1)
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        transparent = np.asarray(image.convert("RGBA"))[..., 3] < 255
+    else:
+        return
+    if transparent.any():
+        raise DataError(f"{where}: {_TRANSPARENT}")
 
 
 def _check_jpeg_data(data: bytes, where: str) -> None:
@@ -233,18 +272,21 @@ def _check_palette_indices(image: Image.Image, where: str) -> None:
         )
 
 
-def _as_rgb8(image: Image.Image, where: str) -> np.ndarray:
-    """The pixels as a viewer shows them (turned as EXIF orientation says, by the caller), or
-    refused where a viewer shows what RGB drops: an image with transparent pixels had the
-    colours they hide imported, a picture no viewer shows."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        with_alpha = image.convert("RGBA")
-        if with_alpha.getextrema()[3][0] < 255:
-            raise DataError(
-                f"{where}: has transparent pixels, whose hidden colours an import of its RGB would show; flatten it "
-                f"onto a background colour and save it without transparency, or remove it"
-            )
-        return np.asarray(with_alpha.convert("RGB"))
+def _as_shown(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, as viewers show it (phones and cameras
+    write one: imported unturned, a dog on its side). EXIF that Pillow cannot parse is passed
+    over, as libpng and viewers pass it over."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # Pillow's TIFF reader raises what it meets: SyntaxError, struct.error, ...
+        return image
+    return ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+
+
+def _as_rgb8(image: Image.Image) -> np.ndarray:
+    """Its pixels as 8-bit RGB, transparency checked already (_refuse_transparent_pixels): an
+    alpha channel of 255 or a transparent value no pixel has drops out."""
+    image.info.pop("transparency", None)  # Pillow warned, converting a palette's, or matched it inexactly
     if image.mode.startswith("I;16"):
         # 16-bit greyscale (a 16-bit grey PNG): convert("RGB") would clip 0..65535 to 0..255,
         # turning nearly every pixel white, so scale it down instead.
