@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar.reporting.plots import confusion_figure, misclassified_figure, per_class_figure
+from cifar.reporting.plots import confusion_figure, lr_finder_figure, misclassified_figure, per_class_figure
 from cifar.reporting.predictions import first_misclassified
 
 CLASSES = tuple(f"class_{i}" for i in range(10))
@@ -39,6 +39,16 @@ def test_class_names_are_drawn_as_written_not_as_tex():
     for figure in (per_class_figure(per_class), confusion_figure(np.arange(10), np.arange(10), classes)):
         figure.savefig(io.BytesIO(), format="png")
     assert [label.get_text() for label in figure.axes[0].get_xticklabels()][:2] == [r"$\bogus$", "$x$"]
+
+
+def test_the_range_tests_log_axis_is_labelled_in_plain_numbers():
+    """With TeX off for class names, the log axis's own labels were drawn as their TeX source,
+    `$\\mathdefault{10^{-7}}$`, overlapping into one unreadable line."""
+    lrs = np.geomspace(1e-7, 0.1, 30)
+    figure = lr_finder_figure(lrs, 2.3 - np.linspace(0, 1, 30) ** 2, 1e-3, "min_loss_div10", None, "adam")
+    figure.savefig(io.BytesIO(), format="png")
+    labels = [label.get_text() for label in figure.axes[0].get_xticklabels() if label.get_text()]
+    assert "1e\u221207" in labels and not any("$" in label for label in labels), labels
 
 
 def test_a_confusion_matrix_of_many_classes_draws_no_count_per_cell():

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt
@@ -54,6 +55,9 @@ def lr_finder_figure(
     figure, axis = plt.subplots(figsize=(6.5, 4))
     axis.plot(lrs, losses, color="tab:blue", label="smoothed training loss")
     axis.set_xscale("log")
+    # Its own labels are TeX (`$\mathdefault{10^{-7}}$`), drawn as that source with parse_math off: plain `1e-07`.
+    axis.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if max_lr is not None:
         axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {max_lr:.2e} ({pick})")
     axis.scatter([lrs[lowest]], [losses[lowest]], color="tab:red", zorder=3, label="minimum loss")
