@@ -221,6 +221,15 @@ class RangeTest:
                 )
             else:
                 rose_at, what = self.reading.lr_at_highest, self.no_descent
+            if self.tested.step_mode == "linear" and self.lrs[1] > 10 * self.lrs[0]:
+                # 20 linear steps to 0.1 test nothing between 1e-7 and 5.3e-3, where SGD learnt: a range
+                # from 1e-11 was advised, whose first hundred steps were flat (530 s against 84 s).
+                start = min(self.lrs[0], _DEFAULT_RANGE.start_lr)
+                raise TrainingError(
+                    f"{what}: its linear steps, {self.lrs[1] - self.lrs[0]:.2g} apart, test no LR between "
+                    f"{self.lrs[0]:.3g} and {self.lrs[1]:.3g}, where the LRs that learn may lie; "
+                    f"{self._finer_range(start, rose_at)}, or set train.max_lr to a number"
+                )
             raise TrainingError(
                 f"{what}: the range starts above the LRs that learn; {self._finer_range(start, rose_at)}, or set "
                 f"train.max_lr to a number"
