@@ -4380,9 +4380,17 @@ def windows_zip(tree: Path, archive: Path, beside_the_tree: bool) -> None:
     with zipfile.ZipFile(archive, "w") as bundle:
         for path in sorted(tree.rglob("*.png")):
             parts = path.relative_to(tree.parent).parts
-            bundle.write(path, "/".join(parts) if beside_the_tree else "\\".join(parts))
+            bundle.writestr(
+                made_on_windows("/".join(parts) if beside_the_tree else "\\".join(parts)), path.read_bytes()
+            )
         if beside_the_tree:
-            bundle.write(path, "export\\train\\dog\\9999.png")
+            bundle.writestr(made_on_windows("export\\train\\dog\\9999.png"), path.read_bytes())
+
+
+def made_on_windows(name: str) -> zipfile.ZipInfo:
+    member = zipfile.ZipInfo(name)
+    member.create_system = 0  # MS-DOS and Windows (APPNOTE.TXT 4.4.2)
+    return member
 
 
 def windows_tar(tree: Path, archive: Path, beside_the_tree: bool) -> None:
@@ -4403,21 +4411,24 @@ def test_an_archive_with_windows_separators_says_so(tree, tmp_path, downloads, w
     write(tree, archive, beside_the_tree)
     first = "export\\train\\dog\\9999.png" if beside_the_tree else zipfile.ZipFile(archive).namelist()[0]
     problem = (
-        "holds '\\', which unzip reads as a folder separator (some Windows tools write them so); re-create the zip "
-        "with '/' between folders, as `zip -r` does, and no '\\' in a file or folder name"
+        "holds '\\', which unzip reads as a folder separator in a zip made on Windows; re-create the zip with '/' "
+        "between folders, as `zip -r` does, and no '\\' in a file or folder name"
         if suffix == "zip"
         else "holds '\\' outside the file names in class folders, where some Windows tools write it between folders "
-        "and tar reads it as part of a name; re-create the archive with '/' between folders, as `tar -c` does, and "
-        "no '\\' in a folder name"
+        "and tar and unzip read it as part of a name; re-create the archive with '/' between folders, and no '\\' "
+        "in a folder name"
     )
     assert refused(DataError, import_from, archive, downloads) == f"{archive}: member {first!r} {problem}"
 
 
-def test_a_tar_of_a_file_whose_name_holds_a_backslash_imports_it_in_its_class(tree, tmp_path, downloads):
-    """`train/cat/cat\\0019.png`, a name Linux allows, written by `tar -c` and kept whole by `tar -x`:
-    refused with the advice to re-create the archive as `tar -c` does, which wrote it."""
+@pytest.mark.parametrize("archive_format", ["tar", "zip"])
+def test_an_archive_made_on_linux_of_a_file_whose_name_holds_a_backslash_imports_it_in_its_class(
+    tree, tmp_path, downloads, archive_format
+):
+    """`train/cat/cat\\0019.png`, a name Linux allows, written by `tar -c` or `zip -r` and kept whole
+    by `tar -x` and unzip: refused with the advice to re-create the archive as they do."""
     (tree / "train" / "dog" / "0000.png").rename(tree / "train" / "dog" / "dog\\0000.png")
-    labels = import_from(archive_of(tree, "tar"), downloads)["train"].labels.tolist()
+    labels = import_from(archive_of(tree, archive_format), downloads)["train"].labels.tolist()
     assert len(labels) == 30 and labels == import_from(tree, downloads)["train"].labels.tolist()
 
 

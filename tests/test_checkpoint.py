@@ -1251,3 +1251,16 @@ def test_a_checkpoint_linked_from_elsewhere_is_refused_before_training_with_a_fi
     subprocess.run(advised, shell=True, check=True)
     refuse_a_linked_checkpoint(checkpoint)
     assert checkpoint.read_bytes() == b"epochs" and not checkpoint.is_symlink()
+
+
+def test_a_checkpoint_linked_to_nothing_is_refused_with_the_link_to_remove(tmp_path, monkeypatch):
+    """Its target moved on: the advised `mv` back failed, "cannot stat"."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = Path(".checkpoints/train.pt")
+    checkpoint.parent.mkdir()
+    checkpoint.symlink_to(tmp_path / "gone" / "train.pt")
+    with pytest.raises(OutputError) as refused:
+        refuse_a_linked_checkpoint(checkpoint)
+    subprocess.run(re.search(r"\(`(rm [^`]*)`\)", str(refused.value))[1], shell=True, check=True)
+    refuse_a_linked_checkpoint(checkpoint)
+    assert not checkpoint.is_symlink()

@@ -473,6 +473,21 @@ def test_a_cached_archive_larger_than_the_official_one_is_fetched_again_unread(o
     assert len(attempts) == 1 and size not in checked
 
 
+def test_a_folder_where_the_official_archive_is_kept_is_named_as_such(official, tmp_path, monkeypatch):
+    """A folder holding a user's notes: "Is a directory; check that it exists and that you may read and write it"."""
+    _, archive = official
+    kept = tmp_path / "dl" / archive.name
+    kept.mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    fake_network(monkeypatch, [archive.read_bytes()])
+    with pytest.raises(DataError) as refused:
+        import_dataset(DataConfig(source="official"), 0, tmp_path / "dl")
+    assert str(refused.value) == (
+        f"{kept}: a folder, where download keeps the official archive it fetches; move it elsewhere and re-run"
+    )
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_batches_reached_through_links_into_an_output_are_refused(official, tmp_path):
     """A folder of links to the batches kept in download's output (`cp -rs`) was imported, then
     the run replaced that folder: the links led nowhere, the batches were gone."""

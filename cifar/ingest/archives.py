@@ -695,7 +695,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             continue
         linked = _hard_linked_copy(header, fields, size, members)
         if linked is not None:
-            _check_name(archive, name, in_a_zip=False)
+            _check_name(archive, name, made_on_windows=False)
             if _folder_ending(name) == "'/.'":  # `tar xf` fails to make the link and leaves an empty folder
                 raise _unsafe(archive, name, "a hard link whose name ends in '/.', which GNU tar cannot make")
             _add_member(members, name, linked, archive)
@@ -704,7 +704,7 @@ def _tar_members(stream: BinaryIO, archive: Path, limit: int, stored: int | None
             raise _unsafe(
                 archive, name, _KINDS.get(header.type, f"a member of type {header.type!r}, which is not supported")
             )
-        _check_name(archive, name, in_a_zip=False)
+        _check_name(archive, name, made_on_windows=False)
         if size < 0:
             raise _CorruptArchive(f"member {name[:200]!r} declares a negative size")
         why = _read_otherwise_by_gnu_tar(block, header, name, size, named_elsewhere="path" in fields or long_name)
@@ -912,7 +912,7 @@ def _read_zip(archive: Path, limit: int) -> dict[str, bytes]:
             )
         for member in members:
             member.filename = _name_as_unzip_reads(member)
-            _check_name(archive, member.filename, in_a_zip=True)
+            _check_name(archive, member.filename, made_on_windows=member.create_system != _UNIX)
             if not member.filename:  # zipfile's is_dir() below raised IndexError
                 raise _unsafe(archive, member.filename, "a file without a name")
             ending = _folder_ending(member.filename)
@@ -1004,7 +1004,7 @@ def _check_unicode_path_field(archive: Path, member: zipfile.ZipInfo) -> None:
             if other == member.filename:
                 pass
             elif _the_same_name(member, field):
-                _check_name(archive, other, in_a_zip=True)
+                _check_name(archive, other, made_on_windows=member.create_system != _UNIX)
                 member.filename = other
             else:
                 raise DataError(
@@ -1103,26 +1103,29 @@ def _too_many_members(archive: Path) -> DataError:
     )
 
 
-def _check_name(archive: Path, name: str, in_a_zip: bool) -> None:
+def _check_name(archive: Path, name: str, made_on_windows: bool) -> None:
+    """Refuse a member name tools read otherwise. `made_on_windows`: a zip member from a system
+    other than Unix, whose '\\' unzip reads as '/'."""
     if "\0" in name:  # a pax path may hold one; tar cuts the name there, Python does not
         raise _unsafe(archive, name, "a NUL byte in its name, where tools cut it short")
     path = PurePosixPath(name)
     folders = path.parts[:-1]
-    if in_a_zip and "\\" in name:
+    if made_on_windows and "\\" in name:
         # unzip takes it for '/', as some Windows tools mean it; here it would be one name
         # outside any class folder, an image left out without a word.
         raise DataError(
-            f"{archive}: member {name[:200]!r} holds '\\', which unzip reads as a folder separator (some Windows "
-            f"tools write them so); re-create the zip with '/' between folders, as `zip -r` does, and no '\\' in a "
-            f"file or folder name"
+            f"{archive}: member {name[:200]!r} holds '\\', which unzip reads as a folder separator in a zip made "
+            f"on Windows; re-create the zip with '/' between folders, as `zip -r` does, and no '\\' in a file or "
+            f"folder name"
         )
-    # tar keeps it in the name: a class folder's `cat\0019.png`, written by `tar -c` on Linux, is
-    # an image of that class (refused, with the advice to do what had written it)
+    # tar, and unzip for a zip made on Unix, keep it in the name: a class folder's `cat\0019.png`,
+    # written by `tar -c` or `zip -r` on Linux, is an image of that class (refused, with the advice
+    # to do what had written it)
     if "\\" in name and (len(folders) < 2 or any("\\" in folder for folder in folders)):
         raise DataError(
             f"{archive}: member {name[:200]!r} holds '\\' outside the file names in class folders, where some "
-            f"Windows tools write it between folders and tar reads it as part of a name; re-create the archive with "
-            f"'/' between folders, as `tar -c` does, and no '\\' in a folder name"
+            f"Windows tools write it between folders and tar and unzip read it as part of a name; re-create the "
+            f"archive with '/' between folders, and no '\\' in a folder name"
         )
     if path.is_absolute():
         raise _unsafe(archive, name, "an absolute path, outside the archive's folder")

@@ -263,10 +263,25 @@ def download_official(download_dir: Path) -> dict[str, Split]:
     from torchvision.datasets.utils import check_integrity
 
     archive = download_dir / CIFAR10.filename
+    _refuse_what_stands_in_its_place(archive)
     if not (_could_be_the_official_archive(archive) and check_integrity(str(archive), CIFAR10.tgz_md5)):
         archive.unlink(missing_ok=True)
         _fetch_with_retries(CIFAR10.url, archive, CIFAR10.tgz_md5)
     return import_local(archive, {"train": None, "test": None}, download_dir)
+
+
+def _refuse_what_stands_in_its_place(archive: Path) -> None:
+    """A folder (a user's notes in it), a named pipe or a device where the archive is kept: "Is a
+    directory; check that it exists and that you may read and write it"."""
+    try:
+        mode = archive.lstat().st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise DataError(
+            f"{archive}: {kind_of(mode)}, where download keeps the official archive it fetches; move it elsewhere "
+            f"and re-run"
+        )
 
 
 def _could_be_the_official_archive(path: Path) -> bool:

@@ -138,6 +138,11 @@ def refuse_a_linked_checkpoint(path: Path) -> None:
     was refused as it replaced it, with the advice to remove the link (and the epochs it held)."""
     if path.is_symlink():
         target = path.parent / os.readlink(path)
+        if not target.exists():  # moved on, or deleted: no file to move back
+            raise OutputError(
+                f"{path} is a symbolic link to {target}, which does not exist; remove the link (`rm "
+                f"{shlex.quote(str(path))}`), and train starts from its first epoch"
+            )
         raise OutputError(
             f"{path} is a symbolic link (to {target}), and train replaces its checkpoint whole after each epoch; "
             f"move the file back in its place to resume from it (`mv {shlex.quote(str(target))} "
