@@ -1365,10 +1365,18 @@ def test_a_grey_or_colour_pngs_transparent_value_is_matched_as_stored(depth, col
         )
 
 
-def test_a_16_bit_colour_png_with_a_transparent_colour_is_refused():
-    """Pillow keeps 16-bit colour to 8 bits: (255, 255, 255) transparent matched white, 0xffff."""
-    data = grey_or_colour_png(16, 2, [[0xFFFF] * 96] * 32, png_chunk(b"tRNS", struct.pack(">HHH", 255, 255, 255)))
-    with pytest.raises(DataError, match="a 16-bit colour PNG with a transparent colour"):
+@pytest.mark.parametrize(("named", "refused"), [(0xFF00, True), (0x00FF, False)], ids=["high-bytes-alike", "unlike"])
+def test_a_16_bit_colour_png_with_a_transparent_colour_its_pixels_may_hold_is_refused(named, refused):
+    """Pillow keeps 16-bit colour to its high bytes: (255, 255, 255) transparent matched white, 0xffff,
+    and an opaque image was refused. A value whose high bytes no pixel has is opaque for sure."""
+    pixels = [[0xFFFF] * 96] * 32
+    data = grey_or_colour_png(16, 2, pixels, png_chunk(b"tRNS", struct.pack(">H", named) * 3))
+    if not refused:
+        assert (decode_image(data, "deep.png") == 255).all()
+        return
+    with pytest.raises(
+        DataError, match="a 16-bit colour PNG with a transparent colour \\(tRNS chunk\\) that its pixels"
+    ):
         decode_image(data, "deep.png")
 
 

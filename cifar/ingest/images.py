@@ -223,22 +223,26 @@ def _refuse_transparent_pixels(image: Image.Image, chunks: list[tuple[bytes, byt
     imported (alpha 0 over noise came in as a dog). A grey or colour PNG names one transparent
     value in its tRNS chunk, as a sample of its bit depth, which Pillow compares with its 8-bit
     pixels (a 2-bit white left opaque, a 16-bit colour matched by its high byte): compared here
-    with the samples as stored; 16-bit colour, which Pillow keeps only to 8 bits, is refused."""
+    with the samples as stored. Pillow keeps 16-bit colour to its high bytes: a pixel that
+    matches the value's there may or may not be transparent, and is refused as such."""
     depth, colour = struct.unpack(">8xBB3x", chunks[0][1])
     before_pixels = itertools.takewhile(lambda chunk: chunk[0] != b"IDAT", chunks)
     named = next((body for kind, body in before_pixels if kind == b"tRNS"), None)
     if colour in (_PNG_GREY, _PNG_COLOUR) and named is not None:
-        if colour == _PNG_COLOUR and depth == 16:
-            raise DataError(
-                f"{where}: a 16-bit colour PNG with a transparent colour (tRNS chunk), which is not read exactly here; "
-                f"save it without transparency (or at 8 bits), or remove it"
-            )
         samples = 1 if colour == _PNG_GREY else 3
         value = np.frombuffer(named[: 2 * samples], dtype=">u2").astype(np.int64)
         if depth < 8:  # Pillow scales 1-, 2- and 4-bit grey to 0..255
             value = value * (255 // (2**depth - 1))
+        inexact = colour == _PNG_COLOUR and depth == 16
+        if inexact:
+            value = value >> 8
         pixels = np.asarray(image.convert("L") if depth < 8 else image).astype(np.int64)
         transparent = (pixels == value[0]) if samples == 1 else (pixels == value).all(axis=-1)
+        if inexact and transparent.any():
+            raise DataError(
+                f"{where}: a 16-bit colour PNG with a transparent colour (tRNS chunk) that its pixels may hold, "
+                f"which is not read exactly here; save it without transparency (or at 8 bits), or remove it"
+            )
     elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         transparent = np.asarray(image.convert("RGBA"))[..., 3] < 255
     else:
