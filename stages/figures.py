@@ -85,6 +85,7 @@ def main() -> None:
                 params.lr_find.pick,
                 chosen.get("steepest_lr"),
                 params.train.optimizer,
+                trained_at=None if params.train.max_lr == "find" else params.train.max_lr,
             ),
         )
         save_figure(paths.LOSS_IMAGE, epoch_curves_figure(history, "loss", "cross-entropy loss"))

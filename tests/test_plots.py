@@ -51,6 +51,14 @@ def test_the_range_tests_log_axis_is_labelled_in_plain_numbers():
     assert "1e\u221207" in labels and not any("$" in label for label in labels), labels
 
 
+def test_the_range_test_marks_a_max_lr_given_in_params_as_the_one_trained_at():
+    """train.max_lr 0.002: lr_find's pick was marked "chosen max_lr", and nothing said training ran at 0.002."""
+    lrs = np.geomspace(1e-7, 0.1, 30)
+    figure = lr_finder_figure(lrs, 2.3 - np.linspace(0, 1, 30) ** 2, 1e-3, "min_loss_div10", None, "adam", 0.002)
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "lr_find's pick = 1.00e-03 (min_loss_div10)" in labels and "trained at train.max_lr = 2.00e-03" in labels
+
+
 def test_a_confusion_matrix_of_many_classes_draws_no_count_per_cell():
     """1,000 classes drew a million texts: figures passed 3 GB, then crashed."""
     classes = tuple(f"c{n}" for n in range(40))

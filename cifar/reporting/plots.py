@@ -47,9 +47,11 @@ def lr_finder_figure(
     pick: str,
     steepest_lr: float | None,
     optimizer: str,
+    trained_at: float | None = None,
 ):
     """The range test's smoothed loss against the LR, with the chosen LR (None: the loss found no
-    descent, nothing was chosen) and the candidates marked."""
+    descent, nothing was chosen), the candidates, and train.max_lr where it is a number of the
+    user's (`trained_at`: the pick alone was drawn as "chosen" beside a run at another LR)."""
     lrs, losses = np.asarray(lrs), np.asarray(losses)
     lowest = int(np.nanargmin(losses))
     figure, axis = plt.subplots(figsize=(6.5, 4))
@@ -59,7 +61,10 @@ def lr_finder_figure(
     axis.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if max_lr is not None:
-        axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"chosen max_lr = {max_lr:.2e} ({pick})")
+        chosen = "lr_find's pick" if trained_at is not None else "chosen max_lr"
+        axis.axvline(max_lr, color="tab:red", linestyle="--", label=f"{chosen} = {max_lr:.2e} ({pick})")
+    if trained_at is not None:
+        axis.axvline(trained_at, color="black", linestyle=":", label=f"trained at train.max_lr = {trained_at:.2e}")
     axis.scatter([lrs[lowest]], [losses[lowest]], color="tab:red", zorder=3, label="minimum loss")
     if steepest_lr is not None:
         steepest = int(np.argmin(np.abs(lrs - steepest_lr)))
