@@ -566,11 +566,11 @@ def test_the_pinned_requirements_are_watched_as_a_stage_runs(tmp_path, monkeypat
 
 def test_an_input_the_sweep_puts_back_is_held_to_its_state_after_the_sweep(tmp_path, monkeypatch, capsys):
     """download killed while renaming its data in: train kept the data's state, its own sweep
-    then put the previous data back, and after every epoch train failed with "data/cifar10
+    then put the previous data back, and after every epoch train failed with "(the data)
     changed while train ran; run train again", which nothing had changed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["stages/train.py"])
-    for kept in ("_sources_at_start", "_inputs_at_start"):  # put back after the test
+    for kept in ("_sources_read", "_sources_at_start", "_inputs_at_start"):  # put back after the test
         monkeypatch.setattr(cifar.cli, kept, getattr(cifar.cli, kept))
     data, _ = killed_while_renaming(tmp_path, 2)  # the new data folder in, the previous one aside
     keep_state_at_start({}, {}, [paths.DATA])

@@ -1242,7 +1242,7 @@ def test_a_checkpoint_linked_from_elsewhere_is_refused_before_training_with_a_fi
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "train.pt").write_bytes(b"epochs")
-    checkpoint = Path(".checkpoints/train.pt")
+    checkpoint = Path(paths.CHECKPOINT)
     checkpoint.parent.mkdir()
     checkpoint.symlink_to(tmp_path / "kept" / "train.pt" if link == "absolute" else link)
     with pytest.raises(OutputError) as refused:
@@ -1256,7 +1256,7 @@ def test_a_checkpoint_linked_from_elsewhere_is_refused_before_training_with_a_fi
 def test_a_checkpoint_linked_to_nothing_is_refused_with_the_link_to_remove(tmp_path, monkeypatch):
     """Its target moved on: the advised `mv` back failed, "cannot stat"."""
     monkeypatch.chdir(tmp_path)
-    checkpoint = Path(".checkpoints/train.pt")
+    checkpoint = Path(paths.CHECKPOINT)
     checkpoint.parent.mkdir()
     checkpoint.symlink_to(tmp_path / "gone" / "train.pt")
     with pytest.raises(OutputError) as refused:
